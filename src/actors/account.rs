@@ -1,0 +1,345 @@
+//! AccountActor: one per business number. Routes events to conversation actors (spawning
+//! them on demand, passivating them when idle, restarting them when they fail) and owns the
+//! account's outbox sender.
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicI64, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use ractor::{Actor, ActorProcessingErr, ActorRef, RpcReplyPort, SupervisionEvent};
+
+use super::conversation::{ConversationActor, ConversationArgs, ConversationMsg};
+use super::Engine;
+use crate::config::AccountSettings;
+use crate::metrics::metrics;
+use crate::outbox::OutboxSender;
+use crate::store::{DueTimer, InboxDispatch};
+use crate::telemetry::mask;
+use crate::whatsapp::send::OutboundMessage;
+
+/// How long an inbox row may stay pending before the sweep hands it to its conversation again.
+const SWEEP_AGE: Duration = Duration::from_secs(5);
+
+pub struct AccountActor;
+
+pub enum AccountMsg {
+    /// A committed inbound message.
+    Dispatch(InboxDispatch),
+    /// The business sends a message; replies with the outbox id.
+    Outgoing {
+        user_key: String,
+        request_id: String,
+        message: OutboundMessage,
+        reply_to: Option<String>,
+        reply: RpcReplyPort<Result<i64, String>>,
+    },
+    /// A durable timer of one conversation came due.
+    Timer(DueTimer),
+    /// Meta refused a message for good.
+    SendFailed {
+        user_key: String,
+        outbox_id: i64,
+        code: Option<i64>,
+        detail: String,
+    },
+    /// A conversation that had failed has applied an event again.
+    Recovered(String),
+    /// Passivate idle conversations; re-dispatch stale pending rows.
+    Tick,
+    /// Stop sending (in-flight sends finish or are left for the restart) and reply.
+    Shutdown(RpcReplyPort<()>),
+    /// Conversation actors resident now.
+    LiveConversations(RpcReplyPort<usize>),
+}
+
+pub struct AccountArgs {
+    pub engine: Arc<Engine>,
+    pub account: Arc<AccountSettings>,
+}
+
+struct Live {
+    actor: ActorRef<ConversationMsg>,
+    last_routed: Instant,
+}
+
+/// Which inbox seq a conversation actor is applying (0 when idle), readable after it failed.
+type Applying = Arc<AtomicI64>;
+
+pub struct AccountState {
+    engine: Arc<Engine>,
+    account: Arc<AccountSettings>,
+    sender: OutboxSender,
+    live: HashMap<String, Live>,
+    by_id: HashMap<ractor::ActorId, (String, Applying)>,
+    /// Per conversation: the inbox seq it failed on and how many times in a row. Passed to the
+    /// restarted actor so that a poison event is dead-lettered instead of crashing it forever.
+    failures: HashMap<String, (i64, u32)>,
+    last_sweep: Instant,
+    stopping: bool,
+}
+
+impl AccountState {
+    async fn conversation(
+        &mut self,
+        myself: &ActorRef<AccountMsg>,
+        user_key: &str,
+    ) -> Result<ActorRef<ConversationMsg>, ActorProcessingErr> {
+        if let Some(live) = self.live.get_mut(user_key) {
+            live.last_routed = Instant::now();
+            return Ok(live.actor.clone());
+        }
+        let applying: Applying = Arc::new(AtomicI64::new(0));
+        let (actor, _) = Actor::spawn_linked(
+            None,
+            ConversationActor,
+            ConversationArgs {
+                engine: self.engine.clone(),
+                account: self.account.clone(),
+                user_key: user_key.to_string(),
+                sender: self.sender.clone(),
+                account_ref: myself.clone(),
+                poison: self.failures.get(user_key).copied(),
+                applying: applying.clone(),
+            },
+            myself.get_cell(),
+        )
+        .await?;
+        self.by_id
+            .insert(actor.get_id(), (user_key.to_string(), applying));
+        self.live.insert(
+            user_key.to_string(),
+            Live {
+                actor: actor.clone(),
+                last_routed: Instant::now(),
+            },
+        );
+        Ok(actor)
+    }
+
+    async fn route(
+        &mut self,
+        myself: &ActorRef<AccountMsg>,
+        user_key: &str,
+        msg: ConversationMsg,
+    ) -> Result<(), ActorProcessingErr> {
+        let actor = self.conversation(myself, user_key).await?;
+        if let Err(e) = actor.cast(msg) {
+            // The actor is stopping; the event is in the store and the sweep will redeliver it.
+            tracing::debug!(user = %mask(user_key), error = %e, "Conversation actor gone; event left for the sweep.");
+        }
+        Ok(())
+    }
+
+    /// Hand every conversation with stale pending rows to its actor.
+    async fn sweep(&mut self, myself: &ActorRef<AccountMsg>, older_than: Option<i64>) {
+        match self
+            .engine
+            .store
+            .conversations_with_pending(&self.account.phone_number_id, older_than)
+            .await
+        {
+            Ok(users) => {
+                for user in users {
+                    if let Err(e) = self.route(myself, &user, ConversationMsg::Replay).await {
+                        tracing::error!(user = %mask(&user), error = %e, "Could not start a conversation for its pending events.");
+                    }
+                }
+            }
+            Err(e) => tracing::warn!(error = %e, "Pending-inbox sweep failed; will try again."),
+        }
+    }
+}
+
+impl Actor for AccountActor {
+    type Msg = AccountMsg;
+    type State = AccountState;
+    type Arguments = AccountArgs;
+
+    async fn pre_start(
+        &self,
+        myself: ActorRef<Self::Msg>,
+        args: AccountArgs,
+    ) -> Result<AccountState, ActorProcessingErr> {
+        let sender = OutboxSender::start(args.engine.clone(), args.account.clone(), myself.clone());
+        Ok(AccountState {
+            engine: args.engine,
+            account: args.account,
+            sender,
+            live: HashMap::new(),
+            by_id: HashMap::new(),
+            failures: HashMap::new(),
+            last_sweep: Instant::now(),
+            stopping: false,
+        })
+    }
+
+    async fn post_start(
+        &self,
+        myself: ActorRef<Self::Msg>,
+        state: &mut AccountState,
+    ) -> Result<(), ActorProcessingErr> {
+        // Conversations with events that were committed but not applied before the last stop.
+        state.sweep(&myself, None).await;
+        let idle = state.engine.settings.conversation.idle_timeout;
+        let period = (idle / 4).clamp(Duration::from_millis(50), Duration::from_secs(5));
+        myself.send_interval(period, || AccountMsg::Tick);
+        tracing::info!(account = %state.account.phone_number_id, "Account started.");
+        Ok(())
+    }
+
+    async fn handle(
+        &self,
+        myself: ActorRef<Self::Msg>,
+        msg: AccountMsg,
+        state: &mut AccountState,
+    ) -> Result<(), ActorProcessingErr> {
+        match msg {
+            AccountMsg::Dispatch(d) => {
+                let user = d.user_key.clone();
+                state
+                    .route(&myself, &user, ConversationMsg::Inbound(d))
+                    .await?;
+            }
+            AccountMsg::Outgoing {
+                user_key,
+                request_id,
+                message,
+                reply_to,
+                reply,
+            } => {
+                if state.stopping {
+                    let _ = reply.send(Err("shutting down".into()));
+                    return Ok(());
+                }
+                state
+                    .route(
+                        &myself,
+                        &user_key,
+                        ConversationMsg::Outgoing {
+                            request_id,
+                            message,
+                            reply_to,
+                            reply,
+                        },
+                    )
+                    .await?;
+            }
+            AccountMsg::Timer(t) => {
+                let user = t.user_key.clone();
+                state
+                    .route(&myself, &user, ConversationMsg::Timer(t))
+                    .await?;
+            }
+            AccountMsg::SendFailed {
+                user_key,
+                outbox_id,
+                code,
+                detail,
+            } => {
+                state
+                    .route(
+                        &myself,
+                        &user_key,
+                        ConversationMsg::SendFailed {
+                            outbox_id,
+                            code,
+                            detail,
+                        },
+                    )
+                    .await?;
+            }
+            AccountMsg::Recovered(user) => {
+                state.failures.remove(&user);
+            }
+            AccountMsg::Tick => {
+                if state.stopping {
+                    return Ok(());
+                }
+                let idle = state.engine.settings.conversation.idle_timeout;
+                let idle_users: Vec<String> = state
+                    .live
+                    .iter()
+                    .filter(|(_, l)| l.last_routed.elapsed() >= idle)
+                    .map(|(u, _)| u.clone())
+                    .collect();
+                for user in idle_users {
+                    if let Some(live) = state.live.remove(&user) {
+                        // Its state is already in the store; nothing is routed to it any more.
+                        live.actor.stop(Some("idle".into()));
+                    }
+                }
+                if state.last_sweep.elapsed() >= SWEEP_AGE {
+                    state.last_sweep = Instant::now();
+                    let cutoff = state.engine.clock.now_ms() - SWEEP_AGE.as_millis() as i64;
+                    state.sweep(&myself, Some(cutoff)).await;
+                }
+            }
+            AccountMsg::LiveConversations(reply) => {
+                if !reply.is_closed() {
+                    let _ = reply.send(state.live.len());
+                }
+            }
+            AccountMsg::Shutdown(reply) => {
+                state.stopping = true;
+                state.sender.shutdown().await;
+                // Conversations finish the step they are in (its commit) and stop.
+                state.live.clear();
+                myself.stop_children_and_wait(None, None).await;
+                if !reply.is_closed() {
+                    let _ = reply.send(());
+                }
+            }
+        }
+        Ok(())
+    }
+
+    async fn handle_supervisor_evt(
+        &self,
+        myself: ActorRef<Self::Msg>,
+        evt: SupervisionEvent,
+        state: &mut AccountState,
+    ) -> Result<(), ActorProcessingErr> {
+        match evt {
+            SupervisionEvent::ActorTerminated(cell, _, _) => {
+                if let Some((user, _)) = state.by_id.remove(&cell.get_id()) {
+                    if state
+                        .live
+                        .get(&user)
+                        .is_some_and(|l| l.actor.get_id() == cell.get_id())
+                    {
+                        state.live.remove(&user);
+                    }
+                }
+            }
+            SupervisionEvent::ActorFailed(cell, err) => {
+                let Some((user, applying)) = state.by_id.remove(&cell.get_id()) else {
+                    return Ok(());
+                };
+                let seq = applying.load(Ordering::SeqCst);
+                if state
+                    .live
+                    .get(&user)
+                    .is_some_and(|l| l.actor.get_id() == cell.get_id())
+                {
+                    state.live.remove(&user);
+                }
+                metrics()
+                    .conversation_restarts
+                    .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                let entry = state.failures.entry(user.clone()).or_insert((seq, 0));
+                if entry.0 != seq {
+                    *entry = (seq, 0);
+                }
+                entry.1 += 1;
+                tracing::error!(user = %mask(&user), error = %err, seq, failures = entry.1, "Conversation failed; restarting it from its stored state.");
+                if !state.stopping {
+                    // Restart now: it replays its unapplied events from the inbox.
+                    state.route(&myself, &user, ConversationMsg::Replay).await?;
+                }
+            }
+            _ => {}
+        }
+        Ok(())
+    }
+}

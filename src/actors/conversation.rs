@@ -1,0 +1,431 @@
+//! ConversationActor: the one writer of one conversation. Loads its state, applies events in
+//! inbox order through the pure `step`, commits state + outbox + timers + "inbox done" in one
+//! transaction, then hands the new sends to the account's outbox sender.
+
+use std::sync::atomic::{AtomicI64, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use ractor::{Actor, ActorProcessingErr, ActorRef, RpcReplyPort};
+
+use super::account::AccountMsg;
+use super::Engine;
+use crate::config::AccountSettings;
+use crate::conversation::{ConversationEvent, ConversationState, Effect, StepContext};
+use crate::metrics::metrics;
+use crate::outbox::OutboxSender;
+use crate::store::writer::ContactUpsert;
+use crate::store::{
+    DueTimer, InboxDispatch, NewDeadLetter, NewOutboxRow, NewTimer, StepCommit, StoreError,
+};
+use crate::telemetry::mask;
+use crate::whatsapp::event::WebhookEvent;
+use crate::whatsapp::send::OutboundMessage;
+
+pub struct ConversationActor;
+
+pub enum ConversationMsg {
+    Inbound(InboxDispatch),
+    Outgoing {
+        request_id: String,
+        message: OutboundMessage,
+        reply_to: Option<String>,
+        reply: RpcReplyPort<Result<i64, String>>,
+    },
+    Timer(DueTimer),
+    SendFailed {
+        outbox_id: i64,
+        code: Option<i64>,
+        detail: String,
+    },
+    /// Apply every pending inbox row of this conversation (after a restart, a store outage,
+    /// or when the sweep finds rows waiting).
+    Replay,
+}
+
+pub struct ConversationArgs {
+    pub engine: Arc<Engine>,
+    pub account: Arc<AccountSettings>,
+    pub user_key: String,
+    pub sender: OutboxSender,
+    pub account_ref: ActorRef<AccountMsg>,
+    /// The seq this conversation failed on before, and how many times.
+    pub poison: Option<(i64, u32)>,
+    pub applying: Arc<AtomicI64>,
+}
+
+pub struct ConversationActorState {
+    args: ConversationArgs,
+    conv: ConversationState,
+    last_applied_seq: i64,
+    loaded: bool,
+    /// A commit failed: later events wait in the inbox until a replay succeeds.
+    stalled: bool,
+    retry_scheduled: bool,
+}
+
+#[derive(Debug, thiserror::Error)]
+enum ApplyError {
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    #[error("could not encode: {0}")]
+    Encode(#[from] serde_json::Error),
+}
+
+impl ConversationActorState {
+    fn engine(&self) -> &Engine {
+        &self.args.engine
+    }
+
+    async fn load(&mut self) -> Result<(), StoreError> {
+        if self.loaded {
+            return Ok(());
+        }
+        let stored = self
+            .engine()
+            .store
+            .load_conversation(&self.args.account.phone_number_id, &self.args.user_key)
+            .await?;
+        if let Some(stored) = stored {
+            self.conv = serde_json::from_str(&stored.state_json)
+                .map_err(|e| StoreError::Corrupt(format!("conversation state: {e}")))?;
+            self.conv.last_inbound_at = stored.last_inbound_at.or(self.conv.last_inbound_at);
+            self.last_applied_seq = stored.last_applied_seq;
+        }
+        self.loaded = true;
+        Ok(())
+    }
+
+    /// Apply every pending inbox row after `last_applied_seq`, in order.
+    async fn replay(&mut self, myself: &ActorRef<ConversationMsg>) {
+        if let Err(e) = self.try_replay().await {
+            tracing::warn!(user = %mask(&self.args.user_key), error = %e, "Conversation stalled; will retry from the inbox.");
+            self.stall(myself);
+        } else {
+            self.stalled = false;
+        }
+    }
+
+    async fn try_replay(&mut self) -> Result<(), ApplyError> {
+        self.load().await?;
+        let rows = self
+            .engine()
+            .store
+            .pending_inbox(
+                &self.args.account.phone_number_id,
+                &self.args.user_key,
+                self.last_applied_seq,
+            )
+            .await?;
+        for row in rows {
+            if row.seq <= self.last_applied_seq {
+                continue;
+            }
+            let poisoned = self.args.poison.is_some_and(|(seq, n)| {
+                seq == row.seq && n >= self.engine().settings.conversation.max_event_attempts
+            });
+            let message = match serde_json::from_str::<WebhookEvent>(&row.payload) {
+                Ok(WebhookEvent::Message(m)) if !poisoned => Arc::new(m),
+                Ok(_) | Err(_) => {
+                    let reason = if poisoned {
+                        "the conversation failed on this event repeatedly".to_string()
+                    } else {
+                        "inbox payload is not a message".to_string()
+                    };
+                    self.dead_letter(row.seq, reason, row.payload.into_bytes())
+                        .await?;
+                    continue;
+                }
+            };
+            self.apply(
+                ConversationEvent::Inbound {
+                    seq: row.seq,
+                    message,
+                },
+                Some(row.seq),
+                None,
+            )
+            .await?;
+        }
+        Ok(())
+    }
+
+    async fn dead_letter(
+        &mut self,
+        seq: i64,
+        reason: String,
+        raw: Vec<u8>,
+    ) -> Result<(), StoreError> {
+        tracing::error!(user = %mask(&self.args.user_key), seq, reason = %reason, "Event dead-lettered; the conversation moves on.");
+        self.engine()
+            .writer
+            .dead_letter(
+                NewDeadLetter {
+                    kind: "inbox_event",
+                    account: Some(self.args.account.phone_number_id.clone()),
+                    user_key: Some(self.args.user_key.clone()),
+                    ref_id: Some(seq),
+                    reason,
+                    raw: Some(raw),
+                },
+                Some(seq),
+            )
+            .await?;
+        self.last_applied_seq = self.last_applied_seq.max(seq);
+        Ok(())
+    }
+
+    fn stall(&mut self, myself: &ActorRef<ConversationMsg>) {
+        self.stalled = true;
+        if !self.retry_scheduled {
+            self.retry_scheduled = true;
+            drop(myself.send_after(Duration::from_secs(1), || ConversationMsg::Replay));
+        }
+    }
+
+    /// Run `step`, commit its result, hand the sends to the sender. Returns the effects and
+    /// the ids of the outbox rows created, in effect order.
+    async fn apply(
+        &mut self,
+        event: ConversationEvent,
+        seq: Option<i64>,
+        timer_id: Option<i64>,
+    ) -> Result<(Vec<Effect>, Vec<i64>), ApplyError> {
+        let engine = self.args.engine.clone();
+        let now = engine.clock.now_ms();
+        let ctx = StepContext {
+            now_ms: now,
+            mark_read: self.args.account.mark_read,
+        };
+        self.args.applying.store(seq.unwrap_or(0), Ordering::SeqCst);
+        let (next, effects) = engine.logic.step(self.conv.clone(), &event, &ctx);
+
+        let account = &self.args.account.phone_number_id;
+        let user = &self.args.user_key;
+        let origin = match &event {
+            ConversationEvent::Inbound { seq, .. } => format!("in{seq}"),
+            ConversationEvent::TimerFired { timer_id, .. } => format!("t{timer_id}"),
+            ConversationEvent::Outgoing { request_id, .. } => format!("out{request_id}"),
+            ConversationEvent::SendFailed { outbox_id, .. } => format!("f{outbox_id}"),
+        };
+        let mut outbox = Vec::new();
+        let mut timers = Vec::new();
+        for (n, effect) in effects.iter().enumerate() {
+            match effect {
+                Effect::Send { message, reply_to } => outbox.push(NewOutboxRow {
+                    idem_key: format!("{account}:{user}:{origin}:{n}"),
+                    kind: "message",
+                    message_json: serde_json::to_string(message)?,
+                    reply_to: reply_to.clone(),
+                    source_seq: seq,
+                }),
+                Effect::MarkRead { wamid } => outbox.push(NewOutboxRow {
+                    idem_key: format!("{account}:{user}:{origin}:{n}"),
+                    kind: "mark_read",
+                    message_json: serde_json::to_string(&OutboundMessage::MarkRead {
+                        message_id: wamid.clone(),
+                        typing_indicator: false,
+                    })?,
+                    reply_to: None,
+                    source_seq: seq,
+                }),
+                Effect::StartTimer {
+                    name,
+                    due_at,
+                    payload,
+                } => timers.push(NewTimer {
+                    idem_key: format!("{account}:{user}:{origin}:{n}"),
+                    name: name.clone(),
+                    payload: payload.to_string(),
+                    due_at: *due_at,
+                }),
+                Effect::Refuse { .. } => {}
+            }
+        }
+        let unchanged = next == self.conv
+            && outbox.is_empty()
+            && timers.is_empty()
+            && seq.is_none()
+            && timer_id.is_none();
+        let records = if unchanged {
+            Vec::new()
+        } else {
+            let contact =
+                matches!(event, ConversationEvent::Inbound { .. }).then(|| ContactUpsert {
+                    wa_id: next.contact.wa_id.clone(),
+                    user_id: next.contact.user_id.clone(),
+                    profile_name: next.contact.profile_name.clone(),
+                });
+            let commit = StepCommit {
+                account: account.clone(),
+                user_key: user.clone(),
+                state_json: serde_json::to_string(&next)?,
+                last_inbound_at: next.last_inbound_at,
+                last_applied_seq: self.last_applied_seq.max(seq.unwrap_or(0)),
+                inbox_done: seq,
+                timer_fired: timer_id,
+                contact,
+                outbox,
+                timers,
+                now,
+            };
+            engine.writer.commit_step(commit).await?
+        };
+        self.args.applying.store(0, Ordering::SeqCst);
+        self.conv = next;
+        if let Some(seq) = seq {
+            self.last_applied_seq = self.last_applied_seq.max(seq);
+            metrics().inbox_applied.fetch_add(1, Ordering::Relaxed);
+            if self.args.poison.take().is_some() {
+                let _ = self
+                    .args
+                    .account_ref
+                    .cast(AccountMsg::Recovered(user.clone()));
+            }
+        }
+        let ids = records.iter().map(|r| r.id).collect();
+        if !records.is_empty() {
+            self.args.sender.enqueue(records);
+        }
+        Ok((effects, ids))
+    }
+}
+
+impl Actor for ConversationActor {
+    type Msg = ConversationMsg;
+    type State = ConversationActorState;
+    type Arguments = ConversationArgs;
+
+    async fn pre_start(
+        &self,
+        _myself: ActorRef<Self::Msg>,
+        args: ConversationArgs,
+    ) -> Result<Self::State, ActorProcessingErr> {
+        // Nothing slow here: the account waits for pre_start. Loading happens in post_start.
+        metrics().live_conversations.fetch_add(1, Ordering::Relaxed);
+        Ok(ConversationActorState {
+            args,
+            conv: ConversationState::default(),
+            last_applied_seq: 0,
+            loaded: false,
+            stalled: false,
+            retry_scheduled: false,
+        })
+    }
+
+    async fn post_start(
+        &self,
+        myself: ActorRef<Self::Msg>,
+        state: &mut Self::State,
+    ) -> Result<(), ActorProcessingErr> {
+        // Before any queued message: events committed earlier come first.
+        state.replay(&myself).await;
+        Ok(())
+    }
+
+    async fn post_stop(
+        &self,
+        _myself: ActorRef<Self::Msg>,
+        _state: &mut Self::State,
+    ) -> Result<(), ActorProcessingErr> {
+        metrics().live_conversations.fetch_sub(1, Ordering::Relaxed);
+        Ok(())
+    }
+
+    async fn handle(
+        &self,
+        myself: ActorRef<Self::Msg>,
+        msg: ConversationMsg,
+        state: &mut Self::State,
+    ) -> Result<(), ActorProcessingErr> {
+        match msg {
+            ConversationMsg::Inbound(d) => {
+                if state.stalled || !state.loaded {
+                    // It is in the inbox; the scheduled replay applies it in order.
+                    return Ok(());
+                }
+                if d.seq <= state.last_applied_seq {
+                    return Ok(());
+                }
+                let event = ConversationEvent::Inbound {
+                    seq: d.seq,
+                    message: d.message,
+                };
+                if let Err(e) = state.apply(event, Some(d.seq), None).await {
+                    tracing::warn!(user = %mask(&state.args.user_key), seq = d.seq, error = %e, "Commit failed; conversation stalled until the store answers.");
+                    state.stall(&myself);
+                }
+            }
+            ConversationMsg::Replay => {
+                state.retry_scheduled = false;
+                state.replay(&myself).await;
+            }
+            ConversationMsg::Outgoing {
+                request_id,
+                message,
+                reply_to,
+                reply,
+            } => {
+                if state.stalled || !state.loaded {
+                    state.replay(&myself).await;
+                }
+                let result = if state.stalled {
+                    Err("store unavailable".to_string())
+                } else {
+                    let event = ConversationEvent::Outgoing {
+                        request_id,
+                        message,
+                        reply_to,
+                    };
+                    match state.apply(event, None, None).await {
+                        Ok((effects, ids)) => match effects.iter().find_map(|e| match e {
+                            Effect::Refuse { reason } => Some(reason.clone()),
+                            _ => None,
+                        }) {
+                            Some(reason) => Err(reason),
+                            None => ids
+                                .first()
+                                .copied()
+                                .ok_or_else(|| "nothing to send".to_string()),
+                        },
+                        Err(e) => Err(e.to_string()),
+                    }
+                };
+                if !reply.is_closed() {
+                    let _ = reply.send(result);
+                }
+            }
+            ConversationMsg::Timer(t) => {
+                if state.stalled || !state.loaded {
+                    return Ok(()); // the timer stays pending and fires again
+                }
+                let event = ConversationEvent::TimerFired {
+                    timer_id: t.id,
+                    name: t.name,
+                    payload: serde_json::from_str(&t.payload).unwrap_or(serde_json::Value::Null),
+                };
+                if let Err(e) = state.apply(event, None, Some(t.id)).await {
+                    tracing::warn!(error = %e, "Timer step failed; it will fire again.");
+                }
+            }
+            ConversationMsg::SendFailed {
+                outbox_id,
+                code,
+                detail,
+            } => {
+                if !state.loaded {
+                    state.replay(&myself).await;
+                }
+                let event = ConversationEvent::SendFailed {
+                    outbox_id,
+                    code,
+                    detail,
+                };
+                if let Err(e) = state.apply(event, None, None).await {
+                    tracing::warn!(error = %e, "Recording a send failure in the conversation failed.");
+                }
+            }
+        }
+        Ok(())
+    }
+}

@@ -1,0 +1,80 @@
+//! The actor tree: RootSupervisor → AccountActor (one per business number) →
+//! ConversationActor (one per active customer). Actors are thin shells: the state lives in the
+//! store, the logic in [`crate::conversation`].
+
+mod account;
+mod conversation;
+mod supervisor;
+
+use std::collections::HashMap;
+use std::sync::{Arc, RwLock};
+
+pub use account::{AccountActor, AccountMsg};
+pub use conversation::{ConversationActor, ConversationMsg};
+pub use supervisor::{RootMsg, RootSupervisor};
+
+use crate::config::Settings;
+use crate::conversation::ConversationLogic;
+use crate::store::{Store, WriterHandle};
+use crate::whatsapp::client::GraphClient;
+
+/// Where time comes from (tests inject their own).
+pub trait Clock: Send + Sync + 'static {
+    fn now_ms(&self) -> i64;
+}
+
+#[derive(Debug, Default, Clone, Copy)]
+pub struct SystemClock;
+
+impl Clock for SystemClock {
+    fn now_ms(&self) -> i64 {
+        crate::store::now_ms()
+    }
+}
+
+/// What every actor shares.
+pub struct Engine {
+    pub settings: Arc<Settings>,
+    pub store: Store,
+    pub writer: WriterHandle,
+    pub logic: Arc<dyn ConversationLogic>,
+    pub graph: GraphClient,
+    pub clock: Arc<dyn Clock>,
+}
+
+/// phone_number_id → its AccountActor; read by the ingress and the writer's dispatcher.
+#[derive(Clone, Default)]
+pub struct AccountRouter(Arc<RwLock<HashMap<String, ractor::ActorRef<AccountMsg>>>>);
+
+impl AccountRouter {
+    pub fn get(&self, phone_number_id: &str) -> Option<ractor::ActorRef<AccountMsg>> {
+        self.0
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .get(phone_number_id)
+            .cloned()
+    }
+
+    pub fn set(&self, phone_number_id: &str, actor: ractor::ActorRef<AccountMsg>) {
+        self.0
+            .write()
+            .unwrap_or_else(|e| e.into_inner())
+            .insert(phone_number_id.to_string(), actor);
+    }
+
+    pub fn remove(&self, phone_number_id: &str) {
+        self.0
+            .write()
+            .unwrap_or_else(|e| e.into_inner())
+            .remove(phone_number_id);
+    }
+
+    pub fn all(&self) -> Vec<(String, ractor::ActorRef<AccountMsg>)> {
+        self.0
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .iter()
+            .map(|(k, v)| (k.clone(), v.clone()))
+            .collect()
+    }
+}

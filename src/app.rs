@@ -1,0 +1,265 @@
+//! Application wiring: store → writer → actors → HTTP; and the ordered shutdown.
+
+use std::collections::HashMap;
+use std::future::Future;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use anyhow::Context;
+use ractor::ActorRef;
+use tokio::net::TcpListener;
+
+use crate::actors::{
+    AccountMsg, AccountRouter, Clock, Engine, RootMsg, RootSupervisor, SystemClock,
+};
+use crate::config::Settings;
+use crate::conversation::{ConversationLogic, CoreLogic};
+use crate::ingress::{self, AppState};
+use crate::store::{Store, WriterHandle};
+use crate::whatsapp::client::GraphClient;
+
+/// How long shutdown may take before the process exits anyway.
+pub const SHUTDOWN_DEADLINE: Duration = Duration::from_secs(10);
+
+/// A built, listening application.
+pub struct Application {
+    listener: TcpListener,
+    port: u16,
+    state: AppState,
+    root: ActorRef<RootMsg>,
+    engine: Arc<Engine>,
+    timers: tokio::task::JoinHandle<()>,
+}
+
+/// What can be swapped in (tests plug their own conversation logic and clock).
+pub struct Plugins {
+    pub logic: Arc<dyn ConversationLogic>,
+    pub clock: Arc<dyn Clock>,
+}
+
+impl Default for Plugins {
+    fn default() -> Self {
+        Plugins {
+            logic: Arc::new(CoreLogic),
+            clock: Arc::new(SystemClock),
+        }
+    }
+}
+
+impl Application {
+    pub async fn build(settings: Settings) -> anyhow::Result<Application> {
+        Self::build_with(settings, Plugins::default()).await
+    }
+
+    pub async fn build_with(settings: Settings, plugins: Plugins) -> anyhow::Result<Application> {
+        for w in settings.warnings() {
+            tracing::warn!("{w}");
+        }
+        let settings = Arc::new(settings);
+        let store = Store::connect(&settings.store.url, settings.store.max_connections)
+            .await
+            .with_context(|| {
+                format!(
+                    "Failed to open the store at {}",
+                    redact_url(&settings.store.url)
+                )
+            })?;
+        store
+            .migrate()
+            .await
+            .context("Failed to apply migrations")?;
+        store
+            .upsert_accounts(&settings.accounts)
+            .await
+            .context("Failed to record the accounts")?;
+        let (writer, _writer_task) = WriterHandle::spawn(store.clone());
+        let graph = GraphClient::new(
+            &settings.whatsapp.graph_base_url,
+            &settings.whatsapp.api_version,
+            settings.whatsapp.request_timeout,
+        )?;
+        let engine = Arc::new(Engine {
+            settings: settings.clone(),
+            store: store.clone(),
+            writer: writer.clone(),
+            logic: plugins.logic,
+            graph,
+            clock: plugins.clock,
+        });
+        let router = AccountRouter::default();
+        {
+            let router = router.clone();
+            writer.set_dispatcher(move |items| {
+                for item in items {
+                    match router.get(&item.account) {
+                        // If the account actor is restarting the row stays pending and its
+                        // restart sweeps it up.
+                        Some(account) => {
+                            let _ = account.cast(AccountMsg::Dispatch(item));
+                        }
+                        None => tracing::debug!(
+                            "No running account for a committed event; left for the sweep."
+                        ),
+                    }
+                }
+            });
+        }
+        let root = RootSupervisor::start(engine.clone(), router.clone()).await?;
+        let timers = tokio::spawn(run_timers(engine.clone(), router.clone()));
+        let addr: SocketAddr = settings.http.listen.parse().context("http.listen")?;
+        let listener = TcpListener::bind(addr)
+            .await
+            .with_context(|| format!("Failed to bind http.listen {addr}"))?;
+        let port = listener.local_addr()?.port();
+        let state = AppState::new(engine.clone(), router);
+        Ok(Application {
+            listener,
+            port,
+            state,
+            root,
+            engine,
+            timers,
+        })
+    }
+
+    /// The port really bound (tests ask for port 0).
+    pub fn port(&self) -> u16 {
+        self.port
+    }
+
+    pub fn store(&self) -> &Store {
+        &self.engine.store
+    }
+
+    /// Serve until `shutdown` completes, then drain: refuse new webhooks, finish the ones in
+    /// flight (they are committed before they are answered), stop the actors, stop sending.
+    pub async fn run_until_stopped(
+        self,
+        shutdown: impl Future<Output = ()> + Send + 'static,
+    ) -> anyhow::Result<()> {
+        let Application {
+            listener,
+            state,
+            root,
+            engine,
+            timers,
+            port,
+        } = self;
+        tracing::info!(
+            port,
+            accounts = engine.settings.accounts.len(),
+            "Parley is listening."
+        );
+        let app = ingress::router(state.clone());
+        let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
+        let drain_state = state.clone();
+        tokio::spawn(async move {
+            shutdown.await;
+            tracing::info!("Shutting down: refusing new webhooks, draining.");
+            drain_state.start_draining();
+            let _ = stop_tx.send(());
+        });
+        let server = axum::serve(listener, app).with_graceful_shutdown(async move {
+            let _ = stop_rx.await;
+        });
+        let started = Instant::now();
+        server.await.context("HTTP server failed")?;
+        timers.abort();
+        let left = SHUTDOWN_DEADLINE.saturating_sub(started.elapsed().min(SHUTDOWN_DEADLINE));
+        let actors_deadline = left
+            .saturating_sub(Duration::from_secs(1))
+            .max(Duration::from_millis(500));
+        let stopped = ractor::call_t!(
+            root,
+            |reply| RootMsg::Shutdown(actors_deadline, reply),
+            actors_deadline.as_millis() as u64 + 500
+        );
+        if stopped.is_err() {
+            tracing::warn!("Actors did not stop in time; what they had not committed is replayed on the next start.");
+        }
+        root.stop(None);
+        engine.store.close().await;
+        tracing::info!("Stopped.");
+        Ok(())
+    }
+}
+
+/// Fire due timers: hand each to its conversation; one that is still pending after a while is
+/// handed over again (the conversation commits "fired" with its step, so it acts once).
+async fn run_timers(engine: Arc<Engine>, router: AccountRouter) {
+    let mut handed: HashMap<i64, Instant> = HashMap::new();
+    let mut tick = tokio::time::interval(Duration::from_millis(500));
+    loop {
+        tick.tick().await;
+        let now = engine.clock.now_ms();
+        let due = match engine.store.due_timers(now, 1000).await {
+            Ok(d) => d,
+            Err(e) => {
+                tracing::debug!(error = %e, "Timer scan failed.");
+                continue;
+            }
+        };
+        handed.retain(|_, at| at.elapsed() < Duration::from_secs(30));
+        for t in due {
+            if handed.contains_key(&t.id) {
+                continue;
+            }
+            if let Some(account) = router.get(&t.account) {
+                handed.insert(t.id, Instant::now());
+                let _ = account.cast(AccountMsg::Timer(t));
+            }
+        }
+    }
+}
+
+/// A store URL without its password, for messages.
+pub fn redact_url(url: &str) -> String {
+    match (url.find("://"), url.rfind('@')) {
+        (Some(scheme), Some(at)) if at > scheme => {
+            let creds = &url[scheme + 3..at];
+            match creds.split_once(':') {
+                Some((user, _)) => format!("{}{}:***{}", &url[..scheme + 3], user, &url[at..]),
+                None => url.to_string(),
+            }
+        }
+        _ => url.to_string(),
+    }
+}
+
+/// Resolves on SIGTERM or SIGINT.
+pub async fn shutdown_signal() {
+    let ctrl_c = async {
+        let _ = tokio::signal::ctrl_c().await;
+    };
+    #[cfg(unix)]
+    let term = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut s) => {
+                s.recv().await;
+            }
+            Err(_) => std::future::pending::<()>().await,
+        }
+    };
+    #[cfg(not(unix))]
+    let term = std::future::pending::<()>();
+    tokio::select! {
+        _ = ctrl_c => {},
+        _ = term => {},
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn store_urls_lose_their_password() {
+        assert_eq!(
+            super::redact_url("postgres://u:pw@h/db"),
+            "postgres://u:***@h/db"
+        );
+        assert_eq!(
+            super::redact_url("sqlite://data/p.db"),
+            "sqlite://data/p.db"
+        );
+    }
+}

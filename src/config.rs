@@ -1,0 +1,573 @@
+//! Settings: `config/default.toml`, then `--config FILE`, then `PARLEY__SECTION__KEY`.
+//!
+//! The raw tree is deserialised with serde, then [`Settings::validate`] checks every value and
+//! names the key (and the files it came from) in each error.
+
+use std::fmt;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use secrecy::{ExposeSecret, SecretString};
+use serde::{Deserialize, Deserializer};
+
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("{0}")]
+    Load(String),
+    #[error("invalid configuration ({sources}):\n{}", errors.join("\n"))]
+    Invalid {
+        sources: String,
+        errors: Vec<String>,
+    },
+}
+
+#[derive(Debug, Clone, Deserialize)]
+pub struct Settings {
+    pub http: HttpSettings,
+    pub whatsapp: WhatsAppSettings,
+    pub store: StoreSettings,
+    #[serde(default)]
+    pub redis: RedisSettings,
+    pub flows: FlowSettings,
+    #[serde(default)]
+    pub admin: AdminSettings,
+    pub conversation: ConversationSettings,
+    pub outbox: OutboxSettings,
+    #[serde(default)]
+    pub log: LogSettings,
+    #[serde(default)]
+    pub accounts: Vec<AccountSettings>,
+    /// Which files were read, for error messages.
+    #[serde(skip)]
+    pub sources: Vec<PathBuf>,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+pub struct HttpSettings {
+    pub listen: String,
+    pub max_body_bytes: usize,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+pub struct WhatsAppSettings {
+    pub app_secret: SecretString,
+    pub verify_token: SecretString,
+    pub access_token: SecretString,
+    pub graph_base_url: String,
+    pub api_version: String,
+    #[serde(deserialize_with = "de_duration")]
+    pub request_timeout: Duration,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+pub struct StoreSettings {
+    pub url: String,
+    #[serde(default = "default_max_connections")]
+    pub max_connections: u32,
+}
+
+fn default_max_connections() -> u32 {
+    8
+}
+
+#[derive(Debug, Clone, Default, Deserialize)]
+pub struct RedisSettings {
+    #[serde(default)]
+    pub url: Option<String>,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+pub struct FlowSettings {
+    pub dir: PathBuf,
+    pub watch: bool,
+}
+
+#[derive(Debug, Clone, Default, Deserialize)]
+pub struct AdminSettings {
+    #[serde(default)]
+    pub token: Option<SecretString>,
+}
+
+impl AdminSettings {
+    /// The token, if the admin API is enabled (set and non-empty).
+    pub fn enabled_token(&self) -> Option<&SecretString> {
+        self.token
+            .as_ref()
+            .filter(|t| !t.expose_secret().is_empty())
+    }
+}
+
+#[derive(Debug, Clone, Deserialize)]
+pub struct ConversationSettings {
+    #[serde(deserialize_with = "de_duration")]
+    pub idle_timeout: Duration,
+    pub max_event_attempts: u32,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+pub struct OutboxSettings {
+    pub max_in_flight: usize,
+    pub max_attempts: u32,
+    #[serde(deserialize_with = "de_duration")]
+    pub backoff_base: Duration,
+    #[serde(deserialize_with = "de_duration")]
+    pub backoff_max: Duration,
+    #[serde(deserialize_with = "de_duration")]
+    pub ambiguous_resend_after: Duration,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+pub struct LogSettings {
+    #[serde(default = "default_log_format")]
+    pub format: LogFormat,
+    #[serde(default = "default_log_level")]
+    pub level: String,
+}
+
+impl Default for LogSettings {
+    fn default() -> Self {
+        Self {
+            format: LogFormat::Auto,
+            level: default_log_level(),
+        }
+    }
+}
+
+fn default_log_format() -> LogFormat {
+    LogFormat::Auto
+}
+fn default_log_level() -> String {
+    "info".into()
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum LogFormat {
+    Auto,
+    Json,
+    Pretty,
+}
+
+/// Messaging tier: unique users reached by business-initiated messages per rolling 24 h.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum MessagingTier {
+    Limited(u64),
+    Unlimited,
+}
+
+impl MessagingTier {
+    pub fn limit(&self) -> Option<u64> {
+        match self {
+            MessagingTier::Limited(n) => Some(*n),
+            MessagingTier::Unlimited => None,
+        }
+    }
+}
+
+impl fmt::Display for MessagingTier {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            MessagingTier::Limited(n) => write!(f, "{n}"),
+            MessagingTier::Unlimited => f.write_str("unlimited"),
+        }
+    }
+}
+
+#[derive(Debug, Clone, Deserialize)]
+pub struct AccountSettings {
+    pub phone_number_id: String,
+    #[serde(default)]
+    pub display_phone_number: String,
+    #[serde(default)]
+    pub waba_id: String,
+    #[serde(default)]
+    pub access_token: Option<SecretString>,
+    #[serde(default = "yes")]
+    pub mark_read: bool,
+    #[serde(default = "default_mps")]
+    pub messages_per_second: u32,
+    #[serde(default = "default_pair_interval", deserialize_with = "de_duration")]
+    pub pair_rate_interval: Duration,
+    #[serde(default = "default_pair_burst")]
+    pub pair_rate_burst: u32,
+    #[serde(default)]
+    pub daily_limit: Option<u64>,
+    #[serde(default = "default_tier", deserialize_with = "de_tier")]
+    pub messaging_tier: MessagingTier,
+    #[serde(default = "default_timezone")]
+    pub timezone: String,
+}
+
+fn yes() -> bool {
+    true
+}
+fn default_mps() -> u32 {
+    80
+}
+fn default_pair_interval() -> Duration {
+    Duration::from_secs(6)
+}
+fn default_pair_burst() -> u32 {
+    45
+}
+fn default_tier() -> MessagingTier {
+    MessagingTier::Limited(250)
+}
+fn default_timezone() -> String {
+    "UTC".into()
+}
+
+const DEFAULT_CONFIG: &str = include_str!("../config/default.toml");
+
+impl Settings {
+    /// Load the layered configuration. `config/default.toml` is read from the working
+    /// directory when present, else the copy compiled into the binary is used.
+    pub fn load(file: Option<&Path>) -> Result<Settings, ConfigError> {
+        let mut sources = Vec::new();
+        let mut builder = config::Config::builder();
+        let default_path = Path::new("config/default.toml");
+        if default_path.exists() {
+            builder = builder.add_source(config::File::from(default_path));
+            sources.push(default_path.to_path_buf());
+        } else {
+            builder = builder.add_source(config::File::from_str(
+                DEFAULT_CONFIG,
+                config::FileFormat::Toml,
+            ));
+        }
+        if let Some(file) = file {
+            if !file.exists() {
+                return Err(ConfigError::Load(format!(
+                    "{}: config file not found",
+                    file.display()
+                )));
+            }
+            builder = builder.add_source(config::File::from(file));
+            sources.push(file.to_path_buf());
+        }
+        builder = builder.add_source(
+            config::Environment::with_prefix("PARLEY")
+                .prefix_separator("__")
+                .separator("__")
+                .try_parsing(true),
+        );
+        let source_list = describe_sources(&sources);
+        let raw = builder
+            .build()
+            .map_err(|e| ConfigError::Load(format!("{e} ({source_list})")))?;
+        let mut settings: Settings = raw
+            .try_deserialize()
+            .map_err(|e| ConfigError::Load(format!("{e} ({source_list})")))?;
+        settings.sources = sources;
+        settings.validate()?;
+        Ok(settings)
+    }
+
+    /// Check every value; all problems are reported at once.
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        let mut errors = Vec::new();
+        if self.http.listen.parse::<SocketAddr>().is_err() {
+            errors.push(format!(
+                "http.listen: `{}` is not an address like 127.0.0.1:8080",
+                self.http.listen
+            ));
+        }
+        if self.http.max_body_bytes < 1024 {
+            errors.push("http.max_body_bytes: must be at least 1024".into());
+        }
+        if !(self.whatsapp.graph_base_url.starts_with("http://")
+            || self.whatsapp.graph_base_url.starts_with("https://"))
+        {
+            errors.push(format!(
+                "whatsapp.graph_base_url: `{}` is not an http(s) URL",
+                self.whatsapp.graph_base_url
+            ));
+        }
+        if !self.whatsapp.api_version.starts_with('v') {
+            errors.push(format!(
+                "whatsapp.api_version: `{}` should look like v23.0",
+                self.whatsapp.api_version
+            ));
+        }
+        if !(self.store.url.starts_with("sqlite:")
+            || self.store.url.starts_with("postgres://")
+            || self.store.url.starts_with("postgresql://"))
+        {
+            errors.push(format!(
+                "store.url: `{}` must start with sqlite: or postgres://",
+                self.store.url
+            ));
+        }
+        if self.store.max_connections == 0 {
+            errors.push("store.max_connections: must be at least 1".into());
+        }
+        if let Some(url) = &self.redis.url {
+            if !url.is_empty() && !url.starts_with("redis://") && !url.starts_with("rediss://") {
+                errors.push(format!("redis.url: `{url}` must start with redis://"));
+            }
+        }
+        if self.outbox.max_in_flight == 0 {
+            errors.push("outbox.max_in_flight: must be at least 1".into());
+        }
+        if self.outbox.max_attempts == 0 {
+            errors.push("outbox.max_attempts: must be at least 1".into());
+        }
+        if self.conversation.max_event_attempts == 0 {
+            errors.push("conversation.max_event_attempts: must be at least 1".into());
+        }
+        let mut seen = std::collections::HashSet::new();
+        for (i, a) in self.accounts.iter().enumerate() {
+            let key = |k: &str| format!("accounts[{i}].{k}");
+            if a.phone_number_id.is_empty()
+                || !a.phone_number_id.chars().all(|c| c.is_ascii_digit())
+            {
+                errors.push(format!(
+                    "{}: `{}` must be the numeric id Meta shows for the number",
+                    key("phone_number_id"),
+                    a.phone_number_id
+                ));
+            }
+            if !seen.insert(a.phone_number_id.clone()) {
+                errors.push(format!(
+                    "{}: `{}` is listed twice",
+                    key("phone_number_id"),
+                    a.phone_number_id
+                ));
+            }
+            if a.messages_per_second == 0 {
+                errors.push(format!(
+                    "{}: must be at least 1",
+                    key("messages_per_second")
+                ));
+            }
+            if a.daily_limit == Some(0) {
+                errors.push(format!(
+                    "{}: 0 would block every send; remove the key for no limit",
+                    key("daily_limit")
+                ));
+            }
+            if let Err(e) = validate_timezone(&a.timezone) {
+                errors.push(format!("{}: {e}", key("timezone")));
+            }
+        }
+        if errors.is_empty() {
+            Ok(())
+        } else {
+            Err(ConfigError::Invalid {
+                sources: describe_sources(&self.sources),
+                errors,
+            })
+        }
+    }
+
+    /// Warnings worth logging at start (valid but unusual settings).
+    pub fn warnings(&self) -> Vec<String> {
+        let mut w = Vec::new();
+        if self.whatsapp.app_secret.expose_secret().is_empty() {
+            w.push(
+                "whatsapp.app_secret is empty: every POST /webhook will be refused with 401."
+                    .into(),
+            );
+        }
+        for (i, a) in self.accounts.iter().enumerate() {
+            if a.messages_per_second > 1000 {
+                w.push(format!(
+                    "accounts[{i}].messages_per_second = {} is above Meta's 1,000 per second.",
+                    a.messages_per_second
+                ));
+            }
+        }
+        w
+    }
+
+    pub fn account(&self, phone_number_id: &str) -> Option<&AccountSettings> {
+        self.accounts
+            .iter()
+            .find(|a| a.phone_number_id == phone_number_id)
+    }
+}
+
+fn describe_sources(sources: &[PathBuf]) -> String {
+    let mut parts: Vec<String> = sources.iter().map(|p| p.display().to_string()).collect();
+    if parts.is_empty() {
+        parts.push("built-in defaults".into());
+    }
+    parts.push("PARLEY__* environment".into());
+    format!("from {}", parts.join(", "))
+}
+
+fn validate_timezone(tz: &str) -> Result<(), String> {
+    if tz == "UTC" || parse_utc_offset(tz).is_some() {
+        return Ok(());
+    }
+    let looks_iana = tz.contains('/')
+        && tz
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '/' | '_' | '-' | '+'));
+    if looks_iana {
+        Ok(())
+    } else {
+        Err(format!(
+            "`{tz}` is not a time zone (use UTC, an offset like +07:00, or a name like Asia/Jakarta)"
+        ))
+    }
+}
+
+/// `+07:00` / `-03:30` → seconds east of UTC.
+pub fn parse_utc_offset(s: &str) -> Option<i32> {
+    let (sign, rest) = match s.as_bytes().first()? {
+        b'+' => (1, &s[1..]),
+        b'-' => (-1, &s[1..]),
+        _ => return None,
+    };
+    let (h, m) = rest.split_once(':')?;
+    let h: i32 = h.parse().ok()?;
+    let m: i32 = m.parse().ok()?;
+    if h > 14 || m > 59 || h < 0 || m < 0 {
+        return None;
+    }
+    Some(sign * (h * 3600 + m * 60))
+}
+
+/// Parse `500ms`, `6s`, `10m`, `24h`, `2d` (a bare number is seconds).
+pub fn parse_duration(s: &str) -> Result<Duration, String> {
+    let s = s.trim();
+    let split = s
+        .find(|c: char| !c.is_ascii_digit() && c != '.')
+        .unwrap_or(s.len());
+    let (num, unit) = s.split_at(split);
+    let value: f64 = num
+        .parse()
+        .map_err(|_| format!("`{s}` is not a duration like 500ms, 6s, 10m, 24h"))?;
+    let secs = match unit.trim() {
+        "ms" => value / 1000.0,
+        "" | "s" => value,
+        "m" => value * 60.0,
+        "h" => value * 3600.0,
+        "d" => value * 86400.0,
+        other => {
+            return Err(format!(
+                "`{s}`: unknown unit `{other}` (use ms, s, m, h or d)"
+            ))
+        }
+    };
+    if !secs.is_finite() || secs < 0.0 {
+        return Err(format!("`{s}` is not a valid duration"));
+    }
+    Ok(Duration::from_secs_f64(secs))
+}
+
+fn de_duration<'de, D: Deserializer<'de>>(d: D) -> Result<Duration, D::Error> {
+    #[derive(Deserialize)]
+    #[serde(untagged)]
+    enum Raw {
+        Text(String),
+        Secs(u64),
+    }
+    match Raw::deserialize(d)? {
+        Raw::Text(s) => parse_duration(&s).map_err(serde::de::Error::custom),
+        Raw::Secs(n) => Ok(Duration::from_secs(n)),
+    }
+}
+
+fn de_tier<'de, D: Deserializer<'de>>(d: D) -> Result<MessagingTier, D::Error> {
+    #[derive(Deserialize)]
+    #[serde(untagged)]
+    enum Raw {
+        Num(u64),
+        Text(String),
+    }
+    let tier = match Raw::deserialize(d)? {
+        Raw::Num(n) => n,
+        Raw::Text(s) if s.eq_ignore_ascii_case("unlimited") => return Ok(MessagingTier::Unlimited),
+        Raw::Text(s) => s.parse().map_err(|_| {
+            serde::de::Error::custom(format!(
+                "messaging_tier `{s}` must be 250, 2000, 10000, 100000 or \"unlimited\""
+            ))
+        })?,
+    };
+    match tier {
+        250 | 2000 | 10000 | 100000 => Ok(MessagingTier::Limited(tier)),
+        other => Err(serde::de::Error::custom(format!(
+            "messaging_tier {other} must be 250, 2000, 10000, 100000 or \"unlimited\""
+        ))),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn durations_parse_in_every_unit() {
+        assert_eq!(parse_duration("500ms").unwrap(), Duration::from_millis(500));
+        assert_eq!(parse_duration("6s").unwrap(), Duration::from_secs(6));
+        assert_eq!(parse_duration("10m").unwrap(), Duration::from_secs(600));
+        assert_eq!(parse_duration("24h").unwrap(), Duration::from_secs(86400));
+        assert_eq!(parse_duration("0s").unwrap(), Duration::ZERO);
+        assert!(parse_duration("6 parsecs").is_err());
+        assert!(parse_duration("soon").is_err());
+    }
+
+    #[test]
+    fn offsets_parse() {
+        assert_eq!(parse_utc_offset("+07:00"), Some(25200));
+        assert_eq!(parse_utc_offset("-03:30"), Some(-12600));
+        assert_eq!(parse_utc_offset("07:00"), None);
+    }
+
+    #[test]
+    fn built_in_defaults_are_valid() {
+        let s: Settings = config::Config::builder()
+            .add_source(config::File::from_str(
+                DEFAULT_CONFIG,
+                config::FileFormat::Toml,
+            ))
+            .build()
+            .unwrap()
+            .try_deserialize()
+            .unwrap();
+        s.validate().unwrap();
+        assert_eq!(s.http.listen, "127.0.0.1:8080");
+        assert_eq!(s.store.url, "sqlite://data/parley.db");
+    }
+
+    #[test]
+    fn bad_account_values_name_their_key() {
+        let text = format!(
+            "{DEFAULT_CONFIG}\n[[accounts]]\nphone_number_id = \"abc\"\nmessages_per_second = 0\ntimezone = \"Mars\"\n"
+        );
+        let s: Settings = config::Config::builder()
+            .add_source(config::File::from_str(&text, config::FileFormat::Toml))
+            .build()
+            .unwrap()
+            .try_deserialize()
+            .unwrap();
+        let err = s.validate().unwrap_err().to_string();
+        assert!(err.contains("accounts[0].phone_number_id"), "{err}");
+        assert!(err.contains("accounts[0].messages_per_second"), "{err}");
+        assert!(err.contains("accounts[0].timezone"), "{err}");
+    }
+
+    #[test]
+    fn tier_accepts_only_meta_tiers() {
+        let ok = format!("{DEFAULT_CONFIG}\n[[accounts]]\nphone_number_id = \"1\"\nmessaging_tier = \"unlimited\"\n");
+        let s: Settings = config::Config::builder()
+            .add_source(config::File::from_str(&ok, config::FileFormat::Toml))
+            .build()
+            .unwrap()
+            .try_deserialize()
+            .unwrap();
+        assert_eq!(s.accounts[0].messaging_tier, MessagingTier::Unlimited);
+        let bad = format!(
+            "{DEFAULT_CONFIG}\n[[accounts]]\nphone_number_id = \"1\"\nmessaging_tier = 300\n"
+        );
+        let r: Result<Settings, _> = config::Config::builder()
+            .add_source(config::File::from_str(&bad, config::FileFormat::Toml))
+            .build()
+            .unwrap()
+            .try_deserialize();
+        assert!(r.unwrap_err().to_string().contains("messaging_tier"));
+    }
+}

@@ -1,0 +1,238 @@
+//! `/admin/v1/`: bearer-token protected (constant-time compare; disabled with no token).
+
+use axum::extract::{Path, Request, State};
+use axum::http::{header, StatusCode};
+use axum::middleware::{self, Next};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use axum::{Json, Router};
+use secrecy::ExposeSecret;
+use serde::Deserialize;
+use serde_json::json;
+use subtle::ConstantTimeEq;
+
+use super::AppState;
+use crate::actors::AccountMsg;
+use crate::conversation::ConversationState;
+use crate::whatsapp::send::OutboundMessage;
+
+pub fn routes(state: AppState) -> Router<AppState> {
+    Router::new()
+        .route("/accounts", get(accounts))
+        .route("/conversations/{phone_number_id}/{user}", get(conversation))
+        .route("/messages", post(send_message))
+        .layer(middleware::from_fn_with_state(state, require_token))
+}
+
+fn error(status: StatusCode, message: impl Into<String>) -> Response {
+    (status, Json(json!({ "error": message.into() }))).into_response()
+}
+
+async fn require_token(State(app): State<AppState>, req: Request, next: Next) -> Response {
+    let Some(expected) = app.engine.settings.admin.enabled_token() else {
+        return error(
+            StatusCode::NOT_FOUND,
+            "the admin API is disabled: set admin.token",
+        );
+    };
+    let given = req
+        .headers()
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.as_bytes().strip_prefix(b"Bearer "))
+        .unwrap_or(b"");
+    if given.is_empty() || !bool::from(given.ct_eq(expected.expose_secret().as_bytes())) {
+        tracing::warn!(path = %req.uri().path(), "Admin request refused: missing or wrong token.");
+        return (
+            StatusCode::UNAUTHORIZED,
+            [(header::WWW_AUTHENTICATE, "Bearer")],
+            Json(json!({ "error": "missing or wrong bearer token" })),
+        )
+            .into_response();
+    }
+    next.run(req).await
+}
+
+async fn accounts(State(app): State<AppState>) -> Response {
+    let mut out = Vec::new();
+    for a in &app.engine.settings.accounts {
+        let (conversations, contacts, outbox_open) =
+            match app.engine.store.account_counts(&a.phone_number_id).await {
+                Ok(c) => c,
+                Err(e) => return error(StatusCode::SERVICE_UNAVAILABLE, format!("store: {e}")),
+            };
+        let live = match app.router.get(&a.phone_number_id) {
+            Some(actor) => ractor::call_t!(actor, AccountMsg::LiveConversations, 2_000).ok(),
+            None => None,
+        };
+        out.push(json!({
+            "phone_number_id": a.phone_number_id,
+            "live_conversations": live,
+            "display_phone_number": a.display_phone_number,
+            "waba_id": a.waba_id,
+            "running": app.router.get(&a.phone_number_id).is_some(),
+            "mark_read": a.mark_read,
+            "limits": {
+                "messages_per_second": a.messages_per_second,
+                "pair_rate_interval_ms": a.pair_rate_interval.as_millis() as u64,
+                "pair_rate_burst": a.pair_rate_burst,
+                "daily_limit": a.daily_limit,
+                "messaging_tier": a.messaging_tier.to_string(),
+                "timezone": a.timezone,
+            },
+            "conversations": conversations,
+            "contacts": contacts,
+            "outbox_open": outbox_open,
+        }));
+    }
+    Json(json!({ "accounts": out })).into_response()
+}
+
+async fn conversation(
+    State(app): State<AppState>,
+    Path((pnid, user)): Path<(String, String)>,
+) -> Response {
+    if app.engine.settings.account(&pnid).is_none() {
+        return error(StatusCode::NOT_FOUND, "unknown phone_number_id");
+    }
+    let store = &app.engine.store;
+    let stored = match store.load_conversation(&pnid, &user).await {
+        Ok(s) => s,
+        Err(e) => return error(StatusCode::SERVICE_UNAVAILABLE, format!("store: {e}")),
+    };
+    let Some(stored) = stored else {
+        return error(StatusCode::NOT_FOUND, "no such conversation");
+    };
+    let state: ConversationState = serde_json::from_str(&stored.state_json).unwrap_or_default();
+    let now = app.engine.clock.now_ms();
+    let contact = store.contact(&pnid, &user).await.ok().flatten();
+    let messages = match store.conversation_messages(&pnid, &user, 50).await {
+        Ok(m) => m,
+        Err(e) => return error(StatusCode::SERVICE_UNAVAILABLE, format!("store: {e}")),
+    };
+    Json(json!({
+        "phone_number_id": pnid,
+        "user": user,
+        "contact": contact,
+        "state": state,
+        "window_open": state.window_open(now),
+        "window_expires_at": state.last_inbound_at.map(|t| t + crate::conversation::SERVICE_WINDOW_MS),
+        "last_applied_seq": stored.last_applied_seq,
+        "messages": messages,
+    }))
+    .into_response()
+}
+
+#[derive(Debug, Deserialize)]
+struct SendRequest {
+    phone_number_id: String,
+    to: String,
+    /// A full message in Parley's form (`{"kind": "buttons", ...}`), or use `text` / `template`.
+    #[serde(default)]
+    message: Option<OutboundMessage>,
+    #[serde(default)]
+    text: Option<String>,
+    #[serde(default)]
+    template: Option<TemplateShortcut>,
+    #[serde(default)]
+    reply_to: Option<String>,
+    /// Makes a retried request create no second message.
+    #[serde(default)]
+    idempotency_key: Option<String>,
+}
+
+#[derive(Debug, Deserialize)]
+struct TemplateShortcut {
+    name: String,
+    language: String,
+    #[serde(default)]
+    components: Vec<serde_json::Value>,
+    #[serde(default)]
+    body_params: Vec<String>,
+}
+
+async fn send_message(State(app): State<AppState>, body: axum::body::Bytes) -> Response {
+    let req: SendRequest = match serde_json::from_slice(&body) {
+        Ok(r) => r,
+        Err(e) => {
+            return error(
+                StatusCode::UNPROCESSABLE_ENTITY,
+                format!("bad request body: {e}"),
+            )
+        }
+    };
+    let message = match (req.message, req.text, req.template) {
+        (Some(m), None, None) => m,
+        (None, Some(body), None) => OutboundMessage::Text {
+            body,
+            preview_url: false,
+        },
+        (None, None, Some(t)) => {
+            let mut components = t.components;
+            if !t.body_params.is_empty() {
+                components.push(json!({
+                    "type": "body",
+                    "parameters": t.body_params.iter().map(|p| json!({"type": "text", "text": p})).collect::<Vec<_>>(),
+                }));
+            }
+            OutboundMessage::Template {
+                name: t.name,
+                language: t.language,
+                components,
+            }
+        }
+        _ => {
+            return error(
+                StatusCode::UNPROCESSABLE_ENTITY,
+                "give exactly one of message, text or template",
+            )
+        }
+    };
+    if message.is_mark_read() {
+        return error(
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "mark_read is not a message",
+        );
+    }
+    if let Err(errors) = message.validate() {
+        let list: Vec<String> = errors.iter().map(ToString::to_string).collect();
+        return (
+            StatusCode::UNPROCESSABLE_ENTITY,
+            Json(json!({ "error": "message breaks WhatsApp limits", "details": list })),
+        )
+            .into_response();
+    }
+    if req.to.is_empty() {
+        return error(StatusCode::UNPROCESSABLE_ENTITY, "`to` is required");
+    }
+    let Some(account) = app.router.get(&req.phone_number_id) else {
+        return error(StatusCode::NOT_FOUND, "unknown phone_number_id");
+    };
+    let request_id = req
+        .idempotency_key
+        .unwrap_or_else(|| format!("{:016x}{:016x}", fastrand::u64(..), fastrand::u64(..)));
+    let to = req.to.trim_start_matches('+').to_string();
+    let result = ractor::call_t!(
+        account,
+        |reply| AccountMsg::Outgoing {
+            user_key: to,
+            request_id,
+            message,
+            reply_to: req.reply_to,
+            reply,
+        },
+        10_000
+    );
+    match result {
+        Ok(Ok(id)) => (StatusCode::ACCEPTED, Json(json!({ "outbox_id": id }))).into_response(),
+        Ok(Err(reason)) if reason.contains("window") => error(StatusCode::CONFLICT, reason),
+        Ok(Err(reason)) if reason.contains("nothing to send") => {
+            // Same idempotency key as an earlier request: already queued.
+            (StatusCode::OK, Json(json!({ "duplicate": true }))).into_response()
+        }
+        Ok(Err(reason)) => error(StatusCode::SERVICE_UNAVAILABLE, reason),
+        Err(e) => error(
+            StatusCode::SERVICE_UNAVAILABLE,
+            format!("account busy: {e}"),
+        ),
+    }
+}

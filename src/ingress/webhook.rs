@@ -1,0 +1,258 @@
+//! `GET /webhook` (Meta's subscription handshake) and `POST /webhook` (events).
+//!
+//! POST: verify the signature on the raw bytes, parse into typed events, append them to the
+//! inbox through the group-commit writer, and answer 200 only once they are committed.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use axum::body::Bytes;
+use axum::extract::{Query, State};
+use axum::http::{HeaderMap, StatusCode};
+use axum::response::{IntoResponse, Response};
+use secrecy::ExposeSecret;
+use sha2::{Digest, Sha256};
+use subtle::ConstantTimeEq;
+
+use super::signature;
+use super::AppState;
+use crate::metrics::metrics;
+use crate::outbox::CALLBACK_PREFIX;
+use crate::store::writer::StatusApply;
+use crate::store::{now_ms, NewDeadLetter, NewInboxRow};
+use crate::whatsapp::event::WebhookEvent;
+use crate::whatsapp::webhook::parse_webhook;
+
+pub async fn verify_subscription(
+    State(app): State<AppState>,
+    Query(q): Query<HashMap<String, String>>,
+) -> Response {
+    let expected = app
+        .engine
+        .settings
+        .whatsapp
+        .verify_token
+        .expose_secret()
+        .as_bytes();
+    let mode_ok = q.get("hub.mode").map(String::as_str) == Some("subscribe");
+    let token = q
+        .get("hub.verify_token")
+        .map(String::as_bytes)
+        .unwrap_or(b"");
+    let token_ok = !expected.is_empty() && bool::from(token.ct_eq(expected));
+    match (mode_ok && token_ok, q.get("hub.challenge")) {
+        (true, Some(challenge)) => {
+            tracing::info!("Webhook subscription verified.");
+            (StatusCode::OK, challenge.clone()).into_response()
+        }
+        _ => {
+            tracing::warn!("Webhook verification refused.");
+            (StatusCode::FORBIDDEN, "verification failed").into_response()
+        }
+    }
+}
+
+fn result(label: &'static str, status: StatusCode, body: &'static str) -> Response {
+    metrics().webhooks.inc(label);
+    (status, body).into_response()
+}
+
+pub async fn receive(State(app): State<AppState>, headers: HeaderMap, body: Bytes) -> Response {
+    if app.draining() {
+        return result(
+            "result=\"draining\"",
+            StatusCode::SERVICE_UNAVAILABLE,
+            "shutting down",
+        );
+    }
+    let settings = &app.engine.settings;
+    let secret = settings.whatsapp.app_secret.expose_secret().as_bytes();
+    if let Err(e) = signature::verify(
+        secret,
+        headers.get("x-hub-signature-256").map(|v| v.as_bytes()),
+        &body,
+    ) {
+        tracing::warn!(error = %e, bytes = body.len(), "Webhook refused: bad signature.");
+        return result(
+            "result=\"unauthorized\"",
+            StatusCode::UNAUTHORIZED,
+            "bad signature",
+        );
+    }
+    let parsed = match parse_webhook(&body) {
+        Ok(p) => p,
+        Err(e) => {
+            // Signed by Meta but not something we can read: keep the bytes, answer 200 (a
+            // retry would carry the same bytes for days).
+            tracing::warn!(error = %e, bytes = body.len(), "Signed webhook does not parse; dead-lettered.");
+            let dl = NewDeadLetter {
+                kind: "webhook_malformed",
+                account: None,
+                user_key: None,
+                ref_id: None,
+                reason: e.to_string(),
+                raw: Some(body.to_vec()),
+            };
+            return match app.engine.writer.dead_letter(dl, None).await {
+                Ok(()) => result("result=\"malformed\"", StatusCode::OK, "recorded"),
+                Err(e) => {
+                    tracing::error!(error = %e, "Store unavailable; webhook refused with 503.");
+                    result(
+                        "result=\"store_unavailable\"",
+                        StatusCode::SERVICE_UNAVAILABLE,
+                        "store unavailable",
+                    )
+                }
+            };
+        }
+    };
+    let rows = inbox_rows(&app, parsed.events);
+    if rows.is_empty() {
+        return result("result=\"empty\"", StatusCode::OK, "ok");
+    }
+    match app.engine.writer.append_inbox(rows).await {
+        Ok(seqs) => {
+            if seqs.iter().all(Option::is_none) {
+                result("result=\"duplicate\"", StatusCode::OK, "ok")
+            } else {
+                result("result=\"ok\"", StatusCode::OK, "ok")
+            }
+        }
+        Err(e) => {
+            tracing::error!(error = %e, "Store unavailable; webhook refused with 503.");
+            result(
+                "result=\"store_unavailable\"",
+                StatusCode::SERVICE_UNAVAILABLE,
+                "store unavailable",
+            )
+        }
+    }
+}
+
+fn short_hash(text: &str) -> String {
+    let digest = Sha256::digest(text.as_bytes());
+    hex::encode(&digest[..16])
+}
+
+/// Turn typed events into inbox rows: messages of configured accounts are `pending` for their
+/// conversation; statuses are applied in the same transaction; the rest is recorded as `done`;
+/// anything for an unknown phone_number_id is kept as `unrouted`.
+fn inbox_rows(app: &AppState, events: Vec<WebhookEvent>) -> Vec<NewInboxRow> {
+    let settings = &app.engine.settings;
+    let received_at = now_ms();
+    let known = |pnid: &str| settings.account(pnid).is_some();
+    let mut rows = Vec::with_capacity(events.len());
+    for event in events {
+        let payload = match serde_json::to_string(&event) {
+            Ok(p) => p,
+            Err(e) => {
+                tracing::error!(error = %e, "Could not encode an event; skipped.");
+                continue;
+            }
+        };
+        match event {
+            WebhookEvent::Message(m) => {
+                let routed = known(&m.phone_number_id);
+                if !routed {
+                    metrics()
+                        .unknown_account_events
+                        .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                }
+                let user_key = m.user_key().map(str::to_string);
+                let state = match (routed, &user_key) {
+                    (false, _) => "unrouted",
+                    (true, None) => "done",
+                    (true, Some(_)) => "pending",
+                };
+                rows.push(NewInboxRow {
+                    account: m.phone_number_id.clone(),
+                    user_key,
+                    kind: "message",
+                    dedup_key: format!("m:{}", m.wamid),
+                    wamid: Some(m.wamid.clone()),
+                    payload,
+                    received_at,
+                    state,
+                    status: None,
+                    dispatch: Some(Arc::new(m)),
+                });
+            }
+            WebhookEvent::Status(s) => {
+                let routed = known(&s.phone_number_id);
+                if !routed {
+                    metrics()
+                        .unknown_account_events
+                        .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                }
+                let error = s.errors.first();
+                rows.push(NewInboxRow {
+                    account: s.phone_number_id.clone(),
+                    user_key: s.recipient_id.clone(),
+                    kind: "status",
+                    dedup_key: format!("s:{}:{}", s.wamid, s.status.as_str()),
+                    wamid: Some(s.wamid.clone()),
+                    payload,
+                    received_at,
+                    state: if routed { "done" } else { "unrouted" },
+                    status: Some(StatusApply {
+                        status: s.status.as_str().to_string(),
+                        rank: s.status.rank(),
+                        at_ms: if s.timestamp > 0 {
+                            s.timestamp * 1000
+                        } else {
+                            received_at
+                        },
+                        outbox_id: s
+                            .biz_opaque_callback_data
+                            .as_deref()
+                            .and_then(|d| d.strip_prefix(CALLBACK_PREFIX))
+                            .and_then(|id| id.parse().ok()),
+                        error_code: error.map(|e| e.code),
+                        error_detail: error.map(|e| {
+                            e.details
+                                .clone()
+                                .or_else(|| e.message.clone())
+                                .or_else(|| e.title.clone())
+                                .unwrap_or_default()
+                        }),
+                    }),
+                    dispatch: None,
+                });
+            }
+            WebhookEvent::ChangeError(e) => {
+                tracing::warn!(codes = ?e.errors.iter().map(|e| e.code).collect::<Vec<_>>(), "Meta reported errors for an account.");
+                rows.push(NewInboxRow {
+                    account: e.phone_number_id.clone().unwrap_or_default(),
+                    user_key: None,
+                    kind: "change_error",
+                    dedup_key: format!("e:{}", short_hash(&payload)),
+                    wamid: None,
+                    payload,
+                    received_at,
+                    state: "done",
+                    status: None,
+                    dispatch: None,
+                });
+            }
+            WebhookEvent::AccountEvent(a) => {
+                tracing::info!(field = %a.field, waba = %a.waba_id, "Account event received.");
+                rows.push(NewInboxRow {
+                    account: a
+                        .phone_number_id
+                        .clone()
+                        .unwrap_or_else(|| a.waba_id.clone()),
+                    user_key: None,
+                    kind: "account_event",
+                    dedup_key: format!("a:{}", short_hash(&payload)),
+                    wamid: None,
+                    payload,
+                    received_at,
+                    state: "done",
+                    status: None,
+                    dispatch: None,
+                });
+            }
+        }
+    }
+    rows
+}

@@ -1,0 +1,21 @@
+//! Parley: a WhatsApp conversation engine.
+//!
+//! - [`ingress`]: Meta's webhook (signature, parse, durable inbox), health, metrics, admin API.
+//! - [`store`]: SQLite or PostgreSQL through one group-commit writer.
+//! - [`actors`]: RootSupervisor → AccountActor → ConversationActor.
+//! - [`conversation`]: the pure `step(state, event, ctx) -> (state, effects)`.
+//! - [`outbox`]: per-account sending to the Graph API, ordered per conversation, with retries.
+//! - [`whatsapp`]: Cloud API types, decoder, send bodies, client, error classification.
+
+pub mod actors;
+pub mod app;
+pub mod cli;
+pub mod config;
+pub mod conversation;
+pub mod ingress;
+pub mod metrics;
+pub mod outbox;
+pub mod store;
+pub mod telemetry;
+pub mod testing;
+pub mod whatsapp;

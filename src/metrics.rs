@@ -1,0 +1,191 @@
+//! Process metrics in Prometheus text format. Counters are atomics; labelled families
+//! are small maps behind a mutex (touched once per event, never held across await).
+
+use std::collections::BTreeMap;
+use std::fmt::Write;
+use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
+use std::sync::{Mutex, OnceLock};
+
+#[derive(Default)]
+pub struct Metrics {
+    pub webhooks: Labelled,
+    pub inbox_events: Labelled,
+    pub unknown_account_events: AtomicU64,
+    pub inbox_dispatched: AtomicU64,
+    pub inbox_applied: AtomicU64,
+    pub outbox_pending: AtomicI64,
+    pub sends: Labelled,
+    pub live_conversations: AtomicI64,
+    pub conversation_restarts: AtomicU64,
+    pub dead_letters: Labelled,
+    pub commit_batches: AtomicU64,
+    pub commit_rows: AtomicU64,
+    pub commit_batch_hist: Histogram,
+    pub commit_failures: AtomicU64,
+}
+
+/// The one registry of this process.
+pub fn metrics() -> &'static Metrics {
+    static M: OnceLock<Metrics> = OnceLock::new();
+    M.get_or_init(Metrics::default)
+}
+
+#[derive(Default)]
+pub struct Labelled(Mutex<BTreeMap<String, u64>>);
+
+impl Labelled {
+    /// `labels` is the inside of `{}` in the exposition format, e.g. `result="ok"`.
+    pub fn inc(&self, labels: &str) {
+        self.add(labels, 1);
+    }
+
+    pub fn add(&self, labels: &str, n: u64) {
+        let mut m = self.0.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(v) = m.get_mut(labels) {
+            *v += n;
+        } else {
+            m.insert(labels.to_string(), n);
+        }
+    }
+
+    pub fn get(&self, labels: &str) -> u64 {
+        let m = self.0.lock().unwrap_or_else(|e| e.into_inner());
+        m.get(labels).copied().unwrap_or(0)
+    }
+
+    fn render(&self, out: &mut String, name: &str, help: &str) {
+        let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} counter");
+        let m = self.0.lock().unwrap_or_else(|e| e.into_inner());
+        for (labels, v) in m.iter() {
+            let _ = writeln!(out, "{name}{{{labels}}} {v}");
+        }
+    }
+}
+
+const BUCKETS: [u64; 9] = [1, 2, 4, 8, 16, 32, 64, 128, 256];
+
+#[derive(Default)]
+pub struct Histogram {
+    counts: [AtomicU64; 10],
+    sum: AtomicU64,
+    count: AtomicU64,
+}
+
+impl Histogram {
+    pub fn observe(&self, v: u64) {
+        let i = BUCKETS
+            .iter()
+            .position(|b| v <= *b)
+            .unwrap_or(BUCKETS.len());
+        self.counts[i].fetch_add(1, Ordering::Relaxed);
+        self.sum.fetch_add(v, Ordering::Relaxed);
+        self.count.fetch_add(1, Ordering::Relaxed);
+    }
+
+    fn render(&self, out: &mut String, name: &str, help: &str) {
+        let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} histogram");
+        let mut cum = 0;
+        for (i, b) in BUCKETS.iter().enumerate() {
+            cum += self.counts[i].load(Ordering::Relaxed);
+            let _ = writeln!(out, "{name}_bucket{{le=\"{b}\"}} {cum}");
+        }
+        cum += self.counts[BUCKETS.len()].load(Ordering::Relaxed);
+        let _ = writeln!(out, "{name}_bucket{{le=\"+Inf\"}} {cum}");
+        let _ = writeln!(out, "{name}_sum {}", self.sum.load(Ordering::Relaxed));
+        let _ = writeln!(out, "{name}_count {}", self.count.load(Ordering::Relaxed));
+    }
+}
+
+fn gauge(out: &mut String, name: &str, help: &str, v: i64) {
+    let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} gauge\n{name} {v}");
+}
+
+fn counter(out: &mut String, name: &str, help: &str, v: u64) {
+    let _ = writeln!(
+        out,
+        "# HELP {name} {help}\n# TYPE {name} counter\n{name} {v}"
+    );
+}
+
+impl Metrics {
+    pub fn render(&self) -> String {
+        let mut out = String::with_capacity(4096);
+        let r = Ordering::Relaxed;
+        self.webhooks.render(
+            &mut out,
+            "parley_webhooks_total",
+            "Webhook POSTs by result.",
+        );
+        self.inbox_events.render(
+            &mut out,
+            "parley_inbox_events_total",
+            "Inbox events by kind and whether new or duplicate.",
+        );
+        counter(
+            &mut out,
+            "parley_unknown_account_events_total",
+            "Events for a phone_number_id not in the config.",
+            self.unknown_account_events.load(r),
+        );
+        let dispatched = self.inbox_dispatched.load(r);
+        let applied = self.inbox_applied.load(r);
+        gauge(
+            &mut out,
+            "parley_inbox_lag",
+            "Inbox events committed but not yet applied to their conversation.",
+            dispatched.saturating_sub(applied) as i64,
+        );
+        counter(
+            &mut out,
+            "parley_inbox_applied_total",
+            "Inbox events applied to conversations.",
+            applied,
+        );
+        gauge(
+            &mut out,
+            "parley_outbox_pending",
+            "Outbound requests queued or in flight.",
+            self.outbox_pending.load(r),
+        );
+        self.sends.render(
+            &mut out,
+            "parley_sends_total",
+            "Graph API send attempts by result and error code.",
+        );
+        gauge(
+            &mut out,
+            "parley_live_conversations",
+            "Conversation actors resident in memory.",
+            self.live_conversations.load(r),
+        );
+        counter(
+            &mut out,
+            "parley_conversation_restarts_total",
+            "Conversation actors restarted after a failure.",
+            self.conversation_restarts.load(r),
+        );
+        self.dead_letters.render(
+            &mut out,
+            "parley_dead_letters_total",
+            "Dead letters by kind.",
+        );
+        counter(
+            &mut out,
+            "parley_commit_batches_total",
+            "Group-commit transactions.",
+            self.commit_batches.load(r),
+        );
+        counter(
+            &mut out,
+            "parley_commit_failures_total",
+            "Group-commit transactions that failed.",
+            self.commit_failures.load(r),
+        );
+        self.commit_batch_hist.render(
+            &mut out,
+            "parley_commit_batch_ops",
+            "Operations per group-commit transaction.",
+        );
+        out
+    }
+}

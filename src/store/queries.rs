@@ -1,0 +1,360 @@
+//! Read queries (and the few start-up writes that run before the writer task exists).
+
+use serde::Serialize;
+use sqlx::Row;
+
+use super::sql::{bind_all, Val};
+use super::writer::OutboxRecord;
+use super::{Store, StoreError};
+use crate::config::AccountSettings;
+
+/// A conversation as stored.
+#[derive(Debug, Clone)]
+pub struct StoredConversation {
+    pub state_json: String,
+    pub last_inbound_at: Option<i64>,
+    pub last_applied_seq: i64,
+}
+
+/// An inbox row waiting to be applied.
+#[derive(Debug, Clone)]
+pub struct PendingInbox {
+    pub seq: i64,
+    pub payload: String,
+}
+
+/// A due timer.
+#[derive(Debug, Clone)]
+pub struct DueTimer {
+    pub id: i64,
+    pub account: String,
+    pub user_key: String,
+    pub name: String,
+    pub payload: String,
+    pub due_at: i64,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct MessageView {
+    pub direction: String,
+    pub id: i64,
+    pub wamid: Option<String>,
+    pub kind: String,
+    pub content: serde_json::Value,
+    pub at: i64,
+    /// Outbound only: pending | sending | sent | failed.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub state: Option<String>,
+    /// Outbound only: Meta's delivery status (sent < delivered < read, failed).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub status: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub error_code: Option<i64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub error_detail: Option<String>,
+    /// Outbound only: every status webhook received, in arrival order.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub timeline: Vec<StatusView>,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct StatusView {
+    pub status: String,
+    pub received_at: i64,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct ContactView {
+    pub wa_id: Option<String>,
+    pub user_id: Option<String>,
+    pub profile_name: Option<String>,
+    pub first_seen_at: i64,
+    pub last_seen_at: i64,
+}
+
+impl Store {
+    async fn fetch(
+        &self,
+        text: &str,
+        vals: Vec<Val>,
+    ) -> Result<Vec<sqlx::any::AnyRow>, StoreError> {
+        let text = self.sql(text);
+        Ok(bind_all(sqlx::query(&text), vals)
+            .fetch_all(self.pool())
+            .await?)
+    }
+
+    async fn run(&self, text: &str, vals: Vec<Val>) -> Result<u64, StoreError> {
+        let text = self.sql(text);
+        Ok(bind_all(sqlx::query(&text), vals)
+            .execute(self.pool())
+            .await?
+            .rows_affected())
+    }
+
+    /// Record the configured accounts (start-up).
+    pub async fn upsert_accounts(&self, accounts: &[AccountSettings]) -> Result<(), StoreError> {
+        let now = super::now_ms();
+        for a in accounts {
+            self.run(
+                "INSERT INTO accounts (phone_number_id, display_phone_number, waba_id, created_at, updated_at) \
+                 VALUES ($1, $2, $3, $4, $4) ON CONFLICT (phone_number_id) DO UPDATE SET \
+                 display_phone_number = excluded.display_phone_number, waba_id = excluded.waba_id, updated_at = excluded.updated_at",
+                vec![
+                    a.phone_number_id.as_str().into(),
+                    a.display_phone_number.as_str().into(),
+                    a.waba_id.as_str().into(),
+                    Val::I(now),
+                ],
+            )
+            .await?;
+        }
+        Ok(())
+    }
+
+    pub async fn load_conversation(
+        &self,
+        account: &str,
+        user_key: &str,
+    ) -> Result<Option<StoredConversation>, StoreError> {
+        let rows = self
+            .fetch(
+                "SELECT state, last_inbound_at, last_applied_seq FROM conversations WHERE account = $1 AND user_key = $2",
+                vec![account.into(), user_key.into()],
+            )
+            .await?;
+        rows.into_iter()
+            .next()
+            .map(|r| {
+                Ok(StoredConversation {
+                    state_json: r.try_get("state")?,
+                    last_inbound_at: r.try_get("last_inbound_at")?,
+                    last_applied_seq: r.try_get("last_applied_seq")?,
+                })
+            })
+            .transpose()
+    }
+
+    /// Unapplied messages of one conversation, in inbox order.
+    pub async fn pending_inbox(
+        &self,
+        account: &str,
+        user_key: &str,
+        after_seq: i64,
+    ) -> Result<Vec<PendingInbox>, StoreError> {
+        let rows = self
+            .fetch(
+                "SELECT seq, payload FROM inbox WHERE account = $1 AND user_key = $2 AND seq > $3 AND state = 'pending' ORDER BY seq",
+                vec![account.into(), user_key.into(), Val::I(after_seq)],
+            )
+            .await?;
+        rows.into_iter()
+            .map(|r| {
+                Ok(PendingInbox {
+                    seq: r.try_get("seq")?,
+                    payload: r.try_get("payload")?,
+                })
+            })
+            .collect()
+    }
+
+    /// Conversations of `account` with unapplied messages, oldest first; optionally only rows
+    /// received before `older_than` (the periodic sweep).
+    pub async fn conversations_with_pending(
+        &self,
+        account: &str,
+        older_than: Option<i64>,
+    ) -> Result<Vec<String>, StoreError> {
+        let rows = self
+            .fetch(
+                "SELECT user_key, MIN(seq) AS first FROM inbox WHERE state = 'pending' AND account = $1 AND received_at <= $2 \
+                 AND user_key IS NOT NULL GROUP BY user_key ORDER BY first",
+                vec![account.into(), Val::I(older_than.unwrap_or(i64::MAX))],
+            )
+            .await?;
+        rows.into_iter()
+            .map(|r| Ok(r.try_get("user_key")?))
+            .collect()
+    }
+
+    /// Outbound requests not yet settled, in creation order.
+    pub async fn open_outbox(&self, account: &str) -> Result<Vec<OutboxRecord>, StoreError> {
+        let rows = self
+            .fetch(
+                "SELECT id, account, user_key, kind, message, reply_to, state, updated_at FROM outbox \
+                 WHERE account = $1 AND state IN ('pending', 'sending') ORDER BY id",
+                vec![account.into()],
+            )
+            .await?;
+        rows.into_iter()
+            .map(|r| {
+                Ok(OutboxRecord {
+                    id: r.try_get("id")?,
+                    account: r.try_get("account")?,
+                    user_key: r.try_get("user_key")?,
+                    kind: r.try_get("kind")?,
+                    message_json: r.try_get("message")?,
+                    reply_to: r.try_get("reply_to")?,
+                    state: r.try_get("state")?,
+                    updated_at: r.try_get("updated_at")?,
+                })
+            })
+            .collect()
+    }
+
+    pub async fn outbox_state(&self, id: i64) -> Result<Option<String>, StoreError> {
+        let rows = self
+            .fetch("SELECT state FROM outbox WHERE id = $1", vec![Val::I(id)])
+            .await?;
+        rows.into_iter()
+            .next()
+            .map(|r| Ok(r.try_get("state")?))
+            .transpose()
+    }
+
+    pub async fn due_timers(&self, now: i64, limit: i64) -> Result<Vec<DueTimer>, StoreError> {
+        let rows = self
+            .fetch(
+                "SELECT id, account, user_key, name, payload, due_at FROM timers WHERE state = 'pending' AND due_at <= $1 ORDER BY due_at LIMIT $2",
+                vec![Val::I(now), Val::I(limit)],
+            )
+            .await?;
+        rows.into_iter()
+            .map(|r| {
+                Ok(DueTimer {
+                    id: r.try_get("id")?,
+                    account: r.try_get("account")?,
+                    user_key: r.try_get("user_key")?,
+                    name: r.try_get("name")?,
+                    payload: r.try_get("payload")?,
+                    due_at: r.try_get("due_at")?,
+                })
+            })
+            .collect()
+    }
+
+    pub async fn contact(
+        &self,
+        account: &str,
+        user_key: &str,
+    ) -> Result<Option<ContactView>, StoreError> {
+        let rows = self
+            .fetch(
+                "SELECT wa_id, user_id, profile_name, first_seen_at, last_seen_at FROM contacts WHERE account = $1 AND user_key = $2",
+                vec![account.into(), user_key.into()],
+            )
+            .await?;
+        rows.into_iter()
+            .next()
+            .map(|r| {
+                Ok(ContactView {
+                    wa_id: r.try_get("wa_id")?,
+                    user_id: r.try_get("user_id")?,
+                    profile_name: r.try_get("profile_name")?,
+                    first_seen_at: r.try_get("first_seen_at")?,
+                    last_seen_at: r.try_get("last_seen_at")?,
+                })
+            })
+            .transpose()
+    }
+
+    /// The last `limit` messages of a conversation, both directions, oldest first, each
+    /// outbound one with its status timeline.
+    pub async fn conversation_messages(
+        &self,
+        account: &str,
+        user_key: &str,
+        limit: i64,
+    ) -> Result<Vec<MessageView>, StoreError> {
+        let inbound = self
+            .fetch(
+                "SELECT seq, wamid, payload, received_at FROM inbox WHERE account = $1 AND user_key = $2 AND kind = 'message' \
+                 ORDER BY seq DESC LIMIT $3",
+                vec![account.into(), user_key.into(), Val::I(limit)],
+            )
+            .await?;
+        let outbound = self
+            .fetch(
+                "SELECT id, kind, wamid, message, state, status, error_code, error_detail, created_at FROM outbox \
+                 WHERE account = $1 AND user_key = $2 ORDER BY id DESC LIMIT $3",
+                vec![account.into(), user_key.into(), Val::I(limit)],
+            )
+            .await?;
+        let mut out = Vec::with_capacity(inbound.len() + outbound.len());
+        for r in inbound {
+            let payload: String = r.try_get("payload")?;
+            let content: serde_json::Value =
+                serde_json::from_str(&payload).unwrap_or(serde_json::Value::Null);
+            out.push(MessageView {
+                direction: "in".into(),
+                id: r.try_get("seq")?,
+                wamid: r.try_get("wamid")?,
+                kind: content
+                    .pointer("/content/type")
+                    .and_then(|v| v.as_str())
+                    .unwrap_or("message")
+                    .to_string(),
+                content,
+                at: r.try_get("received_at")?,
+                state: None,
+                status: None,
+                error_code: None,
+                error_detail: None,
+                timeline: Vec::new(),
+            });
+        }
+        for r in outbound {
+            let wamid: Option<String> = r.try_get("wamid")?;
+            let mut timeline = Vec::new();
+            if let Some(w) = &wamid {
+                for s in self
+                    .fetch(
+                        "SELECT status, received_at FROM inbox WHERE account = $1 AND kind = 'status' AND wamid = $2 ORDER BY seq",
+                        vec![account.into(), w.as_str().into()],
+                    )
+                    .await?
+                {
+                    timeline.push(StatusView {
+                        status: s.try_get::<Option<String>, _>("status")?.unwrap_or_default(),
+                        received_at: s.try_get("received_at")?,
+                    });
+                }
+            }
+            let message: String = r.try_get("message")?;
+            out.push(MessageView {
+                direction: "out".into(),
+                id: r.try_get("id")?,
+                wamid,
+                kind: r.try_get("kind")?,
+                content: serde_json::from_str(&message).unwrap_or(serde_json::Value::Null),
+                at: r.try_get("created_at")?,
+                state: Some(r.try_get("state")?),
+                status: r.try_get("status")?,
+                error_code: r.try_get("error_code")?,
+                error_detail: r.try_get("error_detail")?,
+                timeline,
+            });
+        }
+        out.sort_by_key(|m| m.at);
+        let skip = out.len().saturating_sub(limit as usize);
+        Ok(out.split_off(skip))
+    }
+
+    /// Counts for the admin API: (conversations, contacts, open outbox rows) of an account.
+    pub async fn account_counts(&self, account: &str) -> Result<(i64, i64, i64), StoreError> {
+        let one = |text: &'static str| async move {
+            let rows = self.fetch(text, vec![account.into()]).await?;
+            Ok::<i64, StoreError>(
+                rows.first()
+                    .map(|r| r.try_get::<i64, _>(0))
+                    .transpose()?
+                    .unwrap_or(0),
+            )
+        };
+        Ok((
+            one("SELECT COUNT(*) FROM conversations WHERE account = $1").await?,
+            one("SELECT COUNT(*) FROM contacts WHERE account = $1").await?,
+            one("SELECT COUNT(*) FROM outbox WHERE account = $1 AND state IN ('pending', 'sending')").await?,
+        ))
+    }
+}

@@ -1,0 +1,129 @@
+//! Small helpers to build dialect-neutral SQL: placeholders and multi-row VALUES lists.
+
+use std::borrow::Cow;
+
+use sqlx::any::AnyArguments;
+use sqlx::query::Query;
+use sqlx::Any;
+
+use super::Dialect;
+
+/// A bind value. Only the types both drivers map the same way.
+#[derive(Debug, Clone)]
+pub enum Val {
+    I(i64),
+    OptI(Option<i64>),
+    S(String),
+    OptS(Option<String>),
+    Bytes(Option<Vec<u8>>),
+}
+
+impl From<i64> for Val {
+    fn from(v: i64) -> Self {
+        Val::I(v)
+    }
+}
+impl From<Option<i64>> for Val {
+    fn from(v: Option<i64>) -> Self {
+        Val::OptI(v)
+    }
+}
+impl From<String> for Val {
+    fn from(v: String) -> Self {
+        Val::S(v)
+    }
+}
+impl From<&str> for Val {
+    fn from(v: &str) -> Self {
+        Val::S(v.to_string())
+    }
+}
+impl From<Option<String>> for Val {
+    fn from(v: Option<String>) -> Self {
+        Val::OptS(v)
+    }
+}
+
+pub(crate) fn bind_all<'q>(
+    mut q: Query<'q, Any, AnyArguments<'q>>,
+    vals: Vec<Val>,
+) -> Query<'q, Any, AnyArguments<'q>> {
+    for v in vals {
+        q = match v {
+            Val::I(i) => q.bind(i),
+            Val::OptI(i) => q.bind(i),
+            Val::S(s) => q.bind(s),
+            Val::OptS(s) => q.bind(s),
+            Val::Bytes(b) => q.bind(b),
+        };
+    }
+    q
+}
+
+/// `($1,$2,$3),($4,$5,$6)` for `rows` rows of `cols` columns, numbering from `first`.
+pub(crate) fn values_list(rows: usize, cols: usize, first: usize) -> String {
+    let mut s = String::with_capacity(rows * cols * 5);
+    let mut n = first;
+    for r in 0..rows {
+        if r > 0 {
+            s.push(',');
+        }
+        s.push('(');
+        for c in 0..cols {
+            if c > 0 {
+                s.push(',');
+            }
+            s.push('$');
+            s.push_str(&n.to_string());
+            n += 1;
+        }
+        s.push(')');
+    }
+    s
+}
+
+/// `$1,$2,...` for an IN list.
+pub(crate) fn in_list(n: usize, first: usize) -> String {
+    (first..first + n)
+        .map(|i| format!("${i}"))
+        .collect::<Vec<_>>()
+        .join(",")
+}
+
+pub(crate) fn placeholders(dialect: Dialect, text: &str) -> Cow<'_, str> {
+    match dialect {
+        Dialect::Postgres => Cow::Borrowed(text),
+        Dialect::Sqlite => {
+            let bytes = text.as_bytes();
+            let mut out = String::with_capacity(text.len());
+            for (i, ch) in text.char_indices() {
+                if ch == '$' && bytes.get(i + 1).is_some_and(|b| b.is_ascii_digit()) {
+                    out.push('?');
+                } else {
+                    out.push(ch);
+                }
+            }
+            Cow::Owned(out)
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn values_lists_number_their_placeholders() {
+        assert_eq!(values_list(2, 2, 1), "($1,$2),($3,$4)");
+        assert_eq!(in_list(3, 2), "$2,$3,$4");
+    }
+
+    #[test]
+    fn sqlite_placeholders_are_numbered_question_marks() {
+        assert_eq!(
+            placeholders(Dialect::Sqlite, "a = $1 AND b = $12 AND c = '$x'"),
+            "a = ?1 AND b = ?12 AND c = '$x'"
+        );
+        assert_eq!(placeholders(Dialect::Postgres, "a = $1"), "a = $1");
+    }
+}

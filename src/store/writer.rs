@@ -1,0 +1,862 @@
+//! The group-commit writer: one task owns every write to the store.
+//!
+//! Callers (webhook handlers, conversation actors, outbox senders) send an operation and wait
+//! for its commit. The task takes everything that queued up while the previous transaction
+//! was committing and writes it in one transaction with multi-row statements, so durability
+//! costs one fsync per batch rather than one per event. If a batch fails, each operation is
+//! retried on its own so one bad operation cannot fail its neighbours.
+//!
+//! New inbound messages are handed to the dispatcher *by this task, after the commit, in
+//! sequence order*: that is what keeps one conversation's events in inbox order.
+
+use std::collections::HashMap;
+use std::sync::{Arc, OnceLock};
+
+use sqlx::{Any, Row, Transaction};
+use tokio::sync::{mpsc, oneshot};
+
+use super::sql::{bind_all, in_list, values_list, Val};
+use super::{Store, StoreError};
+use crate::metrics::metrics;
+use crate::whatsapp::event::InboundMessage;
+
+/// Largest number of rows in one multi-row statement.
+const ROWS_PER_STATEMENT: usize = 500;
+/// Largest number of operations in one transaction.
+const OPS_PER_BATCH: usize = 2048;
+
+/// A row to append to the inbox.
+#[derive(Debug, Clone)]
+pub struct NewInboxRow {
+    pub account: String,
+    pub user_key: Option<String>,
+    /// message | status | change_error | account_event
+    pub kind: &'static str,
+    pub dedup_key: String,
+    pub wamid: Option<String>,
+    pub payload: String,
+    pub received_at: i64,
+    /// pending | done | unrouted
+    pub state: &'static str,
+    /// For a status row: how it moves the outbound message it names.
+    pub status: Option<StatusApply>,
+    /// For a message row: handed to the conversation once committed.
+    pub dispatch: Option<Arc<InboundMessage>>,
+}
+
+#[derive(Debug, Clone)]
+pub struct StatusApply {
+    pub status: String,
+    pub rank: i64,
+    pub at_ms: i64,
+    /// Our outbox id, from `biz_opaque_callback_data`.
+    pub outbox_id: Option<i64>,
+    pub error_code: Option<i64>,
+    pub error_detail: Option<String>,
+}
+
+/// A committed inbound message, handed to its conversation.
+#[derive(Debug, Clone)]
+pub struct InboxDispatch {
+    pub seq: i64,
+    pub account: String,
+    pub user_key: String,
+    pub message: Arc<InboundMessage>,
+}
+
+#[derive(Debug, Clone)]
+pub struct NewDeadLetter {
+    /// webhook_malformed | inbox_event | outbox_send | timer
+    pub kind: &'static str,
+    pub account: Option<String>,
+    pub user_key: Option<String>,
+    pub ref_id: Option<i64>,
+    pub reason: String,
+    pub raw: Option<Vec<u8>>,
+}
+
+#[derive(Debug, Clone)]
+pub struct ContactUpsert {
+    pub wa_id: Option<String>,
+    pub user_id: Option<String>,
+    pub profile_name: Option<String>,
+}
+
+#[derive(Debug, Clone)]
+pub struct NewOutboxRow {
+    pub idem_key: String,
+    /// message | mark_read
+    pub kind: &'static str,
+    /// `OutboundMessage` as JSON.
+    pub message_json: String,
+    pub reply_to: Option<String>,
+    pub source_seq: Option<i64>,
+}
+
+#[derive(Debug, Clone)]
+pub struct NewTimer {
+    pub idem_key: String,
+    pub name: String,
+    pub payload: String,
+    pub due_at: i64,
+}
+
+/// Everything one conversation step changes, committed atomically.
+#[derive(Debug, Clone)]
+pub struct StepCommit {
+    pub account: String,
+    pub user_key: String,
+    pub state_json: String,
+    pub last_inbound_at: Option<i64>,
+    pub last_applied_seq: i64,
+    /// The inbox row this step applied.
+    pub inbox_done: Option<i64>,
+    /// The timer this step consumed.
+    pub timer_fired: Option<i64>,
+    pub contact: Option<ContactUpsert>,
+    pub outbox: Vec<NewOutboxRow>,
+    pub timers: Vec<NewTimer>,
+    pub now: i64,
+}
+
+/// An outbox row as the sender needs it.
+#[derive(Debug, Clone, PartialEq)]
+pub struct OutboxRecord {
+    pub id: i64,
+    pub account: String,
+    pub user_key: String,
+    pub kind: String,
+    pub message_json: String,
+    pub reply_to: Option<String>,
+    pub state: String,
+    pub updated_at: i64,
+}
+
+#[derive(Debug, Clone)]
+pub enum OutboxUpdate {
+    /// About to POST: a crash from here on leaves the outcome ambiguous.
+    Sending { id: i64, at: i64 },
+    Sent {
+        id: i64,
+        account: String,
+        wamid: Option<String>,
+        at: i64,
+    },
+    Retrying {
+        id: i64,
+        attempts: i64,
+        code: Option<i64>,
+        detail: String,
+        at: i64,
+    },
+    /// Permanent failure: the row is failed and a dead letter is written.
+    Failed {
+        id: i64,
+        account: String,
+        user_key: String,
+        attempts: i64,
+        code: Option<i64>,
+        detail: String,
+        at: i64,
+    },
+}
+
+enum WriteOp {
+    Append {
+        rows: Vec<NewInboxRow>,
+        reply: oneshot::Sender<Result<Vec<Option<i64>>, StoreError>>,
+    },
+    DeadLetter {
+        dl: NewDeadLetter,
+        /// Mark this inbox row dead in the same transaction.
+        inbox_dead: Option<i64>,
+        reply: oneshot::Sender<Result<(), StoreError>>,
+    },
+    Step {
+        commit: Box<StepCommit>,
+        reply: oneshot::Sender<Result<Vec<OutboxRecord>, StoreError>>,
+    },
+    Outbox {
+        update: OutboxUpdate,
+        reply: oneshot::Sender<Result<(), StoreError>>,
+    },
+}
+
+type Dispatcher = Box<dyn Fn(Vec<InboxDispatch>) + Send + Sync>;
+
+/// Handle on the writer task. Cheap to clone.
+#[derive(Clone)]
+pub struct WriterHandle {
+    tx: mpsc::Sender<WriteOp>,
+    dispatcher: Arc<OnceLock<Dispatcher>>,
+}
+
+impl WriterHandle {
+    /// Start the writer task on `store`.
+    pub fn spawn(store: Store) -> (WriterHandle, tokio::task::JoinHandle<()>) {
+        let (tx, rx) = mpsc::channel(65_536);
+        let dispatcher: Arc<OnceLock<Dispatcher>> = Arc::new(OnceLock::new());
+        let task = tokio::spawn(run(store, rx, dispatcher.clone()));
+        (WriterHandle { tx, dispatcher }, task)
+    }
+
+    /// Where committed inbound messages go (set once, when the actors are up).
+    pub fn set_dispatcher(&self, f: impl Fn(Vec<InboxDispatch>) + Send + Sync + 'static) {
+        let _ = self.dispatcher.set(Box::new(f));
+    }
+
+    async fn submit<T>(
+        &self,
+        op: WriteOp,
+        rx: oneshot::Receiver<Result<T, StoreError>>,
+    ) -> Result<T, StoreError> {
+        self.tx
+            .send(op)
+            .await
+            .map_err(|_| StoreError::Unavailable("writer stopped".into()))?;
+        rx.await
+            .map_err(|_| StoreError::Unavailable("writer stopped".into()))?
+    }
+
+    /// Append rows; returns, per row, the new seq or `None` for a duplicate.
+    pub async fn append_inbox(
+        &self,
+        rows: Vec<NewInboxRow>,
+    ) -> Result<Vec<Option<i64>>, StoreError> {
+        let (reply, rx) = oneshot::channel();
+        self.submit(WriteOp::Append { rows, reply }, rx).await
+    }
+
+    pub async fn dead_letter(
+        &self,
+        dl: NewDeadLetter,
+        inbox_dead: Option<i64>,
+    ) -> Result<(), StoreError> {
+        let (reply, rx) = oneshot::channel();
+        self.submit(
+            WriteOp::DeadLetter {
+                dl,
+                inbox_dead,
+                reply,
+            },
+            rx,
+        )
+        .await
+    }
+
+    /// Commit one conversation step; returns the outbox rows it created.
+    pub async fn commit_step(&self, commit: StepCommit) -> Result<Vec<OutboxRecord>, StoreError> {
+        let (reply, rx) = oneshot::channel();
+        self.submit(
+            WriteOp::Step {
+                commit: Box::new(commit),
+                reply,
+            },
+            rx,
+        )
+        .await
+    }
+
+    pub async fn outbox(&self, update: OutboxUpdate) -> Result<(), StoreError> {
+        let (reply, rx) = oneshot::channel();
+        self.submit(WriteOp::Outbox { update, reply }, rx).await
+    }
+}
+
+async fn run(store: Store, mut rx: mpsc::Receiver<WriteOp>, dispatcher: Arc<OnceLock<Dispatcher>>) {
+    let mut batch = Vec::with_capacity(256);
+    while let Some(first) = rx.recv().await {
+        batch.push(first);
+        while batch.len() < OPS_PER_BATCH {
+            match rx.try_recv() {
+                Ok(op) => batch.push(op),
+                Err(_) => break,
+            }
+        }
+        let ops = std::mem::take(&mut batch);
+        let m = metrics();
+        m.commit_batches
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        m.commit_batch_hist.observe(ops.len() as u64);
+        match write_batch(&store, &ops).await {
+            Ok(results) => finish(ops, results, &dispatcher),
+            Err(e) if ops.len() == 1 => {
+                m.commit_failures
+                    .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                tracing::warn!(error = %e, "Store write failed.");
+                fail(ops, &e);
+            }
+            Err(e) => {
+                m.commit_failures
+                    .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                tracing::warn!(error = %e, ops = ops.len(), "Group commit failed; retrying each operation alone.");
+                for op in ops {
+                    let one = [op];
+                    match write_batch(&store, &one).await {
+                        Ok(results) => finish(one.into(), results, &dispatcher),
+                        Err(e) => fail(one.into(), &e),
+                    }
+                }
+            }
+        }
+    }
+}
+
+enum OpResult {
+    Append(Vec<Option<i64>>),
+    Unit,
+    Step(Vec<OutboxRecord>),
+}
+
+fn clone_err(e: &StoreError) -> StoreError {
+    StoreError::Unavailable(e.to_string())
+}
+
+fn fail(ops: Vec<WriteOp>, e: &StoreError) {
+    for op in ops {
+        match op {
+            WriteOp::Append { reply, .. } => {
+                let _ = reply.send(Err(clone_err(e)));
+            }
+            WriteOp::DeadLetter { reply, .. } => {
+                let _ = reply.send(Err(clone_err(e)));
+            }
+            WriteOp::Step { reply, .. } => {
+                let _ = reply.send(Err(clone_err(e)));
+            }
+            WriteOp::Outbox { reply, .. } => {
+                let _ = reply.send(Err(clone_err(e)));
+            }
+        }
+    }
+}
+
+fn finish(ops: Vec<WriteOp>, results: Vec<OpResult>, dispatcher: &OnceLock<Dispatcher>) {
+    let mut dispatch = Vec::new();
+    for (op, result) in ops.into_iter().zip(results) {
+        match (op, result) {
+            (WriteOp::Append { rows, reply }, OpResult::Append(seqs)) => {
+                for (row, seq) in rows.iter().zip(&seqs) {
+                    if let (Some(seq), Some(msg), Some(user)) = (seq, &row.dispatch, &row.user_key)
+                    {
+                        if row.state == "pending" {
+                            dispatch.push(InboxDispatch {
+                                seq: *seq,
+                                account: row.account.clone(),
+                                user_key: user.clone(),
+                                message: msg.clone(),
+                            });
+                        }
+                    }
+                }
+                let _ = reply.send(Ok(seqs));
+            }
+            (WriteOp::Step { reply, .. }, OpResult::Step(records)) => {
+                let _ = reply.send(Ok(records));
+            }
+            (WriteOp::DeadLetter { reply, .. }, _) | (WriteOp::Outbox { reply, .. }, _) => {
+                let _ = reply.send(Ok(()));
+            }
+            (WriteOp::Append { reply, .. }, _) => {
+                let _ = reply.send(Err(StoreError::Corrupt("result mismatch".into())));
+            }
+            (WriteOp::Step { reply, .. }, _) => {
+                let _ = reply.send(Err(StoreError::Corrupt("result mismatch".into())));
+            }
+        }
+    }
+    if !dispatch.is_empty() {
+        dispatch.sort_by_key(|d| d.seq);
+        metrics()
+            .inbox_dispatched
+            .fetch_add(dispatch.len() as u64, std::sync::atomic::Ordering::Relaxed);
+        if let Some(d) = dispatcher.get() {
+            d(dispatch);
+        }
+    }
+}
+
+async fn exec(
+    tx: &mut Transaction<'_, Any>,
+    store: &Store,
+    text: &str,
+    vals: Vec<Val>,
+) -> Result<u64, StoreError> {
+    let text = store.sql(text);
+    let q = bind_all(sqlx::query(&text), vals);
+    Ok(q.execute(&mut **tx).await?.rows_affected())
+}
+
+async fn write_batch(store: &Store, ops: &[WriteOp]) -> Result<Vec<OpResult>, StoreError> {
+    let mut tx = store
+        .pool()
+        .begin()
+        .await
+        .map_err(|e| StoreError::Unavailable(e.to_string()))?;
+    let mut results: Vec<OpResult> = Vec::with_capacity(ops.len());
+
+    // 1. Inbox appends, all ops together.
+    let appends: Vec<&Vec<NewInboxRow>> = ops
+        .iter()
+        .filter_map(|op| match op {
+            WriteOp::Append { rows, .. } => Some(rows),
+            _ => None,
+        })
+        .collect();
+    let inserted = append_rows(&mut tx, store, &appends).await?;
+
+    // 2. Steps.
+    let steps: Vec<&StepCommit> = ops
+        .iter()
+        .filter_map(|op| match op {
+            WriteOp::Step { commit, .. } => Some(commit.as_ref()),
+            _ => None,
+        })
+        .collect();
+    let outbox_ids = commit_steps(&mut tx, store, &steps).await?;
+
+    // 3. Dead letters and outbox updates, one statement each (rare or cheap).
+    for op in ops {
+        match op {
+            WriteOp::DeadLetter { dl, inbox_dead, .. } => {
+                insert_dead_letter(&mut tx, store, dl).await?;
+                if let Some(seq) = inbox_dead {
+                    exec(
+                        &mut tx,
+                        store,
+                        "UPDATE inbox SET state = 'dead' WHERE seq = $1",
+                        vec![Val::I(*seq)],
+                    )
+                    .await?;
+                }
+            }
+            WriteOp::Outbox { update, .. } => apply_outbox_update(&mut tx, store, update).await?,
+            _ => {}
+        }
+    }
+    tx.commit().await?;
+
+    for op in ops {
+        results.push(match op {
+            WriteOp::Append { rows, .. } => OpResult::Append(
+                rows.iter()
+                    .map(|r| {
+                        inserted
+                            .get(&(r.account.as_str(), r.dedup_key.as_str()))
+                            .copied()
+                    })
+                    .collect(),
+            ),
+            WriteOp::Step { commit, .. } => OpResult::Step(
+                commit
+                    .outbox
+                    .iter()
+                    .filter_map(|o| {
+                        outbox_ids.get(o.idem_key.as_str()).map(|id| OutboxRecord {
+                            id: *id,
+                            account: commit.account.clone(),
+                            user_key: commit.user_key.clone(),
+                            kind: o.kind.to_string(),
+                            message_json: o.message_json.clone(),
+                            reply_to: o.reply_to.clone(),
+                            state: "pending".into(),
+                            updated_at: commit.now,
+                        })
+                    })
+                    .collect(),
+            ),
+            _ => OpResult::Unit,
+        });
+    }
+    Ok(results)
+}
+
+/// Insert inbox rows; returns (account, dedup_key) → seq for the rows this call inserted.
+/// A key repeated within the batch is inserted once, and only its first row gets the seq.
+async fn append_rows<'a>(
+    tx: &mut Transaction<'_, Any>,
+    store: &Store,
+    appends: &[&'a Vec<NewInboxRow>],
+) -> Result<HashMap<(&'a str, &'a str), i64>, StoreError> {
+    let mut seen = std::collections::HashSet::new();
+    let unique: Vec<&NewInboxRow> = appends
+        .iter()
+        .flat_map(|rows| rows.iter())
+        .filter(|r| seen.insert((r.account.as_str(), r.dedup_key.as_str())))
+        .collect();
+    let mut inserted: HashMap<(&str, &str), i64> = HashMap::with_capacity(unique.len());
+    let mut fresh_status: Vec<&NewInboxRow> = Vec::new();
+    for chunk in unique.chunks(ROWS_PER_STATEMENT) {
+        let text = format!(
+            "INSERT INTO inbox (account, user_key, kind, dedup_key, wamid, status, payload, received_at, state) VALUES {} \
+             ON CONFLICT (account, dedup_key) DO NOTHING RETURNING seq, account, dedup_key",
+            values_list(chunk.len(), 9, 1)
+        );
+        let mut vals = Vec::with_capacity(chunk.len() * 9);
+        for r in chunk {
+            vals.push(Val::S(r.account.clone()));
+            vals.push(Val::OptS(r.user_key.clone()));
+            vals.push(Val::S(r.kind.to_string()));
+            vals.push(Val::S(r.dedup_key.clone()));
+            vals.push(Val::OptS(r.wamid.clone()));
+            vals.push(Val::OptS(r.status.as_ref().map(|s| s.status.clone())));
+            vals.push(Val::S(r.payload.clone()));
+            vals.push(Val::I(r.received_at));
+            vals.push(Val::S(r.state.to_string()));
+        }
+        let text = store.sql(&text);
+        let rows = bind_all(sqlx::query(&text), vals)
+            .fetch_all(&mut **tx)
+            .await?;
+        let mut by_key: HashMap<(String, String), i64> = HashMap::with_capacity(rows.len());
+        for row in rows {
+            by_key.insert(
+                (row.try_get("account")?, row.try_get("dedup_key")?),
+                row.try_get("seq")?,
+            );
+        }
+        for r in chunk {
+            if let Some(seq) = by_key.get(&(r.account.clone(), r.dedup_key.clone())) {
+                inserted.insert((r.account.as_str(), r.dedup_key.as_str()), *seq);
+                if r.status.is_some() {
+                    fresh_status.push(r);
+                }
+            }
+        }
+    }
+    for r in fresh_status {
+        if let (Some(s), Some(wamid)) = (&r.status, &r.wamid) {
+            apply_status(tx, store, &r.account, wamid, s).await?;
+        }
+    }
+    let m = metrics();
+    for r in &unique {
+        let new = inserted.contains_key(&(r.account.as_str(), r.dedup_key.as_str()));
+        m.inbox_events.inc(match (r.kind, new) {
+            ("message", true) => "kind=\"message\",new=\"true\"",
+            ("message", false) => "kind=\"message\",new=\"false\"",
+            ("status", true) => "kind=\"status\",new=\"true\"",
+            ("status", false) => "kind=\"status\",new=\"false\"",
+            (_, true) => "kind=\"other\",new=\"true\"",
+            (_, false) => "kind=\"other\",new=\"false\"",
+        });
+    }
+    Ok(inserted)
+}
+
+/// Move an outbound message forward (never back) on a status webhook. Matches by our outbox
+/// id (echoed callback data) or by wamid. A status for a send we have not recorded yet is
+/// kept in the inbox and applied when the wamid is recorded.
+async fn apply_status(
+    tx: &mut Transaction<'_, Any>,
+    store: &Store,
+    account: &str,
+    wamid: &str,
+    s: &StatusApply,
+) -> Result<(), StoreError> {
+    if s.rank == 0 {
+        return Ok(());
+    }
+    exec(
+        tx,
+        store,
+        "UPDATE outbox SET status = $1, status_rank = $2, status_at = $3, wamid = COALESCE(wamid, $4), \
+         state = CASE WHEN state IN ('pending', 'sending') THEN 'sent' ELSE state END, \
+         error_code = COALESCE($5, error_code), error_detail = COALESCE($6, error_detail), updated_at = $3 \
+         WHERE account = $7 AND (wamid = $4 OR id = $8) AND status_rank < $2",
+        vec![
+            Val::S(s.status.clone()),
+            Val::I(s.rank),
+            Val::I(s.at_ms),
+            Val::S(wamid.to_string()),
+            Val::OptI(s.error_code),
+            Val::OptS(s.error_detail.clone()),
+            Val::S(account.to_string()),
+            Val::I(s.outbox_id.unwrap_or(-1)),
+        ],
+    )
+    .await?;
+    Ok(())
+}
+
+async fn commit_steps(
+    tx: &mut Transaction<'_, Any>,
+    store: &Store,
+    steps: &[&StepCommit],
+) -> Result<HashMap<String, i64>, StoreError> {
+    let mut ids = HashMap::new();
+    if steps.is_empty() {
+        return Ok(ids);
+    }
+    for chunk in steps.chunks(ROWS_PER_STATEMENT) {
+        let text = format!(
+            "INSERT INTO conversations (account, user_key, state, last_inbound_at, last_applied_seq, created_at, updated_at) VALUES {} \
+             ON CONFLICT (account, user_key) DO UPDATE SET state = excluded.state, last_inbound_at = excluded.last_inbound_at, \
+             last_applied_seq = excluded.last_applied_seq, updated_at = excluded.updated_at \
+             WHERE conversations.last_applied_seq <= excluded.last_applied_seq",
+            values_list(chunk.len(), 7, 1)
+        );
+        let mut vals = Vec::with_capacity(chunk.len() * 7);
+        for s in chunk {
+            vals.extend([
+                Val::S(s.account.clone()),
+                Val::S(s.user_key.clone()),
+                Val::S(s.state_json.clone()),
+                Val::OptI(s.last_inbound_at),
+                Val::I(s.last_applied_seq),
+                Val::I(s.now),
+                Val::I(s.now),
+            ]);
+        }
+        exec(tx, store, &text, vals).await?;
+    }
+
+    let contacts: Vec<(&StepCommit, &ContactUpsert)> = steps
+        .iter()
+        .filter_map(|s| s.contact.as_ref().map(|c| (*s, c)))
+        .collect();
+    for chunk in contacts.chunks(ROWS_PER_STATEMENT) {
+        let text = format!(
+            "INSERT INTO contacts (account, user_key, wa_id, user_id, profile_name, first_seen_at, last_seen_at) VALUES {} \
+             ON CONFLICT (account, user_key) DO UPDATE SET wa_id = COALESCE(excluded.wa_id, contacts.wa_id), \
+             user_id = COALESCE(excluded.user_id, contacts.user_id), \
+             profile_name = COALESCE(excluded.profile_name, contacts.profile_name), last_seen_at = excluded.last_seen_at",
+            values_list(chunk.len(), 7, 1)
+        );
+        let mut vals = Vec::with_capacity(chunk.len() * 7);
+        for (s, c) in chunk {
+            vals.extend([
+                Val::S(s.account.clone()),
+                Val::S(s.user_key.clone()),
+                Val::OptS(c.wa_id.clone()),
+                Val::OptS(c.user_id.clone()),
+                Val::OptS(c.profile_name.clone()),
+                Val::I(s.now),
+                Val::I(s.now),
+            ]);
+        }
+        exec(tx, store, &text, vals).await?;
+    }
+
+    let done: Vec<i64> = steps.iter().filter_map(|s| s.inbox_done).collect();
+    for chunk in done.chunks(ROWS_PER_STATEMENT) {
+        let text = format!(
+            "UPDATE inbox SET state = 'done' WHERE seq IN ({})",
+            in_list(chunk.len(), 1)
+        );
+        exec(tx, store, &text, chunk.iter().map(|s| Val::I(*s)).collect()).await?;
+    }
+    let fired: Vec<i64> = steps.iter().filter_map(|s| s.timer_fired).collect();
+    for chunk in fired.chunks(ROWS_PER_STATEMENT) {
+        let text = format!(
+            "UPDATE timers SET state = 'fired' WHERE id IN ({})",
+            in_list(chunk.len(), 1)
+        );
+        exec(tx, store, &text, chunk.iter().map(|s| Val::I(*s)).collect()).await?;
+    }
+
+    let outbox: Vec<(&StepCommit, &NewOutboxRow)> = steps
+        .iter()
+        .flat_map(|s| s.outbox.iter().map(move |o| (*s, o)))
+        .collect();
+    for chunk in outbox.chunks(ROWS_PER_STATEMENT) {
+        let text = format!(
+            "INSERT INTO outbox (account, user_key, idem_key, kind, message, reply_to, source_seq, state, created_at, updated_at) VALUES {} \
+             ON CONFLICT (idem_key) DO NOTHING RETURNING id, idem_key",
+            values_list(chunk.len(), 10, 1)
+        );
+        let mut vals = Vec::with_capacity(chunk.len() * 10);
+        for (s, o) in chunk {
+            vals.extend([
+                Val::S(s.account.clone()),
+                Val::S(s.user_key.clone()),
+                Val::S(o.idem_key.clone()),
+                Val::S(o.kind.to_string()),
+                Val::S(o.message_json.clone()),
+                Val::OptS(o.reply_to.clone()),
+                Val::OptI(o.source_seq),
+                Val::S("pending".into()),
+                Val::I(s.now),
+                Val::I(s.now),
+            ]);
+        }
+        let text = store.sql(&text);
+        for row in bind_all(sqlx::query(&text), vals)
+            .fetch_all(&mut **tx)
+            .await?
+        {
+            ids.insert(
+                row.try_get::<String, _>("idem_key")?,
+                row.try_get::<i64, _>("id")?,
+            );
+        }
+    }
+
+    let timers: Vec<(&StepCommit, &NewTimer)> = steps
+        .iter()
+        .flat_map(|s| s.timers.iter().map(move |t| (*s, t)))
+        .collect();
+    for chunk in timers.chunks(ROWS_PER_STATEMENT) {
+        let text = format!(
+            "INSERT INTO timers (account, user_key, idem_key, name, payload, due_at, state, created_at) VALUES {} \
+             ON CONFLICT (idem_key) DO NOTHING",
+            values_list(chunk.len(), 8, 1)
+        );
+        let mut vals = Vec::with_capacity(chunk.len() * 8);
+        for (s, t) in chunk {
+            vals.extend([
+                Val::S(s.account.clone()),
+                Val::S(s.user_key.clone()),
+                Val::S(t.idem_key.clone()),
+                Val::S(t.name.clone()),
+                Val::S(t.payload.clone()),
+                Val::I(t.due_at),
+                Val::S("pending".into()),
+                Val::I(s.now),
+            ]);
+        }
+        exec(tx, store, &text, vals).await?;
+    }
+    Ok(ids)
+}
+
+async fn insert_dead_letter(
+    tx: &mut Transaction<'_, Any>,
+    store: &Store,
+    dl: &NewDeadLetter,
+) -> Result<(), StoreError> {
+    exec(
+        tx,
+        store,
+        "INSERT INTO dead_letters (kind, account, user_key, ref_id, reason, raw, created_at) VALUES ($1, $2, $3, $4, $5, $6, $7)",
+        vec![
+            Val::S(dl.kind.to_string()),
+            Val::OptS(dl.account.clone()),
+            Val::OptS(dl.user_key.clone()),
+            Val::OptI(dl.ref_id),
+            Val::S(dl.reason.clone()),
+            Val::Bytes(dl.raw.clone()),
+            Val::I(super::now_ms()),
+        ],
+    )
+    .await?;
+    metrics().dead_letters.inc(&format!("kind=\"{}\"", dl.kind));
+    Ok(())
+}
+
+async fn apply_outbox_update(
+    tx: &mut Transaction<'_, Any>,
+    store: &Store,
+    update: &OutboxUpdate,
+) -> Result<(), StoreError> {
+    match update {
+        OutboxUpdate::Sending { id, at } => {
+            exec(
+                tx,
+                store,
+                "UPDATE outbox SET state = 'sending', attempts = attempts + 1, updated_at = $1 WHERE id = $2 AND state IN ('pending', 'sending')",
+                vec![Val::I(*at), Val::I(*id)],
+            )
+            .await?;
+        }
+        OutboxUpdate::Sent {
+            id,
+            account,
+            wamid,
+            at,
+        } => {
+            exec(
+                tx,
+                store,
+                "UPDATE outbox SET state = 'sent', wamid = COALESCE($1, wamid), \
+                 status = CASE WHEN status_rank = 0 AND $1 IS NOT NULL THEN 'sent' ELSE status END, \
+                 status_rank = CASE WHEN status_rank = 0 AND $1 IS NOT NULL THEN 1 ELSE status_rank END, \
+                 status_at = COALESCE(status_at, $2), updated_at = $2 WHERE id = $3",
+                vec![Val::OptS(wamid.clone()), Val::I(*at), Val::I(*id)],
+            )
+            .await?;
+            // Statuses that arrived before we recorded the wamid.
+            if let Some(wamid) = wamid {
+                let text = store.sql(
+                    "SELECT status, payload FROM inbox WHERE account = $1 AND kind = 'status' AND wamid = $2",
+                );
+                let rows = sqlx::query(&text)
+                    .bind(account.clone())
+                    .bind(wamid.clone())
+                    .fetch_all(&mut **tx)
+                    .await?;
+                let best = rows
+                    .iter()
+                    .filter_map(|r| r.try_get::<Option<String>, _>("status").ok().flatten())
+                    .map(|s| crate::whatsapp::event::DeliveryStatus::parse(&s))
+                    .max_by_key(|s| s.rank());
+                if let Some(best) = best.filter(|s| s.rank() > 1) {
+                    apply_status(
+                        tx,
+                        store,
+                        account,
+                        wamid,
+                        &StatusApply {
+                            status: best.as_str().to_string(),
+                            rank: best.rank(),
+                            at_ms: *at,
+                            outbox_id: Some(*id),
+                            error_code: None,
+                            error_detail: None,
+                        },
+                    )
+                    .await?;
+                }
+            }
+        }
+        OutboxUpdate::Retrying {
+            id,
+            attempts,
+            code,
+            detail,
+            at,
+        } => {
+            exec(
+                tx,
+                store,
+                "UPDATE outbox SET attempts = $1, error_code = $2, error_detail = $3, updated_at = $4 WHERE id = $5",
+                vec![Val::I(*attempts), Val::OptI(*code), Val::S(detail.clone()), Val::I(*at), Val::I(*id)],
+            )
+            .await?;
+        }
+        OutboxUpdate::Failed {
+            id,
+            account,
+            user_key,
+            attempts,
+            code,
+            detail,
+            at,
+        } => {
+            exec(
+                tx,
+                store,
+                "UPDATE outbox SET state = 'failed', attempts = $1, error_code = $2, error_detail = $3, updated_at = $4 WHERE id = $5",
+                vec![Val::I(*attempts), Val::OptI(*code), Val::S(detail.clone()), Val::I(*at), Val::I(*id)],
+            )
+            .await?;
+            insert_dead_letter(
+                tx,
+                store,
+                &NewDeadLetter {
+                    kind: "outbox_send",
+                    account: Some(account.clone()),
+                    user_key: Some(user_key.clone()),
+                    ref_id: Some(*id),
+                    reason: match code {
+                        Some(c) => format!("Graph API error {c}: {detail}"),
+                        None => detail.clone(),
+                    },
+                    raw: None,
+                },
+            )
+            .await?;
+        }
+    }
+    Ok(())
+}

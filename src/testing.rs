@@ -1,0 +1,326 @@
+//! A local stand-in for Meta's Graph API, and webhook builders: used by the integration tests
+//! and the load driver (there is no internet here, and tests never call it).
+
+use std::collections::VecDeque;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use axum::body::Bytes;
+use axum::extract::{Path, State};
+use axum::http::{HeaderMap, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::routing::post;
+use axum::{Json, Router};
+use serde_json::{json, Value};
+
+/// One request the fake received.
+#[derive(Debug, Clone)]
+pub struct Attempt {
+    pub at: Instant,
+    pub phone_number_id: String,
+    pub authorization: Option<String>,
+    pub body: Value,
+    pub outcome: Outcome,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub enum Outcome {
+    /// Accepted; the wamid we returned (None for a read receipt).
+    Accepted(Option<String>),
+    /// Answered with this HTTP status.
+    Refused(u16),
+    /// Held past the client's timeout; the client never saw an answer.
+    Held,
+}
+
+impl Attempt {
+    pub fn is_mark_read(&self) -> bool {
+        self.body.get("status").and_then(Value::as_str) == Some("read")
+    }
+    pub fn to(&self) -> Option<&str> {
+        self.body.get("to").and_then(Value::as_str)
+    }
+    pub fn text(&self) -> Option<&str> {
+        self.body.pointer("/text/body").and_then(Value::as_str)
+    }
+    pub fn callback(&self) -> Option<&str> {
+        self.body
+            .get("biz_opaque_callback_data")
+            .and_then(Value::as_str)
+    }
+    pub fn accepted(&self) -> bool {
+        matches!(self.outcome, Outcome::Accepted(_))
+    }
+}
+
+/// What to do with the next message send (read receipts are never faulted).
+#[derive(Debug, Clone)]
+pub enum Fault {
+    Status {
+        status: u16,
+        retry_after_secs: Option<u64>,
+        body: Value,
+    },
+    Delay(Duration),
+}
+
+impl Fault {
+    pub fn http(status: u16, code: i64) -> Fault {
+        Fault::Status {
+            status,
+            retry_after_secs: None,
+            body: json!({"error": {"message": "fault", "type": "OAuthException", "code": code, "error_data": {"messaging_product": "whatsapp", "details": "injected"}, "fbtrace_id": "x"}}),
+        }
+    }
+}
+
+type AcceptHook = Arc<dyn Fn(&Value) + Send + Sync>;
+
+#[derive(Default)]
+struct FakeState {
+    log: Mutex<Vec<Attempt>>,
+    faults: Mutex<VecDeque<Fault>>,
+    next_id: AtomicU64,
+    record: bool,
+    on_accept: Option<AcceptHook>,
+    notify: tokio::sync::Notify,
+}
+
+pub struct FakeGraph {
+    pub base_url: String,
+    state: Arc<FakeState>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl Drop for FakeGraph {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
+impl FakeGraph {
+    /// A fake that records every request.
+    pub async fn start() -> FakeGraph {
+        Self::start_inner(true, None).await
+    }
+
+    /// A fake for load: records nothing, calls `on_accept` with each accepted body.
+    pub async fn start_for_load(on_accept: AcceptHook) -> FakeGraph {
+        Self::start_inner(false, Some(on_accept)).await
+    }
+
+    async fn start_inner(record: bool, on_accept: Option<AcceptHook>) -> FakeGraph {
+        let state = Arc::new(FakeState {
+            record,
+            on_accept,
+            ..Default::default()
+        });
+        let app = Router::new()
+            .route("/{version}/{phone_number_id}/messages", post(handle))
+            .with_state(state.clone());
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("bind fake graph");
+        let addr = listener.local_addr().expect("fake graph addr");
+        let task = tokio::spawn(async move {
+            let _ = axum::serve(listener, app).await;
+        });
+        FakeGraph {
+            base_url: format!("http://{addr}"),
+            state,
+            task,
+        }
+    }
+
+    pub fn push_fault(&self, fault: Fault) {
+        self.state.faults.lock().unwrap().push_back(fault);
+    }
+
+    pub fn attempts(&self) -> Vec<Attempt> {
+        self.state.log.lock().unwrap().clone()
+    }
+
+    /// Accepted message sends (not read receipts), in the order they were accepted.
+    pub fn delivered(&self) -> Vec<Attempt> {
+        self.attempts()
+            .into_iter()
+            .filter(|a| a.accepted() && !a.is_mark_read())
+            .collect()
+    }
+
+    /// Wait until `pred` holds on the log (or `timeout` passes); returns whether it held.
+    pub async fn wait_until(&self, timeout: Duration, pred: impl Fn(&[Attempt]) -> bool) -> bool {
+        let deadline = Instant::now() + timeout;
+        loop {
+            let notified = self.state.notify.notified();
+            if pred(&self.state.log.lock().unwrap()) {
+                return true;
+            }
+            let left = deadline.saturating_duration_since(Instant::now());
+            if left.is_zero() {
+                return false;
+            }
+            let _ = tokio::time::timeout(left.min(Duration::from_millis(100)), notified).await;
+        }
+    }
+}
+
+async fn handle(
+    State(state): State<Arc<FakeState>>,
+    Path((_version, phone_number_id)): Path<(String, String)>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Response {
+    let Ok(body) = serde_json::from_slice::<Value>(&body) else {
+        return (StatusCode::BAD_REQUEST, "bad json").into_response();
+    };
+    let is_read = body.get("status").and_then(Value::as_str) == Some("read");
+    let fault = if is_read {
+        None
+    } else {
+        state.faults.lock().unwrap().pop_front()
+    };
+    let authorization = headers
+        .get("authorization")
+        .and_then(|v| v.to_str().ok())
+        .map(str::to_string);
+    let (outcome, response) = match fault {
+        Some(Fault::Status {
+            status,
+            retry_after_secs,
+            body: err,
+        }) => {
+            let mut resp = (
+                StatusCode::from_u16(status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR),
+                Json(err),
+            )
+                .into_response();
+            if let Some(s) = retry_after_secs {
+                resp.headers_mut()
+                    .insert("retry-after", s.to_string().parse().unwrap());
+            }
+            (Outcome::Refused(status), Some(resp))
+        }
+        Some(Fault::Delay(d)) => {
+            record(
+                &state,
+                &phone_number_id,
+                authorization.clone(),
+                body.clone(),
+                Outcome::Held,
+            );
+            tokio::time::sleep(d).await;
+            return (StatusCode::INTERNAL_SERVER_ERROR, "held").into_response();
+        }
+        None => {
+            if is_read {
+                (Outcome::Accepted(None), None)
+            } else {
+                let n = state.next_id.fetch_add(1, Ordering::Relaxed);
+                (Outcome::Accepted(Some(format!("wamid.FAKE{n:012}"))), None)
+            }
+        }
+    };
+    if let Outcome::Accepted(_) = &outcome {
+        if let Some(hook) = &state.on_accept {
+            hook(&body);
+        }
+    }
+    let wamid = match &outcome {
+        Outcome::Accepted(w) => w.clone(),
+        _ => None,
+    };
+    let to = body.get("to").cloned().unwrap_or(Value::Null);
+    record(&state, &phone_number_id, authorization, body, outcome);
+    if let Some(resp) = response {
+        return resp;
+    }
+    match wamid {
+        Some(id) => Json(json!({
+            "messaging_product": "whatsapp",
+            "contacts": [{"input": to, "wa_id": to}],
+            "messages": [{"id": id}]
+        }))
+        .into_response(),
+        None => Json(json!({"success": true})).into_response(),
+    }
+}
+
+fn record(
+    state: &FakeState,
+    pnid: &str,
+    authorization: Option<String>,
+    body: Value,
+    outcome: Outcome,
+) {
+    if state.record {
+        state.log.lock().unwrap().push(Attempt {
+            at: Instant::now(),
+            phone_number_id: pnid.to_string(),
+            authorization,
+            body,
+            outcome,
+        });
+    }
+    state.notify.notify_waiters();
+}
+
+/// A webhook body carrying one text message, shaped as Meta sends it.
+pub fn text_webhook(
+    phone_number_id: &str,
+    from: &str,
+    wamid: &str,
+    text: &str,
+    timestamp: i64,
+) -> String {
+    json!({
+        "object": "whatsapp_business_account",
+        "entry": [{
+            "id": "102290129340398",
+            "changes": [{
+                "field": "messages",
+                "value": {
+                    "messaging_product": "whatsapp",
+                    "metadata": {"display_phone_number": "15550783881", "phone_number_id": phone_number_id},
+                    "contacts": [{"profile": {"name": "Test User"}, "wa_id": from}],
+                    "messages": [{"from": from, "id": wamid, "timestamp": timestamp.to_string(), "type": "text", "text": {"body": text}}]
+                }
+            }]
+        }]
+    })
+    .to_string()
+}
+
+/// A webhook body carrying one status of one of our messages.
+pub fn status_webhook(
+    phone_number_id: &str,
+    wamid: &str,
+    status: &str,
+    recipient: &str,
+    callback: Option<&str>,
+    timestamp: i64,
+) -> String {
+    let mut s = json!({"id": wamid, "status": status, "timestamp": timestamp.to_string(), "recipient_id": recipient});
+    if let Some(cb) = callback {
+        s["biz_opaque_callback_data"] = json!(cb);
+    }
+    if status == "failed" {
+        s["errors"] = json!([{"code": 131047, "title": "Re-engagement message", "message": "Re-engagement message", "error_data": {"details": "Message failed to send because more than 24 hours have passed since the customer last replied to this number."}}]);
+    }
+    json!({
+        "object": "whatsapp_business_account",
+        "entry": [{
+            "id": "102290129340398",
+            "changes": [{
+                "field": "messages",
+                "value": {
+                    "messaging_product": "whatsapp",
+                    "metadata": {"display_phone_number": "15550783881", "phone_number_id": phone_number_id},
+                    "statuses": [s]
+                }
+            }]
+        }]
+    })
+    .to_string()
+}

@@ -1,0 +1,89 @@
+//! The Graph API client: one method per endpoint, bearer token, timeout from config.
+
+use std::time::Duration;
+
+use secrecy::{ExposeSecret, SecretString};
+
+use super::graph_error::{classify, SendOutcome};
+
+#[derive(Clone)]
+pub struct GraphClient {
+    http: reqwest::Client,
+    base_url: String,
+    api_version: String,
+}
+
+impl GraphClient {
+    pub fn new(base_url: &str, api_version: &str, timeout: Duration) -> anyhow::Result<Self> {
+        let http = reqwest::Client::builder()
+            .timeout(timeout)
+            .connect_timeout(timeout.min(Duration::from_secs(5)))
+            .pool_idle_timeout(Duration::from_secs(60))
+            .user_agent(concat!("parley/", env!("CARGO_PKG_VERSION")))
+            .build()?;
+        Ok(GraphClient {
+            http,
+            base_url: base_url.trim_end_matches('/').to_string(),
+            api_version: api_version.to_string(),
+        })
+    }
+
+    /// `POST {base}/{version}/{phone_number_id}/messages` with `body`; the outcome says
+    /// whether it was accepted, should be retried, or failed for good.
+    pub async fn send_message(
+        &self,
+        phone_number_id: &str,
+        token: &SecretString,
+        body: &serde_json::Value,
+    ) -> SendOutcome {
+        let url = format!(
+            "{}/{}/{}/messages",
+            self.base_url, self.api_version, phone_number_id
+        );
+        let response = self
+            .http
+            .post(url)
+            .bearer_auth(token.expose_secret())
+            .json(body)
+            .send()
+            .await;
+        match response {
+            Ok(resp) => {
+                let status = resp.status().as_u16();
+                let retry_after = resp
+                    .headers()
+                    .get(reqwest::header::RETRY_AFTER)
+                    .and_then(|v| v.to_str().ok())
+                    .map(str::to_string);
+                match resp.bytes().await {
+                    Ok(bytes) => classify(status, retry_after.as_deref(), &bytes),
+                    Err(e) => SendOutcome::Retry {
+                        code: None,
+                        http_status: status,
+                        retry_after: None,
+                        reason: format!("reading the response failed: {}", without_url(&e)),
+                    },
+                }
+            }
+            Err(e) => SendOutcome::Retry {
+                code: None,
+                http_status: 0,
+                retry_after: None,
+                reason: if e.is_timeout() {
+                    "timed out".to_string()
+                } else {
+                    format!("request failed: {}", without_url(&e))
+                },
+            },
+        }
+    }
+}
+
+/// reqwest errors print the URL; ours carry no secret, but keep logs short.
+fn without_url(e: &reqwest::Error) -> String {
+    let mut s = e.to_string();
+    if let Some(url) = e.url() {
+        s = s.replace(url.as_str(), "<graph>");
+    }
+    s
+}

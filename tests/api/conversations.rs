@@ -1,0 +1,297 @@
+//! Conversations: order, exactly-once across restarts, isolation of failures, passivation.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+use parley::testing::{text_webhook, FakeGraph};
+
+use crate::helpers::*;
+use crate::on_both_stores;
+
+async fn one_conversations_events_are_applied_in_inbox_order_even_when_sent_concurrently(
+    db: TestDb,
+) {
+    let graph = Arc::new(FakeGraph::start().await);
+    let app = Arc::new(spawn_app(test_settings(&db, &graph), Arc::new(Echo)).await);
+    let store = db.store().await;
+    let user = "6281200000010";
+    let n = 60;
+    let posts = (0..n).map(|i| {
+        let app = app.clone();
+        async move {
+            let body = text_webhook(
+                PNID,
+                user,
+                &format!("wamid.ORDER{i:03}"),
+                &format!("m{i:03}"),
+                now_secs(),
+            );
+            app.post_webhook(&body).await
+        }
+    });
+    let statuses = futures::future::join_all(posts).await;
+    assert!(statuses.iter().all(|s| *s == 200));
+    assert!(
+        graph
+            .wait_until(Duration::from_secs(20), |a| a
+                .iter()
+                .filter(|a| a.accepted() && !a.is_mark_read())
+                .count()
+                >= n)
+            .await
+    );
+
+    // The order the inbox committed them in is the order the replies went out.
+    let committed: Vec<String> =
+        sqlx::query_scalar("SELECT wamid FROM inbox WHERE kind = 'message' ORDER BY seq")
+            .fetch_all(store.pool())
+            .await
+            .unwrap();
+    let expected: Vec<String> = committed
+        .iter()
+        .map(|w| format!("echo: m{}", &w["wamid.ORDER".len()..]))
+        .collect();
+    let replies: Vec<String> = graph
+        .delivered()
+        .iter()
+        .map(|a| a.text().unwrap().to_string())
+        .collect();
+    assert_eq!(replies, expected);
+    Arc::try_unwrap(app).ok().expect("sole owner").stop().await;
+}
+on_both_stores!(
+    order,
+    one_conversations_events_are_applied_in_inbox_order_even_when_sent_concurrently
+);
+
+async fn a_restart_mid_stream_applies_every_message_once_and_sends_every_reply(db: TestDb) {
+    let graph = Arc::new(FakeGraph::start().await);
+    // Replies are slow to be accepted at first, so that sends are pending at the stop.
+    let users: Vec<String> = (0..8).map(|u| format!("62812000001{u:02}")).collect();
+    let per_user = 12;
+    let bodies: Vec<(String, String)> = (0..per_user)
+        .flat_map(|i| users.iter().map(move |u| (u.clone(), i)))
+        .map(|(u, i)| {
+            (
+                format!("wamid.R{u}-{i:02}"),
+                text_webhook(
+                    PNID,
+                    &u,
+                    &format!("wamid.R{u}-{i:02}"),
+                    &format!("{u}-{i:02}"),
+                    now_secs(),
+                ),
+            )
+        })
+        .collect();
+    let half = bodies.len() / 2;
+
+    let app = spawn_app(test_settings(&db, &graph), Arc::new(Echo)).await;
+    let mut unacked = Vec::new();
+    for (i, (_, body)) in bodies.iter().enumerate().take(half) {
+        // Fire the second quarter without waiting, then stop while they are in flight.
+        if i == half / 2 {
+            for (_, b) in &bodies[i..half] {
+                let app_base = app.base.clone();
+                let b = b.clone();
+                unacked.push(tokio::spawn(async move {
+                    let sig = parley::ingress::signature::sign(SECRET.as_bytes(), b.as_bytes());
+                    reqwest::Client::new()
+                        .post(format!("{app_base}/webhook"))
+                        .header("x-hub-signature-256", sig)
+                        .body(b)
+                        .send()
+                        .await
+                        .map(|r| r.status().as_u16())
+                        .unwrap_or(0)
+                }));
+            }
+            break;
+        }
+        assert_eq!(app.post_webhook(body).await, 200);
+    }
+    app.stop().await;
+    let mut results = Vec::new();
+    for h in unacked {
+        results.push(h.await.unwrap());
+    }
+
+    // Second life, same store. Meta redelivers everything (it does for any non-200, and
+    // sometimes anyway), then the rest of the stream arrives.
+    let app = spawn_app(test_settings(&db, &graph), Arc::new(Echo)).await;
+    for (_, body) in &bodies {
+        assert_eq!(app.post_webhook(body).await, 200);
+    }
+    let total = bodies.len();
+    assert!(
+        graph
+            .wait_until(Duration::from_secs(30), |a| a
+                .iter()
+                .filter(|a| a.accepted() && !a.is_mark_read())
+                .count()
+                >= total)
+            .await,
+        "every reply sent"
+    );
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let store = db.store().await;
+    assert_eq!(
+        count(&store, "SELECT COUNT(*) FROM inbox WHERE kind = 'message'").await,
+        total as i64
+    );
+    assert_eq!(
+        count(&store, "SELECT COUNT(*) FROM inbox WHERE state = 'pending'").await,
+        0
+    );
+    // Exactly one reply per message, per user in order.
+    let delivered = graph.delivered();
+    assert_eq!(delivered.len(), total, "no duplicate reply");
+    let mut per: HashMap<String, Vec<String>> = HashMap::new();
+    for a in &delivered {
+        per.entry(a.to().unwrap().to_string())
+            .or_default()
+            .push(a.text().unwrap().to_string());
+    }
+    for u in &users {
+        let expected: Vec<String> = (0..per_user).map(|i| format!("echo: {u}-{i:02}")).collect();
+        assert_eq!(per.get(u), Some(&expected), "user {u}");
+    }
+    for state in sqlx::query_scalar::<_, String>("SELECT state FROM conversations")
+        .fetch_all(store.pool())
+        .await
+        .unwrap()
+    {
+        assert!(
+            state.contains(&format!("\"inbound_count\":{per_user}")),
+            "{state}"
+        );
+    }
+    app.stop().await;
+}
+on_both_stores!(
+    restart,
+    a_restart_mid_stream_applies_every_message_once_and_sends_every_reply
+);
+
+async fn a_poison_message_is_dead_lettered_without_touching_other_conversations(db: TestDb) {
+    let graph = Arc::new(FakeGraph::start().await);
+    let app = spawn_app(test_settings(&db, &graph), Arc::new(Echo)).await;
+    let store = db.store().await;
+    let victim = "6281200000020";
+    let bystander = "6281200000021";
+    assert_eq!(
+        app.post_webhook(&text_webhook(PNID, victim, "wamid.P1", "boom", now_secs()))
+            .await,
+        200
+    );
+    assert_eq!(
+        app.post_webhook(&text_webhook(
+            PNID,
+            bystander,
+            "wamid.P2",
+            "fine",
+            now_secs()
+        ))
+        .await,
+        200
+    );
+    assert_eq!(
+        app.post_webhook(&text_webhook(PNID, victim, "wamid.P3", "after", now_secs()))
+            .await,
+        200
+    );
+    assert!(
+        graph
+            .wait_until(Duration::from_secs(20), |a| {
+                let texts: Vec<_> = a
+                    .iter()
+                    .filter(|a| a.accepted())
+                    .filter_map(|a| a.text())
+                    .collect();
+                texts.contains(&"echo: fine") && texts.contains(&"echo: after")
+            })
+            .await,
+        "the bystander is answered and the victim's next message too"
+    );
+    assert_eq!(
+        count(
+            &store,
+            "SELECT COUNT(*) FROM dead_letters WHERE kind = 'inbox_event'"
+        )
+        .await,
+        1
+    );
+    assert_eq!(
+        count(&store, "SELECT COUNT(*) FROM inbox WHERE state = 'dead'").await,
+        1
+    );
+    assert!(graph
+        .delivered()
+        .iter()
+        .all(|a| a.text() != Some("echo: boom")));
+    app.stop().await;
+}
+on_both_stores!(
+    poison,
+    a_poison_message_is_dead_lettered_without_touching_other_conversations
+);
+
+async fn idle_conversations_passivate_and_come_back_with_their_state(db: TestDb) {
+    let graph = Arc::new(FakeGraph::start().await);
+    let mut settings = test_settings(&db, &graph);
+    settings.conversation.idle_timeout = Duration::from_millis(300);
+    let app = spawn_app(settings, Arc::new(Echo)).await;
+    let live = || async {
+        let (_, body) = app
+            .admin(reqwest::Method::GET, "/accounts", Some(ADMIN_TOKEN), None)
+            .await;
+        body["accounts"][0]["live_conversations"]
+            .as_i64()
+            .unwrap_or(-1)
+    };
+    let user = "6281200000030";
+    assert_eq!(
+        app.post_webhook(&text_webhook(PNID, user, "wamid.IDLE1", "one", now_secs()))
+            .await,
+        200
+    );
+    assert!(
+        graph
+            .wait_until(Duration::from_secs(10), |a| a
+                .iter()
+                .any(|a| a.text() == Some("echo: one") && a.accepted()))
+            .await
+    );
+    assert_eq!(live().await, 1);
+    assert!(
+        eventually(Duration::from_secs(5), || async { live().await == 0 }).await,
+        "passivated"
+    );
+    assert_eq!(
+        app.post_webhook(&text_webhook(PNID, user, "wamid.IDLE2", "two", now_secs()))
+            .await,
+        200
+    );
+    assert!(
+        graph
+            .wait_until(Duration::from_secs(10), |a| a
+                .iter()
+                .any(|a| a.text() == Some("echo: two") && a.accepted()))
+            .await
+    );
+    let store = db.store().await;
+    let state: String = sqlx::query_scalar("SELECT state FROM conversations")
+        .fetch_one(store.pool())
+        .await
+        .unwrap();
+    assert!(
+        state.contains("\"inbound_count\":2"),
+        "state survived passivation: {state}"
+    );
+    app.stop().await;
+}
+on_both_stores!(
+    passivation,
+    idle_conversations_passivate_and_come_back_with_their_state
+);

@@ -1,0 +1,289 @@
+//! The outbox: retries, ordering, permanent failures, statuses.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use parley::conversation::CoreLogic;
+use parley::testing::{status_webhook, text_webhook, FakeGraph, Fault, Outcome};
+use serde_json::json;
+
+use crate::helpers::*;
+use crate::on_both_stores;
+
+async fn throttling_errors_and_timeouts_still_deliver_each_reply_once_and_in_order(db: TestDb) {
+    let graph = Arc::new(FakeGraph::start().await);
+    graph.push_fault(Fault::Status {
+        status: 429,
+        retry_after_secs: Some(1),
+        body: json!({"error": {"message": "(#130429) Rate limit hit", "type": "OAuthException", "code": 130429, "error_data": {"messaging_product": "whatsapp", "details": "throughput"}}}),
+    });
+    graph.push_fault(Fault::http(500, 131000));
+    graph.push_fault(Fault::Delay(Duration::from_millis(1500))); // past the 800 ms client timeout
+    let app = spawn_app(test_settings(&db, &graph), Arc::new(Echo)).await;
+    let user = "6281200000040";
+    for i in 0..4 {
+        let body = text_webhook(
+            PNID,
+            user,
+            &format!("wamid.F{i}"),
+            &format!("f{i}"),
+            now_secs(),
+        );
+        assert_eq!(app.post_webhook(&body).await, 200);
+    }
+    assert!(
+        graph
+            .wait_until(Duration::from_secs(20), |a| a
+                .iter()
+                .filter(|a| a.accepted() && !a.is_mark_read())
+                .count()
+                >= 4)
+            .await
+    );
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let texts: Vec<String> = graph
+        .delivered()
+        .iter()
+        .map(|a| a.text().unwrap().to_string())
+        .collect();
+    assert_eq!(
+        texts,
+        vec!["echo: f0", "echo: f1", "echo: f2", "echo: f3"],
+        "once each, in order"
+    );
+
+    // Retry-After was honoured: the next attempt came at least a second after the 429.
+    let attempts: Vec<_> = graph
+        .attempts()
+        .into_iter()
+        .filter(|a| !a.is_mark_read())
+        .collect();
+    let first = &attempts[0];
+    assert_eq!(first.outcome, Outcome::Refused(429));
+    assert!(
+        attempts[1].at.duration_since(first.at) >= Duration::from_millis(990),
+        "{:?}",
+        attempts[1].at.duration_since(first.at)
+    );
+    assert_eq!(attempts[1].outcome, Outcome::Refused(500));
+    assert_eq!(attempts[2].outcome, Outcome::Held);
+    // Each send carries our outbox id for status webhooks to echo.
+    assert!(graph
+        .delivered()
+        .iter()
+        .all(|a| a.callback().is_some_and(|c| c.starts_with("parley:"))));
+    let store = db.store().await;
+    assert_eq!(count(&store, "SELECT COUNT(*) FROM outbox WHERE kind = 'message' AND state = 'sent' AND wamid IS NOT NULL").await, 4);
+    app.stop().await;
+}
+on_both_stores!(
+    faults,
+    throttling_errors_and_timeouts_still_deliver_each_reply_once_and_in_order
+);
+
+async fn a_permanent_error_fails_the_message_with_its_code_and_the_next_one_goes(db: TestDb) {
+    let graph = Arc::new(FakeGraph::start().await);
+    graph.push_fault(Fault::http(400, 131026));
+    let app = spawn_app(test_settings(&db, &graph), Arc::new(Echo)).await;
+    let store = db.store().await;
+    let user = "6281200000041";
+    for i in 0..2 {
+        let body = text_webhook(
+            PNID,
+            user,
+            &format!("wamid.PERM{i}"),
+            &format!("p{i}"),
+            now_secs(),
+        );
+        assert_eq!(app.post_webhook(&body).await, 200);
+    }
+    assert!(
+        graph
+            .wait_until(Duration::from_secs(10), |a| a
+                .iter()
+                .any(|a| a.text() == Some("echo: p1") && a.accepted()))
+            .await
+    );
+    assert!(
+        eventually(Duration::from_secs(5), || async {
+            count(
+                &store,
+                "SELECT COUNT(*) FROM outbox WHERE state = 'failed' AND error_code = 131026",
+            )
+            .await
+                == 1
+        })
+        .await
+    );
+    assert_eq!(
+        count(
+            &store,
+            "SELECT COUNT(*) FROM dead_letters WHERE kind = 'outbox_send'"
+        )
+        .await,
+        1
+    );
+    assert_eq!(
+        graph
+            .attempts()
+            .iter()
+            .filter(|a| a.text() == Some("echo: p0"))
+            .count(),
+        1,
+        "not retried"
+    );
+    app.stop().await;
+}
+on_both_stores!(
+    permanent,
+    a_permanent_error_fails_the_message_with_its_code_and_the_next_one_goes
+);
+
+async fn statuses_arriving_out_of_order_never_move_a_message_backward(db: TestDb) {
+    let graph = Arc::new(FakeGraph::start().await);
+    let app = spawn_app(test_settings(&db, &graph), Arc::new(CoreLogic)).await;
+    let store = db.store().await;
+    let user = "6281200000042";
+    assert_eq!(
+        app.post_webhook(&text_webhook(PNID, user, "wamid.S0", "hi", now_secs()))
+            .await,
+        200
+    );
+    let (status, body) = app
+        .admin(
+            reqwest::Method::POST,
+            "/messages",
+            Some(ADMIN_TOKEN),
+            Some(json!({"phone_number_id": PNID, "to": user, "text": "Your order shipped"})),
+        )
+        .await;
+    assert_eq!(status, 202, "{body}");
+    let outbox_id = body["outbox_id"].as_i64().unwrap();
+    assert!(
+        graph
+            .wait_until(Duration::from_secs(10), |a| a
+                .iter()
+                .any(|a| a.text() == Some("Your order shipped") && a.accepted()))
+            .await
+    );
+    let wamid = match &graph.delivered()[0].outcome {
+        Outcome::Accepted(Some(w)) => w.clone(),
+        o => panic!("{o:?}"),
+    };
+    assert!(
+        eventually(Duration::from_secs(5), || async {
+            count(
+                &store,
+                "SELECT COUNT(*) FROM outbox WHERE wamid IS NOT NULL AND kind = 'message'",
+            )
+            .await
+                == 1
+        })
+        .await
+    );
+    let ts = now_secs();
+    for s in ["read", "delivered", "sent"] {
+        assert_eq!(
+            app.post_webhook(&status_webhook(PNID, &wamid, s, user, None, ts))
+                .await,
+            200
+        );
+    }
+    let status: String =
+        sqlx::query_scalar(&format!("SELECT status FROM outbox WHERE id = {outbox_id}"))
+            .fetch_one(store.pool())
+            .await
+            .unwrap();
+    assert_eq!(status, "read");
+    // Every status is in the timeline, in arrival order.
+    let (_, conv) = app
+        .admin(
+            reqwest::Method::GET,
+            &format!("/conversations/{PNID}/{user}"),
+            Some(ADMIN_TOKEN),
+            None,
+        )
+        .await;
+    let out = conv["messages"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|m| m["direction"] == "out" && m["kind"] == "message")
+        .unwrap()
+        .clone();
+    let timeline: Vec<&str> = out["timeline"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|t| t["status"].as_str().unwrap())
+        .collect();
+    assert_eq!(timeline, vec!["read", "delivered", "sent"]);
+    assert_eq!(out["status"], "read");
+    app.stop().await;
+}
+on_both_stores!(
+    statuses,
+    statuses_arriving_out_of_order_never_move_a_message_backward
+);
+
+async fn a_status_that_arrives_before_the_send_is_recorded_settles_it_by_outbox_id(db: TestDb) {
+    // The fake holds the send past our timeout; meanwhile Meta's status (echoing our id)
+    // arrives: the row is settled as sent and not sent again.
+    let graph = Arc::new(FakeGraph::start().await);
+    let mut settings = test_settings(&db, &graph);
+    settings.outbox.backoff_base = Duration::from_millis(1500);
+    settings.outbox.backoff_max = Duration::from_millis(1500);
+    graph.push_fault(Fault::Delay(Duration::from_millis(1000)));
+    let app = spawn_app(settings, Arc::new(CoreLogic)).await;
+    let store = db.store().await;
+    let user = "6281200000043";
+    assert_eq!(
+        app.post_webhook(&text_webhook(PNID, user, "wamid.A0", "hi", now_secs()))
+            .await,
+        200
+    );
+    let (status, body) = app
+        .admin(
+            reqwest::Method::POST,
+            "/messages",
+            Some(ADMIN_TOKEN),
+            Some(json!({"phone_number_id": PNID, "to": user, "text": "held"})),
+        )
+        .await;
+    assert_eq!(status, 202, "{body}");
+    let id = body["outbox_id"].as_i64().unwrap();
+    assert!(
+        graph
+            .wait_until(Duration::from_secs(5), |a| a
+                .iter()
+                .any(|a| a.outcome == Outcome::Held))
+            .await
+    );
+    let callback = format!("parley:{id}");
+    assert_eq!(
+        app.post_webhook(&status_webhook(
+            PNID,
+            "wamid.SETTLED",
+            "sent",
+            user,
+            Some(&callback),
+            now_secs()
+        ))
+        .await,
+        200
+    );
+    let row: (String, Option<String>) = {
+        let r: Vec<(String, Option<String>)> =
+            sqlx::query_as(&format!("SELECT state, wamid FROM outbox WHERE id = {id}"))
+                .fetch_all(store.pool())
+                .await
+                .unwrap();
+        r[0].clone()
+    };
+    assert_eq!(row, ("sent".to_string(), Some("wamid.SETTLED".to_string())));
+    app.stop().await;
+}
+on_both_stores!(
+    settled_by_status,
+    a_status_that_arrives_before_the_send_is_recorded_settles_it_by_outbox_id
+);

@@ -1,0 +1,9 @@
+//! End-to-end tests of the daemon: webhook in, store, actors, outbox, fake Graph API out.
+//! Every scenario runs on SQLite and on PostgreSQL.
+
+mod helpers;
+
+mod admin;
+mod conversations;
+mod delivery;
+mod webhook;
