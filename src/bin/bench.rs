@@ -1,1 +1,337 @@
-fn main() {}
+//! Load driver for a running `parleyd` (started here as a subprocess, on a fresh SQLite or
+//! PostgreSQL store, against an in-process fake Graph API).
+//!
+//! `parley-bench ingest`: signed single-message webhooks from N users over C connections;
+//! reports acknowledged webhooks/s, ack latency p50/p99, inbound→read-receipt latency, and
+//! the daemon's peak RSS and CPU µs per message.
+//! `parley-bench memory`: K conversations made active, RSS; then idle past the passivation
+//! timeout, RSS again.
+
+use std::collections::HashMap;
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use anyhow::{bail, Context};
+use clap::{Parser, Subcommand};
+use parley::ingress::signature::sign;
+use parley::testing::{text_webhook, FakeGraph};
+
+const PNID: &str = "106540352242922";
+const SECRET: &str = "bench-secret";
+const ADMIN: &str = "bench-admin";
+
+#[derive(Parser)]
+#[command(name = "parley-bench", about = "Load driver for parleyd")]
+struct Cli {
+    /// The daemon binary to start.
+    #[arg(long, global = true, default_value = "target/release/parleyd")]
+    daemon: PathBuf,
+    /// Store URL; default a fresh SQLite file in a temp dir. A postgres:// URL names a server
+    /// database to create a fresh database on (e.g. postgres://postgres@127.0.0.1/test).
+    #[arg(long, global = true)]
+    store: Option<String>,
+    #[command(subcommand)]
+    command: Cmd,
+}
+
+#[derive(Subcommand)]
+enum Cmd {
+    Ingest {
+        #[arg(long, default_value_t = 1000)]
+        users: usize,
+        #[arg(long, default_value_t = 64)]
+        connections: usize,
+        #[arg(long, default_value = "15")]
+        seconds: u64,
+    },
+    Memory {
+        #[arg(long, default_value_t = 1000)]
+        conversations: usize,
+        /// Passivation timeout given to the daemon.
+        #[arg(long, default_value = "20")]
+        idle_seconds: u64,
+    },
+}
+
+struct Daemon {
+    child: Child,
+    base: String,
+    _dir: tempfile::TempDir,
+}
+
+impl Drop for Daemon {
+    fn drop(&mut self) {
+        let _ = Command::new("kill").arg("-TERM").arg(self.child.id().to_string()).status();
+        let _ = self.child.wait();
+    }
+}
+
+fn now_secs() -> i64 {
+    SystemTime::now().duration_since(UNIX_EPOCH).unwrap().as_secs() as i64
+}
+
+async fn fresh_store(store: &Option<String>, dir: &std::path::Path) -> anyhow::Result<String> {
+    match store {
+        None => Ok(format!("sqlite://{}/parley.db", dir.display())),
+        Some(url) if url.starts_with("postgres") => {
+            let s = parley::store::Store::connect(url, 1).await?;
+            let name = format!("parley_bench_{:08x}", fastrand::u32(..));
+            sqlx::query(&format!("CREATE DATABASE {name}")).execute(s.pool()).await?;
+            let base = url.rsplit_once('/').map(|(b, _)| b).unwrap_or(url);
+            Ok(format!("{base}/{name}"))
+        }
+        Some(url) => Ok(url.clone()),
+    }
+}
+
+async fn start_daemon(cli: &Cli, graph: &FakeGraph, idle: &str) -> anyhow::Result<Daemon> {
+    let dir = tempfile::tempdir()?;
+    let port = {
+        let l = std::net::TcpListener::bind("127.0.0.1:0")?;
+        l.local_addr()?.port()
+    };
+    let store = fresh_store(&cli.store, dir.path()).await?;
+    let config = dir.path().join("bench.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "[http]\nlisten = \"127.0.0.1:{port}\"\n[whatsapp]\napp_secret = \"{SECRET}\"\nverify_token = \"v\"\naccess_token = \"t\"\ngraph_base_url = \"{}\"\n\
+             [store]\nurl = \"{store}\"\n[admin]\ntoken = \"{ADMIN}\"\n[conversation]\nidle_timeout = \"{idle}\"\n[log]\nlevel = \"warn\"\nformat = \"json\"\n\
+             [[accounts]]\nphone_number_id = \"{PNID}\"\n",
+            graph.base_url
+        ),
+    )?;
+    let child = Command::new(&cli.daemon)
+        .args(["serve", "--config"])
+        .arg(&config)
+        .stdout(Stdio::null())
+        .stderr(Stdio::inherit())
+        .spawn()
+        .with_context(|| format!("starting {}", cli.daemon.display()))?;
+    let base = format!("http://127.0.0.1:{port}");
+    let client = reqwest::Client::new();
+    for _ in 0..200 {
+        if let Ok(r) = client.get(format!("{base}/readyz")).send().await {
+            if r.status().is_success() {
+                return Ok(Daemon { child, base, _dir: dir });
+            }
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    bail!("daemon did not become ready")
+}
+
+/// (peak RSS KiB, current RSS KiB, CPU ticks user+system)
+fn proc_stats(pid: u32) -> (u64, u64, u64) {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
+    let field = |name: &str| {
+        status
+            .lines()
+            .find(|l| l.starts_with(name))
+            .and_then(|l| l.split_whitespace().nth(1))
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(0)
+    };
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+    let after = stat.rsplit_once(')').map(|(_, r)| r).unwrap_or("");
+    let fields: Vec<&str> = after.split_whitespace().collect();
+    let ticks = fields.get(11).and_then(|v| v.parse::<u64>().ok()).unwrap_or(0) + fields.get(12).and_then(|v| v.parse::<u64>().ok()).unwrap_or(0);
+    (field("VmHWM:"), field("VmRSS:"), ticks)
+}
+
+fn clk_tck() -> u64 {
+    Command::new("getconf")
+        .arg("CLK_TCK")
+        .output()
+        .ok()
+        .and_then(|o| String::from_utf8(o.stdout).ok())
+        .and_then(|s| s.trim().parse().ok())
+        .unwrap_or(100)
+}
+
+fn pct(sorted: &[f64], p: f64) -> f64 {
+    if sorted.is_empty() {
+        return f64::NAN;
+    }
+    let i = ((sorted.len() as f64 - 1.0) * p).round() as usize;
+    sorted[i]
+}
+
+async fn post(client: &reqwest::Client, base: &str, body: String) -> anyhow::Result<u16> {
+    let sig = sign(SECRET.as_bytes(), body.as_bytes());
+    Ok(client
+        .post(format!("{base}/webhook"))
+        .header("x-hub-signature-256", sig)
+        .header("content-type", "application/json")
+        .body(body)
+        .send()
+        .await?
+        .status()
+        .as_u16())
+}
+
+async fn ingest(cli: &Cli, users: usize, connections: usize, seconds: u64) -> anyhow::Result<()> {
+    let sent_at: Arc<Mutex<HashMap<String, Instant>>> = Arc::new(Mutex::new(HashMap::new()));
+    let read_latency: Arc<Mutex<Vec<f64>>> = Arc::new(Mutex::new(Vec::new()));
+    let reads = Arc::new(AtomicU64::new(0));
+    let hook = {
+        let (sent_at, read_latency, reads) = (sent_at.clone(), read_latency.clone(), reads.clone());
+        Arc::new(move |body: &serde_json::Value| {
+            if let Some(id) = body.get("message_id").and_then(|v| v.as_str()) {
+                if let Some(t) = sent_at.lock().unwrap().remove(id) {
+                    read_latency.lock().unwrap().push(t.elapsed().as_secs_f64() * 1000.0);
+                }
+                reads.fetch_add(1, Ordering::Relaxed);
+            }
+        })
+    };
+    let graph = FakeGraph::start_for_load(hook).await;
+    let daemon = start_daemon(cli, &graph, "10m").await?;
+    let pid = daemon.child.id();
+    let (_, _, ticks0) = proc_stats(pid);
+
+    let stop = Arc::new(AtomicBool::new(false));
+    let counter = Arc::new(AtomicU64::new(0));
+    let started = Instant::now();
+    let mut tasks = Vec::new();
+    for c in 0..connections {
+        let (stop, counter, sent_at, base) = (stop.clone(), counter.clone(), sent_at.clone(), daemon.base.clone());
+        tasks.push(tokio::spawn(async move {
+            let client = reqwest::Client::builder().pool_max_idle_per_host(1).build().unwrap();
+            let mut lat = Vec::new();
+            let mut errors = 0u64;
+            let mut i = 0u64;
+            while !stop.load(Ordering::Relaxed) {
+                let n = counter.fetch_add(1, Ordering::Relaxed);
+                let user = format!("62800{:08}", n as usize % users);
+                let wamid = format!("wamid.B{c}x{i}");
+                i += 1;
+                let body = text_webhook(PNID, &user, &wamid, "hello there", now_secs());
+                let t = Instant::now();
+                sent_at.lock().unwrap().insert(wamid, t);
+                match post(&client, &base, body).await {
+                    Ok(200) => lat.push(t.elapsed().as_secs_f64() * 1000.0),
+                    _ => errors += 1,
+                }
+            }
+            (lat, errors)
+        }));
+    }
+    tokio::time::sleep(Duration::from_secs(seconds)).await;
+    stop.store(true, Ordering::Relaxed);
+    let mut lat = Vec::new();
+    let mut errors = 0;
+    for t in tasks {
+        let (l, e) = t.await?;
+        lat.extend(l);
+        errors += e;
+    }
+    let elapsed = started.elapsed().as_secs_f64();
+    let acked = lat.len() as u64;
+    // Let the read receipts drain.
+    let drain_start = Instant::now();
+    while reads.load(Ordering::Relaxed) < acked && drain_start.elapsed() < Duration::from_secs(60) {
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let (peak_kib, rss_kib, ticks1) = proc_stats(pid);
+    if let Ok(r) = reqwest::get(format!("{}/metrics", daemon.base)).await {
+        let text = r.text().await.unwrap_or_default();
+        let get = |name: &str| text.lines().find_map(|l| l.strip_prefix(name)).and_then(|v| v.trim().parse::<f64>().ok()).unwrap_or(0.0);
+        let batches = get("parley_commit_batches_total ");
+        println!(
+            "writer: {batches:.0} group commits ({:.0}/s), {:.1} operations per commit",
+            batches / elapsed,
+            get("parley_commit_batch_ops_sum ") / batches.max(1.0)
+        );
+    }
+    let cpu_us = (ticks1 - ticks0) as f64 * 1e6 / clk_tck() as f64;
+    lat.sort_by(f64::total_cmp);
+    let mut rl = read_latency.lock().unwrap().clone();
+    rl.sort_by(f64::total_cmp);
+    println!("store: {}", cli.store.as_deref().unwrap_or("sqlite (temp file, synchronous=FULL)"));
+    println!("users: {users}, connections: {connections}, duration: {elapsed:.1} s");
+    println!("acknowledged webhooks: {acked} ({:.0}/s), errors: {errors}", acked as f64 / elapsed);
+    println!("ack latency ms: p50 {:.2}, p99 {:.2}, max {:.2}", pct(&lat, 0.5), pct(&lat, 0.99), pct(&lat, 1.0));
+    println!(
+        "inbound → read receipt ms: p50 {:.2}, p99 {:.2} ({} of {} receipts, {:.1} s to drain)",
+        pct(&rl, 0.5),
+        pct(&rl, 0.99),
+        reads.load(Ordering::Relaxed),
+        acked,
+        drain_start.elapsed().as_secs_f64()
+    );
+    println!("daemon: peak RSS {:.1} MiB, RSS now {:.1} MiB, CPU {:.0} µs per message", peak_kib as f64 / 1024.0, rss_kib as f64 / 1024.0, cpu_us / acked.max(1) as f64);
+    Ok(())
+}
+
+async fn live_conversations(client: &reqwest::Client, base: &str) -> i64 {
+    let r = client.get(format!("{base}/admin/v1/accounts")).bearer_auth(ADMIN).send().await;
+    match r {
+        Ok(r) => r.json::<serde_json::Value>().await.ok().and_then(|v| v["accounts"][0]["live_conversations"].as_i64()).unwrap_or(-1),
+        Err(_) => -1,
+    }
+}
+
+async fn memory(cli: &Cli, conversations: usize, idle_seconds: u64) -> anyhow::Result<()> {
+    let graph = FakeGraph::start_for_load(Arc::new(|_| {})).await;
+    let daemon = start_daemon(cli, &graph, &format!("{idle_seconds}s")).await?;
+    let pid = daemon.child.id();
+    let (_, base_rss, _) = proc_stats(pid);
+    let client = reqwest::Client::new();
+    let started = Instant::now();
+    let next = Arc::new(AtomicU64::new(0));
+    let mut tasks = Vec::new();
+    for _ in 0..32 {
+        let (client, base, next) = (client.clone(), daemon.base.clone(), next.clone());
+        tasks.push(tokio::spawn(async move {
+            loop {
+                let n = next.fetch_add(1, Ordering::Relaxed) as usize;
+                if n >= conversations {
+                    break;
+                }
+                let body = text_webhook(PNID, &format!("62900{n:08}"), &format!("wamid.M{n}"), "hi", now_secs());
+                let _ = post(&client, &base, body).await;
+            }
+        }));
+    }
+    for t in tasks {
+        t.await?;
+    }
+    let mut live = 0;
+    for _ in 0..600 {
+        live = live_conversations(&client, &daemon.base).await;
+        if live >= conversations as i64 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let (_, active_rss, _) = proc_stats(pid);
+    println!("conversations made active: {conversations} in {:.1} s; live actors: {live}", started.elapsed().as_secs_f64());
+    println!("RSS idle daemon: {:.1} MiB; with {conversations} active: {:.1} MiB ({:.2} KiB per active conversation)", base_rss as f64 / 1024.0, active_rss as f64 / 1024.0, (active_rss.saturating_sub(base_rss)) as f64 / conversations as f64);
+    let wait = Instant::now();
+    while live_conversations(&client, &daemon.base).await > 0 && wait.elapsed() < Duration::from_secs(idle_seconds * 3 + 30) {
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    let (peak, after_rss, _) = proc_stats(pid);
+    println!(
+        "after passivation: live actors {}, RSS {:.1} MiB (peak {:.1} MiB)",
+        live_conversations(&client, &daemon.base).await,
+        after_rss as f64 / 1024.0,
+        peak as f64 / 1024.0
+    );
+    Ok(())
+}
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    let cli = Cli::parse();
+    match cli.command {
+        Cmd::Ingest { users, connections, seconds } => ingest(&cli, users, connections, seconds).await,
+        Cmd::Memory { conversations, idle_seconds } => memory(&cli, conversations, idle_seconds).await,
+    }
+}

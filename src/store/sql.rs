@@ -94,13 +94,42 @@ pub(crate) fn placeholders(dialect: Dialect, text: &str) -> Cow<'_, str> {
     match dialect {
         Dialect::Postgres => Cow::Borrowed(text),
         Dialect::Sqlite => {
+            // SQLite looks up numbered parameters by scanning a list, so a statement with
+            // thousands of `?NNN` costs O(n²) to bind. When every `$N` appears once, in order,
+            // plain `?` binds the same values without the lookup.
             let bytes = text.as_bytes();
-            let mut out = String::with_capacity(text.len());
-            for (i, ch) in text.char_indices() {
-                if ch == '$' && bytes.get(i + 1).is_some_and(|b| b.is_ascii_digit()) {
-                    out.push('?');
+            let mut numbers = Vec::new();
+            let mut i = 0;
+            while i < bytes.len() {
+                if bytes[i] == b'$' && bytes.get(i + 1).is_some_and(|b| b.is_ascii_digit()) {
+                    let start = i + 1;
+                    i = start;
+                    while i < bytes.len() && bytes[i].is_ascii_digit() {
+                        i += 1;
+                    }
+                    numbers.push(text[start..i].parse::<usize>().unwrap_or(0));
                 } else {
-                    out.push(ch);
+                    i += 1;
+                }
+            }
+            let sequential = numbers.iter().enumerate().all(|(k, n)| *n == k + 1);
+            let mut out = String::with_capacity(text.len());
+            let mut i = 0;
+            while i < bytes.len() {
+                if bytes[i] == b'$' && bytes.get(i + 1).is_some_and(|b| b.is_ascii_digit()) {
+                    out.push('?');
+                    i += 1;
+                    let start = i;
+                    while i < bytes.len() && bytes[i].is_ascii_digit() {
+                        i += 1;
+                    }
+                    if !sequential {
+                        out.push_str(&text[start..i]);
+                    }
+                } else {
+                    let ch_len = text[i..].chars().next().map_or(1, char::len_utf8);
+                    out.push_str(&text[i..i + ch_len]);
+                    i += ch_len;
                 }
             }
             Cow::Owned(out)
@@ -124,6 +153,11 @@ mod tests {
             placeholders(Dialect::Sqlite, "a = $1 AND b = $12 AND c = '$x'"),
             "a = ?1 AND b = ?12 AND c = '$x'"
         );
+        assert_eq!(
+            placeholders(Dialect::Sqlite, "VALUES ($1,$2),($3,$4) -- é"),
+            "VALUES (?,?),(?,?) -- é"
+        );
+        assert_eq!(placeholders(Dialect::Sqlite, "a = $1 OR b = $1"), "a = ?1 OR b = ?1");
         assert_eq!(placeholders(Dialect::Postgres, "a = $1"), "a = $1");
     }
 }

@@ -18,7 +18,7 @@ use tokio::sync::{mpsc, oneshot};
 use super::sql::{bind_all, in_list, values_list, Val};
 use super::{Store, StoreError};
 use crate::metrics::metrics;
-use crate::whatsapp::event::InboundMessage;
+use crate::whatsapp::event::{DeliveryStatus, InboundMessage};
 
 /// Largest number of rows in one multi-row statement.
 const ROWS_PER_STATEMENT: usize = 500;
@@ -415,25 +415,22 @@ async fn write_batch(store: &Store, ops: &[WriteOp]) -> Result<Vec<OpResult>, St
         .collect();
     let outbox_ids = commit_steps(&mut tx, store, &steps).await?;
 
-    // 3. Dead letters and outbox updates, one statement each (rare or cheap).
+    // 3. Dead letters (rare, one statement each) and outbox updates (batched).
+    let mut updates = Vec::new();
     for op in ops {
         match op {
             WriteOp::DeadLetter { dl, inbox_dead, .. } => {
                 insert_dead_letter(&mut tx, store, dl).await?;
                 if let Some(seq) = inbox_dead {
-                    exec(
-                        &mut tx,
-                        store,
-                        "UPDATE inbox SET state = 'dead' WHERE seq = $1",
-                        vec![Val::I(*seq)],
-                    )
-                    .await?;
+                    let sql = "UPDATE inbox SET state = 'dead' WHERE seq = $1";
+                    exec(&mut tx, store, sql, vec![Val::I(*seq)]).await?;
                 }
             }
-            WriteOp::Outbox { update, .. } => apply_outbox_update(&mut tx, store, update).await?,
+            WriteOp::Outbox { update, .. } => updates.push(update),
             _ => {}
         }
     }
+    apply_outbox_updates(&mut tx, store, &updates).await?;
     tx.commit().await?;
 
     for op in ops {
@@ -744,71 +741,132 @@ async fn insert_dead_letter(
     Ok(())
 }
 
+/// The frequent updates (sending, sent) as a few multi-row statements; the rare ones alone.
+async fn apply_outbox_updates(
+    tx: &mut Transaction<'_, Any>,
+    store: &Store,
+    updates: &[&OutboxUpdate],
+) -> Result<(), StoreError> {
+    let mut sending: Vec<i64> = Vec::new();
+    let mut sending_at = 0;
+    let mut sent_plain: Vec<i64> = Vec::new();
+    let mut sent_plain_at = 0;
+    let mut sent: Vec<(i64, &str, &str, i64)> = Vec::new();
+    for u in updates {
+        match u {
+            OutboxUpdate::Sending { id, at } => {
+                sending.push(*id);
+                sending_at = sending_at.max(*at);
+            }
+            OutboxUpdate::Sent { id, wamid: None, at, .. } => {
+                sent_plain.push(*id);
+                sent_plain_at = sent_plain_at.max(*at);
+            }
+            OutboxUpdate::Sent { id, account, wamid: Some(w), at } => {
+                sent.push((*id, account.as_str(), w.as_str(), *at))
+            }
+            other => apply_outbox_update(tx, store, other).await?,
+        }
+    }
+    for chunk in sending.chunks(ROWS_PER_STATEMENT) {
+        let text = format!(
+            "UPDATE outbox SET state = 'sending', attempts = attempts + 1, updated_at = $1 \
+             WHERE state IN ('pending', 'sending') AND id IN ({})",
+            in_list(chunk.len(), 2)
+        );
+        let mut vals = vec![Val::I(sending_at)];
+        vals.extend(chunk.iter().map(|id| Val::I(*id)));
+        exec(tx, store, &text, vals).await?;
+    }
+    for chunk in sent_plain.chunks(ROWS_PER_STATEMENT) {
+        let text = format!(
+            "UPDATE outbox SET state = 'sent', updated_at = $1 WHERE id IN ({})",
+            in_list(chunk.len(), 2)
+        );
+        let mut vals = vec![Val::I(sent_plain_at)];
+        vals.extend(chunk.iter().map(|id| Val::I(*id)));
+        exec(tx, store, &text, vals).await?;
+    }
+    for chunk in sent.chunks(ROWS_PER_STATEMENT) {
+        let mut rows = String::new();
+        let mut vals = Vec::with_capacity(chunk.len() * 3);
+        for (k, (id, _, wamid, at)) in chunk.iter().enumerate() {
+            if k > 0 {
+                rows.push(',');
+            }
+            let n = k * 3;
+            rows.push_str(&format!(
+                "(CAST(${} AS BIGINT), CAST(${} AS TEXT), CAST(${} AS BIGINT))",
+                n + 1,
+                n + 2,
+                n + 3
+            ));
+            vals.extend([Val::I(*id), Val::S(wamid.to_string()), Val::I(*at)]);
+        }
+        let text = format!(
+            "UPDATE outbox SET state = 'sent', wamid = v.column2, \
+             status = CASE WHEN outbox.status_rank = 0 THEN 'sent' ELSE outbox.status END, \
+             status_rank = CASE WHEN outbox.status_rank = 0 THEN 1 ELSE outbox.status_rank END, \
+             status_at = COALESCE(outbox.status_at, v.column3), updated_at = v.column3 \
+             FROM (VALUES {rows}) AS v WHERE outbox.id = v.column1"
+        );
+        exec(tx, store, &text, vals).await?;
+    }
+    // Statuses that arrived before we recorded the wamid (one query per account per batch).
+    let mut by_account: HashMap<&str, Vec<(i64, &str, i64)>> = HashMap::new();
+    for (id, account, wamid, at) in &sent {
+        by_account.entry(account).or_default().push((*id, wamid, *at));
+    }
+    for (account, rows) in by_account {
+        for chunk in rows.chunks(ROWS_PER_STATEMENT) {
+            let text = format!(
+                "SELECT wamid, status FROM inbox WHERE kind = 'status' AND account = $1 AND wamid IN ({})",
+                in_list(chunk.len(), 2)
+            );
+            let mut vals = vec![Val::S(account.to_string())];
+            vals.extend(chunk.iter().map(|(_, w, _)| Val::S(w.to_string())));
+            let text = store.sql(&text);
+            let found = bind_all(sqlx::query(&text), vals)
+                .fetch_all(&mut **tx)
+                .await?;
+            let mut best: HashMap<String, DeliveryStatus> = HashMap::new();
+            for r in found {
+                let wamid: String = r.try_get("wamid")?;
+                let status: Option<String> = r.try_get("status")?;
+                let status = DeliveryStatus::parse(status.as_deref().unwrap_or(""));
+                match best.get(&wamid) {
+                    Some(b) if b.rank() >= status.rank() => {}
+                    _ => {
+                        best.insert(wamid, status);
+                    }
+                }
+            }
+            for (id, wamid, at) in chunk {
+                if let Some(status) = best.get(*wamid).filter(|s| s.rank() > 1) {
+                    let apply = StatusApply {
+                        status: status.as_str().to_string(),
+                        rank: status.rank(),
+                        at_ms: *at,
+                        outbox_id: Some(*id),
+                        error_code: None,
+                        error_detail: None,
+                    };
+                    apply_status(tx, store, account, wamid, &apply).await?;
+                }
+            }
+        }
+    }
+    Ok(())
+}
+
 async fn apply_outbox_update(
     tx: &mut Transaction<'_, Any>,
     store: &Store,
     update: &OutboxUpdate,
 ) -> Result<(), StoreError> {
     match update {
-        OutboxUpdate::Sending { id, at } => {
-            exec(
-                tx,
-                store,
-                "UPDATE outbox SET state = 'sending', attempts = attempts + 1, updated_at = $1 WHERE id = $2 AND state IN ('pending', 'sending')",
-                vec![Val::I(*at), Val::I(*id)],
-            )
-            .await?;
-        }
-        OutboxUpdate::Sent {
-            id,
-            account,
-            wamid,
-            at,
-        } => {
-            exec(
-                tx,
-                store,
-                "UPDATE outbox SET state = 'sent', wamid = COALESCE($1, wamid), \
-                 status = CASE WHEN status_rank = 0 AND $1 IS NOT NULL THEN 'sent' ELSE status END, \
-                 status_rank = CASE WHEN status_rank = 0 AND $1 IS NOT NULL THEN 1 ELSE status_rank END, \
-                 status_at = COALESCE(status_at, $2), updated_at = $2 WHERE id = $3",
-                vec![Val::OptS(wamid.clone()), Val::I(*at), Val::I(*id)],
-            )
-            .await?;
-            // Statuses that arrived before we recorded the wamid.
-            if let Some(wamid) = wamid {
-                let text = store.sql(
-                    "SELECT status, payload FROM inbox WHERE account = $1 AND kind = 'status' AND wamid = $2",
-                );
-                let rows = sqlx::query(&text)
-                    .bind(account.clone())
-                    .bind(wamid.clone())
-                    .fetch_all(&mut **tx)
-                    .await?;
-                let best = rows
-                    .iter()
-                    .filter_map(|r| r.try_get::<Option<String>, _>("status").ok().flatten())
-                    .map(|s| crate::whatsapp::event::DeliveryStatus::parse(&s))
-                    .max_by_key(|s| s.rank());
-                if let Some(best) = best.filter(|s| s.rank() > 1) {
-                    apply_status(
-                        tx,
-                        store,
-                        account,
-                        wamid,
-                        &StatusApply {
-                            status: best.as_str().to_string(),
-                            rank: best.rank(),
-                            at_ms: *at,
-                            outbox_id: Some(*id),
-                            error_code: None,
-                            error_detail: None,
-                        },
-                    )
-                    .await?;
-                }
-            }
-        }
+        // Batched by `apply_outbox_updates`, which sends only the other kinds here.
+        OutboxUpdate::Sent { .. } | OutboxUpdate::Sending { .. } => {}
         OutboxUpdate::Retrying {
             id,
             attempts,
