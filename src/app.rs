@@ -73,7 +73,7 @@ impl Application {
             .upsert_accounts(&settings.accounts)
             .await
             .context("Failed to record the accounts")?;
-        let (writer, _writer_task) = WriterHandle::spawn(store.clone());
+        let writer = WriterHandle::spawn(&store).context("Failed to start the store writer")?;
         let graph = GraphClient::new(
             &settings.whatsapp.graph_base_url,
             &settings.whatsapp.api_version,

@@ -31,6 +31,7 @@ pub const CALLBACK_PREFIX: &str = "parley:";
 
 enum Cmd {
     Enqueue(Vec<OutboxRecord>),
+    MarkRead(Vec<String>),
     Shutdown(oneshot::Sender<()>),
 }
 
@@ -57,6 +58,13 @@ impl OutboxSender {
             .outbox_pending
             .fetch_add(records.len() as i64, Ordering::Relaxed);
         let _ = self.tx.send(Cmd::Enqueue(records));
+    }
+
+    /// Send read receipts for these inbound wamids. They are not stored: a receipt lost to a
+    /// crash costs the user a blue tick, never a message; and they do not wait behind the
+    /// conversation's replies.
+    pub fn mark_read(&self, wamids: Vec<String>) {
+        let _ = self.tx.send(Cmd::MarkRead(wamids));
     }
 
     /// Stop launching sends; wait for the ones in flight (bounded by the request timeout).
@@ -130,6 +138,8 @@ async fn run(
     // settled or resent by the next process).
     let (cancel_tx, cancel_rx) = watch::channel(false);
     let mut in_flight: JoinSet<String> = JoinSet::new();
+    let mut receipts: VecDeque<String> = VecDeque::new();
+    let mut receipts_in_flight: JoinSet<()> = JoinSet::new();
     let mut stopping: Option<oneshot::Sender<()>> = None;
 
     // Rows left from before the last stop, oldest first.
@@ -179,6 +189,14 @@ async fn run(
                     user
                 });
             }
+            while receipts_in_flight.len() < max_in_flight {
+                let Some(wamid) = receipts.pop_front() else {
+                    break;
+                };
+                let (engine, account) = (engine.clone(), account.clone());
+                receipts_in_flight
+                    .spawn(async move { send_receipt(&engine, &account, wamid).await });
+            }
         } else if in_flight.is_empty() {
             if let Some(done) = stopping.take() {
                 let _ = done.send(());
@@ -198,12 +216,16 @@ async fn run(
                         metrics().outbox_pending.fetch_sub(dup, Ordering::Relaxed);
                     }
                 }
+                Some(Cmd::MarkRead(wamids)) => receipts.extend(wamids),
                 Some(Cmd::Shutdown(done)) => {
+                    receipts.clear();
+                    receipts_in_flight.abort_all();
                     let _ = cancel_tx.send(true);
                     stopping = Some(done);
                 }
                 None => return,
             },
+            Some(_) = receipts_in_flight.join_next() => {}
             Some(joined) = in_flight.join_next() => {
                 let Ok(user) = joined else { continue };
                 metrics().outbox_pending.fetch_sub(1, Ordering::Relaxed);
@@ -218,6 +240,44 @@ fn token_for<'a>(engine: &'a Engine, account: &'a AccountSettings) -> &'a Secret
         .access_token
         .as_ref()
         .unwrap_or(&engine.settings.whatsapp.access_token)
+}
+
+/// A read receipt: a few quick attempts, then given up (it is cosmetic).
+async fn send_receipt(engine: &Engine, account: &AccountSettings, wamid: String) {
+    let body = OutboundMessage::MarkRead {
+        message_id: wamid,
+        typing_indicator: false,
+    }
+    .to_request_body("", None, None);
+    let token = token_for(engine, account);
+    for attempt in 0..3u32 {
+        match engine
+            .graph
+            .send_message(&account.phone_number_id, token, &body)
+            .await
+        {
+            SendOutcome::Accepted { .. } => {
+                metrics()
+                    .sends
+                    .inc("kind=\"mark_read\",result=\"accepted\",code=\"\"");
+                return;
+            }
+            SendOutcome::Retry { retry_after, .. } => {
+                metrics()
+                    .sends
+                    .inc("kind=\"mark_read\",result=\"retry\",code=\"\"");
+                let base = engine.settings.outbox.backoff_base;
+                tokio::time::sleep(backoff(base, base * 8, attempt, retry_after)).await;
+            }
+            SendOutcome::Permanent { code, .. } => {
+                metrics().sends.inc(&format!(
+                    "kind=\"mark_read\",result=\"failed\",code=\"{}\"",
+                    code.unwrap_or(0)
+                ));
+                return;
+            }
+        }
+    }
 }
 
 /// Write an outbox update, retrying while the store is down: a send's outcome is never dropped.

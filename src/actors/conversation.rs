@@ -210,6 +210,7 @@ impl ConversationActorState {
         };
         let mut outbox = Vec::new();
         let mut timers = Vec::new();
+        let mut receipts = Vec::new();
         for (n, effect) in effects.iter().enumerate() {
             match effect {
                 Effect::Send { message, reply_to } => outbox.push(NewOutboxRow {
@@ -219,16 +220,8 @@ impl ConversationActorState {
                     reply_to: reply_to.clone(),
                     source_seq: seq,
                 }),
-                Effect::MarkRead { wamid } => outbox.push(NewOutboxRow {
-                    idem_key: format!("{account}:{user}:{origin}:{n}"),
-                    kind: "mark_read",
-                    message_json: serde_json::to_string(&OutboundMessage::MarkRead {
-                        message_id: wamid.clone(),
-                        typing_indicator: false,
-                    })?,
-                    reply_to: None,
-                    source_seq: seq,
-                }),
+                // Read receipts are cosmetic: sent after the commit, not stored.
+                Effect::MarkRead { wamid } => receipts.push(wamid.clone()),
                 Effect::StartTimer {
                     name,
                     due_at,
@@ -284,6 +277,9 @@ impl ConversationActorState {
             }
         }
         let ids = records.iter().map(|r| r.id).collect();
+        if !receipts.is_empty() {
+            self.args.sender.mark_read(receipts);
+        }
         if !records.is_empty() {
             self.args.sender.enqueue(records);
         }

@@ -33,6 +33,9 @@ struct Cli {
     /// database to create a fresh database on (e.g. postgres://postgres@127.0.0.1/test).
     #[arg(long, global = true)]
     store: Option<String>,
+    /// Send read receipts for inbound messages (the account's `mark_read`).
+    #[arg(long, global = true, default_value_t = true, action = clap::ArgAction::Set)]
+    mark_read: bool,
     #[command(subcommand)]
     command: Cmd,
 }
@@ -64,13 +67,19 @@ struct Daemon {
 
 impl Drop for Daemon {
     fn drop(&mut self) {
-        let _ = Command::new("kill").arg("-TERM").arg(self.child.id().to_string()).status();
+        let _ = Command::new("kill")
+            .arg("-TERM")
+            .arg(self.child.id().to_string())
+            .status();
         let _ = self.child.wait();
     }
 }
 
 fn now_secs() -> i64 {
-    SystemTime::now().duration_since(UNIX_EPOCH).unwrap().as_secs() as i64
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .unwrap()
+        .as_secs() as i64
 }
 
 async fn fresh_store(store: &Option<String>, dir: &std::path::Path) -> anyhow::Result<String> {
@@ -79,7 +88,9 @@ async fn fresh_store(store: &Option<String>, dir: &std::path::Path) -> anyhow::R
         Some(url) if url.starts_with("postgres") => {
             let s = parley::store::Store::connect(url, 1).await?;
             let name = format!("parley_bench_{:08x}", fastrand::u32(..));
-            sqlx::query(&format!("CREATE DATABASE {name}")).execute(s.pool()).await?;
+            sqlx::query(&format!("CREATE DATABASE {name}"))
+                .execute(s.pool())
+                .await?;
             let base = url.rsplit_once('/').map(|(b, _)| b).unwrap_or(url);
             Ok(format!("{base}/{name}"))
         }
@@ -100,8 +111,8 @@ async fn start_daemon(cli: &Cli, graph: &FakeGraph, idle: &str) -> anyhow::Resul
         format!(
             "[http]\nlisten = \"127.0.0.1:{port}\"\n[whatsapp]\napp_secret = \"{SECRET}\"\nverify_token = \"v\"\naccess_token = \"t\"\ngraph_base_url = \"{}\"\n\
              [store]\nurl = \"{store}\"\n[admin]\ntoken = \"{ADMIN}\"\n[conversation]\nidle_timeout = \"{idle}\"\n[log]\nlevel = \"warn\"\nformat = \"json\"\n\
-             [[accounts]]\nphone_number_id = \"{PNID}\"\n",
-            graph.base_url
+             [[accounts]]\nphone_number_id = \"{PNID}\"\nmark_read = {}\n",
+            graph.base_url, cli.mark_read
         ),
     )?;
     let child = Command::new(&cli.daemon)
@@ -116,7 +127,11 @@ async fn start_daemon(cli: &Cli, graph: &FakeGraph, idle: &str) -> anyhow::Resul
     for _ in 0..200 {
         if let Ok(r) = client.get(format!("{base}/readyz")).send().await {
             if r.status().is_success() {
-                return Ok(Daemon { child, base, _dir: dir });
+                return Ok(Daemon {
+                    child,
+                    base,
+                    _dir: dir,
+                });
             }
         }
         tokio::time::sleep(Duration::from_millis(50)).await;
@@ -138,7 +153,14 @@ fn proc_stats(pid: u32) -> (u64, u64, u64) {
     let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
     let after = stat.rsplit_once(')').map(|(_, r)| r).unwrap_or("");
     let fields: Vec<&str> = after.split_whitespace().collect();
-    let ticks = fields.get(11).and_then(|v| v.parse::<u64>().ok()).unwrap_or(0) + fields.get(12).and_then(|v| v.parse::<u64>().ok()).unwrap_or(0);
+    let ticks = fields
+        .get(11)
+        .and_then(|v| v.parse::<u64>().ok())
+        .unwrap_or(0)
+        + fields
+            .get(12)
+            .and_then(|v| v.parse::<u64>().ok())
+            .unwrap_or(0);
     (field("VmHWM:"), field("VmRSS:"), ticks)
 }
 
@@ -182,7 +204,10 @@ async fn ingest(cli: &Cli, users: usize, connections: usize, seconds: u64) -> an
         Arc::new(move |body: &serde_json::Value| {
             if let Some(id) = body.get("message_id").and_then(|v| v.as_str()) {
                 if let Some(t) = sent_at.lock().unwrap().remove(id) {
-                    read_latency.lock().unwrap().push(t.elapsed().as_secs_f64() * 1000.0);
+                    read_latency
+                        .lock()
+                        .unwrap()
+                        .push(t.elapsed().as_secs_f64() * 1000.0);
                 }
                 reads.fetch_add(1, Ordering::Relaxed);
             }
@@ -198,9 +223,17 @@ async fn ingest(cli: &Cli, users: usize, connections: usize, seconds: u64) -> an
     let started = Instant::now();
     let mut tasks = Vec::new();
     for c in 0..connections {
-        let (stop, counter, sent_at, base) = (stop.clone(), counter.clone(), sent_at.clone(), daemon.base.clone());
+        let (stop, counter, sent_at, base) = (
+            stop.clone(),
+            counter.clone(),
+            sent_at.clone(),
+            daemon.base.clone(),
+        );
         tasks.push(tokio::spawn(async move {
-            let client = reqwest::Client::builder().pool_max_idle_per_host(1).build().unwrap();
+            let client = reqwest::Client::builder()
+                .pool_max_idle_per_host(1)
+                .build()
+                .unwrap();
             let mut lat = Vec::new();
             let mut errors = 0u64;
             let mut i = 0u64;
@@ -233,13 +266,21 @@ async fn ingest(cli: &Cli, users: usize, connections: usize, seconds: u64) -> an
     let acked = lat.len() as u64;
     // Let the read receipts drain.
     let drain_start = Instant::now();
-    while reads.load(Ordering::Relaxed) < acked && drain_start.elapsed() < Duration::from_secs(60) {
+    while cli.mark_read
+        && reads.load(Ordering::Relaxed) < acked
+        && drain_start.elapsed() < Duration::from_secs(60)
+    {
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
     let (peak_kib, rss_kib, ticks1) = proc_stats(pid);
     if let Ok(r) = reqwest::get(format!("{}/metrics", daemon.base)).await {
         let text = r.text().await.unwrap_or_default();
-        let get = |name: &str| text.lines().find_map(|l| l.strip_prefix(name)).and_then(|v| v.trim().parse::<f64>().ok()).unwrap_or(0.0);
+        let get = |name: &str| {
+            text.lines()
+                .find_map(|l| l.strip_prefix(name))
+                .and_then(|v| v.trim().parse::<f64>().ok())
+                .unwrap_or(0.0)
+        };
         let batches = get("parley_commit_batches_total ");
         println!(
             "writer: {batches:.0} group commits ({:.0}/s), {:.1} operations per commit",
@@ -251,10 +292,23 @@ async fn ingest(cli: &Cli, users: usize, connections: usize, seconds: u64) -> an
     lat.sort_by(f64::total_cmp);
     let mut rl = read_latency.lock().unwrap().clone();
     rl.sort_by(f64::total_cmp);
-    println!("store: {}", cli.store.as_deref().unwrap_or("sqlite (temp file, synchronous=FULL)"));
+    println!(
+        "store: {}",
+        cli.store
+            .as_deref()
+            .unwrap_or("sqlite (temp file, synchronous=FULL)")
+    );
     println!("users: {users}, connections: {connections}, duration: {elapsed:.1} s");
-    println!("acknowledged webhooks: {acked} ({:.0}/s), errors: {errors}", acked as f64 / elapsed);
-    println!("ack latency ms: p50 {:.2}, p99 {:.2}, max {:.2}", pct(&lat, 0.5), pct(&lat, 0.99), pct(&lat, 1.0));
+    println!(
+        "acknowledged webhooks: {acked} ({:.0}/s), errors: {errors}",
+        acked as f64 / elapsed
+    );
+    println!(
+        "ack latency ms: p50 {:.2}, p99 {:.2}, max {:.2}",
+        pct(&lat, 0.5),
+        pct(&lat, 0.99),
+        pct(&lat, 1.0)
+    );
     println!(
         "inbound → read receipt ms: p50 {:.2}, p99 {:.2} ({} of {} receipts, {:.1} s to drain)",
         pct(&rl, 0.5),
@@ -263,14 +317,28 @@ async fn ingest(cli: &Cli, users: usize, connections: usize, seconds: u64) -> an
         acked,
         drain_start.elapsed().as_secs_f64()
     );
-    println!("daemon: peak RSS {:.1} MiB, RSS now {:.1} MiB, CPU {:.0} µs per message", peak_kib as f64 / 1024.0, rss_kib as f64 / 1024.0, cpu_us / acked.max(1) as f64);
+    println!(
+        "daemon: peak RSS {:.1} MiB, RSS now {:.1} MiB, CPU {:.0} µs per message",
+        peak_kib as f64 / 1024.0,
+        rss_kib as f64 / 1024.0,
+        cpu_us / acked.max(1) as f64
+    );
     Ok(())
 }
 
 async fn live_conversations(client: &reqwest::Client, base: &str) -> i64 {
-    let r = client.get(format!("{base}/admin/v1/accounts")).bearer_auth(ADMIN).send().await;
+    let r = client
+        .get(format!("{base}/admin/v1/accounts"))
+        .bearer_auth(ADMIN)
+        .send()
+        .await;
     match r {
-        Ok(r) => r.json::<serde_json::Value>().await.ok().and_then(|v| v["accounts"][0]["live_conversations"].as_i64()).unwrap_or(-1),
+        Ok(r) => r
+            .json::<serde_json::Value>()
+            .await
+            .ok()
+            .and_then(|v| v["accounts"][0]["live_conversations"].as_i64())
+            .unwrap_or(-1),
         Err(_) => -1,
     }
 }
@@ -292,7 +360,13 @@ async fn memory(cli: &Cli, conversations: usize, idle_seconds: u64) -> anyhow::R
                 if n >= conversations {
                     break;
                 }
-                let body = text_webhook(PNID, &format!("62900{n:08}"), &format!("wamid.M{n}"), "hi", now_secs());
+                let body = text_webhook(
+                    PNID,
+                    &format!("62900{n:08}"),
+                    &format!("wamid.M{n}"),
+                    "hi",
+                    now_secs(),
+                );
                 let _ = post(&client, &base, body).await;
             }
         }));
@@ -310,10 +384,15 @@ async fn memory(cli: &Cli, conversations: usize, idle_seconds: u64) -> anyhow::R
     }
     tokio::time::sleep(Duration::from_millis(500)).await;
     let (_, active_rss, _) = proc_stats(pid);
-    println!("conversations made active: {conversations} in {:.1} s; live actors: {live}", started.elapsed().as_secs_f64());
+    println!(
+        "conversations made active: {conversations} in {:.1} s; live actors: {live}",
+        started.elapsed().as_secs_f64()
+    );
     println!("RSS idle daemon: {:.1} MiB; with {conversations} active: {:.1} MiB ({:.2} KiB per active conversation)", base_rss as f64 / 1024.0, active_rss as f64 / 1024.0, (active_rss.saturating_sub(base_rss)) as f64 / conversations as f64);
     let wait = Instant::now();
-    while live_conversations(&client, &daemon.base).await > 0 && wait.elapsed() < Duration::from_secs(idle_seconds * 3 + 30) {
+    while live_conversations(&client, &daemon.base).await > 0
+        && wait.elapsed() < Duration::from_secs(idle_seconds * 3 + 30)
+    {
         tokio::time::sleep(Duration::from_millis(500)).await;
     }
     tokio::time::sleep(Duration::from_secs(1)).await;
@@ -331,7 +410,14 @@ async fn memory(cli: &Cli, conversations: usize, idle_seconds: u64) -> anyhow::R
 async fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
     match cli.command {
-        Cmd::Ingest { users, connections, seconds } => ingest(&cli, users, connections, seconds).await,
-        Cmd::Memory { conversations, idle_seconds } => memory(&cli, conversations, idle_seconds).await,
+        Cmd::Ingest {
+            users,
+            connections,
+            seconds,
+        } => ingest(&cli, users, connections, seconds).await,
+        Cmd::Memory {
+            conversations,
+            idle_seconds,
+        } => memory(&cli, conversations, idle_seconds).await,
     }
 }

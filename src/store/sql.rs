@@ -157,7 +157,10 @@ mod tests {
             placeholders(Dialect::Sqlite, "VALUES ($1,$2),($3,$4) -- é"),
             "VALUES (?,?),(?,?) -- é"
         );
-        assert_eq!(placeholders(Dialect::Sqlite, "a = $1 OR b = $1"), "a = ?1 OR b = ?1");
+        assert_eq!(
+            placeholders(Dialect::Sqlite, "a = $1 OR b = $1"),
+            "a = ?1 OR b = ?1"
+        );
         assert_eq!(placeholders(Dialect::Postgres, "a = $1"), "a = $1");
     }
 }

@@ -12,10 +12,10 @@
 use std::collections::HashMap;
 use std::sync::{Arc, OnceLock};
 
-use sqlx::{Any, Row, Transaction};
 use tokio::sync::{mpsc, oneshot};
 
-use super::sql::{bind_all, in_list, values_list, Val};
+use super::exec::{int, text, Col, SyncTx, Values, WriterConn};
+use super::sql::{in_list, values_list, Val};
 use super::{Store, StoreError};
 use crate::metrics::metrics;
 use crate::whatsapp::event::{DeliveryStatus, InboundMessage};
@@ -192,12 +192,17 @@ pub struct WriterHandle {
 }
 
 impl WriterHandle {
-    /// Start the writer task on `store`.
-    pub fn spawn(store: Store) -> (WriterHandle, tokio::task::JoinHandle<()>) {
+    /// Start the writer on its own thread, with its own connection to `store`.
+    pub fn spawn(store: &Store) -> Result<WriterHandle, StoreError> {
         let (tx, rx) = mpsc::channel(65_536);
         let dispatcher: Arc<OnceLock<Dispatcher>> = Arc::new(OnceLock::new());
-        let task = tokio::spawn(run(store, rx, dispatcher.clone()));
-        (WriterHandle { tx, dispatcher }, task)
+        let conn = WriterConn::open(store.url(), store.dialect())?;
+        let d = dispatcher.clone();
+        std::thread::Builder::new()
+            .name("parley-writer".into())
+            .spawn(move || run(conn, rx, d))
+            .map_err(|e| StoreError::Unavailable(format!("cannot start the writer: {e}")))?;
+        Ok(WriterHandle { tx, dispatcher })
     }
 
     /// Where committed inbound messages go (set once, when the actors are up).
@@ -263,9 +268,13 @@ impl WriterHandle {
     }
 }
 
-async fn run(store: Store, mut rx: mpsc::Receiver<WriteOp>, dispatcher: Arc<OnceLock<Dispatcher>>) {
+fn run(
+    mut conn: WriterConn,
+    mut rx: mpsc::Receiver<WriteOp>,
+    dispatcher: Arc<OnceLock<Dispatcher>>,
+) {
     let mut batch = Vec::with_capacity(256);
-    while let Some(first) = rx.recv().await {
+    while let Some(first) = rx.blocking_recv() {
         batch.push(first);
         while batch.len() < OPS_PER_BATCH {
             match rx.try_recv() {
@@ -278,7 +287,7 @@ async fn run(store: Store, mut rx: mpsc::Receiver<WriteOp>, dispatcher: Arc<Once
         m.commit_batches
             .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         m.commit_batch_hist.observe(ops.len() as u64);
-        match write_batch(&store, &ops).await {
+        match write_batch(&mut conn, &ops) {
             Ok(results) => finish(ops, results, &dispatcher),
             Err(e) if ops.len() == 1 => {
                 m.commit_failures
@@ -292,7 +301,7 @@ async fn run(store: Store, mut rx: mpsc::Receiver<WriteOp>, dispatcher: Arc<Once
                 tracing::warn!(error = %e, ops = ops.len(), "Group commit failed; retrying each operation alone.");
                 for op in ops {
                     let one = [op];
-                    match write_batch(&store, &one).await {
+                    match write_batch(&mut conn, &one) {
                         Ok(results) => finish(one.into(), results, &dispatcher),
                         Err(e) => fail(one.into(), &e),
                     }
@@ -376,62 +385,55 @@ fn finish(ops: Vec<WriteOp>, results: Vec<OpResult>, dispatcher: &OnceLock<Dispa
     }
 }
 
-async fn exec(
-    tx: &mut Transaction<'_, Any>,
-    store: &Store,
-    text: &str,
-    vals: Vec<Val>,
-) -> Result<u64, StoreError> {
-    let text = store.sql(text);
-    let q = bind_all(sqlx::query(&text), vals);
-    Ok(q.execute(&mut **tx).await?.rows_affected())
+fn exec(tx: &mut dyn SyncTx, text: &str, vals: Vec<Val>) -> Result<u64, StoreError> {
+    tx.exec(text, vals)
 }
 
-async fn write_batch(store: &Store, ops: &[WriteOp]) -> Result<Vec<OpResult>, StoreError> {
-    let mut tx = store
-        .pool()
-        .begin()
-        .await
-        .map_err(|e| StoreError::Unavailable(e.to_string()))?;
-    let mut results: Vec<OpResult> = Vec::with_capacity(ops.len());
+fn text_col(row: &Values, i: usize) -> &str {
+    text(row, i).unwrap_or("")
+}
 
-    // 1. Inbox appends, all ops together.
-    let appends: Vec<&Vec<NewInboxRow>> = ops
-        .iter()
-        .filter_map(|op| match op {
-            WriteOp::Append { rows, .. } => Some(rows),
-            _ => None,
-        })
-        .collect();
-    let inserted = append_rows(&mut tx, store, &appends).await?;
+fn write_batch(conn: &mut WriterConn, ops: &[WriteOp]) -> Result<Vec<OpResult>, StoreError> {
+    let (inserted, outbox_ids) = conn.transaction(|tx| {
+        // 1. Inbox appends, all ops together.
+        let appends: Vec<&Vec<NewInboxRow>> = ops
+            .iter()
+            .filter_map(|op| match op {
+                WriteOp::Append { rows, .. } => Some(rows),
+                _ => None,
+            })
+            .collect();
+        let inserted = append_rows(tx, &appends)?;
 
-    // 2. Steps.
-    let steps: Vec<&StepCommit> = ops
-        .iter()
-        .filter_map(|op| match op {
-            WriteOp::Step { commit, .. } => Some(commit.as_ref()),
-            _ => None,
-        })
-        .collect();
-    let outbox_ids = commit_steps(&mut tx, store, &steps).await?;
+        // 2. Steps.
+        let steps: Vec<&StepCommit> = ops
+            .iter()
+            .filter_map(|op| match op {
+                WriteOp::Step { commit, .. } => Some(commit.as_ref()),
+                _ => None,
+            })
+            .collect();
+        let outbox_ids = commit_steps(tx, &steps)?;
 
-    // 3. Dead letters (rare, one statement each) and outbox updates (batched).
-    let mut updates = Vec::new();
-    for op in ops {
-        match op {
-            WriteOp::DeadLetter { dl, inbox_dead, .. } => {
-                insert_dead_letter(&mut tx, store, dl).await?;
-                if let Some(seq) = inbox_dead {
-                    let sql = "UPDATE inbox SET state = 'dead' WHERE seq = $1";
-                    exec(&mut tx, store, sql, vec![Val::I(*seq)]).await?;
+        // 3. Dead letters (rare, one statement each) and outbox updates (batched).
+        let mut updates = Vec::new();
+        for op in ops {
+            match op {
+                WriteOp::DeadLetter { dl, inbox_dead, .. } => {
+                    insert_dead_letter(tx, dl)?;
+                    if let Some(seq) = inbox_dead {
+                        let sql = "UPDATE inbox SET state = 'dead' WHERE seq = $1";
+                        exec(tx, sql, vec![Val::I(*seq)])?;
+                    }
                 }
+                WriteOp::Outbox { update, .. } => updates.push(update),
+                _ => {}
             }
-            WriteOp::Outbox { update, .. } => updates.push(update),
-            _ => {}
         }
-    }
-    apply_outbox_updates(&mut tx, store, &updates).await?;
-    tx.commit().await?;
+        apply_outbox_updates(tx, &updates)?;
+        Ok((inserted, outbox_ids))
+    })?;
+    let mut results: Vec<OpResult> = Vec::with_capacity(ops.len());
 
     for op in ops {
         results.push(match op {
@@ -470,9 +472,8 @@ async fn write_batch(store: &Store, ops: &[WriteOp]) -> Result<Vec<OpResult>, St
 
 /// Insert inbox rows; returns (account, dedup_key) → seq for the rows this call inserted.
 /// A key repeated within the batch is inserted once, and only its first row gets the seq.
-async fn append_rows<'a>(
-    tx: &mut Transaction<'_, Any>,
-    store: &Store,
+fn append_rows<'a>(
+    tx: &mut dyn SyncTx,
     appends: &[&'a Vec<NewInboxRow>],
 ) -> Result<HashMap<(&'a str, &'a str), i64>, StoreError> {
     let mut seen = std::collections::HashSet::new();
@@ -501,19 +502,13 @@ async fn append_rows<'a>(
             vals.push(Val::I(r.received_at));
             vals.push(Val::S(r.state.to_string()));
         }
-        let text = store.sql(&text);
-        let rows = bind_all(sqlx::query(&text), vals)
-            .fetch_all(&mut **tx)
-            .await?;
-        let mut by_key: HashMap<(String, String), i64> = HashMap::with_capacity(rows.len());
-        for row in rows {
-            by_key.insert(
-                (row.try_get("account")?, row.try_get("dedup_key")?),
-                row.try_get("seq")?,
-            );
+        let rows = tx.query(&text, vals, &[Col::Int, Col::Text, Col::Text])?;
+        let mut by_key: HashMap<(&str, &str), i64> = HashMap::with_capacity(rows.len());
+        for row in &rows {
+            by_key.insert((text_col(row, 1), text_col(row, 2)), int(row, 0));
         }
         for r in chunk {
-            if let Some(seq) = by_key.get(&(r.account.clone(), r.dedup_key.clone())) {
+            if let Some(seq) = by_key.get(&(r.account.as_str(), r.dedup_key.as_str())) {
                 inserted.insert((r.account.as_str(), r.dedup_key.as_str()), *seq);
                 if r.status.is_some() {
                     fresh_status.push(r);
@@ -523,7 +518,7 @@ async fn append_rows<'a>(
     }
     for r in fresh_status {
         if let (Some(s), Some(wamid)) = (&r.status, &r.wamid) {
-            apply_status(tx, store, &r.account, wamid, s).await?;
+            apply_status(tx, &r.account, wamid, s)?;
         }
     }
     let m = metrics();
@@ -544,9 +539,8 @@ async fn append_rows<'a>(
 /// Move an outbound message forward (never back) on a status webhook. Matches by our outbox
 /// id (echoed callback data) or by wamid. A status for a send we have not recorded yet is
 /// kept in the inbox and applied when the wamid is recorded.
-async fn apply_status(
-    tx: &mut Transaction<'_, Any>,
-    store: &Store,
+fn apply_status(
+    tx: &mut dyn SyncTx,
     account: &str,
     wamid: &str,
     s: &StatusApply,
@@ -554,9 +548,7 @@ async fn apply_status(
     if s.rank == 0 {
         return Ok(());
     }
-    exec(
-        tx,
-        store,
+    exec(tx,
         "UPDATE outbox SET status = $1, status_rank = $2, status_at = $3, wamid = COALESCE(wamid, $4), \
          state = CASE WHEN state IN ('pending', 'sending') THEN 'sent' ELSE state END, \
          error_code = COALESCE($5, error_code), error_detail = COALESCE($6, error_detail), updated_at = $3 \
@@ -572,13 +564,12 @@ async fn apply_status(
             Val::I(s.outbox_id.unwrap_or(-1)),
         ],
     )
-    .await?;
+    ?;
     Ok(())
 }
 
-async fn commit_steps(
-    tx: &mut Transaction<'_, Any>,
-    store: &Store,
+fn commit_steps(
+    tx: &mut dyn SyncTx,
     steps: &[&StepCommit],
 ) -> Result<HashMap<String, i64>, StoreError> {
     let mut ids = HashMap::new();
@@ -605,7 +596,7 @@ async fn commit_steps(
                 Val::I(s.now),
             ]);
         }
-        exec(tx, store, &text, vals).await?;
+        exec(tx, &text, vals)?;
     }
 
     let contacts: Vec<(&StepCommit, &ContactUpsert)> = steps
@@ -632,7 +623,7 @@ async fn commit_steps(
                 Val::I(s.now),
             ]);
         }
-        exec(tx, store, &text, vals).await?;
+        exec(tx, &text, vals)?;
     }
 
     let done: Vec<i64> = steps.iter().filter_map(|s| s.inbox_done).collect();
@@ -641,7 +632,7 @@ async fn commit_steps(
             "UPDATE inbox SET state = 'done' WHERE seq IN ({})",
             in_list(chunk.len(), 1)
         );
-        exec(tx, store, &text, chunk.iter().map(|s| Val::I(*s)).collect()).await?;
+        exec(tx, &text, chunk.iter().map(|s| Val::I(*s)).collect())?;
     }
     let fired: Vec<i64> = steps.iter().filter_map(|s| s.timer_fired).collect();
     for chunk in fired.chunks(ROWS_PER_STATEMENT) {
@@ -649,7 +640,7 @@ async fn commit_steps(
             "UPDATE timers SET state = 'fired' WHERE id IN ({})",
             in_list(chunk.len(), 1)
         );
-        exec(tx, store, &text, chunk.iter().map(|s| Val::I(*s)).collect()).await?;
+        exec(tx, &text, chunk.iter().map(|s| Val::I(*s)).collect())?;
     }
 
     let outbox: Vec<(&StepCommit, &NewOutboxRow)> = steps
@@ -677,15 +668,8 @@ async fn commit_steps(
                 Val::I(s.now),
             ]);
         }
-        let text = store.sql(&text);
-        for row in bind_all(sqlx::query(&text), vals)
-            .fetch_all(&mut **tx)
-            .await?
-        {
-            ids.insert(
-                row.try_get::<String, _>("idem_key")?,
-                row.try_get::<i64, _>("id")?,
-            );
+        for row in tx.query(&text, vals, &[Col::Int, Col::Text])? {
+            ids.insert(text_col(&row, 1).to_string(), int(&row, 0));
         }
     }
 
@@ -712,19 +696,13 @@ async fn commit_steps(
                 Val::I(s.now),
             ]);
         }
-        exec(tx, store, &text, vals).await?;
+        exec(tx, &text, vals)?;
     }
     Ok(ids)
 }
 
-async fn insert_dead_letter(
-    tx: &mut Transaction<'_, Any>,
-    store: &Store,
-    dl: &NewDeadLetter,
-) -> Result<(), StoreError> {
-    exec(
-        tx,
-        store,
+fn insert_dead_letter(tx: &mut dyn SyncTx, dl: &NewDeadLetter) -> Result<(), StoreError> {
+    exec(tx,
         "INSERT INTO dead_letters (kind, account, user_key, ref_id, reason, raw, created_at) VALUES ($1, $2, $3, $4, $5, $6, $7)",
         vec![
             Val::S(dl.kind.to_string()),
@@ -736,17 +714,13 @@ async fn insert_dead_letter(
             Val::I(super::now_ms()),
         ],
     )
-    .await?;
+    ?;
     metrics().dead_letters.inc(&format!("kind=\"{}\"", dl.kind));
     Ok(())
 }
 
 /// The frequent updates (sending, sent) as a few multi-row statements; the rare ones alone.
-async fn apply_outbox_updates(
-    tx: &mut Transaction<'_, Any>,
-    store: &Store,
-    updates: &[&OutboxUpdate],
-) -> Result<(), StoreError> {
+fn apply_outbox_updates(tx: &mut dyn SyncTx, updates: &[&OutboxUpdate]) -> Result<(), StoreError> {
     let mut sending: Vec<i64> = Vec::new();
     let mut sending_at = 0;
     let mut sent_plain: Vec<i64> = Vec::new();
@@ -758,14 +732,22 @@ async fn apply_outbox_updates(
                 sending.push(*id);
                 sending_at = sending_at.max(*at);
             }
-            OutboxUpdate::Sent { id, wamid: None, at, .. } => {
+            OutboxUpdate::Sent {
+                id,
+                wamid: None,
+                at,
+                ..
+            } => {
                 sent_plain.push(*id);
                 sent_plain_at = sent_plain_at.max(*at);
             }
-            OutboxUpdate::Sent { id, account, wamid: Some(w), at } => {
-                sent.push((*id, account.as_str(), w.as_str(), *at))
-            }
-            other => apply_outbox_update(tx, store, other).await?,
+            OutboxUpdate::Sent {
+                id,
+                account,
+                wamid: Some(w),
+                at,
+            } => sent.push((*id, account.as_str(), w.as_str(), *at)),
+            other => apply_outbox_update(tx, other)?,
         }
     }
     for chunk in sending.chunks(ROWS_PER_STATEMENT) {
@@ -776,7 +758,7 @@ async fn apply_outbox_updates(
         );
         let mut vals = vec![Val::I(sending_at)];
         vals.extend(chunk.iter().map(|id| Val::I(*id)));
-        exec(tx, store, &text, vals).await?;
+        exec(tx, &text, vals)?;
     }
     for chunk in sent_plain.chunks(ROWS_PER_STATEMENT) {
         let text = format!(
@@ -785,7 +767,7 @@ async fn apply_outbox_updates(
         );
         let mut vals = vec![Val::I(sent_plain_at)];
         vals.extend(chunk.iter().map(|id| Val::I(*id)));
-        exec(tx, store, &text, vals).await?;
+        exec(tx, &text, vals)?;
     }
     for chunk in sent.chunks(ROWS_PER_STATEMENT) {
         let mut rows = String::new();
@@ -810,12 +792,15 @@ async fn apply_outbox_updates(
              status_at = COALESCE(outbox.status_at, v.column3), updated_at = v.column3 \
              FROM (VALUES {rows}) AS v WHERE outbox.id = v.column1"
         );
-        exec(tx, store, &text, vals).await?;
+        exec(tx, &text, vals)?;
     }
     // Statuses that arrived before we recorded the wamid (one query per account per batch).
     let mut by_account: HashMap<&str, Vec<(i64, &str, i64)>> = HashMap::new();
     for (id, account, wamid, at) in &sent {
-        by_account.entry(account).or_default().push((*id, wamid, *at));
+        by_account
+            .entry(account)
+            .or_default()
+            .push((*id, wamid, *at));
     }
     for (account, rows) in by_account {
         for chunk in rows.chunks(ROWS_PER_STATEMENT) {
@@ -825,15 +810,11 @@ async fn apply_outbox_updates(
             );
             let mut vals = vec![Val::S(account.to_string())];
             vals.extend(chunk.iter().map(|(_, w, _)| Val::S(w.to_string())));
-            let text = store.sql(&text);
-            let found = bind_all(sqlx::query(&text), vals)
-                .fetch_all(&mut **tx)
-                .await?;
+            let found = tx.query(&text, vals, &[Col::Text, Col::OptText])?;
             let mut best: HashMap<String, DeliveryStatus> = HashMap::new();
-            for r in found {
-                let wamid: String = r.try_get("wamid")?;
-                let status: Option<String> = r.try_get("status")?;
-                let status = DeliveryStatus::parse(status.as_deref().unwrap_or(""));
+            for r in &found {
+                let wamid = text_col(r, 0).to_string();
+                let status = DeliveryStatus::parse(super::exec::text(r, 1).unwrap_or(""));
                 match best.get(&wamid) {
                     Some(b) if b.rank() >= status.rank() => {}
                     _ => {
@@ -851,7 +832,7 @@ async fn apply_outbox_updates(
                         error_code: None,
                         error_detail: None,
                     };
-                    apply_status(tx, store, account, wamid, &apply).await?;
+                    apply_status(tx, account, wamid, &apply)?;
                 }
             }
         }
@@ -859,11 +840,7 @@ async fn apply_outbox_updates(
     Ok(())
 }
 
-async fn apply_outbox_update(
-    tx: &mut Transaction<'_, Any>,
-    store: &Store,
-    update: &OutboxUpdate,
-) -> Result<(), StoreError> {
+fn apply_outbox_update(tx: &mut dyn SyncTx, update: &OutboxUpdate) -> Result<(), StoreError> {
     match update {
         // Batched by `apply_outbox_updates`, which sends only the other kinds here.
         OutboxUpdate::Sent { .. } | OutboxUpdate::Sending { .. } => {}
@@ -874,13 +851,11 @@ async fn apply_outbox_update(
             detail,
             at,
         } => {
-            exec(
-                tx,
-                store,
+            exec(tx,
                 "UPDATE outbox SET attempts = $1, error_code = $2, error_detail = $3, updated_at = $4 WHERE id = $5",
                 vec![Val::I(*attempts), Val::OptI(*code), Val::S(detail.clone()), Val::I(*at), Val::I(*id)],
             )
-            .await?;
+            ?;
         }
         OutboxUpdate::Failed {
             id,
@@ -891,16 +866,13 @@ async fn apply_outbox_update(
             detail,
             at,
         } => {
-            exec(
-                tx,
-                store,
+            exec(tx,
                 "UPDATE outbox SET state = 'failed', attempts = $1, error_code = $2, error_detail = $3, updated_at = $4 WHERE id = $5",
                 vec![Val::I(*attempts), Val::OptI(*code), Val::S(detail.clone()), Val::I(*at), Val::I(*id)],
             )
-            .await?;
+            ?;
             insert_dead_letter(
                 tx,
-                store,
                 &NewDeadLetter {
                     kind: "outbox_send",
                     account: Some(account.clone()),
@@ -912,8 +884,7 @@ async fn apply_outbox_update(
                     },
                     raw: None,
                 },
-            )
-            .await?;
+            )?;
         }
     }
     Ok(())

@@ -1,0 +1,225 @@
+//! The writer's synchronous transaction: one OS thread owns one connection and runs a whole
+//! batch without a thread hop per statement. SQLite goes through rusqlite on that thread;
+//! PostgreSQL through sqlx, driven by the thread's own small runtime. The SQL is the same.
+
+use sqlx::{Any, Connection, Row};
+
+use super::sql::{bind_all, placeholders, Val};
+use super::{Dialect, StoreError};
+
+/// What a result column holds.
+#[derive(Debug, Clone, Copy)]
+pub(crate) enum Col {
+    Int,
+    Text,
+    OptText,
+}
+
+/// One row of a query result, columns in the order asked for.
+pub(crate) type Values = Vec<Val>;
+
+pub(crate) fn int(row: &Values, i: usize) -> i64 {
+    match row.get(i) {
+        Some(Val::I(v)) | Some(Val::OptI(Some(v))) => *v,
+        _ => 0,
+    }
+}
+
+pub(crate) fn text(row: &Values, i: usize) -> Option<&str> {
+    match row.get(i) {
+        Some(Val::S(s)) | Some(Val::OptS(Some(s))) => Some(s),
+        _ => None,
+    }
+}
+
+/// Statements inside one transaction.
+pub(crate) trait SyncTx {
+    fn exec(&mut self, sql: &str, vals: Vec<Val>) -> Result<u64, StoreError>;
+    fn query(&mut self, sql: &str, vals: Vec<Val>, cols: &[Col])
+        -> Result<Vec<Values>, StoreError>;
+}
+
+/// The writer's own connection.
+pub(crate) enum WriterConn {
+    Sqlite(rusqlite::Connection),
+    Postgres {
+        rt: tokio::runtime::Runtime,
+        url: String,
+        conn: Option<sqlx::AnyConnection>,
+    },
+}
+
+fn sqlite_err(e: rusqlite::Error) -> StoreError {
+    StoreError::Unavailable(format!("sqlite: {e}"))
+}
+
+impl WriterConn {
+    pub(crate) fn open(url: &str, dialect: Dialect) -> Result<WriterConn, StoreError> {
+        match dialect {
+            Dialect::Sqlite => {
+                let path = super::sqlite_path(url).ok_or_else(|| {
+                    StoreError::Unavailable(format!("{url}: not a SQLite file URL"))
+                })?;
+                let conn = rusqlite::Connection::open(&path).map_err(sqlite_err)?;
+                conn.execute_batch(
+                    "PRAGMA journal_mode = WAL; PRAGMA synchronous = FULL; PRAGMA busy_timeout = 10000; \
+                     PRAGMA cache_size = -65536; PRAGMA temp_store = MEMORY;",
+                )
+                .map_err(sqlite_err)?;
+                conn.set_prepared_statement_cache_capacity(256);
+                Ok(WriterConn::Sqlite(conn))
+            }
+            Dialect::Postgres => {
+                let rt = tokio::runtime::Builder::new_current_thread()
+                    .enable_all()
+                    .build()
+                    .map_err(|e| StoreError::Unavailable(e.to_string()))?;
+                Ok(WriterConn::Postgres {
+                    rt,
+                    url: url.to_string(),
+                    conn: None,
+                })
+            }
+        }
+    }
+
+    /// Run `f` in one transaction and commit; roll back on error.
+    pub(crate) fn transaction<T>(
+        &mut self,
+        f: impl FnOnce(&mut dyn SyncTx) -> Result<T, StoreError>,
+    ) -> Result<T, StoreError> {
+        match self {
+            WriterConn::Sqlite(conn) => {
+                let tx = conn
+                    .transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)
+                    .map_err(sqlite_err)?;
+                let mut stx = SqliteTx(&tx);
+                let out = f(&mut stx)?;
+                tx.commit().map_err(sqlite_err)?;
+                Ok(out)
+            }
+            WriterConn::Postgres { rt, url, conn } => {
+                if conn.is_none() {
+                    let c = rt
+                        .block_on(sqlx::AnyConnection::connect(url))
+                        .map_err(|e| StoreError::Unavailable(e.to_string()))?;
+                    *conn = Some(c);
+                }
+                let c = conn.as_mut().expect("connected above");
+                let result = (|| {
+                    let mut tx = rt
+                        .block_on(c.begin())
+                        .map_err(|e| StoreError::Unavailable(e.to_string()))?;
+                    let out = {
+                        let mut ptx = PgTx { rt, tx: &mut tx };
+                        f(&mut ptx)?
+                    };
+                    rt.block_on(tx.commit())?;
+                    Ok(out)
+                })();
+                if let Err(StoreError::Unavailable(_))
+                | Err(StoreError::Database(sqlx::Error::Io(_))) = &result
+                {
+                    // A broken connection is replaced on the next batch.
+                    *conn = None;
+                }
+                result
+            }
+        }
+    }
+}
+
+struct SqliteTx<'a>(&'a rusqlite::Transaction<'a>);
+
+fn to_sql(v: &Val) -> rusqlite::types::Value {
+    use rusqlite::types::Value;
+    match v {
+        Val::I(i) | Val::OptI(Some(i)) => Value::Integer(*i),
+        Val::S(s) | Val::OptS(Some(s)) => Value::Text(s.clone()),
+        Val::Bytes(Some(b)) => Value::Blob(b.clone()),
+        Val::OptI(None) | Val::OptS(None) | Val::Bytes(None) => Value::Null,
+    }
+}
+
+impl SyncTx for SqliteTx<'_> {
+    fn exec(&mut self, sql: &str, vals: Vec<Val>) -> Result<u64, StoreError> {
+        let sql = placeholders(Dialect::Sqlite, sql);
+        let mut stmt = self.0.prepare_cached(&sql).map_err(sqlite_err)?;
+        let n = stmt
+            .execute(rusqlite::params_from_iter(vals.iter().map(to_sql)))
+            .map_err(sqlite_err)?;
+        Ok(n as u64)
+    }
+
+    fn query(
+        &mut self,
+        sql: &str,
+        vals: Vec<Val>,
+        cols: &[Col],
+    ) -> Result<Vec<Values>, StoreError> {
+        use rusqlite::types::ValueRef;
+        let sql = placeholders(Dialect::Sqlite, sql);
+        let mut stmt = self.0.prepare_cached(&sql).map_err(sqlite_err)?;
+        let mut rows = stmt
+            .query(rusqlite::params_from_iter(vals.iter().map(to_sql)))
+            .map_err(sqlite_err)?;
+        let mut out = Vec::new();
+        while let Some(row) = rows.next().map_err(sqlite_err)? {
+            let mut values = Vec::with_capacity(cols.len());
+            for (i, col) in cols.iter().enumerate() {
+                let v = row.get_ref(i).map_err(sqlite_err)?;
+                values.push(match (col, v) {
+                    (Col::Int, ValueRef::Integer(n)) => Val::I(n),
+                    (Col::Text | Col::OptText, ValueRef::Text(t)) => {
+                        Val::S(String::from_utf8_lossy(t).into_owned())
+                    }
+                    (Col::OptText, ValueRef::Null) => Val::OptS(None),
+                    (col, other) => {
+                        return Err(StoreError::Corrupt(format!(
+                            "column {i}: expected {col:?}, found {:?}",
+                            other.data_type()
+                        )))
+                    }
+                });
+            }
+            out.push(values);
+        }
+        Ok(out)
+    }
+}
+
+struct PgTx<'a, 'c> {
+    rt: &'a tokio::runtime::Runtime,
+    tx: &'a mut sqlx::Transaction<'c, Any>,
+}
+
+impl SyncTx for PgTx<'_, '_> {
+    fn exec(&mut self, sql: &str, vals: Vec<Val>) -> Result<u64, StoreError> {
+        let q = bind_all(sqlx::query(sql), vals);
+        Ok(self.rt.block_on(q.execute(&mut **self.tx))?.rows_affected())
+    }
+
+    fn query(
+        &mut self,
+        sql: &str,
+        vals: Vec<Val>,
+        cols: &[Col],
+    ) -> Result<Vec<Values>, StoreError> {
+        let q = bind_all(sqlx::query(sql), vals);
+        let rows = self.rt.block_on(q.fetch_all(&mut **self.tx))?;
+        rows.iter()
+            .map(|r| {
+                cols.iter()
+                    .enumerate()
+                    .map(|(i, c)| {
+                        Ok(match c {
+                            Col::Int => Val::I(r.try_get(i)?),
+                            Col::Text => Val::S(r.try_get(i)?),
+                            Col::OptText => Val::OptS(r.try_get(i)?),
+                        })
+                    })
+                    .collect::<Result<Values, StoreError>>()
+            })
+            .collect()
+    }
+}
