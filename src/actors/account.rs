@@ -263,11 +263,17 @@ impl Actor for AccountActor {
                     .filter(|(_, l)| l.last_routed.elapsed() >= idle)
                     .map(|(u, _)| u.clone())
                     .collect();
+                let passivated = idle_users.len();
                 for user in idle_users {
                     if let Some(live) = state.live.remove(&user) {
                         // Its state is already in the store; nothing is routed to it any more.
                         live.actor.stop(Some("idle".into()));
                     }
+                }
+                if passivated > 0 && state.live.capacity() > 4 * state.live.len().max(64) {
+                    // Give back the table of a burst of conversations that has gone quiet.
+                    state.live.shrink_to_fit();
+                    state.by_id.shrink_to_fit();
                 }
                 if state.last_sweep.elapsed() >= SWEEP_AGE {
                     state.last_sweep = Instant::now();

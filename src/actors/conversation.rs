@@ -287,6 +287,9 @@ impl ConversationActorState {
     }
 }
 
+// The actor's task holds its handler's future inline for as long as the actor lives, so
+// the large step/commit futures are boxed: they cost memory only while they run, and an
+// idle resident conversation stays small.
 impl Actor for ConversationActor {
     type Msg = ConversationMsg;
     type State = ConversationActorState;
@@ -315,7 +318,7 @@ impl Actor for ConversationActor {
         state: &mut Self::State,
     ) -> Result<(), ActorProcessingErr> {
         // Before any queued message: events committed earlier come first.
-        state.replay(&myself).await;
+        Box::pin(state.replay(&myself)).await;
         Ok(())
     }
 
@@ -347,14 +350,14 @@ impl Actor for ConversationActor {
                     seq: d.seq,
                     message: d.message,
                 };
-                if let Err(e) = state.apply(event, Some(d.seq), None).await {
+                if let Err(e) = Box::pin(state.apply(event, Some(d.seq), None)).await {
                     tracing::warn!(user = %mask(&state.args.user_key), seq = d.seq, error = %e, "Commit failed; conversation stalled until the store answers.");
                     state.stall(&myself);
                 }
             }
             ConversationMsg::Replay => {
                 state.retry_scheduled = false;
-                state.replay(&myself).await;
+                Box::pin(state.replay(&myself)).await;
             }
             ConversationMsg::Outgoing {
                 request_id,
@@ -363,7 +366,7 @@ impl Actor for ConversationActor {
                 reply,
             } => {
                 if state.stalled || !state.loaded {
-                    state.replay(&myself).await;
+                    Box::pin(state.replay(&myself)).await;
                 }
                 let result = if state.stalled {
                     Err("store unavailable".to_string())
@@ -373,7 +376,7 @@ impl Actor for ConversationActor {
                         message,
                         reply_to,
                     };
-                    match state.apply(event, None, None).await {
+                    match Box::pin(state.apply(event, None, None)).await {
                         Ok((effects, ids)) => match effects.iter().find_map(|e| match e {
                             Effect::Refuse { reason } => Some(reason.clone()),
                             _ => None,
@@ -400,7 +403,7 @@ impl Actor for ConversationActor {
                     name: t.name,
                     payload: serde_json::from_str(&t.payload).unwrap_or(serde_json::Value::Null),
                 };
-                if let Err(e) = state.apply(event, None, Some(t.id)).await {
+                if let Err(e) = Box::pin(state.apply(event, None, Some(t.id))).await {
                     tracing::warn!(error = %e, "Timer step failed; it will fire again.");
                 }
             }
@@ -410,14 +413,14 @@ impl Actor for ConversationActor {
                 detail,
             } => {
                 if !state.loaded {
-                    state.replay(&myself).await;
+                    Box::pin(state.replay(&myself)).await;
                 }
                 let event = ConversationEvent::SendFailed {
                     outbox_id,
                     code,
                     detail,
                 };
-                if let Err(e) = state.apply(event, None, None).await {
+                if let Err(e) = Box::pin(state.apply(event, None, None)).await {
                     tracing::warn!(error = %e, "Recording a send failure in the conversation failed.");
                 }
             }

@@ -63,7 +63,8 @@ impl WriterConn {
                 let conn = rusqlite::Connection::open(&path).map_err(sqlite_err)?;
                 conn.execute_batch(
                     "PRAGMA journal_mode = WAL; PRAGMA synchronous = FULL; PRAGMA busy_timeout = 10000; \
-                     PRAGMA cache_size = -65536; PRAGMA temp_store = MEMORY;",
+                     PRAGMA cache_size = -16384; PRAGMA temp_store = MEMORY; \
+                     PRAGMA wal_autocheckpoint = 16384;",
                 )
                 .map_err(sqlite_err)?;
                 conn.set_prepared_statement_cache_capacity(256);

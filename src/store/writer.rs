@@ -275,6 +275,9 @@ fn run(
 ) {
     let mut batch = Vec::with_capacity(256);
     while let Some(first) = rx.blocking_recv() {
+        // Everything that queued while the last transaction committed goes into this one:
+        // the batch grows with the load, and an idle writer commits at once. (Lingering for
+        // more was measured: fewer commits, but no less CPU and a lower closed-loop rate.)
         batch.push(first);
         while batch.len() < OPS_PER_BATCH {
             match rx.try_recv() {
