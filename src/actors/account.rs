@@ -18,6 +18,9 @@ use crate::store::{DueTimer, InboxDispatch};
 use crate::telemetry::mask;
 use crate::whatsapp::send::OutboundMessage;
 
+/// How long shutdown waits for this account's conversations to stop.
+const CHILDREN_STOP_WAIT: Duration = Duration::from_secs(5);
+
 /// How long an inbox row may stay pending before the sweep hands it to its conversation again.
 const SWEEP_AGE: Duration = Duration::from_secs(5);
 
@@ -291,7 +294,15 @@ impl Actor for AccountActor {
                 state.sender.shutdown().await;
                 // Conversations finish the step they are in (its commit) and stop.
                 state.live.clear();
-                myself.stop_children_and_wait(None, None).await;
+                // Bounded here: ractor's own timed wait panics when it expires. What a
+                // conversation had not committed is replayed from the inbox on the next start.
+                let wait = myself.stop_children_and_wait(None, None);
+                if tokio::time::timeout(CHILDREN_STOP_WAIT, wait)
+                    .await
+                    .is_err()
+                {
+                    tracing::warn!("Some conversations did not stop in time.");
+                }
                 if !reply.is_closed() {
                     let _ = reply.send(());
                 }

@@ -117,8 +117,9 @@ impl Actor for RootSupervisor {
                     .iter()
                     .map(|a| async move { ractor::call_t!(a, AccountMsg::Shutdown, ms) });
                 futures::future::join_all(flushes).await;
-                // No timeout here: ractor panics when a timed wait expires; the caller bounds this call.
-                myself.stop_children_and_wait(None, None).await;
+                // Bounded here: ractor's own timed wait panics when it expires.
+                let _ =
+                    tokio::time::timeout(timeout, myself.stop_children_and_wait(None, None)).await;
                 if !reply.is_closed() {
                     let _ = reply.send(());
                 }

@@ -153,8 +153,20 @@ async fn a_restart_mid_stream_applies_every_message_once_and_sends_every_reply(d
             .or_default()
             .push(a.text().unwrap().to_string());
     }
+    // Messages posted concurrently may commit in either order; the replies follow the
+    // order the inbox committed them in.
+    let committed: Vec<(String, String)> =
+        sqlx::query_as("SELECT user_key, wamid FROM inbox WHERE kind = 'message' ORDER BY seq")
+            .fetch_all(store.pool())
+            .await
+            .unwrap();
     for u in &users {
-        let expected: Vec<String> = (0..per_user).map(|i| format!("echo: {u}-{i:02}")).collect();
+        let expected: Vec<String> = committed
+            .iter()
+            .filter(|(user, _)| user == u)
+            .map(|(_, wamid)| format!("echo: {}", &wamid["wamid.R".len()..]))
+            .collect();
+        assert_eq!(expected.len(), per_user as usize);
         assert_eq!(per.get(u), Some(&expected), "user {u}");
     }
     for state in sqlx::query_scalar::<_, String>("SELECT state FROM conversations")
