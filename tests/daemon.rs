@@ -29,6 +29,18 @@ fn write_config(dir: &std::path::Path, graph: &str, port: u16) -> std::path::Pat
     path
 }
 
+/// Kills the daemon if a failed assertion leaves it running.
+struct Reap(Option<std::process::Child>);
+
+impl Drop for Reap {
+    fn drop(&mut self) {
+        if let Some(mut child) = self.0.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+}
+
 fn free_port() -> u16 {
     std::net::TcpListener::bind("127.0.0.1:0")
         .unwrap()
@@ -45,7 +57,7 @@ async fn sigterm_drains_and_exits_0_and_trace_logs_hold_no_secrets_numbers_or_bo
     let config = write_config(dir.path(), &graph.base_url, port);
     let log_path = dir.path().join("daemon.log");
     let log = std::fs::File::create(&log_path).unwrap();
-    let mut child = Command::new(env!("CARGO_BIN_EXE_parleyd"))
+    let child = Command::new(env!("CARGO_BIN_EXE_parleyd"))
         .args(["serve", "--config"])
         .arg(&config)
         .env("RUST_LOG", "trace")
@@ -53,6 +65,8 @@ async fn sigterm_drains_and_exits_0_and_trace_logs_hold_no_secrets_numbers_or_bo
         .stderr(log)
         .spawn()
         .unwrap();
+    let pid = child.id();
+    let mut reap = Reap(Some(child));
     let base = format!("http://127.0.0.1:{port}");
     let client = reqwest::Client::new();
     let mut ready = false;
@@ -104,27 +118,21 @@ async fn sigterm_drains_and_exits_0_and_trace_logs_hold_no_secrets_numbers_or_bo
     );
 
     let started = Instant::now();
-    assert!(Command::new("kill")
+    let term = Command::new("kill")
         .arg("-TERM")
-        .arg(child.id().to_string())
-        .status()
-        .unwrap()
-        .success());
+        .arg(pid.to_string())
+        .status();
+    assert!(term.unwrap().success());
     let mut exit = None;
     while started.elapsed() < Duration::from_secs(10) {
-        if let Some(s) = child.try_wait().unwrap() {
+        if let Some(s) = reap.0.as_mut().unwrap().try_wait().unwrap() {
             exit = Some(s);
             break;
         }
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
-    let exit = match exit {
-        Some(s) => s,
-        None => {
-            let _ = child.kill();
-            panic!("daemon did not exit within 10 s of SIGTERM");
-        }
-    };
+    let exit = exit.expect("daemon exits within 10 s of SIGTERM");
+    reap.0 = None;
     assert!(exit.success(), "exit status {exit:?}");
 
     let logs = std::fs::read_to_string(&log_path).unwrap();
