@@ -60,6 +60,27 @@ pub(crate) fn bind_all<'q>(
     q
 }
 
+/// Split `items` into runs of a few fixed sizes (128, 32, 8, 1), so that a multi-row
+/// statement has one of a handful of shapes and its prepared form is reused from the cache
+/// instead of being compiled again for every batch size.
+pub(crate) fn std_chunks<T>(items: &[T]) -> impl Iterator<Item = &[T]> {
+    const SIZES: [usize; 4] = [128, 32, 8, 1];
+    let mut rest = items;
+    std::iter::from_fn(move || {
+        if rest.is_empty() {
+            return None;
+        }
+        let size = SIZES
+            .iter()
+            .copied()
+            .find(|s| *s <= rest.len())
+            .unwrap_or(1);
+        let (head, tail) = rest.split_at(size);
+        rest = tail;
+        Some(head)
+    })
+}
+
 /// `($1,$2,$3),($4,$5,$6)` for `rows` rows of `cols` columns, numbering from `first`.
 pub(crate) fn values_list(rows: usize, cols: usize, first: usize) -> String {
     let mut s = String::with_capacity(rows * cols * 5);
@@ -140,6 +161,15 @@ pub(crate) fn placeholders(dialect: Dialect, text: &str) -> Cow<'_, str> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn chunks_come_in_a_few_fixed_sizes() {
+        let items: Vec<u32> = (0..173).collect();
+        let sizes: Vec<usize> = std_chunks(&items).map(<[u32]>::len).collect();
+        assert_eq!(sizes, vec![128, 32, 8, 1, 1, 1, 1, 1]);
+        assert_eq!(sizes.iter().sum::<usize>(), 173);
+        assert_eq!(std_chunks::<u32>(&[]).count(), 0);
+    }
 
     #[test]
     fn values_lists_number_their_placeholders() {

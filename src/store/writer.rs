@@ -15,13 +15,11 @@ use std::sync::{Arc, OnceLock};
 use tokio::sync::{mpsc, oneshot};
 
 use super::exec::{int, text, Col, SyncTx, Values, WriterConn};
-use super::sql::{in_list, values_list, Val};
+use super::sql::{in_list, std_chunks, values_list, Val};
 use super::{Store, StoreError};
 use crate::metrics::metrics;
 use crate::whatsapp::event::{DeliveryStatus, InboundMessage};
 
-/// Largest number of rows in one multi-row statement.
-const ROWS_PER_STATEMENT: usize = 500;
 /// Largest number of operations in one transaction.
 const OPS_PER_BATCH: usize = 2048;
 
@@ -487,7 +485,7 @@ fn append_rows<'a>(
         .collect();
     let mut inserted: HashMap<(&str, &str), i64> = HashMap::with_capacity(unique.len());
     let mut fresh_status: Vec<&NewInboxRow> = Vec::new();
-    for chunk in unique.chunks(ROWS_PER_STATEMENT) {
+    for chunk in std_chunks(&unique) {
         let text = format!(
             "INSERT INTO inbox (account, user_key, kind, dedup_key, wamid, status, payload, received_at, state) VALUES {} \
              ON CONFLICT (account, dedup_key) DO NOTHING RETURNING seq, account, dedup_key",
@@ -579,7 +577,7 @@ fn commit_steps(
     if steps.is_empty() {
         return Ok(ids);
     }
-    for chunk in steps.chunks(ROWS_PER_STATEMENT) {
+    for chunk in std_chunks(&steps) {
         let text = format!(
             "INSERT INTO conversations (account, user_key, state, last_inbound_at, last_applied_seq, created_at, updated_at) VALUES {} \
              ON CONFLICT (account, user_key) DO UPDATE SET state = excluded.state, last_inbound_at = excluded.last_inbound_at, \
@@ -606,7 +604,7 @@ fn commit_steps(
         .iter()
         .filter_map(|s| s.contact.as_ref().map(|c| (*s, c)))
         .collect();
-    for chunk in contacts.chunks(ROWS_PER_STATEMENT) {
+    for chunk in std_chunks(&contacts) {
         let text = format!(
             "INSERT INTO contacts (account, user_key, wa_id, user_id, profile_name, first_seen_at, last_seen_at) VALUES {} \
              ON CONFLICT (account, user_key) DO UPDATE SET wa_id = COALESCE(excluded.wa_id, contacts.wa_id), \
@@ -630,7 +628,7 @@ fn commit_steps(
     }
 
     let done: Vec<i64> = steps.iter().filter_map(|s| s.inbox_done).collect();
-    for chunk in done.chunks(ROWS_PER_STATEMENT) {
+    for chunk in std_chunks(&done) {
         let text = format!(
             "UPDATE inbox SET state = 'done' WHERE seq IN ({})",
             in_list(chunk.len(), 1)
@@ -638,7 +636,7 @@ fn commit_steps(
         exec(tx, &text, chunk.iter().map(|s| Val::I(*s)).collect())?;
     }
     let fired: Vec<i64> = steps.iter().filter_map(|s| s.timer_fired).collect();
-    for chunk in fired.chunks(ROWS_PER_STATEMENT) {
+    for chunk in std_chunks(&fired) {
         let text = format!(
             "UPDATE timers SET state = 'fired' WHERE id IN ({})",
             in_list(chunk.len(), 1)
@@ -650,7 +648,7 @@ fn commit_steps(
         .iter()
         .flat_map(|s| s.outbox.iter().map(move |o| (*s, o)))
         .collect();
-    for chunk in outbox.chunks(ROWS_PER_STATEMENT) {
+    for chunk in std_chunks(&outbox) {
         let text = format!(
             "INSERT INTO outbox (account, user_key, idem_key, kind, message, reply_to, source_seq, state, created_at, updated_at) VALUES {} \
              ON CONFLICT (idem_key) DO NOTHING RETURNING id, idem_key",
@@ -680,7 +678,7 @@ fn commit_steps(
         .iter()
         .flat_map(|s| s.timers.iter().map(move |t| (*s, t)))
         .collect();
-    for chunk in timers.chunks(ROWS_PER_STATEMENT) {
+    for chunk in std_chunks(&timers) {
         let text = format!(
             "INSERT INTO timers (account, user_key, idem_key, name, payload, due_at, state, created_at) VALUES {} \
              ON CONFLICT (idem_key) DO NOTHING",
@@ -753,7 +751,7 @@ fn apply_outbox_updates(tx: &mut dyn SyncTx, updates: &[&OutboxUpdate]) -> Resul
             other => apply_outbox_update(tx, other)?,
         }
     }
-    for chunk in sending.chunks(ROWS_PER_STATEMENT) {
+    for chunk in std_chunks(&sending) {
         let text = format!(
             "UPDATE outbox SET state = 'sending', attempts = attempts + 1, updated_at = $1 \
              WHERE state IN ('pending', 'sending') AND id IN ({})",
@@ -763,7 +761,7 @@ fn apply_outbox_updates(tx: &mut dyn SyncTx, updates: &[&OutboxUpdate]) -> Resul
         vals.extend(chunk.iter().map(|id| Val::I(*id)));
         exec(tx, &text, vals)?;
     }
-    for chunk in sent_plain.chunks(ROWS_PER_STATEMENT) {
+    for chunk in std_chunks(&sent_plain) {
         let text = format!(
             "UPDATE outbox SET state = 'sent', updated_at = $1 WHERE id IN ({})",
             in_list(chunk.len(), 2)
@@ -772,7 +770,7 @@ fn apply_outbox_updates(tx: &mut dyn SyncTx, updates: &[&OutboxUpdate]) -> Resul
         vals.extend(chunk.iter().map(|id| Val::I(*id)));
         exec(tx, &text, vals)?;
     }
-    for chunk in sent.chunks(ROWS_PER_STATEMENT) {
+    for chunk in std_chunks(&sent) {
         let mut rows = String::new();
         let mut vals = Vec::with_capacity(chunk.len() * 3);
         for (k, (id, _, wamid, at)) in chunk.iter().enumerate() {
@@ -806,7 +804,7 @@ fn apply_outbox_updates(tx: &mut dyn SyncTx, updates: &[&OutboxUpdate]) -> Resul
             .push((*id, wamid, *at));
     }
     for (account, rows) in by_account {
-        for chunk in rows.chunks(ROWS_PER_STATEMENT) {
+        for chunk in std_chunks(&rows) {
             let text = format!(
                 "SELECT wamid, status FROM inbox WHERE kind = 'status' AND account = $1 AND wamid IN ({})",
                 in_list(chunk.len(), 2)
