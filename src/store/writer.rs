@@ -577,7 +577,7 @@ fn commit_steps(
     if steps.is_empty() {
         return Ok(ids);
     }
-    for chunk in std_chunks(&steps) {
+    for chunk in std_chunks(steps) {
         let text = format!(
             "INSERT INTO conversations (account, user_key, state, last_inbound_at, last_applied_seq, created_at, updated_at) VALUES {} \
              ON CONFLICT (account, user_key) DO UPDATE SET state = excluded.state, last_inbound_at = excluded.last_inbound_at, \
