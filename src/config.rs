@@ -278,6 +278,7 @@ impl Settings {
         }
         if !(self.whatsapp.graph_base_url.starts_with("http://")
             || self.whatsapp.graph_base_url.starts_with("https://"))
+            || reqwest::Url::parse(&self.whatsapp.graph_base_url).is_err()
         {
             errors.push(format!(
                 "whatsapp.graph_base_url: `{}` is not an http(s) URL",

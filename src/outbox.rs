@@ -133,6 +133,13 @@ async fn run(
     mut rx: mpsc::UnboundedReceiver<Cmd>,
 ) {
     let max_in_flight = engine.settings.outbox.max_in_flight;
+    let url = match engine.graph.messages_url(&account.phone_number_id) {
+        Ok(u) => Arc::new(u),
+        Err(e) => {
+            tracing::error!(error = %e, account = %account.phone_number_id, "No Graph API URL for this account; it cannot send.");
+            return;
+        }
+    };
     let mut q = Queues::default();
     // Tells sends waiting in a backoff to give up at shutdown (the row stays `sending` and is
     // settled or resent by the next process).
@@ -178,14 +185,24 @@ async fn run(
                 };
                 let record = head.record.clone();
                 let ambiguous = head.ambiguous;
-                let (engine, account, account_ref, cancel) = (
+                let (engine, account, account_ref, cancel, url) = (
                     engine.clone(),
                     account.clone(),
                     account_ref.clone(),
                     cancel_rx.clone(),
+                    url.clone(),
                 );
                 in_flight.spawn(async move {
-                    deliver(&engine, &account, &account_ref, record, ambiguous, cancel).await;
+                    deliver(
+                        &engine,
+                        &account,
+                        &url,
+                        &account_ref,
+                        record,
+                        ambiguous,
+                        cancel,
+                    )
+                    .await;
                     user
                 });
             }
@@ -193,9 +210,9 @@ async fn run(
                 let Some(wamid) = receipts.pop_front() else {
                     break;
                 };
-                let (engine, account) = (engine.clone(), account.clone());
+                let (engine, account, url) = (engine.clone(), account.clone(), url.clone());
                 receipts_in_flight
-                    .spawn(async move { send_receipt(&engine, &account, wamid).await });
+                    .spawn(async move { send_receipt(&engine, &account, &url, wamid).await });
             }
         } else if in_flight.is_empty() {
             if let Some(done) = stopping.take() {
@@ -243,7 +260,12 @@ fn token_for<'a>(engine: &'a Engine, account: &'a AccountSettings) -> &'a Secret
 }
 
 /// A read receipt: a few quick attempts, then given up (it is cosmetic).
-async fn send_receipt(engine: &Engine, account: &AccountSettings, wamid: String) {
+async fn send_receipt(
+    engine: &Engine,
+    account: &AccountSettings,
+    url: &reqwest::Url,
+    wamid: String,
+) {
     let body = OutboundMessage::MarkRead {
         message_id: wamid,
         typing_indicator: false,
@@ -251,11 +273,7 @@ async fn send_receipt(engine: &Engine, account: &AccountSettings, wamid: String)
     .to_request_body("", None, None);
     let token = token_for(engine, account);
     for attempt in 0..3u32 {
-        match engine
-            .graph
-            .send_message(&account.phone_number_id, token, &body)
-            .await
-        {
+        match engine.graph.send_message(url, token, &body).await {
             SendOutcome::Accepted { .. } => {
                 metrics()
                     .sends
@@ -325,6 +343,7 @@ async fn cancelled(cancel: &mut watch::Receiver<bool>, d: Duration) -> bool {
 async fn deliver(
     engine: &Engine,
     account: &AccountSettings,
+    url: &reqwest::Url,
     account_ref: &ActorRef<AccountMsg>,
     rec: OutboxRecord,
     ambiguous: bool,
@@ -383,10 +402,7 @@ async fn deliver(
     let mut attempt: u32 = 0;
     loop {
         attempt += 1;
-        let outcome = engine
-            .graph
-            .send_message(&account.phone_number_id, token, &body)
-            .await;
+        let outcome = engine.graph.send_message(url, token, &body).await;
         match outcome {
             SendOutcome::Accepted { wamid } => {
                 metrics().sends.inc(&format!(

@@ -20,6 +20,8 @@ impl GraphClient {
             .connect_timeout(timeout.min(Duration::from_secs(5)))
             .pool_idle_timeout(Duration::from_secs(60))
             .user_agent(concat!("parley/", env!("CARGO_PKG_VERSION")))
+            // The Graph API does not redirect sends; following one would send the token on.
+            .redirect(reqwest::redirect::Policy::none())
             .build()?;
         Ok(GraphClient {
             http,
@@ -28,21 +30,26 @@ impl GraphClient {
         })
     }
 
-    /// `POST {base}/{version}/{phone_number_id}/messages` with `body`; the outcome says
-    /// whether it was accepted, should be retried, or failed for good.
-    pub async fn send_message(
-        &self,
-        phone_number_id: &str,
-        token: &SecretString,
-        body: &serde_json::Value,
-    ) -> SendOutcome {
+    /// `{base}/{version}/{phone_number_id}/messages`, parsed once per account.
+    pub fn messages_url(&self, phone_number_id: &str) -> anyhow::Result<reqwest::Url> {
         let url = format!(
             "{}/{}/{}/messages",
             self.base_url, self.api_version, phone_number_id
         );
+        Ok(reqwest::Url::parse(&url)?)
+    }
+
+    /// POST `body` to a [`GraphClient::messages_url`]; the outcome says whether it was
+    /// accepted, should be retried, or failed for good.
+    pub async fn send_message(
+        &self,
+        url: &reqwest::Url,
+        token: &SecretString,
+        body: &serde_json::Value,
+    ) -> SendOutcome {
         let response = self
             .http
-            .post(url)
+            .post(url.clone())
             .bearer_auth(token.expose_secret())
             .json(body)
             .send()
