@@ -18,7 +18,7 @@ CREATE TABLE contacts (
     first_seen_at BIGINT NOT NULL,
     last_seen_at BIGINT NOT NULL,
     PRIMARY KEY (account, user_key)
-);
+) WITHOUT ROWID;
 
 CREATE TABLE conversations (
     account TEXT NOT NULL,
@@ -29,7 +29,7 @@ CREATE TABLE conversations (
     created_at BIGINT NOT NULL,
     updated_at BIGINT NOT NULL,
     PRIMARY KEY (account, user_key)
-);
+) WITHOUT ROWID;
 
 -- The durable inbox: every message and status Meta delivered, deduplicated.
 -- state: pending (to apply) | done | dead (dead-lettered) | unrouted (unknown phone_number_id)
