@@ -50,6 +50,18 @@ enum Cmd {
         #[arg(long, default_value = "15")]
         seconds: u64,
     },
+    /// The same load from wrk (a lean C driver, as in DESIGN.md §5) with pre-signed bodies.
+    Wrk {
+        #[arg(long, default_value_t = 1000)]
+        users: usize,
+        #[arg(long, default_value_t = 64)]
+        connections: usize,
+        #[arg(long, default_value = "8")]
+        seconds: u64,
+        /// Distinct pre-signed webhooks to prepare (each is sent once).
+        #[arg(long, default_value_t = 250_000)]
+        requests: usize,
+    },
     Memory {
         #[arg(long, default_value_t = 1000)]
         conversations: usize,
@@ -326,6 +338,123 @@ async fn ingest(cli: &Cli, users: usize, connections: usize, seconds: u64) -> an
     Ok(())
 }
 
+const WRK_SCRIPT: &str = r#"
+local counter = 0
+function setup(thread)
+  thread:set("id", counter)
+  counter = counter + 1
+end
+function init(args)
+  local threads = tonumber(args[2])
+  reqs = {}
+  local i = 0
+  for line in io.lines(args[1]) do
+    if i % threads == id then
+      local sig, body = line:match("([^	]*)	(.*)")
+      reqs[#reqs + 1] = wrk.format("POST", "/webhook", {["X-Hub-Signature-256"] = sig, ["Content-Type"] = "application/json"}, body)
+    end
+    i = i + 1
+  end
+  n = 0
+end
+function request()
+  n = n + 1
+  if n > #reqs then n = 1 end
+  return reqs[n]
+end
+"#;
+
+async fn with_wrk(
+    cli: &Cli,
+    users: usize,
+    connections: usize,
+    seconds: u64,
+    requests: usize,
+) -> anyhow::Result<()> {
+    let reads = Arc::new(AtomicU64::new(0));
+    let hook = {
+        let reads = reads.clone();
+        Arc::new(move |body: &serde_json::Value| {
+            if body.get("message_id").is_some() {
+                reads.fetch_add(1, Ordering::Relaxed);
+            }
+        })
+    };
+    let graph = FakeGraph::start_for_load(hook).await;
+    let work = tempfile::tempdir()?;
+    let data = work.path().join("requests.tsv");
+    {
+        use std::io::Write;
+        let mut f = std::io::BufWriter::new(std::fs::File::create(&data)?);
+        let ts = now_secs();
+        for n in 0..requests {
+            let body = text_webhook(
+                PNID,
+                &format!("62800{:08}", n % users),
+                &format!("wamid.W{n}"),
+                "hello there",
+                ts,
+            );
+            writeln!(f, "{}\t{}", sign(SECRET.as_bytes(), body.as_bytes()), body)?;
+        }
+    }
+    let script = work.path().join("post.lua");
+    std::fs::write(&script, WRK_SCRIPT)?;
+    let daemon = start_daemon(cli, &graph, "10m").await?;
+    let pid = daemon.child.id();
+    let (_, _, ticks0) = proc_stats(pid);
+    let threads = 2;
+    let out = Command::new("wrk")
+        .args([
+            "-t",
+            &threads.to_string(),
+            "-c",
+            &connections.to_string(),
+            "-d",
+            &format!("{seconds}s"),
+            "--latency",
+            "-s",
+        ])
+        .arg(&script)
+        .arg(format!("{}/webhook", daemon.base))
+        .arg("--")
+        .arg(&data)
+        .arg(threads.to_string())
+        .output()
+        .context("running wrk (apt-get install wrk)")?;
+    let report = String::from_utf8_lossy(&out.stdout);
+    let requests_done: u64 = report
+        .lines()
+        .find(|l| l.contains("requests in"))
+        .and_then(|l| l.split_whitespace().next())
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(0);
+    if requests_done as usize > requests {
+        println!("warning: wrk sent {requests_done} requests but only {requests} are distinct; raise --requests");
+    }
+    let drain = Instant::now();
+    while cli.mark_read
+        && reads.load(Ordering::Relaxed) < requests_done
+        && drain.elapsed() < Duration::from_secs(60)
+    {
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let (peak_kib, _, ticks1) = proc_stats(pid);
+    let cpu_us = (ticks1 - ticks0) as f64 * 1e6 / clk_tck() as f64;
+    println!("{report}");
+    println!(
+        "read receipts: {} of {requests_done} ({:.1} s to drain)",
+        reads.load(Ordering::Relaxed),
+        drain.elapsed().as_secs_f64()
+    );
+    println!(
+        "daemon: peak RSS {:.1} MiB, CPU {:.0} µs per message",
+        peak_kib as f64 / 1024.0,
+        cpu_us / requests_done.max(1) as f64
+    );
+    Ok(())
+}
+
 async fn live_conversations(client: &reqwest::Client, base: &str) -> i64 {
     let r = client
         .get(format!("{base}/admin/v1/accounts"))
@@ -419,5 +548,11 @@ async fn main() -> anyhow::Result<()> {
             conversations,
             idle_seconds,
         } => memory(&cli, conversations, idle_seconds).await,
+        Cmd::Wrk {
+            users,
+            connections,
+            seconds,
+            requests,
+        } => with_wrk(&cli, users, connections, seconds, requests).await,
     }
 }
