@@ -75,6 +75,8 @@ struct Daemon {
     child: Child,
     base: String,
     _dir: tempfile::TempDir,
+    /// (server URL, database) of a PostgreSQL database made for this run, dropped after it.
+    pg: Option<(String, String)>,
 }
 
 impl Drop for Daemon {
@@ -84,6 +86,21 @@ impl Drop for Daemon {
             .arg(self.child.id().to_string())
             .status();
         let _ = self.child.wait();
+        if let Some((server, name)) = self.pg.take() {
+            let _ = std::thread::spawn(move || {
+                let rt = tokio::runtime::Builder::new_current_thread()
+                    .enable_all()
+                    .build()
+                    .expect("a runtime to drop the bench database");
+                rt.block_on(async {
+                    if let Ok(s) = parley::store::Store::connect(&server, 1).await {
+                        let drop = format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)");
+                        let _ = sqlx::query(&drop).execute(s.pool()).await;
+                    }
+                });
+            })
+            .join();
+        }
     }
 }
 
@@ -94,9 +111,13 @@ fn now_secs() -> i64 {
         .as_secs() as i64
 }
 
-async fn fresh_store(store: &Option<String>, dir: &std::path::Path) -> anyhow::Result<String> {
+/// The store URL for a run, and the PostgreSQL database to drop after it.
+async fn fresh_store(
+    store: &Option<String>,
+    dir: &std::path::Path,
+) -> anyhow::Result<(String, Option<(String, String)>)> {
     match store {
-        None => Ok(format!("sqlite://{}/parley.db", dir.display())),
+        None => Ok((format!("sqlite://{}/parley.db", dir.display()), None)),
         Some(url) if url.starts_with("postgres") => {
             let s = parley::store::Store::connect(url, 1).await?;
             let name = format!("parley_bench_{:08x}", fastrand::u32(..));
@@ -104,9 +125,9 @@ async fn fresh_store(store: &Option<String>, dir: &std::path::Path) -> anyhow::R
                 .execute(s.pool())
                 .await?;
             let base = url.rsplit_once('/').map(|(b, _)| b).unwrap_or(url);
-            Ok(format!("{base}/{name}"))
+            Ok((format!("{base}/{name}"), Some((url.clone(), name))))
         }
-        Some(url) => Ok(url.clone()),
+        Some(url) => Ok((url.clone(), None)),
     }
 }
 
@@ -116,7 +137,7 @@ async fn start_daemon(cli: &Cli, graph: &FakeGraph, idle: &str) -> anyhow::Resul
         let l = std::net::TcpListener::bind("127.0.0.1:0")?;
         l.local_addr()?.port()
     };
-    let store = fresh_store(&cli.store, dir.path()).await?;
+    let (store, pg) = fresh_store(&cli.store, dir.path()).await?;
     let config = dir.path().join("bench.toml");
     std::fs::write(
         &config,
@@ -143,6 +164,7 @@ async fn start_daemon(cli: &Cli, graph: &FakeGraph, idle: &str) -> anyhow::Resul
                     child,
                     base,
                     _dir: dir,
+                    pg,
                 });
             }
         }
