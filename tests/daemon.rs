@@ -207,3 +207,162 @@ fn migrate_creates_the_sqlite_store() {
     );
     assert!(dir.path().join("sub/p.db").exists());
 }
+
+/// kill -9 at random moments while webhooks stream in; Meta redelivers whatever was not
+/// answered 200 (and now and then what was). Every message must be applied exactly once: the
+/// inbox holds each once, none is left pending, and each conversation counted each once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn kill_9_mid_stream_loses_nothing_and_applies_each_message_once() {
+    let graph = FakeGraph::start().await;
+    let dir = tempfile::tempdir().unwrap();
+    let db_url = format!("sqlite://{}/parley.db", dir.path().display());
+    let users: Vec<String> = (0..10).map(|u| format!("62813000000{u:02}")).collect();
+    let per_user = 30;
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs() as i64;
+    let mut pending: Vec<String> = (0..per_user)
+        .flat_map(|i| users.iter().map(move |u| (u.clone(), i)))
+        .map(|(u, i)| {
+            text_webhook(
+                PNID,
+                &u,
+                &format!("wamid.K{u}-{i:02}"),
+                &format!("{u}-{i:02}"),
+                now,
+            )
+        })
+        .collect();
+    let client = reqwest::Client::builder()
+        .timeout(Duration::from_secs(2))
+        .build()
+        .unwrap();
+    let mut kills = 0;
+    for life in 0..30 {
+        if pending.is_empty() {
+            break;
+        }
+        let killing = kills < 5;
+        let port = free_port();
+        let config = write_config(dir.path(), &graph.base_url, port);
+        let child = Command::new(env!("CARGO_BIN_EXE_parleyd"))
+            .args(["serve", "--config"])
+            .arg(&config)
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap();
+        let pid = child.id();
+        let mut reap = Reap(Some(child));
+        let base = format!("http://127.0.0.1:{port}");
+        let mut ready = false;
+        for _ in 0..200 {
+            if let Ok(r) = client.get(format!("{base}/readyz")).send().await {
+                if r.status().is_success() {
+                    ready = true;
+                    break;
+                }
+            }
+            tokio::time::sleep(Duration::from_millis(25)).await;
+        }
+        assert!(ready, "life {life}: daemon ready");
+        // 8 concurrent senders; a killing life is killed after a random number of posts,
+        // with the next batch of posts already in flight.
+        let kill_after = 8 + fastrand::usize(..48);
+        let mut next = Vec::new();
+        let mut posted = 0;
+        for chunk in pending.chunks(8) {
+            let posts = chunk.iter().map(|body| {
+                let (client, base, body) = (client.clone(), base.clone(), body.clone());
+                async move {
+                    let sig = sign(SECRET.as_bytes(), body.as_bytes());
+                    let request = client
+                        .post(format!("{base}/webhook"))
+                        .header("x-hub-signature-256", sig)
+                        .body(body.clone());
+                    let ok = request
+                        .send()
+                        .await
+                        .map(|r| r.status().as_u16() == 200)
+                        .unwrap_or(false);
+                    (ok, body)
+                }
+            });
+            let killer = async {
+                if killing && posted + chunk.len() > kill_after {
+                    tokio::time::sleep(Duration::from_millis(fastrand::u64(..3))).await;
+                    let _ = Command::new("kill").arg("-9").arg(pid.to_string()).status();
+                    true
+                } else {
+                    false
+                }
+            };
+            let (results, killed) = futures::join!(futures::future::join_all(posts), killer);
+            for (ok, body) in results {
+                if !ok || (killing && fastrand::u8(..) < 8) {
+                    next.push(body);
+                }
+            }
+            posted += chunk.len();
+            if killed {
+                kills += 1;
+                break;
+            }
+        }
+        next.extend(pending[posted..].iter().cloned());
+        if !killing {
+            // A clean life: let it apply everything it took, then stop it.
+            let store = parley::store::Store::connect(&db_url, 1).await.unwrap();
+            let mut settled = false;
+            for _ in 0..200 {
+                let left: i64 =
+                    sqlx::query_scalar("SELECT COUNT(*) FROM inbox WHERE state = 'pending'")
+                        .fetch_one(store.pool())
+                        .await
+                        .unwrap();
+                if left == 0 {
+                    settled = true;
+                    break;
+                }
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+            assert!(settled, "every committed message applied");
+            let _ = Command::new("kill")
+                .arg("-TERM")
+                .arg(pid.to_string())
+                .status();
+        }
+        let _ = reap.0.as_mut().unwrap().wait();
+        reap.0 = None;
+        pending = next;
+    }
+    assert!(pending.is_empty(), "every webhook acknowledged in the end");
+    assert!(kills >= 5, "the daemon was killed {kills} times");
+    let store = parley::store::Store::connect(&db_url, 1).await.unwrap();
+    let total: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM inbox WHERE kind = 'message'")
+        .fetch_one(store.pool())
+        .await
+        .unwrap();
+    assert_eq!(
+        total,
+        (users.len() * per_user) as i64,
+        "each message is in the inbox once"
+    );
+    let left: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM inbox WHERE state <> 'done'")
+        .fetch_one(store.pool())
+        .await
+        .unwrap();
+    assert_eq!(left, 0, "none pending or dead");
+    let states: Vec<String> = sqlx::query_scalar("SELECT state FROM conversations")
+        .fetch_all(store.pool())
+        .await
+        .unwrap();
+    assert_eq!(states.len(), users.len());
+    for state in states {
+        assert!(
+            state.contains(&format!("\"inbound_count\":{per_user}")),
+            "applied exactly once: {state}"
+        );
+    }
+}
