@@ -31,7 +31,8 @@ pub const CALLBACK_PREFIX: &str = "parley:";
 
 enum Cmd {
     Enqueue(Vec<OutboxRecord>),
-    MarkRead(Vec<String>),
+    /// (user, newest inbound wamid to mark read)
+    MarkRead(String, String),
     Shutdown(oneshot::Sender<()>),
 }
 
@@ -60,11 +61,11 @@ impl OutboxSender {
         let _ = self.tx.send(Cmd::Enqueue(records));
     }
 
-    /// Send read receipts for these inbound wamids. They are not stored: a receipt lost to a
-    /// crash costs the user a blue tick, never a message; and they do not wait behind the
-    /// conversation's replies.
-    pub fn mark_read(&self, wamids: Vec<String>) {
-        let _ = self.tx.send(Cmd::MarkRead(wamids));
+    /// Mark `user`'s messages read up to `wamid` (marking one read marks the earlier ones
+    /// too, so a burst needs one receipt). Receipts are not stored: one lost to a crash costs
+    /// a blue tick, never a message; and they do not wait behind the conversation's replies.
+    pub fn mark_read(&self, user_key: &str, wamid: String) {
+        let _ = self.tx.send(Cmd::MarkRead(user_key.to_string(), wamid));
     }
 
     /// Stop launching sends; wait for the ones in flight (bounded by the request timeout).
@@ -80,6 +81,38 @@ struct Queued {
     record: OutboxRecord,
     /// Was in flight (state `sending`) when the process last stopped.
     ambiguous: bool,
+}
+
+/// Read receipts to send: at most one in flight per conversation, and only the newest
+/// waiting one (it marks the earlier messages read too).
+#[derive(Default)]
+struct Receipts {
+    newest: HashMap<String, String>,
+    ready: VecDeque<String>,
+    busy: HashSet<String>,
+}
+
+impl Receipts {
+    fn push(&mut self, user: String, wamid: String) {
+        let fresh = self.newest.insert(user.clone(), wamid).is_none();
+        if fresh && !self.busy.contains(&user) {
+            self.ready.push_back(user);
+        }
+    }
+
+    fn next(&mut self) -> Option<(String, String)> {
+        let user = self.ready.pop_front()?;
+        let wamid = self.newest.remove(&user)?;
+        self.busy.insert(user.clone());
+        Some((user, wamid))
+    }
+
+    fn finished(&mut self, user: String) {
+        self.busy.remove(&user);
+        if self.newest.contains_key(&user) {
+            self.ready.push_back(user);
+        }
+    }
 }
 
 /// Per-conversation FIFO queues and the conversations waiting for a send slot.
@@ -145,8 +178,8 @@ async fn run(
     // settled or resent by the next process).
     let (cancel_tx, cancel_rx) = watch::channel(false);
     let mut in_flight: JoinSet<String> = JoinSet::new();
-    let mut receipts: VecDeque<String> = VecDeque::new();
-    let mut receipts_in_flight: JoinSet<()> = JoinSet::new();
+    let mut receipts = Receipts::default();
+    let mut receipts_in_flight: JoinSet<String> = JoinSet::new();
     let mut stopping: Option<oneshot::Sender<()>> = None;
 
     // Rows left from before the last stop, oldest first.
@@ -207,12 +240,14 @@ async fn run(
                 });
             }
             while receipts_in_flight.len() < max_in_flight {
-                let Some(wamid) = receipts.pop_front() else {
+                let Some((user, wamid)) = receipts.next() else {
                     break;
                 };
                 let (engine, account, url) = (engine.clone(), account.clone(), url.clone());
-                receipts_in_flight
-                    .spawn(async move { send_receipt(&engine, &account, &url, wamid).await });
+                receipts_in_flight.spawn(async move {
+                    send_receipt(&engine, &account, &url, wamid).await;
+                    user
+                });
             }
         } else if in_flight.is_empty() {
             if let Some(done) = stopping.take() {
@@ -233,16 +268,20 @@ async fn run(
                         metrics().outbox_pending.fetch_sub(dup, Ordering::Relaxed);
                     }
                 }
-                Some(Cmd::MarkRead(wamids)) => receipts.extend(wamids),
+                Some(Cmd::MarkRead(user, wamid)) => receipts.push(user, wamid),
                 Some(Cmd::Shutdown(done)) => {
-                    receipts.clear();
+                    receipts = Receipts::default();
                     receipts_in_flight.abort_all();
                     let _ = cancel_tx.send(true);
                     stopping = Some(done);
                 }
                 None => return,
             },
-            Some(_) = receipts_in_flight.join_next() => {}
+            Some(joined) = receipts_in_flight.join_next() => {
+                if let Ok(user) = joined {
+                    receipts.finished(user);
+                }
+            }
             Some(joined) = in_flight.join_next() => {
                 let Ok(user) = joined else { continue };
                 metrics().outbox_pending.fetch_sub(1, Ordering::Relaxed);
@@ -518,6 +557,27 @@ async fn fail(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_burst_of_receipts_for_one_user_sends_the_newest_once_the_first_is_done() {
+        let mut r = Receipts::default();
+        r.push("u1".into(), "w1".into());
+        r.push("u2".into(), "x1".into());
+        assert_eq!(r.next(), Some(("u1".into(), "w1".into())));
+        r.push("u1".into(), "w2".into());
+        r.push("u1".into(), "w3".into());
+        assert_eq!(r.next(), Some(("u2".into(), "x1".into())));
+        assert_eq!(r.next(), None, "u1 has one in flight");
+        r.finished("u1".into());
+        assert_eq!(
+            r.next(),
+            Some(("u1".into(), "w3".into())),
+            "only the newest"
+        );
+        r.finished("u1".into());
+        r.finished("u2".into());
+        assert_eq!(r.next(), None);
+    }
 
     #[test]
     fn backoff_grows_caps_and_honours_retry_after() {

@@ -277,8 +277,8 @@ impl ConversationActorState {
             }
         }
         let ids = records.iter().map(|r| r.id).collect();
-        if !receipts.is_empty() {
-            self.args.sender.mark_read(receipts);
+        if let Some(newest) = receipts.pop() {
+            self.args.sender.mark_read(&self.args.user_key, newest);
         }
         if !records.is_empty() {
             self.args.sender.enqueue(records);

@@ -125,21 +125,18 @@ async fn every_message_type_and_status_is_accepted_and_lands_where_it_should(db:
     })
     .await;
     assert!(applied, "all messages applied");
-    let user_messages = FIXTURES.iter().filter(|(n, _)| *n != "system").count();
+    // The newest message is marked read (which marks the earlier ones too; a burst may be
+    // covered by fewer receipts than messages).
+    let last = format!("wamid.FIXTURE-{}", FIXTURES.last().unwrap().0);
     assert!(
         graph
             .wait_until(Duration::from_secs(10), |a| a
                 .iter()
-                .filter(|a| a.is_mark_read() && a.accepted())
-                .count()
-                >= user_messages)
+                .any(|a| a.is_mark_read()
+                    && a.accepted()
+                    && a.body["message_id"] == last.as_str()))
             .await,
-        "a read receipt for every user message: {:#?}",
-        graph
-            .attempts()
-            .iter()
-            .map(|a| (a.body.clone(), a.outcome.clone()))
-            .collect::<Vec<_>>()
+        "the newest message is marked read"
     );
     // Read receipts carry the wamid they mark and the account's token.
     let receipts: Vec<_> = graph
