@@ -73,7 +73,8 @@ impl Application {
             .upsert_accounts(&settings.accounts)
             .await
             .context("Failed to record the accounts")?;
-        let writer = WriterHandle::spawn(&store).context("Failed to start the store writer")?;
+        let writer = WriterHandle::spawn(&store, settings.store.writers)
+            .context("Failed to start the store writer")?;
         let graph = GraphClient::new(
             &settings.whatsapp.graph_base_url,
             &settings.whatsapp.api_version,

@@ -65,6 +65,14 @@ pub struct StoreSettings {
     pub url: String,
     #[serde(default = "default_max_connections")]
     pub max_connections: u32,
+    /// Parallel writers on PostgreSQL (conversations are spread over them by key; each
+    /// conversation always uses the same one). SQLite always has one.
+    #[serde(default = "default_writers")]
+    pub writers: usize,
+}
+
+fn default_writers() -> usize {
+    4
 }
 
 fn default_max_connections() -> u32 {
@@ -299,6 +307,9 @@ impl Settings {
                 "store.url: `{}` must start with sqlite: or postgres://",
                 self.store.url
             ));
+        }
+        if self.store.writers == 0 || self.store.writers > 64 {
+            errors.push("store.writers: must be between 1 and 64".into());
         }
         if self.store.max_connections == 0 {
             errors.push("store.max_connections: must be at least 1".into());

@@ -185,22 +185,48 @@ type Dispatcher = Box<dyn Fn(Vec<InboxDispatch>) + Send + Sync>;
 /// Handle on the writer task. Cheap to clone.
 #[derive(Clone)]
 pub struct WriterHandle {
-    tx: mpsc::Sender<WriteOp>,
+    /// One queue per writer. A conversation always goes to the same writer (by a hash of its
+    /// key), so its inbox rows commit, and are dispatched, in sequence order.
+    writers: Arc<[mpsc::Sender<WriteOp>]>,
     dispatcher: Arc<OnceLock<Dispatcher>>,
 }
 
+/// Which writer owns a conversation (or any other key).
+fn partition(key: (&str, &str), writers: usize) -> usize {
+    use std::hash::{Hash, Hasher};
+    let mut h = std::collections::hash_map::DefaultHasher::new();
+    key.hash(&mut h);
+    (h.finish() % writers as u64) as usize
+}
+
 impl WriterHandle {
-    /// Start the writer on its own thread, with its own connection to `store`.
-    pub fn spawn(store: &Store) -> Result<WriterHandle, StoreError> {
-        let (tx, rx) = mpsc::channel(65_536);
+    /// Start the writers, each on its own thread with its own connection to `store`: one for
+    /// SQLite (it has one writer anyway), `writers` for PostgreSQL.
+    pub fn spawn(store: &Store, writers: usize) -> Result<WriterHandle, StoreError> {
+        let n = match store.dialect() {
+            super::Dialect::Sqlite => 1,
+            super::Dialect::Postgres => writers.max(1),
+        };
         let dispatcher: Arc<OnceLock<Dispatcher>> = Arc::new(OnceLock::new());
-        let conn = WriterConn::open(store.url(), store.dialect())?;
-        let d = dispatcher.clone();
-        std::thread::Builder::new()
-            .name("parley-writer".into())
-            .spawn(move || run(conn, rx, d))
-            .map_err(|e| StoreError::Unavailable(format!("cannot start the writer: {e}")))?;
-        Ok(WriterHandle { tx, dispatcher })
+        let mut senders = Vec::with_capacity(n);
+        for i in 0..n {
+            let (tx, rx) = mpsc::channel(65_536);
+            let conn = WriterConn::open(store.url(), store.dialect())?;
+            let d = dispatcher.clone();
+            std::thread::Builder::new()
+                .name(format!("parley-writer-{i}"))
+                .spawn(move || run(conn, rx, d))
+                .map_err(|e| StoreError::Unavailable(format!("cannot start the writer: {e}")))?;
+            senders.push(tx);
+        }
+        Ok(WriterHandle {
+            writers: senders.into(),
+            dispatcher,
+        })
+    }
+
+    fn writer_for(&self, key: (&str, &str)) -> &mpsc::Sender<WriteOp> {
+        &self.writers[partition(key, self.writers.len())]
     }
 
     /// Where committed inbound messages go (set once, when the actors are up).
@@ -210,10 +236,11 @@ impl WriterHandle {
 
     async fn submit<T>(
         &self,
+        key: (&str, &str),
         op: WriteOp,
         rx: oneshot::Receiver<Result<T, StoreError>>,
     ) -> Result<T, StoreError> {
-        self.tx
+        self.writer_for(key)
             .send(op)
             .await
             .map_err(|_| StoreError::Unavailable("writer stopped".into()))?;
@@ -226,8 +253,52 @@ impl WriterHandle {
         &self,
         rows: Vec<NewInboxRow>,
     ) -> Result<Vec<Option<i64>>, StoreError> {
-        let (reply, rx) = oneshot::channel();
-        self.submit(WriteOp::Append { rows, reply }, rx).await
+        let key_of = |r: &NewInboxRow| -> usize {
+            let key = r.user_key.as_deref().unwrap_or(&r.dedup_key);
+            partition((&r.account, key), self.writers.len())
+        };
+        if self.writers.len() == 1 || rows.iter().all(|r| key_of(r) == key_of(&rows[0])) {
+            let (reply, rx) = oneshot::channel();
+            let first = rows.first().map(|r| key_of(r)).unwrap_or(0);
+            let tx = &self.writers[first];
+            tx.send(WriteOp::Append { rows, reply })
+                .await
+                .map_err(|_| StoreError::Unavailable("writer stopped".into()))?;
+            return rx
+                .await
+                .map_err(|_| StoreError::Unavailable("writer stopped".into()))?;
+        }
+        // Rows of several conversations: each part to its writer; all must commit.
+        let n = rows.len();
+        let mut parts: Vec<(Vec<usize>, Vec<NewInboxRow>)> =
+            vec![(Vec::new(), Vec::new()); self.writers.len()];
+        for (i, row) in rows.into_iter().enumerate() {
+            let p = key_of(&row);
+            parts[p].0.push(i);
+            parts[p].1.push(row);
+        }
+        let mut waits = Vec::new();
+        for (p, (idx, part)) in parts.into_iter().enumerate() {
+            if part.is_empty() {
+                continue;
+            }
+            let (reply, rx) = oneshot::channel();
+            self.writers[p]
+                .send(WriteOp::Append { rows: part, reply })
+                .await
+                .map_err(|_| StoreError::Unavailable("writer stopped".into()))?;
+            waits.push((idx, rx));
+        }
+        let mut out = vec![None; n];
+        for (idx, rx) in waits {
+            let seqs = rx
+                .await
+                .map_err(|_| StoreError::Unavailable("writer stopped".into()))??;
+            for (i, seq) in idx.into_iter().zip(seqs) {
+                out[i] = seq;
+            }
+        }
+        Ok(out)
     }
 
     pub async fn dead_letter(
@@ -236,7 +307,12 @@ impl WriterHandle {
         inbox_dead: Option<i64>,
     ) -> Result<(), StoreError> {
         let (reply, rx) = oneshot::channel();
+        let key = (
+            dl.account.clone().unwrap_or_default(),
+            dl.user_key.clone().unwrap_or_default(),
+        );
         self.submit(
+            (&key.0, &key.1),
             WriteOp::DeadLetter {
                 dl,
                 inbox_dead,
@@ -250,7 +326,9 @@ impl WriterHandle {
     /// Commit one conversation step; returns the outbox rows it created.
     pub async fn commit_step(&self, commit: StepCommit) -> Result<Vec<OutboxRecord>, StoreError> {
         let (reply, rx) = oneshot::channel();
+        let key = (commit.account.clone(), commit.user_key.clone());
         self.submit(
+            (&key.0, &key.1),
             WriteOp::Step {
                 commit: Box::new(commit),
                 reply,
@@ -262,7 +340,14 @@ impl WriterHandle {
 
     pub async fn outbox(&self, update: OutboxUpdate) -> Result<(), StoreError> {
         let (reply, rx) = oneshot::channel();
-        self.submit(WriteOp::Outbox { update, reply }, rx).await
+        let id = match &update {
+            OutboxUpdate::Sending { id, .. }
+            | OutboxUpdate::Sent { id, .. }
+            | OutboxUpdate::Retrying { id, .. }
+            | OutboxUpdate::Failed { id, .. } => id.to_string(),
+        };
+        self.submit(("outbox", &id), WriteOp::Outbox { update, reply }, rx)
+            .await
     }
 }
 
