@@ -259,7 +259,7 @@ impl WriterHandle {
         };
         if self.writers.len() == 1 || rows.iter().all(|r| key_of(r) == key_of(&rows[0])) {
             let (reply, rx) = oneshot::channel();
-            let first = rows.first().map(|r| key_of(r)).unwrap_or(0);
+            let first = rows.first().map(&key_of).unwrap_or(0);
             let tx = &self.writers[first];
             tx.send(WriteOp::Append { rows, reply })
                 .await
