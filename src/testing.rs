@@ -324,3 +324,34 @@ pub fn status_webhook(
     })
     .to_string()
 }
+
+/// A webhook body carrying one reply-button tap.
+pub fn button_reply_webhook(
+    phone_number_id: &str,
+    from: &str,
+    wamid: &str,
+    id: &str,
+    title: &str,
+    timestamp: i64,
+) -> String {
+    json!({
+        "object": "whatsapp_business_account",
+        "entry": [{
+            "id": "102290129340398",
+            "changes": [{
+                "field": "messages",
+                "value": {
+                    "messaging_product": "whatsapp",
+                    "metadata": {"display_phone_number": "15550783881", "phone_number_id": phone_number_id},
+                    "contacts": [{"profile": {"name": "Test User"}, "wa_id": from}],
+                    "messages": [{
+                        "from": from, "id": wamid, "timestamp": timestamp.to_string(), "type": "interactive",
+                        "context": {"from": "15550783881", "id": "wamid.PREVIOUS"},
+                        "interactive": {"type": "button_reply", "button_reply": {"id": id, "title": title}}
+                    }]
+                }
+            }]
+        }]
+    })
+    .to_string()
+}
