@@ -14,7 +14,8 @@ use crate::actors::{
     AccountMsg, AccountRouter, Clock, Engine, RootMsg, RootSupervisor, SystemClock,
 };
 use crate::config::Settings;
-use crate::conversation::{ConversationLogic, CoreLogic};
+use crate::conversation::ConversationLogic;
+use crate::flow::{FlowLogic, FlowRegistry};
 use crate::ingress::{self, AppState};
 use crate::store::{Store, WriterHandle};
 use crate::whatsapp::client::GraphClient;
@@ -34,14 +35,15 @@ pub struct Application {
 
 /// What can be swapped in (tests plug their own conversation logic and clock).
 pub struct Plugins {
-    pub logic: Arc<dyn ConversationLogic>,
+    /// The behaviour of conversations; by default the flows of `flows.dir`.
+    pub logic: Option<Arc<dyn ConversationLogic>>,
     pub clock: Arc<dyn Clock>,
 }
 
 impl Default for Plugins {
     fn default() -> Self {
         Plugins {
-            logic: Arc::new(CoreLogic),
+            logic: None,
             clock: Arc::new(SystemClock),
         }
     }
@@ -57,6 +59,22 @@ impl Application {
             tracing::warn!("{w}");
         }
         let settings = Arc::new(settings);
+        let logic: Arc<dyn ConversationLogic> = match plugins.logic {
+            Some(logic) => logic,
+            None => {
+                let flows = crate::flow::load_dir(&settings.flows.dir).map_err(|errors| {
+                    anyhow::anyhow!(
+                        "invalid flows in {}:\n{}",
+                        settings.flows.dir.display(),
+                        errors.join("\n")
+                    )
+                })?;
+                tracing::info!(flows = ?flows.ids(), "Flows loaded.");
+                Arc::new(FlowLogic {
+                    flows: FlowRegistry::new(flows),
+                })
+            }
+        };
         let store = Store::connect(&settings.store.url, settings.store.max_connections)
             .await
             .with_context(|| {
@@ -84,7 +102,7 @@ impl Application {
             settings: settings.clone(),
             store: store.clone(),
             writer: writer.clone(),
-            logic: plugins.logic,
+            logic,
             graph,
             clock: plugins.clock,
         });

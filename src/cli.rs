@@ -37,6 +37,33 @@ pub enum Command {
         #[arg(long, short)]
         config: Option<PathBuf>,
     },
+    /// Chat with a flow in the terminal: no WhatsApp, no store. `#id` taps a button or list
+    /// row, `/wait 2h` advances the clock, `/vars` shows the variables, `/reset` starts over.
+    Simulate {
+        flow_id: String,
+        #[arg(long, short)]
+        config: Option<PathBuf>,
+    },
+    /// Flow tools.
+    Flows {
+        #[command(subcommand)]
+        command: FlowsCommand,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum FlowsCommand {
+    /// List the flows in `flows.dir` with their triggers and versions.
+    List {
+        #[arg(long, short)]
+        config: Option<PathBuf>,
+    },
+}
+
+/// Every flow of `flows.dir`, or every error as `file:line:col: message` lines.
+fn load_flows(settings: &Settings) -> anyhow::Result<crate::flow::FlowSet> {
+    crate::flow::load_dir(&settings.flows.dir)
+        .map_err(|errors| anyhow::anyhow!("{}", errors.join("\n")))
 }
 
 pub async fn run(cli: Cli) -> anyhow::Result<()> {
@@ -49,11 +76,33 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
         }
         Command::Check { config } => {
             let settings = Settings::load(config.as_deref())?;
+            let flows = load_flows(&settings)?;
             println!(
-                "ok: configuration valid ({} account(s), store {})",
+                "ok: configuration valid ({} account(s), store {}); {} flow(s) valid",
                 settings.accounts.len(),
-                crate::app::redact_url(&settings.store.url)
+                crate::app::redact_url(&settings.store.url),
+                flows.ids().len()
             );
+            Ok(())
+        }
+        Command::Simulate { flow_id, config } => {
+            let settings = Settings::load(config.as_deref())?;
+            let flows = load_flows(&settings)?;
+            crate::flow::simulate::run(&flows, &flow_id, std::io::stdin().lock(), std::io::stdout())
+        }
+        Command::Flows {
+            command: FlowsCommand::List { config },
+        } => {
+            let settings = Settings::load(config.as_deref())?;
+            let flows = load_flows(&settings)?;
+            for flow in flows.flows() {
+                println!(
+                    "{}\tversion {}\t{} node(s)",
+                    flow.id,
+                    flow.version,
+                    flow.nodes.len()
+                );
+            }
             Ok(())
         }
         Command::Migrate { config } => {

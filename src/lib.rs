@@ -12,6 +12,7 @@ pub mod app;
 pub mod cli;
 pub mod config;
 pub mod conversation;
+pub mod flow;
 pub mod ingress;
 pub mod metrics;
 pub mod outbox;

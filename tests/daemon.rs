@@ -366,3 +366,42 @@ async fn kill_9_mid_stream_loses_nothing_and_applies_each_message_once() {
         );
     }
 }
+
+#[test]
+fn check_prints_file_line_col_for_every_flow_error_and_exits_1() {
+    let dir = tempfile::tempdir().unwrap();
+    let flows = dir.path().join("flows");
+    std::fs::create_dir(&flows).unwrap();
+    std::fs::copy(
+        concat!(env!("CARGO_MANIFEST_DIR"), "/tests/bad_flows/bad.yaml"),
+        flows.join("bad.yaml"),
+    )
+    .unwrap();
+    let out = Command::new(env!("CARGO_BIN_EXE_parleyd"))
+        .arg("check")
+        .env("PARLEY__FLOWS__DIR", &flows)
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    let err = String::from_utf8_lossy(&out.stderr);
+    let located = err
+        .lines()
+        .filter(|l| {
+            l.contains("bad.yaml:")
+                && l.split(':')
+                    .nth(2)
+                    .is_some_and(|c| c.parse::<u32>().is_ok())
+        })
+        .count();
+    assert!(located >= 5, "file:line:col lines expected:\n{err}");
+    // The shipped flows pass.
+    let out = Command::new(env!("CARGO_BIN_EXE_parleyd"))
+        .arg("check")
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}

@@ -187,6 +187,15 @@ pub struct TestApp {
 }
 
 pub async fn spawn_app(settings: Settings, logic: Arc<dyn ConversationLogic>) -> TestApp {
+    start_app(settings, Some(logic)).await
+}
+
+/// The app with its real behaviour: the flows of `settings.flows.dir`.
+pub async fn spawn_app_with_flows(settings: Settings) -> TestApp {
+    start_app(settings, None).await
+}
+
+async fn start_app(settings: Settings, logic: Option<Arc<dyn ConversationLogic>>) -> TestApp {
     if std::env::var("TEST_LOG").is_ok() {
         parley::telemetry::init(&settings.log);
     }

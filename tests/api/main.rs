@@ -6,4 +6,5 @@ mod helpers;
 mod admin;
 mod conversations;
 mod delivery;
+mod flows;
 mod webhook;

@@ -1,0 +1,19 @@
+//! Pure flow engine: YAML conversation flows, validated at load time, executed step by step.
+//! No I/O, no clock, no async. See [`model`] for the file format.
+
+pub mod exec;
+pub mod expr;
+mod loader;
+mod logic;
+pub mod model;
+pub mod simulate;
+pub mod template;
+pub mod transcript;
+pub mod validate;
+
+pub use exec::{step, FlowAction, FlowContext, FlowError, FlowInput, FlowState};
+pub use loader::{load_dir, read_flow_files};
+pub use logic::{FlowLogic, FlowRegistry, MAX_STEPS};
+pub use model::{parse_duration, Flow, Value};
+pub use transcript::run_transcript;
+pub use validate::FlowSet;

@@ -1,0 +1,194 @@
+//! Transcript tests: a conversation script run against a [`FlowSet`].
+//!
+//! Script lines (blank lines and lines starting with `//` are ignored):
+//! - `> text`      user sends a text message
+//! - `> #id`       user taps a button / list row with reply id `id`
+//! - `< expected`  the next outgoing message, rendered as:
+//!   - text: the body, newlines written as `\n`
+//!   - buttons: `[buttons] body | title1 | title2 …`
+//!   - list: `[list] body | button | row title 1 | row title 2 …`
+//!   - `[switch] flow_id` for a `jump: {flow: …}`, `[error] message` for a step error
+//! - `~ 2h`        advance the clock; due timers fire (in due order)
+//! - `@ Name`      set the contact's name
+//! - `! max_steps N`  set the runaway guard (default 100)
+//! - `? idle` | `? active flow_id` | `? var name = value`  assert on the state
+//!
+//! Before each `>` / `~` and at the end, every produced message must have been matched.
+
+use std::collections::VecDeque;
+
+use super::exec::{step, FlowAction, FlowContext, FlowInput, FlowState};
+use super::expr::display;
+use super::model::parse_duration;
+use super::validate::FlowSet;
+use crate::whatsapp::send::OutboundMessage;
+
+/// Render an outgoing message the way transcripts spell it.
+pub fn render(m: &OutboundMessage) -> String {
+    let esc = |s: &str| s.replace('\n', "\\n");
+    match m {
+        OutboundMessage::Text { body, .. } => esc(body),
+        OutboundMessage::Buttons { body, buttons, .. } => {
+            let mut s = format!("[buttons] {}", esc(body));
+            for b in buttons {
+                s.push_str(" | ");
+                s.push_str(&b.title);
+            }
+            s
+        }
+        OutboundMessage::List {
+            body,
+            button,
+            sections,
+            ..
+        } => {
+            let mut s = format!("[list] {} | {}", esc(body), button);
+            for r in sections.iter().flat_map(|s| &s.rows) {
+                s.push_str(" | ");
+                s.push_str(&r.title);
+            }
+            s
+        }
+        other => format!("[{}]", other.kind_name()),
+    }
+}
+
+/// Run a script; `Err` describes the first mismatch with its script line number.
+pub fn run_transcript(flows: &FlowSet, script: &str) -> Result<(), String> {
+    let mut state = FlowState::default();
+    let mut now: i64 = 1_700_000_000_000;
+    let mut contact: Option<String> = None;
+    let mut max_steps = 100usize;
+    let mut timers: Vec<(i64, String)> = Vec::new();
+    let mut pending: VecDeque<String> = VecDeque::new();
+
+    let apply = |state: &mut FlowState,
+                 input: FlowInput<'_>,
+                 now: i64,
+                 contact: Option<&str>,
+                 max_steps: usize,
+                 timers: &mut Vec<(i64, String)>,
+                 pending: &mut VecDeque<String>| {
+        let ctx = FlowContext {
+            now_ms: now,
+            contact_name: contact,
+            max_steps,
+        };
+        match step(flows, state.clone(), input, &ctx) {
+            Ok((s, actions)) => {
+                *state = s;
+                for a in actions {
+                    match a {
+                        FlowAction::Send(m) => pending.push_back(render(&m)),
+                        FlowAction::StartTimer { name, after_ms } => {
+                            timers.push((now + after_ms, name))
+                        }
+                        FlowAction::SwitchFlow(f) => pending.push_back(format!("[switch] {f}")),
+                    }
+                }
+            }
+            Err(e) => pending.push_back(format!("[error] {e}")),
+        }
+    };
+
+    for (i, raw) in script.lines().enumerate() {
+        let ln = i + 1;
+        let line = raw.trim_end();
+        if line.trim().is_empty() || line.trim_start().starts_with("//") {
+            continue;
+        }
+        let (cmd, arg) = line.split_at(1);
+        let arg = arg.strip_prefix(' ').unwrap_or(arg);
+        let unmatched = |p: &VecDeque<String>| {
+            if p.is_empty() {
+                Ok(())
+            } else {
+                Err(format!("line {ln}: unexpected output {:?}", p))
+            }
+        };
+        match cmd {
+            ">" => {
+                unmatched(&pending)?;
+                let input = match arg.strip_prefix('#') {
+                    Some(id) => FlowInput::Message {
+                        text: None,
+                        reply_id: Some(id),
+                    },
+                    None => FlowInput::Message {
+                        text: Some(arg),
+                        reply_id: None,
+                    },
+                };
+                apply(
+                    &mut state,
+                    input,
+                    now,
+                    contact.as_deref(),
+                    max_steps,
+                    &mut timers,
+                    &mut pending,
+                );
+            }
+            "<" => match pending.pop_front() {
+                Some(got) if got == arg => {}
+                Some(got) => {
+                    return Err(format!(
+                        "line {ln}: expected {arg:?}\n          got {got:?}"
+                    ))
+                }
+                None => return Err(format!("line {ln}: expected {arg:?}, got nothing")),
+            },
+            "~" => {
+                unmatched(&pending)?;
+                let d = parse_duration(arg).ok_or(format!("line {ln}: bad duration {arg:?}"))?;
+                now += d;
+                loop {
+                    timers.sort();
+                    if timers.first().is_none_or(|(due, _)| *due > now) {
+                        break;
+                    }
+                    let (_, name) = timers.remove(0);
+                    apply(
+                        &mut state,
+                        FlowInput::Timer { name: &name },
+                        now,
+                        contact.as_deref(),
+                        max_steps,
+                        &mut timers,
+                        &mut pending,
+                    );
+                }
+            }
+            "@" => contact = Some(arg.to_string()),
+            "!" => {
+                let n = arg
+                    .strip_prefix("max_steps ")
+                    .and_then(|n| n.trim().parse().ok());
+                max_steps = n.ok_or(format!("line {ln}: bad directive {arg:?}"))?;
+            }
+            "?" => {
+                let ok = if arg == "idle" {
+                    !state.is_active()
+                } else if let Some(f) = arg.strip_prefix("active ") {
+                    state.flow.as_deref() == Some(f)
+                } else if let Some((k, v)) =
+                    arg.strip_prefix("var ").and_then(|r| r.split_once(" = "))
+                {
+                    state.vars.get(k.trim()).map(display).as_deref() == Some(v)
+                } else {
+                    return Err(format!("line {ln}: bad assertion {arg:?}"));
+                };
+                if !ok {
+                    return Err(format!(
+                        "line {ln}: assertion {arg:?} failed; state = {state:?}"
+                    ));
+                }
+            }
+            _ => return Err(format!("line {ln}: unknown command {line:?}")),
+        }
+    }
+    if !pending.is_empty() {
+        return Err(format!("end of script: unexpected output {pending:?}"));
+    }
+    Ok(())
+}

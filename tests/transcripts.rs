@@ -1,0 +1,165 @@
+use std::fs;
+use std::path::Path;
+
+use parley::flow::{run_transcript, step, FlowContext, FlowError, FlowInput, FlowSet, FlowState};
+
+fn read_dir(dir: &str, ext: &str) -> Vec<(String, String)> {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+    let mut v: Vec<(String, String)> = fs::read_dir(root.join(dir))
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .filter(|p| p.extension().is_some_and(|e| e == ext))
+        .map(|p| {
+            let name = format!("{dir}/{}", p.file_name().unwrap().to_string_lossy());
+            (name, fs::read_to_string(&p).unwrap())
+        })
+        .collect();
+    v.sort();
+    v
+}
+
+/// The shipped flows plus the test-only ones.
+fn load_flows() -> FlowSet {
+    let mut files = read_dir("flows", "yaml");
+    files.extend(read_dir("tests/flows", "yaml"));
+    FlowSet::load(&files).unwrap_or_else(|e| panic!("{}", e.join("\n")))
+}
+
+#[test]
+fn all_transcripts_pass() {
+    let flows = load_flows();
+    let scripts = read_dir("tests/transcripts", "txt");
+    assert!(scripts.len() >= 5);
+    let mut failures = Vec::new();
+    for (name, script) in &scripts {
+        if let Err(e) = run_transcript(&flows, script) {
+            failures.push(format!("{name}: {e}"));
+        }
+    }
+    assert!(failures.is_empty(), "{}", failures.join("\n\n"));
+}
+
+#[test]
+fn transcript_mismatch_is_reported() {
+    let flows = load_flows();
+    let err = run_transcript(&flows, "> menu\n< wrong\n").unwrap_err();
+    assert!(err.contains("line 2"), "{err}");
+    let err = run_transcript(&flows, "> menu\n").unwrap_err();
+    assert!(err.contains("unexpected output"), "{err}");
+}
+
+#[test]
+fn flow_set_ids_and_versions() {
+    let flows = load_flows();
+    let ids = flows.ids();
+    assert!(ids.contains(&"shop".to_string()));
+    let v1 = flows.get("shop").unwrap().version.clone();
+    let again = load_flows();
+    assert_eq!(again.get("shop").unwrap().version, v1);
+}
+
+#[test]
+fn state_round_trips_as_json() {
+    let flows = load_flows();
+    let ctx = FlowContext {
+        now_ms: 5,
+        contact_name: None,
+        max_steps: 100,
+    };
+    let (st, _) = step(
+        &flows,
+        FlowState::default(),
+        FlowInput::Message {
+            text: Some("menu"),
+            reply_id: None,
+        },
+        &ctx,
+    )
+    .unwrap();
+    let json = serde_json::to_string(&st).unwrap();
+    let back: FlowState = serde_json::from_str(&json).unwrap();
+    assert_eq!(back, st);
+    assert!(back.awaiting_input);
+}
+
+#[test]
+fn runaway_guard_returns_error() {
+    // A long (acyclic, so valid) chain of set nodes exceeds a small max_steps.
+    let mut yaml = String::from("id: chain\ntriggers: [{keyword: chain}]\nstart: n0\nnodes:\n");
+    for i in 0..10 {
+        yaml.push_str(&format!(
+            "  n{i}:\n    set: {{x: \"{i}\"}}\n    next: n{}\n",
+            i + 1
+        ));
+    }
+    yaml.push_str("  n10:\n    send: {text: done}\n");
+    let flows = FlowSet::load(&[("chain.yaml".into(), yaml)]).unwrap();
+    let input = FlowInput::Message {
+        text: Some("chain"),
+        reply_id: None,
+    };
+    let small = FlowContext {
+        now_ms: 0,
+        contact_name: None,
+        max_steps: 5,
+    };
+    assert_eq!(
+        step(&flows, FlowState::default(), input, &small).unwrap_err(),
+        FlowError::Runaway
+    );
+    let big = FlowContext {
+        max_steps: 100,
+        ..small
+    };
+    let (st, actions) = step(&flows, FlowState::default(), input, &big).unwrap();
+    assert_eq!(st, FlowState::default());
+    assert_eq!(actions.len(), 1);
+}
+
+#[test]
+fn bad_flows_report_every_error_with_positions() {
+    let errs = FlowSet::load(&read_dir("tests/bad_flows", "yaml")).unwrap_err();
+    let all = errs.join("\n");
+    let expect = [
+        "tests/bad_flows/bad.yaml:7:11: node `a`: `next` target `missing` does not exist",
+        "tests/bad_flows/bad.yaml:8:3: node `orphan` is unreachable",
+        "tests/bad_flows/bad.yaml:10:3: node `loop2` closes a loop back to `loop1`",
+        "tests/bad_flows/bad.yaml:15:17: node `bad_expr`: bad expression",
+        "tests/bad_flows/bad.yaml:19:7: node `bad_regex`: invalid regex",
+        "tests/bad_flows/bad.yaml:21:5: node `too_many`: WhatsApp limit: buttons has 4 item(s)",
+        "tests/bad_flows/bad.yaml:21:5: node `too_many`: WhatsApp limit: buttons[1].title is 26 characters long",
+        "tests/bad_flows/bad.yaml:31:14: node `bad_tpl`: unknown template filter `shout`",
+        "tests/bad_flows/dup.yaml:1:1: duplicate flow id `bad`",
+        "tests/bad_flows/dup.yaml:2:1: start node `nowhere` does not exist",
+        "tests/bad_flows/syntax.yaml:4:",
+    ];
+    for e in expect {
+        assert!(all.contains(e), "missing {e:?} in:\n{all}");
+    }
+}
+
+#[test]
+fn condition_cycle_without_wait_is_rejected_but_ask_cycle_is_fine() {
+    let looping = "start: a\nnodes:\n  a:\n    set: {i: \"i + 1\"}\n    next: b\n  b:\n    condition: {if: \"i < 5\", then: a, else: c}\n  c:\n    send: {text: done}\n";
+    let errs = FlowSet::load(&[("loop.yaml".into(), looping.into())]).unwrap_err();
+    assert_eq!(errs.len(), 1, "{errs:?}");
+    assert!(
+        errs[0].starts_with("loop.yaml:6:3: node `b` closes a loop"),
+        "{errs:?}"
+    );
+    let ok = "start: a\nnodes:\n  a:\n    ask: {type: text, save: t}\n    next: b\n  b:\n    send: {text: again}\n    next: a\n";
+    let flows = FlowSet::load(&[("ok.yaml".into(), ok.into())]).unwrap();
+    assert_eq!(flows.ids(), vec!["ok".to_string()]);
+}
+
+#[test]
+fn syntax_errors_use_yaml_positions() {
+    let errs = FlowSet::load(&read_dir("tests/bad_flows", "yaml")).unwrap_err();
+    let syn: Vec<_> = errs.iter().filter(|e| e.contains("syntax.yaml")).collect();
+    assert_eq!(syn.len(), 1, "{errs:?}");
+    assert!(
+        syn[0].starts_with("tests/bad_flows/syntax.yaml:4:"),
+        "{syn:?}"
+    );
+    assert!(syn[0].contains("sned"), "{syn:?}");
+}
