@@ -89,3 +89,78 @@ on_both_stores!(
     shop,
     the_shop_flow_answers_the_reference_conversation_exactly
 );
+
+async fn a_durable_wait_fires_once_after_a_restart_past_its_due_time(db: TestDb) {
+    let graph = Arc::new(FakeGraph::start().await);
+    let clock = ManualClock::at_now();
+    let mut settings = test_settings(&db, &graph);
+    settings.flows.dir = "flows".into();
+    let app = spawn_app_with_clock(settings.clone(), Arc::new(clock.clone())).await;
+    let user = "6281200000078";
+    assert_eq!(
+        app.post_webhook(&text_webhook(
+            PNID,
+            user,
+            "wamid.T1",
+            "please remind me",
+            now_secs()
+        ))
+        .await,
+        200
+    );
+    assert!(
+        graph
+            .wait_until(Duration::from_secs(10), |a| a.iter().any(
+                |a| a.accepted() && a.text() == Some("I will remind you in 2 hours")
+            ))
+            .await
+    );
+    // An hour later nothing has fired.
+    clock.advance(Duration::from_secs(3600));
+    tokio::time::sleep(Duration::from_millis(1200)).await;
+    assert!(
+        graph
+            .delivered()
+            .iter()
+            .all(|a| a.text() != Some("Reminder!")),
+        "not before it is due"
+    );
+    app.stop().await;
+
+    // Down past the due time; the next process fires it, once.
+    clock.advance(Duration::from_secs(3700));
+    let app = spawn_app_with_clock(settings, Arc::new(clock.clone())).await;
+    assert!(
+        graph
+            .wait_until(Duration::from_secs(10), |a| a
+                .iter()
+                .any(|a| a.accepted() && a.text() == Some("Reminder!")))
+            .await,
+        "the reminder is sent after the restart"
+    );
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    let reminders = graph
+        .delivered()
+        .iter()
+        .filter(|a| a.text() == Some("Reminder!"))
+        .count();
+    assert_eq!(reminders, 1, "exactly once");
+    let store = db.store().await;
+    assert_eq!(
+        count(&store, "SELECT COUNT(*) FROM timers WHERE state = 'fired'").await,
+        1
+    );
+    assert_eq!(
+        count(
+            &store,
+            "SELECT COUNT(*) FROM timers WHERE state = 'pending'"
+        )
+        .await,
+        0
+    );
+    app.stop().await;
+}
+on_both_stores!(
+    durable_wait,
+    a_durable_wait_fires_once_after_a_restart_past_its_due_time
+);

@@ -187,27 +187,55 @@ pub struct TestApp {
 }
 
 pub async fn spawn_app(settings: Settings, logic: Arc<dyn ConversationLogic>) -> TestApp {
-    start_app(settings, Some(logic)).await
+    start_app(settings, Some(logic), Arc::new(parley::actors::SystemClock)).await
 }
 
 /// The app with its real behaviour: the flows of `settings.flows.dir`.
 pub async fn spawn_app_with_flows(settings: Settings) -> TestApp {
-    start_app(settings, None).await
+    start_app(settings, None, Arc::new(parley::actors::SystemClock)).await
 }
 
-async fn start_app(settings: Settings, logic: Option<Arc<dyn ConversationLogic>>) -> TestApp {
+/// The same with an injected clock.
+pub async fn spawn_app_with_clock(
+    settings: Settings,
+    clock: Arc<dyn parley::actors::Clock>,
+) -> TestApp {
+    start_app(settings, None, clock).await
+}
+
+/// A clock the test moves by hand.
+#[derive(Clone)]
+pub struct ManualClock(pub Arc<std::sync::atomic::AtomicI64>);
+
+impl ManualClock {
+    pub fn at_now() -> Self {
+        ManualClock(Arc::new(std::sync::atomic::AtomicI64::new(
+            parley::store::now_ms(),
+        )))
+    }
+    pub fn advance(&self, by: Duration) {
+        self.0
+            .fetch_add(by.as_millis() as i64, std::sync::atomic::Ordering::SeqCst);
+    }
+}
+
+impl parley::actors::Clock for ManualClock {
+    fn now_ms(&self) -> i64 {
+        self.0.load(std::sync::atomic::Ordering::SeqCst)
+    }
+}
+
+async fn start_app(
+    settings: Settings,
+    logic: Option<Arc<dyn ConversationLogic>>,
+    clock: Arc<dyn parley::actors::Clock>,
+) -> TestApp {
     if std::env::var("TEST_LOG").is_ok() {
         parley::telemetry::init(&settings.log);
     }
-    let app = Application::build_with(
-        settings,
-        Plugins {
-            logic,
-            ..Plugins::default()
-        },
-    )
-    .await
-    .expect("build app");
+    let app = Application::build_with(settings, Plugins { logic, clock })
+        .await
+        .expect("build app");
     let base = format!("http://127.0.0.1:{}", app.port());
     let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
     let handle = tokio::spawn(app.run_until_stopped(async move {
