@@ -59,20 +59,22 @@ impl Application {
             tracing::warn!("{w}");
         }
         let settings = Arc::new(settings);
-        let logic: Arc<dyn ConversationLogic> = match plugins.logic {
-            Some(logic) => logic,
+        let (logic, flows): (Arc<dyn ConversationLogic>, _) = match plugins.logic {
+            Some(logic) => (logic, None),
             None => {
-                let flows = crate::flow::load_dir(&settings.flows.dir).map_err(|errors| {
+                let set = crate::flow::load_dir(&settings.flows.dir).map_err(|errors| {
                     anyhow::anyhow!(
                         "invalid flows in {}:\n{}",
                         settings.flows.dir.display(),
                         errors.join("\n")
                     )
                 })?;
-                tracing::info!(flows = ?flows.ids(), "Flows loaded.");
-                Arc::new(FlowLogic {
-                    flows: FlowRegistry::new(flows),
-                })
+                tracing::info!(flows = ?set.ids(), "Flows loaded.");
+                let registry = FlowRegistry::new(set);
+                let logic = Arc::new(FlowLogic {
+                    flows: registry.clone(),
+                });
+                (logic as Arc<dyn ConversationLogic>, Some(registry))
             }
         };
         let store = Store::connect(&settings.store.url, settings.store.max_connections)
@@ -103,6 +105,7 @@ impl Application {
             store: store.clone(),
             writer: writer.clone(),
             logic,
+            flows,
             graph,
             clock: plugins.clock,
         });
@@ -126,6 +129,9 @@ impl Application {
         }
         let root = RootSupervisor::start(engine.clone(), router.clone()).await?;
         let timers = tokio::spawn(run_timers(engine.clone(), router.clone()));
+        if let Some(flows) = engine.flows.clone() {
+            tokio::spawn(reload_on_sighup(flows, settings.flows.dir.clone()));
+        }
         let addr: SocketAddr = settings.http.listen.parse().context("http.listen")?;
         let listener = TcpListener::bind(addr)
             .await
@@ -230,6 +236,37 @@ async fn run_timers(engine: Arc<Engine>, router: AccountRouter) {
             }
         }
     }
+}
+
+/// SIGHUP reloads the flows (all valid files, or nothing changes).
+async fn reload_on_sighup(flows: crate::flow::FlowRegistry, dir: std::path::PathBuf) {
+    #[cfg(unix)]
+    {
+        let Ok(mut hup) = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup())
+        else {
+            return;
+        };
+        while hup.recv().await.is_some() {
+            let _ = reload_flows(&flows, &dir);
+        }
+    }
+    #[cfg(not(unix))]
+    let _ = (flows, dir);
+}
+
+/// Reload and log the outcome (used by SIGHUP and the admin API).
+pub fn reload_flows(
+    flows: &crate::flow::FlowRegistry,
+    dir: &std::path::Path,
+) -> Result<Vec<(String, String)>, Vec<String>> {
+    let outcome = flows.reload(dir);
+    match &outcome {
+        Ok(loaded) => tracing::info!(flows = ?loaded, "Flows reloaded."),
+        Err(errors) => {
+            tracing::error!(errors = ?errors, "Flow reload refused; the running flows stay.")
+        }
+    }
+    outcome
 }
 
 /// A store URL without its password, for messages.

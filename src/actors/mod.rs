@@ -38,6 +38,8 @@ pub struct Engine {
     pub store: Store,
     pub writer: WriterHandle,
     pub logic: Arc<dyn ConversationLogic>,
+    /// The flows behind `logic`, for reloads (None when a test plugs its own logic).
+    pub flows: Option<crate::flow::FlowRegistry>,
     pub graph: GraphClient,
     pub clock: Arc<dyn Clock>,
 }

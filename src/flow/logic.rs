@@ -18,21 +18,85 @@ const TIMER_PREFIX: &str = "flow:";
 /// Nodes one input may run through before the runaway guard stops the flow.
 pub const MAX_STEPS: usize = 100;
 
-/// The flows in force; swapped whole on reload.
-#[derive(Clone, Default)]
-pub struct FlowRegistry(Arc<RwLock<Arc<FlowSet>>>);
+/// How many earlier flow sets stay loaded for conversations pinned to their versions.
+const KEEP_OLDER: usize = 16;
+
+/// The flows in force, swapped whole on reload, plus the earlier sets that conversations
+/// started on (a conversation keeps the version of the flow it started with).
+#[derive(Clone)]
+pub struct FlowRegistry(Arc<RwLock<Registry>>);
+
+struct Registry {
+    current: Arc<FlowSet>,
+    older: Vec<Arc<FlowSet>>,
+    last_error: Option<Vec<String>>,
+}
 
 impl FlowRegistry {
     pub fn new(set: FlowSet) -> Self {
-        FlowRegistry(Arc::new(RwLock::new(Arc::new(set))))
+        FlowRegistry(Arc::new(RwLock::new(Registry {
+            current: Arc::new(set),
+            older: Vec::new(),
+            last_error: None,
+        })))
     }
 
     pub fn current(&self) -> Arc<FlowSet> {
-        self.0.read().unwrap_or_else(|e| e.into_inner()).clone()
+        self.0
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .current
+            .clone()
     }
 
-    pub fn replace(&self, set: FlowSet) {
-        *self.0.write().unwrap_or_else(|e| e.into_inner()) = Arc::new(set);
+    /// The set holding the flow version this conversation runs, else the current one.
+    pub fn for_state(&self, state: &FlowState) -> Arc<FlowSet> {
+        let reg = self.0.read().unwrap_or_else(|e| e.into_inner());
+        if let (Some(id), Some(version)) = (&state.flow, &state.version) {
+            let holds = |set: &FlowSet| set.get(id).is_some_and(|f| &f.version == version);
+            if !holds(&reg.current) {
+                if let Some(old) = reg.older.iter().find(|s| holds(s)) {
+                    return old.clone();
+                }
+            }
+        }
+        reg.current.clone()
+    }
+
+    /// Validate every file of `dir`; swap them in only if all are valid. On error the running
+    /// flows stay and the errors are kept for `last_error`.
+    pub fn reload(&self, dir: &std::path::Path) -> Result<Vec<(String, String)>, Vec<String>> {
+        match super::load_dir(dir) {
+            Ok(set) => {
+                let versions = set
+                    .flows()
+                    .iter()
+                    .map(|f| (f.id.clone(), f.version.clone()))
+                    .collect();
+                let mut reg = self.0.write().unwrap_or_else(|e| e.into_inner());
+                let previous = std::mem::replace(&mut reg.current, Arc::new(set));
+                reg.older.insert(0, previous);
+                reg.older.truncate(KEEP_OLDER);
+                reg.last_error = None;
+                Ok(versions)
+            }
+            Err(errors) => {
+                self.0.write().unwrap_or_else(|e| e.into_inner()).last_error = Some(errors.clone());
+                Err(errors)
+            }
+        }
+    }
+
+    /// (id, version) of the current flows, and the errors of the last failed reload.
+    pub fn status(&self) -> (Vec<(String, String)>, Option<Vec<String>>) {
+        let reg = self.0.read().unwrap_or_else(|e| e.into_inner());
+        let flows = reg
+            .current
+            .flows()
+            .iter()
+            .map(|f| (f.id.clone(), f.version.clone()))
+            .collect();
+        (flows, reg.last_error.clone())
     }
 }
 
@@ -81,7 +145,7 @@ impl ConversationLogic for FlowLogic {
             .get(STATE_KEY)
             .and_then(|v| serde_json::from_value(v.clone()).ok())
             .unwrap_or_default();
-        let flows = self.flows.current();
+        let flows = self.flows.for_state(&flow_state);
         let fctx = FlowContext {
             now_ms: ctx.now_ms,
             contact_name: state.contact.profile_name.as_deref(),

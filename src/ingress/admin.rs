@@ -21,6 +21,8 @@ pub fn routes(state: AppState) -> Router<AppState> {
         .route("/accounts", get(accounts))
         .route("/conversations/{phone_number_id}/{user}", get(conversation))
         .route("/messages", post(send_message))
+        .route("/flows", get(flows))
+        .route("/flows/reload", post(reload_flows))
         .layer(middleware::from_fn_with_state(state, require_token))
 }
 
@@ -120,6 +122,40 @@ async fn conversation(
         "messages": messages,
     }))
     .into_response()
+}
+
+async fn flows(State(app): State<AppState>) -> Response {
+    let Some(registry) = &app.engine.flows else {
+        return error(StatusCode::NOT_FOUND, "this daemon runs no flows");
+    };
+    let (current, last_error) = registry.status();
+    let list: Vec<_> = current
+        .iter()
+        .map(|(id, version)| json!({"id": id, "version": version}))
+        .collect();
+    Json(json!({ "flows": list, "last_reload_errors": last_error })).into_response()
+}
+
+async fn reload_flows(State(app): State<AppState>) -> Response {
+    let Some(registry) = &app.engine.flows else {
+        return error(StatusCode::NOT_FOUND, "this daemon runs no flows");
+    };
+    match crate::app::reload_flows(registry, &app.engine.settings.flows.dir) {
+        Ok(loaded) => {
+            let list: Vec<_> = loaded
+                .iter()
+                .map(|(id, version)| json!({"id": id, "version": version}))
+                .collect();
+            Json(json!({ "flows": list })).into_response()
+        }
+        Err(errors) => (
+            StatusCode::UNPROCESSABLE_ENTITY,
+            Json(
+                json!({ "error": "flows not reloaded: the running flows stay", "errors": errors }),
+            ),
+        )
+            .into_response(),
+    }
 }
 
 #[derive(Debug, Deserialize)]

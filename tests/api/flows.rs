@@ -164,3 +164,150 @@ on_both_stores!(
     durable_wait,
     a_durable_wait_fires_once_after_a_restart_past_its_due_time
 );
+
+async fn a_reload_swaps_only_valid_flows_and_running_conversations_keep_their_version(db: TestDb) {
+    let graph = Arc::new(FakeGraph::start().await);
+    let dir = tempfile::tempdir().unwrap();
+    let shop = std::fs::read_to_string("flows/shop.yaml").unwrap();
+    std::fs::write(dir.path().join("shop.yaml"), &shop).unwrap();
+    let mut settings = test_settings(&db, &graph);
+    settings.flows.dir = dir.path().to_path_buf();
+    let app = spawn_app_with_flows(settings).await;
+    let replies = |n: usize| {
+        let graph = graph.clone();
+        async move {
+            graph
+                .wait_until(Duration::from_secs(10), |a| {
+                    a.iter()
+                        .filter(|a| a.accepted() && !a.is_mark_read())
+                        .count()
+                        >= n
+                })
+                .await
+        }
+    };
+    let old_user = "6281200000080";
+    assert_eq!(
+        app.post_webhook(&text_webhook(
+            PNID,
+            old_user,
+            "wamid.V1",
+            "menu",
+            now_secs()
+        ))
+        .await,
+        200
+    );
+    assert_eq!(
+        app.post_webhook(&button_reply_webhook(
+            PNID,
+            old_user,
+            "wamid.V2",
+            "catalog",
+            "Catalog",
+            now_secs()
+        ))
+        .await,
+        200
+    );
+    assert_eq!(
+        app.post_webhook(&text_webhook(PNID, old_user, "wamid.V3", "1", now_secs()))
+            .await,
+        200
+    );
+    assert!(replies(3).await);
+
+    // A broken file: refused, nothing changes, the error is shown.
+    std::fs::write(
+        dir.path().join("broken.yaml"),
+        "start: nowhere\nnodes: {}\n",
+    )
+    .unwrap();
+    let (status, body) = app
+        .admin(
+            reqwest::Method::POST,
+            "/flows/reload",
+            Some(ADMIN_TOKEN),
+            None,
+        )
+        .await;
+    assert_eq!(status, 422, "{body}");
+    assert!(
+        body["errors"][0].as_str().unwrap().contains("broken.yaml:"),
+        "{body}"
+    );
+    let (_, listed) = app
+        .admin(reqwest::Method::GET, "/flows", Some(ADMIN_TOKEN), None)
+        .await;
+    assert!(listed["last_reload_errors"].is_array(), "{listed}");
+    std::fs::remove_file(dir.path().join("broken.yaml")).unwrap();
+
+    // A valid change: swapped in for new conversations only.
+    std::fs::write(
+        dir.path().join("shop.yaml"),
+        shop.replace("How many?", "How many cups?"),
+    )
+    .unwrap();
+    let (status, body) = app
+        .admin(
+            reqwest::Method::POST,
+            "/flows/reload",
+            Some(ADMIN_TOKEN),
+            None,
+        )
+        .await;
+    assert_eq!(status, 200, "{body}");
+    let new_user = "6281200000081";
+    assert_eq!(
+        app.post_webhook(&text_webhook(
+            PNID,
+            new_user,
+            "wamid.N1",
+            "menu",
+            now_secs()
+        ))
+        .await,
+        200
+    );
+    assert_eq!(
+        app.post_webhook(&button_reply_webhook(
+            PNID,
+            new_user,
+            "wamid.N2",
+            "catalog",
+            "Catalog",
+            now_secs()
+        ))
+        .await,
+        200
+    );
+    assert_eq!(
+        app.post_webhook(&text_webhook(PNID, new_user, "wamid.N3", "1", now_secs()))
+            .await,
+        200
+    );
+    assert!(replies(6).await);
+    let to = |user: &str| -> Vec<String> {
+        graph
+            .delivered()
+            .iter()
+            .filter(|a| a.to() == Some(user))
+            .filter_map(|a| a.text().map(str::to_string))
+            .collect()
+    };
+    assert_eq!(
+        to(old_user).last().map(String::as_str),
+        Some("How many?"),
+        "pinned to the version it started with"
+    );
+    assert_eq!(
+        to(new_user).last().map(String::as_str),
+        Some("How many cups?"),
+        "new conversations get the new version"
+    );
+    app.stop().await;
+}
+on_both_stores!(
+    reload,
+    a_reload_swaps_only_valid_flows_and_running_conversations_keep_their_version
+);
