@@ -62,6 +62,14 @@ enum Cmd {
         #[arg(long, default_value_t = 250_000)]
         requests: usize,
     },
+    /// The shop conversation end to end: each user plays the whole conversation, waiting for
+    /// every reply at the fake Graph API before answering.
+    Shop {
+        #[arg(long, default_value_t = 100)]
+        users: usize,
+        #[arg(long, default_value = "10")]
+        seconds: u64,
+    },
     Memory {
         #[arg(long, default_value_t = 1000)]
         conversations: usize,
@@ -483,6 +491,139 @@ async fn settle(reads: &AtomicU64) {
     }
 }
 
+async fn shop(cli: &Cli, users: usize, seconds: u64) -> anyhow::Result<()> {
+    use tokio::sync::mpsc;
+    type Waiters = Arc<Mutex<HashMap<String, mpsc::UnboundedSender<String>>>>;
+    let waiters: Waiters = Arc::new(Mutex::new(HashMap::new()));
+    let replies = Arc::new(AtomicU64::new(0));
+    let hook = {
+        let (waiters, replies) = (waiters.clone(), replies.clone());
+        Arc::new(move |body: &serde_json::Value| {
+            let Some(to) = body.get("to").and_then(|v| v.as_str()) else {
+                return; // a read receipt
+            };
+            replies.fetch_add(1, Ordering::Relaxed);
+            let text = body
+                .pointer("/text/body")
+                .or_else(|| body.pointer("/interactive/body/text"))
+                .and_then(|v| v.as_str())
+                .unwrap_or("")
+                .to_string();
+            if let Some(tx) = waiters.lock().unwrap().get(to) {
+                let _ = tx.send(text);
+            }
+        })
+    };
+    let graph = FakeGraph::start_for_load(hook).await;
+    let daemon = start_daemon(cli, &graph, "10m").await?;
+    let pid = daemon.child.id();
+    let (_, _, ticks0) = proc_stats(pid);
+    let script: [(&str, bool, &str); 6] = [
+        ("menu", false, "Welcome! What would you like?"),
+        (
+            "catalog",
+            true,
+            "1. Kopi 25000\n2. Teh 15000\n3. Roti 10000\nWhich product number?",
+        ),
+        ("2", false, "How many?"),
+        ("abc", false, "Please send a number"),
+        ("3", false, "Total: 45000. Reply yes to confirm"),
+        ("yes", false, "Order confirmed"),
+    ];
+    let stop = Arc::new(AtomicBool::new(false));
+    let started = Instant::now();
+    let mut tasks = Vec::new();
+    for u in 0..users {
+        let user = format!("62700{u:08}");
+        let (tx, mut rx) = mpsc::unbounded_channel();
+        waiters.lock().unwrap().insert(user.clone(), tx);
+        let (stop, base) = (stop.clone(), daemon.base.clone());
+        tasks.push(tokio::spawn(async move {
+            let client = reqwest::Client::builder()
+                .pool_max_idle_per_host(1)
+                .build()
+                .unwrap();
+            let (mut lat, mut wrong, mut conversations, mut n) = (Vec::new(), 0u64, 0u64, 0u64);
+            'outer: while !stop.load(Ordering::Relaxed) {
+                for (input, button, expected) in script {
+                    n += 1;
+                    let wamid = format!("wamid.S{user}-{n}");
+                    let body = if button {
+                        parley::testing::button_reply_webhook(
+                            PNID,
+                            &user,
+                            &wamid,
+                            input,
+                            "Catalog",
+                            now_secs(),
+                        )
+                    } else {
+                        text_webhook(PNID, &user, &wamid, input, now_secs())
+                    };
+                    let t = Instant::now();
+                    if post(&client, &base, body).await.ok() != Some(200) {
+                        wrong += 1;
+                        continue 'outer;
+                    }
+                    match tokio::time::timeout(Duration::from_secs(10), rx.recv()).await {
+                        Ok(Some(text)) => {
+                            lat.push(t.elapsed().as_secs_f64() * 1000.0);
+                            if text != expected {
+                                wrong += 1;
+                            }
+                        }
+                        _ => {
+                            wrong += 1;
+                            continue 'outer;
+                        }
+                    }
+                }
+                conversations += 1;
+            }
+            (lat, wrong, conversations)
+        }));
+    }
+    tokio::time::sleep(Duration::from_secs(seconds)).await;
+    stop.store(true, Ordering::Relaxed);
+    let (mut lat, mut wrong, mut conversations) = (Vec::new(), 0, 0);
+    for t in tasks {
+        let (l, w, c) = t.await?;
+        lat.extend(l);
+        wrong += w;
+        conversations += c;
+    }
+    let elapsed = started.elapsed().as_secs_f64();
+    let (peak_kib, _, ticks1) = proc_stats(pid);
+    let cpu_us = (ticks1 - ticks0) as f64 * 1e6 / clk_tck() as f64;
+    lat.sort_by(f64::total_cmp);
+    let messages = lat.len() as u64;
+    println!(
+        "store: {}",
+        cli.store
+            .as_deref()
+            .unwrap_or("sqlite (temp file, synchronous=FULL)")
+    );
+    println!("users: {users}, duration: {elapsed:.1} s");
+    println!(
+        "conversations: {conversations} ({:.0}/s); replies: {} ({:.0}/s); wrong or missing replies: {wrong}",
+        conversations as f64 / elapsed,
+        replies.load(Ordering::Relaxed),
+        replies.load(Ordering::Relaxed) as f64 / elapsed
+    );
+    println!(
+        "webhook → reply ms: p50 {:.2}, p99 {:.2}, max {:.2}",
+        pct(&lat, 0.5),
+        pct(&lat, 0.99),
+        pct(&lat, 1.0)
+    );
+    println!(
+        "daemon: peak RSS {:.1} MiB, CPU {:.0} µs per message",
+        peak_kib as f64 / 1024.0,
+        cpu_us / messages.max(1) as f64
+    );
+    Ok(())
+}
+
 async fn live_conversations(client: &reqwest::Client, base: &str) -> i64 {
     let r = client
         .get(format!("{base}/admin/v1/accounts"))
@@ -582,5 +723,6 @@ async fn main() -> anyhow::Result<()> {
             seconds,
             requests,
         } => with_wrk(&cli, users, connections, seconds, requests).await,
+        Cmd::Shop { users, seconds } => shop(&cli, users, seconds).await,
     }
 }
