@@ -143,6 +143,18 @@ impl Queues {
         true
     }
 
+    /// Ids of the rows not yet handed to a send (the heads of busy conversations excluded).
+    fn unsent(&self) -> Vec<i64> {
+        let waiting: HashSet<&String> = self.ready.iter().collect();
+        self.queues
+            .iter()
+            .flat_map(|(user, q)| {
+                let skip = usize::from(!waiting.contains(user));
+                q.iter().skip(skip).map(|queued| queued.record.id)
+            })
+            .collect()
+    }
+
     /// The head of `user`'s queue is settled: the next one may go.
     fn finished_head(&mut self, user: String) {
         if let Some(q) = self.queues.get_mut(&user) {
@@ -273,6 +285,12 @@ async fn run(
                     receipts = Receipts::default();
                     receipts_in_flight.abort_all();
                     let _ = cancel_tx.send(true);
+                    // Rows still queued were never attempted: the next start sends them at
+                    // once instead of waiting for a status that cannot come.
+                    let unsent = q.unsent();
+                    if !unsent.is_empty() {
+                        let _ = engine.writer.outbox(OutboxUpdate::Unsent { ids: unsent }).await;
+                    }
                     stopping = Some(done);
                 }
                 None => return,
@@ -429,14 +447,19 @@ async fn deliver(
         let callback = format!("{CALLBACK_PREFIX}{}", rec.id);
         message.to_request_body(&rec.user_key, rec.reply_to.as_deref(), Some(&callback))
     };
-    record(
-        engine,
-        OutboxUpdate::Sending {
-            id: rec.id,
-            at: engine.clock.now_ms(),
-        },
-    )
-    .await;
+    if ambiguous || rec.state == "pending" {
+        // Rows committed by this process are already `sending` (the step commits them so,
+        // sparing a commit per send). A row from before a stop is marked again: from here a
+        // crash leaves its outcome unknown once more.
+        record(
+            engine,
+            OutboxUpdate::Sending {
+                id: rec.id,
+                at: engine.clock.now_ms(),
+            },
+        )
+        .await;
+    }
     let token = token_for(engine, account);
     let mut attempt: u32 = 0;
     loop {

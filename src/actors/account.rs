@@ -291,8 +291,8 @@ impl Actor for AccountActor {
             }
             AccountMsg::Shutdown(reply) => {
                 state.stopping = true;
-                state.sender.shutdown().await;
-                // Conversations finish the step they are in (its commit) and stop.
+                // Conversations first: each finishes the step it is in (its commit) and stops,
+                // so no send is queued after the sender takes stock of what it never tried.
                 state.live.clear();
                 // Bounded here: ractor's own timed wait panics when it expires. What a
                 // conversation had not committed is replayed from the inbox on the next start.
@@ -303,6 +303,7 @@ impl Actor for AccountActor {
                 {
                     tracing::warn!("Some conversations did not stop in time.");
                 }
+                state.sender.shutdown().await;
                 if !reply.is_closed() {
                     let _ = reply.send(());
                 }

@@ -134,6 +134,8 @@ pub struct OutboxRecord {
 pub enum OutboxUpdate {
     /// About to POST: a crash from here on leaves the outcome ambiguous.
     Sending { id: i64, at: i64 },
+    /// Never attempted (still queued at a clean stop): send at once on the next start.
+    Unsent { ids: Vec<i64> },
     Sent {
         id: i64,
         account: String,
@@ -341,6 +343,7 @@ impl WriterHandle {
     pub async fn outbox(&self, update: OutboxUpdate) -> Result<(), StoreError> {
         let (reply, rx) = oneshot::channel();
         let id = match &update {
+            OutboxUpdate::Unsent { ids } => ids.first().copied().unwrap_or(0).to_string(),
             OutboxUpdate::Sending { id, .. }
             | OutboxUpdate::Sent { id, .. }
             | OutboxUpdate::Retrying { id, .. }
@@ -544,7 +547,7 @@ fn write_batch(conn: &mut WriterConn, ops: &[WriteOp]) -> Result<Vec<OpResult>, 
                             kind: o.kind.to_string(),
                             message_json: o.message_json.clone(),
                             reply_to: o.reply_to.clone(),
-                            state: "pending".into(),
+                            state: "sending".into(),
                             updated_at: commit.now,
                         })
                     })
@@ -749,7 +752,9 @@ fn commit_steps(
                 Val::S(o.message_json.clone()),
                 Val::OptS(o.reply_to.clone()),
                 Val::OptI(o.source_seq),
-                Val::S("pending".into()),
+                // Handed to the sender as it commits: saves a commit before each send. After a
+                // crash such a row waits for a status webhook before it is sent again.
+                Val::S("sending".into()),
                 Val::I(s.now),
                 Val::I(s.now),
             ]);
@@ -928,6 +933,15 @@ fn apply_outbox_updates(tx: &mut dyn SyncTx, updates: &[&OutboxUpdate]) -> Resul
 
 fn apply_outbox_update(tx: &mut dyn SyncTx, update: &OutboxUpdate) -> Result<(), StoreError> {
     match update {
+        OutboxUpdate::Unsent { ids } => {
+            for chunk in std_chunks(ids) {
+                let text = format!(
+                    "UPDATE outbox SET state = 'pending' WHERE state = 'sending' AND id IN ({})",
+                    in_list(chunk.len(), 1)
+                );
+                exec(tx, &text, chunk.iter().map(|id| Val::I(*id)).collect())?;
+            }
+        }
         // Batched by `apply_outbox_updates`, which sends only the other kinds here.
         OutboxUpdate::Sent { .. } | OutboxUpdate::Sending { .. } => {}
         OutboxUpdate::Retrying {

@@ -65,6 +65,14 @@ on_both_stores!(
     one_conversations_events_are_applied_in_inbox_order_even_when_sent_concurrently
 );
 
+/// A clean stop leaves no send ambiguous: whatever was queued is sent at once by the next
+/// process, so a long ambiguity grace period cannot delay it.
+fn restart_settings(db: &TestDb, graph: &FakeGraph) -> parley::config::Settings {
+    let mut s = test_settings(db, graph);
+    s.outbox.ambiguous_resend_after = Duration::from_secs(120);
+    s
+}
+
 async fn a_restart_mid_stream_applies_every_message_once_and_sends_every_reply(db: TestDb) {
     let graph = Arc::new(FakeGraph::start().await);
     // Replies are slow to be accepted at first, so that sends are pending at the stop.
@@ -87,7 +95,7 @@ async fn a_restart_mid_stream_applies_every_message_once_and_sends_every_reply(d
         .collect();
     let half = bodies.len() / 2;
 
-    let app = spawn_app(test_settings(&db, &graph), Arc::new(Echo)).await;
+    let app = spawn_app(restart_settings(&db, &graph), Arc::new(Echo)).await;
     let mut unacked = Vec::new();
     for (i, (_, body)) in bodies.iter().enumerate().take(half) {
         // Fire the second quarter without waiting, then stop while they are in flight.
@@ -119,7 +127,7 @@ async fn a_restart_mid_stream_applies_every_message_once_and_sends_every_reply(d
 
     // Second life, same store. Meta redelivers everything (it does for any non-200, and
     // sometimes anyway), then the rest of the stream arrives.
-    let app = spawn_app(test_settings(&db, &graph), Arc::new(Echo)).await;
+    let app = spawn_app(restart_settings(&db, &graph), Arc::new(Echo)).await;
     for (_, body) in &bodies {
         assert_eq!(app.post_webhook(body).await, 200);
     }
@@ -275,7 +283,6 @@ async fn idle_conversations_passivate_and_come_back_with_their_state(db: TestDb)
                 .any(|a| a.text() == Some("echo: one") && a.accepted()))
             .await
     );
-    assert_eq!(live().await, 1);
     assert!(
         eventually(Duration::from_secs(5), || async { live().await == 0 }).await,
         "passivated"
