@@ -53,8 +53,14 @@ pub enum Command {
 
 #[derive(Debug, Subcommand)]
 pub enum FlowsCommand {
-    /// List the flows in `flows.dir` with their triggers and versions.
+    /// List the flows in `flows.dir` with their versions.
     List {
+        #[arg(long, short)]
+        config: Option<PathBuf>,
+    },
+    /// Print a flow as a Mermaid diagram.
+    Graph {
+        flow_id: String,
         #[arg(long, short)]
         config: Option<PathBuf>,
     },
@@ -89,6 +95,20 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
             let settings = Settings::load(config.as_deref())?;
             let flows = load_flows(&settings)?;
             crate::flow::simulate::run(&flows, &flow_id, std::io::stdin().lock(), std::io::stdout())
+        }
+        Command::Flows {
+            command: FlowsCommand::Graph { flow_id, config },
+        } => {
+            let settings = Settings::load(config.as_deref())?;
+            let flows = load_flows(&settings)?;
+            let flow = flows.get(&flow_id).ok_or_else(|| {
+                anyhow::anyhow!(
+                    "no flow `{flow_id}`; the flows are: {}",
+                    flows.ids().join(", ")
+                )
+            })?;
+            print!("{}", crate::flow::graph::mermaid(flow));
+            Ok(())
         }
         Command::Flows {
             command: FlowsCommand::List { config },

@@ -3,6 +3,7 @@
 
 pub mod exec;
 pub mod expr;
+pub mod graph;
 mod loader;
 mod logic;
 pub mod model;

@@ -1,0 +1,104 @@
+//! `parleyd flows graph FLOW_ID`: the flow as a Mermaid flowchart.
+
+use std::fmt::Write;
+
+use super::model::{Flow, NodeKind, Trigger};
+
+/// Mermaid `flowchart TD` text for `flow`: a box per node labelled with its kind, an edge per
+/// way out (next, branches, condition outcomes, retries exhausted, jumps), and the triggers.
+pub fn mermaid(flow: &Flow) -> String {
+    let id = |n: &str| format!("n_{}", n.replace(|c: char| !c.is_ascii_alphanumeric(), "_"));
+    let mut out = String::from("flowchart TD\n");
+    for (i, t) in flow.triggers.iter().enumerate() {
+        let (label, start) = match t {
+            Trigger::Keyword { word, start, .. } => (format!("keyword: {word}"), start),
+            Trigger::Button { id, start } => (format!("button: {id}"), start),
+        };
+        let start = start.as_deref().unwrap_or(&flow.start);
+        let _ = writeln!(
+            out,
+            "    t{i}([\"{}\"]) --> {}",
+            label.replace('"', "'"),
+            id(start)
+        );
+    }
+    for (name, node) in &flow.nodes {
+        let kind = match &node.kind {
+            NodeKind::Noop => "step".to_string(),
+            NodeKind::Send(_) => "send".to_string(),
+            NodeKind::Ask(a) => format!("ask {:?}", a.kind).to_lowercase(),
+            NodeKind::Condition { .. } => "condition".to_string(),
+            NodeKind::Set(_) => "set".to_string(),
+            NodeKind::JumpNode(_) => "jump".to_string(),
+            NodeKind::JumpFlow(f) => format!("to flow {f}"),
+            NodeKind::Wait { ms } => format!("wait {} s", ms / 1000),
+        };
+        let shape = if matches!(node.kind, NodeKind::Condition { .. }) {
+            format!("{{\"{name}<br/>{kind}\"}}")
+        } else {
+            format!("[\"{name}<br/>{kind}\"]")
+        };
+        let _ = writeln!(out, "    {}{shape}", id(name));
+        let mut edge = |label: Option<&str>, to: &str| {
+            let _ = match label {
+                Some(l) => writeln!(
+                    out,
+                    "    {} -->|{}| {}",
+                    id(name),
+                    l.replace('|', "/"),
+                    id(to)
+                ),
+                None => writeln!(out, "    {} --> {}", id(name), id(to)),
+            };
+        };
+        match &node.kind {
+            NodeKind::Condition {
+                then, otherwise, ..
+            } => {
+                edge(Some("yes"), then);
+                edge(Some("no"), otherwise);
+            }
+            NodeKind::Ask(a) => {
+                for (value, to) in &a.branches {
+                    edge(Some(value), to);
+                }
+                if let Some(to) = &a.on_fail {
+                    edge(Some("retries exhausted"), to);
+                }
+            }
+            NodeKind::JumpNode(to) => edge(None, to),
+            _ => {}
+        }
+        if let Some(next) = &node.next {
+            edge(None, next);
+        }
+        if node.end {
+            let _ = writeln!(out, "    {} --> done((end))", id(name));
+        }
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn the_shop_flow_draws_every_edge() {
+        let files = super::super::read_flow_files(std::path::Path::new("flows")).unwrap();
+        let flows = super::super::FlowSet::load(&files).unwrap();
+        let text = super::mermaid(flows.get("shop").unwrap());
+        assert!(text.starts_with("flowchart TD\n"));
+        assert!(
+            text.contains("t0([\"keyword: menu\"]) --> n_welcome"),
+            "{text}"
+        );
+        assert!(
+            text.contains("n_choose -->|catalog| n_show_catalog"),
+            "{text}"
+        );
+        assert!(
+            text.contains("n_pick_price -->|yes| n_price_kopi"),
+            "{text}"
+        );
+        assert!(text.contains("n_done --> done((end))"), "{text}");
+    }
+}
