@@ -266,14 +266,8 @@ fn record(
     state.notify.notify_waiters();
 }
 
-/// A webhook body carrying one text message, shaped as Meta sends it.
-pub fn text_webhook(
-    phone_number_id: &str,
-    from: &str,
-    wamid: &str,
-    text: &str,
-    timestamp: i64,
-) -> String {
+/// A `messages` webhook from `from` carrying one message object, shaped as Meta sends it.
+fn message_webhook(phone_number_id: &str, from: &str, message: Value) -> String {
     json!({
         "object": "whatsapp_business_account",
         "entry": [{
@@ -284,12 +278,27 @@ pub fn text_webhook(
                     "messaging_product": "whatsapp",
                     "metadata": {"display_phone_number": "15550783881", "phone_number_id": phone_number_id},
                     "contacts": [{"profile": {"name": "Test User"}, "wa_id": from}],
-                    "messages": [{"from": from, "id": wamid, "timestamp": timestamp.to_string(), "type": "text", "text": {"body": text}}]
+                    "messages": [message]
                 }
             }]
         }]
     })
     .to_string()
+}
+
+/// A webhook body carrying one text message.
+pub fn text_webhook(
+    phone_number_id: &str,
+    from: &str,
+    wamid: &str,
+    text: &str,
+    timestamp: i64,
+) -> String {
+    message_webhook(
+        phone_number_id,
+        from,
+        json!({"from": from, "id": wamid, "timestamp": timestamp.to_string(), "type": "text", "text": {"body": text}}),
+    )
 }
 
 /// A webhook body carrying one status of one of our messages.
@@ -334,24 +343,13 @@ pub fn button_reply_webhook(
     title: &str,
     timestamp: i64,
 ) -> String {
-    json!({
-        "object": "whatsapp_business_account",
-        "entry": [{
-            "id": "102290129340398",
-            "changes": [{
-                "field": "messages",
-                "value": {
-                    "messaging_product": "whatsapp",
-                    "metadata": {"display_phone_number": "15550783881", "phone_number_id": phone_number_id},
-                    "contacts": [{"profile": {"name": "Test User"}, "wa_id": from}],
-                    "messages": [{
-                        "from": from, "id": wamid, "timestamp": timestamp.to_string(), "type": "interactive",
-                        "context": {"from": "15550783881", "id": "wamid.PREVIOUS"},
-                        "interactive": {"type": "button_reply", "button_reply": {"id": id, "title": title}}
-                    }]
-                }
-            }]
-        }]
-    })
-    .to_string()
+    message_webhook(
+        phone_number_id,
+        from,
+        json!({
+            "from": from, "id": wamid, "timestamp": timestamp.to_string(), "type": "interactive",
+            "context": {"from": "15550783881", "id": "wamid.PREVIOUS"},
+            "interactive": {"type": "button_reply", "button_reply": {"id": id, "title": title}}
+        }),
+    )
 }

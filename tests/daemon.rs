@@ -41,6 +41,42 @@ impl Drop for Reap {
     }
 }
 
+/// Start `parleyd serve` on `config` and wait until it is ready: (guard, pid, base URL).
+async fn start(
+    config: &std::path::Path,
+    env: &[(&str, &str)],
+    stderr: Stdio,
+) -> (Reap, u32, String) {
+    let text = std::fs::read_to_string(config).unwrap();
+    let listen = text
+        .lines()
+        .find_map(|l| l.strip_prefix("listen = "))
+        .unwrap()
+        .trim_matches('"')
+        .to_string();
+    let child = Command::new(env!("CARGO_BIN_EXE_parleyd"))
+        .args(["serve", "--config"])
+        .arg(config)
+        .envs(env.iter().copied())
+        .stdout(Stdio::null())
+        .stderr(stderr)
+        .spawn()
+        .unwrap();
+    let pid = child.id();
+    let reap = Reap(Some(child));
+    let base = format!("http://{listen}");
+    let client = reqwest::Client::new();
+    for _ in 0..400 {
+        if let Ok(r) = client.get(format!("{base}/readyz")).send().await {
+            if r.status().is_success() {
+                return (reap, pid, base);
+            }
+        }
+        tokio::time::sleep(Duration::from_millis(25)).await;
+    }
+    panic!("daemon did not become ready");
+}
+
 fn free_port() -> u16 {
     std::net::TcpListener::bind("127.0.0.1:0")
         .unwrap()
@@ -57,29 +93,8 @@ async fn sigterm_drains_and_exits_0_and_trace_logs_hold_no_secrets_numbers_or_bo
     let config = write_config(dir.path(), &graph.base_url, port);
     let log_path = dir.path().join("daemon.log");
     let log = std::fs::File::create(&log_path).unwrap();
-    let child = Command::new(env!("CARGO_BIN_EXE_parleyd"))
-        .args(["serve", "--config"])
-        .arg(&config)
-        .env("RUST_LOG", "trace")
-        .stdout(Stdio::null())
-        .stderr(log)
-        .spawn()
-        .unwrap();
-    let pid = child.id();
-    let mut reap = Reap(Some(child));
-    let base = format!("http://127.0.0.1:{port}");
+    let (mut reap, pid, base) = start(&config, &[("RUST_LOG", "trace")], Stdio::from(log)).await;
     let client = reqwest::Client::new();
-    let mut ready = false;
-    for _ in 0..200 {
-        if let Ok(r) = client.get(format!("{base}/readyz")).send().await {
-            if r.status().is_success() {
-                ready = true;
-                break;
-            }
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-    assert!(ready, "daemon ready");
 
     let now = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
@@ -239,34 +254,14 @@ async fn kill_9_mid_stream_loses_nothing_and_applies_each_message_once() {
         .build()
         .unwrap();
     let mut kills = 0;
-    for life in 0..30 {
+    for _life in 0..30 {
         if pending.is_empty() {
             break;
         }
         let killing = kills < 5;
         let port = free_port();
         let config = write_config(dir.path(), &graph.base_url, port);
-        let child = Command::new(env!("CARGO_BIN_EXE_parleyd"))
-            .args(["serve", "--config"])
-            .arg(&config)
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .unwrap();
-        let pid = child.id();
-        let mut reap = Reap(Some(child));
-        let base = format!("http://127.0.0.1:{port}");
-        let mut ready = false;
-        for _ in 0..200 {
-            if let Ok(r) = client.get(format!("{base}/readyz")).send().await {
-                if r.status().is_success() {
-                    ready = true;
-                    break;
-                }
-            }
-            tokio::time::sleep(Duration::from_millis(25)).await;
-        }
-        assert!(ready, "life {life}: daemon ready");
+        let (mut reap, pid, base) = start(&config, &[], Stdio::null()).await;
         // 8 concurrent senders; a killing life is killed after a random number of posts,
         // with the next batch of posts already in flight.
         let kill_after = 8 + fastrand::usize(..48);
