@@ -130,7 +130,10 @@ impl Application {
         let root = RootSupervisor::start(engine.clone(), router.clone()).await?;
         let timers = tokio::spawn(run_timers(engine.clone(), router.clone()));
         if let Some(flows) = engine.flows.clone() {
-            tokio::spawn(reload_on_sighup(flows, settings.flows.dir.clone()));
+            tokio::spawn(reload_on_sighup(flows.clone(), settings.flows.dir.clone()));
+            if settings.flows.watch {
+                tokio::spawn(watch_flows(flows, settings.flows.dir.clone()));
+            }
         }
         let addr: SocketAddr = settings.http.listen.parse().context("http.listen")?;
         let listener = TcpListener::bind(addr)
@@ -254,7 +257,47 @@ async fn reload_on_sighup(flows: crate::flow::FlowRegistry, dir: std::path::Path
     let _ = (flows, dir);
 }
 
-/// Reload and log the outcome (used by SIGHUP and the admin API).
+/// How often the flows folder is looked at, and how long it must stay unchanged before a
+/// reload (an editor's save, or a deploy copying many files, settles first).
+const WATCH_PERIOD: Duration = Duration::from_millis(500);
+const WATCH_QUIET: Duration = Duration::from_secs(1);
+
+/// Reload when the flow files change (`flows.watch`): polls names, sizes and modification
+/// times, debounced, so it works on any filesystem and needs no extra thread.
+async fn watch_flows(flows: crate::flow::FlowRegistry, dir: std::path::PathBuf) {
+    let snapshot =
+        |dir: &std::path::Path| -> Vec<(std::path::PathBuf, u64, Option<std::time::SystemTime>)> {
+            let mut v: Vec<_> = std::fs::read_dir(dir)
+                .map(|it| {
+                    it.filter_map(Result::ok)
+                        .filter_map(|e| {
+                            let meta = e.metadata().ok()?;
+                            Some((e.path(), meta.len(), meta.modified().ok()))
+                        })
+                        .collect()
+                })
+                .unwrap_or_default();
+            v.sort();
+            v
+        };
+    let mut seen = snapshot(&dir);
+    let mut changed_at: Option<Instant> = None;
+    loop {
+        tokio::time::sleep(WATCH_PERIOD).await;
+        let now = snapshot(&dir);
+        if now != seen {
+            seen = now;
+            changed_at = Some(Instant::now());
+            continue;
+        }
+        if changed_at.is_some_and(|t| t.elapsed() >= WATCH_QUIET) {
+            changed_at = None;
+            let _ = reload_flows(&flows, &dir);
+        }
+    }
+}
+
+/// Reload and log the outcome (used by SIGHUP, the watcher and the admin API).
 pub fn reload_flows(
     flows: &crate::flow::FlowRegistry,
     dir: &std::path::Path,

@@ -311,3 +311,51 @@ on_both_stores!(
     reload,
     a_reload_swaps_only_valid_flows_and_running_conversations_keep_their_version
 );
+
+async fn edited_flow_files_are_picked_up_by_the_watcher(db: TestDb) {
+    let graph = Arc::new(FakeGraph::start().await);
+    let dir = tempfile::tempdir().unwrap();
+    let shop = std::fs::read_to_string("flows/shop.yaml").unwrap();
+    std::fs::write(dir.path().join("shop.yaml"), &shop).unwrap();
+    let mut settings = test_settings(&db, &graph);
+    settings.flows.dir = dir.path().to_path_buf();
+    settings.flows.watch = true;
+    let app = spawn_app_with_flows(settings).await;
+    let version = || async {
+        let (_, body) = app
+            .admin(reqwest::Method::GET, "/flows", Some(ADMIN_TOKEN), None)
+            .await;
+        body["flows"][0]["version"]
+            .as_str()
+            .unwrap_or_default()
+            .to_string()
+    };
+    let before = version().await;
+    std::fs::write(
+        dir.path().join("shop.yaml"),
+        shop.replace("Order confirmed", "Order confirmed!"),
+    )
+    .unwrap();
+    assert!(
+        eventually(Duration::from_secs(8), || async {
+            version().await != before
+        })
+        .await,
+        "the watcher reloaded the edited file"
+    );
+    // A broken edit is not taken.
+    let good = version().await;
+    std::fs::write(dir.path().join("shop.yaml"), "start: nowhere\nnodes: {}\n").unwrap();
+    assert!(
+        eventually(Duration::from_secs(8), || async {
+            let (_, body) = app
+                .admin(reqwest::Method::GET, "/flows", Some(ADMIN_TOKEN), None)
+                .await;
+            body["last_reload_errors"].is_array()
+        })
+        .await
+    );
+    assert_eq!(version().await, good, "the running flows stay");
+    app.stop().await;
+}
+on_both_stores!(watcher, edited_flow_files_are_picked_up_by_the_watcher);
