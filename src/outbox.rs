@@ -323,14 +323,9 @@ async fn send_receipt(
     url: &reqwest::Url,
     wamid: String,
 ) {
-    let body = OutboundMessage::MarkRead {
-        message_id: wamid,
-        typing_indicator: false,
-    }
-    .to_request_body("", None, None);
     let token = token_for(engine, account);
     for attempt in 0..3u32 {
-        match engine.graph.send_message(url, token, &body).await {
+        match engine.graph.send_read_receipt(url, token, &wamid).await {
             SendOutcome::Accepted { .. } => {
                 metrics()
                     .sends

@@ -86,6 +86,48 @@ impl GraphClient {
     }
 }
 
+impl GraphClient {
+    /// A read receipt: the body is built as text and a 2xx answer is taken without parsing
+    /// it (there is no wamid to read). One goes out per inbound message, so this is hot.
+    pub async fn send_read_receipt(
+        &self,
+        url: &reqwest::Url,
+        token: &SecretString,
+        wamid: &str,
+    ) -> SendOutcome {
+        let id = serde_json::to_string(wamid).unwrap_or_else(|_| "\"\"".into());
+        let body =
+            format!(r#"{{"messaging_product":"whatsapp","status":"read","message_id":{id}}}"#);
+        let response = self
+            .http
+            .post(url.clone())
+            .bearer_auth(token.expose_secret())
+            .header(reqwest::header::CONTENT_TYPE, "application/json")
+            .body(body)
+            .send()
+            .await;
+        match response {
+            Ok(resp) if resp.status().is_success() => SendOutcome::Accepted { wamid: None },
+            Ok(resp) => {
+                let status = resp.status().as_u16();
+                let retry_after = resp
+                    .headers()
+                    .get(reqwest::header::RETRY_AFTER)
+                    .and_then(|v| v.to_str().ok())
+                    .map(str::to_string);
+                let bytes = resp.bytes().await.unwrap_or_default();
+                classify(status, retry_after.as_deref(), &bytes)
+            }
+            Err(e) => SendOutcome::Retry {
+                code: None,
+                http_status: 0,
+                retry_after: None,
+                reason: format!("request failed: {}", without_url(&e)),
+            },
+        }
+    }
+}
+
 /// reqwest errors print the URL; ours carry no secret, but keep logs short.
 fn without_url(e: &reqwest::Error) -> String {
     let mut s = e.to_string();
