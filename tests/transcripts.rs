@@ -64,6 +64,7 @@ fn state_round_trips_as_json() {
     let ctx = FlowContext {
         now_ms: 5,
         contact_name: None,
+        contact_key: None,
         max_steps: 100,
     };
     let (st, _) = step(
@@ -101,6 +102,7 @@ fn runaway_guard_returns_error() {
     let small = FlowContext {
         now_ms: 0,
         contact_name: None,
+        contact_key: None,
         max_steps: 5,
     };
     assert_eq!(
@@ -162,4 +164,55 @@ fn syntax_errors_use_yaml_positions() {
         "{syn:?}"
     );
     assert!(syn[0].contains("sned"), "{syn:?}");
+}
+
+#[test]
+fn a_split_is_sticky_per_contact_and_follows_its_weights() {
+    let flows = load_flows();
+    let run = |key: &str| -> String {
+        let ctx = FlowContext {
+            now_ms: 0,
+            contact_name: None,
+            contact_key: Some(key),
+            max_steps: 100,
+        };
+        let input = FlowInput::Message {
+            text: Some("offer"),
+            reply_id: None,
+        };
+        let (_, actions) = step(&flows, FlowState::default(), input, &ctx).unwrap();
+        match &actions[..] {
+            [parley::flow::FlowAction::Send(parley::whatsapp::send::OutboundMessage::Text {
+                body,
+                ..
+            })] => body.clone(),
+            other => panic!("{other:?}"),
+        }
+    };
+    let mut a = 0;
+    for n in 0..2000 {
+        let key = format!("62812{n:08}");
+        let first = run(&key);
+        assert_eq!(run(&key), first, "sticky for {key}");
+        assert!(first == "Offer A (a)" || first == "Offer B (b)", "{first}");
+        if first.starts_with("Offer A") {
+            a += 1;
+        }
+    }
+    assert!(
+        (1250..=1550).contains(&a),
+        "70/30 by weight: {a} of 2000 in A"
+    );
+}
+
+#[test]
+fn a_split_with_one_variant_a_zero_weight_or_a_dangling_next_is_refused() {
+    let bad = "start: s\nnodes:\n  s:\n    split:\n      variants:\n        - {name: a, weight: 0, next: nowhere}\n";
+    let errs = FlowSet::load(&[("split.yaml".into(), bad.into())])
+        .unwrap_err()
+        .join("\n");
+    assert!(errs.contains("at least two variants"), "{errs}");
+    assert!(errs.contains("weight 0"), "{errs}");
+    assert!(errs.contains("nowhere"), "{errs}");
+    assert!(errs.lines().all(|l| l.starts_with("split.yaml:")), "{errs}");
 }

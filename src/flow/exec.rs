@@ -58,6 +58,8 @@ pub enum FlowAction {
 pub struct FlowContext<'a> {
     pub now_ms: i64,
     pub contact_name: Option<&'a str>,
+    /// Stable key of the contact (wa_id): picks, and keeps, its A/B split variant.
+    pub contact_key: Option<&'a str>,
     /// Runaway guard: max nodes executed for one input.
     pub max_steps: usize,
 }
@@ -354,6 +356,13 @@ fn run(
                 actions.push(FlowAction::SwitchFlow(f.clone()));
                 return Ok(FlowState::default());
             }
+            NodeKind::Split { variants, save } => {
+                let (variant, to) =
+                    split_variant(variants, ctx.contact_key.unwrap_or(""), &flow.id, &id);
+                st.vars.insert(save.clone(), Value::Str(variant));
+                next = Some(to);
+                continue;
+            }
             NodeKind::Wait { ms } => {
                 let name = format!("{}:{}", flow.id, id);
                 actions.push(FlowAction::StartTimer {
@@ -408,6 +417,41 @@ fn render_send(s: &SendSpec, env: &Env<'_>) -> OutboundMessage {
             sections: sections.clone(),
         },
     }
+}
+
+/// The variant a contact lands in: by weight, from a hash of (contact, flow, node), so the
+/// same contact always gets the same one, in every process, with no randomness in `step`.
+pub fn split_variant(
+    variants: &[(String, u32, String)],
+    contact: &str,
+    flow: &str,
+    node: &str,
+) -> (String, String) {
+    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
+    for b in contact
+        .bytes()
+        .chain([0])
+        .chain(flow.bytes())
+        .chain([0])
+        .chain(node.bytes())
+    {
+        h ^= u64::from(b);
+        h = h.wrapping_mul(0x0100_0000_01b3);
+    }
+    let total: u64 = variants
+        .iter()
+        .map(|(_, w, _)| u64::from(*w))
+        .sum::<u64>()
+        .max(1);
+    let mut pick = h % total;
+    for (name, weight, to) in variants {
+        if pick < u64::from(*weight) {
+            return (name.clone(), to.clone());
+        }
+        pick -= u64::from(*weight);
+    }
+    let (name, _, to) = &variants[variants.len() - 1];
+    (name.clone(), to.clone())
 }
 
 /// Start `flow_id` at its start node, whatever the triggers say (the simulator, and a

@@ -32,6 +32,7 @@ pub fn mermaid(flow: &Flow) -> String {
             NodeKind::JumpNode(_) => "jump".to_string(),
             NodeKind::JumpFlow(f) => format!("to flow {f}"),
             NodeKind::Wait { ms } => format!("wait {} s", ms / 1000),
+            NodeKind::Split { .. } => "A/B split".to_string(),
         };
         let shape = if matches!(node.kind, NodeKind::Condition { .. }) {
             format!("{{\"{name}<br/>{kind}\"}}")
@@ -67,6 +68,11 @@ pub fn mermaid(flow: &Flow) -> String {
                 }
             }
             NodeKind::JumpNode(to) => edge(None, to),
+            NodeKind::Split { variants, .. } => {
+                for (variant, weight, to) in variants {
+                    edge(Some(&format!("{variant} ({weight})")), to);
+                }
+            }
             _ => {}
         }
         if let Some(next) = &node.next {

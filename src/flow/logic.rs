@@ -149,6 +149,11 @@ impl ConversationLogic for FlowLogic {
         let fctx = FlowContext {
             now_ms: ctx.now_ms,
             contact_name: state.contact.profile_name.as_deref(),
+            contact_key: state
+                .contact
+                .wa_id
+                .as_deref()
+                .or(state.contact.user_id.as_deref()),
             max_steps: MAX_STEPS,
         };
         let next = match flow_step(&flows, flow_state, input, &fctx) {

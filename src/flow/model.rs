@@ -35,6 +35,10 @@
 //!     condition: {if: "total > 100 and not vip", then: big, else: small}
 //!   jumpy:
 //!     jump: {to: other_node}    # or jump: {flow: other_flow} -> FlowAction::SwitchFlow, flow ends
+//!   ab:
+//!     split:                    # A/B: sticky per contact by weight; the name goes to `save`
+//!       variants: [{name: a, weight: 50, next: offer_a}, {name: b, weight: 50, next: offer_b}]
+//!       save: variant           # default `variant`
 //!   pause:
 //!     wait: {for: 2h}           # FlowAction::StartTimer, resumes at `next` when it fires
 //!     next: bye
@@ -99,6 +103,7 @@ pub struct RawNode {
     pub set: Option<BTreeMap<String, serde_norway::Value>>,
     pub jump: Option<RawJump>,
     pub wait: Option<RawWait>,
+    pub split: Option<RawSplit>,
     pub next: Option<String>,
     pub branches: Option<BTreeMap<String, String>>,
     pub end: Option<serde_norway::Value>,
@@ -206,6 +211,23 @@ pub struct RawWait {
     pub duration: String,
 }
 
+/// `split: {variants: [{name: a, weight: 50, next: node_a}, ...], save: variant}`: an A/B
+/// test. Each contact lands in one variant by weight and stays there; the name is saved.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawSplit {
+    pub variants: Vec<RawVariant>,
+    pub save: Option<String>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawVariant {
+    pub name: String,
+    pub weight: u32,
+    pub next: String,
+}
+
 // ---------------------------------------------------------------- compiled model
 
 /// A variable value.
@@ -278,6 +300,11 @@ pub enum NodeKind {
     JumpFlow(String),
     Wait {
         ms: i64,
+    },
+    /// A/B split: (variant name, weight, next node); the chosen name is saved in `save`.
+    Split {
+        variants: Vec<(String, u32, String)>,
+        save: String,
     },
 }
 

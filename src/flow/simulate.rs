@@ -29,6 +29,7 @@ pub fn run(
     let ctx = |now| FlowContext {
         now_ms: now,
         contact_name: Some("Simulator"),
+        contact_key: Some("simulator"),
         max_steps: MAX_STEPS,
     };
     let (mut state, actions) =

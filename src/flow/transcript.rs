@@ -72,6 +72,7 @@ pub fn run_transcript(flows: &FlowSet, script: &str) -> Result<(), String> {
         let ctx = FlowContext {
             now_ms: now,
             contact_name: contact,
+            contact_key: Some("transcript"),
             max_steps,
         };
         match step(flows, state.clone(), input, &ctx) {

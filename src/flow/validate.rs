@@ -364,6 +364,7 @@ fn successors(n: &Node) -> Vec<String> {
             v.push(otherwise.clone());
         }
         NodeKind::JumpNode(t) => v.push(t.clone()),
+        NodeKind::Split { variants, .. } => v.extend(variants.iter().map(|(_, _, n)| n.clone())),
         NodeKind::Ask(a) => {
             v.extend(a.on_fail.iter().cloned());
             v.extend(a.branches.values().cloned());
@@ -390,6 +391,7 @@ fn compile_node(cx: &mut Ctx, name: &str, rn: &RawNode, names: &BTreeSet<&str>) 
         rn.set.is_some(),
         rn.jump.is_some(),
         rn.wait.is_some(),
+        rn.split.is_some(),
     ]
     .iter()
     .filter(|b| **b)
@@ -514,6 +516,32 @@ fn compile_node(cx: &mut Ctx, name: &str, rn: &RawNode, names: &BTreeSet<&str>) 
                 cx.at(name, "jump", "jump needs exactly one of `to` or `flow`");
                 NodeKind::Noop
             }
+        }
+    } else if let Some(sp) = &rn.split {
+        let mut names = std::collections::HashSet::new();
+        if sp.variants.len() < 2 {
+            cx.at(name, "split", "a split needs at least two variants");
+        }
+        for v in &sp.variants {
+            if v.weight == 0 {
+                cx.at(name, &v.name, format!("variant `{}` has weight 0", v.name));
+            }
+            if !names.insert(v.name.clone()) {
+                cx.at(
+                    name,
+                    &v.name,
+                    format!("variant `{}` is listed twice", v.name),
+                );
+            }
+            check_target(cx, "split.next", &v.next);
+        }
+        NodeKind::Split {
+            variants: sp
+                .variants
+                .iter()
+                .map(|v| (v.name.clone(), v.weight, v.next.clone()))
+                .collect(),
+            save: sp.save.clone().unwrap_or_else(|| "variant".into()),
         }
     } else if let Some(w) = &rn.wait {
         match parse_duration(&w.duration) {
