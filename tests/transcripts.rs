@@ -216,3 +216,52 @@ fn a_split_with_one_variant_a_zero_weight_or_a_dangling_next_is_refused() {
     assert!(errs.contains("nowhere"), "{errs}");
     assert!(errs.lines().all(|l| l.starts_with("split.yaml:")), "{errs}");
 }
+
+#[test]
+fn on_update_decides_which_version_a_conversation_in_progress_runs() {
+    let flow = |policy: &str, question: &str, node: &str| {
+        format!(
+            "id: x\non_update: {policy}\ntriggers:\n  - keyword: go\nstart: {node}\nnodes:\n  {node}:\n    ask: {{type: text, prompt: \"{question}\", save: a}}\n    next: bye\n  bye:\n    send: {{text: \"bye {{{{a}}}}\"}}\n    end: true\n"
+        )
+    };
+    let ctx = FlowContext {
+        now_ms: 0,
+        contact_name: None,
+        contact_key: Some("u"),
+        max_steps: 100,
+    };
+    for (policy, same_node, expect_restart, expect_old) in [
+        ("pin", true, false, true),
+        ("migrate", true, false, false),
+        ("migrate", false, true, false),
+        ("restart", true, true, false),
+    ] {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("x.yaml");
+        fs::write(&path, flow(policy, "v1?", "q")).unwrap();
+        let registry = parley::flow::FlowRegistry::new(parley::flow::load_dir(dir.path()).unwrap());
+        let input = FlowInput::Message {
+            text: Some("go"),
+            reply_id: None,
+        };
+        let (state, _) = step(&registry.current(), FlowState::default(), input, &ctx).unwrap();
+        let v1 = state.version.clone();
+        fs::write(
+            &path,
+            flow(policy, "v2?", if same_node { "q" } else { "q2" }),
+        )
+        .unwrap();
+        registry.reload(dir.path()).unwrap();
+        let (set, restart) = registry.resolve(&state);
+        assert_eq!(
+            restart.is_some(),
+            expect_restart,
+            "{policy}, same node {same_node}"
+        );
+        assert_eq!(
+            set.get("x").unwrap().version == *v1.as_ref().unwrap(),
+            expect_old,
+            "{policy}, same node {same_node}"
+        );
+    }
+}

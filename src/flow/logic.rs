@@ -5,6 +5,7 @@ use std::sync::{Arc, RwLock};
 
 use serde_json::json;
 
+use super::model::OnUpdate;
 use super::{step as flow_step, FlowAction, FlowContext, FlowInput, FlowSet, FlowState};
 use crate::conversation::{
     step as core_step, ConversationEvent, ConversationLogic, ConversationState, Effect, StepContext,
@@ -61,6 +62,35 @@ impl FlowRegistry {
             }
         }
         reg.current.clone()
+    }
+
+    /// The set to run this conversation's next step in, per its flow's `on_update`; and the
+    /// flow to start over, when the flow changed and says `restart` (or `migrate` and its
+    /// node is gone).
+    pub fn resolve(&self, state: &FlowState) -> (Arc<FlowSet>, Option<String>) {
+        let current = self.current();
+        let (Some(id), Some(version)) = (&state.flow, &state.version) else {
+            return (current, None);
+        };
+        let Some(flow) = current.get(id) else {
+            // Removed from the files: finish where it started, if that set is still loaded.
+            return (self.for_state(state), None);
+        };
+        if &flow.version == version {
+            return (current, None);
+        }
+        match flow.on_update {
+            OnUpdate::Pin => (self.for_state(state), None),
+            OnUpdate::Migrate => {
+                let node_kept = state
+                    .node
+                    .as_deref()
+                    .is_some_and(|n| flow.nodes.contains_key(n));
+                let restart = (!node_kept).then(|| id.clone());
+                (current, restart)
+            }
+            OnUpdate::Restart => (current.clone(), Some(id.clone())),
+        }
     }
 
     /// Validate every file of `dir`; swap them in only if all are valid. On error the running
@@ -145,7 +175,7 @@ impl ConversationLogic for FlowLogic {
             .get(STATE_KEY)
             .and_then(|v| serde_json::from_value(v.clone()).ok())
             .unwrap_or_default();
-        let flows = self.flows.for_state(&flow_state);
+        let (flows, restart) = self.flows.resolve(&flow_state);
         let fctx = FlowContext {
             now_ms: ctx.now_ms,
             contact_name: state.contact.profile_name.as_deref(),
@@ -156,7 +186,12 @@ impl ConversationLogic for FlowLogic {
                 .or(state.contact.user_id.as_deref()),
             max_steps: MAX_STEPS,
         };
-        let next = match flow_step(&flows, flow_state, input, &fctx) {
+        let outcome = match restart {
+            // The flow changed under this conversation and says to start over.
+            Some(id) => super::exec::start(&flows, &id, &fctx),
+            None => flow_step(&flows, flow_state, input, &fctx),
+        };
+        let next = match outcome {
             Ok((next, actions)) => {
                 for action in actions {
                     match action {

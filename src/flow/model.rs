@@ -10,6 +10,7 @@
 //!     start: show_catalog       # optional start node for this trigger
 //! start: welcome                # first node
 //! session_timeout: 24h          # optional: 500ms, 6s, 10m, 24h, 2d
+//! on_update: pin                # on reload, conversations in progress: pin | migrate | restart
 //! nodes:
 //!   welcome:
 //!     send: {text: "Hi {{contact.name}}"}     # or buttons: {body, header?, footer?, buttons: [{id,title}]}
@@ -72,6 +73,9 @@ pub struct RawFlow {
     pub triggers: Vec<RawTrigger>,
     pub start: String,
     pub session_timeout: Option<String>,
+    /// What a conversation in progress does when this flow changes: pin (default) | migrate
+    /// | restart.
+    pub on_update: Option<String>,
     pub nodes: BTreeMap<String, RawNode>,
 }
 
@@ -324,7 +328,20 @@ pub struct Flow {
     pub triggers: Vec<Trigger>,
     pub start: String,
     pub session_timeout_ms: Option<i64>,
+    pub on_update: OnUpdate,
     pub nodes: BTreeMap<String, Node>,
+}
+
+/// What a conversation in progress does when its flow is reloaded with changes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum OnUpdate {
+    /// Finish on the version it started with (kept loaded while the process runs).
+    #[default]
+    Pin,
+    /// Continue on the new version at the same node; if that node is gone, start over.
+    Migrate,
+    /// Start the new version from its start node.
+    Restart,
 }
 
 /// Parse `500ms`, `6s`, `10m`, `24h`, `2d` into milliseconds.

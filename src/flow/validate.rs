@@ -245,6 +245,19 @@ fn compile(src: &Src<'_>, errors: &mut Vec<String>) -> Option<Flow> {
         },
         None => None,
     };
+    let on_update = match raw.on_update.as_deref() {
+        None | Some("pin") => OnUpdate::Pin,
+        Some("migrate") => OnUpdate::Migrate,
+        Some("restart") => OnUpdate::Restart,
+        Some(other) => {
+            top_err(
+                &mut cx,
+                "on_update",
+                format!("on_update `{other}` must be pin, migrate or restart"),
+            );
+            OnUpdate::Pin
+        }
+    };
     let mut triggers = Vec::new();
     for t in &raw.triggers {
         if let Some(s) = &t.start {
@@ -350,6 +363,7 @@ fn compile(src: &Src<'_>, errors: &mut Vec<String>) -> Option<Flow> {
         triggers,
         start: raw.start.clone(),
         session_timeout_ms,
+        on_update,
         nodes,
     })
 }
