@@ -265,3 +265,83 @@ fn on_update_decides_which_version_a_conversation_in_progress_runs() {
         );
     }
 }
+
+#[test]
+fn regex_triggers_priorities_and_global_keywords() {
+    let files = vec![
+        (
+            "general.yaml".to_string(),
+            "triggers:\n  - keyword: help\n    match: contains\nstart: a\nnodes:\n  a:\n    send: {text: general help}\n    end: true\n".to_string(),
+        ),
+        (
+            "orders.yaml".to_string(),
+            "triggers:\n  - regex: \"^order \\\\d+$\"\n  - keyword: help with order\n    match: prefix\n    priority: 5\nstart: a\nnodes:\n  a:\n    send: {text: order desk}\n    end: true\n".to_string(),
+        ),
+        (
+            "survey.yaml".to_string(),
+            "triggers:\n  - keyword: survey\n  - keyword: stop\n    global: true\n    start: bye\nstart: q\nnodes:\n  q:\n    ask: {type: number, prompt: \"Score?\", save: s}\n    next: bye\n  bye:\n    send: {text: ok bye}\n    end: true\n".to_string(),
+        ),
+    ];
+    let flows = FlowSet::load(&files).unwrap_or_else(|e| panic!("{}", e.join("\n")));
+    let ctx = FlowContext {
+        now_ms: 0,
+        contact_name: None,
+        contact_key: Some("u"),
+        max_steps: 100,
+    };
+    let say = |state: FlowState, text: &str| {
+        let input = FlowInput::Message {
+            text: Some(text),
+            reply_id: None,
+        };
+        let (state, actions) = step(&flows, state, input, &ctx).unwrap();
+        let texts: Vec<String> = actions
+            .iter()
+            .filter_map(|a| match a {
+                parley::flow::FlowAction::Send(parley::whatsapp::send::OutboundMessage::Text {
+                    body,
+                    ..
+                }) => Some(body.clone()),
+                _ => None,
+            })
+            .collect();
+        (state, texts.join(" / "))
+    };
+    assert_eq!(
+        say(FlowState::default(), "order 42").1,
+        "order desk",
+        "regex"
+    );
+    assert_eq!(
+        say(FlowState::default(), "order forty").1,
+        "",
+        "regex must match"
+    );
+    assert_eq!(say(FlowState::default(), "I need help").1, "general help");
+    assert_eq!(
+        say(FlowState::default(), "help with order 7").1,
+        "order desk",
+        "priority 5 beats 0"
+    );
+    let (waiting, asked) = say(FlowState::default(), "survey");
+    assert_eq!(asked, "Score?");
+    // Not global: taken as the (invalid) answer, not as a trigger.
+    let (still, retry) = say(waiting.clone(), "order 42");
+    assert!(still.is_active() && retry != "order desk", "{retry}");
+    // Global: leaves the question.
+    let (done, bye) = say(waiting, "stop");
+    assert_eq!(bye, "ok bye");
+    assert!(!done.is_active());
+}
+
+#[test]
+fn a_bad_trigger_regex_is_reported_with_its_position() {
+    let bad = "triggers:\n  - regex: \"(\"\nstart: a\nnodes:\n  a:\n    send: {text: x}\n";
+    let errs = FlowSet::load(&[("re.yaml".into(), bad.into())])
+        .unwrap_err()
+        .join("\n");
+    assert!(
+        errs.starts_with("re.yaml:") && errs.contains("invalid"),
+        "{errs}"
+    );
+}

@@ -76,37 +76,38 @@ pub enum FlowError {
     },
 }
 
+/// The flow and start node the message triggers: the highest priority match across all
+/// flows (ties: file order); with `only_global`, only triggers marked `global`.
 fn trigger_match(
     flows: &FlowSet,
     text: Option<&str>,
     reply_id: Option<&str>,
+    only_global: bool,
 ) -> Option<(String, String)> {
     let norm = text.map(normalize);
+    let mut best: Option<(i32, String, String)> = None;
     for f in flows.flows() {
         for t in &f.triggers {
-            let hit = match t {
-                Trigger::Keyword { word, kind, start } => {
-                    let ok = match (&norm, kind) {
-                        (Some(n), MatchKind::Exact) => n == word,
-                        (Some(n), MatchKind::Prefix) => n.starts_with(word.as_str()),
-                        (Some(n), MatchKind::Contains) => n.contains(word.as_str()),
-                        (None, _) => false,
-                    };
-                    ok.then_some(start)
-                }
-                Trigger::Button { id, start } => reply_id
-                    .is_some_and(|r| r.eq_ignore_ascii_case(id))
-                    .then_some(start),
+            if only_global && !t.global {
+                continue;
+            }
+            let hit = match &t.on {
+                Trigger::Keyword { word, kind, .. } => match (&norm, kind) {
+                    (Some(n), MatchKind::Exact) => n == word,
+                    (Some(n), MatchKind::Prefix) => n.starts_with(word.as_str()),
+                    (Some(n), MatchKind::Contains) => n.contains(word.as_str()),
+                    (None, _) => false,
+                },
+                Trigger::Button { id, .. } => reply_id.is_some_and(|r| r.eq_ignore_ascii_case(id)),
+                Trigger::Regex { re, .. } => text.is_some_and(|t| re.is_match(t.trim())),
             };
-            if let Some(start) = hit {
-                return Some((
-                    f.id.clone(),
-                    start.clone().unwrap_or_else(|| f.start.clone()),
-                ));
+            if hit && best.as_ref().is_none_or(|(p, _, _)| t.priority > *p) {
+                let start = t.start().cloned().unwrap_or_else(|| f.start.clone());
+                best = Some((t.priority, f.id.clone(), start));
             }
         }
     }
-    None
+    best.map(|(_, id, start)| (id, start))
 }
 
 /// Pure step. See the module docs / brief for semantics.
@@ -153,6 +154,19 @@ pub fn step(
                 }
             }
             if st.is_active() && st.awaiting_input {
+                // A global trigger (e.g. `menu`) leaves the flow waiting for an answer.
+                if let Some((fid, start)) = trigger_match(flows, text, reply_id, true) {
+                    let flow = flows.get(&fid).expect("trigger flow exists");
+                    let st = FlowState {
+                        flow: Some(fid),
+                        version: Some(flow.version.clone()),
+                        node: None,
+                        started_at_ms: ctx.now_ms,
+                        last_activity_ms: ctx.now_ms,
+                        ..FlowState::default()
+                    };
+                    return run(flow, st, Some(start), &mut actions, ctx).map(|s| (s, actions));
+                }
                 let flow = flows
                     .get(st.flow.as_deref().unwrap_or_default())
                     .expect("valid");
@@ -160,7 +174,7 @@ pub fn step(
                 return answer(flow, st, text, reply_id, ctx);
             }
             // No flow, or paused on a timer: triggers may (re)start a flow.
-            let Some((fid, start)) = trigger_match(flows, text, reply_id) else {
+            let Some((fid, start)) = trigger_match(flows, text, reply_id, false) else {
                 return Ok((st, actions));
             };
             let flow = flows.get(&fid).expect("trigger flow exists");

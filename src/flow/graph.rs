@@ -10,11 +10,12 @@ pub fn mermaid(flow: &Flow) -> String {
     let id = |n: &str| format!("n_{}", n.replace(|c: char| !c.is_ascii_alphanumeric(), "_"));
     let mut out = String::from("flowchart TD\n");
     for (i, t) in flow.triggers.iter().enumerate() {
-        let (label, start) = match t {
-            Trigger::Keyword { word, start, .. } => (format!("keyword: {word}"), start),
-            Trigger::Button { id, start } => (format!("button: {id}"), start),
+        let label = match &t.on {
+            Trigger::Keyword { word, .. } => format!("keyword: {word}"),
+            Trigger::Button { id, .. } => format!("button: {id}"),
+            Trigger::Regex { re, .. } => format!("regex: {}", re.as_str()),
         };
-        let start = start.as_deref().unwrap_or(&flow.start);
+        let start = t.start().map(String::as_str).unwrap_or(&flow.start);
         let _ = writeln!(
             out,
             "    t{i}([\"{}\"]) --> {}",

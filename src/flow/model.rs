@@ -6,6 +6,10 @@
 //! triggers:                     # used only when no flow is active (first file wins)
 //!   - keyword: menu             # match: exact (default) | prefix | contains;
 //!     match: exact              #   case-, accent- and whitespace-insensitive
+//!   - regex: "^order \\d+$"     # a regular expression over the text
+//!     priority: 10              # higher wins when several match (default 0; ties: file order)
+//!   - keyword: menu
+//!     global: true              # also fires while a flow waits for an answer, leaving it
 //!   - button: catalog           # a button/list reply id
 //!     start: show_catalog       # optional start node for this trigger
 //! start: welcome                # first node
@@ -84,6 +88,14 @@ pub struct RawFlow {
 pub struct RawTrigger {
     pub keyword: Option<String>,
     pub button: Option<String>,
+    /// A regular expression over the message text.
+    pub regex: Option<String>,
+    /// Higher wins when several triggers match (default 0; ties: file order).
+    #[serde(default)]
+    pub priority: i32,
+    /// Also fires while a flow is waiting for an answer, leaving it (e.g. `menu`).
+    #[serde(default)]
+    pub global: bool,
     #[serde(rename = "match", default)]
     pub match_kind: MatchKind,
     pub start: Option<String>,
@@ -254,6 +266,28 @@ pub enum Trigger {
         id: String,
         start: Option<String>,
     },
+    Regex {
+        re: Regex,
+        start: Option<String>,
+    },
+}
+
+/// A trigger with its priority and reach.
+#[derive(Debug, Clone)]
+pub struct TriggerSpec {
+    pub on: Trigger,
+    pub priority: i32,
+    pub global: bool,
+}
+
+impl TriggerSpec {
+    pub fn start(&self) -> Option<&String> {
+        match &self.on {
+            Trigger::Keyword { start, .. }
+            | Trigger::Button { start, .. }
+            | Trigger::Regex { start, .. } => start.as_ref(),
+        }
+    }
 }
 
 #[derive(Debug, Clone)]
@@ -325,7 +359,7 @@ pub struct Flow {
     pub id: String,
     /// Content hash (FNV-1a 64, hex) of the source file: the flow's version.
     pub version: String,
-    pub triggers: Vec<Trigger>,
+    pub triggers: Vec<TriggerSpec>,
     pub start: String,
     pub session_timeout_ms: Option<i64>,
     pub on_update: OnUpdate,

@@ -269,21 +269,45 @@ fn compile(src: &Src<'_>, errors: &mut Vec<String>) -> Option<Flow> {
                 );
             }
         }
-        match (&t.keyword, &t.button) {
-            (Some(k), None) => triggers.push(Trigger::Keyword {
+        let on = match (&t.keyword, &t.button, &t.regex) {
+            (Some(k), None, None) => Some(Trigger::Keyword {
                 word: normalize(k),
                 kind: t.match_kind,
                 start: t.start.clone(),
             }),
-            (None, Some(b)) => triggers.push(Trigger::Button {
+            (None, Some(b), None) => Some(Trigger::Button {
                 id: b.clone(),
                 start: t.start.clone(),
             }),
-            _ => top_err(
-                &mut cx,
-                "triggers",
-                "each trigger needs exactly one of `keyword` or `button`".into(),
-            ),
+            (None, None, Some(r)) => match Regex::new(r) {
+                Ok(re) => Some(Trigger::Regex {
+                    re,
+                    start: t.start.clone(),
+                }),
+                Err(e) => {
+                    top_err(
+                        &mut cx,
+                        "triggers",
+                        format!("trigger regex `{r}` is invalid: {e}"),
+                    );
+                    None
+                }
+            },
+            _ => {
+                top_err(
+                    &mut cx,
+                    "triggers",
+                    "each trigger needs exactly one of `keyword`, `button` or `regex`".into(),
+                );
+                None
+            }
+        };
+        if let Some(on) = on {
+            triggers.push(TriggerSpec {
+                on,
+                priority: t.priority,
+                global: t.global,
+            });
         }
     }
 
