@@ -345,3 +345,46 @@ fn a_bad_trigger_regex_is_reported_with_its_position() {
         "{errs}"
     );
 }
+
+#[test]
+fn a_flow_sends_cta_url_location_and_template_messages_with_templated_strings() {
+    let flows = load_flows();
+    let ctx = FlowContext {
+        now_ms: 0,
+        contact_name: Some("Budi"),
+        contact_key: Some("u"),
+        max_steps: 100,
+    };
+    let input = FlowInput::Message {
+        text: Some("rich"),
+        reply_id: None,
+    };
+    let (_, actions) = step(&flows, FlowState::default(), input, &ctx).unwrap();
+    let bodies: Vec<serde_json::Value> = actions
+        .iter()
+        .filter_map(|a| match a {
+            parley::flow::FlowAction::Send(m) => Some(m.to_request_body("628", None, None)),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(bodies.len(), 3);
+    assert_eq!(bodies[0]["interactive"]["type"], "cta_url");
+    assert_eq!(bodies[0]["interactive"]["body"]["text"], "Track order Budi");
+    assert_eq!(bodies[1]["type"], "location");
+    assert_eq!(
+        bodies[2]["template"]["components"][0]["parameters"][0]["text"],
+        "Budi"
+    );
+}
+
+#[test]
+fn a_message_that_is_not_one_is_refused_at_load() {
+    let bad = "start: a\nnodes:\n  a:\n    send:\n      message: {kind: cta_url, body: x}\n";
+    let errs = FlowSet::load(&[("m.yaml".into(), bad.into())])
+        .unwrap_err()
+        .join("\n");
+    assert!(
+        errs.starts_with("m.yaml:") && errs.contains("not a message"),
+        "{errs}"
+    );
+}

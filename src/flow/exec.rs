@@ -396,6 +396,11 @@ fn run(
 fn render_send(s: &SendSpec, env: &Env<'_>) -> OutboundMessage {
     let opt = |t: &Option<super::template::Template>| t.as_ref().map(|t| t.render(env));
     match s {
+        SendSpec::Message(t, as_written) => {
+            // Only string leaves are templated, so a message that decoded at load decodes now;
+            // should it not, the message as written goes out.
+            serde_json::from_value(render_json(t, env)).unwrap_or_else(|_| (**as_written).clone())
+        }
         SendSpec::Text(t) => OutboundMessage::Text {
             body: t.render(env),
             preview_url: false,
@@ -430,6 +435,20 @@ fn render_send(s: &SendSpec, env: &Env<'_>) -> OutboundMessage {
             button: button.clone(),
             sections: sections.clone(),
         },
+    }
+}
+
+fn render_json(t: &super::model::TemplatedJson, env: &Env<'_>) -> serde_json::Value {
+    use super::model::TemplatedJson as T;
+    match t {
+        T::Str(tpl) => serde_json::Value::String(tpl.render(env)),
+        T::Other(v) => v.clone(),
+        T::Arr(a) => serde_json::Value::Array(a.iter().map(|x| render_json(x, env)).collect()),
+        T::Obj(o) => serde_json::Value::Object(
+            o.iter()
+                .map(|(k, x)| (k.clone(), render_json(x, env)))
+                .collect(),
+        ),
     }
 }
 

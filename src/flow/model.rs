@@ -18,6 +18,7 @@
 //! nodes:
 //!   welcome:
 //!     send: {text: "Hi {{contact.name}}"}     # or buttons: {body, header?, footer?, buttons: [{id,title}]}
+//!                                              # or message: {kind: cta_url|template|media|location|reaction, ...}
 //!     next: ask_qty                            # or list: {body, button, sections: [{title?, rows: [{id,title,description?}]}]}
 //!   ask_qty:
 //!     ask:
@@ -131,6 +132,9 @@ pub struct RawSend {
     pub text: Option<String>,
     pub buttons: Option<RawButtons>,
     pub list: Option<RawList>,
+    /// Any other message in Parley's form: `{kind: cta_url | template | media | location |
+    /// reaction, ...}` (see `OutboundMessage`); every string in it may use templates.
+    pub message: Option<serde_norway::Value>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -290,9 +294,21 @@ impl TriggerSpec {
     }
 }
 
+/// A message whose string leaves are templates.
+#[derive(Debug, Clone)]
+pub enum TemplatedJson {
+    Str(Template),
+    Other(serde_json::Value),
+    Arr(Vec<TemplatedJson>),
+    Obj(Vec<(String, TemplatedJson)>),
+}
+
 #[derive(Debug, Clone)]
 pub enum SendSpec {
     Text(Template),
+    /// cta_url, template, media, location, reaction; with the message as written (checked at
+    /// load) should a rendering not decode.
+    Message(TemplatedJson, Box<crate::whatsapp::send::OutboundMessage>),
     Buttons {
         header: Option<Template>,
         body: Template,

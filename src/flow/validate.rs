@@ -600,19 +600,45 @@ fn compile_node(cx: &mut Ctx, name: &str, rn: &RawNode, names: &BTreeSet<&str>) 
 }
 
 fn compile_send(cx: &mut Ctx, name: &str, s: &RawSend) -> NodeKind {
-    let count = [s.text.is_some(), s.buttons.is_some(), s.list.is_some()]
-        .iter()
-        .filter(|b| **b)
-        .count();
+    let count = [
+        s.text.is_some(),
+        s.buttons.is_some(),
+        s.list.is_some(),
+        s.message.is_some(),
+    ]
+    .iter()
+    .filter(|b| **b)
+    .count();
     if count != 1 {
         cx.at(
             name,
             "send",
-            "send needs exactly one of `text`, `buttons` or `list`",
+            "send needs exactly one of `text`, `buttons`, `list` or `message`",
         );
         return NodeKind::Noop;
     }
-    let (msg, spec) = if let Some(t) = &s.text {
+    let (msg, spec) = if let Some(m) = &s.message {
+        let json = match serde_json::to_value(m) {
+            Ok(j) => j,
+            Err(e) => {
+                cx.at(name, "message", format!("message is not plain data: {e}"));
+                return NodeKind::Noop;
+            }
+        };
+        let msg: OutboundMessage = match serde_json::from_value(json.clone()) {
+            Ok(OutboundMessage::MarkRead { .. }) => {
+                cx.at(name, "message", "mark_read is not a message a flow sends");
+                return NodeKind::Noop;
+            }
+            Ok(msg) => msg,
+            Err(e) => {
+                cx.at(name, "message", format!("not a message: {e}"));
+                return NodeKind::Noop;
+            }
+        };
+        let spec = SendSpec::Message(templated(cx, name, &json), Box::new(msg.clone()));
+        (msg, spec)
+    } else if let Some(t) = &s.text {
         (
             OutboundMessage::Text {
                 body: t.clone(),
@@ -687,6 +713,21 @@ fn compile_send(cx: &mut Ctx, name: &str, s: &RawSend) -> NodeKind {
         }
     }
     NodeKind::Send(spec)
+}
+
+fn templated(cx: &mut Ctx, node: &str, v: &serde_json::Value) -> TemplatedJson {
+    match v {
+        serde_json::Value::String(s) => TemplatedJson::Str(cx.tpl(node, s)),
+        serde_json::Value::Array(a) => {
+            TemplatedJson::Arr(a.iter().map(|x| templated(cx, node, x)).collect())
+        }
+        serde_json::Value::Object(o) => TemplatedJson::Obj(
+            o.iter()
+                .map(|(k, x)| (k.clone(), templated(cx, node, x)))
+                .collect(),
+        ),
+        other => TemplatedJson::Other(other.clone()),
+    }
 }
 
 /// Lowercase, fold common Latin accents, trim and collapse whitespace.
