@@ -58,6 +58,8 @@ pub enum FlowsCommand {
         #[arg(long, short)]
         config: Option<PathBuf>,
     },
+    /// Print the JSON Schema of flow files (kept in flows/flow.schema.json).
+    Schema,
     /// Print a flow as a Mermaid diagram.
     Graph {
         flow_id: String,
@@ -95,6 +97,15 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
             let settings = Settings::load(config.as_deref())?;
             let flows = load_flows(&settings)?;
             crate::flow::simulate::run(&flows, &flow_id, std::io::stdin().lock(), std::io::stdout())
+        }
+        Command::Flows {
+            command: FlowsCommand::Schema,
+        } => {
+            println!(
+                "{}",
+                serde_json::to_string_pretty(&crate::flow::flow_schema())?
+            );
+            Ok(())
         }
         Command::Flows {
             command: FlowsCommand::Graph { flow_id, config },

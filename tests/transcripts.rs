@@ -388,3 +388,25 @@ fn a_message_that_is_not_one_is_refused_at_load() {
         "{errs}"
     );
 }
+
+#[test]
+fn the_published_flow_schema_matches_the_flow_types() {
+    let published: serde_json::Value = serde_json::from_str(
+        &fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join("flows/flow.schema.json"))
+            .unwrap(),
+    )
+    .unwrap();
+    assert_eq!(
+        published,
+        parley::flow::flow_schema(),
+        "flows/flow.schema.json is stale: run `cargo run -- flows schema > flows/flow.schema.json`"
+    );
+    // Every top-level key the shipped flows use is in it.
+    let props = published["properties"].as_object().unwrap();
+    for (name, text) in read_dir("flows", "yaml") {
+        let doc: serde_json::Value = serde_norway::from_str(&text).unwrap();
+        for key in doc.as_object().unwrap().keys() {
+            assert!(props.contains_key(key), "{name}: `{key}` not in the schema");
+        }
+    }
+}

@@ -70,7 +70,7 @@ use serde::{Deserialize, Serialize};
 use super::expr::Expr;
 use super::template::Template;
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct RawFlow {
     pub id: Option<String>,
@@ -84,7 +84,7 @@ pub struct RawFlow {
     pub nodes: BTreeMap<String, RawNode>,
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct RawTrigger {
     pub keyword: Option<String>,
@@ -102,7 +102,7 @@ pub struct RawTrigger {
     pub start: Option<String>,
 }
 
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize, schemars::JsonSchema)]
 #[serde(rename_all = "lowercase")]
 pub enum MatchKind {
     #[default]
@@ -111,22 +111,24 @@ pub enum MatchKind {
     Contains,
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct RawNode {
     pub send: Option<RawSend>,
     pub ask: Option<RawAsk>,
     pub condition: Option<RawCondition>,
+    #[schemars(with = "Option<BTreeMap<String, serde_json::Value>>")]
     pub set: Option<BTreeMap<String, serde_norway::Value>>,
     pub jump: Option<RawJump>,
     pub wait: Option<RawWait>,
     pub split: Option<RawSplit>,
     pub next: Option<String>,
     pub branches: Option<BTreeMap<String, String>>,
+    #[schemars(with = "Option<serde_json::Value>")]
     pub end: Option<serde_norway::Value>,
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct RawSend {
     pub text: Option<String>,
@@ -134,10 +136,11 @@ pub struct RawSend {
     pub list: Option<RawList>,
     /// Any other message in Parley's form: `{kind: cta_url | template | media | location |
     /// reaction, ...}` (see `OutboundMessage`); every string in it may use templates.
+    #[schemars(with = "Option<serde_json::Value>")]
     pub message: Option<serde_norway::Value>,
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct RawButtons {
     pub header: Option<String>,
@@ -146,14 +149,14 @@ pub struct RawButtons {
     pub buttons: Vec<RawButton>,
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct RawButton {
     pub id: String,
     pub title: String,
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct RawList {
     pub header: Option<String>,
@@ -163,14 +166,14 @@ pub struct RawList {
     pub sections: Vec<RawSection>,
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct RawSection {
     pub title: Option<String>,
     pub rows: Vec<RawRow>,
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct RawRow {
     pub id: String,
@@ -178,7 +181,7 @@ pub struct RawRow {
     pub description: Option<String>,
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, schemars::JsonSchema)]
 #[serde(rename_all = "lowercase")]
 pub enum AskType {
     Text,
@@ -190,7 +193,7 @@ pub enum AskType {
     Regex,
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct RawAsk {
     #[serde(rename = "type")]
@@ -198,7 +201,9 @@ pub struct RawAsk {
     pub prompt: Option<String>,
     #[serde(default)]
     pub options: Vec<String>,
+    #[schemars(with = "Option<serde_json::Value>")]
     pub min: Option<serde_norway::Value>,
+    #[schemars(with = "Option<serde_json::Value>")]
     pub max: Option<serde_norway::Value>,
     pub pattern: Option<String>,
     pub save: Option<String>,
@@ -207,7 +212,7 @@ pub struct RawAsk {
     pub on_fail: Option<String>,
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct RawCondition {
     #[serde(rename = "if")]
@@ -217,14 +222,14 @@ pub struct RawCondition {
     pub otherwise: String,
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct RawJump {
     pub to: Option<String>,
     pub flow: Option<String>,
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct RawWait {
     #[serde(rename = "for")]
@@ -233,14 +238,14 @@ pub struct RawWait {
 
 /// `split: {variants: [{name: a, weight: 50, next: node_a}, ...], save: variant}`: an A/B
 /// test. Each contact lands in one variant by weight and stays there; the name is saved.
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct RawSplit {
     pub variants: Vec<RawVariant>,
     pub save: Option<String>,
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct RawVariant {
     pub name: String,
@@ -409,6 +414,12 @@ pub fn parse_duration(s: &str) -> Option<i64> {
         _ => return None,
     };
     n.checked_mul(mult)
+}
+
+/// The JSON Schema of a flow file, generated from the types above (`parleyd flows schema`;
+/// `flows/flow.schema.json` is kept equal to it by a test) for editors to complete and check.
+pub fn flow_schema() -> serde_json::Value {
+    serde_json::to_value(schemars::schema_for!(RawFlow)).unwrap_or_default()
 }
 
 #[cfg(test)]
