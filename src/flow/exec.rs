@@ -157,15 +157,7 @@ pub fn step(
                 // A global trigger (e.g. `menu`) leaves the flow waiting for an answer.
                 if let Some((fid, start)) = trigger_match(flows, text, reply_id, true) {
                     let flow = flows.get(&fid).expect("trigger flow exists");
-                    let st = FlowState {
-                        flow: Some(fid),
-                        version: Some(flow.version.clone()),
-                        node: None,
-                        started_at_ms: ctx.now_ms,
-                        last_activity_ms: ctx.now_ms,
-                        ..FlowState::default()
-                    };
-                    return run(flow, st, Some(start), &mut actions, ctx).map(|s| (s, actions));
+                    return begin(flow, start, ctx);
                 }
                 let flow = flows
                     .get(st.flow.as_deref().unwrap_or_default())
@@ -178,17 +170,27 @@ pub fn step(
                 return Ok((st, actions));
             };
             let flow = flows.get(&fid).expect("trigger flow exists");
-            let st = FlowState {
-                flow: Some(fid),
-                version: Some(flow.version.clone()),
-                node: None,
-                started_at_ms: ctx.now_ms,
-                last_activity_ms: ctx.now_ms,
-                ..FlowState::default()
-            };
-            run(flow, st, Some(start), &mut actions, ctx).map(|s| (s, actions))
+            begin(flow, start, ctx)
         }
     }
+}
+
+/// A fresh session of `flow`, run from `start_node` until it waits or ends.
+fn begin(
+    flow: &Flow,
+    start_node: String,
+    ctx: &FlowContext<'_>,
+) -> Result<(FlowState, Vec<FlowAction>), FlowError> {
+    let st = FlowState {
+        flow: Some(flow.id.clone()),
+        version: Some(flow.version.clone()),
+        node: None,
+        started_at_ms: ctx.now_ms,
+        last_activity_ms: ctx.now_ms,
+        ..FlowState::default()
+    };
+    let mut actions = Vec::new();
+    run(flow, st, Some(start_node), &mut actions, ctx).map(|s| (s, actions))
 }
 
 fn validate_answer(a: &AskSpec, text: Option<&str>, reply_id: Option<&str>) -> Option<Value> {
@@ -494,17 +496,8 @@ pub fn start(
     flow_id: &str,
     ctx: &FlowContext<'_>,
 ) -> Result<(FlowState, Vec<FlowAction>), FlowError> {
-    let Some(flow) = flows.get(flow_id) else {
-        return Ok((FlowState::default(), Vec::new()));
-    };
-    let st = FlowState {
-        flow: Some(flow.id.clone()),
-        version: Some(flow.version.clone()),
-        node: None,
-        started_at_ms: ctx.now_ms,
-        last_activity_ms: ctx.now_ms,
-        ..FlowState::default()
-    };
-    let mut actions = Vec::new();
-    run(flow, st, Some(flow.start.clone()), &mut actions, ctx).map(|s| (s, actions))
+    match flows.get(flow_id) {
+        Some(flow) => begin(flow, flow.start.clone(), ctx),
+        None => Ok((FlowState::default(), Vec::new())),
+    }
 }
