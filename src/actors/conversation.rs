@@ -211,6 +211,7 @@ impl ConversationActorState {
         let mut outbox = Vec::new();
         let mut timers = Vec::new();
         let mut receipts = Vec::new();
+        let mut flow_records = Vec::new();
         for (n, effect) in effects.iter().enumerate() {
             match effect {
                 Effect::Send { message, reply_to } => outbox.push(NewOutboxRow {
@@ -233,11 +234,13 @@ impl ConversationActorState {
                     due_at: *due_at,
                 }),
                 Effect::Refuse { .. } => {}
+                Effect::FlowRecord(r) => flow_records.push(r.clone()),
             }
         }
         let unchanged = next == self.conv
             && outbox.is_empty()
             && timers.is_empty()
+            && flow_records.is_empty()
             && seq.is_none()
             && timer_id.is_none();
         let records = if unchanged {
@@ -260,6 +263,7 @@ impl ConversationActorState {
                 contact,
                 outbox,
                 timers,
+                flow_records,
                 now,
             };
             engine.writer.commit_step(commit).await?

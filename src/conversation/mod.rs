@@ -105,6 +105,21 @@ pub enum Effect {
     Refuse {
         reason: String,
     },
+    /// A flow session moved: recorded in flow_executions / flow_execution_steps.
+    FlowRecord(FlowRecord),
+}
+
+/// Where a flow session stands after an event.
+#[derive(Debug, Clone, PartialEq)]
+pub struct FlowRecord {
+    pub flow_id: String,
+    pub version: String,
+    /// With the conversation, identifies the session.
+    pub started_at: i64,
+    /// running | paused | completed | failed
+    pub status: &'static str,
+    /// The node it stopped at (None once ended).
+    pub node: Option<String>,
 }
 
 /// What a step knows besides the state and the event: the time and the account's settings.

@@ -8,7 +8,8 @@ use serde_json::json;
 use super::model::OnUpdate;
 use super::{step as flow_step, FlowAction, FlowContext, FlowInput, FlowSet, FlowState};
 use crate::conversation::{
-    step as core_step, ConversationEvent, ConversationLogic, ConversationState, Effect, StepContext,
+    step as core_step, ConversationEvent, ConversationLogic, ConversationState, Effect, FlowRecord,
+    StepContext,
 };
 use crate::whatsapp::event::MessageContent;
 
@@ -130,6 +131,40 @@ impl FlowRegistry {
     }
 }
 
+fn record(st: &FlowState, status: &'static str, node: Option<String>) -> Option<Effect> {
+    Some(Effect::FlowRecord(FlowRecord {
+        flow_id: st.flow.clone()?,
+        version: st.version.clone().unwrap_or_default(),
+        started_at: st.started_at_ms,
+        status,
+        node,
+    }))
+}
+
+/// What changed between two flow states, as session records: the one before ended
+/// (completed) if it is not the one after; the one after is running or paused.
+fn records(before: &FlowState, after: &FlowState) -> Vec<Effect> {
+    let same = |a: &FlowState, b: &FlowState| {
+        a.flow.is_some() && a.flow == b.flow && a.started_at_ms == b.started_at_ms
+    };
+    let mut out = Vec::new();
+    if before.is_active() && !same(before, after) {
+        out.extend(record(before, "completed", None));
+    }
+    if after.is_active() {
+        let status = if after.waiting_timer.is_some() {
+            "paused"
+        } else {
+            "running"
+        };
+        out.extend(record(after, status, after.node.clone()));
+    } else if !before.is_active() && after == &FlowState::default() {
+        // Nothing ran, or a one-shot flow ran and ended within this event: not visible
+        // from the states alone, so it is not recorded.
+    }
+    out
+}
+
 pub struct FlowLogic {
     pub flows: FlowRegistry,
 }
@@ -175,6 +210,7 @@ impl ConversationLogic for FlowLogic {
             .get(STATE_KEY)
             .and_then(|v| serde_json::from_value(v.clone()).ok())
             .unwrap_or_default();
+        let before = flow_state.clone();
         let (flows, restart) = self.flows.resolve(&flow_state);
         let fctx = FlowContext {
             now_ms: ctx.now_ms,
@@ -212,8 +248,17 @@ impl ConversationLogic for FlowLogic {
                 next
             }
             // A runaway or broken flow ends; the conversation goes on.
-            Err(_) => FlowState::default(),
+            Err(_) => {
+                effects.extend(record(&before, "failed", None));
+                FlowState::default()
+            }
         };
+        if !effects
+            .iter()
+            .any(|e| matches!(e, Effect::FlowRecord(r) if r.status == "failed"))
+        {
+            effects.extend(records(&before, &next));
+        }
         match serde_json::to_value(&next) {
             Ok(v) if next != FlowState::default() => {
                 state.ext.insert(STATE_KEY.to_string(), v);

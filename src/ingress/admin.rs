@@ -129,9 +129,23 @@ async fn flows(State(app): State<AppState>) -> Response {
         return error(StatusCode::NOT_FOUND, "this daemon runs no flows");
     };
     let (current, last_error) = registry.status();
+    let counts = match app.engine.store.flow_execution_counts().await {
+        Ok(c) => c,
+        Err(e) => return error(StatusCode::SERVICE_UNAVAILABLE, format!("store: {e}")),
+    };
     let list: Vec<_> = current
         .iter()
-        .map(|(id, version)| json!({"id": id, "version": version}))
+        .map(|(id, version)| {
+            let mut executions = serde_json::Map::new();
+            for status in ["running", "paused", "completed", "failed"] {
+                let n = counts
+                    .iter()
+                    .find(|(f, s, _)| f == id && s == status)
+                    .map_or(0, |c| c.2);
+                executions.insert(status.to_string(), json!(n));
+            }
+            json!({"id": id, "version": version, "executions": executions})
+        })
         .collect();
     Json(json!({ "flows": list, "last_reload_errors": last_error })).into_response()
 }

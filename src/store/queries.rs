@@ -340,6 +340,19 @@ impl Store {
         Ok(out.split_off(skip))
     }
 
+    /// Flow sessions per (flow, status), for the admin API's counters.
+    pub async fn flow_execution_counts(&self) -> Result<Vec<(String, String, i64)>, StoreError> {
+        let rows = self
+            .fetch(
+                "SELECT flow_id, status, COUNT(*) AS n FROM flow_executions GROUP BY flow_id, status",
+                vec![],
+            )
+            .await?;
+        rows.into_iter()
+            .map(|r| Ok((r.try_get("flow_id")?, r.try_get("status")?, r.try_get("n")?)))
+            .collect()
+    }
+
     /// Counts for the admin API: (conversations, contacts, open outbox rows) of an account.
     pub async fn account_counts(&self, account: &str) -> Result<(i64, i64, i64), StoreError> {
         let one = |text: &'static str| async move {

@@ -114,6 +114,8 @@ pub struct StepCommit {
     pub contact: Option<ContactUpsert>,
     pub outbox: Vec<NewOutboxRow>,
     pub timers: Vec<NewTimer>,
+    /// Flow sessions this step moved.
+    pub flow_records: Vec<crate::conversation::FlowRecord>,
     pub now: i64,
 }
 
@@ -784,6 +786,52 @@ fn commit_steps(
                 Val::S(t.payload.clone()),
                 Val::I(t.due_at),
                 Val::S("pending".into()),
+                Val::I(s.now),
+            ]);
+        }
+        exec(tx, &text, vals)?;
+    }
+    let records: Vec<(&StepCommit, &crate::conversation::FlowRecord)> = steps
+        .iter()
+        .flat_map(|s| s.flow_records.iter().map(move |r| (*s, r)))
+        .collect();
+    for chunk in std_chunks(&records) {
+        let text = format!(
+            "INSERT INTO flow_executions (account, user_key, flow_id, started_at, version, status, node, steps, updated_at, ended_at) VALUES {} \
+             ON CONFLICT (account, user_key, flow_id, started_at) DO UPDATE SET status = excluded.status, node = excluded.node, \
+             steps = flow_executions.steps + 1, updated_at = excluded.updated_at, ended_at = excluded.ended_at",
+            values_list(chunk.len(), 10, 1)
+        );
+        let mut vals = Vec::with_capacity(chunk.len() * 10);
+        for (s, r) in chunk {
+            let ended = matches!(r.status, "completed" | "failed").then_some(s.now);
+            vals.extend([
+                Val::S(s.account.clone()),
+                Val::S(s.user_key.clone()),
+                Val::S(r.flow_id.clone()),
+                Val::I(r.started_at),
+                Val::S(r.version.clone()),
+                Val::S(r.status.to_string()),
+                Val::OptS(r.node.clone()),
+                Val::I(1),
+                Val::I(s.now),
+                Val::OptI(ended),
+            ]);
+        }
+        exec(tx, &text, vals)?;
+        let text = format!(
+            "INSERT INTO flow_execution_steps (account, user_key, flow_id, started_at, node, status, at) VALUES {}",
+            values_list(chunk.len(), 7, 1)
+        );
+        let mut vals = Vec::with_capacity(chunk.len() * 7);
+        for (s, r) in chunk {
+            vals.extend([
+                Val::S(s.account.clone()),
+                Val::S(s.user_key.clone()),
+                Val::S(r.flow_id.clone()),
+                Val::I(r.started_at),
+                Val::OptS(r.node.clone()),
+                Val::S(r.status.to_string()),
                 Val::I(s.now),
             ]);
         }

@@ -83,6 +83,42 @@ async fn the_shop_flow_answers_the_reference_conversation_exactly(db: TestDb) {
         .map(|b| b["reply"]["title"].as_str().unwrap())
         .collect();
     assert_eq!(buttons, vec!["Catalog", "My order", "Help"]);
+    // The session is recorded: completed, one step row per event it handled.
+    let store = db.store().await;
+    assert!(
+        eventually(Duration::from_secs(5), || async {
+            count(&store, "SELECT COUNT(*) FROM flow_executions WHERE flow_id = 'shop' AND status = 'completed' AND ended_at IS NOT NULL").await == 1
+        })
+        .await,
+        "one completed shop execution"
+    );
+    assert_eq!(
+        count(
+            &store,
+            "SELECT steps FROM flow_executions WHERE flow_id = 'shop'"
+        )
+        .await,
+        6
+    );
+    assert_eq!(
+        count(
+            &store,
+            "SELECT COUNT(*) FROM flow_execution_steps WHERE flow_id = 'shop'"
+        )
+        .await,
+        6
+    );
+    let (_, flows) = app
+        .admin(reqwest::Method::GET, "/flows", Some(ADMIN_TOKEN), None)
+        .await;
+    let shop = flows["flows"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|f| f["id"] == "shop")
+        .unwrap()
+        .clone();
+    assert_eq!(shop["executions"]["completed"], 1, "{flows}");
     app.stop().await;
 }
 on_both_stores!(
@@ -114,6 +150,14 @@ async fn a_durable_wait_fires_once_after_a_restart_past_its_due_time(db: TestDb)
                 |a| a.accepted() && a.text() == Some("I will remind you in 2 hours")
             ))
             .await
+    );
+    let store = db.store().await;
+    assert!(
+        eventually(Duration::from_secs(5), || async {
+            count(&store, "SELECT COUNT(*) FROM flow_executions WHERE flow_id = 'reminder' AND status = 'paused'").await == 1
+        })
+        .await,
+        "the waiting session is recorded as paused"
     );
     // An hour later nothing has fired.
     clock.advance(Duration::from_secs(3600));
