@@ -9,7 +9,7 @@ use serde::{Deserialize, Serialize};
 use super::expr::{self, truthy, Env};
 use super::model::*;
 use super::validate::{normalize, FlowSet};
-use crate::whatsapp::send::{OutboundMessage, ReplyButton};
+use crate::whatsapp::send::OutboundMessage;
 
 /// A conversation's flow state (stored as JSON). Default = no active flow.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
@@ -416,13 +416,7 @@ fn render_send(s: &SendSpec, env: &Env<'_>) -> OutboundMessage {
             header: opt(header),
             body: body.render(env),
             footer: opt(footer),
-            buttons: buttons
-                .iter()
-                .map(|(id, title)| ReplyButton {
-                    id: id.clone(),
-                    title: title.clone(),
-                })
-                .collect(),
+            buttons: buttons.clone(),
         },
         SendSpec::List {
             header,

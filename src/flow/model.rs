@@ -318,7 +318,7 @@ pub enum SendSpec {
         header: Option<Template>,
         body: Template,
         footer: Option<Template>,
-        buttons: Vec<(String, String)>,
+        buttons: Vec<crate::whatsapp::send::ReplyButton>,
     },
     List {
         header: Option<Template>,

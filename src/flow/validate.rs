@@ -647,23 +647,20 @@ fn compile_send(cx: &mut Ctx, name: &str, s: &RawSend) -> NodeKind {
             SendSpec::Text(cx.tpl(name, t)),
         )
     } else if let Some(b) = &s.buttons {
-        let buttons: Vec<(String, String)> = b
+        let buttons: Vec<ReplyButton> = b
             .buttons
             .iter()
-            .map(|b| (b.id.clone(), b.title.clone()))
+            .map(|b| ReplyButton {
+                id: b.id.clone(),
+                title: b.title.clone(),
+            })
             .collect();
         (
             OutboundMessage::Buttons {
                 header: b.header.clone(),
                 body: b.body.clone(),
                 footer: b.footer.clone(),
-                buttons: buttons
-                    .iter()
-                    .map(|(id, title)| ReplyButton {
-                        id: id.clone(),
-                        title: title.clone(),
-                    })
-                    .collect(),
+                buttons: buttons.clone(),
             },
             SendSpec::Buttons {
                 header: b.header.as_ref().map(|h| cx.tpl(name, h)),

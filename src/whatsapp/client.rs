@@ -54,35 +54,7 @@ impl GraphClient {
             .json(body)
             .send()
             .await;
-        match response {
-            Ok(resp) => {
-                let status = resp.status().as_u16();
-                let retry_after = resp
-                    .headers()
-                    .get(reqwest::header::RETRY_AFTER)
-                    .and_then(|v| v.to_str().ok())
-                    .map(str::to_string);
-                match resp.bytes().await {
-                    Ok(bytes) => classify(status, retry_after.as_deref(), &bytes),
-                    Err(e) => SendOutcome::Retry {
-                        code: None,
-                        http_status: status,
-                        retry_after: None,
-                        reason: format!("reading the response failed: {}", without_url(&e)),
-                    },
-                }
-            }
-            Err(e) => SendOutcome::Retry {
-                code: None,
-                http_status: 0,
-                retry_after: None,
-                reason: if e.is_timeout() {
-                    "timed out".to_string()
-                } else {
-                    format!("request failed: {}", without_url(&e))
-                },
-            },
-        }
+        outcome(response, true).await
     }
 }
 
@@ -106,25 +78,48 @@ impl GraphClient {
             .body(body)
             .send()
             .await;
-        match response {
-            Ok(resp) if resp.status().is_success() => SendOutcome::Accepted { wamid: None },
-            Ok(resp) => {
-                let status = resp.status().as_u16();
-                let retry_after = resp
-                    .headers()
-                    .get(reqwest::header::RETRY_AFTER)
-                    .and_then(|v| v.to_str().ok())
-                    .map(str::to_string);
-                let bytes = resp.bytes().await.unwrap_or_default();
-                classify(status, retry_after.as_deref(), &bytes)
-            }
-            Err(e) => SendOutcome::Retry {
+        outcome(response, false).await
+    }
+}
+
+/// What a Graph API answer means for the sender. A 2xx is parsed only when `read_success`
+/// (a message's wamid); a read receipt's `{"success":true}` needs no reading.
+async fn outcome(
+    response: Result<reqwest::Response, reqwest::Error>,
+    read_success: bool,
+) -> SendOutcome {
+    let resp = match response {
+        Ok(resp) if !read_success && resp.status().is_success() => {
+            return SendOutcome::Accepted { wamid: None }
+        }
+        Ok(resp) => resp,
+        Err(e) => {
+            return SendOutcome::Retry {
                 code: None,
                 http_status: 0,
                 retry_after: None,
-                reason: format!("request failed: {}", without_url(&e)),
-            },
+                reason: if e.is_timeout() {
+                    "timed out".to_string()
+                } else {
+                    format!("request failed: {}", without_url(&e))
+                },
+            }
         }
+    };
+    let status = resp.status().as_u16();
+    let retry_after = resp
+        .headers()
+        .get(reqwest::header::RETRY_AFTER)
+        .and_then(|v| v.to_str().ok())
+        .map(str::to_string);
+    match resp.bytes().await {
+        Ok(bytes) => classify(status, retry_after.as_deref(), &bytes),
+        Err(e) => SendOutcome::Retry {
+            code: None,
+            http_status: status,
+            retry_after: None,
+            reason: format!("reading the response failed: {}", without_url(&e)),
+        },
     }
 }
 
