@@ -107,6 +107,8 @@ impl Application {
             logic,
             flows,
             graph,
+            outcall: crate::outcall::OutCaller::new(settings.flows.http_allow())
+                .context("Failed to build the HTTP client for flows")?,
             clock: plugins.clock,
         });
         let router = AccountRouter::default();

@@ -33,6 +33,8 @@ pub struct Settings {
     #[serde(default)]
     pub admin: AdminSettings,
     pub conversation: ConversationSettings,
+    #[serde(default)]
+    pub handoff: HandoffSettings,
     pub outbox: OutboxSettings,
     #[serde(default)]
     pub log: LogSettings,
@@ -89,6 +91,36 @@ pub struct RedisSettings {
 pub struct FlowSettings {
     pub dir: PathBuf,
     pub watch: bool,
+    /// Addresses (IPs or CIDR ranges) flows' http nodes may call although they are private
+    /// or loopback; plain http is allowed to them too. Empty: https to public addresses only.
+    #[serde(default)]
+    pub http_allow: Vec<String>,
+}
+
+impl FlowSettings {
+    /// `http_allow` parsed (validated at start, so the entries here parse).
+    pub fn http_allow(&self) -> Vec<crate::outcall::Cidr> {
+        self.http_allow
+            .iter()
+            .filter_map(|c| c.parse().ok())
+            .collect()
+    }
+}
+
+#[derive(Debug, Clone, Deserialize)]
+pub struct HandoffSettings {
+    /// A conversation with a human returns to the bot after this long without a message
+    /// either way. "0s": only when released.
+    #[serde(deserialize_with = "de_duration")]
+    pub timeout: Duration,
+}
+
+impl Default for HandoffSettings {
+    fn default() -> Self {
+        HandoffSettings {
+            timeout: Duration::from_secs(24 * 3600),
+        }
+    }
 }
 
 #[derive(Debug, Clone, Default, Deserialize)]
@@ -275,6 +307,11 @@ impl Settings {
     /// Check every value; all problems are reported at once.
     pub fn validate(&self) -> Result<(), ConfigError> {
         let mut errors = Vec::new();
+        for c in &self.flows.http_allow {
+            if let Err(e) = c.parse::<crate::outcall::Cidr>() {
+                errors.push(format!("flows.http_allow: {e}"));
+            }
+        }
         if self.http.listen.parse::<SocketAddr>().is_err() {
             errors.push(format!(
                 "http.listen: `{}` is not an address like 127.0.0.1:8080",

@@ -16,6 +16,7 @@ pub mod flow;
 pub mod ingress;
 pub mod metrics;
 pub mod outbox;
+pub mod outcall;
 pub mod store;
 pub mod telemetry;
 pub mod testing;

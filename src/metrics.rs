@@ -22,6 +22,7 @@ pub struct Metrics {
     pub commit_rows: AtomicU64,
     pub commit_batch_hist: Histogram,
     pub commit_failures: AtomicU64,
+    pub flow_http: Labelled,
 }
 
 /// The one registry of this process.
@@ -32,6 +33,20 @@ pub fn metrics() -> &'static Metrics {
 
 #[derive(Default)]
 pub struct Labelled(Mutex<BTreeMap<String, u64>>);
+
+impl Metrics {
+    /// A flow's HTTP call finished with `status` (0: no response or refused).
+    pub fn flow_http_calls(&self, status: u16) {
+        let class = match status {
+            0 => "failed",
+            200..=299 => "2xx",
+            400..=499 => "4xx",
+            500..=599 => "5xx",
+            _ => "other",
+        };
+        self.flow_http.inc(&format!("result=\"{class}\""));
+    }
+}
 
 impl Labelled {
     /// `labels` is the inside of `{}` in the exposition format, e.g. `result="ok"`.
@@ -151,6 +166,11 @@ impl Metrics {
             &mut out,
             "parley_sends_total",
             "Graph API send attempts by result and error code.",
+        );
+        self.flow_http.render(
+            &mut out,
+            "parley_flow_http_calls_total",
+            "HTTP calls made by flows, by result.",
         );
         gauge(
             &mut out,

@@ -63,7 +63,8 @@ fn state_round_trips_as_json() {
     let flows = load_flows();
     let ctx = FlowContext {
         now_ms: 5,
-        contact_name: None,
+        contact: None,
+        referral: None,
         contact_key: None,
         max_steps: 100,
     };
@@ -101,7 +102,8 @@ fn runaway_guard_returns_error() {
     };
     let small = FlowContext {
         now_ms: 0,
-        contact_name: None,
+        contact: None,
+        referral: None,
         contact_key: None,
         max_steps: 5,
     };
@@ -172,7 +174,8 @@ fn a_split_is_sticky_per_contact_and_follows_its_weights() {
     let run = |key: &str| -> String {
         let ctx = FlowContext {
             now_ms: 0,
-            contact_name: None,
+            contact: None,
+            referral: None,
             contact_key: Some(key),
             max_steps: 100,
         };
@@ -226,7 +229,8 @@ fn on_update_decides_which_version_a_conversation_in_progress_runs() {
     };
     let ctx = FlowContext {
         now_ms: 0,
-        contact_name: None,
+        contact: None,
+        referral: None,
         contact_key: Some("u"),
         max_steps: 100,
     };
@@ -285,7 +289,8 @@ fn regex_triggers_priorities_and_global_keywords() {
     let flows = FlowSet::load(&files).unwrap_or_else(|e| panic!("{}", e.join("\n")));
     let ctx = FlowContext {
         now_ms: 0,
-        contact_name: None,
+        contact: None,
+        referral: None,
         contact_key: Some("u"),
         max_steps: 100,
     };
@@ -349,9 +354,14 @@ fn a_bad_trigger_regex_is_reported_with_its_position() {
 #[test]
 fn a_flow_sends_cta_url_location_and_template_messages_with_templated_strings() {
     let flows = load_flows();
+    let budi = parley::conversation::ContactInfo {
+        profile_name: Some("Budi".into()),
+        ..Default::default()
+    };
     let ctx = FlowContext {
         now_ms: 0,
-        contact_name: Some("Budi"),
+        contact: Some(&budi),
+        referral: None,
         contact_key: Some("u"),
         max_steps: 100,
     };
@@ -408,5 +418,87 @@ fn the_published_flow_schema_matches_the_flow_types() {
         for key in doc.as_object().unwrap().keys() {
             assert!(props.contains_key(key), "{name}: `{key}` not in the schema");
         }
+    }
+}
+
+#[test]
+fn a_default_trigger_answers_what_nothing_else_takes_and_only_then() {
+    let yaml = r#"
+id: fallback
+triggers:
+  - default: true
+  - keyword: hi
+    priority: -5
+    start: hello
+start: sorry
+nodes:
+  sorry:
+    send: {text: "Sorry?"}
+  hello:
+    send: {text: "Hello"}
+"#;
+    let flows = FlowSet::load(&[("fallback.yaml".into(), yaml.into())]).unwrap();
+    run_transcript(
+        &flows,
+        "> hi\n< Hello\n> what\n< Sorry?\n> #button\n< Sorry?\n",
+    )
+    .unwrap();
+}
+
+#[test]
+fn new_node_kinds_are_validated_with_positions() {
+    let yaml = r#"id: broken
+access: superuser
+triggers:
+  - keyword: x
+    default: true
+start: a
+nodes:
+  a:
+    jump: {flow: nowhere, return: true}
+    next: b
+  b:
+    http: {url: "ftp://x.example/", timeout: 2m, method: TRACE}
+    on_error: gone
+    next: c
+  c:
+    wait: {until: "25:00", on_reply: d}
+  d:
+    ask: {type: media, media_types: [hologram]}
+    on_error: a
+    next: e
+  e:
+    set: {contact.name: "'x'", tag.add: 5}
+    next: f
+  f:
+    send: {buttons: {body: b, buttons: [{id: a, title: A, access: root}]}}
+    wait: {for: 1h}
+"#;
+    let errs = FlowSet::load(&[("broken.yaml".into(), yaml.into())])
+        .unwrap_err()
+        .join("\n");
+    for needle in [
+        "broken.yaml:2:1: access `superuser`",
+        "exactly one of `keyword`, `button`, `regex`, `referral` or `default`",
+        "jump target flow `nowhere` does not exist",
+        "`on_error` target `gone` does not exist",
+        "method `TRACE`",
+        "url must start with https://",
+        "timeout `2m` must be a duration up to 30s",
+        "`until: 25:00` must be a time of day HH:MM",
+        "media type `hologram`",
+        "`on_error` is only allowed on http nodes",
+        "`contact.name` comes from WhatsApp",
+        "`set.tag.add` takes a tag name",
+        "access `root` must be public, registered or activated",
+        "only one of send/ask/condition/set/jump/wait/split/http/handoff",
+    ] {
+        assert!(errs.contains(needle), "missing {needle:?} in:\n{errs}");
+    }
+    for line in errs.lines() {
+        let mut parts = line.splitn(4, ':');
+        assert_eq!(parts.next(), Some("broken.yaml"), "{line}");
+        assert!(parts.next().unwrap().parse::<usize>().is_ok(), "{line}");
+        assert!(parts.next().unwrap().parse::<usize>().is_ok(), "{line}");
     }
 }

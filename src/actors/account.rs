@@ -12,11 +12,11 @@ use ractor::{Actor, ActorProcessingErr, ActorRef, RpcReplyPort, SupervisionEvent
 use super::conversation::{ConversationActor, ConversationArgs, ConversationMsg};
 use super::Engine;
 use crate::config::AccountSettings;
+use crate::conversation::ConversationEvent;
 use crate::metrics::metrics;
 use crate::outbox::OutboxSender;
 use crate::store::{DueTimer, InboxDispatch};
 use crate::telemetry::mask;
-use crate::whatsapp::send::OutboundMessage;
 
 /// How long shutdown waits for this account's conversations to stop.
 const CHILDREN_STOP_WAIT: Duration = Duration::from_secs(5);
@@ -29,13 +29,12 @@ pub struct AccountActor;
 pub enum AccountMsg {
     /// A committed inbound message.
     Dispatch(InboxDispatch),
-    /// The business sends a message; replies with the outbox id.
-    Outgoing {
+    /// The business acts on a conversation (send, handoff, agent reply, release); replies
+    /// with the outbox ids created, or why it was refused.
+    Command {
         user_key: String,
-        request_id: String,
-        message: OutboundMessage,
-        reply_to: Option<String>,
-        reply: RpcReplyPort<Result<i64, String>>,
+        event: ConversationEvent,
+        reply: RpcReplyPort<Result<Vec<i64>, String>>,
     },
     /// A durable timer of one conversation came due.
     Timer(DueTimer),
@@ -204,11 +203,9 @@ impl Actor for AccountActor {
                     .route(&myself, &user, ConversationMsg::Inbound(d))
                     .await?;
             }
-            AccountMsg::Outgoing {
+            AccountMsg::Command {
                 user_key,
-                request_id,
-                message,
-                reply_to,
+                event,
                 reply,
             } => {
                 if state.stopping {
@@ -219,12 +216,7 @@ impl Actor for AccountActor {
                     .route(
                         &myself,
                         &user_key,
-                        ConversationMsg::Outgoing {
-                            request_id,
-                            message,
-                            reply_to,
-                            reply,
-                        },
+                        ConversationMsg::Command { event, reply },
                     )
                     .await?;
             }

@@ -20,18 +20,19 @@ use crate::store::{
 };
 use crate::telemetry::mask;
 use crate::whatsapp::event::WebhookEvent;
-use crate::whatsapp::send::OutboundMessage;
 
 pub struct ConversationActor;
 
 pub enum ConversationMsg {
     Inbound(InboxDispatch),
-    Outgoing {
-        request_id: String,
-        message: OutboundMessage,
-        reply_to: Option<String>,
-        reply: RpcReplyPort<Result<i64, String>>,
+    /// The business acts on the conversation (a send, a handoff, an agent's reply, a
+    /// release); replies with the ids of the outbox rows it created, or why it was refused.
+    Command {
+        event: ConversationEvent,
+        reply: RpcReplyPort<Result<Vec<i64>, String>>,
     },
+    /// The outcome of a flow's HTTP call.
+    HttpDone(crate::outcall::HttpOutcome),
     Timer(DueTimer),
     SendFailed {
         outbox_id: i64,
@@ -56,6 +57,7 @@ pub struct ConversationArgs {
 
 pub struct ConversationActorState {
     args: ConversationArgs,
+    myself: Option<ActorRef<ConversationMsg>>,
     conv: ConversationState,
     last_applied_seq: i64,
     loaded: bool,
@@ -196,6 +198,7 @@ impl ConversationActorState {
         let ctx = StepContext {
             now_ms: now,
             mark_read: self.args.account.mark_read,
+            handoff_timeout_ms: engine.settings.handoff.timeout.as_millis() as i64,
         };
         self.args.applying.store(seq.unwrap_or(0), Ordering::SeqCst);
         let (next, effects) = engine.logic.step(self.conv.clone(), &event, &ctx);
@@ -205,8 +208,13 @@ impl ConversationActorState {
         let origin = match &event {
             ConversationEvent::Inbound { seq, .. } => format!("in{seq}"),
             ConversationEvent::TimerFired { timer_id, .. } => format!("t{timer_id}"),
-            ConversationEvent::Outgoing { request_id, .. } => format!("out{request_id}"),
+            ConversationEvent::Outgoing { request_id, .. }
+            | ConversationEvent::AgentReply { request_id, .. } => format!("out{request_id}"),
             ConversationEvent::SendFailed { outbox_id, .. } => format!("f{outbox_id}"),
+            ConversationEvent::Handoff { .. } | ConversationEvent::Release { .. } => {
+                format!("c{now}")
+            }
+            ConversationEvent::HttpResult(o) => format!("h{}", o.id),
         };
         let mut outbox = Vec::new();
         let mut timers = Vec::new();
@@ -233,7 +241,7 @@ impl ConversationActorState {
                     payload: payload.to_string(),
                     due_at: *due_at,
                 }),
-                Effect::Refuse { .. } => {}
+                Effect::Refuse { .. } | Effect::Http(_) => {}
                 Effect::FlowRecord(r) => flow_records.push(r.clone()),
             }
         }
@@ -287,7 +295,29 @@ impl ConversationActorState {
         if !records.is_empty() {
             self.args.sender.enqueue(records);
         }
+        self.run_calls(&effects);
         Ok((effects, ids))
+    }
+
+    /// Make the HTTP calls among `effects` off the actor; each outcome comes back as a
+    /// message.
+    fn run_calls(&self, effects: &[Effect]) {
+        for effect in effects {
+            if let Effect::Http(call) = effect {
+                let (caller, call, me) = (
+                    self.args.engine.outcall.clone(),
+                    call.clone(),
+                    self.myself.clone(),
+                );
+                tokio::spawn(async move {
+                    let outcome = caller.call(&call).await;
+                    crate::metrics::metrics().flow_http_calls(outcome.status);
+                    if let Some(me) = me {
+                        let _ = me.cast(ConversationMsg::HttpDone(outcome));
+                    }
+                });
+            }
+        }
     }
 }
 
@@ -308,6 +338,7 @@ impl Actor for ConversationActor {
         metrics().live_conversations.fetch_add(1, Ordering::Relaxed);
         Ok(ConversationActorState {
             args,
+            myself: None,
             conv: ConversationState::default(),
             last_applied_seq: 0,
             loaded: false,
@@ -322,7 +353,13 @@ impl Actor for ConversationActor {
         state: &mut Self::State,
     ) -> Result<(), ActorProcessingErr> {
         // Before any queued message: events committed earlier come first.
+        state.myself = Some(myself.clone());
         Box::pin(state.replay(&myself)).await;
+        if state.loaded {
+            // Calls whose outcome was lost with the previous process.
+            let resumed = state.args.engine.logic.resume(&state.conv);
+            state.run_calls(&resumed);
+        }
         Ok(())
     }
 
@@ -363,39 +400,37 @@ impl Actor for ConversationActor {
                 state.retry_scheduled = false;
                 Box::pin(state.replay(&myself)).await;
             }
-            ConversationMsg::Outgoing {
-                request_id,
-                message,
-                reply_to,
-                reply,
-            } => {
+            ConversationMsg::Command { event, reply } => {
                 if state.stalled || !state.loaded {
                     Box::pin(state.replay(&myself)).await;
                 }
                 let result = if state.stalled {
                     Err("store unavailable".to_string())
                 } else {
-                    let event = ConversationEvent::Outgoing {
-                        request_id,
-                        message,
-                        reply_to,
-                    };
                     match Box::pin(state.apply(event, None, None)).await {
                         Ok((effects, ids)) => match effects.iter().find_map(|e| match e {
                             Effect::Refuse { reason } => Some(reason.clone()),
                             _ => None,
                         }) {
                             Some(reason) => Err(reason),
-                            None => ids
-                                .first()
-                                .copied()
-                                .ok_or_else(|| "nothing to send".to_string()),
+                            None => Ok(ids),
                         },
                         Err(e) => Err(e.to_string()),
                     }
                 };
                 if !reply.is_closed() {
                     let _ = reply.send(result);
+                }
+            }
+            ConversationMsg::HttpDone(outcome) => {
+                if state.stalled || !state.loaded {
+                    Box::pin(state.replay(&myself)).await;
+                }
+                let event = ConversationEvent::HttpResult(outcome);
+                if let Err(e) = Box::pin(state.apply(event, None, None)).await {
+                    // The call stays pending in the committed state; the next load makes it
+                    // again.
+                    tracing::warn!(user = %mask(&state.args.user_key), error = %e, "Recording an HTTP outcome failed.");
                 }
             }
             ConversationMsg::Timer(t) => {

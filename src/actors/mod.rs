@@ -41,6 +41,8 @@ pub struct Engine {
     /// The flows behind `logic`, for reloads (None when a test plugs its own logic).
     pub flows: Option<crate::flow::FlowRegistry>,
     pub graph: GraphClient,
+    /// Flows' calls to the business's own systems.
+    pub outcall: crate::outcall::OutCaller,
     pub clock: Arc<dyn Clock>,
 }
 

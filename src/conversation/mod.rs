@@ -4,6 +4,7 @@
 //! the new state and the effects in one transaction, then runs the effects. That is what makes
 //! exactly-once application, replay and simulation possible.
 
+use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
 
 use serde::{Deserialize, Serialize};
@@ -18,6 +19,44 @@ pub const SERVICE_WINDOW_MS: i64 = 24 * 60 * 60 * 1000;
 /// Meta error code for a free-form message outside the window.
 pub const WINDOW_CLOSED_CODE: i64 = 131047;
 
+/// Timer that ends a handoff after `handoff.timeout` without activity.
+pub const HANDOFF_TIMER: &str = "handoff:timeout";
+
+/// What a contact may reach: flows and menu options can require a level.
+#[derive(
+    Debug, Clone, Copy, Default, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize,
+)]
+#[serde(rename_all = "lowercase")]
+pub enum AccessLevel {
+    #[default]
+    Public,
+    Registered,
+    Activated,
+}
+
+impl AccessLevel {
+    pub fn parse(s: &str) -> Option<AccessLevel> {
+        match s.trim().to_ascii_lowercase().as_str() {
+            "public" => Some(AccessLevel::Public),
+            "registered" => Some(AccessLevel::Registered),
+            "activated" => Some(AccessLevel::Activated),
+            _ => None,
+        }
+    }
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            AccessLevel::Public => "public",
+            AccessLevel::Registered => "registered",
+            AccessLevel::Activated => "activated",
+        }
+    }
+
+    fn is_public(&self) -> bool {
+        *self == AccessLevel::Public
+    }
+}
+
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct ContactInfo {
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -26,6 +65,48 @@ pub struct ContactInfo {
     pub user_id: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub profile_name: Option<String>,
+    #[serde(default, skip_serializing_if = "AccessLevel::is_public")]
+    pub access: AccessLevel,
+    /// Fields the business keeps on the contact (set by flows: `contact.email`, ...).
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub fields: BTreeMap<String, String>,
+    #[serde(default, skip_serializing_if = "BTreeSet::is_empty")]
+    pub tags: BTreeSet<String>,
+}
+
+impl ContactInfo {
+    /// `contact.<field>` as flows read it: name, wa_id (or phone), access, tags (comma
+    /// separated), else a business field ("" when unset).
+    pub fn get(&self, field: &str) -> String {
+        match field {
+            "name" => self.profile_name.clone().unwrap_or_default(),
+            "wa_id" | "phone" => self.wa_id.clone().unwrap_or_default(),
+            "user_id" => self.user_id.clone().unwrap_or_default(),
+            "access" => self.access.as_str().to_string(),
+            "tags" => self.tags.iter().cloned().collect::<Vec<_>>().join(","),
+            other => self.fields.get(other).cloned().unwrap_or_default(),
+        }
+    }
+}
+
+/// Where a handoff to a human stands. While it lasts the bot is silent.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum HandoffStatus {
+    /// Handed off; no agent has answered yet.
+    Waiting,
+    /// An agent has answered.
+    WithAgent,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Handoff {
+    pub status: HandoffStatus,
+    pub reason: String,
+    /// When it began (ms); also names its timeout timers.
+    pub since: i64,
+    /// Last message either way (ms): the timeout runs from here.
+    pub last_activity: i64,
 }
 
 /// What a conversation remembers between events. Stored as JSON.
@@ -39,6 +120,12 @@ pub struct ConversationState {
     /// Meta told us the window is closed (131047) even though our clock said open.
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub window_closed: bool,
+    /// Handed to a human: bot → waiting for agent → with agent → bot.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub handoff: Option<Handoff>,
+    /// When a human last handed the conversation back (the bot's context notes it).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub human_handled_at: Option<i64>,
     #[serde(default)]
     pub inbound_count: u64,
     #[serde(default)]
@@ -84,6 +171,17 @@ pub enum ConversationEvent {
         code: Option<i64>,
         detail: String,
     },
+    /// Hand the conversation to a human (admin API).
+    Handoff { reason: String },
+    /// A human agent answers as the business; the bot stays silent.
+    AgentReply {
+        request_id: String,
+        message: OutboundMessage,
+    },
+    /// Give the conversation back to the bot.
+    Release { reason: String },
+    /// The outcome of an HTTP call a flow made.
+    HttpResult(crate::outcall::HttpOutcome),
 }
 
 /// What the actor must do after committing the new state.
@@ -107,6 +205,9 @@ pub enum Effect {
     },
     /// A flow session moved: recorded in flow_executions / flow_execution_steps.
     FlowRecord(FlowRecord),
+    /// Call the business's HTTP endpoint after the commit; the outcome comes back as
+    /// [`ConversationEvent::HttpResult`].
+    Http(crate::outcall::HttpCall),
 }
 
 /// Where a flow session stands after an event.
@@ -127,6 +228,8 @@ pub struct FlowRecord {
 pub struct StepContext {
     pub now_ms: i64,
     pub mark_read: bool,
+    /// A handoff with no activity for this long returns to the bot (0 = never).
+    pub handoff_timeout_ms: i64,
 }
 
 /// The behaviour of conversations. The core records contacts, keeps the service window and
@@ -138,6 +241,12 @@ pub trait ConversationLogic: Send + Sync + 'static {
         event: &ConversationEvent,
         ctx: &StepContext,
     ) -> (ConversationState, Vec<Effect>);
+
+    /// Effects to run again when a conversation is loaded after a restart (an HTTP call
+    /// whose outcome never came back). Committed state only; nothing is stepped.
+    fn resume(&self, _state: &ConversationState) -> Vec<Effect> {
+        Vec::new()
+    }
 }
 
 /// The core behaviour alone.
@@ -185,6 +294,9 @@ pub fn step(
                 state.last_inbound_at = Some(state.last_inbound_at.map_or(at, |t| t.max(at)));
                 state.window_closed = false;
                 state.inbound_count += 1;
+                if let Some(h) = &mut state.handoff {
+                    h.last_activity = ctx.now_ms;
+                }
                 if ctx.mark_read {
                     effects.push(Effect::MarkRead {
                         wamid: message.wamid.clone(),
@@ -194,28 +306,99 @@ pub fn step(
         }
         ConversationEvent::Outgoing {
             message, reply_to, ..
-        } => {
-            if message.is_free_form() && !state.window_open(ctx.now_ms) {
-                effects.push(Effect::Refuse {
-                    reason: "outside the 24 h customer-service window: only a template may be sent"
-                        .into(),
-                });
-            } else {
-                state.outbound_count += 1;
-                effects.push(Effect::Send {
-                    message: message.clone(),
-                    reply_to: reply_to.clone(),
-                });
+        } => send(&mut state, message, reply_to.clone(), ctx, &mut effects),
+        ConversationEvent::AgentReply { message, .. } => {
+            enter_handoff(&mut state, "agent", ctx, &mut effects);
+            if let Some(h) = &mut state.handoff {
+                h.status = HandoffStatus::WithAgent;
+                h.last_activity = ctx.now_ms;
             }
+            send(&mut state, message, None, ctx, &mut effects);
         }
         ConversationEvent::SendFailed { code, .. } => {
             if *code == Some(WINDOW_CLOSED_CODE) {
                 state.window_closed = true;
             }
         }
-        ConversationEvent::TimerFired { .. } => {}
+        ConversationEvent::Handoff { reason } => {
+            enter_handoff(&mut state, reason, ctx, &mut effects)
+        }
+        ConversationEvent::Release { .. } => release(&mut state, ctx),
+        ConversationEvent::TimerFired { name, payload, .. } if name == HANDOFF_TIMER => {
+            let episode = payload.get("since").and_then(serde_json::Value::as_i64);
+            if let Some(h) = state.handoff.as_ref().filter(|h| Some(h.since) == episode) {
+                let due = h.last_activity + ctx.handoff_timeout_ms;
+                if ctx.now_ms >= due {
+                    release(&mut state, ctx);
+                } else {
+                    effects.push(handoff_timer(h.since, due));
+                }
+            }
+        }
+        ConversationEvent::TimerFired { .. } | ConversationEvent::HttpResult(_) => {}
     }
     (state, effects)
+}
+
+/// Send `message` as the business if the window allows; else refuse it.
+fn send(
+    state: &mut ConversationState,
+    message: &OutboundMessage,
+    reply_to: Option<String>,
+    ctx: &StepContext,
+    effects: &mut Vec<Effect>,
+) {
+    if message.is_free_form() && !state.window_open(ctx.now_ms) {
+        effects.push(Effect::Refuse {
+            reason: "outside the 24 h customer-service window: only a template may be sent".into(),
+        });
+    } else {
+        state.outbound_count += 1;
+        effects.push(Effect::Send {
+            message: message.clone(),
+            reply_to,
+        });
+    }
+}
+
+fn handoff_timer(since: i64, due_at: i64) -> Effect {
+    Effect::StartTimer {
+        name: HANDOFF_TIMER.to_string(),
+        due_at,
+        payload: serde_json::json!({ "since": since }),
+    }
+}
+
+/// Hand the conversation to a human (no-op if it already is). Flows, chatbots and the admin
+/// API all come through here.
+pub fn enter_handoff(
+    state: &mut ConversationState,
+    reason: &str,
+    ctx: &StepContext,
+    effects: &mut Vec<Effect>,
+) {
+    if state.handoff.is_some() {
+        return;
+    }
+    state.handoff = Some(Handoff {
+        status: HandoffStatus::Waiting,
+        reason: reason.to_string(),
+        since: ctx.now_ms,
+        last_activity: ctx.now_ms,
+    });
+    if ctx.handoff_timeout_ms > 0 {
+        effects.push(handoff_timer(
+            ctx.now_ms,
+            ctx.now_ms + ctx.handoff_timeout_ms,
+        ));
+    }
+}
+
+/// Back to the bot, noting that a human handled the conversation.
+fn release(state: &mut ConversationState, ctx: &StepContext) {
+    if state.handoff.take().is_some() {
+        state.human_handled_at = Some(ctx.now_ms);
+    }
 }
 
 #[cfg(test)]
@@ -246,6 +429,7 @@ mod tests {
         StepContext {
             now_ms,
             mark_read: true,
+            handoff_timeout_ms: 3_600_000,
         }
     }
 
@@ -307,6 +491,97 @@ mod tests {
         assert!(!s.window_open(1_000_002));
         let (s, _) = step(s, &inbound(1_001), &ctx(1_001_000));
         assert!(s.window_open(1_001_001));
+    }
+
+    fn timer(name: &str, since: i64) -> ConversationEvent {
+        ConversationEvent::TimerFired {
+            timer_id: 9,
+            name: name.into(),
+            payload: serde_json::json!({ "since": since }),
+        }
+    }
+
+    #[test]
+    fn handoff_goes_bot_waiting_agent_bot_and_times_out_only_when_idle() {
+        let (s, _) = step(
+            ConversationState::default(),
+            &inbound(1_000),
+            &ctx(1_000_000),
+        );
+        let (s, fx) = step(
+            s,
+            &ConversationEvent::Handoff {
+                reason: "help".into(),
+            },
+            &ctx(1_000_000),
+        );
+        let h = s.handoff.clone().unwrap();
+        assert_eq!(h.status, HandoffStatus::Waiting);
+        assert_eq!(
+            fx,
+            vec![Effect::StartTimer {
+                name: HANDOFF_TIMER.into(),
+                due_at: 1_000_000 + 3_600_000,
+                payload: serde_json::json!({ "since": 1_000_000 }),
+            }]
+        );
+        let reply = ConversationEvent::AgentReply {
+            request_id: "r".into(),
+            message: OutboundMessage::Text {
+                body: "hi".into(),
+                preview_url: false,
+            },
+        };
+        let (s, fx) = step(s, &reply, &ctx(1_000_000 + 1_800_000));
+        assert_eq!(s.handoff.as_ref().unwrap().status, HandoffStatus::WithAgent);
+        assert!(matches!(fx[0], Effect::Send { .. }));
+        // The first timer finds recent activity and re-arms from it.
+        let (s, fx) = step(
+            s,
+            &timer(HANDOFF_TIMER, 1_000_000),
+            &ctx(1_000_000 + 3_600_000),
+        );
+        assert!(s.handoff.is_some());
+        assert!(
+            matches!(&fx[0], Effect::StartTimer { due_at, .. } if *due_at == 1_000_000 + 1_800_000 + 3_600_000)
+        );
+        // A timer of an earlier handoff episode changes nothing.
+        let (s, _) = step(s, &timer(HANDOFF_TIMER, 7), &ctx(9_000_000_000));
+        assert!(s.handoff.is_some());
+        let (s, _) = step(
+            s,
+            &timer(HANDOFF_TIMER, 1_000_000),
+            &ctx(1_000_000 + 5_400_000),
+        );
+        assert!(s.handoff.is_none());
+        assert_eq!(s.human_handled_at, Some(1_000_000 + 5_400_000));
+    }
+
+    #[test]
+    fn an_agent_reply_takes_over_and_release_returns_to_the_bot() {
+        let (s, _) = step(
+            ConversationState::default(),
+            &inbound(1_000),
+            &ctx(1_000_000),
+        );
+        let reply = ConversationEvent::AgentReply {
+            request_id: "r".into(),
+            message: OutboundMessage::Text {
+                body: "hi".into(),
+                preview_url: false,
+            },
+        };
+        let (s, _) = step(s, &reply, &ctx(1_000_001));
+        assert_eq!(s.handoff.as_ref().unwrap().status, HandoffStatus::WithAgent);
+        let (s, _) = step(
+            s,
+            &ConversationEvent::Release {
+                reason: "done".into(),
+            },
+            &ctx(1_000_002),
+        );
+        assert!(s.handoff.is_none());
+        assert_eq!(s.human_handled_at, Some(1_000_002));
     }
 
     #[test]

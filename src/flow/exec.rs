@@ -8,8 +8,29 @@ use serde::{Deserialize, Serialize};
 
 use super::expr::{self, truthy, Env};
 use super::model::*;
-use super::validate::{normalize, FlowSet};
+use super::validate::{content_hash, normalize, FlowSet};
+use crate::conversation::ContactInfo;
+use crate::outcall::{HttpCall, HttpOutcome};
 use crate::whatsapp::send::OutboundMessage;
+
+/// Messages kept while a flow waits for an HTTP answer (the rest are dropped).
+const MAX_DEFERRED: usize = 20;
+
+/// Where a subflow returns to.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Frame {
+    pub flow: String,
+    pub version: String,
+    /// Node to continue at; None ends the caller too.
+    pub next: Option<String>,
+}
+
+/// A message that arrived while the flow was busy (an HTTP call in flight).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Deferred {
+    pub text: Option<String>,
+    pub reply_id: Option<String>,
+}
 
 /// A conversation's flow state (stored as JSON). Default = no active flow.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
@@ -24,6 +45,18 @@ pub struct FlowState {
     pub waiting_timer: Option<String>,
     pub started_at_ms: i64,
     pub last_activity_ms: i64,
+    /// Callers of the running subflow, innermost last.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub stack: Vec<Frame>,
+    /// The HTTP call whose answer the flow waits for.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub http: Option<HttpCall>,
+    /// Messages that came while waiting for `http`, handled when it answers.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub deferred: Vec<Deferred>,
+    /// Paused on a handoff node until a human releases the conversation.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub handoff: bool,
 }
 
 impl FlowState {
@@ -39,8 +72,18 @@ pub enum FlowInput<'a> {
         text: Option<&'a str>,
         reply_id: Option<&'a str>,
     },
+    /// A media message (image, document, audio, video, sticker) with its media id.
+    Media {
+        kind: &'a str,
+        id: &'a str,
+        caption: Option<&'a str>,
+    },
     /// A timer this engine asked for fired.
     Timer { name: &'a str },
+    /// The answer to the HTTP call the flow waits for.
+    Http(&'a HttpOutcome),
+    /// A human handed the conversation back.
+    Released,
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -50,16 +93,25 @@ pub enum FlowAction {
         name: String,
         after_ms: i64,
     },
-    /// The flow wants another flow started (jump with `flow:`); the caller may ignore it.
-    SwitchFlow(String),
+    /// Make this call; its outcome comes back as [`FlowInput::Http`].
+    Http(HttpCall),
+    /// Hand the conversation to a human; the flow continues on [`FlowInput::Released`].
+    Handoff {
+        reason: String,
+    },
+    /// The contact's fields, tags or access level changed: the whole new contact.
+    Contact(ContactInfo),
 }
 
 #[derive(Debug, Clone, Copy)]
 pub struct FlowContext<'a> {
     pub now_ms: i64,
-    pub contact_name: Option<&'a str>,
+    /// The contact as it was before this event (name, access level, fields, tags).
+    pub contact: Option<&'a ContactInfo>,
     /// Stable key of the contact (wa_id): picks, and keeps, its A/B split variant.
     pub contact_key: Option<&'a str>,
+    /// The Click-to-WhatsApp ad id the message came from, if any.
+    pub referral: Option<&'a str>,
     /// Runaway guard: max nodes executed for one input.
     pub max_steps: usize,
 }
@@ -76,21 +128,40 @@ pub enum FlowError {
     },
 }
 
+/// What one step is working with besides the flow state.
+struct Run<'c, 'a> {
+    flows: &'c FlowSet,
+    ctx: &'c FlowContext<'a>,
+    /// The contact as the flow changes it; emitted once if it changed.
+    contact: ContactInfo,
+    actions: Vec<FlowAction>,
+    steps: usize,
+}
+
 /// The flow and start node the message triggers: the highest priority match across all
-/// flows (ties: file order); with `only_global`, only triggers marked `global`.
+/// flows (ties: file order); with `only_global`, only triggers marked `global`. A flow the
+/// contact's access level does not reach is skipped. `default` triggers fire only when
+/// nothing else matched.
 fn trigger_match(
     flows: &FlowSet,
     text: Option<&str>,
     reply_id: Option<&str>,
+    referral: Option<&str>,
     only_global: bool,
+    contact: &ContactInfo,
 ) -> Option<(String, String)> {
     let norm = text.map(normalize);
     let mut best: Option<(i32, String, String)> = None;
+    let mut fallback: Option<(i32, String, String)> = None;
     for f in flows.flows() {
+        if f.access > contact.access {
+            continue;
+        }
         for t in &f.triggers {
             if only_global && !t.global {
                 continue;
             }
+            let start = || t.start().cloned().unwrap_or_else(|| f.start.clone());
             let hit = match &t.on {
                 Trigger::Keyword { word, kind, .. } => match (&norm, kind) {
                     (Some(n), MatchKind::Exact) => n == word,
@@ -100,14 +171,22 @@ fn trigger_match(
                 },
                 Trigger::Button { id, .. } => reply_id.is_some_and(|r| r.eq_ignore_ascii_case(id)),
                 Trigger::Regex { re, .. } => text.is_some_and(|t| re.is_match(t.trim())),
+                Trigger::Referral { ad, .. } => {
+                    referral.is_some_and(|r| ad.as_deref().is_none_or(|a| a == r))
+                }
+                Trigger::Default { .. } => {
+                    if !only_global && fallback.as_ref().is_none_or(|(p, _, _)| t.priority > *p) {
+                        fallback = Some((t.priority, f.id.clone(), start()));
+                    }
+                    false
+                }
             };
             if hit && best.as_ref().is_none_or(|(p, _, _)| t.priority > *p) {
-                let start = t.start().cloned().unwrap_or_else(|| f.start.clone());
-                best = Some((t.priority, f.id.clone(), start));
+                best = Some((t.priority, f.id.clone(), start()));
             }
         }
     }
-    best.map(|(_, id, start)| (id, start))
+    best.or(fallback).map(|(_, id, start)| (id, start))
 }
 
 /// Pure step. See the module docs / brief for semantics.
@@ -117,83 +196,578 @@ pub fn step(
     input: FlowInput<'_>,
     ctx: &FlowContext<'_>,
 ) -> Result<(FlowState, Vec<FlowAction>), FlowError> {
-    let mut st = state;
-    let mut actions = Vec::new();
-    // Drop sessions whose flow/node vanished (e.g. flow file edited).
-    let valid = st
-        .flow
-        .as_deref()
-        .and_then(|id| flows.get(id))
-        .is_some_and(|f| st.node.as_deref().is_some_and(|n| f.nodes.contains_key(n)));
-    if st.is_active() && !valid {
-        st = FlowState::default();
+    run_with(flows, ctx, |r| r.input(state, input))
+}
+
+/// Run `f` on a fresh [`Run`]; the contact is reported once if the flow changed it.
+fn run_with(
+    flows: &FlowSet,
+    ctx: &FlowContext<'_>,
+    f: impl FnOnce(&mut Run<'_, '_>) -> Result<FlowState, FlowError>,
+) -> Result<(FlowState, Vec<FlowAction>), FlowError> {
+    let contact = ctx.contact.cloned().unwrap_or_default();
+    let mut r = Run {
+        flows,
+        ctx,
+        contact: contact.clone(),
+        actions: Vec::new(),
+        steps: 0,
+    };
+    let st = f(&mut r)?;
+    let mut actions = r.actions;
+    if r.contact != contact {
+        actions.push(FlowAction::Contact(r.contact));
     }
-    match input {
-        FlowInput::Timer { name } => {
-            if !st.is_active() || st.waiting_timer.as_deref() != Some(name) {
-                return Ok((st, actions));
-            }
-            let flow = flows
-                .get(st.flow.as_deref().unwrap_or_default())
-                .expect("valid");
-            let node = &flow.nodes[st.node.as_deref().unwrap_or_default()];
-            st.waiting_timer = None;
-            st.last_activity_ms = ctx.now_ms;
-            if node.end {
-                return Ok((FlowState::default(), actions));
-            }
-            let next = node.next.clone();
-            run(flow, st, next, &mut actions, ctx).map(|s| (s, actions))
+    Ok((st, actions))
+}
+
+impl<'c, 'a> Run<'c, 'a> {
+    fn flow(&self, st: &FlowState) -> Option<&'c Flow> {
+        st.flow.as_deref().and_then(|id| self.flows.get(id))
+    }
+
+    fn input(&mut self, state: FlowState, input: FlowInput<'_>) -> Result<FlowState, FlowError> {
+        let mut st = state;
+        let ctx = self.ctx;
+        // Drop sessions whose flow/node vanished (e.g. flow file edited).
+        let valid = self
+            .flow(&st)
+            .is_some_and(|f| st.node.as_deref().is_some_and(|n| f.nodes.contains_key(n)));
+        if st.is_active() && !valid {
+            st = FlowState::default();
         }
-        FlowInput::Message { text, reply_id } => {
-            if let Some(flow) = st.flow.as_deref().and_then(|id| flows.get(id)) {
-                if let Some(t) = flow.session_timeout_ms {
-                    if ctx.now_ms - st.last_activity_ms > t {
-                        st = FlowState::default();
+        match input {
+            FlowInput::Timer { name } => {
+                if !st.is_active() || st.waiting_timer.as_deref() != Some(name) {
+                    return Ok(st);
+                }
+                st.waiting_timer = None;
+                st.last_activity_ms = ctx.now_ms;
+                self.continue_after_node(st)
+            }
+            FlowInput::Released => {
+                if !st.is_active() || !st.handoff {
+                    return Ok(st);
+                }
+                st.handoff = false;
+                st.last_activity_ms = ctx.now_ms;
+                self.continue_after_node(st)
+            }
+            FlowInput::Http(outcome) => {
+                if st.http.as_ref().is_none_or(|c| c.id != outcome.id) {
+                    return Ok(st); // a stale answer: not the call we wait for
+                }
+                st.http = None;
+                st.last_activity_ms = ctx.now_ms;
+                let deferred = std::mem::take(&mut st.deferred);
+                let flow = self.flow(&st).expect("valid");
+                let node = &flow.nodes[st.node.as_deref().unwrap_or_default()];
+                let NodeKind::Http(spec) = &node.kind else {
+                    return Ok(FlowState::default());
+                };
+                st.vars.insert(
+                    "http_status".into(),
+                    Value::Num(Decimal::from(outcome.status)),
+                );
+                let mut st = if outcome.ok() {
+                    let json: Option<serde_json::Value> = serde_json::from_str(&outcome.body).ok();
+                    for (var, path) in &spec.save {
+                        let v = json.as_ref().and_then(|j| json_path(j, path));
+                        st.vars.insert(
+                            var.clone(),
+                            v.map(from_json).unwrap_or(Value::Str(String::new())),
+                        );
+                    }
+                    self.continue_after_node(st)?
+                } else {
+                    let on_error = spec.on_error.clone();
+                    match on_error {
+                        Some(n) => self.run(st, Some(n))?,
+                        None => self.end(st)?,
+                    }
+                };
+                // What the user said meanwhile, in order.
+                for d in deferred {
+                    let input = FlowInput::Message {
+                        text: d.text.as_deref(),
+                        reply_id: d.reply_id.as_deref(),
+                    };
+                    st = self.input(st, input)?;
+                }
+                Ok(st)
+            }
+            FlowInput::Media { kind, id, caption } => {
+                let awaiting_media = st.is_active()
+                    && st.awaiting_input
+                    && st.http.is_none()
+                    && self.flow(&st).is_some_and(|f| {
+                        matches!(&f.nodes[st.node.as_deref().unwrap_or_default()].kind,
+                            NodeKind::Ask(a) if a.kind == AskType::Media)
+                    });
+                if awaiting_media {
+                    st.last_activity_ms = ctx.now_ms;
+                    return self.answer(st, Answer::Media { kind, id });
+                }
+                self.message(st, caption, None)
+            }
+            FlowInput::Message { text, reply_id } => self.message(st, text, reply_id),
+        }
+    }
+
+    fn message(
+        &mut self,
+        mut st: FlowState,
+        text: Option<&str>,
+        reply_id: Option<&str>,
+    ) -> Result<FlowState, FlowError> {
+        let ctx = self.ctx;
+        if st.is_active() && st.http.is_some() {
+            // Busy: keep it for when the answer comes, so nothing is handled out of order.
+            if st.deferred.len() < MAX_DEFERRED {
+                st.deferred.push(Deferred {
+                    text: text.map(str::to_string),
+                    reply_id: reply_id.map(str::to_string),
+                });
+            }
+            return Ok(st);
+        }
+        if let Some(flow) = self.flow(&st) {
+            if let Some(t) = flow.session_timeout_ms {
+                if ctx.now_ms - st.last_activity_ms > t {
+                    let on_expire = flow.on_expire.clone();
+                    let fresh = FlowState {
+                        vars: std::mem::take(&mut st.vars),
+                        ..FlowState::default()
+                    };
+                    st = match on_expire {
+                        Some(node) => {
+                            let expired = FlowState {
+                                flow: st.flow.clone(),
+                                version: st.version.clone(),
+                                started_at_ms: st.started_at_ms,
+                                last_activity_ms: ctx.now_ms,
+                                vars: fresh.vars,
+                                ..FlowState::default()
+                            };
+                            self.run(expired, Some(node))?
+                        }
+                        None => FlowState::default(),
+                    };
+                    if st.is_active() {
+                        return Ok(st); // the expiry branch asks something: this was the answer's turn
                     }
                 }
             }
-            if st.is_active() && st.awaiting_input {
-                // A global trigger (e.g. `menu`) leaves the flow waiting for an answer.
-                if let Some((fid, start)) = trigger_match(flows, text, reply_id, true) {
-                    let flow = flows.get(&fid).expect("trigger flow exists");
-                    return begin(flow, start, ctx);
-                }
-                let flow = flows
-                    .get(st.flow.as_deref().unwrap_or_default())
-                    .expect("valid");
-                st.last_activity_ms = ctx.now_ms;
-                return answer(flow, st, text, reply_id, ctx);
+        }
+        let referral = ctx.referral;
+        if st.is_active() && (st.awaiting_input || st.waiting_timer.is_some()) {
+            // A global trigger (e.g. `menu`) leaves the flow waiting.
+            if let Some((fid, start)) =
+                trigger_match(self.flows, text, reply_id, referral, true, &self.contact)
+            {
+                return self.begin(&fid, start);
             }
-            // No flow, or paused on a timer: triggers may (re)start a flow.
-            let Some((fid, start)) = trigger_match(flows, text, reply_id, false) else {
-                return Ok((st, actions));
+            st.last_activity_ms = ctx.now_ms;
+            if st.awaiting_input {
+                return self.answer(st, Answer::Text { text, reply_id });
+            }
+            // A wait that a reply interrupts.
+            let flow = self.flow(&st).expect("valid");
+            if let NodeKind::Wait {
+                on_reply: Some(to), ..
+            } = &flow.nodes[st.node.as_deref().unwrap_or_default()].kind
+            {
+                let to = to.clone();
+                st.waiting_timer = None;
+                if let Some(t) = text {
+                    st.vars
+                        .insert("reply".into(), Value::Str(t.trim().to_string()));
+                }
+                return self.run(st, Some(to));
+            }
+        }
+        // No flow, paused on a timer or a handoff: triggers may (re)start a flow.
+        let Some((fid, start)) =
+            trigger_match(self.flows, text, reply_id, referral, false, &self.contact)
+        else {
+            return Ok(st);
+        };
+        self.begin(&fid, start)
+    }
+
+    /// A fresh session of `flow`, run from `start_node` until it waits or ends.
+    fn begin(&mut self, flow_id: &str, start_node: String) -> Result<FlowState, FlowError> {
+        let flow = self.flows.get(flow_id).expect("flow exists");
+        let st = FlowState {
+            flow: Some(flow.id.clone()),
+            version: Some(flow.version.clone()),
+            started_at_ms: self.ctx.now_ms,
+            last_activity_ms: self.ctx.now_ms,
+            ..FlowState::default()
+        };
+        self.run(st, Some(start_node))
+    }
+
+    /// Go on after the node the flow is paused at (its `next`, or the end).
+    fn continue_after_node(&mut self, st: FlowState) -> Result<FlowState, FlowError> {
+        let flow = self.flow(&st).expect("valid");
+        let node = &flow.nodes[st.node.as_deref().unwrap_or_default()];
+        if node.end {
+            return self.end(st);
+        }
+        let next = node.next.clone();
+        self.run(st, next)
+    }
+
+    /// The running flow ended: back to the caller of a subflow, else no flow.
+    fn end(&mut self, mut st: FlowState) -> Result<FlowState, FlowError> {
+        while let Some(frame) = st.stack.pop() {
+            if self.flows.get(&frame.flow).is_none() {
+                continue;
+            }
+            st.flow = Some(frame.flow);
+            st.version = Some(frame.version);
+            st.node = None;
+            return self.run(st, frame.next);
+        }
+        Ok(FlowState::default())
+    }
+
+    fn answer(&mut self, mut st: FlowState, ans: Answer<'_>) -> Result<FlowState, FlowError> {
+        let flow = self.flow(&st).expect("valid");
+        let node_id = st.node.clone().unwrap_or_default();
+        let node = &flow.nodes[&node_id];
+        let NodeKind::Ask(a) = &node.kind else {
+            return Ok(FlowState::default());
+        };
+        match validate_answer(a, ans) {
+            Some(v) => {
+                st.awaiting_input = false;
+                st.retries = 0;
+                let key = expr::display(&v).to_lowercase();
+                if let Some(s) = &a.save {
+                    st.vars.insert(s.clone(), v);
+                }
+                if node.end {
+                    return self.end(st);
+                }
+                let next = a.branches.get(&key).cloned().or_else(|| node.next.clone());
+                self.run(st, next)
+            }
+            None => {
+                st.retries += 1;
+                if st.retries > a.max_retries {
+                    st.awaiting_input = false;
+                    st.retries = 0;
+                    return match a.on_fail.clone() {
+                        Some(f) => self.run(st, Some(f)),
+                        None => self.end(st),
+                    };
+                }
+                let env = Env {
+                    vars: &st.vars,
+                    contact: &self.contact,
+                };
+                let body = match &a.retry {
+                    Some(t) => t.render(&env),
+                    None => "Sorry, that is not a valid answer. Please try again.".to_string(),
+                };
+                self.actions.push(FlowAction::Send(OutboundMessage::Text {
+                    body,
+                    preview_url: false,
+                }));
+                Ok(st)
+            }
+        }
+    }
+
+    /// Walk nodes from `next` until the flow waits or ends.
+    fn run(&mut self, mut st: FlowState, mut next: Option<String>) -> Result<FlowState, FlowError> {
+        let ctx = self.ctx;
+        loop {
+            let Some(id) = next.take() else {
+                return self.end(st);
             };
-            let flow = flows.get(&fid).expect("trigger flow exists");
-            begin(flow, start, ctx)
+            self.steps += 1;
+            if self.steps > ctx.max_steps {
+                return Err(FlowError::Runaway);
+            }
+            let flows = self.flows;
+            let Some(flow) = st.flow.as_deref().and_then(|f| flows.get(f)) else {
+                return Ok(FlowState::default());
+            };
+            let Some(node) = flow.nodes.get(&id) else {
+                return self.end(st);
+            };
+            st.node = Some(id.clone());
+            let err = |msg: String| FlowError::Eval {
+                flow: flow.id.clone(),
+                node: id.clone(),
+                msg,
+            };
+            next = node.next.clone();
+            match &node.kind {
+                NodeKind::Noop => {}
+                NodeKind::Send(s) => {
+                    let env = Env {
+                        vars: &st.vars,
+                        contact: &self.contact,
+                    };
+                    let m = render_send(s, &env, self.contact.access);
+                    self.actions.push(FlowAction::Send(m));
+                }
+                NodeKind::Ask(a) => {
+                    if let Some(p) = &a.prompt {
+                        let env = Env {
+                            vars: &st.vars,
+                            contact: &self.contact,
+                        };
+                        self.actions.push(FlowAction::Send(OutboundMessage::Text {
+                            body: p.render(&env),
+                            preview_url: false,
+                        }));
+                    }
+                    st.awaiting_input = true;
+                    st.retries = 0;
+                    return Ok(st);
+                }
+                NodeKind::Condition {
+                    cond,
+                    then,
+                    otherwise,
+                } => {
+                    let env = Env {
+                        vars: &st.vars,
+                        contact: &self.contact,
+                    };
+                    let v = expr::eval(cond, &env).map_err(err)?;
+                    next = Some(if truthy(&v) { then } else { otherwise }.clone());
+                    continue;
+                }
+                NodeKind::Set(list) => {
+                    for op in list {
+                        let eval = |e: &expr::Expr, st: &FlowState, c: &ContactInfo| {
+                            expr::eval(
+                                e,
+                                &Env {
+                                    vars: &st.vars,
+                                    contact: c,
+                                },
+                            )
+                        };
+                        match op {
+                            SetOp::Var(k, e) => {
+                                let v = eval(e, &st, &self.contact).map_err(err)?;
+                                st.vars.insert(k.clone(), v);
+                            }
+                            SetOp::Contact(k, e) => {
+                                let v = eval(e, &st, &self.contact).map_err(err)?;
+                                self.contact.fields.insert(k.clone(), expr::display(&v));
+                            }
+                            SetOp::Access(e) => {
+                                let v = eval(e, &st, &self.contact).map_err(err)?;
+                                let text = expr::display(&v);
+                                self.contact.access = AccessLevel::parse(&text).ok_or_else(|| {
+                                    err(format!(
+                                        "access level `{text}` is not public, registered or activated"
+                                    ))
+                                })?;
+                            }
+                            SetOp::TagAdd(tags) => self.contact.tags.extend(tags.iter().cloned()),
+                            SetOp::TagRemove(tags) => {
+                                for t in tags {
+                                    self.contact.tags.remove(t);
+                                }
+                            }
+                        }
+                    }
+                }
+                NodeKind::JumpNode(t) => {
+                    next = Some(t.clone());
+                    continue;
+                }
+                NodeKind::JumpFlow { flow: target, ret } => {
+                    let Some(sub) = flows.get(target) else {
+                        return self.end(st);
+                    };
+                    if *ret {
+                        st.stack.push(Frame {
+                            flow: flow.id.clone(),
+                            version: flow.version.clone(),
+                            next: next.take(),
+                        });
+                    } else {
+                        st.stack.clear();
+                    }
+                    st.flow = Some(sub.id.clone());
+                    st.version = Some(sub.version.clone());
+                    next = Some(sub.start.clone());
+                    continue;
+                }
+                NodeKind::Split { variants, save } => {
+                    let (variant, to) =
+                        split_variant(variants, ctx.contact_key.unwrap_or(""), &flow.id, &id);
+                    st.vars.insert(save.clone(), Value::Str(variant));
+                    next = Some(to);
+                    continue;
+                }
+                NodeKind::Wait {
+                    ms, until_minute, ..
+                } => {
+                    let after_ms = match (ms, until_minute) {
+                        (Some(ms), _) => *ms,
+                        (None, Some(m)) => until_next(ctx.now_ms, *m),
+                        (None, None) => 0,
+                    };
+                    let name = format!("{}:{}", flow.id, id);
+                    self.actions.push(FlowAction::StartTimer {
+                        name: name.clone(),
+                        after_ms,
+                    });
+                    st.waiting_timer = Some(name);
+                    return Ok(st);
+                }
+                NodeKind::Http(spec) => {
+                    let env = Env {
+                        vars: &st.vars,
+                        contact: &self.contact,
+                    };
+                    let call_key = format!(
+                        "{}\0{}\0{}\0{}\0{}",
+                        ctx.contact_key.unwrap_or(""),
+                        flow.id,
+                        id,
+                        st.started_at_ms,
+                        ctx.now_ms
+                    );
+                    let call = HttpCall {
+                        id: format!("flow-{}", content_hash(&call_key)),
+                        method: spec.method.clone(),
+                        url: spec.url.render(&env),
+                        headers: spec
+                            .headers
+                            .iter()
+                            .map(|(k, v)| (k.clone(), v.render(&env)))
+                            .collect(),
+                        body: spec.body.as_ref().map(|b| render_json(b, &env).to_string()),
+                        timeout_ms: spec.timeout_ms,
+                    };
+                    self.actions.push(FlowAction::Http(call.clone()));
+                    st.http = Some(call);
+                    return Ok(st);
+                }
+                NodeKind::Handoff { reason, message } => {
+                    if let Some(m) = message {
+                        let env = Env {
+                            vars: &st.vars,
+                            contact: &self.contact,
+                        };
+                        self.actions.push(FlowAction::Send(OutboundMessage::Text {
+                            body: m.render(&env),
+                            preview_url: false,
+                        }));
+                    }
+                    self.actions.push(FlowAction::Handoff {
+                        reason: reason.clone(),
+                    });
+                    st.handoff = true;
+                    return Ok(st);
+                }
+            }
+            if node.end {
+                return self.end(st);
+            }
         }
     }
 }
 
-/// A fresh session of `flow`, run from `start_node` until it waits or ends.
-fn begin(
-    flow: &Flow,
-    start_node: String,
-    ctx: &FlowContext<'_>,
-) -> Result<(FlowState, Vec<FlowAction>), FlowError> {
-    let st = FlowState {
-        flow: Some(flow.id.clone()),
-        version: Some(flow.version.clone()),
-        node: None,
-        started_at_ms: ctx.now_ms,
-        last_activity_ms: ctx.now_ms,
-        ..FlowState::default()
-    };
-    let mut actions = Vec::new();
-    run(flow, st, Some(start_node), &mut actions, ctx).map(|s| (s, actions))
+/// Milliseconds from `now_ms` to the next `minute` of the day (UTC); a full day if now.
+fn until_next(now_ms: i64, minute: u32) -> i64 {
+    let day = 86_400_000;
+    let target = i64::from(minute) * 60_000;
+    let into_day = now_ms.rem_euclid(day);
+    let d = (target - into_day).rem_euclid(day);
+    if d == 0 {
+        day
+    } else {
+        d
+    }
 }
 
-fn validate_answer(a: &AskSpec, text: Option<&str>, reply_id: Option<&str>) -> Option<Value> {
+/// `a.b.0.c` into a JSON value.
+fn json_path<'j>(v: &'j serde_json::Value, path: &str) -> Option<&'j serde_json::Value> {
+    path.split('.')
+        .filter(|p| !p.is_empty())
+        .try_fold(v, |v, key| match v {
+            serde_json::Value::Object(m) => m.get(key),
+            serde_json::Value::Array(a) => key.parse::<usize>().ok().and_then(|i| a.get(i)),
+            _ => None,
+        })
+}
+
+fn from_json(v: &serde_json::Value) -> Value {
+    match v {
+        serde_json::Value::String(s) => Value::Str(s.clone()),
+        serde_json::Value::Bool(b) => Value::Bool(*b),
+        serde_json::Value::Number(n) => Decimal::from_str(&n.to_string())
+            .or_else(|_| Decimal::from_scientific(&n.to_string()))
+            .map(Value::Num)
+            .unwrap_or_else(|_| Value::Str(n.to_string())),
+        serde_json::Value::Null => Value::Str(String::new()),
+        other => Value::Str(other.to_string()),
+    }
+}
+
+#[derive(Debug, Clone, Copy)]
+enum Answer<'a> {
+    Text {
+        text: Option<&'a str>,
+        reply_id: Option<&'a str>,
+    },
+    Media {
+        kind: &'a str,
+        id: &'a str,
+    },
+}
+
+/// `2026-11-22`, `22/11/2026` or `22-11-2026` as `YYYY-MM-DD`, if it is a real date.
+fn parse_date(t: &str) -> Option<String> {
+    let parts: Vec<&str> = t.split(['-', '/', '.']).collect();
+    let [a, b, c] = parts.as_slice() else {
+        return None;
+    };
+    let (y, m, d) = if a.len() == 4 { (a, b, c) } else { (c, b, a) };
+    let (y, m, d): (i32, u32, u32) = (y.parse().ok()?, m.parse().ok()?, d.parse().ok()?);
+    if y.to_string().len() != 4 || !(1..=12).contains(&m) || d == 0 {
+        return None;
+    }
+    let leap = (y % 4 == 0 && y % 100 != 0) || y % 400 == 0;
+    let days = [
+        31,
+        if leap { 29 } else { 28 },
+        31,
+        30,
+        31,
+        30,
+        31,
+        31,
+        30,
+        31,
+        30,
+        31,
+    ];
+    (d <= days[(m - 1) as usize]).then(|| format!("{y:04}-{m:02}-{d:02}"))
+}
+
+fn validate_answer(a: &AskSpec, ans: Answer<'_>) -> Option<Value> {
+    let (text, reply_id) = match ans {
+        Answer::Media { kind, id } => {
+            let ok = a.kind == AskType::Media
+                && (a.media_types.is_empty() || a.media_types.iter().any(|t| t == kind));
+            return ok.then(|| Value::Str(id.to_string()));
+        }
+        Answer::Text { text, reply_id } => (text, reply_id),
+    };
     let t = text.map(str::trim).unwrap_or("");
     match a.kind {
         AskType::Options => {
@@ -206,6 +780,7 @@ fn validate_answer(a: &AskSpec, text: Option<&str>, reply_id: Option<&str>) -> O
             }
             None
         }
+        AskType::Media => None,
         _ if t.is_empty() => None,
         AskType::Text => Some(Value::Str(t.to_string())),
         AskType::Number | AskType::Decimal => {
@@ -234,6 +809,7 @@ fn validate_answer(a: &AskSpec, text: Option<&str>, reply_id: Option<&str>) -> O
             let ok = digits.chars().all(|c| c.is_ascii_digit()) && (7..=15).contains(&digits.len());
             ok.then(|| Value::Str(t.to_string()))
         }
+        AskType::Date => parse_date(t).map(Value::Str),
         AskType::Regex => a
             .pattern
             .as_ref()
@@ -242,160 +818,12 @@ fn validate_answer(a: &AskSpec, text: Option<&str>, reply_id: Option<&str>) -> O
     }
 }
 
-fn answer(
-    flow: &Flow,
-    mut st: FlowState,
-    text: Option<&str>,
-    reply_id: Option<&str>,
-    ctx: &FlowContext<'_>,
-) -> Result<(FlowState, Vec<FlowAction>), FlowError> {
-    let mut actions = Vec::new();
-    let node_id = st.node.clone().unwrap_or_default();
-    let node = &flow.nodes[&node_id];
-    let NodeKind::Ask(a) = &node.kind else {
-        return Ok((FlowState::default(), actions));
+fn render_send(s: &SendSpec, env: &Env<'_>, access: AccessLevel) -> OutboundMessage {
+    let shown = |restricted: &[(String, AccessLevel)], id: &str| {
+        restricted
+            .iter()
+            .all(|(r, level)| r != id || *level <= access)
     };
-    match validate_answer(a, text, reply_id) {
-        Some(v) => {
-            st.awaiting_input = false;
-            st.retries = 0;
-            let key = expr::display(&v).to_lowercase();
-            if let Some(s) = &a.save {
-                st.vars.insert(s.clone(), v);
-            }
-            if node.end {
-                return Ok((FlowState::default(), actions));
-            }
-            let next = a.branches.get(&key).cloned().or_else(|| node.next.clone());
-            let st = run(flow, st, next, &mut actions, ctx)?;
-            Ok((st, actions))
-        }
-        None => {
-            st.retries += 1;
-            if st.retries > a.max_retries {
-                st.awaiting_input = false;
-                st.retries = 0;
-                return match &a.on_fail {
-                    Some(f) => {
-                        let st = run(flow, st, Some(f.clone()), &mut actions, ctx)?;
-                        Ok((st, actions))
-                    }
-                    None => Ok((FlowState::default(), actions)),
-                };
-            }
-            let env = Env {
-                vars: &st.vars,
-                contact_name: ctx.contact_name,
-            };
-            let body = match &a.retry {
-                Some(t) => t.render(&env),
-                None => "Sorry, that is not a valid answer. Please try again.".to_string(),
-            };
-            actions.push(FlowAction::Send(OutboundMessage::Text {
-                body,
-                preview_url: false,
-            }));
-            Ok((st, actions))
-        }
-    }
-}
-
-/// Walk nodes from `next` until the flow waits or ends.
-fn run(
-    flow: &Flow,
-    mut st: FlowState,
-    mut next: Option<String>,
-    actions: &mut Vec<FlowAction>,
-    ctx: &FlowContext<'_>,
-) -> Result<FlowState, FlowError> {
-    let mut steps = 0usize;
-    loop {
-        let Some(id) = next.take() else {
-            return Ok(FlowState::default());
-        };
-        steps += 1;
-        if steps > ctx.max_steps {
-            return Err(FlowError::Runaway);
-        }
-        let Some(node) = flow.nodes.get(&id) else {
-            return Ok(FlowState::default());
-        };
-        st.node = Some(id.clone());
-        let err = |msg: String| FlowError::Eval {
-            flow: flow.id.clone(),
-            node: id.clone(),
-            msg,
-        };
-        let env = Env {
-            vars: &st.vars,
-            contact_name: ctx.contact_name,
-        };
-        next = node.next.clone();
-        match &node.kind {
-            NodeKind::Noop => {}
-            NodeKind::Send(s) => actions.push(FlowAction::Send(render_send(s, &env))),
-            NodeKind::Ask(a) => {
-                if let Some(p) = &a.prompt {
-                    actions.push(FlowAction::Send(OutboundMessage::Text {
-                        body: p.render(&env),
-                        preview_url: false,
-                    }));
-                }
-                st.awaiting_input = true;
-                st.retries = 0;
-                return Ok(st);
-            }
-            NodeKind::Condition {
-                cond,
-                then,
-                otherwise,
-            } => {
-                let v = expr::eval(cond, &env).map_err(err)?;
-                next = Some(if truthy(&v) { then } else { otherwise }.clone());
-                continue;
-            }
-            NodeKind::Set(list) => {
-                for (k, e) in list {
-                    let env = Env {
-                        vars: &st.vars,
-                        contact_name: ctx.contact_name,
-                    };
-                    let v = expr::eval(e, &env).map_err(err)?;
-                    st.vars.insert(k.clone(), v);
-                }
-            }
-            NodeKind::JumpNode(t) => {
-                next = Some(t.clone());
-                continue;
-            }
-            NodeKind::JumpFlow(f) => {
-                actions.push(FlowAction::SwitchFlow(f.clone()));
-                return Ok(FlowState::default());
-            }
-            NodeKind::Split { variants, save } => {
-                let (variant, to) =
-                    split_variant(variants, ctx.contact_key.unwrap_or(""), &flow.id, &id);
-                st.vars.insert(save.clone(), Value::Str(variant));
-                next = Some(to);
-                continue;
-            }
-            NodeKind::Wait { ms } => {
-                let name = format!("{}:{}", flow.id, id);
-                actions.push(FlowAction::StartTimer {
-                    name: name.clone(),
-                    after_ms: *ms,
-                });
-                st.waiting_timer = Some(name);
-                return Ok(st);
-            }
-        }
-        if node.end {
-            return Ok(FlowState::default());
-        }
-    }
-}
-
-fn render_send(s: &SendSpec, env: &Env<'_>) -> OutboundMessage {
     let opt = |t: &Option<super::template::Template>| t.as_ref().map(|t| t.render(env));
     match s {
         SendSpec::Message(t, as_written) => {
@@ -412,11 +840,16 @@ fn render_send(s: &SendSpec, env: &Env<'_>) -> OutboundMessage {
             body,
             footer,
             buttons,
+            restricted,
         } => OutboundMessage::Buttons {
             header: opt(header),
             body: body.render(env),
             footer: opt(footer),
-            buttons: buttons.clone(),
+            buttons: buttons
+                .iter()
+                .filter(|b| shown(restricted, &b.id))
+                .cloned()
+                .collect(),
         },
         SendSpec::List {
             header,
@@ -424,12 +857,21 @@ fn render_send(s: &SendSpec, env: &Env<'_>) -> OutboundMessage {
             footer,
             button,
             sections,
+            restricted,
         } => OutboundMessage::List {
             header: opt(header),
             body: body.render(env),
             footer: opt(footer),
             button: button.clone(),
-            sections: sections.clone(),
+            sections: sections
+                .iter()
+                .map(|s| {
+                    let mut s = s.clone();
+                    s.rows.retain(|r| shown(restricted, &r.id));
+                    s
+                })
+                .filter(|s| !s.rows.is_empty())
+                .collect(),
         },
     }
 }
@@ -490,8 +932,8 @@ pub fn start(
     flow_id: &str,
     ctx: &FlowContext<'_>,
 ) -> Result<(FlowState, Vec<FlowAction>), FlowError> {
-    match flows.get(flow_id) {
-        Some(flow) => begin(flow, flow.start.clone(), ctx),
-        None => Ok((FlowState::default(), Vec::new())),
-    }
+    let Some(flow) = flows.get(flow_id) else {
+        return Ok((FlowState::default(), Vec::new()));
+    };
+    run_with(flows, ctx, |r| r.begin(&flow.id, flow.start.clone()))
 }

@@ -28,9 +28,10 @@ pub enum BinOp {
 #[derive(Debug, Clone)]
 pub enum Expr {
     Lit(Value),
-    /// `vars.x` / `x` (Var) or `contact.name` (Contact).
+    /// `vars.x` / `x`.
     Var(String),
-    Contact,
+    /// `contact.<field>`: name, wa_id, access, tags or a business field.
+    Contact(String),
     Not(Box<Expr>),
     Neg(Box<Expr>),
     Bin(BinOp, Box<Expr>, Box<Expr>),
@@ -230,7 +231,9 @@ impl P {
             Tok::Ident(w) => match w.as_str() {
                 "true" => Expr::Lit(Value::Bool(true)),
                 "false" => Expr::Lit(Value::Bool(false)),
-                "contact.name" => Expr::Contact,
+                w if w.starts_with("contact.") && w.len() > "contact.".len() => {
+                    Expr::Contact(w["contact.".len()..].to_string())
+                }
                 "and" | "or" | "not" | "contains" | "matches" => {
                     return Err(format!("unexpected keyword `{w}`"))
                 }
@@ -288,7 +291,7 @@ pub fn truthy(v: &Value) -> bool {
 
 pub struct Env<'a> {
     pub vars: &'a BTreeMap<String, Value>,
-    pub contact_name: Option<&'a str>,
+    pub contact: &'a crate::conversation::ContactInfo,
 }
 
 impl Env<'_> {
@@ -304,7 +307,7 @@ pub fn eval(e: &Expr, env: &Env<'_>) -> Result<Value, String> {
     Ok(match e {
         Expr::Lit(v) => v.clone(),
         Expr::Var(n) => env.lookup(n),
-        Expr::Contact => Value::Str(env.contact_name.unwrap_or("").to_string()),
+        Expr::Contact(field) => Value::Str(env.contact.get(field)),
         Expr::Not(x) => Value::Bool(!truthy(&eval(x, env)?)),
         Expr::Neg(x) => {
             let v = eval(x, env)?;
@@ -375,9 +378,13 @@ mod tests {
             .iter()
             .map(|(k, v)| (k.to_string(), v.clone()))
             .collect();
+        let contact = crate::conversation::ContactInfo {
+            profile_name: Some("Budi".into()),
+            ..Default::default()
+        };
         let env = Env {
             vars: &vars,
-            contact_name: Some("Budi"),
+            contact: &contact,
         };
         eval(&parse(src)?, &env)
     }

@@ -14,6 +14,9 @@ pub fn mermaid(flow: &Flow) -> String {
             Trigger::Keyword { word, .. } => format!("keyword: {word}"),
             Trigger::Button { id, .. } => format!("button: {id}"),
             Trigger::Regex { re, .. } => format!("regex: {}", re.as_str()),
+            Trigger::Referral { ad: Some(ad), .. } => format!("ad: {ad}"),
+            Trigger::Referral { ad: None, .. } => "any ad".to_string(),
+            Trigger::Default { .. } => "default".to_string(),
         };
         let start = t.start().map(String::as_str).unwrap_or(&flow.start);
         let _ = writeln!(
@@ -31,8 +34,17 @@ pub fn mermaid(flow: &Flow) -> String {
             NodeKind::Condition { .. } => "condition".to_string(),
             NodeKind::Set(_) => "set".to_string(),
             NodeKind::JumpNode(_) => "jump".to_string(),
-            NodeKind::JumpFlow(f) => format!("to flow {f}"),
-            NodeKind::Wait { ms } => format!("wait {} s", ms / 1000),
+            NodeKind::JumpFlow { flow, ret: false } => format!("to flow {flow}"),
+            NodeKind::JumpFlow { flow, ret: true } => format!("subflow {flow}"),
+            NodeKind::Wait {
+                ms, until_minute, ..
+            } => match (ms, until_minute) {
+                (Some(ms), _) => format!("wait {} s", ms / 1000),
+                (None, Some(m)) => format!("wait until {:02}:{:02}", m / 60, m % 60),
+                (None, None) => "wait".to_string(),
+            },
+            NodeKind::Http(h) => format!("http {}", h.method),
+            NodeKind::Handoff { .. } => "handoff to a human".to_string(),
             NodeKind::Split { .. } => "A/B split".to_string(),
         };
         let shape = if matches!(node.kind, NodeKind::Condition { .. }) {
@@ -69,6 +81,14 @@ pub fn mermaid(flow: &Flow) -> String {
                 }
             }
             NodeKind::JumpNode(to) => edge(None, to),
+            NodeKind::Http(h) => {
+                if let Some(to) = &h.on_error {
+                    edge(Some("error"), to);
+                }
+            }
+            NodeKind::Wait {
+                on_reply: Some(to), ..
+            } => edge(Some("reply"), to),
             NodeKind::Split { variants, .. } => {
                 for (variant, weight, to) in variants {
                     edge(Some(&format!("{variant} ({weight})")), to);

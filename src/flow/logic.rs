@@ -8,10 +8,10 @@ use serde_json::json;
 use super::model::OnUpdate;
 use super::{step as flow_step, FlowAction, FlowContext, FlowInput, FlowSet, FlowState};
 use crate::conversation::{
-    step as core_step, ConversationEvent, ConversationLogic, ConversationState, Effect, FlowRecord,
-    StepContext,
+    enter_handoff, step as core_step, ConversationEvent, ConversationLogic, ConversationState,
+    Effect, FlowRecord, StepContext,
 };
-use crate::whatsapp::event::MessageContent;
+use crate::whatsapp::event::{Media, MessageContent};
 
 /// Key of the flow state inside `ConversationState::ext`.
 const STATE_KEY: &str = "flow";
@@ -165,8 +165,24 @@ fn records(before: &FlowState, after: &FlowState) -> Vec<Effect> {
     out
 }
 
+fn media_input<'m>(kind: &'static str, m: &'m Media) -> FlowInput<'m> {
+    FlowInput::Media {
+        kind,
+        id: m.id.as_str(),
+        caption: m.caption.as_deref(),
+    }
+}
+
 pub struct FlowLogic {
     pub flows: FlowRegistry,
+}
+
+fn flow_state(state: &ConversationState) -> FlowState {
+    state
+        .ext
+        .get(STATE_KEY)
+        .and_then(|v| serde_json::from_value(v.clone()).ok())
+        .unwrap_or_default()
 }
 
 impl ConversationLogic for FlowLogic {
@@ -176,50 +192,69 @@ impl ConversationLogic for FlowLogic {
         event: &ConversationEvent,
         ctx: &StepContext,
     ) -> (ConversationState, Vec<Effect>) {
+        let was_handed_off = state.handoff.is_some();
         let (mut state, mut effects) = core_step(state, event, ctx);
+        let released = was_handed_off && state.handoff.is_none();
         let timer_name;
+        let mut referral = None;
         let input = match event {
+            // While a human has the conversation the bot is silent.
+            ConversationEvent::Inbound { .. } if state.handoff.is_some() => {
+                return (state, effects)
+            }
             ConversationEvent::Inbound { message, .. } => {
-                let (text, reply_id) = match &message.content {
-                    MessageContent::Text { body } => (Some(body.as_str()), None),
-                    MessageContent::ButtonReply { id, title } => {
-                        (Some(title.as_str()), Some(id.as_str()))
-                    }
-                    MessageContent::ListReply { id, title, .. } => {
-                        (Some(title.as_str()), Some(id.as_str()))
-                    }
-                    MessageContent::TemplateButton { payload, text } => {
-                        (Some(text.as_str()), Some(payload.as_str()))
-                    }
+                referral = message
+                    .referral
+                    .as_ref()
+                    .and_then(|r| r.get("source_id"))
+                    .and_then(|v| v.as_str());
+                match &message.content {
+                    MessageContent::Text { body } => FlowInput::Message {
+                        text: Some(body.as_str()),
+                        reply_id: None,
+                    },
+                    MessageContent::ButtonReply { id, title }
+                    | MessageContent::ListReply { id, title, .. } => FlowInput::Message {
+                        text: Some(title.as_str()),
+                        reply_id: Some(id.as_str()),
+                    },
+                    MessageContent::TemplateButton { payload, text } => FlowInput::Message {
+                        text: Some(text.as_str()),
+                        reply_id: Some(payload.as_str()),
+                    },
+                    MessageContent::Image { media: m } => media_input("image", m),
+                    MessageContent::Video { media: m } => media_input("video", m),
+                    MessageContent::Audio { media: m, .. } => media_input("audio", m),
+                    MessageContent::Document { media: m, .. } => media_input("document", m),
+                    MessageContent::Sticker { media: m, .. } => media_input("sticker", m),
                     MessageContent::System { .. } => return (state, effects),
-                    _ => (None, None),
-                };
-                FlowInput::Message { text, reply_id }
+                    _ => FlowInput::Message {
+                        text: None,
+                        reply_id: None,
+                    },
+                }
             }
             ConversationEvent::TimerFired { name, .. } => match name.strip_prefix(TIMER_PREFIX) {
                 Some(n) => {
                     timer_name = n.to_string();
                     FlowInput::Timer { name: &timer_name }
                 }
+                None if released => FlowInput::Released,
                 None => return (state, effects),
             },
+            ConversationEvent::Release { .. } if released => FlowInput::Released,
+            ConversationEvent::HttpResult(outcome) => FlowInput::Http(outcome),
             _ => return (state, effects),
         };
-        let flow_state: FlowState = state
-            .ext
-            .get(STATE_KEY)
-            .and_then(|v| serde_json::from_value(v.clone()).ok())
-            .unwrap_or_default();
+        let flow_state = flow_state(&state);
         let before = flow_state.clone();
         let (flows, restart) = self.flows.resolve(&flow_state);
+        let contact = state.contact.clone();
         let fctx = FlowContext {
             now_ms: ctx.now_ms,
-            contact_name: state.contact.profile_name.as_deref(),
-            contact_key: state
-                .contact
-                .wa_id
-                .as_deref()
-                .or(state.contact.user_id.as_deref()),
+            contact: Some(&contact),
+            contact_key: contact.wa_id.as_deref().or(contact.user_id.as_deref()),
+            referral,
             max_steps: MAX_STEPS,
         };
         let outcome = match restart {
@@ -242,7 +277,15 @@ impl ConversationLogic for FlowLogic {
                                 payload: json!({}),
                             })
                         }
-                        FlowAction::SwitchFlow(_) => {}
+                        FlowAction::Http(call) => effects.push(Effect::Http(call)),
+                        FlowAction::Handoff { reason } => {
+                            enter_handoff(&mut state, &reason, ctx, &mut effects)
+                        }
+                        FlowAction::Contact(c) => {
+                            state.contact.access = c.access;
+                            state.contact.fields = c.fields;
+                            state.contact.tags = c.tags;
+                        }
                     }
                 }
                 next
@@ -268,5 +311,15 @@ impl ConversationLogic for FlowLogic {
             }
         }
         (state, effects)
+    }
+
+    /// After a restart: the HTTP call a flow was waiting on is made again (same id, so the
+    /// business's system can tell it is a repeat).
+    fn resume(&self, state: &ConversationState) -> Vec<Effect> {
+        flow_state(state)
+            .http
+            .map(Effect::Http)
+            .into_iter()
+            .collect()
     }
 }

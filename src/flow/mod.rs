@@ -7,6 +7,7 @@ pub mod graph;
 mod loader;
 mod logic;
 pub mod model;
+pub mod sandbox;
 pub mod simulate;
 pub mod template;
 pub mod transcript;

@@ -12,8 +12,13 @@
 //!     global: true              # also fires while a flow waits for an answer, leaving it
 //!   - button: catalog           # a button/list reply id
 //!     start: show_catalog       # optional start node for this trigger
+//!   - referral: "1203948"       # Click-to-WhatsApp ad id (referral.source_id); "*" = any ad
+//!   - default: true             # when no flow is active and nothing else matched
 //! start: welcome                # first node
+//! access: registered            # optional: lowest contact level that may start it
+//!                               #   (public | registered | activated)
 //! session_timeout: 24h          # optional: 500ms, 6s, 10m, 24h, 2d
+//! on_expire: expired            # optional: node run when a message comes after the timeout
 //! on_update: pin                # on reload, conversations in progress: pin | migrate | restart
 //! nodes:
 //!   welcome:
@@ -22,7 +27,7 @@
 //!     next: ask_qty                            # or list: {body, button, sections: [{title?, rows: [{id,title,description?}]}]}
 //!   ask_qty:
 //!     ask:
-//!       type: number            # text|number|decimal|email|phone|options|regex
+//!       type: number            # text|number|decimal|email|phone|date|options|regex|media
 //!       prompt: "How many?"     # optional text sent before waiting
 //!       min: 1                  # number/decimal only
 //!       max: 10
@@ -32,35 +37,56 @@
 //!       retry: "Send a number"  # sent on invalid input
 //!       max_retries: 3          # invalid answers allowed with a retry; the next one fails
 //!       on_fail: bye            # node after too many invalid answers (default: end flow)
+//!       media_types: [image]    # media only: image|document|audio|video|sticker (id saved)
 //!     branches: {a: node_a}     # optional: saved value -> node (case-insensitive); else `next`
 //!     next: calc
 //!   calc:
 //!     set: {total: "price * qty", label: "'x'"}   # variable -> expression
+//!     # also: contact.<field>: expr (a business field), contact.access: "'registered'",
+//!     #       tag.add: [vip], tag.remove: vip
 //!     next: check
 //!   check:
 //!     condition: {if: "total > 100 and not vip", then: big, else: small}
 //!   jumpy:
-//!     jump: {to: other_node}    # or jump: {flow: other_flow} -> FlowAction::SwitchFlow, flow ends
+//!     jump: {to: other_node}    # or {flow: other_flow}; {flow: x, return: true} runs x as
+//!                               #   a subflow and comes back to this node's `next`
 //!   ab:
 //!     split:                    # A/B: sticky per contact by weight; the name goes to `save`
 //!       variants: [{name: a, weight: 50, next: offer_a}, {name: b, weight: 50, next: offer_b}]
 //!       save: variant           # default `variant`
 //!   pause:
-//!     wait: {for: 2h}           # FlowAction::StartTimer, resumes at `next` when it fires
-//!     next: bye
+//!     wait: {for: 2h}           # durable timer, resumes at `next` when it fires; or
+//!     next: bye                 #   {until: "09:00"} (UTC); on_reply: node = a reply
+//!                               #   interrupts the wait (its text in `reply`)
+//!   lookup:
+//!     http:                     # call the business's system (https, or flows.http_allow)
+//!       method: POST            # GET (default) | POST | PUT | PATCH | DELETE
+//!       url: "https://api.example.com/orders/{{order_id}}"
+//!       headers: {X-Api: "{{vars.key}}"}
+//!       body: {id: "{{order_id}}"}     # JSON; its strings are templates
+//!       timeout: 5s             # default 10s, at most 30s
+//!       save: {status: data.status}   # variable -> dotted path in the JSON answer
+//!     next: show                # on 2xx (`http_status` is always saved)
+//!     on_error: sorry           # non-2xx, timeout or refused (default: end flow)
+//!   human:
+//!     handoff: {message: "Connecting you…", reason: "support"}
+//!     next: back                # runs when the conversation is released
 //!   bye:
 //!     send: {text: "Bye"}
 //!     end: true                 # (or `end: {}`) ends the flow after the node's action
 //! ```
-//! Every node has at most one kind (send/ask/condition/set/jump/wait); a node with none just
-//! follows `next`. A node without `next` (and not a condition/jump) ends the flow.
+//! Every node has at most one kind (send/ask/condition/set/jump/wait/split/http/handoff); a
+//! node with none just follows `next`. A node without `next` (and not a condition/jump) ends
+//! the flow (or returns to the caller of a subflow). Buttons and list rows may carry
+//! `access: registered` to be shown only to contacts of that level and up.
 //!
 //! Expressions: Decimal literals, 'single'/"double" quoted strings, true/false, `vars.x` or `x`,
 //! `contact.name`, `+ - * /`, `== != < <= > >=`, `contains`, `matches '<regex literal>'`,
 //! `and or not`, parentheses.
 //!
-//! Templates: `{{x}}`, `{{vars.x}}`, `{{contact.name}}`, filters `upper`, `lower`,
-//! `default('...')`, `number`; single pass, unknown variable renders as "".
+//! Templates: `{{x}}`, `{{vars.x}}`, `{{contact.name}}` (also `contact.access`,
+//! `contact.tags`, `contact.<field>`), filters `upper`, `lower`, `default('...')`, `number`,
+//! `currency('IDR')`; single pass, unknown variable renders as "".
 
 use std::collections::BTreeMap;
 
@@ -69,6 +95,7 @@ use serde::{Deserialize, Serialize};
 
 use super::expr::Expr;
 use super::template::Template;
+pub use crate::conversation::AccessLevel;
 
 #[derive(Debug, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
@@ -81,6 +108,11 @@ pub struct RawFlow {
     /// What a conversation in progress does when this flow changes: pin (default) | migrate
     /// | restart.
     pub on_update: Option<String>,
+    /// Lowest contact access level that may start this flow: public (default) | registered
+    /// | activated.
+    pub access: Option<String>,
+    /// Node run when a message arrives after `session_timeout` (e.g. "your cart expired").
+    pub on_expire: Option<String>,
     pub nodes: BTreeMap<String, RawNode>,
 }
 
@@ -91,6 +123,12 @@ pub struct RawTrigger {
     pub button: Option<String>,
     /// A regular expression over the message text.
     pub regex: Option<String>,
+    /// Click-to-WhatsApp: the ad id (`referral.source_id`) the user came from, or `"*"` for
+    /// any ad.
+    pub referral: Option<String>,
+    /// Fires when no flow is active and no other trigger matched.
+    #[serde(default)]
+    pub default: bool,
     /// Higher wins when several triggers match (default 0; ties: file order).
     #[serde(default)]
     pub priority: i32,
@@ -122,7 +160,11 @@ pub struct RawNode {
     pub jump: Option<RawJump>,
     pub wait: Option<RawWait>,
     pub split: Option<RawSplit>,
+    pub http: Option<RawHttp>,
+    pub handoff: Option<RawHandoff>,
     pub next: Option<String>,
+    /// http only: node when the call fails (non-2xx, timeout, refused); default: end flow.
+    pub on_error: Option<String>,
     pub branches: Option<BTreeMap<String, String>>,
     #[schemars(with = "Option<serde_json::Value>")]
     pub end: Option<serde_norway::Value>,
@@ -154,6 +196,8 @@ pub struct RawButtons {
 pub struct RawButton {
     pub id: String,
     pub title: String,
+    /// Shown only to contacts with at least this access level.
+    pub access: Option<String>,
 }
 
 #[derive(Debug, Deserialize, schemars::JsonSchema)]
@@ -179,6 +223,8 @@ pub struct RawRow {
     pub id: String,
     pub title: String,
     pub description: Option<String>,
+    /// Shown only to contacts with at least this access level.
+    pub access: Option<String>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, schemars::JsonSchema)]
@@ -191,6 +237,10 @@ pub enum AskType {
     Phone,
     Options,
     Regex,
+    /// A calendar date: 2026-11-22, 22/11/2026 or 22-11-2026; saved as YYYY-MM-DD.
+    Date,
+    /// An image, document, audio, video or sticker; its media id is saved.
+    Media,
 }
 
 #[derive(Debug, Deserialize, schemars::JsonSchema)]
@@ -210,6 +260,9 @@ pub struct RawAsk {
     pub retry: Option<String>,
     pub max_retries: Option<u32>,
     pub on_fail: Option<String>,
+    /// media only: accepted kinds (image, document, audio, video, sticker); default all.
+    #[serde(default)]
+    pub media_types: Vec<String>,
 }
 
 #[derive(Debug, Deserialize, schemars::JsonSchema)]
@@ -227,13 +280,50 @@ pub struct RawCondition {
 pub struct RawJump {
     pub to: Option<String>,
     pub flow: Option<String>,
+    /// With `flow`: run it as a subflow and come back to this node's `next` when it ends.
+    #[serde(rename = "return", default)]
+    pub ret: bool,
 }
 
 #[derive(Debug, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct RawWait {
+    /// How long: 30s, 2h, 3d.
     #[serde(rename = "for")]
-    pub duration: String,
+    pub duration: Option<String>,
+    /// Or until the next `HH:MM` (UTC).
+    pub until: Option<String>,
+    /// A reply while waiting cancels the wait and continues here.
+    pub on_reply: Option<String>,
+}
+
+/// `http: {method, url, headers, body, timeout, save}`: call the business's system.
+#[derive(Debug, Deserialize, schemars::JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct RawHttp {
+    /// GET (default), POST, PUT, PATCH, DELETE.
+    pub method: Option<String>,
+    /// https only (or an address in `flows.http_allow`); templated.
+    pub url: String,
+    #[serde(default)]
+    pub headers: BTreeMap<String, String>,
+    /// A JSON body whose strings are templates.
+    #[schemars(with = "Option<serde_json::Value>")]
+    pub body: Option<serde_norway::Value>,
+    /// Default 10s, at most 30s.
+    pub timeout: Option<String>,
+    /// Variable -> dotted path into the JSON response (`data.items.0.name`).
+    #[serde(default)]
+    pub save: BTreeMap<String, String>,
+}
+
+/// `handoff: {message, reason}`: a human takes over; the flow continues at `next` when the
+/// conversation is released.
+#[derive(Debug, Deserialize, schemars::JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct RawHandoff {
+    pub message: Option<String>,
+    pub reason: Option<String>,
 }
 
 /// `split: {variants: [{name: a, weight: 50, next: node_a}, ...], save: variant}`: an A/B
@@ -279,6 +369,14 @@ pub enum Trigger {
         re: Regex,
         start: Option<String>,
     },
+    /// Click-to-WhatsApp ad id; None = any ad.
+    Referral {
+        ad: Option<String>,
+        start: Option<String>,
+    },
+    Default {
+        start: Option<String>,
+    },
 }
 
 /// A trigger with its priority and reach.
@@ -294,7 +392,9 @@ impl TriggerSpec {
         match &self.on {
             Trigger::Keyword { start, .. }
             | Trigger::Button { start, .. }
-            | Trigger::Regex { start, .. } => start.as_ref(),
+            | Trigger::Regex { start, .. }
+            | Trigger::Referral { start, .. }
+            | Trigger::Default { start } => start.as_ref(),
         }
     }
 }
@@ -319,6 +419,8 @@ pub enum SendSpec {
         body: Template,
         footer: Option<Template>,
         buttons: Vec<crate::whatsapp::send::ReplyButton>,
+        /// Button ids shown only from an access level up.
+        restricted: Vec<(String, AccessLevel)>,
     },
     List {
         header: Option<Template>,
@@ -326,6 +428,8 @@ pub enum SendSpec {
         footer: Option<Template>,
         button: String,
         sections: Vec<crate::whatsapp::send::ListSection>,
+        /// Row ids shown only from an access level up.
+        restricted: Vec<(String, AccessLevel)>,
     },
 }
 
@@ -342,6 +446,30 @@ pub struct AskSpec {
     pub max_retries: u32,
     pub on_fail: Option<String>,
     pub branches: BTreeMap<String, String>,
+    pub media_types: Vec<String>,
+}
+
+/// One assignment of a `set` node.
+#[derive(Debug, Clone)]
+pub enum SetOp {
+    Var(String, Expr),
+    /// `contact.<field>`: a business field on the contact.
+    Contact(String, Expr),
+    /// `contact.access`: public | registered | activated.
+    Access(Expr),
+    TagAdd(Vec<String>),
+    TagRemove(Vec<String>),
+}
+
+#[derive(Debug, Clone)]
+pub struct HttpSpec {
+    pub method: String,
+    pub url: Template,
+    pub headers: Vec<(String, Template)>,
+    pub body: Option<TemplatedJson>,
+    pub timeout_ms: u64,
+    pub save: Vec<(String, String)>,
+    pub on_error: Option<String>,
 }
 
 #[derive(Debug, Clone)]
@@ -354,11 +482,23 @@ pub enum NodeKind {
         then: String,
         otherwise: String,
     },
-    Set(Vec<(String, Expr)>),
+    Set(Vec<SetOp>),
     JumpNode(String),
-    JumpFlow(String),
+    JumpFlow {
+        flow: String,
+        /// Subflow: come back to `next` when it ends.
+        ret: bool,
+    },
     Wait {
-        ms: i64,
+        /// A fixed delay, or until the next time of day (minutes after midnight UTC).
+        ms: Option<i64>,
+        until_minute: Option<u32>,
+        on_reply: Option<String>,
+    },
+    Http(Box<HttpSpec>),
+    Handoff {
+        reason: String,
+        message: Option<Template>,
     },
     /// A/B split: (variant name, weight, next node); the chosen name is saved in `save`.
     Split {
@@ -383,6 +523,8 @@ pub struct Flow {
     pub triggers: Vec<TriggerSpec>,
     pub start: String,
     pub session_timeout_ms: Option<i64>,
+    pub on_expire: Option<String>,
+    pub access: AccessLevel,
     pub on_update: OnUpdate,
     pub nodes: BTreeMap<String, Node>,
 }

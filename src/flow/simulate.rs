@@ -3,10 +3,8 @@
 
 use std::io::{BufRead, Write};
 
-use super::exec::start;
-use super::{
-    parse_duration, step, FlowAction, FlowContext, FlowInput, FlowSet, FlowState, MAX_STEPS,
-};
+use super::sandbox::Sandbox;
+use super::{parse_duration, FlowAction, FlowError, FlowInput, FlowSet, FlowState};
 use crate::whatsapp::send::OutboundMessage;
 
 /// Run a session reading user lines from `input` and writing the bot's side to `out`.
@@ -22,19 +20,12 @@ pub fn run(
             flows.ids().join(", ")
         );
     }
-    writeln!(out, "Simulating `{flow_id}`. Type a message; #id taps a button or row; a number picks a listed choice; /wait 2h, /vars, /reset, /quit.")?;
-    let mut now: i64 = 0;
-    let mut timers: Vec<(i64, String)> = Vec::new();
+    writeln!(out, "Simulating `{flow_id}`. Type a message; #id taps a button or row; a number picks a listed choice; /wait 2h, /http 200 {{json}}, /release, /vars, /reset, /quit.")?;
+    let mut sb = Sandbox::new(flows, "simulator", 0);
+    sb.contact.profile_name = Some("Simulator".into());
     let mut choices: Vec<String> = Vec::new();
-    let ctx = |now| FlowContext {
-        now_ms: now,
-        contact_name: Some("Simulator"),
-        contact_key: Some("simulator"),
-        max_steps: MAX_STEPS,
-    };
-    let (mut state, actions) =
-        start(flows, flow_id, &ctx(now)).map_err(|e| anyhow::anyhow!("{e:?}"))?;
-    show(&mut out, &actions, now, &mut timers, &mut choices)?;
+    let first = sb.start(flow_id);
+    show(&mut out, first, &mut choices)?;
     for line in input.lines() {
         let line = line?;
         let line = line.trim();
@@ -45,30 +36,40 @@ pub fn run(
             break;
         }
         if line == "/vars" {
-            writeln!(out, "{}", serde_json::to_string_pretty(&state.vars)?)?;
+            writeln!(out, "{}", serde_json::to_string_pretty(&sb.state.vars)?)?;
             continue;
         }
         if line == "/reset" {
-            timers.clear();
-            let (s, actions) =
-                start(flows, flow_id, &ctx(now)).map_err(|e| anyhow::anyhow!("{e:?}"))?;
-            state = s;
-            show(&mut out, &actions, now, &mut timers, &mut choices)?;
+            let again = sb.start(flow_id);
+            show(&mut out, again, &mut choices)?;
             continue;
         }
-        if let Some(d) = line.strip_prefix("/wait ") {
+        if line == "/release" {
+            let back = sb.release();
+            show(&mut out, back, &mut choices)?;
+            continue;
+        }
+        if let Some(rest) = line.strip_prefix("/http") {
+            let rest = rest.trim();
+            let (status, body) = rest.split_once(' ').unwrap_or((rest, ""));
+            match (
+                status.parse::<u16>(),
+                sb.answer_http(status.parse().unwrap_or(0), body),
+            ) {
+                (Ok(_), Some(result)) => show(&mut out, result, &mut choices)?,
+                (Err(_), _) => writeln!(out, "(usage: /http STATUS [JSON BODY])")?,
+                (_, None) => writeln!(out, "(no HTTP call is waiting)")?,
+            }
+            continue;
+        }
+        if let Some(d) = line.strip_prefix("/wait") {
+            let d = d.trim();
             let Some(ms) = parse_duration(d) else {
                 writeln!(out, "(not a duration: {d})")?;
                 continue;
             };
-            now += ms;
-            timers.sort();
-            while timers.first().is_some_and(|(due, _)| *due <= now) {
-                let (_, name) = timers.remove(0);
-                let (s, actions) = step(flows, state, FlowInput::Timer { name: &name }, &ctx(now))
-                    .map_err(|e| anyhow::anyhow!("{e:?}"))?;
-                state = s;
-                show(&mut out, &actions, now, &mut timers, &mut choices)?;
+            for result in sb.advance(ms) {
+                show(&mut out, result, &mut choices)?;
             }
             continue;
         }
@@ -85,15 +86,17 @@ pub fn run(
             text: text.as_deref().or(reply_id.as_deref()),
             reply_id: reply_id.as_deref(),
         };
-        match step(flows, state.clone(), input, &ctx(now)) {
-            Ok((s, actions)) => {
-                state = s;
-                show(&mut out, &actions, now, &mut timers, &mut choices)?;
-                if !state.is_active() && state == FlowState::default() {
-                    writeln!(out, "(the flow has ended; /reset starts it again)")?;
-                }
-            }
-            Err(e) => writeln!(out, "(flow stopped: {e:?})")?,
+        if sb.handed_off {
+            writeln!(
+                out,
+                "(a human has this conversation; /release gives it back)"
+            )?;
+            continue;
+        }
+        let result = sb.input(input);
+        show(&mut out, result, &mut choices)?;
+        if !sb.state.is_active() && sb.state == FlowState::default() {
+            writeln!(out, "(the flow has ended; /reset starts it again)")?;
         }
     }
     Ok(())
@@ -101,12 +104,14 @@ pub fn run(
 
 fn show(
     out: &mut impl Write,
-    actions: &[FlowAction],
-    now: i64,
-    timers: &mut Vec<(i64, String)>,
+    result: Result<Vec<FlowAction>, FlowError>,
     choices: &mut Vec<String>,
 ) -> std::io::Result<()> {
-    for action in actions {
+    let actions = match result {
+        Ok(a) => a,
+        Err(e) => return writeln!(out, "(flow stopped: {e})"),
+    };
+    for action in &actions {
         match action {
             FlowAction::Send(message) => {
                 choices.clear();
@@ -129,15 +134,27 @@ fn show(
                     other => writeln!(out, "bot> ({})", other.kind_name())?,
                 }
             }
-            FlowAction::StartTimer { name, after_ms } => {
-                timers.push((now + after_ms, name.clone()));
-                writeln!(
-                    out,
-                    "     (waiting {} s; /wait to move the clock)",
-                    after_ms / 1000
-                )?;
-            }
-            FlowAction::SwitchFlow(id) => writeln!(out, "     (switches to flow `{id}`)")?,
+            FlowAction::StartTimer { after_ms, .. } => writeln!(
+                out,
+                "     (waiting {} s; /wait to move the clock)",
+                after_ms / 1000
+            )?,
+            FlowAction::Http(call) => writeln!(
+                out,
+                "     (calls {} {}; answer with /http STATUS JSON)",
+                call.method, call.url
+            )?,
+            FlowAction::Handoff { reason } => writeln!(
+                out,
+                "     (handed to a human: {reason}; /release gives it back)"
+            )?,
+            FlowAction::Contact(c) => writeln!(
+                out,
+                "     (contact: access {}, tags [{}], fields {:?})",
+                c.access.as_str(),
+                c.get("tags"),
+                c.fields
+            )?,
         }
     }
     Ok(())

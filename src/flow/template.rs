@@ -8,12 +8,15 @@ pub enum Filter {
     Lower,
     Default(String),
     Number,
+    /// `currency('IDR')`: grouped thousands, the currency's minor digits, code first.
+    Currency(String),
 }
 
 #[derive(Debug, Clone, PartialEq)]
 enum Seg {
     Lit(String),
     Var {
+        /// Reads `contact.<name>` instead of a variable.
         contact: bool,
         name: String,
         filters: Vec<Filter>,
@@ -33,14 +36,30 @@ fn parse_filter(f: &str) -> Result<Filter, String> {
         "number" => return Ok(Filter::Number),
         _ => {}
     }
-    if let Some(arg) = f.strip_prefix("default(").and_then(|r| r.strip_suffix(')')) {
+    let quoted = |arg: &str| {
         let arg = arg.trim();
-        for q in ['\'', '"'] {
-            if let Some(s) = arg.strip_prefix(q).and_then(|r| r.strip_suffix(q)) {
-                return Ok(Filter::Default(s.to_string()));
+        ['\'', '"']
+            .iter()
+            .find_map(|q| arg.strip_prefix(*q).and_then(|r| r.strip_suffix(*q)))
+            .map(str::to_string)
+    };
+    if let Some(arg) = f.strip_prefix("default(").and_then(|r| r.strip_suffix(')')) {
+        return quoted(arg)
+            .map(Filter::Default)
+            .ok_or_else(|| format!("default() needs a quoted string, got `{arg}`"));
+    }
+    if let Some(arg) = f
+        .strip_prefix("currency(")
+        .and_then(|r| r.strip_suffix(')'))
+    {
+        return match quoted(arg) {
+            Some(c) if c.len() == 3 && c.chars().all(|c| c.is_ascii_alphabetic()) => {
+                Ok(Filter::Currency(c.to_ascii_uppercase()))
             }
-        }
-        return Err(format!("default() needs a quoted string, got `{arg}`"));
+            _ => Err(format!(
+                "currency() needs a quoted ISO 4217 code like 'IDR', got `{arg}`"
+            )),
+        };
     }
     Err(format!("unknown template filter `{f}`"))
 }
@@ -60,8 +79,11 @@ impl Template {
             let inner = &after[..j];
             let mut parts = inner.split('|');
             let var = parts.next().unwrap_or("").trim();
-            let (contact, name) = if var == "contact.name" {
-                (true, String::new())
+            let (contact, name) = if let Some(field) = var.strip_prefix("contact.") {
+                if field.is_empty() || !field.chars().all(|c| c.is_alphanumeric() || c == '_') {
+                    return Err(format!("bad template variable `{var}`"));
+                }
+                (true, field.to_string())
             } else {
                 let n = var.strip_prefix("vars.").unwrap_or(var);
                 if n.is_empty() || !n.chars().all(|c| c.is_alphanumeric() || c == '_') {
@@ -102,7 +124,7 @@ impl Template {
                     filters,
                 } => {
                     let v = if *contact {
-                        super::model::Value::Str(env.contact_name.unwrap_or("").to_string())
+                        super::model::Value::Str(env.contact.get(name))
                     } else {
                         env.lookup(name)
                     };
@@ -119,6 +141,12 @@ impl Template {
                                     None => text,
                                 }
                             }
+                            Filter::Currency(code) => {
+                                match as_decimal(&super::model::Value::Str(text.clone())) {
+                                    Some(d) => format_currency(d, code),
+                                    None => text,
+                                }
+                            }
                         };
                     }
                     out.push_str(&text);
@@ -126,6 +154,42 @@ impl Template {
             }
         }
         out
+    }
+}
+
+/// Digits after the decimal point a currency is written with (ISO 4217 minor units).
+fn minor_digits(code: &str) -> u32 {
+    match code {
+        "IDR" | "JPY" | "KRW" | "VND" | "CLP" | "ISK" | "UGX" | "PYG" | "XAF" | "XOF" => 0,
+        "BHD" | "KWD" | "OMR" | "JOD" | "TND" | "IQD" | "LYD" => 3,
+        _ => 2,
+    }
+}
+
+/// `IDR 45,000`, `USD 1,234.50`: code, grouped integer part, the currency's minor digits
+/// (rounded half away from zero). Exact: Decimal, never float.
+pub fn format_currency(amount: rust_decimal::Decimal, code: &str) -> String {
+    let digits = minor_digits(code);
+    let rounded =
+        amount.round_dp_with_strategy(digits, rust_decimal::RoundingStrategy::MidpointAwayFromZero);
+    let text = format!("{:.*}", digits as usize, rounded.abs());
+    let (int, frac) = text.split_once('.').unwrap_or((&text, ""));
+    let mut grouped = String::new();
+    for (i, c) in int.chars().enumerate() {
+        if i > 0 && (int.len() - i) % 3 == 0 {
+            grouped.push(',');
+        }
+        grouped.push(c);
+    }
+    let sign = if rounded.is_sign_negative() && !rounded.is_zero() {
+        "-"
+    } else {
+        ""
+    };
+    if frac.is_empty() {
+        format!("{code} {sign}{grouped}")
+    } else {
+        format!("{code} {sign}{grouped}.{frac}")
     }
 }
 
@@ -141,9 +205,13 @@ mod tests {
         vars.insert("x".into(), Value::Str("{{secret}}".into()));
         vars.insert("secret".into(), Value::Str("hunter2".into()));
         vars.insert("n".into(), Value::Str("45000.00".into()));
+        let contact = crate::conversation::ContactInfo {
+            profile_name: Some("Ana".into()),
+            ..Default::default()
+        };
         let env = Env {
             vars: &vars,
-            contact_name: Some("Ana"),
+            contact: &contact,
         };
         let t = Template::parse(
             "{{x}}|{{vars.x | upper}}|{{contact.name | lower}}|{{nope}}|{{nope | default('d')}}|{{n | number}}",
@@ -154,5 +222,25 @@ mod tests {
         assert!(Template::parse("{{x | shout}}").is_err());
         assert!(Template::parse("{{a b}}").is_err());
         assert!(Template::parse("{{x | default(d)}}").is_err());
+        assert!(Template::parse("{{x | currency(IDR)}}").is_err());
+    }
+
+    #[test]
+    fn currency_uses_the_currency_minor_digits_and_groups_thousands() {
+        let d = |s: &str| s.parse::<rust_decimal::Decimal>().unwrap();
+        assert_eq!(format_currency(d("45000"), "IDR"), "IDR 45,000");
+        assert_eq!(format_currency(d("1234.5"), "USD"), "USD 1,234.50");
+        assert_eq!(format_currency(d("0.125"), "EUR"), "EUR 0.13");
+        assert_eq!(format_currency(d("-1000000.4"), "JPY"), "JPY -1,000,000");
+        assert_eq!(format_currency(d("999"), "USD"), "USD 999.00");
+        let mut vars = BTreeMap::new();
+        vars.insert("t".into(), Value::Num(d("45000")));
+        let contact = crate::conversation::ContactInfo::default();
+        let env = Env {
+            vars: &vars,
+            contact: &contact,
+        };
+        let t = Template::parse("Total: {{t | currency('idr')}}").unwrap();
+        assert_eq!(t.render(&env), "Total: IDR 45,000");
     }
 }

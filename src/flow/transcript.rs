@@ -17,9 +17,10 @@
 
 use std::collections::VecDeque;
 
-use super::exec::{step, FlowAction, FlowContext, FlowInput, FlowState};
+use super::exec::{FlowAction, FlowError, FlowInput};
 use super::expr::display;
 use super::model::parse_duration;
+use super::sandbox::Sandbox;
 use super::validate::FlowSet;
 use crate::whatsapp::send::OutboundMessage;
 
@@ -53,44 +54,31 @@ pub fn render(m: &OutboundMessage) -> String {
     }
 }
 
-/// Run a script; `Err` describes the first mismatch with its script line number.
-pub fn run_transcript(flows: &FlowSet, script: &str) -> Result<(), String> {
-    let mut state = FlowState::default();
-    let mut now: i64 = 1_700_000_000_000;
-    let mut contact: Option<String> = None;
-    let mut max_steps = 100usize;
-    let mut timers: Vec<(i64, String)> = Vec::new();
-    let mut pending: VecDeque<String> = VecDeque::new();
-
-    let apply = |state: &mut FlowState,
-                 input: FlowInput<'_>,
-                 now: i64,
-                 contact: Option<&str>,
-                 max_steps: usize,
-                 timers: &mut Vec<(i64, String)>,
-                 pending: &mut VecDeque<String>| {
-        let ctx = FlowContext {
-            now_ms: now,
-            contact_name: contact,
-            contact_key: Some("transcript"),
-            max_steps,
-        };
-        match step(flows, state.clone(), input, &ctx) {
-            Ok((s, actions)) => {
-                *state = s;
-                for a in actions {
-                    match a {
-                        FlowAction::Send(m) => pending.push_back(render(&m)),
-                        FlowAction::StartTimer { name, after_ms } => {
-                            timers.push((now + after_ms, name))
-                        }
-                        FlowAction::SwitchFlow(f) => pending.push_back(format!("[switch] {f}")),
+/// Append what the bot did, as transcripts spell it.
+fn collect(out: Result<Vec<FlowAction>, FlowError>, pending: &mut VecDeque<String>) {
+    match out {
+        Ok(actions) => {
+            for a in actions {
+                match a {
+                    FlowAction::Send(m) => pending.push_back(render(&m)),
+                    FlowAction::Http(c) => {
+                        pending.push_back(format!("[http] {} {}", c.method, c.url))
                     }
+                    FlowAction::Handoff { reason } => {
+                        pending.push_back(format!("[handoff] {reason}"))
+                    }
+                    FlowAction::StartTimer { .. } | FlowAction::Contact(_) => {}
                 }
             }
-            Err(e) => pending.push_back(format!("[error] {e}")),
         }
-    };
+        Err(e) => pending.push_back(format!("[error] {e}")),
+    }
+}
+
+/// Run a script; `Err` describes the first mismatch with its script line number.
+pub fn run_transcript(flows: &FlowSet, script: &str) -> Result<(), String> {
+    let mut sb = Sandbox::new(flows, "transcript", 1_700_000_000_000);
+    let mut pending: VecDeque<String> = VecDeque::new();
 
     for (i, raw) in script.lines().enumerate() {
         let ln = i + 1;
@@ -110,25 +98,23 @@ pub fn run_transcript(flows: &FlowSet, script: &str) -> Result<(), String> {
         match cmd {
             ">" => {
                 unmatched(&pending)?;
-                let input = match arg.strip_prefix('#') {
-                    Some(id) => FlowInput::Message {
+                let media = arg.strip_prefix('[').and_then(|r| r.split_once("] "));
+                let input = match (arg.strip_prefix('#'), media) {
+                    (Some(id), _) => FlowInput::Message {
                         text: None,
                         reply_id: Some(id),
                     },
-                    None => FlowInput::Message {
+                    (None, Some((kind, id))) => FlowInput::Media {
+                        kind,
+                        id,
+                        caption: None,
+                    },
+                    (None, None) => FlowInput::Message {
                         text: Some(arg),
                         reply_id: None,
                     },
                 };
-                apply(
-                    &mut state,
-                    input,
-                    now,
-                    contact.as_deref(),
-                    max_steps,
-                    &mut timers,
-                    &mut pending,
-                );
+                collect(sb.input(input), &mut pending);
             }
             "<" => match pending.pop_front() {
                 Some(got) if got == arg => {}
@@ -142,32 +128,35 @@ pub fn run_transcript(flows: &FlowSet, script: &str) -> Result<(), String> {
             "~" => {
                 unmatched(&pending)?;
                 let d = parse_duration(arg).ok_or(format!("line {ln}: bad duration {arg:?}"))?;
-                now += d;
-                loop {
-                    timers.sort();
-                    if timers.first().is_none_or(|(due, _)| *due > now) {
-                        break;
-                    }
-                    let (_, name) = timers.remove(0);
-                    apply(
-                        &mut state,
-                        FlowInput::Timer { name: &name },
-                        now,
-                        contact.as_deref(),
-                        max_steps,
-                        &mut timers,
-                        &mut pending,
-                    );
+                for out in sb.advance(d) {
+                    collect(out, &mut pending);
                 }
             }
-            "@" => contact = Some(arg.to_string()),
+            "=" => {
+                unmatched(&pending)?;
+                let (status, body) = arg.split_once(' ').unwrap_or((arg, ""));
+                let status: u16 = status
+                    .parse()
+                    .map_err(|_| format!("line {ln}: bad HTTP status {status:?}"))?;
+                let out = sb
+                    .answer_http(status, body)
+                    .ok_or(format!("line {ln}: no HTTP call is pending"))?;
+                collect(out, &mut pending);
+            }
+            "^" => {
+                unmatched(&pending)?;
+                collect(sb.release(), &mut pending);
+            }
+            "%" => sb.referral = Some(arg.to_string()),
+            "@" => sb.contact.profile_name = Some(arg.to_string()),
             "!" => {
                 let n = arg
                     .strip_prefix("max_steps ")
                     .and_then(|n| n.trim().parse().ok());
-                max_steps = n.ok_or(format!("line {ln}: bad directive {arg:?}"))?;
+                sb.max_steps = n.ok_or(format!("line {ln}: bad directive {arg:?}"))?;
             }
             "?" => {
+                let state = &sb.state;
                 let ok = if arg == "idle" {
                     !state.is_active()
                 } else if let Some(f) = arg.strip_prefix("active ") {
@@ -176,12 +165,18 @@ pub fn run_transcript(flows: &FlowSet, script: &str) -> Result<(), String> {
                     arg.strip_prefix("var ").and_then(|r| r.split_once(" = "))
                 {
                     state.vars.get(k.trim()).map(display).as_deref() == Some(v)
+                } else if let Some((k, v)) = arg
+                    .strip_prefix("contact ")
+                    .and_then(|r| r.split_once(" = "))
+                {
+                    sb.contact.get(k.trim()) == v
                 } else {
                     return Err(format!("line {ln}: bad assertion {arg:?}"));
                 };
                 if !ok {
                     return Err(format!(
-                        "line {ln}: assertion {arg:?} failed; state = {state:?}"
+                        "line {ln}: assertion {arg:?} failed; state = {state:?}, contact = {:?}",
+                        sb.contact
                     ));
                 }
             }

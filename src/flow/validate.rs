@@ -24,10 +24,25 @@ impl FlowSet {
         let mut errors = Vec::new();
         let mut flows: Vec<Flow> = Vec::new();
         let mut seen: HashMap<String, String> = HashMap::new();
+        // (target flow, the error to report if it does not exist)
+        let mut jumps: Vec<(String, String)> = Vec::new();
         for (path, text) in files {
             let src = Src::new(path, text);
             match compile(&src, &mut errors) {
                 Some(flow) => {
+                    for (node_id, node) in &flow.nodes {
+                        if let NodeKind::JumpFlow { flow: target, .. } = &node.kind {
+                            let (l, c) = src.in_node(node_id, target);
+                            jumps.push((
+                                target.clone(),
+                                src.fmt(
+                                    l,
+                                    c,
+                                    &format!("jump target flow `{target}` does not exist"),
+                                ),
+                            ));
+                        }
+                    }
                     if let Some(other) = seen.get(&flow.id) {
                         let (l, c) = src.top_key("id").unwrap_or((1, 1));
                         errors.push(src.fmt(
@@ -41,6 +56,11 @@ impl FlowSet {
                     }
                 }
                 None => continue,
+            }
+        }
+        for (target, error) in jumps {
+            if !seen.contains_key(&target) {
+                errors.push(error);
             }
         }
         if errors.is_empty() {
@@ -245,6 +265,33 @@ fn compile(src: &Src<'_>, errors: &mut Vec<String>) -> Option<Flow> {
         },
         None => None,
     };
+    let access = match raw.access.as_deref() {
+        None => AccessLevel::Public,
+        Some(a) => AccessLevel::parse(a).unwrap_or_else(|| {
+            top_err(
+                &mut cx,
+                "access",
+                format!("access `{a}` must be public, registered or activated"),
+            );
+            AccessLevel::Public
+        }),
+    };
+    if let Some(n) = &raw.on_expire {
+        if !names.contains(n.as_str()) {
+            top_err(
+                &mut cx,
+                "on_expire",
+                format!("on_expire node `{n}` does not exist"),
+            );
+        }
+        if raw.session_timeout.is_none() {
+            top_err(
+                &mut cx,
+                "on_expire",
+                "on_expire needs a session_timeout".into(),
+            );
+        }
+    }
     let on_update = match raw.on_update.as_deref() {
         None | Some("pin") => OnUpdate::Pin,
         Some("migrate") => OnUpdate::Migrate,
@@ -269,7 +316,32 @@ fn compile(src: &Src<'_>, errors: &mut Vec<String>) -> Option<Flow> {
                 );
             }
         }
+        let kinds = [
+            t.keyword.is_some(),
+            t.button.is_some(),
+            t.regex.is_some(),
+            t.referral.is_some(),
+            t.default,
+        ]
+        .iter()
+        .filter(|b| **b)
+        .count();
         let on = match (&t.keyword, &t.button, &t.regex) {
+            _ if kinds != 1 => {
+                top_err(
+                    &mut cx,
+                    "triggers",
+                    "each trigger needs exactly one of `keyword`, `button`, `regex`, `referral` or `default`".into(),
+                );
+                None
+            }
+            (None, None, None) if t.default => Some(Trigger::Default {
+                start: t.start.clone(),
+            }),
+            (None, None, None) => Some(Trigger::Referral {
+                ad: t.referral.clone().filter(|a| a != "*"),
+                start: t.start.clone(),
+            }),
             (Some(k), None, None) => Some(Trigger::Keyword {
                 word: normalize(k),
                 kind: t.match_kind,
@@ -293,14 +365,7 @@ fn compile(src: &Src<'_>, errors: &mut Vec<String>) -> Option<Flow> {
                     None
                 }
             },
-            _ => {
-                top_err(
-                    &mut cx,
-                    "triggers",
-                    "each trigger needs exactly one of `keyword`, `button` or `regex`".into(),
-                );
-                None
-            }
+            _ => None,
         };
         if let Some(on) = on {
             triggers.push(TriggerSpec {
@@ -320,6 +385,7 @@ fn compile(src: &Src<'_>, errors: &mut Vec<String>) -> Option<Flow> {
     // Reachability from start + trigger starts.
     let mut roots = vec![raw.start.clone()];
     roots.extend(raw.triggers.iter().filter_map(|t| t.start.clone()));
+    roots.extend(raw.on_expire.clone());
     let mut seen = BTreeSet::new();
     while let Some(n) = roots.pop() {
         if !seen.insert(n.clone()) {
@@ -338,7 +404,12 @@ fn compile(src: &Src<'_>, errors: &mut Vec<String>) -> Option<Flow> {
     }
 
     // Instant loops: a cycle through nodes that never wait for input.
-    let instant = |n: &Node| !matches!(n.kind, NodeKind::Ask(_) | NodeKind::Wait { .. });
+    let instant = |n: &Node| {
+        !matches!(
+            n.kind,
+            NodeKind::Ask(_) | NodeKind::Wait { .. } | NodeKind::Http(_) | NodeKind::Handoff { .. }
+        )
+    };
     let mut color: HashMap<&str, u8> = HashMap::new();
     let mut reported = BTreeSet::new();
     for start in nodes.keys() {
@@ -387,6 +458,8 @@ fn compile(src: &Src<'_>, errors: &mut Vec<String>) -> Option<Flow> {
         triggers,
         start: raw.start.clone(),
         session_timeout_ms,
+        on_expire: raw.on_expire.clone(),
+        access,
         on_update,
         nodes,
     })
@@ -407,6 +480,8 @@ fn successors(n: &Node) -> Vec<String> {
             v.extend(a.on_fail.iter().cloned());
             v.extend(a.branches.values().cloned());
         }
+        NodeKind::Http(h) => v.extend(h.on_error.iter().cloned()),
+        NodeKind::Wait { on_reply, .. } => v.extend(on_reply.iter().cloned()),
         _ => {}
     }
     v
@@ -430,6 +505,8 @@ fn compile_node(cx: &mut Ctx, name: &str, rn: &RawNode, names: &BTreeSet<&str>) 
         rn.jump.is_some(),
         rn.wait.is_some(),
         rn.split.is_some(),
+        rn.http.is_some(),
+        rn.handoff.is_some(),
     ]
     .iter()
     .filter(|b| **b)
@@ -438,8 +515,11 @@ fn compile_node(cx: &mut Ctx, name: &str, rn: &RawNode, names: &BTreeSet<&str>) 
         cx.at(
             name,
             name,
-            "a node may have only one of send/ask/condition/set/jump/wait",
+            "a node may have only one of send/ask/condition/set/jump/wait/split/http/handoff",
         );
+    }
+    if rn.on_error.is_some() && rn.http.is_none() {
+        cx.at(name, "on_error", "`on_error` is only allowed on http nodes");
     }
     if let Some(n) = &rn.next {
         check_target(cx, "next", n);
@@ -479,6 +559,22 @@ fn compile_node(cx: &mut Ctx, name: &str, rn: &RawNode, names: &BTreeSet<&str>) 
             }
             _ => None,
         };
+        const MEDIA: [&str; 5] = ["image", "document", "audio", "video", "sticker"];
+        for t in &a.media_types {
+            if a.kind != AskType::Media {
+                cx.at(
+                    name,
+                    "media_types",
+                    "`media_types` is only for ask type media",
+                );
+            } else if !MEDIA.contains(&t.as_str()) {
+                cx.at(
+                    name,
+                    t,
+                    format!("media type `{t}` must be one of {}", MEDIA.join(", ")),
+                );
+            }
+        }
         if a.kind == AskType::Options && a.options.is_empty() {
             cx.at(
                 name,
@@ -505,6 +601,7 @@ fn compile_node(cx: &mut Ctx, name: &str, rn: &RawNode, names: &BTreeSet<&str>) 
             max_retries: a.max_retries.unwrap_or(3),
             on_fail: a.on_fail.clone(),
             branches,
+            media_types: a.media_types.clone(),
         }))
     } else if let Some(c) = &rn.condition {
         check_target(cx, "then", &c.then);
@@ -524,6 +621,29 @@ fn compile_node(cx: &mut Ctx, name: &str, rn: &RawNode, names: &BTreeSet<&str>) 
     } else if let Some(set) = &rn.set {
         let mut out = Vec::new();
         for (var, v) in set {
+            if var == "tag.add" || var == "tag.remove" {
+                let tags: Vec<String> = match v {
+                    serde_norway::Value::String(t) => vec![t.clone()],
+                    serde_norway::Value::Sequence(list) => list
+                        .iter()
+                        .filter_map(|t| t.as_str().map(str::to_string))
+                        .collect(),
+                    _ => Vec::new(),
+                };
+                if tags.is_empty() || tags.iter().any(|t| t.trim().is_empty()) {
+                    cx.at(
+                        name,
+                        var,
+                        format!("`set.{var}` takes a tag name or a list of them"),
+                    );
+                }
+                out.push(if var == "tag.add" {
+                    SetOp::TagAdd(tags)
+                } else {
+                    SetOp::TagRemove(tags)
+                });
+                continue;
+            }
             let src = match v {
                 serde_norway::Value::String(s) => s.clone(),
                 serde_norway::Value::Number(n) => n.to_string(),
@@ -537,10 +657,32 @@ fn compile_node(cx: &mut Ctx, name: &str, rn: &RawNode, names: &BTreeSet<&str>) 
                     continue;
                 }
             };
-            match expr::parse(&src) {
-                Ok(e) => out.push((var.clone(), e)),
-                Err(e) => cx.at(name, var, format!("bad expression `{src}`: {e}")),
-            }
+            let e = match expr::parse(&src) {
+                Ok(e) => e,
+                Err(e) => {
+                    cx.at(name, var, format!("bad expression `{src}`: {e}"));
+                    continue;
+                }
+            };
+            out.push(match var.strip_prefix("contact.") {
+                Some("access") => SetOp::Access(e),
+                Some(f @ ("name" | "wa_id" | "phone" | "user_id" | "tags")) => {
+                    cx.at(
+                        name,
+                        var,
+                        format!("`contact.{f}` comes from WhatsApp and cannot be set"),
+                    );
+                    continue;
+                }
+                Some(f) if !f.is_empty() && f.chars().all(|c| c.is_alphanumeric() || c == '_') => {
+                    SetOp::Contact(f.to_string(), e)
+                }
+                Some(_) => {
+                    cx.at(name, var, format!("bad contact field `{var}`"));
+                    continue;
+                }
+                None => SetOp::Var(var.clone(), e),
+            });
         }
         NodeKind::Set(out)
     } else if let Some(j) = &rn.jump {
@@ -549,7 +691,10 @@ fn compile_node(cx: &mut Ctx, name: &str, rn: &RawNode, names: &BTreeSet<&str>) 
                 check_target(cx, "jump.to", t);
                 NodeKind::JumpNode(t.clone())
             }
-            (None, Some(f)) => NodeKind::JumpFlow(f.clone()),
+            (None, Some(f)) => NodeKind::JumpFlow {
+                flow: f.clone(),
+                ret: j.ret,
+            },
             _ => {
                 cx.at(name, "jump", "jump needs exactly one of `to` or `flow`");
                 NodeKind::Noop
@@ -582,12 +727,103 @@ fn compile_node(cx: &mut Ctx, name: &str, rn: &RawNode, names: &BTreeSet<&str>) 
             save: sp.save.clone().unwrap_or_else(|| "variant".into()),
         }
     } else if let Some(w) = &rn.wait {
-        match parse_duration(&w.duration) {
-            Some(ms) => NodeKind::Wait { ms },
-            None => {
-                cx.at(name, "for", format!("bad duration `{}`", w.duration));
-                NodeKind::Noop
+        if let Some(r) = &w.on_reply {
+            check_target(cx, "on_reply", r);
+        }
+        let ms = w.duration.as_ref().and_then(|d| {
+            let ms = parse_duration(d);
+            if ms.is_none() {
+                cx.at(name, "for", format!("bad duration `{d}`"));
             }
+            ms
+        });
+        let until_minute = w.until.as_ref().and_then(|u| {
+            let m = u.split_once(':').and_then(|(h, m)| {
+                let (h, m): (u32, u32) = (h.trim().parse().ok()?, m.trim().parse().ok()?);
+                (h < 24 && m < 60).then_some(h * 60 + m)
+            });
+            if m.is_none() {
+                cx.at(
+                    name,
+                    "until",
+                    format!("`until: {u}` must be a time of day HH:MM"),
+                );
+            }
+            m
+        });
+        if w.duration.is_some() == w.until.is_some() {
+            cx.at(name, "wait", "wait needs exactly one of `for` or `until`");
+        }
+        NodeKind::Wait {
+            ms,
+            until_minute,
+            on_reply: w.on_reply.clone(),
+        }
+    } else if let Some(h) = &rn.http {
+        if let Some(e) = &rn.on_error {
+            check_target(cx, "on_error", e);
+        }
+        let method = h
+            .method
+            .clone()
+            .unwrap_or_else(|| "GET".into())
+            .to_uppercase();
+        if !["GET", "POST", "PUT", "PATCH", "DELETE"].contains(&method.as_str()) {
+            cx.at(
+                name,
+                "method",
+                format!("method `{method}` must be GET, POST, PUT, PATCH or DELETE"),
+            );
+        }
+        let url = cx.tpl(name, &h.url);
+        if !h.url.starts_with("https://") && !h.url.starts_with("http://") {
+            cx.at(
+                name,
+                "url",
+                "url must start with https:// (or http:// for an allow-listed address)",
+            );
+        }
+        let timeout_ms = match &h.timeout {
+            None => 10_000,
+            Some(t) => match parse_duration(t) {
+                Some(ms) if ms > 0 && ms as u64 <= crate::outcall::MAX_TIMEOUT_MS => ms as u64,
+                _ => {
+                    cx.at(
+                        name,
+                        "timeout",
+                        format!("timeout `{t}` must be a duration up to 30s"),
+                    );
+                    10_000
+                }
+            },
+        };
+        let body = h.body.as_ref().and_then(|b| match serde_json::to_value(b) {
+            Ok(j) => Some(templated(cx, name, &j)),
+            Err(e) => {
+                cx.at(name, "body", format!("body is not plain data: {e}"));
+                None
+            }
+        });
+        NodeKind::Http(Box::new(HttpSpec {
+            method,
+            url,
+            headers: h
+                .headers
+                .iter()
+                .map(|(k, v)| (k.clone(), cx.tpl(name, v)))
+                .collect(),
+            body,
+            timeout_ms,
+            save: h.save.iter().map(|(k, v)| (k.clone(), v.clone())).collect(),
+            on_error: rn.on_error.clone(),
+        }))
+    } else if let Some(h) = &rn.handoff {
+        NodeKind::Handoff {
+            reason: h
+                .reason
+                .clone()
+                .unwrap_or_else(|| format!("flow node `{name}`")),
+            message: h.message.as_ref().map(|m| cx.tpl(name, m)),
         }
     } else {
         NodeKind::Noop
@@ -647,6 +883,7 @@ fn compile_send(cx: &mut Ctx, name: &str, s: &RawSend) -> NodeKind {
             SendSpec::Text(cx.tpl(name, t)),
         )
     } else if let Some(b) = &s.buttons {
+        let restricted = restricted(cx, name, b.buttons.iter().map(|b| (&b.id, &b.access)));
         let buttons: Vec<ReplyButton> = b
             .buttons
             .iter()
@@ -667,10 +904,19 @@ fn compile_send(cx: &mut Ctx, name: &str, s: &RawSend) -> NodeKind {
                 body: cx.tpl(name, &b.body),
                 footer: b.footer.as_ref().map(|h| cx.tpl(name, h)),
                 buttons,
+                restricted,
             },
         )
     } else {
         let l = s.list.as_ref().expect("checked");
+        let restricted = restricted(
+            cx,
+            name,
+            l.sections
+                .iter()
+                .flat_map(|s| &s.rows)
+                .map(|r| (&r.id, &r.access)),
+        );
         let sections: Vec<ListSection> = l
             .sections
             .iter()
@@ -701,6 +947,7 @@ fn compile_send(cx: &mut Ctx, name: &str, s: &RawSend) -> NodeKind {
                 footer: l.footer.as_ref().map(|h| cx.tpl(name, h)),
                 button: l.button.clone(),
                 sections,
+                restricted,
             },
         )
     };
@@ -710,6 +957,28 @@ fn compile_send(cx: &mut Ctx, name: &str, s: &RawSend) -> NodeKind {
         }
     }
     NodeKind::Send(spec)
+}
+
+/// The (id, level) of the options that need more than public access.
+fn restricted<'r>(
+    cx: &mut Ctx,
+    node: &str,
+    items: impl Iterator<Item = (&'r String, &'r Option<String>)>,
+) -> Vec<(String, AccessLevel)> {
+    let mut out = Vec::new();
+    for (id, access) in items {
+        let Some(a) = access else { continue };
+        match AccessLevel::parse(a) {
+            Some(AccessLevel::Public) => {}
+            Some(level) => out.push((id.clone(), level)),
+            None => cx.at(
+                node,
+                a,
+                format!("access `{a}` must be public, registered or activated"),
+            ),
+        }
+    }
+    out
 }
 
 fn templated(cx: &mut Ctx, node: &str, v: &serde_json::Value) -> TemplatedJson {

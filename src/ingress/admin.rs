@@ -13,7 +13,7 @@ use subtle::ConstantTimeEq;
 
 use super::AppState;
 use crate::actors::AccountMsg;
-use crate::conversation::ConversationState;
+use crate::conversation::{ConversationEvent, ConversationState};
 use crate::whatsapp::send::OutboundMessage;
 
 pub fn routes(state: AppState) -> Router<AppState> {
@@ -21,6 +21,18 @@ pub fn routes(state: AppState) -> Router<AppState> {
         .route("/accounts", get(accounts))
         .route("/conversations/{phone_number_id}/{user}", get(conversation))
         .route("/messages", post(send_message))
+        .route(
+            "/conversations/{phone_number_id}/{user}/handoff",
+            post(handoff),
+        )
+        .route(
+            "/conversations/{phone_number_id}/{user}/reply",
+            post(agent_reply),
+        )
+        .route(
+            "/conversations/{phone_number_id}/{user}/release",
+            post(release),
+        )
         .route("/flows", get(flows))
         .route("/flows/reload", post(reload_flows))
         .layer(middleware::from_fn_with_state(state, require_token))
@@ -117,6 +129,12 @@ async fn conversation(
         "contact": contact,
         "state": state,
         "window_open": state.window_open(now),
+        "handoff": state.handoff.as_ref().map(|h| json!({
+            "status": h.status,
+            "reason": h.reason,
+            "since": h.since,
+            "last_activity": h.last_activity,
+        })),
         "window_expires_at": state.last_inbound_at.map(|t| t + crate::conversation::SERVICE_WINDOW_MS),
         "last_applied_seq": stored.last_applied_seq,
         "messages": messages,
@@ -243,13 +261,8 @@ async fn send_message(State(app): State<AppState>, body: axum::body::Bytes) -> R
             "mark_read is not a message",
         );
     }
-    if let Err(errors) = message.validate() {
-        let list: Vec<String> = errors.iter().map(ToString::to_string).collect();
-        return (
-            StatusCode::UNPROCESSABLE_ENTITY,
-            Json(json!({ "error": "message breaks WhatsApp limits", "details": list })),
-        )
-            .into_response();
+    if let Some(resp) = beyond_limits(&message) {
+        return resp;
     }
     if req.to.is_empty() {
         return error(StatusCode::UNPROCESSABLE_ENTITY, "`to` is required");
@@ -257,32 +270,183 @@ async fn send_message(State(app): State<AppState>, body: axum::body::Bytes) -> R
     let Some(account) = app.router.get(&req.phone_number_id) else {
         return error(StatusCode::NOT_FOUND, "unknown phone_number_id");
     };
-    let request_id = req
-        .idempotency_key
-        .unwrap_or_else(|| format!("{:016x}{:016x}", fastrand::u64(..), fastrand::u64(..)));
+    let request_id = request_id(req.idempotency_key);
     let to = req.to.trim_start_matches('+').to_string();
-    let result = ractor::call_t!(
-        account,
-        |reply| AccountMsg::Outgoing {
-            user_key: to,
-            request_id,
-            message,
-            reply_to: req.reply_to,
-            reply,
-        },
-        10_000
-    );
+    let event = ConversationEvent::Outgoing {
+        request_id,
+        message,
+        reply_to: req.reply_to,
+    };
+    let result = command(&account, to, event).await;
     match result {
-        Ok(Ok(id)) => (StatusCode::ACCEPTED, Json(json!({ "outbox_id": id }))).into_response(),
-        Ok(Err(reason)) if reason.contains("window") => error(StatusCode::CONFLICT, reason),
-        Ok(Err(reason)) if reason.contains("nothing to send") => {
+        Ok(Ok(ids)) => match ids.first() {
+            Some(id) => (StatusCode::ACCEPTED, Json(json!({ "outbox_id": id }))).into_response(),
             // Same idempotency key as an earlier request: already queued.
-            (StatusCode::OK, Json(json!({ "duplicate": true }))).into_response()
-        }
+            None => (StatusCode::OK, Json(json!({ "duplicate": true }))).into_response(),
+        },
+        Ok(Err(reason)) if reason.contains("window") => error(StatusCode::CONFLICT, reason),
         Ok(Err(reason)) => error(StatusCode::SERVICE_UNAVAILABLE, reason),
         Err(e) => error(
             StatusCode::SERVICE_UNAVAILABLE,
             format!("account busy: {e}"),
         ),
     }
+}
+
+/// Hand `event` to the conversation `user` of `account` and wait for the outcome.
+async fn command(
+    account: &ractor::ActorRef<AccountMsg>,
+    user: String,
+    event: ConversationEvent,
+) -> Result<Result<Vec<i64>, String>, ractor::RactorErr<AccountMsg>> {
+    ractor::call_t!(
+        account,
+        |reply| AccountMsg::Command {
+            user_key: user,
+            event,
+            reply,
+        },
+        10_000
+    )
+}
+
+/// A conversation command's answer: 200 with `body`, or why not.
+fn command_response(
+    result: Result<Result<Vec<i64>, String>, ractor::RactorErr<AccountMsg>>,
+    body: serde_json::Value,
+) -> Response {
+    match result {
+        Ok(Ok(_)) => (StatusCode::OK, Json(body)).into_response(),
+        Ok(Err(reason)) if reason.contains("window") => error(StatusCode::CONFLICT, reason),
+        Ok(Err(reason)) => error(StatusCode::SERVICE_UNAVAILABLE, reason),
+        Err(e) => error(
+            StatusCode::SERVICE_UNAVAILABLE,
+            format!("account busy: {e}"),
+        ),
+    }
+}
+
+#[derive(Debug, Default, Deserialize)]
+struct ReasonBody {
+    #[serde(default)]
+    reason: Option<String>,
+}
+
+fn reason_of(body: &axum::body::Bytes, default: &str) -> Result<String, String> {
+    if body.iter().all(u8::is_ascii_whitespace) {
+        return Ok(default.to_string());
+    }
+    serde_json::from_slice::<ReasonBody>(body)
+        .map(|b| b.reason.unwrap_or_else(|| default.to_string()))
+        .map_err(|e| format!("bad request body: {e}"))
+}
+
+/// `POST conversations/{pnid}/{user}/handoff` `{"reason": "…"}`: a human takes over; the bot
+/// stays silent until released (or `handoff.timeout` passes without a message).
+async fn handoff(
+    State(app): State<AppState>,
+    Path((pnid, user)): Path<(String, String)>,
+    body: axum::body::Bytes,
+) -> Response {
+    let Some(account) = app.router.get(&pnid) else {
+        return error(StatusCode::NOT_FOUND, "unknown phone_number_id");
+    };
+    let reason = match reason_of(&body, "admin") {
+        Ok(r) => r,
+        Err(e) => return error(StatusCode::UNPROCESSABLE_ENTITY, e),
+    };
+    let result = command(&account, user, ConversationEvent::Handoff { reason }).await;
+    command_response(result, json!({ "handoff": "waiting" }))
+}
+
+/// `POST conversations/{pnid}/{user}/release`: back to the bot.
+async fn release(
+    State(app): State<AppState>,
+    Path((pnid, user)): Path<(String, String)>,
+    body: axum::body::Bytes,
+) -> Response {
+    let Some(account) = app.router.get(&pnid) else {
+        return error(StatusCode::NOT_FOUND, "unknown phone_number_id");
+    };
+    let reason = match reason_of(&body, "admin") {
+        Ok(r) => r,
+        Err(e) => return error(StatusCode::UNPROCESSABLE_ENTITY, e),
+    };
+    let result = command(&account, user, ConversationEvent::Release { reason }).await;
+    command_response(result, json!({ "handoff": null }))
+}
+
+#[derive(Debug, Deserialize)]
+struct ReplyBody {
+    text: Option<String>,
+    message: Option<OutboundMessage>,
+    idempotency_key: Option<String>,
+}
+
+/// `POST conversations/{pnid}/{user}/reply` `{"text": "…"}` (or `{"message": {…}}`): an
+/// agent answers as the business. The conversation is with the agent from then on.
+async fn agent_reply(
+    State(app): State<AppState>,
+    Path((pnid, user)): Path<(String, String)>,
+    body: axum::body::Bytes,
+) -> Response {
+    let Some(account) = app.router.get(&pnid) else {
+        return error(StatusCode::NOT_FOUND, "unknown phone_number_id");
+    };
+    let req: ReplyBody = match serde_json::from_slice(&body) {
+        Ok(r) => r,
+        Err(e) => {
+            return error(
+                StatusCode::UNPROCESSABLE_ENTITY,
+                format!("bad request body: {e}"),
+            )
+        }
+    };
+    let message = match (req.text, req.message) {
+        (Some(body), None) => OutboundMessage::Text {
+            body,
+            preview_url: false,
+        },
+        (None, Some(m)) if !m.is_mark_read() => m,
+        _ => {
+            return error(
+                StatusCode::UNPROCESSABLE_ENTITY,
+                "give exactly one of text or message",
+            )
+        }
+    };
+    if let Some(resp) = beyond_limits(&message) {
+        return resp;
+    }
+    let request_id = request_id(req.idempotency_key);
+    let event = ConversationEvent::AgentReply {
+        request_id,
+        message,
+    };
+    match command(&account, user, event).await {
+        Ok(Ok(ids)) => (
+            StatusCode::ACCEPTED,
+            Json(json!({ "outbox_id": ids.first(), "handoff": "with_agent" })),
+        )
+            .into_response(),
+        other => command_response(other, json!({})),
+    }
+}
+
+/// 422 with every WhatsApp limit `message` breaks, if it breaks any.
+fn beyond_limits(message: &OutboundMessage) -> Option<Response> {
+    let errors = message.validate().err()?;
+    let list: Vec<String> = errors.iter().map(ToString::to_string).collect();
+    Some(
+        (
+            StatusCode::UNPROCESSABLE_ENTITY,
+            Json(json!({ "error": "message breaks WhatsApp limits", "details": list })),
+        )
+            .into_response(),
+    )
+}
+
+/// The caller's idempotency key, else a fresh random one.
+fn request_id(key: Option<String>) -> String {
+    key.unwrap_or_else(|| format!("{:016x}{:016x}", fastrand::u64(..), fastrand::u64(..)))
 }

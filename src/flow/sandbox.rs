@@ -1,0 +1,141 @@
+//! A flow conversation with a virtual clock and no I/O: what the simulator and the transcript
+//! tests drive. It runs the same pure [`step`] as the daemon and keeps what the daemon keeps
+//! around it (timers, the contact, the pending HTTP call, the handoff).
+
+use super::exec::{start, step, FlowAction, FlowContext, FlowError, FlowInput, FlowState};
+use super::validate::FlowSet;
+use crate::conversation::ContactInfo;
+use crate::outcall::HttpOutcome;
+
+pub struct Sandbox<'f> {
+    pub flows: &'f FlowSet,
+    pub state: FlowState,
+    pub now: i64,
+    pub contact: ContactInfo,
+    pub contact_key: String,
+    pub max_steps: usize,
+    /// (due, name), unordered.
+    pub timers: Vec<(i64, String)>,
+    /// The ad id the next message comes from (taken by that message).
+    pub referral: Option<String>,
+    /// A flow handed the conversation to a human and it was not released yet.
+    pub handed_off: bool,
+}
+
+impl<'f> Sandbox<'f> {
+    pub fn new(flows: &'f FlowSet, contact_key: &str, now: i64) -> Sandbox<'f> {
+        Sandbox {
+            flows,
+            state: FlowState::default(),
+            now,
+            contact: ContactInfo {
+                wa_id: Some(contact_key.to_string()),
+                ..ContactInfo::default()
+            },
+            contact_key: contact_key.to_string(),
+            max_steps: super::MAX_STEPS,
+            timers: Vec::new(),
+            referral: None,
+            handed_off: false,
+        }
+    }
+
+    fn settle(
+        &mut self,
+        outcome: Result<(FlowState, Vec<FlowAction>), FlowError>,
+    ) -> Result<Vec<FlowAction>, FlowError> {
+        match outcome {
+            Ok((state, actions)) => {
+                self.state = state;
+                for a in &actions {
+                    match a {
+                        FlowAction::StartTimer { name, after_ms } => {
+                            self.timers.push((self.now + after_ms, name.clone()))
+                        }
+                        FlowAction::Contact(c) => self.contact = c.clone(),
+                        FlowAction::Handoff { .. } => self.handed_off = true,
+                        FlowAction::Send(_) | FlowAction::Http(_) => {}
+                    }
+                }
+                Ok(actions)
+            }
+            Err(e) => {
+                // As in the daemon: a broken flow ends, the conversation goes on.
+                self.state = FlowState::default();
+                Err(e)
+            }
+        }
+    }
+
+    /// Start `flow_id` at its start node.
+    pub fn start(&mut self, flow_id: &str) -> Result<Vec<FlowAction>, FlowError> {
+        self.timers.clear();
+        let contact = self.contact.clone();
+        let ctx = FlowContext {
+            now_ms: self.now,
+            contact: Some(&contact),
+            contact_key: Some(&self.contact_key),
+            referral: None,
+            max_steps: self.max_steps,
+        };
+        let outcome = start(self.flows, flow_id, &ctx);
+        self.settle(outcome)
+    }
+
+    /// Feed one input. While handed off, user messages reach nobody (the human has them).
+    pub fn input(&mut self, input: FlowInput<'_>) -> Result<Vec<FlowAction>, FlowError> {
+        if self.handed_off && matches!(input, FlowInput::Message { .. } | FlowInput::Media { .. }) {
+            return Ok(Vec::new());
+        }
+        let referral = match input {
+            FlowInput::Message { .. } | FlowInput::Media { .. } => self.referral.take(),
+            _ => None,
+        };
+        let contact = self.contact.clone();
+        let ctx = FlowContext {
+            now_ms: self.now,
+            contact: Some(&contact),
+            contact_key: Some(&self.contact_key),
+            referral: referral.as_deref(),
+            max_steps: self.max_steps,
+        };
+        let outcome = step(self.flows, self.state.clone(), input, &ctx);
+        self.settle(outcome)
+    }
+
+    /// Move the clock; timers that come due fire in due order.
+    pub fn advance(&mut self, ms: i64) -> Vec<Result<Vec<FlowAction>, FlowError>> {
+        self.now += ms;
+        let mut out = Vec::new();
+        loop {
+            self.timers.sort();
+            if self.timers.first().is_none_or(|(due, _)| *due > self.now) {
+                return out;
+            }
+            let (_, name) = self.timers.remove(0);
+            out.push(self.input(FlowInput::Timer { name: &name }));
+        }
+    }
+
+    /// Answer the HTTP call the flow waits for (None if it waits for none).
+    pub fn answer_http(
+        &mut self,
+        status: u16,
+        body: &str,
+    ) -> Option<Result<Vec<FlowAction>, FlowError>> {
+        let id = self.state.http.as_ref()?.id.clone();
+        let outcome = HttpOutcome {
+            id,
+            status,
+            body: body.to_string(),
+            error: (status == 0).then(|| "no response".to_string()),
+        };
+        Some(self.input(FlowInput::Http(&outcome)))
+    }
+
+    /// A human gives the conversation back.
+    pub fn release(&mut self) -> Result<Vec<FlowAction>, FlowError> {
+        self.handed_off = false;
+        self.input(FlowInput::Released)
+    }
+}

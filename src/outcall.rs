@@ -1,0 +1,410 @@
+//! HTTP calls that flows make to the business's own systems, behind an SSRF guard.
+//!
+//! The flow engine only *describes* a call ([`HttpCall`], an effect committed with the step
+//! that asked for it); [`OutCaller`] makes it after the commit and the outcome goes back to
+//! the conversation as an event. Calls run off the actor, so a slow endpoint never blocks
+//! other conversations. A call whose outcome was not applied before a crash is made again
+//! on restart with the same `Idempotency-Key` header (the call id), so the business's system
+//! can recognise the repeat.
+//!
+//! The guard: only `https`, and no address in a private, loopback, link-local, CGNAT,
+//! multicast or otherwise reserved range, unless the address is in `flows.http_allow` (which
+//! then also permits plain `http`). Names are resolved by our own resolver and every address
+//! it hands the connector is checked, so a name that re-resolves to a private address between
+//! the check and the connection (DNS rebinding) still cannot reach it. Redirects are not
+//! followed.
+
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
+use std::sync::Arc;
+use std::time::Duration;
+
+use serde::{Deserialize, Serialize};
+
+/// Longest response body kept (bytes); the rest is dropped.
+pub const MAX_BODY: usize = 256 * 1024;
+/// Longest a call may take, whatever the flow says.
+pub const MAX_TIMEOUT_MS: u64 = 30_000;
+
+/// A call a flow wants made.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct HttpCall {
+    /// Unique per call; sent as `Idempotency-Key`; the outcome names it.
+    pub id: String,
+    pub method: String,
+    pub url: String,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub headers: Vec<(String, String)>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub body: Option<String>,
+    pub timeout_ms: u64,
+}
+
+/// What came back: `status` 0 when there was no response (refused, timeout, network).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct HttpOutcome {
+    pub id: String,
+    pub status: u16,
+    #[serde(default)]
+    pub body: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
+}
+
+impl HttpOutcome {
+    pub fn ok(&self) -> bool {
+        (200..300).contains(&self.status)
+    }
+
+    fn failed(id: &str, error: impl Into<String>) -> HttpOutcome {
+        HttpOutcome {
+            id: id.to_string(),
+            status: 0,
+            body: String::new(),
+            error: Some(error.into()),
+        }
+    }
+}
+
+/// An address range: `10.0.0.0/8`, `::1/128`, or one address.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Cidr {
+    addr: IpAddr,
+    prefix: u8,
+}
+
+impl std::str::FromStr for Cidr {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Cidr, String> {
+        let (a, p) = match s.trim().split_once('/') {
+            Some((a, p)) => (a, Some(p)),
+            None => (s.trim(), None),
+        };
+        let addr: IpAddr = a
+            .parse()
+            .map_err(|_| format!("`{s}` is not an IP address or CIDR range"))?;
+        let max = if addr.is_ipv4() { 32 } else { 128 };
+        let prefix = match p {
+            Some(p) => p
+                .parse::<u8>()
+                .ok()
+                .filter(|p| *p <= max)
+                .ok_or_else(|| format!("`{s}`: prefix must be 0..={max}"))?,
+            None => max,
+        };
+        Ok(Cidr { addr, prefix })
+    }
+}
+
+impl Cidr {
+    pub fn contains(&self, ip: IpAddr) -> bool {
+        let ip = canonical(ip);
+        match (self.addr, ip) {
+            (IpAddr::V4(n), IpAddr::V4(a)) => {
+                let mask = u32::MAX
+                    .checked_shl(32 - u32::from(self.prefix))
+                    .unwrap_or(0);
+                u32::from(n) & mask == u32::from(a) & mask
+            }
+            (IpAddr::V6(n), IpAddr::V6(a)) => {
+                let mask = u128::MAX
+                    .checked_shl(128 - u32::from(self.prefix))
+                    .unwrap_or(0);
+                u128::from(n) & mask == u128::from(a) & mask
+            }
+            _ => false,
+        }
+    }
+}
+
+/// IPv4-mapped and NAT64 IPv6 addresses judged as the IPv4 address they carry.
+fn canonical(ip: IpAddr) -> IpAddr {
+    if let IpAddr::V6(v6) = ip {
+        if let Some(v4) = v6.to_ipv4_mapped() {
+            return IpAddr::V4(v4);
+        }
+        let s = v6.segments();
+        if s[0] == 0x64 && s[1] == 0xff9b && s[2..6] == [0, 0, 0, 0] {
+            let o = v6.octets();
+            return IpAddr::V4(Ipv4Addr::new(o[12], o[13], o[14], o[15]));
+        }
+    }
+    ip
+}
+
+/// True for addresses a flow must not reach unless allow-listed.
+pub fn is_internal(ip: IpAddr) -> bool {
+    match canonical(ip) {
+        IpAddr::V4(a) => {
+            let o = a.octets();
+            a.is_loopback()
+                || a.is_private()
+                || a.is_link_local()
+                || a.is_unspecified()
+                || a.is_broadcast()
+                || a.is_multicast()
+                || a.is_documentation()
+                || o[0] == 0
+                || (o[0] == 100 && (64..128).contains(&o[1])) // CGNAT 100.64/10
+                || (o[0] == 198 && (o[1] == 18 || o[1] == 19)) // benchmarking
+                || (o[0] == 192 && o[1] == 0 && o[2] == 0) // IETF protocol assignments
+                || o[0] >= 240 // reserved
+        }
+        IpAddr::V6(a) => {
+            let s = a.segments();
+            a.is_loopback()
+                || a.is_unspecified()
+                || a.is_multicast()
+                || (s[0] & 0xfe00) == 0xfc00 // unique local
+                || (s[0] & 0xffc0) == 0xfe80 // link-local
+                || (s[0] & 0xffc0) == 0xfec0 // site-local (deprecated)
+                || (s[0] == 0x2001 && s[1] == 0x0db8) // documentation
+                || a == Ipv6Addr::UNSPECIFIED
+        }
+    }
+}
+
+/// The guard's rules: what may be reached.
+#[derive(Debug, Clone, Default)]
+pub struct Guard {
+    allow: Vec<Cidr>,
+}
+
+impl Guard {
+    pub fn new(allow: Vec<Cidr>) -> Guard {
+        Guard { allow }
+    }
+
+    fn allow_listed(&self, ip: IpAddr) -> bool {
+        self.allow.iter().any(|c| c.contains(ip))
+    }
+
+    /// May a connection go to `ip`?
+    pub fn permits(&self, ip: IpAddr) -> bool {
+        self.allow_listed(ip) || !is_internal(ip)
+    }
+
+    /// Check the URL and the addresses its host has now; Err says why it is refused.
+    pub fn check(&self, url: &reqwest::Url, addrs: &[IpAddr]) -> Result<(), String> {
+        if addrs.is_empty() {
+            return Err("the host has no address".into());
+        }
+        if let Some(bad) = addrs.iter().find(|a| !self.permits(**a)) {
+            return Err(format!(
+                "refused: {bad} is a private or reserved address (allow it in flows.http_allow)"
+            ));
+        }
+        match url.scheme() {
+            "https" => Ok(()),
+            "http" if addrs.iter().all(|a| self.allow_listed(*a)) => Ok(()),
+            "http" => Err("refused: only https may be called (or an allow-listed address)".into()),
+            other => Err(format!("refused: scheme `{other}` is not allowed")),
+        }
+    }
+}
+
+/// A resolver that never hands the connector an address the guard refuses.
+struct GuardedResolver(Arc<Guard>);
+
+impl reqwest::dns::Resolve for GuardedResolver {
+    fn resolve(&self, name: reqwest::dns::Name) -> reqwest::dns::Resolving {
+        let guard = self.0.clone();
+        Box::pin(async move {
+            let host = name.as_str().to_string();
+            let addrs: Vec<SocketAddr> = tokio::net::lookup_host((host.as_str(), 0))
+                .await?
+                .filter(|a| guard.permits(a.ip()))
+                .collect();
+            if addrs.is_empty() {
+                return Err(format!("`{host}` has no address a flow may call").into());
+            }
+            let it: reqwest::dns::Addrs = Box::new(addrs.into_iter());
+            Ok(it)
+        })
+    }
+}
+
+/// Makes flows' HTTP calls.
+#[derive(Clone)]
+pub struct OutCaller {
+    client: reqwest::Client,
+    guard: Arc<Guard>,
+}
+
+impl OutCaller {
+    pub fn new(allow: Vec<Cidr>) -> Result<OutCaller, reqwest::Error> {
+        let guard = Arc::new(Guard::new(allow));
+        let client = reqwest::Client::builder()
+            .redirect(reqwest::redirect::Policy::none())
+            .dns_resolver(Arc::new(GuardedResolver(guard.clone())))
+            .user_agent(concat!("parley/", env!("CARGO_PKG_VERSION")))
+            .build()?;
+        Ok(OutCaller { client, guard })
+    }
+
+    /// Make the call; never fails: a refused or failed call is an outcome with status 0.
+    pub async fn call(&self, call: &HttpCall) -> HttpOutcome {
+        let url = match reqwest::Url::parse(&call.url) {
+            Ok(u) => u,
+            Err(e) => return HttpOutcome::failed(&call.id, format!("bad URL: {e}")),
+        };
+        let addrs: Vec<IpAddr> = match url.host() {
+            Some(url::Host::Ipv4(a)) => vec![IpAddr::V4(a)],
+            Some(url::Host::Ipv6(a)) => vec![IpAddr::V6(a)],
+            Some(url::Host::Domain(d)) => {
+                match tokio::net::lookup_host((d, url.port_or_known_default().unwrap_or(443))).await
+                {
+                    Ok(it) => it.map(|a| a.ip()).collect(),
+                    Err(e) => return HttpOutcome::failed(&call.id, format!("resolve: {e}")),
+                }
+            }
+            None => return HttpOutcome::failed(&call.id, "URL has no host"),
+        };
+        if let Err(why) = self.guard.check(&url, &addrs) {
+            return HttpOutcome::failed(&call.id, why);
+        }
+        let method = match reqwest::Method::from_bytes(call.method.to_ascii_uppercase().as_bytes())
+        {
+            Ok(m) => m,
+            Err(_) => return HttpOutcome::failed(&call.id, "bad method"),
+        };
+        let timeout = Duration::from_millis(call.timeout_ms.clamp(1, MAX_TIMEOUT_MS));
+        let mut req = self
+            .client
+            .request(method, url)
+            .timeout(timeout)
+            .header("Idempotency-Key", &call.id);
+        for (k, v) in &call.headers {
+            req = req.header(k.as_str(), v.as_str());
+        }
+        if let Some(body) = &call.body {
+            req = req
+                .header(reqwest::header::CONTENT_TYPE, "application/json")
+                .body(body.clone());
+        }
+        let mut resp = match req.send().await {
+            Ok(r) => r,
+            Err(e) if e.is_timeout() => return HttpOutcome::failed(&call.id, "timeout"),
+            Err(e) => return HttpOutcome::failed(&call.id, format!("request failed: {e}")),
+        };
+        let status = resp.status().as_u16();
+        let mut body = Vec::new();
+        loop {
+            match resp.chunk().await {
+                Ok(Some(c)) => {
+                    let room = MAX_BODY.saturating_sub(body.len());
+                    body.extend_from_slice(&c[..c.len().min(room)]);
+                    if room <= c.len() {
+                        break;
+                    }
+                }
+                Ok(None) => break,
+                Err(e) => {
+                    return HttpOutcome {
+                        id: call.id.clone(),
+                        status: 0,
+                        body: String::new(),
+                        error: Some(format!("reading the response: {e}")),
+                    }
+                }
+            }
+        }
+        HttpOutcome {
+            id: call.id.clone(),
+            status,
+            body: String::from_utf8_lossy(&body).into_owned(),
+            error: None,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn ip(s: &str) -> IpAddr {
+        s.parse().unwrap()
+    }
+
+    #[test]
+    fn internal_ranges_are_recognised() {
+        for a in [
+            "127.0.0.1",
+            "10.1.2.3",
+            "172.16.0.1",
+            "192.168.1.1",
+            "169.254.169.254",
+            "100.64.0.1",
+            "0.0.0.0",
+            "224.0.0.1",
+            "::1",
+            "fc00::1",
+            "fe80::1",
+            "::ffff:127.0.0.1",
+            "64:ff9b::a9fe:a9fe",
+        ] {
+            assert!(is_internal(ip(a)), "{a}");
+        }
+        for a in ["93.184.216.34", "8.8.8.8", "2606:4700::1111"] {
+            assert!(!is_internal(ip(a)), "{a}");
+        }
+    }
+
+    #[test]
+    fn the_guard_wants_https_and_public_addresses_unless_allow_listed() {
+        let url = |s: &str| reqwest::Url::parse(s).unwrap();
+        let none = Guard::default();
+        assert!(none
+            .check(&url("https://x.example/"), &[ip("93.184.216.34")])
+            .is_ok());
+        assert!(none
+            .check(&url("http://x.example/"), &[ip("93.184.216.34")])
+            .is_err());
+        assert!(none
+            .check(
+                &url("https://x.example/"),
+                &[ip("93.184.216.34"), ip("10.0.0.1")]
+            )
+            .is_err());
+        assert!(none
+            .check(&url("https://127.0.0.1/"), &[ip("127.0.0.1")])
+            .is_err());
+        let lo = Guard::new(vec!["127.0.0.0/8".parse().unwrap()]);
+        assert!(lo
+            .check(&url("http://127.0.0.1:9/"), &[ip("127.0.0.1")])
+            .is_ok());
+        assert!(lo
+            .check(&url("http://10.0.0.1/"), &[ip("10.0.0.1")])
+            .is_err());
+        assert!(lo
+            .check(&url("ftp://127.0.0.1/"), &[ip("127.0.0.1")])
+            .is_err());
+    }
+
+    #[test]
+    fn cidrs_parse_and_match() {
+        let c: Cidr = "10.0.0.0/8".parse().unwrap();
+        assert!(c.contains(ip("10.255.0.1")));
+        assert!(!c.contains(ip("11.0.0.1")));
+        let one: Cidr = "::1".parse().unwrap();
+        assert!(one.contains(ip("::1")));
+        assert!("10.0.0.0/33".parse::<Cidr>().is_err());
+        assert!("nope".parse::<Cidr>().is_err());
+    }
+
+    #[tokio::test]
+    async fn a_refused_call_is_an_outcome_not_an_error() {
+        let caller = OutCaller::new(vec![]).unwrap();
+        let out = caller
+            .call(&HttpCall {
+                id: "c1".into(),
+                method: "GET".into(),
+                url: "http://127.0.0.1:1/".into(),
+                headers: vec![],
+                body: None,
+                timeout_ms: 1000,
+            })
+            .await;
+        assert_eq!(out.status, 0);
+        assert!(out.error.unwrap().contains("refused"));
+    }
+}
