@@ -62,15 +62,32 @@ impl Application {
         let (logic, flows): (Arc<dyn ConversationLogic>, _) = match plugins.logic {
             Some(logic) => (logic, None),
             None => {
-                let set = crate::flow::load_dir(&settings.flows.dir).map_err(|errors| {
-                    anyhow::anyhow!(
-                        "invalid flows in {}:\n{}",
-                        settings.flows.dir.display(),
-                        errors.join("\n")
-                    )
-                })?;
-                tracing::info!(flows = ?set.ids(), "Flows loaded.");
-                let registry = FlowRegistry::new(set);
+                let providers = settings.ai.names();
+                let (set, bots) = crate::flow::load_all(&settings.flows.dir, Some(&providers))
+                    .map_err(|errors| {
+                        anyhow::anyhow!(
+                            "invalid flows in {}:\n{}",
+                            settings.flows.dir.display(),
+                            errors.join("\n")
+                        )
+                    })?;
+                tracing::info!(
+                    flows = set.flows().len(),
+                    bots = bots.bots().len(),
+                    "Flows loaded."
+                );
+                for account in &settings.accounts {
+                    if let Some(bot) = account.default_bot.as_deref() {
+                        if bots.get(bot).is_none() {
+                            anyhow::bail!(
+                                "accounts.default_bot: `{bot}` (account {}) is not a bot in {}",
+                                account.phone_number_id,
+                                settings.flows.dir.join("bots").display()
+                            );
+                        }
+                    }
+                }
+                let registry = FlowRegistry::with_bots(set, bots, Some(providers));
                 let logic = Arc::new(FlowLogic {
                     flows: registry.clone(),
                 });
@@ -93,6 +110,11 @@ impl Application {
             .upsert_accounts(&settings.accounts)
             .await
             .context("Failed to record the accounts")?;
+        if let Some(registry) = &flows {
+            pin_stored_versions(registry, &store)
+                .await
+                .context("Failed to record the flow versions")?;
+        }
         let writer = WriterHandle::spawn(&store, settings.store.writers)
             .context("Failed to start the store writer")?;
         let graph = GraphClient::new(
@@ -109,6 +131,8 @@ impl Application {
             graph,
             outcall: crate::outcall::OutCaller::new(settings.flows.http_allow())
                 .context("Failed to build the HTTP client for flows")?,
+            bots: crate::chatbot::provider::Providers::new(&settings.ai)
+                .context("Failed to build the HTTP client for chatbots")?,
             clock: plugins.clock,
         });
         let router = AccountRouter::default();
@@ -132,9 +156,17 @@ impl Application {
         let root = RootSupervisor::start(engine.clone(), router.clone()).await?;
         let timers = tokio::spawn(run_timers(engine.clone(), router.clone()));
         if let Some(flows) = engine.flows.clone() {
-            tokio::spawn(reload_on_sighup(flows.clone(), settings.flows.dir.clone()));
+            tokio::spawn(reload_on_sighup(
+                flows.clone(),
+                settings.flows.dir.clone(),
+                store.clone(),
+            ));
             if settings.flows.watch {
-                tokio::spawn(watch_flows(flows, settings.flows.dir.clone()));
+                tokio::spawn(watch_flows(
+                    flows,
+                    settings.flows.dir.clone(),
+                    store.clone(),
+                ));
             }
         }
         let addr: SocketAddr = settings.http.listen.parse().context("http.listen")?;
@@ -244,7 +276,7 @@ async fn run_timers(engine: Arc<Engine>, router: AccountRouter) {
 }
 
 /// SIGHUP reloads the flows (all valid files, or nothing changes).
-async fn reload_on_sighup(flows: crate::flow::FlowRegistry, dir: std::path::PathBuf) {
+async fn reload_on_sighup(flows: crate::flow::FlowRegistry, dir: std::path::PathBuf, store: Store) {
     #[cfg(unix)]
     {
         let Ok(mut hup) = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup())
@@ -252,11 +284,11 @@ async fn reload_on_sighup(flows: crate::flow::FlowRegistry, dir: std::path::Path
             return;
         };
         while hup.recv().await.is_some() {
-            let _ = reload_flows(&flows, &dir);
+            let _ = reload_flows(&flows, &dir, &store).await;
         }
     }
     #[cfg(not(unix))]
-    let _ = (flows, dir);
+    let _ = (flows, dir, store);
 }
 
 /// How often the flows folder is looked at, and how long it must stay unchanged before a
@@ -266,7 +298,7 @@ const WATCH_QUIET: Duration = Duration::from_secs(1);
 
 /// Reload when the flow files change (`flows.watch`): polls names, sizes and modification
 /// times, debounced, so it works on any filesystem and needs no extra thread.
-async fn watch_flows(flows: crate::flow::FlowRegistry, dir: std::path::PathBuf) {
+async fn watch_flows(flows: crate::flow::FlowRegistry, dir: std::path::PathBuf, store: Store) {
     let snapshot =
         |dir: &std::path::Path| -> Vec<(std::path::PathBuf, u64, Option<std::time::SystemTime>)> {
             let mut v: Vec<_> = std::fs::read_dir(dir)
@@ -294,19 +326,65 @@ async fn watch_flows(flows: crate::flow::FlowRegistry, dir: std::path::PathBuf) 
         }
         if changed_at.is_some_and(|t| t.elapsed() >= WATCH_QUIET) {
             changed_at = None;
-            let _ = reload_flows(&flows, &dir);
+            let _ = reload_flows(&flows, &dir, &store).await;
         }
     }
 }
 
-/// Reload and log the outcome (used by SIGHUP, the watcher and the admin API).
-pub fn reload_flows(
+/// Keep the current flow versions in the store, and load back the earlier ones that
+/// unfinished sessions still run, so they finish on the version they started on.
+async fn pin_stored_versions(
+    registry: &crate::flow::FlowRegistry,
+    store: &Store,
+) -> Result<(), crate::store::StoreError> {
+    let current = registry.sources();
+    store.save_flow_versions(&current).await?;
+    let mut pinned = Vec::new();
+    for (id, version, source) in store.flow_versions_in_use().await? {
+        if current.iter().any(|(i, v, _)| *i == id && *v == version) {
+            continue;
+        }
+        let name = format!("{id}@{version} (stored)");
+        match crate::flow::FlowSet::load(&[(name, source)]) {
+            Ok(set) if set.get(&id).is_some_and(|f| f.version == version) => pinned.push(set),
+            Ok(_) => {
+                tracing::warn!(flow = %id, %version, "A stored flow version did not load as itself; its sessions move to the current one.")
+            }
+            Err(errors) => {
+                tracing::warn!(flow = %id, %version, ?errors, "A stored flow version no longer validates; its sessions move to the current one.")
+            }
+        }
+    }
+    if !pinned.is_empty() {
+        tracing::info!(
+            versions = pinned.len(),
+            "Earlier flow versions loaded for the sessions pinned to them."
+        );
+    }
+    registry.add_pinned(pinned);
+    Ok(())
+}
+
+/// Reload and log the outcome (used by SIGHUP, the watcher and the admin API). Reading and
+/// validating runs on a blocking thread, so a large set never holds up conversations; they
+/// see the new set once it is swapped in whole.
+pub async fn reload_flows(
     flows: &crate::flow::FlowRegistry,
     dir: &std::path::Path,
+    store: &Store,
 ) -> Result<Vec<(String, String)>, Vec<String>> {
-    let outcome = flows.reload(dir);
+    let (registry, path) = (flows.clone(), dir.to_path_buf());
+    let outcome = tokio::task::spawn_blocking(move || registry.reload(&path))
+        .await
+        .unwrap_or_else(|e| Err(vec![format!("the reload task failed: {e}")]));
     match &outcome {
-        Ok(loaded) => tracing::info!(flows = ?loaded, "Flows reloaded."),
+        Ok(loaded) => {
+            tracing::info!(flows = loaded.len(), "Flows reloaded.");
+            // Sessions that start on these versions can finish on them after a restart.
+            if let Err(e) = store.save_flow_versions(&flows.sources()).await {
+                tracing::warn!(error = %e, "Recording the new flow versions failed.");
+            }
+        }
         Err(errors) => {
             tracing::error!(errors = ?errors, "Flow reload refused; the running flows stay.")
         }

@@ -35,6 +35,8 @@ pub struct Settings {
     pub conversation: ConversationSettings,
     #[serde(default)]
     pub handoff: HandoffSettings,
+    #[serde(default)]
+    pub ai: AiSettings,
     pub outbox: OutboxSettings,
     #[serde(default)]
     pub log: LogSettings,
@@ -105,6 +107,60 @@ impl FlowSettings {
             .filter_map(|c| c.parse().ok())
             .collect()
     }
+}
+
+/// `[ai.providers.NAME]`: the model providers bots may name.
+#[derive(Debug, Clone, Default, Deserialize)]
+pub struct AiSettings {
+    #[serde(default)]
+    pub providers: std::collections::BTreeMap<String, ProviderSettings>,
+}
+
+impl AiSettings {
+    pub fn names(&self) -> Vec<String> {
+        self.providers.keys().cloned().collect()
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum ProviderKind {
+    /// OpenAI-compatible chat completions (OpenAI, Groq, Together, Mistral, Ollama, LocalAI,
+    /// vLLM): `{base_url}/chat/completions`.
+    Openai,
+    /// Anthropic Messages: `{base_url}/v1/messages`.
+    Anthropic,
+    /// Google Gemini: `{base_url}/v1beta/models/{model}:generateContent`.
+    Gemini,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+pub struct ProviderSettings {
+    pub kind: ProviderKind,
+    pub base_url: String,
+    #[serde(default = "empty_secret")]
+    pub api_key: SecretString,
+    #[serde(default = "default_ai_timeout", deserialize_with = "de_duration")]
+    pub timeout: Duration,
+    /// Retries of a 429, 5xx or timeout.
+    #[serde(default = "default_ai_retries")]
+    pub max_retries: u32,
+    /// Calls in flight at once to this provider.
+    #[serde(default = "default_ai_concurrency")]
+    pub concurrency: usize,
+}
+
+fn empty_secret() -> SecretString {
+    SecretString::from(String::new())
+}
+fn default_ai_timeout() -> Duration {
+    Duration::from_secs(30)
+}
+fn default_ai_retries() -> u32 {
+    2
+}
+fn default_ai_concurrency() -> usize {
+    16
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -237,6 +293,9 @@ pub struct AccountSettings {
     pub messaging_tier: MessagingTier,
     #[serde(default = "default_timezone")]
     pub timezone: String,
+    /// A bot (id of a file in `{flows.dir}/bots/`) that answers messages no flow takes.
+    #[serde(default)]
+    pub default_bot: Option<String>,
 }
 
 fn yes() -> bool {
@@ -307,6 +366,14 @@ impl Settings {
     /// Check every value; all problems are reported at once.
     pub fn validate(&self) -> Result<(), ConfigError> {
         let mut errors = Vec::new();
+        for (name, p) in &self.ai.providers {
+            if !p.base_url.starts_with("https://") && !p.base_url.starts_with("http://") {
+                errors.push(format!(
+                    "ai.providers.{name}.base_url: `{}` must be an http(s) URL",
+                    p.base_url
+                ));
+            }
+        }
         for c in &self.flows.http_allow {
             if let Err(e) = c.parse::<crate::outcall::Cidr>() {
                 errors.push(format!("flows.http_allow: {e}"));

@@ -9,6 +9,7 @@
 
 pub mod actors;
 pub mod app;
+pub mod chatbot;
 pub mod cli;
 pub mod config;
 pub mod conversation;

@@ -23,6 +23,9 @@ pub struct Metrics {
     pub commit_batch_hist: Histogram,
     pub commit_failures: AtomicU64,
     pub flow_http: Labelled,
+    pub bot_sessions: Labelled,
+    pub bot_answers: Labelled,
+    pub bot_response_ms: Labelled,
 }
 
 /// The one registry of this process.
@@ -45,6 +48,34 @@ impl Metrics {
             _ => "other",
         };
         self.flow_http.inc(&format!("result=\"{class}\""));
+    }
+}
+
+impl Metrics {
+    /// A chatbot session started (status active) or ended.
+    pub fn bot_session(&self, bot: &str, status: crate::chatbot::session::BotStatus) {
+        use crate::chatbot::session::BotStatus;
+        let status = match status {
+            BotStatus::Active => "started",
+            BotStatus::Completed => "completed",
+            BotStatus::Timeout => "timeout",
+            BotStatus::HandedOff => "handed_off",
+        };
+        self.bot_sessions
+            .inc(&format!("bot=\"{bot}\",status=\"{status}\""));
+    }
+
+    /// A model answered (or failed) for `bot`.
+    pub fn bot_answer(&self, bot: &str, answer: &crate::chatbot::session::BotAnswer) {
+        let result = if answer.error.is_some() {
+            "failed"
+        } else {
+            "ok"
+        };
+        self.bot_answers
+            .inc(&format!("bot=\"{bot}\",result=\"{result}\""));
+        self.bot_response_ms
+            .add(&format!("bot=\"{bot}\""), answer.latency_ms);
     }
 }
 
@@ -166,6 +197,21 @@ impl Metrics {
             &mut out,
             "parley_sends_total",
             "Graph API send attempts by result and error code.",
+        );
+        self.bot_sessions.render(
+            &mut out,
+            "parley_bot_sessions_total",
+            "Chatbot sessions started, and ended by how.",
+        );
+        self.bot_answers.render(
+            &mut out,
+            "parley_bot_answers_total",
+            "Model calls by chatbot and result.",
+        );
+        self.bot_response_ms.render(
+            &mut out,
+            "parley_bot_response_ms_total",
+            "Sum of model answer latencies per chatbot (ms; divide by answers for the mean).",
         );
         self.flow_http.render(
             &mut out,

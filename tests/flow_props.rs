@@ -21,7 +21,7 @@ struct NodeGen {
 }
 
 fn node_gen() -> impl Strategy<Value = NodeGen> {
-    (0u8..11, [0usize..8, 0usize..8, 0usize..8], any::<bool>())
+    (0u8..12, [0usize..8, 0usize..8, 0usize..8], any::<bool>())
         .prop_map(|(kind, targets, end)| NodeGen { kind, targets, end })
 }
 
@@ -61,6 +61,7 @@ fn flow_yaml(id: &str, nodes: &[NodeGen]) -> String {
                 t(c)
             ),
             9 => "    handoff: {reason: test}\n".to_string(),
+            10 => "    chatbot: {bot: helper, until: [done]}\n".to_string(),
             _ => "    send: {buttons: {body: pick, buttons: [{id: a, title: A}, {id: b, title: B, access: registered}]}}\n".to_string(),
         };
         y.push_str(&body);
@@ -91,6 +92,7 @@ enum Input {
     Advance(i64),
     Http(u16),
     Release,
+    BotDone,
 }
 
 fn input() -> impl Strategy<Value = Input> {
@@ -102,6 +104,7 @@ fn input() -> impl Strategy<Value = Input> {
         prop::sample::select(vec![60_000i64, 1_800_000, 7_200_000]).prop_map(Input::Advance),
         prop::sample::select(vec![200u16, 404, 0]).prop_map(Input::Http),
         Just(Input::Release),
+        Just(Input::BotDone),
     ]
 }
 
@@ -128,11 +131,15 @@ fn check_state(set: &FlowSet, st: &FlowState) -> Result<(), TestCaseError> {
     if st.handoff {
         prop_assert!(matches!(kind, NodeKind::Handoff { .. }), "{:?}", st);
     }
+    if st.bot {
+        prop_assert!(matches!(kind, NodeKind::Chatbot { .. }), "{:?}", st);
+    }
     let waits = [
         st.awaiting_input,
         st.waiting_timer.is_some(),
         st.http.is_some(),
         st.handoff,
+        st.bot,
     ];
     prop_assert_eq!(waits.iter().filter(|w| **w).count(), 1, "{:?}", st);
     Ok(())
@@ -158,6 +165,7 @@ proptest! {
                     .into_iter()
                     .collect(),
                 Input::Release => vec![sb.release()],
+                Input::BotDone => vec![sb.bot_done()],
             };
             for r in results {
                 match r {
@@ -181,9 +189,15 @@ proptest! {
     ) {
         let dir = tempfile::tempdir().unwrap();
         std::fs::write(dir.path().join("p.yaml"), &yaml).unwrap();
+        std::fs::create_dir(dir.path().join("bots")).unwrap();
+        std::fs::write(
+            dir.path().join("bots/helper.yaml"),
+            "provider: p\nmodel: m\nsystem_prompt: s\n",
+        )
+        .unwrap();
         let registry = FlowRegistry::new(parley::flow::load_dir(dir.path()).unwrap());
         let logic = FlowLogic { flows: registry.clone() };
-        let ctx = StepContext { now_ms: 1_700_000_000_000, mark_read: false, handoff_timeout_ms: 0 };
+        let ctx = StepContext { now_ms: 1_700_000_000_000, mark_read: false, handoff_timeout_ms: 0, default_bot: None };
         let msg = |text: &str, n: usize| ConversationEvent::Inbound {
             seq: n as i64,
             message: Arc::new(InboundMessage {

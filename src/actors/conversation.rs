@@ -33,6 +33,8 @@ pub enum ConversationMsg {
     },
     /// The outcome of a flow's HTTP call.
     HttpDone(crate::outcall::HttpOutcome),
+    /// A model's answer to a chatbot's call.
+    BotDone(crate::chatbot::session::BotAnswer),
     Timer(DueTimer),
     SendFailed {
         outbox_id: i64,
@@ -199,6 +201,7 @@ impl ConversationActorState {
             now_ms: now,
             mark_read: self.args.account.mark_read,
             handoff_timeout_ms: engine.settings.handoff.timeout.as_millis() as i64,
+            default_bot: self.args.account.default_bot.clone(),
         };
         self.args.applying.store(seq.unwrap_or(0), Ordering::SeqCst);
         let (next, effects) = engine.logic.step(self.conv.clone(), &event, &ctx);
@@ -215,6 +218,7 @@ impl ConversationActorState {
                 format!("c{now}")
             }
             ConversationEvent::HttpResult(o) => format!("h{}", o.id),
+            ConversationEvent::BotResult(a) => format!("b{}", a.id),
         };
         let mut outbox = Vec::new();
         let mut timers = Vec::new();
@@ -241,7 +245,10 @@ impl ConversationActorState {
                     payload: payload.to_string(),
                     due_at: *due_at,
                 }),
-                Effect::Refuse { .. } | Effect::Http(_) => {}
+                Effect::Refuse { .. }
+                | Effect::Http(_)
+                | Effect::BotCall(_)
+                | Effect::BotRecord { .. } => {}
                 Effect::FlowRecord(r) => flow_records.push(r.clone()),
             }
         }
@@ -299,10 +306,27 @@ impl ConversationActorState {
         Ok((effects, ids))
     }
 
-    /// Make the HTTP calls among `effects` off the actor; each outcome comes back as a
-    /// message.
+    /// Make the HTTP and model calls among `effects` off the actor; each outcome comes back
+    /// as a message.
     fn run_calls(&self, effects: &[Effect]) {
         for effect in effects {
+            if let Effect::BotRecord { bot, status } = effect {
+                crate::metrics::metrics().bot_session(bot, *status);
+            }
+            if let Effect::BotCall(call) = effect {
+                let (providers, call, me) = (
+                    self.args.engine.bots.clone(),
+                    call.clone(),
+                    self.myself.clone(),
+                );
+                tokio::spawn(async move {
+                    let answer = providers.call(&call).await;
+                    crate::metrics::metrics().bot_answer(&call.bot, &answer);
+                    if let Some(me) = me {
+                        let _ = me.cast(ConversationMsg::BotDone(answer));
+                    }
+                });
+            }
             if let Effect::Http(call) = effect {
                 let (caller, call, me) = (
                     self.args.engine.outcall.clone(),
@@ -354,12 +378,13 @@ impl Actor for ConversationActor {
     ) -> Result<(), ActorProcessingErr> {
         // Before any queued message: events committed earlier come first.
         state.myself = Some(myself.clone());
-        Box::pin(state.replay(&myself)).await;
-        if state.loaded {
-            // Calls whose outcome was lost with the previous process.
+        if Box::pin(state.load()).await.is_ok() {
+            // Calls the stored state waits on, whose outcome was lost with the previous
+            // process (before any new event can make calls of its own).
             let resumed = state.args.engine.logic.resume(&state.conv);
             state.run_calls(&resumed);
         }
+        Box::pin(state.replay(&myself)).await;
         Ok(())
     }
 
@@ -422,15 +447,19 @@ impl Actor for ConversationActor {
                     let _ = reply.send(result);
                 }
             }
-            ConversationMsg::HttpDone(outcome) => {
+            msg @ (ConversationMsg::HttpDone(_) | ConversationMsg::BotDone(_)) => {
                 if state.stalled || !state.loaded {
                     Box::pin(state.replay(&myself)).await;
                 }
-                let event = ConversationEvent::HttpResult(outcome);
+                let event = match msg {
+                    ConversationMsg::HttpDone(o) => ConversationEvent::HttpResult(o),
+                    ConversationMsg::BotDone(a) => ConversationEvent::BotResult(a),
+                    _ => unreachable!("matched above"),
+                };
                 if let Err(e) = Box::pin(state.apply(event, None, None)).await {
                     // The call stays pending in the committed state; the next load makes it
                     // again.
-                    tracing::warn!(user = %mask(&state.args.user_key), error = %e, "Recording an HTTP outcome failed.");
+                    tracing::warn!(user = %mask(&state.args.user_key), error = %e, "Recording a call's outcome failed.");
                 }
             }
             ConversationMsg::Timer(t) => {

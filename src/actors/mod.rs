@@ -43,6 +43,8 @@ pub struct Engine {
     pub graph: GraphClient,
     /// Flows' calls to the business's own systems.
     pub outcall: crate::outcall::OutCaller,
+    /// The model providers chatbots call.
+    pub bots: crate::chatbot::provider::Providers,
     pub clock: Arc<dyn Clock>,
 }
 

@@ -182,6 +182,8 @@ pub enum ConversationEvent {
     Release { reason: String },
     /// The outcome of an HTTP call a flow made.
     HttpResult(crate::outcall::HttpOutcome),
+    /// A model answered a chatbot's call (or failed to).
+    BotResult(crate::chatbot::session::BotAnswer),
 }
 
 /// What the actor must do after committing the new state.
@@ -208,6 +210,14 @@ pub enum Effect {
     /// Call the business's HTTP endpoint after the commit; the outcome comes back as
     /// [`ConversationEvent::HttpResult`].
     Http(crate::outcall::HttpCall),
+    /// Ask a model after the commit; the answer comes back as
+    /// [`ConversationEvent::BotResult`].
+    BotCall(crate::chatbot::session::BotCall),
+    /// A chatbot session started or ended (counted per bot; not stored).
+    BotRecord {
+        bot: String,
+        status: crate::chatbot::session::BotStatus,
+    },
 }
 
 /// Where a flow session stands after an event.
@@ -230,6 +240,8 @@ pub struct StepContext {
     pub mark_read: bool,
     /// A handoff with no activity for this long returns to the bot (0 = never).
     pub handoff_timeout_ms: i64,
+    /// The account's bot for messages no flow takes.
+    pub default_bot: Option<String>,
 }
 
 /// The behaviour of conversations. The core records contacts, keeps the service window and
@@ -335,7 +347,9 @@ pub fn step(
                 }
             }
         }
-        ConversationEvent::TimerFired { .. } | ConversationEvent::HttpResult(_) => {}
+        ConversationEvent::TimerFired { .. }
+        | ConversationEvent::HttpResult(_)
+        | ConversationEvent::BotResult(_) => {}
     }
     (state, effects)
 }
@@ -430,6 +444,7 @@ mod tests {
             now_ms,
             mark_read: true,
             handoff_timeout_ms: 3_600_000,
+            default_bot: None,
         }
     }
 

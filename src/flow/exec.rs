@@ -57,6 +57,9 @@ pub struct FlowState {
     /// Paused on a handoff node until a human releases the conversation.
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub handoff: bool,
+    /// Paused on a chatbot node until the bot session ends.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub bot: bool,
 }
 
 impl FlowState {
@@ -84,6 +87,8 @@ pub enum FlowInput<'a> {
     Http(&'a HttpOutcome),
     /// A human handed the conversation back.
     Released,
+    /// The chatbot session a chatbot node started has ended.
+    BotDone,
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -99,8 +104,19 @@ pub enum FlowAction {
     Handoff {
         reason: String,
     },
+    /// Let `bot` talk with the user; the flow continues on [`FlowInput::BotDone`].
+    StartBot {
+        bot: String,
+        until: Vec<String>,
+    },
     /// The contact's fields, tags or access level changed: the whole new contact.
     Contact(ContactInfo),
+    /// A flow session reached its end (also one that began and ended within this input).
+    Ended {
+        flow: String,
+        version: String,
+        started_at_ms: i64,
+    },
 }
 
 #[derive(Debug, Clone, Copy)]
@@ -245,11 +261,21 @@ impl<'c, 'a> Run<'c, 'a> {
                 st.last_activity_ms = ctx.now_ms;
                 self.continue_after_node(st)
             }
+            FlowInput::BotDone => {
+                if !st.is_active() || !st.bot {
+                    return Ok(st);
+                }
+                st.bot = false;
+                st.last_activity_ms = ctx.now_ms;
+                self.continue_after_node(st)
+            }
             FlowInput::Released => {
-                if !st.is_active() || !st.handoff {
+                // A handoff node, or a chatbot node whose bot handed off.
+                if !st.is_active() || !(st.handoff || st.bot) {
                     return Ok(st);
                 }
                 st.handoff = false;
+                st.bot = false;
                 st.last_activity_ms = ctx.now_ms;
                 self.continue_after_node(st)
             }
@@ -429,6 +455,13 @@ impl<'c, 'a> Run<'c, 'a> {
             st.version = Some(frame.version);
             st.node = None;
             return self.run(st, frame.next);
+        }
+        if let (Some(flow), Some(version)) = (st.flow, st.version) {
+            self.actions.push(FlowAction::Ended {
+                flow,
+                version,
+                started_at_ms: st.started_at_ms,
+            });
         }
         Ok(FlowState::default())
     }
@@ -671,6 +704,14 @@ impl<'c, 'a> Run<'c, 'a> {
                         reason: reason.clone(),
                     });
                     st.handoff = true;
+                    return Ok(st);
+                }
+                NodeKind::Chatbot { bot, until } => {
+                    self.actions.push(FlowAction::StartBot {
+                        bot: bot.clone(),
+                        until: until.clone(),
+                    });
+                    st.bot = true;
                     return Ok(st);
                 }
             }

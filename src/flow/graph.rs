@@ -45,6 +45,7 @@ pub fn mermaid(flow: &Flow) -> String {
             },
             NodeKind::Http(h) => format!("http {}", h.method),
             NodeKind::Handoff { .. } => "handoff to a human".to_string(),
+            NodeKind::Chatbot { bot, .. } => format!("chatbot {bot}"),
             NodeKind::Split { .. } => "A/B split".to_string(),
         };
         let shape = if matches!(node.kind, NodeKind::Condition { .. }) {

@@ -46,3 +46,21 @@ pub fn read_flow_files(dir: &Path) -> Result<Vec<(String, String)>, Vec<String>>
 pub fn load_dir(dir: &Path) -> Result<FlowSet, Vec<String>> {
     FlowSet::load(&read_flow_files(dir)?)
 }
+
+/// The flows of `dir` and the bots of `dir/bots/`, checked together (a chatbot node must
+/// name a bot; with `providers`, a bot must name a configured provider). Every error of
+/// both, or both sets.
+pub fn load_all(
+    dir: &Path,
+    providers: Option<&[String]>,
+) -> Result<(FlowSet, crate::chatbot::BotSet), Vec<String>> {
+    let flows = load_dir(dir);
+    let bots = crate::chatbot::load_bots(dir, providers);
+    match (flows, bots) {
+        (Ok(f), Ok(b)) => {
+            f.check_bots(&b)?;
+            Ok((f, b))
+        }
+        (f, b) => Err(f.err().into_iter().chain(b.err()).flatten().collect()),
+    }
+}

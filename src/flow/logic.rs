@@ -7,6 +7,8 @@ use serde_json::json;
 
 use super::model::OnUpdate;
 use super::{step as flow_step, FlowAction, FlowContext, FlowInput, FlowSet, FlowState};
+use crate::chatbot::session::{self as bot_session, BotSession, Outcome, BOT_TIMER};
+use crate::chatbot::BotSet;
 use crate::conversation::{
     enter_handoff, step as core_step, ConversationEvent, ConversationLogic, ConversationState,
     Effect, FlowRecord, StepContext,
@@ -15,6 +17,8 @@ use crate::whatsapp::event::{Media, MessageContent};
 
 /// Key of the flow state inside `ConversationState::ext`.
 const STATE_KEY: &str = "flow";
+/// Key of the chatbot session inside `ConversationState::ext`.
+const BOT_KEY: &str = "bot";
 /// Prefix of the timers a flow asks for.
 const TIMER_PREFIX: &str = "flow:";
 /// Nodes one input may run through before the runaway guard stops the flow.
@@ -32,15 +36,33 @@ struct Registry {
     current: Arc<FlowSet>,
     older: Vec<Arc<FlowSet>>,
     last_error: Option<Vec<String>>,
+    bots: Arc<BotSet>,
+    /// The configured model providers, checked on reload (None: not checked).
+    providers: Option<Vec<String>>,
 }
 
 impl FlowRegistry {
     pub fn new(set: FlowSet) -> Self {
+        Self::with_bots(set, BotSet::default(), None)
+    }
+
+    /// Flows and bots loaded together (see [`super::load_all`]).
+    pub fn with_bots(set: FlowSet, bots: BotSet, providers: Option<Vec<String>>) -> Self {
         FlowRegistry(Arc::new(RwLock::new(Registry {
             current: Arc::new(set),
             older: Vec::new(),
             last_error: None,
+            bots: Arc::new(bots),
+            providers,
         })))
+    }
+
+    pub fn bots(&self) -> Arc<BotSet> {
+        self.0
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .bots
+            .clone()
     }
 
     pub fn current(&self) -> Arc<FlowSet> {
@@ -97,8 +119,14 @@ impl FlowRegistry {
     /// Validate every file of `dir`; swap them in only if all are valid. On error the running
     /// flows stay and the errors are kept for `last_error`.
     pub fn reload(&self, dir: &std::path::Path) -> Result<Vec<(String, String)>, Vec<String>> {
-        match super::load_dir(dir) {
-            Ok(set) => {
+        let providers = self
+            .0
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .providers
+            .clone();
+        match super::load_all(dir, providers.as_deref()) {
+            Ok((set, bots)) => {
                 let versions = set
                     .flows()
                     .iter()
@@ -106,6 +134,7 @@ impl FlowRegistry {
                     .collect();
                 let mut reg = self.0.write().unwrap_or_else(|e| e.into_inner());
                 let previous = std::mem::replace(&mut reg.current, Arc::new(set));
+                reg.bots = Arc::new(bots);
                 reg.older.insert(0, previous);
                 reg.older.truncate(KEEP_OLDER);
                 reg.last_error = None;
@@ -115,6 +144,24 @@ impl FlowRegistry {
                 self.0.write().unwrap_or_else(|e| e.into_inner()).last_error = Some(errors.clone());
                 Err(errors)
             }
+        }
+    }
+
+    /// (id, version, source) of every current flow, to keep in the store.
+    pub fn sources(&self) -> Vec<(String, String, Arc<str>)> {
+        self.current()
+            .flows()
+            .iter()
+            .map(|f| (f.id.clone(), f.version.clone(), f.source.clone()))
+            .collect()
+    }
+
+    /// Earlier versions that conversations still run (read back from the store at start):
+    /// each becomes a set of its own that `for_state` finds.
+    pub fn add_pinned(&self, sets: Vec<FlowSet>) {
+        let mut reg = self.0.write().unwrap_or_else(|e| e.into_inner());
+        for set in sets {
+            reg.older.push(Arc::new(set));
         }
     }
 
@@ -141,14 +188,18 @@ fn record(st: &FlowState, status: &'static str, node: Option<String>) -> Option<
     }))
 }
 
-/// What changed between two flow states, as session records: the one before ended
-/// (completed) if it is not the one after; the one after is running or paused.
-fn records(before: &FlowState, after: &FlowState) -> Vec<Effect> {
+/// Session records for one step: the sessions that reached their end (`ended`, which also
+/// holds a flow that began and ended within the step); the one before, left for another
+/// (a global trigger), as completed; the one after as running or paused.
+fn records(before: &FlowState, after: &FlowState, ended: Vec<FlowRecord>) -> Vec<Effect> {
     let same = |a: &FlowState, b: &FlowState| {
         a.flow.is_some() && a.flow == b.flow && a.started_at_ms == b.started_at_ms
     };
-    let mut out = Vec::new();
-    if before.is_active() && !same(before, after) {
+    let before_ended = ended
+        .iter()
+        .any(|r| Some(&r.flow_id) == before.flow.as_ref() && r.started_at == before.started_at_ms);
+    let mut out: Vec<Effect> = ended.into_iter().map(Effect::FlowRecord).collect();
+    if before.is_active() && !same(before, after) && !before_ended {
         out.extend(record(before, "completed", None));
     }
     if after.is_active() {
@@ -158,9 +209,6 @@ fn records(before: &FlowState, after: &FlowState) -> Vec<Effect> {
             "running"
         };
         out.extend(record(after, status, after.node.clone()));
-    } else if !before.is_active() && after == &FlowState::default() {
-        // Nothing ran, or a one-shot flow ran and ended within this event: not visible
-        // from the states alone, so it is not recorded.
     }
     out
 }
@@ -185,6 +233,83 @@ fn flow_state(state: &ConversationState) -> FlowState {
         .unwrap_or_default()
 }
 
+fn bot_of(state: &ConversationState) -> Option<BotSession> {
+    state
+        .ext
+        .get(BOT_KEY)
+        .and_then(|v| serde_json::from_value(v.clone()).ok())
+}
+
+/// The text a chatbot would read from a message (None for media, reactions, …).
+fn text_of(content: &MessageContent) -> Option<&str> {
+    match content {
+        MessageContent::Text { body } => Some(body),
+        MessageContent::ButtonReply { title, .. } | MessageContent::ListReply { title, .. } => {
+            Some(title)
+        }
+        MessageContent::TemplateButton { text, .. } => Some(text),
+        _ => None,
+    }
+}
+
+/// Apply a bot outcome to the conversation; keep the session if it goes on. Returns the
+/// session when it ended.
+fn settle_bot(
+    state: &mut ConversationState,
+    effects: &mut Vec<Effect>,
+    ctx: &StepContext,
+    session: BotSession,
+    out: Outcome,
+) -> Option<BotSession> {
+    effects.extend(out.effects);
+    if let Some(reason) = out.handoff {
+        enter_handoff(state, &reason, ctx, effects);
+    }
+    if session.active() {
+        if let Ok(v) = serde_json::to_value(&session) {
+            state.ext.insert(BOT_KEY.to_string(), v);
+        }
+        None
+    } else {
+        state.ext.remove(BOT_KEY);
+        effects.push(Effect::BotRecord {
+            bot: session.bot.clone(),
+            status: session.status,
+        });
+        Some(session)
+    }
+}
+
+/// Start a session with `bot` (welcome message, idle timer); with `first`, put that message
+/// to the model at once.
+fn start_bot(
+    bot: &crate::chatbot::Bot,
+    state: &mut ConversationState,
+    effects: &mut Vec<Effect>,
+    ctx: &StepContext,
+    from_flow: bool,
+    until: Vec<String>,
+    first: Option<&str>,
+) {
+    let (mut session, mut out) = bot_session::start(bot, ctx.now_ms, from_flow, until);
+    effects.push(Effect::BotRecord {
+        bot: bot.id.clone(),
+        status: session.status,
+    });
+    if let Some(text) = first {
+        let more = bot_session::user_text(
+            bot,
+            &mut session,
+            text,
+            ctx.now_ms,
+            state.human_handled_at.is_some(),
+        );
+        out.effects.extend(more.effects);
+        out.handoff = more.handoff;
+    }
+    settle_bot(state, effects, ctx, session, out);
+}
+
 impl ConversationLogic for FlowLogic {
     fn step(
         &self,
@@ -195,9 +320,49 @@ impl ConversationLogic for FlowLogic {
         let was_handed_off = state.handoff.is_some();
         let (mut state, mut effects) = core_step(state, event, ctx);
         let released = was_handed_off && state.handoff.is_none();
+        let bots = self.flows.bots();
+
+        // A chatbot session, while active, has the user's text, its model's answers and its
+        // timer. When it ends, a flow that started it goes on.
+        let mut bot_done = false;
+        if let Some(mut session) = bot_of(&state) {
+            let human = state.human_handled_at.is_some();
+            let now = ctx.now_ms;
+            let out = match (bots.get(&session.bot), event) {
+                (None, _) => {
+                    // The bot's file is gone: the session ends.
+                    session.status = bot_session::BotStatus::Completed;
+                    Some(Outcome::default())
+                }
+                (Some(bot), ConversationEvent::Inbound { message, .. })
+                    if state.handoff.is_none() =>
+                {
+                    text_of(&message.content)
+                        .map(|t| bot_session::user_text(bot, &mut session, t, now, human))
+                }
+                (Some(bot), ConversationEvent::BotResult(answer)) => {
+                    Some(bot_session::answer(bot, &mut session, answer, now, human))
+                }
+                (Some(bot), ConversationEvent::TimerFired { name, payload, .. })
+                    if name == BOT_TIMER =>
+                {
+                    let since = payload.get("since").and_then(serde_json::Value::as_i64);
+                    Some(bot_session::timer_fired(bot, &mut session, since, now))
+                }
+                _ => None,
+            };
+            if let Some(out) = out {
+                match settle_bot(&mut state, &mut effects, ctx, session, out) {
+                    Some(ended) if ended.from_flow && state.handoff.is_none() => bot_done = true,
+                    _ => return (state, effects),
+                }
+            }
+        }
+
         let timer_name;
         let mut referral = None;
         let input = match event {
+            _ if bot_done => FlowInput::BotDone,
             // While a human has the conversation the bot is silent.
             ConversationEvent::Inbound { .. } if state.handoff.is_some() => {
                 return (state, effects)
@@ -209,28 +374,22 @@ impl ConversationLogic for FlowLogic {
                     .and_then(|r| r.get("source_id"))
                     .and_then(|v| v.as_str());
                 match &message.content {
-                    MessageContent::Text { body } => FlowInput::Message {
-                        text: Some(body.as_str()),
-                        reply_id: None,
-                    },
-                    MessageContent::ButtonReply { id, title }
-                    | MessageContent::ListReply { id, title, .. } => FlowInput::Message {
-                        text: Some(title.as_str()),
-                        reply_id: Some(id.as_str()),
-                    },
-                    MessageContent::TemplateButton { payload, text } => FlowInput::Message {
-                        text: Some(text.as_str()),
-                        reply_id: Some(payload.as_str()),
-                    },
                     MessageContent::Image { media: m } => media_input("image", m),
                     MessageContent::Video { media: m } => media_input("video", m),
                     MessageContent::Audio { media: m, .. } => media_input("audio", m),
                     MessageContent::Document { media: m, .. } => media_input("document", m),
                     MessageContent::Sticker { media: m, .. } => media_input("sticker", m),
                     MessageContent::System { .. } => return (state, effects),
-                    _ => FlowInput::Message {
-                        text: None,
-                        reply_id: None,
+                    content => FlowInput::Message {
+                        text: text_of(content),
+                        reply_id: match content {
+                            MessageContent::ButtonReply { id, .. }
+                            | MessageContent::ListReply { id, .. } => Some(id.as_str()),
+                            MessageContent::TemplateButton { payload, .. } => {
+                                Some(payload.as_str())
+                            }
+                            _ => None,
+                        },
                     },
                 }
             }
@@ -262,8 +421,11 @@ impl ConversationLogic for FlowLogic {
             Some(id) => super::exec::start(&flows, &id, &fctx),
             None => flow_step(&flows, flow_state, input, &fctx),
         };
+        let mut ended = Vec::new();
+        let mut took = before.is_active();
         let next = match outcome {
             Ok((next, actions)) => {
+                took |= next.is_active() || !actions.is_empty();
                 for action in actions {
                     match action {
                         FlowAction::Send(message) => effects.push(Effect::Send {
@@ -281,6 +443,22 @@ impl ConversationLogic for FlowLogic {
                         FlowAction::Handoff { reason } => {
                             enter_handoff(&mut state, &reason, ctx, &mut effects)
                         }
+                        FlowAction::StartBot { bot, until } => {
+                            if let Some(bot) = bots.get(&bot) {
+                                start_bot(bot, &mut state, &mut effects, ctx, true, until, None)
+                            }
+                        }
+                        FlowAction::Ended {
+                            flow,
+                            version,
+                            started_at_ms,
+                        } => ended.push(FlowRecord {
+                            flow_id: flow,
+                            version,
+                            started_at: started_at_ms,
+                            status: "completed",
+                            node: None,
+                        }),
                         FlowAction::Contact(c) => {
                             state.contact.access = c.access;
                             state.contact.fields = c.fields;
@@ -292,6 +470,7 @@ impl ConversationLogic for FlowLogic {
             }
             // A runaway or broken flow ends; the conversation goes on.
             Err(_) => {
+                took = true;
                 effects.extend(record(&before, "failed", None));
                 FlowState::default()
             }
@@ -300,7 +479,7 @@ impl ConversationLogic for FlowLogic {
             .iter()
             .any(|e| matches!(e, Effect::FlowRecord(r) if r.status == "failed"))
         {
-            effects.extend(records(&before, &next));
+            effects.extend(records(&before, &next, ended));
         }
         match serde_json::to_value(&next) {
             Ok(v) if next != FlowState::default() => {
@@ -310,16 +489,30 @@ impl ConversationLogic for FlowLogic {
                 state.ext.remove(STATE_KEY);
             }
         }
+        // A message no flow took: a bot's keyword starts its session; else the account's
+        // default bot answers it.
+        if let (false, ConversationEvent::Inbound { message, .. }) = (took, event) {
+            if let Some(text) = text_of(&message.content) {
+                let (bot, first) = match bots.triggered_by(text) {
+                    Some(bot) => (Some(bot), None),
+                    None => (
+                        ctx.default_bot.as_deref().and_then(|id| bots.get(id)),
+                        Some(text),
+                    ),
+                };
+                if let Some(bot) = bot {
+                    start_bot(bot, &mut state, &mut effects, ctx, false, vec![], first);
+                }
+            }
+        }
         (state, effects)
     }
 
-    /// After a restart: the HTTP call a flow was waiting on is made again (same id, so the
-    /// business's system can tell it is a repeat).
+    /// After a restart: the HTTP call a flow was waiting on, and the model call a chatbot was
+    /// waiting on, are made again (same ids, so a repeat can be recognised).
     fn resume(&self, state: &ConversationState) -> Vec<Effect> {
-        flow_state(state)
-            .http
-            .map(Effect::Http)
-            .into_iter()
-            .collect()
+        let http = flow_state(state).http.map(Effect::Http);
+        let bot = bot_of(state).and_then(|s| s.pending).map(Effect::BotCall);
+        http.into_iter().chain(bot).collect()
     }
 }

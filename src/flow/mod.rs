@@ -14,7 +14,7 @@ pub mod transcript;
 pub mod validate;
 
 pub use exec::{step, FlowAction, FlowContext, FlowError, FlowInput, FlowState};
-pub use loader::{load_dir, read_flow_files};
+pub use loader::{load_all, load_dir, read_flow_files};
 pub use logic::{FlowLogic, FlowRegistry, MAX_STEPS};
 pub use model::{flow_schema, parse_duration, Flow, Value};
 pub use transcript::run_transcript;

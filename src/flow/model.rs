@@ -162,6 +162,7 @@ pub struct RawNode {
     pub split: Option<RawSplit>,
     pub http: Option<RawHttp>,
     pub handoff: Option<RawHandoff>,
+    pub chatbot: Option<RawChatbot>,
     pub next: Option<String>,
     /// http only: node when the call fails (non-2xx, timeout, refused); default: end flow.
     pub on_error: Option<String>,
@@ -315,6 +316,16 @@ pub struct RawHttp {
     /// Variable -> dotted path into the JSON response (`data.items.0.name`).
     #[serde(default)]
     pub save: BTreeMap<String, String>,
+}
+
+/// `chatbot: {bot, until}`: a bot (flows/bots/) talks with the user until a keyword of
+/// `until`, a handoff, its timeout or its turn limit; then the flow continues at `next`.
+#[derive(Debug, Deserialize, schemars::JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct RawChatbot {
+    pub bot: String,
+    #[serde(default)]
+    pub until: Vec<String>,
 }
 
 /// `handoff: {message, reason}`: a human takes over; the flow continues at `next` when the
@@ -500,6 +511,10 @@ pub enum NodeKind {
         reason: String,
         message: Option<Template>,
     },
+    Chatbot {
+        bot: String,
+        until: Vec<String>,
+    },
     /// A/B split: (variant name, weight, next node); the chosen name is saved in `save`.
     Split {
         variants: Vec<(String, u32, String)>,
@@ -520,6 +535,8 @@ pub struct Flow {
     pub id: String,
     /// Content hash (FNV-1a 64, hex) of the source file: the flow's version.
     pub version: String,
+    /// The file as loaded (kept in the store per version, for pinning across restarts).
+    pub source: std::sync::Arc<str>,
     pub triggers: Vec<TriggerSpec>,
     pub start: String,
     pub session_timeout_ms: Option<i64>,

@@ -20,6 +20,8 @@ pub struct Sandbox<'f> {
     pub referral: Option<String>,
     /// A flow handed the conversation to a human and it was not released yet.
     pub handed_off: bool,
+    /// A flow's chatbot node has the conversation (no model here: `bot_done` ends it).
+    pub bot: Option<String>,
 }
 
 impl<'f> Sandbox<'f> {
@@ -37,6 +39,7 @@ impl<'f> Sandbox<'f> {
             timers: Vec::new(),
             referral: None,
             handed_off: false,
+            bot: None,
         }
     }
 
@@ -54,7 +57,8 @@ impl<'f> Sandbox<'f> {
                         }
                         FlowAction::Contact(c) => self.contact = c.clone(),
                         FlowAction::Handoff { .. } => self.handed_off = true,
-                        FlowAction::Send(_) | FlowAction::Http(_) => {}
+                        FlowAction::StartBot { bot, .. } => self.bot = Some(bot.clone()),
+                        FlowAction::Send(_) | FlowAction::Http(_) | FlowAction::Ended { .. } => {}
                     }
                 }
                 Ok(actions)
@@ -84,7 +88,9 @@ impl<'f> Sandbox<'f> {
 
     /// Feed one input. While handed off, user messages reach nobody (the human has them).
     pub fn input(&mut self, input: FlowInput<'_>) -> Result<Vec<FlowAction>, FlowError> {
-        if self.handed_off && matches!(input, FlowInput::Message { .. } | FlowInput::Media { .. }) {
+        if (self.handed_off || self.bot.is_some())
+            && matches!(input, FlowInput::Message { .. } | FlowInput::Media { .. })
+        {
             return Ok(Vec::new());
         }
         let referral = match input {
@@ -133,9 +139,16 @@ impl<'f> Sandbox<'f> {
         Some(self.input(FlowInput::Http(&outcome)))
     }
 
+    /// The chatbot session of a chatbot node ends.
+    pub fn bot_done(&mut self) -> Result<Vec<FlowAction>, FlowError> {
+        self.bot = None;
+        self.input(FlowInput::BotDone)
+    }
+
     /// A human gives the conversation back.
     pub fn release(&mut self) -> Result<Vec<FlowAction>, FlowError> {
         self.handed_off = false;
+        self.bot = None;
         self.input(FlowInput::Released)
     }
 }

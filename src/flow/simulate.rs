@@ -44,6 +44,11 @@ pub fn run(
             show(&mut out, again, &mut choices)?;
             continue;
         }
+        if line == "/botdone" {
+            let back = sb.bot_done();
+            show(&mut out, back, &mut choices)?;
+            continue;
+        }
         if line == "/release" {
             let back = sb.release();
             show(&mut out, back, &mut choices)?;
@@ -147,6 +152,11 @@ fn show(
             FlowAction::Handoff { reason } => writeln!(
                 out,
                 "     (handed to a human: {reason}; /release gives it back)"
+            )?,
+            FlowAction::Ended { flow, .. } => writeln!(out, "     (flow `{flow}` ended)")?,
+            FlowAction::StartBot { bot, .. } => writeln!(
+                out,
+                "     (chatbot `{bot}` talks here; no model in the simulator: /botdone ends it)"
             )?,
             FlowAction::Contact(c) => writeln!(
                 out,

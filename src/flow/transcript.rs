@@ -7,11 +7,19 @@
 //!   - text: the body, newlines written as `\n`
 //!   - buttons: `[buttons] body | title1 | title2 …`
 //!   - list: `[list] body | button | row title 1 | row title 2 …`
-//!   - `[switch] flow_id` for a `jump: {flow: …}`, `[error] message` for a step error
+//!   - `[http] METHOD url` for an HTTP call, `[handoff] reason` for a handoff,
+//!     `[chatbot] bot` for a chatbot node, `[error] message` for a step error; other
+//!     messages as `[kind]`
+//! - `> [image] media-id`  user sends media (image, document, audio, video, sticker)
+//! - `= 200 {"json": 1}`   the pending HTTP call answers (status 0 = no response)
+//! - `^ release`   a human gives the conversation back; `^ bot done`: a chatbot node's
+//!   session ends
+//! - `% ad-id`     the next message comes from this Click-to-WhatsApp ad
 //! - `~ 2h`        advance the clock; due timers fire (in due order)
 //! - `@ Name`      set the contact's name
 //! - `! max_steps N`  set the runaway guard (default 100)
-//! - `? idle` | `? active flow_id` | `? var name = value`  assert on the state
+//! - `? idle` | `? active flow_id` | `? var name = value` | `? contact field = value`
+//!   assert on the state (`contact.access`, `contact.tags`, business fields)
 //!
 //! Before each `>` / `~` and at the end, every produced message must have been matched.
 
@@ -67,7 +75,12 @@ fn collect(out: Result<Vec<FlowAction>, FlowError>, pending: &mut VecDeque<Strin
                     FlowAction::Handoff { reason } => {
                         pending.push_back(format!("[handoff] {reason}"))
                     }
-                    FlowAction::StartTimer { .. } | FlowAction::Contact(_) => {}
+                    FlowAction::StartBot { bot, .. } => {
+                        pending.push_back(format!("[chatbot] {bot}"))
+                    }
+                    FlowAction::StartTimer { .. }
+                    | FlowAction::Contact(_)
+                    | FlowAction::Ended { .. } => {}
                 }
             }
         }
@@ -145,7 +158,12 @@ pub fn run_transcript(flows: &FlowSet, script: &str) -> Result<(), String> {
             }
             "^" => {
                 unmatched(&pending)?;
-                collect(sb.release(), &mut pending);
+                let out = match arg {
+                    "release" => sb.release(),
+                    "bot done" => sb.bot_done(),
+                    _ => return Err(format!("line {ln}: `^ release` or `^ bot done`")),
+                };
+                collect(out, &mut pending);
             }
             "%" => sb.referral = Some(arg.to_string()),
             "@" => sb.contact.profile_name = Some(arg.to_string()),

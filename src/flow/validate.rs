@@ -16,6 +16,8 @@ use crate::whatsapp::send::{ListRow, ListSection, OutboundMessage, ReplyButton};
 #[derive(Debug, Clone, Default)]
 pub struct FlowSet {
     flows: Vec<Flow>,
+    /// (bot id, the error to report if no such bot) of every chatbot node.
+    bot_refs: Vec<(String, String)>,
 }
 
 impl FlowSet {
@@ -26,11 +28,23 @@ impl FlowSet {
         let mut seen: HashMap<String, String> = HashMap::new();
         // (target flow, the error to report if it does not exist)
         let mut jumps: Vec<(String, String)> = Vec::new();
+        let mut bot_refs: Vec<(String, String)> = Vec::new();
         for (path, text) in files {
             let src = Src::new(path, text);
             match compile(&src, &mut errors) {
                 Some(flow) => {
                     for (node_id, node) in &flow.nodes {
+                        if let NodeKind::Chatbot { bot, .. } = &node.kind {
+                            let (l, c) = src.in_node(node_id, bot);
+                            bot_refs.push((
+                                bot.clone(),
+                                src.fmt(
+                                    l,
+                                    c,
+                                    &format!("chatbot `{bot}` does not exist (flows/bots/)"),
+                                ),
+                            ));
+                        }
                         if let NodeKind::JumpFlow { flow: target, .. } = &node.kind {
                             let (l, c) = src.in_node(node_id, target);
                             jumps.push((
@@ -64,7 +78,22 @@ impl FlowSet {
             }
         }
         if errors.is_empty() {
-            Ok(FlowSet { flows })
+            Ok(FlowSet { flows, bot_refs })
+        } else {
+            Err(errors)
+        }
+    }
+
+    /// Every chatbot node's bot must be among `bots`; the errors name the flow file.
+    pub fn check_bots(&self, bots: &crate::chatbot::BotSet) -> Result<(), Vec<String>> {
+        let errors: Vec<String> = self
+            .bot_refs
+            .iter()
+            .filter(|(id, _)| bots.get(id).is_none())
+            .map(|(_, e)| e.clone())
+            .collect();
+        if errors.is_empty() {
+            Ok(())
         } else {
             Err(errors)
         }
@@ -407,7 +436,11 @@ fn compile(src: &Src<'_>, errors: &mut Vec<String>) -> Option<Flow> {
     let instant = |n: &Node| {
         !matches!(
             n.kind,
-            NodeKind::Ask(_) | NodeKind::Wait { .. } | NodeKind::Http(_) | NodeKind::Handoff { .. }
+            NodeKind::Ask(_)
+                | NodeKind::Wait { .. }
+                | NodeKind::Http(_)
+                | NodeKind::Handoff { .. }
+                | NodeKind::Chatbot { .. }
         )
     };
     let mut color: HashMap<&str, u8> = HashMap::new();
@@ -455,6 +488,7 @@ fn compile(src: &Src<'_>, errors: &mut Vec<String>) -> Option<Flow> {
     Some(Flow {
         id,
         version: content_hash(src.text),
+        source: src.text.into(),
         triggers,
         start: raw.start.clone(),
         session_timeout_ms,
@@ -507,6 +541,7 @@ fn compile_node(cx: &mut Ctx, name: &str, rn: &RawNode, names: &BTreeSet<&str>) 
         rn.split.is_some(),
         rn.http.is_some(),
         rn.handoff.is_some(),
+        rn.chatbot.is_some(),
     ]
     .iter()
     .filter(|b| **b)
@@ -515,7 +550,7 @@ fn compile_node(cx: &mut Ctx, name: &str, rn: &RawNode, names: &BTreeSet<&str>) 
         cx.at(
             name,
             name,
-            "a node may have only one of send/ask/condition/set/jump/wait/split/http/handoff",
+            "a node may have only one of send/ask/condition/set/jump/wait/split/http/handoff/chatbot",
         );
     }
     if rn.on_error.is_some() && rn.http.is_none() {
@@ -817,6 +852,11 @@ fn compile_node(cx: &mut Ctx, name: &str, rn: &RawNode, names: &BTreeSet<&str>) 
             save: h.save.iter().map(|(k, v)| (k.clone(), v.clone())).collect(),
             on_error: rn.on_error.clone(),
         }))
+    } else if let Some(c) = &rn.chatbot {
+        NodeKind::Chatbot {
+            bot: c.bot.clone(),
+            until: c.until.clone(),
+        }
     } else if let Some(h) = &rn.handoff {
         NodeKind::Handoff {
             reason: h

@@ -172,7 +172,9 @@ async fn reload_flows(State(app): State<AppState>) -> Response {
     let Some(registry) = &app.engine.flows else {
         return error(StatusCode::NOT_FOUND, "this daemon runs no flows");
     };
-    match crate::app::reload_flows(registry, &app.engine.settings.flows.dir) {
+    match crate::app::reload_flows(registry, &app.engine.settings.flows.dir, &app.engine.store)
+        .await
+    {
         Ok(loaded) => {
             let list: Vec<_> = loaded
                 .iter()

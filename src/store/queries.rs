@@ -340,6 +340,49 @@ impl Store {
         Ok(out.split_off(skip))
     }
 
+    /// Keep the source of each flow version that goes live (once per version).
+    pub async fn save_flow_versions(
+        &self,
+        versions: &[(String, String, std::sync::Arc<str>)],
+    ) -> Result<(), StoreError> {
+        let now = super::now_ms();
+        for (id, version, source) in versions {
+            self.run(
+                "INSERT INTO flow_versions (flow_id, version, source, first_loaded_at) VALUES ($1, $2, $3, $4) \
+                 ON CONFLICT (flow_id, version) DO NOTHING",
+                vec![
+                    id.as_str().into(),
+                    version.as_str().into(),
+                    source.as_ref().into(),
+                    Val::I(now),
+                ],
+            )
+            .await?;
+        }
+        Ok(())
+    }
+
+    /// (id, version, source) of the flow versions that unfinished sessions run.
+    pub async fn flow_versions_in_use(&self) -> Result<Vec<(String, String, String)>, StoreError> {
+        let rows = self
+            .fetch(
+                "SELECT v.flow_id, v.version, v.source FROM flow_versions v WHERE EXISTS \
+                 (SELECT 1 FROM flow_executions e WHERE e.flow_id = v.flow_id AND e.version = v.version \
+                  AND e.status IN ('running', 'paused'))",
+                vec![],
+            )
+            .await?;
+        rows.into_iter()
+            .map(|r| {
+                Ok((
+                    r.try_get("flow_id")?,
+                    r.try_get("version")?,
+                    r.try_get("source")?,
+                ))
+            })
+            .collect()
+    }
+
     /// Flow sessions per (flow, status), for the admin API's counters.
     pub async fn flow_execution_counts(&self) -> Result<Vec<(String, String, i64)>, StoreError> {
         let rows = self

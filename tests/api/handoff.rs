@@ -1,4 +1,5 @@
-//! Handoff to a human (admin API and flow node) and flows' HTTP calls, through the daemon.
+//! Handoff to a human (admin API and flow node), flows' HTTP calls, and flow versions pinned
+//! across restarts, through the daemon.
 
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -154,6 +155,20 @@ async fn the_bot_stays_silent_while_a_human_has_the_conversation(db: TestDb) {
             "Hi, Ana from support here",
             "Hello from the bot"
         ]
+    );
+    // A flow that begins and ends within one message is recorded too.
+    let store = db.store().await;
+    assert!(
+        eventually(Duration::from_secs(5), || async {
+            count(
+                &store,
+                "SELECT COUNT(*) FROM flow_executions WHERE flow_id = 'greeter' AND status = 'completed' AND ended_at IS NOT NULL",
+            )
+            .await
+                == 2
+        })
+        .await,
+        "two one-shot greeter sessions"
     );
     // Unknown accounts and a missing token are refused.
     let (status, _) = app
@@ -349,4 +364,60 @@ async fn a_flow_calls_an_allow_listed_system_and_the_guard_refuses_the_rest(db: 
 on_both_stores!(
     flow_http,
     a_flow_calls_an_allow_listed_system_and_the_guard_refuses_the_rest
+);
+
+const ASKER_V1: &str = r#"
+id: asker
+triggers: [{keyword: quiz}]
+start: q
+nodes:
+  q:
+    ask: {type: text, prompt: "Question one?", save: a}
+    next: done
+  done:
+    send: {text: "v1 got {{a}}"}
+"#;
+
+async fn a_session_finishes_on_its_version_after_a_restart_with_new_files(db: TestDb) {
+    let graph = Arc::new(FakeGraph::start().await);
+    let dir = flows_dir(&[("asker.yaml", ASKER_V1)]);
+    let mut settings = test_settings(&db, &graph);
+    settings.flows.dir = dir.path().to_path_buf();
+    let app = spawn_app_with_flows(settings.clone()).await;
+    let (old, new) = ("6281200000305", "6281200000306");
+    app.post_webhook(&text_webhook(PNID, old, "wamid.P1", "quiz", now_secs()))
+        .await;
+    assert!(wait_for_text(&graph, "Question one?").await);
+    app.stop().await;
+
+    // A deploy changes the flow while the daemon is down.
+    std::fs::write(
+        dir.path().join("asker.yaml"),
+        ASKER_V1
+            .replace("v1 got", "v2 got")
+            .replace("Question one?", "Question two?"),
+    )
+    .unwrap();
+    let app = spawn_app_with_flows(settings).await;
+    app.post_webhook(&text_webhook(PNID, old, "wamid.P2", "blue", now_secs()))
+        .await;
+    assert!(
+        wait_for_text(&graph, "v1 got blue").await,
+        "the old session keeps v1: {:?}",
+        texts(&graph)
+    );
+    app.post_webhook(&text_webhook(PNID, new, "wamid.P3", "quiz", now_secs()))
+        .await;
+    assert!(
+        wait_for_text(&graph, "Question two?").await,
+        "new sessions get v2"
+    );
+    app.post_webhook(&text_webhook(PNID, new, "wamid.P4", "red", now_secs()))
+        .await;
+    assert!(wait_for_text(&graph, "v2 got red").await);
+    app.stop().await;
+}
+on_both_stores!(
+    pinned_across_restart,
+    a_session_finishes_on_its_version_after_a_restart_with_new_files
 );

@@ -4,6 +4,7 @@
 mod helpers;
 
 mod admin;
+mod chatbot;
 mod conversations;
 mod delivery;
 mod flows;

@@ -1,0 +1,435 @@
+//! A chatbot session inside a conversation: pure, like the rest of `step`. It decides what
+//! to ask the model and what to do with its answer; the actor makes the call.
+
+use rust_decimal::Decimal;
+use serde::{Deserialize, Serialize};
+
+use super::Bot;
+use crate::conversation::Effect;
+use crate::flow::validate::{content_hash, normalize};
+use crate::whatsapp::send::OutboundMessage;
+
+/// Timer that ends a session idle for the bot's `timeout`.
+pub const BOT_TIMER: &str = "bot:timeout";
+/// Messages kept while the model is answering (the rest are dropped).
+const MAX_DEFERRED: usize = 20;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Role {
+    User,
+    Assistant,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Turn {
+    pub role: Role,
+    pub text: String,
+}
+
+/// A request to a model.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct BotCall {
+    pub id: String,
+    pub bot: String,
+    pub provider: String,
+    pub model: String,
+    pub system: String,
+    pub messages: Vec<Turn>,
+    pub temperature: f32,
+    pub max_tokens: u32,
+    /// Offer the model a `handoff` tool.
+    pub handoff_tool: bool,
+}
+
+/// What came back from a model.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct BotAnswer {
+    pub id: String,
+    #[serde(default)]
+    pub text: Option<String>,
+    /// The model called the `handoff` tool.
+    #[serde(default)]
+    pub handoff: bool,
+    #[serde(default)]
+    pub tokens_in: u64,
+    #[serde(default)]
+    pub tokens_out: u64,
+    #[serde(default)]
+    pub latency_ms: u64,
+    /// The call failed (after its retries).
+    #[serde(default)]
+    pub error: Option<String>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum BotStatus {
+    Active,
+    Completed,
+    Timeout,
+    HandedOff,
+}
+
+/// A conversation's session with one bot (stored in the conversation state).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct BotSession {
+    pub bot: String,
+    pub status: BotStatus,
+    pub started_at: i64,
+    pub last_activity: i64,
+    /// Answers given.
+    pub turns: u32,
+    /// The last messages, oldest first (at most the bot's `context_messages`).
+    pub context: Vec<Turn>,
+    pub tokens_in: u64,
+    pub tokens_out: u64,
+    pub cost: Decimal,
+    /// The call in flight.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pending: Option<BotCall>,
+    /// Messages that came while the model was answering.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub deferred: Vec<String>,
+    /// Consecutive failed calls.
+    pub failures: u32,
+    /// Started by a flow's chatbot node: the flow continues when the session ends.
+    #[serde(default)]
+    pub from_flow: bool,
+    /// Normalized keywords that end the session (the flow node's `until`).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub until: Vec<String>,
+    /// Sum of answer latencies (ms), for the average.
+    pub response_ms: u64,
+}
+
+/// What one event did to a session.
+#[derive(Debug, Default)]
+pub struct Outcome {
+    pub effects: Vec<Effect>,
+    /// Hand the conversation to a human, for this reason.
+    pub handoff: Option<String>,
+}
+
+impl BotSession {
+    pub fn active(&self) -> bool {
+        self.status == BotStatus::Active
+    }
+
+    fn end(&mut self, status: BotStatus) {
+        self.status = status;
+        self.pending = None;
+        self.deferred.clear();
+    }
+
+    fn remember(&mut self, bot: &Bot, role: Role, text: String) {
+        self.context.push(Turn { role, text });
+        let over = self.context.len().saturating_sub(bot.context_messages);
+        self.context.drain(..over);
+    }
+}
+
+fn text(body: impl Into<String>) -> Effect {
+    Effect::Send {
+        message: OutboundMessage::Text {
+            body: body.into(),
+            preview_url: false,
+        },
+        reply_to: None,
+    }
+}
+
+fn timer(since: i64, due_at: i64) -> Effect {
+    Effect::StartTimer {
+        name: BOT_TIMER.to_string(),
+        due_at,
+        payload: serde_json::json!({ "since": since }),
+    }
+}
+
+/// A new session with `bot`.
+pub fn start(bot: &Bot, now: i64, from_flow: bool, until: Vec<String>) -> (BotSession, Outcome) {
+    let s = BotSession {
+        bot: bot.id.clone(),
+        status: BotStatus::Active,
+        started_at: now,
+        last_activity: now,
+        turns: 0,
+        context: Vec::new(),
+        tokens_in: 0,
+        tokens_out: 0,
+        cost: Decimal::ZERO,
+        pending: None,
+        deferred: Vec::new(),
+        failures: 0,
+        from_flow,
+        until: until.iter().map(|u| normalize(u)).collect(),
+        response_ms: 0,
+    };
+    let mut out = Outcome::default();
+    if let Some(w) = &bot.welcome {
+        out.effects.push(text(w.clone()));
+    }
+    out.effects.push(timer(now, now + bot.timeout_ms));
+    (s, out)
+}
+
+fn asks_for_human(bot: &Bot, normalized: &str) -> bool {
+    bot.handoff_keywords.iter().any(|k| {
+        normalized == k
+            || normalized.split(' ').any(|w| w == k)
+            || (k.contains(' ') && normalized.contains(k.as_str()))
+    })
+}
+
+/// The user wrote `text`. `human_handled`: a human had the conversation earlier (the model
+/// is told so).
+pub fn user_text(
+    bot: &Bot,
+    s: &mut BotSession,
+    text_in: &str,
+    now: i64,
+    human_handled: bool,
+) -> Outcome {
+    let mut out = Outcome::default();
+    let n = normalize(text_in);
+    s.last_activity = now;
+    if s.until.contains(&n) {
+        s.end(BotStatus::Completed);
+        return out;
+    }
+    if asks_for_human(bot, &n) {
+        s.end(BotStatus::HandedOff);
+        out.handoff = Some(format!("asked for a person ({})", bot.id));
+        return out;
+    }
+    if s.pending.is_some() {
+        if s.deferred.len() < MAX_DEFERRED {
+            s.deferred.push(text_in.to_string());
+        }
+        return out;
+    }
+    ask(bot, s, text_in.to_string(), now, human_handled, &mut out);
+    out
+}
+
+/// Put the user's message to the model, unless a limit says otherwise.
+fn ask(
+    bot: &Bot,
+    s: &mut BotSession,
+    user: String,
+    now: i64,
+    human_handled: bool,
+    out: &mut Outcome,
+) {
+    if s.turns >= bot.max_turns {
+        s.end(BotStatus::Completed);
+        return;
+    }
+    if bot.max_cost.is_some_and(|max| s.cost >= max) {
+        s.end(BotStatus::HandedOff);
+        out.handoff = Some(format!("cost limit of {} reached", bot.id));
+        return;
+    }
+    s.remember(bot, Role::User, user);
+    let mut system = bot.system_prompt.clone();
+    if human_handled {
+        system.push_str("\n\nNote: a human agent handled this conversation before you; continue politely from there.");
+    }
+    let key = format!("{}\0{}\0{}\0{now}", bot.id, s.started_at, s.turns);
+    let call = BotCall {
+        id: format!("bot-{}", content_hash(&key)),
+        bot: bot.id.clone(),
+        provider: bot.provider.clone(),
+        model: bot.model.clone(),
+        system,
+        messages: s.context.clone(),
+        temperature: bot.temperature,
+        max_tokens: bot.max_tokens,
+        handoff_tool: bot.handoff_tool,
+    };
+    out.effects.push(Effect::BotCall(call.clone()));
+    s.pending = Some(call);
+}
+
+/// The model answered (or failed).
+pub fn answer(
+    bot: &Bot,
+    s: &mut BotSession,
+    ans: &BotAnswer,
+    now: i64,
+    human_handled: bool,
+) -> Outcome {
+    let mut out = Outcome::default();
+    if s.pending.as_ref().is_none_or(|c| c.id != ans.id) {
+        return out; // not the call we wait for
+    }
+    s.pending = None;
+    s.last_activity = now;
+    s.tokens_in += ans.tokens_in;
+    s.tokens_out += ans.tokens_out;
+    s.cost += super::cost(bot, ans.tokens_in, ans.tokens_out);
+    if ans.error.is_some() {
+        s.failures += 1;
+        out.effects.push(text(bot.fallback.clone()));
+        if s.failures >= bot.handoff_after_failures {
+            s.end(BotStatus::HandedOff);
+            out.handoff = Some(format!("{} failed {} times in a row", bot.id, s.failures));
+            return out;
+        }
+    } else {
+        s.failures = 0;
+        s.turns += 1;
+        s.response_ms += ans.latency_ms;
+        if let Some(t) = ans.text.as_ref().filter(|t| !t.trim().is_empty()) {
+            out.effects.push(text(t.clone()));
+            s.remember(bot, Role::Assistant, t.clone());
+        }
+        if ans.handoff {
+            s.end(BotStatus::HandedOff);
+            out.handoff = Some(format!("{} handed off", bot.id));
+            return out;
+        }
+    }
+    if !s.deferred.is_empty() {
+        let next = std::mem::take(&mut s.deferred).join("\n");
+        ask(bot, s, next, now, human_handled, &mut out);
+    }
+    out
+}
+
+/// The session's idle timer fired.
+pub fn timer_fired(bot: &Bot, s: &mut BotSession, since: Option<i64>, now: i64) -> Outcome {
+    let mut out = Outcome::default();
+    if since != Some(s.started_at) || !s.active() {
+        return out;
+    }
+    let due = s.last_activity + bot.timeout_ms;
+    if now >= due {
+        s.end(BotStatus::Timeout);
+    } else {
+        out.effects.push(timer(s.started_at, due));
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn bot() -> Bot {
+        let yaml = "provider: p\nmodel: m\nsystem_prompt: be brief\nwelcome: hi\nmax_turns: 2\ncontext_messages: 3\nhandoff: {keywords: [agent], tool: true, after_failures: 2}\nprices: {input: \"1\", output: \"2\"}\nmax_cost: \"0.01\"\n";
+        super::super::BotSet::load(&[("b.yaml".into(), yaml.into())], None)
+            .unwrap()
+            .get("b")
+            .unwrap()
+            .clone()
+    }
+
+    fn call_of(out: &Outcome) -> BotCall {
+        out.effects
+            .iter()
+            .find_map(|e| match e {
+                Effect::BotCall(c) => Some(c.clone()),
+                _ => None,
+            })
+            .expect("a call")
+    }
+
+    fn ok(call: &BotCall, text: &str) -> BotAnswer {
+        BotAnswer {
+            id: call.id.clone(),
+            text: Some(text.into()),
+            handoff: false,
+            tokens_in: 1,
+            tokens_out: 1,
+            latency_ms: 100,
+            error: None,
+        }
+    }
+
+    #[test]
+    fn a_session_asks_answers_keeps_context_and_stops_at_max_turns() {
+        let b = bot();
+        let (mut s, out) = start(&b, 0, false, vec![]);
+        assert!(matches!(&out.effects[0], Effect::Send { .. }));
+        let o = user_text(&b, &mut s, "one", 1, false);
+        let c1 = call_of(&o);
+        // A message while the model thinks waits for the answer.
+        assert!(user_text(&b, &mut s, "two", 2, false).effects.is_empty());
+        let o = answer(&b, &mut s, &ok(&c1, "a1"), 3, false);
+        assert!(
+            matches!(&o.effects[0], Effect::Send { message: OutboundMessage::Text { body, .. }, .. } if body == "a1")
+        );
+        let c2 = call_of(&o);
+        assert_eq!(
+            c2.messages
+                .iter()
+                .map(|t| t.text.as_str())
+                .collect::<Vec<_>>(),
+            vec!["one", "a1", "two"]
+        );
+        let o = answer(&b, &mut s, &ok(&c2, "a2"), 4, false);
+        assert_eq!(o.effects.len(), 1);
+        assert_eq!(s.context.len(), 3, "context window");
+        assert_eq!(s.cost.to_string(), "0.006");
+        // Two turns given: the next message ends the session.
+        let o = user_text(&b, &mut s, "three", 5, false);
+        assert!(o.effects.is_empty());
+        assert_eq!(s.status, BotStatus::Completed);
+    }
+
+    #[test]
+    fn failures_fall_back_then_hand_off_and_keywords_and_tools_hand_off() {
+        let b = bot();
+        let (mut s, _) = start(&b, 0, false, vec![]);
+        let c = call_of(&user_text(&b, &mut s, "q", 1, true));
+        assert!(c.system.contains("human agent handled"));
+        let fail = |c: &BotCall| BotAnswer {
+            id: c.id.clone(),
+            text: None,
+            handoff: false,
+            tokens_in: 0,
+            tokens_out: 0,
+            latency_ms: 0,
+            error: Some("503".into()),
+        };
+        let o = answer(&b, &mut s, &fail(&c), 2, false);
+        assert!(o.handoff.is_none());
+        let c = call_of(&user_text(&b, &mut s, "q2", 3, false));
+        let o = answer(&b, &mut s, &fail(&c), 4, false);
+        assert!(o.handoff.is_some());
+        assert_eq!(s.status, BotStatus::HandedOff);
+
+        let (mut s, _) = start(&b, 0, false, vec![]);
+        assert!(user_text(&b, &mut s, "I want an AGENT please", 1, false)
+            .handoff
+            .is_some());
+
+        let (mut s, _) = start(&b, 0, false, vec![]);
+        let c = call_of(&user_text(&b, &mut s, "q", 1, false));
+        let mut a = ok(&c, "Passing you on");
+        a.handoff = true;
+        let o = answer(&b, &mut s, &a, 2, false);
+        assert!(o.handoff.is_some() && o.effects.len() == 1);
+    }
+
+    #[test]
+    fn the_idle_timer_ends_only_an_idle_session_and_cost_limits_hand_off() {
+        let b = bot();
+        let (mut s, _) = start(&b, 0, true, vec!["done".into()]);
+        s.last_activity = 10;
+        let o = timer_fired(&b, &mut s, Some(0), b.timeout_ms);
+        assert!(s.active() && !o.effects.is_empty());
+        timer_fired(&b, &mut s, Some(0), 10 + b.timeout_ms);
+        assert_eq!(s.status, BotStatus::Timeout);
+
+        let (mut s, _) = start(&b, 0, true, vec!["Done".into()]);
+        user_text(&b, &mut s, "done", 1, false);
+        assert_eq!(s.status, BotStatus::Completed);
+
+        let (mut s, _) = start(&b, 0, false, vec![]);
+        s.cost = Decimal::new(2, 2);
+        assert!(user_text(&b, &mut s, "q", 1, false).handoff.is_some());
+    }
+}

@@ -1,0 +1,350 @@
+//! Chatbots through the daemon, against local fake model providers: the account's default
+//! bot, context across turns, provider failures (fallback, then handoff), the model's
+//! handoff tool, and a flow's chatbot node.
+
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use axum::http::{HeaderMap, StatusCode};
+use axum::response::IntoResponse;
+use parley::config::{ProviderKind, ProviderSettings};
+use parley::testing::{text_webhook, FakeGraph};
+use reqwest::Method;
+use secrecy::SecretString;
+use serde_json::{json, Value};
+
+use crate::helpers::*;
+use crate::on_both_stores;
+
+/// What the fake provider does with each request, in turn (the last one repeats).
+#[derive(Clone)]
+enum Reply {
+    Text(&'static str),
+    Fail,
+    Handoff(&'static str),
+}
+
+#[derive(Clone, Default)]
+struct Seen(Arc<Mutex<Vec<(HeaderMap, Value)>>>);
+
+impl Seen {
+    fn bodies(&self) -> Vec<Value> {
+        self.0
+            .lock()
+            .unwrap()
+            .iter()
+            .map(|(_, b)| b.clone())
+            .collect()
+    }
+}
+
+/// An OpenAI-compatible `/chat/completions` or an Anthropic `/v1/messages` server.
+async fn fake_provider(kind: ProviderKind, replies: Vec<Reply>) -> (String, Seen) {
+    let seen = Seen::default();
+    let recorded = seen.clone();
+    let replies = Arc::new(replies);
+    let handler = move |headers: HeaderMap, axum::Json(body): axum::Json<Value>| {
+        let recorded = recorded.clone();
+        let replies = replies.clone();
+        async move {
+            let n = {
+                let mut seen = recorded.0.lock().unwrap();
+                seen.push((headers, body));
+                seen.len() - 1
+            };
+            let reply = replies[n.min(replies.len() - 1)].clone();
+            match (kind, reply) {
+                (_, Reply::Fail) => StatusCode::SERVICE_UNAVAILABLE.into_response(),
+                (ProviderKind::Anthropic, Reply::Text(t)) => axum::Json(json!({
+                    "content": [{"type": "text", "text": t}],
+                    "usage": {"input_tokens": 100, "output_tokens": 20}
+                }))
+                .into_response(),
+                (ProviderKind::Anthropic, Reply::Handoff(t)) => axum::Json(json!({
+                    "content": [{"type": "text", "text": t}, {"type": "tool_use", "name": "handoff", "input": {}}],
+                    "usage": {"input_tokens": 100, "output_tokens": 20}
+                }))
+                .into_response(),
+                (_, Reply::Text(t)) => axum::Json(json!({
+                    "choices": [{"message": {"role": "assistant", "content": t}}],
+                    "usage": {"prompt_tokens": 100, "completion_tokens": 20}
+                }))
+                .into_response(),
+                (_, Reply::Handoff(t)) => axum::Json(json!({
+                    "choices": [{"message": {"role": "assistant", "content": t,
+                        "tool_calls": [{"type": "function", "function": {"name": "handoff", "arguments": "{}"}}]}}],
+                    "usage": {"prompt_tokens": 100, "completion_tokens": 20}
+                }))
+                .into_response(),
+            }
+        }
+    };
+    let app = axum::Router::new()
+        .route("/chat/completions", axum::routing::post(handler.clone()))
+        .route("/v1/messages", axum::routing::post(handler));
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(async move { axum::serve(listener, app).await });
+    (format!("http://{addr}"), seen)
+}
+
+const BOT: &str = r#"
+provider: fake
+model: tiny-1
+system_prompt: "You are the shop's assistant."
+fallback: "Sorry, the assistant is unavailable."
+triggers: [assistant]
+context_messages: 4
+handoff: {keywords: [agent], tool: true, after_failures: 2}
+prices: {input: "0.001", output: "0.002"}
+"#;
+
+const FLOW: &str = r#"
+id: concierge
+triggers: [{keyword: concierge}]
+start: hello
+nodes:
+  hello:
+    send: {text: "Ask our assistant; send done when finished."}
+    next: talk
+  talk:
+    chatbot: {bot: assistant, until: [done]}
+    next: bye
+  bye:
+    send: {text: "Back in the flow."}
+"#;
+
+fn setup(
+    db: &TestDb,
+    graph: &FakeGraph,
+    kind: ProviderKind,
+    base: String,
+    default_bot: bool,
+) -> (parley::config::Settings, tempfile::TempDir) {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::create_dir(dir.path().join("bots")).unwrap();
+    std::fs::write(dir.path().join("bots/assistant.yaml"), BOT).unwrap();
+    std::fs::write(dir.path().join("concierge.yaml"), FLOW).unwrap();
+    let mut settings = test_settings(db, graph);
+    settings.flows.dir = dir.path().to_path_buf();
+    settings.ai.providers.insert(
+        "fake".into(),
+        ProviderSettings {
+            kind,
+            base_url: base,
+            api_key: SecretString::from("sk-test"),
+            timeout: Duration::from_secs(5),
+            max_retries: 0,
+            concurrency: 4,
+        },
+    );
+    if default_bot {
+        settings.accounts[0].default_bot = Some("assistant".into());
+    }
+    (settings, dir)
+}
+
+fn texts(graph: &FakeGraph) -> Vec<String> {
+    graph
+        .delivered()
+        .iter()
+        .filter_map(|a| a.text().map(str::to_string))
+        .collect()
+}
+
+async fn until_texts(graph: &FakeGraph, n: usize) -> Vec<String> {
+    graph
+        .wait_until(Duration::from_secs(10), |a| {
+            a.iter()
+                .filter(|a| a.accepted() && a.text().is_some())
+                .count()
+                >= n
+        })
+        .await;
+    texts(graph)
+}
+
+async fn the_default_bot_answers_with_context_and_hands_off_after_failures(db: TestDb) {
+    let graph = Arc::new(FakeGraph::start().await);
+    let (base, seen) = fake_provider(
+        ProviderKind::Openai,
+        vec![
+            Reply::Text("We open at 8."),
+            Reply::Text("Until 21:00."),
+            Reply::Fail,
+        ],
+    )
+    .await;
+    let (settings, _dir) = setup(&db, &graph, ProviderKind::Openai, base, true);
+    let app = spawn_app_with_flows(settings).await;
+    let user = "6281200000401";
+    app.post_webhook(&text_webhook(
+        PNID,
+        user,
+        "wamid.B1",
+        "when do you open?",
+        now_secs(),
+    ))
+    .await;
+    assert_eq!(until_texts(&graph, 1).await, vec!["We open at 8."]);
+    app.post_webhook(&text_webhook(
+        PNID,
+        user,
+        "wamid.B2",
+        "and close?",
+        now_secs(),
+    ))
+    .await;
+    assert_eq!(until_texts(&graph, 2).await[1], "Until 21:00.");
+    let bodies = seen.bodies();
+    assert_eq!(bodies[0]["model"], "tiny-1");
+    assert_eq!(bodies[0]["messages"][0]["role"], "system");
+    assert_eq!(bodies[0]["messages"][1]["content"], "when do you open?");
+    let second: Vec<&str> = bodies[1]["messages"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|m| m["content"].as_str().unwrap())
+        .collect();
+    assert_eq!(
+        second[1..],
+        ["when do you open?", "We open at 8.", "and close?"],
+        "the context goes with the question"
+    );
+    assert!(bodies[0]["tools"][0]["function"]["name"] == "handoff");
+    assert_eq!(
+        seen.0.lock().unwrap()[0]
+            .0
+            .get("authorization")
+            .and_then(|v| v.to_str().ok()),
+        Some("Bearer sk-test")
+    );
+
+    // The provider fails twice: the fallback each time, then a human.
+    app.post_webhook(&text_webhook(PNID, user, "wamid.B3", "prices?", now_secs()))
+        .await;
+    assert_eq!(
+        until_texts(&graph, 3).await[2],
+        "Sorry, the assistant is unavailable."
+    );
+    app.post_webhook(&text_webhook(PNID, user, "wamid.B4", "hello?", now_secs()))
+        .await;
+    assert_eq!(
+        until_texts(&graph, 4).await[3],
+        "Sorry, the assistant is unavailable."
+    );
+    let path = format!("/conversations/{PNID}/{user}");
+    assert!(
+        eventually(Duration::from_secs(5), || async {
+            let (_, conv) = app.admin(Method::GET, &path, Some(ADMIN_TOKEN), None).await;
+            conv["handoff"]["status"] == "waiting"
+        })
+        .await,
+        "handed to a human after two failures"
+    );
+    app.post_webhook(&text_webhook(PNID, user, "wamid.B5", "anyone?", now_secs()))
+        .await;
+    tokio::time::sleep(Duration::from_millis(600)).await;
+    assert_eq!(
+        seen.bodies().len(),
+        4,
+        "the bot is silent while a human has it"
+    );
+    assert_eq!(texts(&graph).len(), 4);
+    let (_, metrics) = app.get("/metrics").await;
+    // (The registry is per process and other tests run beside this one: at least ours.)
+    let ok_answers: u64 = metrics
+        .lines()
+        .find_map(|l| l.strip_prefix("parley_bot_answers_total{bot=\"assistant\",result=\"ok\"} "))
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(0);
+    assert!(ok_answers >= 2, "{metrics}");
+    assert!(metrics.contains("status=\"handed_off\""), "{metrics}");
+    app.stop().await;
+}
+on_both_stores!(
+    default_bot,
+    the_default_bot_answers_with_context_and_hands_off_after_failures
+);
+
+async fn a_flow_hands_over_to_a_bot_and_takes_back_on_its_keyword(db: TestDb) {
+    let graph = Arc::new(FakeGraph::start().await);
+    let (base, seen) = fake_provider(
+        ProviderKind::Anthropic,
+        vec![
+            Reply::Text("Kopi is 25000."),
+            Reply::Handoff("Let me get a person."),
+        ],
+    )
+    .await;
+    let (settings, _dir) = setup(&db, &graph, ProviderKind::Anthropic, base, false);
+    let app = spawn_app_with_flows(settings).await;
+    let user = "6281200000402";
+    app.post_webhook(&text_webhook(
+        PNID,
+        user,
+        "wamid.F1",
+        "concierge",
+        now_secs(),
+    ))
+    .await;
+    assert_eq!(
+        until_texts(&graph, 1).await,
+        vec!["Ask our assistant; send done when finished."]
+    );
+    app.post_webhook(&text_webhook(
+        PNID,
+        user,
+        "wamid.F2",
+        "price of kopi?",
+        now_secs(),
+    ))
+    .await;
+    assert_eq!(until_texts(&graph, 2).await[1], "Kopi is 25000.");
+    let body = &seen.bodies()[0];
+    assert_eq!(body["system"], "You are the shop's assistant.");
+    assert_eq!(body["messages"][0]["content"], "price of kopi?");
+    app.post_webhook(&text_webhook(PNID, user, "wamid.F3", "Done", now_secs()))
+        .await;
+    assert_eq!(until_texts(&graph, 3).await[2], "Back in the flow.");
+
+    // A message no flow takes does not reach a bot (no default bot); its keyword does.
+    let other = "6281200000403";
+    app.post_webhook(&text_webhook(PNID, other, "wamid.F4", "hmm", now_secs()))
+        .await;
+    app.post_webhook(&text_webhook(
+        PNID,
+        other,
+        "wamid.F5",
+        "assistant",
+        now_secs(),
+    ))
+    .await;
+    app.post_webhook(&text_webhook(
+        PNID,
+        other,
+        "wamid.F6",
+        "need a refund",
+        now_secs(),
+    ))
+    .await;
+    assert_eq!(until_texts(&graph, 4).await[3], "Let me get a person.");
+    let (_, conv) = app
+        .admin(
+            Method::GET,
+            &format!("/conversations/{PNID}/{other}"),
+            Some(ADMIN_TOKEN),
+            None,
+        )
+        .await;
+    assert_eq!(
+        conv["handoff"]["status"], "waiting",
+        "the model's handoff tool"
+    );
+    assert_eq!(seen.bodies().len(), 2, "one call for each question");
+    app.stop().await;
+}
+on_both_stores!(
+    flow_chatbot,
+    a_flow_hands_over_to_a_bot_and_takes_back_on_its_keyword
+);
