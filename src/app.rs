@@ -133,6 +133,8 @@ impl Application {
                 .context("Failed to build the HTTP client for flows")?,
             bots: crate::chatbot::provider::Providers::new(&settings.ai)
                 .context("Failed to build the HTTP client for chatbots")?,
+            media: crate::media::MediaFetcher::new(&settings)
+                .context("Failed to build the HTTP client for media")?,
             clock: plugins.clock,
         });
         let router = AccountRouter::default();

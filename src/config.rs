@@ -37,6 +37,8 @@ pub struct Settings {
     pub handoff: HandoffSettings,
     #[serde(default)]
     pub ai: AiSettings,
+    #[serde(default)]
+    pub media: MediaSettings,
     pub outbox: OutboxSettings,
     #[serde(default)]
     pub log: LogSettings,
@@ -107,6 +109,56 @@ impl FlowSettings {
             .filter_map(|c| c.parse().ok())
             .collect()
     }
+}
+
+/// `[media]`: inbound media downloads and voice-note transcription.
+#[derive(Debug, Clone, Deserialize)]
+pub struct MediaSettings {
+    #[serde(default = "default_media_dir")]
+    pub dir: PathBuf,
+    /// Download every inbound media message (image, audio, video, document, sticker).
+    #[serde(default = "yes")]
+    pub download: bool,
+    #[serde(default = "default_media_max")]
+    pub max_bytes: u64,
+    /// Transcribe voice notes (the text goes to the flow or bot as the user's message).
+    #[serde(default)]
+    pub transcription: Option<TranscriptionSettings>,
+}
+
+impl Default for MediaSettings {
+    fn default() -> Self {
+        MediaSettings {
+            dir: default_media_dir(),
+            download: true,
+            max_bytes: default_media_max(),
+            transcription: None,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Deserialize)]
+pub struct TranscriptionSettings {
+    /// A name under [ai.providers] with an OpenAI-compatible `/audio/transcriptions`.
+    pub provider: String,
+    #[serde(default = "default_transcription_model")]
+    pub model: String,
+    /// Decimal string, per minute of audio.
+    #[serde(default = "default_transcription_price")]
+    pub price_per_minute: String,
+}
+
+fn default_media_dir() -> PathBuf {
+    PathBuf::from("data/media")
+}
+fn default_media_max() -> u64 {
+    100 * 1024 * 1024
+}
+fn default_transcription_model() -> String {
+    "whisper-1".into()
+}
+fn default_transcription_price() -> String {
+    "0.006".into()
 }
 
 /// `[ai.providers.NAME]`: the model providers bots may name.
@@ -366,6 +418,20 @@ impl Settings {
     /// Check every value; all problems are reported at once.
     pub fn validate(&self) -> Result<(), ConfigError> {
         let mut errors = Vec::new();
+        if let Some(t) = &self.media.transcription {
+            if !self.ai.providers.contains_key(&t.provider) {
+                errors.push(format!(
+                    "media.transcription.provider: `{}` is not under [ai.providers]",
+                    t.provider
+                ));
+            }
+            if rust_decimal::Decimal::from_str_exact(t.price_per_minute.trim()).is_err() {
+                errors.push(format!(
+                    "media.transcription.price_per_minute: `{}` is not a decimal",
+                    t.price_per_minute
+                ));
+            }
+        }
         for (name, p) in &self.ai.providers {
             if !p.base_url.starts_with("https://") && !p.base_url.starts_with("http://") {
                 errors.push(format!(

@@ -15,6 +15,7 @@ pub mod config;
 pub mod conversation;
 pub mod flow;
 pub mod ingress;
+pub mod media;
 pub mod metrics;
 pub mod outbox;
 pub mod outcall;

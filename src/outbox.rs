@@ -309,7 +309,7 @@ async fn run(
     }
 }
 
-fn token_for<'a>(engine: &'a Engine, account: &'a AccountSettings) -> &'a SecretString {
+pub fn token_for<'a>(engine: &'a Engine, account: &'a AccountSettings) -> &'a SecretString {
     account
         .access_token
         .as_ref()

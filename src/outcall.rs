@@ -235,6 +235,7 @@ impl OutCaller {
         let guard = Arc::new(Guard::new(allow));
         let client = reqwest::Client::builder()
             .redirect(reqwest::redirect::Policy::none())
+            .retry(reqwest::retry::never().max_retries_per_request(0))
             .dns_resolver(Arc::new(GuardedResolver(guard.clone())))
             .user_agent(concat!("parley/", env!("CARGO_PKG_VERSION")))
             .build()?;

@@ -1,7 +1,7 @@
 //! A local stand-in for Meta's Graph API, and webhook builders: used by the integration tests
 //! and the load driver (there is no internet here, and tests never call it).
 
-use std::collections::VecDeque;
+use std::collections::{HashMap, VecDeque};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -10,7 +10,7 @@ use axum::body::Bytes;
 use axum::extract::{Path, State};
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
-use axum::routing::post;
+use axum::routing::{get, post};
 use axum::{Json, Router};
 use serde_json::{json, Value};
 
@@ -85,6 +85,9 @@ struct FakeState {
     record: bool,
     on_accept: Option<AcceptHook>,
     notify: tokio::sync::Notify,
+    /// media id -> (bytes, mime type), served by the media endpoints.
+    media: Mutex<HashMap<String, (Vec<u8>, String)>>,
+    base: Mutex<String>,
 }
 
 pub struct FakeGraph {
@@ -118,11 +121,14 @@ impl FakeGraph {
         });
         let app = Router::new()
             .route("/{version}/{phone_number_id}/messages", post(handle))
+            .route("/{version}/{media_id}", get(media_info))
+            .route("/files/{media_id}", get(media_file))
             .with_state(state.clone());
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
             .await
             .expect("bind fake graph");
         let addr = listener.local_addr().expect("fake graph addr");
+        *state.base.lock().unwrap() = format!("http://{addr}");
         let task = tokio::spawn(async move {
             let _ = axum::serve(listener, app).await;
         });
@@ -131,6 +137,15 @@ impl FakeGraph {
             state,
             task,
         }
+    }
+
+    /// Serve `bytes` as media `id` (GET /{version}/{id} → its URL → the bytes).
+    pub fn add_media(&self, id: &str, bytes: &[u8], mime: &str) {
+        self.state
+            .media
+            .lock()
+            .unwrap()
+            .insert(id.to_string(), (bytes.to_vec(), mime.to_string()));
     }
 
     pub fn push_fault(&self, fault: Fault) {
@@ -284,6 +299,80 @@ fn message_webhook(phone_number_id: &str, from: &str, message: Value) -> String 
         }]
     })
     .to_string()
+}
+
+async fn media_info(
+    State(state): State<Arc<FakeState>>,
+    Path((_version, id)): Path<(String, String)>,
+    headers: HeaderMap,
+) -> Response {
+    if headers.get("authorization").is_none() {
+        return StatusCode::UNAUTHORIZED.into_response();
+    }
+    let media = state.media.lock().unwrap();
+    let Some((bytes, mime)) = media.get(&id) else {
+        return StatusCode::NOT_FOUND.into_response();
+    };
+    use sha2::Digest;
+    let base = state.base.lock().unwrap().clone();
+    Json(json!({
+        "messaging_product": "whatsapp",
+        "url": format!("{base}/files/{id}"),
+        "mime_type": mime,
+        "sha256": hex::encode(sha2::Sha256::digest(bytes)),
+        "file_size": bytes.len(),
+        "id": id,
+    }))
+    .into_response()
+}
+
+async fn media_file(
+    State(state): State<Arc<FakeState>>,
+    Path(id): Path<String>,
+    headers: HeaderMap,
+) -> Response {
+    if headers.get("authorization").is_none() {
+        return StatusCode::UNAUTHORIZED.into_response();
+    }
+    match state.media.lock().unwrap().get(&id) {
+        Some((bytes, mime)) => (
+            [(axum::http::header::CONTENT_TYPE, mime.clone())],
+            bytes.clone(),
+        )
+            .into_response(),
+        None => StatusCode::NOT_FOUND.into_response(),
+    }
+}
+
+/// A webhook body carrying one media message (`kind`: image, audio, …); `voice` marks an
+/// audio message as a voice note.
+#[allow(clippy::too_many_arguments)]
+pub fn media_webhook(
+    phone_number_id: &str,
+    from: &str,
+    wamid: &str,
+    kind: &str,
+    media_id: &str,
+    mime: &str,
+    sha256: &str,
+    voice: bool,
+) -> String {
+    let mut media = json!({"id": media_id, "mime_type": mime, "sha256": sha256});
+    if voice {
+        media["voice"] = json!(true);
+    }
+    message_webhook(
+        phone_number_id,
+        from,
+        json!({"from": from, "id": wamid, "timestamp": chrono_now().to_string(), "type": kind, kind: media}),
+    )
+}
+
+fn chrono_now() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_secs() as i64)
+        .unwrap_or(0)
 }
 
 /// A webhook body carrying one text message.

@@ -35,6 +35,8 @@ pub enum ConversationMsg {
     HttpDone(crate::outcall::HttpOutcome),
     /// A model's answer to a chatbot's call.
     BotDone(crate::chatbot::session::BotAnswer),
+    /// An inbound media file fetched (or not).
+    MediaDone(crate::media::MediaResult),
     Timer(DueTimer),
     SendFailed {
         outbox_id: i64,
@@ -202,6 +204,8 @@ impl ConversationActorState {
             mark_read: self.args.account.mark_read,
             handoff_timeout_ms: engine.settings.handoff.timeout.as_millis() as i64,
             default_bot: self.args.account.default_bot.clone(),
+            fetch_media: engine.settings.media.download,
+            transcribe: engine.media.transcribes(),
         };
         self.args.applying.store(seq.unwrap_or(0), Ordering::SeqCst);
         let (next, effects) = engine.logic.step(self.conv.clone(), &event, &ctx);
@@ -219,6 +223,7 @@ impl ConversationActorState {
             }
             ConversationEvent::HttpResult(o) => format!("h{}", o.id),
             ConversationEvent::BotResult(a) => format!("b{}", a.id),
+            ConversationEvent::MediaReady(r) => format!("m{}", r.media_id),
         };
         let mut outbox = Vec::new();
         let mut timers = Vec::new();
@@ -248,6 +253,7 @@ impl ConversationActorState {
                 Effect::Refuse { .. }
                 | Effect::Http(_)
                 | Effect::BotCall(_)
+                | Effect::FetchMedia(_)
                 | Effect::BotRecord { .. } => {}
                 Effect::FlowRecord(r) => flow_records.push(r.clone()),
             }
@@ -324,6 +330,35 @@ impl ConversationActorState {
                     crate::metrics::metrics().bot_answer(&call.bot, &answer);
                     if let Some(me) = me {
                         let _ = me.cast(ConversationMsg::BotDone(answer));
+                    }
+                });
+            }
+            if let Effect::FetchMedia(fetch) = effect {
+                let (engine, account, user, fetch, me) = (
+                    self.args.engine.clone(),
+                    self.args.account.clone(),
+                    self.args.user_key.clone(),
+                    fetch.clone(),
+                    self.myself.clone(),
+                );
+                tokio::spawn(async move {
+                    let token = crate::outbox::token_for(&engine, &account);
+                    let result = engine
+                        .media
+                        .fetch(&account.phone_number_id, token, &fetch)
+                        .await;
+                    if let Some(e) = &result.error {
+                        tracing::warn!(user = %mask(&user), media = %fetch.media_id, error = %e, "Media not stored.");
+                    }
+                    if let Err(e) = engine
+                        .store
+                        .record_media(&account.phone_number_id, &user, &result)
+                        .await
+                    {
+                        tracing::warn!(error = %e, "Recording a media file failed.");
+                    }
+                    if let Some(me) = me {
+                        let _ = me.cast(ConversationMsg::MediaDone(result));
                     }
                 });
             }
@@ -447,13 +482,16 @@ impl Actor for ConversationActor {
                     let _ = reply.send(result);
                 }
             }
-            msg @ (ConversationMsg::HttpDone(_) | ConversationMsg::BotDone(_)) => {
+            msg @ (ConversationMsg::HttpDone(_)
+            | ConversationMsg::BotDone(_)
+            | ConversationMsg::MediaDone(_)) => {
                 if state.stalled || !state.loaded {
                     Box::pin(state.replay(&myself)).await;
                 }
                 let event = match msg {
                     ConversationMsg::HttpDone(o) => ConversationEvent::HttpResult(o),
                     ConversationMsg::BotDone(a) => ConversationEvent::BotResult(a),
+                    ConversationMsg::MediaDone(r) => ConversationEvent::MediaReady(r),
                     _ => unreachable!("matched above"),
                 };
                 if let Err(e) = Box::pin(state.apply(event, None, None)).await {

@@ -45,6 +45,8 @@ pub struct Engine {
     pub outcall: crate::outcall::OutCaller,
     /// The model providers chatbots call.
     pub bots: crate::chatbot::provider::Providers,
+    /// Inbound media downloads and voice transcription.
+    pub media: crate::media::MediaFetcher,
     pub clock: Arc<dyn Clock>,
 }
 

@@ -749,6 +749,8 @@ fn step_shop(logic: &parley::flow::FlowLogic, stop: &AtomicBool) -> Vec<Duration
         mark_read: true,
         handoff_timeout_ms: 0,
         default_bot: None,
+        fetch_media: false,
+        transcribe: false,
     };
     let mut times = Vec::new();
     let mut state = ConversationState::default();

@@ -41,6 +41,7 @@ impl Providers {
     pub fn new(ai: &AiSettings) -> Result<Providers, reqwest::Error> {
         let client = reqwest::Client::builder()
             .redirect(reqwest::redirect::Policy::none())
+            .retry(reqwest::retry::never().max_retries_per_request(0))
             .build()?;
         let by_name = ai
             .providers

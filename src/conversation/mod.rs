@@ -184,6 +184,8 @@ pub enum ConversationEvent {
     HttpResult(crate::outcall::HttpOutcome),
     /// A model answered a chatbot's call (or failed to).
     BotResult(crate::chatbot::session::BotAnswer),
+    /// An inbound media file was fetched (and a voice note transcribed), or could not be.
+    MediaReady(crate::media::MediaResult),
 }
 
 /// What the actor must do after committing the new state.
@@ -213,6 +215,9 @@ pub enum Effect {
     /// Ask a model after the commit; the answer comes back as
     /// [`ConversationEvent::BotResult`].
     BotCall(crate::chatbot::session::BotCall),
+    /// Download an inbound media file after the commit; the result comes back as
+    /// [`ConversationEvent::MediaReady`].
+    FetchMedia(crate::media::MediaFetch),
     /// A chatbot session started or ended (counted per bot; not stored).
     BotRecord {
         bot: String,
@@ -242,6 +247,36 @@ pub struct StepContext {
     pub handoff_timeout_ms: i64,
     /// The account's bot for messages no flow takes.
     pub default_bot: Option<String>,
+    /// Download inbound media (`media.download`).
+    pub fetch_media: bool,
+    /// Voice notes are transcribed (`media.transcription` is set).
+    pub transcribe: bool,
+}
+
+/// The media of a message, if it has a file: (kind, media, is a voice note).
+pub fn media_of(
+    content: &MessageContent,
+) -> Option<(&'static str, &crate::whatsapp::event::Media, bool)> {
+    match content {
+        MessageContent::Image { media } => Some(("image", media, false)),
+        MessageContent::Video { media } => Some(("video", media, false)),
+        MessageContent::Audio { media, voice } => Some(("audio", media, *voice)),
+        MessageContent::Document { media, .. } => Some(("document", media, false)),
+        MessageContent::Sticker { media, .. } => Some(("sticker", media, false)),
+        _ => None,
+    }
+}
+
+/// The fetch for a media message (a voice note is transcribed when `transcribe`).
+pub fn media_fetch(message: &InboundMessage, transcribe: bool) -> Option<crate::media::MediaFetch> {
+    let (kind, media, voice) = media_of(&message.content)?;
+    Some(crate::media::MediaFetch {
+        media_id: media.id.clone(),
+        kind: kind.to_string(),
+        mime_type: media.mime_type.clone(),
+        sha256: media.sha256.clone(),
+        transcribe: transcribe && voice,
+    })
 }
 
 /// The behaviour of conversations. The core records contacts, keeps the service window and
@@ -314,6 +349,9 @@ pub fn step(
                         wamid: message.wamid.clone(),
                     });
                 }
+                if ctx.fetch_media {
+                    effects.extend(media_fetch(message, ctx.transcribe).map(Effect::FetchMedia));
+                }
             }
         }
         ConversationEvent::Outgoing {
@@ -349,7 +387,8 @@ pub fn step(
         }
         ConversationEvent::TimerFired { .. }
         | ConversationEvent::HttpResult(_)
-        | ConversationEvent::BotResult(_) => {}
+        | ConversationEvent::BotResult(_)
+        | ConversationEvent::MediaReady(_) => {}
     }
     (state, effects)
 }
@@ -445,6 +484,8 @@ mod tests {
             mark_read: true,
             handoff_timeout_ms: 3_600_000,
             default_bot: None,
+            fetch_media: false,
+            transcribe: false,
         }
     }
 

@@ -3,6 +3,7 @@
 
 use std::sync::{Arc, RwLock};
 
+use serde::{Deserialize, Serialize};
 use serde_json::json;
 
 use super::model::OnUpdate;
@@ -13,12 +14,14 @@ use crate::conversation::{
     enter_handoff, step as core_step, ConversationEvent, ConversationLogic, ConversationState,
     Effect, FlowRecord, StepContext,
 };
-use crate::whatsapp::event::{Media, MessageContent};
+use crate::whatsapp::event::{InboundMessage, Media, MessageContent};
 
 /// Key of the flow state inside `ConversationState::ext`.
 const STATE_KEY: &str = "flow";
 /// Key of the chatbot session inside `ConversationState::ext`.
 const BOT_KEY: &str = "bot";
+/// Key of a voice note being transcribed inside `ConversationState::ext`.
+const VOICE_KEY: &str = "voice";
 /// Prefix of the timers a flow asks for.
 const TIMER_PREFIX: &str = "flow:";
 /// Nodes one input may run through before the runaway guard stops the flow.
@@ -310,6 +313,29 @@ fn start_bot(
     settle_bot(state, effects, ctx, session, out);
 }
 
+/// A voice note being transcribed, and the messages that came after it (handled once its
+/// text is known, so nothing is answered out of order).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+struct VoicePending {
+    voice: Arc<InboundMessage>,
+    #[serde(default)]
+    deferred: Vec<Arc<InboundMessage>>,
+}
+
+/// Messages kept behind a voice note being transcribed (the rest are dropped).
+const MAX_VOICE_DEFERRED: usize = 20;
+
+fn voice_of(state: &ConversationState) -> Option<VoicePending> {
+    state
+        .ext
+        .get(VOICE_KEY)
+        .and_then(|v| serde_json::from_value(v.clone()).ok())
+}
+
+fn is_voice_note(message: &InboundMessage) -> bool {
+    matches!(message.content, MessageContent::Audio { voice: true, .. })
+}
+
 impl ConversationLogic for FlowLogic {
     fn step(
         &self,
@@ -320,6 +346,87 @@ impl ConversationLogic for FlowLogic {
         let was_handed_off = state.handoff.is_some();
         let (mut state, mut effects) = core_step(state, event, ctx);
         let released = was_handed_off && state.handoff.is_none();
+        let pending = voice_of(&state);
+        match (event, pending) {
+            // A voice note is being transcribed: later messages wait for its text.
+            (ConversationEvent::Inbound { message, .. }, Some(mut p))
+                if !matches!(message.content, MessageContent::System { .. }) =>
+            {
+                if p.deferred.len() < MAX_VOICE_DEFERRED {
+                    p.deferred.push(message.clone());
+                }
+                if let Ok(v) = serde_json::to_value(&p) {
+                    state.ext.insert(VOICE_KEY.to_string(), v);
+                }
+                (state, effects)
+            }
+            (ConversationEvent::Inbound { message, .. }, None)
+                if ctx.transcribe
+                    && ctx.fetch_media
+                    && is_voice_note(message)
+                    && state.handoff.is_none() =>
+            {
+                let p = VoicePending {
+                    voice: message.clone(),
+                    deferred: Vec::new(),
+                };
+                if let Ok(v) = serde_json::to_value(&p) {
+                    state.ext.insert(VOICE_KEY.to_string(), v);
+                }
+                (state, effects)
+            }
+            (ConversationEvent::MediaReady(r), Some(p))
+                if media_id_of(&p.voice) == Some(&r.media_id) =>
+            {
+                state.ext.remove(VOICE_KEY);
+                // The transcript is the user's message; without one the flow gets the audio.
+                let first = match r.transcript.as_ref().filter(|t| !t.text.is_empty()) {
+                    Some(t) => {
+                        let mut m = (*p.voice).clone();
+                        m.content = MessageContent::Text {
+                            body: t.text.clone(),
+                        };
+                        Arc::new(m)
+                    }
+                    None => p.voice.clone(),
+                };
+                for message in std::iter::once(first).chain(p.deferred) {
+                    let event = ConversationEvent::Inbound { seq: 0, message };
+                    (state, effects) = self.react(state, effects, &event, ctx, false);
+                }
+                (state, effects)
+            }
+            _ => self.react(state, effects, event, ctx, released),
+        }
+    }
+
+    /// After a restart: the HTTP call a flow was waiting on, the model call a chatbot was
+    /// waiting on, and the voice note being transcribed are asked for again (same ids, so
+    /// a repeat can be recognised).
+    fn resume(&self, state: &ConversationState) -> Vec<Effect> {
+        let http = flow_state(state).http.map(Effect::Http);
+        let bot = bot_of(state).and_then(|s| s.pending).map(Effect::BotCall);
+        let voice = voice_of(state)
+            .and_then(|p| crate::conversation::media_fetch(&p.voice, true))
+            .map(Effect::FetchMedia);
+        http.into_iter().chain(bot).chain(voice).collect()
+    }
+}
+
+fn media_id_of(message: &InboundMessage) -> Option<&String> {
+    crate::conversation::media_of(&message.content).map(|(_, m, _)| &m.id)
+}
+
+impl FlowLogic {
+    /// Flows and bots on one event, after the core step.
+    fn react(
+        &self,
+        mut state: ConversationState,
+        mut effects: Vec<Effect>,
+        event: &ConversationEvent,
+        ctx: &StepContext,
+        released: bool,
+    ) -> (ConversationState, Vec<Effect>) {
         let bots = self.flows.bots();
 
         // A chatbot session, while active, has the user's text, its model's answers and its
@@ -506,13 +613,5 @@ impl ConversationLogic for FlowLogic {
             }
         }
         (state, effects)
-    }
-
-    /// After a restart: the HTTP call a flow was waiting on, and the model call a chatbot was
-    /// waiting on, are made again (same ids, so a repeat can be recognised).
-    fn resume(&self, state: &ConversationState) -> Vec<Effect> {
-        let http = flow_state(state).http.map(Effect::Http);
-        let bot = bot_of(state).and_then(|s| s.pending).map(Effect::BotCall);
-        http.into_iter().chain(bot).collect()
     }
 }

@@ -340,6 +340,39 @@ impl Store {
         Ok(out.split_off(skip))
     }
 
+    /// Record a fetched (or refused) inbound media file.
+    pub async fn record_media(
+        &self,
+        account: &str,
+        user: &str,
+        r: &crate::media::MediaResult,
+    ) -> Result<(), StoreError> {
+        let t = r.transcript.as_ref();
+        self.run(
+            "INSERT INTO media_files (account, media_id, user_key, path, mime_type, bytes, transcript, language, duration_secs, provider, cost, error, created_at) \
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13) ON CONFLICT (account, media_id) DO UPDATE SET \
+             path = excluded.path, mime_type = excluded.mime_type, bytes = excluded.bytes, transcript = excluded.transcript, \
+             language = excluded.language, duration_secs = excluded.duration_secs, provider = excluded.provider, cost = excluded.cost, error = excluded.error",
+            vec![
+                account.into(),
+                r.media_id.as_str().into(),
+                user.into(),
+                Val::OptS(r.path.clone()),
+                Val::OptS(r.mime_type.clone()),
+                Val::I(r.bytes as i64),
+                Val::OptS(t.map(|t| t.text.clone())),
+                Val::OptS(t.and_then(|t| t.language.clone())),
+                Val::OptS(t.and_then(|t| t.duration_secs.map(|d| d.to_string()))),
+                Val::OptS(t.map(|t| t.provider.clone())),
+                Val::OptS(t.map(|t| t.cost.to_string())),
+                Val::OptS(r.error.clone()),
+                Val::I(super::now_ms()),
+            ],
+        )
+        .await?;
+        Ok(())
+    }
+
     /// Keep the source of each flow version that goes live (once per version).
     pub async fn save_flow_versions(
         &self,

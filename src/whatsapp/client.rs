@@ -22,6 +22,9 @@ impl GraphClient {
             .user_agent(concat!("parley/", env!("CARGO_PKG_VERSION")))
             // The Graph API does not redirect sends; following one would send the token on.
             .redirect(reqwest::redirect::Policy::none())
+            // Retries are the outbox's (with backoff and Retry-After); reqwest's own would
+            // also copy every body for a replay that never comes.
+            .retry(reqwest::retry::never().max_retries_per_request(0))
             .build()?;
         Ok(GraphClient {
             http,

@@ -20,6 +20,8 @@ use crate::on_both_stores;
 #[derive(Clone)]
 enum Reply {
     Text(&'static str),
+    /// Answer after this many milliseconds.
+    Slow(u64, &'static str),
     Fail,
     Handoff(&'static str),
 }
@@ -52,9 +54,14 @@ async fn fake_provider(kind: ProviderKind, replies: Vec<Reply>) -> (String, Seen
                 seen.push((headers, body));
                 seen.len() - 1
             };
-            let reply = replies[n.min(replies.len() - 1)].clone();
+            let mut reply = replies[n.min(replies.len() - 1)].clone();
+            if let Reply::Slow(ms, text) = reply {
+                tokio::time::sleep(Duration::from_millis(ms)).await;
+                reply = Reply::Text(text);
+            }
             match (kind, reply) {
                 (_, Reply::Fail) => StatusCode::SERVICE_UNAVAILABLE.into_response(),
+                (_, Reply::Slow(..)) => unreachable!("answered above"),
                 (ProviderKind::Anthropic, Reply::Text(t)) => axum::Json(json!({
                     "content": [{"type": "text", "text": t}],
                     "usage": {"input_tokens": 100, "output_tokens": 20}
@@ -348,3 +355,41 @@ on_both_stores!(
     flow_chatbot,
     a_flow_hands_over_to_a_bot_and_takes_back_on_its_keyword
 );
+
+async fn a_slow_model_delays_nobody_else(db: TestDb) {
+    let graph = Arc::new(FakeGraph::start().await);
+    let (base, _seen) = fake_provider(
+        ProviderKind::Openai,
+        vec![Reply::Slow(1500, "Thought about it.")],
+    )
+    .await;
+    let (settings, _dir) = setup(&db, &graph, ProviderKind::Openai, base, true);
+    let app = spawn_app_with_flows(settings).await;
+    let (asker, other) = ("6281200000404", "6281200000405");
+    app.post_webhook(&text_webhook(
+        PNID,
+        asker,
+        "wamid.S1",
+        "a hard question",
+        now_secs(),
+    ))
+    .await;
+    app.post_webhook(&text_webhook(
+        PNID,
+        other,
+        "wamid.S2",
+        "concierge",
+        now_secs(),
+    ))
+    .await;
+    // The other conversation is answered while the model is still thinking.
+    assert_eq!(
+        until_texts(&graph, 2).await,
+        vec![
+            "Ask our assistant; send done when finished.",
+            "Thought about it."
+        ]
+    );
+    app.stop().await;
+}
+on_both_stores!(slow_model, a_slow_model_delays_nobody_else);

@@ -9,4 +9,5 @@ mod conversations;
 mod delivery;
 mod flows;
 mod handoff;
+mod media;
 mod webhook;

@@ -1,0 +1,377 @@
+//! Inbound media: downloaded through the Graph API (media id → URL → bytes with the token)
+//! into `media.dir`, checked against the sha256 Meta sent, recorded with its path and MIME
+//! type; voice notes are transcribed through an OpenAI-compatible `/audio/transcriptions`
+//! endpoint when `media.transcription` is set, and the text goes to the flow or bot as the
+//! user's message. Runs off the conversation; the result comes back as an event.
+
+use std::path::PathBuf;
+use std::str::FromStr;
+use std::time::Duration;
+
+use rust_decimal::Decimal;
+use secrecy::{ExposeSecret, SecretString};
+use serde::{Deserialize, Serialize};
+use sha2::{Digest, Sha256};
+
+use crate::config::Settings;
+
+/// A media message to fetch (and, for a voice note, transcribe).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct MediaFetch {
+    pub media_id: String,
+    /// image | video | audio | document | sticker
+    pub kind: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub mime_type: Option<String>,
+    /// As Meta sent it in the webhook (hex or base64).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub sha256: Option<String>,
+    /// A voice note to transcribe.
+    #[serde(default)]
+    pub transcribe: bool,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Transcript {
+    pub text: String,
+    #[serde(default)]
+    pub language: Option<String>,
+    #[serde(default)]
+    pub duration_secs: Option<Decimal>,
+    pub provider: String,
+    pub cost: Decimal,
+}
+
+/// What became of a fetch.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct MediaResult {
+    pub media_id: String,
+    #[serde(default)]
+    pub path: Option<String>,
+    #[serde(default)]
+    pub mime_type: Option<String>,
+    #[serde(default)]
+    pub bytes: u64,
+    #[serde(default)]
+    pub transcript: Option<Transcript>,
+    #[serde(default)]
+    pub error: Option<String>,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum MediaError {
+    #[error("Graph API: {0}")]
+    Graph(String),
+    #[error("the file is larger than media.max_bytes ({0} bytes)")]
+    TooLarge(u64),
+    #[error("sha256 mismatch: Meta said {expected}, the file is {actual}")]
+    Checksum { expected: String, actual: String },
+    #[error("writing the file: {0}")]
+    Io(#[from] std::io::Error),
+    #[error("transcription: {0}")]
+    Transcription(String),
+}
+
+/// Does `digest` match what Meta sent (lowercase/uppercase hex, or base64)?
+fn same_digest(expected: &str, digest: &[u8]) -> bool {
+    let e = expected.trim();
+    e.eq_ignore_ascii_case(&hex::encode(digest)) || e == base64_encode(digest)
+}
+
+fn base64_encode(bytes: &[u8]) -> String {
+    const T: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
+    let mut out = String::new();
+    for chunk in bytes.chunks(3) {
+        let b = [
+            chunk[0],
+            chunk.get(1).copied().unwrap_or(0),
+            chunk.get(2).copied().unwrap_or(0),
+        ];
+        let n = (u32::from(b[0]) << 16) | (u32::from(b[1]) << 8) | u32::from(b[2]);
+        for i in 0..4 {
+            if i <= chunk.len() {
+                out.push(T[((n >> (18 - 6 * i)) & 63) as usize] as char);
+            } else {
+                out.push('=');
+            }
+        }
+    }
+    out
+}
+
+/// A file name extension for a MIME type.
+fn extension(mime: &str) -> &'static str {
+    match mime.split(';').next().unwrap_or("").trim() {
+        "image/jpeg" => "jpg",
+        "image/png" => "png",
+        "image/webp" => "webp",
+        "audio/ogg" => "ogg",
+        "audio/mpeg" => "mp3",
+        "audio/mp4" | "audio/aac" => "m4a",
+        "audio/amr" => "amr",
+        "video/mp4" => "mp4",
+        "video/3gpp" => "3gp",
+        "application/pdf" => "pdf",
+        "text/plain" => "txt",
+        _ => "bin",
+    }
+}
+
+/// Fetches media for every account.
+#[derive(Clone)]
+pub struct MediaFetcher {
+    http: reqwest::Client,
+    dir: PathBuf,
+    max_bytes: u64,
+    graph_base: String,
+    api_version: String,
+    transcription: Option<TranscriptionTarget>,
+}
+
+#[derive(Clone)]
+struct TranscriptionTarget {
+    provider: String,
+    base_url: String,
+    api_key: SecretString,
+    model: String,
+    price_per_minute: Decimal,
+}
+
+impl MediaFetcher {
+    pub fn new(settings: &Settings) -> Result<MediaFetcher, reqwest::Error> {
+        let http = reqwest::Client::builder()
+            .timeout(Duration::from_secs(60))
+            .redirect(reqwest::redirect::Policy::none())
+            .retry(reqwest::retry::never().max_retries_per_request(0))
+            .build()?;
+        let transcription = settings.media.transcription.as_ref().and_then(|t| {
+            let p = settings.ai.providers.get(&t.provider)?;
+            Some(TranscriptionTarget {
+                provider: t.provider.clone(),
+                base_url: p.base_url.trim_end_matches('/').to_string(),
+                api_key: p.api_key.clone(),
+                model: t.model.clone(),
+                price_per_minute: Decimal::from_str(&t.price_per_minute).unwrap_or_default(),
+            })
+        });
+        Ok(MediaFetcher {
+            http,
+            dir: settings.media.dir.clone(),
+            max_bytes: settings.media.max_bytes,
+            graph_base: settings
+                .whatsapp
+                .graph_base_url
+                .trim_end_matches('/')
+                .to_string(),
+            api_version: settings.whatsapp.api_version.clone(),
+            transcription,
+        })
+    }
+
+    pub fn transcribes(&self) -> bool {
+        self.transcription.is_some()
+    }
+
+    /// Download, check, store and (for a voice note) transcribe. Never fails: the result
+    /// carries the error.
+    pub async fn fetch(&self, account: &str, token: &SecretString, f: &MediaFetch) -> MediaResult {
+        match self.try_fetch(account, token, f).await {
+            Ok(r) => r,
+            Err(e) => MediaResult {
+                media_id: f.media_id.clone(),
+                path: None,
+                mime_type: f.mime_type.clone(),
+                bytes: 0,
+                transcript: None,
+                error: Some(e.to_string()),
+            },
+        }
+    }
+
+    async fn try_fetch(
+        &self,
+        account: &str,
+        token: &SecretString,
+        f: &MediaFetch,
+    ) -> Result<MediaResult, MediaError> {
+        #[derive(Deserialize)]
+        struct Info {
+            url: String,
+            mime_type: Option<String>,
+            file_size: Option<u64>,
+        }
+        let meta_url = format!("{}/{}/{}", self.graph_base, self.api_version, f.media_id);
+        let resp = self
+            .http
+            .get(&meta_url)
+            .bearer_auth(token.expose_secret())
+            .send()
+            .await
+            .map_err(|e| MediaError::Graph(e.without_url().to_string()))?;
+        if !resp.status().is_success() {
+            return Err(MediaError::Graph(format!(
+                "media lookup: HTTP {}",
+                resp.status()
+            )));
+        }
+        let info: Info = resp
+            .json()
+            .await
+            .map_err(|e| MediaError::Graph(format!("media lookup: {}", e.without_url())))?;
+        if info.file_size.is_some_and(|n| n > self.max_bytes) {
+            return Err(MediaError::TooLarge(self.max_bytes));
+        }
+        let mut resp = self
+            .http
+            .get(&info.url)
+            .bearer_auth(token.expose_secret())
+            .send()
+            .await
+            .map_err(|e| MediaError::Graph(e.without_url().to_string()))?;
+        if !resp.status().is_success() {
+            return Err(MediaError::Graph(format!(
+                "download: HTTP {}",
+                resp.status()
+            )));
+        }
+        let mut data = Vec::new();
+        while let Some(chunk) = resp
+            .chunk()
+            .await
+            .map_err(|e| MediaError::Graph(e.without_url().to_string()))?
+        {
+            if (data.len() + chunk.len()) as u64 > self.max_bytes {
+                return Err(MediaError::TooLarge(self.max_bytes));
+            }
+            data.extend_from_slice(&chunk);
+        }
+        let digest = Sha256::digest(&data);
+        if let Some(expected) = &f.sha256 {
+            if !same_digest(expected, &digest) {
+                return Err(MediaError::Checksum {
+                    expected: expected.clone(),
+                    actual: hex::encode(digest),
+                });
+            }
+        }
+        let mime = info
+            .mime_type
+            .or_else(|| f.mime_type.clone())
+            .unwrap_or_else(|| "application/octet-stream".into());
+        let dir = self.dir.join(account);
+        tokio::fs::create_dir_all(&dir).await?;
+        let safe_id: String = f
+            .media_id
+            .chars()
+            .filter(|c| c.is_ascii_alphanumeric() || *c == '-' || *c == '_')
+            .collect();
+        let path = dir.join(format!("{safe_id}.{}", extension(&mime)));
+        let tmp = dir.join(format!(".{safe_id}.part"));
+        tokio::fs::write(&tmp, &data).await?;
+        tokio::fs::rename(&tmp, &path).await?;
+        let transcript = match (&self.transcription, f.transcribe) {
+            (Some(t), true) => Some(self.transcribe(t, &data, &mime).await?),
+            _ => None,
+        };
+        Ok(MediaResult {
+            media_id: f.media_id.clone(),
+            path: Some(path.to_string_lossy().into_owned()),
+            mime_type: Some(mime),
+            bytes: data.len() as u64,
+            transcript,
+            error: None,
+        })
+    }
+
+    async fn transcribe(
+        &self,
+        t: &TranscriptionTarget,
+        audio: &[u8],
+        mime: &str,
+    ) -> Result<Transcript, MediaError> {
+        #[derive(Deserialize)]
+        struct Answer {
+            text: String,
+            language: Option<String>,
+            duration: Option<f64>,
+        }
+        // multipart/form-data by hand: file, model, response_format.
+        let boundary = format!("parley{:016x}", fastrand::u64(..));
+        let mut body = Vec::with_capacity(audio.len() + 512);
+        let field = |body: &mut Vec<u8>, name: &str, value: &str| {
+            body.extend_from_slice(
+                format!("--{boundary}\r\nContent-Disposition: form-data; name=\"{name}\"\r\n\r\n{value}\r\n")
+                    .as_bytes(),
+            );
+        };
+        field(&mut body, "model", &t.model);
+        field(&mut body, "response_format", "verbose_json");
+        body.extend_from_slice(
+            format!(
+                "--{boundary}\r\nContent-Disposition: form-data; name=\"file\"; filename=\"voice.{}\"\r\nContent-Type: {mime}\r\n\r\n",
+                extension(mime)
+            )
+            .as_bytes(),
+        );
+        body.extend_from_slice(audio);
+        body.extend_from_slice(format!("\r\n--{boundary}--\r\n").as_bytes());
+        let mut req = self
+            .http
+            .post(format!("{}/audio/transcriptions", t.base_url))
+            .header(
+                reqwest::header::CONTENT_TYPE,
+                format!("multipart/form-data; boundary={boundary}"),
+            )
+            .body(body);
+        if !t.api_key.expose_secret().is_empty() {
+            req = req.bearer_auth(t.api_key.expose_secret());
+        }
+        let resp = req
+            .send()
+            .await
+            .map_err(|e| MediaError::Transcription(e.without_url().to_string()))?;
+        if !resp.status().is_success() {
+            return Err(MediaError::Transcription(format!("HTTP {}", resp.status())));
+        }
+        let a: Answer = resp
+            .json()
+            .await
+            .map_err(|e| MediaError::Transcription(e.without_url().to_string()))?;
+        // Duration as Decimal from its decimal text, never float arithmetic on money.
+        let duration = a
+            .duration
+            .and_then(|d| Decimal::from_str(&format!("{d:.3}")).ok())
+            .map(|d| d.normalize());
+        let cost = duration
+            .map(|d| (d / Decimal::from(60)) * t.price_per_minute)
+            .unwrap_or_default()
+            .round_dp(6)
+            .normalize();
+        Ok(Transcript {
+            text: a.text.trim().to_string(),
+            language: a.language,
+            duration_secs: duration,
+            provider: t.provider.clone(),
+            cost,
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn digests_match_as_hex_or_base64() {
+        let d = Sha256::digest(b"hello");
+        assert!(same_digest(&hex::encode(d), &d));
+        assert!(same_digest(&hex::encode(d).to_uppercase(), &d));
+        assert!(same_digest(
+            "LPJNul+wow4m6DsqxbninhsWHlwfp0JecwQzYpOLmCQ=",
+            &d
+        ));
+        assert!(!same_digest("00", &d));
+        assert_eq!(base64_encode(b"ab"), "YWI=");
+        assert_eq!(base64_encode(b"a"), "YQ==");
+    }
+}
