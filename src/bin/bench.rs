@@ -73,6 +73,18 @@ enum Cmd {
     /// Reload a folder of N flow files (copies of the shop flow) while a thread steps the
     /// shop conversation through the same registry: reload time, and step latency during
     /// reloads against before.
+    /// Chatbot conversations against a fake model answering after --delay-ms.
+    Bots {
+        #[arg(long, default_value_t = 1000)]
+        users: usize,
+        #[arg(long, default_value = "15")]
+        seconds: u64,
+        #[arg(long, default_value_t = 200)]
+        delay_ms: u64,
+        /// The provider's concurrency setting.
+        #[arg(long, default_value_t = 100)]
+        concurrency: usize,
+    },
     Reload {
         #[arg(long, default_value_t = 1000)]
         files: usize,
@@ -148,7 +160,14 @@ async fn fresh_store(
     }
 }
 
-async fn start_daemon(cli: &Cli, graph: &FakeGraph, idle: &str) -> anyhow::Result<Daemon> {
+/// `extra` is appended to the config (after the `[[accounts]]` table: its first lines may
+/// set more keys of the account).
+async fn start_daemon(
+    cli: &Cli,
+    graph: &FakeGraph,
+    idle: &str,
+    extra: &str,
+) -> anyhow::Result<Daemon> {
     let dir = tempfile::tempdir()?;
     let port = {
         let l = std::net::TcpListener::bind("127.0.0.1:0")?;
@@ -161,7 +180,7 @@ async fn start_daemon(cli: &Cli, graph: &FakeGraph, idle: &str) -> anyhow::Resul
         format!(
             "[http]\nlisten = \"127.0.0.1:{port}\"\n[whatsapp]\napp_secret = \"{SECRET}\"\nverify_token = \"v\"\naccess_token = \"t\"\ngraph_base_url = \"{}\"\n\
              [store]\nurl = \"{store}\"\n[admin]\ntoken = \"{ADMIN}\"\n[conversation]\nidle_timeout = \"{idle}\"\n[log]\nlevel = \"warn\"\nformat = \"json\"\n\
-             [[accounts]]\nphone_number_id = \"{PNID}\"\nmark_read = {}\n",
+             [[accounts]]\nphone_number_id = \"{PNID}\"\nmark_read = {}\n{extra}",
             graph.base_url, cli.mark_read
         ),
     )?;
@@ -265,7 +284,7 @@ async fn ingest(cli: &Cli, users: usize, connections: usize, seconds: u64) -> an
         })
     };
     let graph = FakeGraph::start_for_load(hook).await;
-    let daemon = start_daemon(cli, &graph, "10m").await?;
+    let daemon = start_daemon(cli, &graph, "10m", "").await?;
     let pid = daemon.child.id();
     let (_, _, ticks0) = proc_stats(pid);
 
@@ -435,7 +454,7 @@ async fn with_wrk(
     }
     let script = work.path().join("post.lua");
     std::fs::write(&script, WRK_SCRIPT)?;
-    let daemon = start_daemon(cli, &graph, "10m").await?;
+    let daemon = start_daemon(cli, &graph, "10m", "").await?;
     let pid = daemon.child.id();
     let (_, _, ticks0) = proc_stats(pid);
     let threads = 2;
@@ -500,9 +519,10 @@ async fn settle(reads: &AtomicU64) {
     }
 }
 
-async fn shop(cli: &Cli, users: usize, seconds: u64) -> anyhow::Result<()> {
-    use tokio::sync::mpsc;
-    type Waiters = Arc<Mutex<HashMap<String, mpsc::UnboundedSender<String>>>>;
+type Waiters = Arc<Mutex<HashMap<String, tokio::sync::mpsc::UnboundedSender<String>>>>;
+
+/// A fake Graph API that hands each reply's text to the user waiting for it.
+async fn replying_graph() -> (FakeGraph, Waiters, Arc<AtomicU64>) {
     let waiters: Waiters = Arc::new(Mutex::new(HashMap::new()));
     let replies = Arc::new(AtomicU64::new(0));
     let hook = {
@@ -523,11 +543,125 @@ async fn shop(cli: &Cli, users: usize, seconds: u64) -> anyhow::Result<()> {
             }
         })
     };
-    let graph = FakeGraph::start_for_load(hook).await;
-    let daemon = start_daemon(cli, &graph, "10m").await?;
+    (FakeGraph::start_for_load(hook).await, waiters, replies)
+}
+
+/// One step of a user's script: the webhook to post and the reply expected (None: any).
+type Turn = (String, Option<String>);
+/// A user's script: (user, turn number from 1) -> the turn.
+type Script = Arc<dyn Fn(&str, u64) -> Turn + Send + Sync>;
+
+/// Every user posts its script's next webhook and waits for the reply at the fake API, for
+/// `seconds`. Returns (webhook → reply ms of every answered turn, wrong or missing replies).
+async fn closed_loop(
+    base: &str,
+    waiters: &Waiters,
+    users: usize,
+    seconds: u64,
+    script: Script,
+) -> (Vec<f64>, u64) {
+    let stop = Arc::new(AtomicBool::new(false));
+    let mut tasks = Vec::new();
+    for u in 0..users {
+        let user = format!("62700{u:08}");
+        let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
+        waiters.lock().unwrap().insert(user.clone(), tx);
+        let (stop, base, script) = (stop.clone(), base.to_string(), script.clone());
+        tasks.push(tokio::spawn(async move {
+            let client = reqwest::Client::builder()
+                .pool_max_idle_per_host(1)
+                .build()
+                .unwrap();
+            let (mut lat, mut wrong, mut n) = (Vec::new(), 0u64, 0u64);
+            while !stop.load(Ordering::Relaxed) {
+                n += 1;
+                let (body, expected) = script(&user, n);
+                let t = Instant::now();
+                if post(&client, &base, body).await.ok() != Some(200) {
+                    wrong += 1;
+                    continue;
+                }
+                match tokio::time::timeout(Duration::from_secs(30), rx.recv()).await {
+                    Ok(Some(text)) => {
+                        lat.push(t.elapsed().as_secs_f64() * 1000.0);
+                        if expected.is_some_and(|e| e != text) {
+                            wrong += 1;
+                        }
+                    }
+                    _ => wrong += 1,
+                }
+            }
+            (lat, wrong)
+        }));
+    }
+    tokio::time::sleep(Duration::from_secs(seconds)).await;
+    stop.store(true, Ordering::Relaxed);
+    let (mut lat, mut wrong) = (Vec::new(), 0);
+    for t in tasks {
+        if let Ok((l, w)) = t.await {
+            lat.extend(l);
+            wrong += w;
+        }
+    }
+    lat.sort_by(f64::total_cmp);
+    (lat, wrong)
+}
+
+/// Latency, throughput, memory and CPU lines shared by the closed-loop benchmarks.
+/// What a closed-loop run measured.
+struct Run<'a> {
+    users: usize,
+    elapsed: f64,
+    lat: &'a [f64],
+    replies: u64,
+    wrong: u64,
+    pid: u32,
+    ticks0: u64,
+}
+
+fn report(cli: &Cli, r: Run<'_>) {
+    let Run {
+        users,
+        elapsed,
+        lat,
+        replies,
+        wrong,
+        pid,
+        ticks0,
+    } = r;
+    let (peak_kib, rss_kib, ticks1) = proc_stats(pid);
+    let cpu_us = (ticks1 - ticks0) as f64 * 1e6 / clk_tck() as f64;
+    println!(
+        "store: {}",
+        cli.store
+            .as_deref()
+            .unwrap_or("sqlite (temp file, synchronous=FULL)")
+    );
+    println!("users: {users}, duration: {elapsed:.1} s");
+    println!(
+        "replies: {replies} ({:.0}/s); wrong or missing replies: {wrong}",
+        replies as f64 / elapsed
+    );
+    println!(
+        "webhook → reply ms: p50 {:.2}, p99 {:.2}, max {:.2}",
+        pct(lat, 0.5),
+        pct(lat, 0.99),
+        pct(lat, 1.0)
+    );
+    println!(
+        "daemon: peak RSS {:.1} MiB, RSS now {:.1} MiB, CPU {:.0} µs per message",
+        peak_kib as f64 / 1024.0,
+        rss_kib as f64 / 1024.0,
+        cpu_us / (lat.len() as f64).max(1.0)
+    );
+}
+
+async fn shop(cli: &Cli, users: usize, seconds: u64) -> anyhow::Result<()> {
+    let (graph, waiters, replies) = replying_graph().await;
+    let daemon = start_daemon(cli, &graph, "10m", "").await?;
     let pid = daemon.child.id();
     let (_, _, ticks0) = proc_stats(pid);
-    let script: [(&str, bool, &str); 6] = [
+    const SCRIPT: [(&str, bool, &str); 6] = [
         ("menu", false, "Welcome! What would you like?"),
         (
             "catalog",
@@ -539,96 +673,127 @@ async fn shop(cli: &Cli, users: usize, seconds: u64) -> anyhow::Result<()> {
         ("3", false, "Total: 45000. Reply yes to confirm"),
         ("yes", false, "Order confirmed"),
     ];
-    let stop = Arc::new(AtomicBool::new(false));
+    let script = Arc::new(|user: &str, n: u64| -> Turn {
+        let (input, button, expected) = SCRIPT[((n - 1) % 6) as usize];
+        let wamid = format!("wamid.S{user}-{n}");
+        let body = if button {
+            parley::testing::button_reply_webhook(PNID, user, &wamid, input, "Catalog", now_secs())
+        } else {
+            text_webhook(PNID, user, &wamid, input, now_secs())
+        };
+        (body, Some(expected.to_string()))
+    });
     let started = Instant::now();
-    let mut tasks = Vec::new();
-    for u in 0..users {
-        let user = format!("62700{u:08}");
-        let (tx, mut rx) = mpsc::unbounded_channel();
-        waiters.lock().unwrap().insert(user.clone(), tx);
-        let (stop, base) = (stop.clone(), daemon.base.clone());
-        tasks.push(tokio::spawn(async move {
-            let client = reqwest::Client::builder()
-                .pool_max_idle_per_host(1)
-                .build()
-                .unwrap();
-            let (mut lat, mut wrong, mut conversations, mut n) = (Vec::new(), 0u64, 0u64, 0u64);
-            'outer: while !stop.load(Ordering::Relaxed) {
-                for (input, button, expected) in script {
-                    n += 1;
-                    let wamid = format!("wamid.S{user}-{n}");
-                    let body = if button {
-                        parley::testing::button_reply_webhook(
-                            PNID,
-                            &user,
-                            &wamid,
-                            input,
-                            "Catalog",
-                            now_secs(),
-                        )
-                    } else {
-                        text_webhook(PNID, &user, &wamid, input, now_secs())
-                    };
-                    let t = Instant::now();
-                    if post(&client, &base, body).await.ok() != Some(200) {
-                        wrong += 1;
-                        continue 'outer;
-                    }
-                    match tokio::time::timeout(Duration::from_secs(10), rx.recv()).await {
-                        Ok(Some(text)) => {
-                            lat.push(t.elapsed().as_secs_f64() * 1000.0);
-                            if text != expected {
-                                wrong += 1;
-                            }
-                        }
-                        _ => {
-                            wrong += 1;
-                            continue 'outer;
-                        }
-                    }
-                }
-                conversations += 1;
-            }
-            (lat, wrong, conversations)
-        }));
-    }
-    tokio::time::sleep(Duration::from_secs(seconds)).await;
-    stop.store(true, Ordering::Relaxed);
-    let (mut lat, mut wrong, mut conversations) = (Vec::new(), 0, 0);
-    for t in tasks {
-        let (l, w, c) = t.await?;
-        lat.extend(l);
-        wrong += w;
-        conversations += c;
-    }
+    let (lat, wrong) = closed_loop(&daemon.base, &waiters, users, seconds, script).await;
     let elapsed = started.elapsed().as_secs_f64();
-    let (peak_kib, _, ticks1) = proc_stats(pid);
-    let cpu_us = (ticks1 - ticks0) as f64 * 1e6 / clk_tck() as f64;
-    lat.sort_by(f64::total_cmp);
-    let messages = lat.len() as u64;
+    let replies = replies.load(Ordering::Relaxed);
     println!(
-        "store: {}",
-        cli.store
-            .as_deref()
-            .unwrap_or("sqlite (temp file, synchronous=FULL)")
+        "conversations: {} ({:.0}/s)",
+        lat.len() / 6,
+        (lat.len() / 6) as f64 / elapsed
     );
-    println!("users: {users}, duration: {elapsed:.1} s");
-    println!(
-        "conversations: {conversations} ({:.0}/s); replies: {} ({:.0}/s); wrong or missing replies: {wrong}",
-        conversations as f64 / elapsed,
-        replies.load(Ordering::Relaxed),
-        replies.load(Ordering::Relaxed) as f64 / elapsed
+    report(
+        cli,
+        Run {
+            users,
+            elapsed,
+            lat: &lat,
+            replies,
+            wrong,
+            pid,
+            ticks0,
+        },
     );
-    println!(
-        "webhook → reply ms: p50 {:.2}, p99 {:.2}, max {:.2}",
-        pct(&lat, 0.5),
-        pct(&lat, 0.99),
-        pct(&lat, 1.0)
+    Ok(())
+}
+
+/// A model provider (OpenAI-compatible) that answers every call after `delay`.
+async fn slow_model(delay: Duration) -> anyhow::Result<String> {
+    let app = axum::Router::new().route(
+        "/chat/completions",
+        axum::routing::post(move || async move {
+            tokio::time::sleep(delay).await;
+            axum::Json(serde_json::json!({
+                "choices": [{"message": {"role": "assistant", "content": "Noted."}}],
+                "usage": {"prompt_tokens": 200, "completion_tokens": 10}
+            }))
+        }),
     );
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+    let addr = listener.local_addr()?;
+    tokio::spawn(async move { axum::serve(listener, app).await });
+    Ok(format!("http://{addr}"))
+}
+
+/// Chatbot conversations against a provider answering after `delay_ms`, `concurrency`
+/// calls at a time: throughput (bounded by concurrency / delay), the latency Parley adds
+/// over the provider's, and memory per conversation with a full 20-message context.
+async fn bots(
+    cli: &Cli,
+    users: usize,
+    seconds: u64,
+    delay_ms: u64,
+    concurrency: usize,
+) -> anyhow::Result<()> {
+    let (graph, waiters, replies) = replying_graph().await;
+    let model = slow_model(Duration::from_millis(delay_ms)).await?;
+    let flows = tempfile::tempdir()?;
+    std::fs::create_dir(flows.path().join("bots"))?;
+    std::fs::write(
+        flows.path().join("bots/assistant.yaml"),
+        "provider: fake\nmodel: m\nsystem_prompt: Answer briefly.\ncontext_messages: 20\nmax_turns: 100000\ntimeout: 1h\n",
+    )?;
+    let extra = format!(
+        "default_bot = \"assistant\"\n[flows]\ndir = \"{}\"\nwatch = false\n[ai.providers.fake]\nkind = \"openai\"\nbase_url = \"{model}\"\ntimeout = \"30s\"\nconcurrency = {concurrency}\n",
+        flows.path().display()
+    );
+    let daemon = start_daemon(cli, &graph, "10m", &extra).await?;
+    let pid = daemon.child.id();
+    let (_, rss0, ticks0) = proc_stats(pid);
+    let script = Arc::new(|user: &str, n: u64| -> Turn {
+        let wamid = format!("wamid.B{user}-{n}");
+        (
+            text_webhook(
+                PNID,
+                user,
+                &wamid,
+                &format!("question number {n}, about our order"),
+                now_secs(),
+            ),
+            Some("Noted.".to_string()),
+        )
+    });
+    let started = Instant::now();
+    let (lat, wrong) = closed_loop(&daemon.base, &waiters, users, seconds, script).await;
+    let elapsed = started.elapsed().as_secs_f64();
+    let replies = replies.load(Ordering::Relaxed);
     println!(
-        "daemon: peak RSS {:.1} MiB, CPU {:.0} µs per message",
-        peak_kib as f64 / 1024.0,
-        cpu_us / messages.max(1) as f64
+        "provider: {delay_ms} ms per answer, {concurrency} at a time (bound {:.0} answers/s)",
+        concurrency as f64 * 1000.0 / delay_ms as f64
+    );
+    report(
+        cli,
+        Run {
+            users,
+            elapsed,
+            lat: &lat,
+            replies,
+            wrong,
+            pid,
+            ticks0,
+        },
+    );
+    let added: Vec<f64> = lat.iter().map(|l| l - delay_ms as f64).collect();
+    println!(
+        "added over the provider's {delay_ms} ms: p50 {:.2} ms, p99 {:.2} ms",
+        pct(&added, 0.5),
+        pct(&added, 0.99)
+    );
+    let (_, rss1, _) = proc_stats(pid);
+    println!(
+        "memory: {:.1} KiB per conversation ({} turns each on average; contexts hold up to 20 messages)",
+        (rss1.saturating_sub(rss0)) as f64 / users as f64,
+        lat.len() / users.max(1)
     );
     Ok(())
 }
@@ -652,7 +817,7 @@ async fn live_conversations(client: &reqwest::Client, base: &str) -> i64 {
 
 async fn memory(cli: &Cli, conversations: usize, idle_seconds: u64) -> anyhow::Result<()> {
     let graph = FakeGraph::start_for_load(Arc::new(|_| {})).await;
-    let daemon = start_daemon(cli, &graph, &format!("{idle_seconds}s")).await?;
+    let daemon = start_daemon(cli, &graph, &format!("{idle_seconds}s"), "").await?;
     let pid = daemon.child.id();
     let (_, base_rss, _) = proc_stats(pid);
     let client = reqwest::Client::new();
@@ -734,6 +899,12 @@ async fn main() -> anyhow::Result<()> {
         } => with_wrk(&cli, users, connections, seconds, requests).await,
         Cmd::Shop { users, seconds } => shop(&cli, users, seconds).await,
         Cmd::Reload { files, rounds } => reload(files, rounds),
+        Cmd::Bots {
+            users,
+            seconds,
+            delay_ms,
+            concurrency,
+        } => bots(&cli, users, seconds, delay_ms, concurrency).await,
     }
 }
 

@@ -85,9 +85,12 @@ pub struct BotSession {
     pub tokens_in: u64,
     pub tokens_out: u64,
     pub cost: Decimal,
-    /// The call in flight.
+    /// Id of the call in flight (its request is the context: see [`pending_call`]).
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub pending: Option<BotCall>,
+    pub pending: Option<String>,
+    /// The system prompt of the call in flight noted that a human handled the conversation.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub pending_noted: bool,
     /// Messages that came while the model was answering.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub deferred: Vec<String>,
@@ -160,6 +163,7 @@ pub fn start(bot: &Bot, now: i64, from_flow: bool, until: Vec<String>) -> (BotSe
         tokens_out: 0,
         cost: Decimal::ZERO,
         pending: None,
+        pending_noted: false,
         deferred: Vec::new(),
         failures: 0,
         from_flow,
@@ -232,13 +236,25 @@ fn ask(
         return;
     }
     s.remember(bot, Role::User, user);
-    let mut system = bot.system_prompt.clone();
-    if human_handled {
-        system.push_str("\n\nNote: a human agent handled this conversation before you; continue politely from there.");
-    }
     let key = format!("{}\0{}\0{}\0{now}", bot.id, s.started_at, s.turns);
-    let call = BotCall {
-        id: format!("bot-{}", content_hash(&key)),
+    s.pending = Some(format!("bot-{}", content_hash(&key)));
+    s.pending_noted = human_handled;
+    out.effects
+        .extend(pending_call(bot, s).map(Effect::BotCall));
+}
+
+/// The request of the call in flight, rebuilt from the session (so the stored state holds
+/// the context once; a restart makes the same call again).
+pub fn pending_call(bot: &Bot, s: &BotSession) -> Option<BotCall> {
+    let id = s.pending.clone()?;
+    let mut system = bot.system_prompt.clone();
+    if s.pending_noted {
+        system.push_str(
+            "\n\nNote: a human agent handled this conversation before you; continue politely from there.",
+        );
+    }
+    Some(BotCall {
+        id,
         bot: bot.id.clone(),
         provider: bot.provider.clone(),
         model: bot.model.clone(),
@@ -247,9 +263,7 @@ fn ask(
         temperature: bot.temperature,
         max_tokens: bot.max_tokens,
         handoff_tool: bot.handoff_tool,
-    };
-    out.effects.push(Effect::BotCall(call.clone()));
-    s.pending = Some(call);
+    })
 }
 
 /// The model answered (or failed).
@@ -261,7 +275,7 @@ pub fn answer(
     human_handled: bool,
 ) -> Outcome {
     let mut out = Outcome::default();
-    if s.pending.as_ref().is_none_or(|c| c.id != ans.id) {
+    if s.pending.as_ref().is_none_or(|id| *id != ans.id) {
         return out; // not the call we wait for
     }
     s.pending = None;

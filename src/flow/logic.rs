@@ -232,7 +232,7 @@ fn flow_state(state: &ConversationState) -> FlowState {
     state
         .ext
         .get(STATE_KEY)
-        .and_then(|v| serde_json::from_value(v.clone()).ok())
+        .and_then(|v| FlowState::deserialize(v).ok())
         .unwrap_or_default()
 }
 
@@ -240,7 +240,7 @@ fn bot_of(state: &ConversationState) -> Option<BotSession> {
     state
         .ext
         .get(BOT_KEY)
-        .and_then(|v| serde_json::from_value(v.clone()).ok())
+        .and_then(|v| BotSession::deserialize(v).ok())
 }
 
 /// The text a chatbot would read from a message (None for media, reactions, …).
@@ -329,7 +329,7 @@ fn voice_of(state: &ConversationState) -> Option<VoicePending> {
     state
         .ext
         .get(VOICE_KEY)
-        .and_then(|v| serde_json::from_value(v.clone()).ok())
+        .and_then(|v| VoicePending::deserialize(v).ok())
 }
 
 fn is_voice_note(message: &InboundMessage) -> bool {
@@ -405,7 +405,10 @@ impl ConversationLogic for FlowLogic {
     /// a repeat can be recognised).
     fn resume(&self, state: &ConversationState) -> Vec<Effect> {
         let http = flow_state(state).http.map(Effect::Http);
-        let bot = bot_of(state).and_then(|s| s.pending).map(Effect::BotCall);
+        let bots = self.flows.bots();
+        let bot = bot_of(state)
+            .and_then(|s| bot_session::pending_call(bots.get(&s.bot)?, &s))
+            .map(Effect::BotCall);
         let voice = voice_of(state)
             .and_then(|p| crate::conversation::media_fetch(&p.voice, true))
             .map(Effect::FetchMedia);
