@@ -108,6 +108,7 @@ impl Application {
             flows,
             graph,
             clock: plugins.clock,
+            gates: Arc::default(),
         });
         let router = AccountRouter::default();
         {

@@ -10,6 +10,7 @@ use ractor::{Actor, ActorProcessingErr, ActorRef, RpcReplyPort};
 
 use super::account::AccountMsg;
 use super::Engine;
+use crate::sendgate::SendClass;
 use crate::config::AccountSettings;
 use crate::conversation::{ConversationEvent, ConversationState, Effect, StepContext};
 use crate::metrics::metrics;
@@ -208,6 +209,15 @@ impl ConversationActorState {
             ConversationEvent::Outgoing { request_id, .. } => format!("out{request_id}"),
             ConversationEvent::SendFailed { outbox_id, .. } => format!("f{outbox_id}"),
         };
+        // A message sent while the customer-service window is open is a service reply;
+        // anything else is business-initiated (counted against the messaging tier, and
+        // sent after the account's service replies).
+        let class = if next.window_open(now) {
+            SendClass::Service
+        } else {
+            SendClass::Business
+        }
+        .as_str();
         let mut outbox = Vec::new();
         let mut timers = Vec::new();
         let mut receipts = Vec::new();
@@ -220,6 +230,7 @@ impl ConversationActorState {
                     message_json: serde_json::to_string(message)?,
                     reply_to: reply_to.clone(),
                     source_seq: seq,
+                    class,
                 }),
                 // Read receipts are cosmetic: sent after the commit, not stored.
                 Effect::MarkRead { wamid } => receipts.push(wamid.clone()),

@@ -42,6 +42,8 @@ pub struct Engine {
     pub flows: Option<crate::flow::FlowRegistry>,
     pub graph: GraphClient,
     pub clock: Arc<dyn Clock>,
+    /// The SendGates of the running accounts.
+    pub gates: Arc<crate::sendgate::GateRegistry>,
 }
 
 /// phone_number_id → its AccountActor; read by the ingress and the writer's dispatcher.
