@@ -36,6 +36,14 @@ struct Cli {
     /// Send read receipts for inbound messages (the account's `mark_read`).
     #[arg(long, global = true, default_value_t = true, action = clap::ArgAction::Set)]
     mark_read: bool,
+    /// The account's SendGate rate (`messages_per_second`). The engine figures are taken far
+    /// above Meta's limits so that the gate's pacing does not hide the engine's own cost.
+    #[arg(long, global = true, default_value_t = 1_000_000)]
+    mps: u32,
+    /// The account's `pair_rate_interval` ("0s": off, as the shop bench replies ~30 times a
+    /// second to each user).
+    #[arg(long, global = true, default_value = "0s")]
+    pair_rate_interval: String,
     #[command(subcommand)]
     command: Cmd,
 }
@@ -152,8 +160,9 @@ async fn start_daemon(cli: &Cli, graph: &FakeGraph, idle: &str) -> anyhow::Resul
         format!(
             "[http]\nlisten = \"127.0.0.1:{port}\"\n[whatsapp]\napp_secret = \"{SECRET}\"\nverify_token = \"v\"\naccess_token = \"t\"\ngraph_base_url = \"{}\"\n\
              [store]\nurl = \"{store}\"\n[admin]\ntoken = \"{ADMIN}\"\n[conversation]\nidle_timeout = \"{idle}\"\n[log]\nlevel = \"warn\"\nformat = \"json\"\n\
-             [[accounts]]\nphone_number_id = \"{PNID}\"\nmark_read = {}\n",
-            graph.base_url, cli.mark_read
+             [[accounts]]\nphone_number_id = \"{PNID}\"\nmark_read = {}\n\
+             messages_per_second = {}\npair_rate_interval = \"{}\"\n",
+            graph.base_url, cli.mark_read, cli.mps, cli.pair_rate_interval
         ),
     )?;
     let child = Command::new(&cli.daemon)
