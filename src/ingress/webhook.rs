@@ -181,7 +181,13 @@ async fn apply_gate_signals(engine: &crate::actors::Engine, signals: Vec<GateSig
             GateSignal::Account(ev) => {
                 engine
                     .gates
-                    .on_account_event(&engine.settings.accounts, &engine.writer, &ev, now)
+                    .on_account_event(
+                        &engine.settings.accounts,
+                        &engine.store,
+                        &engine.writer,
+                        &ev,
+                        now,
+                    )
                     .await
             }
             GateSignal::SendError {

@@ -186,6 +186,7 @@ impl GateRegistry {
     pub async fn on_account_event(
         &self,
         accounts: &[AccountSettings],
+        store: &Store,
         writer: &WriterHandle,
         ev: &AccountEvent,
         now_ms: i64,
@@ -231,7 +232,27 @@ impl GateRegistry {
         };
         for a in targets {
             let Some(ag) = self.get(&a.phone_number_id) else {
-                tracing::warn!(account = %a.phone_number_id, field = %ev.field, "Account event for an account that is not running; not applied.");
+                // Not running (yet): change the stored control, which its gate loads.
+                let stored = match store.account_gate(&a.phone_number_id).await {
+                    Ok(s) => s,
+                    Err(e) => {
+                        tracing::warn!(error = %e, account = %a.phone_number_id, "Account event not applied: store unavailable.");
+                        continue;
+                    }
+                };
+                let mut c: Control = stored
+                    .and_then(|j| serde_json::from_str(&j).ok())
+                    .unwrap_or_default();
+                if apply_signal(&mut c, &signal, now_ms) {
+                    let write = GateWrite::Control {
+                        account: a.phone_number_id.clone(),
+                        state_json: serde_json::to_string(&c).unwrap_or_else(|_| "{}".into()),
+                        at: now_ms,
+                    };
+                    if let Err(e) = writer.gate(write).await {
+                        tracing::warn!(error = %e, "Recording account health failed.");
+                    }
+                }
                 continue;
             };
             let (changed, halted) = ag.with_gate(|g| {

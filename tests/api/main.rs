@@ -7,4 +7,5 @@ mod admin;
 mod conversations;
 mod delivery;
 mod flows;
+mod sendgate;
 mod webhook;
