@@ -24,8 +24,8 @@ use crate::actors::{AccountMsg, Engine};
 use crate::config::AccountSettings;
 use crate::metrics::metrics;
 use crate::sendgate::{
-    apply_effects, AccountGate, BlockRequest, Decision, Outcome as GateOutcome, Scope,
-    SendClass, TierWrite,
+    apply_effects, AccountGate, BlockRequest, Decision, Outcome as GateOutcome, Scope, SendClass,
+    TierWrite,
 };
 use crate::store::writer::OutboxRecord;
 use crate::store::{GateWrite, OutboxUpdate};
@@ -163,15 +163,18 @@ impl Queues {
         }
         let user = record.user_key.clone();
         let class = SendClass::parse(&record.class);
-        self.queues.entry(user.clone()).or_default().push_back(Queued {
-            record,
-            ambiguous,
-            class,
-            attempts: 0,
-            counted: false,
-            admitted_at: 0,
-            tier: None,
-        });
+        self.queues
+            .entry(user.clone())
+            .or_default()
+            .push_back(Queued {
+                record,
+                ambiguous,
+                class,
+                attempts: 0,
+                counted: false,
+                admitted_at: 0,
+                tier: None,
+            });
         if self.scheduled.insert(user.clone()) {
             self.ready[lane(class)].push_back(user);
         }
@@ -412,16 +415,9 @@ async fn run(
                             gate.clone(),
                         );
                         in_flight.spawn(async move {
-                            let finished = deliver(
-                                &engine,
-                                &account,
-                                &gate,
-                                &url,
-                                &account_ref,
-                                job,
-                                cancel,
-                            )
-                            .await;
+                            let finished =
+                                deliver(&engine, &account, &gate, &url, &account_ref, job, cancel)
+                                    .await;
                             (user, finished)
                         });
                     }
@@ -664,7 +660,12 @@ async fn cancelled(cancel: &mut watch::Receiver<bool>, d: Duration) -> bool {
 }
 
 /// Make a tier reservation durable before the send; false if shutdown came first.
-async fn write_tier(engine: &Engine, gate: &AccountGate, w: &TierWrite, cancel: &mut watch::Receiver<bool>) -> bool {
+async fn write_tier(
+    engine: &Engine,
+    gate: &AccountGate,
+    w: &TierWrite,
+    cancel: &mut watch::Receiver<bool>,
+) -> bool {
     let write = GateWrite::TierReach {
         waba: gate.waba.clone(),
         user_key: w.user_key.clone(),
@@ -897,7 +898,15 @@ async fn deliver(
                             },
                         )
                     });
-                    apply_effects(&engine.writer, gate, &fx, code_or_status, &rec.user_key, now).await;
+                    apply_effects(
+                        &engine.writer,
+                        gate,
+                        &fx,
+                        code_or_status,
+                        &rec.user_key,
+                        now,
+                    )
+                    .await;
                     // Kept: sent once the account is resumed.
                     return Finished::Held { attempts: attempt };
                 }
@@ -912,16 +921,31 @@ async fn deliver(
                             },
                         )
                     });
-                    apply_effects(&engine.writer, gate, &fx, code_or_status, &rec.user_key, now).await;
+                    apply_effects(
+                        &engine.writer,
+                        gate,
+                        &fx,
+                        code_or_status,
+                        &rec.user_key,
+                        now,
+                    )
+                    .await;
                     if job.class == SendClass::Business {
                         return Finished::Held { attempts: attempt };
                     }
                 }
                 PermanentAction::RecipientUnreachable => {
-                    let fx = gate.with_gate(|g| {
-                        g.on_outcome(now, &rec.user_key, &GateOutcome::Unreachable)
-                    });
-                    apply_effects(&engine.writer, gate, &fx, code_or_status, &rec.user_key, now).await;
+                    let fx = gate
+                        .with_gate(|g| g.on_outcome(now, &rec.user_key, &GateOutcome::Unreachable));
+                    apply_effects(
+                        &engine.writer,
+                        gate,
+                        &fx,
+                        code_or_status,
+                        &rec.user_key,
+                        now,
+                    )
+                    .await;
                 }
                 _ => {}
             }

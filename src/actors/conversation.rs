@@ -10,11 +10,11 @@ use ractor::{Actor, ActorProcessingErr, ActorRef, RpcReplyPort};
 
 use super::account::AccountMsg;
 use super::Engine;
-use crate::sendgate::SendClass;
 use crate::config::AccountSettings;
 use crate::conversation::{ConversationEvent, ConversationState, Effect, StepContext};
 use crate::metrics::metrics;
 use crate::outbox::OutboxSender;
+use crate::sendgate::SendClass;
 use crate::store::writer::ContactUpsert;
 use crate::store::{
     DueTimer, InboxDispatch, NewDeadLetter, NewOutboxRow, NewTimer, StepCommit, StoreError,

@@ -172,15 +172,23 @@ pub enum Decision {
 pub enum Outcome {
     Accepted,
     /// 130429 or HTTP 429: the number's throughput.
-    Throttled { retry_after: Option<Duration> },
+    Throttled {
+        retry_after: Option<Duration>,
+    },
     /// 131056: this user's pair rate.
     PairLimited,
     /// Any other transient failure.
     Transient,
     /// 131048, 131031, 368.
-    Halt { code: Option<i64>, reason: String },
+    Halt {
+        code: Option<i64>,
+        reason: String,
+    },
     /// 190 and other credential/permission errors.
-    Pause { code: Option<i64>, reason: String },
+    Pause {
+        code: Option<i64>,
+        reason: String,
+    },
     /// 131026.
     Unreachable,
     /// Any other definite refusal.
@@ -461,8 +469,8 @@ impl Gate {
                 self.set_rate(self.rate_factor / 2.0);
             }
             Outcome::PairLimited => {
-                let floor = (self.settings.pair_rate_interval.as_millis() as i64)
-                    .max(PAIR_BACKOFF_MIN_MS);
+                let floor =
+                    (self.settings.pair_rate_interval.as_millis() as i64).max(PAIR_BACKOFF_MIN_MS);
                 let entry = self
                     .recipient_backoff
                     .entry(user.to_string())
@@ -884,9 +892,18 @@ mod tests {
 
     #[test]
     fn meta_tiers_parse() {
-        assert_eq!(parse_meta_tier("TIER_1K"), Some(MessagingTier::Limited(1000)));
-        assert_eq!(parse_meta_tier("TIER_UNLIMITED"), Some(MessagingTier::Unlimited));
-        assert_eq!(parse_meta_tier("TIER_250"), Some(MessagingTier::Limited(250)));
+        assert_eq!(
+            parse_meta_tier("TIER_1K"),
+            Some(MessagingTier::Limited(1000))
+        );
+        assert_eq!(
+            parse_meta_tier("TIER_UNLIMITED"),
+            Some(MessagingTier::Unlimited)
+        );
+        assert_eq!(
+            parse_meta_tier("TIER_250"),
+            Some(MessagingTier::Limited(250))
+        );
         assert_eq!(parse_meta_tier("nonsense"), None);
     }
 }

@@ -102,7 +102,10 @@ mod tests {
             }
         }
         for (i, start) in sent.iter().enumerate() {
-            let in_window = sent[i..].iter().take_while(|t| **t < start + 1_000_000).count();
+            let in_window = sent[i..]
+                .iter()
+                .take_while(|t| **t < start + 1_000_000)
+                .count();
             assert!(in_window <= 22, "{in_window} at {start}");
         }
     }

@@ -343,7 +343,8 @@ pub async fn apply_effects(
         }
     }
     if fx.unreachable && !user.is_empty() {
-        m.gate_unreachable.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        m.gate_unreachable
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         let w = GateWrite::Unreachable {
             account: ag.account.clone(),
             user_key: user.to_string(),

@@ -167,7 +167,10 @@ mod tests {
             panic!()
         };
         assert_eq!(retry_at, T0 + WINDOW_MS + REFRESH_MS);
-        assert!(matches!(t.reserve("d", retry_at - 1), TierDecision::Full { .. }));
+        assert!(matches!(
+            t.reserve("d", retry_at - 1),
+            TierDecision::Full { .. }
+        ));
         assert!(matches!(
             t.reserve("d", retry_at),
             TierDecision::Reserved(Some(_))
@@ -183,14 +186,20 @@ mod tests {
         };
         assert!(matches!(t.reserve("b", T0), TierDecision::Full { .. }));
         t.release(&w);
-        assert!(matches!(t.reserve("b", T0), TierDecision::Reserved(Some(_))));
+        assert!(matches!(
+            t.reserve("b", T0),
+            TierDecision::Reserved(Some(_))
+        ));
     }
 
     #[test]
     fn a_user_reached_again_is_refreshed_at_most_hourly() {
         let mut t = TierLedger::new(MessagingTier::Limited(10));
         t.reserve("a", T0);
-        assert_eq!(t.reserve("a", T0 + REFRESH_MS - 1), TierDecision::Reserved(None));
+        assert_eq!(
+            t.reserve("a", T0 + REFRESH_MS - 1),
+            TierDecision::Reserved(None)
+        );
         let TierDecision::Reserved(Some(w)) = t.reserve("a", T0 + REFRESH_MS) else {
             panic!()
         };
@@ -204,7 +213,10 @@ mod tests {
         let mut t = TierLedger::new(MessagingTier::Limited(2));
         t.restore(vec![("a".into(), T0), ("b".into(), T0 - WINDOW_MS * 2)], T0);
         assert_eq!(t.used(T0), 1, "b's record is too old");
-        assert!(matches!(t.reserve("c", T0), TierDecision::Reserved(Some(_))));
+        assert!(matches!(
+            t.reserve("c", T0),
+            TierDecision::Reserved(Some(_))
+        ));
         assert!(matches!(t.reserve("d", T0), TierDecision::Full { .. }));
     }
 

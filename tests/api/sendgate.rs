@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use parley::config::{MessagingTier, Settings};
 use parley::sendgate::Zone;
-use parley::testing::{text_webhook, Fault, FakeGraph};
+use parley::testing::{text_webhook, FakeGraph, Fault};
 use reqwest::Method;
 use serde_json::{json, Value};
 
@@ -186,7 +186,11 @@ async fn daily_limit_100_sends_exactly_100_today_and_the_rest_on_the_next_days(d
     assert_eq!(distinct_delivered(&graph).len(), 300);
     let store = db.store().await;
     assert_eq!(
-        count(&store, "SELECT COUNT(*) FROM send_daily_usage WHERE used <= reserved AND reserved <= 100").await,
+        count(
+            &store,
+            "SELECT COUNT(*) FROM send_daily_usage WHERE used <= reserved AND reserved <= 100"
+        )
+        .await,
         3,
         "one reservation per day, none above the limit"
     );
@@ -267,7 +271,11 @@ async fn a_restart_does_not_reset_the_daily_count(db: TestDb) {
                 >= 100)
             .await
     );
-    assert_eq!(settles(&graph).await, 100, "60 before the restart, 40 after");
+    assert_eq!(
+        settles(&graph).await,
+        100,
+        "60 before the restart, 40 after"
+    );
     let u = usage(&app).await;
     assert_eq!(u["today"]["sent"], 100, "{u}");
     app.stop().await;
@@ -314,7 +322,10 @@ async fn injected_130429_slows_the_sender_which_still_delivers_everything() {
     assert!(u["rate"]["current_mps"].as_f64().unwrap() <= 10.0, "{u}");
     // (Process-wide counters: other tests may add to them.)
     let metrics = app.get("/metrics").await.1;
-    assert!(metrics.contains("parley_gate_throttles_total "), "{metrics}");
+    assert!(
+        metrics.contains("parley_gate_throttles_total "),
+        "{metrics}"
+    );
     assert!(
         metrics.contains("parley_gate_waits_total{reason=\"cool_off\"}"),
         "{metrics}"
@@ -342,7 +353,13 @@ async fn a_service_reply_overtakes_queued_business_initiated_traffic() {
     );
     let customer = "6281799999999";
     let status = app
-        .post_webhook(&text_webhook(PNID, customer, "wamid.PRIO1", "hello", now_secs()))
+        .post_webhook(&text_webhook(
+            PNID,
+            customer,
+            "wamid.PRIO1",
+            "hello",
+            now_secs(),
+        ))
         .await;
     assert_eq!(status, 200);
     assert!(
@@ -396,7 +413,11 @@ async fn health_follows_account_webhooks_and_a_halt_holds_business_initiated_unt
     let app = spawn_app(settings.clone(), Arc::new(Echo)).await;
     assert_eq!(usage(&app).await["health"], "healthy");
 
-    assert_eq!(app.post_webhook(&quality_webhook("FLAGGED", "TIER_1K")).await, 200);
+    assert_eq!(
+        app.post_webhook(&quality_webhook("FLAGGED", "TIER_1K"))
+            .await,
+        200
+    );
     let flagged = eventually(Duration::from_secs(5), || async {
         usage(&app).await["health"] == "warning"
     })
@@ -406,7 +427,8 @@ async fn health_follows_account_webhooks_and_a_halt_holds_business_initiated_unt
     assert_eq!(u["tier"]["limit"], 1000, "Meta's current limit: {u}");
 
     assert_eq!(
-        app.post_webhook(&account_webhook("ACCOUNT_RESTRICTION")).await,
+        app.post_webhook(&account_webhook("ACCOUNT_RESTRICTION"))
+            .await,
         200
     );
     assert!(
