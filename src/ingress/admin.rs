@@ -131,6 +131,7 @@ async fn usage(State(app): State<AppState>, Path(pnid): Path<String>) -> Respons
         "rate": {
             "configured_mps": u["configured_mps"],
             "current_mps": u["current_mps"],
+            "measured_mps_10s": u["measured_mps"],
             "cool_off_until": u["cool_off_until"],
             "pair_rate_interval_ms": settings.pair_rate_interval.as_millis() as u64,
             "pair_rate_burst": settings.pair_rate_burst,

@@ -273,7 +273,12 @@ pub struct Gate {
     /// user → when it was marked unreachable.
     unreachable: HashMap<String, i64>,
     decisions: u64,
+    /// Admissions per second over the last seconds: (unix second, count), ring by second.
+    admitted: [(i64, u32); RATE_SECONDS],
 }
+
+/// Seconds the measured send rate is averaged over.
+const RATE_SECONDS: usize = 10;
 
 /// What `GET …/usage` shows.
 #[derive(Debug, Clone, Serialize)]
@@ -283,7 +288,10 @@ pub struct GateUsage {
     pub daily_limit: Option<u64>,
     pub daily_reserved: u64,
     pub configured_mps: u32,
+    /// The rate in force (lower than configured after a 130429).
     pub current_mps: f64,
+    /// Messages admitted per second, averaged over the last 10 full seconds.
+    pub measured_mps: f64,
     pub cool_off_until: Option<i64>,
     pub recipients_backing_off: usize,
     pub unreachable_contacts: usize,
@@ -318,6 +326,7 @@ impl Gate {
             control: Control::default(),
             unreachable: HashMap::new(),
             decisions: 0,
+            admitted: [(0, 0); RATE_SECONDS],
         }
     }
 
@@ -352,6 +361,18 @@ impl Gate {
 
     pub fn current_mps(&self) -> f64 {
         f64::from(self.settings.messages_per_second) * self.rate_factor
+    }
+
+    /// Admissions per second over the last `RATE_SECONDS` full seconds.
+    pub fn measured_mps(&self, now_ms: i64) -> f64 {
+        let sec = now_ms.div_euclid(1000);
+        let n: u32 = self
+            .admitted
+            .iter()
+            .filter(|(s, _)| *s < sec && *s >= sec - RATE_SECONDS as i64)
+            .map(|(_, c)| c)
+            .sum();
+        f64::from(n) / RATE_SECONDS as f64
     }
 
     fn set_rate(&mut self, factor: f64) {
@@ -446,6 +467,12 @@ impl Gate {
         if !counted {
             self.daily.consume(now_ms);
         }
+        let sec = now_ms.div_euclid(1000);
+        let slot = &mut self.admitted[sec.rem_euclid(RATE_SECONDS as i64) as usize];
+        if slot.0 != sec {
+            *slot = (sec, 0);
+        }
+        slot.1 += 1;
         Decision::Admit { tier: tier_write }
     }
 
@@ -547,6 +574,7 @@ impl Gate {
             daily_reserved: self.daily.reserved(),
             configured_mps: self.settings.messages_per_second,
             current_mps: self.current_mps(),
+            measured_mps: self.measured_mps(now_ms),
             cool_off_until: (self.cool_off_until > now_ms).then_some(self.cool_off_until),
             recipients_backing_off: self
                 .recipient_backoff
@@ -888,6 +916,24 @@ mod tests {
             admit(&mut g, &mut t, T0, "gone", SendClass::Service),
             Decision::Admit { .. }
         ));
+    }
+
+    #[test]
+    fn the_measured_rate_averages_the_last_ten_seconds() {
+        let mut g = Gate::new(settings());
+        let mut t = ledger();
+        let mut now = T0;
+        let mut sent = 0;
+        while now < T0 + 10_000 {
+            match admit(&mut g, &mut t, now, &format!("u{sent}"), SendClass::Service) {
+                Decision::Admit { .. } => sent += 1,
+                Decision::RetryAt { at, .. } => now = at,
+                other => panic!("{other:?}"),
+            }
+        }
+        let measured = g.measured_mps(T0 + 10_000);
+        assert!((19.0..=21.0).contains(&measured), "{measured}");
+        assert_eq!(g.measured_mps(T0 + 30_000), 0.0);
     }
 
     #[test]
