@@ -131,8 +131,10 @@ pub enum Scope {
 impl WaitReason {
     pub fn scope(&self) -> Scope {
         match self {
-            WaitReason::PairRate | WaitReason::RecipientBackoff => Scope::User,
-            WaitReason::Tier | WaitReason::Halted => Scope::Business,
+            // A full tier holds only users not yet reached: one already reached in the
+            // window costs no slot, so its messages keep going.
+            WaitReason::PairRate | WaitReason::RecipientBackoff | WaitReason::Tier => Scope::User,
+            WaitReason::Halted => Scope::Business,
             WaitReason::Throughput
             | WaitReason::CoolOff
             | WaitReason::DailyLimit

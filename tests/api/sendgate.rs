@@ -530,3 +530,105 @@ async fn a_190_pauses_all_sending_until_resumed_and_loses_nothing() {
     assert_eq!(usage(&app).await["health"], "healthy");
     app.stop().await;
 }
+
+async fn tier_reservations_survive_a_restart(db: TestDb) {
+    let graph = FakeGraph::start().await;
+    let mut settings = gate_settings(&db, &graph);
+    settings.accounts[0].messaging_tier = MessagingTier::Limited(250);
+
+    let app = spawn_app(settings.clone(), Arc::new(Echo)).await;
+    queue_templates(&app, &users("62820", 100), 50).await;
+    assert!(
+        graph
+            .wait_until(Duration::from_secs(20), |a| a
+                .iter()
+                .filter(|a| a.accepted())
+                .count()
+                >= 100)
+            .await
+    );
+    app.stop().await;
+
+    let app = spawn_app(settings, Arc::new(Echo)).await;
+    // The 100 reached before the restart still hold their slots; a second message to one
+    // of them costs no new slot.
+    queue_templates(&app, &users("62821", 300), 50).await;
+    let (status, body) = app
+        .admin(
+            Method::POST,
+            "/messages",
+            Some(ADMIN_TOKEN),
+            Some(json!({
+                "phone_number_id": PNID,
+                "to": users("62820", 1)[0],
+                "template": {"name": "promo_dec", "language": "id"},
+            })),
+        )
+        .await;
+    assert_eq!(status, 202, "{body}");
+    assert!(
+        graph
+            .wait_until(Duration::from_secs(20), |a| a
+                .iter()
+                .filter(|a| a.accepted())
+                .count()
+                >= 251)
+            .await
+    );
+    assert_eq!(settles(&graph).await, 251);
+    assert_eq!(distinct_delivered(&graph).len(), 250);
+    assert_eq!(usage(&app).await["tier"]["users_reached_24h"], 250);
+    app.stop().await;
+}
+on_both_stores!(tier_restart, tier_reservations_survive_a_restart);
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_user_past_the_pair_rate_burst_waits_while_other_users_keep_flowing() {
+    let db = TestDb::sqlite();
+    let graph = FakeGraph::start().await;
+    let mut settings = gate_settings(&db, &graph);
+    settings.accounts[0].pair_rate_interval = Duration::from_secs(6);
+    settings.accounts[0].pair_rate_burst = 3;
+    let app = spawn_app(settings, Arc::new(Echo)).await;
+    let busy = "6282299999999";
+    for i in 0..5 {
+        let (status, body) = app
+            .admin(
+                Method::POST,
+                "/messages",
+                Some(ADMIN_TOKEN),
+                Some(json!({
+                    "phone_number_id": PNID,
+                    "to": busy,
+                    "template": {"name": "promo_nov", "language": "id"},
+                    "idempotency_key": format!("busy-{i}"),
+                })),
+            )
+            .await;
+        assert_eq!(status, 202, "{body}");
+    }
+    queue_templates(&app, &users("62822", 20), 20).await;
+    assert!(
+        graph
+            .wait_until(Duration::from_secs(10), |a| a
+                .iter()
+                .filter(|a| a.accepted())
+                .count()
+                >= 23)
+            .await
+    );
+    assert_eq!(
+        settles(&graph).await,
+        23,
+        "the busy user's 4th and 5th wait"
+    );
+    let to_busy = graph
+        .delivered()
+        .iter()
+        .filter(|a| a.to() == Some(busy))
+        .count();
+    assert_eq!(to_busy, 3, "a burst of 3, then one per 6 s");
+    let u = usage(&app).await;
+    assert_eq!(u["rate"]["pair_rate_burst"], 3, "{u}");
+    app.stop().await;
+}
