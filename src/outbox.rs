@@ -467,7 +467,19 @@ async fn run(
                 });
             }
         } else if in_flight.is_empty() {
-            // Give back what was reserved of today and not used.
+            // A block being reserved lands first; then give back what was reserved of today
+            // and not used.
+            while let Some(joined) = blocks.join_next().await {
+                if let Ok((req, ok)) = joined {
+                    gate.with_gate(|g| {
+                        if ok {
+                            g.daily().block_written(&req)
+                        } else {
+                            g.daily().block_failed(&req)
+                        }
+                    });
+                }
+            }
             if let Some(req) = gate.with_gate(|g| g.daily().release()) {
                 let write = GateWrite::Daily {
                     account: account.phone_number_id.clone(),

@@ -197,7 +197,14 @@ async fn apply_gate_signals(engine: &crate::actors::Engine, signals: Vec<GateSig
             } => {
                 engine
                     .gates
-                    .on_status_error(&engine.writer, &account, user_key.as_deref(), code, now)
+                    .on_status_error(
+                        &engine.store,
+                        &engine.writer,
+                        &account,
+                        user_key.as_deref(),
+                        code,
+                        now,
+                    )
                     .await
             }
         }

@@ -179,6 +179,20 @@ impl GateRegistry {
             .write()
             .unwrap_or_else(|e| e.into_inner())
             .insert(account.phone_number_id.clone(), ag.clone());
+        // A webhook handled while this was loading wrote to the store (the gate was not
+        // registered yet): read those once more now that it is.
+        let loaded = ag.with_gate(|g| g.control().clone());
+        if let Some(json) = store.account_gate(&account.phone_number_id).await? {
+            if let Ok(c) = serde_json::from_str::<Control>(&json) {
+                if c != loaded {
+                    ag.with_gate(|g| g.set_control(c));
+                }
+            }
+        }
+        let late = store
+            .unreachable_contacts(&account.phone_number_id, now_ms - UNREACHABLE_MS)
+            .await?;
+        ag.with_gate(|g| g.restore_unreachable(late));
         Ok(ag)
     }
 
@@ -233,26 +247,10 @@ impl GateRegistry {
         for a in targets {
             let Some(ag) = self.get(&a.phone_number_id) else {
                 // Not running (yet): change the stored control, which its gate loads.
-                let stored = match store.account_gate(&a.phone_number_id).await {
-                    Ok(s) => s,
-                    Err(e) => {
-                        tracing::warn!(error = %e, account = %a.phone_number_id, "Account event not applied: store unavailable.");
-                        continue;
-                    }
-                };
-                let mut c: Control = stored
-                    .and_then(|j| serde_json::from_str(&j).ok())
-                    .unwrap_or_default();
-                if apply_signal(&mut c, &signal, now_ms) {
-                    let write = GateWrite::Control {
-                        account: a.phone_number_id.clone(),
-                        state_json: serde_json::to_string(&c).unwrap_or_else(|_| "{}".into()),
-                        at: now_ms,
-                    };
-                    if let Err(e) = writer.gate(write).await {
-                        tracing::warn!(error = %e, "Recording account health failed.");
-                    }
-                }
+                update_stored_control(store, writer, &a.phone_number_id, now_ms, |c| {
+                    apply_signal(c, &signal, now_ms)
+                })
+                .await;
                 continue;
             };
             let (changed, halted) = ag.with_gate(|g| {
@@ -283,21 +281,82 @@ impl GateRegistry {
     /// An error Meta reported for one of our messages in a status webhook.
     pub async fn on_status_error(
         &self,
+        store: &Store,
         writer: &WriterHandle,
         account: &str,
         user_key: Option<&str>,
         code: i64,
         now_ms: i64,
     ) {
-        let Some(ag) = self.get(account) else {
-            return;
-        };
         let Some(outcome) = outcome_for_code(code, "reported in a status webhook") else {
             return;
         };
         let user = user_key.unwrap_or("");
+        let Some(ag) = self.get(account) else {
+            // Not running (yet): record what its gate loads at start.
+            match &outcome {
+                Outcome::Unreachable if !user.is_empty() => {
+                    let w = GateWrite::Unreachable {
+                        account: account.to_string(),
+                        user_key: user.to_string(),
+                        code: Some(code),
+                        at: now_ms,
+                    };
+                    if let Err(e) = writer.gate(w).await {
+                        tracing::warn!(error = %e, "Recording an unreachable contact failed.");
+                    }
+                }
+                Outcome::Halt { code, reason } | Outcome::Pause { code, reason } => {
+                    let halt = matches!(outcome, Outcome::Halt { .. });
+                    let stop = Stop {
+                        code: *code,
+                        reason: reason.clone(),
+                        since: now_ms,
+                    };
+                    update_stored_control(store, writer, account, now_ms, |c| {
+                        let slot = if halt { &mut c.halted } else { &mut c.paused };
+                        let changed = slot.is_none();
+                        slot.get_or_insert(stop);
+                        changed
+                    })
+                    .await;
+                }
+                _ => {}
+            }
+            return;
+        };
         let fx = ag.with_gate(|g| g.on_outcome(now_ms, user, &outcome));
         apply_effects(writer, &ag, &fx, code, user, now_ms).await;
+    }
+}
+
+/// Change an account's stored control (its gate is not running): `f` says whether it changed.
+async fn update_stored_control(
+    store: &Store,
+    writer: &WriterHandle,
+    account: &str,
+    now_ms: i64,
+    f: impl FnOnce(&mut Control) -> bool,
+) {
+    let stored = match store.account_gate(account).await {
+        Ok(s) => s,
+        Err(e) => {
+            tracing::warn!(error = %e, account = %account, "Gate change not recorded: store unavailable.");
+            return;
+        }
+    };
+    let mut c: Control = stored
+        .and_then(|j| serde_json::from_str(&j).ok())
+        .unwrap_or_default();
+    if f(&mut c) {
+        let write = GateWrite::Control {
+            account: account.to_string(),
+            state_json: serde_json::to_string(&c).unwrap_or_else(|_| "{}".into()),
+            at: now_ms,
+        };
+        if let Err(e) = writer.gate(write).await {
+            tracing::warn!(error = %e, "Recording the gate control failed.");
+        }
     }
 }
 

@@ -15,6 +15,10 @@ use serde_json::{json, Value};
 use crate::helpers::*;
 use crate::on_both_stores;
 
+/// The throughput test measures arrival times at the fake API: it runs alone among these
+/// tests (which take the lock shared) so that their CPU load does not bunch its arrivals.
+static TIMING: tokio::sync::RwLock<()> = tokio::sync::RwLock::const_new(());
+
 /// Real time plus an offset the test moves forward: rates still see time pass, and a day
 /// (or a tier window) can be skipped at once.
 #[derive(Clone, Default)]
@@ -112,6 +116,7 @@ async fn settles(graph: &FakeGraph) -> usize {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn at_20_per_second_no_second_at_the_api_holds_more_than_rate_plus_burst() {
+    let _alone = TIMING.write().await;
     let db = TestDb::sqlite();
     let graph = FakeGraph::start().await;
     let mut settings = gate_settings(&db, &graph);
@@ -145,6 +150,7 @@ async fn at_20_per_second_no_second_at_the_api_holds_more_than_rate_plus_burst()
 }
 
 async fn daily_limit_100_sends_exactly_100_today_and_the_rest_on_the_next_days(db: TestDb) {
+    let _shared = TIMING.read().await;
     let graph = FakeGraph::start().await;
     let clock = ShiftedClock::default();
     let mut settings = gate_settings(&db, &graph);
@@ -202,6 +208,7 @@ on_both_stores!(
 );
 
 async fn tier_250_reaches_at_most_250_users_in_a_rolling_day(db: TestDb) {
+    let _shared = TIMING.read().await;
     let graph = FakeGraph::start().await;
     let clock = ShiftedClock::default();
     let mut settings = gate_settings(&db, &graph);
@@ -243,6 +250,7 @@ async fn tier_250_reaches_at_most_250_users_in_a_rolling_day(db: TestDb) {
 on_both_stores!(tier, tier_250_reaches_at_most_250_users_in_a_rolling_day);
 
 async fn a_restart_does_not_reset_the_daily_count(db: TestDb) {
+    let _shared = TIMING.read().await;
     let graph = FakeGraph::start().await;
     let mut settings = gate_settings(&db, &graph);
     settings.accounts[0].daily_limit = Some(100);
@@ -284,6 +292,7 @@ on_both_stores!(restart, a_restart_does_not_reset_the_daily_count);
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn injected_130429_slows_the_sender_which_still_delivers_everything() {
+    let _shared = TIMING.read().await;
     let db = TestDb::sqlite();
     let graph = FakeGraph::start().await;
     let mut settings = gate_settings(&db, &graph);
@@ -335,6 +344,7 @@ async fn injected_130429_slows_the_sender_which_still_delivers_everything() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_service_reply_overtakes_queued_business_initiated_traffic() {
+    let _shared = TIMING.read().await;
     let db = TestDb::sqlite();
     let graph = FakeGraph::start().await;
     let mut settings = gate_settings(&db, &graph);
@@ -407,6 +417,7 @@ fn account_webhook(event: &str) -> String {
 async fn health_follows_account_webhooks_and_a_halt_holds_business_initiated_until_resumed(
     db: TestDb,
 ) {
+    let _shared = TIMING.read().await;
     let graph = FakeGraph::start().await;
     let mut settings = gate_settings(&db, &graph);
     settings.accounts[0].mark_read = false;
@@ -489,6 +500,7 @@ on_both_stores!(
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_190_pauses_all_sending_until_resumed_and_loses_nothing() {
+    let _shared = TIMING.read().await;
     let db = TestDb::sqlite();
     let graph = FakeGraph::start().await;
     let mut settings = gate_settings(&db, &graph);
@@ -502,7 +514,15 @@ async fn a_190_pauses_all_sending_until_resumed_and_loses_nothing() {
         })
         .await
     );
-    assert_eq!(settles(&graph).await, 0, "nothing sent while paused");
+    // Sends already in flight when the 190 came back may land; nothing starts after.
+    let during_pause = settles(&graph).await;
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    assert_eq!(
+        graph.delivered().len(),
+        during_pause,
+        "nothing sent while paused"
+    );
+    assert!(during_pause < 5);
     let metrics = app.get("/metrics").await.1;
     assert!(
         metrics.contains("parley_gate_pauses_total{code=\"190\"}"),
@@ -532,6 +552,7 @@ async fn a_190_pauses_all_sending_until_resumed_and_loses_nothing() {
 }
 
 async fn tier_reservations_survive_a_restart(db: TestDb) {
+    let _shared = TIMING.read().await;
     let graph = FakeGraph::start().await;
     let mut settings = gate_settings(&db, &graph);
     settings.accounts[0].messaging_tier = MessagingTier::Limited(250);
@@ -584,6 +605,7 @@ on_both_stores!(tier_restart, tier_reservations_survive_a_restart);
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_user_past_the_pair_rate_burst_waits_while_other_users_keep_flowing() {
+    let _shared = TIMING.read().await;
     let db = TestDb::sqlite();
     let graph = FakeGraph::start().await;
     let mut settings = gate_settings(&db, &graph);
@@ -630,5 +652,51 @@ async fn a_user_past_the_pair_rate_burst_waits_while_other_users_keep_flowing() 
     assert_eq!(to_busy, 3, "a burst of 3, then one per 6 s");
     let u = usage(&app).await;
     assert_eq!(u["rate"]["pair_rate_burst"], 3, "{u}");
+    app.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_131026_status_marks_the_contact_unreachable_for_business_initiated_messages() {
+    let _shared = TIMING.read().await;
+    let db = TestDb::sqlite();
+    let graph = FakeGraph::start().await;
+    let settings = gate_settings(&db, &graph);
+    let app = spawn_app(settings, Arc::new(Echo)).await;
+    let gone = "6282399999999";
+    let mut body: Value = serde_json::from_str(&parley::testing::status_webhook(
+        PNID,
+        "wamid.GONE1",
+        "failed",
+        gone,
+        None,
+        now_secs(),
+    ))
+    .unwrap();
+    body["entry"][0]["changes"][0]["value"]["statuses"][0]["errors"][0]["code"] = json!(131026);
+    assert_eq!(app.post_webhook(&body.to_string()).await, 200);
+    assert!(
+        eventually(Duration::from_secs(5), || async {
+            usage(&app).await["unreachable_contacts"] == 1
+        })
+        .await
+    );
+    queue_templates(&app, &[gone.to_string()], 1).await;
+    let store = db.store().await;
+    assert!(
+        eventually(Duration::from_secs(5), || async {
+            count(
+                &store,
+                "SELECT COUNT(*) FROM outbox WHERE state = 'failed' AND error_code = 131026",
+            )
+            .await
+                == 1
+        })
+        .await
+    );
+    assert!(graph.delivered().is_empty());
+    assert_eq!(
+        count(&store, "SELECT COUNT(*) FROM unreachable_contacts").await,
+        1
+    );
     app.stop().await;
 }
