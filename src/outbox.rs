@@ -260,7 +260,13 @@ enum Finished {
     /// Sent, or failed for good: the next message of the conversation may go.
     Settled,
     /// Try the same message again, not before `at` (and through the gate again).
-    Retry { attempts: u32, at: i64 },
+    /// `maybe_sent`: the attempt may have reached Meta (timeout, 5xx), so the next one counts
+    /// against the daily cap again.
+    Retry {
+        attempts: u32,
+        at: i64,
+        maybe_sent: bool,
+    },
     /// Sending is paused or halted: the gate holds the message until resumed.
     Held { attempts: u32 },
     /// Shutdown came first.
@@ -555,11 +561,14 @@ async fn run(
                         metrics().outbox_pending.fetch_sub(1, Ordering::Relaxed);
                         q.finished_head(user);
                     }
-                    Finished::Retry { attempts, at } => {
+                    Finished::Retry { attempts, at, maybe_sent } => {
                         q.sending.remove(&user);
                         if let Some(head) = q.head_mut(&user) {
                             head.attempts = attempts;
                             head.ambiguous = false;
+                            if maybe_sent {
+                                head.counted = false;
+                            }
                         }
                         q.park(user, at);
                     }
@@ -883,6 +892,8 @@ async fn deliver(
             Finished::Retry {
                 attempts: attempt,
                 at: now + delay.as_millis() as i64,
+                // No answer, or a 5xx: Meta may have taken it.
+                maybe_sent: http_status == 0 || http_status >= 500,
             }
         }
         SendOutcome::Permanent {
