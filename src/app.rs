@@ -136,6 +136,7 @@ impl Application {
             media: crate::media::MediaFetcher::new(&settings)
                 .context("Failed to build the HTTP client for media")?,
             clock: plugins.clock,
+            gates: Arc::default(),
         });
         let router = AccountRouter::default();
         {

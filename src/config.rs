@@ -580,20 +580,7 @@ fn describe_sources(sources: &[PathBuf]) -> String {
 }
 
 fn validate_timezone(tz: &str) -> Result<(), String> {
-    if tz == "UTC" || parse_utc_offset(tz).is_some() {
-        return Ok(());
-    }
-    let looks_iana = tz.contains('/')
-        && tz
-            .chars()
-            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '/' | '_' | '-' | '+'));
-    if looks_iana {
-        Ok(())
-    } else {
-        Err(format!(
-            "`{tz}` is not a time zone (use UTC, an offset like +07:00, or a name like Asia/Jakarta)"
-        ))
-    }
+    crate::sendgate::Zone::parse(tz).map(|_| ())
 }
 
 /// `+07:00` / `-03:30` → seconds east of UTC.

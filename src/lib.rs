@@ -5,6 +5,7 @@
 //! - [`actors`]: RootSupervisor → AccountActor → ConversationActor.
 //! - [`conversation`]: the pure `step(state, event, ctx) -> (state, effects)`.
 //! - [`outbox`]: per-account sending to the Graph API, ordered per conversation, with retries.
+//! - [`sendgate`]: per-account limits every send passes (rate, pair rate, daily cap, tier, health).
 //! - [`whatsapp`]: Cloud API types, decoder, send bodies, client, error classification.
 
 pub mod actors;
@@ -19,6 +20,7 @@ pub mod media;
 pub mod metrics;
 pub mod outbox;
 pub mod outcall;
+pub mod sendgate;
 pub mod store;
 pub mod telemetry;
 pub mod testing;

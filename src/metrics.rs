@@ -26,6 +26,21 @@ pub struct Metrics {
     pub bot_sessions: Labelled,
     pub bot_answers: Labelled,
     pub bot_response_ms: Labelled,
+    /// SendGate: messages admitted, by class.
+    pub gate_admitted_service: AtomicU64,
+    pub gate_admitted_business: AtomicU64,
+    /// SendGate: decisions that made a message wait, by reason.
+    pub gate_waits: Labelled,
+    /// SendGate: messages refused by the gate, by reason.
+    pub gate_refusals: Labelled,
+    /// SendGate alerts: business-initiated sending halted, by code.
+    pub gate_halts: Labelled,
+    /// SendGate: all sending paused (190 and the like), by code.
+    pub gate_pauses: Labelled,
+    /// SendGate: 130429 answers that slowed a number down.
+    pub gate_throttles: AtomicU64,
+    /// SendGate: contacts marked unreachable (131026).
+    pub gate_unreachable: AtomicU64,
 }
 
 /// The one registry of this process.
@@ -251,6 +266,44 @@ impl Metrics {
             &mut out,
             "parley_commit_batch_ops",
             "Operations per group-commit transaction.",
+        );
+        let _ = writeln!(
+            out,
+            "# HELP parley_gate_admitted_total Messages the SendGate let through, by class.\n# TYPE parley_gate_admitted_total counter\nparley_gate_admitted_total{{class=\"service\"}} {}\nparley_gate_admitted_total{{class=\"business\"}} {}",
+            self.gate_admitted_service.load(r),
+            self.gate_admitted_business.load(r)
+        );
+        self.gate_waits.render(
+            &mut out,
+            "parley_gate_waits_total",
+            "SendGate decisions that made a message wait, by reason (throughput, pair_rate, daily_limit, tier, paused, halted, ...).",
+        );
+        self.gate_refusals.render(
+            &mut out,
+            "parley_gate_refusals_total",
+            "Messages the SendGate refused, by reason.",
+        );
+        self.gate_halts.render(
+            &mut out,
+            "parley_gate_halts_total",
+            "ALERT: business-initiated sending halted on a number (131048, 131031, 368, account events).",
+        );
+        self.gate_pauses.render(
+            &mut out,
+            "parley_gate_pauses_total",
+            "ALERT: all sending paused on a number until resumed (190 and other credential errors).",
+        );
+        counter(
+            &mut out,
+            "parley_gate_throttles_total",
+            "130429 answers that made the SendGate cool off and lower the rate.",
+            self.gate_throttles.load(r),
+        );
+        counter(
+            &mut out,
+            "parley_gate_unreachable_total",
+            "Contacts marked unreachable (131026).",
+            self.gate_unreachable.load(r),
         );
         out
     }

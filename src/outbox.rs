@@ -1,13 +1,16 @@
 //! The outbox sender of one account: sends committed outbox rows to the Graph API.
 //!
 //! One message in flight per conversation (so replies keep their order), up to
-//! `outbox.max_in_flight` conversations at once. Retryable failures (429, 5xx, 130429,
+//! `outbox.max_in_flight` conversations at once. Every attempt passes the account's SendGate
+//! first ([`crate::sendgate`]): a conversation that must wait (pair rate, 131056) is parked
+//! without holding up the others; service replies are tried before business-initiated
+//! messages; account-wide waits (throughput, cool-off, daily cap) stop the queue until due. Retryable failures (429, 5xx, 130429,
 //! timeouts) back off exponentially with jitter, never sooner than Retry-After; permanent ones
 //! fail the row, write a dead letter and tell the conversation. A row that was in flight when
 //! the process died is resent only after `outbox.ambiguous_resend_after`, unless a status
 //! webhook echoing its id settled it first.
 
-use std::collections::{HashMap, HashSet, VecDeque};
+use std::collections::{BTreeMap, HashMap, HashSet, VecDeque};
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::Duration;
@@ -20,10 +23,14 @@ use tokio::task::JoinSet;
 use crate::actors::{AccountMsg, Engine};
 use crate::config::AccountSettings;
 use crate::metrics::metrics;
+use crate::sendgate::{
+    apply_effects, AccountGate, BlockRequest, Decision, Outcome as GateOutcome, Scope, SendClass,
+    TierWrite,
+};
 use crate::store::writer::OutboxRecord;
-use crate::store::OutboxUpdate;
+use crate::store::{GateWrite, OutboxUpdate};
 use crate::telemetry::mask;
-use crate::whatsapp::graph_error::SendOutcome;
+use crate::whatsapp::graph_error::{PermanentAction, SendOutcome};
 use crate::whatsapp::send::OutboundMessage;
 
 /// Prefix of the `biz_opaque_callback_data` we attach, so a status can name its outbox row.
@@ -81,6 +88,15 @@ struct Queued {
     record: OutboxRecord,
     /// Was in flight (state `sending`) when the process last stopped.
     ambiguous: bool,
+    class: SendClass,
+    /// Attempts made by this process.
+    attempts: u32,
+    /// Admitted by the gate once (counted against the day and the tier).
+    counted: bool,
+    /// When it was first admitted (for a refund of the daily unit).
+    admitted_at: i64,
+    /// The tier slot its admission took, released if Meta definitely refuses it.
+    tier: Option<TierWrite>,
 }
 
 /// Read receipts to send: at most one in flight per conversation, and only the newest
@@ -115,16 +131,29 @@ impl Receipts {
     }
 }
 
-/// Per-conversation FIFO queues and the conversations waiting for a send slot.
+/// Per-conversation FIFO queues, two lanes of conversations ready to send (service replies
+/// before business-initiated traffic), and conversations parked until a time.
 #[derive(Default)]
 struct Queues {
     queues: HashMap<String, VecDeque<Queued>>,
-    /// Conversations whose head may be sent, in turn.
-    ready: VecDeque<String>,
-    /// Conversations in `ready` or with a send in flight.
+    /// Conversations whose head may be tried, by the head's class: [service, business].
+    ready: [VecDeque<String>; 2],
+    /// Conversations waiting for their own time (pair rate, 131056, a retry's backoff).
+    parked: BTreeMap<(i64, u64), String>,
+    park_seq: u64,
+    /// Conversations with a send in flight.
+    sending: HashSet<String>,
+    /// Conversations ready, parked or sending.
     scheduled: HashSet<String>,
     /// Outbox ids queued or in flight (a row is never queued twice).
     known: HashSet<i64>,
+}
+
+fn lane(class: SendClass) -> usize {
+    match class {
+        SendClass::Service => 0,
+        SendClass::Business => 1,
+    }
 }
 
 impl Queues {
@@ -133,30 +162,83 @@ impl Queues {
             return false;
         }
         let user = record.user_key.clone();
+        let class = SendClass::parse(&record.class);
         self.queues
             .entry(user.clone())
             .or_default()
-            .push_back(Queued { record, ambiguous });
+            .push_back(Queued {
+                record,
+                ambiguous,
+                class,
+                attempts: 0,
+                counted: false,
+                admitted_at: 0,
+                tier: None,
+            });
         if self.scheduled.insert(user.clone()) {
-            self.ready.push_back(user);
+            self.ready[lane(class)].push_back(user);
         }
         true
     }
 
-    /// Ids of the rows not yet handed to a send (the heads of busy conversations excluded).
+    fn head_mut(&mut self, user: &str) -> Option<&mut Queued> {
+        self.queues.get_mut(user).and_then(|q| q.front_mut())
+    }
+
+    /// Put `user` back in its lane (at the front: it was next).
+    fn ready_front(&mut self, user: String) {
+        if let Some(class) = self.head_mut(&user).map(|h| h.class) {
+            self.ready[lane(class)].push_front(user);
+        } else {
+            self.scheduled.remove(&user);
+        }
+    }
+
+    fn ready_back(&mut self, user: String) {
+        if let Some(class) = self.head_mut(&user).map(|h| h.class) {
+            self.ready[lane(class)].push_back(user);
+        } else {
+            self.scheduled.remove(&user);
+        }
+    }
+
+    fn park(&mut self, user: String, at: i64) {
+        self.park_seq += 1;
+        self.parked.insert((at, self.park_seq), user);
+    }
+
+    fn unpark_due(&mut self, now: i64) {
+        while let Some(entry) = self.parked.first_entry() {
+            if entry.key().0 > now {
+                break;
+            }
+            let user = entry.remove();
+            self.ready_back(user);
+        }
+    }
+
+    fn next_park(&self) -> Option<i64> {
+        self.parked.keys().next().map(|k| k.0)
+    }
+
+    /// Ids of the rows never handed to a send by this process (a row that was tried stays
+    /// `sending`, so the next process treats its outcome as unknown).
     fn unsent(&self) -> Vec<i64> {
-        let waiting: HashSet<&String> = self.ready.iter().collect();
         self.queues
             .iter()
             .flat_map(|(user, q)| {
-                let skip = usize::from(!waiting.contains(user));
-                q.iter().skip(skip).map(|queued| queued.record.id)
+                let skip = usize::from(self.sending.contains(user));
+                q.iter()
+                    .skip(skip)
+                    .filter(|queued| queued.attempts == 0 && !queued.ambiguous)
+                    .map(|queued| queued.record.id)
             })
             .collect()
     }
 
     /// The head of `user`'s queue is settled: the next one may go.
     fn finished_head(&mut self, user: String) {
+        self.sending.remove(&user);
         if let Some(q) = self.queues.get_mut(&user) {
             if let Some(done) = q.pop_front() {
                 self.known.remove(&done.record.id);
@@ -165,10 +247,43 @@ impl Queues {
                 self.queues.remove(&user);
                 self.scheduled.remove(&user);
             } else {
-                self.ready.push_back(user);
+                self.ready_back(user);
             }
+        } else {
+            self.scheduled.remove(&user);
         }
     }
+}
+
+/// How one attempt ended, for the sender's queues.
+enum Finished {
+    /// Sent, or failed for good: the next message of the conversation may go.
+    Settled,
+    /// Try the same message again, not before `at` (and through the gate again).
+    /// `maybe_sent`: the attempt may have reached Meta (timeout, 5xx), so the next one counts
+    /// against the daily cap again.
+    Retry {
+        attempts: u32,
+        at: i64,
+        maybe_sent: bool,
+    },
+    /// Sending is paused or halted: the gate holds the message until resumed.
+    Held { attempts: u32 },
+    /// Shutdown came first.
+    Cancelled,
+}
+
+/// What a send task needs.
+struct Job {
+    record: OutboxRecord,
+    ambiguous: bool,
+    class: SendClass,
+    attempts: u32,
+    admitted_at: i64,
+    /// A tier slot to make durable before the POST (first admission only).
+    tier_write: Option<TierWrite>,
+    /// The tier slot this message holds (released on a definite refusal).
+    tier_held: Option<TierWrite>,
 }
 
 async fn run(
@@ -189,12 +304,26 @@ async fn run(
     // Tells sends waiting in a backoff to give up at shutdown (the row stays `sending` and is
     // settled or resent by the next process).
     let (cancel_tx, cancel_rx) = watch::channel(false);
-    let mut in_flight: JoinSet<String> = JoinSet::new();
+    let mut in_flight: JoinSet<(String, Finished)> = JoinSet::new();
     let mut receipts = Receipts::default();
     let mut receipts_in_flight: JoinSet<String> = JoinSet::new();
     let mut stopping: Option<oneshot::Sender<()>> = None;
 
-    // Rows left from before the last stop, oldest first.
+    // The gate first (its counts and holds are in the store), then the rows left from
+    // before the last stop, oldest first.
+    let gate = loop {
+        match engine
+            .gates
+            .open(&engine.store, &account, engine.clock.now_ms())
+            .await
+        {
+            Ok(g) => break g,
+            Err(e) => {
+                tracing::warn!(error = %e, "Loading the send gate failed; retrying.");
+                tokio::time::sleep(Duration::from_secs(1)).await;
+            }
+        }
+    };
     loop {
         match engine.store.open_outbox(&account.phone_number_id).await {
             Ok(rows) => {
@@ -218,39 +347,121 @@ async fn run(
         }
     }
 
+    // Durable blocks of the daily quota, reserved ahead of need.
+    let mut blocks: JoinSet<(BlockRequest, bool)> = JoinSet::new();
+    let mut block_retry_at = 0i64;
+
     loop {
+        let mut wake_at: Option<i64> = None;
+        let now = engine.clock.now_ms();
         if stopping.is_none() {
+            if blocks.is_empty() && now >= block_retry_at {
+                if let Some(req) = gate.with_gate(|g| g.daily().want_block(now)) {
+                    let (engine, account_id) = (engine.clone(), account.phone_number_id.clone());
+                    blocks.spawn(async move {
+                        let write = GateWrite::Daily {
+                            account: account_id,
+                            day: req.day.to_string(),
+                            reserved: req.reserved as i64,
+                            used: req.used as i64,
+                            at: engine.clock.now_ms(),
+                        };
+                        let ok = engine.writer.gate(write).await.is_ok();
+                        (req, ok)
+                    });
+                }
+            }
+            q.unpark_due(now);
+            let mut business_wait: Option<i64> = None;
             while in_flight.len() < max_in_flight {
-                let Some(user) = q.ready.pop_front() else {
+                let user = if let Some(u) = q.ready[0].pop_front() {
+                    u
+                } else if business_wait.is_none() {
+                    match q.ready[1].pop_front() {
+                        Some(u) => u,
+                        None => break,
+                    }
+                } else {
                     break;
                 };
-                let Some(head) = q.queues.get(&user).and_then(|q| q.front()) else {
+                let Some(head) = q.head_mut(&user) else {
                     q.scheduled.remove(&user);
                     continue;
                 };
-                let record = head.record.clone();
-                let ambiguous = head.ambiguous;
-                let (engine, account, account_ref, cancel, url) = (
-                    engine.clone(),
-                    account.clone(),
-                    account_ref.clone(),
-                    cancel_rx.clone(),
-                    url.clone(),
-                );
-                in_flight.spawn(async move {
-                    deliver(
-                        &engine,
-                        &account,
-                        &url,
-                        &account_ref,
-                        record,
-                        ambiguous,
-                        cancel,
-                    )
-                    .await;
-                    user
-                });
+                let (class, counted) = (head.class, head.counted);
+                match gate.decide(now, &user, class, counted) {
+                    Decision::Admit { tier } => {
+                        let m = metrics();
+                        match class {
+                            SendClass::Service => &m.gate_admitted_service,
+                            SendClass::Business => &m.gate_admitted_business,
+                        }
+                        .fetch_add(1, Ordering::Relaxed);
+                        if !head.counted {
+                            head.counted = true;
+                            head.admitted_at = now;
+                            head.tier = tier.clone();
+                        }
+                        let job = Job {
+                            record: head.record.clone(),
+                            ambiguous: head.ambiguous,
+                            class,
+                            attempts: head.attempts,
+                            admitted_at: head.admitted_at,
+                            tier_write: tier,
+                            tier_held: head.tier.clone(),
+                        };
+                        q.sending.insert(user.clone());
+                        let (engine, account, account_ref, cancel, url, gate) = (
+                            engine.clone(),
+                            account.clone(),
+                            account_ref.clone(),
+                            cancel_rx.clone(),
+                            url.clone(),
+                            gate.clone(),
+                        );
+                        in_flight.spawn(async move {
+                            let finished =
+                                deliver(&engine, &account, &gate, &url, &account_ref, job, cancel)
+                                    .await;
+                            (user, finished)
+                        });
+                    }
+                    Decision::RetryAt { at, reason } => {
+                        metrics()
+                            .gate_waits
+                            .inc(&format!("reason=\"{}\"", reason.as_str()));
+                        match reason.scope() {
+                            Scope::User => {
+                                q.park(user, at);
+                            }
+                            Scope::Business => {
+                                q.ready_front(user);
+                                business_wait = Some(at);
+                            }
+                            Scope::Account => {
+                                q.ready_front(user);
+                                wake_at = Some(at);
+                                break;
+                            }
+                        }
+                    }
+                    Decision::Refuse { reason } => {
+                        metrics().gate_refusals.inc("reason=\"unreachable\"");
+                        let record = head.record.clone();
+                        q.sending.insert(user.clone());
+                        let (engine, account_ref) = (engine.clone(), account_ref.clone());
+                        in_flight.spawn(async move {
+                            fail(&engine, &account_ref, &record, 0, Some(131026), reason).await;
+                            (user, Finished::Settled)
+                        });
+                    }
+                }
             }
+            if !q.ready[1].is_empty() {
+                wake_at = min_opt(wake_at, business_wait);
+            }
+            wake_at = min_opt(wake_at, q.next_park());
             while receipts_in_flight.len() < max_in_flight {
                 let Some((user, wamid)) = receipts.next() else {
                     break;
@@ -262,11 +473,39 @@ async fn run(
                 });
             }
         } else if in_flight.is_empty() {
+            // A block being reserved lands first; then give back what was reserved of today
+            // and not used.
+            while let Some(joined) = blocks.join_next().await {
+                if let Ok((req, ok)) = joined {
+                    gate.with_gate(|g| {
+                        if ok {
+                            g.daily().block_written(&req)
+                        } else {
+                            g.daily().block_failed(&req)
+                        }
+                    });
+                }
+            }
+            if let Some(req) = gate.with_gate(|g| g.daily().release()) {
+                let write = GateWrite::Daily {
+                    account: account.phone_number_id.clone(),
+                    day: req.day.to_string(),
+                    reserved: req.reserved as i64,
+                    used: req.used as i64,
+                    at: engine.clock.now_ms(),
+                };
+                if let Err(e) = engine.writer.gate(write).await {
+                    tracing::warn!(error = %e, "Could not give back the unused daily reservation (it stays counted).");
+                }
+            }
             if let Some(done) = stopping.take() {
                 let _ = done.send(());
             }
             return;
         }
+        // Waits are re-checked at least every second: the clock may be moved (tests) and a
+        // day or a tier slot may come free.
+        let sleep_for = wake_at.map(|at| Duration::from_millis((at - now).clamp(1, 1_000) as u64));
         tokio::select! {
             cmd = rx.recv() => match cmd {
                 Some(Cmd::Enqueue(records)) => {
@@ -295,17 +534,66 @@ async fn run(
                 }
                 None => return,
             },
+            _ = gate.wake.notified() => {}
+            _ = tokio::time::sleep(sleep_for.unwrap_or(Duration::ZERO)), if sleep_for.is_some() => {}
+            Some(joined) = blocks.join_next() => {
+                if let Ok((req, ok)) = joined {
+                    gate.with_gate(|g| if ok {
+                        g.daily().block_written(&req)
+                    } else {
+                        g.daily().block_failed(&req)
+                    });
+                    if !ok {
+                        tracing::warn!("Reserving today's send quota failed; retrying in 1 s.");
+                        block_retry_at = engine.clock.now_ms() + 1_000;
+                    }
+                }
+            }
             Some(joined) = receipts_in_flight.join_next() => {
                 if let Ok(user) = joined {
                     receipts.finished(user);
                 }
             }
             Some(joined) = in_flight.join_next() => {
-                let Ok(user) = joined else { continue };
-                metrics().outbox_pending.fetch_sub(1, Ordering::Relaxed);
-                q.finished_head(user);
+                let Ok((user, finished)) = joined else { continue };
+                match finished {
+                    Finished::Settled => {
+                        metrics().outbox_pending.fetch_sub(1, Ordering::Relaxed);
+                        q.finished_head(user);
+                    }
+                    Finished::Retry { attempts, at, maybe_sent } => {
+                        q.sending.remove(&user);
+                        if let Some(head) = q.head_mut(&user) {
+                            head.attempts = attempts;
+                            head.ambiguous = false;
+                            if maybe_sent {
+                                head.counted = false;
+                            }
+                        }
+                        q.park(user, at);
+                    }
+                    Finished::Held { attempts } => {
+                        q.sending.remove(&user);
+                        if let Some(head) = q.head_mut(&user) {
+                            head.attempts = attempts;
+                            head.ambiguous = false;
+                        }
+                        q.ready_front(user);
+                    }
+                    Finished::Cancelled => {
+                        q.sending.remove(&user);
+                    }
+                }
             }
         }
+    }
+}
+
+fn min_opt(a: Option<i64>, b: Option<i64>) -> Option<i64> {
+    match (a, b) {
+        (Some(a), Some(b)) => Some(a.min(b)),
+        (a, None) => a,
+        (None, b) => b,
     }
 }
 
@@ -392,17 +680,71 @@ async fn cancelled(cancel: &mut watch::Receiver<bool>, d: Duration) -> bool {
     }
 }
 
+/// Make a tier reservation durable before the send; false if shutdown came first.
+async fn write_tier(
+    engine: &Engine,
+    gate: &AccountGate,
+    w: &TierWrite,
+    cancel: &mut watch::Receiver<bool>,
+) -> bool {
+    let write = GateWrite::TierReach {
+        waba: gate.waba.clone(),
+        user_key: w.user_key.clone(),
+        account: gate.account.clone(),
+        at: w.at,
+    };
+    let mut delay = Duration::from_millis(100);
+    loop {
+        match engine.writer.gate(write.clone()).await {
+            Ok(()) => return true,
+            Err(e) => {
+                tracing::warn!(error = %e, "Recording a tier reservation failed; retrying before sending.");
+                if cancelled(cancel, delay).await {
+                    return false;
+                }
+                delay = (delay * 2).min(Duration::from_secs(5));
+            }
+        }
+    }
+}
+
+/// Meta definitely refused a message: its tier slot and daily unit are free again.
+async fn refund(engine: &Engine, gate: &AccountGate, job: &Job) {
+    let now = engine.clock.now_ms();
+    gate.with_gate(|g| {
+        let zone = g.settings().zone;
+        if zone.day(job.admitted_at) == zone.day(now) {
+            g.refund_daily(now);
+        }
+    });
+    if let Some(w) = &job.tier_held {
+        gate.with_tier(|t| t.release(w));
+        let write = GateWrite::TierRelease {
+            waba: gate.waba.clone(),
+            user_key: w.user_key.clone(),
+            at: w.at,
+            previous: w.previous,
+        };
+        if let Err(e) = engine.writer.gate(write).await {
+            // The slot stays taken in the store: conservative.
+            tracing::warn!(error = %e, "Releasing a tier reservation failed.");
+        }
+    }
+}
+
+/// One attempt at one admitted message.
 async fn deliver(
     engine: &Engine,
     account: &AccountSettings,
+    gate: &AccountGate,
     url: &reqwest::Url,
     account_ref: &ActorRef<AccountMsg>,
-    rec: OutboxRecord,
-    ambiguous: bool,
+    job: Job,
     mut cancel: watch::Receiver<bool>,
-) {
+) -> Finished {
     let settings = &engine.settings.outbox;
-    if ambiguous {
+    let rec = &job.record;
+    if job.ambiguous {
         // The previous process may have had this accepted by Meta. Give the status webhook
         // (which echoes our id) time to settle it before sending again.
         let wait_until = rec.updated_at + settings.ambiguous_resend_after.as_millis() as i64;
@@ -414,11 +756,16 @@ async fn deliver(
             )
             .await
         {
-            return;
+            return Finished::Cancelled;
         }
         match engine.store.outbox_state(rec.id).await {
-            Ok(Some(state)) if state == "sent" || state == "failed" => return,
+            Ok(Some(state)) if state == "sent" || state == "failed" => return Finished::Settled,
             _ => {}
+        }
+    }
+    if let Some(w) = &job.tier_write {
+        if !write_tier(engine, gate, w, &mut cancel).await {
+            return Finished::Cancelled;
         }
     }
     let message: OutboundMessage = match serde_json::from_str(&rec.message_json) {
@@ -427,13 +774,14 @@ async fn deliver(
             fail(
                 engine,
                 account_ref,
-                &rec,
+                rec,
                 0,
                 None,
                 format!("stored message does not decode: {e}"),
             )
             .await;
-            return;
+            refund(engine, gate, &job).await;
+            return Finished::Settled;
         }
     };
     let body = if rec.kind == "mark_read" {
@@ -442,7 +790,7 @@ async fn deliver(
         let callback = format!("{CALLBACK_PREFIX}{}", rec.id);
         message.to_request_body(&rec.user_key, rec.reply_to.as_deref(), Some(&callback))
     };
-    if ambiguous || rec.state == "pending" {
+    if job.attempts == 0 && (job.ambiguous || rec.state == "pending") {
         // Rows committed by this process are already `sending` (the step commits them so,
         // sparing a commit per send). A row from before a stop is marked again: from here a
         // crash leaves its outcome unknown once more.
@@ -456,87 +804,177 @@ async fn deliver(
         .await;
     }
     let token = token_for(engine, account);
-    let mut attempt: u32 = 0;
-    loop {
-        attempt += 1;
-        let outcome = engine.graph.send_message(url, token, &body).await;
-        match outcome {
-            SendOutcome::Accepted { wamid } => {
-                metrics().sends.inc(&format!(
-                    "kind=\"{}\",result=\"accepted\",code=\"\"",
-                    rec.kind
-                ));
-                record(
+    let attempt = job.attempts + 1;
+    let outcome = engine.graph.send_message(url, token, &body).await;
+    let now = engine.clock.now_ms();
+    match outcome {
+        SendOutcome::Accepted { wamid } => {
+            metrics().sends.inc(&format!(
+                "kind=\"{}\",result=\"accepted\",code=\"\"",
+                rec.kind
+            ));
+            gate.with_gate(|g| g.on_outcome(now, &rec.user_key, &GateOutcome::Accepted));
+            record(
+                engine,
+                OutboxUpdate::Sent {
+                    id: rec.id,
+                    account: rec.account.clone(),
+                    wamid,
+                    at: now,
+                },
+            )
+            .await;
+            Finished::Settled
+        }
+        SendOutcome::Retry {
+            code,
+            http_status,
+            retry_after,
+            reason,
+        } => {
+            metrics().sends.inc(&format!(
+                "kind=\"{}\",result=\"retry\",code=\"{}\"",
+                rec.kind,
+                code.map_or_else(|| http_status.to_string(), |c| c.to_string())
+            ));
+            // Flow control (the number's rate, the user's pair rate) is the gate's business:
+            // it slows down instead of failing the message, so it gets more attempts.
+            let gate_outcome = match code {
+                Some(130429) => GateOutcome::Throttled { retry_after },
+                None if http_status == 429 => GateOutcome::Throttled { retry_after },
+                Some(131056) => GateOutcome::PairLimited,
+                _ => GateOutcome::Transient,
+            };
+            let flow_control = gate_outcome != GateOutcome::Transient;
+            if matches!(gate_outcome, GateOutcome::Throttled { .. }) {
+                metrics().gate_throttles.fetch_add(1, Ordering::Relaxed);
+            }
+            gate.with_gate(|g| g.on_outcome(now, &rec.user_key, &gate_outcome));
+            let max = if flow_control {
+                settings.max_attempts.saturating_mul(4)
+            } else {
+                settings.max_attempts
+            };
+            if attempt >= max {
+                fail(
                     engine,
-                    OutboxUpdate::Sent {
-                        id: rec.id,
-                        account: rec.account.clone(),
-                        wamid,
-                        at: engine.clock.now_ms(),
-                    },
+                    account_ref,
+                    rec,
+                    attempt,
+                    code,
+                    format!("gave up after {attempt} attempts: {reason}"),
                 )
                 .await;
-                return;
+                return Finished::Settled;
             }
-            SendOutcome::Retry {
-                code,
-                http_status,
-                retry_after,
-                reason,
-            } => {
-                metrics().sends.inc(&format!(
-                    "kind=\"{}\",result=\"retry\",code=\"{}\"",
-                    rec.kind,
-                    code.map_or_else(|| http_status.to_string(), |c| c.to_string())
-                ));
-                if attempt >= settings.max_attempts {
-                    fail(
-                        engine,
-                        account_ref,
-                        &rec,
-                        attempt,
-                        code,
-                        format!("gave up after {attempt} attempts: {reason}"),
-                    )
-                    .await;
-                    return;
-                }
-                let delay = backoff(
+            let delay = if flow_control {
+                // The gate holds the number or the user for as long as needed.
+                Duration::ZERO
+            } else {
+                backoff(
                     settings.backoff_base,
                     settings.backoff_max,
                     attempt - 1,
                     retry_after,
-                );
-                tracing::warn!(account = %account.phone_number_id, user = %mask(&rec.user_key), outbox_id = rec.id, attempt, http_status, code = ?code, reason = %reason, delay_ms = delay.as_millis() as u64, "Send failed; retrying.");
-                let _ = engine
-                    .writer
-                    .outbox(OutboxUpdate::Retrying {
-                        id: rec.id,
-                        attempts: attempt as i64,
-                        code,
-                        detail: reason,
-                        at: engine.clock.now_ms(),
-                    })
+                )
+            };
+            tracing::warn!(account = %account.phone_number_id, user = %mask(&rec.user_key), outbox_id = rec.id, attempt, http_status, code = ?code, reason = %reason, delay_ms = delay.as_millis() as u64, "Send failed; retrying.");
+            let _ = engine
+                .writer
+                .outbox(OutboxUpdate::Retrying {
+                    id: rec.id,
+                    attempts: attempt as i64,
+                    code,
+                    detail: reason,
+                    at: now,
+                })
+                .await;
+            Finished::Retry {
+                attempts: attempt,
+                at: now + delay.as_millis() as i64,
+                // No answer, or a 5xx: Meta may have taken it.
+                maybe_sent: http_status == 0 || http_status >= 500,
+            }
+        }
+        SendOutcome::Permanent {
+            code,
+            http_status,
+            details,
+            action,
+        } => {
+            metrics().sends.inc(&format!(
+                "kind=\"{}\",result=\"failed\",code=\"{}\"",
+                rec.kind,
+                code.map_or_else(|| http_status.to_string(), |c| c.to_string())
+            ));
+            tracing::warn!(account = %account.phone_number_id, user = %mask(&rec.user_key), outbox_id = rec.id, http_status, code = ?code, action = ?action, "Send refused by the Graph API.");
+            let code_or_status = code.unwrap_or(i64::from(http_status));
+            match action {
+                PermanentAction::PauseAccount => {
+                    let fx = gate.with_gate(|g| {
+                        g.on_outcome(
+                            now,
+                            &rec.user_key,
+                            &GateOutcome::Pause {
+                                code,
+                                reason: details.clone(),
+                            },
+                        )
+                    });
+                    apply_effects(
+                        &engine.writer,
+                        gate,
+                        &fx,
+                        code_or_status,
+                        &rec.user_key,
+                        now,
+                    )
                     .await;
-                if cancelled(&mut cancel, delay).await {
-                    return;
+                    // Kept: sent once the account is resumed.
+                    return Finished::Held { attempts: attempt };
                 }
+                PermanentAction::HaltBusinessInitiated => {
+                    let fx = gate.with_gate(|g| {
+                        g.on_outcome(
+                            now,
+                            &rec.user_key,
+                            &GateOutcome::Halt {
+                                code,
+                                reason: details.clone(),
+                            },
+                        )
+                    });
+                    apply_effects(
+                        &engine.writer,
+                        gate,
+                        &fx,
+                        code_or_status,
+                        &rec.user_key,
+                        now,
+                    )
+                    .await;
+                    if job.class == SendClass::Business {
+                        return Finished::Held { attempts: attempt };
+                    }
+                }
+                PermanentAction::RecipientUnreachable => {
+                    let fx = gate
+                        .with_gate(|g| g.on_outcome(now, &rec.user_key, &GateOutcome::Unreachable));
+                    apply_effects(
+                        &engine.writer,
+                        gate,
+                        &fx,
+                        code_or_status,
+                        &rec.user_key,
+                        now,
+                    )
+                    .await;
+                }
+                _ => {}
             }
-            SendOutcome::Permanent {
-                code,
-                http_status,
-                details,
-                action,
-            } => {
-                metrics().sends.inc(&format!(
-                    "kind=\"{}\",result=\"failed\",code=\"{}\"",
-                    rec.kind,
-                    code.map_or_else(|| http_status.to_string(), |c| c.to_string())
-                ));
-                tracing::warn!(account = %account.phone_number_id, user = %mask(&rec.user_key), outbox_id = rec.id, http_status, code = ?code, action = ?action, "Send refused by the Graph API.");
-                fail(engine, account_ref, &rec, attempt, code, details).await;
-                return;
-            }
+            fail(engine, account_ref, rec, attempt, code, details).await;
+            refund(engine, gate, &job).await;
+            Finished::Settled
         }
     }
 }

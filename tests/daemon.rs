@@ -400,3 +400,79 @@ fn check_prints_file_line_col_for_every_flow_error_and_exits_1() {
         String::from_utf8_lossy(&out.stderr)
     );
 }
+
+/// kill -9 while a daily limit is being used up: the daily count lives in the store in
+/// reserved blocks, so no number of crashes lets more than the limit through in a day.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn kill_9_never_lets_the_daily_limit_be_exceeded() {
+    let graph = FakeGraph::start().await;
+    let dir = tempfile::tempdir().unwrap();
+    let port = free_port();
+    let config = dir.path().join("parley.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "[http]\nlisten = \"127.0.0.1:{port}\"\n[whatsapp]\napp_secret = \"{SECRET}\"\nverify_token = \"v\"\naccess_token = \"{ACCESS}\"\n\
+             graph_base_url = \"{}\"\n[store]\nurl = \"sqlite://{}/parley.db\"\n[admin]\ntoken = \"{ADMIN}\"\n\
+             [outbox]\nambiguous_resend_after = \"200ms\"\n\
+             [[accounts]]\nphone_number_id = \"{PNID}\"\ndaily_limit = 40\nmessages_per_second = 20\npair_rate_interval = \"0s\"\nmessaging_tier = \"unlimited\"\n",
+            graph.base_url,
+            dir.path().display()
+        ),
+    )
+    .unwrap();
+    let client = reqwest::Client::new();
+    let accepted = |graph: &FakeGraph| graph.delivered().len();
+    let mut queued = 0;
+    for life in 0..3 {
+        let (mut reap, pid, base) = start(&config, &[], Stdio::null()).await;
+        // Each life queues more than the limit could ever take.
+        for i in 0..30 {
+            let r = client
+                .post(format!("{base}/admin/v1/messages"))
+                .bearer_auth(ADMIN)
+                .json(&serde_json::json!({
+                    "phone_number_id": PNID,
+                    "to": format!("62816{life}{i:04}"),
+                    "template": {"name": "promo", "language": "en"},
+                }))
+                .send()
+                .await
+                .unwrap();
+            assert_eq!(r.status(), 202);
+            queued += 1;
+        }
+        if life < 2 {
+            // Let some go, then kill it mid-stream.
+            let target = accepted(&graph) + 8;
+            graph
+                .wait_until(Duration::from_secs(10), |a| {
+                    a.iter().filter(|a| a.accepted()).count() >= target
+                })
+                .await;
+            let _ = Command::new("kill").arg("-9").arg(pid.to_string()).status();
+            if let Some(mut child) = reap.0.take() {
+                let _ = child.wait();
+            }
+        } else {
+            // The last life runs until nothing more goes out.
+            let mut last = accepted(&graph);
+            loop {
+                tokio::time::sleep(Duration::from_millis(1500)).await;
+                let now = accepted(&graph);
+                if now == last {
+                    break;
+                }
+                last = now;
+            }
+        }
+    }
+    let sent = accepted(&graph);
+    assert!(queued > 40);
+    assert!(
+        sent <= 40,
+        "{sent} messages went out with a daily limit of 40"
+    );
+    // Each crash may waste at most one reserved block (2) plus what was in flight.
+    assert!(sent >= 30, "only {sent} went out");
+}

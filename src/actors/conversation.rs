@@ -14,6 +14,7 @@ use crate::config::AccountSettings;
 use crate::conversation::{ConversationEvent, ConversationState, Effect, StepContext};
 use crate::metrics::metrics;
 use crate::outbox::OutboxSender;
+use crate::sendgate::SendClass;
 use crate::store::writer::ContactUpsert;
 use crate::store::{
     DueTimer, InboxDispatch, NewDeadLetter, NewOutboxRow, NewTimer, StepCommit, StoreError,
@@ -225,6 +226,15 @@ impl ConversationActorState {
             ConversationEvent::BotResult(a) => format!("b{}", a.id),
             ConversationEvent::MediaReady(r) => format!("m{}", r.media_id),
         };
+        // A message sent while the customer-service window is open is a service reply;
+        // anything else is business-initiated (counted against the messaging tier, and
+        // sent after the account's service replies).
+        let class = if next.window_open(now) {
+            SendClass::Service
+        } else {
+            SendClass::Business
+        }
+        .as_str();
         let mut outbox = Vec::new();
         let mut timers = Vec::new();
         let mut receipts = Vec::new();
@@ -237,6 +247,7 @@ impl ConversationActorState {
                     message_json: serde_json::to_string(message)?,
                     reply_to: reply_to.clone(),
                     source_seq: seq,
+                    class,
                 }),
                 // Read receipts are cosmetic: sent after the commit, not stored.
                 Effect::MarkRead { wamid } => receipts.push(wamid.clone()),

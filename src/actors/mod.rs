@@ -48,6 +48,8 @@ pub struct Engine {
     /// Inbound media downloads and voice transcription.
     pub media: crate::media::MediaFetcher,
     pub clock: Arc<dyn Clock>,
+    /// The SendGates of the running accounts.
+    pub gates: Arc<crate::sendgate::GateRegistry>,
 }
 
 /// phone_number_id → its AccountActor; read by the ingress and the writer's dispatcher.

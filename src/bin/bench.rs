@@ -36,6 +36,14 @@ struct Cli {
     /// Send read receipts for inbound messages (the account's `mark_read`).
     #[arg(long, global = true, default_value_t = true, action = clap::ArgAction::Set)]
     mark_read: bool,
+    /// The account's SendGate rate (`messages_per_second`). The engine figures are taken far
+    /// above Meta's limits so that the gate's pacing does not hide the engine's own cost.
+    #[arg(long, global = true, default_value_t = 1_000_000)]
+    mps: u32,
+    /// The account's `pair_rate_interval` ("0s": off, as the shop bench replies ~30 times a
+    /// second to each user).
+    #[arg(long, global = true, default_value = "0s")]
+    pair_rate_interval: String,
     #[command(subcommand)]
     command: Cmd,
 }
@@ -70,9 +78,6 @@ enum Cmd {
         #[arg(long, default_value = "10")]
         seconds: u64,
     },
-    /// Reload a folder of N flow files (copies of the shop flow) while a thread steps the
-    /// shop conversation through the same registry: reload time, and step latency during
-    /// reloads against before.
     /// Chatbot conversations against a fake model answering after --delay-ms.
     Bots {
         #[arg(long, default_value_t = 1000)]
@@ -85,11 +90,29 @@ enum Cmd {
         #[arg(long, default_value_t = 100)]
         concurrency: usize,
     },
+    /// Reload a folder of N flow files (copies of the shop flow) while a thread steps the
+    /// shop conversation through the same registry: reload time, and step latency during
+    /// reloads against before.
     Reload {
         #[arg(long, default_value_t = 1000)]
         files: usize,
         #[arg(long, default_value_t = 9)]
         rounds: usize,
+    },
+    /// The SendGate's pacing: queue business-initiated templates to distinct users through
+    /// the admin API and measure the rate they reach the fake Graph API at (use `--mps`).
+    Send {
+        #[arg(long, default_value_t = 20_000)]
+        messages: usize,
+        #[arg(long, default_value_t = 32)]
+        concurrency: usize,
+    },
+    /// The SendGate's decision alone, in process (no daemon): ns per admitted message.
+    GateCore {
+        #[arg(long, default_value_t = 2_000_000)]
+        decisions: u64,
+        #[arg(long, default_value_t = 100_000)]
+        users: u64,
     },
     Memory {
         #[arg(long, default_value_t = 1000)]
@@ -180,8 +203,9 @@ async fn start_daemon(
         format!(
             "[http]\nlisten = \"127.0.0.1:{port}\"\n[whatsapp]\napp_secret = \"{SECRET}\"\nverify_token = \"v\"\naccess_token = \"t\"\ngraph_base_url = \"{}\"\n\
              [store]\nurl = \"{store}\"\n[admin]\ntoken = \"{ADMIN}\"\n[conversation]\nidle_timeout = \"{idle}\"\n[log]\nlevel = \"warn\"\nformat = \"json\"\n\
-             [[accounts]]\nphone_number_id = \"{PNID}\"\nmark_read = {}\n{extra}",
-            graph.base_url, cli.mark_read
+             [[accounts]]\nphone_number_id = \"{PNID}\"\nmark_read = {}\n\
+             messages_per_second = {}\npair_rate_interval = \"{}\"\nmessaging_tier = \"unlimited\"\n{extra}",
+            graph.base_url, cli.mark_read, cli.mps, cli.pair_rate_interval
         ),
     )?;
     let child = Command::new(&cli.daemon)
@@ -798,6 +822,148 @@ async fn bots(
     Ok(())
 }
 
+/// Decide `decisions` messages to `users` users (service and business alternating, pair rate
+/// and a tier on, a rate high enough to admit them all) with time advancing 1 ms a step.
+fn gate_core(decisions: u64, users: u64) {
+    use parley::config::MessagingTier;
+    use parley::sendgate::{
+        AccountGate, Decision, Gate, GateSettings, SendClass, TierLedger, Zone,
+    };
+    let settings = GateSettings {
+        messages_per_second: 1_000_000,
+        throughput_burst: 100_000,
+        pair_rate_interval: Duration::from_secs(6),
+        pair_rate_burst: 45,
+        daily_limit: None,
+        daily_block: 1,
+        tier: MessagingTier::Limited(100_000),
+        zone: Zone::parse("Asia/Jakarta").expect("a zone"),
+    };
+    let gate = AccountGate {
+        account: PNID.into(),
+        waba: "bench".into(),
+        gate: Mutex::new(Gate::new(settings)),
+        tier: Arc::new(Mutex::new(TierLedger::new(MessagingTier::Limited(100_000)))),
+        wake: tokio::sync::Notify::new(),
+    };
+    let names: Vec<String> = (0..users).map(|u| format!("62911{u:08}")).collect();
+    let t0 = 1_795_305_600_000i64;
+    let started = Instant::now();
+    let mut admitted = 0u64;
+    for i in 0..decisions {
+        let user = &names[(i % users) as usize];
+        let class = if i % 2 == 0 {
+            SendClass::Service
+        } else {
+            SendClass::Business
+        };
+        if let Decision::Admit { .. } = gate.decide(t0 + i as i64, user, class, false) {
+            admitted += 1;
+        }
+    }
+    let elapsed = started.elapsed();
+    println!(
+        "{decisions} decisions ({admitted} admitted) for {users} users in {:.2} s: {:.0} ns per decision",
+        elapsed.as_secs_f64(),
+        elapsed.as_nanos() as f64 / decisions as f64
+    );
+}
+
+async fn send(cli: &Cli, messages: usize, concurrency: usize) -> anyhow::Result<()> {
+    let arrivals: Arc<Mutex<Vec<Instant>>> = Arc::new(Mutex::new(Vec::with_capacity(messages)));
+    let graph = {
+        let arrivals = arrivals.clone();
+        FakeGraph::start_for_load(Arc::new(move |body| {
+            if body.get("template").is_some() {
+                arrivals.lock().unwrap().push(Instant::now());
+            }
+        }))
+        .await
+    };
+    let daemon = start_daemon(cli, &graph, "10m", "").await?;
+    let pid = daemon.child.id();
+    let (_, _, ticks0) = proc_stats(pid);
+    let client = reqwest::Client::new();
+    let started = Instant::now();
+    let next = Arc::new(AtomicU64::new(0));
+    let mut tasks = Vec::new();
+    for _ in 0..concurrency {
+        let (client, base, next) = (client.clone(), daemon.base.clone(), next.clone());
+        tasks.push(tokio::spawn(async move {
+            let mut failed = 0;
+            loop {
+                let n = next.fetch_add(1, Ordering::Relaxed) as usize;
+                if n >= messages {
+                    break;
+                }
+                let r = client
+                    .post(format!("{base}/admin/v1/messages"))
+                    .bearer_auth(ADMIN)
+                    .json(&serde_json::json!({
+                        "phone_number_id": PNID,
+                        "to": format!("62910{n:08}"),
+                        "template": {"name": "promo", "language": "id", "body_params": ["Budi"]},
+                    }))
+                    .send()
+                    .await;
+                if !matches!(r, Ok(ref r) if r.status().as_u16() == 202) {
+                    failed += 1;
+                }
+            }
+            failed
+        }));
+    }
+    let mut failed = 0;
+    for t in tasks {
+        failed += t.await?;
+    }
+    let queued_in = started.elapsed().as_secs_f64();
+    let deadline = Instant::now()
+        + Duration::from_secs_f64(messages as f64 / f64::from(cli.mps.max(1)) * 2.0 + 30.0);
+    while arrivals.lock().unwrap().len() < messages - failed && Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let (peak_kib, _, ticks1) = proc_stats(pid);
+    let cpu_us = (ticks1 - ticks0) as f64 * 1e6 / clk_tck() as f64;
+    let times = arrivals.lock().unwrap().clone();
+    let sent = times.len();
+    let span = match (times.first(), times.last()) {
+        (Some(a), Some(b)) => b.duration_since(*a).as_secs_f64(),
+        _ => 0.0,
+    };
+    // The most sends in any one second, and the rate over the whole run.
+    let mut max_second = 0;
+    let mut j = 0;
+    for i in 0..times.len() {
+        while times[j] + Duration::from_secs(1) <= times[i] {
+            j += 1;
+        }
+        max_second = max_second.max(i - j + 1);
+    }
+    println!(
+        "store: {}",
+        cli.store
+            .as_deref()
+            .unwrap_or("sqlite (temp file, synchronous=FULL)")
+    );
+    println!(
+        "queued {messages} business-initiated templates ({failed} refused) through the admin API in {queued_in:.1} s ({:.0}/s)",
+        messages as f64 / queued_in
+    );
+    println!(
+        "sent {sent} in {span:.2} s: {:.1}/s against messages_per_second = {} ({:+.2} %); most in one second: {max_second}",
+        (sent.saturating_sub(1)) as f64 / span.max(1e-9),
+        cli.mps,
+        ((sent.saturating_sub(1)) as f64 / span.max(1e-9) / f64::from(cli.mps) - 1.0) * 100.0
+    );
+    println!(
+        "daemon: peak RSS {:.1} MiB, CPU {:.0} µs per message (admin request, step, commit, gate, send, record)",
+        peak_kib as f64 / 1024.0,
+        cpu_us / sent.max(1) as f64
+    );
+    Ok(())
+}
+
 async fn live_conversations(client: &reqwest::Client, base: &str) -> i64 {
     let r = client
         .get(format!("{base}/admin/v1/accounts"))
@@ -905,6 +1071,14 @@ async fn main() -> anyhow::Result<()> {
             delay_ms,
             concurrency,
         } => bots(&cli, users, seconds, delay_ms, concurrency).await,
+        Cmd::Send {
+            messages,
+            concurrency,
+        } => send(&cli, messages, concurrency).await,
+        Cmd::GateCore { decisions, users } => {
+            gate_core(decisions, users);
+            Ok(())
+        }
     }
 }
 

@@ -19,6 +19,8 @@ use crate::whatsapp::send::OutboundMessage;
 pub fn routes(state: AppState) -> Router<AppState> {
     Router::new()
         .route("/accounts", get(accounts))
+        .route("/accounts/{phone_number_id}/usage", get(usage))
+        .route("/accounts/{phone_number_id}/resume", post(resume))
         .route("/conversations/{phone_number_id}/{user}", get(conversation))
         .route("/messages", post(send_message))
         .route(
@@ -99,6 +101,92 @@ async fn accounts(State(app): State<AppState>) -> Response {
         }));
     }
     Json(json!({ "accounts": out })).into_response()
+}
+
+/// Today's count against the daily limit, tier usage, current rate, health, and whether (and
+/// why) sending is paused or halted.
+async fn usage(State(app): State<AppState>, Path(pnid): Path<String>) -> Response {
+    let Some(settings) = app.engine.settings.account(&pnid) else {
+        return error(StatusCode::NOT_FOUND, "unknown phone_number_id");
+    };
+    let Some(gate) = app.engine.gates.get(&pnid) else {
+        return error(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "the account's sender is not running yet",
+        );
+    };
+    let now = app.engine.clock.now_ms();
+    let view = gate.usage(now);
+    let u = &view["usage"];
+    let templates = match app.engine.store.template_problems(&gate.waba).await {
+        Ok(t) => t
+            .into_iter()
+            .map(|(name, language, status, reason)| {
+                json!({"name": name, "language": language, "status": status, "reason": reason})
+            })
+            .collect::<Vec<_>>(),
+        Err(e) => return error(StatusCode::SERVICE_UNAVAILABLE, format!("store: {e}")),
+    };
+    let control = &u["control"];
+    Json(json!({
+        "phone_number_id": pnid,
+        "waba_id": settings.waba_id,
+        "timezone": settings.timezone,
+        "day": u["day"],
+        "today": {
+            "sent": u["sent_today"],
+            "daily_limit": u["daily_limit"],
+            "remaining": u["daily_limit"].as_u64().map(|l| l.saturating_sub(u["sent_today"].as_u64().unwrap_or(0))),
+            "reserved": u["daily_reserved"],
+        },
+        "tier": view["tier"],
+        "rate": {
+            "configured_mps": u["configured_mps"],
+            "current_mps": u["current_mps"],
+            "measured_mps_10s": u["measured_mps"],
+            "cool_off_until": u["cool_off_until"],
+            "pair_rate_interval_ms": settings.pair_rate_interval.as_millis() as u64,
+            "pair_rate_burst": settings.pair_rate_burst,
+            "recipients_backing_off": u["recipients_backing_off"],
+        },
+        "health": u["health"],
+        "quality": {"health": control["quality"], "event": control["quality_event"], "meta_tier": control["meta_tier"]},
+        "account_status": {"health": control["account"], "event": control["account_event"]},
+        "paused": control.get("paused"),
+        "halted": control.get("halted"),
+        "unreachable_contacts": u["unreachable_contacts"],
+        "templates_not_approved": templates,
+    }))
+    .into_response()
+}
+
+/// Lift a pause (190) and a halt (131048 / 131031 / 368 / account restriction) once fixed.
+async fn resume(State(app): State<AppState>, Path(pnid): Path<String>) -> Response {
+    if app.engine.settings.account(&pnid).is_none() {
+        return error(StatusCode::NOT_FOUND, "unknown phone_number_id");
+    }
+    let Some(gate) = app.engine.gates.get(&pnid) else {
+        return error(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "the account's sender is not running yet",
+        );
+    };
+    let now = app.engine.clock.now_ms();
+    let (changed, before) = gate.with_gate(|g| {
+        let before = g.control().clone();
+        (g.resume(), before)
+    });
+    if changed {
+        if let Err(e) = app.engine.writer.gate(gate.control_write(now)).await {
+            // Put it back: a resume that is not durable would be undone by a restart.
+            gate.with_gate(|g| g.set_control(before));
+            return error(StatusCode::SERVICE_UNAVAILABLE, format!("store: {e}"));
+        }
+        tracing::warn!(account = %pnid, "Sending resumed by the admin API.");
+    }
+    gate.wake.notify_one();
+    let health = gate.with_gate(|g| g.control().health());
+    Json(json!({ "resumed": changed, "health": health })).into_response()
 }
 
 async fn conversation(

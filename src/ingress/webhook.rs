@@ -110,8 +110,24 @@ pub async fn receive(State(app): State<AppState>, headers: HeaderMap, body: Byte
     if rows.is_empty() {
         return result("result=\"empty\"", StatusCode::OK, "ok");
     }
+    let signals: Vec<(usize, GateSignal)> = rows
+        .iter()
+        .enumerate()
+        .filter_map(|(i, r)| gate_signal(r).map(|s| (i, s)))
+        .collect();
     match app.engine.writer.append_inbox(rows).await {
         Ok(seqs) => {
+            // What concerns the send gates (health, quality, errors Meta reported for our
+            // messages), applied once: only rows that were new.
+            let fresh: Vec<GateSignal> = signals
+                .into_iter()
+                .filter(|(i, _)| matches!(seqs.get(*i), Some(Some(_))))
+                .map(|(_, s)| s)
+                .collect();
+            if !fresh.is_empty() {
+                let engine = app.engine.clone();
+                tokio::spawn(async move { apply_gate_signals(&engine, fresh).await });
+            }
             if seqs.iter().all(Option::is_none) {
                 result("result=\"duplicate\"", StatusCode::OK, "ok")
             } else {
@@ -125,6 +141,72 @@ pub async fn receive(State(app): State<AppState>, headers: HeaderMap, body: Byte
                 StatusCode::SERVICE_UNAVAILABLE,
                 "store unavailable",
             )
+        }
+    }
+}
+
+/// A committed event the send gates must hear about.
+enum GateSignal {
+    Account(crate::whatsapp::event::AccountEvent),
+    SendError {
+        account: String,
+        user_key: Option<String>,
+        code: i64,
+    },
+}
+
+fn gate_signal(row: &NewInboxRow) -> Option<GateSignal> {
+    match row.kind {
+        "account_event" => match serde_json::from_str::<WebhookEvent>(&row.payload) {
+            Ok(WebhookEvent::AccountEvent(a)) => Some(GateSignal::Account(a)),
+            _ => None,
+        },
+        "status" if row.state == "done" => {
+            let code = row.status.as_ref()?.error_code?;
+            crate::sendgate::outcome_for_code(code, "")?;
+            Some(GateSignal::SendError {
+                account: row.account.clone(),
+                user_key: row.user_key.clone(),
+                code,
+            })
+        }
+        _ => None,
+    }
+}
+
+async fn apply_gate_signals(engine: &crate::actors::Engine, signals: Vec<GateSignal>) {
+    let now = engine.clock.now_ms();
+    for s in signals {
+        match s {
+            GateSignal::Account(ev) => {
+                engine
+                    .gates
+                    .on_account_event(
+                        &engine.settings.accounts,
+                        &engine.store,
+                        &engine.writer,
+                        &ev,
+                        now,
+                    )
+                    .await
+            }
+            GateSignal::SendError {
+                account,
+                user_key,
+                code,
+            } => {
+                engine
+                    .gates
+                    .on_status_error(
+                        &engine.store,
+                        &engine.writer,
+                        &account,
+                        user_key.as_deref(),
+                        code,
+                        now,
+                    )
+                    .await
+            }
         }
     }
 }

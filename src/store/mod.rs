@@ -17,8 +17,8 @@ use sqlx::{AnyPool, ConnectOptions, Executor};
 pub use queries::*;
 pub use sql::Val;
 pub use writer::{
-    InboxDispatch, NewDeadLetter, NewInboxRow, NewOutboxRow, NewTimer, OutboxUpdate, StepCommit,
-    WriterHandle,
+    GateWrite, InboxDispatch, NewDeadLetter, NewInboxRow, NewOutboxRow, NewTimer, OutboxUpdate,
+    StepCommit, WriterHandle,
 };
 
 #[derive(Debug, thiserror::Error)]

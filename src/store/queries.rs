@@ -181,7 +181,7 @@ impl Store {
     pub async fn open_outbox(&self, account: &str) -> Result<Vec<OutboxRecord>, StoreError> {
         let rows = self
             .fetch(
-                "SELECT id, account, user_key, kind, message, reply_to, state, updated_at FROM outbox \
+                "SELECT id, account, user_key, kind, message, reply_to, state, updated_at, class FROM outbox \
                  WHERE account = $1 AND state IN ('pending', 'sending') ORDER BY id",
                 vec![account.into()],
             )
@@ -197,6 +197,7 @@ impl Store {
                     reply_to: r.try_get("reply_to")?,
                     state: r.try_get("state")?,
                     updated_at: r.try_get("updated_at")?,
+                    class: r.try_get("class")?,
                 })
             })
             .collect()
@@ -445,5 +446,94 @@ impl Store {
             one("SELECT COUNT(*) FROM contacts WHERE account = $1").await?,
             one("SELECT COUNT(*) FROM outbox WHERE account = $1 AND state IN ('pending', 'sending')").await?,
         ))
+    }
+
+    /// SendGate: what was reserved of `day` (`reserved`, `used`), if anything.
+    pub async fn daily_usage(
+        &self,
+        account: &str,
+        day: &str,
+    ) -> Result<Option<(i64, i64)>, StoreError> {
+        let rows = self
+            .fetch(
+                "SELECT reserved, used FROM send_daily_usage WHERE account = $1 AND day = $2",
+                vec![account.into(), day.into()],
+            )
+            .await?;
+        rows.into_iter()
+            .next()
+            .map(|r| Ok((r.try_get("reserved")?, r.try_get("used")?)))
+            .transpose()
+    }
+
+    /// SendGate: users of `waba` reached since `since` (business-initiated), with the time.
+    pub async fn tier_reach(
+        &self,
+        waba: &str,
+        since: i64,
+    ) -> Result<Vec<(String, i64)>, StoreError> {
+        let rows = self
+            .fetch(
+                "SELECT user_key, reached_at FROM tier_reach WHERE waba = $1 AND reached_at > $2",
+                vec![waba.into(), Val::I(since)],
+            )
+            .await?;
+        rows.into_iter()
+            .map(|r| Ok((r.try_get("user_key")?, r.try_get("reached_at")?)))
+            .collect()
+    }
+
+    /// SendGate: the stored control (JSON) of an account.
+    pub async fn account_gate(&self, account: &str) -> Result<Option<String>, StoreError> {
+        let rows = self
+            .fetch(
+                "SELECT state FROM account_gate WHERE account = $1",
+                vec![account.into()],
+            )
+            .await?;
+        rows.into_iter()
+            .next()
+            .map(|r| Ok(r.try_get("state")?))
+            .transpose()
+    }
+
+    /// SendGate: contacts marked unreachable since `since`.
+    pub async fn unreachable_contacts(
+        &self,
+        account: &str,
+        since: i64,
+    ) -> Result<Vec<(String, i64)>, StoreError> {
+        let rows = self
+            .fetch(
+                "SELECT user_key, at FROM unreachable_contacts WHERE account = $1 AND at > $2",
+                vec![account.into(), Val::I(since)],
+            )
+            .await?;
+        rows.into_iter()
+            .map(|r| Ok((r.try_get("user_key")?, r.try_get("at")?)))
+            .collect()
+    }
+
+    /// Templates of `waba` whose last state is not APPROVED: (name, language, status, reason).
+    pub async fn template_problems(
+        &self,
+        waba: &str,
+    ) -> Result<Vec<(String, String, String, Option<String>)>, StoreError> {
+        let rows = self
+            .fetch(
+                "SELECT name, language, status, reason FROM template_states WHERE waba = $1 AND status <> 'APPROVED' ORDER BY name, language",
+                vec![waba.into()],
+            )
+            .await?;
+        rows.into_iter()
+            .map(|r| {
+                Ok((
+                    r.try_get("name")?,
+                    r.try_get("language")?,
+                    r.try_get("status")?,
+                    r.try_get("reason")?,
+                ))
+            })
+            .collect()
     }
 }

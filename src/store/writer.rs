@@ -89,6 +89,8 @@ pub struct NewOutboxRow {
     pub message_json: String,
     pub reply_to: Option<String>,
     pub source_seq: Option<i64>,
+    /// service | business (see `sendgate::SendClass`).
+    pub class: &'static str,
 }
 
 #[derive(Debug, Clone)]
@@ -130,6 +132,8 @@ pub struct OutboxRecord {
     pub reply_to: Option<String>,
     pub state: String,
     pub updated_at: i64,
+    /// service | business (see `sendgate::SendClass`).
+    pub class: String,
 }
 
 #[derive(Debug, Clone)]
@@ -181,6 +185,57 @@ enum WriteOp {
     Outbox {
         update: OutboxUpdate,
         reply: oneshot::Sender<Result<(), StoreError>>,
+    },
+    Gate {
+        write: GateWrite,
+        reply: oneshot::Sender<Result<(), StoreError>>,
+    },
+}
+
+/// SendGate state that must survive a restart.
+#[derive(Debug, Clone)]
+pub enum GateWrite {
+    /// The account may send up to `reserved` messages on `day` (set exactly).
+    Daily {
+        account: String,
+        day: String,
+        reserved: i64,
+        used: i64,
+        at: i64,
+    },
+    /// `user_key` was reached with a business-initiated message (before the send).
+    TierReach {
+        waba: String,
+        user_key: String,
+        account: String,
+        at: i64,
+    },
+    /// Undo a reach Meta refused: back to `previous`, or gone.
+    TierRelease {
+        waba: String,
+        user_key: String,
+        at: i64,
+        previous: Option<i64>,
+    },
+    /// The account's health, halt and pause (JSON of `sendgate::Control`).
+    Control {
+        account: String,
+        state_json: String,
+        at: i64,
+    },
+    Unreachable {
+        account: String,
+        user_key: String,
+        code: Option<i64>,
+        at: i64,
+    },
+    Template {
+        waba: String,
+        name: String,
+        language: String,
+        status: String,
+        reason: Option<String>,
+        at: i64,
     },
 }
 
@@ -354,6 +409,21 @@ impl WriterHandle {
         self.submit(("outbox", &id), WriteOp::Outbox { update, reply }, rx)
             .await
     }
+
+    /// Make SendGate state durable (returns once committed).
+    pub async fn gate(&self, write: GateWrite) -> Result<(), StoreError> {
+        let (reply, rx) = oneshot::channel();
+        let key = match &write {
+            GateWrite::TierReach { waba, .. }
+            | GateWrite::TierRelease { waba, .. }
+            | GateWrite::Template { waba, .. } => waba.clone(),
+            GateWrite::Daily { account, .. }
+            | GateWrite::Control { account, .. }
+            | GateWrite::Unreachable { account, .. } => account.clone(),
+        };
+        self.submit(("gate", &key), WriteOp::Gate { write, reply }, rx)
+            .await
+    }
 }
 
 fn run(
@@ -424,7 +494,7 @@ fn fail(ops: Vec<WriteOp>, e: &StoreError) {
             WriteOp::Step { reply, .. } => {
                 let _ = reply.send(Err(clone_err(e)));
             }
-            WriteOp::Outbox { reply, .. } => {
+            WriteOp::Outbox { reply, .. } | WriteOp::Gate { reply, .. } => {
                 let _ = reply.send(Err(clone_err(e)));
             }
         }
@@ -454,7 +524,9 @@ fn finish(ops: Vec<WriteOp>, results: Vec<OpResult>, dispatcher: &OnceLock<Dispa
             (WriteOp::Step { reply, .. }, OpResult::Step(records)) => {
                 let _ = reply.send(Ok(records));
             }
-            (WriteOp::DeadLetter { reply, .. }, _) | (WriteOp::Outbox { reply, .. }, _) => {
+            (WriteOp::DeadLetter { reply, .. }, _)
+            | (WriteOp::Outbox { reply, .. }, _)
+            | (WriteOp::Gate { reply, .. }, _) => {
                 let _ = reply.send(Ok(()));
             }
             (WriteOp::Append { reply, .. }, _) => {
@@ -522,6 +594,15 @@ fn write_batch(conn: &mut WriterConn, ops: &[WriteOp]) -> Result<Vec<OpResult>, 
             }
         }
         apply_outbox_updates(tx, &updates)?;
+        // 4. SendGate state.
+        let gate: Vec<&GateWrite> = ops
+            .iter()
+            .filter_map(|op| match op {
+                WriteOp::Gate { write, .. } => Some(write),
+                _ => None,
+            })
+            .collect();
+        apply_gate_writes(tx, &gate)?;
         Ok((inserted, outbox_ids))
     })?;
     let mut results: Vec<OpResult> = Vec::with_capacity(ops.len());
@@ -551,6 +632,7 @@ fn write_batch(conn: &mut WriterConn, ops: &[WriteOp]) -> Result<Vec<OpResult>, 
                             reply_to: o.reply_to.clone(),
                             state: "sending".into(),
                             updated_at: commit.now,
+                            class: o.class.to_string(),
                         })
                     })
                     .collect(),
@@ -740,11 +822,11 @@ fn commit_steps(
         .collect();
     for chunk in std_chunks(&outbox) {
         let text = format!(
-            "INSERT INTO outbox (account, user_key, idem_key, kind, message, reply_to, source_seq, state, created_at, updated_at) VALUES {} \
+            "INSERT INTO outbox (account, user_key, idem_key, kind, message, reply_to, source_seq, state, created_at, updated_at, class) VALUES {} \
              ON CONFLICT (idem_key) DO NOTHING RETURNING id, idem_key",
-            values_list(chunk.len(), 10, 1)
+            values_list(chunk.len(), 11, 1)
         );
-        let mut vals = Vec::with_capacity(chunk.len() * 10);
+        let mut vals = Vec::with_capacity(chunk.len() * 11);
         for (s, o) in chunk {
             vals.extend([
                 Val::S(s.account.clone()),
@@ -759,6 +841,7 @@ fn commit_steps(
                 Val::S("sending".into()),
                 Val::I(s.now),
                 Val::I(s.now),
+                Val::S(o.class.to_string()),
             ]);
         }
         for row in tx.query(&text, vals, &[Col::Int, Col::Text])? {
@@ -1034,6 +1117,159 @@ fn apply_outbox_update(tx: &mut dyn SyncTx, update: &OutboxUpdate) -> Result<(),
                 },
             )?;
         }
+    }
+    Ok(())
+}
+
+/// SendGate writes: reaches (the frequent kind) as multi-row upserts, the rest one by one.
+fn apply_gate_writes(tx: &mut dyn SyncTx, writes: &[&GateWrite]) -> Result<(), StoreError> {
+    // One row per (waba, user): PostgreSQL refuses to upsert the same key twice in a statement.
+    let mut reaches: HashMap<(&str, &str), (&str, i64)> = HashMap::new();
+    for w in writes {
+        match w {
+            GateWrite::TierReach {
+                waba,
+                user_key,
+                account,
+                at,
+            } => {
+                let e = reaches
+                    .entry((waba.as_str(), user_key.as_str()))
+                    .or_insert((account.as_str(), *at));
+                if *at >= e.1 {
+                    *e = (account.as_str(), *at);
+                }
+            }
+            GateWrite::TierRelease {
+                waba,
+                user_key,
+                at,
+                previous,
+            } => {
+                if reaches
+                    .get(&(waba.as_str(), user_key.as_str()))
+                    .is_some_and(|r| r.1 == *at)
+                {
+                    reaches.remove(&(waba.as_str(), user_key.as_str()));
+                }
+                match previous {
+                    None => exec(
+                        tx,
+                        "DELETE FROM tier_reach WHERE waba = $1 AND user_key = $2 AND reached_at = $3",
+                        vec![waba.as_str().into(), user_key.as_str().into(), Val::I(*at)],
+                    )?,
+                    Some(prev) => exec(
+                        tx,
+                        "UPDATE tier_reach SET reached_at = $1 WHERE waba = $2 AND user_key = $3 AND reached_at = $4",
+                        vec![
+                            Val::I(*prev),
+                            waba.as_str().into(),
+                            user_key.as_str().into(),
+                            Val::I(*at),
+                        ],
+                    )?,
+                };
+            }
+            GateWrite::Daily {
+                account,
+                day,
+                reserved,
+                used,
+                at,
+            } => {
+                exec(
+                    tx,
+                    "INSERT INTO send_daily_usage (account, day, reserved, used, updated_at) VALUES ($1, $2, $3, $4, $5) \
+                     ON CONFLICT (account, day) DO UPDATE SET reserved = excluded.reserved, used = excluded.used, \
+                     updated_at = excluded.updated_at",
+                    vec![
+                        account.as_str().into(),
+                        day.as_str().into(),
+                        Val::I(*reserved),
+                        Val::I(*used),
+                        Val::I(*at),
+                    ],
+                )?;
+            }
+            GateWrite::Control {
+                account,
+                state_json,
+                at,
+            } => {
+                exec(
+                    tx,
+                    "INSERT INTO account_gate (account, state, updated_at) VALUES ($1, $2, $3) \
+                     ON CONFLICT (account) DO UPDATE SET state = excluded.state, updated_at = excluded.updated_at",
+                    vec![
+                        account.as_str().into(),
+                        state_json.as_str().into(),
+                        Val::I(*at),
+                    ],
+                )?;
+            }
+            GateWrite::Unreachable {
+                account,
+                user_key,
+                code,
+                at,
+            } => {
+                exec(
+                    tx,
+                    "INSERT INTO unreachable_contacts (account, user_key, code, at) VALUES ($1, $2, $3, $4) \
+                     ON CONFLICT (account, user_key) DO UPDATE SET code = excluded.code, at = excluded.at",
+                    vec![
+                        account.as_str().into(),
+                        user_key.as_str().into(),
+                        Val::OptI(*code),
+                        Val::I(*at),
+                    ],
+                )?;
+            }
+            GateWrite::Template {
+                waba,
+                name,
+                language,
+                status,
+                reason,
+                at,
+            } => {
+                exec(
+                    tx,
+                    "INSERT INTO template_states (waba, name, language, status, reason, updated_at) VALUES ($1, $2, $3, $4, $5, $6) \
+                     ON CONFLICT (waba, name, language) DO UPDATE SET status = excluded.status, reason = excluded.reason, \
+                     updated_at = excluded.updated_at",
+                    vec![
+                        waba.as_str().into(),
+                        name.as_str().into(),
+                        language.as_str().into(),
+                        status.as_str().into(),
+                        Val::OptS(reason.clone()),
+                        Val::I(*at),
+                    ],
+                )?;
+            }
+        }
+    }
+    let reaches: Vec<(&str, &str, &str, i64)> = reaches
+        .into_iter()
+        .map(|((waba, user), (account, at))| (waba, user, account, at))
+        .collect();
+    for chunk in std_chunks(&reaches) {
+        let text = format!(
+            "INSERT INTO tier_reach (waba, user_key, account, reached_at) VALUES {} \
+             ON CONFLICT (waba, user_key) DO UPDATE SET account = excluded.account, reached_at = excluded.reached_at",
+            values_list(chunk.len(), 4, 1)
+        );
+        let mut vals = Vec::with_capacity(chunk.len() * 4);
+        for (waba, user, account, at) in chunk {
+            vals.extend([
+                Val::S(waba.to_string()),
+                Val::S(user.to_string()),
+                Val::S(account.to_string()),
+                Val::I(*at),
+            ]);
+        }
+        exec(tx, &text, vals)?;
     }
     Ok(())
 }

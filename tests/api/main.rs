@@ -10,4 +10,5 @@ mod delivery;
 mod flows;
 mod handoff;
 mod media;
+mod sendgate;
 mod webhook;
