@@ -251,6 +251,21 @@ pub struct ConversationSettings {
     #[serde(deserialize_with = "de_duration")]
     pub idle_timeout: Duration,
     pub max_event_attempts: u32,
+    /// A free-form message (a flow's or bot's reply) outside the 24 h window: "fail"
+    /// (refused, counted, logged) or "hold" (sent when the user writes again). A flow's send
+    /// node may name a template instead.
+    #[serde(default = "default_outside_window")]
+    pub outside_window: crate::conversation::WindowPolicy,
+    /// Held messages older than this are dropped.
+    #[serde(default = "default_hold_for", deserialize_with = "de_duration")]
+    pub hold_for: Duration,
+}
+
+fn default_outside_window() -> crate::conversation::WindowPolicy {
+    crate::conversation::WindowPolicy::Fail
+}
+fn default_hold_for() -> Duration {
+    Duration::from_secs(7 * 24 * 3600)
 }
 
 #[derive(Debug, Clone, Deserialize)]

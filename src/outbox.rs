@@ -1006,6 +1006,7 @@ async fn fail(
             outbox_id: rec.id,
             code,
             detail,
+            message: serde_json::from_str(&rec.message_json).ok(),
         });
     }
 }

@@ -197,7 +197,7 @@ proptest! {
         .unwrap();
         let registry = FlowRegistry::new(parley::flow::load_dir(dir.path()).unwrap());
         let logic = FlowLogic { flows: registry.clone() };
-        let ctx = StepContext { now_ms: 1_700_000_000_000, mark_read: false, handoff_timeout_ms: 0, default_bot: None, fetch_media: false, transcribe: false };
+        let ctx = StepContext { now_ms: 1_700_000_000_000, mark_read: false, handoff_timeout_ms: 0, default_bot: None, fetch_media: false, transcribe: false, outside_window: parley::conversation::WindowPolicy::Fail, hold_ms: 0 };
         let msg = |text: &str, n: usize| ConversationEvent::Inbound {
             seq: n as i64,
             message: Arc::new(InboundMessage {

@@ -34,7 +34,7 @@ pub enum AccountMsg {
     Command {
         user_key: String,
         event: ConversationEvent,
-        reply: RpcReplyPort<Result<Vec<i64>, String>>,
+        reply: RpcReplyPort<Result<super::conversation::CommandOutcome, String>>,
     },
     /// A durable timer of one conversation came due.
     Timer(DueTimer),
@@ -44,6 +44,8 @@ pub enum AccountMsg {
         outbox_id: i64,
         code: Option<i64>,
         detail: String,
+        /// The message, when the sender has it (else the conversation reads it back).
+        message: Option<crate::whatsapp::send::OutboundMessage>,
     },
     /// A conversation that had failed has applied an event again.
     Recovered(String),
@@ -231,6 +233,7 @@ impl Actor for AccountActor {
                 outbox_id,
                 code,
                 detail,
+                message,
             } => {
                 state
                     .route(
@@ -240,6 +243,7 @@ impl Actor for AccountActor {
                             outbox_id,
                             code,
                             detail,
+                            message,
                         },
                     )
                     .await?;

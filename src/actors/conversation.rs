@@ -24,13 +24,21 @@ use crate::whatsapp::event::WebhookEvent;
 
 pub struct ConversationActor;
 
+/// What a business command did: the outbox rows it created, or that it was held for the
+/// customer-service window.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct CommandOutcome {
+    pub ids: Vec<i64>,
+    pub held: bool,
+}
+
 pub enum ConversationMsg {
     Inbound(InboxDispatch),
     /// The business acts on the conversation (a send, a handoff, an agent's reply, a
     /// release); replies with the ids of the outbox rows it created, or why it was refused.
     Command {
         event: ConversationEvent,
-        reply: RpcReplyPort<Result<Vec<i64>, String>>,
+        reply: RpcReplyPort<Result<CommandOutcome, String>>,
     },
     /// The outcome of a flow's HTTP call.
     HttpDone(crate::outcall::HttpOutcome),
@@ -43,6 +51,7 @@ pub enum ConversationMsg {
         outbox_id: i64,
         code: Option<i64>,
         detail: String,
+        message: Option<crate::whatsapp::send::OutboundMessage>,
     },
     /// Apply every pending inbox row of this conversation (after a restart, a store outage,
     /// or when the sweep finds rows waiting).
@@ -207,6 +216,8 @@ impl ConversationActorState {
             default_bot: self.args.account.default_bot.clone(),
             fetch_media: engine.settings.media.download,
             transcribe: engine.media.transcribes(),
+            outside_window: engine.settings.conversation.outside_window.clone(),
+            hold_ms: engine.settings.conversation.hold_for.as_millis() as i64,
         };
         self.args.applying.store(seq.unwrap_or(0), Ordering::SeqCst);
         let (next, effects) = engine.logic.step(self.conv.clone(), &event, &ctx);
@@ -241,7 +252,9 @@ impl ConversationActorState {
         let mut flow_records = Vec::new();
         for (n, effect) in effects.iter().enumerate() {
             match effect {
-                Effect::Send { message, reply_to } => outbox.push(NewOutboxRow {
+                Effect::Send {
+                    message, reply_to, ..
+                } => outbox.push(NewOutboxRow {
                     idem_key: format!("{account}:{user}:{origin}:{n}"),
                     kind: "message",
                     message_json: serde_json::to_string(message)?,
@@ -261,7 +274,18 @@ impl ConversationActorState {
                     payload: payload.to_string(),
                     due_at: *due_at,
                 }),
+                Effect::Refuse { reason }
+                    if !matches!(
+                        event,
+                        ConversationEvent::Outgoing { .. } | ConversationEvent::AgentReply { .. }
+                    ) =>
+                {
+                    // A flow's or bot's message the window policy refused: nobody to answer.
+                    tracing::warn!(user = %mask(user), reason = %reason, "A message was not sent.");
+                    metrics().dead_letters.inc("kind=\"refused_send\"");
+                }
                 Effect::Refuse { .. }
+                | Effect::Held
                 | Effect::Http(_)
                 | Effect::BotCall(_)
                 | Effect::FetchMedia(_)
@@ -484,7 +508,10 @@ impl Actor for ConversationActor {
                             _ => None,
                         }) {
                             Some(reason) => Err(reason),
-                            None => Ok(ids),
+                            None => Ok(CommandOutcome {
+                                ids,
+                                held: effects.contains(&Effect::Held),
+                            }),
                         },
                         Err(e) => Err(e.to_string()),
                     }
@@ -528,14 +555,27 @@ impl Actor for ConversationActor {
                 outbox_id,
                 code,
                 detail,
+                mut message,
             } => {
                 if !state.loaded {
                     Box::pin(state.replay(&myself)).await;
+                }
+                if message.is_none() && code == Some(crate::conversation::WINDOW_CLOSED_CODE) {
+                    // From a status webhook: the message goes through the window policy.
+                    message = state
+                        .engine()
+                        .store
+                        .outbox_message(outbox_id)
+                        .await
+                        .ok()
+                        .flatten()
+                        .and_then(|json| serde_json::from_str(&json).ok());
                 }
                 let event = ConversationEvent::SendFailed {
                     outbox_id,
                     code,
                     detail,
+                    message,
                 };
                 if let Err(e) = Box::pin(state.apply(event, None, None)).await {
                     tracing::warn!(error = %e, "Recording a send failure in the conversation failed.");

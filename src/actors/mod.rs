@@ -10,7 +10,7 @@ use std::collections::HashMap;
 use std::sync::{Arc, RwLock};
 
 pub use account::{AccountActor, AccountMsg};
-pub use conversation::{ConversationActor, ConversationMsg};
+pub use conversation::{CommandOutcome, ConversationActor, ConversationMsg};
 pub use supervisor::{RootMsg, RootSupervisor};
 
 use crate::config::Settings;

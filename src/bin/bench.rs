@@ -1096,6 +1096,8 @@ fn step_shop(logic: &parley::flow::FlowLogic, stop: &AtomicBool) -> Vec<Duration
         default_bot: None,
         fetch_media: false,
         transcribe: false,
+        outside_window: parley::conversation::WindowPolicy::Fail,
+        hold_ms: 0,
     };
     let mut times = Vec::new();
     let mut state = ConversationState::default();

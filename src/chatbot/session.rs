@@ -139,6 +139,7 @@ fn text(body: impl Into<String>) -> Effect {
             preview_url: false,
         },
         reply_to: None,
+        policy: None,
     }
 }
 

@@ -126,6 +126,9 @@ pub struct ConversationState {
     /// When a human last handed the conversation back (the bot's context notes it).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub human_handled_at: Option<i64>,
+    /// Free-form messages held until the user writes again.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub held: Vec<Held>,
     #[serde(default)]
     pub inbound_count: u64,
     #[serde(default)]
@@ -164,12 +167,16 @@ pub enum ConversationEvent {
         request_id: String,
         message: OutboundMessage,
         reply_to: Option<String>,
+        /// Outside the window (None: refuse).
+        policy: Option<WindowPolicy>,
     },
     /// Meta refused one of our messages for good.
     SendFailed {
         outbox_id: i64,
         code: Option<i64>,
         detail: String,
+        /// The message that failed (a 131047 puts it through the window policy).
+        message: Option<OutboundMessage>,
     },
     /// Hand the conversation to a human (admin API).
     Handoff { reason: String },
@@ -188,13 +195,38 @@ pub enum ConversationEvent {
     MediaReady(crate::media::MediaResult),
 }
 
+/// What to do with a free-form message when the 24 h window is closed.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum WindowPolicy {
+    /// Refuse it with a clear reason.
+    Fail,
+    /// Keep it until the user writes again (within `conversation.hold_for`), then send it.
+    Hold,
+    /// Send this template instead.
+    Template(OutboundMessage),
+}
+
+/// A free-form message waiting for the user to open the window again.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Held {
+    pub message: OutboundMessage,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reply_to: Option<String>,
+    pub held_at: i64,
+}
+
 /// What the actor must do after committing the new state.
 #[derive(Debug, Clone, PartialEq)]
 pub enum Effect {
     Send {
         message: OutboundMessage,
         reply_to: Option<String>,
+        /// Outside the window: this policy, else the account's default.
+        policy: Option<WindowPolicy>,
     },
+    /// A message was kept until the user writes again (nothing sent now).
+    Held,
     MarkRead {
         wamid: String,
     },
@@ -251,6 +283,10 @@ pub struct StepContext {
     pub fetch_media: bool,
     /// Voice notes are transcribed (`media.transcription` is set).
     pub transcribe: bool,
+    /// Free-form outside the window, when the sender set no policy.
+    pub outside_window: WindowPolicy,
+    /// Held messages older than this are dropped.
+    pub hold_ms: i64,
 }
 
 /// The media of a message, if it has a file: (kind, media, is a voice note).
@@ -355,19 +391,42 @@ pub fn step(
             }
         }
         ConversationEvent::Outgoing {
-            message, reply_to, ..
-        } => send(&mut state, message, reply_to.clone(), ctx, &mut effects),
+            message,
+            reply_to,
+            policy,
+            ..
+        } => send(
+            &mut state,
+            message,
+            reply_to.clone(),
+            Some(policy.clone().unwrap_or(WindowPolicy::Fail)),
+            &mut effects,
+        ),
         ConversationEvent::AgentReply { message, .. } => {
             enter_handoff(&mut state, "agent", ctx, &mut effects);
             if let Some(h) = &mut state.handoff {
                 h.status = HandoffStatus::WithAgent;
                 h.last_activity = ctx.now_ms;
             }
-            send(&mut state, message, None, ctx, &mut effects);
+            send(
+                &mut state,
+                message,
+                None,
+                Some(WindowPolicy::Fail),
+                &mut effects,
+            );
         }
-        ConversationEvent::SendFailed { code, .. } => {
+        ConversationEvent::SendFailed { code, message, .. } => {
             if *code == Some(WINDOW_CLOSED_CODE) {
                 state.window_closed = true;
+                // Meta says the window is closed: the message goes through the policy.
+                if let Some(m) = message.as_ref().filter(|m| m.is_free_form()) {
+                    effects.push(Effect::Send {
+                        message: m.clone(),
+                        reply_to: None,
+                        policy: None,
+                    });
+                }
             }
         }
         ConversationEvent::Handoff { reason } => {
@@ -390,28 +449,79 @@ pub fn step(
         | ConversationEvent::BotResult(_)
         | ConversationEvent::MediaReady(_) => {}
     }
+    let effects = settle_window(&mut state, effects, ctx);
     (state, effects)
 }
 
-/// Send `message` as the business if the window allows; else refuse it.
+/// Send `message` as the business (the window policy is applied at the end of the step).
 fn send(
     state: &mut ConversationState,
     message: &OutboundMessage,
     reply_to: Option<String>,
-    ctx: &StepContext,
+    policy: Option<WindowPolicy>,
     effects: &mut Vec<Effect>,
 ) {
-    if message.is_free_form() && !state.window_open(ctx.now_ms) {
-        effects.push(Effect::Refuse {
-            reason: "outside the 24 h customer-service window: only a template may be sent".into(),
-        });
-    } else {
-        state.outbound_count += 1;
-        effects.push(Effect::Send {
-            message: message.clone(),
-            reply_to,
-        });
+    state.outbound_count += 1;
+    effects.push(Effect::Send {
+        message: message.clone(),
+        reply_to,
+        policy,
+    });
+}
+
+/// The 24 h window on a step's sends: outside it, a free-form message is replaced by its
+/// template, held until the user writes again, or refused — per its policy, else the
+/// account's. Held messages go out first once the window is open again; those held longer
+/// than `hold_ms` are dropped. Pure; every layer's step ends with it.
+pub fn settle_window(
+    state: &mut ConversationState,
+    effects: Vec<Effect>,
+    ctx: &StepContext,
+) -> Vec<Effect> {
+    let open = state.window_open(ctx.now_ms);
+    let mut out = Vec::with_capacity(effects.len());
+    if !state.held.is_empty() {
+        state.held.retain(|h| ctx.now_ms - h.held_at < ctx.hold_ms);
+        if open {
+            out.extend(state.held.drain(..).map(|h| Effect::Send {
+                message: h.message,
+                reply_to: h.reply_to,
+                policy: None,
+            }));
+        }
     }
+    for e in effects {
+        match e {
+            Effect::Send {
+                message,
+                reply_to,
+                policy,
+            } if !open && message.is_free_form() => {
+                match policy.unwrap_or_else(|| ctx.outside_window.clone()) {
+                    WindowPolicy::Fail => out.push(Effect::Refuse {
+                        reason:
+                            "outside the 24 h customer-service window: only a template may be sent"
+                                .into(),
+                    }),
+                    WindowPolicy::Hold => {
+                        state.held.push(Held {
+                            message,
+                            reply_to,
+                            held_at: ctx.now_ms,
+                        });
+                        out.push(Effect::Held);
+                    }
+                    WindowPolicy::Template(t) => out.push(Effect::Send {
+                        message: t,
+                        reply_to,
+                        policy: None,
+                    }),
+                }
+            }
+            other => out.push(other),
+        }
+    }
+    out
 }
 
 fn handoff_timer(since: i64, due_at: i64) -> Effect {
@@ -486,6 +596,8 @@ mod tests {
             default_bot: None,
             fetch_media: false,
             transcribe: false,
+            outside_window: WindowPolicy::Fail,
+            hold_ms: 7 * 24 * 3_600_000,
         }
     }
 
@@ -497,6 +609,7 @@ mod tests {
                 preview_url: false,
             },
             reply_to: None,
+            policy: None,
         }
     }
 
@@ -542,11 +655,100 @@ mod tests {
             outbox_id: 1,
             code: Some(WINDOW_CLOSED_CODE),
             detail: String::new(),
+            message: None,
         };
         let (s, _) = step(s, &failed, &ctx(1_000_001));
         assert!(!s.window_open(1_000_002));
         let (s, _) = step(s, &inbound(1_001), &ctx(1_001_000));
         assert!(s.window_open(1_001_001));
+    }
+
+    fn reply(body: &str, policy: Option<WindowPolicy>) -> Effect {
+        Effect::Send {
+            message: OutboundMessage::Text {
+                body: body.into(),
+                preview_url: false,
+            },
+            reply_to: None,
+            policy,
+        }
+    }
+
+    #[test]
+    fn outside_the_window_a_message_is_refused_held_or_replaced_by_its_template() {
+        let (mut s, _) = step(
+            ConversationState::default(),
+            &inbound(1_000),
+            &ctx(1_000_000),
+        );
+        let later = ctx(1_000_000 + SERVICE_WINDOW_MS + 1);
+        let template = OutboundMessage::Template {
+            name: "follow_up".into(),
+            language: "id".into(),
+            components: vec![],
+        };
+        let out = settle_window(
+            &mut s,
+            vec![
+                reply("a", None),
+                reply("b", Some(WindowPolicy::Hold)),
+                reply("c", Some(WindowPolicy::Template(template.clone()))),
+            ],
+            &later,
+        );
+        assert!(
+            matches!(out[0], Effect::Refuse { .. }),
+            "the default refuses"
+        );
+        assert_eq!(out[1], Effect::Held);
+        assert!(matches!(&out[2], Effect::Send { message, .. } if *message == template));
+        assert_eq!(s.held.len(), 1);
+        // The user writes: the held message goes out first, before the new reply.
+        let (mut s, fx) = step(s, &inbound(1_000 + 86_500), &ctx(1_000_000 + 86_500_000));
+        assert!(s.held.is_empty());
+        let sends: Vec<&Effect> = fx
+            .iter()
+            .filter(|e| matches!(e, Effect::Send { .. }))
+            .collect();
+        assert_eq!(sends.len(), 1);
+        assert!(
+            matches!(sends[0], Effect::Send { message: OutboundMessage::Text { body, .. }, .. } if body == "b")
+        );
+        // Held too long: dropped.
+        let far = ctx(1_000_000 + 86_500_000 + SERVICE_WINDOW_MS + 1);
+        settle_window(&mut s, vec![reply("d", Some(WindowPolicy::Hold))], &far);
+        let expired = StepContext {
+            now_ms: far.now_ms + 8 * 24 * 3_600_000,
+            ..far
+        };
+        let (s, fx) = step(s, &inbound(expired.now_ms / 1000), &expired);
+        assert!(s.held.is_empty());
+        assert!(!fx.iter().any(|e| matches!(e, Effect::Send { .. })));
+    }
+
+    #[test]
+    fn a_131047_puts_the_failed_message_through_the_policy() {
+        let (s, _) = step(
+            ConversationState::default(),
+            &inbound(1_000),
+            &ctx(1_000_000),
+        );
+        let hold = StepContext {
+            outside_window: WindowPolicy::Hold,
+            ..ctx(1_000_001)
+        };
+        let failed = ConversationEvent::SendFailed {
+            outbox_id: 1,
+            code: Some(WINDOW_CLOSED_CODE),
+            detail: String::new(),
+            message: Some(OutboundMessage::Text {
+                body: "late".into(),
+                preview_url: false,
+            }),
+        };
+        let (s, fx) = step(s, &failed, &hold);
+        assert_eq!(fx, vec![Effect::Held]);
+        assert_eq!(s.held.len(), 1);
     }
 
     fn timer(name: &str, since: i64) -> ConversationEvent {

@@ -100,6 +100,8 @@ pub enum FlowAction {
     },
     /// Make this call; its outcome comes back as [`FlowInput::Http`].
     Http(HttpCall),
+    /// The next `Send` follows this policy outside the 24 h window.
+    OutsideWindow(crate::conversation::WindowPolicy),
     /// Hand the conversation to a human; the flow continues on [`FlowInput::Released`].
     Handoff {
         reason: String,
@@ -547,6 +549,9 @@ impl<'c, 'a> Run<'c, 'a> {
                         contact: &self.contact,
                     };
                     let m = render_send(s, &env, self.contact.access);
+                    if let Some(p) = &node.outside_window {
+                        self.actions.push(FlowAction::OutsideWindow(p.clone()));
+                    }
                     self.actions.push(FlowAction::Send(m));
                 }
                 NodeKind::Ask(a) => {

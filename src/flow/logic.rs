@@ -11,8 +11,8 @@ use super::{step as flow_step, FlowAction, FlowContext, FlowInput, FlowSet, Flow
 use crate::chatbot::session::{self as bot_session, BotSession, Outcome, BOT_TIMER};
 use crate::chatbot::BotSet;
 use crate::conversation::{
-    enter_handoff, step as core_step, ConversationEvent, ConversationLogic, ConversationState,
-    Effect, FlowRecord, StepContext,
+    enter_handoff, settle_window, step as core_step, ConversationEvent, ConversationLogic,
+    ConversationState, Effect, FlowRecord, StepContext,
 };
 use crate::whatsapp::event::{InboundMessage, Media, MessageContent};
 
@@ -343,6 +343,36 @@ impl ConversationLogic for FlowLogic {
         event: &ConversationEvent,
         ctx: &StepContext,
     ) -> (ConversationState, Vec<Effect>) {
+        let (mut state, effects) = self.layers(state, event, ctx);
+        // Flows' and bots' sends meet the 24 h window like everyone's.
+        let effects = settle_window(&mut state, effects, ctx);
+        (state, effects)
+    }
+
+    /// After a restart: the HTTP call a flow was waiting on, the model call a chatbot was
+    /// waiting on, and the voice note being transcribed are asked for again (same ids, so
+    /// a repeat can be recognised).
+    fn resume(&self, state: &ConversationState) -> Vec<Effect> {
+        let http = flow_state(state).http.map(Effect::Http);
+        let bots = self.flows.bots();
+        let bot = bot_of(state)
+            .and_then(|s| bot_session::pending_call(bots.get(&s.bot)?, &s))
+            .map(Effect::BotCall);
+        let voice = voice_of(state)
+            .and_then(|p| crate::conversation::media_fetch(&p.voice, true))
+            .map(Effect::FetchMedia);
+        http.into_iter().chain(bot).chain(voice).collect()
+    }
+}
+
+impl FlowLogic {
+    /// The core step, then voice notes, bots and flows.
+    fn layers(
+        &self,
+        state: ConversationState,
+        event: &ConversationEvent,
+        ctx: &StepContext,
+    ) -> (ConversationState, Vec<Effect>) {
         let was_handed_off = state.handoff.is_some();
         let (mut state, mut effects) = core_step(state, event, ctx);
         let released = was_handed_off && state.handoff.is_none();
@@ -398,21 +428,6 @@ impl ConversationLogic for FlowLogic {
             }
             _ => self.react(state, effects, event, ctx, released),
         }
-    }
-
-    /// After a restart: the HTTP call a flow was waiting on, the model call a chatbot was
-    /// waiting on, and the voice note being transcribed are asked for again (same ids, so
-    /// a repeat can be recognised).
-    fn resume(&self, state: &ConversationState) -> Vec<Effect> {
-        let http = flow_state(state).http.map(Effect::Http);
-        let bots = self.flows.bots();
-        let bot = bot_of(state)
-            .and_then(|s| bot_session::pending_call(bots.get(&s.bot)?, &s))
-            .map(Effect::BotCall);
-        let voice = voice_of(state)
-            .and_then(|p| crate::conversation::media_fetch(&p.voice, true))
-            .map(Effect::FetchMedia);
-        http.into_iter().chain(bot).chain(voice).collect()
     }
 }
 
@@ -532,15 +547,18 @@ impl FlowLogic {
             None => flow_step(&flows, flow_state, input, &fctx),
         };
         let mut ended = Vec::new();
+        let mut policy = None;
         let mut took = before.is_active();
         let next = match outcome {
             Ok((next, actions)) => {
                 took |= next.is_active() || !actions.is_empty();
                 for action in actions {
                     match action {
+                        FlowAction::OutsideWindow(p) => policy = Some(p),
                         FlowAction::Send(message) => effects.push(Effect::Send {
                             message,
                             reply_to: None,
+                            policy: policy.take(),
                         }),
                         FlowAction::StartTimer { name, after_ms } => {
                             effects.push(Effect::StartTimer {

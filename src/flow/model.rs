@@ -181,6 +181,11 @@ pub struct RawSend {
     /// reaction, ...}` (see `OutboundMessage`); every string in it may use templates.
     #[schemars(with = "Option<serde_json::Value>")]
     pub message: Option<serde_norway::Value>,
+    /// Outside the 24 h window: `fail`, `hold` (sent when the user writes again) or
+    /// `{template: {name, language, body_params: [...]}}` (sent instead). Default: the
+    /// config's `conversation.outside_window`.
+    #[schemars(with = "Option<serde_json::Value>")]
+    pub outside_window: Option<serde_norway::Value>,
 }
 
 #[derive(Debug, Deserialize, schemars::JsonSchema)]
@@ -527,6 +532,8 @@ pub struct Node {
     pub kind: NodeKind,
     pub next: Option<String>,
     pub end: bool,
+    /// A send node's policy outside the 24 h window (None: the account's default).
+    pub outside_window: Option<crate::conversation::WindowPolicy>,
 }
 
 /// A validated flow.

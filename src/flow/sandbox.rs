@@ -58,7 +58,10 @@ impl<'f> Sandbox<'f> {
                         FlowAction::Contact(c) => self.contact = c.clone(),
                         FlowAction::Handoff { .. } => self.handed_off = true,
                         FlowAction::StartBot { bot, .. } => self.bot = Some(bot.clone()),
-                        FlowAction::Send(_) | FlowAction::Http(_) | FlowAction::Ended { .. } => {}
+                        FlowAction::Send(_)
+                        | FlowAction::Http(_)
+                        | FlowAction::Ended { .. }
+                        | FlowAction::OutsideWindow(_) => {}
                     }
                 }
                 Ok(actions)

@@ -154,6 +154,7 @@ fn show(
                 "     (handed to a human: {reason}; /release gives it back)"
             )?,
             FlowAction::Ended { flow, .. } => writeln!(out, "     (flow `{flow}` ended)")?,
+            FlowAction::OutsideWindow(_) => {}
             FlowAction::StartBot { bot, .. } => writeln!(
                 out,
                 "     (chatbot `{bot}` talks here; no model in the simulator: /botdone ends it)"

@@ -80,7 +80,8 @@ fn collect(out: Result<Vec<FlowAction>, FlowError>, pending: &mut VecDeque<Strin
                     }
                     FlowAction::StartTimer { .. }
                     | FlowAction::Contact(_)
-                    | FlowAction::Ended { .. } => {}
+                    | FlowAction::Ended { .. }
+                    | FlowAction::OutsideWindow(_) => {}
                 }
             }
         }

@@ -868,10 +868,16 @@ fn compile_node(cx: &mut Ctx, name: &str, rn: &RawNode, names: &BTreeSet<&str>) 
     } else {
         NodeKind::Noop
     };
+    let outside_window = rn
+        .send
+        .as_ref()
+        .and_then(|s| s.outside_window.as_ref())
+        .and_then(|v| window_policy(cx, name, v));
     Node {
         kind,
         next: rn.next.clone(),
         end,
+        outside_window,
     }
 }
 
@@ -997,6 +1003,56 @@ fn compile_send(cx: &mut Ctx, name: &str, s: &RawSend) -> NodeKind {
         }
     }
     NodeKind::Send(spec)
+}
+
+/// `fail` | `hold` | `{template: {name, language, body_params: [...]}}`.
+fn window_policy(
+    cx: &mut Ctx,
+    node: &str,
+    v: &serde_norway::Value,
+) -> Option<crate::conversation::WindowPolicy> {
+    use crate::conversation::WindowPolicy;
+    #[derive(serde::Deserialize)]
+    #[serde(deny_unknown_fields)]
+    struct T {
+        name: String,
+        language: String,
+        #[serde(default)]
+        body_params: Vec<String>,
+    }
+    #[derive(serde::Deserialize)]
+    #[serde(deny_unknown_fields)]
+    struct Wrapped {
+        template: T,
+    }
+    match v {
+        serde_norway::Value::String(s) if s == "fail" => Some(WindowPolicy::Fail),
+        serde_norway::Value::String(s) if s == "hold" => Some(WindowPolicy::Hold),
+        other => match serde_norway::from_value::<Wrapped>(other.clone()) {
+            Ok(Wrapped { template: t }) => {
+                let mut components = Vec::new();
+                if !t.body_params.is_empty() {
+                    components.push(serde_json::json!({
+                        "type": "body",
+                        "parameters": t.body_params.iter().map(|p| serde_json::json!({"type": "text", "text": p})).collect::<Vec<_>>(),
+                    }));
+                }
+                Some(WindowPolicy::Template(OutboundMessage::Template {
+                    name: t.name,
+                    language: t.language,
+                    components,
+                }))
+            }
+            Err(e) => {
+                cx.at(
+                    node,
+                    "outside_window",
+                    format!("outside_window must be fail, hold or {{template: {{name, language, body_params}}}}: {e}"),
+                );
+                None
+            }
+        },
+    }
 }
 
 /// The (id, level) of the options that need more than public access.

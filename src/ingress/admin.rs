@@ -12,7 +12,7 @@ use serde_json::json;
 use subtle::ConstantTimeEq;
 
 use super::AppState;
-use crate::actors::AccountMsg;
+use crate::actors::{AccountMsg, CommandOutcome};
 use crate::conversation::{ConversationEvent, ConversationState};
 use crate::whatsapp::send::OutboundMessage;
 
@@ -296,6 +296,49 @@ struct SendRequest {
     /// Makes a retried request create no second message.
     #[serde(default)]
     idempotency_key: Option<String>,
+    /// A free-form message outside the 24 h window: "fail" (409, the default), "hold" (sent
+    /// when the user writes again) or `{"template": {...}}` (sent instead).
+    #[serde(default)]
+    outside_window: Option<OutsideWindow>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(untagged)]
+enum OutsideWindow {
+    Word(String),
+    Template { template: TemplateShortcut },
+}
+
+impl OutsideWindow {
+    fn policy(self) -> Result<crate::conversation::WindowPolicy, String> {
+        use crate::conversation::WindowPolicy;
+        match self {
+            OutsideWindow::Word(w) if w == "fail" => Ok(WindowPolicy::Fail),
+            OutsideWindow::Word(w) if w == "hold" => Ok(WindowPolicy::Hold),
+            OutsideWindow::Word(w) => Err(format!(
+                "outside_window `{w}` must be \"fail\", \"hold\" or {{\"template\": …}}"
+            )),
+            OutsideWindow::Template { template } => Ok(WindowPolicy::Template(template.message())),
+        }
+    }
+}
+
+impl TemplateShortcut {
+    /// The template message (`body_params` become the body component).
+    fn message(self) -> OutboundMessage {
+        let mut components = self.components;
+        if !self.body_params.is_empty() {
+            components.push(json!({
+                "type": "body",
+                "parameters": self.body_params.iter().map(|p| json!({"type": "text", "text": p})).collect::<Vec<_>>(),
+            }));
+        }
+        OutboundMessage::Template {
+            name: self.name,
+            language: self.language,
+            components,
+        }
+    }
 }
 
 #[derive(Debug, Deserialize)]
@@ -324,20 +367,7 @@ async fn send_message(State(app): State<AppState>, body: axum::body::Bytes) -> R
             body,
             preview_url: false,
         },
-        (None, None, Some(t)) => {
-            let mut components = t.components;
-            if !t.body_params.is_empty() {
-                components.push(json!({
-                    "type": "body",
-                    "parameters": t.body_params.iter().map(|p| json!({"type": "text", "text": p})).collect::<Vec<_>>(),
-                }));
-            }
-            OutboundMessage::Template {
-                name: t.name,
-                language: t.language,
-                components,
-            }
-        }
+        (None, None, Some(t)) => t.message(),
         _ => {
             return error(
                 StatusCode::UNPROCESSABLE_ENTITY,
@@ -360,16 +390,26 @@ async fn send_message(State(app): State<AppState>, body: axum::body::Bytes) -> R
     let Some(account) = app.router.get(&req.phone_number_id) else {
         return error(StatusCode::NOT_FOUND, "unknown phone_number_id");
     };
+    let policy = match req.outside_window.map(OutsideWindow::policy).transpose() {
+        Ok(p) => p,
+        Err(e) => return error(StatusCode::UNPROCESSABLE_ENTITY, e),
+    };
     let request_id = request_id(req.idempotency_key);
     let to = req.to.trim_start_matches('+').to_string();
     let event = ConversationEvent::Outgoing {
         request_id,
         message,
         reply_to: req.reply_to,
+        policy,
     };
     let result = command(&account, to, event).await;
     match result {
-        Ok(Ok(ids)) => match ids.first() {
+        Ok(Ok(done)) if done.held => (
+            StatusCode::ACCEPTED,
+            Json(json!({ "held": true, "reason": "outside the 24 h window: sent when the user writes again" })),
+        )
+            .into_response(),
+        Ok(Ok(done)) => match done.ids.first() {
             Some(id) => (StatusCode::ACCEPTED, Json(json!({ "outbox_id": id }))).into_response(),
             // Same idempotency key as an earlier request: already queued.
             None => (StatusCode::OK, Json(json!({ "duplicate": true }))).into_response(),
@@ -388,7 +428,7 @@ async fn command(
     account: &ractor::ActorRef<AccountMsg>,
     user: String,
     event: ConversationEvent,
-) -> Result<Result<Vec<i64>, String>, ractor::RactorErr<AccountMsg>> {
+) -> Result<Result<CommandOutcome, String>, ractor::RactorErr<AccountMsg>> {
     ractor::call_t!(
         account,
         |reply| AccountMsg::Command {
@@ -402,7 +442,7 @@ async fn command(
 
 /// A conversation command's answer: 200 with `body`, or why not.
 fn command_response(
-    result: Result<Result<Vec<i64>, String>, ractor::RactorErr<AccountMsg>>,
+    result: Result<Result<CommandOutcome, String>, ractor::RactorErr<AccountMsg>>,
     body: serde_json::Value,
 ) -> Response {
     match result {
@@ -514,7 +554,7 @@ async fn agent_reply(
         message,
     };
     match command(&account, user, event).await {
-        Ok(Ok(ids)) => (
+        Ok(Ok(CommandOutcome { ids, .. })) => (
             StatusCode::ACCEPTED,
             Json(json!({ "outbox_id": ids.first(), "handoff": "with_agent" })),
         )

@@ -125,6 +125,27 @@ pub async fn receive(State(app): State<AppState>, headers: HeaderMap, body: Byte
                 .map(|(_, s)| s)
                 .collect();
             if !fresh.is_empty() {
+                // Meta says a message failed because the window is closed: its conversation
+                // hears of it (window closed; the message goes through the window policy).
+                for s in &fresh {
+                    if let GateSignal::SendError {
+                        account,
+                        user_key: Some(user),
+                        code: crate::conversation::WINDOW_CLOSED_CODE,
+                        outbox_id: Some(outbox_id),
+                    } = s
+                    {
+                        if let Some(actor) = app.router.get(account) {
+                            let _ = actor.cast(crate::actors::AccountMsg::SendFailed {
+                                user_key: user.clone(),
+                                outbox_id: *outbox_id,
+                                code: Some(crate::conversation::WINDOW_CLOSED_CODE),
+                                detail: "131047 in a status webhook".into(),
+                                message: None,
+                            });
+                        }
+                    }
+                }
                 let engine = app.engine.clone();
                 tokio::spawn(async move { apply_gate_signals(&engine, fresh).await });
             }
@@ -152,6 +173,8 @@ enum GateSignal {
         account: String,
         user_key: Option<String>,
         code: i64,
+        /// Ours, from `biz_opaque_callback_data`.
+        outbox_id: Option<i64>,
     },
 }
 
@@ -162,12 +185,16 @@ fn gate_signal(row: &NewInboxRow) -> Option<GateSignal> {
             _ => None,
         },
         "status" if row.state == "done" => {
-            let code = row.status.as_ref()?.error_code?;
-            crate::sendgate::outcome_for_code(code, "")?;
+            let status = row.status.as_ref()?;
+            let code = status.error_code?;
+            if code != crate::conversation::WINDOW_CLOSED_CODE {
+                crate::sendgate::outcome_for_code(code, "")?;
+            }
             Some(GateSignal::SendError {
                 account: row.account.clone(),
                 user_key: row.user_key.clone(),
                 code,
+                outbox_id: status.outbox_id,
             })
         }
         _ => None,
@@ -194,6 +221,7 @@ async fn apply_gate_signals(engine: &crate::actors::Engine, signals: Vec<GateSig
                 account,
                 user_key,
                 code,
+                ..
             } => {
                 engine
                     .gates

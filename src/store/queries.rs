@@ -203,6 +203,20 @@ impl Store {
             .collect()
     }
 
+    /// The message JSON of an outbox row.
+    pub async fn outbox_message(&self, id: i64) -> Result<Option<String>, StoreError> {
+        let rows = self
+            .fetch(
+                "SELECT message FROM outbox WHERE id = $1 AND kind = 'message'",
+                vec![Val::I(id)],
+            )
+            .await?;
+        rows.into_iter()
+            .next()
+            .map(|r| Ok(r.try_get("message")?))
+            .transpose()
+    }
+
     pub async fn outbox_state(&self, id: i64) -> Result<Option<String>, StoreError> {
         let rows = self
             .fetch("SELECT state FROM outbox WHERE id = $1", vec![Val::I(id)])

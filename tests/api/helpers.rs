@@ -148,6 +148,7 @@ impl ConversationLogic for Echo {
                         preview_url: false,
                     },
                     reply_to: None,
+                    policy: None,
                 });
             }
         }

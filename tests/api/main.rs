@@ -12,3 +12,4 @@ mod handoff;
 mod media;
 mod sendgate;
 mod webhook;
+mod window;
