@@ -45,6 +45,163 @@ pub struct Settings {
     /// Which files were read, for error messages.
     #[serde(skip)]
     pub sources: Vec<PathBuf>,
+    /// The `--config FILE` this was loaded from: a reload reads it again.
+    #[serde(skip)]
+    pub config_file: Option<PathBuf>,
+    /// A digest of every key's value, to name the keys a reload would change.
+    #[serde(skip)]
+    pub fingerprint: Fingerprint,
+}
+
+/// Per config key (`http.listen`, `accounts[0].daily_limit`), a SHA-256 of its value. Kept
+/// in memory only and never printed, so secrets can be compared without being held in clear.
+#[derive(Clone, Default, PartialEq, Eq)]
+pub struct Fingerprint(std::collections::BTreeMap<String, [u8; 32]>);
+
+impl fmt::Debug for Fingerprint {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "Fingerprint({} keys)", self.0.len())
+    }
+}
+
+impl Fingerprint {
+    fn of(tree: &config::Value) -> Fingerprint {
+        use sha2::Digest;
+        fn walk(
+            prefix: &str,
+            v: &config::Value,
+            out: &mut std::collections::BTreeMap<String, [u8; 32]>,
+        ) {
+            match &v.kind {
+                config::ValueKind::Table(t) if !t.is_empty() => {
+                    for (k, v) in t {
+                        let key = if prefix.is_empty() {
+                            k.clone()
+                        } else {
+                            format!("{prefix}.{k}")
+                        };
+                        walk(&key, v, out);
+                    }
+                }
+                config::ValueKind::Array(a) if !a.is_empty() => {
+                    for (i, v) in a.iter().enumerate() {
+                        walk(&format!("{prefix}[{i}]"), v, out);
+                    }
+                }
+                leaf => {
+                    let text = match leaf {
+                        config::ValueKind::Table(_) => "{}".to_string(),
+                        config::ValueKind::Array(_) => "[]".to_string(),
+                        other => other.to_string(),
+                    };
+                    out.insert(prefix.to_string(), sha2::Sha256::digest(text).into());
+                }
+            }
+        }
+        let mut out = std::collections::BTreeMap::new();
+        walk("", tree, &mut out);
+        Fingerprint(out)
+    }
+
+    /// The keys whose value differs between the two (added, removed or changed), sorted.
+    pub fn changed_keys(&self, other: &Fingerprint) -> Vec<String> {
+        let mut keys: Vec<String> = self
+            .0
+            .iter()
+            .filter(|(k, v)| other.0.get(*k) != Some(v))
+            .map(|(k, _)| k.clone())
+            .chain(other.0.keys().filter(|k| !self.0.contains_key(*k)).cloned())
+            .collect();
+        keys.sort();
+        keys.dedup();
+        keys
+    }
+}
+
+/// Secrets from systemd's `LoadCredential=`: each file in `$CREDENTIALS_DIRECTORY` named after
+/// a config key (`whatsapp.app_secret`, `admin.token`, `accounts[0].access_token`) sets that
+/// key, one trailing newline removed. Layered above the config files, below `PARLEY__*`.
+#[derive(Clone)]
+struct Credentials(Vec<(String, String)>);
+
+impl fmt::Debug for Credentials {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let names: Vec<&str> = self.0.iter().map(|(k, _)| k.as_str()).collect();
+        write!(f, "Credentials({names:?})")
+    }
+}
+
+impl Credentials {
+    fn read(dir: &Path) -> Result<Credentials, ConfigError> {
+        let entries = std::fs::read_dir(dir).map_err(|e| {
+            ConfigError::Load(format!("$CREDENTIALS_DIRECTORY {}: {e}", dir.display()))
+        })?;
+        let mut found = Vec::new();
+        for entry in entries.filter_map(Result::ok) {
+            let name = entry.file_name().to_string_lossy().into_owned();
+            if !is_config_key(&name) {
+                continue;
+            }
+            let mut value = std::fs::read_to_string(entry.path()).map_err(|e| {
+                ConfigError::Load(format!("credential {name}: {e} (it must be UTF-8 text)"))
+            })?;
+            if value.ends_with('\n') {
+                value.pop();
+                if value.ends_with('\r') {
+                    value.pop();
+                }
+            }
+            found.push((name, value));
+        }
+        found.sort();
+        Ok(Credentials(found))
+    }
+}
+
+/// `section.key`, `section.sub.key` or `accounts[0].key`: lowercase words, dots, indexes.
+fn is_config_key(name: &str) -> bool {
+    let mut parts = 0;
+    for part in name.split('.') {
+        let word = part.split('[').next().unwrap_or("");
+        let indexes = &part[word.len()..];
+        let word_ok = !word.is_empty()
+            && word
+                .chars()
+                .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_' || c == '-');
+        let indexes_ok = indexes.is_empty()
+            || indexes
+                .strip_prefix('[')
+                .and_then(|r| r.strip_suffix(']'))
+                .is_some_and(|n| {
+                    n.split("][")
+                        .all(|n| !n.is_empty() && n.chars().all(|c| c.is_ascii_digit()))
+                });
+        if !word_ok || !indexes_ok {
+            return false;
+        }
+        parts += 1;
+    }
+    parts >= 2
+}
+
+impl config::Source for Credentials {
+    fn clone_into_box(&self) -> Box<dyn config::Source + Send + Sync> {
+        Box::new(self.clone())
+    }
+
+    fn collect(&self) -> Result<config::Map<String, config::Value>, config::ConfigError> {
+        let origin = "$CREDENTIALS_DIRECTORY".to_string();
+        Ok(self
+            .0
+            .iter()
+            .map(|(k, v)| {
+                (
+                    k.clone(),
+                    config::Value::new(Some(&origin), config::ValueKind::String(v.clone())),
+                )
+            })
+            .collect())
+    }
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -345,6 +502,13 @@ impl Settings {
             builder = builder.add_source(config::File::from(file));
             sources.push(file.to_path_buf());
         }
+        if let Some(dir) = std::env::var_os("CREDENTIALS_DIRECTORY") {
+            let credentials = Credentials::read(Path::new(&dir))?;
+            if !credentials.0.is_empty() {
+                sources.push(PathBuf::from(dir));
+                builder = builder.add_source(credentials);
+            }
+        }
         builder = builder.add_source(
             config::Environment::with_prefix("PARLEY")
                 .prefix_separator("__")
@@ -355,10 +519,16 @@ impl Settings {
         let raw = builder
             .build()
             .map_err(|e| ConfigError::Load(format!("{e} ({source_list})")))?;
+        let tree: config::Value = raw
+            .clone()
+            .try_deserialize()
+            .map_err(|e| ConfigError::Load(format!("{e} ({source_list})")))?;
         let mut settings: Settings = raw
             .try_deserialize()
             .map_err(|e| ConfigError::Load(format!("{e} ({source_list})")))?;
         settings.sources = sources;
+        settings.config_file = file.map(Path::to_path_buf);
+        settings.fingerprint = Fingerprint::of(&tree);
         settings.validate()?;
         Ok(settings)
     }
