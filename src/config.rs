@@ -837,6 +837,74 @@ mod tests {
     }
 
     #[test]
+    fn credential_files_named_after_keys_are_read_and_others_ignored() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(dir.path().join("whatsapp.app_secret"), "s3cret\n").unwrap();
+        std::fs::write(dir.path().join("accounts[0].access_token"), "tok").unwrap();
+        std::fs::write(dir.path().join("README"), "not a key").unwrap();
+        std::fs::write(dir.path().join("Admin.Token"), "not lowercase").unwrap();
+        let c = Credentials::read(dir.path()).unwrap();
+        assert_eq!(
+            c.0,
+            vec![
+                ("accounts[0].access_token".to_string(), "tok".to_string()),
+                ("whatsapp.app_secret".to_string(), "s3cret".to_string()),
+            ]
+        );
+        assert!(
+            !format!("{c:?}").contains("s3cret"),
+            "Debug shows names only"
+        );
+        let s: Settings = config::Config::builder()
+            .add_source(config::File::from_str(
+                &format!("{DEFAULT_CONFIG}\n[[accounts]]\nphone_number_id = \"1\"\n"),
+                config::FileFormat::Toml,
+            ))
+            .add_source(c)
+            .build()
+            .unwrap()
+            .try_deserialize()
+            .unwrap();
+        assert_eq!(s.whatsapp.app_secret.expose_secret(), "s3cret");
+        let token = s.accounts[0].access_token.as_ref().unwrap();
+        assert_eq!(token.expose_secret(), "tok");
+    }
+
+    #[test]
+    fn config_keys_are_dotted_lowercase_paths() {
+        assert!(is_config_key("admin.token"));
+        assert!(is_config_key("ai.providers.openai.api_key"));
+        assert!(is_config_key("accounts[12].access_token"));
+        assert!(!is_config_key("token"));
+        assert!(!is_config_key("accounts[x].access_token"));
+        assert!(!is_config_key("a..b"));
+        assert!(!is_config_key("../etc"));
+    }
+
+    #[test]
+    fn the_fingerprint_names_changed_added_and_removed_keys_only() {
+        let tree = |text: &str| -> config::Value {
+            config::Config::builder()
+                .add_source(config::File::from_str(text, config::FileFormat::Toml))
+                .build()
+                .unwrap()
+                .try_deserialize()
+                .unwrap()
+        };
+        let a = Fingerprint::of(&tree(
+            "[http]\nlisten = \"a\"\nmax = 1\n[[accounts]]\nid = \"1\"\n",
+        ));
+        let b = Fingerprint::of(&tree("[http]\nlisten = \"a\"\nmax = 2\n[[accounts]]\nid = \"1\"\n[[accounts]]\nid = \"2\"\n[admin]\ntoken = \"t\"\n"));
+        assert_eq!(
+            a.changed_keys(&b),
+            ["accounts[1].id", "admin.token", "http.max"]
+        );
+        assert_eq!(b.changed_keys(&a), a.changed_keys(&b));
+        assert!(a.changed_keys(&a).is_empty());
+        assert_eq!(format!("{a:?}"), "Fingerprint(3 keys)");
+    }
+
+    #[test]
     fn tier_accepts_only_meta_tiers() {
         let ok = format!("{DEFAULT_CONFIG}\n[[accounts]]\nphone_number_id = \"1\"\nmessaging_tier = \"unlimited\"\n");
         let s: Settings = config::Config::builder()
