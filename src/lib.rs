@@ -14,6 +14,7 @@ pub mod cli;
 pub mod config;
 pub mod conversation;
 pub mod flow;
+pub mod fuzzing;
 pub mod ingress;
 pub mod metrics;
 pub mod outbox;
