@@ -39,8 +39,34 @@ pub fn enabled() -> bool {
 }
 
 fn send(states: &[NotifyState]) {
-    if let Err(e) = sd_notify::notify(states) {
+    let Some(socket) = std::env::var_os("NOTIFY_SOCKET") else {
+        return;
+    };
+    let message: String = states.iter().map(|s| format!("{s}\n")).collect();
+    if let Err(e) = send_to(&socket, message.as_bytes()) {
         tracing::warn!(error = %e, "Notifying the service manager failed.");
+    }
+}
+
+/// One datagram to `$NOTIFY_SOCKET`: a path, or a Linux abstract socket when it starts with
+/// `@` (sd_notify(3); the sd-notify crate handles paths only).
+fn send_to(socket: &std::ffi::OsStr, message: &[u8]) -> std::io::Result<usize> {
+    use std::os::unix::ffi::OsStrExt;
+    use std::os::unix::net::UnixDatagram;
+    let out = UnixDatagram::unbound()?;
+    match socket.as_bytes().strip_prefix(b"@") {
+        #[cfg(target_os = "linux")]
+        Some(name) => {
+            use std::os::linux::net::SocketAddrExt;
+            let addr = std::os::unix::net::SocketAddr::from_abstract_name(name)?;
+            out.send_to_addr(message, &addr)
+        }
+        #[cfg(not(target_os = "linux"))]
+        Some(_) => Err(std::io::Error::new(
+            std::io::ErrorKind::Unsupported,
+            "abstract sockets exist on Linux only",
+        )),
+        None => out.send_to(message, socket),
     }
 }
 

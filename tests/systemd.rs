@@ -7,6 +7,8 @@
 //! as `LoadCredential=` provides them. The unit file itself goes through
 //! `systemd-analyze verify` and `systemd-analyze security`.
 
+#![cfg(target_os = "linux")]
+
 use std::os::unix::net::UnixDatagram;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
@@ -446,6 +448,35 @@ async fn a_store_writer_that_cannot_commit_withholds_the_watchdog() {
         n.has("WATCHDOG=1") && n.at > locked_at + Duration::from_micros(3 * WATCHDOG_USEC)
     });
     assert!(resumed.status().is_some_and(|s| s.starts_with("Ready:")));
+}
+
+/// `NOTIFY_SOCKET=@name` is a Linux abstract socket (how systemd passes it in some setups).
+#[test]
+fn notifications_reach_an_abstract_notify_socket() {
+    use std::os::linux::net::SocketAddrExt;
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::create_dir(dir.path().join("flows")).unwrap();
+    let config = write_config(dir.path(), free_port(), "10m");
+    let name = format!("parley-test-notify-{}", std::process::id());
+    let addr = std::os::unix::net::SocketAddr::from_abstract_name(name.as_bytes()).unwrap();
+    let socket = UnixDatagram::bind_addr(&addr).unwrap();
+    socket
+        .set_read_timeout(Some(Duration::from_secs(60)))
+        .unwrap();
+    let child = Command::new(env!("CARGO_BIN_EXE_parleyd"))
+        .args(["serve", "--config"])
+        .arg(&config)
+        .env("NOTIFY_SOCKET", format!("@{name}"))
+        .env_remove("WATCHDOG_USEC")
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let _reap = Reap(Some(child));
+    let mut buf = vec![0u8; 65536];
+    let n = socket.recv(&mut buf).expect("a notification within 60 s");
+    let first = String::from_utf8_lossy(&buf[..n]).into_owned();
+    assert!(first.lines().any(|l| l == "READY=1"), "{first}");
 }
 
 /// With `WATCHDOG_PID` naming another process, the watchdog is not ours: no WATCHDOG=1.
