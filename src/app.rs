@@ -159,11 +159,7 @@ impl Application {
         let root = RootSupervisor::start(engine.clone(), router.clone()).await?;
         let timers = tokio::spawn(run_timers(engine.clone(), router.clone()));
         if let Some(flows) = engine.flows.clone() {
-            tokio::spawn(reload_on_sighup(
-                flows.clone(),
-                settings.flows.dir.clone(),
-                store.clone(),
-            ));
+            tokio::spawn(reload_on_sighup(engine.clone()));
             if settings.flows.watch {
                 tokio::spawn(watch_flows(
                     flows,
@@ -219,8 +215,19 @@ impl Application {
         let app = ingress::router(state.clone());
         let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
         let drain_state = state.clone();
+        let supervision = crate::systemd::enabled().then(|| {
+            tokio::spawn(crate::systemd::supervise(
+                engine.clone(),
+                root.clone(),
+                state.router.clone(),
+            ))
+        });
         tokio::spawn(async move {
             shutdown.await;
+            crate::systemd::stopping();
+            if let Some(loop_) = supervision {
+                loop_.abort();
+            }
             tracing::info!("Shutting down: refusing new webhooks, draining.");
             drain_state.start_draining();
             let _ = stop_tx.send(());
@@ -229,6 +236,8 @@ impl Application {
             let _ = stop_rx.await;
         });
         let started = Instant::now();
+        // Migrated, actors running, listener bound (connections queue until `serve` polls).
+        crate::systemd::ready(engine.flows.as_ref());
         server.await.context("HTTP server failed")?;
         timers.abort();
         let left = SHUTDOWN_DEADLINE.saturating_sub(started.elapsed().min(SHUTDOWN_DEADLINE));
@@ -278,8 +287,9 @@ async fn run_timers(engine: Arc<Engine>, router: AccountRouter) {
     }
 }
 
-/// SIGHUP reloads the flows (all valid files, or nothing changes).
-async fn reload_on_sighup(flows: crate::flow::FlowRegistry, dir: std::path::PathBuf, store: Store) {
+/// SIGHUP reloads the flows (all valid files, or nothing changes) and names the config keys
+/// that changed on disk (see [`crate::reload`]).
+async fn reload_on_sighup(engine: Arc<Engine>) {
     #[cfg(unix)]
     {
         let Ok(mut hup) = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup())
@@ -287,11 +297,11 @@ async fn reload_on_sighup(flows: crate::flow::FlowRegistry, dir: std::path::Path
             return;
         };
         while hup.recv().await.is_some() {
-            let _ = reload_flows(&flows, &dir, &store).await;
+            let _ = crate::reload::reload(&engine).await;
         }
     }
     #[cfg(not(unix))]
-    let _ = (flows, dir, store);
+    let _ = engine;
 }
 
 /// How often the flows folder is looked at, and how long it must stay unchanged before a
@@ -376,6 +386,7 @@ pub async fn reload_flows(
     dir: &std::path::Path,
     store: &Store,
 ) -> Result<Vec<(String, String)>, Vec<String>> {
+    let notified = crate::systemd::reloading();
     let (registry, path) = (flows.clone(), dir.to_path_buf());
     let outcome = tokio::task::spawn_blocking(move || registry.reload(&path))
         .await
@@ -392,6 +403,7 @@ pub async fn reload_flows(
             tracing::error!(errors = ?errors, "Flow reload refused; the running flows stay.")
         }
     }
+    notified.done(Some(flows));
     outcome
 }
 

@@ -32,6 +32,16 @@ pub enum Command {
         #[arg(long, short)]
         config: Option<PathBuf>,
     },
+    /// Ask the running daemon to reload its flows and re-read its configuration, and wait:
+    /// exit 1 with every error if a file is invalid (the running version stays) or a changed
+    /// config key needs a restart. Uses the admin API at `http.listen` with `admin.token`.
+    Reload {
+        #[arg(long, short)]
+        config: Option<PathBuf>,
+        /// How long to wait for the daemon's answer.
+        #[arg(long, default_value = "60s", value_parser = crate::config::parse_duration)]
+        timeout: std::time::Duration,
+    },
     /// Apply database migrations and exit.
     Migrate {
         #[arg(long, short)]
@@ -93,6 +103,11 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
                 crate::app::redact_url(&settings.store.url),
                 flows.ids().len()
             );
+            Ok(())
+        }
+        Command::Reload { config, timeout } => {
+            let settings = Settings::load(config.as_deref())?;
+            println!("{}", crate::reload::request(&settings, timeout).await?);
             Ok(())
         }
         Command::Simulate { flow_id, config } => {

@@ -47,6 +47,163 @@ pub struct Settings {
     /// Which files were read, for error messages.
     #[serde(skip)]
     pub sources: Vec<PathBuf>,
+    /// The `--config FILE` this was loaded from: a reload reads it again.
+    #[serde(skip)]
+    pub config_file: Option<PathBuf>,
+    /// A digest of every key's value, to name the keys a reload would change.
+    #[serde(skip)]
+    pub fingerprint: Fingerprint,
+}
+
+/// Per config key (`http.listen`, `accounts[0].daily_limit`), a SHA-256 of its value. Kept
+/// in memory only and never printed, so secrets can be compared without being held in clear.
+#[derive(Clone, Default, PartialEq, Eq)]
+pub struct Fingerprint(std::collections::BTreeMap<String, [u8; 32]>);
+
+impl fmt::Debug for Fingerprint {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "Fingerprint({} keys)", self.0.len())
+    }
+}
+
+impl Fingerprint {
+    fn of(tree: &config::Value) -> Fingerprint {
+        use sha2::Digest;
+        fn walk(
+            prefix: &str,
+            v: &config::Value,
+            out: &mut std::collections::BTreeMap<String, [u8; 32]>,
+        ) {
+            match &v.kind {
+                config::ValueKind::Table(t) if !t.is_empty() => {
+                    for (k, v) in t {
+                        let key = if prefix.is_empty() {
+                            k.clone()
+                        } else {
+                            format!("{prefix}.{k}")
+                        };
+                        walk(&key, v, out);
+                    }
+                }
+                config::ValueKind::Array(a) if !a.is_empty() => {
+                    for (i, v) in a.iter().enumerate() {
+                        walk(&format!("{prefix}[{i}]"), v, out);
+                    }
+                }
+                leaf => {
+                    let text = match leaf {
+                        config::ValueKind::Table(_) => "{}".to_string(),
+                        config::ValueKind::Array(_) => "[]".to_string(),
+                        other => other.to_string(),
+                    };
+                    out.insert(prefix.to_string(), sha2::Sha256::digest(text).into());
+                }
+            }
+        }
+        let mut out = std::collections::BTreeMap::new();
+        walk("", tree, &mut out);
+        Fingerprint(out)
+    }
+
+    /// The keys whose value differs between the two (added, removed or changed), sorted.
+    pub fn changed_keys(&self, other: &Fingerprint) -> Vec<String> {
+        let mut keys: Vec<String> = self
+            .0
+            .iter()
+            .filter(|(k, v)| other.0.get(*k) != Some(v))
+            .map(|(k, _)| k.clone())
+            .chain(other.0.keys().filter(|k| !self.0.contains_key(*k)).cloned())
+            .collect();
+        keys.sort();
+        keys.dedup();
+        keys
+    }
+}
+
+/// Secrets from systemd's `LoadCredential=`: each file in `$CREDENTIALS_DIRECTORY` named after
+/// a config key (`whatsapp.app_secret`, `admin.token`, `accounts[0].access_token`) sets that
+/// key, one trailing newline removed. Layered above the config files, below `PARLEY__*`.
+#[derive(Clone)]
+struct Credentials(Vec<(String, String)>);
+
+impl fmt::Debug for Credentials {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let names: Vec<&str> = self.0.iter().map(|(k, _)| k.as_str()).collect();
+        write!(f, "Credentials({names:?})")
+    }
+}
+
+impl Credentials {
+    fn read(dir: &Path) -> Result<Credentials, ConfigError> {
+        let entries = std::fs::read_dir(dir).map_err(|e| {
+            ConfigError::Load(format!("$CREDENTIALS_DIRECTORY {}: {e}", dir.display()))
+        })?;
+        let mut found = Vec::new();
+        for entry in entries.filter_map(Result::ok) {
+            let name = entry.file_name().to_string_lossy().into_owned();
+            if !is_config_key(&name) {
+                continue;
+            }
+            let mut value = std::fs::read_to_string(entry.path()).map_err(|e| {
+                ConfigError::Load(format!("credential {name}: {e} (it must be UTF-8 text)"))
+            })?;
+            if value.ends_with('\n') {
+                value.pop();
+                if value.ends_with('\r') {
+                    value.pop();
+                }
+            }
+            found.push((name, value));
+        }
+        found.sort();
+        Ok(Credentials(found))
+    }
+}
+
+/// `section.key`, `section.sub.key` or `accounts[0].key`: lowercase words, dots, indexes.
+fn is_config_key(name: &str) -> bool {
+    let mut parts = 0;
+    for part in name.split('.') {
+        let word = part.split('[').next().unwrap_or("");
+        let indexes = &part[word.len()..];
+        let word_ok = !word.is_empty()
+            && word
+                .chars()
+                .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_' || c == '-');
+        let indexes_ok = indexes.is_empty()
+            || indexes
+                .strip_prefix('[')
+                .and_then(|r| r.strip_suffix(']'))
+                .is_some_and(|n| {
+                    n.split("][")
+                        .all(|n| !n.is_empty() && n.chars().all(|c| c.is_ascii_digit()))
+                });
+        if !word_ok || !indexes_ok {
+            return false;
+        }
+        parts += 1;
+    }
+    parts >= 2
+}
+
+impl config::Source for Credentials {
+    fn clone_into_box(&self) -> Box<dyn config::Source + Send + Sync> {
+        Box::new(self.clone())
+    }
+
+    fn collect(&self) -> Result<config::Map<String, config::Value>, config::ConfigError> {
+        let origin = "$CREDENTIALS_DIRECTORY".to_string();
+        Ok(self
+            .0
+            .iter()
+            .map(|(k, v)| {
+                (
+                    k.clone(),
+                    config::Value::new(Some(&origin), config::ValueKind::String(v.clone())),
+                )
+            })
+            .collect())
+    }
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -412,6 +569,13 @@ impl Settings {
             builder = builder.add_source(config::File::from(file));
             sources.push(file.to_path_buf());
         }
+        if let Some(dir) = std::env::var_os("CREDENTIALS_DIRECTORY") {
+            let credentials = Credentials::read(Path::new(&dir))?;
+            if !credentials.0.is_empty() {
+                sources.push(PathBuf::from(dir));
+                builder = builder.add_source(credentials);
+            }
+        }
         builder = builder.add_source(
             config::Environment::with_prefix("PARLEY")
                 .prefix_separator("__")
@@ -422,10 +586,16 @@ impl Settings {
         let raw = builder
             .build()
             .map_err(|e| ConfigError::Load(format!("{e} ({source_list})")))?;
+        let tree: config::Value = raw
+            .clone()
+            .try_deserialize()
+            .map_err(|e| ConfigError::Load(format!("{e} ({source_list})")))?;
         let mut settings: Settings = raw
             .try_deserialize()
             .map_err(|e| ConfigError::Load(format!("{e} ({source_list})")))?;
         settings.sources = sources;
+        settings.config_file = file.map(Path::to_path_buf);
+        settings.fingerprint = Fingerprint::of(&tree);
         settings.validate()?;
         Ok(settings)
     }
@@ -732,6 +902,74 @@ mod tests {
         assert!(err.contains("accounts[0].phone_number_id"), "{err}");
         assert!(err.contains("accounts[0].messages_per_second"), "{err}");
         assert!(err.contains("accounts[0].timezone"), "{err}");
+    }
+
+    #[test]
+    fn credential_files_named_after_keys_are_read_and_others_ignored() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(dir.path().join("whatsapp.app_secret"), "s3cret\n").unwrap();
+        std::fs::write(dir.path().join("accounts[0].access_token"), "tok").unwrap();
+        std::fs::write(dir.path().join("README"), "not a key").unwrap();
+        std::fs::write(dir.path().join("Admin.Token"), "not lowercase").unwrap();
+        let c = Credentials::read(dir.path()).unwrap();
+        assert_eq!(
+            c.0,
+            vec![
+                ("accounts[0].access_token".to_string(), "tok".to_string()),
+                ("whatsapp.app_secret".to_string(), "s3cret".to_string()),
+            ]
+        );
+        assert!(
+            !format!("{c:?}").contains("s3cret"),
+            "Debug shows names only"
+        );
+        let s: Settings = config::Config::builder()
+            .add_source(config::File::from_str(
+                &format!("{DEFAULT_CONFIG}\n[[accounts]]\nphone_number_id = \"1\"\n"),
+                config::FileFormat::Toml,
+            ))
+            .add_source(c)
+            .build()
+            .unwrap()
+            .try_deserialize()
+            .unwrap();
+        assert_eq!(s.whatsapp.app_secret.expose_secret(), "s3cret");
+        let token = s.accounts[0].access_token.as_ref().unwrap();
+        assert_eq!(token.expose_secret(), "tok");
+    }
+
+    #[test]
+    fn config_keys_are_dotted_lowercase_paths() {
+        assert!(is_config_key("admin.token"));
+        assert!(is_config_key("ai.providers.openai.api_key"));
+        assert!(is_config_key("accounts[12].access_token"));
+        assert!(!is_config_key("token"));
+        assert!(!is_config_key("accounts[x].access_token"));
+        assert!(!is_config_key("a..b"));
+        assert!(!is_config_key("../etc"));
+    }
+
+    #[test]
+    fn the_fingerprint_names_changed_added_and_removed_keys_only() {
+        let tree = |text: &str| -> config::Value {
+            config::Config::builder()
+                .add_source(config::File::from_str(text, config::FileFormat::Toml))
+                .build()
+                .unwrap()
+                .try_deserialize()
+                .unwrap()
+        };
+        let a = Fingerprint::of(&tree(
+            "[http]\nlisten = \"a\"\nmax = 1\n[[accounts]]\nid = \"1\"\n",
+        ));
+        let b = Fingerprint::of(&tree("[http]\nlisten = \"a\"\nmax = 2\n[[accounts]]\nid = \"1\"\n[[accounts]]\nid = \"2\"\n[admin]\ntoken = \"t\"\n"));
+        assert_eq!(
+            a.changed_keys(&b),
+            ["accounts[1].id", "admin.token", "http.max"]
+        );
+        assert_eq!(b.changed_keys(&a), a.changed_keys(&b));
+        assert!(a.changed_keys(&a).is_empty());
+        assert_eq!(format!("{a:?}"), "Fingerprint(3 keys)");
     }
 
     #[test]

@@ -17,6 +17,8 @@ pub enum RootMsg {
     Restart(String),
     /// Stop every account (each flushes its sender) and reply when done.
     Shutdown(Duration, RpcReplyPort<()>),
+    /// Answer at once: the watchdog's proof that the supervisor handles messages.
+    Ping(RpcReplyPort<()>),
 }
 
 pub struct RootArgs {
@@ -94,6 +96,11 @@ impl Actor for RootSupervisor {
         state: &mut RootState,
     ) -> Result<(), ActorProcessingErr> {
         match msg {
+            RootMsg::Ping(reply) => {
+                if !reply.is_closed() {
+                    let _ = reply.send(());
+                }
+            }
             RootMsg::Restart(pnid) => {
                 if state.stopping {
                     return Ok(());

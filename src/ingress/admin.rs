@@ -37,6 +37,7 @@ pub fn routes(state: AppState) -> Router<AppState> {
         )
         .route("/flows", get(flows))
         .route("/flows/reload", post(reload_flows))
+        .route("/reload", post(reload_all))
         .layer(middleware::from_fn_with_state(state, require_token))
 }
 
@@ -278,6 +279,21 @@ async fn reload_flows(State(app): State<AppState>) -> Response {
         )
             .into_response(),
     }
+}
+
+/// Flows and configuration (what `parleyd reload` asks for): 200 when everything changed on
+/// disk now runs, 409 when config keys changed that need a restart, 422 when files are
+/// invalid (the running flows or configuration stay).
+async fn reload_all(State(app): State<AppState>) -> Response {
+    let outcome = crate::reload::reload(&app.engine).await;
+    let status = if !outcome.flow_errors.is_empty() || !outcome.config_errors.is_empty() {
+        StatusCode::UNPROCESSABLE_ENTITY
+    } else if !outcome.restart_required.is_empty() {
+        StatusCode::CONFLICT
+    } else {
+        StatusCode::OK
+    };
+    (status, Json(outcome)).into_response()
 }
 
 #[derive(Debug, Deserialize)]

@@ -397,6 +397,25 @@ impl WriterHandle {
         .await
     }
 
+    /// Run an empty operation through every writer thread and wait for it: the watchdog's
+    /// proof that the writers take work and commit.
+    pub async fn ping(&self) -> Result<(), StoreError> {
+        let mut waits = Vec::with_capacity(self.writers.len());
+        for tx in self.writers.iter() {
+            let (reply, rx) = oneshot::channel();
+            let update = OutboxUpdate::Unsent { ids: Vec::new() };
+            tx.send(WriteOp::Outbox { update, reply })
+                .await
+                .map_err(|_| StoreError::Unavailable("writer stopped".into()))?;
+            waits.push(rx);
+        }
+        for rx in waits {
+            rx.await
+                .map_err(|_| StoreError::Unavailable("writer stopped".into()))??;
+        }
+        Ok(())
+    }
+
     pub async fn outbox(&self, update: OutboxUpdate) -> Result<(), StoreError> {
         let (reply, rx) = oneshot::channel();
         let id = match &update {
