@@ -476,3 +476,265 @@ async fn kill_9_never_lets_the_daily_limit_be_exceeded() {
     // Each crash may waste at most one reserved block (2) plus what was in flight.
     assert!(sent >= 30, "only {sent} went out");
 }
+
+/// The shop conversation, as a user plays it: (input, is a button tap, the bot's answer).
+const SHOP: [(&str, bool, &str); 6] = [
+    ("menu", false, "Welcome! What would you like?"),
+    (
+        "catalog",
+        true,
+        "1. Kopi 25000\n2. Teh 15000\n3. Roti 10000\nWhich product number?",
+    ),
+    ("2", false, "How many?"),
+    ("abc", false, "Please send a number"),
+    ("3", false, "Total: 45000. Reply yes to confirm"),
+    ("yes", false, "Order confirmed"),
+];
+
+/// The text of a reply as the fake Graph API saw it (text body or interactive body).
+fn reply_text(body: &serde_json::Value) -> String {
+    body.pointer("/text/body")
+        .or_else(|| body.pointer("/interactive/body/text"))
+        .and_then(|v| v.as_str())
+        .unwrap_or("")
+        .to_string()
+}
+
+/// A fresh PostgreSQL database for this run, or None (said loudly) when there is no server.
+async fn fresh_postgres() -> Option<String> {
+    let admin = std::env::var("PARLEY_TEST_POSTGRES")
+        .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/test".into());
+    let name = format!("parley_chaos_{:016x}", fastrand::u64(..));
+    sqlx::any::install_default_drivers();
+    match sqlx::AnyPool::connect(&admin).await {
+        Ok(pool) => {
+            sqlx::query(&format!("CREATE DATABASE {name}"))
+                .execute(&pool)
+                .await
+                .unwrap();
+            let base = admin.rsplit_once('/').map(|(b, _)| b).unwrap_or(&admin);
+            Some(format!("{base}/{name}"))
+        }
+        Err(e) => {
+            if std::env::var("CI").is_ok() {
+                panic!("PostgreSQL is required in CI but {admin} does not answer: {e}");
+            }
+            eprintln!(
+                "\n!!! SKIPPED the PostgreSQL crash test: no server at {admin} ({e}). CI must run it.\n"
+            );
+            None
+        }
+    }
+}
+
+/// The crash test: users play the shop conversation against the real binary while it is
+/// killed with SIGKILL at random moments and restarted. The driver behaves like Meta: a
+/// webhook not answered 200 is delivered again, some webhooks are delivered twice anyway, and
+/// every message the fake Graph API accepted is reported back in a status webhook echoing
+/// its `biz_opaque_callback_data` (which is how a send whose outcome the killed process never
+/// saw is settled instead of sent twice). Every user's transcript must come out exactly
+/// right: every reply once, in order.
+async fn shop_conversations_survive_kill_9(store_url: String) {
+    use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+    use std::sync::{Arc, Mutex};
+
+    let graph = Arc::new(FakeGraph::start().await);
+    let dir = tempfile::tempdir().unwrap();
+    let port = free_port();
+    let config = write_config(dir.path(), &graph.base_url, port);
+    let base = format!("http://127.0.0.1:{port}");
+    let env = [
+        ("PARLEY__STORE__URL", store_url.as_str()),
+        ("PARLEY__OUTBOX__AMBIGUOUS_RESEND_AFTER", "2s"),
+        ("PARLEY__FLOWS__DIR", "flows"),
+        ("PARLEY__FLOWS__WATCH", "false"),
+    ];
+    let (reap, pid, _) = start(&config, &env, Stdio::null()).await;
+    let daemon = Arc::new(Mutex::new((reap, pid)));
+    let done = Arc::new(AtomicBool::new(false));
+    let kills = Arc::new(AtomicUsize::new(0));
+    let client = reqwest::Client::builder()
+        .timeout(Duration::from_secs(2))
+        .build()
+        .unwrap();
+
+    // Meta, part 1: deliver a webhook until it is answered 200 (and now and then twice).
+    let deliver = {
+        let (client, base) = (client.clone(), base.clone());
+        move |body: String| {
+            let (client, base) = (client.clone(), base.clone());
+            async move {
+                let sig = sign(SECRET.as_bytes(), body.as_bytes());
+                let mut times = if fastrand::u8(..) < 20 { 2 } else { 1 };
+                while times > 0 {
+                    let ok = client
+                        .post(format!("{base}/webhook"))
+                        .header("x-hub-signature-256", &sig)
+                        .body(body.clone())
+                        .send()
+                        .await
+                        .map(|r| r.status().as_u16() == 200)
+                        .unwrap_or(false);
+                    if ok {
+                        times -= 1;
+                    } else {
+                        tokio::time::sleep(Duration::from_millis(50)).await;
+                    }
+                }
+            }
+        }
+    };
+
+    // Meta, part 2: a `sent` status for every accepted message, echoing its callback.
+    let statuses = {
+        let (graph, done, deliver) = (graph.clone(), done.clone(), deliver.clone());
+        tokio::spawn(async move {
+            let mut reported = 0;
+            while !done.load(Ordering::Relaxed) {
+                let accepted: Vec<_> = graph
+                    .attempts()
+                    .into_iter()
+                    .filter(|a| a.accepted() && !a.is_mark_read())
+                    .collect();
+                for (n, a) in accepted.iter().enumerate().skip(reported) {
+                    let wamid = match &a.outcome {
+                        parley::testing::Outcome::Accepted(Some(w)) => w.clone(),
+                        _ => format!("wamid.ST{n}"),
+                    };
+                    let body = parley::testing::status_webhook(
+                        PNID,
+                        &wamid,
+                        "sent",
+                        a.to().unwrap_or(""),
+                        a.callback(),
+                        std::time::SystemTime::now()
+                            .duration_since(std::time::UNIX_EPOCH)
+                            .unwrap()
+                            .as_secs() as i64,
+                    );
+                    deliver(body).await;
+                }
+                reported = accepted.len();
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+        })
+    };
+
+    // The killer: SIGKILL at random moments, then start again on the same store.
+    let killer = {
+        let (daemon, done, config, kills) =
+            (daemon.clone(), done.clone(), config.clone(), kills.clone());
+        let env: Vec<(String, String)> = env
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect();
+        tokio::spawn(async move {
+            while !done.load(Ordering::Relaxed) && kills.load(Ordering::Relaxed) < 6 {
+                tokio::time::sleep(Duration::from_millis(400 + fastrand::u64(..800))).await;
+                let pid = daemon.lock().unwrap().1;
+                let _ = Command::new("kill").arg("-9").arg(pid.to_string()).status();
+                kills.fetch_add(1, Ordering::Relaxed);
+                {
+                    let mut d = daemon.lock().unwrap();
+                    if let Some(mut child) = d.0 .0.take() {
+                        let _ = child.wait();
+                    }
+                }
+                let env: Vec<(&str, &str)> =
+                    env.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
+                let (reap, pid, _) = start(&config, &env, Stdio::null()).await;
+                *daemon.lock().unwrap() = (reap, pid);
+            }
+        })
+    };
+
+    // The users: each plays the conversation at least twice, waiting for every answer, and
+    // goes on until the daemon has been killed five times.
+    let users: Vec<String> = (0..12).map(|u| format!("62814000000{u:02}")).collect();
+    let mut players = Vec::new();
+    for user in users.clone() {
+        let (graph, deliver, kills) = (graph.clone(), deliver.clone(), kills.clone());
+        players.push(tokio::spawn(async move {
+            let mut n = 0;
+            let mut round = 0;
+            while round < 2 || (kills.load(Ordering::Relaxed) < 5 && round < 40) {
+                round += 1;
+                for (input, button, expected) in SHOP {
+                    n += 1;
+                    let wamid = format!("wamid.C{user}-{round}-{n:02}");
+                    let ts = std::time::SystemTime::now()
+                        .duration_since(std::time::UNIX_EPOCH)
+                        .unwrap()
+                        .as_secs() as i64;
+                    let body = if button {
+                        parley::testing::button_reply_webhook(
+                            PNID, &user, &wamid, input, "Catalog", ts,
+                        )
+                    } else {
+                        text_webhook(PNID, &user, &wamid, input, ts)
+                    };
+                    deliver(body).await;
+                    let answered = graph
+                        .wait_until(Duration::from_secs(60), |a| {
+                            a.iter()
+                                .filter(|a| {
+                                    a.accepted()
+                                        && !a.is_mark_read()
+                                        && a.to() == Some(user.as_str())
+                                })
+                                .count()
+                                >= n
+                        })
+                        .await;
+                    assert!(
+                        answered,
+                        "{user}: no answer to `{input}` (expected {expected:?})"
+                    );
+                }
+            }
+            round
+        }));
+    }
+    let mut rounds = Vec::new();
+    for p in players {
+        rounds.push(p.await.unwrap());
+    }
+    done.store(true, Ordering::Relaxed);
+    killer.await.unwrap();
+    let kills = kills.load(Ordering::Relaxed);
+    statuses.await.unwrap();
+    // Late duplicates would show up now.
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    assert!(kills >= 5, "killed only {kills} times");
+    let accepted: Vec<_> = graph
+        .attempts()
+        .into_iter()
+        .filter(|a| a.accepted() && !a.is_mark_read())
+        .collect();
+    for (user, rounds) in users.iter().zip(rounds) {
+        let expected: Vec<&str> = (0..rounds).flat_map(|_| SHOP.iter().map(|s| s.2)).collect();
+        let got: Vec<String> = accepted
+            .iter()
+            .filter(|a| a.to() == Some(user.as_str()))
+            .map(|a| reply_text(&a.body))
+            .collect();
+        assert_eq!(got, expected, "{user}: every reply once, in order");
+    }
+    let _ = Command::new("kill")
+        .arg("-TERM")
+        .arg(daemon.lock().unwrap().1.to_string())
+        .status();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn kill_9_during_shop_conversations_on_sqlite_keeps_every_transcript_exact() {
+    let dir = tempfile::tempdir().unwrap();
+    shop_conversations_survive_kill_9(format!("sqlite://{}/chaos.db", dir.path().display())).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn kill_9_during_shop_conversations_on_postgres_keeps_every_transcript_exact() {
+    if let Some(url) = fresh_postgres().await {
+        shop_conversations_survive_kill_9(url).await;
+    }
+}

@@ -91,6 +91,11 @@ impl TestDb {
         })
     }
 
+    /// (admin URL, database name) of a PostgreSQL test database.
+    pub fn pg_database(&self) -> Option<(&str, &str)> {
+        self.pg.as_ref().map(|(a, n)| (a.as_str(), n.as_str()))
+    }
+
     pub fn is_postgres(&self) -> bool {
         self.pg.is_some()
     }

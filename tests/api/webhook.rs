@@ -410,3 +410,162 @@ on_both_stores!(
     handshake,
     the_subscription_handshake_answers_the_challenge_only_to_the_right_token
 );
+
+async fn hostile_bodies_get_their_documented_answer_and_leave_the_daemon_healthy(db: TestDb) {
+    let graph = Arc::new(FakeGraph::start().await);
+    let app = spawn_app(test_settings(&db, &graph), Arc::new(CoreLogic)).await;
+    let store = db.store().await;
+    let signed = |body: Vec<u8>| {
+        let sig = parley::ingress::signature::sign(SECRET.as_bytes(), &body);
+        (body, sig)
+    };
+    // 10,000 levels of nesting, signed: kept as a dead letter, 200, no stack overflow.
+    let deep = format!(
+        "{{\"object\":\"whatsapp_business_account\",\"entry\":{}{}}}",
+        "[".repeat(10_000),
+        "]".repeat(10_000)
+    );
+    let (body, sig) = signed(deep.into_bytes());
+    assert_eq!(app.post_raw(body, Some(&sig)).await, 200);
+    // Invalid UTF-8, signed.
+    let (body, sig) = signed(vec![b'{', 0xff, 0xfe, b'}']);
+    assert_eq!(app.post_raw(body, Some(&sig)).await, 200);
+    // Wrongly typed fields, signed: a number where Meta sends a list, a list for an object.
+    let (body, sig) = signed(br#"{"object":"whatsapp_business_account","entry":7}"#.to_vec());
+    assert_eq!(app.post_raw(body, Some(&sig)).await, 200);
+    let (body, sig) = signed(
+        br#"{"object":"whatsapp_business_account","entry":[{"id":"1","changes":[{"field":"messages","value":[]}]}]}"#.to_vec(),
+    );
+    assert_eq!(app.post_raw(body, Some(&sig)).await, 200);
+    // Empty and unsigned bodies.
+    assert_eq!(app.post_raw(Vec::new(), None).await, 401);
+    let (body, sig) = signed(Vec::new());
+    assert_eq!(app.post_raw(body, Some(&sig)).await, 200);
+    // Nothing reached the inbox; the hostile ones are kept for a human to look at.
+    assert_eq!(
+        count(&store, "SELECT COUNT(*) FROM inbox WHERE kind = 'message'").await,
+        0
+    );
+    assert!(
+        count(
+            &store,
+            "SELECT COUNT(*) FROM dead_letters WHERE kind = 'webhook_malformed'"
+        )
+        .await
+            >= 3
+    );
+    // And the daemon still works.
+    assert_eq!(app.get("/readyz").await.0, 200);
+    assert_eq!(
+        app.post_webhook(&text_webhook(
+            PNID,
+            "6281200000999",
+            "wamid.OK1",
+            "hi",
+            now_secs()
+        ))
+        .await,
+        200
+    );
+    assert_eq!(
+        count(&store, "SELECT COUNT(*) FROM inbox WHERE kind = 'message'").await,
+        1
+    );
+    app.stop().await;
+}
+on_both_stores!(
+    hostile_bodies,
+    hostile_bodies_get_their_documented_answer_and_leave_the_daemon_healthy
+);
+
+/// PostgreSQL goes away under load (connections refused and cut for this database), then
+/// comes back: webhooks get 503 meanwhile, nothing acknowledged is lost, and service resumes
+/// without a restart.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_postgres_outage_under_load_loses_nothing_acknowledged_and_service_resumes() {
+    use std::sync::atomic::{AtomicBool, Ordering};
+    let Some(db) = TestDb::postgres().await else {
+        return;
+    };
+    let (admin, name) = db.pg_database().unwrap();
+    let (admin, name) = (admin.to_string(), name.to_string());
+    let graph = Arc::new(FakeGraph::start().await);
+    let app = Arc::new(spawn_app(test_settings(&db, &graph), Arc::new(CoreLogic)).await);
+    let stop = Arc::new(AtomicBool::new(false));
+    let mut senders = Vec::new();
+    for u in 0..4 {
+        let (app, stop) = (app.clone(), stop.clone());
+        senders.push(tokio::spawn(async move {
+            let user = format!("62815000000{u:02}");
+            let (mut acked, mut refused, mut n) = (Vec::new(), 0u32, 0u32);
+            while !stop.load(Ordering::Relaxed) {
+                n += 1;
+                let wamid = format!("wamid.O{user}-{n:04}");
+                let body = text_webhook(PNID, &user, &wamid, "hi", now_secs());
+                // Like Meta: a webhook not answered 200 is delivered again.
+                loop {
+                    match app.post_webhook(&body).await {
+                        200 => break,
+                        503 => refused += 1,
+                        other => panic!("unexpected {other}"),
+                    }
+                    tokio::time::sleep(Duration::from_millis(100)).await;
+                }
+                acked.push(wamid);
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+            (acked, refused)
+        }));
+    }
+    tokio::time::sleep(Duration::from_millis(700)).await;
+    // The outage: no new connections to this database, and the open ones cut.
+    let ctl = parley::store::Store::connect(&admin, 1).await.unwrap();
+    sqlx::query(&format!("ALTER DATABASE {name} ALLOW_CONNECTIONS false"))
+        .execute(ctl.pool())
+        .await
+        .unwrap();
+    sqlx::query(&format!(
+        "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = '{name}'"
+    ))
+    .execute(ctl.pool())
+    .await
+    .unwrap();
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    sqlx::query(&format!("ALTER DATABASE {name} ALLOW_CONNECTIONS true"))
+        .execute(ctl.pool())
+        .await
+        .unwrap();
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    stop.store(true, Ordering::Relaxed);
+    let (mut acked, mut refused) = (Vec::new(), 0);
+    for s in senders {
+        let (a, r) = s.await.unwrap();
+        acked.extend(a);
+        refused += r;
+    }
+    assert!(refused > 0, "the outage was seen (503s)");
+    let store = db.store().await;
+    for wamid in &acked {
+        assert_eq!(
+            count(
+                &store,
+                &format!("SELECT COUNT(*) FROM inbox WHERE wamid = '{wamid}'")
+            )
+            .await,
+            1,
+            "{wamid} was acknowledged, so it is stored"
+        );
+    }
+    assert!(
+        eventually(Duration::from_secs(20), || async {
+            count(&store, "SELECT COUNT(*) FROM inbox WHERE state = 'pending'").await == 0
+        })
+        .await,
+        "every stored message is applied once the store is back"
+    );
+    assert_eq!(app.get("/readyz").await.0, 200);
+    eprintln!(
+        "outage: {} acknowledged, {refused} refused with 503 meanwhile",
+        acked.len()
+    );
+}
