@@ -274,6 +274,11 @@ impl Actor for AccountActor {
                     state.live.shrink_to_fit();
                     state.by_id.shrink_to_fit();
                 }
+                if passivated >= 1000 {
+                    // Many conversations went quiet at once: ask the allocator to return
+                    // their pages to the system now rather than keep them for reuse.
+                    crate::metrics::give_back_memory();
+                }
                 if state.last_sweep.elapsed() >= SWEEP_AGE {
                     state.last_sweep = Instant::now();
                     let cutoff = state.engine.clock.now_ms() - SWEEP_AGE.as_millis() as i64;
