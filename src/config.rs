@@ -257,9 +257,17 @@ impl CampaignSettings {
     /// Some(true): opt out; Some(false): opt back in; None: an ordinary message.
     pub fn opt_out_change(&self, text: &str) -> Option<bool> {
         let t = text.trim();
-        if self.opt_out_keywords.iter().any(|k| k.eq_ignore_ascii_case(t)) {
+        if self
+            .opt_out_keywords
+            .iter()
+            .any(|k| k.eq_ignore_ascii_case(t))
+        {
             Some(true)
-        } else if self.opt_in_keywords.iter().any(|k| k.eq_ignore_ascii_case(t)) {
+        } else if self
+            .opt_in_keywords
+            .iter()
+            .any(|k| k.eq_ignore_ascii_case(t))
+        {
             Some(false)
         } else {
             None

@@ -14,12 +14,12 @@ mod model;
 mod supervisor;
 
 pub use actor::{CampaignActor, CampaignArgs, CampaignMsg};
+pub use model::parse_when;
 pub use model::{
     after_send, is_campaign_request, plan, render, request_id, CampaignKind, CampaignRequest,
     CampaignSpec, MessageSpec, Plan, RecipientsRequest, TemplateSpec, CAMPAIGN_REQUEST_PREFIX,
     DEFAULT_RATE_PER_MINUTE,
 };
-pub use model::parse_when;
 pub use supervisor::{CampaignSupervisor, SupervisorMsg};
 
 #[derive(Debug, thiserror::Error)]

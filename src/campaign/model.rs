@@ -245,9 +245,11 @@ impl CampaignRequest {
                 )
             }
             CampaignKind::Drip => {
-                let steps = self.steps.as_ref().filter(|s| !s.is_empty()).ok_or_else(|| {
-                    CampaignError::Invalid("a drip needs `steps`".into())
-                })?;
+                let steps = self
+                    .steps
+                    .as_ref()
+                    .filter(|s| !s.is_empty())
+                    .ok_or_else(|| CampaignError::Invalid("a drip needs `steps`".into()))?;
                 let mut out = Vec::new();
                 for (i, s) in steps.iter().enumerate() {
                     check_message(&s.message, &format!("steps[{i}].message"))?;
@@ -354,7 +356,9 @@ impl CampaignSpec {
         if self.variants.is_empty() {
             self.steps.get(step).map(|s| &s.message)
         } else {
-            self.variants.get(variant.max(0) as usize).map(|v| &v.message)
+            self.variants
+                .get(variant.max(0) as usize)
+                .map(|v| &v.message)
         }
     }
 }
@@ -461,6 +465,7 @@ pub fn recipient_vars(r: &DueRecipient) -> BTreeMap<String, String> {
 
 /// What to do with one due recipient.
 #[derive(Debug, Clone, PartialEq)]
+#[allow(clippy::large_enum_variant)] // one per recipient of a page, short-lived
 pub enum Plan {
     /// Hand this message to the recipient's conversation.
     Send {
@@ -473,10 +478,7 @@ pub enum Plan {
         fallback: Option<(String, OutboundMessage)>,
     },
     /// Nothing is sent; the recipient ends here.
-    End {
-        state: &'static str,
-        reason: String,
-    },
+    End { state: &'static str, reason: String },
 }
 
 /// Decide the due step of `r` (pure).
@@ -560,17 +562,21 @@ mod tests {
     }
 
     fn issue_example() -> CampaignRequest {
-        request(json!({"name": "promo-nov", "phone_number_id": "1", "type": "broadcast",
+        request(
+            json!({"name": "promo-nov", "phone_number_id": "1", "type": "broadcast",
             "message": {"template": {"name": "promo_nov", "language": "id", "body_params": ["{{name}}", "x{{ n }}"]}},
             "recipients": [{"wa_id": "6281", "vars": {"name": "Budi"}}],
-            "rate_limit_per_minute": 600, "start": true}))
+            "rate_limit_per_minute": 600, "start": true}),
+        )
     }
 
     #[test]
     fn the_issues_example_renders_per_recipient_parameters() {
         let spec = issue_example().spec().unwrap();
         let Plan::Send {
-            message, request_id, ..
+            message,
+            request_id,
+            ..
         } = plan(&spec, 7, &recipient(3, "6281"), 0)
         else {
             panic!("sends")
@@ -608,11 +614,23 @@ mod tests {
         let spec = issue_example().spec().unwrap();
         let mut r = recipient(1, "6281");
         r.opted_out_at = Some(5);
-        assert!(matches!(plan(&spec, 1, &r, 10), Plan::End { state: "skipped", .. }));
+        assert!(matches!(
+            plan(&spec, 1, &r, 10),
+            Plan::End {
+                state: "skipped",
+                ..
+            }
+        ));
         r.opted_out_at = Some(0); // opted back in
         assert!(matches!(plan(&spec, 1, &r, 10), Plan::Send { .. }));
         r.blocked_at = Some(1);
-        assert!(matches!(plan(&spec, 1, &r, 10), Plan::End { state: "skipped", .. }));
+        assert!(matches!(
+            plan(&spec, 1, &r, 10),
+            Plan::End {
+                state: "skipped",
+                ..
+            }
+        ));
         r.blocked_at = None;
         r.unreachable_at = Some(10);
         assert!(matches!(plan(&spec, 1, &r, 20), Plan::End { .. }));

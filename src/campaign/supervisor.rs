@@ -43,12 +43,8 @@ impl CampaignSupervisor {
         engine: Arc<Engine>,
         router: AccountRouter,
     ) -> anyhow::Result<ActorRef<SupervisorMsg>> {
-        let (sup, _) = Actor::spawn(
-            None,
-            CampaignSupervisor,
-            SupervisorArgs { engine, router },
-        )
-        .await?;
+        let (sup, _) =
+            Actor::spawn(None, CampaignSupervisor, SupervisorArgs { engine, router }).await?;
         Ok(sup)
     }
 }
@@ -59,7 +55,12 @@ impl SupervisorState {
             return;
         }
         if let Some(actor) = self.running.get(&id) {
-            if matches!(actor.get_status(), ractor::ActorStatus::Running | ractor::ActorStatus::Starting | ractor::ActorStatus::Upgrading) {
+            if matches!(
+                actor.get_status(),
+                ractor::ActorStatus::Running
+                    | ractor::ActorStatus::Starting
+                    | ractor::ActorStatus::Upgrading
+            ) {
                 return;
             }
             // It stopped itself (paused) and is on its way out: a new one takes over.
@@ -204,9 +205,11 @@ impl Actor for CampaignSupervisor {
                     state.running.remove(&id);
                     tracing::error!(campaign = id, error = %err, "Campaign actor failed; restarting it from the store.");
                     if !state.stopping {
-                        drop(myself.send_after(Duration::from_secs(1), move || {
-                            SupervisorMsg::Start(id)
-                        }));
+                        drop(
+                            myself.send_after(Duration::from_secs(1), move || {
+                                SupervisorMsg::Start(id)
+                            }),
+                        );
                     }
                 }
             }

@@ -37,11 +37,15 @@ pub fn routes(state: AppState) -> Router<AppState> {
         )
         .route(
             "/campaigns",
-            post(super::campaigns::create)
-                .layer(axum::extract::DefaultBodyLimit::max(super::campaigns::MAX_BODY)),
+            post(super::campaigns::create).layer(axum::extract::DefaultBodyLimit::max(
+                super::campaigns::MAX_BODY,
+            )),
         )
         .route("/campaigns/{id}", get(super::campaigns::show))
-        .route("/campaigns/{id}/recipients", get(super::campaigns::recipients))
+        .route(
+            "/campaigns/{id}/recipients",
+            get(super::campaigns::recipients),
+        )
         .route("/campaigns/{id}/{action}", post(super::campaigns::act))
         .route("/flows", get(flows))
         .route("/flows/reload", post(reload_flows))

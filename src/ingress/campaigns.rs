@@ -55,8 +55,7 @@ pub async fn create(State(app): State<AppState>, body: axum::body::Bytes) -> Res
             let mut out = Vec::with_capacity(list.len());
             for r in list {
                 let user = r.wa_id.trim().trim_start_matches('+').to_string();
-                if user.is_empty() || !user.chars().all(|c| c.is_ascii_alphanumeric() || c == '.')
-                {
+                if user.is_empty() || !user.chars().all(|c| c.is_ascii_alphanumeric() || c == '.') {
                     return error(
                         StatusCode::UNPROCESSABLE_ENTITY,
                         format!("recipient `{}` is not a wa_id", r.wa_id),
@@ -198,10 +197,7 @@ pub async fn recipients(
 }
 
 /// `POST /campaigns/{id}/pause|resume|cancel`.
-pub async fn act(
-    State(app): State<AppState>,
-    Path((id, action)): Path<(i64, String)>,
-) -> Response {
+pub async fn act(State(app): State<AppState>, Path((id, action)): Path<(i64, String)>) -> Response {
     let row = match load(&app, id).await {
         Ok(r) => r,
         Err(resp) => return resp,
@@ -209,7 +205,11 @@ pub async fn act(
     let now = app.engine.clock.now_ms();
     let store = &app.engine.store;
     let (from, to, reason): (&[&str], &str, Option<&str>) = match action.as_str() {
-        "pause" => (&["running", "scheduled"], "paused", Some("paused by an operator")),
+        "pause" => (
+            &["running", "scheduled"],
+            "paused",
+            Some("paused by an operator"),
+        ),
         "cancel" => (
             &["draft", "scheduled", "running", "paused"],
             "cancelled",

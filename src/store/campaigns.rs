@@ -208,8 +208,11 @@ impl Store {
         let due = c.enrolled_at + c.first_offset_ms;
         match recipients {
             NewRecipients::List(list) => {
-                let numbered: Vec<(i64, &(String, Option<String>))> =
-                    list.iter().enumerate().map(|(i, r)| (i as i64 + 1, r)).collect();
+                let numbered: Vec<(i64, &(String, Option<String>))> = list
+                    .iter()
+                    .enumerate()
+                    .map(|(i, r)| (i as i64 + 1, r))
+                    .collect();
                 for chunk in std_chunks(&numbered) {
                     let text = format!(
                         "INSERT INTO campaign_recipients (campaign_id, id, user_key, vars, state, due_at, enrolled_at, updated_at) VALUES {} \
@@ -426,7 +429,13 @@ impl Store {
         let mut groups: BTreeMap<Key<'_>, Vec<i64>> = BTreeMap::new();
         for u in updates {
             groups
-                .entry((u.state, u.step, u.due_offset, u.variant, u.reason.as_deref()))
+                .entry((
+                    u.state,
+                    u.step,
+                    u.due_offset,
+                    u.variant,
+                    u.reason.as_deref(),
+                ))
                 .or_default()
                 .push(u.id);
         }
@@ -463,7 +472,11 @@ impl Store {
                 vec![account.into()],
             )
             .await?;
-        Ok(rows.first().map(|r| r.try_get("n")).transpose()?.unwrap_or(0))
+        Ok(rows
+            .first()
+            .map(|r| r.try_get("n"))
+            .transpose()?
+            .unwrap_or(0))
     }
 
     /// Recipients with a step still to send, and the campaign's messages not yet settled.
@@ -482,7 +495,11 @@ impl Store {
             )
             .await?;
         let n = |rows: &[sqlx::any::AnyRow]| -> Result<i64, StoreError> {
-            Ok(rows.first().map(|r| r.try_get("n")).transpose()?.unwrap_or(0))
+            Ok(rows
+                .first()
+                .map(|r| r.try_get("n"))
+                .transpose()?
+                .unwrap_or(0))
         };
         Ok((n(&pending)?, n(&unsettled)?))
     }
