@@ -29,6 +29,7 @@ pub struct Application {
     port: u16,
     state: AppState,
     root: ActorRef<RootMsg>,
+    campaigns: ActorRef<crate::campaign::SupervisorMsg>,
     engine: Arc<Engine>,
     timers: tokio::task::JoinHandle<()>,
 }
@@ -173,12 +174,16 @@ impl Application {
             .await
             .with_context(|| format!("Failed to bind http.listen {addr}"))?;
         let port = listener.local_addr()?.port();
+        let campaigns =
+            crate::campaign::CampaignSupervisor::start(engine.clone(), router.clone()).await?;
         let state = AppState::new(engine.clone(), router);
+        let _ = state.campaigns.set(campaigns.clone());
         Ok(Application {
             listener,
             port,
             state,
             root,
+            campaigns,
             engine,
             timers,
         })
@@ -203,6 +208,7 @@ impl Application {
             listener,
             state,
             root,
+            campaigns,
             engine,
             timers,
             port,
@@ -244,6 +250,10 @@ impl Application {
         let actors_deadline = left
             .saturating_sub(Duration::from_secs(1))
             .max(Duration::from_millis(500));
+        // Campaigns first: each finishes its page, so nothing is handed to a conversation
+        // after the accounts stop.
+        let _ = ractor::call_t!(campaigns, crate::campaign::SupervisorMsg::Shutdown, 4_000);
+        campaigns.stop(None);
         let stopped = ractor::call_t!(
             root,
             |reply| RootMsg::Shutdown(actors_deadline, reply),

@@ -43,6 +43,8 @@ pub struct Settings {
     #[serde(default)]
     pub log: LogSettings,
     #[serde(default)]
+    pub campaigns: CampaignSettings,
+    #[serde(default)]
     pub accounts: Vec<AccountSettings>,
     /// Which files were read, for error messages.
     #[serde(skip)]
@@ -384,6 +386,48 @@ impl Default for HandoffSettings {
     fn default() -> Self {
         HandoffSettings {
             timeout: Duration::from_secs(24 * 3600),
+        }
+    }
+}
+
+/// `[campaigns]`: what every campaign shares.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default)]
+pub struct CampaignSettings {
+    /// A message that is exactly one of these (any case, surrounding spaces ignored) opts the
+    /// contact out of campaigns, durably.
+    pub opt_out_keywords: Vec<String>,
+    /// A message that is exactly one of these opts the contact back in.
+    pub opt_in_keywords: Vec<String>,
+}
+
+impl Default for CampaignSettings {
+    fn default() -> Self {
+        CampaignSettings {
+            opt_out_keywords: vec!["STOP".into(), "BERHENTI".into(), "UNSUBSCRIBE".into()],
+            opt_in_keywords: vec!["START".into(), "MULAI".into()],
+        }
+    }
+}
+
+impl CampaignSettings {
+    /// Some(true): opt out; Some(false): opt back in; None: an ordinary message.
+    pub fn opt_out_change(&self, text: &str) -> Option<bool> {
+        let t = text.trim();
+        if self
+            .opt_out_keywords
+            .iter()
+            .any(|k| k.eq_ignore_ascii_case(t))
+        {
+            Some(true)
+        } else if self
+            .opt_in_keywords
+            .iter()
+            .any(|k| k.eq_ignore_ascii_case(t))
+        {
+            Some(false)
+        } else {
+            None
         }
     }
 }

@@ -10,6 +10,7 @@
 
 pub mod actors;
 pub mod app;
+pub mod campaign;
 pub mod chatbot;
 pub mod cli;
 pub mod config;

@@ -41,6 +41,10 @@ pub struct Metrics {
     pub gate_throttles: AtomicU64,
     /// SendGate: contacts marked unreachable (131026).
     pub gate_unreachable: AtomicU64,
+    /// Campaigns: messages handed to conversations.
+    pub campaign_messages: AtomicU64,
+    /// Campaigns that paused themselves (quality, template, failure rate, halt).
+    pub campaign_pauses: AtomicU64,
 }
 
 /// The one registry of this process.
@@ -304,6 +308,18 @@ impl Metrics {
             "parley_gate_unreachable_total",
             "Contacts marked unreachable (131026).",
             self.gate_unreachable.load(r),
+        );
+        counter(
+            &mut out,
+            "parley_campaign_messages_total",
+            "Campaign messages handed to their conversations (then sent through the SendGate).",
+            self.campaign_messages.load(r),
+        );
+        counter(
+            &mut out,
+            "parley_campaign_pauses_total",
+            "ALERT: campaigns that paused themselves (quality drop, template, failure rate, halt).",
+            self.campaign_pauses.load(r),
         );
         out
     }

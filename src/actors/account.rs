@@ -21,6 +21,9 @@ use crate::telemetry::mask;
 /// How long shutdown waits for this account's conversations to stop.
 const CHILDREN_STOP_WAIT: Duration = Duration::from_secs(5);
 
+/// How long a conversation started only for a campaign message stays resident.
+const CAMPAIGN_IDLE: Duration = Duration::from_secs(2);
+
 /// How long an inbox row may stay pending before the sweep hands it to its conversation again.
 const SWEEP_AGE: Duration = Duration::from_secs(5);
 
@@ -32,6 +35,13 @@ pub enum AccountMsg {
     /// The business acts on a conversation (send, handoff, agent reply, release); replies
     /// with the outbox ids created, or why it was refused.
     Command {
+        user_key: String,
+        event: ConversationEvent,
+        reply: RpcReplyPort<Result<super::conversation::CommandOutcome, String>>,
+    },
+    /// A campaign's message for one recipient (as `Command`). A conversation started only for
+    /// it is passivated soon after, so a large campaign does not keep its recipients resident.
+    CampaignSend {
         user_key: String,
         event: ConversationEvent,
         reply: RpcReplyPort<Result<super::conversation::CommandOutcome, String>>,
@@ -65,6 +75,8 @@ pub struct AccountArgs {
 struct Live {
     actor: ActorRef<ConversationMsg>,
     last_routed: Instant,
+    /// Started for a campaign message and nothing else since: passivated after CAMPAIGN_IDLE.
+    campaign_only: bool,
 }
 
 /// Which inbox seq a conversation actor is applying (0 when idle), readable after it failed.
@@ -91,6 +103,7 @@ impl AccountState {
     ) -> Result<ActorRef<ConversationMsg>, ActorProcessingErr> {
         if let Some(live) = self.live.get_mut(user_key) {
             live.last_routed = Instant::now();
+            live.campaign_only = false;
             return Ok(live.actor.clone());
         }
         let applying: Applying = Arc::new(AtomicI64::new(0));
@@ -116,6 +129,7 @@ impl AccountState {
             Live {
                 actor: actor.clone(),
                 last_routed: Instant::now(),
+                campaign_only: false,
             },
         );
         Ok(actor)
@@ -222,6 +236,27 @@ impl Actor for AccountActor {
                     )
                     .await?;
             }
+            AccountMsg::CampaignSend {
+                user_key,
+                event,
+                reply,
+            } => {
+                if state.stopping {
+                    let _ = reply.send(Err("shutting down".into()));
+                    return Ok(());
+                }
+                let fresh = !state.live.contains_key(&user_key);
+                state
+                    .route(
+                        &myself,
+                        &user_key,
+                        ConversationMsg::Command { event, reply },
+                    )
+                    .await?;
+                if let Some(live) = state.live.get_mut(&user_key) {
+                    live.campaign_only = fresh;
+                }
+            }
             AccountMsg::Timer(t) => {
                 let user = t.user_key.clone();
                 state
@@ -259,7 +294,10 @@ impl Actor for AccountActor {
                 let idle_users: Vec<String> = state
                     .live
                     .iter()
-                    .filter(|(_, l)| l.last_routed.elapsed() >= idle)
+                    .filter(|(_, l)| {
+                        let quiet = l.last_routed.elapsed();
+                        quiet >= idle || (l.campaign_only && quiet >= CAMPAIGN_IDLE)
+                    })
                     .map(|(u, _)| u.clone())
                     .collect();
                 let passivated = idle_users.len();

@@ -240,7 +240,11 @@ impl ConversationActorState {
         // A message sent while the customer-service window is open is a service reply;
         // anything else is business-initiated (counted against the messaging tier, and
         // sent after the account's service replies).
-        let class = if next.window_open(now) {
+        // A campaign's template is business-initiated even inside the window (only its
+        // free-form messages to open windows are service replies).
+        let campaign_template = matches!(&event, ConversationEvent::Outgoing { request_id, message, .. }
+            if crate::campaign::is_campaign_request(request_id) && !message.is_free_form());
+        let class = if next.window_open(now) && !campaign_template {
             SendClass::Service
         } else {
             SendClass::Business
@@ -302,11 +306,27 @@ impl ConversationActorState {
         let records = if unchanged {
             Vec::new()
         } else {
-            let contact =
-                matches!(event, ConversationEvent::Inbound { .. }).then(|| ContactUpsert {
+            // Campaigns select contacts by tag and skip those who opted out: both are
+            // mirrored into `contacts` with the step.
+            let tags_changed = next.contact.tags != self.conv.contact.tags;
+            let opted_out_at = match &event {
+                ConversationEvent::Inbound { message, .. } => message
+                    .content
+                    .user_text()
+                    .and_then(|t| engine.settings.campaigns.opt_out_change(t))
+                    .map(|out| if out { now } else { 0 }),
+                _ => None,
+            };
+            let tags = tags_changed
+                .then(|| serde_json::to_string(&next.contact.tags))
+                .transpose()?;
+            let contact = (matches!(event, ConversationEvent::Inbound { .. }) || tags_changed)
+                .then(|| ContactUpsert {
                     wa_id: next.contact.wa_id.clone(),
                     user_id: next.contact.user_id.clone(),
                     profile_name: next.contact.profile_name.clone(),
+                    tags,
+                    opted_out_at,
                 });
             let commit = StepCommit {
                 account: account.clone(),

@@ -35,6 +35,18 @@ pub fn routes(state: AppState) -> Router<AppState> {
             "/conversations/{phone_number_id}/{user}/release",
             post(release),
         )
+        .route(
+            "/campaigns",
+            post(super::campaigns::create).layer(axum::extract::DefaultBodyLimit::max(
+                super::campaigns::MAX_BODY,
+            )),
+        )
+        .route("/campaigns/{id}", get(super::campaigns::show))
+        .route(
+            "/campaigns/{id}/recipients",
+            get(super::campaigns::recipients),
+        )
+        .route("/campaigns/{id}/{action}", post(super::campaigns::act))
         .route("/flows", get(flows))
         .route("/flows/reload", post(reload_flows))
         .route("/reload", post(reload_all))

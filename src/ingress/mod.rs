@@ -1,6 +1,7 @@
 //! The HTTP edge: Meta's webhook, health, metrics and the admin API.
 
 mod admin;
+mod campaigns;
 pub mod signature;
 mod webhook;
 
@@ -24,6 +25,8 @@ pub struct Inner {
     pub router: AccountRouter,
     /// Set on SIGTERM: webhooks get 503 so that Meta redelivers them to the next process.
     pub draining: AtomicBool,
+    /// The campaign supervisor (set once the app has started it).
+    pub campaigns: std::sync::OnceLock<ractor::ActorRef<crate::campaign::SupervisorMsg>>,
 }
 
 impl AppState {
@@ -32,6 +35,7 @@ impl AppState {
             engine,
             router,
             draining: AtomicBool::new(false),
+            campaigns: std::sync::OnceLock::new(),
         }))
     }
 

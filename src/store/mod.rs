@@ -2,6 +2,7 @@
 //! that both run the same code paths. All writes go through one group-commit writer task
 //! ([`writer`]); reads run on the pool.
 
+mod campaigns;
 mod exec;
 mod queries;
 mod sql;
@@ -14,6 +15,7 @@ use std::time::Duration;
 use sqlx::any::{AnyConnectOptions, AnyPoolOptions};
 use sqlx::{AnyPool, ConnectOptions, Executor};
 
+pub use campaigns::*;
 pub use queries::*;
 pub use sql::Val;
 pub use writer::{

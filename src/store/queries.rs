@@ -73,7 +73,7 @@ pub struct ContactView {
 }
 
 impl Store {
-    async fn fetch(
+    pub(super) async fn fetch(
         &self,
         text: &str,
         vals: Vec<Val>,
@@ -84,7 +84,7 @@ impl Store {
             .await?)
     }
 
-    async fn run(&self, text: &str, vals: Vec<Val>) -> Result<u64, StoreError> {
+    pub(super) async fn run(&self, text: &str, vals: Vec<Val>) -> Result<u64, StoreError> {
         let text = self.sql(text);
         Ok(bind_all(sqlx::query(&text), vals)
             .execute(self.pool())

@@ -78,6 +78,10 @@ pub struct ContactUpsert {
     pub wa_id: Option<String>,
     pub user_id: Option<String>,
     pub profile_name: Option<String>,
+    /// The contact's tags as a JSON array (None: unchanged), so campaigns can select by tag.
+    pub tags: Option<String>,
+    /// Some(at): opted out of campaigns at `at`; Some(0): opted back in; None: unchanged.
+    pub opted_out_at: Option<i64>,
 }
 
 #[derive(Debug, Clone)]
@@ -797,13 +801,16 @@ fn commit_steps(
         .collect();
     for chunk in std_chunks(&contacts) {
         let text = format!(
-            "INSERT INTO contacts (account, user_key, wa_id, user_id, profile_name, first_seen_at, last_seen_at) VALUES {} \
+            "INSERT INTO contacts (account, user_key, wa_id, user_id, profile_name, first_seen_at, last_seen_at, tags, opted_out_at) VALUES {} \
              ON CONFLICT (account, user_key) DO UPDATE SET wa_id = COALESCE(excluded.wa_id, contacts.wa_id), \
              user_id = COALESCE(excluded.user_id, contacts.user_id), \
-             profile_name = COALESCE(excluded.profile_name, contacts.profile_name), last_seen_at = excluded.last_seen_at",
-            values_list(chunk.len(), 7, 1)
+             profile_name = COALESCE(excluded.profile_name, contacts.profile_name), last_seen_at = excluded.last_seen_at, \
+             tags = COALESCE(excluded.tags, contacts.tags), \
+             opted_out_at = CASE WHEN excluded.opted_out_at IS NULL THEN contacts.opted_out_at \
+             WHEN excluded.opted_out_at = 0 THEN NULL ELSE excluded.opted_out_at END",
+            values_list(chunk.len(), 9, 1)
         );
-        let mut vals = Vec::with_capacity(chunk.len() * 7);
+        let mut vals = Vec::with_capacity(chunk.len() * 9);
         for (s, c) in chunk {
             vals.extend([
                 Val::S(s.account.clone()),
@@ -813,6 +820,9 @@ fn commit_steps(
                 Val::OptS(c.profile_name.clone()),
                 Val::I(s.now),
                 Val::I(s.now),
+                Val::OptS(c.tags.clone()),
+                // A first row never records an opt-in (0): NULL is the same.
+                Val::OptI(c.opted_out_at),
             ]);
         }
         exec(tx, &text, vals)?;

@@ -209,6 +209,15 @@ pub async fn spawn_app_with_clock(
     start_app(settings, None, clock).await
 }
 
+/// The app with the given behaviour and clock.
+pub async fn spawn_app_with_logic_and_clock(
+    settings: Settings,
+    logic: Arc<dyn ConversationLogic>,
+    clock: Arc<dyn parley::actors::Clock>,
+) -> TestApp {
+    start_app(settings, Some(logic), clock).await
+}
+
 /// A clock the test moves by hand.
 #[derive(Clone)]
 pub struct ManualClock(pub Arc<std::sync::atomic::AtomicI64>);

@@ -4,6 +4,7 @@
 mod helpers;
 
 mod admin;
+mod campaigns;
 mod chatbot;
 mod conversations;
 mod delivery;
