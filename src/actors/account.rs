@@ -26,6 +26,8 @@ const CAMPAIGN_IDLE: Duration = Duration::from_secs(2);
 
 /// How long an inbox row may stay pending before the sweep hands it to its conversation again.
 const SWEEP_AGE: Duration = Duration::from_secs(5);
+/// At most this often, freed memory is handed back to the system after passivation.
+const GIVE_BACK_EVERY: Duration = Duration::from_secs(60);
 
 pub struct AccountActor;
 
@@ -92,6 +94,7 @@ pub struct AccountState {
     /// restarted actor so that a poison event is dead-lettered instead of crashing it forever.
     failures: HashMap<String, (i64, u32)>,
     last_sweep: Instant,
+    last_give_back: Instant,
     stopping: bool,
 }
 
@@ -188,6 +191,7 @@ impl Actor for AccountActor {
             by_id: HashMap::new(),
             failures: HashMap::new(),
             last_sweep: Instant::now(),
+            last_give_back: Instant::now() - GIVE_BACK_EVERY,
             stopping: false,
         })
     }
@@ -312,9 +316,14 @@ impl Actor for AccountActor {
                     state.live.shrink_to_fit();
                     state.by_id.shrink_to_fit();
                 }
-                if passivated >= 1000 {
-                    // Many conversations went quiet at once: ask the allocator to return
-                    // their pages to the system now rather than keep them for reuse.
+                if passivated >= 1000
+                    && passivated >= state.live.len()
+                    && state.last_give_back.elapsed() >= GIVE_BACK_EVERY
+                {
+                    // Most conversations went quiet at once: ask the allocator to return
+                    // their pages to the system rather than keep them for reuse. (It walks
+                    // the heap, so not on every sweep of a busy account.)
+                    state.last_give_back = Instant::now();
                     crate::metrics::give_back_memory();
                 }
                 if state.last_sweep.elapsed() >= SWEEP_AGE {

@@ -23,7 +23,7 @@ const PNID: &str = "106540352242922";
 const SECRET: &str = "bench-secret";
 const ADMIN: &str = "bench-admin";
 
-#[derive(Parser)]
+#[derive(Parser, Clone)]
 #[command(name = "parley-bench", about = "Load driver for parleyd")]
 struct Cli {
     /// The daemon binary to start.
@@ -48,7 +48,7 @@ struct Cli {
     command: Cmd,
 }
 
-#[derive(Subcommand)]
+#[derive(Subcommand, Clone)]
 enum Cmd {
     Ingest {
         #[arg(long, default_value_t = 1000)]
@@ -77,6 +77,19 @@ enum Cmd {
         users: usize,
         #[arg(long, default_value = "10")]
         seconds: u64,
+    },
+    /// Start-up time with N conversations stored (SQLite): must not grow with N.
+    Startup {
+        #[arg(long, default_value_t = 1_000_000)]
+        conversations: usize,
+    },
+    /// The shop benchmark at 1, 10 and 100 users on SQLite, and on PostgreSQL with --pg.
+    Matrix {
+        #[arg(long, default_value = "8")]
+        seconds: u64,
+        /// A PostgreSQL server URL to create fresh databases on.
+        #[arg(long)]
+        pg: Option<String>,
     },
     /// Chatbot conversations against a fake model answering after --delay-ms.
     Bots {
@@ -217,29 +230,126 @@ async fn start_daemon(
             graph.base_url, cli.mark_read, cli.mps, cli.pair_rate_interval
         ),
     )?;
-    let child = Command::new(&cli.daemon)
+    let (child, base) = serve_until_ready(cli, &config, port).await?;
+    Ok(Daemon {
+        child,
+        base,
+        _dir: dir,
+        pg,
+    })
+}
+
+/// `parleyd serve --config`, answered once `/readyz` says 200.
+async fn serve_until_ready(
+    cli: &Cli,
+    config: &std::path::Path,
+    port: u16,
+) -> anyhow::Result<(Child, String)> {
+    let mut child = Command::new(&cli.daemon)
         .args(["serve", "--config"])
-        .arg(&config)
+        .arg(config)
         .stdout(Stdio::null())
         .stderr(Stdio::inherit())
         .spawn()
         .with_context(|| format!("starting {}", cli.daemon.display()))?;
     let base = format!("http://127.0.0.1:{port}");
     let client = reqwest::Client::new();
-    for _ in 0..200 {
+    for _ in 0..2000 {
         if let Ok(r) = client.get(format!("{base}/readyz")).send().await {
             if r.status().is_success() {
-                return Ok(Daemon {
-                    child,
-                    base,
-                    _dir: dir,
-                    pg,
-                });
+                return Ok((child, base));
             }
         }
-        tokio::time::sleep(Duration::from_millis(50)).await;
+        tokio::time::sleep(Duration::from_millis(5)).await;
     }
+    let _ = child.kill();
     bail!("daemon did not become ready")
+}
+
+/// Start-up time against the number of stored conversations: an empty SQLite store, then the
+/// same store holding `conversations` conversations (written straight into it). Lazy
+/// activation means the second start is no slower.
+async fn startup(cli: &Cli, conversations: usize) -> anyhow::Result<()> {
+    let graph = FakeGraph::start_for_load(Arc::new(|_| {})).await;
+    let daemon = start_daemon(cli, &graph, "10m", "").await?;
+    let config = daemon._dir.path().join("bench.toml");
+    let db = daemon._dir.path().join("parley.db");
+    let port: u16 = daemon
+        .base
+        .rsplit(':')
+        .next()
+        .and_then(|p| p.parse().ok())
+        .context("port")?;
+    let stop = |mut child: Child| {
+        let _ = Command::new("kill")
+            .arg("-TERM")
+            .arg(child.id().to_string())
+            .status();
+        let _ = child.wait();
+    };
+    let time_start = || async {
+        let mut times = Vec::new();
+        for _ in 0..5 {
+            let t = Instant::now();
+            let (child, _) = serve_until_ready(cli, &config, port).await?;
+            times.push(t.elapsed().as_secs_f64() * 1e3);
+            stop(child);
+        }
+        times.sort_by(f64::total_cmp);
+        anyhow::Ok(times[2])
+    };
+    let Daemon { child, .. } = &daemon;
+    let _ = Command::new("kill")
+        .arg("-TERM")
+        .arg(child.id().to_string())
+        .status();
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let empty = time_start().await?;
+    let filled = Instant::now();
+    {
+        let mut conn = rusqlite::Connection::open(&db)?;
+        let tx = conn.transaction()?;
+        {
+            let mut stmt = tx.prepare(
+                "INSERT INTO conversations (account, user_key, state, last_inbound_at, last_applied_seq, created_at, updated_at) VALUES (?1, ?2, ?3, ?4, 0, ?4, ?4)",
+            )?;
+            let state = r#"{"contact":{"wa_id":"x","profile_name":"Bench"},"inbound_count":3,"outbound_count":3}"#;
+            for n in 0..conversations {
+                stmt.execute(rusqlite::params![
+                    PNID,
+                    format!("62{n:011}"),
+                    state,
+                    1_700_000_000_000i64
+                ])?;
+            }
+        }
+        tx.commit()?;
+    }
+    let filled = filled.elapsed().as_secs_f64();
+    let full = time_start().await?;
+    println!(
+        "start-up (spawn → /readyz 200, median of 5): empty store {empty:.0} ms; with {conversations} stored conversations {full:.0} ms (stored in {filled:.1} s)"
+    );
+    Ok(())
+}
+
+/// The shop benchmark at 1, 10 and 100 users, on SQLite and (with `--pg URL`) PostgreSQL.
+async fn matrix(cli: &Cli, seconds: u64, pg: Option<String>) -> anyhow::Result<()> {
+    let stores: Vec<Option<String>> = std::iter::once(None).chain(pg.map(Some)).collect();
+    for store in stores {
+        for users in [1, 10, 100] {
+            println!(
+                "--- shop, {users} users, {}",
+                store.as_deref().unwrap_or("sqlite")
+            );
+            let run = Cli {
+                store: store.clone(),
+                ..cli.clone()
+            };
+            shop(&run, users, seconds).await?;
+        }
+    }
+    Ok(())
 }
 
 /// (peak RSS KiB, current RSS KiB, CPU ticks user+system)
@@ -1207,6 +1317,8 @@ async fn main() -> anyhow::Result<()> {
         } => with_wrk(&cli, users, connections, seconds, requests).await,
         Cmd::Shop { users, seconds } => shop(&cli, users, seconds).await,
         Cmd::Reload { files, rounds } => reload(files, rounds),
+        Cmd::Startup { conversations } => startup(&cli, conversations).await,
+        Cmd::Matrix { seconds, ref pg } => matrix(&cli, seconds, pg.clone()).await,
         Cmd::Bots {
             users,
             seconds,
