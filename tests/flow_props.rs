@@ -172,7 +172,7 @@ proptest! {
                     // One input runs at most MAX_STEPS nodes, each producing a bounded
                     // number of actions.
                     Ok(actions) => prop_assert!(actions.len() <= 3 * MAX_STEPS + 1),
-                    Err(parley::flow::FlowError::Runaway) => {}
+                    Err(parley::flow::FlowError::Runaway { .. }) => {}
                     Err(e) => prop_assert!(false, "unexpected error {e}"),
                 }
                 check_state(&set, &sb.state)?;

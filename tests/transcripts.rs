@@ -109,7 +109,10 @@ fn runaway_guard_returns_error() {
     };
     assert_eq!(
         step(&flows, FlowState::default(), input, &small).unwrap_err(),
-        FlowError::Runaway
+        FlowError::Runaway {
+            flow: "chain".into(),
+            started_at_ms: 0
+        }
     );
     let big = FlowContext {
         max_steps: 100,
@@ -507,4 +510,42 @@ nodes:
         assert!(parts.next().unwrap().parse::<usize>().is_ok(), "{line}");
         assert!(parts.next().unwrap().parse::<usize>().is_ok(), "{line}");
     }
+}
+
+#[test]
+fn a_variable_no_flow_ever_sets_is_an_error_unless_it_has_a_default() {
+    let yaml = r#"id: typo
+triggers: [{keyword: x}]
+start: a
+nodes:
+  a:
+    ask: {type: number, save: qty}
+    next: b
+  b:
+    condition: {if: "qyt > 2", then: c, else: c}
+  c:
+    send: {text: "{{qty}} {{totl}} {{maybe | default('-')}}"}
+"#;
+    let errs = FlowSet::load(&[("typo.yaml".into(), yaml.into())])
+        .unwrap_err()
+        .join("\n");
+    assert!(
+        errs.contains("typo.yaml:9:22: node `b`: variable `qyt` is never set"),
+        "{errs}"
+    );
+    assert!(
+        errs.contains("node `c`: variable `totl` is never set"),
+        "{errs}"
+    );
+    assert!(
+        !errs.contains("`qty`") && !errs.contains("`maybe`"),
+        "{errs}"
+    );
+    // Set by another flow (a subflow shares its caller's variables): fine.
+    let other = "id: setter\nstart: s\nnodes:\n  s:\n    set: {qyt: \"1\", totl: \"2\"}\n";
+    FlowSet::load(&[
+        ("typo.yaml".into(), yaml.into()),
+        ("setter.yaml".into(), other.into()),
+    ])
+    .unwrap();
 }

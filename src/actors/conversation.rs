@@ -11,7 +11,7 @@ use ractor::{Actor, ActorProcessingErr, ActorRef, RpcReplyPort};
 use super::account::AccountMsg;
 use super::Engine;
 use crate::config::AccountSettings;
-use crate::conversation::{ConversationEvent, ConversationState, Effect, StepContext};
+use crate::conversation::{ConversationEvent, ConversationState, Effect, FlowRecord, StepContext};
 use crate::metrics::metrics;
 use crate::outbox::OutboxSender;
 use crate::sendgate::SendClass;
@@ -364,6 +364,29 @@ impl ConversationActorState {
             self.args.sender.enqueue(records);
         }
         self.run_calls(&effects);
+        for effect in &effects {
+            if let Effect::FlowRecord(FlowRecord {
+                flow_id,
+                error: Some(why),
+                ..
+            }) = effect
+            {
+                // A flow stopped by the runaway guard or an error: kept for a human; the
+                // conversation goes on.
+                let letter = NewDeadLetter {
+                    kind: "flow_failed",
+                    account: Some(account.clone()),
+                    user_key: Some(user.clone()),
+                    ref_id: seq,
+                    reason: format!("flow `{flow_id}` stopped: {why}"),
+                    raw: None,
+                };
+                if let Err(e) = engine.writer.dead_letter(letter, None).await {
+                    tracing::warn!(error = %e, "Recording a failed flow failed.");
+                }
+                metrics().dead_letters.inc("kind=\"flow_failed\"");
+            }
+        }
         Ok((effects, ids))
     }
 

@@ -268,6 +268,8 @@ pub struct FlowRecord {
     pub status: &'static str,
     /// The node it stopped at (None once ended).
     pub node: Option<String>,
+    /// Why it failed (a runaway loop, an expression error): also kept as a dead letter.
+    pub error: Option<String>,
 }
 
 /// What a step knows besides the state and the event: the time and the account's settings.

@@ -137,7 +137,11 @@ pub struct FlowContext<'a> {
 #[derive(Debug, Clone, PartialEq, thiserror::Error)]
 pub enum FlowError {
     #[error("more than max_steps nodes ran for one input (runaway loop)")]
-    Runaway,
+    Runaway {
+        /// The flow running when the guard stopped it.
+        flow: String,
+        started_at_ms: i64,
+    },
     #[error("flow `{flow}` node `{node}`: {msg}")]
     Eval {
         flow: String,
@@ -525,7 +529,10 @@ impl<'c, 'a> Run<'c, 'a> {
             };
             self.steps += 1;
             if self.steps > ctx.max_steps {
-                return Err(FlowError::Runaway);
+                return Err(FlowError::Runaway {
+                    flow: st.flow.clone().unwrap_or_default(),
+                    started_at_ms: st.started_at_ms,
+                });
             }
             let flows = self.flows;
             let Some(flow) = st.flow.as_deref().and_then(|f| flows.get(f)) else {

@@ -250,6 +250,21 @@ impl P {
     }
 }
 
+impl Expr {
+    /// The variables it reads.
+    pub fn vars<'e>(&'e self, out: &mut Vec<&'e str>) {
+        match self {
+            Expr::Var(v) => out.push(v),
+            Expr::Lit(_) | Expr::Contact(_) => {}
+            Expr::Not(x) | Expr::Neg(x) | Expr::Matches(x, _) => x.vars(out),
+            Expr::Bin(_, a, b) => {
+                a.vars(out);
+                b.vars(out);
+            }
+        }
+    }
+}
+
 /// Parse an expression; errors are human-readable.
 pub fn parse(src: &str) -> Result<Expr, String> {
     let toks = lex(src)?;

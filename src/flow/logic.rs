@@ -188,6 +188,7 @@ fn record(st: &FlowState, status: &'static str, node: Option<String>) -> Option<
         started_at: st.started_at_ms,
         status,
         node,
+        error: None,
     }))
 }
 
@@ -586,6 +587,7 @@ impl FlowLogic {
                             started_at: started_at_ms,
                             status: "completed",
                             node: None,
+                            error: None,
                         }),
                         FlowAction::Contact(c) => {
                             state.contact.access = c.access;
@@ -597,9 +599,30 @@ impl FlowLogic {
                 next
             }
             // A runaway or broken flow ends; the conversation goes on.
-            Err(_) => {
+            Err(e) => {
                 took = true;
-                effects.extend(record(&before, "failed", None));
+                // The session that failed: the one running, or one this event started.
+                let (flow, started_at_ms) = match &e {
+                    super::FlowError::Runaway {
+                        flow,
+                        started_at_ms,
+                    } => (flow, *started_at_ms),
+                    super::FlowError::Eval { flow, .. } => (flow, ctx.now_ms),
+                };
+                let failed = if before.flow.as_ref() == Some(flow) {
+                    before.clone()
+                } else {
+                    FlowState {
+                        flow: Some(flow.clone()),
+                        version: flows.get(flow).map(|f| f.version.clone()),
+                        started_at_ms,
+                        ..FlowState::default()
+                    }
+                };
+                if let Some(Effect::FlowRecord(mut r)) = record(&failed, "failed", None) {
+                    r.error = Some(e.to_string());
+                    effects.push(Effect::FlowRecord(r));
+                }
                 FlowState::default()
             }
         };

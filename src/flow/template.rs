@@ -112,6 +112,18 @@ impl Template {
         }
     }
 
+    /// The variables it reads without a `default(...)` (those with one expect absence).
+    pub fn required_vars(&self) -> impl Iterator<Item = &str> {
+        self.segs.iter().filter_map(|s| match s {
+            Seg::Var {
+                contact: false,
+                name,
+                filters,
+            } if !filters.iter().any(|f| matches!(f, Filter::Default(_))) => Some(name.as_str()),
+            _ => None,
+        })
+    }
+
     /// Render once; substituted values are never re-interpreted.
     pub fn render(&self, env: &Env<'_>) -> String {
         let mut out = String::new();

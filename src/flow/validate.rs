@@ -1,7 +1,7 @@
 //! Loading + validation: parse every file, compile it, and collect ALL errors as
 //! `file:line:col: message`. Semantic error positions come from a line scan of the source.
 
-use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 use std::str::FromStr;
 
 use regex::Regex;
@@ -29,11 +29,24 @@ impl FlowSet {
         // (target flow, the error to report if it does not exist)
         let mut jumps: Vec<(String, String)> = Vec::new();
         let mut bot_refs: Vec<(String, String)> = Vec::new();
+        // (variable read, the error to report if no flow ever sets it)
+        let mut reads: Vec<(String, String)> = Vec::new();
+        let mut written: HashSet<String> = HashSet::new();
         for (path, text) in files {
             let src = Src::new(path, text);
             match compile(&src, &mut errors) {
                 Some(flow) => {
                     for (node_id, node) in &flow.nodes {
+                        written.extend(node_writes(node).into_iter().map(str::to_string));
+                        for var in node_reads(node) {
+                            let (l, c) = src.in_node(node_id, var);
+                            reads.push((
+                                var.to_string(),
+                                src.fmt(l, c, &format!(
+                                    "node `{node_id}`: variable `{var}` is never set by any flow (set it, save it from an ask, or write {{{{{var} | default('…')}}}})"
+                                )),
+                            ));
+                        }
                         if let NodeKind::Chatbot { bot, .. } = &node.kind {
                             let (l, c) = src.in_node(node_id, bot);
                             bot_refs.push((
@@ -70,6 +83,12 @@ impl FlowSet {
                     }
                 }
                 None => continue,
+            }
+        }
+        let mut reported = HashSet::new();
+        for (var, error) in reads {
+            if !written.contains(&var) && reported.insert(error.clone()) {
+                errors.push(error);
             }
         }
         for (target, error) in jumps {
@@ -497,6 +516,94 @@ fn compile(src: &Src<'_>, errors: &mut Vec<String>) -> Option<Flow> {
         on_update,
         nodes,
     })
+}
+
+/// Variables a node reads (templates without a `default(...)`, expressions).
+fn node_reads(n: &Node) -> Vec<&str> {
+    fn json<'a>(t: &'a TemplatedJson, out: &mut Vec<&'a str>) {
+        match t {
+            TemplatedJson::Str(t) => out.extend(t.required_vars()),
+            TemplatedJson::Other(_) => {}
+            TemplatedJson::Arr(a) => a.iter().for_each(|x| json(x, out)),
+            TemplatedJson::Obj(o) => o.iter().for_each(|(_, x)| json(x, out)),
+        }
+    }
+    fn tpl<'a>(t: Option<&'a Template>, out: &mut Vec<&'a str>) {
+        if let Some(t) = t {
+            out.extend(t.required_vars());
+        }
+    }
+    let mut out = Vec::new();
+    match &n.kind {
+        NodeKind::Send(SendSpec::Text(t)) => tpl(Some(t), &mut out),
+        NodeKind::Send(SendSpec::Message(t, _)) => json(t, &mut out),
+        NodeKind::Send(SendSpec::Buttons {
+            header,
+            body,
+            footer,
+            ..
+        })
+        | NodeKind::Send(SendSpec::List {
+            header,
+            body,
+            footer,
+            ..
+        }) => {
+            tpl(header.as_ref(), &mut out);
+            tpl(Some(body), &mut out);
+            tpl(footer.as_ref(), &mut out);
+        }
+        NodeKind::Ask(a) => {
+            tpl(a.prompt.as_ref(), &mut out);
+            tpl(a.retry.as_ref(), &mut out);
+        }
+        NodeKind::Condition { cond, .. } => cond.vars(&mut out),
+        NodeKind::Set(ops) => {
+            for op in ops {
+                match op {
+                    SetOp::Var(_, e) | SetOp::Contact(_, e) | SetOp::Access(e) => e.vars(&mut out),
+                    SetOp::TagAdd(_) | SetOp::TagRemove(_) => {}
+                }
+            }
+        }
+        NodeKind::Http(h) => {
+            tpl(Some(&h.url), &mut out);
+            for (_, v) in &h.headers {
+                tpl(Some(v), &mut out);
+            }
+            if let Some(b) = &h.body {
+                json(b, &mut out);
+            }
+        }
+        NodeKind::Handoff { message, .. } => tpl(message.as_ref(), &mut out),
+        _ => {}
+    }
+    out
+}
+
+/// Variables a node sets.
+fn node_writes(n: &Node) -> Vec<&str> {
+    match &n.kind {
+        NodeKind::Ask(a) => a.save.iter().map(String::as_str).collect(),
+        NodeKind::Set(ops) => ops
+            .iter()
+            .filter_map(|op| match op {
+                SetOp::Var(k, _) => Some(k.as_str()),
+                _ => None,
+            })
+            .collect(),
+        NodeKind::Split { save, .. } => vec![save.as_str()],
+        NodeKind::Http(h) => h
+            .save
+            .iter()
+            .map(|(k, _)| k.as_str())
+            .chain(["http_status"])
+            .collect(),
+        NodeKind::Wait {
+            on_reply: Some(_), ..
+        } => vec!["reply"],
+        _ => Vec::new(),
+    }
 }
 
 fn successors(n: &Node) -> Vec<String> {

@@ -421,3 +421,50 @@ on_both_stores!(
     pinned_across_restart,
     a_session_finishes_on_its_version_after_a_restart_with_new_files
 );
+
+async fn a_runaway_flow_is_stopped_dead_lettered_and_the_conversation_goes_on(db: TestDb) {
+    let graph = Arc::new(FakeGraph::start().await);
+    // 120 nodes in a row (no loop, so valid) run past the guard of 100 nodes per event.
+    let mut long = String::from("id: long\ntriggers: [{keyword: long}]\nstart: n0\nnodes:\n");
+    for i in 0..120 {
+        long.push_str(&format!(
+            "  n{i}:\n    set: {{x: \"{i}\"}}\n    next: n{}\n",
+            i + 1
+        ));
+    }
+    long.push_str("  n120:\n    send: {text: \"never\"}\n");
+    let dir = flows_dir(&[("long.yaml", &long), ("greeter.yaml", GREETER)]);
+    let mut settings = test_settings(&db, &graph);
+    settings.flows.dir = dir.path().to_path_buf();
+    let app = spawn_app_with_flows(settings).await;
+    let user = "6281200000310";
+    app.post_webhook(&text_webhook(PNID, user, "wamid.L1", "long", now_secs()))
+        .await;
+    app.post_webhook(&text_webhook(PNID, user, "wamid.L2", "hi", now_secs()))
+        .await;
+    assert!(
+        wait_for_text(&graph, "Hello from the bot").await,
+        "the conversation goes on"
+    );
+    assert!(texts(&graph).iter().all(|t| t != "never"));
+    let store = db.store().await;
+    assert!(
+        eventually(Duration::from_secs(5), || async {
+            count(&store, "SELECT COUNT(*) FROM dead_letters WHERE kind = 'flow_failed' AND reason LIKE '%runaway%'").await == 1
+        })
+        .await
+    );
+    assert_eq!(
+        count(
+            &store,
+            "SELECT COUNT(*) FROM flow_executions WHERE flow_id = 'long' AND status = 'failed'"
+        )
+        .await,
+        1
+    );
+    app.stop().await;
+}
+on_both_stores!(
+    runaway,
+    a_runaway_flow_is_stopped_dead_lettered_and_the_conversation_goes_on
+);
