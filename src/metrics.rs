@@ -73,12 +73,9 @@ impl Metrics {
 impl Metrics {
     /// A chatbot session started (status active) or ended.
     pub fn bot_session(&self, bot: &str, status: crate::chatbot::session::BotStatus) {
-        use crate::chatbot::session::BotStatus;
         let status = match status {
-            BotStatus::Active => "started",
-            BotStatus::Completed => "completed",
-            BotStatus::Timeout => "timeout",
-            BotStatus::HandedOff => "handed_off",
+            crate::chatbot::session::BotStatus::Active => "started",
+            other => other.as_str(),
         };
         self.bot_sessions
             .inc(&format!("bot=\"{bot}\",status=\"{status}\""));

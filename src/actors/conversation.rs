@@ -254,6 +254,7 @@ impl ConversationActorState {
         let mut timers = Vec::new();
         let mut receipts = Vec::new();
         let mut flow_records = Vec::new();
+        let mut bot_records = Vec::new();
         for (n, effect) in effects.iter().enumerate() {
             match effect {
                 Effect::Send {
@@ -292,15 +293,16 @@ impl ConversationActorState {
                 | Effect::Held
                 | Effect::Http(_)
                 | Effect::BotCall(_)
-                | Effect::FetchMedia(_)
-                | Effect::BotRecord { .. } => {}
+                | Effect::FetchMedia(_) => {}
                 Effect::FlowRecord(r) => flow_records.push(r.clone()),
+                Effect::BotRecord(r) => bot_records.push(r.clone()),
             }
         }
         let unchanged = next == self.conv
             && outbox.is_empty()
             && timers.is_empty()
             && flow_records.is_empty()
+            && bot_records.is_empty()
             && seq.is_none()
             && timer_id.is_none();
         let records = if unchanged {
@@ -340,6 +342,7 @@ impl ConversationActorState {
                 outbox,
                 timers,
                 flow_records,
+                bot_records,
                 now,
             };
             engine.writer.commit_step(commit).await?
@@ -394,8 +397,14 @@ impl ConversationActorState {
     /// as a message.
     fn run_calls(&self, effects: &[Effect]) {
         for effect in effects {
-            if let Effect::BotRecord { bot, status } = effect {
-                crate::metrics::metrics().bot_session(bot, *status);
+            if let Effect::BotRecord(r) = effect {
+                if r.started {
+                    crate::metrics::metrics()
+                        .bot_session(&r.bot, crate::chatbot::session::BotStatus::Active);
+                }
+                if r.status != crate::chatbot::session::BotStatus::Active {
+                    crate::metrics::metrics().bot_session(&r.bot, r.status);
+                }
             }
             if let Effect::BotCall(call) = effect {
                 let (providers, call, me) = (

@@ -71,6 +71,17 @@ pub enum BotStatus {
     HandedOff,
 }
 
+impl BotStatus {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            BotStatus::Active => "active",
+            BotStatus::Completed => "completed",
+            BotStatus::Timeout => "timeout",
+            BotStatus::HandedOff => "handed_off",
+        }
+    }
+}
+
 /// A conversation's session with one bot (stored in the conversation state).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct BotSession {
@@ -115,6 +126,21 @@ pub struct Outcome {
 }
 
 impl BotSession {
+    /// Its figures for the store.
+    pub fn summary(&self, started: bool) -> crate::conversation::BotSummary {
+        crate::conversation::BotSummary {
+            bot: self.bot.clone(),
+            started_at: self.started_at,
+            status: self.status,
+            started,
+            turns: self.turns,
+            tokens_in: self.tokens_in,
+            tokens_out: self.tokens_out,
+            cost: self.cost,
+            response_ms: self.response_ms,
+        }
+    }
+
     pub fn active(&self) -> bool {
         self.status == BotStatus::Active
     }

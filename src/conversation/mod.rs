@@ -250,11 +250,23 @@ pub enum Effect {
     /// Download an inbound media file after the commit; the result comes back as
     /// [`ConversationEvent::MediaReady`].
     FetchMedia(crate::media::MediaFetch),
-    /// A chatbot session started or ended (counted per bot; not stored).
-    BotRecord {
-        bot: String,
-        status: crate::chatbot::session::BotStatus,
-    },
+    /// Where a chatbot session stands (stored with the step: per-bot counters).
+    BotRecord(BotSummary),
+}
+
+/// A chatbot session's figures, as of this step.
+#[derive(Debug, Clone, PartialEq)]
+pub struct BotSummary {
+    pub bot: String,
+    pub started_at: i64,
+    pub status: crate::chatbot::session::BotStatus,
+    /// The session began in this step.
+    pub started: bool,
+    pub turns: u32,
+    pub tokens_in: u64,
+    pub tokens_out: u64,
+    pub cost: rust_decimal::Decimal,
+    pub response_ms: u64,
 }
 
 /// Where a flow session stands after an event.

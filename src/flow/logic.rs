@@ -269,6 +269,15 @@ fn settle_bot(
     if let Some(reason) = out.handoff {
         enter_handoff(state, &reason, ctx, effects);
     }
+    // Replace this step's earlier record of the session, if any: one row per session.
+    effects.retain(|e| !matches!(e, Effect::BotRecord(r) if r.bot == session.bot && r.started_at == session.started_at && !r.started));
+    let started = effects
+        .iter()
+        .any(|e| matches!(e, Effect::BotRecord(r) if r.bot == session.bot && r.started_at == session.started_at && r.started));
+    if started {
+        effects.retain(|e| !matches!(e, Effect::BotRecord(r) if r.bot == session.bot && r.started_at == session.started_at));
+    }
+    effects.push(Effect::BotRecord(session.summary(started)));
     if session.active() {
         if let Ok(v) = serde_json::to_value(&session) {
             state.ext.insert(BOT_KEY.to_string(), v);
@@ -276,10 +285,6 @@ fn settle_bot(
         None
     } else {
         state.ext.remove(BOT_KEY);
-        effects.push(Effect::BotRecord {
-            bot: session.bot.clone(),
-            status: session.status,
-        });
         Some(session)
     }
 }
@@ -296,10 +301,7 @@ fn start_bot(
     first: Option<&str>,
 ) {
     let (mut session, mut out) = bot_session::start(bot, ctx.now_ms, from_flow, until);
-    effects.push(Effect::BotRecord {
-        bot: bot.id.clone(),
-        status: session.status,
-    });
+    effects.push(Effect::BotRecord(session.summary(true)));
     if let Some(text) = first {
         let more = bot_session::user_text(
             bot,

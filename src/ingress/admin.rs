@@ -48,6 +48,7 @@ pub fn routes(state: AppState) -> Router<AppState> {
         )
         .route("/campaigns/{id}/{action}", post(super::campaigns::act))
         .route("/flows", get(flows))
+        .route("/bots", get(bots))
         .route("/flows/reload", post(reload_flows))
         .route("/reload", post(reload_all))
         .layer(middleware::from_fn_with_state(state, require_token))
@@ -241,6 +242,43 @@ async fn conversation(
         "messages": messages,
     }))
     .into_response()
+}
+
+/// `GET bots`: each bot with its sessions by outcome, answers, mean answer time and cost.
+async fn bots(State(app): State<AppState>) -> Response {
+    let Some(registry) = &app.engine.flows else {
+        return error(StatusCode::NOT_FOUND, "this daemon runs no flows");
+    };
+    let counters = match app.engine.store.bot_counters().await {
+        Ok(c) => c,
+        Err(e) => return error(StatusCode::SERVICE_UNAVAILABLE, format!("store: {e}")),
+    };
+    let list: Vec<serde_json::Value> = registry
+        .bots()
+        .bots()
+        .iter()
+        .map(|b| {
+            let mine = counters.iter().filter(|c| c.0 == b.id);
+            let mut sessions = serde_json::Map::new();
+            let (mut answers, mut ms, mut micros) = (0i64, 0i64, 0i64);
+            for (_, status, n, turns, response_ms, cost) in mine {
+                sessions.insert(status.clone(), json!(n));
+                answers += turns;
+                ms += response_ms;
+                micros += cost;
+            }
+            json!({
+                "id": b.id,
+                "provider": b.provider,
+                "model": b.model,
+                "sessions": sessions,
+                "answers": answers,
+                "avg_response_ms": if answers > 0 { Some(ms / answers) } else { None },
+                "cost": rust_decimal::Decimal::new(micros, 6).normalize().to_string(),
+            })
+        })
+        .collect();
+    Json(json!({ "bots": list })).into_response()
 }
 
 async fn flows(State(app): State<AppState>) -> Response {

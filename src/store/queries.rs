@@ -355,6 +355,32 @@ impl Store {
         Ok(out.split_off(skip))
     }
 
+    /// Per bot: (bot, status, sessions, answers, response ms, cost in millionths).
+    pub async fn bot_counters(
+        &self,
+    ) -> Result<Vec<(String, String, i64, i64, i64, i64)>, StoreError> {
+        let rows = self
+            .fetch(
+                "SELECT bot, status, COUNT(*) AS n, CAST(SUM(turns) AS BIGINT) AS turns, CAST(SUM(response_ms) AS BIGINT) AS ms, \
+                 CAST(SUM(cost_micros) AS BIGINT) AS micros \
+                 FROM chatbot_sessions GROUP BY bot, status",
+                vec![],
+            )
+            .await?;
+        rows.into_iter()
+            .map(|r| {
+                Ok((
+                    r.try_get("bot")?,
+                    r.try_get("status")?,
+                    r.try_get("n")?,
+                    r.try_get("turns")?,
+                    r.try_get("ms")?,
+                    r.try_get("micros")?,
+                ))
+            })
+            .collect()
+    }
+
     /// Record a fetched (or refused) inbound media file.
     pub async fn record_media(
         &self,

@@ -122,6 +122,7 @@ pub struct StepCommit {
     pub timers: Vec<NewTimer>,
     /// Flow sessions this step moved.
     pub flow_records: Vec<crate::conversation::FlowRecord>,
+    pub bot_records: Vec<crate::conversation::BotSummary>,
     pub now: i64,
 }
 
@@ -898,6 +899,42 @@ fn commit_steps(
                 Val::S(t.payload.clone()),
                 Val::I(t.due_at),
                 Val::S("pending".into()),
+                Val::I(s.now),
+            ]);
+        }
+        exec(tx, &text, vals)?;
+    }
+    let bots: Vec<(&StepCommit, &crate::conversation::BotSummary)> = steps
+        .iter()
+        .flat_map(|s| s.bot_records.iter().map(move |r| (*s, r)))
+        .collect();
+    for chunk in std_chunks(&bots) {
+        let text = format!(
+            "INSERT INTO chatbot_sessions (account, user_key, bot, started_at, status, turns, tokens_in, tokens_out, cost, cost_micros, response_ms, updated_at) VALUES {} \
+             ON CONFLICT (account, user_key, bot, started_at) DO UPDATE SET status = excluded.status, turns = excluded.turns, \
+             tokens_in = excluded.tokens_in, tokens_out = excluded.tokens_out, cost = excluded.cost, cost_micros = excluded.cost_micros, \
+             response_ms = excluded.response_ms, updated_at = excluded.updated_at",
+            values_list(chunk.len(), 12, 1)
+        );
+        let mut vals = Vec::with_capacity(chunk.len() * 12);
+        for (s, r) in chunk {
+            let micros = (r.cost * rust_decimal::Decimal::from(1_000_000))
+                .round()
+                .to_string()
+                .parse::<i64>()
+                .unwrap_or(i64::MAX);
+            vals.extend([
+                Val::S(s.account.clone()),
+                Val::S(s.user_key.clone()),
+                Val::S(r.bot.clone()),
+                Val::I(r.started_at),
+                Val::S(r.status.as_str().to_string()),
+                Val::I(i64::from(r.turns)),
+                Val::I(r.tokens_in as i64),
+                Val::I(r.tokens_out as i64),
+                Val::S(r.cost.normalize().to_string()),
+                Val::I(micros),
+                Val::I(r.response_ms as i64),
                 Val::I(s.now),
             ]);
         }

@@ -267,6 +267,16 @@ async fn the_default_bot_answers_with_context_and_hands_off_after_failures(db: T
         .unwrap_or(0);
     assert!(ok_answers >= 2, "{metrics}");
     assert!(metrics.contains("status=\"handed_off\""), "{metrics}");
+    // The same counters, kept in the store.
+    let (_, bots) = app
+        .admin(Method::GET, "/bots", Some(ADMIN_TOKEN), None)
+        .await;
+    let assistant = &bots["bots"][0];
+    assert_eq!(assistant["id"], "assistant");
+    assert_eq!(assistant["sessions"]["handed_off"], 1, "{bots}");
+    assert_eq!(assistant["answers"], 2, "{bots}");
+    // 2 answers × (100 tokens in at 0.001 + 20 out at 0.002 per 1K), exactly.
+    assert_eq!(assistant["cost"], "0.00028", "{bots}");
     app.stop().await;
 }
 on_both_stores!(
