@@ -201,19 +201,7 @@ impl MediaFetcher {
             file_size: Option<u64>,
         }
         let meta_url = format!("{}/{}/{}", self.graph_base, self.api_version, f.media_id);
-        let resp = self
-            .http
-            .get(&meta_url)
-            .bearer_auth(token.expose_secret())
-            .send()
-            .await
-            .map_err(|e| MediaError::Graph(e.without_url().to_string()))?;
-        if !resp.status().is_success() {
-            return Err(MediaError::Graph(format!(
-                "media lookup: HTTP {}",
-                resp.status()
-            )));
-        }
+        let resp = self.get(&meta_url, token, "media lookup").await?;
         let info: Info = resp
             .json()
             .await
@@ -221,19 +209,7 @@ impl MediaFetcher {
         if info.file_size.is_some_and(|n| n > self.max_bytes) {
             return Err(MediaError::TooLarge(self.max_bytes));
         }
-        let mut resp = self
-            .http
-            .get(&info.url)
-            .bearer_auth(token.expose_secret())
-            .send()
-            .await
-            .map_err(|e| MediaError::Graph(e.without_url().to_string()))?;
-        if !resp.status().is_success() {
-            return Err(MediaError::Graph(format!(
-                "download: HTTP {}",
-                resp.status()
-            )));
-        }
+        let mut resp = self.get(&info.url, token, "download").await?;
         let mut data = Vec::new();
         while let Some(chunk) = resp
             .chunk()
@@ -281,6 +257,26 @@ impl MediaFetcher {
             transcript,
             error: None,
         })
+    }
+
+    /// GET `url` with the token; a non-2xx answer is an error naming `what`.
+    async fn get(
+        &self,
+        url: &str,
+        token: &SecretString,
+        what: &str,
+    ) -> Result<reqwest::Response, MediaError> {
+        let resp = self
+            .http
+            .get(url)
+            .bearer_auth(token.expose_secret())
+            .send()
+            .await
+            .map_err(|e| MediaError::Graph(format!("{what}: {}", e.without_url())))?;
+        if !resp.status().is_success() {
+            return Err(MediaError::Graph(format!("{what}: HTTP {}", resp.status())));
+        }
+        Ok(resp)
     }
 
     async fn transcribe(

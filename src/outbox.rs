@@ -909,66 +909,37 @@ async fn deliver(
             ));
             tracing::warn!(account = %account.phone_number_id, user = %mask(&rec.user_key), outbox_id = rec.id, http_status, code = ?code, action = ?action, "Send refused by the Graph API.");
             let code_or_status = code.unwrap_or(i64::from(http_status));
+            // What the gate learns from the refusal (the number paused or halted, the
+            // recipient unreachable), if anything.
+            let outcome = match action {
+                PermanentAction::PauseAccount => Some(GateOutcome::Pause {
+                    code,
+                    reason: details.clone(),
+                }),
+                PermanentAction::HaltBusinessInitiated => Some(GateOutcome::Halt {
+                    code,
+                    reason: details.clone(),
+                }),
+                PermanentAction::RecipientUnreachable => Some(GateOutcome::Unreachable),
+                _ => None,
+            };
+            if let Some(outcome) = outcome {
+                let fx = gate.with_gate(|g| g.on_outcome(now, &rec.user_key, &outcome));
+                apply_effects(
+                    &engine.writer,
+                    gate,
+                    &fx,
+                    code_or_status,
+                    &rec.user_key,
+                    now,
+                )
+                .await;
+            }
             match action {
-                PermanentAction::PauseAccount => {
-                    let fx = gate.with_gate(|g| {
-                        g.on_outcome(
-                            now,
-                            &rec.user_key,
-                            &GateOutcome::Pause {
-                                code,
-                                reason: details.clone(),
-                            },
-                        )
-                    });
-                    apply_effects(
-                        &engine.writer,
-                        gate,
-                        &fx,
-                        code_or_status,
-                        &rec.user_key,
-                        now,
-                    )
-                    .await;
-                    // Kept: sent once the account is resumed.
-                    return Finished::Held { attempts: attempt };
-                }
-                PermanentAction::HaltBusinessInitiated => {
-                    let fx = gate.with_gate(|g| {
-                        g.on_outcome(
-                            now,
-                            &rec.user_key,
-                            &GateOutcome::Halt {
-                                code,
-                                reason: details.clone(),
-                            },
-                        )
-                    });
-                    apply_effects(
-                        &engine.writer,
-                        gate,
-                        &fx,
-                        code_or_status,
-                        &rec.user_key,
-                        now,
-                    )
-                    .await;
-                    if job.class == SendClass::Business {
-                        return Finished::Held { attempts: attempt };
-                    }
-                }
-                PermanentAction::RecipientUnreachable => {
-                    let fx = gate
-                        .with_gate(|g| g.on_outcome(now, &rec.user_key, &GateOutcome::Unreachable));
-                    apply_effects(
-                        &engine.writer,
-                        gate,
-                        &fx,
-                        code_or_status,
-                        &rec.user_key,
-                        now,
-                    )
-                    .await;
+                // Kept: sent once the account is resumed.
+                PermanentAction::PauseAccount => return Finished::Held { attempts: attempt },
+                PermanentAction::HaltBusinessInitiated if job.class == SendClass::Business => {
+                    return Finished::Held { attempts: attempt }
                 }
                 _ => {}
             }

@@ -14,6 +14,22 @@ use axum::routing::{get, post};
 use axum::{Json, Router};
 use serde_json::{json, Value};
 
+/// The reference shop conversation (flows/shop.yaml) as a user plays it: (input, whether it
+/// is a tap on the `catalog` button, the bot's answer). Used by the load driver and the crash
+/// test.
+pub const SHOP_SCRIPT: [(&str, bool, &str); 6] = [
+    ("menu", false, "Welcome! What would you like?"),
+    (
+        "catalog",
+        true,
+        "1. Kopi 25000\n2. Teh 15000\n3. Roti 10000\nWhich product number?",
+    ),
+    ("2", false, "How many?"),
+    ("abc", false, "Please send a number"),
+    ("3", false, "Total: 45000. Reply yes to confirm"),
+    ("yes", false, "Order confirmed"),
+];
+
 /// One request the fake received.
 #[derive(Debug, Clone)]
 pub struct Attempt {
@@ -364,15 +380,8 @@ pub fn media_webhook(
     message_webhook(
         phone_number_id,
         from,
-        json!({"from": from, "id": wamid, "timestamp": chrono_now().to_string(), "type": kind, kind: media}),
+        json!({"from": from, "id": wamid, "timestamp": (crate::store::now_ms() / 1000).to_string(), "type": kind, kind: media}),
     )
-}
-
-fn chrono_now() -> i64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_secs() as i64)
-        .unwrap_or(0)
 }
 
 /// A webhook body carrying one text message.

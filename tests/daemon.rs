@@ -477,20 +477,6 @@ async fn kill_9_never_lets_the_daily_limit_be_exceeded() {
     assert!(sent >= 30, "only {sent} went out");
 }
 
-/// The shop conversation, as a user plays it: (input, is a button tap, the bot's answer).
-const SHOP: [(&str, bool, &str); 6] = [
-    ("menu", false, "Welcome! What would you like?"),
-    (
-        "catalog",
-        true,
-        "1. Kopi 25000\n2. Teh 15000\n3. Roti 10000\nWhich product number?",
-    ),
-    ("2", false, "How many?"),
-    ("abc", false, "Please send a number"),
-    ("3", false, "Total: 45000. Reply yes to confirm"),
-    ("yes", false, "Order confirmed"),
-];
-
 /// The text of a reply as the fake Graph API saw it (text body or interactive body).
 fn reply_text(body: &serde_json::Value) -> String {
     body.pointer("/text/body")
@@ -607,10 +593,7 @@ async fn shop_conversations_survive_kill_9(store_url: String) {
                         "sent",
                         a.to().unwrap_or(""),
                         a.callback(),
-                        std::time::SystemTime::now()
-                            .duration_since(std::time::UNIX_EPOCH)
-                            .unwrap()
-                            .as_secs() as i64,
+                        parley::store::now_ms() / 1000,
                     );
                     deliver(body).await;
                 }
@@ -659,13 +642,10 @@ async fn shop_conversations_survive_kill_9(store_url: String) {
             let mut round = 0;
             while round < 2 || (kills.load(Ordering::Relaxed) < 5 && round < 40) {
                 round += 1;
-                for (input, button, expected) in SHOP {
+                for (input, button, expected) in parley::testing::SHOP_SCRIPT {
                     n += 1;
                     let wamid = format!("wamid.C{user}-{round}-{n:02}");
-                    let ts = std::time::SystemTime::now()
-                        .duration_since(std::time::UNIX_EPOCH)
-                        .unwrap()
-                        .as_secs() as i64;
+                    let ts = parley::store::now_ms() / 1000;
                     let body = if button {
                         parley::testing::button_reply_webhook(
                             PNID, &user, &wamid, input, "Catalog", ts,
@@ -712,7 +692,9 @@ async fn shop_conversations_survive_kill_9(store_url: String) {
         .filter(|a| a.accepted() && !a.is_mark_read())
         .collect();
     for (user, rounds) in users.iter().zip(rounds) {
-        let expected: Vec<&str> = (0..rounds).flat_map(|_| SHOP.iter().map(|s| s.2)).collect();
+        let expected: Vec<&str> = (0..rounds)
+            .flat_map(|_| parley::testing::SHOP_SCRIPT.iter().map(|s| s.2))
+            .collect();
         let got: Vec<String> = accepted
             .iter()
             .filter(|a| a.to() == Some(user.as_str()))

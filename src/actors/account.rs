@@ -216,6 +216,8 @@ impl Actor for AccountActor {
         msg: AccountMsg,
         state: &mut AccountState,
     ) -> Result<(), ActorProcessingErr> {
+        // A campaign's send marks a conversation it woke as the campaign's only.
+        let campaign = matches!(msg, AccountMsg::CampaignSend { .. });
         match msg {
             AccountMsg::Dispatch(d) => {
                 let user = d.user_key.clone();
@@ -227,20 +229,8 @@ impl Actor for AccountActor {
                 user_key,
                 event,
                 reply,
-            } => {
-                if state.stopping {
-                    let _ = reply.send(Err("shutting down".into()));
-                    return Ok(());
-                }
-                state
-                    .route(
-                        &myself,
-                        &user_key,
-                        ConversationMsg::Command { event, reply },
-                    )
-                    .await?;
             }
-            AccountMsg::CampaignSend {
+            | AccountMsg::CampaignSend {
                 user_key,
                 event,
                 reply,
@@ -257,8 +247,10 @@ impl Actor for AccountActor {
                         ConversationMsg::Command { event, reply },
                     )
                     .await?;
-                if let Some(live) = state.live.get_mut(&user_key) {
-                    live.campaign_only = fresh;
+                if campaign {
+                    if let Some(live) = state.live.get_mut(&user_key) {
+                        live.campaign_only = fresh;
+                    }
                 }
             }
             AccountMsg::Timer(t) => {

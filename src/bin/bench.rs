@@ -352,6 +352,36 @@ async fn matrix(cli: &Cli, seconds: u64, pg: Option<String>) -> anyhow::Result<(
     Ok(())
 }
 
+/// The store line every benchmark prints first.
+fn print_store(cli: &Cli) {
+    println!(
+        "store: {}",
+        cli.store
+            .as_deref()
+            .unwrap_or("sqlite (temp file, synchronous=FULL)")
+    );
+}
+
+/// Seconds from the first arrival to the last.
+fn arrival_span(times: &[Instant]) -> f64 {
+    match (times.first(), times.last()) {
+        (Some(a), Some(b)) => b.duration_since(*a).as_secs_f64(),
+        _ => 0.0,
+    }
+}
+
+/// The most arrivals in any one second (times in order).
+fn most_in_one_second(times: &[Instant]) -> usize {
+    let (mut most, mut j) = (0, 0);
+    for i in 0..times.len() {
+        while times[j] + Duration::from_secs(1) <= times[i] {
+            j += 1;
+        }
+        most = most.max(i - j + 1);
+    }
+    most
+}
+
 /// (peak RSS KiB, current RSS KiB, CPU ticks user+system)
 fn proc_stats(pid: u32) -> (u64, u64, u64) {
     let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
@@ -501,12 +531,7 @@ async fn ingest(cli: &Cli, users: usize, connections: usize, seconds: u64) -> an
     lat.sort_by(f64::total_cmp);
     let mut rl = read_latency.lock().unwrap().clone();
     rl.sort_by(f64::total_cmp);
-    println!(
-        "store: {}",
-        cli.store
-            .as_deref()
-            .unwrap_or("sqlite (temp file, synchronous=FULL)")
-    );
+    print_store(cli);
     println!("users: {users}, connections: {connections}, duration: {elapsed:.1} s");
     println!(
         "acknowledged webhooks: {acked} ({:.0}/s), errors: {errors}",
@@ -774,12 +799,7 @@ fn report(cli: &Cli, r: Run<'_>) {
     } = r;
     let (peak_kib, rss_kib, ticks1) = proc_stats(pid);
     let cpu_us = (ticks1 - ticks0) as f64 * 1e6 / clk_tck() as f64;
-    println!(
-        "store: {}",
-        cli.store
-            .as_deref()
-            .unwrap_or("sqlite (temp file, synchronous=FULL)")
-    );
+    print_store(cli);
     println!("users: {users}, duration: {elapsed:.1} s");
     println!(
         "replies: {replies} ({:.0}/s); wrong or missing replies: {wrong}",
@@ -804,20 +824,8 @@ async fn shop(cli: &Cli, users: usize, seconds: u64) -> anyhow::Result<()> {
     let daemon = start_daemon(cli, &graph, "10m", "").await?;
     let pid = daemon.child.id();
     let (_, _, ticks0) = proc_stats(pid);
-    const SCRIPT: [(&str, bool, &str); 6] = [
-        ("menu", false, "Welcome! What would you like?"),
-        (
-            "catalog",
-            true,
-            "1. Kopi 25000\n2. Teh 15000\n3. Roti 10000\nWhich product number?",
-        ),
-        ("2", false, "How many?"),
-        ("abc", false, "Please send a number"),
-        ("3", false, "Total: 45000. Reply yes to confirm"),
-        ("yes", false, "Order confirmed"),
-    ];
     let script = Arc::new(|user: &str, n: u64| -> Turn {
-        let (input, button, expected) = SCRIPT[((n - 1) % 6) as usize];
+        let (input, button, expected) = parley::testing::SHOP_SCRIPT[((n - 1) % 6) as usize];
         let wamid = format!("wamid.S{user}-{n}");
         let body = if button {
             parley::testing::button_reply_webhook(PNID, user, &wamid, input, "Catalog", now_secs())
@@ -1046,25 +1054,10 @@ async fn send(cli: &Cli, messages: usize, concurrency: usize) -> anyhow::Result<
     let cpu_us = (ticks1 - ticks0) as f64 * 1e6 / clk_tck() as f64;
     let times = arrivals.lock().unwrap().clone();
     let sent = times.len();
-    let span = match (times.first(), times.last()) {
-        (Some(a), Some(b)) => b.duration_since(*a).as_secs_f64(),
-        _ => 0.0,
-    };
+    let span = arrival_span(&times);
     // The most sends in any one second, and the rate over the whole run.
-    let mut max_second = 0;
-    let mut j = 0;
-    for i in 0..times.len() {
-        while times[j] + Duration::from_secs(1) <= times[i] {
-            j += 1;
-        }
-        max_second = max_second.max(i - j + 1);
-    }
-    println!(
-        "store: {}",
-        cli.store
-            .as_deref()
-            .unwrap_or("sqlite (temp file, synchronous=FULL)")
-    );
+    let max_second = most_in_one_second(&times);
+    print_store(cli);
     println!(
         "queued {messages} business-initiated templates ({failed} refused) through the admin API in {queued_in:.1} s ({:.0}/s)",
         messages as f64 / queued_in
@@ -1157,10 +1150,7 @@ async fn campaign(cli: &Cli, recipients: usize, rate_per_minute: u32) -> anyhow:
     let times = arrivals.lock().unwrap().clone();
     let sent = times.len();
     let cpu_us = (ticks1 - ticks0) as f64 * 1e6 / clk_tck() as f64;
-    let span = match (times.first(), times.last()) {
-        (Some(a), Some(b)) => b.duration_since(*a).as_secs_f64(),
-        _ => 0.0,
-    };
+    let span = arrival_span(&times);
     let rate = sent.saturating_sub(1) as f64 / span.max(1e-9);
     // The steady part: from the 5th to the 95th percentile of arrivals.
     let (lo, hi) = (sent / 20, sent * 19 / 20);
@@ -1169,20 +1159,8 @@ async fn campaign(cli: &Cli, recipients: usize, rate_per_minute: u32) -> anyhow:
     } else {
         0.0
     };
-    let mut max_second = 0;
-    let mut j = 0;
-    for i in 0..times.len() {
-        while times[j] + Duration::from_secs(1) <= times[i] {
-            j += 1;
-        }
-        max_second = max_second.max(i - j + 1);
-    }
-    println!(
-        "store: {}",
-        cli.store
-            .as_deref()
-            .unwrap_or("sqlite (temp file, synchronous=FULL)")
-    );
+    let max_second = most_in_one_second(&times);
+    print_store(cli);
     println!(
         "created a {recipients}-recipient campaign through the admin API in {create_s:.1} s; status {final_status} after {:.1} s",
         started.elapsed().as_secs_f64()

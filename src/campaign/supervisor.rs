@@ -77,18 +77,7 @@ impl SupervisorState {
             }
         };
         if self.engine.settings.account(&row.account).is_none() {
-            let now = self.engine.clock.now_ms();
-            let _ = self
-                .engine
-                .store
-                .set_campaign_status(
-                    id,
-                    &["running", "scheduled"],
-                    "failed",
-                    Some("the account is not configured"),
-                    now,
-                )
-                .await;
+            self.fail(id, "the account is not configured").await;
             return;
         }
         let args = CampaignArgs {
@@ -104,20 +93,19 @@ impl SupervisorState {
             Err(e) => {
                 // A spec that does not decode: the campaign cannot run.
                 tracing::error!(campaign = id, error = %e, "Campaign cannot start.");
-                let now = self.engine.clock.now_ms();
-                let _ = self
-                    .engine
-                    .store
-                    .set_campaign_status(
-                        id,
-                        &["running", "scheduled"],
-                        "failed",
-                        Some(&format!("cannot start: {e}")),
-                        now,
-                    )
-                    .await;
+                self.fail(id, &format!("cannot start: {e}")).await;
             }
         }
+    }
+
+    /// A running or scheduled campaign that cannot run: failed, with why.
+    async fn fail(&self, id: i64, why: &str) {
+        let now = self.engine.clock.now_ms();
+        let _ = self
+            .engine
+            .store
+            .set_campaign_status(id, &["running", "scheduled"], "failed", Some(why), now)
+            .await;
     }
 }
 

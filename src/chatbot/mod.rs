@@ -171,13 +171,7 @@ fn compile(
     let raw: RawBot = match serde_norway::from_str(text) {
         Ok(r) => r,
         Err(e) => {
-            let (l, c) = e
-                .location()
-                .map(|l| (l.line(), l.column()))
-                .unwrap_or((1, 1));
-            let msg = e.to_string();
-            let msg = msg.split(" at line ").next().unwrap_or(&msg).to_string();
-            errors.push(format!("{path}:{l}:{c}: {msg}"));
+            errors.push(crate::flow::validate::yaml_error(path, &e));
             return None;
         }
     };

@@ -493,6 +493,9 @@ pub fn settle_window(
     ctx: &StepContext,
 ) -> Vec<Effect> {
     let open = state.window_open(ctx.now_ms);
+    if open && state.held.is_empty() {
+        return effects; // the common case: nothing to hold, replace or release
+    }
     let mut out = Vec::with_capacity(effects.len());
     if !state.held.is_empty() {
         state.held.retain(|h| ctx.now_ms - h.held_at < ctx.hold_ms);

@@ -227,17 +227,20 @@ fn run_with(
     ctx: &FlowContext<'_>,
     f: impl FnOnce(&mut Run<'_, '_>) -> Result<FlowState, FlowError>,
 ) -> Result<(FlowState, Vec<FlowAction>), FlowError> {
-    let contact = ctx.contact.cloned().unwrap_or_default();
     let mut r = Run {
         flows,
         ctx,
-        contact: contact.clone(),
+        contact: ctx.contact.cloned().unwrap_or_default(),
         actions: Vec::new(),
         steps: 0,
     };
     let st = f(&mut r)?;
     let mut actions = r.actions;
-    if r.contact != contact {
+    let changed = match ctx.contact {
+        Some(before) => r.contact != *before,
+        None => r.contact != ContactInfo::default(),
+    };
+    if changed {
         actions.push(FlowAction::Contact(r.contact));
     }
     Ok((st, actions))

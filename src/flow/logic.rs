@@ -269,14 +269,15 @@ fn settle_bot(
     if let Some(reason) = out.handoff {
         enter_handoff(state, &reason, ctx, effects);
     }
-    // Replace this step's earlier record of the session, if any: one row per session.
-    effects.retain(|e| !matches!(e, Effect::BotRecord(r) if r.bot == session.bot && r.started_at == session.started_at && !r.started));
+    // One record per session and step: this one replaces an earlier one (keeping whether the
+    // session began in this step).
+    let same = |r: &crate::conversation::BotSummary| {
+        r.bot == session.bot && r.started_at == session.started_at
+    };
     let started = effects
         .iter()
-        .any(|e| matches!(e, Effect::BotRecord(r) if r.bot == session.bot && r.started_at == session.started_at && r.started));
-    if started {
-        effects.retain(|e| !matches!(e, Effect::BotRecord(r) if r.bot == session.bot && r.started_at == session.started_at));
-    }
+        .any(|e| matches!(e, Effect::BotRecord(r) if same(r) && r.started));
+    effects.retain(|e| !matches!(e, Effect::BotRecord(r) if same(r)));
     effects.push(Effect::BotRecord(session.summary(started)));
     if session.active() {
         if let Ok(v) = serde_json::to_value(&session) {
@@ -536,10 +537,10 @@ impl FlowLogic {
         let flow_state = flow_state(&state);
         let before = flow_state.clone();
         let (flows, restart) = self.flows.resolve(&flow_state);
-        let contact = state.contact.clone();
+        let contact = &state.contact;
         let fctx = FlowContext {
             now_ms: ctx.now_ms,
-            contact: Some(&contact),
+            contact: Some(contact),
             contact_key: contact.wa_id.as_deref().or(contact.user_id.as_deref()),
             referral,
             max_steps: MAX_STEPS,

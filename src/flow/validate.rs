@@ -269,18 +269,23 @@ impl Ctx<'_, '_> {
     }
 }
 
+/// A YAML syntax or shape error as `file:line:col: message`.
+pub fn yaml_error(path: &str, e: &serde_norway::Error) -> String {
+    let (l, c) = e
+        .location()
+        .map(|l| (l.line(), l.column()))
+        .unwrap_or((1, 1));
+    let msg = e.to_string();
+    // serde_norway appends " at line X column Y"; strip it (we prefix the position).
+    let msg = msg.split(" at line ").next().unwrap_or(&msg);
+    format!("{path}:{l}:{c}: {msg}")
+}
+
 fn compile(src: &Src<'_>, errors: &mut Vec<String>) -> Option<Flow> {
     let raw: RawFlow = match serde_norway::from_str(src.text) {
         Ok(r) => r,
         Err(e) => {
-            let (l, c) = e
-                .location()
-                .map(|l| (l.line(), l.column()))
-                .unwrap_or((1, 1));
-            let msg = e.to_string();
-            // serde_norway appends " at line X column Y"; strip it (we prefix the position).
-            let msg = msg.split(" at line ").next().unwrap_or(&msg).to_string();
-            errors.push(src.fmt(l, c, &msg));
+            errors.push(yaml_error(src.path, &e));
             return None;
         }
     };

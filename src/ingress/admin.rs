@@ -544,15 +544,15 @@ async fn handoff(
     Path((pnid, user)): Path<(String, String)>,
     body: axum::body::Bytes,
 ) -> Response {
-    let Some(account) = app.router.get(&pnid) else {
-        return error(StatusCode::NOT_FOUND, "unknown phone_number_id");
-    };
-    let reason = match reason_of(&body, "admin") {
-        Ok(r) => r,
-        Err(e) => return error(StatusCode::UNPROCESSABLE_ENTITY, e),
-    };
-    let result = command(&account, user, ConversationEvent::Handoff { reason }).await;
-    command_response(result, json!({ "handoff": "waiting" }))
+    with_reason(
+        &app,
+        &pnid,
+        user,
+        &body,
+        |reason| ConversationEvent::Handoff { reason },
+        json!({ "handoff": "waiting" }),
+    )
+    .await
 }
 
 /// `POST conversations/{pnid}/{user}/release`: back to the bot.
@@ -561,15 +561,34 @@ async fn release(
     Path((pnid, user)): Path<(String, String)>,
     body: axum::body::Bytes,
 ) -> Response {
-    let Some(account) = app.router.get(&pnid) else {
+    with_reason(
+        &app,
+        &pnid,
+        user,
+        &body,
+        |reason| ConversationEvent::Release { reason },
+        json!({ "handoff": null }),
+    )
+    .await
+}
+
+/// A conversation command whose body is an optional `{"reason"}`; `answer` on success.
+async fn with_reason(
+    app: &AppState,
+    pnid: &str,
+    user: String,
+    body: &axum::body::Bytes,
+    event: impl FnOnce(String) -> ConversationEvent,
+    answer: serde_json::Value,
+) -> Response {
+    let Some(account) = app.router.get(pnid) else {
         return error(StatusCode::NOT_FOUND, "unknown phone_number_id");
     };
-    let reason = match reason_of(&body, "admin") {
+    let reason = match reason_of(body, "admin") {
         Ok(r) => r,
         Err(e) => return error(StatusCode::UNPROCESSABLE_ENTITY, e),
     };
-    let result = command(&account, user, ConversationEvent::Release { reason }).await;
-    command_response(result, json!({ "handoff": null }))
+    command_response(command(&account, user, event(reason)).await, answer)
 }
 
 #[derive(Debug, Deserialize)]

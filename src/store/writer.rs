@@ -918,11 +918,10 @@ fn commit_steps(
         );
         let mut vals = Vec::with_capacity(chunk.len() * 12);
         for (s, r) in chunk {
-            let micros = (r.cost * rust_decimal::Decimal::from(1_000_000))
-                .round()
-                .to_string()
-                .parse::<i64>()
-                .unwrap_or(i64::MAX);
+            let micros = rust_decimal::prelude::ToPrimitive::to_i64(
+                &(r.cost * rust_decimal::Decimal::from(1_000_000)).round(),
+            )
+            .unwrap_or(i64::MAX);
             vals.extend([
                 Val::S(s.account.clone()),
                 Val::S(s.user_key.clone()),
