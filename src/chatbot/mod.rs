@@ -13,8 +13,13 @@
 //! fallback: "Sorry, I cannot answer right now."      # sent when the provider fails
 //! triggers: [assistant, tanya]  # keywords that start a session when no flow takes a message
 //! timeout: 30m                  # a session idle this long ends (Timeout)
-//! max_turns: 20                 # answers per session; then it ends (Completed)
-//! context_messages: 10          # the last N messages go to the model
+//! max_turns: 20                 # answers per session; on the user's next message:
+//! on_max_turns: end             # `end` (default): send the closing message, end (Completed)
+//!                               # `handoff`: hand the conversation to a human (HandedOff)
+//! max_turns_message: "That's all I can answer here; send agent for a person."
+//!                               # the closing message; with `end` it defaults to `fallback`,
+//!                               # with `handoff` it is sent only when set
+//! context_messages: 10          # the last N messages go to the model (from a user message)
 //! temperature: 0.3
 //! max_tokens: 300
 //! max_cost: "0.50"              # per session, in the price table's currency; then handoff
@@ -26,6 +31,9 @@
 //!   input: "0.00015"
 //!   output: "0.0006"
 //! ```
+//!
+//! A session ended by `on_max_turns: end` is over: with the account's default bot, the
+//! user's next message starts a new one.
 
 pub mod provider;
 pub mod session;
@@ -52,6 +60,8 @@ struct RawBot {
     triggers: Vec<String>,
     timeout: Option<String>,
     max_turns: Option<u32>,
+    on_max_turns: Option<String>,
+    max_turns_message: Option<String>,
     context_messages: Option<usize>,
     temperature: Option<f32>,
     max_tokens: Option<u32>,
@@ -79,6 +89,16 @@ struct RawPrices {
     output: Option<String>,
 }
 
+/// What a session does with the user's message after its `max_turns`-th answer. Never
+/// nothing: the user hears why the bot stopped, or a human takes over.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum OnMaxTurns {
+    /// Send the closing message and end the session (Completed).
+    End,
+    /// Hand the conversation to a human (HandedOff).
+    Handoff,
+}
+
 /// A validated bot.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Bot {
@@ -92,6 +112,9 @@ pub struct Bot {
     pub triggers: Vec<String>,
     pub timeout_ms: i64,
     pub max_turns: u32,
+    pub on_max_turns: OnMaxTurns,
+    /// Sent when `max_turns` is reached (with `End`, `fallback` when unset).
+    pub max_turns_message: Option<String>,
     pub context_messages: usize,
     pub temperature: f32,
     pub max_tokens: u32,
@@ -223,6 +246,27 @@ fn compile(
     if max_turns == 0 {
         err("max_turns", "max_turns must be at least 1".into());
     }
+    let on_max_turns = match raw.on_max_turns.as_deref().map(str::trim) {
+        None | Some("end") => OnMaxTurns::End,
+        Some("handoff") => OnMaxTurns::Handoff,
+        Some(other) => {
+            err(
+                "on_max_turns",
+                format!("on_max_turns must be `end` or `handoff`, got `{other}`"),
+            );
+            OnMaxTurns::End
+        }
+    };
+    if raw
+        .max_turns_message
+        .as_ref()
+        .is_some_and(|m| m.trim().is_empty())
+    {
+        err(
+            "max_turns_message",
+            "`max_turns_message` must not be empty".into(),
+        );
+    }
     let context_messages = raw.context_messages.unwrap_or(10);
     if context_messages == 0 {
         err(
@@ -261,6 +305,8 @@ fn compile(
         triggers: raw.triggers.iter().map(|t| normalize(t)).collect(),
         timeout_ms,
         max_turns,
+        on_max_turns,
+        max_turns_message: raw.max_turns_message,
         context_messages,
         temperature,
         max_tokens: raw.max_tokens.unwrap_or(300),
@@ -307,11 +353,33 @@ mod tests {
         assert!(set.triggered_by("  TANYA   bot ").is_some());
         assert_eq!(cost(bot, 1000, 2000).to_string(), "3.5");
         assert_eq!(bot.max_cost, Some(Decimal::from_str("0.01").unwrap()));
+        assert_eq!(
+            (bot.on_max_turns, bot.max_turns_message.as_deref()),
+            (OnMaxTurns::End, None)
+        );
+
+        let handoff =
+            format!("{GOOD}on_max_turns: handoff\nmax_turns_message: A person will help.\n");
+        let set = BotSet::load(&[("bots/h.yaml".into(), handoff)], None).unwrap();
+        let bot = set.get("h").unwrap();
+        assert_eq!(bot.on_max_turns, OnMaxTurns::Handoff);
+        assert_eq!(
+            bot.max_turns_message.as_deref(),
+            Some("A person will help.")
+        );
+
+        // The example shipped in flows/bots/ loads.
+        let example = include_str!("../../flows/bots/assistant.yaml.example");
+        let set = BotSet::load(&[("assistant.yaml".into(), example.into())], None).unwrap();
+        assert_eq!(
+            set.get("assistant").unwrap().on_max_turns,
+            OnMaxTurns::Handoff
+        );
     }
 
     #[test]
     fn bad_bot_files_name_file_line_and_column() {
-        let bad = "provider: nope\nmodel: \"\"\nsystem_prompt: x\ntemperature: 3\nprices: {input: \"-1\"}\n";
+        let bad = "provider: nope\nmodel: \"\"\nsystem_prompt: x\ntemperature: 3\nprices: {input: \"-1\"}\non_max_turns: later\nmax_turns_message: \" \"\n";
         let errs = BotSet::load(&[("b.yaml".into(), bad.into())], Some(&["openai".into()]))
             .unwrap_err()
             .join("\n");
@@ -320,6 +388,8 @@ mod tests {
             "b.yaml:2:1: `model` must not be empty",
             "b.yaml:4:1: temperature must be between 0 and 2",
             "`input` must be a non-negative decimal",
+            "b.yaml:6:1: on_max_turns must be `end` or `handoff`, got `later`",
+            "b.yaml:7:1: `max_turns_message` must not be empty",
         ] {
             assert!(errs.contains(needle), "{needle:?} missing in {errs}");
         }

@@ -4,7 +4,7 @@
 use rust_decimal::Decimal;
 use serde::{Deserialize, Serialize};
 
-use super::Bot;
+use super::{Bot, OnMaxTurns};
 use crate::conversation::Effect;
 use crate::flow::validate::{content_hash, normalize};
 use crate::whatsapp::send::OutboundMessage;
@@ -91,7 +91,8 @@ pub struct BotSession {
     pub last_activity: i64,
     /// Answers given.
     pub turns: u32,
-    /// The last messages, oldest first (at most the bot's `context_messages`).
+    /// The last messages, oldest first (at most the bot's `context_messages`), opening with
+    /// one of the user's.
     pub context: Vec<Turn>,
     pub tokens_in: u64,
     pub tokens_out: u64,
@@ -155,6 +156,15 @@ impl BotSession {
         self.context.push(Turn { role, text });
         let over = self.context.len().saturating_sub(bot.context_messages);
         self.context.drain(..over);
+        // The window opens with the user: Anthropic rejects a conversation whose first
+        // message is the model's ("first message must use the user role"), a 400 that would
+        // end every long session on the fallback.
+        let lead = self
+            .context
+            .iter()
+            .take_while(|t| t.role == Role::Assistant)
+            .count();
+        self.context.drain(..lead);
     }
 }
 
@@ -254,7 +264,22 @@ fn ask(
     out: &mut Outcome,
 ) {
     if s.turns >= bot.max_turns {
-        s.end(BotStatus::Completed);
+        match bot.on_max_turns {
+            OnMaxTurns::End => {
+                let closing = bot.max_turns_message.as_ref().unwrap_or(&bot.fallback);
+                out.effects.push(text(closing.clone()));
+                s.end(BotStatus::Completed);
+            }
+            OnMaxTurns::Handoff => {
+                out.effects
+                    .extend(bot.max_turns_message.iter().map(|m| text(m.clone())));
+                s.end(BotStatus::HandedOff);
+                out.handoff = Some(format!(
+                    "{} reached its max_turns ({})",
+                    bot.id, bot.max_turns
+                ));
+            }
+        }
         return;
     }
     if bot.max_cost.is_some_and(|max| s.cost >= max) {
@@ -412,12 +437,166 @@ mod tests {
         );
         let o = answer(&b, &mut s, &ok(&c2, "a2"), 4, false);
         assert_eq!(o.effects.len(), 1);
-        assert_eq!(s.context.len(), 3, "context window");
         assert_eq!(s.cost.to_string(), "0.006");
-        // Two turns given: the next message ends the session.
+        // Two turns given: the next message ends the session, saying so.
         let o = user_text(&b, &mut s, "three", 5, false);
-        assert!(o.effects.is_empty());
+        assert_eq!(
+            sent(&o),
+            vec!["Sorry, I cannot answer right now. Please try again later."]
+        );
+        assert!(o.handoff.is_none());
         assert_eq!(s.status, BotStatus::Completed);
+    }
+
+    fn sent(out: &Outcome) -> Vec<&str> {
+        out.effects
+            .iter()
+            .filter_map(|e| match e {
+                Effect::Send {
+                    message: OutboundMessage::Text { body, .. },
+                    ..
+                } => Some(body.as_str()),
+                _ => None,
+            })
+            .collect()
+    }
+
+    fn texts_of(call: &BotCall) -> Vec<(Role, &str)> {
+        call.messages
+            .iter()
+            .map(|t| (t.role, t.text.as_str()))
+            .collect()
+    }
+
+    #[test]
+    fn reaching_max_turns_closes_the_session_or_hands_off_never_silently() {
+        // `end` with its own closing message.
+        let mut b = bot();
+        b.max_turns = 1;
+        b.max_turns_message = Some("That is all I can answer.".into());
+        let (mut s, _) = start(&b, 0, false, vec![]);
+        let c = call_of(&user_text(&b, &mut s, "q1", 1, false));
+        answer(&b, &mut s, &ok(&c, "a1"), 2, false);
+        let o = user_text(&b, &mut s, "q2", 3, false);
+        assert_eq!(sent(&o), vec!["That is all I can answer."]);
+        assert!(o.handoff.is_none());
+        assert!(!o.effects.iter().any(|e| matches!(e, Effect::BotCall(_))));
+        assert_eq!((s.status, s.turns), (BotStatus::Completed, 1));
+
+        // `handoff`: a human takes the conversation; no message unless one is set.
+        b.on_max_turns = OnMaxTurns::Handoff;
+        b.max_turns_message = None;
+        let (mut s, _) = start(&b, 0, false, vec![]);
+        let c = call_of(&user_text(&b, &mut s, "q1", 1, false));
+        answer(&b, &mut s, &ok(&c, "a1"), 2, false);
+        let o = user_text(&b, &mut s, "q2", 3, false);
+        assert!(sent(&o).is_empty());
+        assert_eq!(o.handoff.as_deref(), Some("b reached its max_turns (1)"));
+        assert_eq!(s.status, BotStatus::HandedOff);
+
+        // A message that waited for the last answer meets the limit when that answer comes.
+        b.max_turns_message = Some("A colleague will take over.".into());
+        let (mut s, _) = start(&b, 0, false, vec![]);
+        let c = call_of(&user_text(&b, &mut s, "q1", 1, false));
+        assert!(user_text(&b, &mut s, "q2", 2, false).effects.is_empty());
+        let o = answer(&b, &mut s, &ok(&c, "a1"), 3, false);
+        assert_eq!(sent(&o), vec!["a1", "A colleague will take over."]);
+        assert_eq!(o.handoff.as_deref(), Some("b reached its max_turns (1)"));
+        assert!(s.deferred.is_empty() && s.pending.is_none());
+        assert_eq!(s.status, BotStatus::HandedOff);
+    }
+
+    #[test]
+    fn the_context_window_keeps_the_last_messages_opening_with_the_user() {
+        let mut b = bot();
+        b.max_turns = 10;
+        b.max_cost = None;
+        b.context_messages = 3;
+        let (mut s, _) = start(&b, 0, false, vec![]);
+        let c = call_of(&user_text(&b, &mut s, "q1", 1, false));
+        answer(&b, &mut s, &ok(&c, "a1"), 2, false);
+        let c = call_of(&user_text(&b, &mut s, "q2", 3, false));
+        assert_eq!(
+            texts_of(&c),
+            vec![
+                (Role::User, "q1"),
+                (Role::Assistant, "a1"),
+                (Role::User, "q2")
+            ]
+        );
+        answer(&b, &mut s, &ok(&c, "a2"), 4, false);
+        // [a1, q2, a2]: the model's a1 would open the window, so it goes too.
+        assert_eq!(
+            s.context
+                .iter()
+                .map(|t| t.text.as_str())
+                .collect::<Vec<_>>(),
+            vec!["q2", "a2"]
+        );
+        let c = call_of(&user_text(&b, &mut s, "q3", 5, false));
+        assert_eq!(
+            texts_of(&c),
+            vec![
+                (Role::User, "q2"),
+                (Role::Assistant, "a2"),
+                (Role::User, "q3")
+            ]
+        );
+
+        // An even window: [a2, q3, a3, q4] would open with the model; it sends the last
+        // three.
+        b.context_messages = 4;
+        answer(&b, &mut s, &ok(&c, "a3"), 6, false);
+        let c = call_of(&user_text(&b, &mut s, "q4", 7, false));
+        assert_eq!(
+            texts_of(&c),
+            vec![
+                (Role::User, "q3"),
+                (Role::Assistant, "a3"),
+                (Role::User, "q4")
+            ]
+        );
+        // A failed call leaves the question in the window; the next one follows it.
+        let fail = BotAnswer {
+            error: Some("timeout".into()),
+            text: None,
+            ..ok(&c, "")
+        };
+        answer(&b, &mut s, &fail, 8, false);
+        let c = call_of(&user_text(&b, &mut s, "q5", 9, false));
+        assert_eq!(
+            texts_of(&c),
+            vec![
+                (Role::User, "q3"),
+                (Role::Assistant, "a3"),
+                (Role::User, "q4"),
+                (Role::User, "q5")
+            ]
+        );
+    }
+
+    #[test]
+    fn costs_add_up_exactly_in_decimal() {
+        let mut b = bot();
+        b.max_turns = 10;
+        b.max_cost = None;
+        b.price_in = "0.1".parse().unwrap();
+        b.price_out = "0.00015".parse().unwrap();
+        let (mut s, _) = start(&b, 0, false, vec![]);
+        let call = |s: &mut BotSession, q: &str, tokens_in: u64, tokens_out: u64, at: i64| {
+            let c = call_of(&user_text(&b, s, q, at, false));
+            let mut a = ok(&c, "a");
+            (a.tokens_in, a.tokens_out) = (tokens_in, tokens_out);
+            answer(&b, s, &a, at + 1, false);
+        };
+        // 0.1 + 0.2 in binary floating point is 0.30000000000000004.
+        call(&mut s, "q1", 1000, 0, 1);
+        call(&mut s, "q2", 2000, 0, 3);
+        assert_eq!(s.cost.to_string(), "0.3");
+        // 7 output tokens at 0.00015 per 1K: 0.00000105, below a millionth's rounding.
+        call(&mut s, "q3", 0, 7, 5);
+        assert_eq!(s.cost.to_string(), "0.30000105");
+        assert_eq!((s.tokens_in, s.tokens_out), (3000, 7));
     }
 
     #[test]

@@ -159,6 +159,24 @@ fn texts(graph: &FakeGraph) -> Vec<String> {
         .collect()
 }
 
+/// The `content` of each message of an OpenAI request, the system prompt first.
+fn contents(body: &Value) -> Vec<&str> {
+    body["messages"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|m| m["content"].as_str().unwrap())
+        .collect()
+}
+
+/// The conversation as GET /admin/v1/conversations/{phone_number_id}/{user} shows it.
+async fn conversation(app: &TestApp, user: &str) -> Value {
+    let path = format!("/conversations/{PNID}/{user}");
+    app.admin(Method::GET, &path, Some(ADMIN_TOKEN), None)
+        .await
+        .1
+}
+
 async fn until_texts(graph: &FakeGraph, n: usize) -> Vec<String> {
     graph
         .wait_until(Duration::from_secs(10), |a| {
@@ -239,6 +257,29 @@ async fn the_default_bot_answers_with_context_and_hands_off_after_failures(db: T
     assert_eq!(
         until_texts(&graph, 4).await[3],
         "Sorry, the assistant is unavailable."
+    );
+    // The window of 4 (context_messages) slid past the first question; the model's first
+    // answer went with it, so the window opens with the user.
+    let bodies = seen.bodies();
+    assert_eq!(
+        contents(&bodies[2]),
+        [
+            "You are the shop's assistant.",
+            "and close?",
+            "Until 21:00.",
+            "prices?"
+        ]
+    );
+    assert_eq!(
+        contents(&bodies[3]),
+        [
+            "You are the shop's assistant.",
+            "and close?",
+            "Until 21:00.",
+            "prices?",
+            "hello?"
+        ],
+        "a failed call leaves its question in the window"
     );
     let path = format!("/conversations/{PNID}/{user}");
     assert!(
@@ -403,3 +444,180 @@ async fn a_slow_model_delays_nobody_else(db: TestDb) {
     app.stop().await;
 }
 on_both_stores!(slow_model, a_slow_model_delays_nobody_else);
+
+const LIMITED: &str = r#"
+provider: fake
+model: tiny-1
+system_prompt: "Answer once."
+triggers: [limited]
+max_turns: 1
+on_max_turns: handoff
+max_turns_message: "Let me pass you to a colleague."
+"#;
+
+const BRIEF: &str = r#"
+provider: fake
+model: tiny-1
+system_prompt: "Answer once."
+fallback: "The assistant is unavailable."
+triggers: [brief]
+max_turns: 1
+on_max_turns: end
+max_turns_message: "That is all I can answer here. Goodbye!"
+"#;
+
+async fn reaching_max_turns_hands_off_or_closes_never_silently(db: TestDb) {
+    let graph = Arc::new(FakeGraph::start().await);
+    let (base, seen) = fake_provider(
+        ProviderKind::Openai,
+        vec![Reply::Text("Here is my answer.")],
+    )
+    .await;
+    let (settings, dir) = setup(&db, &graph, ProviderKind::Openai, base, false);
+    std::fs::write(dir.path().join("bots/limited.yaml"), LIMITED).unwrap();
+    std::fs::write(dir.path().join("bots/brief.yaml"), BRIEF).unwrap();
+    let app = spawn_app_with_flows(settings).await;
+
+    // `on_max_turns: handoff`: the message after the last answer goes to a human.
+    let (handed, closed) = ("6281200000406", "6281200000407");
+    for (id, text) in [("wamid.M1", "limited"), ("wamid.M2", "q1")] {
+        app.post_webhook(&text_webhook(PNID, handed, id, text, now_secs()))
+            .await;
+    }
+    assert_eq!(until_texts(&graph, 1).await, vec!["Here is my answer."]);
+    app.post_webhook(&text_webhook(PNID, handed, "wamid.M3", "q2", now_secs()))
+        .await;
+    assert_eq!(
+        until_texts(&graph, 2).await[1],
+        "Let me pass you to a colleague."
+    );
+    assert!(
+        eventually(Duration::from_secs(5), || async {
+            conversation(&app, handed).await["handoff"]["status"] == "waiting"
+        })
+        .await,
+        "handed to a human at max_turns"
+    );
+    assert_eq!(
+        conversation(&app, handed).await["handoff"]["reason"],
+        "limited reached its max_turns (1)"
+    );
+    app.post_webhook(&text_webhook(PNID, handed, "wamid.M4", "q3", now_secs()))
+        .await;
+
+    // `on_max_turns: end`: the closing message, and the session is over.
+    for (id, text) in [("wamid.M5", "brief"), ("wamid.M6", "q1")] {
+        app.post_webhook(&text_webhook(PNID, closed, id, text, now_secs()))
+            .await;
+    }
+    assert_eq!(until_texts(&graph, 3).await[2], "Here is my answer.");
+    app.post_webhook(&text_webhook(PNID, closed, "wamid.M7", "q2", now_secs()))
+        .await;
+    assert_eq!(
+        until_texts(&graph, 4).await[3],
+        "That is all I can answer here. Goodbye!"
+    );
+    app.post_webhook(&text_webhook(PNID, closed, "wamid.M8", "q3", now_secs()))
+        .await;
+    tokio::time::sleep(Duration::from_millis(600)).await;
+    assert!(conversation(&app, closed).await["handoff"].is_null());
+    assert_eq!(
+        texts(&graph),
+        vec![
+            "Here is my answer.",
+            "Let me pass you to a colleague.",
+            "Here is my answer.",
+            "That is all I can answer here. Goodbye!",
+        ],
+        "nothing more: a human has one, the other's session is over"
+    );
+    assert_eq!(seen.bodies().len(), 2, "one call per session");
+
+    let (_, bots) = app
+        .admin(Method::GET, "/bots", Some(ADMIN_TOKEN), None)
+        .await;
+    let sessions = |id: &str| {
+        bots["bots"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|b| b["id"] == id)
+            .map(|b| b["sessions"].clone())
+            .unwrap()
+    };
+    assert_eq!(sessions("limited"), json!({"handed_off": 1}), "{bots}");
+    assert_eq!(sessions("brief"), json!({"completed": 1}), "{bots}");
+    app.stop().await;
+}
+on_both_stores!(
+    max_turns,
+    reaching_max_turns_hands_off_or_closes_never_silently
+);
+
+async fn a_provider_slower_than_its_timeout_falls_back_then_hands_off(db: TestDb) {
+    let graph = Arc::new(FakeGraph::start().await);
+    let (base, seen) =
+        fake_provider(ProviderKind::Openai, vec![Reply::Slow(2000, "Too late.")]).await;
+    let (mut settings, _dir) = setup(&db, &graph, ProviderKind::Openai, base, true);
+    let provider = settings.ai.providers.get_mut("fake").unwrap();
+    provider.timeout = Duration::from_millis(200);
+    // A timeout is retried: once here, so a question costs 2 × 200 ms and a backoff.
+    provider.max_retries = 1;
+    let app = spawn_app_with_flows(settings).await;
+    let user = "6281200000408";
+    app.post_webhook(&text_webhook(PNID, user, "wamid.T1", "hello?", now_secs()))
+        .await;
+    assert_eq!(
+        until_texts(&graph, 1).await,
+        vec!["Sorry, the assistant is unavailable."]
+    );
+    assert!(
+        conversation(&app, user).await["handoff"].is_null(),
+        "one timeout is not yet a handoff"
+    );
+    app.post_webhook(&text_webhook(
+        PNID,
+        user,
+        "wamid.T2",
+        "still there?",
+        now_secs(),
+    ))
+    .await;
+    assert_eq!(
+        until_texts(&graph, 2).await,
+        vec![
+            "Sorry, the assistant is unavailable.",
+            "Sorry, the assistant is unavailable."
+        ]
+    );
+    // after_failures: 2 consecutive timeouts hand the conversation to a human.
+    assert!(
+        eventually(Duration::from_secs(5), || async {
+            conversation(&app, user).await["handoff"]["status"] == "waiting"
+        })
+        .await,
+        "handed to a human after two timeouts"
+    );
+    assert_eq!(
+        conversation(&app, user).await["handoff"]["reason"],
+        "assistant failed 2 times in a row"
+    );
+    app.post_webhook(&text_webhook(PNID, user, "wamid.T3", "anyone?", now_secs()))
+        .await;
+    // Longer than the provider's delay: a late answer would have come by now.
+    tokio::time::sleep(Duration::from_millis(2500)).await;
+    assert_eq!(
+        texts(&graph).len(),
+        2,
+        "the bot is silent while a human has it, and no late answer is sent"
+    );
+    let bodies = seen.bodies();
+    assert_eq!(bodies.len(), 4, "two questions, each tried twice");
+    assert_eq!(contents(&bodies[0])[1..], ["hello?"]);
+    assert_eq!(contents(&bodies[2])[1..], ["hello?", "still there?"]);
+    app.stop().await;
+}
+on_both_stores!(
+    provider_timeout,
+    a_provider_slower_than_its_timeout_falls_back_then_hands_off
+);
