@@ -124,14 +124,17 @@ impl Application {
             settings.whatsapp.request_timeout,
         )?;
         let engine = Arc::new(Engine {
-            settings: settings.clone(),
+            settings: arc_swap::ArcSwap::new(settings.clone()),
+            reload_lock: tokio::sync::Mutex::new(()),
             store: store.clone(),
             writer: writer.clone(),
             logic,
             flows,
             graph,
-            outcall: crate::outcall::OutCaller::new(settings.flows.http_allow())
-                .context("Failed to build the HTTP client for flows")?,
+            outcall: arc_swap::ArcSwap::from_pointee(
+                crate::outcall::OutCaller::new(settings.flows.http_allow())
+                    .context("Failed to build the HTTP client for flows")?,
+            ),
             bots: crate::chatbot::provider::Providers::new(&settings.ai)
                 .context("Failed to build the HTTP client for chatbots")?,
             media: crate::media::MediaFetcher::new(&settings)
@@ -215,7 +218,7 @@ impl Application {
         } = self;
         tracing::info!(
             port,
-            accounts = engine.settings.accounts.len(),
+            accounts = engine.settings().accounts.len(),
             "Parley is listening."
         );
         let app = ingress::router(state.clone());
@@ -297,8 +300,8 @@ async fn run_timers(engine: Arc<Engine>, router: AccountRouter) {
     }
 }
 
-/// SIGHUP reloads the flows (all valid files, or nothing changes) and names the config keys
-/// that changed on disk (see [`crate::reload`]).
+/// SIGHUP reloads the flows (all valid files, or nothing changes) and the configuration (the
+/// live keys applied, the others named; see [`crate::reload`]).
 async fn reload_on_sighup(engine: Arc<Engine>) {
     #[cfg(unix)]
     {
@@ -397,6 +400,17 @@ pub async fn reload_flows(
     store: &Store,
 ) -> Result<Vec<(String, String)>, Vec<String>> {
     let notified = crate::systemd::reloading();
+    let outcome = reload_flows_within(flows, dir, store).await;
+    notified.done(Some(flows));
+    outcome
+}
+
+/// [`reload_flows`] inside a reload that tells systemd itself (`RELOADING=1` … `READY=1`).
+pub async fn reload_flows_within(
+    flows: &crate::flow::FlowRegistry,
+    dir: &std::path::Path,
+    store: &Store,
+) -> Result<Vec<(String, String)>, Vec<String>> {
     let (registry, path) = (flows.clone(), dir.to_path_buf());
     let outcome = tokio::task::spawn_blocking(move || registry.reload(&path))
         .await
@@ -413,7 +427,6 @@ pub async fn reload_flows(
             tracing::error!(errors = ?errors, "Flow reload refused; the running flows stay.")
         }
     }
-    notified.done(Some(flows));
     outcome
 }
 

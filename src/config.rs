@@ -120,6 +120,19 @@ impl Fingerprint {
         keys.dedup();
         keys
     }
+
+    /// This fingerprint with `keys` taken from `other` (a key `other` lacks is dropped): the
+    /// running configuration after a reload applied those keys.
+    pub fn adopt(&self, other: &Fingerprint, keys: &[String]) -> Fingerprint {
+        let mut out = self.0.clone();
+        for k in keys {
+            match other.0.get(k) {
+                Some(v) => out.insert(k.clone(), *v),
+                None => out.remove(k),
+            };
+        }
+        Fingerprint(out)
+    }
 }
 
 /// Secrets from systemd's `LoadCredential=`: each file in `$CREDENTIALS_DIRECTORY` named after
@@ -679,6 +692,9 @@ impl Settings {
                 "http.listen: `{}` is not an address like 127.0.0.1:8080",
                 self.http.listen
             ));
+        }
+        if let Err(e) = crate::telemetry::filter_for(&self.log.level) {
+            errors.push(format!("log.level: `{}` {e}", self.log.level));
         }
         if self.http.max_body_bytes < 1024 {
             errors.push("http.max_body_bytes: must be at least 1024".into());

@@ -21,7 +21,7 @@ use tokio::sync::{mpsc, oneshot, watch};
 use tokio::task::JoinSet;
 
 use crate::actors::{AccountMsg, Engine};
-use crate::config::AccountSettings;
+use crate::config::{AccountSettings, Settings};
 use crate::metrics::metrics;
 use crate::sendgate::{
     apply_effects, AccountGate, BlockRequest, Decision, Outcome as GateOutcome, Scope, SendClass,
@@ -138,8 +138,9 @@ struct Queues {
     queues: HashMap<String, VecDeque<Queued>>,
     /// Conversations whose head may be tried, by the head's class: [service, business].
     ready: [VecDeque<String>; 2],
-    /// Conversations waiting for their own time (pair rate, 131056, a retry's backoff).
-    parked: BTreeMap<(i64, u64), String>,
+    /// Conversations waiting for their own time (pair rate, 131056, a retry's backoff), and
+    /// whether a gate limit (not a retry's backoff) parked them.
+    parked: BTreeMap<(i64, u64), (String, bool)>,
     park_seq: u64,
     /// Conversations with a send in flight.
     sending: HashSet<String>,
@@ -202,9 +203,10 @@ impl Queues {
         }
     }
 
-    fn park(&mut self, user: String, at: i64) {
+    /// `by_gate`: a gate limit parked it (the gate is asked again when its limits change).
+    fn park(&mut self, user: String, at: i64, by_gate: bool) {
         self.park_seq += 1;
-        self.parked.insert((at, self.park_seq), user);
+        self.parked.insert((at, self.park_seq), (user, by_gate));
     }
 
     fn unpark_due(&mut self, now: i64) {
@@ -212,8 +214,23 @@ impl Queues {
             if entry.key().0 > now {
                 break;
             }
-            let user = entry.remove();
+            let (user, _) = entry.remove();
             self.ready_back(user);
+        }
+    }
+
+    /// The gate's limits changed: what it parked is decided again (a retry's backoff stays).
+    fn unpark_gate_waits(&mut self) {
+        let gate_waits: Vec<(i64, u64)> = self
+            .parked
+            .iter()
+            .filter(|(_, (_, by_gate))| *by_gate)
+            .map(|(k, _)| *k)
+            .collect();
+        for k in gate_waits {
+            if let Some((user, _)) = self.parked.remove(&k) {
+                self.ready_back(user);
+            }
         }
     }
 
@@ -292,7 +309,7 @@ async fn run(
     account_ref: ActorRef<AccountMsg>,
     mut rx: mpsc::UnboundedReceiver<Cmd>,
 ) {
-    let max_in_flight = engine.settings.outbox.max_in_flight;
+    let max_in_flight = engine.settings().outbox.max_in_flight;
     let url = match engine.graph.messages_url(&account.phone_number_id) {
         Ok(u) => Arc::new(u),
         Err(e) => {
@@ -312,12 +329,27 @@ async fn run(
     // The gate first (its counts and holds are in the store), then the rows left from
     // before the last stop, oldest first.
     let gate = loop {
+        // The limits in force now (a reload may have changed them since the account started).
+        let limits = engine
+            .settings()
+            .account(&account.phone_number_id)
+            .cloned()
+            .unwrap_or_else(|| (*account).clone());
         match engine
             .gates
-            .open(&engine.store, &account, engine.clock.now_ms())
+            .open(&engine.store, &limits, engine.clock.now_ms())
             .await
         {
-            Ok(g) => break g,
+            Ok(g) => {
+                // A reload between reading the limits and registering the gate did not find
+                // it: take the limits in force once more now that it is registered.
+                if let Some(now) = engine.settings().account(&account.phone_number_id) {
+                    if let Ok(limits) = crate::sendgate::GateSettings::from_account(now) {
+                        g.with_gate(|g| g.retune(limits));
+                    }
+                }
+                break g;
+            }
             Err(e) => {
                 tracing::warn!(error = %e, "Loading the send gate failed; retrying.");
                 tokio::time::sleep(Duration::from_secs(1)).await;
@@ -354,6 +386,9 @@ async fn run(
     loop {
         let mut wake_at: Option<i64> = None;
         let now = engine.clock.now_ms();
+        if gate.retuned.swap(false, Ordering::SeqCst) {
+            q.unpark_gate_waits();
+        }
         if stopping.is_none() {
             if blocks.is_empty() && now >= block_retry_at {
                 if let Some(req) = gate.with_gate(|g| g.daily().want_block(now)) {
@@ -433,7 +468,7 @@ async fn run(
                             .inc(&format!("reason=\"{}\"", reason.as_str()));
                         match reason.scope() {
                             Scope::User => {
-                                q.park(user, at);
+                                q.park(user, at, true);
                             }
                             Scope::Business => {
                                 q.ready_front(user);
@@ -570,7 +605,7 @@ async fn run(
                                 head.counted = false;
                             }
                         }
-                        q.park(user, at);
+                        q.park(user, at, false);
                     }
                     Finished::Held { attempts } => {
                         q.sending.remove(&user);
@@ -597,11 +632,13 @@ fn min_opt(a: Option<i64>, b: Option<i64>) -> Option<i64> {
     }
 }
 
-pub fn token_for<'a>(engine: &'a Engine, account: &'a AccountSettings) -> &'a SecretString {
-    account
-        .access_token
-        .as_ref()
-        .unwrap_or(&engine.settings.whatsapp.access_token)
+/// The bearer for `account`'s Graph API calls, from the settings in force (a reload may
+/// rotate it): the account's own token, else `whatsapp.access_token`.
+pub fn token_for<'a>(settings: &'a Settings, account: &str) -> &'a SecretString {
+    settings
+        .account(account)
+        .and_then(|a| a.access_token.as_ref())
+        .unwrap_or(&settings.whatsapp.access_token)
 }
 
 /// A read receipt: a few quick attempts, then given up (it is cosmetic).
@@ -611,8 +648,9 @@ async fn send_receipt(
     url: &reqwest::Url,
     wamid: String,
 ) {
-    let token = token_for(engine, account);
     for attempt in 0..3u32 {
+        let settings = engine.settings_arc();
+        let token = token_for(&settings, &account.phone_number_id);
         match engine.graph.send_read_receipt(url, token, &wamid).await {
             SendOutcome::Accepted { .. } => {
                 metrics()
@@ -624,7 +662,7 @@ async fn send_receipt(
                 metrics()
                     .sends
                     .inc("kind=\"mark_read\",result=\"retry\",code=\"\"");
-                let base = engine.settings.outbox.backoff_base;
+                let base = settings.outbox.backoff_base;
                 tokio::time::sleep(backoff(base, base * 8, attempt, retry_after)).await;
             }
             SendOutcome::Permanent { code, .. } => {
@@ -742,12 +780,12 @@ async fn deliver(
     job: Job,
     mut cancel: watch::Receiver<bool>,
 ) -> Finished {
-    let settings = &engine.settings.outbox;
     let rec = &job.record;
     if job.ambiguous {
         // The previous process may have had this accepted by Meta. Give the status webhook
         // (which echoes our id) time to settle it before sending again.
-        let wait_until = rec.updated_at + settings.ambiguous_resend_after.as_millis() as i64;
+        let resend_after = engine.settings().outbox.ambiguous_resend_after;
+        let wait_until = rec.updated_at + resend_after.as_millis() as i64;
         let now = engine.clock.now_ms();
         if wait_until > now
             && cancelled(
@@ -803,7 +841,10 @@ async fn deliver(
         )
         .await;
     }
-    let token = token_for(engine, account);
+    // Taken now, so a send after a reload goes with the rotated token and the new limits.
+    let live = engine.settings_arc();
+    let settings = &live.outbox;
+    let token = token_for(&live, &account.phone_number_id);
     let attempt = job.attempts + 1;
     let outcome = engine.graph.send_message(url, token, &body).await;
     let now = engine.clock.now_ms();

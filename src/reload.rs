@@ -1,12 +1,53 @@
 //! A full reload (SIGHUP, `POST /admin/v1/reload`, `parleyd reload`): the flows are reloaded
 //! (all valid files, or nothing changes), and the configuration is read again from the same
-//! sources to name the keys that changed. No config key is applied live: the engine's
-//! settings are fixed at start, so a changed key is reported as needing a restart.
+//! sources. Of the keys that changed, the live ones ([`LIVE_KEYS`], [`LIVE_ACCOUNT_KEYS`]) are
+//! applied at once, all together or none; the others are named as needing a restart and
+//! keep their running value until then.
+//!
+//! A live key is one that is read where it is used (through [`Engine::settings`]), or whose
+//! user takes the new value here in one step: the log filter, the flows' HTTP client, the
+//! accounts' send gates.
 
 use serde::{Deserialize, Serialize};
 
 use crate::actors::Engine;
-use crate::config::Settings;
+use crate::config::{AccountSettings, Settings};
+
+/// Keys a reload applies to the running daemon. A list key (`flows.http_allow`) covers its
+/// elements.
+pub const LIVE_KEYS: &[&str] = &[
+    "log.level",
+    "admin.token",
+    "whatsapp.app_secret",
+    "whatsapp.verify_token",
+    "whatsapp.access_token",
+    "flows.http_allow",
+    "conversation.idle_timeout",
+    "conversation.max_event_attempts",
+    "conversation.outside_window",
+    "conversation.hold_for",
+    "handoff.timeout",
+    "media.download",
+    "campaigns.opt_out_keywords",
+    "campaigns.opt_in_keywords",
+    "outbox.max_attempts",
+    "outbox.backoff_base",
+    "outbox.backoff_max",
+    "outbox.ambiguous_resend_after",
+];
+
+/// Keys of an `[[accounts]]` block a reload applies, when the block at that index is still
+/// the same number (`phone_number_id`). `daily_limit` only from one number to another: adding
+/// or removing the limit needs a restart (the day's count is kept durably only under a limit).
+pub const LIVE_ACCOUNT_KEYS: &[&str] = &[
+    "access_token",
+    "mark_read",
+    "messages_per_second",
+    "pair_rate_interval",
+    "pair_rate_burst",
+    "daily_limit",
+    "messaging_tier",
+];
 
 /// What a reload did.
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
@@ -18,6 +59,8 @@ pub struct ReloadOutcome {
     pub flow_errors: Vec<String>,
     /// Why the configuration files could not be read again (nothing of them applied).
     pub config_errors: Vec<String>,
+    /// Config keys whose new value is in force now.
+    pub applied: Vec<String>,
     /// Config keys whose value changed and that only a restart applies.
     pub restart_required: Vec<String>,
 }
@@ -37,50 +80,211 @@ impl ReloadOutcome {
     }
 }
 
-/// Read the configuration again from the sources the daemon started with (the same
-/// `--config FILE`, defaults, credentials and environment) and name the keys that differ.
-pub fn config_changes(running: &Settings) -> Result<Vec<String>, Vec<String>> {
-    match Settings::load(running.config_file.as_deref()) {
-        Ok(on_disk) => Ok(running.fingerprint.changed_keys(&on_disk.fingerprint)),
-        Err(e) => Err(e.to_string().lines().map(str::to_string).collect()),
+/// The configuration read again, against the one running.
+#[derive(Debug)]
+pub struct ConfigChange {
+    /// The running settings with the live keys that changed taken from disk (its fingerprint
+    /// says so, so they are not reported again).
+    pub next: Settings,
+    /// Changed keys that `next` carries.
+    pub applied: Vec<String>,
+    /// Changed keys that keep their running value until a restart.
+    pub restart_required: Vec<String>,
+}
+
+/// Sort the keys that differ between `running` and `on_disk` into applied and
+/// restart-required, and build the settings to run with. Pure: nothing is swapped here.
+pub fn plan(running: &Settings, on_disk: &Settings) -> ConfigChange {
+    let mut next = running.clone();
+    let (mut applied, mut restart_required) = (Vec::new(), Vec::new());
+    for key in running.fingerprint.changed_keys(&on_disk.fingerprint) {
+        if take_live_key(&mut next, on_disk, &key) {
+            applied.push(key);
+        } else {
+            restart_required.push(key);
+        }
+    }
+    next.fingerprint = running.fingerprint.adopt(&on_disk.fingerprint, &applied);
+    ConfigChange {
+        next,
+        applied,
+        restart_required,
     }
 }
 
-/// Reload flows and compare the configuration; `STATUS=` shows what was refused.
-pub async fn reload(engine: &Engine) -> ReloadOutcome {
-    let mut outcome = ReloadOutcome::default();
-    match config_changes(&engine.settings) {
-        Ok(keys) => {
-            if !keys.is_empty() {
-                tracing::warn!(keys = ?keys, "Configuration changed on disk; these keys apply only after a restart.");
+/// `campaigns.opt_out_keywords[2]` → `campaigns.opt_out_keywords`.
+fn list_base(key: &str) -> &str {
+    let mut base = key;
+    while let Some(open) = base.strip_suffix(']').and_then(|b| b.rfind('[')) {
+        base = &base[..open];
+    }
+    base
+}
+
+/// `accounts[3].daily_limit` → (3, `daily_limit`).
+fn account_key(key: &str) -> Option<(usize, &str)> {
+    let rest = key.strip_prefix("accounts[")?;
+    let (index, field) = rest.split_once("].")?;
+    Some((index.parse().ok()?, field))
+}
+
+/// Copy `key`'s value from `disk` into `next` if it is live; false if it is not.
+fn take_live_key(next: &mut Settings, disk: &Settings, key: &str) -> bool {
+    if let Some((i, field)) = account_key(key) {
+        return match (next.accounts.get_mut(i), disk.accounts.get(i)) {
+            (Some(running), Some(disk)) if running.phone_number_id == disk.phone_number_id => {
+                take_account_key(running, disk, field)
             }
-            crate::systemd::set_restart_needed(keys.clone());
-            outcome.restart_required = keys;
+            _ => false,
+        };
+    }
+    match list_base(key) {
+        "log.level" => next.log.level = disk.log.level.clone(),
+        "admin.token" => next.admin.token = disk.admin.token.clone(),
+        "whatsapp.app_secret" => next.whatsapp.app_secret = disk.whatsapp.app_secret.clone(),
+        "whatsapp.verify_token" => next.whatsapp.verify_token = disk.whatsapp.verify_token.clone(),
+        "whatsapp.access_token" => next.whatsapp.access_token = disk.whatsapp.access_token.clone(),
+        "flows.http_allow" => next.flows.http_allow = disk.flows.http_allow.clone(),
+        "conversation.idle_timeout" => {
+            next.conversation.idle_timeout = disk.conversation.idle_timeout
+        }
+        "conversation.max_event_attempts" => {
+            next.conversation.max_event_attempts = disk.conversation.max_event_attempts
+        }
+        "conversation.outside_window" => {
+            next.conversation.outside_window = disk.conversation.outside_window.clone()
+        }
+        "conversation.hold_for" => next.conversation.hold_for = disk.conversation.hold_for,
+        "handoff.timeout" => next.handoff.timeout = disk.handoff.timeout,
+        "media.download" => next.media.download = disk.media.download,
+        "campaigns.opt_out_keywords" => {
+            next.campaigns.opt_out_keywords = disk.campaigns.opt_out_keywords.clone()
+        }
+        "campaigns.opt_in_keywords" => {
+            next.campaigns.opt_in_keywords = disk.campaigns.opt_in_keywords.clone()
+        }
+        "outbox.max_attempts" => next.outbox.max_attempts = disk.outbox.max_attempts,
+        "outbox.backoff_base" => next.outbox.backoff_base = disk.outbox.backoff_base,
+        "outbox.backoff_max" => next.outbox.backoff_max = disk.outbox.backoff_max,
+        "outbox.ambiguous_resend_after" => {
+            next.outbox.ambiguous_resend_after = disk.outbox.ambiguous_resend_after
+        }
+        _ => return false,
+    }
+    true
+}
+
+fn take_account_key(running: &mut AccountSettings, disk: &AccountSettings, field: &str) -> bool {
+    match field {
+        "access_token" => running.access_token = disk.access_token.clone(),
+        "mark_read" => running.mark_read = disk.mark_read,
+        "messages_per_second" => running.messages_per_second = disk.messages_per_second,
+        "pair_rate_interval" => running.pair_rate_interval = disk.pair_rate_interval,
+        "pair_rate_burst" => running.pair_rate_burst = disk.pair_rate_burst,
+        "messaging_tier" => running.messaging_tier = disk.messaging_tier,
+        "daily_limit" if running.daily_limit.is_some() && disk.daily_limit.is_some() => {
+            running.daily_limit = disk.daily_limit
+        }
+        _ => return false,
+    }
+    true
+}
+
+/// Read the configuration again and apply its live keys: everything that can fail (reading,
+/// validating, building the new log filter, flows' HTTP client and gate limits) happens
+/// before anything is swapped, so a reload applies all its live keys or none.
+fn reload_config(engine: &Engine) -> Result<(Vec<String>, Vec<String>), Vec<String>> {
+    let running = engine.settings_arc();
+    let on_disk = Settings::load(running.config_file.as_deref()).map_err(|e| {
+        e.to_string()
+            .lines()
+            .map(str::to_string)
+            .collect::<Vec<_>>()
+    })?;
+    let ConfigChange {
+        next,
+        applied,
+        restart_required,
+    } = plan(&running, &on_disk);
+    if applied.is_empty() {
+        return Ok((applied, restart_required));
+    }
+    let touched = |base: &str| applied.iter().any(|k| list_base(k) == base);
+    let log_filter = if touched("log.level") {
+        Some(
+            crate::telemetry::filter_for(&next.log.level)
+                .map_err(|e| vec![format!("log.level: {e}")])?,
+        )
+    } else {
+        None
+    };
+    let outcall = if touched("flows.http_allow") {
+        Some(
+            crate::outcall::OutCaller::new(next.flows.http_allow())
+                .map_err(|e| vec![format!("flows.http_allow: the HTTP client for flows: {e}")])?,
+        )
+    } else {
+        None
+    };
+    let mut gates = Vec::new();
+    for (i, account) in next.accounts.iter().enumerate() {
+        let prefix = format!("accounts[{i}].");
+        if applied.iter().any(|k| k.starts_with(&prefix)) {
+            let limits = crate::sendgate::GateSettings::from_account(account)
+                .map_err(|e| vec![format!("{prefix}timezone: {e}")])?;
+            gates.push((account.phone_number_id.clone(), limits));
+        }
+    }
+    // Nothing below fails.
+    engine.settings.store(std::sync::Arc::new(next));
+    if let Some(filter) = log_filter {
+        crate::telemetry::set_level(filter);
+    }
+    if let Some(outcall) = outcall {
+        engine.outcall.store(std::sync::Arc::new(outcall));
+    }
+    for (account, limits) in gates {
+        engine.gates.retune(&account, limits);
+    }
+    Ok((applied, restart_required))
+}
+
+/// Reload flows and configuration; `RELOADING=1` … `READY=1` around it, and `STATUS=` shows
+/// what was refused.
+pub async fn reload(engine: &Engine) -> ReloadOutcome {
+    let _one_at_a_time = engine.reload_lock.lock().await;
+    let notified = crate::systemd::reloading();
+    let mut outcome = ReloadOutcome::default();
+    match reload_config(engine) {
+        Ok((applied, restart)) => {
+            if !applied.is_empty() {
+                tracing::info!(keys = ?applied, "Configuration reloaded; these keys are in force now.");
+            }
+            if !restart.is_empty() {
+                tracing::warn!(keys = ?restart, "Configuration changed on disk; these keys apply only after a restart.");
+            }
+            crate::systemd::set_restart_needed(restart.clone());
+            outcome.applied = applied;
+            outcome.restart_required = restart;
         }
         Err(errors) => {
             tracing::error!(errors = ?errors, "Configuration no longer loads; the running one stays.");
             outcome.config_errors = errors;
         }
     }
-    match &engine.flows {
-        Some(registry) => {
-            match crate::app::reload_flows(registry, &engine.settings.flows.dir, &engine.store)
-                .await
-            {
-                Ok(loaded) => {
-                    outcome.flows = loaded
-                        .into_iter()
-                        .map(|(id, version)| FlowVersion { id, version })
-                        .collect()
-                }
-                Err(errors) => outcome.flow_errors = errors,
+    if let Some(registry) = &engine.flows {
+        let dir = engine.settings().flows.dir.clone();
+        match crate::app::reload_flows_within(registry, &dir, &engine.store).await {
+            Ok(loaded) => {
+                outcome.flows = loaded
+                    .into_iter()
+                    .map(|(id, version)| FlowVersion { id, version })
+                    .collect()
             }
-        }
-        None => {
-            // No flows to reload (a test plugged its own logic): still tell systemd.
-            crate::systemd::reloading().done(None);
+            Err(errors) => outcome.flow_errors = errors,
         }
     }
+    notified.done(engine.flows.as_ref());
     outcome
 }
 
@@ -140,6 +344,8 @@ pub async fn request(settings: &Settings, timeout: std::time::Duration) -> anyho
         problems.push("configuration not reloaded; the running one stays:".to_string());
         problems.extend(outcome.config_errors.iter().cloned());
     }
+    let applied = (!outcome.applied.is_empty())
+        .then(|| format!("configuration applied: {}", outcome.applied.join(", ")));
     if !outcome.restart_required.is_empty() {
         problems.push(format!(
             "configuration changed; only a restart applies these keys: {}",
@@ -147,14 +353,131 @@ pub async fn request(settings: &Settings, timeout: std::time::Duration) -> anyho
         ));
     }
     if problems.is_empty() {
-        return Ok(format!(
+        let mut summary = format!(
             "ok: reloaded; {} flow(s) running: {}",
             flows.len(),
             flows.join(", ")
-        ));
+        );
+        if let Some(applied) = applied {
+            summary.push_str(&format!("\n{applied}"));
+        }
+        return Ok(summary);
+    }
+    if let Some(applied) = applied {
+        problems.insert(0, applied);
     }
     if outcome.flow_errors.is_empty() && !flows.is_empty() {
         problems.insert(0, format!("flows reloaded: {}", flows.join(", ")));
     }
     anyhow::bail!("reload incomplete:\n{}", problems.join("\n"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use secrecy::ExposeSecret;
+
+    const ACCOUNT: &str = "[[accounts]]\nphone_number_id = \"111\"\ndaily_limit = 1000\n";
+
+    fn load(text: &str) -> Settings {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("parley.toml");
+        std::fs::write(&path, text).unwrap();
+        Settings::load(Some(&path)).unwrap()
+    }
+
+    #[test]
+    fn live_keys_are_applied_and_the_others_named() {
+        let running = load(&format!(
+            "[admin]\ntoken = \"old\"\n[store]\nurl = \"sqlite://a.db\"\n{ACCOUNT}"
+        ));
+        let disk = load(
+            "[admin]\ntoken = \"new\"\n[store]\nurl = \"sqlite://b.db\"\n[log]\nlevel = \"debug\"\n\
+             [flows]\nhttp_allow = [\"10.0.0.0/8\", \"127.0.0.1\"]\n\
+             [[accounts]]\nphone_number_id = \"111\"\ndaily_limit = 2000\nmessages_per_second = 5\n\
+             access_token = \"acct\"\n",
+        );
+        let change = plan(&running, &disk);
+        assert_eq!(
+            change.applied,
+            [
+                "accounts[0].access_token",
+                "accounts[0].daily_limit",
+                "accounts[0].messages_per_second",
+                "admin.token",
+                // The empty list was one key; its elements are new keys.
+                "flows.http_allow",
+                "flows.http_allow[0]",
+                "flows.http_allow[1]",
+                "log.level",
+            ]
+        );
+        assert_eq!(change.restart_required, ["store.url"]);
+        let next = &change.next;
+        assert_eq!(next.admin.token.as_ref().unwrap().expose_secret(), "new");
+        assert_eq!(
+            next.store.url, "sqlite://a.db",
+            "a restart-only key keeps running"
+        );
+        assert_eq!(next.log.level, "debug");
+        assert_eq!(next.flows.http_allow.len(), 2);
+        let a = &next.accounts[0];
+        assert_eq!((a.daily_limit, a.messages_per_second), (Some(2000), 5));
+        assert_eq!(a.access_token.as_ref().unwrap().expose_secret(), "acct");
+
+        // Read again: only the restart-only key is still reported.
+        let again = plan(next, &disk);
+        assert!(again.applied.is_empty(), "{:?}", again.applied);
+        assert_eq!(again.restart_required, ["store.url"]);
+    }
+
+    #[test]
+    fn a_changed_number_or_an_added_limit_needs_a_restart() {
+        let running = load(&format!(
+            "{ACCOUNT}[[accounts]]\nphone_number_id = \"222\"\n"
+        ));
+        let disk = load(
+            "[[accounts]]\nphone_number_id = \"333\"\ndaily_limit = 5\n\
+             [[accounts]]\nphone_number_id = \"222\"\ndaily_limit = 7\nmark_read = false\n\
+             [[accounts]]\nphone_number_id = \"444\"\n",
+        );
+        let change = plan(&running, &disk);
+        assert_eq!(change.applied, ["accounts[1].mark_read"]);
+        assert_eq!(
+            change.restart_required,
+            [
+                "accounts[0].daily_limit",
+                "accounts[0].phone_number_id",
+                "accounts[1].daily_limit",
+                "accounts[2].phone_number_id",
+            ]
+        );
+        assert_eq!(change.next.accounts.len(), 2, "no account added live");
+        assert_eq!(change.next.accounts[0].daily_limit, Some(1000));
+        assert_eq!(change.next.accounts[1].daily_limit, None);
+        assert!(!change.next.accounts[1].mark_read);
+        // Removing a limit is a restart too.
+        let disk = load(
+            "[[accounts]]\nphone_number_id = \"111\"\n[[accounts]]\nphone_number_id = \"222\"\n",
+        );
+        assert_eq!(
+            plan(&running, &disk).restart_required,
+            ["accounts[0].daily_limit"]
+        );
+    }
+
+    #[test]
+    fn list_and_account_keys_parse() {
+        assert_eq!(
+            list_base("campaigns.opt_out_keywords[2]"),
+            "campaigns.opt_out_keywords"
+        );
+        assert_eq!(list_base("log.level"), "log.level");
+        assert_eq!(
+            account_key("accounts[12].daily_limit"),
+            Some((12, "daily_limit"))
+        );
+        assert_eq!(account_key("accounts"), None);
+        assert_eq!(account_key("admin.token"), None);
+    }
 }

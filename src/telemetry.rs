@@ -2,26 +2,75 @@
 //! message bodies are only logged at trace; secrets never (they are `SecretString`).
 
 use std::io::IsTerminal;
+use std::sync::OnceLock;
 
-use tracing_subscriber::{fmt, EnvFilter};
+use tracing_subscriber::layer::SubscriberExt;
+use tracing_subscriber::util::SubscriberInitExt;
+use tracing_subscriber::{fmt, reload, EnvFilter, Registry};
 
 use crate::config::{LogFormat, LogSettings};
 
+/// The installed filter, swapped by a reload of `log.level`.
+struct LogControl {
+    filter: reload::Handle<EnvFilter, Registry>,
+    /// `RUST_LOG` chose the filter: it wins over `log.level`, at start and on reload.
+    from_env: bool,
+}
+
+static CONTROL: OnceLock<LogControl> = OnceLock::new();
+
+/// The filter for a `log.level` value (`info`, `debug,parley::outbox=trace`).
+pub fn filter_for(level: &str) -> Result<EnvFilter, String> {
+    EnvFilter::try_new(format!("{level},sqlx=warn"))
+        .map_err(|e| format!("is not a log filter (like info or warn,parley=debug): {e}"))
+}
+
 /// Install the global subscriber. `RUST_LOG` overrides `log.level`.
 pub fn init(settings: &LogSettings) {
-    let filter = EnvFilter::try_from_default_env()
-        .unwrap_or_else(|_| EnvFilter::new(format!("{},sqlx=warn", settings.level)));
+    let from_env = EnvFilter::try_from_default_env().ok();
+    let is_env = from_env.is_some();
+    let filter = from_env.unwrap_or_else(|| {
+        filter_for(&settings.level).unwrap_or_else(|_| EnvFilter::new("info,sqlx=warn"))
+    });
     let json = match settings.format {
         LogFormat::Json => true,
         LogFormat::Pretty => false,
         LogFormat::Auto => !std::io::stderr().is_terminal(),
     };
-    let builder = fmt().with_env_filter(filter).with_writer(std::io::stderr);
-    let _ = if json {
-        builder.json().flatten_event(true).try_init()
+    let (filter, handle) = reload::Layer::new(filter);
+    let layer = fmt::layer().with_writer(std::io::stderr);
+    let installed = if json {
+        tracing_subscriber::registry()
+            .with(filter)
+            .with(layer.json().flatten_event(true))
+            .try_init()
     } else {
-        builder.try_init()
+        tracing_subscriber::registry()
+            .with(filter)
+            .with(layer)
+            .try_init()
     };
+    if installed.is_ok() {
+        let _ = CONTROL.set(LogControl {
+            filter: handle,
+            from_env: is_env,
+        });
+    }
+}
+
+/// A reload changed `log.level`: swap the filter (events already filtered are not replayed).
+/// Nothing changes while `RUST_LOG` is set, or when this process installed no subscriber.
+pub fn set_level(filter: EnvFilter) {
+    let Some(control) = CONTROL.get() else {
+        return;
+    };
+    if control.from_env {
+        tracing::info!("log.level changed, but RUST_LOG is set and keeps deciding what is logged.");
+        return;
+    }
+    if let Err(e) = control.filter.reload(filter) {
+        tracing::warn!(error = %e, "Could not swap the log filter.");
+    }
 }
 
 /// Mask a phone number or user id for logs: keep the last 4 characters.

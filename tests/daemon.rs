@@ -57,6 +57,7 @@ async fn start(
     let child = Command::new(env!("CARGO_BIN_EXE_parleyd"))
         .args(["serve", "--config"])
         .arg(config)
+        .env_remove("RUST_LOG")
         .envs(env.iter().copied())
         .stdout(Stdio::null())
         .stderr(stderr)
@@ -162,6 +163,83 @@ async fn sigterm_drains_and_exits_0_and_trace_logs_hold_no_secrets_numbers_or_bo
         assert!(!logs.contains(needle), "the {what} appears in the logs");
     }
     assert!(logs.contains("TRACE"), "trace events were written");
+}
+
+/// `parleyd reload --config FILE`: (exit success, stdout and stderr).
+fn parleyd_reload(config: &std::path::Path) -> (bool, String) {
+    let out = Command::new(env!("CARGO_BIN_EXE_parleyd"))
+        .args(["reload", "--config"])
+        .arg(config)
+        .output()
+        .unwrap();
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    (out.status.success(), text)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn parleyd_reload_applies_the_log_level_and_a_rotated_verify_token_and_exits_0() {
+    let graph = FakeGraph::start().await;
+    let dir = tempfile::tempdir().unwrap();
+    let port = free_port();
+    let config = write_config(dir.path(), &graph.base_url, port);
+    let log_path = dir.path().join("daemon.log");
+    let log = std::fs::File::create(&log_path).unwrap();
+    let (mut reap, pid, base) = start(&config, &[], Stdio::from(log)).await;
+    let client = reqwest::Client::new();
+    let handshake = |token: &'static str| {
+        let client = client.clone();
+        let url = format!(
+            "{base}/webhook?hub.mode=subscribe&hub.verify_token={token}&hub.challenge=c-{token}"
+        );
+        async move { client.get(url).send().await.unwrap().status().as_u16() }
+    };
+    // At info, a verified handshake is logged.
+    assert_eq!(handshake("v").await, 200);
+
+    // New verify token, and only warnings logged from now on.
+    let text = std::fs::read_to_string(&config).unwrap();
+    std::fs::write(
+        &config,
+        text.replace("verify_token = \"v\"", "verify_token = \"v-rotated\"")
+            + "[log]\nlevel = \"warn\"\n",
+    )
+    .unwrap();
+    let (ok, out) = parleyd_reload(&config);
+    assert!(ok, "only live keys changed: {out}");
+    assert!(
+        out.contains("configuration applied: log.level, whatsapp.verify_token"),
+        "{out}"
+    );
+    assert_eq!(handshake("v").await, 403, "the old verify token is refused");
+    assert_eq!(handshake("v-rotated").await, 200);
+    let (ok, out) = parleyd_reload(&config);
+    assert!(ok && !out.contains("configuration applied"), "{out}");
+
+    let term = Command::new("kill")
+        .arg("-TERM")
+        .arg(pid.to_string())
+        .status();
+    assert!(term.unwrap().success());
+    let exit = reap.0.take().unwrap().wait().unwrap();
+    assert!(exit.success(), "exit status {exit:?}");
+    let logs = std::fs::read_to_string(&log_path).unwrap();
+    assert_eq!(
+        logs.matches("Webhook subscription verified").count(),
+        1,
+        "the handshake after the reload was not logged at warn: {logs}"
+    );
+    assert!(
+        logs.contains("Webhook verification refused"),
+        "warnings are still logged: {logs}"
+    );
+    assert!(
+        !logs.contains("v-rotated"),
+        "the verify token is not logged"
+    );
 }
 
 #[test]

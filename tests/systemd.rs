@@ -2,7 +2,8 @@
 //! to a datagram socket of this test, as systemd would run it, and the notifications are
 //! checked in order: READY=1 once the listener answers, STATUS= lines, WATCHDOG=1 pings,
 //! RELOADING=1 then READY=1 around `parleyd reload` (a broken flow file is refused and named,
-//! the old flows stay, STATUS= says why; a changed config key is named), STOPPING=1 and exit 0
+//! the old flows stay, STATUS= says why; a live key applies, a restart-only key is named; a
+//! rotated admin token from the credentials applies), STOPPING=1 and exit 0
 //! within the unit's TimeoutStopSec on SIGTERM. Secrets come from `$CREDENTIALS_DIRECTORY`
 //! as `LoadCredential=` provides them. The unit file itself goes through
 //! `systemd-analyze verify` and `systemd-analyze security`.
@@ -21,6 +22,7 @@ use parley::testing::text_webhook;
 const PNID: &str = "106540352242922";
 const SECRET: &str = "cred-app-secret-51x";
 const ADMIN: &str = "cred-admin-token-7k";
+const ROTATED_ADMIN: &str = "cred-admin-token-rotated-2m";
 /// systemd would send WATCHDOG_USEC from `WatchdogSec=`; short here so pings come quickly.
 const WATCHDOG_USEC: u64 = 1_000_000;
 const UNIT: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/systemd/parleyd.service");
@@ -116,12 +118,18 @@ fn free_port() -> u16 {
 
 /// The config file carries no secret: they come from the credentials directory.
 fn write_config(dir: &Path, port: u16, idle_timeout: &str) -> PathBuf {
+    write_config_with(dir, port, idle_timeout, 8)
+}
+
+/// `max_connections`: `store.max_connections`, a key only a restart applies.
+fn write_config_with(dir: &Path, port: u16, idle_timeout: &str, max_connections: u32) -> PathBuf {
     let path = dir.join("parley.toml");
     std::fs::write(
         &path,
         format!(
             "[http]\nlisten = \"127.0.0.1:{port}\"\n[whatsapp]\ngraph_base_url = \"http://127.0.0.1:9\"\n\
-             [store]\nurl = \"sqlite://{dir}/parley.db\"\n[flows]\ndir = \"{dir}/flows\"\nwatch = false\n\
+             [store]\nurl = \"sqlite://{dir}/parley.db\"\nmax_connections = {max_connections}\n\
+             [flows]\ndir = \"{dir}/flows\"\nwatch = false\n\
              [conversation]\nidle_timeout = \"{idle_timeout}\"\n\
              [[accounts]]\nphone_number_id = \"{PNID}\"\n",
             dir = dir.display()
@@ -309,31 +317,66 @@ async fn the_daemon_speaks_the_systemd_notify_protocol_from_ready_to_stopping() 
         .collect();
     assert_eq!(ids, ["reminder"], "the old flows stay: {running}");
 
-    // The flow fixed, a config key changed that cannot change live: named, exit 1.
+    // The flow fixed, a live key and a key that cannot change live changed: the live one
+    // applies, the other is named, exit 1.
     std::fs::remove_file(flows.join("syntax.yaml")).unwrap();
-    write_config(dir.path(), port, "5m");
+    write_config_with(dir.path(), port, "5m", 9);
     let (ok, out) = parleyd_reload(&config, &credentials);
     assert!(
         !ok,
         "a changed key that needs a restart fails the reload: {out}"
     );
-    assert!(out.contains("conversation.idle_timeout"), "{out}");
+    assert!(
+        out.contains("only a restart applies these keys: store.max_connections"),
+        "{out}"
+    );
+    assert!(
+        out.contains("configuration applied: conversation.idle_timeout"),
+        "{out}"
+    );
     assert!(out.contains("flows reloaded: reminder@"), "{out}");
     let back = notes.next_where("READY=1 after the reload", Duration::from_secs(5), |n| {
         n.has("READY=1")
     });
     let why = back.status().unwrap_or_default().to_string();
     assert!(
-        why.contains("restart needed for: conversation.idle_timeout")
+        why.contains("restart needed for: store.max_connections")
+            && !why.contains("idle_timeout")
             && !why.contains("flow reload refused"),
         "{why}"
     );
 
-    // Everything back as it runs: the reload succeeds; SIGHUP does the same.
-    write_config(dir.path(), port, "10m");
+    // The restart-only key back as it runs, the live one kept: the reload succeeds and has
+    // nothing left to apply; SIGHUP does the same.
+    write_config_with(dir.path(), port, "5m", 8);
     let (ok, out) = parleyd_reload(&config, &credentials);
     assert!(ok, "{out}");
     assert!(out.starts_with("ok: reloaded"), "{out}");
+    assert!(!out.contains("configuration applied"), "{out}");
+    notes.next_where("READY=1 after the reload", Duration::from_secs(5), |n| {
+        n.has("READY=1")
+    });
+
+    // A rotated credential (`systemctl reload` after replacing the file): `parleyd reload`
+    // reads the same credentials, so it presents the new admin token; the daemon applies
+    // it and refuses the old one from then on.
+    std::fs::write(credentials.join("admin.token"), ROTATED_ADMIN).unwrap();
+    let (ok, out) = parleyd_reload(&config, &credentials);
+    assert!(ok, "{out}");
+    assert!(out.contains("configuration applied: admin.token"), "{out}");
+    notes.next_where("READY=1 after the rotation", Duration::from_secs(5), |n| {
+        n.has("READY=1")
+    });
+    for (token, expected) in [(ADMIN, 401), (ROTATED_ADMIN, 200)] {
+        let status = http
+            .get(format!("{base}/admin/v1/flows"))
+            .bearer_auth(token)
+            .send()
+            .await
+            .unwrap()
+            .status();
+        assert_eq!(status.as_u16(), expected, "admin token {token}");
+    }
     let hup = Command::new("kill")
         .args(["-HUP", &pid.to_string()])
         .status()

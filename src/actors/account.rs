@@ -203,7 +203,7 @@ impl Actor for AccountActor {
     ) -> Result<(), ActorProcessingErr> {
         // Conversations with events that were committed but not applied before the last stop.
         state.sweep(&myself, None).await;
-        let idle = state.engine.settings.conversation.idle_timeout;
+        let idle = state.engine.settings().conversation.idle_timeout;
         let period = (idle / 4).clamp(Duration::from_millis(50), Duration::from_secs(5));
         myself.send_interval(period, || AccountMsg::Tick);
         tracing::info!(account = %state.account.phone_number_id, "Account started.");
@@ -286,7 +286,7 @@ impl Actor for AccountActor {
                 if state.stopping {
                     return Ok(());
                 }
-                let idle = state.engine.settings.conversation.idle_timeout;
+                let idle = state.engine.settings().conversation.idle_timeout;
                 let idle_users: Vec<String> = state
                     .live
                     .iter()

@@ -138,7 +138,7 @@ impl ConversationActorState {
                 continue;
             }
             let poisoned = self.args.poison.is_some_and(|(seq, n)| {
-                seq == row.seq && n >= self.engine().settings.conversation.max_event_attempts
+                seq == row.seq && n >= self.engine().settings().conversation.max_event_attempts
             });
             let message = match serde_json::from_str::<WebhookEvent>(&row.payload) {
                 Ok(WebhookEvent::Message(m)) if !poisoned => Arc::new(m),
@@ -209,15 +209,20 @@ impl ConversationActorState {
     ) -> Result<(Vec<Effect>, Vec<i64>), ApplyError> {
         let engine = self.args.engine.clone();
         let now = engine.clock.now_ms();
-        let ctx = StepContext {
-            now_ms: now,
-            mark_read: self.args.account.mark_read,
-            handoff_timeout_ms: engine.settings.handoff.timeout.as_millis() as i64,
-            default_bot: self.args.account.default_bot.clone(),
-            fetch_media: engine.settings.media.download,
-            transcribe: engine.media.transcribes(),
-            outside_window: engine.settings.conversation.outside_window.clone(),
-            hold_ms: engine.settings.conversation.hold_for.as_millis() as i64,
+        let ctx = {
+            // The settings in force for this step (a reload may change the live ones).
+            let settings = engine.settings();
+            let account = settings.account(&self.args.account.phone_number_id);
+            StepContext {
+                now_ms: now,
+                mark_read: account.map_or(self.args.account.mark_read, |a| a.mark_read),
+                handoff_timeout_ms: settings.handoff.timeout.as_millis() as i64,
+                default_bot: self.args.account.default_bot.clone(),
+                fetch_media: settings.media.download,
+                transcribe: engine.media.transcribes(),
+                outside_window: settings.conversation.outside_window.clone(),
+                hold_ms: settings.conversation.hold_for.as_millis() as i64,
+            }
         };
         self.args.applying.store(seq.unwrap_or(0), Ordering::SeqCst);
         let (next, effects) = engine.logic.step(self.conv.clone(), &event, &ctx);
@@ -315,7 +320,7 @@ impl ConversationActorState {
                 ConversationEvent::Inbound { message, .. } => message
                     .content
                     .user_text()
-                    .and_then(|t| engine.settings.campaigns.opt_out_change(t))
+                    .and_then(|t| engine.settings().campaigns.opt_out_change(t))
                     .map(|out| if out { now } else { 0 }),
                 _ => None,
             };
@@ -429,7 +434,8 @@ impl ConversationActorState {
                     self.myself.clone(),
                 );
                 tokio::spawn(async move {
-                    let token = crate::outbox::token_for(&engine, &account);
+                    let settings = engine.settings_arc();
+                    let token = crate::outbox::token_for(&settings, &account.phone_number_id);
                     let result = engine
                         .media
                         .fetch(&account.phone_number_id, token, &fetch)
@@ -451,7 +457,7 @@ impl ConversationActorState {
             }
             if let Effect::Http(call) = effect {
                 let (caller, call, me) = (
-                    self.args.engine.outcall.clone(),
+                    self.args.engine.outcall.load_full(),
                     call.clone(),
                     self.myself.clone(),
                 );

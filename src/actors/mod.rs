@@ -9,6 +9,8 @@ mod supervisor;
 use std::collections::HashMap;
 use std::sync::{Arc, RwLock};
 
+use arc_swap::ArcSwap;
+
 pub use account::{AccountActor, AccountMsg};
 pub use conversation::{CommandOutcome, ConversationActor, ConversationMsg};
 pub use supervisor::{RootMsg, RootSupervisor};
@@ -34,15 +36,21 @@ impl Clock for SystemClock {
 
 /// What every actor shares.
 pub struct Engine {
-    pub settings: Arc<Settings>,
+    /// The settings in force: those the daemon started with, plus the live keys a reload
+    /// applied since ([`crate::reload`]). Read through [`Engine::settings`] where a value is
+    /// used, so a reload reaches it: one atomic load, no lock.
+    pub(crate) settings: ArcSwap<Settings>,
+    /// One reload at a time (SIGHUP and the admin API may ask together).
+    pub(crate) reload_lock: tokio::sync::Mutex<()>,
     pub store: Store,
     pub writer: WriterHandle,
     pub logic: Arc<dyn ConversationLogic>,
     /// The flows behind `logic`, for reloads (None when a test plugs its own logic).
     pub flows: Option<crate::flow::FlowRegistry>,
     pub graph: GraphClient,
-    /// Flows' calls to the business's own systems.
-    pub outcall: crate::outcall::OutCaller,
+    /// Flows' calls to the business's own systems (replaced whole when a reload changes
+    /// `flows.http_allow`, so no pooled connection outlives the rule it was made under).
+    pub outcall: ArcSwap<crate::outcall::OutCaller>,
     /// The model providers chatbots call.
     pub bots: crate::chatbot::provider::Providers,
     /// Inbound media downloads and voice transcription.
@@ -50,6 +58,18 @@ pub struct Engine {
     pub clock: Arc<dyn Clock>,
     /// The SendGates of the running accounts.
     pub gates: Arc<crate::sendgate::GateRegistry>,
+}
+
+impl Engine {
+    /// The settings in force now. Keep the guard short (no `.await` while holding it); for
+    /// longer, take [`Engine::settings_arc`].
+    pub fn settings(&self) -> arc_swap::Guard<Arc<Settings>> {
+        self.settings.load()
+    }
+
+    pub fn settings_arc(&self) -> Arc<Settings> {
+        self.settings.load_full()
+    }
 }
 
 /// phone_number_id → its AccountActor; read by the ingress and the writer's dispatcher.

@@ -83,7 +83,7 @@ impl Actor for RootSupervisor {
             restarts: HashMap::new(),
             stopping: false,
         };
-        for account in args.engine.settings.accounts.clone() {
+        for account in args.engine.settings().accounts.clone() {
             spawn_account(&myself, &mut state, account).await?;
         }
         Ok(state)
@@ -105,7 +105,7 @@ impl Actor for RootSupervisor {
                 if state.stopping {
                     return Ok(());
                 }
-                if let Some(settings) = state.engine.settings.account(&pnid).cloned() {
+                if let Some(settings) = state.engine.settings().account(&pnid).cloned() {
                     if let Err(e) = spawn_account(&myself, state, settings).await {
                         tracing::error!(error = %e, "Account actor failed to restart; trying again.");
                         drop(

@@ -450,7 +450,7 @@ impl Actor for CampaignActor {
             .map_err(|e| CampaignError::Spec(e).to_string())?;
         let waba = args
             .engine
-            .settings
+            .settings()
             .account(&args.campaign.account)
             .map(crate::sendgate::waba_key)
             .unwrap_or_default();

@@ -76,7 +76,7 @@ impl SupervisorState {
                 return;
             }
         };
-        if self.engine.settings.account(&row.account).is_none() {
+        if self.engine.settings().account(&row.account).is_none() {
             self.fail(id, "the account is not configured").await;
             return;
         }

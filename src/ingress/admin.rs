@@ -6,7 +6,7 @@ use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Json, Router};
-use secrecy::ExposeSecret;
+use secrecy::{ExposeSecret, SecretString};
 use serde::Deserialize;
 use serde_json::json;
 use subtle::ConstantTimeEq;
@@ -50,41 +50,84 @@ pub fn routes(state: AppState) -> Router<AppState> {
         .route("/flows", get(flows))
         .route("/bots", get(bots))
         .route("/flows/reload", post(reload_flows))
-        .route("/reload", post(reload_all))
-        .layer(middleware::from_fn_with_state(state, require_token))
+        .layer(middleware::from_fn_with_state(state.clone(), require_token))
+        .route(
+            "/reload",
+            post(reload_all).layer(middleware::from_fn_with_state(state, require_reload_token)),
+        )
 }
 
 fn error(status: StatusCode, message: impl Into<String>) -> Response {
     (status, Json(json!({ "error": message.into() }))).into_response()
 }
 
-async fn require_token(State(app): State<AppState>, req: Request, next: Next) -> Response {
-    let Some(expected) = app.engine.settings.admin.enabled_token() else {
+fn bearer(req: &Request) -> &[u8] {
+    req.headers()
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.as_bytes().strip_prefix(b"Bearer "))
+        .unwrap_or(b"")
+}
+
+fn token_matches(expected: Option<&SecretString>, given: &[u8]) -> bool {
+    expected
+        .is_some_and(|t| !given.is_empty() && bool::from(given.ct_eq(t.expose_secret().as_bytes())))
+}
+
+fn refused(running: Option<&SecretString>, path: &str) -> Response {
+    if running.is_none() {
         return error(
             StatusCode::NOT_FOUND,
             "the admin API is disabled: set admin.token",
         );
-    };
-    let given = req
-        .headers()
-        .get(header::AUTHORIZATION)
-        .and_then(|v| v.as_bytes().strip_prefix(b"Bearer "))
-        .unwrap_or(b"");
-    if given.is_empty() || !bool::from(given.ct_eq(expected.expose_secret().as_bytes())) {
-        tracing::warn!(path = %req.uri().path(), "Admin request refused: missing or wrong token.");
-        return (
-            StatusCode::UNAUTHORIZED,
-            [(header::WWW_AUTHENTICATE, "Bearer")],
-            Json(json!({ "error": "missing or wrong bearer token" })),
-        )
-            .into_response();
+    }
+    tracing::warn!(path = %path, "Admin request refused: missing or wrong token.");
+    (
+        StatusCode::UNAUTHORIZED,
+        [(header::WWW_AUTHENTICATE, "Bearer")],
+        Json(json!({ "error": "missing or wrong bearer token" })),
+    )
+        .into_response()
+}
+
+async fn require_token(State(app): State<AppState>, req: Request, next: Next) -> Response {
+    let running = app.engine.settings().admin.enabled_token().cloned();
+    if !token_matches(running.as_ref(), bearer(&req)) {
+        return refused(running.as_ref(), req.uri().path());
     }
     next.run(req).await
 }
 
+/// `POST /reload` takes the token in force, or the one the configuration on disk sets now:
+/// `parleyd reload` reads the files it asks the daemon to apply, so after a rotation of
+/// `admin.token` it presents the new token (which is in force once the reload is done).
+async fn require_reload_token(State(app): State<AppState>, req: Request, next: Next) -> Response {
+    let running = app.engine.settings().admin.enabled_token().cloned();
+    let given = bearer(&req).to_vec();
+    if token_matches(running.as_ref(), &given) {
+        return next.run(req).await;
+    }
+    if !given.is_empty() {
+        let file = app.engine.settings().config_file.clone();
+        let on_disk = tokio::task::spawn_blocking(move || {
+            crate::config::Settings::load(file.as_deref())
+                .ok()
+                .and_then(|s| s.admin.enabled_token().cloned())
+        })
+        .await
+        .ok()
+        .flatten();
+        if token_matches(on_disk.as_ref(), &given) {
+            tracing::info!("Reload asked with the admin.token the configuration on disk sets.");
+            return next.run(req).await;
+        }
+    }
+    refused(running.as_ref(), req.uri().path())
+}
+
 async fn accounts(State(app): State<AppState>) -> Response {
     let mut out = Vec::new();
-    for a in &app.engine.settings.accounts {
+    let settings = app.engine.settings_arc();
+    for a in &settings.accounts {
         let (conversations, contacts, outbox_open) =
             match app.engine.store.account_counts(&a.phone_number_id).await {
                 Ok(c) => c,
@@ -120,7 +163,8 @@ async fn accounts(State(app): State<AppState>) -> Response {
 /// Today's count against the daily limit, tier usage, current rate, health, and whether (and
 /// why) sending is paused or halted.
 async fn usage(State(app): State<AppState>, Path(pnid): Path<String>) -> Response {
-    let Some(settings) = app.engine.settings.account(&pnid) else {
+    let live = app.engine.settings_arc();
+    let Some(settings) = live.account(&pnid) else {
         return error(StatusCode::NOT_FOUND, "unknown phone_number_id");
     };
     let Some(gate) = app.engine.gates.get(&pnid) else {
@@ -176,7 +220,7 @@ async fn usage(State(app): State<AppState>, Path(pnid): Path<String>) -> Respons
 
 /// Lift a pause (190) and a halt (131048 / 131031 / 368 / account restriction) once fixed.
 async fn resume(State(app): State<AppState>, Path(pnid): Path<String>) -> Response {
-    if app.engine.settings.account(&pnid).is_none() {
+    if app.engine.settings().account(&pnid).is_none() {
         return error(StatusCode::NOT_FOUND, "unknown phone_number_id");
     }
     let Some(gate) = app.engine.gates.get(&pnid) else {
@@ -207,7 +251,7 @@ async fn conversation(
     State(app): State<AppState>,
     Path((pnid, user)): Path<(String, String)>,
 ) -> Response {
-    if app.engine.settings.account(&pnid).is_none() {
+    if app.engine.settings().account(&pnid).is_none() {
         return error(StatusCode::NOT_FOUND, "unknown phone_number_id");
     }
     let store = &app.engine.store;
@@ -311,9 +355,8 @@ async fn reload_flows(State(app): State<AppState>) -> Response {
     let Some(registry) = &app.engine.flows else {
         return error(StatusCode::NOT_FOUND, "this daemon runs no flows");
     };
-    match crate::app::reload_flows(registry, &app.engine.settings.flows.dir, &app.engine.store)
-        .await
-    {
+    let dir = app.engine.settings().flows.dir.clone();
+    match crate::app::reload_flows(registry, &dir, &app.engine.store).await {
         Ok(loaded) => {
             let list: Vec<_> = loaded
                 .iter()

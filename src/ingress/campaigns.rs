@@ -42,7 +42,12 @@ pub async fn create(State(app): State<AppState>, body: axum::body::Bytes) -> Res
         Ok(s) => s,
         Err(e) => return error(StatusCode::UNPROCESSABLE_ENTITY, e.to_string()),
     };
-    if app.engine.settings.account(&req.phone_number_id).is_none() {
+    if app
+        .engine
+        .settings()
+        .account(&req.phone_number_id)
+        .is_none()
+    {
         return error(StatusCode::NOT_FOUND, "unknown phone_number_id");
     }
     let scheduled_for = match req.scheduled_for.as_ref().map(parse_when).transpose() {

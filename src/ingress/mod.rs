@@ -56,7 +56,7 @@ impl std::ops::Deref for AppState {
 }
 
 pub fn router(state: AppState) -> Router {
-    let max_body = state.engine.settings.http.max_body_bytes;
+    let max_body = state.engine.settings().http.max_body_bytes;
     Router::new()
         .route(
             "/webhook",

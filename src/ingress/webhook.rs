@@ -27,13 +27,8 @@ pub async fn verify_subscription(
     State(app): State<AppState>,
     Query(q): Query<HashMap<String, String>>,
 ) -> Response {
-    let expected = app
-        .engine
-        .settings
-        .whatsapp
-        .verify_token
-        .expose_secret()
-        .as_bytes();
+    let settings = app.engine.settings();
+    let expected = settings.whatsapp.verify_token.expose_secret().as_bytes();
     let mode_ok = q.get("hub.mode").map(String::as_str) == Some("subscribe");
     let token = q
         .get("hub.verify_token")
@@ -65,13 +60,17 @@ pub async fn receive(State(app): State<AppState>, headers: HeaderMap, body: Byte
             "shutting down",
         );
     }
-    let settings = &app.engine.settings;
-    let secret = settings.whatsapp.app_secret.expose_secret().as_bytes();
-    if let Err(e) = signature::verify(
-        secret,
+    let verified = signature::verify(
+        app.engine
+            .settings()
+            .whatsapp
+            .app_secret
+            .expose_secret()
+            .as_bytes(),
         headers.get("x-hub-signature-256").map(|v| v.as_bytes()),
         &body,
-    ) {
+    );
+    if let Err(e) = verified {
         tracing::warn!(error = %e, bytes = body.len(), "Webhook refused: bad signature.");
         return result(
             "result=\"unauthorized\"",
@@ -209,7 +208,7 @@ async fn apply_gate_signals(engine: &crate::actors::Engine, signals: Vec<GateSig
                 engine
                     .gates
                     .on_account_event(
-                        &engine.settings.accounts,
+                        &engine.settings_arc().accounts,
                         &engine.store,
                         &engine.writer,
                         &ev,
@@ -248,7 +247,7 @@ fn short_hash(text: &str) -> String {
 /// conversation; statuses are applied in the same transaction; the rest is recorded as `done`;
 /// anything for an unknown phone_number_id is kept as `unrouted`.
 fn inbox_rows(app: &AppState, events: Vec<WebhookEvent>) -> Vec<NewInboxRow> {
-    let settings = &app.engine.settings;
+    let settings = app.engine.settings();
     let received_at = now_ms();
     let known = |pnid: &str| settings.account(pnid).is_some();
     let mut rows = Vec::with_capacity(events.len());

@@ -119,6 +119,13 @@ impl DailyQuota {
         self.limit
     }
 
+    /// A new limit (and block size) for the rest of the day: what was used and reserved
+    /// stays; a lower limit than today's use stops sending until tomorrow.
+    pub fn retune(&mut self, limit: Option<u64>, block: u64) {
+        self.limit = limit;
+        self.block = block.max(1);
+    }
+
     pub fn zone(&self) -> Zone {
         self.zone
     }

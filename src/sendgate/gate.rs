@@ -336,6 +336,30 @@ impl Gate {
         &self.settings
     }
 
+    /// New limits from a reload: the rate, the pair rate, the daily limit and the configured
+    /// tier. What the gate learned (a 130429 slow-down, backoffs, per-user cells, today's
+    /// count) stays. The time zone does not change on a running gate.
+    pub fn retune(&mut self, new: GateSettings) {
+        let zone = self.settings.zone;
+        let old = std::mem::replace(&mut self.settings, GateSettings { zone, ..new });
+        let s = self.settings.clone();
+        if old.messages_per_second != s.messages_per_second
+            || old.throughput_burst != s.throughput_burst
+        {
+            self.set_rate(self.rate_factor);
+        }
+        if old.pair_rate_interval != s.pair_rate_interval
+            || old.pair_rate_burst != s.pair_rate_burst
+        {
+            self.pair = (!s.pair_rate_interval.is_zero())
+                .then(|| Gcra::new(s.pair_rate_interval.as_micros() as i64, s.pair_rate_burst));
+            if self.pair.is_none() {
+                self.pair_tat.clear();
+            }
+        }
+        self.daily.retune(s.daily_limit, s.daily_block);
+    }
+
     pub fn control(&self) -> &Control {
         &self.control
     }
@@ -703,6 +727,75 @@ mod tests {
         assert!(matches!(
             admit(&mut g, &mut t, T0 + 6_000, "busy", SendClass::Service),
             Decision::Admit { .. }
+        ));
+    }
+
+    #[test]
+    fn new_limits_take_effect_and_keep_what_the_gate_counted() {
+        let mut s = settings();
+        s.messages_per_second = 1000;
+        s.throughput_burst = 1000;
+        s.daily_limit = Some(3);
+        let mut g = Gate::new(s.clone());
+        let mut t = ledger();
+        for u in ["a", "b", "c"] {
+            assert!(matches!(
+                admit(&mut g, &mut t, T0, u, SendClass::Service),
+                Decision::Admit { .. }
+            ));
+        }
+        assert!(matches!(
+            admit(&mut g, &mut t, T0, "d", SendClass::Service),
+            Decision::RetryAt {
+                reason: WaitReason::DailyLimit,
+                ..
+            }
+        ));
+        // A higher limit: the 3 already sent still count.
+        let mut raised = s.clone();
+        raised.daily_limit = Some(4);
+        raised.pair_rate_interval = Duration::ZERO;
+        raised.zone = Zone::parse("Asia/Jakarta").unwrap();
+        g.retune(raised);
+        assert_eq!(g.settings().zone, s.zone, "the zone stays");
+        assert!(matches!(
+            admit(&mut g, &mut t, T0, "d", SendClass::Service),
+            Decision::Admit { .. }
+        ));
+        assert!(matches!(
+            admit(&mut g, &mut t, T0, "e", SendClass::Service),
+            Decision::RetryAt {
+                reason: WaitReason::DailyLimit,
+                ..
+            }
+        ));
+        assert_eq!(g.usage(T0).sent_today, 4);
+        // The pair rate is off now: one user may go again at once.
+        let mut more = g.settings().clone();
+        more.daily_limit = Some(100);
+        g.retune(more);
+        for _ in 0..5 {
+            assert!(matches!(
+                admit(&mut g, &mut t, T0, "a", SendClass::Service),
+                Decision::Admit { .. }
+            ));
+        }
+        // A lower rate paces from the next message.
+        let mut slow = g.settings().clone();
+        slow.messages_per_second = 1;
+        slow.throughput_burst = 1;
+        g.retune(slow);
+        assert_eq!(g.usage(T0).configured_mps, 1);
+        assert!(matches!(
+            admit(&mut g, &mut t, T0 + 100, "f", SendClass::Service),
+            Decision::Admit { .. }
+        ));
+        assert!(matches!(
+            admit(&mut g, &mut t, T0 + 200, "g", SendClass::Service),
+            Decision::RetryAt {
+                reason: WaitReason::Throughput,
+                ..
+            }
         ));
     }
 

@@ -48,8 +48,11 @@ pub struct AccountGate {
     pub waba: String,
     pub gate: Mutex<Gate>,
     pub tier: Arc<Mutex<TierLedger>>,
-    /// Wakes the account's sender (a resume, a health change).
+    /// Wakes the account's sender (a resume, a health change, new limits).
     pub wake: tokio::sync::Notify,
+    /// New limits came with a reload: the sender looks again at the conversations it parked
+    /// for a limit (pair rate, tier) instead of waiting out the old limit's time.
+    pub retuned: std::sync::atomic::AtomicBool,
 }
 
 pub const ASSUME_LOCK_NOT_POISONED: &str = "the gate lock is never held across a panic";
@@ -121,6 +124,19 @@ impl GateRegistry {
             .cloned()
     }
 
+    /// A reload changed the account's limits: the running gate takes them (what it learned,
+    /// today's count and the control stay). False when the account's gate is not open (its
+    /// sender reads the settings in force when it opens it).
+    pub fn retune(&self, account: &str, limits: GateSettings) -> bool {
+        let Some(ag) = self.get(account) else {
+            return false;
+        };
+        ag.with_gate(|g| g.retune(limits));
+        ag.retuned.store(true, std::sync::atomic::Ordering::SeqCst);
+        ag.wake.notify_one();
+        true
+    }
+
     /// Build an account's gate from the store and register it (replacing an older one).
     pub async fn open(
         &self,
@@ -174,6 +190,7 @@ impl GateRegistry {
             gate: Mutex::new(gate),
             tier,
             wake: tokio::sync::Notify::new(),
+            retuned: std::sync::atomic::AtomicBool::new(false),
         });
         self.accounts
             .write()

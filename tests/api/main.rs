@@ -11,6 +11,7 @@ mod delivery;
 mod flows;
 mod handoff;
 mod media;
+mod reload;
 mod sendgate;
 mod webhook;
 mod window;
