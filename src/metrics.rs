@@ -322,9 +322,30 @@ impl Metrics {
     }
 }
 
-/// Return freed memory to the operating system (mimalloc, the daemon's allocator; without it
-/// this frees mimalloc's own, empty, heaps).
+/// Bumped each time freed memory should go back to the operating system.
+static GIVE_BACK: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+
+thread_local! {
+    static GIVEN_BACK: std::cell::Cell<u64> = const { std::cell::Cell::new(0) };
+}
+
+/// Return freed memory to the operating system (mimalloc, the daemon's allocator, keeps
+/// pages per thread: this thread's now, every runtime worker's the next time it goes idle,
+/// through [`give_back_if_asked`]).
 pub fn give_back_memory() {
-    // SAFETY: mi_collect only walks mimalloc's heaps; it takes no pointer of ours.
-    unsafe { libmimalloc_sys::mi_collect(true) }
+    GIVE_BACK.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    give_back_if_asked();
+}
+
+/// Called by each runtime worker as it parks: one atomic load, and a heap collection only
+/// after [`give_back_memory`] asked for one.
+pub fn give_back_if_asked() {
+    let asked = GIVE_BACK.load(std::sync::atomic::Ordering::Relaxed);
+    GIVEN_BACK.with(|done| {
+        if done.get() != asked {
+            done.set(asked);
+            // SAFETY: mi_collect only walks mimalloc's heaps; it takes no pointer of ours.
+            unsafe { libmimalloc_sys::mi_collect(true) }
+        }
+    });
 }

@@ -95,6 +95,8 @@ pub struct AccountState {
     failures: HashMap<String, (i64, u32)>,
     last_sweep: Instant,
     last_give_back: Instant,
+    /// A wave of conversations was passivated on the last tick: give its memory back now.
+    give_back_next_tick: bool,
     stopping: bool,
 }
 
@@ -192,6 +194,7 @@ impl Actor for AccountActor {
             failures: HashMap::new(),
             last_sweep: Instant::now(),
             last_give_back: Instant::now() - GIVE_BACK_EVERY,
+            give_back_next_tick: false,
             stopping: false,
         })
     }
@@ -308,15 +311,22 @@ impl Actor for AccountActor {
                     state.live.shrink_to_fit();
                     state.by_id.shrink_to_fit();
                 }
+                if state.give_back_next_tick {
+                    // The wave stopped since the last tick and its memory is free: ask the
+                    // allocator to return those pages to the system rather than keep them
+                    // for reuse.
+                    state.give_back_next_tick = false;
+                    crate::metrics::give_back_memory();
+                }
                 if passivated >= 1000
                     && passivated >= state.live.len()
                     && state.last_give_back.elapsed() >= GIVE_BACK_EVERY
                 {
-                    // Most conversations went quiet at once: ask the allocator to return
-                    // their pages to the system rather than keep them for reuse. (It walks
-                    // the heap, so not on every sweep of a busy account.)
+                    // Most conversations went quiet at once. Their actors stop after this
+                    // message, so the memory is given back on the next tick. (That walks the
+                    // heap, so not on every sweep of a busy account.)
                     state.last_give_back = Instant::now();
-                    crate::metrics::give_back_memory();
+                    state.give_back_next_tick = true;
                 }
                 if state.last_sweep.elapsed() >= SWEEP_AGE {
                     state.last_sweep = Instant::now();

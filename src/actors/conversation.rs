@@ -310,6 +310,12 @@ impl ConversationActorState {
             && bot_records.is_empty()
             && seq.is_none()
             && timer_id.is_none();
+        // A model call starts before the step that records it commits: it acts on nothing
+        // outside (its answer is ignored unless the committed state waits for that call), so
+        // the commit's fsync overlaps the model's time instead of adding to the reply's. If
+        // the commit fails or the process dies first, the event is applied again and makes a
+        // new call: at most one call is paid twice.
+        self.call_models(&effects);
         let records = if unchanged {
             Vec::new()
         } else {
@@ -398,19 +404,10 @@ impl ConversationActorState {
         Ok((effects, ids))
     }
 
-    /// Make the HTTP and model calls among `effects` off the actor; each outcome comes back
-    /// as a message.
-    fn run_calls(&self, effects: &[Effect]) {
+    /// Make the model calls among `effects` off the actor; each answer comes back as a
+    /// message.
+    fn call_models(&self, effects: &[Effect]) {
         for effect in effects {
-            if let Effect::BotRecord(r) = effect {
-                if r.started {
-                    crate::metrics::metrics()
-                        .bot_session(&r.bot, crate::chatbot::session::BotStatus::Active);
-                }
-                if r.status != crate::chatbot::session::BotStatus::Active {
-                    crate::metrics::metrics().bot_session(&r.bot, r.status);
-                }
-            }
             if let Effect::BotCall(call) = effect {
                 let (providers, call, me) = (
                     self.args.engine.bots.clone(),
@@ -424,6 +421,22 @@ impl ConversationActorState {
                         let _ = me.cast(ConversationMsg::BotDone(answer));
                     }
                 });
+            }
+        }
+    }
+
+    /// Make the HTTP calls and media fetches among `effects` off the actor (after the step
+    /// that asked for them committed); each outcome comes back as a message.
+    fn run_calls(&self, effects: &[Effect]) {
+        for effect in effects {
+            if let Effect::BotRecord(r) = effect {
+                if r.started {
+                    crate::metrics::metrics()
+                        .bot_session(&r.bot, crate::chatbot::session::BotStatus::Active);
+                }
+                if r.status != crate::chatbot::session::BotStatus::Active {
+                    crate::metrics::metrics().bot_session(&r.bot, r.status);
+                }
             }
             if let Effect::FetchMedia(fetch) = effect {
                 let (engine, account, user, fetch, me) = (
@@ -510,6 +523,7 @@ impl Actor for ConversationActor {
             // Calls the stored state waits on, whose outcome was lost with the previous
             // process (before any new event can make calls of its own).
             let resumed = state.args.engine.logic.resume(&state.conv);
+            state.call_models(&resumed);
             state.run_calls(&resumed);
         }
         Box::pin(state.replay(&myself)).await;

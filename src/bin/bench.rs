@@ -102,6 +102,10 @@ enum Cmd {
         /// The provider's concurrency setting.
         #[arg(long, default_value_t = 100)]
         concurrency: usize,
+        /// Each user's pause between an answer and the next message (0: none, a closed loop
+        /// that keeps the provider's limit saturated).
+        #[arg(long, default_value_t = 0)]
+        think_ms: u64,
     },
     /// Reload a folder of N flow files (copies of the shop flow) while a thread steps the
     /// shop conversation through the same registry: reload time, and step latency during
@@ -727,6 +731,7 @@ async fn closed_loop(
     users: usize,
     seconds: u64,
     script: Script,
+    think: Duration,
 ) -> (Vec<f64>, u64) {
     let stop = Arc::new(AtomicBool::new(false));
     let mut tasks = Vec::new();
@@ -741,6 +746,10 @@ async fn closed_loop(
                 .build()
                 .unwrap();
             let (mut lat, mut wrong, mut n) = (Vec::new(), 0u64, 0u64);
+            // A person reads the answer before typing the next message: 50–150 % of `think`
+            // (the first message at a random point of it, so users do not move in step).
+            let pause = |scale: f64| think.mul_f64(scale);
+            tokio::time::sleep(pause(fastrand::f64())).await;
             while !stop.load(Ordering::Relaxed) {
                 n += 1;
                 let (body, expected) = script(&user, n);
@@ -757,6 +766,9 @@ async fn closed_loop(
                         }
                     }
                     _ => wrong += 1,
+                }
+                if !think.is_zero() {
+                    tokio::time::sleep(pause(0.5 + fastrand::f64())).await;
                 }
             }
             (lat, wrong)
@@ -835,7 +847,15 @@ async fn shop(cli: &Cli, users: usize, seconds: u64) -> anyhow::Result<()> {
         (body, Some(expected.to_string()))
     });
     let started = Instant::now();
-    let (lat, wrong) = closed_loop(&daemon.base, &waiters, users, seconds, script).await;
+    let (lat, wrong) = closed_loop(
+        &daemon.base,
+        &waiters,
+        users,
+        seconds,
+        script,
+        Duration::ZERO,
+    )
+    .await;
     let elapsed = started.elapsed().as_secs_f64();
     let replies = replies.load(Ordering::Relaxed);
     println!(
@@ -885,6 +905,7 @@ async fn bots(
     seconds: u64,
     delay_ms: u64,
     concurrency: usize,
+    think_ms: u64,
 ) -> anyhow::Result<()> {
     let (graph, waiters, replies) = replying_graph().await;
     let model = slow_model(Duration::from_millis(delay_ms)).await?;
@@ -915,7 +936,15 @@ async fn bots(
         )
     });
     let started = Instant::now();
-    let (lat, wrong) = closed_loop(&daemon.base, &waiters, users, seconds, script).await;
+    let (lat, wrong) = closed_loop(
+        &daemon.base,
+        &waiters,
+        users,
+        seconds,
+        script,
+        Duration::from_millis(think_ms),
+    )
+    .await;
     let elapsed = started.elapsed().as_secs_f64();
     let replies = replies.load(Ordering::Relaxed);
     println!(
@@ -1265,10 +1294,14 @@ async fn memory(cli: &Cli, conversations: usize, idle_seconds: u64) -> anyhow::R
         tokio::time::sleep(Duration::from_millis(500)).await;
     }
     tokio::time::sleep(Duration::from_secs(1)).await;
+    let (_, at_once, _) = proc_stats(pid);
+    // The account gives the wave's memory back on its next tick (at most 5 s later).
+    tokio::time::sleep(Duration::from_secs(7)).await;
     let (peak, after_rss, _) = proc_stats(pid);
     println!(
-        "after passivation: live actors {}, RSS {:.1} MiB (peak {:.1} MiB)",
+        "after passivation: live actors {}, RSS {:.1} MiB 1 s after the last one stopped, {:.1} MiB 8 s after (peak {:.1} MiB)",
         live_conversations(&client, &daemon.base).await,
+        at_once as f64 / 1024.0,
         after_rss as f64 / 1024.0,
         peak as f64 / 1024.0
     );
@@ -1303,7 +1336,8 @@ async fn main() -> anyhow::Result<()> {
             seconds,
             delay_ms,
             concurrency,
-        } => bots(&cli, users, seconds, delay_ms, concurrency).await,
+            think_ms,
+        } => bots(&cli, users, seconds, delay_ms, concurrency, think_ms).await,
         Cmd::Send {
             messages,
             concurrency,

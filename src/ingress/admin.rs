@@ -106,7 +106,20 @@ async fn require_reload_token(State(app): State<AppState>, req: Request, next: N
     if token_matches(running.as_ref(), &given) {
         return next.run(req).await;
     }
-    if !given.is_empty() {
+    // Reading the files costs a parse: a caller without the running token gets that at most
+    // once a second, so wrong tokens cannot keep the daemon busy re-reading its config.
+    let may_read = {
+        let mut last = app
+            .reload_disk_read
+            .lock()
+            .unwrap_or_else(|e| e.into_inner());
+        let ok = last.is_none_or(|t| t.elapsed() >= std::time::Duration::from_secs(1));
+        if ok {
+            *last = Some(std::time::Instant::now());
+        }
+        ok
+    };
+    if !given.is_empty() && may_read {
         let file = app.engine.settings().config_file.clone();
         let on_disk = tokio::task::spawn_blocking(move || {
             crate::config::Settings::load(file.as_deref())

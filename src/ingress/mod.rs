@@ -27,6 +27,9 @@ pub struct Inner {
     pub draining: AtomicBool,
     /// The campaign supervisor (set once the app has started it).
     pub campaigns: std::sync::OnceLock<ractor::ActorRef<crate::campaign::SupervisorMsg>>,
+    /// When a reload request without the running admin token last made the daemon read its
+    /// configuration files (at most once a second).
+    pub reload_disk_read: std::sync::Mutex<Option<std::time::Instant>>,
 }
 
 impl AppState {
@@ -36,6 +39,7 @@ impl AppState {
             router,
             draining: AtomicBool::new(false),
             campaigns: std::sync::OnceLock::new(),
+            reload_disk_read: std::sync::Mutex::new(None),
         }))
     }
 

@@ -130,15 +130,50 @@ impl WriterConn {
     }
 }
 
+/// How often the checkpointer copies committed WAL frames into the database file.
+const CHECKPOINT_EVERY: std::time::Duration = std::time::Duration::from_millis(250);
+
+/// Start SQLite's checkpointer: a thread with its own connection that runs a PASSIVE
+/// checkpoint every [`CHECKPOINT_EVERY`] (it never blocks the writer nor readers). The writer
+/// keeps its automatic checkpoint as a backstop, which then finds little left to copy and
+/// lets the WAL start over. The thread stops when the returned handle is dropped.
+pub(crate) fn spawn_checkpointer(url: &str) -> Result<std::sync::mpsc::Sender<()>, StoreError> {
+    let path = super::sqlite_path(url)
+        .ok_or_else(|| StoreError::Unavailable(format!("{url}: not a SQLite file URL")))?;
+    let conn = rusqlite::Connection::open(&path).map_err(sqlite_err)?;
+    conn.execute_batch("PRAGMA busy_timeout = 1000; PRAGMA synchronous = FULL;")
+        .map_err(sqlite_err)?;
+    let (stop, stopped) = std::sync::mpsc::channel::<()>();
+    std::thread::Builder::new()
+        .name("parley-checkpoint".into())
+        .spawn(move || {
+            while let Err(std::sync::mpsc::RecvTimeoutError::Timeout) =
+                stopped.recv_timeout(CHECKPOINT_EVERY)
+            {
+                let done = conn.query_row("PRAGMA wal_checkpoint(PASSIVE)", [], |row| {
+                    Ok((row.get::<_, i64>(1)?, row.get::<_, i64>(2)?))
+                });
+                if let Err(e) = done {
+                    tracing::debug!(error = %e, "WAL checkpoint failed; the next one retries.");
+                }
+            }
+        })
+        .map_err(|e| StoreError::Unavailable(format!("cannot start the checkpointer: {e}")))?;
+    Ok(stop)
+}
+
 struct SqliteTx<'a>(&'a rusqlite::Transaction<'a>);
 
-fn to_sql(v: &Val) -> rusqlite::types::Value {
-    use rusqlite::types::Value;
-    match v {
-        Val::I(i) | Val::OptI(Some(i)) => Value::Integer(*i),
-        Val::S(s) | Val::OptS(Some(s)) => Value::Text(s.clone()),
-        Val::Bytes(Some(b)) => Value::Blob(b.clone()),
-        Val::OptI(None) | Val::OptS(None) | Val::Bytes(None) => Value::Null,
+/// SQLite reads the values where they are: no copy of a string per bound parameter.
+impl rusqlite::ToSql for Val {
+    fn to_sql(&self) -> rusqlite::Result<rusqlite::types::ToSqlOutput<'_>> {
+        use rusqlite::types::{ToSqlOutput, ValueRef};
+        Ok(ToSqlOutput::Borrowed(match self {
+            Val::I(i) | Val::OptI(Some(i)) => ValueRef::Integer(*i),
+            Val::S(s) | Val::OptS(Some(s)) => ValueRef::Text(s.as_bytes()),
+            Val::Bytes(Some(b)) => ValueRef::Blob(b),
+            Val::OptI(None) | Val::OptS(None) | Val::Bytes(None) => ValueRef::Null,
+        }))
     }
 }
 
@@ -147,7 +182,7 @@ impl SyncTx for SqliteTx<'_> {
         let sql = placeholders(Dialect::Sqlite, sql);
         let mut stmt = self.0.prepare_cached(&sql).map_err(sqlite_err)?;
         let n = stmt
-            .execute(rusqlite::params_from_iter(vals.iter().map(to_sql)))
+            .execute(rusqlite::params_from_iter(vals.iter()))
             .map_err(sqlite_err)?;
         Ok(n as u64)
     }
@@ -162,7 +197,7 @@ impl SyncTx for SqliteTx<'_> {
         let sql = placeholders(Dialect::Sqlite, sql);
         let mut stmt = self.0.prepare_cached(&sql).map_err(sqlite_err)?;
         let mut rows = stmt
-            .query(rusqlite::params_from_iter(vals.iter().map(to_sql)))
+            .query(rusqlite::params_from_iter(vals.iter()))
             .map_err(sqlite_err)?;
         let mut out = Vec::new();
         while let Some(row) = rows.next().map_err(sqlite_err)? {
