@@ -141,6 +141,7 @@ impl Application {
                 .context("Failed to build the HTTP client for media")?,
             clock: plugins.clock,
             gates: Arc::default(),
+            webhooks: Default::default(),
         });
         let router = AccountRouter::default();
         {
@@ -247,6 +248,8 @@ impl Application {
         let started = Instant::now();
         // Migrated, actors running, listener bound (connections queue until `serve` polls).
         crate::systemd::ready(engine.flows.as_ref());
+        // From here a status webhook can settle a send the previous process left ambiguous.
+        engine.webhooks.open(engine.clock.now_ms());
         server.await.context("HTTP server failed")?;
         timers.abort();
         let left = SHUTDOWN_DEADLINE.saturating_sub(started.elapsed().min(SHUTDOWN_DEADLINE));

@@ -7,8 +7,8 @@
 //! messages; account-wide waits (throughput, cool-off, daily cap) stop the queue until due. Retryable failures (429, 5xx, 130429,
 //! timeouts) back off exponentially with jitter, never sooner than Retry-After; permanent ones
 //! fail the row, write a dead letter and tell the conversation. A row that was in flight when
-//! the process died is resent only after `outbox.ambiguous_resend_after`, unless a status
-//! webhook echoing its id settled it first.
+//! the process died is resent only once this process has answered webhooks for
+//! `outbox.ambiguous_resend_after`, unless a status webhook echoing its id settled it first.
 
 use std::collections::{BTreeMap, HashMap, HashSet, VecDeque};
 use std::sync::atomic::Ordering;
@@ -783,9 +783,16 @@ async fn deliver(
     let rec = &job.record;
     if job.ambiguous {
         // The previous process may have had this accepted by Meta. Give the status webhook
-        // (which echoes our id) time to settle it before sending again.
+        // (which echoes our id) time to settle it before sending again: time while webhooks
+        // could reach us. The send was made before the crash, so none of the downtime and
+        // start-up counts (Meta holds its webhooks meanwhile and redelivers them late), and
+        // neither does the time the row waited in the queue before it was sent.
+        let opened = tokio::select! {
+            at = engine.webhooks.since() => at,
+            _ = cancel.wait_for(|stop| *stop) => return Finished::Cancelled,
+        };
         let resend_after = engine.settings().outbox.ambiguous_resend_after;
-        let wait_until = rec.updated_at + resend_after.as_millis() as i64;
+        let wait_until = rec.updated_at.max(opened) + resend_after.as_millis() as i64;
         let now = engine.clock.now_ms();
         if wait_until > now
             && cancelled(

@@ -773,12 +773,18 @@ async fn shop_conversations_survive_kill_9(store_url: String) {
         let expected: Vec<&str> = (0..rounds)
             .flat_map(|_| parley::testing::SHOP_SCRIPT.iter().map(|s| s.2))
             .collect();
-        let got: Vec<String> = accepted
+        // Each send with the outbox id it carried: a duplicate shows whether one row went out
+        // twice or two rows were made for one message.
+        let sent: Vec<(String, Option<&str>)> = accepted
             .iter()
             .filter(|a| a.to() == Some(user.as_str()))
-            .map(|a| reply_text(&a.body))
+            .map(|a| (reply_text(&a.body), a.callback()))
             .collect();
-        assert_eq!(got, expected, "{user}: every reply once, in order");
+        let got: Vec<&str> = sent.iter().map(|(text, _)| text.as_str()).collect();
+        assert_eq!(
+            got, expected,
+            "{user}: every reply once, in order; sent (text, outbox id): {sent:?}"
+        );
     }
     let _ = Command::new("kill")
         .arg("-TERM")

@@ -58,6 +58,48 @@ pub struct Engine {
     pub clock: Arc<dyn Clock>,
     /// The SendGates of the running accounts.
     pub gates: Arc<crate::sendgate::GateRegistry>,
+    /// When this process began answering webhooks.
+    pub webhooks: WebhooksOpen,
+}
+
+/// When this process began answering webhooks (engine-clock ms), once it has.
+///
+/// A send in flight when the previous process died is settled by a status webhook echoing its
+/// outbox id. That webhook cannot reach a process that is down or still starting (Meta holds
+/// it and redelivers it later), so the wait before such a send is made again counts from here,
+/// not from the send.
+#[derive(Debug)]
+pub struct WebhooksOpen(tokio::sync::watch::Sender<Option<i64>>);
+
+impl Default for WebhooksOpen {
+    fn default() -> Self {
+        WebhooksOpen(tokio::sync::watch::Sender::new(None))
+    }
+}
+
+impl WebhooksOpen {
+    /// Webhooks are answered from `at` on (only the first call counts).
+    pub fn open(&self, at: i64) {
+        self.0.send_if_modified(|since| {
+            let first = since.is_none();
+            if first {
+                *since = Some(at);
+            }
+            first
+        });
+    }
+
+    /// When webhooks began to be answered; waits until they are.
+    pub async fn since(&self) -> i64 {
+        let mut rx = self.0.subscribe();
+        if let Ok(since) = rx.wait_for(Option::is_some).await {
+            if let Some(at) = *since {
+                return at;
+            }
+        }
+        // Not reached (`self` holds the sender): webhooks never open.
+        std::future::pending().await
+    }
 }
 
 impl Engine {

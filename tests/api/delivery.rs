@@ -287,3 +287,108 @@ on_both_stores!(
     settled_by_status,
     a_status_that_arrives_before_the_send_is_recorded_settles_it_by_outbox_id
 );
+
+/// A send in flight when the process died waits for the status webhook that settles it, and
+/// the wait counts from when the next process answers webhooks: while we are down Meta holds
+/// its webhooks and redelivers them once we are back, so a crash that outlasts the wait must
+/// not make an accepted reply go out twice. With no status at all, the reply is sent again,
+/// once, after the wait.
+async fn a_send_left_ambiguous_by_a_crash_waits_for_its_status_after_the_restart(db: TestDb) {
+    let graph = Arc::new(FakeGraph::start().await);
+    let settings = |graph: &FakeGraph| {
+        let mut s = test_settings(&db, graph);
+        s.outbox.ambiguous_resend_after = Duration::from_secs(2);
+        s
+    };
+    let (settled, unsettled) = ("6281200000046", "6281200000047");
+
+    // First life: each user gets a reply, and Meta accepts both.
+    let app = spawn_app(settings(&graph), Arc::new(Echo)).await;
+    for user in [settled, unsettled] {
+        let body = text_webhook(PNID, user, &format!("wamid.Z{user}"), "hi", now_secs());
+        assert_eq!(app.post_webhook(&body).await, 200);
+    }
+    assert!(
+        graph
+            .wait_until(Duration::from_secs(10), |a| a
+                .iter()
+                .filter(|a| a.accepted() && !a.is_mark_read())
+                .count()
+                >= 2)
+            .await
+    );
+    app.stop().await;
+    let first = graph.delivered();
+    assert_eq!(first.len(), 2);
+
+    // The crash: the process died after Meta accepted both replies but before it recorded
+    // them, and stayed down far longer than the wait.
+    let store = db.store().await;
+    let long_ago = parley::store::now_ms() - 600_000;
+    sqlx::query(&format!(
+        "UPDATE outbox SET state = 'sending', wamid = NULL, status = NULL, status_rank = 0, \
+         status_at = NULL, updated_at = {long_ago} WHERE kind = 'message'"
+    ))
+    .execute(store.pool())
+    .await
+    .unwrap();
+
+    // Second life. Meta redelivers the status of the first user's reply (echoing its outbox
+    // id) a moment after we are back; the second user's status never comes.
+    let started = std::time::Instant::now();
+    let app = spawn_app(settings(&graph), Arc::new(Echo)).await;
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let held = first.iter().find(|a| a.to() == Some(settled)).unwrap();
+    let wamid = match &held.outcome {
+        Outcome::Accepted(Some(w)) => w.clone(),
+        other => panic!("accepted with a wamid: {other:?}"),
+    };
+    assert_eq!(
+        app.post_webhook(&status_webhook(
+            PNID,
+            &wamid,
+            "sent",
+            settled,
+            held.callback(),
+            now_secs()
+        ))
+        .await,
+        200
+    );
+    assert!(
+        graph
+            .wait_until(Duration::from_secs(10), |a| a
+                .iter()
+                .filter(|a| a.accepted() && !a.is_mark_read())
+                .count()
+                >= 3)
+            .await,
+        "the unsettled reply is sent again"
+    );
+    // Anything else would go out at the same moment.
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let delivered = graph.delivered();
+    let to = |user: &str| delivered.iter().filter(|a| a.to() == Some(user)).count();
+    assert_eq!(to(settled), 1, "the status settled it: not sent twice");
+    assert_eq!(to(unsettled), 2, "no status: sent again, once");
+    let again = delivered.last().unwrap();
+    assert_eq!(again.to(), Some(unsettled));
+    assert!(
+        again.at.duration_since(started) >= Duration::from_millis(1950),
+        "resent only after the wait, counted from the restart: {:?}",
+        again.at.duration_since(started)
+    );
+    assert_eq!(
+        count(
+            &store,
+            "SELECT COUNT(*) FROM outbox WHERE kind = 'message' AND state = 'sent'"
+        )
+        .await,
+        2
+    );
+    app.stop().await;
+}
+on_both_stores!(
+    ambiguous_after_crash,
+    a_send_left_ambiguous_by_a_crash_waits_for_its_status_after_the_restart
+);
