@@ -86,7 +86,8 @@ impl OutboxSender {
 
 struct Queued {
     record: OutboxRecord,
-    /// Was in flight (state `sending`) when the process last stopped.
+    /// Its outcome is unknown: it was in flight (state `sending`) when the process last
+    /// stopped, or its last attempt got no answer.
     ambiguous: bool,
     class: SendClass,
     /// Attempts made by this process.
@@ -283,6 +284,8 @@ enum Finished {
         attempts: u32,
         at: i64,
         maybe_sent: bool,
+        /// When an attempt that got no answer was made (its outcome is then unknown).
+        in_doubt_since: Option<i64>,
     },
     /// Sending is paused or halted: the gate holds the message until resumed.
     Held { attempts: u32 },
@@ -596,11 +599,14 @@ async fn run(
                         metrics().outbox_pending.fetch_sub(1, Ordering::Relaxed);
                         q.finished_head(user);
                     }
-                    Finished::Retry { attempts, at, maybe_sent } => {
+                    Finished::Retry { attempts, at, maybe_sent, in_doubt_since } => {
                         q.sending.remove(&user);
                         if let Some(head) = q.head_mut(&user) {
                             head.attempts = attempts;
-                            head.ambiguous = false;
+                            head.ambiguous = in_doubt_since.is_some();
+                            if let Some(since) = in_doubt_since {
+                                head.record.updated_at = since;
+                            }
                             if maybe_sent {
                                 head.counted = false;
                             }
@@ -793,19 +799,24 @@ async fn deliver(
         };
         let resend_after = engine.settings().outbox.ambiguous_resend_after;
         let wait_until = rec.updated_at.max(opened) + resend_after.as_millis() as i64;
-        let now = engine.clock.now_ms();
-        if wait_until > now
-            && cancelled(
-                &mut cancel,
-                Duration::from_millis((wait_until - now) as u64),
-            )
-            .await
-        {
-            return Finished::Cancelled;
-        }
-        match engine.store.outbox_state(rec.id).await {
-            Ok(Some(state)) if state == "sent" || state == "failed" => return Finished::Settled,
-            _ => {}
+        // Checked now and then while waiting: a status usually comes within seconds, and the
+        // conversation's next messages wait behind this one.
+        let wait = Duration::from_millis((wait_until - engine.clock.now_ms()).max(0) as u64);
+        let deadline = tokio::time::Instant::now() + wait;
+        loop {
+            match engine.store.outbox_state(rec.id).await {
+                Ok(Some(state)) if state == "sent" || state == "failed" => {
+                    return Finished::Settled
+                }
+                _ => {}
+            }
+            let left = deadline.saturating_duration_since(tokio::time::Instant::now());
+            if left.is_zero() {
+                break;
+            }
+            if cancelled(&mut cancel, left.min(Duration::from_millis(500))).await {
+                return Finished::Cancelled;
+            }
         }
     }
     if let Some(w) = &job.tier_write {
@@ -879,6 +890,7 @@ async fn deliver(
             http_status,
             retry_after,
             reason,
+            in_doubt,
         } => {
             metrics().sends.inc(&format!(
                 "kind=\"{}\",result=\"retry\",code=\"{}\"",
@@ -942,6 +954,9 @@ async fn deliver(
                 at: now + delay.as_millis() as i64,
                 // No answer, or a 5xx: Meta may have taken it.
                 maybe_sent: http_status == 0 || http_status >= 500,
+                // No answer at all: it is not sent again until a status webhook had time to
+                // say it arrived (a read receipt has no status: it is simply sent again).
+                in_doubt_since: (in_doubt && rec.kind != "mark_read").then_some(now),
             }
         }
         SendOutcome::Permanent {

@@ -78,7 +78,11 @@ pub enum Fault {
         retry_after_secs: Option<u64>,
         body: Value,
     },
+    /// Hold the request this long, then answer 500 (nothing was taken).
     Delay(Duration),
+    /// Take the message (it counts as delivered) but answer only after this long: past the
+    /// client's timeout, the sender cannot know it went.
+    SlowAccept(Duration),
 }
 
 impl Fault {
@@ -232,6 +236,28 @@ async fn handle(
                     .insert("retry-after", s.to_string().parse().unwrap());
             }
             (Outcome::Refused(status), Some(resp))
+        }
+        Some(Fault::SlowAccept(d)) => {
+            let n = state.next_id.fetch_add(1, Ordering::Relaxed);
+            let wamid = format!("wamid.FAKE{n:012}");
+            if let Some(hook) = &state.on_accept {
+                hook(&body);
+            }
+            let to = body.get("to").cloned().unwrap_or(Value::Null);
+            record(
+                &state,
+                &phone_number_id,
+                authorization.clone(),
+                body,
+                Outcome::Accepted(Some(wamid.clone())),
+            );
+            tokio::time::sleep(d).await;
+            return Json(json!({
+                "messaging_product": "whatsapp",
+                "contacts": [{"input": to, "wa_id": to}],
+                "messages": [{"id": wamid}]
+            }))
+            .into_response();
         }
         Some(Fault::Delay(d)) => {
             record(

@@ -106,7 +106,9 @@ async fn outcome(
                 } else {
                     format!("request failed: {}", without_url(&e))
                 },
-            }
+                // A refused connection sent nothing; anything later may have been taken.
+                in_doubt: !e.is_connect(),
+            };
         }
     };
     let status = resp.status().as_u16();
@@ -122,6 +124,7 @@ async fn outcome(
             http_status: status,
             retry_after: None,
             reason: format!("reading the response failed: {}", without_url(&e)),
+            in_doubt: (200..300).contains(&status),
         },
     }
 }

@@ -17,6 +17,9 @@ pub enum SendOutcome {
         http_status: u16,
         retry_after: Option<Duration>,
         reason: String,
+        /// No answer came (a timeout, a dropped connection): Meta may have taken the
+        /// message, so it is not sent again before a status webhook could settle it.
+        in_doubt: bool,
     },
     /// Will not succeed as is; `action` says what to do instead.
     Permanent {
@@ -217,6 +220,7 @@ pub fn classify(http_status: u16, retry_after_header: Option<&str>, body: &[u8])
             http_status,
             retry_after,
             reason: format!("HTTP {http_status}, {description}"),
+            in_doubt: false,
         };
     }
 
@@ -317,6 +321,7 @@ mod tests {
                 http_status,
                 retry_after,
                 reason,
+                ..
             } => {
                 assert_eq!(code, Some(130429));
                 assert_eq!(http_status, 429);
@@ -383,6 +388,7 @@ mod tests {
                 http_status,
                 retry_after,
                 reason,
+                ..
             } => {
                 assert_eq!(code, None);
                 assert_eq!(http_status, 500);

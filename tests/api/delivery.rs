@@ -288,6 +288,68 @@ on_both_stores!(
     a_status_that_arrives_before_the_send_is_recorded_settles_it_by_outbox_id
 );
 
+/// Meta takes a reply but answers after our timeout: the sender cannot know it went, so it is
+/// not sent again until Meta's status (echoing our id) had time to come. The status settles
+/// it, and the conversation's next reply follows it, once each, in order.
+async fn a_send_that_timed_out_waits_for_its_status_instead_of_going_twice(db: TestDb) {
+    let graph = Arc::new(FakeGraph::start().await);
+    let mut settings = test_settings(&db, &graph);
+    settings.outbox.ambiguous_resend_after = Duration::from_secs(3);
+    graph.push_fault(Fault::SlowAccept(Duration::from_millis(1500))); // past the 800 ms timeout
+    let app = spawn_app(settings, Arc::new(Echo)).await;
+    let user = "6281200000047";
+    for (i, text) in ["t0", "t1"].iter().enumerate() {
+        let body = text_webhook(PNID, user, &format!("wamid.SA{i}"), text, now_secs());
+        assert_eq!(app.post_webhook(&body).await, 200);
+    }
+    assert!(
+        graph
+            .wait_until(Duration::from_secs(5), |a| a
+                .iter()
+                .any(|a| a.accepted() && !a.is_mark_read()))
+            .await
+    );
+    let first = graph
+        .attempts()
+        .into_iter()
+        .find(|a| a.accepted() && !a.is_mark_read())
+        .unwrap();
+    assert_eq!(first.text(), Some("echo: t0"));
+    // Meta's status for it comes a moment after our timeout.
+    tokio::time::sleep(Duration::from_millis(1200)).await;
+    let status = status_webhook(
+        PNID,
+        "wamid.SA-OUT",
+        "sent",
+        user,
+        Some(first.callback().unwrap()),
+        now_secs(),
+    );
+    assert_eq!(app.post_webhook(&status).await, 200);
+    assert!(
+        graph
+            .wait_until(Duration::from_secs(10), |a| a
+                .iter()
+                .filter(|a| a.accepted() && !a.is_mark_read())
+                .count()
+                >= 2)
+            .await
+    );
+    // Past the whole wait: nothing goes twice.
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    let texts: Vec<String> = graph
+        .delivered()
+        .iter()
+        .map(|a| a.text().unwrap().to_string())
+        .collect();
+    assert_eq!(texts, vec!["echo: t0", "echo: t1"], "once each, in order");
+    app.stop().await;
+}
+on_both_stores!(
+    timed_out_send,
+    a_send_that_timed_out_waits_for_its_status_instead_of_going_twice
+);
+
 /// A send in flight when the process died waits for the status webhook that settles it, and
 /// the wait counts from when the next process answers webhooks: while we are down Meta holds
 /// its webhooks and redelivers them once we are back, so a crash that outlasts the wait must
