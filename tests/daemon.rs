@@ -591,6 +591,20 @@ async fn fresh_postgres() -> Option<String> {
     }
 }
 
+/// Drop a database [`fresh_postgres`] made, once its test passed (a failed run keeps it to
+/// look at).
+async fn drop_postgres(url: &str) {
+    let Some((base, name)) = url.rsplit_once('/') else {
+        return;
+    };
+    let admin = std::env::var("PARLEY_TEST_POSTGRES").unwrap_or_else(|_| format!("{base}/test"));
+    if let Ok(pool) = sqlx::AnyPool::connect(&admin).await {
+        let _ = sqlx::query(&format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)"))
+            .execute(&pool)
+            .await;
+    }
+}
+
 /// The crash test: users play the shop conversation against the real binary while it is
 /// killed with SIGKILL at random moments and restarted. The driver behaves like Meta: a
 /// webhook not answered 200 is delivered again, some webhooks are delivered twice anyway, and
@@ -801,6 +815,7 @@ async fn kill_9_during_shop_conversations_on_sqlite_keeps_every_transcript_exact
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn kill_9_during_shop_conversations_on_postgres_keeps_every_transcript_exact() {
     if let Some(url) = fresh_postgres().await {
-        shop_conversations_survive_kill_9(url).await;
+        shop_conversations_survive_kill_9(url.clone()).await;
+        drop_postgres(&url).await;
     }
 }
