@@ -1,6 +1,6 @@
 //! A full reload (SIGHUP, `POST /admin/v1/reload`, `parleyd reload`): the flows are reloaded
 //! (all valid files, or nothing changes), and the configuration is read again from the same
-//! sources. Of the keys that changed, the live ones ([`LIVE_KEYS`], [`LIVE_ACCOUNT_KEYS`]) are
+//! sources. Of the keys that changed, the live ones (those [`take_live_key`] takes) are
 //! applied at once, all together or none; the others are named as needing a restart and
 //! keep their running value until then.
 //!
@@ -12,42 +12,6 @@ use serde::{Deserialize, Serialize};
 
 use crate::actors::Engine;
 use crate::config::{AccountSettings, Settings};
-
-/// Keys a reload applies to the running daemon. A list key (`flows.http_allow`) covers its
-/// elements.
-pub const LIVE_KEYS: &[&str] = &[
-    "log.level",
-    "admin.token",
-    "whatsapp.app_secret",
-    "whatsapp.verify_token",
-    "whatsapp.access_token",
-    "flows.http_allow",
-    "conversation.idle_timeout",
-    "conversation.max_event_attempts",
-    "conversation.outside_window",
-    "conversation.hold_for",
-    "handoff.timeout",
-    "media.download",
-    "campaigns.opt_out_keywords",
-    "campaigns.opt_in_keywords",
-    "outbox.max_attempts",
-    "outbox.backoff_base",
-    "outbox.backoff_max",
-    "outbox.ambiguous_resend_after",
-];
-
-/// Keys of an `[[accounts]]` block a reload applies, when the block at that index is still
-/// the same number (`phone_number_id`). `daily_limit` only from one number to another: adding
-/// or removing the limit needs a restart (the day's count is kept durably only under a limit).
-pub const LIVE_ACCOUNT_KEYS: &[&str] = &[
-    "access_token",
-    "mark_read",
-    "messages_per_second",
-    "pair_rate_interval",
-    "pair_rate_burst",
-    "daily_limit",
-    "messaging_tier",
-];
 
 /// What a reload did.
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
@@ -128,7 +92,11 @@ fn account_key(key: &str) -> Option<(usize, &str)> {
     Some((index.parse().ok()?, field))
 }
 
-/// Copy `key`'s value from `disk` into `next` if it is live; false if it is not.
+/// Copy `key`'s value from `disk` into `next` if it is live; false if it is not. This is the
+/// list of live keys (a list key such as `flows.http_allow` covers its elements). An
+/// `[[accounts]]` key is live only while the block at that index is the same number, and
+/// `daily_limit` only from one number to another: adding or removing the limit needs a
+/// restart (the day's count is kept durably only under a limit).
 fn take_live_key(next: &mut Settings, disk: &Settings, key: &str) -> bool {
     if let Some((i, field)) = account_key(key) {
         return match (next.accounts.get_mut(i), disk.accounts.get(i)) {

@@ -68,6 +68,10 @@ impl Attempt {
     pub fn accepted(&self) -> bool {
         matches!(self.outcome, Outcome::Accepted(_))
     }
+    /// A message taken, not a read receipt.
+    pub fn is_delivery(&self) -> bool {
+        self.accepted() && !self.is_mark_read()
+    }
 }
 
 /// What to do with the next message send (read receipts are never faulted).
@@ -180,8 +184,25 @@ impl FakeGraph {
     pub fn delivered(&self) -> Vec<Attempt> {
         self.attempts()
             .into_iter()
-            .filter(|a| a.accepted() && !a.is_mark_read())
+            .filter(|a| a.is_delivery())
             .collect()
+    }
+
+    /// The text of each message it took (read receipts aside), in order.
+    pub fn delivered_texts(&self) -> Vec<String> {
+        self.delivered()
+            .iter()
+            .filter_map(|a| a.text().map(str::to_string))
+            .collect()
+    }
+
+    /// Wait until it has taken at least `n` messages (read receipts aside), or `timeout`
+    /// passes; returns whether it has.
+    pub async fn wait_delivered(&self, n: usize, timeout: Duration) -> bool {
+        self.wait_until(timeout, |a| {
+            a.iter().filter(|a| a.is_delivery()).count() >= n
+        })
+        .await
     }
 
     /// Wait until `pred` holds on the log (or `timeout` passes); returns whether it held.

@@ -672,7 +672,7 @@ async fn shop_conversations_survive_kill_9(store_url: String) {
                 let accepted: Vec<_> = graph
                     .attempts()
                     .into_iter()
-                    .filter(|a| a.accepted() && !a.is_mark_read())
+                    .filter(|a| a.is_delivery())
                     .collect();
                 for (n, a) in accepted.iter().enumerate().skip(reported) {
                     let wamid = match &a.outcome {
@@ -781,7 +781,7 @@ async fn shop_conversations_survive_kill_9(store_url: String) {
     let accepted: Vec<_> = graph
         .attempts()
         .into_iter()
-        .filter(|a| a.accepted() && !a.is_mark_read())
+        .filter(|a| a.is_delivery())
         .collect();
     for (user, rounds) in users.iter().zip(rounds) {
         let expected: Vec<&str> = (0..rounds)

@@ -108,7 +108,7 @@ async fn require_reload_token(State(app): State<AppState>, req: Request, next: N
     }
     // Reading the files costs a parse: a caller without the running token gets that at most
     // once a second, so wrong tokens cannot keep the daemon busy re-reading its config.
-    let may_read = {
+    let may_read = !given.is_empty() && {
         let mut last = app
             .reload_disk_read
             .lock()
@@ -119,7 +119,7 @@ async fn require_reload_token(State(app): State<AppState>, req: Request, next: N
         }
         ok
     };
-    if !given.is_empty() && may_read {
+    if may_read {
         let file = app.engine.settings().config_file.clone();
         let on_disk = tokio::task::spawn_blocking(move || {
             crate::config::Settings::load(file.as_deref())

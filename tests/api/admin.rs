@@ -120,11 +120,7 @@ async fn admin_sends_respect_the_window_and_whatsapp_limits(db: TestDb) {
     assert_eq!(status, 200);
     assert!(
         graph
-            .wait_until(std::time::Duration::from_secs(10), |a| a
-                .iter()
-                .filter(|a| a.accepted() && !a.is_mark_read())
-                .count()
-                >= 2)
+            .wait_delivered(2, std::time::Duration::from_secs(10))
             .await
     );
     let sent = graph.delivered();

@@ -151,14 +151,6 @@ fn setup(
     (settings, dir)
 }
 
-fn texts(graph: &FakeGraph) -> Vec<String> {
-    graph
-        .delivered()
-        .iter()
-        .filter_map(|a| a.text().map(str::to_string))
-        .collect()
-}
-
 /// The `content` of each message of an OpenAI request, the system prompt first.
 fn contents(body: &Value) -> Vec<&str> {
     body["messages"]
@@ -186,7 +178,7 @@ async fn until_texts(graph: &FakeGraph, n: usize) -> Vec<String> {
                 >= n
         })
         .await;
-    texts(graph)
+    graph.delivered_texts()
 }
 
 async fn the_default_bot_answers_with_context_and_hands_off_after_failures(db: TestDb) {
@@ -298,7 +290,7 @@ async fn the_default_bot_answers_with_context_and_hands_off_after_failures(db: T
         4,
         "the bot is silent while a human has it"
     );
-    assert_eq!(texts(&graph).len(), 4);
+    assert_eq!(graph.delivered_texts().len(), 4);
     let (_, metrics) = app.get("/metrics").await;
     // (The registry is per process and other tests run beside this one: at least ours.)
     let ok_answers: u64 = metrics
@@ -522,7 +514,7 @@ async fn reaching_max_turns_hands_off_or_closes_never_silently(db: TestDb) {
     tokio::time::sleep(Duration::from_millis(600)).await;
     assert!(conversation(&app, closed).await["handoff"].is_null());
     assert_eq!(
-        texts(&graph),
+        graph.delivered_texts(),
         vec![
             "Here is my answer.",
             "Let me pass you to a colleague.",
@@ -607,7 +599,7 @@ async fn a_provider_slower_than_its_timeout_falls_back_then_hands_off(db: TestDb
     // Longer than the provider's delay: a late answer would have come by now.
     tokio::time::sleep(Duration::from_millis(2500)).await;
     assert_eq!(
-        texts(&graph).len(),
+        graph.delivered_texts().len(),
         2,
         "the bot is silent while a human has it, and no late answer is sent"
     );

@@ -35,15 +35,7 @@ async fn one_conversations_events_are_applied_in_inbox_order_even_when_sent_conc
     });
     let statuses = futures::future::join_all(posts).await;
     assert!(statuses.iter().all(|s| *s == 200));
-    assert!(
-        graph
-            .wait_until(Duration::from_secs(20), |a| a
-                .iter()
-                .filter(|a| a.accepted() && !a.is_mark_read())
-                .count()
-                >= n)
-            .await
-    );
+    assert!(graph.wait_delivered(n, Duration::from_secs(20)).await);
 
     // The order the inbox committed them in is the order the replies went out.
     let committed: Vec<String> =
@@ -55,11 +47,7 @@ async fn one_conversations_events_are_applied_in_inbox_order_even_when_sent_conc
         .iter()
         .map(|w| format!("echo: m{}", &w["wamid.ORDER".len()..]))
         .collect();
-    let replies: Vec<String> = graph
-        .delivered()
-        .iter()
-        .map(|a| a.text().unwrap().to_string())
-        .collect();
+    let replies: Vec<String> = graph.delivered_texts();
     assert_eq!(replies, expected);
     Arc::try_unwrap(app).ok().expect("sole owner").stop().await;
 }
@@ -152,13 +140,7 @@ async fn a_restart_mid_stream_applies_every_message_once_and_sends_every_reply(d
     }
     let total = bodies.len();
     assert!(
-        graph
-            .wait_until(Duration::from_secs(30), |a| a
-                .iter()
-                .filter(|a| a.accepted() && !a.is_mark_read())
-                .count()
-                >= total)
-            .await,
+        graph.wait_delivered(total, Duration::from_secs(30)).await,
         "every reply sent"
     );
     tokio::time::sleep(Duration::from_millis(500)).await;

@@ -31,21 +31,9 @@ async fn throttling_errors_and_timeouts_still_deliver_each_reply_once_and_in_ord
         );
         assert_eq!(app.post_webhook(&body).await, 200);
     }
-    assert!(
-        graph
-            .wait_until(Duration::from_secs(20), |a| a
-                .iter()
-                .filter(|a| a.accepted() && !a.is_mark_read())
-                .count()
-                >= 4)
-            .await
-    );
+    assert!(graph.wait_delivered(4, Duration::from_secs(20)).await);
     tokio::time::sleep(Duration::from_millis(300)).await;
-    let texts: Vec<String> = graph
-        .delivered()
-        .iter()
-        .map(|a| a.text().unwrap().to_string())
-        .collect();
+    let texts: Vec<String> = graph.delivered_texts();
     assert_eq!(
         texts,
         vec!["echo: f0", "echo: f1", "echo: f2", "echo: f3"],
@@ -302,18 +290,8 @@ async fn a_send_that_timed_out_waits_for_its_status_instead_of_going_twice(db: T
         let body = text_webhook(PNID, user, &format!("wamid.SA{i}"), text, now_secs());
         assert_eq!(app.post_webhook(&body).await, 200);
     }
-    assert!(
-        graph
-            .wait_until(Duration::from_secs(5), |a| a
-                .iter()
-                .any(|a| a.accepted() && !a.is_mark_read()))
-            .await
-    );
-    let first = graph
-        .attempts()
-        .into_iter()
-        .find(|a| a.accepted() && !a.is_mark_read())
-        .unwrap();
+    assert!(graph.wait_delivered(1, Duration::from_secs(5)).await);
+    let first = graph.delivered().remove(0);
     assert_eq!(first.text(), Some("echo: t0"));
     // Meta's status for it comes a moment after our timeout.
     tokio::time::sleep(Duration::from_millis(1200)).await;
@@ -326,22 +304,10 @@ async fn a_send_that_timed_out_waits_for_its_status_instead_of_going_twice(db: T
         now_secs(),
     );
     assert_eq!(app.post_webhook(&status).await, 200);
-    assert!(
-        graph
-            .wait_until(Duration::from_secs(10), |a| a
-                .iter()
-                .filter(|a| a.accepted() && !a.is_mark_read())
-                .count()
-                >= 2)
-            .await
-    );
+    assert!(graph.wait_delivered(2, Duration::from_secs(10)).await);
     // Past the whole wait: nothing goes twice.
     tokio::time::sleep(Duration::from_secs(3)).await;
-    let texts: Vec<String> = graph
-        .delivered()
-        .iter()
-        .map(|a| a.text().unwrap().to_string())
-        .collect();
+    let texts: Vec<String> = graph.delivered_texts();
     assert_eq!(texts, vec!["echo: t0", "echo: t1"], "once each, in order");
     app.stop().await;
 }
@@ -370,15 +336,7 @@ async fn a_send_left_ambiguous_by_a_crash_waits_for_its_status_after_the_restart
         let body = text_webhook(PNID, user, &format!("wamid.Z{user}"), "hi", now_secs());
         assert_eq!(app.post_webhook(&body).await, 200);
     }
-    assert!(
-        graph
-            .wait_until(Duration::from_secs(10), |a| a
-                .iter()
-                .filter(|a| a.accepted() && !a.is_mark_read())
-                .count()
-                >= 2)
-            .await
-    );
+    assert!(graph.wait_delivered(2, Duration::from_secs(10)).await);
     app.stop().await;
     let first = graph.delivered();
     assert_eq!(first.len(), 2);
@@ -418,13 +376,7 @@ async fn a_send_left_ambiguous_by_a_crash_waits_for_its_status_after_the_restart
         200
     );
     assert!(
-        graph
-            .wait_until(Duration::from_secs(10), |a| a
-                .iter()
-                .filter(|a| a.accepted() && !a.is_mark_read())
-                .count()
-                >= 3)
-            .await,
+        graph.wait_delivered(3, Duration::from_secs(10)).await,
         "the unsettled reply is sent again"
     );
     // Anything else would go out at the same moment.

@@ -47,11 +47,7 @@ async fn the_shop_flow_answers_the_reference_conversation_exactly(db: TestDb) {
         expected += replies.len();
         assert!(
             graph
-                .wait_until(Duration::from_secs(10), |a| a
-                    .iter()
-                    .filter(|a| a.accepted() && !a.is_mark_read())
-                    .count()
-                    >= expected)
+                .wait_delivered(expected, Duration::from_secs(10))
                 .await,
             "reply to step {expected}"
         );
@@ -219,16 +215,7 @@ async fn a_reload_swaps_only_valid_flows_and_running_conversations_keep_their_ve
     let app = spawn_app_with_flows(settings).await;
     let replies = |n: usize| {
         let graph = graph.clone();
-        async move {
-            graph
-                .wait_until(Duration::from_secs(10), |a| {
-                    a.iter()
-                        .filter(|a| a.accepted() && !a.is_mark_read())
-                        .count()
-                        >= n
-                })
-                .await
-        }
+        async move { graph.wait_delivered(n, Duration::from_secs(10)).await }
     };
     let old_user = "6281200000080";
     assert_eq!(

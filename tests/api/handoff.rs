@@ -45,14 +45,6 @@ nodes:
     send: {text: "Back with the bot."}
 "#;
 
-fn texts(graph: &FakeGraph) -> Vec<String> {
-    graph
-        .delivered()
-        .iter()
-        .filter_map(|a| a.text().map(str::to_string))
-        .collect()
-}
-
 async fn wait_for_text(graph: &FakeGraph, text: &str) -> bool {
     graph
         .wait_until(Duration::from_secs(10), |a| {
@@ -93,7 +85,7 @@ async fn the_bot_stays_silent_while_a_human_has_the_conversation(db: TestDb) {
     );
     tokio::time::sleep(Duration::from_millis(800)).await;
     assert_eq!(
-        texts(&graph),
+        graph.delivered_texts(),
         vec!["Hello from the bot"],
         "the bot is silent"
     );
@@ -149,7 +141,7 @@ async fn the_bot_stays_silent_while_a_human_has_the_conversation(db: TestDb) {
             .await
     );
     assert_eq!(
-        texts(&graph),
+        graph.delivered_texts(),
         vec![
             "Hello from the bot",
             "Hi, Ana from support here",
@@ -236,7 +228,8 @@ async fn a_flow_handoff_resumes_on_release_and_after_the_timeout(db: TestDb) {
     clock.advance(Duration::from_secs(1800));
     tokio::time::sleep(Duration::from_millis(1200)).await;
     assert_eq!(
-        texts(&graph)
+        graph
+            .delivered_texts()
             .iter()
             .filter(|t| *t == "Back with the bot.")
             .count(),
@@ -327,7 +320,7 @@ async fn a_flow_calls_an_allow_listed_system_and_the_guard_refuses_the_rest(db: 
     assert!(
         wait_for_text(&graph, "Order A17: shipped, IDR 45,000").await,
         "{:?}",
-        texts(&graph)
+        graph.delivered_texts()
     );
     {
         let seen = seen.lock().unwrap();
@@ -356,7 +349,7 @@ async fn a_flow_calls_an_allow_listed_system_and_the_guard_refuses_the_rest(db: 
     assert!(
         wait_for_text(&graph, "Lookup failed (0)").await,
         "{:?}",
-        texts(&graph)
+        graph.delivered_texts()
     );
     assert_eq!(seen.lock().unwrap().len(), 1, "the guard made no request");
     app.stop().await;
@@ -404,7 +397,7 @@ async fn a_session_finishes_on_its_version_after_a_restart_with_new_files(db: Te
     assert!(
         wait_for_text(&graph, "v1 got blue").await,
         "the old session keeps v1: {:?}",
-        texts(&graph)
+        graph.delivered_texts()
     );
     app.post_webhook(&text_webhook(PNID, new, "wamid.P3", "quiz", now_secs()))
         .await;
@@ -446,7 +439,7 @@ async fn a_runaway_flow_is_stopped_dead_lettered_and_the_conversation_goes_on(db
         wait_for_text(&graph, "Hello from the bot").await,
         "the conversation goes on"
     );
-    assert!(texts(&graph).iter().all(|t| t != "never"));
+    assert!(graph.delivered_texts().iter().all(|t| t != "never"));
     let store = db.store().await;
     assert!(
         eventually(Duration::from_secs(5), || async {
