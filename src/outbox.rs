@@ -54,9 +54,10 @@ impl OutboxSender {
         engine: Arc<Engine>,
         account: Arc<AccountSettings>,
         account_ref: ActorRef<AccountMsg>,
+        resume_through: i64,
     ) -> OutboxSender {
         let (tx, rx) = mpsc::unbounded_channel();
-        tokio::spawn(run(engine, account, account_ref, rx));
+        tokio::spawn(run(engine, account, account_ref, resume_through, rx));
         OutboxSender { tx }
     }
 
@@ -310,6 +311,7 @@ async fn run(
     engine: Arc<Engine>,
     account: Arc<AccountSettings>,
     account_ref: ActorRef<AccountMsg>,
+    resume_through: i64,
     mut rx: mpsc::UnboundedReceiver<Cmd>,
 ) {
     let max_in_flight = engine.settings().outbox.max_in_flight;
@@ -360,7 +362,11 @@ async fn run(
         }
     };
     loop {
-        match engine.store.open_outbox(&account.phone_number_id).await {
+        match engine
+            .store
+            .open_outbox(&account.phone_number_id, resume_through)
+            .await
+        {
             Ok(rows) => {
                 let n = rows.len();
                 for rec in rows {

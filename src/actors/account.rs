@@ -184,7 +184,17 @@ impl Actor for AccountActor {
         myself: ActorRef<Self::Msg>,
         args: AccountArgs,
     ) -> Result<AccountState, ActorProcessingErr> {
-        let sender = OutboxSender::start(args.engine.clone(), args.account.clone(), myself.clone());
+        // Rows left unsent before this actor started are the sender's to resume (those in
+        // `sending` may have reached Meta). Rows above this mark are committed by the
+        // conversations this actor starts, which hand them over themselves: read later by the
+        // sender's scan they would pass for leftovers and wait as sends in doubt.
+        let resume_through = args.engine.store.outbox_high_water().await?;
+        let sender = OutboxSender::start(
+            args.engine.clone(),
+            args.account.clone(),
+            myself.clone(),
+            resume_through,
+        );
         Ok(AccountState {
             engine: args.engine,
             account: args.account,

@@ -177,13 +177,28 @@ impl Store {
             .collect()
     }
 
-    /// Outbound requests not yet settled, in creation order.
-    pub async fn open_outbox(&self, account: &str) -> Result<Vec<OutboxRecord>, StoreError> {
+    /// The highest outbox id so far (0 for none).
+    pub async fn outbox_high_water(&self) -> Result<i64, StoreError> {
+        let rows = self
+            .fetch("SELECT COALESCE(MAX(id), 0) AS high FROM outbox", vec![])
+            .await?;
+        Ok(match rows.first() {
+            Some(r) => r.try_get("high")?,
+            None => 0,
+        })
+    }
+
+    /// The account's outbound requests not yet settled, up to id `through`, oldest first.
+    pub async fn open_outbox(
+        &self,
+        account: &str,
+        through: i64,
+    ) -> Result<Vec<OutboxRecord>, StoreError> {
         let rows = self
             .fetch(
                 "SELECT id, account, user_key, kind, message, reply_to, state, updated_at, class FROM outbox \
-                 WHERE account = $1 AND state IN ('pending', 'sending') ORDER BY id",
-                vec![account.into()],
+                 WHERE account = $1 AND state IN ('pending', 'sending') AND id <= $2 ORDER BY id",
+                vec![account.into(), Val::I(through)],
             )
             .await?;
         rows.into_iter()

@@ -406,3 +406,72 @@ on_both_stores!(
     ambiguous_after_crash,
     a_send_left_ambiguous_by_a_crash_waits_for_its_status_after_the_restart
 );
+
+/// Replies committed while the account's sender is still starting go out at once. The
+/// sender's first scan of the outbox resumes what an earlier process left unsent (a row left
+/// `sending` may have reached Meta and waits for its status); a reply this process committed
+/// meanwhile is handed over by its conversation and must not pass for such a leftover, or it
+/// would wait `ambiguous_resend_after` for a status that never comes.
+async fn replies_committed_while_the_sender_starts_are_not_taken_for_sends_in_doubt(db: TestDb) {
+    let graph = FakeGraph::start().await;
+    let mut settings = test_settings(&db, &graph);
+    settings.outbox.ambiguous_resend_after = Duration::from_secs(60);
+    settings.accounts[0].mark_read = false;
+    // Hold the sender before its scan: its gate cannot load yet (PostgreSQL: a lock on the
+    // table it reads first; SQLite: a row it cannot decode, so it retries every second).
+    let store = db.store().await;
+    store.migrate().await.unwrap();
+    let mut lock = None;
+    if db.is_postgres() {
+        let mut tx = store.pool().begin().await.unwrap();
+        sqlx::query("LOCK TABLE account_gate IN ACCESS EXCLUSIVE MODE")
+            .execute(&mut *tx)
+            .await
+            .unwrap();
+        lock = Some(tx);
+    } else {
+        sqlx::query("INSERT INTO unreachable_contacts (account, user_key, code, at) VALUES ($1, 'x', NULL, 'not a time')")
+            .bind(PNID)
+            .execute(store.pool())
+            .await
+            .unwrap();
+    }
+    let app = spawn_app(settings, Arc::new(Echo)).await;
+    let users = 5;
+    for u in 0..users {
+        let body = text_webhook(
+            PNID,
+            &format!("62812000009{u:02}"),
+            &format!("wamid.START{u}"),
+            "hi",
+            now_secs(),
+        );
+        assert_eq!(app.post_webhook(&body).await, 200);
+    }
+    let committed = eventually(Duration::from_secs(10), || async {
+        count(&store, "SELECT COUNT(*) FROM outbox WHERE kind = 'message'").await == users
+    })
+    .await;
+    assert!(committed, "the replies were not committed");
+    // Let the sender start.
+    match lock {
+        Some(tx) => tx.rollback().await.unwrap(),
+        None => {
+            sqlx::query("DELETE FROM unreachable_contacts")
+                .execute(store.pool())
+                .await
+                .unwrap();
+        }
+    }
+    assert!(
+        graph
+            .wait_delivered(users as usize, Duration::from_secs(10))
+            .await,
+        "replies committed while the sender started were held as sends in doubt"
+    );
+    app.stop().await;
+}
+on_both_stores!(
+    sender_start,
+    replies_committed_while_the_sender_starts_are_not_taken_for_sends_in_doubt
+);
