@@ -19,6 +19,8 @@ pub struct Metrics {
     pub conversation_restarts: AtomicU64,
     pub dead_letters: Labelled,
     pub commit_batches: AtomicU64,
+    /// Steps committed in the same transaction as the inbox row they applied.
+    pub steps_joined: AtomicU64,
     pub commit_rows: AtomicU64,
     pub commit_batch_hist: Histogram,
     pub commit_failures: AtomicU64,
@@ -26,6 +28,14 @@ pub struct Metrics {
     pub bot_sessions: Labelled,
     pub bot_answers: Labelled,
     pub bot_response_ms: Labelled,
+    /// A chatbot turn's time in Parley before the model call starts (webhook received →
+    /// call started), µs.
+    pub bot_before_call_us: Histogram<Micros>,
+    /// A chatbot turn's time in Parley after the model answered (answer received → reply
+    /// committed and handed to the sender), µs.
+    pub bot_after_answer_us: Histogram<Micros>,
+    /// The two together, per turn: Parley's own time in a chatbot turn, µs.
+    pub bot_turn_us: Histogram<Micros>,
     /// SendGate: messages admitted, by class.
     pub gate_admitted_service: AtomicU64,
     pub gate_admitted_business: AtomicU64,
@@ -124,21 +134,42 @@ impl Labelled {
     }
 }
 
-const BUCKETS: [u64; 9] = [1, 2, 4, 8, 16, 32, 64, 128, 256];
-
-#[derive(Default)]
-pub struct Histogram {
-    counts: [AtomicU64; 10],
-    sum: AtomicU64,
-    count: AtomicU64,
+/// The upper bounds of a histogram's buckets (at most 15).
+pub trait Buckets: Default {
+    const LIMITS: &'static [u64];
 }
 
-impl Histogram {
+/// Operations per group commit.
+#[derive(Default)]
+pub struct BatchSizes;
+impl Buckets for BatchSizes {
+    const LIMITS: &'static [u64] = &[1, 2, 4, 8, 16, 32, 64, 128, 256];
+}
+
+/// Microseconds, fine around the few milliseconds a conversation turn should take.
+#[derive(Default)]
+pub struct Micros;
+impl Buckets for Micros {
+    const LIMITS: &'static [u64] = &[
+        250, 500, 1_000, 1_500, 2_000, 3_000, 4_000, 5_000, 6_000, 7_500, 10_000, 20_000, 50_000,
+        100_000,
+    ];
+}
+
+#[derive(Default)]
+pub struct Histogram<B: Buckets = BatchSizes> {
+    counts: [AtomicU64; 16],
+    sum: AtomicU64,
+    count: AtomicU64,
+    _buckets: B,
+}
+
+impl<B: Buckets> Histogram<B> {
     pub fn observe(&self, v: u64) {
-        let i = BUCKETS
+        let i = B::LIMITS
             .iter()
             .position(|b| v <= *b)
-            .unwrap_or(BUCKETS.len());
+            .unwrap_or(B::LIMITS.len());
         self.counts[i].fetch_add(1, Ordering::Relaxed);
         self.sum.fetch_add(v, Ordering::Relaxed);
         self.count.fetch_add(1, Ordering::Relaxed);
@@ -147,11 +178,11 @@ impl Histogram {
     fn render(&self, out: &mut String, name: &str, help: &str) {
         let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} histogram");
         let mut cum = 0;
-        for (i, b) in BUCKETS.iter().enumerate() {
+        for (i, b) in B::LIMITS.iter().enumerate() {
             cum += self.counts[i].load(Ordering::Relaxed);
             let _ = writeln!(out, "{name}_bucket{{le=\"{b}\"}} {cum}");
         }
-        cum += self.counts[BUCKETS.len()].load(Ordering::Relaxed);
+        cum += self.counts[B::LIMITS.len()].load(Ordering::Relaxed);
         let _ = writeln!(out, "{name}_bucket{{le=\"+Inf\"}} {cum}");
         let _ = writeln!(out, "{name}_sum {}", self.sum.load(Ordering::Relaxed));
         let _ = writeln!(out, "{name}_count {}", self.count.load(Ordering::Relaxed));
@@ -259,6 +290,12 @@ impl Metrics {
         );
         counter(
             &mut out,
+            "parley_steps_joined_total",
+            "Conversation steps committed in the same transaction as the inbox row they applied.",
+            self.steps_joined.load(r),
+        );
+        counter(
+            &mut out,
             "parley_commit_failures_total",
             "Group-commit transactions that failed.",
             self.commit_failures.load(r),
@@ -267,6 +304,21 @@ impl Metrics {
             &mut out,
             "parley_commit_batch_ops",
             "Operations per group-commit transaction.",
+        );
+        self.bot_before_call_us.render(
+            &mut out,
+            "parley_bot_before_call_us",
+            "Chatbot turns: microseconds from the webhook's arrival to the model call's start.",
+        );
+        self.bot_after_answer_us.render(
+            &mut out,
+            "parley_bot_after_answer_us",
+            "Chatbot turns: microseconds from the model's answer to the reply handed to the sender.",
+        );
+        self.bot_turn_us.render(
+            &mut out,
+            "parley_bot_turn_us",
+            "Chatbot turns: Parley's own microseconds per turn (before the model call plus after its answer).",
         );
         let _ = writeln!(
             out,

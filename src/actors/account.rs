@@ -32,7 +32,8 @@ const GIVE_BACK_EVERY: Duration = Duration::from_secs(60);
 pub struct AccountActor;
 
 pub enum AccountMsg {
-    /// A committed inbound message.
+    /// An inbound message, committed or in a batch still committing (see
+    /// `InboxDispatch::batch`).
     Dispatch(InboxDispatch),
     /// The business acts on a conversation (send, handoff, agent reply, release); replies
     /// with the outbox ids created, or why it was refused.
@@ -309,6 +310,17 @@ impl Actor for AccountActor {
                     })
                     .map(|(u, _)| u.clone())
                     .collect();
+                // Messages are handed to conversations while their batch is still open. One
+                // routed to an idle conversation before this tick is committed once every
+                // batch open now has ended; only then may a successor started for a later
+                // message read the inbox without missing it. (If the store does not answer,
+                // nobody is passivated this tick.)
+                let idle_users =
+                    if idle_users.is_empty() || state.engine.writer.ping().await.is_ok() {
+                        idle_users
+                    } else {
+                        Vec::new()
+                    };
                 let passivated = idle_users.len();
                 for user in idle_users {
                     if let Some(live) = state.live.remove(&user) {

@@ -4,7 +4,7 @@
 
 use std::sync::atomic::{AtomicI64, Ordering};
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use ractor::{Actor, ActorProcessingErr, ActorRef, RpcReplyPort};
 
@@ -42,8 +42,13 @@ pub enum ConversationMsg {
     },
     /// The outcome of a flow's HTTP call.
     HttpDone(crate::outcall::HttpOutcome),
-    /// A model's answer to a chatbot's call.
-    BotDone(crate::chatbot::session::BotAnswer),
+    /// A model's answer to a chatbot's call, when it came, and how long the turn had taken
+    /// in Parley before the call started (if this process received its message).
+    BotDone(
+        crate::chatbot::session::BotAnswer,
+        Instant,
+        Option<Duration>,
+    ),
     /// An inbound media file fetched (or not).
     MediaDone(crate::media::MediaResult),
     Timer(DueTimer),
@@ -160,6 +165,8 @@ impl ConversationActorState {
                 },
                 Some(row.seq),
                 None,
+                None,
+                None,
             )
             .await?;
         }
@@ -206,6 +213,8 @@ impl ConversationActorState {
         event: ConversationEvent,
         seq: Option<i64>,
         timer_id: Option<i64>,
+        batch: Option<u64>,
+        arrived: Option<Instant>,
     ) -> Result<(Vec<Effect>, Vec<i64>), ApplyError> {
         let engine = self.args.engine.clone();
         let now = engine.clock.now_ms();
@@ -315,7 +324,7 @@ impl ConversationActorState {
         // the commit's fsync overlaps the model's time instead of adding to the reply's. If
         // the commit fails or the process dies first, the event is applied again and makes a
         // new call: at most one call is paid twice.
-        self.call_models(&effects);
+        self.call_models(&effects, arrived);
         let records = if unchanged {
             Vec::new()
         } else {
@@ -355,6 +364,7 @@ impl ConversationActorState {
                 flow_records,
                 bot_records,
                 now,
+                batch,
             };
             engine.writer.commit_step(commit).await?
         };
@@ -406,9 +416,15 @@ impl ConversationActorState {
 
     /// Make the model calls among `effects` off the actor; each answer comes back as a
     /// message.
-    fn call_models(&self, effects: &[Effect]) {
+    fn call_models(&self, effects: &[Effect], arrived: Option<Instant>) {
         for effect in effects {
             if let Effect::BotCall(call) = effect {
+                let before = arrived.map(|at| at.elapsed());
+                if let Some(before) = before {
+                    metrics()
+                        .bot_before_call_us
+                        .observe(before.as_micros() as u64);
+                }
                 let (providers, call, me) = (
                     self.args.engine.bots.clone(),
                     call.clone(),
@@ -418,7 +434,7 @@ impl ConversationActorState {
                     let answer = providers.call(&call).await;
                     crate::metrics::metrics().bot_answer(&call.bot, &answer);
                     if let Some(me) = me {
-                        let _ = me.cast(ConversationMsg::BotDone(answer));
+                        let _ = me.cast(ConversationMsg::BotDone(answer, Instant::now(), before));
                     }
                 });
             }
@@ -519,11 +535,18 @@ impl Actor for ConversationActor {
     ) -> Result<(), ActorProcessingErr> {
         // Before any queued message: events committed earlier come first.
         state.myself = Some(myself.clone());
+        if state.args.poison.is_some() {
+            // Restarted after a failure: messages handed to the failed actor from a batch
+            // still open were lost with it; the inbox shows them once that batch commits.
+            // (If the store is down, the replay below stalls and retries.)
+            let (account, user) = (&state.args.account.phone_number_id, &state.args.user_key);
+            let _ = state.args.engine.writer.barrier(account, user).await;
+        }
         if Box::pin(state.load()).await.is_ok() {
             // Calls the stored state waits on, whose outcome was lost with the previous
             // process (before any new event can make calls of its own).
             let resumed = state.args.engine.logic.resume(&state.conv);
-            state.call_models(&resumed);
+            state.call_models(&resumed, None);
             state.run_calls(&resumed);
         }
         Box::pin(state.replay(&myself)).await;
@@ -558,7 +581,9 @@ impl Actor for ConversationActor {
                     seq: d.seq,
                     message: d.message,
                 };
-                if let Err(e) = Box::pin(state.apply(event, Some(d.seq), None)).await {
+                if let Err(e) =
+                    Box::pin(state.apply(event, Some(d.seq), None, d.batch, d.arrived)).await
+                {
                     tracing::warn!(user = %mask(&state.args.user_key), seq = d.seq, error = %e, "Commit failed; conversation stalled until the store answers.");
                     state.stall(&myself);
                 }
@@ -574,7 +599,7 @@ impl Actor for ConversationActor {
                 let result = if state.stalled {
                     Err("store unavailable".to_string())
                 } else {
-                    match Box::pin(state.apply(event, None, None)).await {
+                    match Box::pin(state.apply(event, None, None, None, None)).await {
                         Ok((effects, ids)) => match effects.iter().find_map(|e| match e {
                             Effect::Refuse { reason } => Some(reason.clone()),
                             _ => None,
@@ -593,21 +618,35 @@ impl Actor for ConversationActor {
                 }
             }
             msg @ (ConversationMsg::HttpDone(_)
-            | ConversationMsg::BotDone(_)
+            | ConversationMsg::BotDone(..)
             | ConversationMsg::MediaDone(_)) => {
                 if state.stalled || !state.loaded {
                     Box::pin(state.replay(&myself)).await;
                 }
-                let event = match msg {
-                    ConversationMsg::HttpDone(o) => ConversationEvent::HttpResult(o),
-                    ConversationMsg::BotDone(a) => ConversationEvent::BotResult(a),
-                    ConversationMsg::MediaDone(r) => ConversationEvent::MediaReady(r),
+                let (event, answered) = match msg {
+                    ConversationMsg::HttpDone(o) => (ConversationEvent::HttpResult(o), None),
+                    ConversationMsg::BotDone(a, at, before) => {
+                        (ConversationEvent::BotResult(a), Some((at, before)))
+                    }
+                    ConversationMsg::MediaDone(r) => (ConversationEvent::MediaReady(r), None),
                     _ => unreachable!("matched above"),
                 };
-                if let Err(e) = Box::pin(state.apply(event, None, None)).await {
+                match Box::pin(state.apply(event, None, None, None, None)).await {
+                    Ok((_, ids)) => {
+                        if let (Some((at, before)), false) = (answered, ids.is_empty()) {
+                            let after = at.elapsed();
+                            let m = metrics();
+                            m.bot_after_answer_us.observe(after.as_micros() as u64);
+                            if let Some(before) = before {
+                                m.bot_turn_us.observe((before + after).as_micros() as u64);
+                            }
+                        }
+                    }
                     // The call stays pending in the committed state; the next load makes it
                     // again.
-                    tracing::warn!(user = %mask(&state.args.user_key), error = %e, "Recording a call's outcome failed.");
+                    Err(e) => {
+                        tracing::warn!(user = %mask(&state.args.user_key), error = %e, "Recording a call's outcome failed.");
+                    }
                 }
             }
             ConversationMsg::Timer(t) => {
@@ -619,7 +658,7 @@ impl Actor for ConversationActor {
                     name: t.name,
                     payload: serde_json::from_str(&t.payload).unwrap_or(serde_json::Value::Null),
                 };
-                if let Err(e) = Box::pin(state.apply(event, None, Some(t.id))).await {
+                if let Err(e) = Box::pin(state.apply(event, None, Some(t.id), None, None)).await {
                     tracing::warn!(error = %e, "Timer step failed; it will fire again.");
                 }
             }
@@ -649,7 +688,7 @@ impl Actor for ConversationActor {
                     detail,
                     message,
                 };
-                if let Err(e) = Box::pin(state.apply(event, None, None)).await {
+                if let Err(e) = Box::pin(state.apply(event, None, None, None, None)).await {
                     tracing::warn!(error = %e, "Recording a send failure in the conversation failed.");
                 }
             }

@@ -53,6 +53,7 @@ fn result(label: &'static str, status: StatusCode, body: &'static str) -> Respon
 }
 
 pub async fn receive(State(app): State<AppState>, headers: HeaderMap, body: Bytes) -> Response {
+    let arrived = std::time::Instant::now();
     if app.draining() {
         return result(
             "result=\"draining\"",
@@ -105,7 +106,7 @@ pub async fn receive(State(app): State<AppState>, headers: HeaderMap, body: Byte
             };
         }
     };
-    let rows = inbox_rows(&app, parsed.events);
+    let rows = inbox_rows(&app, parsed.events, arrived);
     if rows.is_empty() {
         return result("result=\"empty\"", StatusCode::OK, "ok");
     }
@@ -246,7 +247,11 @@ fn short_hash(text: &str) -> String {
 /// Turn typed events into inbox rows: messages of configured accounts are `pending` for their
 /// conversation; statuses are applied in the same transaction; the rest is recorded as `done`;
 /// anything for an unknown phone_number_id is kept as `unrouted`.
-fn inbox_rows(app: &AppState, events: Vec<WebhookEvent>) -> Vec<NewInboxRow> {
+fn inbox_rows(
+    app: &AppState,
+    events: Vec<WebhookEvent>,
+    arrived: std::time::Instant,
+) -> Vec<NewInboxRow> {
     let settings = app.engine.settings();
     let received_at = now_ms();
     let known = |pnid: &str| settings.account(pnid).is_some();
@@ -284,6 +289,7 @@ fn inbox_rows(app: &AppState, events: Vec<WebhookEvent>) -> Vec<NewInboxRow> {
                     state,
                     status: None,
                     dispatch: Some(Arc::new(m)),
+                    arrived: Some(arrived),
                 });
             }
             WebhookEvent::Status(s) => {
@@ -326,6 +332,7 @@ fn inbox_rows(app: &AppState, events: Vec<WebhookEvent>) -> Vec<NewInboxRow> {
                         }),
                     }),
                     dispatch: None,
+                    arrived: None,
                 });
             }
             WebhookEvent::ChangeError(e) => {
@@ -341,6 +348,7 @@ fn inbox_rows(app: &AppState, events: Vec<WebhookEvent>) -> Vec<NewInboxRow> {
                     state: "done",
                     status: None,
                     dispatch: None,
+                    arrived: None,
                 });
             }
             WebhookEvent::AccountEvent(a) => {
@@ -359,6 +367,7 @@ fn inbox_rows(app: &AppState, events: Vec<WebhookEvent>) -> Vec<NewInboxRow> {
                     state: "done",
                     status: None,
                     dispatch: None,
+                    arrived: None,
                 });
             }
         }

@@ -293,13 +293,18 @@ async fn the_default_bot_answers_with_context_and_hands_off_after_failures(db: T
     assert_eq!(graph.delivered_texts().len(), 4);
     let (_, metrics) = app.get("/metrics").await;
     // (The registry is per process and other tests run beside this one: at least ours.)
-    let ok_answers: u64 = metrics
-        .lines()
-        .find_map(|l| l.strip_prefix("parley_bot_answers_total{bot=\"assistant\",result=\"ok\"} "))
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(0);
+    let sample = |name: &str| -> u64 {
+        metrics
+            .lines()
+            .find_map(|l| l.strip_prefix(name)?.strip_prefix(' '))
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(0)
+    };
+    let ok_answers = sample("parley_bot_answers_total{bot=\"assistant\",result=\"ok\"}");
     assert!(ok_answers >= 2, "{metrics}");
     assert!(metrics.contains("status=\"handed_off\""), "{metrics}");
+    // Parley's own time in each answered turn (webhook → call, answer → reply handed over).
+    assert!(sample("parley_bot_turn_us_count") >= 2, "{metrics}");
     // The same counters, kept in the store.
     let (_, bots) = app
         .admin(Method::GET, "/bots", Some(ADMIN_TOKEN), None)

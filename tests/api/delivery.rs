@@ -475,3 +475,78 @@ on_both_stores!(
     sender_start,
     replies_committed_while_the_sender_starts_are_not_taken_for_sends_in_doubt
 );
+
+/// A step commits in the transaction that appends the inbox row it applies, when it comes in
+/// time. If that transaction fails because of the step, the row is still kept (written again
+/// alone), the step is refused, and the conversation applies the row from the store once the
+/// store takes the step: one reply, in order, and other conversations go on meanwhile.
+async fn a_step_that_fails_its_inbox_rows_transaction_loses_nothing_and_repeats_nothing(
+    db: TestDb,
+) {
+    let graph = FakeGraph::start().await;
+    let mut settings = test_settings(&db, &graph);
+    settings.accounts[0].mark_read = false;
+    let store = db.store().await;
+    store.migrate().await.unwrap();
+    // The store refuses the reply to "trap" until the trigger is dropped.
+    let install: &[&str] = if db.is_postgres() {
+        &[
+            "CREATE FUNCTION refuse_trap() RETURNS trigger AS $$ BEGIN \
+             IF NEW.message LIKE '%echo: trap%' THEN RAISE EXCEPTION 'injected failure'; END IF; \
+             RETURN NEW; END $$ LANGUAGE plpgsql",
+            "CREATE TRIGGER refuse_trap BEFORE INSERT ON outbox FOR EACH ROW EXECUTE FUNCTION refuse_trap()",
+        ]
+    } else {
+        &["CREATE TRIGGER refuse_trap BEFORE INSERT ON outbox WHEN NEW.message LIKE '%echo: trap%' \
+           BEGIN SELECT RAISE(ABORT, 'injected failure'); END"]
+    };
+    for sql in install {
+        sqlx::query(sql).execute(store.pool()).await.unwrap();
+    }
+    let app = spawn_app(settings, Arc::new(Echo)).await;
+    let (a, b) = ("6281200000801", "6281200000802");
+    let post = |user: &'static str, wamid: &'static str, text: &'static str| {
+        let body = text_webhook(PNID, user, wamid, text, now_secs());
+        let app = &app;
+        async move { app.post_webhook(&body).await }
+    };
+    assert_eq!(post(a, "wamid.J1", "first").await, 200);
+    assert!(graph.wait_delivered(1, Duration::from_secs(10)).await);
+    // The webhook is still acknowledged: its row is committed even though the step is not.
+    assert_eq!(post(a, "wamid.J2", "trap").await, 200);
+    assert_eq!(post(b, "wamid.J3", "other").await, 200);
+    assert!(graph.wait_delivered(2, Duration::from_secs(10)).await);
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    assert_eq!(graph.delivered_texts(), vec!["echo: first", "echo: other"]);
+    assert_eq!(
+        count(&store, "SELECT COUNT(*) FROM inbox WHERE kind = 'message'").await,
+        3
+    );
+    let drop = if db.is_postgres() {
+        "DROP TRIGGER refuse_trap ON outbox"
+    } else {
+        "DROP TRIGGER refuse_trap"
+    };
+    sqlx::query(drop).execute(store.pool()).await.unwrap();
+    assert!(graph.wait_delivered(3, Duration::from_secs(10)).await);
+    assert_eq!(post(a, "wamid.J4", "after").await, 200);
+    assert!(graph.wait_delivered(4, Duration::from_secs(10)).await);
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert_eq!(
+        graph.delivered_texts(),
+        vec!["echo: first", "echo: other", "echo: trap", "echo: after"]
+    );
+    assert_eq!(
+        count(
+            &store,
+            "SELECT COUNT(*) FROM inbox WHERE kind = 'message' AND state = 'done'"
+        )
+        .await,
+        4
+    );
+    app.stop().await;
+}
+on_both_stores!(
+    step_fails_its_batch,
+    a_step_that_fails_its_inbox_rows_transaction_loses_nothing_and_repeats_nothing
+);

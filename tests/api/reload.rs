@@ -117,13 +117,19 @@ async fn echo_bearer(app: &TestApp, graph: &FakeGraph, secret: &str, n: u32) -> 
         .unwrap_or_default()
 }
 
-async fn secrets_and_tokens_rotate_live_while_a_conversation_runs(db: TestDb) {
-    // Arrange: a daemon started from a file, a conversation under way.
+/// A daemon started from a config file (default knobs) in a temp dir, with its fake Graph API.
+async fn started_from_a_file(db: &TestDb) -> (Arc<FakeGraph>, tempfile::TempDir, TestApp) {
     let graph = Arc::new(FakeGraph::start().await);
     let dir = tempfile::tempdir().unwrap();
-    let config = write_config(dir.path(), &db, &graph, &Knobs::default());
+    let config = write_config(dir.path(), db, &graph, &Knobs::default());
     let settings = Settings::load(Some(&config)).expect("the test config loads");
     let app = spawn_app(settings, Arc::new(Echo)).await;
+    (graph, dir, app)
+}
+
+async fn secrets_and_tokens_rotate_live_while_a_conversation_runs(db: TestDb) {
+    // Arrange: a daemon started from a file, a conversation under way.
+    let (graph, dir, app) = started_from_a_file(&db).await;
     assert_eq!(
         echo_bearer(&app, &graph, SECRET, 1).await,
         format!("Bearer {ACCESS_TOKEN}")
@@ -225,10 +231,7 @@ on_both_stores!(
 );
 
 async fn a_restart_only_key_is_named_while_the_live_ones_apply(db: TestDb) {
-    let graph = Arc::new(FakeGraph::start().await);
-    let dir = tempfile::tempdir().unwrap();
-    let config = write_config(dir.path(), &db, &graph, &Knobs::default());
-    let app = spawn_app(Settings::load(Some(&config)).unwrap(), Arc::new(Echo)).await;
+    let (graph, dir, app) = started_from_a_file(&db).await;
     echo_bearer(&app, &graph, SECRET, 1).await;
 
     let changed = Knobs {
@@ -290,10 +293,7 @@ on_both_stores!(
 );
 
 async fn an_invalid_configuration_changes_nothing(db: TestDb) {
-    let graph = Arc::new(FakeGraph::start().await);
-    let dir = tempfile::tempdir().unwrap();
-    let config = write_config(dir.path(), &db, &graph, &Knobs::default());
-    let app = spawn_app(Settings::load(Some(&config)).unwrap(), Arc::new(Echo)).await;
+    let (graph, dir, app) = started_from_a_file(&db).await;
     echo_bearer(&app, &graph, SECRET, 1).await;
 
     // Live keys changed, but one value is invalid: none of them may apply.
