@@ -516,20 +516,8 @@ async fn ingest(cli: &Cli, users: usize, connections: usize, seconds: u64) -> an
         settle(&reads).await;
     }
     let (peak_kib, rss_kib, ticks1) = proc_stats(pid);
-    if let Ok(r) = reqwest::get(format!("{}/metrics", daemon.base)).await {
-        let text = r.text().await.unwrap_or_default();
-        let get = |name: &str| {
-            text.lines()
-                .find_map(|l| l.strip_prefix(name))
-                .and_then(|v| v.trim().parse::<f64>().ok())
-                .unwrap_or(0.0)
-        };
-        let batches = get("parley_commit_batches_total ");
-        println!(
-            "writer: {batches:.0} group commits ({:.0}/s), {:.1} operations per commit",
-            batches / elapsed,
-            get("parley_commit_batch_ops_sum ") / batches.max(1.0)
-        );
+    if let Some(m) = Scrape::read(&daemon.base).await {
+        m.print_writer(elapsed);
     }
     let cpu_us = (ticks1 - ticks0) as f64 * 1e6 / clk_tck() as f64;
     lat.sort_by(f64::total_cmp);
@@ -724,7 +712,8 @@ type Turn = (String, Option<String>);
 type Script = Arc<dyn Fn(&str, u64) -> Turn + Send + Sync>;
 
 /// Every user posts its script's next webhook and waits for the reply at the fake API, for
-/// `seconds`. Returns (webhook → reply ms of every answered turn, wrong or missing replies).
+/// `seconds`. Returns (webhook → reply ms of every answered turn, the same keyed by (user,
+/// turn), wrong or missing replies).
 async fn closed_loop(
     base: &str,
     waiters: &Waiters,
@@ -732,7 +721,7 @@ async fn closed_loop(
     seconds: u64,
     script: Script,
     think: Duration,
-) -> (Vec<f64>, u64) {
+) -> (Vec<f64>, Vec<KeyedTurn>, u64) {
     let stop = Arc::new(AtomicBool::new(false));
     let mut tasks = Vec::new();
     for u in 0..users {
@@ -745,7 +734,7 @@ async fn closed_loop(
                 .pool_max_idle_per_host(1)
                 .build()
                 .unwrap();
-            let (mut lat, mut wrong, mut n) = (Vec::new(), 0u64, 0u64);
+            let (mut lat, mut keyed, mut wrong, mut n) = (Vec::new(), Vec::new(), 0u64, 0u64);
             // A person reads the answer before typing the next message: 50–150 % of `think`
             // (the first message at a random point of it, so users do not move in step).
             let pause = |scale: f64| think.mul_f64(scale);
@@ -760,35 +749,135 @@ async fn closed_loop(
                 }
                 match tokio::time::timeout(Duration::from_secs(30), rx.recv()).await {
                     Ok(Some(text)) => {
-                        lat.push(t.elapsed().as_secs_f64() * 1000.0);
-                        if expected.is_some_and(|e| e != text) {
+                        let ms = t.elapsed().as_secs_f64() * 1000.0;
+                        lat.push(ms);
+                        keyed.push((user.clone(), n, ms));
+                        if expected.as_ref().is_some_and(|e| *e != text) {
                             wrong += 1;
+                            explain(&client, &base, &user, n, &expected, Some(&text)).await;
                         }
                     }
-                    _ => wrong += 1,
+                    _ => {
+                        wrong += 1;
+                        explain(&client, &base, &user, n, &expected, None).await;
+                    }
                 }
                 if !think.is_zero() {
                     tokio::time::sleep(pause(0.5 + fastrand::f64())).await;
                 }
             }
-            (lat, wrong)
+            (lat, keyed, wrong)
         }));
     }
     tokio::time::sleep(Duration::from_secs(seconds)).await;
     stop.store(true, Ordering::Relaxed);
-    let (mut lat, mut wrong) = (Vec::new(), 0);
+    let (mut lat, mut keyed, mut wrong) = (Vec::new(), Vec::new(), 0);
     for t in tasks {
-        if let Ok((l, w)) = t.await {
+        if let Ok((l, k, w)) = t.await {
             lat.extend(l);
+            keyed.extend(k);
             wrong += w;
         }
     }
     lat.sort_by(f64::total_cmp);
-    (lat, wrong)
+    (lat, keyed, wrong)
 }
 
-/// Latency, throughput, memory and CPU lines shared by the closed-loop benchmarks.
-/// What a closed-loop run measured.
+/// (user, turn from 1, webhook → reply ms)
+type KeyedTurn = (String, u64, f64);
+
+/// With `PARLEY_BENCH_EXPLAIN` set, a wrong or missing reply prints what the daemon holds
+/// for that user (its conversation and last messages through the admin API) and its inbox,
+/// outbox and send counters: enough to tell a lost event from a held or unsent reply.
+async fn explain(
+    client: &reqwest::Client,
+    base: &str,
+    user: &str,
+    turn: u64,
+    expected: &Option<String>,
+    got: Option<&str>,
+) {
+    if std::env::var_os("PARLEY_BENCH_EXPLAIN").is_none() {
+        return;
+    }
+    let conversation = match client
+        .get(format!("{base}/admin/v1/conversations/{PNID}/{user}"))
+        .bearer_auth(ADMIN)
+        .send()
+        .await
+    {
+        Ok(r) => r.text().await.unwrap_or_default(),
+        Err(e) => e.to_string(),
+    };
+    let counters = match Scrape::read(base).await {
+        Some(m) => {
+            m.0.lines()
+                .filter(|l| {
+                    [
+                        "parley_inbox",
+                        "parley_outbox",
+                        "parley_sends",
+                        "parley_live",
+                    ]
+                    .iter()
+                    .any(|p| l.starts_with(p))
+                })
+                .collect::<Vec<_>>()
+                .join("\n")
+        }
+        None => String::new(),
+    };
+    eprintln!(
+        "user {user}, turn {turn}: expected {expected:?}, got {got:?}\n{conversation}\n{counters}"
+    );
+}
+
+/// The daemon's `/metrics` page, read once.
+struct Scrape(String);
+
+impl Scrape {
+    async fn read(base: &str) -> Option<Scrape> {
+        let r = reqwest::get(format!("{base}/metrics")).await.ok()?;
+        Some(Scrape(r.text().await.ok()?))
+    }
+
+    /// The value of the sample line that starts with `name` (0 if absent).
+    fn get(&self, name: &str) -> f64 {
+        self.0
+            .lines()
+            .find_map(|l| l.strip_prefix(name))
+            .and_then(|v| v.trim().parse::<f64>().ok())
+            .unwrap_or(0.0)
+    }
+
+    /// The upper bound of the bucket holding quantile `q` of histogram `name` (None: empty,
+    /// or past the last bound).
+    fn quantile_bound(&self, name: &str, q: f64) -> Option<u64> {
+        let total = self.get(&format!("{name}_count "));
+        if total == 0.0 {
+            return None;
+        }
+        let prefix = format!("{name}_bucket{{le=\"");
+        self.0.lines().find_map(|l| {
+            let (le, count) = l.strip_prefix(&prefix)?.split_once("\"} ")?;
+            let count: f64 = count.trim().parse().ok()?;
+            (count >= q * total).then(|| le.parse().ok())?
+        })
+    }
+
+    /// Group commits over `elapsed` seconds, and how full they were.
+    fn print_writer(&self, elapsed: f64) {
+        let batches = self.get("parley_commit_batches_total ");
+        println!(
+            "writer: {batches:.0} group commits ({:.0}/s), {:.1} operations per commit, {:.0} steps committed with their inbox row",
+            batches / elapsed,
+            self.get("parley_commit_batch_ops_sum ") / batches.max(1.0),
+            self.get("parley_steps_joined_total "),
+        );
+    }
+}
+
+/// What a closed-loop run measured (the lines shared by the closed-loop benchmarks).
 struct Run<'a> {
     users: usize,
     elapsed: f64,
@@ -797,6 +886,7 @@ struct Run<'a> {
     wrong: u64,
     pid: u32,
     ticks0: u64,
+    metrics: Option<Scrape>,
 }
 
 fn report(cli: &Cli, r: Run<'_>) {
@@ -808,10 +898,14 @@ fn report(cli: &Cli, r: Run<'_>) {
         wrong,
         pid,
         ticks0,
+        metrics,
     } = r;
     let (peak_kib, rss_kib, ticks1) = proc_stats(pid);
     let cpu_us = (ticks1 - ticks0) as f64 * 1e6 / clk_tck() as f64;
     print_store(cli);
+    if let Some(m) = metrics {
+        m.print_writer(elapsed);
+    }
     println!("users: {users}, duration: {elapsed:.1} s");
     println!(
         "replies: {replies} ({:.0}/s); wrong or missing replies: {wrong}",
@@ -847,7 +941,7 @@ async fn shop(cli: &Cli, users: usize, seconds: u64) -> anyhow::Result<()> {
         (body, Some(expected.to_string()))
     });
     let started = Instant::now();
-    let (lat, wrong) = closed_loop(
+    let (lat, _, wrong) = closed_loop(
         &daemon.base,
         &waiters,
         users,
@@ -873,27 +967,53 @@ async fn shop(cli: &Cli, users: usize, seconds: u64) -> anyhow::Result<()> {
             wrong,
             pid,
             ticks0,
+            metrics: Scrape::read(&daemon.base).await,
         },
     );
     Ok(())
 }
 
+/// How long the fake model actually held each call, by (user, turn) (read from the question
+/// `question number {turn} from {user}`): a timer asked for 200 ms fires late on a loaded
+/// machine, and that lateness is the provider's, not Parley's.
+type Holds = Arc<std::sync::Mutex<HashMap<(String, u64), f64>>>;
+
 /// A model provider (OpenAI-compatible) that answers every call after `delay`.
-async fn slow_model(delay: Duration) -> anyhow::Result<String> {
+async fn slow_model(delay: Duration) -> anyhow::Result<(String, Holds)> {
+    let holds: Holds = Arc::default();
+    let record = holds.clone();
     let app = axum::Router::new().route(
         "/chat/completions",
-        axum::routing::post(move || async move {
-            tokio::time::sleep(delay).await;
-            axum::Json(serde_json::json!({
-                "choices": [{"message": {"role": "assistant", "content": "Noted."}}],
-                "usage": {"prompt_tokens": 200, "completion_tokens": 10}
-            }))
+        axum::routing::post(move |body: axum::Json<serde_json::Value>| {
+            let record = record.clone();
+            async move {
+                let t = Instant::now();
+                tokio::time::sleep(delay).await;
+                let question = body["messages"]
+                    .as_array()
+                    .and_then(|m| m.iter().rev().find(|m| m["role"] == "user"))
+                    .and_then(|m| m["content"].as_str())
+                    .unwrap_or_default();
+                if let Some((n, user)) = question
+                    .strip_prefix("question number ")
+                    .and_then(|q| q.split_once(" from "))
+                {
+                    if let Ok(n) = n.parse::<u64>() {
+                        let held = t.elapsed().as_secs_f64() * 1000.0;
+                        record.lock().unwrap().insert((user.to_string(), n), held);
+                    }
+                }
+                axum::Json(serde_json::json!({
+                    "choices": [{"message": {"role": "assistant", "content": "Noted."}}],
+                    "usage": {"prompt_tokens": 200, "completion_tokens": 10}
+                }))
+            }
         }),
     );
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
     let addr = listener.local_addr()?;
     tokio::spawn(async move { axum::serve(listener, app).await });
-    Ok(format!("http://{addr}"))
+    Ok((format!("http://{addr}"), holds))
 }
 
 /// Chatbot conversations against a provider answering after `delay_ms`, `concurrency`
@@ -908,7 +1028,7 @@ async fn bots(
     think_ms: u64,
 ) -> anyhow::Result<()> {
     let (graph, waiters, replies) = replying_graph().await;
-    let model = slow_model(Duration::from_millis(delay_ms)).await?;
+    let (model, holds) = slow_model(Duration::from_millis(delay_ms)).await?;
     let flows = tempfile::tempdir()?;
     std::fs::create_dir(flows.path().join("bots"))?;
     std::fs::write(
@@ -929,14 +1049,14 @@ async fn bots(
                 PNID,
                 user,
                 &wamid,
-                &format!("question number {n}, about our order"),
+                &format!("question number {n} from {user}"),
                 now_secs(),
             ),
             Some("Noted.".to_string()),
         )
     });
     let started = Instant::now();
-    let (lat, wrong) = closed_loop(
+    let (lat, keyed, wrong) = closed_loop(
         &daemon.base,
         &waiters,
         users,
@@ -961,6 +1081,7 @@ async fn bots(
             wrong,
             pid,
             ticks0,
+            metrics: Scrape::read(&daemon.base).await,
         },
     );
     let added: Vec<f64> = lat.iter().map(|l| l - delay_ms as f64).collect();
@@ -969,6 +1090,41 @@ async fn bots(
         pct(&added, 0.5),
         pct(&added, 0.99)
     );
+    // The same over what the provider actually held each call (its timer fires late under
+    // load), turn by turn.
+    let holds = std::mem::take(&mut *holds.lock().unwrap());
+    let mut over_held: Vec<f64> = keyed
+        .iter()
+        .filter_map(|(user, n, ms)| holds.get(&(user.clone(), *n)).map(|h| ms - h))
+        .collect();
+    over_held.sort_by(f64::total_cmp);
+    let mut late: Vec<f64> = holds.values().map(|h| h - delay_ms as f64).collect();
+    late.sort_by(f64::total_cmp);
+    println!(
+        "added over the provider's actual hold ({} turns matched): p50 {:.2} ms, p99 {:.2} ms (the provider's own timer was late by p50 {:.2} ms, p99 {:.2} ms)",
+        over_held.len(),
+        pct(&over_held, 0.5),
+        pct(&over_held, 0.99),
+        pct(&late, 0.5),
+        pct(&late, 0.99)
+    );
+    if let Some(m) = Scrape::read(&daemon.base).await {
+        let ms = |name: &str, q: f64| {
+            m.quantile_bound(name, q).map_or_else(
+                || "over the last bucket".to_string(),
+                |us| format!("≤ {:.2} ms", us as f64 / 1000.0),
+            )
+        };
+        println!(
+            "Parley's own time per turn (daemon's histograms): p50 {}, p99 {} (webhook → model call p50 {}, p99 {}; answer → reply handed to the sender p50 {}, p99 {})",
+            ms("parley_bot_turn_us", 0.5),
+            ms("parley_bot_turn_us", 0.99),
+            ms("parley_bot_before_call_us", 0.5),
+            ms("parley_bot_before_call_us", 0.99),
+            ms("parley_bot_after_answer_us", 0.5),
+            ms("parley_bot_after_answer_us", 0.99),
+        );
+    }
     let (_, rss1, _) = proc_stats(pid);
     println!(
         "memory: {:.1} KiB per conversation ({} turns each on average; contexts hold up to 20 messages)",
