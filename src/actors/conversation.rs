@@ -83,6 +83,9 @@ pub struct ConversationActorState {
     /// A commit failed: later events wait in the inbox until a replay succeeds.
     stalled: bool,
     retry_scheduled: bool,
+    /// A message handed over while its batch was still open went unapplied: the next replay
+    /// first waits for the writer to end that batch (see `try_replay`).
+    unseen: bool,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -124,10 +127,19 @@ impl ConversationActorState {
             self.stall(myself);
         } else {
             self.stalled = false;
+            self.unseen = false;
         }
     }
 
     async fn try_replay(&mut self) -> Result<(), ApplyError> {
+        if self.unseen {
+            // A message handed over from a batch still open was not applied (this actor was
+            // stalled, or its predecessor failed with it in the mailbox). Read before that
+            // batch commits, the inbox would not show it, and the next message would be
+            // applied over its head: wait until the writer has ended the batch.
+            let (account, user) = (&self.args.account.phone_number_id, &self.args.user_key);
+            self.engine().writer.barrier(account, user).await?;
+        }
         self.load().await?;
         let rows = self
             .engine()
@@ -517,6 +529,9 @@ impl Actor for ConversationActor {
     ) -> Result<Self::State, ActorProcessingErr> {
         // Nothing slow here: the account waits for pre_start. Loading happens in post_start.
         metrics().live_conversations.fetch_add(1, Ordering::Relaxed);
+        // Restarted after a failure: the failed actor may have been handed messages of a
+        // batch still open, and lost them with its mailbox.
+        let unseen = args.poison.is_some();
         Ok(ConversationActorState {
             args,
             myself: None,
@@ -525,6 +540,7 @@ impl Actor for ConversationActor {
             loaded: false,
             stalled: false,
             retry_scheduled: false,
+            unseen,
         })
     }
 
@@ -535,13 +551,6 @@ impl Actor for ConversationActor {
     ) -> Result<(), ActorProcessingErr> {
         // Before any queued message: events committed earlier come first.
         state.myself = Some(myself.clone());
-        if state.args.poison.is_some() {
-            // Restarted after a failure: messages handed to the failed actor from a batch
-            // still open were lost with it; the inbox shows them once that batch commits.
-            // (If the store is down, the replay below stalls and retries.)
-            let (account, user) = (&state.args.account.phone_number_id, &state.args.user_key);
-            let _ = state.args.engine.writer.barrier(account, user).await;
-        }
         if Box::pin(state.load()).await.is_ok() {
             // Calls the stored state waits on, whose outcome was lost with the previous
             // process (before any new event can make calls of its own).
@@ -571,7 +580,9 @@ impl Actor for ConversationActor {
         match msg {
             ConversationMsg::Inbound(d) => {
                 if state.stalled || !state.loaded {
-                    // It is in the inbox; the scheduled replay applies it in order.
+                    // It is in the inbox (or its batch fails and Meta sends it again); the
+                    // scheduled replay applies it in order.
+                    state.unseen |= d.batch.is_some();
                     return Ok(());
                 }
                 if d.seq <= state.last_applied_seq {

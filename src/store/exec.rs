@@ -177,9 +177,29 @@ impl rusqlite::ToSql for Val {
     }
 }
 
+/// The writer's SQL for SQLite: numbered placeholders as SQLite binds them fastest, and `OR
+/// FAIL` on every INSERT and UPDATE.
+///
+/// Any statement that fails makes the writer roll its whole transaction back, so a failing
+/// statement need not undo its own partial changes first. By default (`ABORT`) it must, and so
+/// SQLite copies every page a multi-row INSERT or UPDATE touches into a statement journal
+/// before changing it: measured as ~10 % of the writer thread's time in the shop benchmark.
+/// With `OR FAIL` there is nothing to undo and no journal. (An upsert's own `ON CONFLICT`
+/// clause still decides what its conflict does.)
+fn writer_sql(sql: &str) -> String {
+    let mut sql = placeholders(Dialect::Sqlite, sql).into_owned();
+    for verb in ["INSERT ", "UPDATE "] {
+        if sql.starts_with(verb) && !sql[verb.len()..].starts_with("OR ") {
+            sql.insert_str(verb.len(), "OR FAIL ");
+            break;
+        }
+    }
+    sql
+}
+
 impl SyncTx for SqliteTx<'_> {
     fn exec(&mut self, sql: &str, vals: Vec<Val>) -> Result<u64, StoreError> {
-        let sql = placeholders(Dialect::Sqlite, sql);
+        let sql = writer_sql(sql);
         let mut stmt = self.0.prepare_cached(&sql).map_err(sqlite_err)?;
         let n = stmt
             .execute(rusqlite::params_from_iter(vals.iter()))
@@ -194,7 +214,7 @@ impl SyncTx for SqliteTx<'_> {
         cols: &[Col],
     ) -> Result<Vec<Values>, StoreError> {
         use rusqlite::types::ValueRef;
-        let sql = placeholders(Dialect::Sqlite, sql);
+        let sql = writer_sql(sql);
         let mut stmt = self.0.prepare_cached(&sql).map_err(sqlite_err)?;
         let mut rows = stmt
             .query(rusqlite::params_from_iter(vals.iter()))
@@ -257,5 +277,78 @@ impl SyncTx for PgTx<'_, '_> {
                     .collect::<Result<Values, StoreError>>()
             })
             .collect()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_writers_inserts_and_updates_fail_without_a_statement_journal() {
+        assert_eq!(
+            writer_sql("INSERT INTO t (a, b) VALUES ($1,$2),($3,$4) ON CONFLICT (a) DO NOTHING"),
+            "INSERT OR FAIL INTO t (a, b) VALUES (?,?),(?,?) ON CONFLICT (a) DO NOTHING"
+        );
+        assert_eq!(
+            writer_sql("UPDATE t SET b = $1 WHERE a = $2"),
+            "UPDATE OR FAIL t SET b = ? WHERE a = ?"
+        );
+        assert_eq!(
+            writer_sql("INSERT OR IGNORE INTO t (a) VALUES ($1)"),
+            "INSERT OR IGNORE INTO t (a) VALUES (?)"
+        );
+        assert_eq!(
+            writer_sql("DELETE FROM t WHERE a = $1"),
+            "DELETE FROM t WHERE a = ?"
+        );
+    }
+
+    /// What makes `OR FAIL` safe: a statement that fails half-way leaves its first rows in the
+    /// transaction, and the writer's transaction then rolls back as a whole.
+    #[test]
+    fn a_statement_failing_half_way_rolls_back_its_whole_transaction() {
+        let dir = std::env::temp_dir().join(format!("parley-exec-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let path = dir.join("w.db");
+        let url = format!("sqlite://{}", path.display());
+        let mut conn = WriterConn::open(&url, Dialect::Sqlite).unwrap();
+        conn.transaction(|tx| {
+            tx.exec(
+                "CREATE TABLE t (a INTEGER PRIMARY KEY, b TEXT NOT NULL UNIQUE)",
+                vec![],
+            )?;
+            tx.exec(
+                "INSERT INTO t (a, b) VALUES ($1,$2)",
+                vec![Val::I(1), "x".into()],
+            )
+        })
+        .unwrap();
+        let failed = conn.transaction(|tx| {
+            tx.exec(
+                "UPDATE t SET b = $1 WHERE a = $2",
+                vec!["y".into(), Val::I(1)],
+            )?;
+            // Row 2 goes in, row 3 repeats b = 'y': the statement fails after one row.
+            tx.exec(
+                "INSERT INTO t (a, b) VALUES ($1,$2),($3,$4)",
+                vec![Val::I(2), "z".into(), Val::I(3), "y".into()],
+            )
+        });
+        assert!(failed.is_err());
+        let rows = conn
+            .transaction(|tx| tx.query("SELECT b FROM t ORDER BY a", vec![], &[Col::Text]))
+            .unwrap();
+        let texts: Vec<String> = rows
+            .into_iter()
+            .flatten()
+            .map(|v| match v {
+                Val::S(s) => s,
+                other => panic!("{other:?}"),
+            })
+            .collect();
+        assert_eq!(texts, ["x"], "neither the update nor row 2 is kept");
+        drop(conn);
+        let _ = std::fs::remove_dir_all(&dir);
     }
 }

@@ -561,7 +561,21 @@ async fn a_postgres_outage_under_load_loses_nothing_acknowledged_and_service_res
             count(&store, "SELECT COUNT(*) FROM inbox WHERE state = 'pending'").await == 0
         })
         .await,
-        "every stored message is applied once the store is back"
+        "every stored message is applied once the store is back: {}",
+        {
+            let rows: Vec<(i64, String)> = sqlx::query_as(
+                "SELECT seq, user_key FROM inbox WHERE state = 'pending' ORDER BY seq",
+            )
+            .fetch_all(store.pool())
+            .await
+            .unwrap();
+            let convs: Vec<(String, i64)> =
+                sqlx::query_as("SELECT user_key, last_applied_seq FROM conversations")
+                    .fetch_all(store.pool())
+                    .await
+                    .unwrap();
+            format!("pending {rows:?}; conversations {convs:?}")
+        }
     );
     assert_eq!(app.get("/readyz").await.0, 200);
     eprintln!(
