@@ -3,7 +3,7 @@
 //! account's outbox sender.
 
 use std::collections::HashMap;
-use std::sync::atomic::{AtomicI64, Ordering};
+use std::sync::atomic::{AtomicI64, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -80,6 +80,9 @@ struct Live {
     last_routed: Instant,
     /// Started for a campaign message and nothing else since: passivated after CAMPAIGN_IDLE.
     campaign_only: bool,
+    /// Model calls, HTTP calls and media fetches it is waiting on (see
+    /// `ConversationArgs::calls`): it is not passivated while any is out.
+    calls: Arc<AtomicUsize>,
 }
 
 /// Which inbox seq a conversation actor is applying (0 when idle), readable after it failed.
@@ -113,6 +116,7 @@ impl AccountState {
             return Ok(live.actor.clone());
         }
         let applying: Applying = Arc::new(AtomicI64::new(0));
+        let calls = Arc::new(AtomicUsize::new(0));
         let (actor, _) = Actor::spawn_linked(
             None,
             ConversationActor,
@@ -124,6 +128,7 @@ impl AccountState {
                 account_ref: myself.clone(),
                 poison: self.failures.get(user_key).copied(),
                 applying: applying.clone(),
+                calls: calls.clone(),
             },
             myself.get_cell(),
         )
@@ -136,6 +141,7 @@ impl AccountState {
                 actor: actor.clone(),
                 last_routed: Instant::now(),
                 campaign_only: false,
+                calls,
             },
         );
         Ok(actor)
@@ -306,7 +312,10 @@ impl Actor for AccountActor {
                     .iter()
                     .filter(|(_, l)| {
                         let quiet = l.last_routed.elapsed();
-                        quiet >= idle || (l.campaign_only && quiet >= CAMPAIGN_IDLE)
+                        // A call's answer goes to this actor alone: stopped before it comes,
+                        // the conversation would wait for it until the customer writes again.
+                        (quiet >= idle || (l.campaign_only && quiet >= CAMPAIGN_IDLE))
+                            && l.calls.load(Ordering::Acquire) == 0
                     })
                     .map(|(u, _)| u.clone())
                     .collect();

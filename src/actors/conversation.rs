@@ -2,7 +2,7 @@
 //! inbox order through the pure `step`, commits state + outbox + timers + "inbox done" in one
 //! transaction, then hands the new sends to the account's outbox sender.
 
-use std::sync::atomic::{AtomicI64, Ordering};
+use std::sync::atomic::{AtomicI64, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -72,6 +72,9 @@ pub struct ConversationArgs {
     /// The seq this conversation failed on before, and how many times.
     pub poison: Option<(i64, u32)>,
     pub applying: Arc<AtomicI64>,
+    /// Calls made off the actor whose outcome has not been handled yet (the account does not
+    /// passivate the conversation meanwhile).
+    pub calls: Arc<AtomicUsize>,
 }
 
 pub struct ConversationActorState {
@@ -442,6 +445,7 @@ impl ConversationActorState {
                     call.clone(),
                     self.myself.clone(),
                 );
+                self.args.calls.fetch_add(1, Ordering::AcqRel);
                 tokio::spawn(async move {
                     let answer = providers.call(&call).await;
                     crate::metrics::metrics().bot_answer(&call.bot, &answer);
@@ -474,6 +478,7 @@ impl ConversationActorState {
                     fetch.clone(),
                     self.myself.clone(),
                 );
+                self.args.calls.fetch_add(1, Ordering::AcqRel);
                 tokio::spawn(async move {
                     let settings = engine.settings_arc();
                     let token = crate::outbox::token_for(&settings, &account.phone_number_id);
@@ -502,6 +507,7 @@ impl ConversationActorState {
                     call.clone(),
                     self.myself.clone(),
                 );
+                self.args.calls.fetch_add(1, Ordering::AcqRel);
                 tokio::spawn(async move {
                     let outcome = caller.call(&call).await;
                     crate::metrics::metrics().flow_http_calls(outcome.status);
@@ -631,6 +637,7 @@ impl Actor for ConversationActor {
             msg @ (ConversationMsg::HttpDone(_)
             | ConversationMsg::BotDone(..)
             | ConversationMsg::MediaDone(_)) => {
+                state.args.calls.fetch_sub(1, Ordering::AcqRel);
                 if state.stalled || !state.loaded {
                     Box::pin(state.replay(&myself)).await;
                 }

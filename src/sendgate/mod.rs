@@ -262,13 +262,19 @@ impl GateRegistry {
                 .collect(),
         };
         for a in targets {
-            let Some(ag) = self.get(&a.phone_number_id) else {
+            let ag = if let Some(ag) = self.get(&a.phone_number_id) {
+                ag
+            } else {
                 // Not running (yet): change the stored control, which its gate loads.
                 update_stored_control(store, writer, &a.phone_number_id, now_ms, |c| {
                     apply_signal(c, &signal, now_ms)
                 })
                 .await;
-                continue;
+                // Opened meanwhile, after its last read of the store: it hears of it here.
+                match self.get(&a.phone_number_id) {
+                    Some(ag) => ag,
+                    None => continue,
+                }
             };
             let (changed, halted) = ag.with_gate(|g| {
                 let mut c = g.control().clone();
@@ -309,7 +315,9 @@ impl GateRegistry {
             return;
         };
         let user = user_key.unwrap_or("");
-        let Some(ag) = self.get(account) else {
+        let ag = if let Some(ag) = self.get(account) {
+            ag
+        } else {
             // Not running (yet): record what its gate loads at start.
             match &outcome {
                 Outcome::Unreachable if !user.is_empty() => {
@@ -340,7 +348,13 @@ impl GateRegistry {
                 }
                 _ => {}
             }
-            return;
+            // The gate may have opened while that write was on its way, after it read the
+            // store once more: then it hears of this here. (If it opens later, its read
+            // comes after this write.)
+            match self.get(account) {
+                Some(ag) => ag,
+                None => return,
+            }
         };
         let fx = ag.with_gate(|g| g.on_outcome(now_ms, user, &outcome));
         apply_effects(writer, &ag, &fx, code, user, now_ms).await;

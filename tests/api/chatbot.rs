@@ -442,6 +442,44 @@ async fn a_slow_model_delays_nobody_else(db: TestDb) {
 }
 on_both_stores!(slow_model, a_slow_model_delays_nobody_else);
 
+/// A conversation whose model takes longer than `conversation.idle_timeout` is not
+/// passivated meanwhile: the answer goes to its actor alone, and would otherwise wait until
+/// the customer writes again.
+async fn a_model_slower_than_the_idle_timeout_still_answers(db: TestDb) {
+    let graph = Arc::new(FakeGraph::start().await);
+    let (base, seen) = fake_provider(
+        ProviderKind::Openai,
+        vec![Reply::Slow(1500, "Worth the wait.")],
+    )
+    .await;
+    let (mut settings, _dir) = setup(&db, &graph, ProviderKind::Openai, base, true);
+    settings.conversation.idle_timeout = Duration::from_millis(200);
+    let app = spawn_app_with_flows(settings).await;
+    app.post_webhook(&text_webhook(
+        PNID,
+        "6281200000406",
+        "wamid.I1",
+        "take your time",
+        now_secs(),
+    ))
+    .await;
+    assert_eq!(until_texts(&graph, 1).await, vec!["Worth the wait."]);
+    assert_eq!(seen.bodies().len(), 1, "one call, answered once");
+    // With the answer handled, the idle conversation is passivated as usual.
+    assert!(
+        eventually(Duration::from_secs(5), || async {
+            app.live_conversations().await == 0
+        })
+        .await,
+        "passivated after its answer"
+    );
+    app.stop().await;
+}
+on_both_stores!(
+    idle_during_call,
+    a_model_slower_than_the_idle_timeout_still_answers
+);
+
 const LIMITED: &str = r#"
 provider: fake
 model: tiny-1

@@ -263,14 +263,6 @@ async fn idle_conversations_passivate_and_come_back_with_their_state(db: TestDb)
     let mut settings = test_settings(&db, &graph);
     settings.conversation.idle_timeout = Duration::from_millis(300);
     let app = spawn_app(settings, Arc::new(Echo)).await;
-    let live = || async {
-        let (_, body) = app
-            .admin(reqwest::Method::GET, "/accounts", Some(ADMIN_TOKEN), None)
-            .await;
-        body["accounts"][0]["live_conversations"]
-            .as_i64()
-            .unwrap_or(-1)
-    };
     let user = "6281200000030";
     assert_eq!(
         app.post_webhook(&text_webhook(PNID, user, "wamid.IDLE1", "one", now_secs()))
@@ -285,7 +277,10 @@ async fn idle_conversations_passivate_and_come_back_with_their_state(db: TestDb)
             .await
     );
     assert!(
-        eventually(Duration::from_secs(5), || async { live().await == 0 }).await,
+        eventually(Duration::from_secs(5), || async {
+            app.live_conversations().await == 0
+        })
+        .await,
         "passivated"
     );
     assert_eq!(

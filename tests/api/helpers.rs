@@ -265,6 +265,16 @@ async fn start_app(
 }
 
 impl TestApp {
+    /// The first account's resident conversation actors, as `GET /admin/v1/accounts` shows.
+    pub async fn live_conversations(&self) -> i64 {
+        let (_, body) = self
+            .admin(reqwest::Method::GET, "/accounts", Some(ADMIN_TOKEN), None)
+            .await;
+        body["accounts"][0]["live_conversations"]
+            .as_i64()
+            .unwrap_or(-1)
+    }
+
     pub async fn post_webhook(&self, body: &str) -> u16 {
         let sig = sign(SECRET.as_bytes(), body.as_bytes());
         self.post_raw(body.as_bytes().to_vec(), Some(&sig)).await
