@@ -120,6 +120,12 @@ impl ConversationActorState {
             self.last_applied_seq = stored.last_applied_seq;
         }
         self.loaded = true;
+        // Calls the stored state waits on, whose outcome was lost (with the previous process,
+        // or with a commit that failed), are made again before any new event can make calls
+        // of its own. One still out as well costs a second call; the first answer settles it.
+        let resumed = self.args.engine.logic.resume(&self.conv);
+        self.call_models(&resumed, None);
+        self.run_calls(&resumed);
         Ok(())
     }
 
@@ -215,6 +221,10 @@ impl ConversationActorState {
 
     fn stall(&mut self, myself: &ActorRef<ConversationMsg>) {
         self.stalled = true;
+        // The replay reads the state back: a commit reported failed may have landed (a
+        // PostgreSQL connection cut during COMMIT), and the next step must not be taken from
+        // the state before it.
+        self.loaded = false;
         if !self.retry_scheduled {
             self.retry_scheduled = true;
             drop(myself.send_after(Duration::from_secs(1), || ConversationMsg::Replay));
@@ -557,13 +567,6 @@ impl Actor for ConversationActor {
     ) -> Result<(), ActorProcessingErr> {
         // Before any queued message: events committed earlier come first.
         state.myself = Some(myself.clone());
-        if Box::pin(state.load()).await.is_ok() {
-            // Calls the stored state waits on, whose outcome was lost with the previous
-            // process (before any new event can make calls of its own).
-            let resumed = state.args.engine.logic.resume(&state.conv);
-            state.call_models(&resumed, None);
-            state.run_calls(&resumed);
-        }
         Box::pin(state.replay(&myself)).await;
         Ok(())
     }
@@ -660,10 +663,11 @@ impl Actor for ConversationActor {
                             }
                         }
                     }
-                    // The call stays pending in the committed state; the next load makes it
-                    // again.
+                    // The call stays pending in the committed state: the replay reads that
+                    // state back and makes the call again.
                     Err(e) => {
-                        tracing::warn!(user = %mask(&state.args.user_key), error = %e, "Recording a call's outcome failed.");
+                        tracing::warn!(user = %mask(&state.args.user_key), error = %e, "Recording a call's outcome failed; the call will be made again.");
+                        state.stall(&myself);
                     }
                 }
             }

@@ -442,6 +442,55 @@ async fn a_slow_model_delays_nobody_else(db: TestDb) {
 }
 on_both_stores!(slow_model, a_slow_model_delays_nobody_else);
 
+/// The store refuses to record the model's answer for a while: the call stays pending in the
+/// committed state, is made again once the store takes writes, and the customer gets one
+/// answer.
+async fn an_answer_the_store_refused_is_asked_for_again(db: TestDb) {
+    let graph = Arc::new(FakeGraph::start().await);
+    let (base, seen) =
+        fake_provider(ProviderKind::Openai, vec![Reply::Text("Worth retrying.")]).await;
+    let (mut settings, _dir) = setup(&db, &graph, ProviderKind::Openai, base, true);
+    settings.accounts[0].mark_read = false;
+    let store = db.store().await;
+    store.migrate().await.unwrap();
+    install_outbox_trap(&db, &store, "refuse_answer", "Worth retrying").await;
+    let app = spawn_app_with_flows(settings).await;
+    app.post_webhook(&text_webhook(
+        PNID,
+        "6281200000407",
+        "wamid.R1",
+        "are you there?",
+        now_secs(),
+    ))
+    .await;
+    assert!(
+        eventually(Duration::from_secs(10), || async {
+            !seen.bodies().is_empty()
+        })
+        .await,
+        "the model is asked"
+    );
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    assert!(
+        graph.delivered_texts().is_empty(),
+        "its answer is not recorded"
+    );
+    drop_outbox_trap(&db, &store, "refuse_answer").await;
+    assert_eq!(until_texts(&graph, 1).await, vec!["Worth retrying."]);
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    assert_eq!(
+        graph.delivered_texts(),
+        vec!["Worth retrying."],
+        "answered once"
+    );
+    assert!(seen.bodies().len() >= 2, "asked again after the refusal");
+    app.stop().await;
+}
+on_both_stores!(
+    refused_answer,
+    an_answer_the_store_refused_is_asked_for_again
+);
+
 /// A conversation whose model takes longer than `conversation.idle_timeout` is not
 /// passivated meanwhile: the answer goes to its actor alone, and would otherwise wait until
 /// the customer writes again.

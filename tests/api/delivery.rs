@@ -489,20 +489,7 @@ async fn a_step_that_fails_its_inbox_rows_transaction_loses_nothing_and_repeats_
     let store = db.store().await;
     store.migrate().await.unwrap();
     // The store refuses the reply to "trap" until the trigger is dropped.
-    let install: &[&str] = if db.is_postgres() {
-        &[
-            "CREATE FUNCTION refuse_trap() RETURNS trigger AS $$ BEGIN \
-             IF NEW.message LIKE '%echo: trap%' THEN RAISE EXCEPTION 'injected failure'; END IF; \
-             RETURN NEW; END $$ LANGUAGE plpgsql",
-            "CREATE TRIGGER refuse_trap BEFORE INSERT ON outbox FOR EACH ROW EXECUTE FUNCTION refuse_trap()",
-        ]
-    } else {
-        &["CREATE TRIGGER refuse_trap BEFORE INSERT ON outbox WHEN NEW.message LIKE '%echo: trap%' \
-           BEGIN SELECT RAISE(ABORT, 'injected failure'); END"]
-    };
-    for sql in install {
-        sqlx::query(sql).execute(store.pool()).await.unwrap();
-    }
+    install_outbox_trap(&db, &store, "refuse_trap", "echo: trap").await;
     let app = spawn_app(settings, Arc::new(Echo)).await;
     let (a, b) = ("6281200000801", "6281200000802");
     let post = |user: &'static str, wamid: &'static str, text: &'static str| {
@@ -522,12 +509,7 @@ async fn a_step_that_fails_its_inbox_rows_transaction_loses_nothing_and_repeats_
         count(&store, "SELECT COUNT(*) FROM inbox WHERE kind = 'message'").await,
         3
     );
-    let drop = if db.is_postgres() {
-        "DROP TRIGGER refuse_trap ON outbox"
-    } else {
-        "DROP TRIGGER refuse_trap"
-    };
-    sqlx::query(drop).execute(store.pool()).await.unwrap();
+    drop_outbox_trap(&db, &store, "refuse_trap").await;
     assert!(graph.wait_delivered(3, Duration::from_secs(10)).await);
     assert_eq!(post(a, "wamid.J4", "after").await, 200);
     assert!(graph.wait_delivered(4, Duration::from_secs(10)).await);

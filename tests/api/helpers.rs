@@ -374,3 +374,37 @@ where
         tokio::time::sleep(Duration::from_millis(25)).await;
     }
 }
+
+/// Make the store refuse (until [`drop_outbox_trap`]) any outbox row whose message contains
+/// `text`: the step that writes it fails, as on a store that stops taking writes.
+pub async fn install_outbox_trap(db: &TestDb, store: &Store, name: &str, text: &str) {
+    let install = if db.is_postgres() {
+        vec![
+            format!(
+                "CREATE FUNCTION {name}() RETURNS trigger AS $$ BEGIN \
+                 IF NEW.message LIKE '%{text}%' THEN RAISE EXCEPTION 'injected failure'; END IF; \
+                 RETURN NEW; END $$ LANGUAGE plpgsql"
+            ),
+            format!(
+                "CREATE TRIGGER {name} BEFORE INSERT ON outbox FOR EACH ROW EXECUTE FUNCTION {name}()"
+            ),
+        ]
+    } else {
+        vec![format!(
+            "CREATE TRIGGER {name} BEFORE INSERT ON outbox WHEN NEW.message LIKE '%{text}%' \
+             BEGIN SELECT RAISE(ABORT, 'injected failure'); END"
+        )]
+    };
+    for sql in install {
+        sqlx::query(&sql).execute(store.pool()).await.unwrap();
+    }
+}
+
+pub async fn drop_outbox_trap(db: &TestDb, store: &Store, name: &str) {
+    let drop = if db.is_postgres() {
+        format!("DROP TRIGGER {name} ON outbox")
+    } else {
+        format!("DROP TRIGGER {name}")
+    };
+    sqlx::query(&drop).execute(store.pool()).await.unwrap();
+}
