@@ -533,12 +533,13 @@ impl Store {
     ) -> Result<Option<i64>, StoreError> {
         let rows = self
             .fetch(
-                "SELECT id FROM outbox WHERE account = $1 AND user_key = $2 AND idem_key LIKE $3 ORDER BY id LIMIT 1",
-                vec![
-                    account.into(),
-                    user.into(),
-                    Val::S(format!("{account}:{user}:out{request_id}:_")),
-                ],
+                "SELECT id FROM outbox WHERE idem_key >= $1 AND idem_key < $2 AND account || '' = $3 AND user_key || '' = $4 \
+                 ORDER BY id LIMIT 1",
+                {
+                    let (from, to) =
+                        super::queries::idem_key_range(format!("{account}:{user}:out{request_id}:"));
+                    vec![from.into(), to.into(), account.into(), user.into()]
+                },
             )
             .await?;
         rows.first()

@@ -306,8 +306,11 @@ impl Store {
         let outbound = self
             .fetch(
                 "SELECT id, kind, wamid, message, state, status, error_code, error_detail, created_at FROM outbox \
-                 WHERE account = $1 AND user_key = $2 ORDER BY id DESC LIMIT $3",
-                vec![account.into(), user_key.into(), Val::I(limit)],
+                 WHERE idem_key >= $1 AND idem_key < $2 AND account || '' = $3 AND user_key || '' = $4 ORDER BY id DESC LIMIT $5",
+                {
+                    let (from, to) = idem_key_range(format!("{account}:{user_key}:"));
+                    vec![from.into(), to.into(), account.into(), user_key.into(), Val::I(limit)]
+                },
             )
             .await?;
         let mut out = Vec::with_capacity(inbound.len() + outbound.len());
@@ -591,4 +594,16 @@ impl Store {
             })
             .collect()
     }
+}
+
+/// The outbox idem keys (`{account}:{user}:{origin}:{n}`, see the conversation actor) that
+/// start with `prefix` (which ends in `:`): from `prefix` (inclusive) to the same text ending
+/// in `;` (exclusive; `;` follows `:` in byte order). Both stores compare idem keys byte by
+/// byte, so this is exactly the keys with the prefix, read through the unique index. (The
+/// queries also check account and user, as `account || ''` so that SQLite's planner, which
+/// has no statistics, does not take an index on the account alone instead.)
+pub(crate) fn idem_key_range(prefix: String) -> (String, String) {
+    debug_assert!(prefix.ends_with(':'));
+    let upper = format!("{};", &prefix[..prefix.len() - 1]);
+    (prefix, upper)
 }

@@ -123,7 +123,27 @@ async fn admin_sends_respect_the_window_and_whatsapp_limits(db: TestDb) {
             .wait_delivered(2, std::time::Duration::from_secs(10))
             .await
     );
-    let sent = graph.delivered();
+    // A user whose id extends this one's is another conversation (outbound history is read
+    // by idem-key prefix).
+    let (status, body) = app
+        .admin(
+            Method::POST,
+            "/messages",
+            Some(ADMIN_TOKEN),
+            Some(json!({"phone_number_id": PNID, "to": format!("{user}1"), "template": {"name": "order_update", "language": "id", "body_params": ["Sari"]}})),
+        )
+        .await;
+    assert_eq!(status, 202, "{body}");
+    assert!(
+        graph
+            .wait_delivered(3, std::time::Duration::from_secs(10))
+            .await
+    );
+    let sent: Vec<_> = graph
+        .delivered()
+        .into_iter()
+        .filter(|a| a.to() == Some(user))
+        .collect();
     assert_eq!(sent.len(), 2);
     assert_eq!(sent[0].body["type"], "template");
     assert_eq!(
