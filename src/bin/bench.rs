@@ -69,6 +69,10 @@ enum Cmd {
         /// Distinct pre-signed webhooks to prepare (each is sent once).
         #[arg(long, default_value_t = 250_000)]
         requests: usize,
+        /// Post status webhooks (`delivered`, each for a different wamid, as Meta sends two or
+        /// three per message sent) instead of messages.
+        #[arg(long)]
+        statuses: bool,
     },
     /// The shop conversation end to end: each user plays the whole conversation, waiting for
     /// every reply at the fake Graph API before answering.
@@ -578,12 +582,23 @@ function request()
 end
 "#;
 
+/// Bytes the process has caused to be written to storage (`/proc/<pid>/io`).
+fn written_bytes(pid: u32) -> u64 {
+    std::fs::read_to_string(format!("/proc/{pid}/io"))
+        .unwrap_or_default()
+        .lines()
+        .find_map(|l| l.strip_prefix("write_bytes: "))
+        .and_then(|v| v.trim().parse().ok())
+        .unwrap_or(0)
+}
+
 async fn with_wrk(
     cli: &Cli,
     users: usize,
     connections: usize,
     seconds: u64,
     requests: usize,
+    statuses: bool,
 ) -> anyhow::Result<()> {
     let reads = Arc::new(AtomicU64::new(0));
     let hook = {
@@ -602,13 +617,19 @@ async fn with_wrk(
         let mut f = std::io::BufWriter::new(std::fs::File::create(&data)?);
         let ts = now_secs();
         for n in 0..requests {
-            let body = text_webhook(
-                PNID,
-                &format!("62800{:08}", n % users),
-                &format!("wamid.W{n}"),
-                "hello there",
-                ts,
-            );
+            let user = format!("62800{:08}", n % users);
+            let body = if statuses {
+                parley::testing::status_webhook(
+                    PNID,
+                    &format!("wamid.OUT{n}"),
+                    "delivered",
+                    &user,
+                    None,
+                    ts,
+                )
+            } else {
+                text_webhook(PNID, &user, &format!("wamid.W{n}"), "hello there", ts)
+            };
             writeln!(f, "{}\t{}", sign(SECRET.as_bytes(), body.as_bytes()), body)?;
         }
     }
@@ -617,6 +638,7 @@ async fn with_wrk(
     let daemon = start_daemon(cli, &graph, "10m", "").await?;
     let pid = daemon.child.id();
     let (_, _, ticks0) = proc_stats(pid);
+    let written0 = written_bytes(pid);
     let threads = 2;
     let out = Command::new("wrk")
         .args([
@@ -647,12 +669,17 @@ async fn with_wrk(
         println!("warning: wrk sent {requests_done} requests but only {requests} are distinct; raise --requests");
     }
     let drain = Instant::now();
-    if cli.mark_read {
+    if cli.mark_read && !statuses {
         settle(&reads).await;
     }
     let (peak_kib, _, ticks1) = proc_stats(pid);
+    let written = written_bytes(pid).saturating_sub(written0);
     let cpu_us = (ticks1 - ticks0) as f64 * 1e6 / clk_tck() as f64;
     println!("{report}");
+    println!(
+        "store: {:.1} KB written per webhook",
+        written as f64 / 1000.0 / requests_done.max(1) as f64
+    );
     println!(
         "read receipts: {} of {requests_done} ({:.1} s to drain)",
         reads.load(Ordering::Relaxed),
@@ -1482,7 +1509,8 @@ async fn main() -> anyhow::Result<()> {
             connections,
             seconds,
             requests,
-        } => with_wrk(&cli, users, connections, seconds, requests).await,
+            statuses,
+        } => with_wrk(&cli, users, connections, seconds, requests, statuses).await,
         Cmd::Shop { users, seconds } => shop(&cli, users, seconds).await,
         Cmd::Reload { files, rounds } => reload(files, rounds),
         Cmd::Startup { conversations } => startup(&cli, conversations).await,

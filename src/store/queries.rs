@@ -144,7 +144,8 @@ impl Store {
     ) -> Result<Vec<PendingInbox>, StoreError> {
         let rows = self
             .fetch(
-                "SELECT seq, payload FROM inbox WHERE account = $1 AND user_key = $2 AND seq > $3 AND state = 'pending' ORDER BY seq",
+                "SELECT seq, payload FROM inbox WHERE account = $1 AND user_key = $2 AND seq > $3 AND state = 'pending' \
+                 AND kind = 'message' ORDER BY seq",
                 vec![account.into(), user_key.into(), Val::I(after_seq)],
             )
             .await?;
@@ -168,7 +169,7 @@ impl Store {
         let rows = self
             .fetch(
                 "SELECT user_key, MIN(seq) AS first FROM inbox WHERE state = 'pending' AND account = $1 AND received_at <= $2 \
-                 AND user_key IS NOT NULL GROUP BY user_key ORDER BY first",
+                 AND kind = 'message' AND user_key IS NOT NULL GROUP BY user_key ORDER BY first",
                 vec![account.into(), Val::I(older_than.unwrap_or(i64::MAX))],
             )
             .await?;
