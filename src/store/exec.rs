@@ -308,10 +308,8 @@ mod tests {
     /// transaction, and the writer's transaction then rolls back as a whole.
     #[test]
     fn a_statement_failing_half_way_rolls_back_its_whole_transaction() {
-        let dir = std::env::temp_dir().join(format!("parley-exec-{}", std::process::id()));
-        std::fs::create_dir_all(&dir).unwrap();
-        let path = dir.join("w.db");
-        let url = format!("sqlite://{}", path.display());
+        let dir = tempfile::tempdir().unwrap();
+        let url = format!("sqlite://{}", dir.path().join("w.db").display());
         let mut conn = WriterConn::open(&url, Dialect::Sqlite).unwrap();
         conn.transaction(|tx| {
             tx.exec(
@@ -348,7 +346,5 @@ mod tests {
             })
             .collect();
         assert_eq!(texts, ["x"], "neither the update nor row 2 is kept");
-        drop(conn);
-        let _ = std::fs::remove_dir_all(&dir);
     }
 }
