@@ -15,7 +15,7 @@ use crate::conversation::{ConversationEvent, ConversationState, Effect, FlowReco
 use crate::metrics::metrics;
 use crate::outbox::OutboxSender;
 use crate::sendgate::SendClass;
-use crate::store::writer::ContactUpsert;
+use crate::store::writer::{ContactUpsert, DeadInbox};
 use crate::store::{
     DueTimer, InboxDispatch, NewDeadLetter, NewOutboxRow, NewTimer, StepCommit, StoreError,
 };
@@ -212,7 +212,10 @@ impl ConversationActorState {
                     reason,
                     raw: Some(raw),
                 },
-                Some(seq),
+                Some(DeadInbox {
+                    seq,
+                    prev_seq: self.last_applied_seq,
+                }),
             )
             .await?;
         self.last_applied_seq = self.last_applied_seq.max(seq);
@@ -367,14 +370,24 @@ impl ConversationActorState {
             let tags = tags_changed
                 .then(|| serde_json::to_string(&next.contact.tags))
                 .transpose()?;
-            let contact = (matches!(event, ConversationEvent::Inbound { .. }) || tags_changed)
-                .then(|| ContactUpsert {
-                    wa_id: next.contact.wa_id.clone(),
-                    user_id: next.contact.user_id.clone(),
-                    profile_name: next.contact.profile_name.clone(),
-                    tags,
-                    opted_out_at,
-                });
+            // The row is written when something in it changes (a first message, a new
+            // profile name, tags, an opt-out), not on every message: when the contact last
+            // wrote is the conversation's `last_inbound_at`, already in this commit.
+            let (was, is) = (&self.conv.contact, &next.contact);
+            let details_changed = self.conv.last_inbound_at.is_none()
+                || was.wa_id != is.wa_id
+                || was.user_id != is.user_id
+                || was.profile_name != is.profile_name;
+            let contact = (matches!(event, ConversationEvent::Inbound { .. }) && details_changed
+                || tags_changed
+                || opted_out_at.is_some())
+            .then(|| ContactUpsert {
+                wa_id: next.contact.wa_id.clone(),
+                user_id: next.contact.user_id.clone(),
+                profile_name: next.contact.profile_name.clone(),
+                tags,
+                opted_out_at,
+            });
             let commit = StepCommit {
                 account: account.clone(),
                 user_key: user.clone(),
@@ -382,6 +395,7 @@ impl ConversationActorState {
                 last_inbound_at: next.last_inbound_at,
                 last_applied_seq: self.last_applied_seq.max(seq.unwrap_or(0)),
                 inbox_done: seq,
+                prev_seq: self.last_applied_seq,
                 timer_fired: timer_id,
                 contact,
                 outbox,

@@ -271,7 +271,12 @@ impl Store {
     ) -> Result<Option<ContactView>, StoreError> {
         let rows = self
             .fetch(
-                "SELECT wa_id, user_id, profile_name, first_seen_at, last_seen_at FROM contacts WHERE account = $1 AND user_key = $2",
+                // The contact row changes with its details only; when they last wrote is
+                // the conversation's last inbound time (the message's own timestamp).
+                "SELECT c.wa_id, c.user_id, c.profile_name, c.first_seen_at, \
+                 COALESCE(v.last_inbound_at, c.last_seen_at) AS last_seen_at \
+                 FROM contacts c LEFT JOIN conversations v ON v.account = c.account AND v.user_key = c.user_key \
+                 WHERE c.account = $1 AND c.user_key = $2",
                 vec![account.into(), user_key.into()],
             )
             .await?;
@@ -299,7 +304,20 @@ impl Store {
     ) -> Result<Vec<MessageView>, StoreError> {
         let inbound = self
             .fetch(
-                "SELECT seq, wamid, payload, received_at FROM inbox WHERE account = $1 AND user_key = $2 AND kind = 'message' \
+                // Applied messages along the conversation's chain (newest first, from the
+                // conversation row), then those not applied yet.
+                "WITH RECURSIVE chain(seq, n) AS ( \
+                   SELECT last_applied_seq, 1 FROM conversations \
+                    WHERE account = $1 AND user_key = $2 AND last_applied_seq > 0 \
+                   UNION ALL \
+                   SELECT i.prev_seq, chain.n + 1 FROM chain JOIN inbox i ON i.seq = chain.seq \
+                    WHERE i.prev_seq > 0 AND chain.n < $3 \
+                 ) \
+                 SELECT i.seq, i.wamid, i.payload, i.received_at FROM chain JOIN inbox i ON i.seq = chain.seq \
+                  WHERE i.account = $1 AND i.user_key = $2 AND i.kind = 'message' \
+                 UNION ALL \
+                 SELECT seq, wamid, payload, received_at FROM inbox \
+                  WHERE account = $1 AND user_key = $2 AND state = 'pending' AND kind = 'message' \
                  ORDER BY seq DESC LIMIT $3",
                 vec![account.into(), user_key.into(), Val::I(limit)],
             )
@@ -369,7 +387,8 @@ impl Store {
                 timeline,
             });
         }
-        out.sort_by_key(|m| m.at);
+        // Inbound rows come newest first; within a millisecond, by id.
+        out.sort_by_key(|m| (m.at, m.id));
         let skip = out.len().saturating_sub(limit as usize);
         Ok(out.split_off(skip))
     }

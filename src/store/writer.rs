@@ -86,6 +86,15 @@ pub struct NewDeadLetter {
     pub raw: Option<Vec<u8>>,
 }
 
+/// An inbox message the conversation gives up on, chained into its history like an applied
+/// one.
+#[derive(Debug, Clone, Copy)]
+pub struct DeadInbox {
+    pub seq: i64,
+    /// The conversation's message applied before it (0: none).
+    pub prev_seq: i64,
+}
+
 #[derive(Debug, Clone)]
 pub struct ContactUpsert {
     pub wa_id: Option<String>,
@@ -128,6 +137,11 @@ pub struct StepCommit {
     pub last_applied_seq: i64,
     /// The inbox row this step applied.
     pub inbox_done: Option<i64>,
+    /// The conversation's message applied before it (0: none): the applied messages of a
+    /// conversation form a chain from `conversations.last_applied_seq` back through
+    /// `inbox.prev_seq`, its history, so the inbox needs no index at each conversation's
+    /// place (a page written per message).
+    pub prev_seq: i64,
     /// The timer this step consumed.
     pub timer_fired: Option<i64>,
     pub contact: Option<ContactUpsert>,
@@ -195,7 +209,7 @@ enum WriteOp {
     DeadLetter {
         dl: NewDeadLetter,
         /// Mark this inbox row dead in the same transaction.
-        inbox_dead: Option<i64>,
+        inbox_dead: Option<DeadInbox>,
         reply: oneshot::Sender<Result<(), StoreError>>,
     },
     Step {
@@ -392,7 +406,7 @@ impl WriterHandle {
     pub async fn dead_letter(
         &self,
         dl: NewDeadLetter,
-        inbox_dead: Option<i64>,
+        inbox_dead: Option<DeadInbox>,
     ) -> Result<(), StoreError> {
         let (reply, rx) = oneshot::channel();
         let key = (
@@ -853,9 +867,21 @@ fn write_ops(tx: &mut dyn SyncTx, ops: &[WriteOp]) -> Result<Vec<OpResult>, Stor
             match op {
                 WriteOp::DeadLetter { dl, inbox_dead, .. } => {
                     insert_dead_letter(tx, dl)?;
-                    if let Some(seq) = inbox_dead {
-                        let sql = "UPDATE inbox SET state = 'dead' WHERE seq = $1";
-                        exec(tx, sql, vec![Val::I(*seq)])?;
+                    if let Some(dead) = inbox_dead {
+                        let sql = "UPDATE inbox SET state = 'dead', prev_seq = $1 WHERE seq = $2";
+                        exec(tx, sql, vec![Val::I(dead.prev_seq), Val::I(dead.seq)])?;
+                        // The history's head moves past it as a step's would.
+                        let sql = "UPDATE conversations SET last_applied_seq = $1 \
+                                   WHERE account = $2 AND user_key = $3 AND last_applied_seq < $1";
+                        exec(
+                            tx,
+                            sql,
+                            vec![
+                                Val::I(dead.seq),
+                                Val::OptS(dl.account.clone()),
+                                Val::OptS(dl.user_key.clone()),
+                            ],
+                        )?;
                     }
                 }
                 WriteOp::Outbox { update, .. } => updates.push(update),
@@ -1074,13 +1100,27 @@ fn commit_steps(
         exec(tx, &text, vals)?;
     }
 
-    let done: Vec<i64> = steps.iter().filter_map(|s| s.inbox_done).collect();
+    let done: Vec<(i64, i64)> = steps
+        .iter()
+        .filter_map(|s| s.inbox_done.map(|seq| (seq, s.prev_seq)))
+        .collect();
     for chunk in std_chunks(&done) {
-        let text = format!(
-            "UPDATE inbox SET state = 'done' WHERE seq IN ({})",
-            in_list(chunk.len(), 1)
+        let mut text = String::from("UPDATE inbox SET state = 'done', prev_seq = CASE seq");
+        for n in 0..chunk.len() {
+            text.push_str(&format!(" WHEN ${} THEN ${}", 2 * n + 1, 2 * n + 2));
+        }
+        text.push_str(&format!(
+            " END WHERE seq IN ({})",
+            in_list(chunk.len(), 2 * chunk.len() + 1)
+        ));
+        let mut vals = Vec::with_capacity(chunk.len() * 3);
+        vals.extend(
+            chunk
+                .iter()
+                .flat_map(|(seq, prev)| [Val::I(*seq), Val::I(*prev)]),
         );
-        exec(tx, &text, chunk.iter().map(|s| Val::I(*s)).collect())?;
+        vals.extend(chunk.iter().map(|(seq, _)| Val::I(*seq)));
+        exec(tx, &text, vals)?;
     }
     let fired: Vec<i64> = steps.iter().filter_map(|s| s.timer_fired).collect();
     for chunk in std_chunks(&fired) {

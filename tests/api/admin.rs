@@ -154,15 +154,7 @@ async fn admin_sends_respect_the_window_and_whatsapp_limits(db: TestDb) {
         sent[1].body["interactive"]["action"]["buttons"][1]["reply"]["title"],
         "My order"
     );
-    let (status, conv) = app
-        .admin(
-            Method::GET,
-            &format!("/conversations/{PNID}/{user}"),
-            Some(ADMIN_TOKEN),
-            None,
-        )
-        .await;
-    assert_eq!(status, 200);
+    let conv = app.conversation(user).await;
     assert_eq!(conv["contact"]["wa_id"], user);
     // The user's message and our two; read receipts are not messages.
     let directions: Vec<&str> = conv["messages"]
@@ -176,3 +168,131 @@ async fn admin_sends_respect_the_window_and_whatsapp_limits(db: TestDb) {
     app.stop().await;
 }
 on_both_stores!(sends, admin_sends_respect_the_window_and_whatsapp_limits);
+
+/// The conversation view reads a conversation's inbound history along the chain its applied
+/// messages form (no index at each conversation's place in the inbox), and shows the
+/// contact's latest details though the contact row is written only when they change.
+async fn the_conversation_view_follows_the_applied_messages(db: TestDb) {
+    let graph = Arc::new(FakeGraph::start().await);
+    let app = spawn_app(test_settings(&db, &graph), Arc::new(CoreLogic)).await;
+    let store = db.store().await;
+    let (user, other) = ("6281200000060", "6281200000061");
+    let start = now_secs() - 1000;
+    let mut mine = Vec::new();
+    for n in 0..56i64 {
+        let wamid = format!("wamid.H{n}");
+        let mut body = text_webhook(PNID, user, &wamid, &format!("m{n}"), start + n);
+        if n == 55 {
+            body = body.replace("Test User", "Sari Baru");
+        }
+        assert_eq!(app.post_webhook(&body).await, 200);
+        mine.push(wamid);
+        if n % 5 == 0 {
+            let body = text_webhook(PNID, other, &format!("wamid.O{n}"), "x", start + n);
+            assert_eq!(app.post_webhook(&body).await, 200);
+        }
+        if n % 10 == 0 {
+            // Some of them one at a time (each its own step), the rest as they come.
+            assert!(
+                eventually(std::time::Duration::from_secs(10), || async {
+                    count(&store, "SELECT COUNT(*) FROM inbox WHERE state = 'pending'").await == 0
+                })
+                .await
+            );
+        }
+    }
+    assert!(
+        eventually(std::time::Duration::from_secs(10), || async {
+            count(&store, "SELECT COUNT(*) FROM inbox WHERE state = 'pending'").await == 0
+        })
+        .await
+    );
+    let conv = app.conversation(user).await;
+    let wamids = inbound_wamids(&conv);
+    let expected: Vec<String> = mine[6..].to_vec();
+    assert_eq!(
+        wamids, expected,
+        "the newest 50, oldest first, none of the other user's"
+    );
+    assert_eq!(conv["contact"]["profile_name"], "Sari Baru");
+    assert_eq!(conv["contact"]["last_seen_at"], (start + 55) * 1000);
+    // One contact row per user, though each message did not write it.
+    assert_eq!(count(&store, "SELECT COUNT(*) FROM contacts").await, 2);
+    app.stop().await;
+}
+on_both_stores!(history, the_conversation_view_follows_the_applied_messages);
+
+/// A store from before the history chain: the migration links each conversation's applied
+/// messages, so the conversation view shows the history received before the upgrade.
+async fn the_history_chain_migration_links_earlier_messages(db: TestDb) {
+    let store = db.store().await;
+    let dir = tempfile::tempdir().unwrap();
+    let source = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("migrations")
+        .join(if db.is_postgres() {
+            "postgres"
+        } else {
+            "sqlite"
+        });
+    for entry in std::fs::read_dir(&source).unwrap() {
+        let path = entry.unwrap().path();
+        let name = path.file_name().unwrap().to_str().unwrap().to_string();
+        if name.as_str() < "20261122000060" {
+            std::fs::copy(&path, dir.path().join(name)).unwrap();
+        }
+    }
+    sqlx::migrate::Migrator::new(dir.path())
+        .await
+        .unwrap()
+        .run(store.pool())
+        .await
+        .unwrap();
+    let (user, other) = ("6281200000070", "6281200000071");
+    let rows = [
+        (1, user, "message", "done"),
+        (2, other, "message", "done"),
+        (3, user, "status", "done"),
+        (4, user, "message", "done"),
+        (5, user, "message", "pending"),
+    ];
+    for (seq, who, kind, state) in rows {
+        sqlx::query(
+            "INSERT INTO inbox (seq, account, user_key, kind, dedup_key, wamid, payload, received_at, state) \
+             VALUES ($1, $2, $3, $4, $5, $6, '{}', $7, $8)",
+        )
+        .bind(seq as i64)
+        .bind(PNID)
+        .bind(who)
+        .bind(kind)
+        .bind(format!("wamid.M{seq}"))
+        .bind(format!("wamid.M{seq}"))
+        .bind(1_000 + seq as i64)
+        .bind(state)
+        .execute(store.pool())
+        .await
+        .unwrap();
+    }
+    sqlx::query(
+        "INSERT INTO conversations (account, user_key, state, last_applied_seq, created_at, updated_at) \
+         VALUES ($1, $2, '{}', 4, 0, 0)",
+    )
+    .bind(PNID)
+    .bind(user)
+    .execute(store.pool())
+    .await
+    .unwrap();
+    store.migrate().await.unwrap();
+    let messages = store.conversation_messages(PNID, user, 50).await.unwrap();
+    let ids: Vec<i64> = messages.iter().map(|m| m.id).collect();
+    assert_eq!(
+        ids,
+        [1, 4, 5],
+        "both applied messages, then the pending one"
+    );
+    let limited = store.conversation_messages(PNID, user, 2).await.unwrap();
+    assert_eq!(limited.iter().map(|m| m.id).collect::<Vec<_>>(), [4, 5]);
+}
+on_both_stores!(
+    history_migration,
+    the_history_chain_migration_links_earlier_messages
+);

@@ -384,14 +384,7 @@ async fn a_flow_hands_over_to_a_bot_and_takes_back_on_its_keyword(db: TestDb) {
     ))
     .await;
     assert_eq!(until_texts(&graph, 4).await[3], "Let me get a person.");
-    let (_, conv) = app
-        .admin(
-            Method::GET,
-            &format!("/conversations/{PNID}/{other}"),
-            Some(ADMIN_TOKEN),
-            None,
-        )
-        .await;
+    let conv = app.conversation(other).await;
     assert_eq!(
         conv["handoff"]["status"], "waiting",
         "the model's handoff tool"

@@ -251,6 +251,9 @@ async fn a_poison_message_is_dead_lettered_without_touching_other_conversations(
         .delivered()
         .iter()
         .all(|a| a.text() != Some("echo: boom")));
+    // The dead message stays in the conversation's history, before the one after it.
+    let inbound = inbound_wamids(&app.conversation(victim).await);
+    assert_eq!(inbound, ["wamid.P1", "wamid.P3"]);
     app.stop().await;
 }
 on_both_stores!(

@@ -184,14 +184,7 @@ async fn statuses_arriving_out_of_order_never_move_a_message_backward(db: TestDb
             .unwrap();
     assert_eq!(status, "read");
     // Every status is in the timeline, in arrival order.
-    let (_, conv) = app
-        .admin(
-            reqwest::Method::GET,
-            &format!("/conversations/{PNID}/{user}"),
-            Some(ADMIN_TOKEN),
-            None,
-        )
-        .await;
+    let conv = app.conversation(user).await;
     let out = conv["messages"]
         .as_array()
         .unwrap()

@@ -314,6 +314,20 @@ impl TestApp {
         (status, value)
     }
 
+    /// The admin API's view of one conversation (asserting 200).
+    pub async fn conversation(&self, user: &str) -> Value {
+        let (status, view) = self
+            .admin(
+                reqwest::Method::GET,
+                &format!("/conversations/{PNID}/{user}"),
+                Some(ADMIN_TOKEN),
+                None,
+            )
+            .await;
+        assert_eq!(status, 200, "{view}");
+        view
+    }
+
     pub async fn get(&self, path: &str) -> (u16, String) {
         let resp = self
             .http
@@ -407,4 +421,15 @@ pub async fn drop_outbox_trap(db: &TestDb, store: &Store, name: &str) {
         format!("DROP TRIGGER {name}")
     };
     sqlx::query(&drop).execute(store.pool()).await.unwrap();
+}
+
+/// The wamids of a conversation view's inbound messages, in the order shown.
+pub fn inbound_wamids(view: &Value) -> Vec<String> {
+    view["messages"]
+        .as_array()
+        .expect("messages")
+        .iter()
+        .filter(|m| m["direction"] == "in")
+        .map(|m| m["wamid"].as_str().expect("wamid").to_string())
+        .collect()
 }

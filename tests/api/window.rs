@@ -93,14 +93,7 @@ async fn outside_the_window_messages_are_templated_held_or_refused(db: TestDb) {
             .all(|x| x.text() != Some("Held hello")),
         "held while the window is closed"
     );
-    let (_, conv) = app
-        .admin(
-            Method::GET,
-            &format!("/conversations/{PNID}/{b}"),
-            Some(ADMIN_TOKEN),
-            None,
-        )
-        .await;
+    let conv = app.conversation(b).await;
     assert_eq!(conv["state"]["held"].as_array().map(Vec::len), Some(1));
     // B writes again: the held message goes out.
     let ts = clock.0.load(std::sync::atomic::Ordering::SeqCst) / 1000;
