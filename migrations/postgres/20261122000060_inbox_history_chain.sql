@@ -12,3 +12,6 @@ UPDATE inbox SET prev_seq = (
 DROP INDEX IF EXISTS inbox_conversation_messages;
 CREATE INDEX inbox_conversation_pending ON inbox (account, user_key, seq)
     WHERE state = 'pending' AND kind = 'message';
+-- Only messages are ever pending, and every read of pending rows names the account: the
+-- index above serves them all, so the one by seq alone goes.
+DROP INDEX IF EXISTS inbox_pending;
