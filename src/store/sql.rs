@@ -103,6 +103,29 @@ pub(crate) fn values_list(rows: usize, cols: usize, first: usize) -> String {
     s
 }
 
+/// `(CAST($1 AS BIGINT),CAST($2 AS TEXT)),...` for `rows` rows with one column per type, a
+/// table of values to update from (`FROM (VALUES ...) AS v`, its columns `v.column1`, … in
+/// both stores): PostgreSQL has no table column to infer the parameters' types from.
+pub(crate) fn typed_values_list(rows: usize, types: &[&str]) -> String {
+    let mut s = String::with_capacity(rows * types.len() * 20);
+    let mut n = 1;
+    for r in 0..rows {
+        if r > 0 {
+            s.push(',');
+        }
+        s.push('(');
+        for (c, ty) in types.iter().enumerate() {
+            if c > 0 {
+                s.push(',');
+            }
+            s.push_str(&format!("CAST(${n} AS {ty})"));
+            n += 1;
+        }
+        s.push(')');
+    }
+    s
+}
+
 /// `$1,$2,...` for an IN list.
 pub(crate) fn in_list(n: usize, first: usize) -> String {
     (first..first + n)
@@ -175,6 +198,10 @@ mod tests {
     fn values_lists_number_their_placeholders() {
         assert_eq!(values_list(2, 2, 1), "($1,$2),($3,$4)");
         assert_eq!(in_list(3, 2), "$2,$3,$4");
+        assert_eq!(
+            typed_values_list(2, &["BIGINT", "TEXT"]),
+            "(CAST($1 AS BIGINT),CAST($2 AS TEXT)),(CAST($3 AS BIGINT),CAST($4 AS TEXT))"
+        );
     }
 
     #[test]

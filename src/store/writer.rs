@@ -19,7 +19,7 @@ use std::sync::{Arc, OnceLock};
 use tokio::sync::{mpsc, oneshot};
 
 use super::exec::{int, text, Col, SyncTx, Values, WriterConn};
-use super::sql::{in_list, std_chunks, values_list, Val};
+use super::sql::{in_list, std_chunks, typed_values_list, values_list, Val};
 use super::{Store, StoreError};
 use crate::metrics::metrics;
 use crate::whatsapp::event::{DeliveryStatus, InboundMessage};
@@ -595,12 +595,7 @@ fn run(
         // more was measured: fewer commits, but no less CPU and a lower closed-loop rate.)
         // The one wait is for the steps of the messages this batch hands out (`STEP_WAIT`).
         batch.extend(batches.refuse(first));
-        while batch.len() < OPS_PER_BATCH {
-            match rx.try_recv() {
-                Ok(op) => batch.extend(batches.refuse(op)),
-                Err(_) => break,
-            }
-        }
+        take_queued(&mut rx, &batches, &mut batch);
         if batch.is_empty() {
             continue;
         }
@@ -655,6 +650,17 @@ fn run(
                     }
                 }
             }
+        }
+    }
+}
+
+/// Add what is already queued to `ops`, up to [`OPS_PER_BATCH`] (steps of failed batches are
+/// answered instead).
+fn take_queued(rx: &mut mpsc::Receiver<WriteOp>, batches: &BatchLog, ops: &mut Vec<WriteOp>) {
+    while ops.len() < OPS_PER_BATCH {
+        match rx.try_recv() {
+            Ok(op) => ops.extend(batches.refuse(op)),
+            Err(_) => break,
         }
     }
 }
@@ -725,12 +731,7 @@ fn gather_steps(
             return Ok(total);
         };
         ops.extend(batches.refuse(op));
-        while ops.len() < OPS_PER_BATCH {
-            match rx.try_recv() {
-                Ok(op) => ops.extend(batches.refuse(op)),
-                Err(_) => break,
-            }
-        }
+        take_queued(rx, batches, ops);
         if ops.len() > done {
             let more = write_ops(tx, &ops[done..])?;
             results.extend(more);
@@ -1105,21 +1106,15 @@ fn commit_steps(
         .filter_map(|s| s.inbox_done.map(|seq| (seq, s.prev_seq)))
         .collect();
     for chunk in std_chunks(&done) {
-        let mut text = String::from("UPDATE inbox SET state = 'done', prev_seq = CASE seq");
-        for n in 0..chunk.len() {
-            text.push_str(&format!(" WHEN ${} THEN ${}", 2 * n + 1, 2 * n + 2));
-        }
-        text.push_str(&format!(
-            " END WHERE seq IN ({})",
-            in_list(chunk.len(), 2 * chunk.len() + 1)
-        ));
-        let mut vals = Vec::with_capacity(chunk.len() * 3);
-        vals.extend(
-            chunk
-                .iter()
-                .flat_map(|(seq, prev)| [Val::I(*seq), Val::I(*prev)]),
+        let text = format!(
+            "UPDATE inbox SET state = 'done', prev_seq = v.column2 \
+             FROM (VALUES {}) AS v WHERE inbox.seq = v.column1",
+            typed_values_list(chunk.len(), &["BIGINT", "BIGINT"])
         );
-        vals.extend(chunk.iter().map(|(seq, _)| Val::I(*seq)));
+        let vals = chunk
+            .iter()
+            .flat_map(|(seq, prev)| [Val::I(*seq), Val::I(*prev)])
+            .collect();
         exec(tx, &text, vals)?;
     }
     let fired: Vec<i64> = steps.iter().filter_map(|s| s.timer_fired).collect();
@@ -1342,19 +1337,9 @@ fn apply_outbox_updates(tx: &mut dyn SyncTx, updates: &[&OutboxUpdate]) -> Resul
         exec(tx, &text, vals)?;
     }
     for chunk in std_chunks(&sent) {
-        let mut rows = String::new();
+        let rows = typed_values_list(chunk.len(), &["BIGINT", "TEXT", "BIGINT"]);
         let mut vals = Vec::with_capacity(chunk.len() * 3);
-        for (k, (id, _, wamid, at)) in chunk.iter().enumerate() {
-            if k > 0 {
-                rows.push(',');
-            }
-            let n = k * 3;
-            rows.push_str(&format!(
-                "(CAST(${} AS BIGINT), CAST(${} AS TEXT), CAST(${} AS BIGINT))",
-                n + 1,
-                n + 2,
-                n + 3
-            ));
+        for (id, _, wamid, at) in chunk {
             vals.extend([Val::I(*id), Val::S(wamid.to_string()), Val::I(*at)]);
         }
         let text = format!(
