@@ -654,12 +654,7 @@ pub fn token_for<'a>(settings: &'a Settings, account: &str) -> &'a SecretString 
 }
 
 /// A read receipt: a few quick attempts, then given up (it is cosmetic).
-async fn send_receipt(
-    engine: &Engine,
-    account: &AccountSettings,
-    url: &reqwest::Url,
-    wamid: String,
-) {
+async fn send_receipt(engine: &Engine, account: &AccountSettings, url: &hyper::Uri, wamid: String) {
     for attempt in 0..3u32 {
         let settings = engine.settings_arc();
         let token = token_for(&settings, &account.phone_number_id);
@@ -787,7 +782,7 @@ async fn deliver(
     engine: &Engine,
     account: &AccountSettings,
     gate: &AccountGate,
-    url: &reqwest::Url,
+    url: &hyper::Uri,
     account_ref: &ActorRef<AccountMsg>,
     job: Job,
     mut cancel: watch::Receiver<bool>,
