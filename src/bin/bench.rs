@@ -913,6 +913,8 @@ struct Run<'a> {
     wrong: u64,
     pid: u32,
     ticks0: u64,
+    /// The daemon's bytes written to storage when the run began.
+    written0: u64,
     metrics: Option<Scrape>,
 }
 
@@ -925,6 +927,7 @@ fn report(cli: &Cli, r: Run<'_>) {
         wrong,
         pid,
         ticks0,
+        written0,
         metrics,
     } = r;
     let (peak_kib, rss_kib, ticks1) = proc_stats(pid);
@@ -950,6 +953,10 @@ fn report(cli: &Cli, r: Run<'_>) {
         rss_kib as f64 / 1024.0,
         cpu_us / (lat.len() as f64).max(1.0)
     );
+    println!(
+        "store: {:.1} KB written per message",
+        written_bytes(pid).saturating_sub(written0) as f64 / 1000.0 / (lat.len() as f64).max(1.0)
+    );
 }
 
 async fn shop(cli: &Cli, users: usize, seconds: u64) -> anyhow::Result<()> {
@@ -957,6 +964,7 @@ async fn shop(cli: &Cli, users: usize, seconds: u64) -> anyhow::Result<()> {
     let daemon = start_daemon(cli, &graph, "10m", "").await?;
     let pid = daemon.child.id();
     let (_, _, ticks0) = proc_stats(pid);
+    let written0 = written_bytes(pid);
     let script = Arc::new(|user: &str, n: u64| -> Turn {
         let (input, button, expected) = parley::testing::SHOP_SCRIPT[((n - 1) % 6) as usize];
         let wamid = format!("wamid.S{user}-{n}");
@@ -994,6 +1002,7 @@ async fn shop(cli: &Cli, users: usize, seconds: u64) -> anyhow::Result<()> {
             wrong,
             pid,
             ticks0,
+            written0,
             metrics: Scrape::read(&daemon.base).await,
         },
     );
@@ -1069,6 +1078,7 @@ async fn bots(
     let daemon = start_daemon(cli, &graph, "10m", &extra).await?;
     let pid = daemon.child.id();
     let (_, rss0, ticks0) = proc_stats(pid);
+    let written0 = written_bytes(pid);
     let script = Arc::new(|user: &str, n: u64| -> Turn {
         let wamid = format!("wamid.B{user}-{n}");
         (
@@ -1108,6 +1118,7 @@ async fn bots(
             wrong,
             pid,
             ticks0,
+            written0,
             metrics: Scrape::read(&daemon.base).await,
         },
     );
