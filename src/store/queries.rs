@@ -3,7 +3,7 @@
 use serde::Serialize;
 use sqlx::Row;
 
-use super::sql::{bind_all, Val};
+use super::sql::{bind_all, typed_values_list, Val};
 use super::writer::OutboxRecord;
 use super::{Store, StoreError};
 use crate::config::AccountSettings;
@@ -332,6 +332,36 @@ impl Store {
                 },
             )
             .await?;
+        // Replies to inbound messages are keyed by the message's seq (not by conversation):
+        // those of the inbound rows above, through the same unique index.
+        let seqs = inbound
+            .iter()
+            .map(|r| r.try_get::<i64, _>("seq"))
+            .collect::<Result<Vec<_>, _>>()?;
+        let mut outbound = outbound;
+        if !seqs.is_empty() {
+            let mut vals: Vec<Val> = Vec::with_capacity(seqs.len() * 2 + 2);
+            for seq in &seqs {
+                let (from, to) = inbound_reply_key_range(*seq);
+                vals.extend([from.into(), to.into()]);
+            }
+            let n = vals.len();
+            vals.extend([account.into(), user_key.into()]);
+            let replies = self
+                .fetch(
+                    &format!(
+                        "SELECT o.id, o.kind, o.wamid, o.message, o.state, o.status, o.error_code, o.error_detail, o.created_at \
+                         FROM (VALUES {}) AS v JOIN outbox o ON o.idem_key >= v.column1 AND o.idem_key < v.column2 \
+                         WHERE o.account || '' = ${} AND o.user_key || '' = ${}",
+                        typed_values_list(seqs.len(), &["TEXT", "TEXT"]),
+                        n + 1,
+                        n + 2
+                    ),
+                    vals,
+                )
+                .await?;
+            outbound.extend(replies);
+        }
         let mut out = Vec::with_capacity(inbound.len() + outbound.len());
         for r in inbound {
             let payload: String = r.try_get("payload")?;
@@ -614,6 +644,17 @@ impl Store {
             })
             .collect()
     }
+}
+
+/// The idem key of outbox row `n` of the step that applied inbox row `seq`: the seq alone
+/// leads (zero-padded, so that key order is arrival order), see the conversation actor.
+pub fn inbound_reply_key(seq: i64, n: usize) -> String {
+    format!("in{seq:020}:{n}")
+}
+
+/// The idem keys of every outbox row the step of inbox row `seq` inserted: [from, to).
+pub fn inbound_reply_key_range(seq: i64) -> (String, String) {
+    idem_key_range(format!("in{seq:020}:"))
 }
 
 /// The outbox idem keys (`{account}:{user}:{origin}:{n}`, see the conversation actor) that

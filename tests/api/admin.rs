@@ -222,6 +222,83 @@ async fn the_conversation_view_follows_the_applied_messages(db: TestDb) {
 }
 on_both_stores!(history, the_conversation_view_follows_the_applied_messages);
 
+/// Replies to inbound messages are keyed by the message's seq, not by conversation: the
+/// conversation view finds them along the inbound chain, interleaved with the messages they
+/// answer and with the conversation's other sends, and none of another user's.
+async fn the_conversation_view_shows_the_replies_along_the_chain(db: TestDb) {
+    let graph = Arc::new(FakeGraph::start().await);
+    let app = spawn_app(test_settings(&db, &graph), Arc::new(Echo)).await;
+    let (user, other) = ("6281200000070", "6281200000071");
+    let start = now_secs() - 1000;
+    let mut mine = Vec::new();
+    for n in 0..30usize {
+        let wamid = format!("wamid.R{n}");
+        let body = text_webhook(PNID, user, &wamid, &format!("m{n}"), start + n as i64);
+        assert_eq!(app.post_webhook(&body).await, 200);
+        mine.push(wamid);
+        // One reply each, in turn, so that the view's order is the conversation's.
+        assert!(
+            graph
+                .wait_delivered(n + 1, std::time::Duration::from_secs(10))
+                .await
+        );
+        if n % 10 == 0 {
+            let body = text_webhook(PNID, other, &format!("wamid.RO{n}"), "x", start);
+            assert_eq!(app.post_webhook(&body).await, 200);
+            assert!(
+                eventually(std::time::Duration::from_secs(10), || async {
+                    graph
+                        .delivered()
+                        .iter()
+                        .filter(|a| a.to() == Some(other))
+                        .count()
+                        == n / 10 + 1
+                })
+                .await
+            );
+        }
+    }
+    let (status, body) = app
+        .admin(
+            Method::POST,
+            "/messages",
+            Some(ADMIN_TOKEN),
+            Some(json!({"phone_number_id": PNID, "to": user, "text": "agent note"})),
+        )
+        .await;
+    assert_eq!(status, 202, "{body}");
+    assert!(
+        eventually(std::time::Duration::from_secs(10), || async {
+            graph.delivered_texts().iter().any(|t| t == "agent note")
+        })
+        .await
+    );
+    // 30 in, 30 replies and the agent's note: the newest 50 start at the reply to m5.
+    let conv = app.conversation(user).await;
+    let messages = conv["messages"].as_array().expect("messages");
+    assert_eq!(messages.len(), 50, "{conv}");
+    assert_eq!(inbound_wamids(&conv), mine[6..].to_vec());
+    let outs: Vec<String> = messages
+        .iter()
+        .filter(|m| m["direction"] == "out")
+        .map(|m| m["content"].to_string())
+        .collect();
+    assert_eq!(outs.len(), 26, "{conv}");
+    for (k, content) in (5..30).zip(&outs) {
+        assert!(content.contains(&format!("echo: m{k}")), "{k}: {content}");
+    }
+    assert!(outs[25].contains("agent note"), "{}", outs[25]);
+    for (i, m) in messages.iter().enumerate().skip(1).take(48) {
+        let expected = if i % 2 == 1 { "in" } else { "out" };
+        assert_eq!(m["direction"], expected, "message {i}: {conv}");
+    }
+    app.stop().await;
+}
+on_both_stores!(
+    replies,
+    the_conversation_view_shows_the_replies_along_the_chain
+);
+
 /// A store from before the history chain: the migration links each conversation's applied
 /// messages, so the conversation view shows the history received before the upgrade.
 async fn the_history_chain_migration_links_earlier_messages(db: TestDb) {
