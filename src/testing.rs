@@ -133,8 +133,42 @@ impl FakeGraph {
     }
 
     /// A fake for load: records nothing, calls `on_accept` with each accepted body.
+    ///
+    /// It is served straight on hyper (no router, no log, no faults, no media): the load
+    /// driver shares the machine with the daemon, so the fake's own cost per request is kept
+    /// small.
     pub async fn start_for_load(on_accept: AcceptHook) -> FakeGraph {
-        Self::start_inner(false, Some(on_accept)).await
+        let state = Arc::new(FakeState {
+            on_accept: Some(on_accept),
+            ..Default::default()
+        });
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("bind fake graph");
+        let addr = listener.local_addr().expect("fake graph addr");
+        *state.base.lock().unwrap() = format!("http://{addr}");
+        let serving = state.clone();
+        let task = tokio::spawn(async move {
+            loop {
+                let Ok((stream, _)) = listener.accept().await else {
+                    continue;
+                };
+                let _ = stream.set_nodelay(true);
+                let state = serving.clone();
+                tokio::spawn(async move {
+                    let service =
+                        hyper::service::service_fn(move |req| load_answer(state.clone(), req));
+                    let _ = hyper::server::conn::http1::Builder::new()
+                        .serve_connection(hyper_util::rt::TokioIo::new(stream), service)
+                        .await;
+                });
+            }
+        });
+        FakeGraph {
+            base_url: format!("http://{addr}"),
+            state,
+            task,
+        }
     }
 
     async fn start_inner(record: bool, on_accept: Option<AcceptHook>) -> FakeGraph {
@@ -323,6 +357,48 @@ async fn handle(
         .into_response(),
         None => Json(json!({"success": true})).into_response(),
     }
+}
+
+/// The load fake's answer: every message accepted with a fresh wamid, every read receipt
+/// with `{"success":true}`, the hook told of each.
+async fn load_answer(
+    state: Arc<FakeState>,
+    req: hyper::Request<hyper::body::Incoming>,
+) -> Result<hyper::Response<http_body_util::Full<Bytes>>, std::convert::Infallible> {
+    use http_body_util::BodyExt;
+    let answer = |status: StatusCode, body: String| {
+        let mut resp = hyper::Response::new(http_body_util::Full::new(Bytes::from(body)));
+        *resp.status_mut() = status;
+        resp.headers_mut().insert(
+            axum::http::header::CONTENT_TYPE,
+            axum::http::HeaderValue::from_static("application/json"),
+        );
+        Ok(resp)
+    };
+    let body = match req.into_body().collect().await {
+        Ok(b) => b.to_bytes(),
+        Err(_) => return answer(StatusCode::BAD_REQUEST, "{}".into()),
+    };
+    let Ok(body) = serde_json::from_slice::<Value>(&body) else {
+        return answer(StatusCode::BAD_REQUEST, "{}".into());
+    };
+    if let Some(hook) = &state.on_accept {
+        hook(&body);
+    }
+    if body.get("status").and_then(Value::as_str) == Some("read") {
+        return answer(StatusCode::OK, r#"{"success":true}"#.into());
+    }
+    let n = state.next_id.fetch_add(1, Ordering::Relaxed);
+    let to = body.get("to").cloned().unwrap_or(Value::Null);
+    answer(
+        StatusCode::OK,
+        json!({
+            "messaging_product": "whatsapp",
+            "contacts": [{"input": to, "wa_id": to}],
+            "messages": [{"id": format!("wamid.FAKE{n:012}")}]
+        })
+        .to_string(),
+    )
 }
 
 fn record(
