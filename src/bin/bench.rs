@@ -760,7 +760,9 @@ async fn settle(reads: &AtomicU64) {
     }
 }
 
-type Waiters = Arc<Mutex<HashMap<String, tokio::sync::mpsc::UnboundedSender<String>>>>;
+/// Each user's channel for the replies the fake Graph API takes: the text, and when it
+/// arrived there (the reply's latency ends at the Graph API, not when the user's task wakes).
+type Waiters = Arc<Mutex<HashMap<String, tokio::sync::mpsc::UnboundedSender<(String, Instant)>>>>;
 
 /// A fake Graph API that hands each reply's text to the user waiting for it.
 async fn replying_graph() -> (FakeGraph, Waiters, Arc<AtomicU64>) {
@@ -780,7 +782,7 @@ async fn replying_graph() -> (FakeGraph, Waiters, Arc<AtomicU64>) {
                 .unwrap_or("")
                 .to_string();
             if let Some(tx) = waiters.lock().unwrap().get(to) {
-                let _ = tx.send(text);
+                let _ = tx.send((text, Instant::now()));
             }
         })
     };
@@ -827,8 +829,8 @@ async fn closed_loop(
                     continue;
                 }
                 match tokio::time::timeout(Duration::from_secs(30), rx.recv()).await {
-                    Ok(Some(text)) => {
-                        let ms = t.elapsed().as_secs_f64() * 1000.0;
+                    Ok(Some((text, at))) => {
+                        let ms = at.saturating_duration_since(t).as_secs_f64() * 1000.0;
                         lat.push(ms);
                         keyed.push((user.clone(), n, ms));
                         if expected.as_ref().is_some_and(|e| *e != text) {
