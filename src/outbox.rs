@@ -30,6 +30,7 @@ use crate::sendgate::{
 use crate::store::writer::OutboxRecord;
 use crate::store::{GateWrite, OutboxUpdate};
 use crate::telemetry::mask;
+use crate::whatsapp::client::ReceiptConn;
 use crate::whatsapp::graph_error::{PermanentAction, SendOutcome};
 use crate::whatsapp::send::OutboundMessage;
 
@@ -328,7 +329,7 @@ async fn run(
     let (cancel_tx, cancel_rx) = watch::channel(false);
     let mut in_flight: JoinSet<(String, Finished)> = JoinSet::new();
     let mut receipts = Receipts::default();
-    let mut receipts_in_flight: JoinSet<String> = JoinSet::new();
+    let mut lanes = ReceiptLanes::new();
     let mut stopping: Option<oneshot::Sender<()>> = None;
 
     // The gate first (its counts and holds are in the store), then the rows left from
@@ -506,15 +507,13 @@ async fn run(
                 wake_at = min_opt(wake_at, business_wait);
             }
             wake_at = min_opt(wake_at, q.next_park());
-            while receipts_in_flight.len() < max_in_flight {
+            while lanes.busy < max_in_flight {
                 let Some((user, wamid)) = receipts.next() else {
                     break;
                 };
-                let (engine, account, url) = (engine.clone(), account.clone(), url.clone());
-                receipts_in_flight.spawn(async move {
-                    send_receipt(&engine, &account, &url, wamid).await;
-                    user
-                });
+                if let Some(user) = lanes.send(&engine, &account, &url, user, wamid) {
+                    receipts.finished(user);
+                }
             }
         } else if in_flight.is_empty() {
             // A block being reserved lands first; then give back what was reserved of today
@@ -566,7 +565,7 @@ async fn run(
                 Some(Cmd::MarkRead(user, wamid)) => receipts.push(user, wamid),
                 Some(Cmd::Shutdown(done)) => {
                     receipts = Receipts::default();
-                    receipts_in_flight.abort_all();
+                    lanes = ReceiptLanes::new();
                     let _ = cancel_tx.send(true);
                     // Rows still queued were never attempted: the next start sends them at
                     // once instead of waiting for a status that cannot come.
@@ -593,10 +592,9 @@ async fn run(
                     }
                 }
             }
-            Some(joined) = receipts_in_flight.join_next() => {
-                if let Ok(user) = joined {
-                    receipts.finished(user);
-                }
+            Some((user, lane)) = lanes.done.recv() => {
+                lanes.finished(lane);
+                receipts.finished(user);
             }
             Some(joined) = in_flight.join_next() => {
                 let Ok((user, finished)) = joined else { continue };
@@ -653,12 +651,88 @@ pub fn token_for<'a>(settings: &'a Settings, account: &str) -> &'a SecretString 
         .unwrap_or(&settings.whatsapp.access_token)
 }
 
+type Lane = mpsc::UnboundedSender<(String, String)>;
+
+/// Read receipts go out over lanes of their own: a lane is a task holding one keep-alive
+/// connection to the Graph API ([`ReceiptConn`]) that sends one receipt at a time, so a
+/// receipt costs no task, pool checkout or hand-over between tasks. Lanes are added while
+/// every lane is busy (up to `outbox.max_in_flight`) and end with the sender.
+struct ReceiptLanes {
+    idle: Vec<Lane>,
+    busy: usize,
+    tasks: JoinSet<()>,
+    /// (user, the lane) when a lane is done with a user's receipt.
+    done: mpsc::UnboundedReceiver<(String, Lane)>,
+    done_tx: mpsc::UnboundedSender<(String, Lane)>,
+}
+
+impl ReceiptLanes {
+    fn new() -> ReceiptLanes {
+        let (done_tx, done) = mpsc::unbounded_channel();
+        ReceiptLanes {
+            idle: Vec::new(),
+            busy: 0,
+            tasks: JoinSet::new(),
+            done,
+            done_tx,
+        }
+    }
+
+    fn send(
+        &mut self,
+        engine: &Arc<Engine>,
+        account: &Arc<AccountSettings>,
+        url: &hyper::Uri,
+        user: String,
+        wamid: String,
+    ) -> Option<String> {
+        let lane = self.idle.pop().unwrap_or_else(|| {
+            let (lane, mut rx) = mpsc::unbounded_channel::<(String, String)>();
+            let (engine, account, done, me) = (
+                engine.clone(),
+                account.clone(),
+                self.done_tx.clone(),
+                lane.clone(),
+            );
+            let mut conn = engine.graph.receipt_conn(url);
+            self.tasks.spawn(async move {
+                while let Some((user, wamid)) = rx.recv().await {
+                    send_receipt(&engine, &account, &mut conn, wamid).await;
+                    if done.send((user, me.clone())).is_err() {
+                        return;
+                    }
+                }
+            });
+            lane
+        });
+        // A lane only ends with this set (its task holds its own sender); should one have
+        // gone all the same, the receipt is dropped and the user's next one can go.
+        match lane.send((user, wamid)) {
+            Ok(()) => {
+                self.busy += 1;
+                None
+            }
+            Err(mpsc::error::SendError((user, _))) => Some(user),
+        }
+    }
+
+    fn finished(&mut self, lane: Lane) {
+        self.busy = self.busy.saturating_sub(1);
+        self.idle.push(lane);
+    }
+}
+
 /// A read receipt: a few quick attempts, then given up (it is cosmetic).
-async fn send_receipt(engine: &Engine, account: &AccountSettings, url: &hyper::Uri, wamid: String) {
+async fn send_receipt(
+    engine: &Engine,
+    account: &AccountSettings,
+    conn: &mut ReceiptConn,
+    wamid: String,
+) {
     for attempt in 0..3u32 {
         let settings = engine.settings_arc();
         let token = token_for(&settings, &account.phone_number_id);
-        match engine.graph.send_read_receipt(url, token, &wamid).await {
+        match conn.send(token, &wamid).await {
             SendOutcome::Accepted { .. } => {
                 metrics()
                     .sends

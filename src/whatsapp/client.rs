@@ -20,6 +20,8 @@ type Https = hyper_rustls::HttpsConnector<HttpConnector>;
 #[derive(Clone)]
 pub struct GraphClient {
     http: Client<Https, Full<Bytes>>,
+    /// For the read-receipt connections ([`ReceiptConn`]), which bypass the pool.
+    connector: Https,
     base_url: String,
     api_version: String,
     timeout: Duration,
@@ -43,9 +45,10 @@ impl GraphClient {
         // outbox's, with backoff and Retry-After.
         let http = Client::builder(TokioExecutor::new())
             .pool_idle_timeout(Duration::from_secs(60))
-            .build(https);
+            .build(https.clone());
         Ok(GraphClient {
             http,
+            connector: https,
             base_url: base_url.trim_end_matches('/').to_string(),
             api_version: api_version.to_string(),
             timeout,
@@ -70,30 +73,10 @@ impl GraphClient {
         body: &serde_json::Value,
     ) -> SendOutcome {
         let body = serde_json::to_vec(body).unwrap_or_default();
-        self.post(url, token, body.into(), true).await
+        self.post(url, token, body.into()).await
     }
 
-    /// A read receipt: the body is built as text and a 2xx answer is taken without reading
-    /// it (there is no wamid to read). One goes out per inbound message, so this is hot.
-    pub async fn send_read_receipt(
-        &self,
-        url: &Uri,
-        token: &SecretString,
-        wamid: &str,
-    ) -> SendOutcome {
-        let id = serde_json::to_string(wamid).unwrap_or_else(|_| "\"\"".into());
-        let body =
-            format!(r#"{{"messaging_product":"whatsapp","status":"read","message_id":{id}}}"#);
-        self.post(url, token, body.into(), false).await
-    }
-
-    async fn post(
-        &self,
-        url: &Uri,
-        token: &SecretString,
-        body: Bytes,
-        read_success: bool,
-    ) -> SendOutcome {
+    async fn post(&self, url: &Uri, token: &SecretString, body: Bytes) -> SendOutcome {
         let request = match request(url, token, body) {
             Ok(r) => r,
             Err(details) => {
@@ -105,8 +88,7 @@ impl GraphClient {
                 }
             }
         };
-        match tokio::time::timeout(self.timeout, exchange(&self.http, request, read_success)).await
-        {
+        match tokio::time::timeout(self.timeout, exchange(&self.http, request)).await {
             Ok(outcome) => outcome,
             // Sent or not, it cannot be told: the request may have been taken.
             Err(_) => SendOutcome::Retry {
@@ -118,6 +100,156 @@ impl GraphClient {
             },
         }
     }
+}
+
+impl GraphClient {
+    /// A connection of its own to post read receipts to `url` (see [`ReceiptConn`]).
+    pub fn receipt_conn(&self, url: &Uri) -> ReceiptConn {
+        ReceiptConn {
+            connector: self.connector.clone(),
+            url: url.clone(),
+            live: None,
+            timeout: self.timeout,
+        }
+    }
+}
+
+type Stream = hyper_rustls::MaybeHttpsStream<hyper_util::rt::TokioIo<tokio::net::TcpStream>>;
+type Conn = hyper::client::conn::http1::Connection<Stream, Full<Bytes>>;
+
+/// One keep-alive HTTP/1 connection for read receipts, driven by the task that sends on it:
+/// a receipt is a request written and an answer read in that one task, with no pool
+/// checkout and no hand-over to a connection task. (One goes out per inbound message.) It
+/// reconnects after an error or a timeout.
+pub struct ReceiptConn {
+    connector: Https,
+    url: Uri,
+    live: Option<(hyper::client::conn::http1::SendRequest<Full<Bytes>>, Conn)>,
+    timeout: Duration,
+}
+
+impl ReceiptConn {
+    /// Mark `wamid` (and the messages before it) read.
+    pub async fn send(&mut self, token: &SecretString, wamid: &str) -> SendOutcome {
+        let outcome = match tokio::time::timeout(self.timeout, self.exchange(token, wamid)).await {
+            Ok(outcome) => outcome,
+            Err(_) => SendOutcome::Retry {
+                code: None,
+                http_status: 0,
+                retry_after: None,
+                reason: "timed out".to_string(),
+                in_doubt: true,
+            },
+        };
+        if !matches!(outcome, SendOutcome::Accepted { .. }) {
+            // Whatever the connection was in the middle of, start clean.
+            self.live = None;
+        }
+        outcome
+    }
+
+    async fn exchange(&mut self, token: &SecretString, wamid: &str) -> SendOutcome {
+        use tower_service::Service;
+        let retry = |reason: String, in_doubt: bool| SendOutcome::Retry {
+            code: None,
+            http_status: 0,
+            retry_after: None,
+            reason,
+            in_doubt,
+        };
+        if self
+            .live
+            .as_ref()
+            .is_none_or(|(sender, _)| sender.is_closed())
+        {
+            let io = match self.connector.call(self.url.clone()).await {
+                Ok(io) => io,
+                Err(e) => return retry(format!("connect failed: {}", error_chain(&*e)), false),
+            };
+            match hyper::client::conn::http1::handshake(io).await {
+                Ok(live) => self.live = Some(live),
+                Err(e) => return retry(format!("handshake failed: {}", error_chain(&e)), false),
+            }
+        }
+        let mut request = match request(&self.url, token, receipt_body(wamid)) {
+            Ok(r) => r,
+            Err(details) => {
+                return SendOutcome::Permanent {
+                    code: None,
+                    http_status: 0,
+                    details,
+                    action: PermanentAction::DeadLetter,
+                }
+            }
+        };
+        // On a connection of its own the request line carries the path; the host is a header.
+        if let Some(pq) = self.url.path_and_query() {
+            if let Ok(path) = Uri::try_from(pq.as_str()) {
+                *request.uri_mut() = path;
+            }
+        }
+        if let Some(host) = self
+            .url
+            .authority()
+            .and_then(|a| HeaderValue::from_str(a.as_str()).ok())
+        {
+            request.headers_mut().insert(hyper::header::HOST, host);
+        }
+        let (mut sender, conn) = self.live.take().expect("connected above");
+        let (answer, conn) = drive(conn, async {
+            sender.ready().await?;
+            let resp = sender.send_request(request).await?;
+            let status = resp.status().as_u16();
+            let retry_after = retry_after(resp.headers());
+            let body = Limited::new(resp.into_body(), MAX_ANSWER_BYTES)
+                .collect()
+                .await
+                .map_err(|e| e.to_string())?
+                .to_bytes();
+            Ok::<_, Box<dyn std::error::Error + Send + Sync>>((status, retry_after, body))
+        })
+        .await;
+        if let Some(conn) = conn {
+            self.live = Some((sender, conn));
+        }
+        match answer {
+            Ok((status, _, _)) if (200..300).contains(&status) => {
+                SendOutcome::Accepted { wamid: None }
+            }
+            Ok((status, retry_after, body)) => classify(status, retry_after.as_deref(), &body),
+            Err(e) => retry(format!("request failed: {e}"), true),
+        }
+    }
+}
+
+/// Run `fut` (a request on `conn`'s sender) while driving the connection's I/O in the same
+/// task; the connection comes back unless it ended. A server may close it right after its
+/// answer, which then still counts: the connection is dropped (so that nothing waits on it)
+/// and the request takes what was read.
+async fn drive<T>(
+    mut conn: Conn,
+    fut: impl std::future::Future<Output = Result<T, Box<dyn std::error::Error + Send + Sync>>>,
+) -> (
+    Result<T, Box<dyn std::error::Error + Send + Sync>>,
+    Option<Conn>,
+) {
+    tokio::pin!(fut);
+    let ended = tokio::select! {
+        biased;
+        out = &mut fut => return (out, Some(conn)),
+        ended = &mut conn => ended,
+    };
+    drop(conn);
+    let out = fut.await.map_err(|e| match ended {
+        Err(ended) => format!("{e} ({})", error_chain(&ended)).into(),
+        Ok(()) => e,
+    });
+    (out, None)
+}
+
+fn receipt_body(wamid: &str) -> Bytes {
+    let id = serde_json::to_string(wamid).unwrap_or_else(|_| "\"\"".into());
+    format!(r#"{{"messaging_product":"whatsapp","status":"read","message_id":{id}}}"#).into()
 }
 
 fn request(url: &Uri, token: &SecretString, body: Bytes) -> Result<Request<Full<Bytes>>, String> {
@@ -137,13 +269,8 @@ fn request(url: &Uri, token: &SecretString, body: Bytes) -> Result<Request<Full<
         .map_err(|e| format!("building the request failed: {e}"))
 }
 
-/// What a Graph API answer means for the sender. A 2xx is read only when `read_success`
-/// (a message's wamid); a read receipt's `{"success":true}` needs no reading.
-async fn exchange(
-    http: &Client<Https, Full<Bytes>>,
-    request: Request<Full<Bytes>>,
-    read_success: bool,
-) -> SendOutcome {
+/// What a Graph API answer to a message means for the sender.
+async fn exchange(http: &Client<Https, Full<Bytes>>, request: Request<Full<Bytes>>) -> SendOutcome {
     let resp = match http.request(request).await {
         Ok(resp) => resp,
         Err(e) => {
@@ -158,18 +285,7 @@ async fn exchange(
         }
     };
     let status = resp.status().as_u16();
-    if !read_success && resp.status().is_success() {
-        // Read to the end all the same, so that the connection goes back to the pool.
-        let _ = Limited::new(resp.into_body(), MAX_ANSWER_BYTES)
-            .collect()
-            .await;
-        return SendOutcome::Accepted { wamid: None };
-    }
-    let retry_after = resp
-        .headers()
-        .get(RETRY_AFTER)
-        .and_then(|v| v.to_str().ok())
-        .map(str::to_string);
+    let retry_after = retry_after(resp.headers());
     match Limited::new(resp.into_body(), MAX_ANSWER_BYTES)
         .collect()
         .await
@@ -185,6 +301,13 @@ async fn exchange(
     }
 }
 
+fn retry_after(headers: &hyper::HeaderMap) -> Option<String> {
+    headers
+        .get(RETRY_AFTER)
+        .and_then(|v| v.to_str().ok())
+        .map(str::to_string)
+}
+
 /// The error and its causes on one line ("connection refused" sits in the source chain).
 fn error_chain(e: &dyn std::error::Error) -> String {
     let mut s = e.to_string();
@@ -195,4 +318,179 @@ fn error_chain(e: &dyn std::error::Error) -> String {
         cause = c.source();
     }
     s
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    use std::sync::Arc;
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+    /// A server speaking raw HTTP/1.1: each connection gets `answers` in turn (one per
+    /// request), then is closed; `None` holds the request unanswered. Counts connections.
+    async fn server(answers: Vec<Option<&'static str>>) -> (Uri, Arc<AtomicUsize>) {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let url: Uri = format!(
+            "http://{}/v21.0/123/messages",
+            listener.local_addr().unwrap()
+        )
+        .parse()
+        .unwrap();
+        let connections = Arc::new(AtomicUsize::new(0));
+        let counted = connections.clone();
+        tokio::spawn(async move {
+            let answers = Arc::new(std::sync::Mutex::new(answers.into_iter()));
+            loop {
+                let (mut stream, _) = listener.accept().await.unwrap();
+                counted.fetch_add(1, Ordering::SeqCst);
+                let answers = answers.clone();
+                tokio::spawn(async move {
+                    let mut buf = vec![0u8; 8192];
+                    let mut seen = Vec::new();
+                    loop {
+                        let n = match stream.read(&mut buf).await {
+                            Ok(0) | Err(_) => return,
+                            Ok(n) => n,
+                        };
+                        seen.extend_from_slice(&buf[..n]);
+                        // One request: headers, then a body of Content-Length bytes.
+                        let Some(end) = seen.windows(4).position(|w| w == b"\r\n\r\n") else {
+                            continue;
+                        };
+                        let head = String::from_utf8_lossy(&seen[..end]).to_lowercase();
+                        assert!(
+                            head.starts_with("post /v21.0/123/messages http/1.1"),
+                            "{head}"
+                        );
+                        assert!(head.contains("authorization: bearer t0ken"), "{head}");
+                        let len: usize = head
+                            .lines()
+                            .find_map(|l| l.strip_prefix("content-length: "))
+                            .and_then(|v| v.trim().parse().ok())
+                            .unwrap_or(0);
+                        if seen.len() < end + 4 + len {
+                            continue;
+                        }
+                        let body =
+                            String::from_utf8_lossy(&seen[end + 4..end + 4 + len]).to_string();
+                        assert!(body.contains(r#""status":"read""#), "{body}");
+                        seen.drain(..end + 4 + len);
+                        let next = answers.lock().unwrap().next();
+                        match next {
+                            Some(Some(answer)) => {
+                                if stream.write_all(answer.as_bytes()).await.is_err() {
+                                    return;
+                                }
+                                if answer.contains("Connection: close") {
+                                    return;
+                                }
+                            }
+                            // Hold the request (the client times out) until the test ends.
+                            Some(None) => {
+                                tokio::time::sleep(Duration::from_secs(60)).await;
+                                return;
+                            }
+                            None => return,
+                        }
+                    }
+                });
+            }
+        });
+        (url, connections)
+    }
+
+    const OK: &str = "HTTP/1.1 200 OK\r\nContent-Length: 16\r\n\r\n{\"success\":true}";
+    const OK_CLOSE: &str =
+        "HTTP/1.1 200 OK\r\nContent-Length: 16\r\nConnection: close\r\n\r\n{\"success\":true}";
+    const BUSY: &str =
+        "HTTP/1.1 503 Service Unavailable\r\nRetry-After: 2\r\nContent-Length: 2\r\n\r\n{}";
+    const BAD: &str = "HTTP/1.1 400 Bad Request\r\nContent-Length: 76\r\n\r\n{\"error\":{\"message\":\"Invalid parameter\",\"type\":\"OAuthException\",\"code\":100}}";
+
+    fn conn(url: &Uri, timeout: Duration) -> ReceiptConn {
+        GraphClient::new("http://unused", "v21.0", timeout)
+            .unwrap()
+            .receipt_conn(url)
+    }
+
+    #[tokio::test]
+    async fn receipts_share_one_connection_and_reconnect_when_it_closes() {
+        let (url, connections) = server(vec![Some(OK), Some(OK), Some(OK_CLOSE), Some(OK)]).await;
+        let mut c = conn(&url, Duration::from_secs(5));
+        let token = SecretString::from("t0ken");
+        for n in 0..4 {
+            let out = c.send(&token, &format!("wamid.{n}")).await;
+            assert!(
+                matches!(out, SendOutcome::Accepted { wamid: None }),
+                "{n}: {out:?}"
+            );
+        }
+        // Three on the first connection, the fourth on a new one after the server closed it.
+        assert_eq!(connections.load(Ordering::SeqCst), 2);
+    }
+
+    #[tokio::test]
+    async fn a_receipt_refused_or_unanswered_is_classified_and_the_next_starts_clean() {
+        let (url, connections) = server(vec![Some(BUSY), Some(BAD), None, Some(OK)]).await;
+        let mut c = conn(&url, Duration::from_millis(300));
+        let token = SecretString::from("t0ken");
+        let out = c.send(&token, "wamid.a").await;
+        assert!(
+            matches!(
+                out,
+                SendOutcome::Retry {
+                    http_status: 503,
+                    retry_after: Some(_),
+                    ..
+                }
+            ),
+            "{out:?}"
+        );
+        let out = c.send(&token, "wamid.b").await;
+        assert!(
+            matches!(
+                out,
+                SendOutcome::Permanent {
+                    code: Some(100),
+                    http_status: 400,
+                    ..
+                }
+            ),
+            "{out:?}"
+        );
+        let out = c.send(&token, "wamid.c").await;
+        assert!(
+            matches!(out, SendOutcome::Retry { in_doubt: true, ref reason, .. } if reason == "timed out"),
+            "{out:?}"
+        );
+        let out = c.send(&token, "wamid.d").await;
+        assert!(matches!(out, SendOutcome::Accepted { .. }), "{out:?}");
+        // Each failure dropped its connection.
+        assert_eq!(connections.load(Ordering::SeqCst), 4);
+    }
+
+    #[tokio::test]
+    async fn a_refused_connection_is_not_in_doubt() {
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let url: Uri = format!(
+            "http://{}/v21.0/123/messages",
+            listener.local_addr().unwrap()
+        )
+        .parse()
+        .unwrap();
+        drop(listener);
+        let out = conn(&url, Duration::from_secs(2))
+            .send(&SecretString::from("t0ken"), "wamid.x")
+            .await;
+        assert!(
+            matches!(
+                out,
+                SendOutcome::Retry {
+                    in_doubt: false,
+                    ..
+                }
+            ),
+            "{out:?}"
+        );
+    }
 }
