@@ -157,6 +157,13 @@ impl ReceiptConn {
             reason,
             in_doubt,
         };
+        // An idle connection's I/O is not driven: a close by the server while it idled is
+        // seen here, so that the receipt goes on a fresh connection instead of failing.
+        if let Some((_, conn)) = self.live.as_mut() {
+            if futures::FutureExt::now_or_never(&mut *conn).is_some() {
+                self.live = None;
+            }
+        }
         if self
             .live
             .as_ref()
@@ -385,6 +392,11 @@ mod tests {
                                 if answer.contains("Connection: close") {
                                     return;
                                 }
+                                // Close without saying so, once the client has gone idle.
+                                if answer.contains("X-Test-Hangup") {
+                                    tokio::time::sleep(Duration::from_millis(30)).await;
+                                    return;
+                                }
                             }
                             // Hold the request (the client times out) until the test ends.
                             Some(None) => {
@@ -426,6 +438,21 @@ mod tests {
             );
         }
         // Three on the first connection, the fourth on a new one after the server closed it.
+        assert_eq!(connections.load(Ordering::SeqCst), 2);
+    }
+
+    #[tokio::test]
+    async fn a_connection_the_server_closed_while_idle_is_replaced_before_sending() {
+        const OK_HANGUP: &str =
+            "HTTP/1.1 200 OK\r\nX-Test-Hangup: 1\r\nContent-Length: 16\r\n\r\n{\"success\":true}";
+        let (url, connections) = server(vec![Some(OK_HANGUP), Some(OK)]).await;
+        let mut c = conn(&url, Duration::from_secs(5));
+        let token = SecretString::from("t0ken");
+        let out = c.send(&token, "wamid.1").await;
+        assert!(matches!(out, SendOutcome::Accepted { .. }), "{out:?}");
+        tokio::time::sleep(Duration::from_millis(150)).await;
+        let out = c.send(&token, "wamid.2").await;
+        assert!(matches!(out, SendOutcome::Accepted { .. }), "{out:?}");
         assert_eq!(connections.load(Ordering::SeqCst), 2);
     }
 
