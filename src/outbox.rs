@@ -592,10 +592,13 @@ async fn run(
                     }
                 }
             }
-            Some((user, lane)) = lanes.done.recv() => {
-                lanes.finished(lane);
-                receipts.finished(user);
-            }
+            Some(done) = lanes.done.recv() => match done {
+                LaneDone::Sent(user, lane) => {
+                    lanes.finished(lane);
+                    receipts.finished(user);
+                }
+                LaneDone::Retired(lane) => lanes.idle.retain(|l| !l.same_channel(&lane)),
+            },
             Some(joined) = in_flight.join_next() => {
                 let Ok((user, finished)) = joined else { continue };
                 match finished {
@@ -653,6 +656,18 @@ pub fn token_for<'a>(settings: &'a Settings, account: &str) -> &'a SecretString 
 
 type Lane = mpsc::UnboundedSender<(String, String)>;
 
+/// A lane idle this long closes its connection and ends (as the pool's idle connections
+/// did): lanes made for a burst do not hold their connections, and the allocator pages
+/// around them, for good.
+const LANE_IDLE: Duration = Duration::from_secs(60);
+
+enum LaneDone {
+    /// The lane is done with a user's receipt and free again.
+    Sent(String, Lane),
+    /// The lane idled past [`LANE_IDLE`] and ended.
+    Retired(Lane),
+}
+
 /// Read receipts go out over lanes of their own: a lane is a task holding one keep-alive
 /// connection to the Graph API ([`ReceiptConn`]) that sends one receipt at a time, so a
 /// receipt costs no task, pool checkout or hand-over between tasks. Lanes are added while
@@ -661,9 +676,8 @@ struct ReceiptLanes {
     idle: Vec<Lane>,
     busy: usize,
     tasks: JoinSet<()>,
-    /// (user, the lane) when a lane is done with a user's receipt.
-    done: mpsc::UnboundedReceiver<(String, Lane)>,
-    done_tx: mpsc::UnboundedSender<(String, Lane)>,
+    done: mpsc::UnboundedReceiver<LaneDone>,
+    done_tx: mpsc::UnboundedSender<LaneDone>,
 }
 
 impl ReceiptLanes {
@@ -696,9 +710,23 @@ impl ReceiptLanes {
             );
             let mut conn = engine.graph.receipt_conn(url);
             self.tasks.spawn(async move {
-                while let Some((user, wamid)) = rx.recv().await {
+                loop {
+                    let (user, wamid) = match tokio::time::timeout(LANE_IDLE, rx.recv()).await {
+                        Ok(Some(job)) => job,
+                        Ok(None) => return,
+                        Err(_) => {
+                            // Take no more; send what raced in, then go.
+                            rx.close();
+                            while let Ok((user, wamid)) = rx.try_recv() {
+                                send_receipt(&engine, &account, &mut conn, wamid).await;
+                                let _ = done.send(LaneDone::Sent(user, me.clone()));
+                            }
+                            let _ = done.send(LaneDone::Retired(me));
+                            return;
+                        }
+                    };
                     send_receipt(&engine, &account, &mut conn, wamid).await;
-                    if done.send((user, me.clone())).is_err() {
+                    if done.send(LaneDone::Sent(user, me.clone())).is_err() {
                         return;
                     }
                 }
