@@ -671,7 +671,8 @@ enum LaneDone {
 /// Read receipts go out over lanes of their own: a lane is a task holding one keep-alive
 /// connection to the Graph API ([`ReceiptConn`]) that sends one receipt at a time, so a
 /// receipt costs no task, pool checkout or hand-over between tasks. Lanes are added while
-/// every lane is busy (up to `outbox.max_in_flight`) and end with the sender.
+/// every lane is busy (up to `outbox.max_in_flight`) and end after [`LANE_IDLE`] without
+/// work, or with the sender.
 struct ReceiptLanes {
     idle: Vec<Lane>,
     busy: usize,
@@ -711,30 +712,29 @@ impl ReceiptLanes {
             let mut conn = engine.graph.receipt_conn(url);
             self.tasks.spawn(async move {
                 loop {
-                    let (user, wamid) = match tokio::time::timeout(LANE_IDLE, rx.recv()).await {
-                        Ok(Some(job)) => job,
-                        Ok(None) => return,
-                        Err(_) => {
-                            // Take no more; send what raced in, then go.
-                            rx.close();
-                            while let Ok((user, wamid)) = rx.try_recv() {
-                                send_receipt(&engine, &account, &mut conn, wamid).await;
-                                let _ = done.send(LaneDone::Sent(user, me.clone()));
+                    match tokio::time::timeout(LANE_IDLE, rx.recv()).await {
+                        Ok(Some((user, wamid))) => {
+                            send_receipt(&engine, &account, &mut conn, wamid).await;
+                            if done.send(LaneDone::Sent(user, me.clone())).is_err() {
+                                return;
                             }
+                        }
+                        // Idle too long: take no more. What raced in is still received
+                        // above; then the closed lane ends. (Its task holds a sender of
+                        // its own, so only a close ends it.)
+                        Err(_) => rx.close(),
+                        Ok(None) => {
                             let _ = done.send(LaneDone::Retired(me));
                             return;
                         }
-                    };
-                    send_receipt(&engine, &account, &mut conn, wamid).await;
-                    if done.send(LaneDone::Sent(user, me.clone())).is_err() {
-                        return;
                     }
                 }
             });
             lane
         });
-        // A lane only ends with this set (its task holds its own sender); should one have
-        // gone all the same, the receipt is dropped and the user's next one can go.
+        // A lane that retired before its retirement reached `idle` refuses the receipt: it
+        // is dropped (receipts are cosmetic) and the user handed back, so that the user's
+        // next receipt can go.
         match lane.send((user, wamid)) {
             Ok(()) => {
                 self.busy += 1;

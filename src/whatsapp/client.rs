@@ -79,35 +79,29 @@ impl GraphClient {
     async fn post(&self, url: &Uri, token: &SecretString, body: Bytes) -> SendOutcome {
         let request = match request(url, token, body) {
             Ok(r) => r,
-            Err(details) => {
-                return SendOutcome::Permanent {
-                    code: None,
-                    http_status: 0,
-                    details,
-                    action: PermanentAction::DeadLetter,
-                }
-            }
+            Err(refused) => return refused,
         };
-        match tokio::time::timeout(self.timeout, exchange(&self.http, request)).await {
-            Ok(outcome) => outcome,
-            // Sent or not, it cannot be told: the request may have been taken.
-            Err(_) => SendOutcome::Retry {
-                code: None,
-                http_status: 0,
-                retry_after: None,
-                reason: "timed out".to_string(),
-                in_doubt: true,
-            },
-        }
+        within(self.timeout, exchange(&self.http, request)).await
     }
 }
 
 impl GraphClient {
     /// A connection of its own to post read receipts to `url` (see [`ReceiptConn`]).
     pub fn receipt_conn(&self, url: &Uri) -> ReceiptConn {
+        // On a connection of its own the request line carries the path; the host is a
+        // header. Both are the same for every receipt.
+        let path = url
+            .path_and_query()
+            .and_then(|pq| Uri::try_from(pq.as_str()).ok())
+            .unwrap_or_else(|| url.clone());
+        let host = url
+            .authority()
+            .and_then(|a| HeaderValue::from_str(a.as_str()).ok());
         ReceiptConn {
             connector: self.connector.clone(),
             url: url.clone(),
+            path,
+            host,
             live: None,
             timeout: self.timeout,
         }
@@ -123,7 +117,11 @@ type Conn = hyper::client::conn::http1::Connection<Stream, Full<Bytes>>;
 /// reconnects after an error or a timeout.
 pub struct ReceiptConn {
     connector: Https,
+    /// Where to connect.
     url: Uri,
+    /// The request target and `Host` header on that connection.
+    path: Uri,
+    host: Option<HeaderValue>,
     live: Option<(hyper::client::conn::http1::SendRequest<Full<Bytes>>, Conn)>,
     timeout: Duration,
 }
@@ -131,16 +129,8 @@ pub struct ReceiptConn {
 impl ReceiptConn {
     /// Mark `wamid` (and the messages before it) read.
     pub async fn send(&mut self, token: &SecretString, wamid: &str) -> SendOutcome {
-        let outcome = match tokio::time::timeout(self.timeout, self.exchange(token, wamid)).await {
-            Ok(outcome) => outcome,
-            Err(_) => SendOutcome::Retry {
-                code: None,
-                http_status: 0,
-                retry_after: None,
-                reason: "timed out".to_string(),
-                in_doubt: true,
-            },
-        };
+        let timeout = self.timeout;
+        let outcome = within(timeout, self.exchange(token, wamid)).await;
         if !matches!(outcome, SendOutcome::Accepted { .. }) {
             // Whatever the connection was in the middle of, start clean.
             self.live = None;
@@ -150,13 +140,6 @@ impl ReceiptConn {
 
     async fn exchange(&mut self, token: &SecretString, wamid: &str) -> SendOutcome {
         use tower_service::Service;
-        let retry = |reason: String, in_doubt: bool| SendOutcome::Retry {
-            code: None,
-            http_status: 0,
-            retry_after: None,
-            reason,
-            in_doubt,
-        };
         // An idle connection's I/O is not driven: a close by the server while it idled is
         // seen here, so that the receipt goes on a fresh connection instead of failing.
         if let Some((_, conn)) = self.live.as_mut() {
@@ -178,29 +161,14 @@ impl ReceiptConn {
                 Err(e) => return retry(format!("handshake failed: {}", error_chain(&e)), false),
             }
         }
-        let mut request = match request(&self.url, token, receipt_body(wamid)) {
+        let mut request = match request(&self.path, token, receipt_body(wamid)) {
             Ok(r) => r,
-            Err(details) => {
-                return SendOutcome::Permanent {
-                    code: None,
-                    http_status: 0,
-                    details,
-                    action: PermanentAction::DeadLetter,
-                }
-            }
+            Err(refused) => return refused,
         };
-        // On a connection of its own the request line carries the path; the host is a header.
-        if let Some(pq) = self.url.path_and_query() {
-            if let Ok(path) = Uri::try_from(pq.as_str()) {
-                *request.uri_mut() = path;
-            }
-        }
-        if let Some(host) = self
-            .url
-            .authority()
-            .and_then(|a| HeaderValue::from_str(a.as_str()).ok())
-        {
-            request.headers_mut().insert(hyper::header::HOST, host);
+        if let Some(host) = &self.host {
+            request
+                .headers_mut()
+                .insert(hyper::header::HOST, host.clone());
         }
         let (mut sender, conn) = self.live.take().expect("connected above");
         let (answer, conn) = drive(conn, async {
@@ -259,9 +227,21 @@ fn receipt_body(wamid: &str) -> Bytes {
     format!(r#"{{"messaging_product":"whatsapp","status":"read","message_id":{id}}}"#).into()
 }
 
-fn request(url: &Uri, token: &SecretString, body: Bytes) -> Result<Request<Full<Bytes>>, String> {
+/// A POST of `body` to `url` with the token; a request that cannot be built is refused for
+/// good (it would be the same on every attempt).
+fn request(
+    url: &Uri,
+    token: &SecretString,
+    body: Bytes,
+) -> Result<Request<Full<Bytes>>, SendOutcome> {
+    let refused = |details: String| SendOutcome::Permanent {
+        code: None,
+        http_status: 0,
+        details,
+        action: PermanentAction::DeadLetter,
+    };
     let mut bearer = HeaderValue::try_from(format!("Bearer {}", token.expose_secret()))
-        .map_err(|_| "the access token is not a valid header value".to_string())?;
+        .map_err(|_| refused("the access token is not a valid header value".to_string()))?;
     bearer.set_sensitive(true);
     Request::builder()
         .method(Method::POST)
@@ -273,7 +253,28 @@ fn request(url: &Uri, token: &SecretString, body: Bytes) -> Result<Request<Full<
             HeaderValue::from_static(concat!("parley/", env!("CARGO_PKG_VERSION"))),
         )
         .body(Full::new(body))
-        .map_err(|e| format!("building the request failed: {e}"))
+        .map_err(|e| refused(format!("building the request failed: {e}")))
+}
+
+/// `exchange`'s outcome, or a retry in doubt if it takes longer than `limit`: sent or not,
+/// it cannot be told, and the request may have been taken.
+async fn within(
+    limit: Duration,
+    exchange: impl std::future::Future<Output = SendOutcome>,
+) -> SendOutcome {
+    tokio::time::timeout(limit, exchange)
+        .await
+        .unwrap_or_else(|_| retry("timed out".to_string(), true))
+}
+
+fn retry(reason: String, in_doubt: bool) -> SendOutcome {
+    SendOutcome::Retry {
+        code: None,
+        http_status: 0,
+        retry_after: None,
+        reason,
+        in_doubt,
+    }
 }
 
 /// What a Graph API answer to a message means for the sender.
@@ -281,14 +282,11 @@ async fn exchange(http: &Client<Https, Full<Bytes>>, request: Request<Full<Bytes
     let resp = match http.request(request).await {
         Ok(resp) => resp,
         Err(e) => {
-            return SendOutcome::Retry {
-                code: None,
-                http_status: 0,
-                retry_after: None,
-                reason: format!("request failed: {}", error_chain(&e)),
-                // A refused connection sent nothing; anything later may have been taken.
-                in_doubt: !e.is_connect(),
-            };
+            // A refused connection sent nothing; anything later may have been taken.
+            return retry(
+                format!("request failed: {}", error_chain(&e)),
+                !e.is_connect(),
+            );
         }
     };
     let status = resp.status().as_u16();
