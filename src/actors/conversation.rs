@@ -89,6 +89,11 @@ pub struct ConversationActorState {
     /// A message handed over while its batch was still open went unapplied: the next replay
     /// first waits for the writer to end that batch (see `try_replay`).
     unseen: bool,
+    /// The outbox rows of commits reported failed, by the step's time and idem keys: such a
+    /// commit may have landed all the same (a PostgreSQL connection cut during COMMIT), and
+    /// then its rows are in the store and no one has handed them to the sender. The next
+    /// load looks for them (see `load`).
+    unconfirmed: Vec<(i64, Vec<String>)>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -118,6 +123,20 @@ impl ConversationActorState {
                 .map_err(|e| StoreError::Corrupt(format!("conversation state: {e}")))?;
             self.conv.last_inbound_at = stored.last_inbound_at.or(self.conv.last_inbound_at);
             self.last_applied_seq = stored.last_applied_seq;
+        }
+        // Before any event is applied again: rows of a commit that did not land are not
+        // there, and the event's new rows (with a new time) are handed over as usual.
+        if !self.unconfirmed.is_empty() {
+            let landed = self
+                .engine()
+                .store
+                .unconfirmed_outbox(&self.unconfirmed)
+                .await?;
+            self.unconfirmed.clear();
+            if !landed.is_empty() {
+                tracing::warn!(user = %mask(&self.args.user_key), rows = landed.len(), "A commit reported failed had landed; sending its messages.");
+                self.args.sender.enqueue(landed);
+            }
         }
         self.loaded = true;
         // Calls the stored state waits on, whose outcome was lost (with the previous process,
@@ -388,6 +407,7 @@ impl ConversationActorState {
                 tags,
                 opted_out_at,
             });
+            let keys: Vec<String> = outbox.iter().map(|o| o.idem_key.clone()).collect();
             let commit = StepCommit {
                 account: account.clone(),
                 user_key: user.clone(),
@@ -405,7 +425,19 @@ impl ConversationActorState {
                 now,
                 batch,
             };
-            engine.writer.commit_step(commit).await?
+            match engine.writer.commit_step(commit).await {
+                Ok(records) => records,
+                Err(e) => {
+                    // It may have landed: the state is read back and the rows looked for.
+                    if !keys.is_empty() {
+                        self.unconfirmed.push((now, keys));
+                    }
+                    if let Some(me) = self.myself.clone() {
+                        self.stall(&me);
+                    }
+                    return Err(e.into());
+                }
+            }
         };
         self.args.applying.store(0, Ordering::SeqCst);
         self.conv = next;
@@ -571,6 +603,7 @@ impl Actor for ConversationActor {
             stalled: false,
             retry_scheduled: false,
             unseen,
+            unconfirmed: Vec::new(),
         })
     }
 

@@ -197,26 +197,42 @@ impl Store {
     ) -> Result<Vec<OutboxRecord>, StoreError> {
         let rows = self
             .fetch(
-                "SELECT id, account, user_key, kind, message, reply_to, state, updated_at, class FROM outbox \
-                 WHERE account = $1 AND state IN ('pending', 'sending') AND id <= $2 ORDER BY id",
+                &format!(
+                    "SELECT {OUTBOX_RECORD} FROM outbox \
+                     WHERE account = $1 AND state IN ('pending', 'sending') AND id <= $2 ORDER BY id"
+                ),
                 vec![account.into(), Val::I(through)],
             )
             .await?;
-        rows.into_iter()
-            .map(|r| {
-                Ok(OutboxRecord {
-                    id: r.try_get("id")?,
-                    account: r.try_get("account")?,
-                    user_key: r.try_get("user_key")?,
-                    kind: r.try_get("kind")?,
-                    message_json: r.try_get("message")?,
-                    reply_to: r.try_get("reply_to")?,
-                    state: r.try_get("state")?,
-                    updated_at: r.try_get("updated_at")?,
-                    class: r.try_get("class")?,
-                })
-            })
-            .collect()
+        rows.iter().map(outbox_record).collect()
+    }
+
+    /// The rows of commits reported failed that landed after all, oldest first: for each
+    /// (step time, idem keys), the rows with those keys created at that time and still
+    /// `sending` (see `WriterHandle::commit_step`).
+    pub async fn unconfirmed_outbox(
+        &self,
+        commits: &[(i64, Vec<String>)],
+    ) -> Result<Vec<OutboxRecord>, StoreError> {
+        let mut records = Vec::new();
+        for (created_at, keys) in commits {
+            let mut vals = vec![Val::I(*created_at)];
+            vals.extend(keys.iter().map(|k| Val::S(k.clone())));
+            let rows = self
+                .fetch(
+                    &format!(
+                        "SELECT {OUTBOX_RECORD} FROM outbox WHERE created_at = $1 AND state = 'sending' \
+                         AND idem_key IN ({}) ORDER BY id",
+                        super::sql::in_list(keys.len(), 2)
+                    ),
+                    vals,
+                )
+                .await?;
+            for r in &rows {
+                records.push(outbox_record(r)?);
+            }
+        }
+        Ok(records)
     }
 
     /// The message JSON of an outbox row.
@@ -667,4 +683,22 @@ pub(crate) fn idem_key_range(prefix: String) -> (String, String) {
     debug_assert!(prefix.ends_with(':'));
     let upper = format!("{};", &prefix[..prefix.len() - 1]);
     (prefix, upper)
+}
+
+/// The columns [`outbox_record`] reads.
+const OUTBOX_RECORD: &str =
+    "id, account, user_key, kind, message, reply_to, state, updated_at, class";
+
+fn outbox_record(r: &sqlx::any::AnyRow) -> Result<OutboxRecord, StoreError> {
+    Ok(OutboxRecord {
+        id: r.try_get("id")?,
+        account: r.try_get("account")?,
+        user_key: r.try_get("user_key")?,
+        kind: r.try_get("kind")?,
+        message_json: r.try_get("message")?,
+        reply_to: r.try_get("reply_to")?,
+        state: r.try_get("state")?,
+        updated_at: r.try_get("updated_at")?,
+        class: r.try_get("class")?,
+    })
 }

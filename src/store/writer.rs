@@ -306,6 +306,7 @@ impl WriterHandle {
             let (tx, rx) = mpsc::channel(65_536);
             let conn = WriterConn::open(store.url(), store.dialect())?;
             let d = dispatcher.clone();
+            let url: Arc<str> = store.url().into();
             // SQLite: WAL frames are copied back into the database by a thread of their own,
             // so a commit never waits behind a checkpoint. It stops when the writer does.
             let checkpointer = match store.dialect() {
@@ -315,7 +316,7 @@ impl WriterHandle {
             std::thread::Builder::new()
                 .name(format!("parley-writer-{i}"))
                 .spawn(move || {
-                    run(conn, rx, d);
+                    run(conn, rx, d, &url);
                     drop(checkpointer);
                 })
                 .map_err(|e| StoreError::Unavailable(format!("cannot start the writer: {e}")))?;
@@ -574,6 +575,7 @@ fn run(
     mut conn: WriterConn,
     mut rx: mpsc::Receiver<WriteOp>,
     dispatcher: Arc<OnceLock<Dispatcher>>,
+    url: &str,
 ) {
     // Only for waiting on the queue with a deadline inside a transaction.
     let rt = match tokio::runtime::Builder::new_current_thread()
@@ -603,12 +605,13 @@ fn run(
         let d = dispatcher.get();
         let mut handed = 0;
         let written = conn.transaction(|tx| {
-            let mut results = write_ops(tx, &batch)?;
+            let mut results = write_ops(tx, &batch, false)?;
             if let Some(d) = d {
                 handed = gather_steps(tx, &rt, &mut rx, &batches, d, id, &mut batch, &mut results)?;
             }
             Ok(results)
         });
+        let written = faults::acknowledge(url, &batch, written);
         let ops = std::mem::take(&mut batch);
         let m = metrics();
         m.commit_batches
@@ -644,7 +647,14 @@ fn run(
                         continue;
                     };
                     let one = [op];
-                    match conn.transaction(|tx| write_ops(tx, &one)) {
+                    // The failed batch may have landed all the same (a PostgreSQL COMMIT cut
+                    // after the server made it durable): this op's outbox rows may be in the
+                    // store already. Nothing was handed to the sender, so they are reclaimed.
+                    match faults::acknowledge(
+                        url,
+                        &one,
+                        conn.transaction(|tx| write_ops(tx, &one, true)),
+                    ) {
                         Ok(results) => finish(one.into(), results, dispatcher.get()),
                         Err(e) => fail(one.into(), &e),
                     }
@@ -733,9 +743,69 @@ fn gather_steps(
         ops.extend(batches.refuse(op));
         take_queued(rx, batches, ops);
         if ops.len() > done {
-            let more = write_ops(tx, &ops[done..])?;
+            let more = write_ops(tx, &ops[done..], false)?;
             results.extend(more);
         }
+    }
+}
+
+/// Fault injection for tests: a commit that lands but is reported failed, as when a
+/// PostgreSQL connection is cut after the server made the COMMIT durable and before its
+/// answer arrived. Armed per store URL, so tests running side by side do not see each
+/// other's faults; unarmed, it costs one relaxed load per commit.
+pub mod faults {
+    use std::sync::atomic::{AtomicBool, Ordering};
+    use std::sync::Mutex;
+
+    use crate::store::StoreError;
+
+    static ARMED: AtomicBool = AtomicBool::new(false);
+    static LOST: Mutex<Vec<(String, usize)>> = Mutex::new(Vec::new());
+
+    /// The store a URL names: the options after `?` (which the store may add) aside.
+    fn base(url: &str) -> &str {
+        url.split('?').next().unwrap_or(url)
+    }
+
+    /// The next `n` commits of the writer on `url` that hold a conversation's step land and
+    /// are reported failed.
+    pub fn lose_commit_acks(url: &str, n: usize) {
+        let url = base(url);
+        let mut lost = LOST.lock().unwrap_or_else(|e| e.into_inner());
+        lost.retain(|(u, _)| u != url);
+        if n > 0 {
+            lost.push((url.to_string(), n));
+        }
+        ARMED.store(!lost.is_empty(), Ordering::Relaxed);
+    }
+
+    /// `result` of a commit on `url`, or the lost acknowledgement if one is armed.
+    pub(super) fn acknowledge<T>(
+        url: &str,
+        ops: &[super::WriteOp],
+        result: Result<T, StoreError>,
+    ) -> Result<T, StoreError> {
+        if !ARMED.load(Ordering::Relaxed)
+            || result.is_err()
+            || !ops
+                .iter()
+                .any(|op| matches!(op, super::WriteOp::Step { .. }))
+        {
+            return result;
+        }
+        let url = base(url);
+        let mut lost = LOST.lock().unwrap_or_else(|e| e.into_inner());
+        let Some(i) = lost.iter().position(|(u, _)| u == url) else {
+            return result;
+        };
+        lost[i].1 -= 1;
+        if lost[i].1 == 0 {
+            lost.remove(i);
+        }
+        ARMED.store(!lost.is_empty(), Ordering::Relaxed);
+        Err(StoreError::Unavailable(
+            "connection lost during COMMIT (injected; the commit landed)".into(),
+        ))
     }
 }
 
@@ -840,7 +910,13 @@ fn text_col(row: &Values, i: usize) -> &str {
 
 /// Write `ops` in the open transaction `tx`, with multi-row statements per kind; returns one
 /// result per operation.
-fn write_ops(tx: &mut dyn SyncTx, ops: &[WriteOp]) -> Result<Vec<OpResult>, StoreError> {
+/// Write `ops` in `tx`. `reclaim`: they are written again after their batch reported a
+/// failure (see [`commit_steps`]).
+fn write_ops(
+    tx: &mut dyn SyncTx,
+    ops: &[WriteOp],
+    reclaim: bool,
+) -> Result<Vec<OpResult>, StoreError> {
     let (inserted, outbox_ids) = (|| {
         // 1. Inbox appends, all ops together.
         let appends: Vec<&Vec<NewInboxRow>> = ops
@@ -860,7 +936,7 @@ fn write_ops(tx: &mut dyn SyncTx, ops: &[WriteOp]) -> Result<Vec<OpResult>, Stor
                 _ => None,
             })
             .collect();
-        let outbox_ids = commit_steps(tx, &steps)?;
+        let outbox_ids = commit_steps(tx, &steps, reclaim)?;
 
         // 3. Dead letters (rare, one statement each) and outbox updates (batched).
         let mut updates = Vec::new();
@@ -1037,9 +1113,17 @@ fn apply_status(
     Ok(())
 }
 
+/// Write the steps' state and rows; returns the ids of the outbox rows by idem key.
+///
+/// An outbox row whose key is taken is not written again and not returned (the step ran
+/// before and its sends were handed over then), except with `reclaim`: the step is written
+/// again after its batch reported a failure, and a row with its key, its `created_at` and
+/// still `sending` is this very step's, committed by that batch after all and never handed
+/// to the sender; it is returned as if inserted now.
 fn commit_steps(
     tx: &mut dyn SyncTx,
     steps: &[&StepCommit],
+    reclaim: bool,
 ) -> Result<HashMap<String, i64>, StoreError> {
     let mut ids = HashMap::new();
     if steps.is_empty() {
@@ -1131,9 +1215,15 @@ fn commit_steps(
         .flat_map(|s| s.outbox.iter().map(move |o| (*s, o)))
         .collect();
     for chunk in std_chunks(&outbox) {
+        let conflict = if reclaim {
+            "DO UPDATE SET updated_at = excluded.updated_at \
+             WHERE outbox.created_at = excluded.created_at AND outbox.state = 'sending'"
+        } else {
+            "DO NOTHING"
+        };
         let text = format!(
             "INSERT INTO outbox (account, user_key, idem_key, kind, message, reply_to, source_seq, state, created_at, updated_at, class) VALUES {} \
-             ON CONFLICT (idem_key) DO NOTHING RETURNING id, idem_key",
+             ON CONFLICT (idem_key) {conflict} RETURNING id, idem_key",
             values_list(chunk.len(), 11, 1)
         );
         let mut vals = Vec::with_capacity(chunk.len() * 11);
@@ -1607,4 +1697,96 @@ fn apply_gate_writes(tx: &mut dyn SyncTx, writes: &[&GateWrite]) -> Result<(), S
         exec(tx, &text, vals)?;
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn step(user: &str, now: i64) -> StepCommit {
+        StepCommit {
+            account: "acct".into(),
+            user_key: user.into(),
+            state_json: "{}".into(),
+            last_inbound_at: None,
+            last_applied_seq: 0,
+            inbox_done: None,
+            prev_seq: 0,
+            timer_fired: None,
+            contact: None,
+            outbox: vec![NewOutboxRow {
+                idem_key: format!("acct:{user}:out1:0"),
+                kind: "message",
+                message_json: "{}".into(),
+                reply_to: None,
+                source_seq: None,
+                class: "service",
+            }],
+            timers: Vec::new(),
+            flow_records: Vec::new(),
+            bot_records: Vec::new(),
+            now,
+            batch: None,
+        }
+    }
+
+    /// Steps that shared a batch reported failed are written again one by one; if that batch
+    /// landed, each one's outbox row is already there. It is still returned (nothing was handed
+    /// to the sender), and a row from an earlier time with the same key is not.
+    #[test]
+    fn steps_of_a_batch_that_landed_but_was_reported_failed_get_their_outbox_rows() {
+        let dir = tempfile::tempdir().unwrap();
+        let url = format!("sqlite://{}/w.db", dir.path().display());
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap();
+        let store = rt.block_on(async {
+            let store = Store::connect(&url, 1).await.unwrap();
+            store.migrate().await.unwrap();
+            store
+        });
+        // "old" ran before (another process): its row is not this step's.
+        let run_ops = |ops: Vec<StepCommit>, lose: usize| {
+            let (tx, rx) = mpsc::channel(16);
+            let mut replies = Vec::new();
+            for commit in ops {
+                let (reply, answer) = oneshot::channel();
+                tx.try_send(WriteOp::Step {
+                    commit: Box::new(commit),
+                    reply,
+                })
+                .unwrap();
+                replies.push(answer);
+            }
+            drop(tx);
+            // Queued before the writer starts: one batch.
+            faults::lose_commit_acks(&url, lose);
+            let conn = WriterConn::open(store.url(), store.dialect()).unwrap();
+            let u = store.url().to_string();
+            std::thread::spawn(move || run(conn, rx, Arc::new(OnceLock::new()), &u))
+                .join()
+                .unwrap();
+            replies
+                .into_iter()
+                .map(|r| r.blocking_recv().unwrap().unwrap())
+                .collect::<Vec<_>>()
+        };
+        let first = run_ops(vec![step("old", 1_000)], 0);
+        assert_eq!(first[0].len(), 1);
+
+        let results = run_ops(
+            vec![step("a", 2_000), step("b", 2_000), step("old", 2_000)],
+            1,
+        );
+        let ids: Vec<usize> = results.iter().map(Vec::len).collect();
+        assert_eq!(ids, [1, 1, 0], "a and b reclaimed; old's row is not theirs");
+        let rows: i64 = rt.block_on(async {
+            sqlx::query_scalar("SELECT COUNT(*) FROM outbox")
+                .fetch_one(store.pool())
+                .await
+                .unwrap()
+        });
+        assert_eq!(rows, 3, "each key written once");
+    }
 }

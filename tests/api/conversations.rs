@@ -313,3 +313,88 @@ on_both_stores!(
     passivation,
     idle_conversations_passivate_and_come_back_with_their_state
 );
+
+/// A commit that lands but is reported failed (a PostgreSQL connection cut during COMMIT)
+/// leaves the conversation unsure whether its step happened. It reads its state back, finds
+/// the message applied, and sends the reply that commit stored: once, and without a restart.
+async fn a_commit_reported_failed_that_landed_still_sends_its_reply_once(db: TestDb) {
+    let graph = Arc::new(FakeGraph::start().await);
+    let app = spawn_app(test_settings(&db, &graph), Arc::new(Echo)).await;
+    let user = "6281200000040";
+    let store = db.store().await;
+    let echoes = |text: &'static str| {
+        let graph = graph.clone();
+        move || {
+            graph
+                .delivered_texts()
+                .iter()
+                .filter(|t| t.as_str() == text)
+                .count()
+        }
+    };
+    // The conversation is up and idle before the fault.
+    assert_eq!(
+        app.post_webhook(&text_webhook(PNID, user, "wamid.LAND1", "one", now_secs()))
+            .await,
+        200
+    );
+    let one = echoes("echo: one");
+    assert!(eventually(Duration::from_secs(10), || async { one() == 1 }).await);
+
+    for (round, wamid) in ["wamid.LAND2", "wamid.LAND3"].into_iter().enumerate() {
+        parley::store::writer::faults::lose_commit_acks(&db.url, 1);
+        let text = ["two", "three"][round];
+        // Stored (the commit landed), so Meta gets its 200 either way.
+        assert_eq!(
+            app.post_webhook(&text_webhook(PNID, user, wamid, text, now_secs()))
+                .await,
+            200
+        );
+        let echo = echoes(["echo: two", "echo: three"][round]);
+        assert!(
+            eventually(Duration::from_secs(10), || async { echo() >= 1 }).await,
+            "the reply stored by the commit reported failed was sent: {:?}",
+            graph.delivered_texts()
+        );
+        // The conversation's replay (after 1 s) and any later scan must not send it again.
+        tokio::time::sleep(Duration::from_millis(1500)).await;
+        assert_eq!(echo(), 1, "sent once: {:?}", graph.delivered_texts());
+    }
+    // An agent's message commits alone: its commit is the one reported failed. The agent
+    // hears of a failure, but the message is stored, so it goes out, once.
+    parley::store::writer::faults::lose_commit_acks(&db.url, 1);
+    let (status, body) = app
+        .admin(
+            reqwest::Method::POST,
+            "/messages",
+            Some(ADMIN_TOKEN),
+            Some(serde_json::json!({"phone_number_id": PNID, "to": user, "text": "from the desk"})),
+        )
+        .await;
+    assert!(
+        status >= 500,
+        "the agent was told it failed: {status} {body}"
+    );
+    let desk = echoes("from the desk");
+    assert!(
+        eventually(Duration::from_secs(10), || async { desk() >= 1 }).await,
+        "the agent's stored message was sent: {:?}",
+        graph.delivered_texts()
+    );
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    assert_eq!(desk(), 1, "sent once: {:?}", graph.delivered_texts());
+
+    let applied = count(
+        &store,
+        "SELECT COUNT(*) FROM inbox WHERE kind = 'message' AND state = 'done'",
+    )
+    .await;
+    assert_eq!(applied, 3, "each message applied once");
+    let rows = count(&store, "SELECT COUNT(*) FROM outbox WHERE kind = 'message'").await;
+    assert_eq!(rows, 4, "one row per reply and one for the agent's message");
+    app.stop().await;
+}
+on_both_stores!(
+    landed,
+    a_commit_reported_failed_that_landed_still_sends_its_reply_once
+);
