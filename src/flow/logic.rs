@@ -274,11 +274,20 @@ fn settle_bot(
     let same = |r: &crate::conversation::BotSummary| {
         r.bot == session.bot && r.started_at == session.started_at
     };
-    let started = effects
-        .iter()
-        .any(|e| matches!(e, Effect::BotRecord(r) if same(r) && r.started));
+    let earlier = effects.iter().find_map(|e| match e {
+        Effect::BotRecord(r) if same(r) => Some(r.started),
+        _ => None,
+    });
     effects.retain(|e| !matches!(e, Effect::BotRecord(r) if same(r)));
-    effects.push(Effect::BotRecord(session.summary(started)));
+    let summary = session.summary(earlier == Some(true));
+    // A step that moved none of the session's figures (a customer's message, now with the
+    // model) writes no row: the figures are what the store keeps, and it saves a page write
+    // per turn. (The state still holds the session as of before the step here.)
+    let unchanged =
+        earlier.is_none() && bot_of(state).is_some_and(|before| before.summary(false) == summary);
+    if !unchanged {
+        effects.push(Effect::BotRecord(summary));
+    }
     if session.active() {
         if let Ok(v) = serde_json::to_value(&session) {
             state.ext.insert(BOT_KEY.to_string(), v);
