@@ -764,6 +764,33 @@ async fn settle(reads: &AtomicU64) {
 /// arrived there (the reply's latency ends at the Graph API, not when the user's task wakes).
 type Waiters = Arc<Mutex<HashMap<String, tokio::sync::mpsc::UnboundedSender<(String, Instant)>>>>;
 
+/// Start a fake service on a thread and runtime of its own (`start` binds and spawns its
+/// tasks there), as the real one runs on machines of its own: its clock readings and answers
+/// then do not queue behind the load driver's thousand users on the driver's runtime, so a
+/// latency read off it is the daemon's and the network's, not the driver's scheduling.
+async fn on_own_thread<T, F, Fut>(name: &str, start: F) -> T
+where
+    T: Send + 'static,
+    F: FnOnce() -> Fut + Send + 'static,
+    Fut: std::future::Future<Output = T> + 'static,
+{
+    let (tx, rx) = tokio::sync::oneshot::channel();
+    std::thread::Builder::new()
+        .name(name.to_string())
+        .spawn(move || {
+            let rt = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .expect("a runtime for a fake service");
+            rt.block_on(async move {
+                let _ = tx.send(start().await);
+                std::future::pending::<()>().await
+            })
+        })
+        .expect("a thread for a fake service");
+    rx.await.expect("the fake service started")
+}
+
 /// A fake Graph API that hands each reply's text to the user waiting for it.
 async fn replying_graph() -> (FakeGraph, Waiters, Arc<AtomicU64>) {
     let waiters: Waiters = Arc::new(Mutex::new(HashMap::new()));
@@ -786,7 +813,8 @@ async fn replying_graph() -> (FakeGraph, Waiters, Arc<AtomicU64>) {
             }
         })
     };
-    (FakeGraph::start_for_load(hook).await, waiters, replies)
+    let graph = on_own_thread("fake-graph", move || FakeGraph::start_for_load(hook)).await;
+    (graph, waiters, replies)
 }
 
 /// One step of a user's script: the webhook to post and the reply expected (None: any).
@@ -1100,9 +1128,13 @@ async fn slow_model(delay: Duration) -> anyhow::Result<(String, Holds)> {
             }
         }),
     );
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
-    let addr = listener.local_addr()?;
-    tokio::spawn(async move { axum::serve(listener, app).await });
+    let addr = on_own_thread("fake-model", move || async move {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+        let addr = listener.local_addr()?;
+        tokio::spawn(async move { axum::serve(listener, app).await });
+        Ok::<_, std::io::Error>(addr)
+    })
+    .await?;
     Ok((format!("http://{addr}"), holds))
 }
 
@@ -1193,10 +1225,13 @@ async fn bots(
     let mut late: Vec<f64> = holds.values().map(|h| h - delay_ms as f64).collect();
     late.sort_by(f64::total_cmp);
     println!(
-        "added over the provider's actual hold ({} turns matched): p50 {:.2} ms, p99 {:.2} ms (the provider's own timer was late by p50 {:.2} ms, p99 {:.2} ms)",
+        "added over the provider's actual hold ({} turns matched): p50 {:.2} ms, p90 {:.2} ms, p95 {:.2} ms, p99 {:.2} ms, p99.9 {:.2} ms (the provider's own timer was late by p50 {:.2} ms, p99 {:.2} ms)",
         over_held.len(),
         pct(&over_held, 0.5),
+        pct(&over_held, 0.9),
+        pct(&over_held, 0.95),
         pct(&over_held, 0.99),
+        pct(&over_held, 0.999),
         pct(&late, 0.5),
         pct(&late, 0.99)
     );
