@@ -698,3 +698,54 @@ on_both_stores!(
     provider_timeout,
     a_provider_slower_than_its_timeout_falls_back_then_hands_off
 );
+
+/// The commit of a model's answer lands but is reported failed (a PostgreSQL connection cut
+/// during COMMIT). The conversation reads its state back: the answer is applied, so its
+/// reply is sent, once, and the model is not asked again.
+async fn an_answer_whose_commit_landed_unacknowledged_is_sent_once_and_not_asked_again(db: TestDb) {
+    let graph = Arc::new(FakeGraph::start().await);
+    let (base, seen) = fake_provider(
+        ProviderKind::Openai,
+        vec![Reply::Slow(400, "Answered once.")],
+    )
+    .await;
+    let (mut settings, _dir) = setup(&db, &graph, ProviderKind::Openai, base, true);
+    settings.accounts[0].mark_read = false;
+    let app = spawn_app_with_flows(settings).await;
+    app.post_webhook(&text_webhook(
+        PNID,
+        "6281200000408",
+        "wamid.L1",
+        "is it in stock?",
+        now_secs(),
+    ))
+    .await;
+    assert!(
+        eventually(Duration::from_secs(10), || async {
+            !seen.bodies().is_empty()
+        })
+        .await,
+        "the model is asked"
+    );
+    // The message's own step has committed by now; the next step is the answer's.
+    tokio::time::sleep(Duration::from_millis(150)).await;
+    parley::store::writer::faults::lose_commit_acks(&db.url, 1);
+    assert_eq!(until_texts(&graph, 1).await, vec!["Answered once."]);
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    assert_eq!(
+        graph.delivered_texts(),
+        vec!["Answered once."],
+        "answered once"
+    );
+    assert_eq!(seen.bodies().len(), 1, "the model was asked once");
+    let turns = conversation(&app, "6281200000408").await;
+    assert_eq!(
+        turns["state"]["ext"]["bot"]["turns"], 1,
+        "the answer applied once: {turns}"
+    );
+    app.stop().await;
+}
+on_both_stores!(
+    landed_answer,
+    an_answer_whose_commit_landed_unacknowledged_is_sent_once_and_not_asked_again
+);
