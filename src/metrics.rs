@@ -23,6 +23,9 @@ pub struct Metrics {
     pub steps_joined: AtomicU64,
     pub commit_rows: AtomicU64,
     pub commit_batch_hist: Histogram,
+    /// How long the writers' COMMITs took (SQLite: writing the WAL frames and the fsync;
+    /// PostgreSQL: the round trip with the server's flush), µs.
+    pub commit_us: Histogram<Micros>,
     pub commit_failures: AtomicU64,
     pub flow_http: Labelled,
     pub bot_sessions: Labelled,
@@ -32,7 +35,7 @@ pub struct Metrics {
     /// call started), µs.
     pub bot_before_call_us: Histogram<Micros>,
     /// A chatbot turn's time in Parley after the model answered (answer received → reply
-    /// committed and handed to the sender), µs.
+    /// committed, admitted by the SendGate and its request to the Graph API started), µs.
     pub bot_after_answer_us: Histogram<Micros>,
     /// The two together, per turn: Parley's own time in a chatbot turn, µs.
     pub bot_turn_us: Histogram<Micros>,
@@ -305,6 +308,11 @@ impl Metrics {
             "parley_commit_batch_ops",
             "Operations per group-commit transaction.",
         );
+        self.commit_us.render(
+            &mut out,
+            "parley_commit_us",
+            "The writers' COMMIT statements: microseconds until durable (SQLite: WAL write and fsync).",
+        );
         self.bot_before_call_us.render(
             &mut out,
             "parley_bot_before_call_us",
@@ -313,7 +321,7 @@ impl Metrics {
         self.bot_after_answer_us.render(
             &mut out,
             "parley_bot_after_answer_us",
-            "Chatbot turns: microseconds from the model's answer to the reply handed to the sender.",
+            "Chatbot turns: microseconds from the model's answer to the start of the reply's request to the Graph API.",
         );
         self.bot_turn_us.render(
             &mut out,

@@ -967,6 +967,14 @@ async fn deliver(
     let settings = &live.outbox;
     let token = token_for(&live, &account.phone_number_id);
     let attempt = job.attempts + 1;
+    if let (Some(turn), 0) = (rec.turn, job.attempts) {
+        let after = turn.answered_at.elapsed();
+        let m = metrics();
+        m.bot_after_answer_us.observe(after.as_micros() as u64);
+        if let Some(before) = turn.before_call {
+            m.bot_turn_us.observe((before + after).as_micros() as u64);
+        }
+    }
     let outcome = engine.graph.send_message(url, token, &body).await;
     let now = engine.clock.now_ms();
     match outcome {

@@ -18,6 +18,7 @@ use crate::sendgate::SendClass;
 use crate::store::writer::{ContactUpsert, DeadInbox};
 use crate::store::{
     DueTimer, InboxDispatch, NewDeadLetter, NewOutboxRow, NewTimer, StepCommit, StoreError,
+    TurnClock,
 };
 use crate::telemetry::mask;
 use crate::whatsapp::event::WebhookEvent;
@@ -94,6 +95,9 @@ pub struct ConversationActorState {
     /// then its rows are in the store and no one has handed them to the sender. The next
     /// load looks for them (see `load`).
     unconfirmed: Vec<(i64, Vec<String>)>,
+    /// The clock of the chatbot turn whose answer is being applied: its reply carries it to
+    /// the send (see [`TurnClock`]).
+    answered: Option<TurnClock>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -265,6 +269,7 @@ impl ConversationActorState {
     ) -> Result<(Vec<Effect>, Vec<i64>), ApplyError> {
         let engine = self.args.engine.clone();
         let now = engine.clock.now_ms();
+        let answered = self.answered.take();
         let ctx = {
             // The settings in force for this step (a reload may change the live ones).
             let settings = engine.settings();
@@ -456,6 +461,10 @@ impl ConversationActorState {
             self.args.sender.mark_read(&self.args.user_key, newest);
         }
         if !records.is_empty() {
+            let mut records = records;
+            if let Some(reply) = records.iter_mut().find(|r| r.kind == "message") {
+                reply.turn = answered;
+            }
             self.args.sender.enqueue(records);
         }
         self.run_calls(&effects);
@@ -604,6 +613,7 @@ impl Actor for ConversationActor {
             retry_scheduled: false,
             unseen,
             unconfirmed: Vec::new(),
+            answered: None,
         })
     }
 
@@ -691,25 +701,21 @@ impl Actor for ConversationActor {
                 if state.stalled || !state.loaded {
                     Box::pin(state.replay(&myself)).await;
                 }
-                let (event, answered) = match msg {
-                    ConversationMsg::HttpDone(o) => (ConversationEvent::HttpResult(o), None),
-                    ConversationMsg::BotDone(a, at, before) => {
-                        (ConversationEvent::BotResult(a), Some((at, before)))
+                let event = match msg {
+                    ConversationMsg::HttpDone(o) => ConversationEvent::HttpResult(o),
+                    ConversationMsg::BotDone(a, answered_at, before_call) => {
+                        // Its reply's send measures the turn (see `outbox::deliver`).
+                        state.answered = Some(TurnClock {
+                            answered_at,
+                            before_call,
+                        });
+                        ConversationEvent::BotResult(a)
                     }
-                    ConversationMsg::MediaDone(r) => (ConversationEvent::MediaReady(r), None),
+                    ConversationMsg::MediaDone(r) => ConversationEvent::MediaReady(r),
                     _ => unreachable!("matched above"),
                 };
                 match Box::pin(state.apply(event, None, None, None, None)).await {
-                    Ok((_, ids)) => {
-                        if let (Some((at, before)), false) = (answered, ids.is_empty()) {
-                            let after = at.elapsed();
-                            let m = metrics();
-                            m.bot_after_answer_us.observe(after.as_micros() as u64);
-                            if let Some(before) = before {
-                                m.bot_turn_us.observe((before + after).as_micros() as u64);
-                            }
-                        }
-                    }
+                    Ok(_) => {}
                     // The call stays pending in the committed state: the replay reads that
                     // state back and makes the call again.
                     Err(e) => {

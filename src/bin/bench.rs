@@ -1243,13 +1243,18 @@ async fn bots(
             )
         };
         println!(
-            "Parley's own time per turn (daemon's histograms): p50 {}, p99 {} (webhook → model call p50 {}, p99 {}; answer → reply handed to the sender p50 {}, p99 {})",
+            "Parley's own time per turn (daemon's histograms): p50 {}, p99 {} (webhook → model call p50 {}, p99 {}; answer → reply's request to the Graph API p50 {}, p99 {})",
             ms("parley_bot_turn_us", 0.5),
             ms("parley_bot_turn_us", 0.99),
             ms("parley_bot_before_call_us", 0.5),
             ms("parley_bot_before_call_us", 0.99),
             ms("parley_bot_after_answer_us", 0.5),
             ms("parley_bot_after_answer_us", 0.99),
+        );
+        println!(
+            "the store's COMMITs (WAL write and fsync): p50 {}, p99 {}",
+            ms("parley_commit_us", 0.5),
+            ms("parley_commit_us", 0.99),
         );
     }
     let (_, rss1, _) = proc_stats(pid);

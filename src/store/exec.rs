@@ -96,7 +96,11 @@ impl WriterConn {
                     .map_err(sqlite_err)?;
                 let mut stx = SqliteTx(&tx);
                 let out = f(&mut stx)?;
+                let started = std::time::Instant::now();
                 tx.commit().map_err(sqlite_err)?;
+                crate::metrics::metrics()
+                    .commit_us
+                    .observe(started.elapsed().as_micros() as u64);
                 Ok(out)
             }
             WriterConn::Postgres { rt, url, conn } => {
@@ -115,7 +119,11 @@ impl WriterConn {
                         let mut ptx = PgTx { rt, tx: &mut tx };
                         f(&mut ptx)?
                     };
+                    let started = std::time::Instant::now();
                     rt.block_on(tx.commit())?;
+                    crate::metrics::metrics()
+                        .commit_us
+                        .observe(started.elapsed().as_micros() as u64);
                     Ok(out)
                 })();
                 if let Err(StoreError::Unavailable(_))

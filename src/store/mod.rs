@@ -20,7 +20,7 @@ pub use queries::*;
 pub use sql::Val;
 pub use writer::{
     GateWrite, InboxDispatch, NewDeadLetter, NewInboxRow, NewOutboxRow, NewTimer, OutboxUpdate,
-    StepCommit, WriterHandle,
+    StepCommit, TurnClock, WriterHandle,
 };
 
 #[derive(Debug, thiserror::Error)]

@@ -700,5 +700,6 @@ fn outbox_record(r: &sqlx::any::AnyRow) -> Result<OutboxRecord, StoreError> {
         state: r.try_get("state")?,
         updated_at: r.try_get("updated_at")?,
         class: r.try_get("class")?,
+        turn: None,
     })
 }

@@ -168,6 +168,19 @@ pub struct OutboxRecord {
     pub updated_at: i64,
     /// service | business (see `sendgate::SendClass`).
     pub class: String,
+    /// For a chatbot's reply: when its turn's answer came (not stored; only for the metrics).
+    pub turn: Option<TurnClock>,
+}
+
+/// A chatbot turn's clock, carried by its reply to the send so that Parley's time in the turn
+/// is measured to the request to the Graph API, not only to the hand-over.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct TurnClock {
+    /// The model's answer was received.
+    pub answered_at: std::time::Instant,
+    /// The turn's time from the webhook's arrival to the model call's start, if this process
+    /// received the webhook.
+    pub before_call: Option<std::time::Duration>,
 }
 
 #[derive(Debug, Clone)]
@@ -1005,6 +1018,7 @@ fn write_ops(
                             state: "sending".into(),
                             updated_at: commit.now,
                             class: o.class.to_string(),
+                            turn: None,
                         })
                     })
                     .collect(),

@@ -303,8 +303,10 @@ async fn the_default_bot_answers_with_context_and_hands_off_after_failures(db: T
     let ok_answers = sample("parley_bot_answers_total{bot=\"assistant\",result=\"ok\"}");
     assert!(ok_answers >= 2, "{metrics}");
     assert!(metrics.contains("status=\"handed_off\""), "{metrics}");
-    // Parley's own time in each answered turn (webhook → call, answer → reply handed over).
+    // Parley's own time in each answered turn (webhook → call, answer → the reply's request
+    // to the Graph API), and the store's COMMITs behind it.
     assert!(sample("parley_bot_turn_us_count") >= 2, "{metrics}");
+    assert!(sample("parley_commit_us_count") >= 4, "{metrics}");
     // The same counters, kept in the store.
     let (_, bots) = app
         .admin(Method::GET, "/bots", Some(ADMIN_TOKEN), None)
