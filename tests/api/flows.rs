@@ -390,3 +390,72 @@ async fn edited_flow_files_are_picked_up_by_the_watcher(db: TestDb) {
     app.stop().await;
 }
 on_both_stores!(watcher, edited_flow_files_are_picked_up_by_the_watcher);
+
+/// A durable wait's step commits, but the commit is reported failed (a connection cut during
+/// COMMIT). The timer is spent and the reminder stored: the conversation reads its state back
+/// and sends the reminder, once; the timer does not fire again.
+async fn a_wait_whose_firing_commit_landed_unacknowledged_sends_its_message_once(db: TestDb) {
+    let graph = Arc::new(FakeGraph::start().await);
+    let clock = ManualClock::at_now();
+    let mut settings = test_settings(&db, &graph);
+    settings.flows.dir = "flows".into();
+    let app = spawn_app_with_clock(settings, Arc::new(clock.clone())).await;
+    let user = "6281200000079";
+    assert_eq!(
+        app.post_webhook(&text_webhook(
+            PNID,
+            user,
+            "wamid.TL1",
+            "please remind me",
+            now_secs()
+        ))
+        .await,
+        200
+    );
+    assert!(
+        graph
+            .wait_until(Duration::from_secs(10), |a| a.iter().any(
+                |a| a.accepted() && a.text() == Some("I will remind you in 2 hours")
+            ))
+            .await
+    );
+    let store = db.store().await;
+    assert!(
+        eventually(Duration::from_secs(5), || async {
+            count(
+                &store,
+                "SELECT COUNT(*) FROM timers WHERE state = 'pending'",
+            )
+            .await
+                == 1
+        })
+        .await,
+        "the wait is stored"
+    );
+    // The next step to commit is the timer's.
+    parley::store::writer::faults::lose_commit_acks(&db.url, 1);
+    clock.advance(Duration::from_secs(2 * 3600 + 60));
+    let reminders = || {
+        graph
+            .delivered()
+            .iter()
+            .filter(|a| a.text() == Some("Reminder!"))
+            .count()
+    };
+    assert!(
+        eventually(Duration::from_secs(10), || async { reminders() >= 1 }).await,
+        "the reminder the timer's commit stored is sent: {:?}",
+        graph.delivered_texts()
+    );
+    tokio::time::sleep(Duration::from_millis(2500)).await;
+    assert_eq!(reminders(), 1, "exactly once");
+    assert_eq!(
+        count(&store, "SELECT COUNT(*) FROM timers WHERE state = 'fired'").await,
+        1
+    );
+    app.stop().await;
+}
+on_both_stores!(
+    landed_timer,
+    a_wait_whose_firing_commit_landed_unacknowledged_sends_its_message_once
+);
