@@ -95,9 +95,6 @@ pub struct ConversationActorState {
     /// then its rows are in the store and no one has handed them to the sender. The next
     /// load looks for them (see `load`).
     unconfirmed: Vec<(i64, Vec<String>)>,
-    /// The clock of the chatbot turn whose answer is being applied: its reply carries it to
-    /// the send (see [`TurnClock`]).
-    answered: Option<TurnClock>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -211,6 +208,7 @@ impl ConversationActorState {
                 None,
                 None,
                 None,
+                None,
             )
             .await?;
         }
@@ -266,10 +264,10 @@ impl ConversationActorState {
         timer_id: Option<i64>,
         batch: Option<u64>,
         arrived: Option<Instant>,
+        answered: Option<TurnClock>,
     ) -> Result<(Vec<Effect>, Vec<i64>), ApplyError> {
         let engine = self.args.engine.clone();
         let now = engine.clock.now_ms();
-        let answered = self.answered.take();
         let ctx = {
             // The settings in force for this step (a reload may change the live ones).
             let settings = engine.settings();
@@ -377,7 +375,7 @@ impl ConversationActorState {
         // the commit fails or the process dies first, the event is applied again and makes a
         // new call: at most one call is paid twice.
         self.call_models(&effects, arrived);
-        let records = if unchanged {
+        let mut records = if unchanged {
             Vec::new()
         } else {
             // Campaigns select contacts by tag and skip those who opted out: both are
@@ -412,7 +410,6 @@ impl ConversationActorState {
                 tags,
                 opted_out_at,
             });
-            let keys: Vec<String> = outbox.iter().map(|o| o.idem_key.clone()).collect();
             let commit = StepCommit {
                 account: account.clone(),
                 user_key: user.clone(),
@@ -434,6 +431,12 @@ impl ConversationActorState {
                 Ok(records) => records,
                 Err(e) => {
                     // It may have landed: the state is read back and the rows looked for.
+                    let keys: Vec<String> = effects
+                        .iter()
+                        .enumerate()
+                        .filter(|(_, effect)| matches!(effect, Effect::Send { .. }))
+                        .map(|(n, _)| outbox_idem_key(account, user, &event, &origin, n))
+                        .collect();
                     if !keys.is_empty() {
                         self.unconfirmed.push((now, keys));
                     }
@@ -461,7 +464,6 @@ impl ConversationActorState {
             self.args.sender.mark_read(&self.args.user_key, newest);
         }
         if !records.is_empty() {
-            let mut records = records;
             if let Some(reply) = records.iter_mut().find(|r| r.kind == "message") {
                 reply.turn = answered;
             }
@@ -613,7 +615,6 @@ impl Actor for ConversationActor {
             retry_scheduled: false,
             unseen,
             unconfirmed: Vec::new(),
-            answered: None,
         })
     }
 
@@ -659,7 +660,7 @@ impl Actor for ConversationActor {
                     message: d.message,
                 };
                 if let Err(e) =
-                    Box::pin(state.apply(event, Some(d.seq), None, d.batch, d.arrived)).await
+                    Box::pin(state.apply(event, Some(d.seq), None, d.batch, d.arrived, None)).await
                 {
                     tracing::warn!(user = %mask(&state.args.user_key), seq = d.seq, error = %e, "Commit failed; conversation stalled until the store answers.");
                     state.stall(&myself);
@@ -676,7 +677,7 @@ impl Actor for ConversationActor {
                 let result = if state.stalled {
                     Err("store unavailable".to_string())
                 } else {
-                    match Box::pin(state.apply(event, None, None, None, None)).await {
+                    match Box::pin(state.apply(event, None, None, None, None, None)).await {
                         Ok((effects, ids)) => match effects.iter().find_map(|e| match e {
                             Effect::Refuse { reason } => Some(reason.clone()),
                             _ => None,
@@ -701,20 +702,20 @@ impl Actor for ConversationActor {
                 if state.stalled || !state.loaded {
                     Box::pin(state.replay(&myself)).await;
                 }
-                let event = match msg {
-                    ConversationMsg::HttpDone(o) => ConversationEvent::HttpResult(o),
-                    ConversationMsg::BotDone(a, answered_at, before_call) => {
-                        // Its reply's send measures the turn (see `outbox::deliver`).
-                        state.answered = Some(TurnClock {
+                let (event, answered) = match msg {
+                    ConversationMsg::HttpDone(o) => (ConversationEvent::HttpResult(o), None),
+                    // Its reply's send measures the turn (see `outbox::deliver`).
+                    ConversationMsg::BotDone(a, answered_at, before_call) => (
+                        ConversationEvent::BotResult(a),
+                        Some(TurnClock {
                             answered_at,
                             before_call,
-                        });
-                        ConversationEvent::BotResult(a)
-                    }
-                    ConversationMsg::MediaDone(r) => ConversationEvent::MediaReady(r),
+                        }),
+                    ),
+                    ConversationMsg::MediaDone(r) => (ConversationEvent::MediaReady(r), None),
                     _ => unreachable!("matched above"),
                 };
-                match Box::pin(state.apply(event, None, None, None, None)).await {
+                match Box::pin(state.apply(event, None, None, None, None, answered)).await {
                     Ok(_) => {}
                     // The call stays pending in the committed state: the replay reads that
                     // state back and makes the call again.
@@ -733,7 +734,9 @@ impl Actor for ConversationActor {
                     name: t.name,
                     payload: serde_json::from_str(&t.payload).unwrap_or(serde_json::Value::Null),
                 };
-                if let Err(e) = Box::pin(state.apply(event, None, Some(t.id), None, None)).await {
+                if let Err(e) =
+                    Box::pin(state.apply(event, None, Some(t.id), None, None, None)).await
+                {
                     tracing::warn!(error = %e, "Timer step failed; it will fire again.");
                 }
             }
@@ -763,7 +766,7 @@ impl Actor for ConversationActor {
                     detail,
                     message,
                 };
-                if let Err(e) = Box::pin(state.apply(event, None, None, None, None)).await {
+                if let Err(e) = Box::pin(state.apply(event, None, None, None, None, None)).await {
                     tracing::warn!(error = %e, "Recording a send failure in the conversation failed.");
                 }
             }

@@ -257,12 +257,14 @@ fn text_of(content: &MessageContent) -> Option<&str> {
 }
 
 /// Apply a bot outcome to the conversation; keep the session if it goes on. Returns the
-/// session when it ended.
+/// session when it ended. `before`: the session's figures before this step (None: it began
+/// in this step).
 fn settle_bot(
     state: &mut ConversationState,
     effects: &mut Vec<Effect>,
     ctx: &StepContext,
     session: BotSession,
+    before: Option<crate::conversation::BotSummary>,
     out: Outcome,
 ) -> Option<BotSession> {
     effects.extend(out.effects);
@@ -282,9 +284,8 @@ fn settle_bot(
     let summary = session.summary(earlier == Some(true));
     // A step that moved none of the session's figures (a customer's message, now with the
     // model) writes no row: the figures are what the store keeps, and it saves a page write
-    // per turn. (The state still holds the session as of before the step here.)
-    let unchanged =
-        earlier.is_none() && bot_of(state).is_some_and(|before| before.summary(false) == summary);
+    // per turn.
+    let unchanged = earlier.is_none() && before.as_ref() == Some(&summary);
     if !unchanged {
         effects.push(Effect::BotRecord(summary));
     }
@@ -323,7 +324,7 @@ fn start_bot(
         out.effects.extend(more.effects);
         out.handoff = more.handoff;
     }
-    settle_bot(state, effects, ctx, session, out);
+    settle_bot(state, effects, ctx, session, None, out);
 }
 
 /// A voice note being transcribed, and the messages that came after it (handled once its
@@ -464,6 +465,7 @@ impl FlowLogic {
         // timer. When it ends, a flow that started it goes on.
         let mut bot_done = false;
         if let Some(mut session) = bot_of(&state) {
+            let before = session.summary(false);
             let human = state.human_handled_at.is_some();
             let now = ctx.now_ms;
             let out = match (bots.get(&session.bot), event) {
@@ -490,7 +492,7 @@ impl FlowLogic {
                 _ => None,
             };
             if let Some(out) = out {
-                match settle_bot(&mut state, &mut effects, ctx, session, out) {
+                match settle_bot(&mut state, &mut effects, ctx, session, Some(before), out) {
                     Some(ended) if ended.from_flow && state.handoff.is_none() => bot_done = true,
                     _ => return (state, effects),
                 }

@@ -96,11 +96,7 @@ impl WriterConn {
                     .map_err(sqlite_err)?;
                 let mut stx = SqliteTx(&tx);
                 let out = f(&mut stx)?;
-                let started = std::time::Instant::now();
-                tx.commit().map_err(sqlite_err)?;
-                crate::metrics::metrics()
-                    .commit_us
-                    .observe(started.elapsed().as_micros() as u64);
+                timed_commit(|| tx.commit().map_err(sqlite_err))?;
                 Ok(out)
             }
             WriterConn::Postgres { rt, url, conn } => {
@@ -119,11 +115,7 @@ impl WriterConn {
                         let mut ptx = PgTx { rt, tx: &mut tx };
                         f(&mut ptx)?
                     };
-                    let started = std::time::Instant::now();
-                    rt.block_on(tx.commit())?;
-                    crate::metrics::metrics()
-                        .commit_us
-                        .observe(started.elapsed().as_micros() as u64);
+                    timed_commit(|| rt.block_on(tx.commit()))?;
                     Ok(out)
                 })();
                 if let Err(StoreError::Unavailable(_))
@@ -136,6 +128,16 @@ impl WriterConn {
             }
         }
     }
+}
+
+/// Run a COMMIT, timing it for `parley_commit_us`.
+fn timed_commit<T>(commit: impl FnOnce() -> T) -> T {
+    let started = std::time::Instant::now();
+    let out = commit();
+    crate::metrics::metrics()
+        .commit_us
+        .observe(started.elapsed().as_micros() as u64);
+    out
 }
 
 /// How often the checkpointer copies committed WAL frames into the database file.

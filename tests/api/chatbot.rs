@@ -440,6 +440,19 @@ on_both_stores!(slow_model, a_slow_model_delays_nobody_else);
 /// The store refuses to record the model's answer for a while: the call stays pending in the
 /// committed state, is made again once the store takes writes, and the customer gets one
 /// answer.
+/// `user` writes `text` to the default bot; returns once the model has been asked.
+async fn ask_the_bot(app: &TestApp, seen: &Seen, user: &str, wamid: &str, text: &str) {
+    app.post_webhook(&text_webhook(PNID, user, wamid, text, now_secs()))
+        .await;
+    assert!(
+        eventually(Duration::from_secs(10), || async {
+            !seen.bodies().is_empty()
+        })
+        .await,
+        "the model is asked"
+    );
+}
+
 async fn an_answer_the_store_refused_is_asked_for_again(db: TestDb) {
     let graph = Arc::new(FakeGraph::start().await);
     let (base, seen) =
@@ -450,21 +463,7 @@ async fn an_answer_the_store_refused_is_asked_for_again(db: TestDb) {
     store.migrate().await.unwrap();
     install_outbox_trap(&db, &store, "refuse_answer", "Worth retrying").await;
     let app = spawn_app_with_flows(settings).await;
-    app.post_webhook(&text_webhook(
-        PNID,
-        "6281200000407",
-        "wamid.R1",
-        "are you there?",
-        now_secs(),
-    ))
-    .await;
-    assert!(
-        eventually(Duration::from_secs(10), || async {
-            !seen.bodies().is_empty()
-        })
-        .await,
-        "the model is asked"
-    );
+    ask_the_bot(&app, &seen, "6281200000407", "wamid.R1", "are you there?").await;
     tokio::time::sleep(Duration::from_millis(1500)).await;
     assert!(
         graph.delivered_texts().is_empty(),
@@ -714,21 +713,7 @@ async fn an_answer_whose_commit_landed_unacknowledged_is_sent_once_and_not_asked
     let (mut settings, _dir) = setup(&db, &graph, ProviderKind::Openai, base, true);
     settings.accounts[0].mark_read = false;
     let app = spawn_app_with_flows(settings).await;
-    app.post_webhook(&text_webhook(
-        PNID,
-        "6281200000408",
-        "wamid.L1",
-        "is it in stock?",
-        now_secs(),
-    ))
-    .await;
-    assert!(
-        eventually(Duration::from_secs(10), || async {
-            !seen.bodies().is_empty()
-        })
-        .await,
-        "the model is asked"
-    );
+    ask_the_bot(&app, &seen, "6281200000408", "wamid.L1", "is it in stock?").await;
     // The message's own step has committed by now; the next step is the answer's.
     tokio::time::sleep(Duration::from_millis(150)).await;
     parley::store::writer::faults::lose_commit_acks(&db.url, 1);

@@ -322,24 +322,18 @@ async fn a_commit_reported_failed_that_landed_still_sends_its_reply_once(db: Tes
     let app = spawn_app(test_settings(&db, &graph), Arc::new(Echo)).await;
     let user = "6281200000040";
     let store = db.store().await;
-    let echoes = |text: &'static str| {
-        let graph = graph.clone();
-        move || {
-            graph
-                .delivered_texts()
-                .iter()
-                .filter(|t| t.as_str() == text)
-                .count()
-        }
-    };
     // The conversation is up and idle before the fault.
     assert_eq!(
         app.post_webhook(&text_webhook(PNID, user, "wamid.LAND1", "one", now_secs()))
             .await,
         200
     );
-    let one = echoes("echo: one");
-    assert!(eventually(Duration::from_secs(10), || async { one() == 1 }).await);
+    assert!(
+        eventually(Duration::from_secs(10), || async {
+            graph.delivered_texts() == ["echo: one"]
+        })
+        .await
+    );
 
     for (round, wamid) in ["wamid.LAND2", "wamid.LAND3"].into_iter().enumerate() {
         parley::store::writer::faults::lose_commit_acks(&db.url, 1);
@@ -350,15 +344,14 @@ async fn a_commit_reported_failed_that_landed_still_sends_its_reply_once(db: Tes
                 .await,
             200
         );
-        let echo = echoes(["echo: two", "echo: three"][round]);
-        assert!(
-            eventually(Duration::from_secs(10), || async { echo() >= 1 }).await,
-            "the reply stored by the commit reported failed was sent: {:?}",
-            graph.delivered_texts()
-        );
         // The conversation's replay (after 1 s) and any later scan must not send it again.
-        tokio::time::sleep(Duration::from_millis(1500)).await;
-        assert_eq!(echo(), 1, "sent once: {:?}", graph.delivered_texts());
+        assert_sent_once(
+            &graph,
+            ["echo: two", "echo: three"][round],
+            "the reply stored by the commit reported failed",
+            Duration::from_millis(1500),
+        )
+        .await;
     }
     // An agent's message commits alone: its commit is the one reported failed. The agent
     // hears of a failure, but the message is stored, so it goes out, once.
@@ -375,14 +368,13 @@ async fn a_commit_reported_failed_that_landed_still_sends_its_reply_once(db: Tes
         status >= 500,
         "the agent was told it failed: {status} {body}"
     );
-    let desk = echoes("from the desk");
-    assert!(
-        eventually(Duration::from_secs(10), || async { desk() >= 1 }).await,
-        "the agent's stored message was sent: {:?}",
-        graph.delivered_texts()
-    );
-    tokio::time::sleep(Duration::from_millis(1500)).await;
-    assert_eq!(desk(), 1, "sent once: {:?}", graph.delivered_texts());
+    assert_sent_once(
+        &graph,
+        "from the desk",
+        "the agent's stored message",
+        Duration::from_millis(1500),
+    )
+    .await;
 
     let applied = count(
         &store,

@@ -122,18 +122,13 @@ on_both_stores!(
     the_shop_flow_answers_the_reference_conversation_exactly
 );
 
-async fn a_durable_wait_fires_once_after_a_restart_past_its_due_time(db: TestDb) {
-    let graph = Arc::new(FakeGraph::start().await);
-    let clock = ManualClock::at_now();
-    let mut settings = test_settings(&db, &graph);
-    settings.flows.dir = "flows".into();
-    let app = spawn_app_with_clock(settings.clone(), Arc::new(clock.clone())).await;
-    let user = "6281200000078";
+/// `user` asks the shipped reminder flow for a reminder, and is told it will come in 2 hours.
+async fn ask_for_a_reminder(app: &TestApp, graph: &FakeGraph, user: &str, wamid: &str) {
     assert_eq!(
         app.post_webhook(&text_webhook(
             PNID,
             user,
-            "wamid.T1",
+            wamid,
             "please remind me",
             now_secs()
         ))
@@ -147,6 +142,15 @@ async fn a_durable_wait_fires_once_after_a_restart_past_its_due_time(db: TestDb)
             ))
             .await
     );
+}
+
+async fn a_durable_wait_fires_once_after_a_restart_past_its_due_time(db: TestDb) {
+    let graph = Arc::new(FakeGraph::start().await);
+    let clock = ManualClock::at_now();
+    let mut settings = test_settings(&db, &graph);
+    settings.flows.dir = "flows".into();
+    let app = spawn_app_with_clock(settings.clone(), Arc::new(clock.clone())).await;
+    ask_for_a_reminder(&app, &graph, "6281200000078", "wamid.T1").await;
     let store = db.store().await;
     assert!(
         eventually(Duration::from_secs(5), || async {
@@ -400,25 +404,7 @@ async fn a_wait_whose_firing_commit_landed_unacknowledged_sends_its_message_once
     let mut settings = test_settings(&db, &graph);
     settings.flows.dir = "flows".into();
     let app = spawn_app_with_clock(settings, Arc::new(clock.clone())).await;
-    let user = "6281200000079";
-    assert_eq!(
-        app.post_webhook(&text_webhook(
-            PNID,
-            user,
-            "wamid.TL1",
-            "please remind me",
-            now_secs()
-        ))
-        .await,
-        200
-    );
-    assert!(
-        graph
-            .wait_until(Duration::from_secs(10), |a| a.iter().any(
-                |a| a.accepted() && a.text() == Some("I will remind you in 2 hours")
-            ))
-            .await
-    );
+    ask_for_a_reminder(&app, &graph, "6281200000079", "wamid.TL1").await;
     let store = db.store().await;
     assert!(
         eventually(Duration::from_secs(5), || async {
@@ -435,20 +421,13 @@ async fn a_wait_whose_firing_commit_landed_unacknowledged_sends_its_message_once
     // The next step to commit is the timer's.
     parley::store::writer::faults::lose_commit_acks(&db.url, 1);
     clock.advance(Duration::from_secs(2 * 3600 + 60));
-    let reminders = || {
-        graph
-            .delivered()
-            .iter()
-            .filter(|a| a.text() == Some("Reminder!"))
-            .count()
-    };
-    assert!(
-        eventually(Duration::from_secs(10), || async { reminders() >= 1 }).await,
-        "the reminder the timer's commit stored is sent: {:?}",
-        graph.delivered_texts()
-    );
-    tokio::time::sleep(Duration::from_millis(2500)).await;
-    assert_eq!(reminders(), 1, "exactly once");
+    assert_sent_once(
+        &graph,
+        "Reminder!",
+        "the reminder the timer's commit stored",
+        Duration::from_millis(2500),
+    )
+    .await;
     assert_eq!(
         count(&store, "SELECT COUNT(*) FROM timers WHERE state = 'fired'").await,
         1

@@ -389,6 +389,36 @@ where
     }
 }
 
+/// Assert that a message with `text` reaches the fake Graph API (within 10 s), and that
+/// `settle` later it has been taken once: nothing that could send it again (a replay, a
+/// timer, a scan) did. `what` names it in the failure.
+pub async fn assert_sent_once(
+    graph: &parley::testing::FakeGraph,
+    text: &str,
+    what: &str,
+    settle: Duration,
+) {
+    let sent = || {
+        graph
+            .delivered_texts()
+            .iter()
+            .filter(|t| t.as_str() == text)
+            .count()
+    };
+    assert!(
+        eventually(Duration::from_secs(10), || async { sent() >= 1 }).await,
+        "{what} was sent: {:?}",
+        graph.delivered_texts()
+    );
+    tokio::time::sleep(settle).await;
+    assert_eq!(
+        sent(),
+        1,
+        "{what}: sent once: {:?}",
+        graph.delivered_texts()
+    );
+}
+
 /// Make the store refuse (until [`drop_outbox_trap`]) any outbox row whose message contains
 /// `text`: the step that writes it fails, as on a store that stops taking writes.
 pub async fn install_outbox_trap(db: &TestDb, store: &Store, name: &str, text: &str) {
