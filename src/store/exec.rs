@@ -34,6 +34,8 @@ pub(crate) fn text(row: &Values, i: usize) -> Option<&str> {
 
 /// Statements inside one transaction.
 pub(crate) trait SyncTx {
+    fn dialect(&self) -> Dialect;
+    /// Run `sql`, in this connection's form ([`for_connection`]).
     fn exec(&mut self, sql: &str, vals: Vec<Val>) -> Result<u64, StoreError>;
     fn query(&mut self, sql: &str, vals: Vec<Val>, cols: &[Col])
         -> Result<Vec<Values>, StoreError>;
@@ -207,10 +209,21 @@ fn writer_sql(sql: &str) -> String {
     sql
 }
 
+/// `sql`, written with `$N` parameters, as the writer's connection runs it.
+pub(crate) fn for_connection(dialect: Dialect, sql: &str) -> String {
+    match dialect {
+        Dialect::Sqlite => writer_sql(sql),
+        Dialect::Postgres => sql.to_string(),
+    }
+}
+
 impl SyncTx for SqliteTx<'_> {
+    fn dialect(&self) -> Dialect {
+        Dialect::Sqlite
+    }
+
     fn exec(&mut self, sql: &str, vals: Vec<Val>) -> Result<u64, StoreError> {
-        let sql = writer_sql(sql);
-        let mut stmt = self.0.prepare_cached(&sql).map_err(sqlite_err)?;
+        let mut stmt = self.0.prepare_cached(sql).map_err(sqlite_err)?;
         let n = stmt
             .execute(rusqlite::params_from_iter(vals.iter()))
             .map_err(sqlite_err)?;
@@ -224,8 +237,7 @@ impl SyncTx for SqliteTx<'_> {
         cols: &[Col],
     ) -> Result<Vec<Values>, StoreError> {
         use rusqlite::types::ValueRef;
-        let sql = writer_sql(sql);
-        let mut stmt = self.0.prepare_cached(&sql).map_err(sqlite_err)?;
+        let mut stmt = self.0.prepare_cached(sql).map_err(sqlite_err)?;
         let mut rows = stmt
             .query(rusqlite::params_from_iter(vals.iter()))
             .map_err(sqlite_err)?;
@@ -260,6 +272,10 @@ struct PgTx<'a, 'c> {
 }
 
 impl SyncTx for PgTx<'_, '_> {
+    fn dialect(&self) -> Dialect {
+        Dialect::Postgres
+    }
+
     fn exec(&mut self, sql: &str, vals: Vec<Val>) -> Result<u64, StoreError> {
         let q = bind_all(sqlx::query(sql), vals);
         Ok(self.rt.block_on(q.execute(&mut **self.tx))?.rows_affected())
@@ -323,23 +339,29 @@ mod tests {
         let mut conn = WriterConn::open(&url, Dialect::Sqlite).unwrap();
         conn.transaction(|tx| {
             tx.exec(
-                "CREATE TABLE t (a INTEGER PRIMARY KEY, b TEXT NOT NULL UNIQUE)",
+                &for_connection(
+                    Dialect::Sqlite,
+                    "CREATE TABLE t (a INTEGER PRIMARY KEY, b TEXT NOT NULL UNIQUE)",
+                ),
                 vec![],
             )?;
             tx.exec(
-                "INSERT INTO t (a, b) VALUES ($1,$2)",
+                &for_connection(Dialect::Sqlite, "INSERT INTO t (a, b) VALUES ($1,$2)"),
                 vec![Val::I(1), "x".into()],
             )
         })
         .unwrap();
         let failed = conn.transaction(|tx| {
             tx.exec(
-                "UPDATE t SET b = $1 WHERE a = $2",
+                &for_connection(Dialect::Sqlite, "UPDATE t SET b = $1 WHERE a = $2"),
                 vec!["y".into(), Val::I(1)],
             )?;
             // Row 2 goes in, row 3 repeats b = 'y': the statement fails after one row.
             tx.exec(
-                "INSERT INTO t (a, b) VALUES ($1,$2),($3,$4)",
+                &for_connection(
+                    Dialect::Sqlite,
+                    "INSERT INTO t (a, b) VALUES ($1,$2),($3,$4)",
+                ),
                 vec![Val::I(2), "z".into(), Val::I(3), "y".into()],
             )
         });

@@ -13,14 +13,16 @@
 //! nothing a step does outside the store happens before its commit. A message whose batch
 //! fails and is written again alone is handed over again after that commit.
 
+use std::cell::RefCell;
 use std::collections::HashMap;
+use std::rc::Rc;
 use std::sync::{Arc, OnceLock};
 
 use tokio::sync::{mpsc, oneshot};
 
-use super::exec::{int, text, Col, SyncTx, Values, WriterConn};
+use super::exec::{for_connection, int, text, Col, SyncTx, Values, WriterConn};
 use super::sql::{in_list, std_chunks, typed_values_list, values_list, Val};
-use super::{Store, StoreError};
+use super::{Dialect, Store, StoreError};
 use crate::metrics::metrics;
 use crate::whatsapp::event::{DeliveryStatus, InboundMessage};
 
@@ -913,8 +915,36 @@ fn finish(ops: Vec<WriteOp>, results: Vec<OpResult>, dispatcher: Option<&Dispatc
     }
 }
 
-fn exec(tx: &mut dyn SyncTx, text: &str, vals: Vec<Val>) -> Result<u64, StoreError> {
-    tx.exec(text, vals)
+/// Run a fixed statement (written with `$N` parameters).
+fn exec(tx: &mut dyn SyncTx, sql: &'static str, vals: Vec<Val>) -> Result<u64, StoreError> {
+    let text = kept_text(tx, (sql.as_ptr() as usize, sql.len()), || sql.to_string());
+    tx.exec(&text, vals)
+}
+
+/// The text of a multi-row statement for `rows` rows, `build(rows)`, as the connection runs it.
+/// `build` is a plain function (a closure that captures nothing), so one function always makes
+/// one text, and the text is kept per function and row count.
+fn shaped(tx: &dyn SyncTx, rows: usize, build: fn(usize) -> String) -> Rc<str> {
+    kept_text(tx, (build as usize, rows), || build(rows))
+}
+
+thread_local! {
+    /// Statement texts in the writer's connection's form, made once per writer thread: a batch
+    /// looks a text up instead of formatting kilobytes of SQL and rewriting its parameters for
+    /// every statement (~9 % of the writer thread in the shop benchmark).
+    static TEXTS: RefCell<HashMap<(Dialect, usize, usize), Rc<str>>> = RefCell::new(HashMap::new());
+}
+
+fn kept_text(tx: &dyn SyncTx, key: (usize, usize), build: impl FnOnce() -> String) -> Rc<str> {
+    let key = (tx.dialect(), key.0, key.1);
+    TEXTS.with(|texts| {
+        if let Some(text) = texts.borrow().get(&key) {
+            return text.clone();
+        }
+        let text: Rc<str> = for_connection(key.0, &build()).into();
+        texts.borrow_mut().insert(key, text.clone());
+        text
+    })
 }
 
 fn text_col(row: &Values, i: usize) -> &str {
@@ -1044,11 +1074,13 @@ fn append_rows<'a>(
     let mut inserted: HashMap<(&str, &str), i64> = HashMap::with_capacity(unique.len());
     let mut fresh_status: Vec<&NewInboxRow> = Vec::new();
     for chunk in std_chunks(&unique) {
-        let text = format!(
+        let text = shaped(tx, chunk.len(), |n| {
+            format!(
             "INSERT INTO inbox (account, user_key, kind, dedup_key, wamid, status, payload, received_at, state) VALUES {} \
              ON CONFLICT (account, dedup_key) DO NOTHING RETURNING seq, account, dedup_key",
-            values_list(chunk.len(), 9, 1)
-        );
+            values_list(n, 9, 1)
+        )
+        });
         let mut vals = Vec::with_capacity(chunk.len() * 9);
         for r in chunk {
             vals.push(Val::S(r.account.clone()));
@@ -1127,6 +1159,18 @@ fn apply_status(
     Ok(())
 }
 
+/// On a retry after an in-doubt commit, the step's own rows come back (see [`commit_steps`]).
+const RECLAIM: &str = "DO UPDATE SET updated_at = excluded.updated_at \
+     WHERE outbox.created_at = excluded.created_at AND outbox.state = 'sending'";
+
+fn outbox_insert(rows: usize, conflict: &str) -> String {
+    format!(
+        "INSERT INTO outbox (account, user_key, idem_key, kind, message, reply_to, source_seq, state, created_at, updated_at, class) VALUES {} \
+         ON CONFLICT (idem_key) {conflict} RETURNING id, idem_key",
+        values_list(rows, 11, 1)
+    )
+}
+
 /// Write the steps' state and rows; returns the ids of the outbox rows by idem key.
 ///
 /// An outbox row whose key is taken is not written again and not returned (the step ran
@@ -1144,13 +1188,15 @@ fn commit_steps(
         return Ok(ids);
     }
     for chunk in std_chunks(steps) {
-        let text = format!(
+        let text = shaped(tx, chunk.len(), |n| {
+            format!(
             "INSERT INTO conversations (account, user_key, state, last_inbound_at, last_applied_seq, created_at, updated_at) VALUES {} \
              ON CONFLICT (account, user_key) DO UPDATE SET state = excluded.state, last_inbound_at = excluded.last_inbound_at, \
              last_applied_seq = excluded.last_applied_seq, updated_at = excluded.updated_at \
              WHERE conversations.last_applied_seq <= excluded.last_applied_seq",
-            values_list(chunk.len(), 7, 1)
-        );
+            values_list(n, 7, 1)
+        )
+        });
         let mut vals = Vec::with_capacity(chunk.len() * 7);
         for s in chunk {
             vals.extend([
@@ -1163,7 +1209,7 @@ fn commit_steps(
                 Val::I(s.now),
             ]);
         }
-        exec(tx, &text, vals)?;
+        tx.exec(&text, vals)?;
     }
 
     let contacts: Vec<(&StepCommit, &ContactUpsert)> = steps
@@ -1171,7 +1217,8 @@ fn commit_steps(
         .filter_map(|s| s.contact.as_ref().map(|c| (*s, c)))
         .collect();
     for chunk in std_chunks(&contacts) {
-        let text = format!(
+        let text = shaped(tx, chunk.len(), |n| {
+            format!(
             "INSERT INTO contacts (account, user_key, wa_id, user_id, profile_name, first_seen_at, last_seen_at, tags, opted_out_at) VALUES {} \
              ON CONFLICT (account, user_key) DO UPDATE SET wa_id = COALESCE(excluded.wa_id, contacts.wa_id), \
              user_id = COALESCE(excluded.user_id, contacts.user_id), \
@@ -1179,8 +1226,9 @@ fn commit_steps(
              tags = COALESCE(excluded.tags, contacts.tags), \
              opted_out_at = CASE WHEN excluded.opted_out_at IS NULL THEN contacts.opted_out_at \
              WHEN excluded.opted_out_at = 0 THEN NULL ELSE excluded.opted_out_at END",
-            values_list(chunk.len(), 9, 1)
-        );
+            values_list(n, 9, 1)
+        )
+        });
         let mut vals = Vec::with_capacity(chunk.len() * 9);
         for (s, c) in chunk {
             vals.extend([
@@ -1196,7 +1244,7 @@ fn commit_steps(
                 Val::OptI(c.opted_out_at),
             ]);
         }
-        exec(tx, &text, vals)?;
+        tx.exec(&text, vals)?;
     }
 
     let done: Vec<(i64, i64)> = steps
@@ -1204,24 +1252,28 @@ fn commit_steps(
         .filter_map(|s| s.inbox_done.map(|seq| (seq, s.prev_seq)))
         .collect();
     for chunk in std_chunks(&done) {
-        let text = format!(
-            "UPDATE inbox SET state = 'done', prev_seq = v.column2 \
+        let text = shaped(tx, chunk.len(), |n| {
+            format!(
+                "UPDATE inbox SET state = 'done', prev_seq = v.column2 \
              FROM (VALUES {}) AS v WHERE inbox.seq = v.column1",
-            typed_values_list(chunk.len(), &["BIGINT", "BIGINT"])
-        );
+                typed_values_list(n, &["BIGINT", "BIGINT"])
+            )
+        });
         let vals = chunk
             .iter()
             .flat_map(|(seq, prev)| [Val::I(*seq), Val::I(*prev)])
             .collect();
-        exec(tx, &text, vals)?;
+        tx.exec(&text, vals)?;
     }
     let fired: Vec<i64> = steps.iter().filter_map(|s| s.timer_fired).collect();
     for chunk in std_chunks(&fired) {
-        let text = format!(
-            "UPDATE timers SET state = 'fired' WHERE id IN ({})",
-            in_list(chunk.len(), 1)
-        );
-        exec(tx, &text, chunk.iter().map(|s| Val::I(*s)).collect())?;
+        let text = shaped(tx, chunk.len(), |n| {
+            format!(
+                "UPDATE timers SET state = 'fired' WHERE id IN ({})",
+                in_list(n, 1)
+            )
+        });
+        tx.exec(&text, chunk.iter().map(|s| Val::I(*s)).collect())?;
     }
 
     let outbox: Vec<(&StepCommit, &NewOutboxRow)> = steps
@@ -1229,17 +1281,13 @@ fn commit_steps(
         .flat_map(|s| s.outbox.iter().map(move |o| (*s, o)))
         .collect();
     for chunk in std_chunks(&outbox) {
-        let conflict = if reclaim {
-            "DO UPDATE SET updated_at = excluded.updated_at \
-             WHERE outbox.created_at = excluded.created_at AND outbox.state = 'sending'"
+        // Each form its own plain function: a text is kept per function (see `shaped`).
+        let build: fn(usize) -> String = if reclaim {
+            |n| outbox_insert(n, RECLAIM)
         } else {
-            "DO NOTHING"
+            |n| outbox_insert(n, "DO NOTHING")
         };
-        let text = format!(
-            "INSERT INTO outbox (account, user_key, idem_key, kind, message, reply_to, source_seq, state, created_at, updated_at, class) VALUES {} \
-             ON CONFLICT (idem_key) {conflict} RETURNING id, idem_key",
-            values_list(chunk.len(), 11, 1)
-        );
+        let text = shaped(tx, chunk.len(), build);
         let mut vals = Vec::with_capacity(chunk.len() * 11);
         for (s, o) in chunk {
             vals.extend([
@@ -1268,11 +1316,13 @@ fn commit_steps(
         .flat_map(|s| s.timers.iter().map(move |t| (*s, t)))
         .collect();
     for chunk in std_chunks(&timers) {
-        let text = format!(
+        let text = shaped(tx, chunk.len(), |n| {
+            format!(
             "INSERT INTO timers (account, user_key, idem_key, name, payload, due_at, state, created_at) VALUES {} \
              ON CONFLICT (idem_key) DO NOTHING",
-            values_list(chunk.len(), 8, 1)
-        );
+            values_list(n, 8, 1)
+        )
+        });
         let mut vals = Vec::with_capacity(chunk.len() * 8);
         for (s, t) in chunk {
             vals.extend([
@@ -1286,20 +1336,22 @@ fn commit_steps(
                 Val::I(s.now),
             ]);
         }
-        exec(tx, &text, vals)?;
+        tx.exec(&text, vals)?;
     }
     let bots: Vec<(&StepCommit, &crate::conversation::BotSummary)> = steps
         .iter()
         .flat_map(|s| s.bot_records.iter().map(move |r| (*s, r)))
         .collect();
     for chunk in std_chunks(&bots) {
-        let text = format!(
+        let text = shaped(tx, chunk.len(), |n| {
+            format!(
             "INSERT INTO chatbot_sessions (account, user_key, bot, started_at, status, turns, tokens_in, tokens_out, cost, cost_micros, response_ms, updated_at) VALUES {} \
              ON CONFLICT (account, user_key, bot, started_at) DO UPDATE SET status = excluded.status, turns = excluded.turns, \
              tokens_in = excluded.tokens_in, tokens_out = excluded.tokens_out, cost = excluded.cost, cost_micros = excluded.cost_micros, \
              response_ms = excluded.response_ms, updated_at = excluded.updated_at",
-            values_list(chunk.len(), 12, 1)
-        );
+            values_list(n, 12, 1)
+        )
+        });
         let mut vals = Vec::with_capacity(chunk.len() * 12);
         for (s, r) in chunk {
             let micros = rust_decimal::prelude::ToPrimitive::to_i64(
@@ -1321,19 +1373,21 @@ fn commit_steps(
                 Val::I(s.now),
             ]);
         }
-        exec(tx, &text, vals)?;
+        tx.exec(&text, vals)?;
     }
     let records: Vec<(&StepCommit, &crate::conversation::FlowRecord)> = steps
         .iter()
         .flat_map(|s| s.flow_records.iter().map(move |r| (*s, r)))
         .collect();
     for chunk in std_chunks(&records) {
-        let text = format!(
+        let text = shaped(tx, chunk.len(), |n| {
+            format!(
             "INSERT INTO flow_executions (account, user_key, flow_id, started_at, version, status, node, steps, updated_at, ended_at) VALUES {} \
              ON CONFLICT (account, user_key, flow_id, started_at) DO UPDATE SET status = excluded.status, node = excluded.node, \
              steps = flow_executions.steps + 1, updated_at = excluded.updated_at, ended_at = excluded.ended_at",
-            values_list(chunk.len(), 10, 1)
-        );
+            values_list(n, 10, 1)
+        )
+        });
         let mut vals = Vec::with_capacity(chunk.len() * 10);
         for (s, r) in chunk {
             let ended = matches!(r.status, "completed" | "failed").then_some(s.now);
@@ -1350,11 +1404,13 @@ fn commit_steps(
                 Val::OptI(ended),
             ]);
         }
-        exec(tx, &text, vals)?;
-        let text = format!(
+        tx.exec(&text, vals)?;
+        let text = shaped(tx, chunk.len(), |n| {
+            format!(
             "INSERT INTO flow_execution_steps (account, user_key, flow_id, started_at, node, status, at) VALUES {}",
-            values_list(chunk.len(), 7, 1)
-        );
+            values_list(n, 7, 1)
+        )
+        });
         let mut vals = Vec::with_capacity(chunk.len() * 7);
         for (s, r) in chunk {
             vals.extend([
@@ -1367,7 +1423,7 @@ fn commit_steps(
                 Val::I(s.now),
             ]);
         }
-        exec(tx, &text, vals)?;
+        tx.exec(&text, vals)?;
     }
     Ok(ids)
 }
@@ -1422,38 +1478,44 @@ fn apply_outbox_updates(tx: &mut dyn SyncTx, updates: &[&OutboxUpdate]) -> Resul
         }
     }
     for chunk in std_chunks(&sending) {
-        let text = format!(
-            "UPDATE outbox SET state = 'sending', attempts = attempts + 1, updated_at = $1 \
+        let text = shaped(tx, chunk.len(), |n| {
+            format!(
+                "UPDATE outbox SET state = 'sending', attempts = attempts + 1, updated_at = $1 \
              WHERE state IN ('pending', 'sending') AND id IN ({})",
-            in_list(chunk.len(), 2)
-        );
+                in_list(n, 2)
+            )
+        });
         let mut vals = vec![Val::I(sending_at)];
         vals.extend(chunk.iter().map(|id| Val::I(*id)));
-        exec(tx, &text, vals)?;
+        tx.exec(&text, vals)?;
     }
     for chunk in std_chunks(&sent_plain) {
-        let text = format!(
-            "UPDATE outbox SET state = 'sent', updated_at = $1 WHERE id IN ({})",
-            in_list(chunk.len(), 2)
-        );
+        let text = shaped(tx, chunk.len(), |n| {
+            format!(
+                "UPDATE outbox SET state = 'sent', updated_at = $1 WHERE id IN ({})",
+                in_list(n, 2)
+            )
+        });
         let mut vals = vec![Val::I(sent_plain_at)];
         vals.extend(chunk.iter().map(|id| Val::I(*id)));
-        exec(tx, &text, vals)?;
+        tx.exec(&text, vals)?;
     }
     for chunk in std_chunks(&sent) {
-        let rows = typed_values_list(chunk.len(), &["BIGINT", "TEXT", "BIGINT"]);
         let mut vals = Vec::with_capacity(chunk.len() * 3);
         for (id, _, wamid, at) in chunk {
             vals.extend([Val::I(*id), Val::S(wamid.to_string()), Val::I(*at)]);
         }
-        let text = format!(
-            "UPDATE outbox SET state = 'sent', wamid = v.column2, \
+        let text = shaped(tx, chunk.len(), |n| {
+            let rows = typed_values_list(n, &["BIGINT", "TEXT", "BIGINT"]);
+            format!(
+                "UPDATE outbox SET state = 'sent', wamid = v.column2, \
              status = CASE WHEN outbox.status_rank = 0 THEN 'sent' ELSE outbox.status END, \
              status_rank = CASE WHEN outbox.status_rank = 0 THEN 1 ELSE outbox.status_rank END, \
              status_at = COALESCE(outbox.status_at, v.column3), updated_at = v.column3 \
              FROM (VALUES {rows}) AS v WHERE outbox.id = v.column1"
-        );
-        exec(tx, &text, vals)?;
+            )
+        });
+        tx.exec(&text, vals)?;
     }
     // Statuses that arrived before we recorded the wamid (one query per account per batch).
     let mut by_account: HashMap<&str, Vec<(i64, &str, i64)>> = HashMap::new();
@@ -1465,10 +1527,12 @@ fn apply_outbox_updates(tx: &mut dyn SyncTx, updates: &[&OutboxUpdate]) -> Resul
     }
     for (account, rows) in by_account {
         for chunk in std_chunks(&rows) {
-            let text = format!(
+            let text = shaped(tx, chunk.len(), |n| {
+                format!(
                 "SELECT wamid, status FROM inbox WHERE kind = 'status' AND account = $1 AND wamid IN ({})",
-                in_list(chunk.len(), 2)
-            );
+                in_list(n, 2)
+            )
+            });
             let mut vals = vec![Val::S(account.to_string())];
             vals.extend(chunk.iter().map(|(_, w, _)| Val::S(w.to_string())));
             let found = tx.query(&text, vals, &[Col::Text, Col::OptText])?;
@@ -1505,11 +1569,13 @@ fn apply_outbox_update(tx: &mut dyn SyncTx, update: &OutboxUpdate) -> Result<(),
     match update {
         OutboxUpdate::Unsent { ids } => {
             for chunk in std_chunks(ids) {
-                let text = format!(
+                let text = shaped(tx, chunk.len(), |n| {
+                    format!(
                     "UPDATE outbox SET state = 'pending' WHERE state = 'sending' AND id IN ({})",
-                    in_list(chunk.len(), 1)
-                );
-                exec(tx, &text, chunk.iter().map(|id| Val::I(*id)).collect())?;
+                    in_list(n, 1)
+                )
+                });
+                tx.exec(&text, chunk.iter().map(|id| Val::I(*id)).collect())?;
             }
         }
         // Batched by `apply_outbox_updates`, which sends only the other kinds here.
@@ -1694,11 +1760,13 @@ fn apply_gate_writes(tx: &mut dyn SyncTx, writes: &[&GateWrite]) -> Result<(), S
         .map(|((waba, user), (account, at))| (waba, user, account, at))
         .collect();
     for chunk in std_chunks(&reaches) {
-        let text = format!(
+        let text = shaped(tx, chunk.len(), |n| {
+            format!(
             "INSERT INTO tier_reach (waba, user_key, account, reached_at) VALUES {} \
              ON CONFLICT (waba, user_key) DO UPDATE SET account = excluded.account, reached_at = excluded.reached_at",
-            values_list(chunk.len(), 4, 1)
-        );
+            values_list(n, 4, 1)
+        )
+        });
         let mut vals = Vec::with_capacity(chunk.len() * 4);
         for (waba, user, account, at) in chunk {
             vals.extend([
@@ -1708,7 +1776,7 @@ fn apply_gate_writes(tx: &mut dyn SyncTx, writes: &[&GateWrite]) -> Result<(), S
                 Val::I(*at),
             ]);
         }
-        exec(tx, &text, vals)?;
+        tx.exec(&text, vals)?;
     }
     Ok(())
 }
@@ -1716,6 +1784,32 @@ fn apply_gate_writes(tx: &mut dyn SyncTx, writes: &[&GateWrite]) -> Result<(), S
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn insert_t(rows: usize) -> String {
+        format!("INSERT INTO t (a) VALUES {}", values_list(rows, 1, 1))
+    }
+
+    #[test]
+    fn a_statement_text_is_made_once_per_function_and_row_count() {
+        let dir = tempfile::tempdir().unwrap();
+        let url = format!("sqlite://{}/w.db", dir.path().display());
+        let mut conn = WriterConn::open(&url, Dialect::Sqlite).unwrap();
+        conn.transaction(|tx| {
+            let two = shaped(tx, 2, insert_t);
+            assert_eq!(&*two, "INSERT OR FAIL INTO t (a) VALUES (?),(?)");
+            assert!(
+                Rc::ptr_eq(&two, &shaped(tx, 2, insert_t)),
+                "kept, not made again"
+            );
+            assert_eq!(
+                &*shaped(tx, 1, insert_t),
+                "INSERT OR FAIL INTO t (a) VALUES (?)"
+            );
+            exec(tx, "CREATE TABLE t (a INTEGER PRIMARY KEY)", vec![])?;
+            tx.exec(&two, vec![Val::I(1), Val::I(2)])
+        })
+        .unwrap();
+    }
 
     fn step(user: &str, now: i64) -> StepCommit {
         StepCommit {
