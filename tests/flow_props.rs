@@ -216,7 +216,7 @@ proptest! {
         };
         let (mut state, _) = logic.step(ConversationState::default(), &msg("go", 0), &ctx);
         let version = |s: &ConversationState| -> Option<(String, i64)> {
-            let st: FlowState = serde_json::from_value(s.ext.get("flow")?.clone()).ok()?;
+            let st: FlowState = s.ext.get("flow")?.read()?;
             Some((st.version?, st.started_at_ms))
         };
         let Some(first) = version(&state) else { return Ok(()) };

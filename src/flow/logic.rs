@@ -12,7 +12,7 @@ use crate::chatbot::session::{self as bot_session, BotSession, Outcome, BOT_TIME
 use crate::chatbot::BotSet;
 use crate::conversation::{
     enter_handoff, settle_window, step as core_step, ConversationEvent, ConversationLogic,
-    ConversationState, Effect, FlowRecord, StepContext,
+    ConversationState, Effect, FlowRecord, Layer, StepContext,
 };
 use crate::whatsapp::event::{InboundMessage, Media, MessageContent};
 
@@ -233,15 +233,12 @@ fn flow_state(state: &ConversationState) -> FlowState {
     state
         .ext
         .get(STATE_KEY)
-        .and_then(|v| FlowState::deserialize(v).ok())
+        .and_then(Layer::read::<FlowState>)
         .unwrap_or_default()
 }
 
 fn bot_of(state: &ConversationState) -> Option<BotSession> {
-    state
-        .ext
-        .get(BOT_KEY)
-        .and_then(|v| BotSession::deserialize(v).ok())
+    state.ext.get(BOT_KEY).and_then(Layer::read::<BotSession>)
 }
 
 /// The text a chatbot would read from a message (None for media, reactions, …).
@@ -290,7 +287,7 @@ fn settle_bot(
         effects.push(Effect::BotRecord(summary));
     }
     if session.active() {
-        if let Ok(v) = serde_json::to_value(&session) {
+        if let Some(v) = Layer::of(&session) {
             state.ext.insert(BOT_KEY.to_string(), v);
         }
         None
@@ -343,7 +340,7 @@ fn voice_of(state: &ConversationState) -> Option<VoicePending> {
     state
         .ext
         .get(VOICE_KEY)
-        .and_then(|v| VoicePending::deserialize(v).ok())
+        .and_then(Layer::read::<VoicePending>)
 }
 
 fn is_voice_note(message: &InboundMessage) -> bool {
@@ -399,7 +396,7 @@ impl FlowLogic {
                 if p.deferred.len() < MAX_VOICE_DEFERRED {
                     p.deferred.push(message.clone());
                 }
-                if let Ok(v) = serde_json::to_value(&p) {
+                if let Some(v) = Layer::of(&p) {
                     state.ext.insert(VOICE_KEY.to_string(), v);
                 }
                 (state, effects)
@@ -414,7 +411,7 @@ impl FlowLogic {
                     voice: message.clone(),
                     deferred: Vec::new(),
                 };
-                if let Ok(v) = serde_json::to_value(&p) {
+                if let Some(v) = Layer::of(&p) {
                     state.ext.insert(VOICE_KEY.to_string(), v);
                 }
                 (state, effects)
@@ -646,8 +643,8 @@ impl FlowLogic {
         {
             effects.extend(records(&before, &next, ended));
         }
-        match serde_json::to_value(&next) {
-            Ok(v) if next != FlowState::default() => {
+        match Layer::of(&next) {
+            Some(v) if next != FlowState::default() => {
                 state.ext.insert(STATE_KEY.to_string(), v);
             }
             _ => {
