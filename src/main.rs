@@ -7,6 +7,7 @@ use std::process::ExitCode;
 static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 fn main() -> ExitCode {
+    no_huge_pages();
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         // An idle worker hands its freed pages back when asked to (after a wave of
@@ -27,5 +28,17 @@ fn main() -> ExitCode {
             eprintln!("parleyd: {e:#}");
             ExitCode::FAILURE
         }
+    }
+}
+
+/// Transparent huge pages make every touched 2 MiB region of the heap resident whole: with them
+/// (the kernel's `always` mode, or `madvise` and an allocator that asks) the daemon holds 63 MiB
+/// at 1,000 active conversations instead of 40. mimalloc is built not to ask (`no_thp`); this
+/// keeps the kernel from giving them anyway. Nothing else here wants them.
+fn no_huge_pages() {
+    #[cfg(target_os = "linux")]
+    // SAFETY: prctl with PR_SET_THP_DISABLE only sets a flag on this process's memory map.
+    unsafe {
+        libc::prctl(libc::PR_SET_THP_DISABLE, 1, 0, 0, 0);
     }
 }
