@@ -110,6 +110,41 @@ impl ConversationActorState {
         &self.args.engine
     }
 
+    /// A business's request seen before (a retry with its idempotency key, e.g. after it was
+    /// told of a commit that failed but landed): its message is already queued, so it is
+    /// answered as a duplicate without a step, which would count it again. Campaigns keep
+    /// their own record of what they sent and are not looked up.
+    async fn seen_request(
+        &self,
+        event: &ConversationEvent,
+    ) -> Option<Result<CommandOutcome, String>> {
+        let (ConversationEvent::Outgoing { request_id, .. }
+        | ConversationEvent::AgentReply { request_id, .. }) = event
+        else {
+            return None;
+        };
+        if crate::campaign::is_campaign_request(request_id) {
+            return None;
+        }
+        // Its rows' keys, whatever the place of its send among the step's effects.
+        let prefix = outbox_idem_key(
+            &self.args.account.phone_number_id,
+            &self.args.user_key,
+            event,
+            &origin(event, 0),
+            0,
+        );
+        let prefix = prefix[..prefix.len() - 1].to_string();
+        match self.engine().store.outbox_keys_taken(prefix).await {
+            Ok(false) => None,
+            Ok(true) => Some(Ok(CommandOutcome {
+                ids: Vec::new(),
+                held: false,
+            })),
+            Err(e) => Some(Err(e.to_string())),
+        }
+    }
+
     async fn load(&mut self) -> Result<(), StoreError> {
         if self.loaded {
             return Ok(());
@@ -288,19 +323,7 @@ impl ConversationActorState {
 
         let account = &self.args.account.phone_number_id;
         let user = &self.args.user_key;
-        let origin = match &event {
-            ConversationEvent::Inbound { seq, .. } => format!("in{seq}"),
-            ConversationEvent::TimerFired { timer_id, .. } => format!("t{timer_id}"),
-            ConversationEvent::Outgoing { request_id, .. }
-            | ConversationEvent::AgentReply { request_id, .. } => format!("out{request_id}"),
-            ConversationEvent::SendFailed { outbox_id, .. } => format!("f{outbox_id}"),
-            ConversationEvent::Handoff { .. } | ConversationEvent::Release { .. } => {
-                format!("c{now}")
-            }
-            ConversationEvent::HttpResult(o) => format!("h{}", o.id),
-            ConversationEvent::BotResult(a) => format!("b{}", a.id),
-            ConversationEvent::MediaReady(r) => format!("m{}", r.media_id),
-        };
+        let origin = origin(&event, now);
         // A message sent while the customer-service window is open is a service reply;
         // anything else is business-initiated (counted against the messaging tier, and
         // sent after the account's service replies).
@@ -676,6 +699,8 @@ impl Actor for ConversationActor {
                 }
                 let result = if state.stalled {
                     Err("store unavailable".to_string())
+                } else if let Some(seen) = state.seen_request(&event).await {
+                    seen
                 } else {
                     match Box::pin(state.apply(event, None, None, None, None, None)).await {
                         Ok((effects, ids)) => match effects.iter().find_map(|e| match e {
@@ -782,6 +807,23 @@ impl Actor for ConversationActor {
 /// place (~5 KB fewer written per message on the shop workload); the admin view finds them
 /// along the conversation's inbound chain ([`crate::store::inbound_reply_key_range`]). Every
 /// other origin keeps `{account}:{user}:{origin}:{n}`, read per conversation as a key range.
+/// What caused a step, as its outbox rows' idem keys name it.
+fn origin(event: &ConversationEvent, now: i64) -> String {
+    match event {
+        ConversationEvent::Inbound { seq, .. } => format!("in{seq}"),
+        ConversationEvent::TimerFired { timer_id, .. } => format!("t{timer_id}"),
+        ConversationEvent::Outgoing { request_id, .. }
+        | ConversationEvent::AgentReply { request_id, .. } => format!("out{request_id}"),
+        ConversationEvent::SendFailed { outbox_id, .. } => format!("f{outbox_id}"),
+        ConversationEvent::Handoff { .. } | ConversationEvent::Release { .. } => {
+            format!("c{now}")
+        }
+        ConversationEvent::HttpResult(o) => format!("h{}", o.id),
+        ConversationEvent::BotResult(a) => format!("b{}", a.id),
+        ConversationEvent::MediaReady(r) => format!("m{}", r.media_id),
+    }
+}
+
 fn outbox_idem_key(
     account: &str,
     user: &str,

@@ -235,6 +235,27 @@ impl Store {
         Ok(records)
     }
 
+    /// Whether an outbox row exists whose idem key is `prefix` (ending in `:`) and a number:
+    /// a row of the step that `prefix` names, whichever of its effects it was.
+    pub async fn outbox_keys_taken(&self, prefix: String) -> Result<bool, StoreError> {
+        let (from, to) = idem_key_range(prefix);
+        let rows = self
+            .fetch(
+                "SELECT idem_key FROM outbox WHERE idem_key >= $1 AND idem_key < $2",
+                vec![from.clone().into(), to.into()],
+            )
+            .await?;
+        // Not a longer key of another step (`…:outa:b:0` is not request `a`'s).
+        for row in &rows {
+            let key: String = row.try_get(0)?;
+            let rest = &key[from.len().min(key.len())..];
+            if !rest.is_empty() && rest.bytes().all(|b| b.is_ascii_digit()) {
+                return Ok(true);
+            }
+        }
+        Ok(false)
+    }
+
     /// The message JSON of an outbox row.
     pub async fn outbox_message(&self, id: i64) -> Result<Option<String>, StoreError> {
         let rows = self

@@ -113,14 +113,29 @@ async fn admin_sends_respect_the_window_and_whatsapp_limits(db: TestDb) {
         .admin(Method::POST, "/messages", Some(ADMIN_TOKEN), Some(json!({"phone_number_id": PNID, "to": user, "message": ok, "idempotency_key": "k1"})))
         .await;
     assert_eq!(status, 202, "{body}");
-    // The same idempotency key creates nothing new.
+    let counted = app.conversation(user).await["state"]["outbound_count"].clone();
+    // The same idempotency key creates nothing new, and the conversation does not count it.
     let (status, _) = app
         .admin(Method::POST, "/messages", Some(ADMIN_TOKEN), Some(json!({"phone_number_id": PNID, "to": user, "message": ok, "idempotency_key": "k1"})))
         .await;
     assert_eq!(status, 200);
+    assert_eq!(
+        app.conversation(user).await["state"]["outbound_count"],
+        counted,
+        "a duplicate is not a step"
+    );
+    // A key that another one extends is a request of its own.
+    let (status, body) = app
+        .admin(Method::POST, "/messages", Some(ADMIN_TOKEN), Some(json!({"phone_number_id": PNID, "to": user, "text": "one", "idempotency_key": "k2:0"})))
+        .await;
+    assert_eq!(status, 202, "{body}");
+    let (status, body) = app
+        .admin(Method::POST, "/messages", Some(ADMIN_TOKEN), Some(json!({"phone_number_id": PNID, "to": user, "text": "two", "idempotency_key": "k2"})))
+        .await;
+    assert_eq!(status, 202, "{body}");
     assert!(
         graph
-            .wait_delivered(2, std::time::Duration::from_secs(10))
+            .wait_delivered(4, std::time::Duration::from_secs(10))
             .await
     );
     // A user whose id extends this one's is another conversation (outbound history is read
@@ -136,7 +151,7 @@ async fn admin_sends_respect_the_window_and_whatsapp_limits(db: TestDb) {
     assert_eq!(status, 202, "{body}");
     assert!(
         graph
-            .wait_delivered(3, std::time::Duration::from_secs(10))
+            .wait_delivered(5, std::time::Duration::from_secs(10))
             .await
     );
     let sent: Vec<_> = graph
@@ -144,7 +159,7 @@ async fn admin_sends_respect_the_window_and_whatsapp_limits(db: TestDb) {
         .into_iter()
         .filter(|a| a.to() == Some(user))
         .collect();
-    assert_eq!(sent.len(), 2);
+    assert_eq!(sent.len(), 4);
     assert_eq!(sent[0].body["type"], "template");
     assert_eq!(
         sent[0].body["template"]["components"][0]["parameters"][0]["text"],
@@ -156,7 +171,7 @@ async fn admin_sends_respect_the_window_and_whatsapp_limits(db: TestDb) {
     );
     let conv = app.conversation(user).await;
     assert_eq!(conv["contact"]["wa_id"], user);
-    // The user's message and our two; read receipts are not messages.
+    // The user's message and our four; read receipts are not messages.
     let directions: Vec<&str> = conv["messages"]
         .as_array()
         .unwrap()
@@ -164,7 +179,7 @@ async fn admin_sends_respect_the_window_and_whatsapp_limits(db: TestDb) {
         .map(|m| m["direction"].as_str().unwrap())
         .collect();
     assert_eq!(directions.iter().filter(|d| **d == "in").count(), 1);
-    assert_eq!(directions.iter().filter(|d| **d == "out").count(), 2);
+    assert_eq!(directions.iter().filter(|d| **d == "out").count(), 4);
     app.stop().await;
 }
 on_both_stores!(sends, admin_sends_respect_the_window_and_whatsapp_limits);
