@@ -127,14 +127,11 @@ impl ConversationActorState {
             return None;
         }
         // Its rows' keys, whatever the place of its send among the step's effects.
-        let prefix = outbox_idem_key(
+        let prefix = step_key_prefix(
             &self.args.account.phone_number_id,
             &self.args.user_key,
-            event,
             &origin(event, 0),
-            0,
         );
-        let prefix = prefix[..prefix.len() - 1].to_string();
         match self.engine().store.outbox_keys_taken(prefix).await {
             Ok(false) => None,
             Ok(true) => Some(Ok(CommandOutcome {
@@ -800,13 +797,6 @@ impl Actor for ConversationActor {
     }
 }
 
-/// An outbox row's idempotency key (unique in the store: a step that runs again inserts
-/// nothing new). A reply to an inbound message is keyed by that message's inbox seq alone,
-/// `in{seq:020}:{n}`: seqs are unique and rise with arrival, so the replies a commit inserts
-/// sit together at the end of the unique index instead of one page each at their contact's
-/// place (~5 KB fewer written per message on the shop workload); the admin view finds them
-/// along the conversation's inbound chain ([`crate::store::inbound_reply_key_range`]). Every
-/// other origin keeps `{account}:{user}:{origin}:{n}`, read per conversation as a key range.
 /// What caused a step, as its outbox rows' idem keys name it.
 fn origin(event: &ConversationEvent, now: i64) -> String {
     match event {
@@ -824,6 +814,13 @@ fn origin(event: &ConversationEvent, now: i64) -> String {
     }
 }
 
+/// An outbox row's idempotency key (unique in the store: a step that runs again inserts
+/// nothing new). A reply to an inbound message is keyed by that message's inbox seq alone,
+/// `in{seq:020}:{n}`: seqs are unique and rise with arrival, so the replies a commit inserts
+/// sit together at the end of the unique index instead of one page each at their contact's
+/// place (~5 KB fewer written per message on the shop workload); the admin view finds them
+/// along the conversation's inbound chain ([`crate::store::inbound_reply_key_range`]). Every
+/// other origin keeps `{account}:{user}:{origin}:{n}`, read per conversation as a key range.
 fn outbox_idem_key(
     account: &str,
     user: &str,
@@ -833,6 +830,12 @@ fn outbox_idem_key(
 ) -> String {
     match event {
         ConversationEvent::Inbound { seq, .. } => crate::store::inbound_reply_key(*seq, n),
-        _ => format!("{account}:{user}:{origin}:{n}"),
+        _ => format!("{}{n}", step_key_prefix(account, user, origin)),
     }
+}
+
+/// What the idem keys of a step's rows start with, for every origin but an inbound message:
+/// `{account}:{user}:{origin}:` (the effect's place follows).
+fn step_key_prefix(account: &str, user: &str, origin: &str) -> String {
+    format!("{account}:{user}:{origin}:")
 }

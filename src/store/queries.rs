@@ -248,7 +248,7 @@ impl Store {
         // Not a longer key of another step (`…:outa:b:0` is not request `a`'s).
         for row in &rows {
             let key: String = row.try_get(0)?;
-            let rest = &key[from.len().min(key.len())..];
+            let rest = key.strip_prefix(from.as_str()).unwrap_or_default();
             if !rest.is_empty() && rest.bytes().all(|b| b.is_ascii_digit()) {
                 return Ok(true);
             }
