@@ -31,6 +31,8 @@ pub struct ConversationActor;
 pub struct CommandOutcome {
     pub ids: Vec<i64>,
     pub held: bool,
+    /// A retry of a request already carried out: `ids` are the rows it queued then.
+    pub duplicate: bool,
 }
 
 pub enum ConversationMsg {
@@ -132,11 +134,12 @@ impl ConversationActorState {
             &self.args.user_key,
             &origin(event, 0),
         );
-        match self.engine().store.outbox_keys_taken(prefix).await {
-            Ok(false) => None,
-            Ok(true) => Some(Ok(CommandOutcome {
-                ids: Vec::new(),
+        match self.engine().store.outbox_ids_of_step(prefix).await {
+            Ok(ids) if ids.is_empty() => None,
+            Ok(ids) => Some(Ok(CommandOutcome {
+                ids,
                 held: false,
+                duplicate: true,
             })),
             Err(e) => Some(Err(e.to_string())),
         }
@@ -708,6 +711,7 @@ impl Actor for ConversationActor {
                             None => Ok(CommandOutcome {
                                 ids,
                                 held: effects.contains(&Effect::Held),
+                                duplicate: false,
                             }),
                         },
                         Err(e) => Err(e.to_string()),

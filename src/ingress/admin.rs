@@ -531,6 +531,7 @@ async fn send_message(State(app): State<AppState>, body: axum::body::Bytes) -> R
             Json(json!({ "held": true, "reason": "outside the 24 h window: sent when the user writes again" })),
         )
             .into_response(),
+        Ok(Ok(done)) if done.duplicate => duplicate(&done),
         Ok(Ok(done)) => match done.ids.first() {
             Some(id) => (StatusCode::ACCEPTED, Json(json!({ "outbox_id": id }))).into_response(),
             // Same idempotency key as an earlier request: already queued.
@@ -695,6 +696,7 @@ async fn agent_reply(
         message,
     };
     match command(&account, user, event).await {
+        Ok(Ok(done)) if done.duplicate => duplicate(&done),
         Ok(Ok(CommandOutcome { ids, .. })) => (
             StatusCode::ACCEPTED,
             Json(json!({ "outbox_id": ids.first(), "handoff": "with_agent" })),
@@ -702,6 +704,16 @@ async fn agent_reply(
             .into_response(),
         other => command_response(other, json!({})),
     }
+}
+
+/// 200 for a retried request: nothing new is queued; `outbox_id` is what it queued the
+/// first time.
+fn duplicate(done: &CommandOutcome) -> Response {
+    (
+        StatusCode::OK,
+        Json(json!({ "duplicate": true, "outbox_id": done.ids.first() })),
+    )
+        .into_response()
 }
 
 /// 422 with every WhatsApp limit `message` breaks, if it breaks any.

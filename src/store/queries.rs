@@ -235,25 +235,26 @@ impl Store {
         Ok(records)
     }
 
-    /// Whether an outbox row exists whose idem key is `prefix` (ending in `:`) and a number:
-    /// a row of the step that `prefix` names, whichever of its effects it was.
-    pub async fn outbox_keys_taken(&self, prefix: String) -> Result<bool, StoreError> {
+    /// The ids, in order, of the outbox rows whose idem key is `prefix` (ending in `:`) and
+    /// a number: the rows of the step that `prefix` names, whichever of its effects they were.
+    pub async fn outbox_ids_of_step(&self, prefix: String) -> Result<Vec<i64>, StoreError> {
         let (from, to) = idem_key_range(prefix);
         let rows = self
             .fetch(
-                "SELECT idem_key FROM outbox WHERE idem_key >= $1 AND idem_key < $2",
+                "SELECT id, idem_key FROM outbox WHERE idem_key >= $1 AND idem_key < $2 ORDER BY id",
                 vec![from.clone().into(), to.into()],
             )
             .await?;
+        let mut ids = Vec::new();
         // Not a longer key of another step (`…:outa:b:0` is not request `a`'s).
         for row in &rows {
-            let key: String = row.try_get(0)?;
+            let key: String = row.try_get(1)?;
             let rest = key.strip_prefix(from.as_str()).unwrap_or_default();
             if !rest.is_empty() && rest.bytes().all(|b| b.is_ascii_digit()) {
-                return Ok(true);
+                ids.push(row.try_get(0)?);
             }
         }
-        Ok(false)
+        Ok(ids)
     }
 
     /// The message JSON of an outbox row.

@@ -113,12 +113,16 @@ async fn admin_sends_respect_the_window_and_whatsapp_limits(db: TestDb) {
         .admin(Method::POST, "/messages", Some(ADMIN_TOKEN), Some(json!({"phone_number_id": PNID, "to": user, "message": ok, "idempotency_key": "k1"})))
         .await;
     assert_eq!(status, 202, "{body}");
+    let first = body["outbox_id"].clone();
+    assert!(first.is_i64(), "{body}");
     let counted = app.conversation(user).await["state"]["outbound_count"].clone();
-    // The same idempotency key creates nothing new, and the conversation does not count it.
-    let (status, _) = app
+    // The same idempotency key creates nothing new, and the conversation does not count it;
+    // the answer names the row the first request queued.
+    let (status, body) = app
         .admin(Method::POST, "/messages", Some(ADMIN_TOKEN), Some(json!({"phone_number_id": PNID, "to": user, "message": ok, "idempotency_key": "k1"})))
         .await;
-    assert_eq!(status, 200);
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(body, json!({"duplicate": true, "outbox_id": first}));
     assert_eq!(
         app.conversation(user).await["state"]["outbound_count"],
         counted,

@@ -106,11 +106,23 @@ async fn the_bot_stays_silent_while_a_human_has_the_conversation(db: TestDb) {
             Method::POST,
             &format!("{path}/reply"),
             Some(ADMIN_TOKEN),
-            Some(json!({"text": "Hi, Ana from support here"})),
+            Some(json!({"text": "Hi, Ana from support here", "idempotency_key": "ana-1"})),
         )
         .await;
     assert_eq!(status, 202, "{body}");
+    let first = body["outbox_id"].clone();
     assert!(wait_for_text(&graph, "Hi, Ana from support here").await);
+    // The agent's tool retries (say after a timeout): nothing is sent twice.
+    let (status, body) = app
+        .admin(
+            Method::POST,
+            &format!("{path}/reply"),
+            Some(ADMIN_TOKEN),
+            Some(json!({"text": "Hi, Ana from support here", "idempotency_key": "ana-1"})),
+        )
+        .await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(body, json!({"duplicate": true, "outbox_id": first}));
     let (_, conv) = app.admin(Method::GET, &path, Some(ADMIN_TOKEN), None).await;
     assert_eq!(conv["handoff"]["status"], "with_agent");
 
