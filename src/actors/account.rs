@@ -27,7 +27,7 @@ const CAMPAIGN_IDLE: Duration = Duration::from_secs(2);
 /// How long an inbox row may stay pending before the sweep hands it to its conversation again.
 const SWEEP_AGE: Duration = Duration::from_secs(5);
 /// At most this often, freed memory is handed back to the system after passivation.
-const GIVE_BACK_EVERY: Duration = Duration::from_secs(60);
+const GIVE_BACK_EVERY: Duration = Duration::from_secs(15);
 
 pub struct AccountActor;
 
@@ -99,7 +99,7 @@ pub struct AccountState {
     failures: HashMap<String, (i64, u32)>,
     last_sweep: Instant,
     last_give_back: Instant,
-    /// A wave of conversations was passivated on the last tick: give its memory back now.
+    /// A wave of conversations was passivated: give its memory back on the next tick allowed.
     give_back_next_tick: bool,
     stopping: bool,
 }
@@ -342,21 +342,19 @@ impl Actor for AccountActor {
                     state.live.shrink_to_fit();
                     state.by_id.shrink_to_fit();
                 }
-                if state.give_back_next_tick {
-                    // The wave stopped since the last tick and its memory is free: ask the
+                if state.give_back_next_tick && state.last_give_back.elapsed() >= GIVE_BACK_EVERY {
+                    // A wave stopped before this tick and its memory is free: ask the
                     // allocator to return those pages to the system rather than keep them
-                    // for reuse.
+                    // for reuse. (That walks the heap, so at most every GIVE_BACK_EVERY.)
                     state.give_back_next_tick = false;
+                    state.last_give_back = Instant::now();
                     crate::metrics::give_back_memory();
                 }
-                if passivated >= 1000
-                    && passivated >= state.live.len()
-                    && state.last_give_back.elapsed() >= GIVE_BACK_EVERY
-                {
+                if passivated >= 1000 && passivated >= state.live.len() {
                     // Most conversations went quiet at once. Their actors stop after this
-                    // message, so the memory is given back on the next tick. (That walks the
-                    // heap, so not on every sweep of a busy account.)
-                    state.last_give_back = Instant::now();
+                    // message, so their memory is given back on a later tick. A wave that
+                    // spans several ticks is given back whole: what its last tick stopped
+                    // waits for the next turn rather than being forgotten.
                     state.give_back_next_tick = true;
                 }
                 if state.last_sweep.elapsed() >= SWEEP_AGE {
