@@ -22,6 +22,17 @@ use crate::whatsapp::client::GraphClient;
 
 /// How long shutdown may take before the process exits anyway.
 pub const SHUTDOWN_DEADLINE: Duration = Duration::from_secs(10);
+/// How long requests in flight at the signal may take to finish.
+const HTTP_DRAIN: Duration = Duration::from_secs(3);
+
+/// What the actors get to stop in, `since_signal` after the signal: the rest of the
+/// deadline less a second for closing the store, and never less than half a second.
+fn actors_deadline(since_signal: Duration) -> Duration {
+    SHUTDOWN_DEADLINE
+        .saturating_sub(since_signal)
+        .saturating_sub(Duration::from_secs(1))
+        .max(Duration::from_millis(500))
+}
 
 /// A built, listening application.
 pub struct Application {
@@ -224,6 +235,8 @@ impl Application {
         );
         let app = ingress::router(state.clone());
         let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
+        // When the signal came: the shutdown deadline counts from it.
+        let (signalled_tx, signalled) = tokio::sync::watch::channel(None::<Instant>);
         let drain_state = state.clone();
         let supervision = crate::systemd::enabled().then(|| {
             tokio::spawn(crate::systemd::supervise(
@@ -238,6 +251,7 @@ impl Application {
             if let Some(loop_) = supervision {
                 loop_.abort();
             }
+            let _ = signalled_tx.send(Some(Instant::now()));
             tracing::info!("Shutting down: refusing new webhooks, draining.");
             drain_state.start_draining();
             let _ = stop_tx.send(());
@@ -245,21 +259,33 @@ impl Application {
         let server = axum::serve(listener, app).with_graceful_shutdown(async move {
             let _ = stop_rx.await;
         });
-        let started = Instant::now();
         // Migrated, actors running, listener bound (connections queue until `serve` polls).
         crate::systemd::ready(engine.flows.as_ref());
         // From here a status webhook can settle a send the previous process left ambiguous.
         engine.webhooks.open(engine.clock.now_ms());
-        server.await.context("HTTP server failed")?;
+        let mut watch = signalled.clone();
+        let cut_off = async move {
+            let at = watch.wait_for(Option::is_some).await.map(|at| *at);
+            match at {
+                Ok(Some(at)) => tokio::time::sleep_until((at + HTTP_DRAIN).into()).await,
+                _ => std::future::pending().await,
+            }
+        };
+        tokio::select! {
+            served = std::future::IntoFuture::into_future(server) => served.context("HTTP server failed")?,
+            // Requests in flight get HTTP_DRAIN to finish; a client that holds its request
+            // open (say a body that never ends) does not hold the shutdown past it.
+            () = cut_off => {
+                tracing::warn!("Requests still open {HTTP_DRAIN:?} after the signal were cut off.");
+            }
+        }
+        let signalled_at = (*signalled.borrow()).unwrap_or_else(Instant::now);
         timers.abort();
-        let left = SHUTDOWN_DEADLINE.saturating_sub(started.elapsed().min(SHUTDOWN_DEADLINE));
-        let actors_deadline = left
-            .saturating_sub(Duration::from_secs(1))
-            .max(Duration::from_millis(500));
         // Campaigns first: each finishes its page, so nothing is handed to a conversation
         // after the accounts stop.
-        let _ = ractor::call_t!(campaigns, crate::campaign::SupervisorMsg::Shutdown, 4_000);
+        let _ = ractor::call_t!(campaigns, crate::campaign::SupervisorMsg::Shutdown, 3_000);
         campaigns.stop(None);
+        let actors_deadline = actors_deadline(signalled_at.elapsed());
         let stopped = ractor::call_t!(
             root,
             |reply| RootMsg::Shutdown(actors_deadline, reply),
@@ -471,6 +497,25 @@ pub async fn shutdown_signal() {
 
 #[cfg(test)]
 mod tests {
+    use std::time::Duration;
+
+    #[test]
+    fn the_actors_deadline_counts_from_the_signal() {
+        // However long the daemon ran before, a prompt signal leaves them 9 s.
+        assert_eq!(
+            super::actors_deadline(Duration::ZERO),
+            Duration::from_secs(9)
+        );
+        assert_eq!(
+            super::actors_deadline(Duration::from_secs(3)),
+            Duration::from_secs(6)
+        );
+        assert_eq!(
+            super::actors_deadline(Duration::from_secs(30)),
+            Duration::from_millis(500)
+        );
+    }
+
     #[test]
     fn store_urls_lose_their_password() {
         assert_eq!(

@@ -133,6 +133,18 @@ async fn sigterm_drains_and_exits_0_and_trace_logs_hold_no_secrets_numbers_or_bo
             .await
     );
 
+    // A client that never finishes its request body does not hold the shutdown.
+    let mut stuck = tokio::net::TcpStream::connect(base.trim_start_matches("http://"))
+        .await
+        .unwrap();
+    tokio::io::AsyncWriteExt::write_all(
+        &mut stuck,
+        b"POST /webhook HTTP/1.1\r\nhost: x\r\ncontent-length: 1000\r\n\r\n{\"object\"",
+    )
+    .await
+    .unwrap();
+    tokio::time::sleep(Duration::from_millis(200)).await;
+
     let started = Instant::now();
     let term = Command::new("kill")
         .arg("-TERM")
