@@ -21,7 +21,7 @@ use crate::outbox::CALLBACK_PREFIX;
 use crate::store::writer::StatusApply;
 use crate::store::{now_ms, NewDeadLetter, NewInboxRow};
 use crate::whatsapp::event::WebhookEvent;
-use crate::whatsapp::webhook::parse_webhook;
+use crate::whatsapp::webhook::parse_webhook_report;
 
 pub async fn verify_subscription(
     State(app): State<AppState>,
@@ -79,36 +79,38 @@ pub async fn receive(State(app): State<AppState>, headers: HeaderMap, body: Byte
             "bad signature",
         );
     }
-    let parsed = match parse_webhook(&body) {
-        Ok(p) => p,
+    let report = match parse_webhook_report(&body) {
+        Ok(r) => r,
         Err(e) => {
             // Signed by Meta but not something we can read: keep the bytes, answer 200 (a
             // retry would carry the same bytes for days).
             tracing::warn!(error = %e, bytes = body.len(), "Signed webhook does not parse; dead-lettered.");
-            let dl = NewDeadLetter {
-                kind: "webhook_malformed",
-                account: None,
-                user_key: None,
-                ref_id: None,
-                reason: e.to_string(),
-                raw: Some(body.to_vec()),
-            };
-            return match app.engine.writer.dead_letter(dl, None).await {
-                Ok(()) => result("result=\"malformed\"", StatusCode::OK, "recorded"),
-                Err(e) => {
-                    tracing::error!(error = %e, "Store unavailable; webhook refused with 503.");
-                    result(
-                        "result=\"store_unavailable\"",
-                        StatusCode::SERVICE_UNAVAILABLE,
-                        "store unavailable",
-                    )
-                }
-            };
+            let dl = kept_bytes("webhook_malformed", e.to_string(), &body);
+            return keep(&app, dl, "result=\"malformed\"").await;
         }
     };
-    let rows = inbox_rows(&app, parsed.events, arrived);
+    // Items Meta signed but that could not be read whole (a message without its id, a change
+    // whose value is not an object…): the rest goes on, and the bytes are kept for a human.
+    let dropped: Vec<String> = report
+        .skipped
+        .iter()
+        .filter(|s| s.dropped)
+        .map(|s| format!("{}: {}", s.path, s.reason))
+        .collect();
+    let partial = (!dropped.is_empty()).then(|| {
+        tracing::warn!(items = dropped.len(), bytes = body.len(), "Signed webhook has items that do not parse; they are dead-lettered, the rest is taken.");
+        let mut reason = dropped.iter().take(20).cloned().collect::<Vec<_>>().join("; ");
+        if dropped.len() > 20 {
+            reason.push_str(&format!("; and {} more", dropped.len() - 20));
+        }
+        kept_bytes("webhook_partial", reason, &body)
+    });
+    let rows = inbox_rows(&app, report.webhook.events, arrived);
     if rows.is_empty() {
-        return result("result=\"empty\"", StatusCode::OK, "ok");
+        return match partial {
+            Some(dl) => keep(&app, dl, "result=\"partial\"").await,
+            None => result("result=\"empty\"", StatusCode::OK, "ok"),
+        };
     }
     let signals: Vec<(usize, GateSignal)> = rows
         .iter()
@@ -117,6 +119,13 @@ pub async fn receive(State(app): State<AppState>, headers: HeaderMap, body: Byte
         .collect();
     match app.engine.writer.append_inbox(rows).await {
         Ok(seqs) => {
+            if let Some(dl) = partial {
+                // Before the 200: a redelivery finds the rows taken and keeps these again.
+                if let Err(e) = app.engine.writer.dead_letter(dl, None).await {
+                    tracing::error!(error = %e, "Store unavailable; webhook refused with 503.");
+                    return store_unavailable();
+                }
+            }
             // What concerns the send gates (health, quality, errors Meta reported for our
             // messages), applied once: only rows that were new.
             let fresh: Vec<GateSignal> = signals
@@ -157,11 +166,38 @@ pub async fn receive(State(app): State<AppState>, headers: HeaderMap, body: Byte
         }
         Err(e) => {
             tracing::error!(error = %e, "Store unavailable; webhook refused with 503.");
-            result(
-                "result=\"store_unavailable\"",
-                StatusCode::SERVICE_UNAVAILABLE,
-                "store unavailable",
-            )
+            store_unavailable()
+        }
+    }
+}
+
+fn store_unavailable() -> Response {
+    result(
+        "result=\"store_unavailable\"",
+        StatusCode::SERVICE_UNAVAILABLE,
+        "store unavailable",
+    )
+}
+
+/// A dead letter holding a signed body's bytes.
+fn kept_bytes(kind: &'static str, reason: String, body: &Bytes) -> NewDeadLetter {
+    NewDeadLetter {
+        kind,
+        account: None,
+        user_key: None,
+        ref_id: None,
+        reason,
+        raw: Some(body.to_vec()),
+    }
+}
+
+/// Keep `dl` and answer 200 counted under `label`, or 503 if the store does not take it.
+async fn keep(app: &AppState, dl: NewDeadLetter, label: &'static str) -> Response {
+    match app.engine.writer.dead_letter(dl, None).await {
+        Ok(()) => result(label, StatusCode::OK, "recorded"),
+        Err(e) => {
+            tracing::error!(error = %e, "Store unavailable; webhook refused with 503.");
+            store_unavailable()
         }
     }
 }

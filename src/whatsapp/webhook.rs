@@ -45,6 +45,9 @@ pub struct SkippedItem {
     /// JSON path of the item, e.g. `entry[0].changes[1].value.messages[2]`.
     pub path: String,
     pub reason: String,
+    /// Nothing of it came out (else it came out degraded: an unsupported message, a
+    /// timestamp of 0).
+    pub dropped: bool,
 }
 
 /// [`parse_webhook`] plus what had to be skipped (for logs / dead-lettering).
@@ -528,10 +531,21 @@ struct ContactInfo {
 }
 
 impl Decoder {
+    /// An item dropped whole.
     fn skip(&mut self, path: impl Into<String>, reason: impl Into<String>) {
         self.skipped.push(SkippedItem {
             path: path.into(),
             reason: reason.into(),
+            dropped: true,
+        });
+    }
+
+    /// An item that comes out, but not all of it.
+    fn degrade(&mut self, path: impl Into<String>, reason: impl Into<String>) {
+        self.skipped.push(SkippedItem {
+            path: path.into(),
+            reason: reason.into(),
+            dropped: false,
         });
     }
 
@@ -734,7 +748,7 @@ impl Decoder {
             .map(StrOrNum::into_string)
             .filter(|s| !s.is_empty());
         let contact = match_contact(contacts, from.as_deref(), None);
-        self.skip(path, reason);
+        self.degrade(path, reason);
         self.events.push(WebhookEvent::Message(InboundMessage {
             phone_number_id: pnid.to_string(),
             display_phone_number: display.to_string(),
@@ -757,7 +771,7 @@ impl Decoder {
         match ts.and_then(StrOrNum::as_i64) {
             Some(t) => t,
             None => {
-                self.skip(
+                self.degrade(
                     format!("{path}.timestamp"),
                     "missing or invalid timestamp; using 0",
                 );

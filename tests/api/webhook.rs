@@ -446,14 +446,15 @@ async fn hostile_bodies_get_their_documented_answer_and_leave_the_daemon_healthy
         count(&store, "SELECT COUNT(*) FROM inbox WHERE kind = 'message'").await,
         0
     );
-    assert!(
+    assert_eq!(
         count(
             &store,
             "SELECT COUNT(*) FROM dead_letters WHERE kind = 'webhook_malformed'"
         )
-        .await
-            >= 3
+        .await,
+        4
     );
+
     // And the daemon still works.
     assert_eq!(app.get("/readyz").await.0, 200);
     assert_eq!(
@@ -469,6 +470,29 @@ async fn hostile_bodies_get_their_documented_answer_and_leave_the_daemon_healthy
     );
     assert_eq!(
         count(&store, "SELECT COUNT(*) FROM inbox WHERE kind = 'message'").await,
+        1
+    );
+    // One good message beside one without its id: the good one is taken, the body kept.
+    let both = text_webhook(PNID, "6281200000998", "wamid.OK2", "hi", now_secs()).replacen(
+        "\"messages\":[",
+        "\"messages\":[{\"from\":\"6281200000998\",\"timestamp\":\"1\",\"type\":\"text\",\"text\":{\"body\":\"x\"}},",
+        1,
+    );
+    assert!(
+        both.contains("wamid.OK2") && both.matches("\"from\"").count() >= 2,
+        "{both}"
+    );
+    assert_eq!(app.post_webhook(&both).await, 200);
+    assert_eq!(
+        count(&store, "SELECT COUNT(*) FROM inbox WHERE kind = 'message'").await,
+        2
+    );
+    assert_eq!(
+        count(
+            &store,
+            "SELECT COUNT(*) FROM dead_letters WHERE kind = 'webhook_partial' AND raw IS NOT NULL"
+        )
+        .await,
         1
     );
     app.stop().await;
