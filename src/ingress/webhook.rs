@@ -117,6 +117,27 @@ pub async fn receive(State(app): State<AppState>, headers: HeaderMap, body: Byte
         .enumerate()
         .filter_map(|(i, r)| gate_signal(r).map(|s| (i, s)))
         .collect();
+    let failures: Vec<_> = rows
+        .iter()
+        .enumerate()
+        .filter_map(|(i, r)| {
+            let st = r.status.as_ref().filter(|st| st.status == "failed")?;
+            (r.state == "done").then_some(())?;
+            let detail = match (st.error_code, &st.error_detail) {
+                (Some(c), Some(d)) => format!("{c} in a status webhook: {d}"),
+                (Some(c), None) => format!("{c} in a status webhook"),
+                (None, _) => "failed status webhook".to_string(),
+            };
+            Some((
+                i,
+                r.account.clone(),
+                r.user_key.clone()?,
+                st.outbox_id?,
+                st.error_code,
+                detail,
+            ))
+        })
+        .collect();
     match app.engine.writer.append_inbox(rows).await {
         Ok(seqs) => {
             if let Some(dl) = partial {
@@ -133,28 +154,23 @@ pub async fn receive(State(app): State<AppState>, headers: HeaderMap, body: Byte
                 .filter(|(i, _)| matches!(seqs.get(*i), Some(Some(_))))
                 .map(|(_, s)| s)
                 .collect();
-            if !fresh.is_empty() {
-                // Meta says a message failed because the window is closed: its conversation
-                // hears of it (window closed; the message goes through the window policy).
-                for s in &fresh {
-                    if let GateSignal::SendError {
-                        account,
-                        user_key: Some(user),
-                        code: crate::conversation::WINDOW_CLOSED_CODE,
-                        outbox_id: Some(outbox_id),
-                    } = s
-                    {
-                        if let Some(actor) = app.router.get(account) {
-                            let _ = actor.cast(crate::actors::AccountMsg::SendFailed {
-                                user_key: user.clone(),
-                                outbox_id: *outbox_id,
-                                code: Some(crate::conversation::WINDOW_CLOSED_CODE),
-                                detail: "131047 in a status webhook".into(),
-                                message: None,
-                            });
-                        }
+            // Meta says one of our messages failed: its conversation hears of it, as of a
+            // send the API refused (131047: the window is closed, and the message goes
+            // through the window policy).
+            for (i, account, user, outbox_id, code, detail) in failures {
+                if matches!(seqs.get(i), Some(Some(_))) {
+                    if let Some(actor) = app.router.get(&account) {
+                        let _ = actor.cast(crate::actors::AccountMsg::SendFailed {
+                            user_key: user,
+                            outbox_id,
+                            code,
+                            detail,
+                            message: None,
+                        });
                     }
                 }
+            }
+            if !fresh.is_empty() {
                 let engine = app.engine.clone();
                 tokio::spawn(async move { apply_gate_signals(&engine, fresh).await });
             }
@@ -209,8 +225,6 @@ enum GateSignal {
         account: String,
         user_key: Option<String>,
         code: i64,
-        /// Ours, from `biz_opaque_callback_data`.
-        outbox_id: Option<i64>,
     },
 }
 
@@ -230,7 +244,6 @@ fn gate_signal(row: &NewInboxRow) -> Option<GateSignal> {
                 account: row.account.clone(),
                 user_key: row.user_key.clone(),
                 code,
-                outbox_id: status.outbox_id,
             })
         }
         _ => None,

@@ -1139,7 +1139,7 @@ fn apply_status(
     if s.rank == 0 {
         return Ok(());
     }
-    exec(tx,
+    let moved = exec(tx,
         "UPDATE outbox SET status = $1, status_rank = $2, status_at = $3, wamid = COALESCE(wamid, $4), \
          state = CASE WHEN state IN ('pending', 'sending') THEN 'sent' ELSE state END, \
          error_code = COALESCE($5, error_code), error_detail = COALESCE($6, error_detail), updated_at = $3 \
@@ -1156,6 +1156,29 @@ fn apply_status(
         ],
     )
     ?;
+    if moved > 0 && s.status == "failed" {
+        // Meta took the message and then could not deliver it (131026 unreachable, 131049
+        // ecosystem, 131047 window…): kept for a human like a send the API refused.
+        let reason = match (s.error_code, &s.error_detail) {
+            (Some(c), Some(d)) => format!("failed status from Meta, error {c}: {d}"),
+            (Some(c), None) => format!("failed status from Meta, error {c}"),
+            (None, _) => "failed status from Meta".to_string(),
+        };
+        exec(
+            tx,
+            "INSERT INTO dead_letters (kind, account, user_key, ref_id, reason, raw, created_at) \
+             SELECT 'delivery_failed', account, user_key, id, $1, NULL, $2 FROM outbox \
+             WHERE account = $3 AND (wamid = $4 OR id = $5) AND status = 'failed'",
+            vec![
+                Val::S(reason),
+                Val::I(super::now_ms()),
+                Val::S(account.to_string()),
+                Val::S(wamid.to_string()),
+                Val::I(s.outbox_id.unwrap_or(-1)),
+            ],
+        )?;
+        metrics().dead_letters.inc("kind=\"delivery_failed\"");
+    }
     Ok(())
 }
 

@@ -207,6 +207,85 @@ on_both_stores!(
     statuses_arriving_out_of_order_never_move_a_message_backward
 );
 
+/// Meta took a message, then reports it undeliverable in a `failed` status (131026): the
+/// message is failed with the code and kept as a dead letter once, however often the status
+/// is redelivered; a later `delivered` does not undo it.
+async fn a_failed_status_fails_the_message_and_keeps_a_dead_letter(db: TestDb) {
+    let graph = Arc::new(FakeGraph::start().await);
+    let app = spawn_app(test_settings(&db, &graph), Arc::new(CoreLogic)).await;
+    let store = db.store().await;
+    let user = "6281200000043";
+    assert_eq!(
+        app.post_webhook(&text_webhook(PNID, user, "wamid.F0", "hi", now_secs()))
+            .await,
+        200
+    );
+    let (status, body) = app
+        .admin(
+            reqwest::Method::POST,
+            "/messages",
+            Some(ADMIN_TOKEN),
+            Some(json!({"phone_number_id": PNID, "to": user, "text": "Your order shipped"})),
+        )
+        .await;
+    assert_eq!(status, 202, "{body}");
+    let outbox_id = body["outbox_id"].as_i64().unwrap();
+    assert!(
+        graph
+            .wait_until(Duration::from_secs(10), |a| a
+                .iter()
+                .any(|a| a.text() == Some("Your order shipped") && a.accepted()))
+            .await
+    );
+    let wamid = graph
+        .delivered()
+        .iter()
+        .find(|a| a.text() == Some("Your order shipped"))
+        .and_then(|a| match &a.outcome {
+            Outcome::Accepted(Some(w)) => Some(w.clone()),
+            _ => None,
+        })
+        .unwrap();
+    let callback = format!("{}{outbox_id}", parley::outbox::CALLBACK_PREFIX);
+    let failed = status_webhook(PNID, &wamid, "failed", user, Some(&callback), now_secs())
+        .replace("131047", "131026");
+    for _ in 0..2 {
+        assert_eq!(app.post_webhook(&failed).await, 200);
+    }
+    assert_eq!(
+        app.post_webhook(&status_webhook(
+            PNID,
+            &wamid,
+            "delivered",
+            user,
+            Some(&callback),
+            now_secs()
+        ))
+        .await,
+        200
+    );
+    let (status, code): (String, Option<i64>) = sqlx::query_as(&format!(
+        "SELECT status, error_code FROM outbox WHERE id = {outbox_id}"
+    ))
+    .fetch_one(store.pool())
+    .await
+    .unwrap();
+    assert_eq!((status.as_str(), code), ("failed", Some(131026)));
+    assert_eq!(
+        count(
+            &store,
+            &format!("SELECT COUNT(*) FROM dead_letters WHERE kind = 'delivery_failed' AND ref_id = {outbox_id} AND user_key = '{user}' AND reason LIKE '%131026%'"),
+        )
+        .await,
+        1
+    );
+    app.stop().await;
+}
+on_both_stores!(
+    failed_status,
+    a_failed_status_fails_the_message_and_keeps_a_dead_letter
+);
+
 async fn a_status_that_arrives_before_the_send_is_recorded_settles_it_by_outbox_id(db: TestDb) {
     // The fake holds the send past our timeout; meanwhile Meta's status (echoing our id)
     // arrives: the row is settled as sent and not sent again.
