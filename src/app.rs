@@ -173,7 +173,16 @@ impl Application {
             });
         }
         let root = RootSupervisor::start(engine.clone(), router.clone()).await?;
-        let timers = tokio::spawn(run_timers(engine.clone(), router.clone()));
+        // Due timers and the inbox lag gauge: background loops that stop with the server.
+        let timers = tokio::spawn({
+            let (engine, router) = (engine.clone(), router.clone());
+            async move {
+                tokio::join!(
+                    run_timers(engine.clone(), router),
+                    read_inbox_backlog(engine)
+                );
+            }
+        });
         if let Some(flows) = engine.flows.clone() {
             tokio::spawn(reload_on_sighup(engine.clone()));
             if settings.flows.watch {
@@ -298,6 +307,26 @@ impl Application {
         engine.store.close().await;
         tracing::info!("Stopped.");
         Ok(())
+    }
+}
+
+/// Keep the inbox lag gauge true: read from the store, it counts what a restart left to
+/// replay and what was dead-lettered, which counts of this process's hand-overs cannot.
+async fn read_inbox_backlog(engine: Arc<Engine>) {
+    let mut tick = tokio::time::interval(Duration::from_secs(2));
+    loop {
+        tick.tick().await;
+        match engine.store.inbox_backlog().await {
+            Ok((n, oldest)) => {
+                let m = crate::metrics::metrics();
+                m.inbox_pending
+                    .store(n, std::sync::atomic::Ordering::Relaxed);
+                let age = oldest.map_or(0, |at| (crate::store::now_ms() - at).max(0));
+                m.inbox_oldest_pending_ms
+                    .store(age, std::sync::atomic::Ordering::Relaxed);
+            }
+            Err(e) => tracing::debug!(error = %e, "Inbox backlog read failed."),
+        }
     }
 }
 

@@ -13,6 +13,11 @@ pub struct Metrics {
     pub unknown_account_events: AtomicU64,
     pub inbox_dispatched: AtomicU64,
     pub inbox_applied: AtomicU64,
+    /// Messages committed to the inbox and not yet applied, as last read from the store
+    /// (-1 until the first read).
+    pub inbox_pending: AtomicI64,
+    /// How long the oldest of them has waited, ms (0 when none).
+    pub inbox_oldest_pending_ms: AtomicI64,
     pub outbox_pending: AtomicI64,
     pub sends: Labelled,
     pub live_conversations: AtomicI64,
@@ -223,19 +228,29 @@ impl Metrics {
             "Events for a phone_number_id not in the config.",
             self.unknown_account_events.load(r),
         );
-        let dispatched = self.inbox_dispatched.load(r);
-        let applied = self.inbox_applied.load(r);
         gauge(
             &mut out,
             "parley_inbox_lag",
-            "Inbox events committed but not yet applied to their conversation.",
-            dispatched.saturating_sub(applied) as i64,
+            "Inbox messages committed but not yet applied to their conversation (read from the store every 2 s; -1 before the first read).",
+            self.inbox_pending.load(r),
+        );
+        let oldest = self.inbox_oldest_pending_ms.load(r);
+        let _ = writeln!(
+            out,
+            "# HELP parley_inbox_oldest_pending_seconds How long the oldest unapplied inbox message has waited.\n# TYPE parley_inbox_oldest_pending_seconds gauge\nparley_inbox_oldest_pending_seconds {:.3}",
+            oldest as f64 / 1000.0
+        );
+        counter(
+            &mut out,
+            "parley_inbox_dispatched_total",
+            "Inbox messages handed to conversations as they were committed.",
+            self.inbox_dispatched.load(r),
         );
         counter(
             &mut out,
             "parley_inbox_applied_total",
             "Inbox events applied to conversations.",
-            applied,
+            self.inbox_applied.load(r),
         );
         gauge(
             &mut out,

@@ -125,10 +125,7 @@ pub fn status_line(flows: Option<&FlowRegistry>, problem: Option<&str>) -> Strin
     let m = metrics();
     let live = m.live_conversations.load(Ordering::Relaxed).max(0);
     let pending = m.outbox_pending.load(Ordering::Relaxed).max(0);
-    let lag = m
-        .inbox_dispatched
-        .load(Ordering::Relaxed)
-        .saturating_sub(m.inbox_applied.load(Ordering::Relaxed));
+    let lag = m.inbox_pending.load(Ordering::Relaxed).max(0);
     let head = match problem {
         Some(p) => format!("Stalled: {p}"),
         None => "Ready".to_string(),

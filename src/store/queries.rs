@@ -161,6 +161,20 @@ impl Store {
 
     /// Conversations of `account` with unapplied messages, oldest first; optionally only rows
     /// received before `older_than` (the periodic sweep).
+    /// Messages committed and not yet applied, and when the oldest of them arrived (ms).
+    pub async fn inbox_backlog(&self) -> Result<(i64, Option<i64>), StoreError> {
+        let rows = self
+            .fetch(
+                "SELECT COUNT(*) AS n, MIN(received_at) AS oldest FROM inbox WHERE state = 'pending' AND kind = 'message'",
+                vec![],
+            )
+            .await?;
+        let row = rows
+            .first()
+            .ok_or_else(|| StoreError::Corrupt("COUNT returned no row".into()))?;
+        Ok((row.try_get("n")?, row.try_get("oldest")?))
+    }
+
     pub async fn conversations_with_pending(
         &self,
         account: &str,

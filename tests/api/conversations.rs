@@ -88,6 +88,9 @@ async fn a_restart_mid_stream_applies_every_message_once_and_sends_every_reply(d
         .collect();
     let half = bodies.len() / 2;
 
+    for _ in 0..12 {
+        graph.push_fault(parley::testing::Fault::Delay(Duration::from_millis(400)));
+    }
     let app = spawn_app(restart_settings(&db, &graph), Arc::new(Echo)).await;
     let mut unacked = Vec::new();
     for (i, (_, body)) in bodies.iter().enumerate().take(half) {
@@ -117,6 +120,16 @@ async fn a_restart_mid_stream_applies_every_message_once_and_sends_every_reply(d
     for h in unacked {
         results.push(h.await.unwrap());
     }
+    let store = db.store().await;
+    assert!(
+        count(
+            &store,
+            "SELECT COUNT(*) FROM outbox WHERE state IN ('pending', 'sending') AND kind = 'message'"
+        )
+        .await
+            > 0,
+        "replies were still to send at the stop"
+    );
 
     // Second life, same store. Meta redelivers everything (it does for any non-200, and
     // sometimes anyway), then the rest of the stream arrives.
@@ -247,6 +260,8 @@ async fn a_poison_message_is_dead_lettered_without_touching_other_conversations(
         count(&store, "SELECT COUNT(*) FROM inbox WHERE state = 'dead'").await,
         1
     );
+    // The inbox lag (read from the store) does not count the dead one as waiting.
+    assert_eq!(store.inbox_backlog().await.unwrap(), (0, None));
     assert!(graph
         .delivered()
         .iter()
