@@ -604,6 +604,15 @@ impl Settings {
     /// Load the layered configuration. `config/default.toml` is read from the working
     /// directory when present, else the copy compiled into the binary is used.
     pub fn load(file: Option<&Path>) -> Result<Settings, ConfigError> {
+        Self::load_with_env(file, None)
+    }
+
+    /// [`Settings::load`] with the `PARLEY__*` variables taken from `env` instead of the
+    /// process environment when given.
+    fn load_with_env(
+        file: Option<&Path>,
+        env: Option<config::Map<String, String>>,
+    ) -> Result<Settings, ConfigError> {
         let mut sources = Vec::new();
         let mut builder = config::Config::builder();
         let default_path = Path::new("config/default.toml");
@@ -637,7 +646,10 @@ impl Settings {
             config::Environment::with_prefix("PARLEY")
                 .prefix_separator("__")
                 .separator("__")
-                .try_parsing(true),
+                // Values stay strings until a typed key reads them (a number or a flag
+                // parses then): a secret such as `00123` must not become 123.
+                .try_parsing(false)
+                .source(env),
         );
         let source_list = describe_sources(&sources);
         let raw = builder
@@ -720,7 +732,7 @@ impl Settings {
         {
             errors.push(format!(
                 "store.url: `{}` must start with sqlite: or postgres://",
-                self.store.url
+                crate::app::redact_url(&self.store.url)
             ));
         }
         if self.store.writers == 0 || self.store.writers > 64 {
@@ -731,7 +743,10 @@ impl Settings {
         }
         if let Some(url) = &self.redis.url {
             if !url.is_empty() && !url.starts_with("redis://") && !url.starts_with("rediss://") {
-                errors.push(format!("redis.url: `{url}` must start with redis://"));
+                errors.push(format!(
+                    "redis.url: `{}` must start with redis://",
+                    crate::app::redact_url(url)
+                ));
             }
         }
         if self.outbox.max_in_flight == 0 {
@@ -929,6 +944,49 @@ mod tests {
         assert_eq!(parse_utc_offset("+07:00"), Some(25200));
         assert_eq!(parse_utc_offset("-03:30"), Some(-12600));
         assert_eq!(parse_utc_offset("07:00"), None);
+    }
+
+    #[test]
+    fn environment_values_keep_their_text_until_a_typed_key_reads_them() {
+        let env = |pairs: &[(&str, &str)]| {
+            Some(
+                pairs
+                    .iter()
+                    .map(|(k, v)| (k.to_string(), v.to_string()))
+                    .collect::<config::Map<String, String>>(),
+            )
+        };
+        let s = Settings::load_with_env(
+            None,
+            env(&[
+                ("PARLEY__ADMIN__TOKEN", "00123"),
+                ("PARLEY__OUTBOX__MAX_IN_FLIGHT", "7"),
+                ("PARLEY__FLOWS__WATCH", "false"),
+            ]),
+        )
+        .unwrap();
+        assert_eq!(
+            s.admin
+                .token
+                .as_ref()
+                .map(|t| t.expose_secret().to_string()),
+            Some("00123".to_string()),
+            "a secret that looks like a number is kept as written"
+        );
+        assert_eq!(s.outbox.max_in_flight, 7);
+        assert!(!s.flows.watch);
+        // A bad store URL is named without its password.
+        let err = Settings::load_with_env(
+            None,
+            env(&[("PARLEY__STORE__URL", "mysql://app:hunter2@db/parley")]),
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(
+            err.contains("store.url") && err.contains("app:***@db"),
+            "{err}"
+        );
+        assert!(!err.contains("hunter2"), "{err}");
     }
 
     #[test]
