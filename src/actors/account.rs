@@ -15,7 +15,8 @@ use crate::config::AccountSettings;
 use crate::conversation::ConversationEvent;
 use crate::metrics::metrics;
 use crate::outbox::OutboxSender;
-use crate::store::{DueTimer, InboxDispatch};
+use crate::store::writer::TIMER_DEAD_LETTER;
+use crate::store::{DueTimer, InboxDispatch, NewDeadLetter};
 use crate::telemetry::mask;
 
 /// How long shutdown waits for this account's conversations to stop.
@@ -85,7 +86,8 @@ struct Live {
     calls: Arc<AtomicUsize>,
 }
 
-/// Which inbox seq a conversation actor is applying (0 when idle), readable after it failed.
+/// Which inbox seq a conversation actor is applying (a timer: minus its id; 0 when idle),
+/// readable after it failed.
 type Applying = Arc<AtomicI64>;
 
 pub struct AccountState {
@@ -430,6 +432,29 @@ impl Actor for AccountActor {
                 }
                 entry.1 += 1;
                 tracing::error!(user = %mask(&user), error = %err, seq, failures = entry.1, "Conversation failed; restarting it from its stored state.");
+                let attempts = state.engine.settings().conversation.max_event_attempts;
+                if seq < 0 && entry.1 >= attempts {
+                    // A timer whose step fails every time: it would fire again for ever.
+                    // (An inbox event is dead-lettered by its conversation's replay.)
+                    let timer = -seq;
+                    state.failures.remove(&user);
+                    let letter = NewDeadLetter {
+                        kind: TIMER_DEAD_LETTER,
+                        account: Some(state.account.phone_number_id.clone()),
+                        user_key: Some(user.clone()),
+                        ref_id: Some(timer),
+                        reason: format!("the conversation failed on this timer {attempts} times"),
+                        raw: None,
+                    };
+                    match state.engine.writer.dead_letter(letter, None).await {
+                        Ok(()) => {
+                            tracing::error!(user = %mask(&user), timer, "Timer dead-lettered; the conversation moves on.")
+                        }
+                        Err(e) => {
+                            tracing::warn!(error = %e, timer, "Could not dead-letter a failing timer; it fires again.")
+                        }
+                    }
+                }
                 if !state.stopping {
                     // Restart now: it replays its unapplied events from the inbox.
                     state.route(&myself, &user, ConversationMsg::Replay).await?;

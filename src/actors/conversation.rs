@@ -318,7 +318,14 @@ impl ConversationActorState {
                 hold_ms: settings.conversation.hold_for.as_millis() as i64,
             }
         };
-        self.args.applying.store(seq.unwrap_or(0), Ordering::SeqCst);
+        // What the account dead-letters if this step keeps failing: an inbox seq, or a
+        // timer as minus its id.
+        let applying = match (seq, timer_id) {
+            (Some(seq), _) => seq,
+            (None, Some(timer)) => -timer,
+            (None, None) => 0,
+        };
+        self.args.applying.store(applying, Ordering::SeqCst);
         let (next, effects) = engine.logic.step(self.conv.clone(), &event, &ctx);
 
         let account = &self.args.account.phone_number_id;

@@ -88,6 +88,9 @@ pub struct NewDeadLetter {
     pub raw: Option<Vec<u8>>,
 }
 
+/// A dead letter of this kind takes its timer (`ref_id`) out of the pending ones.
+pub const TIMER_DEAD_LETTER: &str = "timer_event";
+
 /// An inbox message the conversation gives up on, chained into its history like an applied
 /// one.
 #[derive(Debug, Clone, Copy)]
@@ -987,6 +990,13 @@ fn write_ops(
             match op {
                 WriteOp::DeadLetter { dl, inbox_dead, .. } => {
                     insert_dead_letter(tx, dl)?;
+                    if let (TIMER_DEAD_LETTER, Some(timer)) = (dl.kind, dl.ref_id) {
+                        exec(
+                            tx,
+                            "UPDATE timers SET state = 'dead' WHERE id = $1 AND state = 'pending'",
+                            vec![Val::I(timer)],
+                        )?;
+                    }
                     if let Some(dead) = inbox_dead {
                         let sql = "UPDATE inbox SET state = 'dead', prev_seq = $1 WHERE seq = $2";
                         exec(tx, sql, vec![Val::I(dead.prev_seq), Val::I(dead.seq)])?;

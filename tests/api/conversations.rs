@@ -271,6 +271,53 @@ async fn a_poison_message_is_dead_lettered_without_touching_other_conversations(
     assert_eq!(inbound, ["wamid.P1", "wamid.P3"]);
     app.stop().await;
 }
+/// A timer whose step fails every time is dead-lettered after
+/// `conversation.max_event_attempts` and stops firing; the conversation goes on.
+async fn a_timer_that_fails_every_time_is_dead_lettered(db: TestDb) {
+    let graph = Arc::new(FakeGraph::start().await);
+    let mut settings = test_settings(&db, &graph);
+    settings.conversation.max_event_attempts = 2;
+    let app = spawn_app(settings, Arc::new(Echo)).await;
+    let store = db.store().await;
+    let user = "6281200000022";
+    assert_eq!(
+        app.post_webhook(&text_webhook(PNID, user, "wamid.T1", "tick", now_secs()))
+            .await,
+        200
+    );
+    // Fired, failed; handed over again (30 s later), failed again: dead.
+    assert!(
+        eventually(Duration::from_secs(90), || async {
+            count(
+                &store,
+                "SELECT COUNT(*) FROM dead_letters WHERE kind = 'timer_event'",
+            )
+            .await
+                == 1
+        })
+        .await,
+        "the failing timer is dead-lettered"
+    );
+    assert_eq!(
+        count(&store, "SELECT COUNT(*) FROM timers WHERE state = 'dead'").await,
+        1
+    );
+    assert_eq!(
+        app.post_webhook(&text_webhook(PNID, user, "wamid.T2", "after", now_secs()))
+            .await,
+        200
+    );
+    assert!(
+        graph
+            .wait_until(Duration::from_secs(10), |a| a
+                .iter()
+                .any(|a| a.text() == Some("echo: after")))
+            .await
+    );
+    app.stop().await;
+}
+on_both_stores!(timer_poison, a_timer_that_fails_every_time_is_dead_lettered);
+
 on_both_stores!(
     poison,
     a_poison_message_is_dead_lettered_without_touching_other_conversations

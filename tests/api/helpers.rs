@@ -131,7 +131,8 @@ impl Drop for TestDb {
     }
 }
 
-/// Core behaviour plus an echo of every text, so tests can see replies. "boom" panics.
+/// Core behaviour plus an echo of every text, so tests can see replies. "boom" panics;
+/// "tick" starts a timer whose step panics.
 pub struct Echo;
 
 impl ConversationLogic for Echo {
@@ -141,11 +142,22 @@ impl ConversationLogic for Echo {
         event: &ConversationEvent,
         ctx: &StepContext,
     ) -> (ConversationState, Vec<Effect>) {
+        if matches!(event, ConversationEvent::TimerFired { name, .. } if name == "poison") {
+            panic!("poison timer");
+        }
         let (state, mut effects) = CoreLogic.step(state, event, ctx);
         if let ConversationEvent::Inbound { message, .. } = event {
             if let Some(text) = message.content.user_text() {
                 if text == "boom" {
                     panic!("poison message");
+                }
+                if text == "tick" {
+                    // A timer whose step will panic.
+                    effects.push(Effect::StartTimer {
+                        name: "poison".into(),
+                        due_at: ctx.now_ms + 100,
+                        payload: serde_json::Value::Null,
+                    });
                 }
                 effects.push(Effect::Send {
                     message: OutboundMessage::Text {
