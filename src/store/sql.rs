@@ -52,12 +52,23 @@ pub(crate) fn bind_all<'q>(
         q = match v {
             Val::I(i) => q.bind(i),
             Val::OptI(i) => q.bind(i),
-            Val::S(s) => q.bind(s),
-            Val::OptS(s) => q.bind(s),
+            Val::S(s) => q.bind(storable(s)),
+            Val::OptS(s) => q.bind(s.map(storable)),
             Val::Bytes(b) => q.bind(b),
         };
     }
     q
+}
+
+/// PostgreSQL's text type cannot hold NUL, and a value that has one fails its whole
+/// transaction (a step that could never commit would stall its conversation for good). A
+/// user can send one; it is kept as U+FFFD.
+fn storable(s: String) -> String {
+    if s.contains('\0') {
+        s.replace('\0', "\u{FFFD}")
+    } else {
+        s
+    }
 }
 
 /// Split `items` into runs of a few fixed sizes (128, 32, 8, 1), so that a multi-row

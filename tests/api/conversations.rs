@@ -452,3 +452,31 @@ on_both_stores!(
     landed,
     a_commit_reported_failed_that_landed_still_sends_its_reply_once
 );
+
+/// Text Meta may pass through but PostgreSQL's text type refuses (a NUL character) in a
+/// message and a profile name: the conversation still answers, and answers what comes next.
+async fn a_nul_character_does_not_stall_a_conversation(db: TestDb) {
+    let graph = Arc::new(FakeGraph::start().await);
+    let app = spawn_app(test_settings(&db, &graph), Arc::new(Echo)).await;
+    let user = "6281200000023";
+    let body = text_webhook(PNID, user, "wamid.N1", "a\u{0}b", now_secs())
+        .replace("Test User", "Te\\u0000st");
+    assert!(body.contains("\\u0000"), "{body}");
+    assert_eq!(app.post_webhook(&body).await, 200);
+    assert_eq!(
+        app.post_webhook(&text_webhook(PNID, user, "wamid.N2", "next", now_secs()))
+            .await,
+        200
+    );
+    assert!(
+        graph
+            .wait_until(Duration::from_secs(10), |a| a
+                .iter()
+                .any(|a| a.text() == Some("echo: next")))
+            .await,
+        "the conversation goes on: {:?}",
+        graph.delivered_texts()
+    );
+    app.stop().await;
+}
+on_both_stores!(nul, a_nul_character_does_not_stall_a_conversation);
