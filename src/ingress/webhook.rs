@@ -52,8 +52,28 @@ fn result(label: &'static str, status: StatusCode, body: &'static str) -> Respon
     (status, body).into_response()
 }
 
-pub async fn receive(State(app): State<AppState>, headers: HeaderMap, body: Bytes) -> Response {
+pub async fn receive(
+    State(app): State<AppState>,
+    headers: HeaderMap,
+    body: Result<Bytes, axum::extract::rejection::BytesRejection>,
+) -> Response {
     let arrived = std::time::Instant::now();
+    let body = match body {
+        Ok(b) => b,
+        // Over the 4 MiB limit (413), or a body that broke off: counted like the rest.
+        Err(e) if e.status() == StatusCode::PAYLOAD_TOO_LARGE => {
+            tracing::warn!("Webhook refused: body over the size limit.");
+            return result("result=\"too_large\"", e.status(), "body too large");
+        }
+        Err(e) => {
+            tracing::warn!(error = %e, "Webhook body could not be read.");
+            return result(
+                "result=\"unreadable\"",
+                e.status(),
+                "body could not be read",
+            );
+        }
+    };
     if app.draining() {
         return result(
             "result=\"draining\"",

@@ -281,6 +281,11 @@ async fn an_oversize_body_gets_413(db: TestDb) {
     let big = vec![b' '; 4 * 1024 * 1024 + 1];
     let sig = parley::ingress::signature::sign(SECRET.as_bytes(), &big);
     assert_eq!(app.post_raw(big, Some(&sig)).await, 413);
+    let (_, metrics) = app.get("/metrics").await;
+    assert!(
+        metrics.contains("parley_webhooks_total{result=\"too_large\"}"),
+        "refusals are counted"
+    );
     // Just under the limit is read (and, not being JSON, recorded as malformed).
     let ok = vec![b' '; 3 * 1024 * 1024];
     let sig = parley::ingress::signature::sign(SECRET.as_bytes(), &ok);
