@@ -364,6 +364,13 @@ pub fn answer(
     out
 }
 
+/// A human took the conversation: the session ends without a word, and the answer of a call
+/// still in flight is not waited for (it is ignored when it comes).
+pub fn handed_to_human(s: &mut BotSession, now: i64) {
+    s.last_activity = now;
+    s.end(BotStatus::HandedOff);
+}
+
 /// The session's idle timer fired.
 pub fn timer_fired(bot: &Bot, s: &mut BotSession, since: Option<i64>, now: i64) -> Outcome {
     let mut out = Outcome::default();

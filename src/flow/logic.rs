@@ -466,6 +466,14 @@ impl FlowLogic {
             let human = state.human_handled_at.is_some();
             let now = ctx.now_ms;
             let out = match (bots.get(&session.bot), event) {
+                // A human has the conversation (an admin's handoff or reply, a flow's handoff
+                // node): the bot stops speaking, and the answer of a call in flight is
+                // ignored when it comes. A flow's chatbot node then waits for the release,
+                // as when its bot hands off by itself.
+                _ if state.handoff.is_some() => {
+                    bot_session::handed_to_human(&mut session, now);
+                    Some(Outcome::default())
+                }
                 (None, _) => {
                     // The bot's file is gone: the session ends.
                     session.status = bot_session::BotStatus::Completed;
@@ -668,5 +676,142 @@ impl FlowLogic {
             }
         }
         (state, effects)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::chatbot::session::{BotAnswer, BotCall, BotStatus};
+    use crate::conversation::WindowPolicy;
+    use crate::whatsapp::send::OutboundMessage;
+
+    const BOT: &str = "provider: p\nmodel: m\nsystem_prompt: be brief\n";
+
+    fn logic(flows: &[(&str, &str)]) -> FlowLogic {
+        let files: Vec<(String, String)> = flows
+            .iter()
+            .map(|(p, s)| (p.to_string(), s.to_string()))
+            .collect();
+        let set = FlowSet::load(&files).unwrap();
+        let bots = BotSet::load(&[("bots/helper.yaml".into(), BOT.into())], None).unwrap();
+        FlowLogic {
+            flows: FlowRegistry::with_bots(set, bots, None),
+        }
+    }
+
+    fn ctx(now_ms: i64) -> StepContext {
+        StepContext {
+            now_ms,
+            mark_read: false,
+            handoff_timeout_ms: 0,
+            default_bot: Some("helper".into()),
+            fetch_media: false,
+            transcribe: false,
+            outside_window: WindowPolicy::Fail,
+            hold_ms: 0,
+        }
+    }
+
+    fn says(text: &str, at_ms: i64) -> ConversationEvent {
+        ConversationEvent::Inbound {
+            seq: at_ms,
+            message: Arc::new(InboundMessage {
+                phone_number_id: "1".into(),
+                display_phone_number: String::new(),
+                from: Some("6281234567890".into()),
+                user_id: None,
+                profile_name: None,
+                wamid: format!("wamid.{at_ms}"),
+                timestamp: at_ms / 1000,
+                context: None,
+                referral: None,
+                errors: vec![],
+                content: MessageContent::Text { body: text.into() },
+            }),
+        }
+    }
+
+    fn call_of(effects: &[Effect]) -> BotCall {
+        effects
+            .iter()
+            .find_map(|e| match e {
+                Effect::BotCall(c) => Some(c.clone()),
+                _ => None,
+            })
+            .expect("a model call")
+    }
+
+    fn answered(call: &BotCall, text: &str) -> ConversationEvent {
+        ConversationEvent::BotResult(BotAnswer {
+            id: call.id.clone(),
+            text: Some(text.into()),
+            handoff: false,
+            tokens_in: 10,
+            tokens_out: 5,
+            latency_ms: 800,
+            error: None,
+        })
+    }
+
+    fn sent(effects: &[Effect]) -> Vec<&str> {
+        effects
+            .iter()
+            .filter_map(|e| match e {
+                Effect::Send {
+                    message: OutboundMessage::Text { body, .. },
+                    ..
+                } => Some(body.as_str()),
+                _ => None,
+            })
+            .collect()
+    }
+
+    #[test]
+    fn a_handoff_while_the_model_answers_silences_the_bot_until_the_release() {
+        for human in [
+            ConversationEvent::Handoff {
+                reason: "vip".into(),
+            },
+            ConversationEvent::AgentReply {
+                request_id: "r".into(),
+                message: OutboundMessage::Text {
+                    body: "Ana here".into(),
+                    preview_url: false,
+                },
+            },
+        ] {
+            let l = logic(&[]);
+            let s = ConversationState::default();
+            let now = 1_700_000_000_000;
+            let (s, e) = l.step(s, &says("when do you open?", now), &ctx(now));
+            let call = call_of(&e);
+            // A message while the model thinks would be put to it after the answer.
+            let (s, _) = l.step(s, &says("and close?", now + 100), &ctx(now + 100));
+            let (s, e) = l.step(s, &human, &ctx(now + 200));
+            assert!(s.handoff.is_some());
+            assert!(bot_of(&s).is_none(), "the session ended with the handoff");
+            assert!(
+                e.iter()
+                    .any(|e| matches!(e, Effect::BotRecord(r) if r.status == BotStatus::HandedOff)),
+                "{e:?}"
+            );
+            // The answer comes while a human has the conversation: nothing is sent, nothing
+            // asked again.
+            let (s, e) = l.step(s, &answered(&call, "We open at 8."), &ctx(now + 800));
+            assert!(sent(&e).is_empty(), "{e:?}");
+            assert!(!e.iter().any(|e| matches!(e, Effect::BotCall(_))), "{e:?}");
+            let (s, e) = l.step(s, &says("hello?", now + 900), &ctx(now + 900));
+            assert!(sent(&e).is_empty() && !e.iter().any(|e| matches!(e, Effect::BotCall(_))));
+            // Released: the bot answers again.
+            let release = ConversationEvent::Release {
+                reason: "done".into(),
+            };
+            let (s, _) = l.step(s, &release, &ctx(now + 1_000));
+            let (s, e) = l.step(s, &says("thanks", now + 1_100), &ctx(now + 1_100));
+            let call = call_of(&e);
+            let (_, e) = l.step(s, &answered(&call, "Welcome."), &ctx(now + 1_200));
+            assert_eq!(sent(&e), vec!["Welcome."]);
+        }
     }
 }

@@ -736,3 +736,120 @@ on_both_stores!(
     landed_answer,
     an_answer_whose_commit_landed_unacknowledged_is_sent_once_and_not_asked_again
 );
+
+async fn admin_post(app: &TestApp, user: &str, action: &str) {
+    let path = format!("/conversations/{PNID}/{user}/{action}");
+    let (status, body) = app
+        .admin(Method::POST, &path, Some(ADMIN_TOKEN), Some(json!({})))
+        .await;
+    assert_eq!(status, 200, "{action}: {body}");
+}
+
+/// An admin takes the conversation while the model is answering: its answer arrives with a
+/// human in charge and is never sent, the message that waited for it is not put to the
+/// model; after the release the bot answers again.
+async fn a_handoff_while_the_model_answers_keeps_the_bot_silent(db: TestDb) {
+    let graph = Arc::new(FakeGraph::start().await);
+    let (base, seen) = fake_provider(
+        ProviderKind::Openai,
+        vec![
+            Reply::Slow(800, "Talking over the agent."),
+            Reply::Text("Back to help."),
+        ],
+    )
+    .await;
+    let (settings, _dir) = setup(&db, &graph, ProviderKind::Openai, base, true);
+    let app = spawn_app_with_flows(settings).await;
+    let user = "6281200000410";
+    ask_the_bot(&app, &seen, user, "wamid.O1", "can I return this?").await;
+    app.post_webhook(&text_webhook(
+        PNID,
+        user,
+        "wamid.O2",
+        "it's broken",
+        now_secs(),
+    ))
+    .await;
+    admin_post(&app, user, "handoff").await;
+    // Well past the model's 800 ms: its answer has come and gone.
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    assert!(
+        graph.delivered_texts().is_empty(),
+        "the bot talked over the human: {:?}",
+        graph.delivered_texts()
+    );
+    assert_eq!(seen.bodies().len(), 1, "nothing more is put to the model");
+    let (_, bots) = app
+        .admin(Method::GET, "/bots", Some(ADMIN_TOKEN), None)
+        .await;
+    assert_eq!(
+        bots["bots"][0]["sessions"],
+        json!({"handed_off": 1}),
+        "{bots}"
+    );
+
+    admin_post(&app, user, "release").await;
+    app.post_webhook(&text_webhook(PNID, user, "wamid.O3", "hello?", now_secs()))
+        .await;
+    assert_eq!(until_texts(&graph, 1).await, vec!["Back to help."]);
+    assert_eq!(contents(&seen.bodies()[1]).last(), Some(&"hello?"));
+    app.stop().await;
+}
+on_both_stores!(
+    handoff_in_flight,
+    a_handoff_while_the_model_answers_keeps_the_bot_silent
+);
+
+/// A flow's chatbot node when an admin takes the conversation: the node's bot session ends
+/// (as its own handoff would), the model's late answer is not sent, and the release moves
+/// the flow on exactly once.
+async fn a_handoff_in_a_flows_chatbot_node_continues_the_flow_once(db: TestDb) {
+    let graph = Arc::new(FakeGraph::start().await);
+    let (base, seen) = fake_provider(
+        ProviderKind::Openai,
+        vec![Reply::Slow(800, "Talking over the agent.")],
+    )
+    .await;
+    let (settings, _dir) = setup(&db, &graph, ProviderKind::Openai, base, false);
+    let app = spawn_app_with_flows(settings).await;
+    let user = "6281200000411";
+    app.post_webhook(&text_webhook(
+        PNID,
+        user,
+        "wamid.C1",
+        "concierge",
+        now_secs(),
+    ))
+    .await;
+    until_texts(&graph, 1).await;
+    ask_the_bot(&app, &seen, user, "wamid.C2", "price of kopi?").await;
+    admin_post(&app, user, "handoff").await;
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    admin_post(&app, user, "release").await;
+    assert_eq!(
+        until_texts(&graph, 2).await,
+        vec![
+            "Ask our assistant; send done when finished.",
+            "Back in the flow."
+        ]
+    );
+    // The flow is over and the bot's session with it: a later message reaches neither.
+    app.post_webhook(&text_webhook(PNID, user, "wamid.C3", "done", now_secs()))
+        .await;
+    tokio::time::sleep(Duration::from_millis(1000)).await;
+    assert_eq!(
+        graph.delivered_texts().len(),
+        2,
+        "{:?}",
+        graph.delivered_texts()
+    );
+    assert_eq!(seen.bodies().len(), 1);
+    let conv = conversation(&app, user).await;
+    assert!(conv["state"]["ext"]["bot"].is_null(), "{conv}");
+    assert!(conv["state"]["ext"]["flow"].is_null(), "{conv}");
+    app.stop().await;
+}
+on_both_stores!(
+    flow_chatbot_handoff,
+    a_handoff_in_a_flows_chatbot_node_continues_the_flow_once
+);
