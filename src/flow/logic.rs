@@ -309,15 +309,11 @@ fn start_bot(
     first: Option<&str>,
 ) {
     let (mut session, mut out) = bot_session::start(bot, ctx.now_ms, from_flow, until);
+    // The first session after a human's turn tells its model so; later ones do not.
+    session.human_note = state.human_handled_at.take().is_some();
     effects.push(Effect::BotRecord(session.summary(true)));
     if let Some(text) = first {
-        let more = bot_session::user_text(
-            bot,
-            &mut session,
-            text,
-            ctx.now_ms,
-            state.human_handled_at.is_some(),
-        );
+        let more = bot_session::user_text(bot, &mut session, text, ctx.now_ms);
         out.effects.extend(more.effects);
         out.handoff = more.handoff;
     }
@@ -463,7 +459,6 @@ impl FlowLogic {
         let mut bot_done = false;
         if let Some(mut session) = bot_of(&state) {
             let before = session.summary(false);
-            let human = state.human_handled_at.is_some();
             let now = ctx.now_ms;
             let out = match (bots.get(&session.bot), event) {
                 // A human has the conversation (an admin's handoff or reply, a flow's handoff
@@ -483,10 +478,10 @@ impl FlowLogic {
                     if state.handoff.is_none() =>
                 {
                     text_of(&message.content)
-                        .map(|t| bot_session::user_text(bot, &mut session, t, now, human))
+                        .map(|t| bot_session::user_text(bot, &mut session, t, now))
                 }
                 (Some(bot), ConversationEvent::BotResult(answer)) => {
-                    Some(bot_session::answer(bot, &mut session, answer, now, human))
+                    Some(bot_session::answer(bot, &mut session, answer, now))
                 }
                 (Some(bot), ConversationEvent::TimerFired { name, payload, .. })
                     if name == BOT_TIMER =>
@@ -813,5 +808,54 @@ mod tests {
             let (_, e) = l.step(s, &answered(&call, "Welcome."), &ctx(now + 1_200));
             assert_eq!(sent(&e), vec!["Welcome."]);
         }
+    }
+
+    fn texts(call: &BotCall) -> Vec<&str> {
+        call.messages.iter().map(|t| t.text.as_str()).collect()
+    }
+
+    #[test]
+    fn only_the_first_session_after_a_human_is_told_of_the_human() {
+        let l = logic(&[]);
+        let timeout = l.flows.bots().get("helper").unwrap().timeout_ms;
+        let now = 1_700_000_000_000;
+        let (s, e) = l.step(ConversationState::default(), &says("q1", now), &ctx(now));
+        assert_eq!(texts(&call_of(&e)), vec!["q1"]);
+        let handoff = ConversationEvent::Handoff {
+            reason: "vip".into(),
+        };
+        let (s, _) = l.step(s, &handoff, &ctx(now + 1));
+        let release = ConversationEvent::Release {
+            reason: "done".into(),
+        };
+        let (s, _) = l.step(s, &release, &ctx(now + 2));
+        assert!(s.human_handled_at.is_some());
+
+        // The session after the release: the note opens every call of it.
+        let (s, e) = l.step(s, &says("q2", now + 3), &ctx(now + 3));
+        let call = call_of(&e);
+        assert_eq!(texts(&call), vec![bot_session::HUMAN_NOTE, "q2"]);
+        assert_eq!(call.system, "be brief", "the bot's own prompt, unchanged");
+        assert!(s.human_handled_at.is_none(), "the note is taken once");
+        let (s, _) = l.step(s, &answered(&call, "a2"), &ctx(now + 4));
+        let (s, e) = l.step(s, &says("q3", now + 5), &ctx(now + 5));
+        assert_eq!(
+            texts(&call_of(&e)),
+            vec![bot_session::HUMAN_NOTE, "q2", "a2", "q3"]
+        );
+        let call = call_of(&e);
+        let (s, _) = l.step(s, &answered(&call, "a3"), &ctx(now + 6));
+
+        // That session times out; the next one knows nothing of the human.
+        let fired = ConversationEvent::TimerFired {
+            timer_id: 1,
+            name: BOT_TIMER.into(),
+            payload: json!({ "since": now + 3 }),
+        };
+        let later = now + 6 + timeout;
+        let (s, _) = l.step(s, &fired, &ctx(later));
+        assert!(bot_of(&s).is_none());
+        let (_, e) = l.step(s, &says("q4", later + 1), &ctx(later + 1));
+        assert_eq!(texts(&call_of(&e)), vec!["q4"]);
     }
 }

@@ -853,3 +853,61 @@ on_both_stores!(
     flow_chatbot_handoff,
     a_handoff_in_a_flows_chatbot_node_continues_the_flow_once
 );
+
+const ONCE: &str = r#"
+provider: fake
+model: tiny-1
+system_prompt: "Answer once."
+max_turns: 1
+on_max_turns: end
+max_turns_message: "That is all for now."
+"#;
+
+/// Back to the bot after a human: the first session after the release tells the model a
+/// human handled the conversation (a note opening the context, the system prompt as the
+/// bot's file says); the session after it does not.
+async fn the_first_session_after_a_human_is_told_and_only_it(db: TestDb) {
+    let graph = Arc::new(FakeGraph::start().await);
+    let (base, seen) = fake_provider(ProviderKind::Openai, vec![Reply::Text("Answer.")]).await;
+    let (mut settings, dir) = setup(&db, &graph, ProviderKind::Openai, base, false);
+    std::fs::write(dir.path().join("bots/once.yaml"), ONCE).unwrap();
+    settings.accounts[0].default_bot = Some("once".into());
+    let app = spawn_app_with_flows(settings).await;
+    let user = "6281200000412";
+    let say = |wamid: &'static str, text: &'static str| {
+        let app = &app;
+        async move {
+            app.post_webhook(&text_webhook(PNID, user, wamid, text, now_secs()))
+                .await;
+        }
+    };
+    say("wamid.N1", "q1").await;
+    until_texts(&graph, 1).await;
+    admin_post(&app, user, "handoff").await;
+    admin_post(&app, user, "release").await;
+    say("wamid.N2", "q2").await;
+    until_texts(&graph, 2).await;
+    // max_turns 1: this ends the session after the release ...
+    say("wamid.N3", "q3").await;
+    assert_eq!(until_texts(&graph, 3).await[2], "That is all for now.");
+    // ... and this starts the next.
+    say("wamid.N4", "q4").await;
+    until_texts(&graph, 4).await;
+    let bodies = seen.bodies();
+    assert_eq!(bodies.len(), 3, "{bodies:?}");
+    let note = parley::chatbot::session::HUMAN_NOTE;
+    assert_eq!(contents(&bodies[0]), ["Answer once.", "q1"]);
+    assert_eq!(contents(&bodies[1]), ["Answer once.", note, "q2"]);
+    assert_eq!(
+        contents(&bodies[2]),
+        ["Answer once.", "q4"],
+        "the note was for the first session after the human only"
+    );
+    let conv = conversation(&app, user).await;
+    assert!(conv["state"]["human_handled_at"].is_null(), "{conv}");
+    app.stop().await;
+}
+on_both_stores!(
+    back_from_a_human,
+    the_first_session_after_a_human_is_told_and_only_it
+);
