@@ -911,3 +911,58 @@ on_both_stores!(
     back_from_a_human,
     the_first_session_after_a_human_is_told_and_only_it
 );
+
+/// A bot file in `flows/bots/` edited in place (the folder's listing unchanged) is reloaded
+/// by the watcher, without SIGHUP: new sessions get the new welcome and system prompt.
+async fn an_edited_bot_file_is_picked_up_by_the_watcher(db: TestDb) {
+    let graph = Arc::new(FakeGraph::start().await);
+    let (base, seen) = fake_provider(ProviderKind::Openai, vec![Reply::Text("Answer.")]).await;
+    let (mut settings, dir) = setup(&db, &graph, ProviderKind::Openai, base, true);
+    settings.flows.watch = true;
+    let app = spawn_app_with_flows(settings).await;
+    ask_the_bot(&app, &seen, "6281200000420", "wamid.W0", "hello").await;
+    assert_eq!(
+        seen.bodies()[0]["messages"][0]["content"],
+        "You are the shop's assistant."
+    );
+    let edited = BOT.replace(
+        "system_prompt: \"You are the shop's assistant.\"",
+        "system_prompt: \"You are the shop's new assistant.\"\nwelcome: \"Welcome to v2.\"",
+    );
+    std::fs::write(dir.path().join("bots/assistant.yaml"), edited).unwrap();
+    let new_prompt = |seen: &Seen| {
+        seen.bodies()
+            .iter()
+            .any(|b| b["messages"][0]["content"] == "You are the shop's new assistant.")
+    };
+    // Each try is a new customer, so a new session with the bot as loaded then.
+    let mut tries = 0;
+    while !new_prompt(&seen) && tries < 20 {
+        tries += 1;
+        let user = format!("62812000005{tries:02}");
+        app.post_webhook(&text_webhook(
+            PNID,
+            &user,
+            &format!("wamid.W{tries}"),
+            "hello",
+            now_secs(),
+        ))
+        .await;
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+    assert!(
+        new_prompt(&seen),
+        "the watcher reloaded the edited bot file"
+    );
+    assert!(
+        graph
+            .wait_until(Duration::from_secs(5), |a| a
+                .iter()
+                .any(|a| a.text() == Some("Welcome to v2.")))
+            .await,
+        "the new welcome: {:?}",
+        graph.delivered_texts()
+    );
+    app.stop().await;
+}
+on_both_stores!(bot_watcher, an_edited_bot_file_is_picked_up_by_the_watcher);
