@@ -966,3 +966,240 @@ async fn an_edited_bot_file_is_picked_up_by_the_watcher(db: TestDb) {
     app.stop().await;
 }
 on_both_stores!(bot_watcher, an_edited_bot_file_is_picked_up_by_the_watcher);
+
+/// One request a fake provider received: when, its path, headers and body.
+#[derive(Clone)]
+struct Request {
+    at: std::time::Instant,
+    path: String,
+    headers: HeaderMap,
+    body: Value,
+}
+
+/// A fake provider speaking whatever `answer` says for the n-th request (status, extra
+/// header, JSON body, delay), at any path; it records every request and the most requests
+/// it ever had in flight at once.
+#[derive(Clone, Default)]
+struct Scripted {
+    requests: Arc<Mutex<Vec<Request>>>,
+    in_flight: Arc<std::sync::atomic::AtomicUsize>,
+    max_in_flight: Arc<std::sync::atomic::AtomicUsize>,
+}
+
+type Script =
+    Arc<dyn Fn(usize) -> (u16, Option<(&'static str, &'static str)>, Value, u64) + Send + Sync>;
+
+async fn scripted_provider(script: Script) -> (String, Scripted) {
+    use std::sync::atomic::Ordering::SeqCst;
+    let fake = Scripted::default();
+    let state = fake.clone();
+    let handler = move |uri: axum::http::Uri, headers: HeaderMap, body: axum::body::Bytes| {
+        let state = state.clone();
+        let script = script.clone();
+        async move {
+            let now = state.in_flight.fetch_add(1, SeqCst) + 1;
+            state.max_in_flight.fetch_max(now, SeqCst);
+            let n = {
+                let mut r = state.requests.lock().unwrap();
+                r.push(Request {
+                    at: std::time::Instant::now(),
+                    path: uri.path().to_string(),
+                    headers,
+                    body: serde_json::from_slice(&body).unwrap_or(Value::Null),
+                });
+                r.len() - 1
+            };
+            let (status, header, json, delay) = script(n);
+            tokio::time::sleep(Duration::from_millis(delay)).await;
+            state.in_flight.fetch_sub(1, SeqCst);
+            let mut resp =
+                (StatusCode::from_u16(status).unwrap(), axum::Json(json)).into_response();
+            if let Some((k, v)) = header {
+                resp.headers_mut().insert(k, v.parse().unwrap());
+            }
+            resp
+        }
+    };
+    let app = axum::Router::new().fallback(handler);
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(async move { axum::serve(listener, app).await });
+    (format!("http://{addr}"), fake)
+}
+
+fn openai_text(text: &str) -> Value {
+    json!({
+        "choices": [{"message": {"role": "assistant", "content": text}}],
+        "usage": {"prompt_tokens": 100, "completion_tokens": 20}
+    })
+}
+
+/// A bot on Google Gemini's generateContent, end to end against a fake speaking its shape:
+/// the model in the URL, the key in `x-goog-api-key`, the system prompt as
+/// `systemInstruction`, the context as `contents` with roles `user` / `model`, the handoff
+/// tool as a function declaration; its answer and token counts (`usageMetadata`) read back.
+async fn a_bot_talks_to_gemini_in_its_own_shape(db: TestDb) {
+    let graph = Arc::new(FakeGraph::start().await);
+    let (base, fake) = scripted_provider(Arc::new(|n| {
+        let text = ["Gemini: we open at 8.", "Gemini: until 21:00."][n.min(1)];
+        let answer = json!({
+            "candidates": [{"content": {"role": "model", "parts": [{"text": text}]}, "finishReason": "STOP"}],
+            "usageMetadata": {"promptTokenCount": 100, "candidatesTokenCount": 20, "totalTokenCount": 120}
+        });
+        (200, None, answer, 0)
+    }))
+    .await;
+    let (settings, _dir) = setup(&db, &graph, ProviderKind::Gemini, base, true);
+    let app = spawn_app_with_flows(settings).await;
+    let user = "6281200000430";
+    app.post_webhook(&text_webhook(
+        PNID,
+        user,
+        "wamid.G1",
+        "when do you open?",
+        now_secs(),
+    ))
+    .await;
+    assert_eq!(until_texts(&graph, 1).await, vec!["Gemini: we open at 8."]);
+    app.post_webhook(&text_webhook(
+        PNID,
+        user,
+        "wamid.G2",
+        "and close?",
+        now_secs(),
+    ))
+    .await;
+    assert_eq!(until_texts(&graph, 2).await[1], "Gemini: until 21:00.");
+
+    let requests = fake.requests.lock().unwrap().clone();
+    assert_eq!(requests.len(), 2);
+    for r in &requests {
+        assert_eq!(r.path, "/v1beta/models/tiny-1:generateContent");
+        assert_eq!(
+            r.headers
+                .get("x-goog-api-key")
+                .and_then(|v| v.to_str().ok()),
+            Some("sk-test")
+        );
+        assert!(
+            r.headers.get("authorization").is_none(),
+            "the key goes in x-goog-api-key only"
+        );
+        assert_eq!(
+            r.body["systemInstruction"],
+            json!({"parts": [{"text": "You are the shop's assistant."}]})
+        );
+        assert_eq!(
+            r.body["tools"][0]["functionDeclarations"][0]["name"],
+            "handoff"
+        );
+        assert!(
+            r.body["generationConfig"]["maxOutputTokens"].is_u64(),
+            "{}",
+            r.body
+        );
+        assert!(r.body.get("messages").is_none() && r.body.get("model").is_none());
+    }
+    assert_eq!(
+        requests[0].body["contents"],
+        json!([{"role": "user", "parts": [{"text": "when do you open?"}]}])
+    );
+    assert_eq!(
+        requests[1].body["contents"],
+        json!([
+            {"role": "user", "parts": [{"text": "when do you open?"}]},
+            {"role": "model", "parts": [{"text": "Gemini: we open at 8."}]},
+            {"role": "user", "parts": [{"text": "and close?"}]}
+        ])
+    );
+    // 2 answers × (100 tokens in at 0.001 + 20 out at 0.002 per 1K), from usageMetadata.
+    let (_, bots) = app
+        .admin(Method::GET, "/bots", Some(ADMIN_TOKEN), None)
+        .await;
+    assert_eq!(bots["bots"][0]["answers"], 2, "{bots}");
+    assert_eq!(bots["bots"][0]["cost"], "0.00028", "{bots}");
+    app.stop().await;
+}
+on_both_stores!(gemini, a_bot_talks_to_gemini_in_its_own_shape);
+
+/// `max_retries`: a 429 is retried no sooner than its Retry-After, a 503 after a backoff;
+/// the customer gets the answer of the third attempt and never the fallback.
+async fn a_provider_is_retried_on_429_and_5xx(db: TestDb) {
+    let graph = Arc::new(FakeGraph::start().await);
+    let (base, fake) = scripted_provider(Arc::new(|n| match n {
+        0 => (
+            429,
+            Some(("retry-after", "1")),
+            json!({"error": "slow down"}),
+            0,
+        ),
+        1 => (503, None, json!({"error": "busy"}), 0),
+        _ => (200, None, openai_text("Third time lucky."), 0),
+    }))
+    .await;
+    let (mut settings, _dir) = setup(&db, &graph, ProviderKind::Openai, base, true);
+    settings.ai.providers.get_mut("fake").unwrap().max_retries = 2;
+    let app = spawn_app_with_flows(settings).await;
+    app.post_webhook(&text_webhook(
+        PNID,
+        "6281200000431",
+        "wamid.Y1",
+        "hello?",
+        now_secs(),
+    ))
+    .await;
+    assert_eq!(until_texts(&graph, 1).await, vec!["Third time lucky."]);
+    let requests = fake.requests.lock().unwrap().clone();
+    assert_eq!(requests.len(), 3, "one call, three attempts");
+    assert!(
+        requests[1].at - requests[0].at >= Duration::from_millis(990),
+        "a 429 waits for its Retry-After: {:?}",
+        requests[1].at - requests[0].at
+    );
+    assert!(
+        requests[2].at - requests[1].at >= Duration::from_millis(100),
+        "a 5xx waits for a backoff: {:?}",
+        requests[2].at - requests[1].at
+    );
+    assert!(
+        requests.iter().all(|r| r.body == requests[0].body),
+        "the same request each time"
+    );
+    app.stop().await;
+}
+on_both_stores!(provider_retries, a_provider_is_retried_on_429_and_5xx);
+
+/// `concurrency: 2`: many conversations ask a slow model at once; the provider never has more
+/// than two requests in flight, and everyone is answered.
+async fn a_provider_never_has_more_calls_in_flight_than_its_concurrency(db: TestDb) {
+    use std::sync::atomic::Ordering::SeqCst;
+    let graph = Arc::new(FakeGraph::start().await);
+    let (base, fake) =
+        scripted_provider(Arc::new(|_| (200, None, openai_text("Slowly."), 300))).await;
+    let (mut settings, _dir) = setup(&db, &graph, ProviderKind::Openai, base, true);
+    settings.ai.providers.get_mut("fake").unwrap().concurrency = 2;
+    let app = spawn_app_with_flows(settings).await;
+    for i in 0..6 {
+        let user = format!("62812000006{i:02}");
+        app.post_webhook(&text_webhook(
+            PNID,
+            &user,
+            &format!("wamid.K{i}"),
+            "hi",
+            now_secs(),
+        ))
+        .await;
+    }
+    assert_eq!(until_texts(&graph, 6).await.len(), 6);
+    assert_eq!(fake.requests.lock().unwrap().len(), 6);
+    assert_eq!(
+        fake.max_in_flight.load(SeqCst),
+        2,
+        "at most (and, with six waiting, exactly) two requests in flight"
+    );
+    app.stop().await;
+}
+on_both_stores!(
+    provider_concurrency,
+    a_provider_never_has_more_calls_in_flight_than_its_concurrency
+);
