@@ -42,6 +42,8 @@ struct Registry {
     bots: Arc<BotSet>,
     /// The configured model providers, checked on reload (None: not checked).
     providers: Option<Vec<String>>,
+    /// (account, bot) of every account's `default_bot`: a reload must keep each bot.
+    default_bots: Vec<(String, String)>,
 }
 
 impl FlowRegistry {
@@ -57,7 +59,18 @@ impl FlowRegistry {
             last_error: None,
             bots: Arc::new(bots),
             providers,
+            default_bots: Vec::new(),
         })))
+    }
+
+    /// An account's `default_bot` (None: it has none): a reload that removes that bot is
+    /// refused, as the start is, naming the account and the bot.
+    pub fn require_default_bot(&self, account: &str, bot: Option<String>) {
+        let mut reg = self.0.write().unwrap_or_else(|e| e.into_inner());
+        reg.default_bots.retain(|(a, _)| a != account);
+        if let Some(bot) = bot {
+            reg.default_bots.push((account.to_string(), bot));
+        }
     }
 
     pub fn bots(&self) -> Arc<BotSet> {
@@ -122,13 +135,28 @@ impl FlowRegistry {
     /// Validate every file of `dir`; swap them in only if all are valid. On error the running
     /// flows stay and the errors are kept for `last_error`.
     pub fn reload(&self, dir: &std::path::Path) -> Result<Vec<(String, String)>, Vec<String>> {
-        let providers = self
-            .0
-            .read()
-            .unwrap_or_else(|e| e.into_inner())
-            .providers
-            .clone();
-        match super::load_all(dir, providers.as_deref()) {
+        let (providers, default_bots) = {
+            let reg = self.0.read().unwrap_or_else(|e| e.into_inner());
+            (reg.providers.clone(), reg.default_bots.clone())
+        };
+        let loaded = super::load_all(dir, providers.as_deref()).and_then(|(set, bots)| {
+            let missing: Vec<String> = default_bots
+                .iter()
+                .filter(|(_, bot)| bots.get(bot).is_none())
+                .map(|(account, bot)| {
+                    format!(
+                        "accounts.default_bot: `{bot}` (account {account}) is not a bot in {}",
+                        dir.join("bots").display()
+                    )
+                })
+                .collect();
+            if missing.is_empty() {
+                Ok((set, bots))
+            } else {
+                Err(missing)
+            }
+        });
+        match loaded {
             Ok((set, bots)) => {
                 let versions = set
                     .flows()
@@ -808,6 +836,33 @@ mod tests {
             let (_, e) = l.step(s, &answered(&call, "Welcome."), &ctx(now + 1_200));
             assert_eq!(sent(&e), vec!["Welcome."]);
         }
+    }
+
+    #[test]
+    fn a_reload_that_removes_a_default_bot_is_refused_naming_account_and_bot() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::create_dir(dir.path().join("bots")).unwrap();
+        std::fs::write(dir.path().join("bots/helper.yaml"), BOT).unwrap();
+        let l = logic(&[]);
+        l.flows
+            .require_default_bot("15550001", Some("helper".into()));
+        assert!(l.flows.reload(dir.path()).is_ok());
+        std::fs::rename(
+            dir.path().join("bots/helper.yaml"),
+            dir.path().join("bots/other.yaml"),
+        )
+        .unwrap();
+        let errors = l.flows.reload(dir.path()).unwrap_err();
+        assert_eq!(errors.len(), 1, "{errors:?}");
+        assert!(
+            errors[0].contains("`helper`") && errors[0].contains("account 15550001"),
+            "{errors:?}"
+        );
+        assert!(
+            l.flows.bots().get("helper").is_some(),
+            "the running bots stay"
+        );
+        assert!(l.flows.bots().get("other").is_none());
     }
 
     fn texts(call: &BotCall) -> Vec<&str> {

@@ -1203,3 +1203,35 @@ on_both_stores!(
     provider_concurrency,
     a_provider_never_has_more_calls_in_flight_than_its_concurrency
 );
+
+/// A reload that removes an account's `default_bot` is refused, as the start is, naming the
+/// account and the bot; the running bots stay and the default bot goes on answering.
+async fn a_reload_that_removes_the_default_bot_is_refused(db: TestDb) {
+    let graph = Arc::new(FakeGraph::start().await);
+    let (base, seen) = fake_provider(ProviderKind::Openai, vec![Reply::Text("Still here.")]).await;
+    let (settings, dir) = setup(&db, &graph, ProviderKind::Openai, base, true);
+    let app = spawn_app_with_flows(settings).await;
+    // Valid files, but the account's default bot is gone (renamed).
+    std::fs::remove_file(dir.path().join("concierge.yaml")).unwrap();
+    std::fs::rename(
+        dir.path().join("bots/assistant.yaml"),
+        dir.path().join("bots/helper.yaml"),
+    )
+    .unwrap();
+    let (status, body) = app
+        .admin(Method::POST, "/flows/reload", Some(ADMIN_TOKEN), None)
+        .await;
+    assert_eq!(status, 422, "{body}");
+    let errors = body["errors"].to_string();
+    assert!(
+        errors.contains("`assistant`") && errors.contains(&format!("account {PNID}")),
+        "{body}"
+    );
+    ask_the_bot(&app, &seen, "6281200000440", "wamid.D1", "hello?").await;
+    assert_eq!(until_texts(&graph, 1).await, vec!["Still here."]);
+    app.stop().await;
+}
+on_both_stores!(
+    reload_keeps_default_bot,
+    a_reload_that_removes_the_default_bot_is_refused
+);
