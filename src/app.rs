@@ -381,23 +381,29 @@ const WATCH_PERIOD: Duration = Duration::from_millis(500);
 const WATCH_QUIET: Duration = Duration::from_secs(1);
 
 /// Reload when the flow files change (`flows.watch`): polls names, sizes and modification
-/// times, debounced, so it works on any filesystem and needs no extra thread.
+/// times of the folder and its subfolders (`bots/`: a file edited in place changes neither
+/// the folder's entry nor its listing), debounced, so it works on any filesystem and needs no
+/// extra thread.
 async fn watch_flows(flows: crate::flow::FlowRegistry, dir: std::path::PathBuf, store: Store) {
-    let snapshot =
-        |dir: &std::path::Path| -> Vec<(std::path::PathBuf, u64, Option<std::time::SystemTime>)> {
-            let mut v: Vec<_> = std::fs::read_dir(dir)
-                .map(|it| {
-                    it.filter_map(Result::ok)
-                        .filter_map(|e| {
-                            let meta = e.metadata().ok()?;
-                            Some((e.path(), meta.len(), meta.modified().ok()))
-                        })
-                        .collect()
-                })
-                .unwrap_or_default();
-            v.sort();
-            v
+    type Entry = (std::path::PathBuf, u64, Option<std::time::SystemTime>);
+    fn walk(dir: &std::path::Path, depth: usize, out: &mut Vec<Entry>) {
+        let Ok(it) = std::fs::read_dir(dir) else {
+            return;
         };
+        for e in it.filter_map(Result::ok) {
+            let Ok(meta) = e.metadata() else { continue };
+            if meta.is_dir() && depth < 4 {
+                walk(&e.path(), depth + 1, out);
+            }
+            out.push((e.path(), meta.len(), meta.modified().ok()));
+        }
+    }
+    let snapshot = |dir: &std::path::Path| -> Vec<Entry> {
+        let mut v = Vec::new();
+        walk(dir, 0, &mut v);
+        v.sort();
+        v
+    };
     let mut seen = snapshot(&dir);
     let mut changed_at: Option<Instant> = None;
     loop {

@@ -135,6 +135,10 @@ struct TranscriptionTarget {
     api_key: SecretString,
     model: String,
     price_per_minute: Decimal,
+    /// The provider's `timeout` for one request, and its `concurrency` (transcriptions in
+    /// flight at once).
+    timeout: Duration,
+    permits: std::sync::Arc<tokio::sync::Semaphore>,
 }
 
 impl MediaFetcher {
@@ -152,6 +156,8 @@ impl MediaFetcher {
                 api_key: p.api_key.clone(),
                 model: t.model.clone(),
                 price_per_minute: Decimal::from_str(&t.price_per_minute).unwrap_or_default(),
+                timeout: p.timeout,
+                permits: std::sync::Arc::new(tokio::sync::Semaphore::new(p.concurrency.max(1))),
             })
         });
         Ok(MediaFetcher {
@@ -322,17 +328,28 @@ impl MediaFetcher {
         if !t.api_key.expose_secret().is_empty() {
             req = req.bearer_auth(t.api_key.expose_secret());
         }
-        let resp = req
-            .send()
+        // The provider's limits, as for its chat calls: no more than `concurrency` at once,
+        // each given up after `timeout` (the whole exchange, answer included).
+        let _permit = t
+            .permits
+            .acquire()
             .await
-            .map_err(|e| MediaError::Transcription(e.without_url().to_string()))?;
-        if !resp.status().is_success() {
-            return Err(MediaError::Transcription(format!("HTTP {}", resp.status())));
-        }
-        let a: Answer = resp
-            .json()
+            .map_err(|e| MediaError::Transcription(e.to_string()))?;
+        let exchange = async {
+            let resp = req
+                .send()
+                .await
+                .map_err(|e| MediaError::Transcription(e.without_url().to_string()))?;
+            if !resp.status().is_success() {
+                return Err(MediaError::Transcription(format!("HTTP {}", resp.status())));
+            }
+            resp.json::<Answer>()
+                .await
+                .map_err(|e| MediaError::Transcription(e.without_url().to_string()))
+        };
+        let a: Answer = tokio::time::timeout(t.timeout, exchange)
             .await
-            .map_err(|e| MediaError::Transcription(e.without_url().to_string()))?;
+            .map_err(|_| MediaError::Transcription(format!("timeout after {:?}", t.timeout)))??;
         // Duration as Decimal from its decimal text, never float arithmetic on money.
         let duration = a
             .duration

@@ -198,6 +198,13 @@ impl Actor for AccountActor {
         // conversations this actor starts, which hand them over themselves: read later by the
         // sender's scan they would pass for leftovers and wait as sends in doubt.
         let resume_through = args.engine.store.outbox_high_water().await?;
+        // A flows reload must keep this account's default bot (checked at start too).
+        if let Some(flows) = &args.engine.flows {
+            flows.require_default_bot(
+                &args.account.phone_number_id,
+                args.account.default_bot.clone(),
+            );
+        }
         let sender = OutboxSender::start(
             args.engine.clone(),
             args.account.clone(),

@@ -13,6 +13,9 @@ use crate::whatsapp::send::OutboundMessage;
 pub const BOT_TIMER: &str = "bot:timeout";
 /// Messages kept while the model is answering (the rest are dropped).
 const MAX_DEFERRED: usize = 20;
+/// What the first session after a human's turn tells the model, ahead of the context.
+pub const HUMAN_NOTE: &str =
+    "[Note: a human agent handled this conversation before you; continue politely from there.]";
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
@@ -100,9 +103,14 @@ pub struct BotSession {
     /// Id of the call in flight (its request is the context: see [`pending_call`]).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub pending: Option<String>,
-    /// The system prompt of the call in flight noted that a human handled the conversation.
-    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
-    pub pending_noted: bool,
+    /// The first session after a human handled the conversation: every call of it tells the
+    /// model so (the conversation's `human_handled_at` is consumed when the session starts).
+    #[serde(
+        default,
+        alias = "pending_noted",
+        skip_serializing_if = "std::ops::Not::not"
+    )]
+    pub human_note: bool,
     /// Messages that came while the model was answering.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub deferred: Vec<String>,
@@ -200,7 +208,7 @@ pub fn start(bot: &Bot, now: i64, from_flow: bool, until: Vec<String>) -> (BotSe
         tokens_out: 0,
         cost: Decimal::ZERO,
         pending: None,
-        pending_noted: false,
+        human_note: false,
         deferred: Vec::new(),
         failures: 0,
         from_flow,
@@ -223,15 +231,8 @@ fn asks_for_human(bot: &Bot, normalized: &str) -> bool {
     })
 }
 
-/// The user wrote `text`. `human_handled`: a human had the conversation earlier (the model
-/// is told so).
-pub fn user_text(
-    bot: &Bot,
-    s: &mut BotSession,
-    text_in: &str,
-    now: i64,
-    human_handled: bool,
-) -> Outcome {
+/// The user wrote `text`.
+pub fn user_text(bot: &Bot, s: &mut BotSession, text_in: &str, now: i64) -> Outcome {
     let mut out = Outcome::default();
     let n = normalize(text_in);
     s.last_activity = now;
@@ -250,19 +251,12 @@ pub fn user_text(
         }
         return out;
     }
-    ask(bot, s, text_in.to_string(), now, human_handled, &mut out);
+    ask(bot, s, text_in.to_string(), now, &mut out);
     out
 }
 
 /// Put the user's message to the model, unless a limit says otherwise.
-fn ask(
-    bot: &Bot,
-    s: &mut BotSession,
-    user: String,
-    now: i64,
-    human_handled: bool,
-    out: &mut Outcome,
-) {
+fn ask(bot: &Bot, s: &mut BotSession, user: String, now: i64, out: &mut Outcome) {
     if s.turns >= bot.max_turns {
         match bot.on_max_turns {
             OnMaxTurns::End => {
@@ -290,7 +284,6 @@ fn ask(
     s.remember(bot, Role::User, user);
     let key = format!("{}\0{}\0{}\0{now}", bot.id, s.started_at, s.turns);
     s.pending = Some(format!("bot-{}", content_hash(&key)));
-    s.pending_noted = human_handled;
     out.effects
         .extend(pending_call(bot, s).map(Effect::BotCall));
 }
@@ -299,19 +292,19 @@ fn ask(
 /// the context once; a restart makes the same call again).
 pub fn pending_call(bot: &Bot, s: &BotSession) -> Option<BotCall> {
     let id = s.pending.clone()?;
-    let mut system = bot.system_prompt.clone();
-    if s.pending_noted {
-        system.push_str(
-            "\n\nNote: a human agent handled this conversation before you; continue politely from there.",
-        );
-    }
+    // The note opens the context (not the system prompt, which is the bot's own): it is not
+    // stored, so the sliding window never drops it and it costs no slot of it.
+    let note = s.human_note.then(|| Turn {
+        role: Role::User,
+        text: HUMAN_NOTE.to_string(),
+    });
     Some(BotCall {
         id,
         bot: bot.id.clone(),
         provider: bot.provider.clone(),
         model: bot.model.clone(),
-        system,
-        messages: s.context.clone(),
+        system: bot.system_prompt.clone(),
+        messages: note.into_iter().chain(s.context.iter().cloned()).collect(),
         temperature: bot.temperature,
         max_tokens: bot.max_tokens,
         handoff_tool: bot.handoff_tool,
@@ -319,13 +312,7 @@ pub fn pending_call(bot: &Bot, s: &BotSession) -> Option<BotCall> {
 }
 
 /// The model answered (or failed).
-pub fn answer(
-    bot: &Bot,
-    s: &mut BotSession,
-    ans: &BotAnswer,
-    now: i64,
-    human_handled: bool,
-) -> Outcome {
+pub fn answer(bot: &Bot, s: &mut BotSession, ans: &BotAnswer, now: i64) -> Outcome {
     let mut out = Outcome::default();
     if s.pending.as_ref().is_none_or(|id| *id != ans.id) {
         return out; // not the call we wait for
@@ -359,9 +346,16 @@ pub fn answer(
     }
     if !s.deferred.is_empty() {
         let next = std::mem::take(&mut s.deferred).join("\n");
-        ask(bot, s, next, now, human_handled, &mut out);
+        ask(bot, s, next, now, &mut out);
     }
     out
+}
+
+/// A human took the conversation: the session ends without a word, and the answer of a call
+/// still in flight is not waited for (it is ignored when it comes).
+pub fn handed_to_human(s: &mut BotSession, now: i64) {
+    s.last_activity = now;
+    s.end(BotStatus::HandedOff);
 }
 
 /// The session's idle timer fired.
@@ -419,11 +413,11 @@ mod tests {
         let b = bot();
         let (mut s, out) = start(&b, 0, false, vec![]);
         assert!(matches!(&out.effects[0], Effect::Send { .. }));
-        let o = user_text(&b, &mut s, "one", 1, false);
+        let o = user_text(&b, &mut s, "one", 1);
         let c1 = call_of(&o);
         // A message while the model thinks waits for the answer.
-        assert!(user_text(&b, &mut s, "two", 2, false).effects.is_empty());
-        let o = answer(&b, &mut s, &ok(&c1, "a1"), 3, false);
+        assert!(user_text(&b, &mut s, "two", 2).effects.is_empty());
+        let o = answer(&b, &mut s, &ok(&c1, "a1"), 3);
         assert!(
             matches!(&o.effects[0], Effect::Send { message: OutboundMessage::Text { body, .. }, .. } if body == "a1")
         );
@@ -435,11 +429,11 @@ mod tests {
                 .collect::<Vec<_>>(),
             vec!["one", "a1", "two"]
         );
-        let o = answer(&b, &mut s, &ok(&c2, "a2"), 4, false);
+        let o = answer(&b, &mut s, &ok(&c2, "a2"), 4);
         assert_eq!(o.effects.len(), 1);
         assert_eq!(s.cost.to_string(), "0.006");
         // Two turns given: the next message ends the session, saying so.
-        let o = user_text(&b, &mut s, "three", 5, false);
+        let o = user_text(&b, &mut s, "three", 5);
         assert_eq!(
             sent(&o),
             vec!["Sorry, I cannot answer right now. Please try again later."]
@@ -475,9 +469,9 @@ mod tests {
         b.max_turns = 1;
         b.max_turns_message = Some("That is all I can answer.".into());
         let (mut s, _) = start(&b, 0, false, vec![]);
-        let c = call_of(&user_text(&b, &mut s, "q1", 1, false));
-        answer(&b, &mut s, &ok(&c, "a1"), 2, false);
-        let o = user_text(&b, &mut s, "q2", 3, false);
+        let c = call_of(&user_text(&b, &mut s, "q1", 1));
+        answer(&b, &mut s, &ok(&c, "a1"), 2);
+        let o = user_text(&b, &mut s, "q2", 3);
         assert_eq!(sent(&o), vec!["That is all I can answer."]);
         assert!(o.handoff.is_none());
         assert!(!o.effects.iter().any(|e| matches!(e, Effect::BotCall(_))));
@@ -487,9 +481,9 @@ mod tests {
         b.on_max_turns = OnMaxTurns::Handoff;
         b.max_turns_message = None;
         let (mut s, _) = start(&b, 0, false, vec![]);
-        let c = call_of(&user_text(&b, &mut s, "q1", 1, false));
-        answer(&b, &mut s, &ok(&c, "a1"), 2, false);
-        let o = user_text(&b, &mut s, "q2", 3, false);
+        let c = call_of(&user_text(&b, &mut s, "q1", 1));
+        answer(&b, &mut s, &ok(&c, "a1"), 2);
+        let o = user_text(&b, &mut s, "q2", 3);
         assert!(sent(&o).is_empty());
         assert_eq!(o.handoff.as_deref(), Some("b reached its max_turns (1)"));
         assert_eq!(s.status, BotStatus::HandedOff);
@@ -497,9 +491,9 @@ mod tests {
         // A message that waited for the last answer meets the limit when that answer comes.
         b.max_turns_message = Some("A colleague will take over.".into());
         let (mut s, _) = start(&b, 0, false, vec![]);
-        let c = call_of(&user_text(&b, &mut s, "q1", 1, false));
-        assert!(user_text(&b, &mut s, "q2", 2, false).effects.is_empty());
-        let o = answer(&b, &mut s, &ok(&c, "a1"), 3, false);
+        let c = call_of(&user_text(&b, &mut s, "q1", 1));
+        assert!(user_text(&b, &mut s, "q2", 2).effects.is_empty());
+        let o = answer(&b, &mut s, &ok(&c, "a1"), 3);
         assert_eq!(sent(&o), vec!["a1", "A colleague will take over."]);
         assert_eq!(o.handoff.as_deref(), Some("b reached its max_turns (1)"));
         assert!(s.deferred.is_empty() && s.pending.is_none());
@@ -513,9 +507,9 @@ mod tests {
         b.max_cost = None;
         b.context_messages = 3;
         let (mut s, _) = start(&b, 0, false, vec![]);
-        let c = call_of(&user_text(&b, &mut s, "q1", 1, false));
-        answer(&b, &mut s, &ok(&c, "a1"), 2, false);
-        let c = call_of(&user_text(&b, &mut s, "q2", 3, false));
+        let c = call_of(&user_text(&b, &mut s, "q1", 1));
+        answer(&b, &mut s, &ok(&c, "a1"), 2);
+        let c = call_of(&user_text(&b, &mut s, "q2", 3));
         assert_eq!(
             texts_of(&c),
             vec![
@@ -524,7 +518,7 @@ mod tests {
                 (Role::User, "q2")
             ]
         );
-        answer(&b, &mut s, &ok(&c, "a2"), 4, false);
+        answer(&b, &mut s, &ok(&c, "a2"), 4);
         // [a1, q2, a2]: the model's a1 would open the window, so it goes too.
         assert_eq!(
             s.context
@@ -533,7 +527,7 @@ mod tests {
                 .collect::<Vec<_>>(),
             vec!["q2", "a2"]
         );
-        let c = call_of(&user_text(&b, &mut s, "q3", 5, false));
+        let c = call_of(&user_text(&b, &mut s, "q3", 5));
         assert_eq!(
             texts_of(&c),
             vec![
@@ -546,8 +540,8 @@ mod tests {
         // An even window: [a2, q3, a3, q4] would open with the model; it sends the last
         // three.
         b.context_messages = 4;
-        answer(&b, &mut s, &ok(&c, "a3"), 6, false);
-        let c = call_of(&user_text(&b, &mut s, "q4", 7, false));
+        answer(&b, &mut s, &ok(&c, "a3"), 6);
+        let c = call_of(&user_text(&b, &mut s, "q4", 7));
         assert_eq!(
             texts_of(&c),
             vec![
@@ -562,8 +556,8 @@ mod tests {
             text: None,
             ..ok(&c, "")
         };
-        answer(&b, &mut s, &fail, 8, false);
-        let c = call_of(&user_text(&b, &mut s, "q5", 9, false));
+        answer(&b, &mut s, &fail, 8);
+        let c = call_of(&user_text(&b, &mut s, "q5", 9));
         assert_eq!(
             texts_of(&c),
             vec![
@@ -584,10 +578,10 @@ mod tests {
         b.price_out = "0.00015".parse().unwrap();
         let (mut s, _) = start(&b, 0, false, vec![]);
         let call = |s: &mut BotSession, q: &str, tokens_in: u64, tokens_out: u64, at: i64| {
-            let c = call_of(&user_text(&b, s, q, at, false));
+            let c = call_of(&user_text(&b, s, q, at));
             let mut a = ok(&c, "a");
             (a.tokens_in, a.tokens_out) = (tokens_in, tokens_out);
-            answer(&b, s, &a, at + 1, false);
+            answer(&b, s, &a, at + 1);
         };
         // 0.1 + 0.2 in binary floating point is 0.30000000000000004.
         call(&mut s, "q1", 1000, 0, 1);
@@ -603,8 +597,13 @@ mod tests {
     fn failures_fall_back_then_hand_off_and_keywords_and_tools_hand_off() {
         let b = bot();
         let (mut s, _) = start(&b, 0, false, vec![]);
-        let c = call_of(&user_text(&b, &mut s, "q", 1, true));
-        assert!(c.system.contains("human agent handled"));
+        s.human_note = true;
+        let c = call_of(&user_text(&b, &mut s, "q", 1));
+        assert_eq!(c.system, "be brief");
+        assert_eq!(
+            texts_of(&c),
+            vec![(Role::User, HUMAN_NOTE), (Role::User, "q")]
+        );
         let fail = |c: &BotCall| BotAnswer {
             id: c.id.clone(),
             text: None,
@@ -614,23 +613,23 @@ mod tests {
             latency_ms: 0,
             error: Some("503".into()),
         };
-        let o = answer(&b, &mut s, &fail(&c), 2, false);
+        let o = answer(&b, &mut s, &fail(&c), 2);
         assert!(o.handoff.is_none());
-        let c = call_of(&user_text(&b, &mut s, "q2", 3, false));
-        let o = answer(&b, &mut s, &fail(&c), 4, false);
+        let c = call_of(&user_text(&b, &mut s, "q2", 3));
+        let o = answer(&b, &mut s, &fail(&c), 4);
         assert!(o.handoff.is_some());
         assert_eq!(s.status, BotStatus::HandedOff);
 
         let (mut s, _) = start(&b, 0, false, vec![]);
-        assert!(user_text(&b, &mut s, "I want an AGENT please", 1, false)
+        assert!(user_text(&b, &mut s, "I want an AGENT please", 1)
             .handoff
             .is_some());
 
         let (mut s, _) = start(&b, 0, false, vec![]);
-        let c = call_of(&user_text(&b, &mut s, "q", 1, false));
+        let c = call_of(&user_text(&b, &mut s, "q", 1));
         let mut a = ok(&c, "Passing you on");
         a.handoff = true;
-        let o = answer(&b, &mut s, &a, 2, false);
+        let o = answer(&b, &mut s, &a, 2);
         assert!(o.handoff.is_some() && o.effects.len() == 1);
     }
 
@@ -645,11 +644,11 @@ mod tests {
         assert_eq!(s.status, BotStatus::Timeout);
 
         let (mut s, _) = start(&b, 0, true, vec!["Done".into()]);
-        user_text(&b, &mut s, "done", 1, false);
+        user_text(&b, &mut s, "done", 1);
         assert_eq!(s.status, BotStatus::Completed);
 
         let (mut s, _) = start(&b, 0, false, vec![]);
         s.cost = Decimal::new(2, 2);
-        assert!(user_text(&b, &mut s, "q", 1, false).handoff.is_some());
+        assert!(user_text(&b, &mut s, "q", 1).handoff.is_some());
     }
 }

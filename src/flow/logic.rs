@@ -42,6 +42,8 @@ struct Registry {
     bots: Arc<BotSet>,
     /// The configured model providers, checked on reload (None: not checked).
     providers: Option<Vec<String>>,
+    /// (account, bot) of every account's `default_bot`: a reload must keep each bot.
+    default_bots: Vec<(String, String)>,
 }
 
 impl FlowRegistry {
@@ -57,7 +59,18 @@ impl FlowRegistry {
             last_error: None,
             bots: Arc::new(bots),
             providers,
+            default_bots: Vec::new(),
         })))
+    }
+
+    /// An account's `default_bot` (None: it has none): a reload that removes that bot is
+    /// refused, as the start is, naming the account and the bot.
+    pub fn require_default_bot(&self, account: &str, bot: Option<String>) {
+        let mut reg = self.0.write().unwrap_or_else(|e| e.into_inner());
+        reg.default_bots.retain(|(a, _)| a != account);
+        if let Some(bot) = bot {
+            reg.default_bots.push((account.to_string(), bot));
+        }
     }
 
     pub fn bots(&self) -> Arc<BotSet> {
@@ -122,13 +135,28 @@ impl FlowRegistry {
     /// Validate every file of `dir`; swap them in only if all are valid. On error the running
     /// flows stay and the errors are kept for `last_error`.
     pub fn reload(&self, dir: &std::path::Path) -> Result<Vec<(String, String)>, Vec<String>> {
-        let providers = self
-            .0
-            .read()
-            .unwrap_or_else(|e| e.into_inner())
-            .providers
-            .clone();
-        match super::load_all(dir, providers.as_deref()) {
+        let (providers, default_bots) = {
+            let reg = self.0.read().unwrap_or_else(|e| e.into_inner());
+            (reg.providers.clone(), reg.default_bots.clone())
+        };
+        let loaded = super::load_all(dir, providers.as_deref()).and_then(|(set, bots)| {
+            let missing: Vec<String> = default_bots
+                .iter()
+                .filter(|(_, bot)| bots.get(bot).is_none())
+                .map(|(account, bot)| {
+                    format!(
+                        "accounts.default_bot: `{bot}` (account {account}) is not a bot in {}",
+                        dir.join("bots").display()
+                    )
+                })
+                .collect();
+            if missing.is_empty() {
+                Ok((set, bots))
+            } else {
+                Err(missing)
+            }
+        });
+        match loaded {
             Ok((set, bots)) => {
                 let versions = set
                     .flows()
@@ -309,15 +337,11 @@ fn start_bot(
     first: Option<&str>,
 ) {
     let (mut session, mut out) = bot_session::start(bot, ctx.now_ms, from_flow, until);
+    // The first session after a human's turn tells its model so; later ones do not.
+    session.human_note = state.human_handled_at.take().is_some();
     effects.push(Effect::BotRecord(session.summary(true)));
     if let Some(text) = first {
-        let more = bot_session::user_text(
-            bot,
-            &mut session,
-            text,
-            ctx.now_ms,
-            state.human_handled_at.is_some(),
-        );
+        let more = bot_session::user_text(bot, &mut session, text, ctx.now_ms);
         out.effects.extend(more.effects);
         out.handoff = more.handoff;
     }
@@ -463,9 +487,16 @@ impl FlowLogic {
         let mut bot_done = false;
         if let Some(mut session) = bot_of(&state) {
             let before = session.summary(false);
-            let human = state.human_handled_at.is_some();
             let now = ctx.now_ms;
             let out = match (bots.get(&session.bot), event) {
+                // A human has the conversation (an admin's handoff or reply, a flow's handoff
+                // node): the bot stops speaking, and the answer of a call in flight is
+                // ignored when it comes. A flow's chatbot node then waits for the release,
+                // as when its bot hands off by itself.
+                _ if state.handoff.is_some() => {
+                    bot_session::handed_to_human(&mut session, now);
+                    Some(Outcome::default())
+                }
                 (None, _) => {
                     // The bot's file is gone: the session ends.
                     session.status = bot_session::BotStatus::Completed;
@@ -475,10 +506,10 @@ impl FlowLogic {
                     if state.handoff.is_none() =>
                 {
                     text_of(&message.content)
-                        .map(|t| bot_session::user_text(bot, &mut session, t, now, human))
+                        .map(|t| bot_session::user_text(bot, &mut session, t, now))
                 }
                 (Some(bot), ConversationEvent::BotResult(answer)) => {
-                    Some(bot_session::answer(bot, &mut session, answer, now, human))
+                    Some(bot_session::answer(bot, &mut session, answer, now))
                 }
                 (Some(bot), ConversationEvent::TimerFired { name, payload, .. })
                     if name == BOT_TIMER =>
@@ -668,5 +699,218 @@ impl FlowLogic {
             }
         }
         (state, effects)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::chatbot::session::{BotAnswer, BotCall, BotStatus};
+    use crate::conversation::WindowPolicy;
+    use crate::whatsapp::send::OutboundMessage;
+
+    const BOT: &str = "provider: p\nmodel: m\nsystem_prompt: be brief\n";
+
+    fn logic(flows: &[(&str, &str)]) -> FlowLogic {
+        let files: Vec<(String, String)> = flows
+            .iter()
+            .map(|(p, s)| (p.to_string(), s.to_string()))
+            .collect();
+        let set = FlowSet::load(&files).unwrap();
+        let bots = BotSet::load(&[("bots/helper.yaml".into(), BOT.into())], None).unwrap();
+        FlowLogic {
+            flows: FlowRegistry::with_bots(set, bots, None),
+        }
+    }
+
+    fn ctx(now_ms: i64) -> StepContext {
+        StepContext {
+            now_ms,
+            mark_read: false,
+            handoff_timeout_ms: 0,
+            default_bot: Some("helper".into()),
+            fetch_media: false,
+            transcribe: false,
+            outside_window: WindowPolicy::Fail,
+            hold_ms: 0,
+        }
+    }
+
+    fn says(text: &str, at_ms: i64) -> ConversationEvent {
+        ConversationEvent::Inbound {
+            seq: at_ms,
+            message: Arc::new(InboundMessage {
+                phone_number_id: "1".into(),
+                display_phone_number: String::new(),
+                from: Some("6281234567890".into()),
+                user_id: None,
+                profile_name: None,
+                wamid: format!("wamid.{at_ms}"),
+                timestamp: at_ms / 1000,
+                context: None,
+                referral: None,
+                errors: vec![],
+                content: MessageContent::Text { body: text.into() },
+            }),
+        }
+    }
+
+    fn call_of(effects: &[Effect]) -> BotCall {
+        effects
+            .iter()
+            .find_map(|e| match e {
+                Effect::BotCall(c) => Some(c.clone()),
+                _ => None,
+            })
+            .expect("a model call")
+    }
+
+    fn answered(call: &BotCall, text: &str) -> ConversationEvent {
+        ConversationEvent::BotResult(BotAnswer {
+            id: call.id.clone(),
+            text: Some(text.into()),
+            handoff: false,
+            tokens_in: 10,
+            tokens_out: 5,
+            latency_ms: 800,
+            error: None,
+        })
+    }
+
+    fn sent(effects: &[Effect]) -> Vec<&str> {
+        effects
+            .iter()
+            .filter_map(|e| match e {
+                Effect::Send {
+                    message: OutboundMessage::Text { body, .. },
+                    ..
+                } => Some(body.as_str()),
+                _ => None,
+            })
+            .collect()
+    }
+
+    #[test]
+    fn a_handoff_while_the_model_answers_silences_the_bot_until_the_release() {
+        for human in [
+            ConversationEvent::Handoff {
+                reason: "vip".into(),
+            },
+            ConversationEvent::AgentReply {
+                request_id: "r".into(),
+                message: OutboundMessage::Text {
+                    body: "Ana here".into(),
+                    preview_url: false,
+                },
+            },
+        ] {
+            let l = logic(&[]);
+            let s = ConversationState::default();
+            let now = 1_700_000_000_000;
+            let (s, e) = l.step(s, &says("when do you open?", now), &ctx(now));
+            let call = call_of(&e);
+            // A message while the model thinks would be put to it after the answer.
+            let (s, _) = l.step(s, &says("and close?", now + 100), &ctx(now + 100));
+            let (s, e) = l.step(s, &human, &ctx(now + 200));
+            assert!(s.handoff.is_some());
+            assert!(bot_of(&s).is_none(), "the session ended with the handoff");
+            assert!(
+                e.iter()
+                    .any(|e| matches!(e, Effect::BotRecord(r) if r.status == BotStatus::HandedOff)),
+                "{e:?}"
+            );
+            // The answer comes while a human has the conversation: nothing is sent, nothing
+            // asked again.
+            let (s, e) = l.step(s, &answered(&call, "We open at 8."), &ctx(now + 800));
+            assert!(sent(&e).is_empty(), "{e:?}");
+            assert!(!e.iter().any(|e| matches!(e, Effect::BotCall(_))), "{e:?}");
+            let (s, e) = l.step(s, &says("hello?", now + 900), &ctx(now + 900));
+            assert!(sent(&e).is_empty() && !e.iter().any(|e| matches!(e, Effect::BotCall(_))));
+            // Released: the bot answers again.
+            let release = ConversationEvent::Release {
+                reason: "done".into(),
+            };
+            let (s, _) = l.step(s, &release, &ctx(now + 1_000));
+            let (s, e) = l.step(s, &says("thanks", now + 1_100), &ctx(now + 1_100));
+            let call = call_of(&e);
+            let (_, e) = l.step(s, &answered(&call, "Welcome."), &ctx(now + 1_200));
+            assert_eq!(sent(&e), vec!["Welcome."]);
+        }
+    }
+
+    #[test]
+    fn a_reload_that_removes_a_default_bot_is_refused_naming_account_and_bot() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::create_dir(dir.path().join("bots")).unwrap();
+        std::fs::write(dir.path().join("bots/helper.yaml"), BOT).unwrap();
+        let l = logic(&[]);
+        l.flows
+            .require_default_bot("15550001", Some("helper".into()));
+        assert!(l.flows.reload(dir.path()).is_ok());
+        std::fs::rename(
+            dir.path().join("bots/helper.yaml"),
+            dir.path().join("bots/other.yaml"),
+        )
+        .unwrap();
+        let errors = l.flows.reload(dir.path()).unwrap_err();
+        assert_eq!(errors.len(), 1, "{errors:?}");
+        assert!(
+            errors[0].contains("`helper`") && errors[0].contains("account 15550001"),
+            "{errors:?}"
+        );
+        assert!(
+            l.flows.bots().get("helper").is_some(),
+            "the running bots stay"
+        );
+        assert!(l.flows.bots().get("other").is_none());
+    }
+
+    fn texts(call: &BotCall) -> Vec<&str> {
+        call.messages.iter().map(|t| t.text.as_str()).collect()
+    }
+
+    #[test]
+    fn only_the_first_session_after_a_human_is_told_of_the_human() {
+        let l = logic(&[]);
+        let timeout = l.flows.bots().get("helper").unwrap().timeout_ms;
+        let now = 1_700_000_000_000;
+        let (s, e) = l.step(ConversationState::default(), &says("q1", now), &ctx(now));
+        assert_eq!(texts(&call_of(&e)), vec!["q1"]);
+        let handoff = ConversationEvent::Handoff {
+            reason: "vip".into(),
+        };
+        let (s, _) = l.step(s, &handoff, &ctx(now + 1));
+        let release = ConversationEvent::Release {
+            reason: "done".into(),
+        };
+        let (s, _) = l.step(s, &release, &ctx(now + 2));
+        assert!(s.human_handled_at.is_some());
+
+        // The session after the release: the note opens every call of it.
+        let (s, e) = l.step(s, &says("q2", now + 3), &ctx(now + 3));
+        let call = call_of(&e);
+        assert_eq!(texts(&call), vec![bot_session::HUMAN_NOTE, "q2"]);
+        assert_eq!(call.system, "be brief", "the bot's own prompt, unchanged");
+        assert!(s.human_handled_at.is_none(), "the note is taken once");
+        let (s, _) = l.step(s, &answered(&call, "a2"), &ctx(now + 4));
+        let (s, e) = l.step(s, &says("q3", now + 5), &ctx(now + 5));
+        assert_eq!(
+            texts(&call_of(&e)),
+            vec![bot_session::HUMAN_NOTE, "q2", "a2", "q3"]
+        );
+        let call = call_of(&e);
+        let (s, _) = l.step(s, &answered(&call, "a3"), &ctx(now + 6));
+
+        // That session times out; the next one knows nothing of the human.
+        let fired = ConversationEvent::TimerFired {
+            timer_id: 1,
+            name: BOT_TIMER.into(),
+            payload: json!({ "since": now + 3 }),
+        };
+        let later = now + 6 + timeout;
+        let (s, _) = l.step(s, &fired, &ctx(later));
+        assert!(bot_of(&s).is_none());
+        let (_, e) = l.step(s, &says("q4", later + 1), &ctx(later + 1));
+        assert_eq!(texts(&call_of(&e)), vec!["q4"]);
     }
 }

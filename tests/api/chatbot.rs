@@ -736,3 +736,502 @@ on_both_stores!(
     landed_answer,
     an_answer_whose_commit_landed_unacknowledged_is_sent_once_and_not_asked_again
 );
+
+async fn admin_post(app: &TestApp, user: &str, action: &str) {
+    let path = format!("/conversations/{PNID}/{user}/{action}");
+    let (status, body) = app
+        .admin(Method::POST, &path, Some(ADMIN_TOKEN), Some(json!({})))
+        .await;
+    assert_eq!(status, 200, "{action}: {body}");
+}
+
+/// An admin takes the conversation while the model is answering: its answer arrives with a
+/// human in charge and is never sent, the message that waited for it is not put to the
+/// model; after the release the bot answers again.
+async fn a_handoff_while_the_model_answers_keeps_the_bot_silent(db: TestDb) {
+    let graph = Arc::new(FakeGraph::start().await);
+    let (base, seen) = fake_provider(
+        ProviderKind::Openai,
+        vec![
+            Reply::Slow(800, "Talking over the agent."),
+            Reply::Text("Back to help."),
+        ],
+    )
+    .await;
+    let (settings, _dir) = setup(&db, &graph, ProviderKind::Openai, base, true);
+    let app = spawn_app_with_flows(settings).await;
+    let user = "6281200000410";
+    ask_the_bot(&app, &seen, user, "wamid.O1", "can I return this?").await;
+    app.post_webhook(&text_webhook(
+        PNID,
+        user,
+        "wamid.O2",
+        "it's broken",
+        now_secs(),
+    ))
+    .await;
+    admin_post(&app, user, "handoff").await;
+    // Well past the model's 800 ms: its answer has come and gone.
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    assert!(
+        graph.delivered_texts().is_empty(),
+        "the bot talked over the human: {:?}",
+        graph.delivered_texts()
+    );
+    assert_eq!(seen.bodies().len(), 1, "nothing more is put to the model");
+    let (_, bots) = app
+        .admin(Method::GET, "/bots", Some(ADMIN_TOKEN), None)
+        .await;
+    assert_eq!(
+        bots["bots"][0]["sessions"],
+        json!({"handed_off": 1}),
+        "{bots}"
+    );
+
+    admin_post(&app, user, "release").await;
+    app.post_webhook(&text_webhook(PNID, user, "wamid.O3", "hello?", now_secs()))
+        .await;
+    assert_eq!(until_texts(&graph, 1).await, vec!["Back to help."]);
+    assert_eq!(contents(&seen.bodies()[1]).last(), Some(&"hello?"));
+    app.stop().await;
+}
+on_both_stores!(
+    handoff_in_flight,
+    a_handoff_while_the_model_answers_keeps_the_bot_silent
+);
+
+/// A flow's chatbot node when an admin takes the conversation: the node's bot session ends
+/// (as its own handoff would), the model's late answer is not sent, and the release moves
+/// the flow on exactly once.
+async fn a_handoff_in_a_flows_chatbot_node_continues_the_flow_once(db: TestDb) {
+    let graph = Arc::new(FakeGraph::start().await);
+    let (base, seen) = fake_provider(
+        ProviderKind::Openai,
+        vec![Reply::Slow(800, "Talking over the agent.")],
+    )
+    .await;
+    let (settings, _dir) = setup(&db, &graph, ProviderKind::Openai, base, false);
+    let app = spawn_app_with_flows(settings).await;
+    let user = "6281200000411";
+    app.post_webhook(&text_webhook(
+        PNID,
+        user,
+        "wamid.C1",
+        "concierge",
+        now_secs(),
+    ))
+    .await;
+    until_texts(&graph, 1).await;
+    ask_the_bot(&app, &seen, user, "wamid.C2", "price of kopi?").await;
+    admin_post(&app, user, "handoff").await;
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    admin_post(&app, user, "release").await;
+    assert_eq!(
+        until_texts(&graph, 2).await,
+        vec![
+            "Ask our assistant; send done when finished.",
+            "Back in the flow."
+        ]
+    );
+    // The flow is over and the bot's session with it: a later message reaches neither.
+    app.post_webhook(&text_webhook(PNID, user, "wamid.C3", "done", now_secs()))
+        .await;
+    tokio::time::sleep(Duration::from_millis(1000)).await;
+    assert_eq!(
+        graph.delivered_texts().len(),
+        2,
+        "{:?}",
+        graph.delivered_texts()
+    );
+    assert_eq!(seen.bodies().len(), 1);
+    let conv = conversation(&app, user).await;
+    assert!(conv["state"]["ext"]["bot"].is_null(), "{conv}");
+    assert!(conv["state"]["ext"]["flow"].is_null(), "{conv}");
+    app.stop().await;
+}
+on_both_stores!(
+    flow_chatbot_handoff,
+    a_handoff_in_a_flows_chatbot_node_continues_the_flow_once
+);
+
+const ONCE: &str = r#"
+provider: fake
+model: tiny-1
+system_prompt: "Answer once."
+max_turns: 1
+on_max_turns: end
+max_turns_message: "That is all for now."
+"#;
+
+/// Back to the bot after a human: the first session after the release tells the model a
+/// human handled the conversation (a note opening the context, the system prompt as the
+/// bot's file says); the session after it does not.
+async fn the_first_session_after_a_human_is_told_and_only_it(db: TestDb) {
+    let graph = Arc::new(FakeGraph::start().await);
+    let (base, seen) = fake_provider(ProviderKind::Openai, vec![Reply::Text("Answer.")]).await;
+    let (mut settings, dir) = setup(&db, &graph, ProviderKind::Openai, base, false);
+    std::fs::write(dir.path().join("bots/once.yaml"), ONCE).unwrap();
+    settings.accounts[0].default_bot = Some("once".into());
+    let app = spawn_app_with_flows(settings).await;
+    let user = "6281200000412";
+    let say = |wamid: &'static str, text: &'static str| {
+        let app = &app;
+        async move {
+            app.post_webhook(&text_webhook(PNID, user, wamid, text, now_secs()))
+                .await;
+        }
+    };
+    say("wamid.N1", "q1").await;
+    until_texts(&graph, 1).await;
+    admin_post(&app, user, "handoff").await;
+    admin_post(&app, user, "release").await;
+    say("wamid.N2", "q2").await;
+    until_texts(&graph, 2).await;
+    // max_turns 1: this ends the session after the release ...
+    say("wamid.N3", "q3").await;
+    assert_eq!(until_texts(&graph, 3).await[2], "That is all for now.");
+    // ... and this starts the next.
+    say("wamid.N4", "q4").await;
+    until_texts(&graph, 4).await;
+    let bodies = seen.bodies();
+    assert_eq!(bodies.len(), 3, "{bodies:?}");
+    let note = parley::chatbot::session::HUMAN_NOTE;
+    assert_eq!(contents(&bodies[0]), ["Answer once.", "q1"]);
+    assert_eq!(contents(&bodies[1]), ["Answer once.", note, "q2"]);
+    assert_eq!(
+        contents(&bodies[2]),
+        ["Answer once.", "q4"],
+        "the note was for the first session after the human only"
+    );
+    let conv = conversation(&app, user).await;
+    assert!(conv["state"]["human_handled_at"].is_null(), "{conv}");
+    app.stop().await;
+}
+on_both_stores!(
+    back_from_a_human,
+    the_first_session_after_a_human_is_told_and_only_it
+);
+
+/// A bot file in `flows/bots/` edited in place (the folder's listing unchanged) is reloaded
+/// by the watcher, without SIGHUP: new sessions get the new welcome and system prompt.
+async fn an_edited_bot_file_is_picked_up_by_the_watcher(db: TestDb) {
+    let graph = Arc::new(FakeGraph::start().await);
+    let (base, seen) = fake_provider(ProviderKind::Openai, vec![Reply::Text("Answer.")]).await;
+    let (mut settings, dir) = setup(&db, &graph, ProviderKind::Openai, base, true);
+    settings.flows.watch = true;
+    let app = spawn_app_with_flows(settings).await;
+    ask_the_bot(&app, &seen, "6281200000420", "wamid.W0", "hello").await;
+    assert_eq!(
+        seen.bodies()[0]["messages"][0]["content"],
+        "You are the shop's assistant."
+    );
+    let edited = BOT.replace(
+        "system_prompt: \"You are the shop's assistant.\"",
+        "system_prompt: \"You are the shop's new assistant.\"\nwelcome: \"Welcome to v2.\"",
+    );
+    std::fs::write(dir.path().join("bots/assistant.yaml"), edited).unwrap();
+    let new_prompt = |seen: &Seen| {
+        seen.bodies()
+            .iter()
+            .any(|b| b["messages"][0]["content"] == "You are the shop's new assistant.")
+    };
+    // Each try is a new customer, so a new session with the bot as loaded then.
+    let mut tries = 0;
+    while !new_prompt(&seen) && tries < 20 {
+        tries += 1;
+        let user = format!("62812000005{tries:02}");
+        app.post_webhook(&text_webhook(
+            PNID,
+            &user,
+            &format!("wamid.W{tries}"),
+            "hello",
+            now_secs(),
+        ))
+        .await;
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+    assert!(
+        new_prompt(&seen),
+        "the watcher reloaded the edited bot file"
+    );
+    assert!(
+        graph
+            .wait_until(Duration::from_secs(5), |a| a
+                .iter()
+                .any(|a| a.text() == Some("Welcome to v2.")))
+            .await,
+        "the new welcome: {:?}",
+        graph.delivered_texts()
+    );
+    app.stop().await;
+}
+on_both_stores!(bot_watcher, an_edited_bot_file_is_picked_up_by_the_watcher);
+
+/// One request a fake provider received: when, its path, headers and body.
+#[derive(Clone)]
+struct Request {
+    at: std::time::Instant,
+    path: String,
+    headers: HeaderMap,
+    body: Value,
+}
+
+/// A fake provider speaking whatever `answer` says for the n-th request (status, extra
+/// header, JSON body, delay), at any path; it records every request and the most requests
+/// it ever had in flight at once.
+#[derive(Clone, Default)]
+struct Scripted {
+    requests: Arc<Mutex<Vec<Request>>>,
+    in_flight: Arc<std::sync::atomic::AtomicUsize>,
+    max_in_flight: Arc<std::sync::atomic::AtomicUsize>,
+}
+
+type Script =
+    Arc<dyn Fn(usize) -> (u16, Option<(&'static str, &'static str)>, Value, u64) + Send + Sync>;
+
+async fn scripted_provider(script: Script) -> (String, Scripted) {
+    use std::sync::atomic::Ordering::SeqCst;
+    let fake = Scripted::default();
+    let state = fake.clone();
+    let handler = move |uri: axum::http::Uri, headers: HeaderMap, body: axum::body::Bytes| {
+        let state = state.clone();
+        let script = script.clone();
+        async move {
+            let now = state.in_flight.fetch_add(1, SeqCst) + 1;
+            state.max_in_flight.fetch_max(now, SeqCst);
+            let n = {
+                let mut r = state.requests.lock().unwrap();
+                r.push(Request {
+                    at: std::time::Instant::now(),
+                    path: uri.path().to_string(),
+                    headers,
+                    body: serde_json::from_slice(&body).unwrap_or(Value::Null),
+                });
+                r.len() - 1
+            };
+            let (status, header, json, delay) = script(n);
+            tokio::time::sleep(Duration::from_millis(delay)).await;
+            state.in_flight.fetch_sub(1, SeqCst);
+            let mut resp =
+                (StatusCode::from_u16(status).unwrap(), axum::Json(json)).into_response();
+            if let Some((k, v)) = header {
+                resp.headers_mut().insert(k, v.parse().unwrap());
+            }
+            resp
+        }
+    };
+    let app = axum::Router::new().fallback(handler);
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(async move { axum::serve(listener, app).await });
+    (format!("http://{addr}"), fake)
+}
+
+fn openai_text(text: &str) -> Value {
+    json!({
+        "choices": [{"message": {"role": "assistant", "content": text}}],
+        "usage": {"prompt_tokens": 100, "completion_tokens": 20}
+    })
+}
+
+/// A bot on Google Gemini's generateContent, end to end against a fake speaking its shape:
+/// the model in the URL, the key in `x-goog-api-key`, the system prompt as
+/// `systemInstruction`, the context as `contents` with roles `user` / `model`, the handoff
+/// tool as a function declaration; its answer and token counts (`usageMetadata`) read back.
+async fn a_bot_talks_to_gemini_in_its_own_shape(db: TestDb) {
+    let graph = Arc::new(FakeGraph::start().await);
+    let (base, fake) = scripted_provider(Arc::new(|n| {
+        let text = ["Gemini: we open at 8.", "Gemini: until 21:00."][n.min(1)];
+        let answer = json!({
+            "candidates": [{"content": {"role": "model", "parts": [{"text": text}]}, "finishReason": "STOP"}],
+            "usageMetadata": {"promptTokenCount": 100, "candidatesTokenCount": 20, "totalTokenCount": 120}
+        });
+        (200, None, answer, 0)
+    }))
+    .await;
+    let (settings, _dir) = setup(&db, &graph, ProviderKind::Gemini, base, true);
+    let app = spawn_app_with_flows(settings).await;
+    let user = "6281200000430";
+    app.post_webhook(&text_webhook(
+        PNID,
+        user,
+        "wamid.G1",
+        "when do you open?",
+        now_secs(),
+    ))
+    .await;
+    assert_eq!(until_texts(&graph, 1).await, vec!["Gemini: we open at 8."]);
+    app.post_webhook(&text_webhook(
+        PNID,
+        user,
+        "wamid.G2",
+        "and close?",
+        now_secs(),
+    ))
+    .await;
+    assert_eq!(until_texts(&graph, 2).await[1], "Gemini: until 21:00.");
+
+    let requests = fake.requests.lock().unwrap().clone();
+    assert_eq!(requests.len(), 2);
+    for r in &requests {
+        assert_eq!(r.path, "/v1beta/models/tiny-1:generateContent");
+        assert_eq!(
+            r.headers
+                .get("x-goog-api-key")
+                .and_then(|v| v.to_str().ok()),
+            Some("sk-test")
+        );
+        assert!(
+            r.headers.get("authorization").is_none(),
+            "the key goes in x-goog-api-key only"
+        );
+        assert_eq!(
+            r.body["systemInstruction"],
+            json!({"parts": [{"text": "You are the shop's assistant."}]})
+        );
+        assert_eq!(
+            r.body["tools"][0]["functionDeclarations"][0]["name"],
+            "handoff"
+        );
+        assert!(
+            r.body["generationConfig"]["maxOutputTokens"].is_u64(),
+            "{}",
+            r.body
+        );
+        assert!(r.body.get("messages").is_none() && r.body.get("model").is_none());
+    }
+    assert_eq!(
+        requests[0].body["contents"],
+        json!([{"role": "user", "parts": [{"text": "when do you open?"}]}])
+    );
+    assert_eq!(
+        requests[1].body["contents"],
+        json!([
+            {"role": "user", "parts": [{"text": "when do you open?"}]},
+            {"role": "model", "parts": [{"text": "Gemini: we open at 8."}]},
+            {"role": "user", "parts": [{"text": "and close?"}]}
+        ])
+    );
+    // 2 answers × (100 tokens in at 0.001 + 20 out at 0.002 per 1K), from usageMetadata.
+    let (_, bots) = app
+        .admin(Method::GET, "/bots", Some(ADMIN_TOKEN), None)
+        .await;
+    assert_eq!(bots["bots"][0]["answers"], 2, "{bots}");
+    assert_eq!(bots["bots"][0]["cost"], "0.00028", "{bots}");
+    app.stop().await;
+}
+on_both_stores!(gemini, a_bot_talks_to_gemini_in_its_own_shape);
+
+/// `max_retries`: a 429 is retried no sooner than its Retry-After, a 503 after a backoff;
+/// the customer gets the answer of the third attempt and never the fallback.
+async fn a_provider_is_retried_on_429_and_5xx(db: TestDb) {
+    let graph = Arc::new(FakeGraph::start().await);
+    let (base, fake) = scripted_provider(Arc::new(|n| match n {
+        0 => (
+            429,
+            Some(("retry-after", "1")),
+            json!({"error": "slow down"}),
+            0,
+        ),
+        1 => (503, None, json!({"error": "busy"}), 0),
+        _ => (200, None, openai_text("Third time lucky."), 0),
+    }))
+    .await;
+    let (mut settings, _dir) = setup(&db, &graph, ProviderKind::Openai, base, true);
+    settings.ai.providers.get_mut("fake").unwrap().max_retries = 2;
+    let app = spawn_app_with_flows(settings).await;
+    app.post_webhook(&text_webhook(
+        PNID,
+        "6281200000431",
+        "wamid.Y1",
+        "hello?",
+        now_secs(),
+    ))
+    .await;
+    assert_eq!(until_texts(&graph, 1).await, vec!["Third time lucky."]);
+    let requests = fake.requests.lock().unwrap().clone();
+    assert_eq!(requests.len(), 3, "one call, three attempts");
+    assert!(
+        requests[1].at - requests[0].at >= Duration::from_millis(990),
+        "a 429 waits for its Retry-After: {:?}",
+        requests[1].at - requests[0].at
+    );
+    assert!(
+        requests[2].at - requests[1].at >= Duration::from_millis(100),
+        "a 5xx waits for a backoff: {:?}",
+        requests[2].at - requests[1].at
+    );
+    assert!(
+        requests.iter().all(|r| r.body == requests[0].body),
+        "the same request each time"
+    );
+    app.stop().await;
+}
+on_both_stores!(provider_retries, a_provider_is_retried_on_429_and_5xx);
+
+/// `concurrency: 2`: many conversations ask a slow model at once; the provider never has more
+/// than two requests in flight, and everyone is answered.
+async fn a_provider_never_has_more_calls_in_flight_than_its_concurrency(db: TestDb) {
+    use std::sync::atomic::Ordering::SeqCst;
+    let graph = Arc::new(FakeGraph::start().await);
+    let (base, fake) =
+        scripted_provider(Arc::new(|_| (200, None, openai_text("Slowly."), 300))).await;
+    let (mut settings, _dir) = setup(&db, &graph, ProviderKind::Openai, base, true);
+    settings.ai.providers.get_mut("fake").unwrap().concurrency = 2;
+    let app = spawn_app_with_flows(settings).await;
+    for i in 0..6 {
+        let user = format!("62812000006{i:02}");
+        app.post_webhook(&text_webhook(
+            PNID,
+            &user,
+            &format!("wamid.K{i}"),
+            "hi",
+            now_secs(),
+        ))
+        .await;
+    }
+    assert_eq!(until_texts(&graph, 6).await.len(), 6);
+    assert_eq!(fake.requests.lock().unwrap().len(), 6);
+    assert_eq!(
+        fake.max_in_flight.load(SeqCst),
+        2,
+        "at most (and, with six waiting, exactly) two requests in flight"
+    );
+    app.stop().await;
+}
+on_both_stores!(
+    provider_concurrency,
+    a_provider_never_has_more_calls_in_flight_than_its_concurrency
+);
+
+/// A reload that removes an account's `default_bot` is refused, as the start is, naming the
+/// account and the bot; the running bots stay and the default bot goes on answering.
+async fn a_reload_that_removes_the_default_bot_is_refused(db: TestDb) {
+    let graph = Arc::new(FakeGraph::start().await);
+    let (base, seen) = fake_provider(ProviderKind::Openai, vec![Reply::Text("Still here.")]).await;
+    let (settings, dir) = setup(&db, &graph, ProviderKind::Openai, base, true);
+    let app = spawn_app_with_flows(settings).await;
+    // Valid files, but the account's default bot is gone (renamed).
+    std::fs::remove_file(dir.path().join("concierge.yaml")).unwrap();
+    std::fs::rename(
+        dir.path().join("bots/assistant.yaml"),
+        dir.path().join("bots/helper.yaml"),
+    )
+    .unwrap();
+    let (status, body) = app
+        .admin(Method::POST, "/flows/reload", Some(ADMIN_TOKEN), None)
+        .await;
+    assert_eq!(status, 422, "{body}");
+    let errors = body["errors"].to_string();
+    assert!(
+        errors.contains("`assistant`") && errors.contains(&format!("account {PNID}")),
+        "{body}"
+    );
+    ask_the_bot(&app, &seen, "6281200000440", "wamid.D1", "hello?").await;
+    assert_eq!(until_texts(&graph, 1).await, vec!["Still here."]);
+    app.stop().await;
+}
+on_both_stores!(
+    reload_keeps_default_bot,
+    a_reload_that_removes_the_default_bot_is_refused
+);

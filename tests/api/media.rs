@@ -170,3 +170,139 @@ on_both_stores!(
     media,
     media_is_stored_checked_and_voice_notes_become_text_in_order
 );
+
+/// A transcriber answering after `delay` that counts the most requests it had in flight.
+async fn counting_transcriber(delay: Duration) -> (String, Arc<std::sync::atomic::AtomicUsize>) {
+    use std::sync::atomic::{AtomicUsize, Ordering::SeqCst};
+    let (now, max) = (Arc::new(AtomicUsize::new(0)), Arc::new(AtomicUsize::new(0)));
+    let seen = max.clone();
+    let app = axum::Router::new().route(
+        "/audio/transcriptions",
+        axum::routing::post(move || {
+            let (now, max) = (now.clone(), max.clone());
+            async move {
+                max.fetch_max(now.fetch_add(1, SeqCst) + 1, SeqCst);
+                tokio::time::sleep(delay).await;
+                now.fetch_sub(1, SeqCst);
+                axum::Json(json!({"text": "order coffee", "language": "en", "duration": 1.0}))
+            }
+        }),
+    );
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(async move { axum::serve(listener, app).await });
+    (format!("http://{addr}"), seen)
+}
+
+/// `users` each send a voice note to a daemon transcribing through a provider with this
+/// `timeout` and `concurrency`.
+async fn voice_notes(
+    db: &TestDb,
+    graph: &FakeGraph,
+    stt: String,
+    timeout: Duration,
+    concurrency: usize,
+    users: &[&str],
+) -> (TestApp, tempfile::TempDir, tempfile::TempDir) {
+    let flows = tempfile::tempdir().unwrap();
+    std::fs::write(flows.path().join("coffee.yaml"), FLOWS).unwrap();
+    let media_dir = tempfile::tempdir().unwrap();
+    let mut settings = test_settings(db, graph);
+    settings.flows.dir = flows.path().to_path_buf();
+    settings.media.dir = media_dir.path().to_path_buf();
+    settings.ai.providers.insert(
+        "stt".into(),
+        ProviderSettings {
+            kind: ProviderKind::Openai,
+            base_url: stt,
+            api_key: SecretString::from("sk-stt"),
+            timeout,
+            max_retries: 0,
+            concurrency,
+        },
+    );
+    settings.media.transcription = Some(TranscriptionSettings {
+        provider: "stt".into(),
+        model: "whisper-1".into(),
+        price_per_minute: "0.006".into(),
+    });
+    let app = spawn_app_with_flows(settings).await;
+    for (i, user) in users.iter().enumerate() {
+        let id = format!("voice-{user}");
+        graph.add_media(&id, b"OGGDATA", "audio/ogg");
+        app.post_webhook(&media_webhook(
+            PNID,
+            user,
+            &format!("wamid.V{i}"),
+            "audio",
+            &id,
+            "audio/ogg; codecs=opus",
+            &hexsha(b"OGGDATA"),
+            true,
+        ))
+        .await;
+    }
+    (app, flows, media_dir)
+}
+
+/// Transcription keeps its provider's `concurrency`: never more requests in flight.
+async fn transcriptions_keep_their_providers_concurrency(db: TestDb) {
+    let graph = Arc::new(FakeGraph::start().await);
+    let (stt, max) = counting_transcriber(Duration::from_millis(300)).await;
+    let users = ["6281200000601", "6281200000602", "6281200000603"];
+    let (app, _f, _m) = voice_notes(&db, &graph, stt, Duration::from_secs(5), 1, &users).await;
+    assert!(
+        graph
+            .wait_until(Duration::from_secs(10), |a| a
+                .iter()
+                .filter(|a| a.text() == Some("Coming up"))
+                .count()
+                == 3)
+            .await,
+        "every voice note transcribed and answered"
+    );
+    assert_eq!(
+        max.load(std::sync::atomic::Ordering::SeqCst),
+        1,
+        "concurrency 1"
+    );
+    app.stop().await;
+}
+on_both_stores!(
+    transcription_concurrency,
+    transcriptions_keep_their_providers_concurrency
+);
+
+/// Transcription keeps its provider's `timeout`: a transcriber slower than it is given up
+/// (recorded as the error), and the flow gets the audio instead of a late transcript.
+async fn a_transcription_slower_than_its_providers_timeout_is_given_up(db: TestDb) {
+    let graph = Arc::new(FakeGraph::start().await);
+    let (stt, _) = counting_transcriber(Duration::from_millis(2000)).await;
+    let (app, _f, _m) = voice_notes(
+        &db,
+        &graph,
+        stt,
+        Duration::from_millis(300),
+        2,
+        &["6281200000604"],
+    )
+    .await;
+    let store = db.store().await;
+    assert!(
+        eventually(Duration::from_millis(1500), || async {
+            count(&store, "SELECT COUNT(*) FROM media_files WHERE media_id = 'voice-6281200000604' AND error LIKE '%timeout%'").await == 1
+        })
+        .await,
+        "given up after the provider's 300 ms timeout"
+    );
+    tokio::time::sleep(Duration::from_millis(2200)).await;
+    assert!(
+        !graph.delivered_texts().iter().any(|t| t == "Coming up"),
+        "no late transcript reached the flow"
+    );
+    app.stop().await;
+}
+on_both_stores!(
+    transcription_timeout,
+    a_transcription_slower_than_its_providers_timeout_is_given_up
+);
