@@ -42,7 +42,13 @@ pub struct FlowState {
     pub awaiting_input: bool,
     pub retries: u32,
     pub vars: BTreeMap<String, Value>,
+    /// Name of the timer the current wait entry asked for; only that one ends the wait.
     pub waiting_timer: Option<String>,
+    /// Wait entries so far in this session: with the time, makes each entry's timer name
+    /// unique, so a timer left pending by an earlier entry of the same wait node (timers
+    /// are never cancelled) cannot end a later one early.
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub waits: u64,
     pub started_at_ms: i64,
     pub last_activity_ms: i64,
     /// Callers of the running subflow, innermost last.
@@ -60,6 +66,10 @@ pub struct FlowState {
     /// Paused on a chatbot node until the bot session ends.
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub bot: bool,
+}
+
+fn is_zero(n: &u64) -> bool {
+    *n == 0
 }
 
 impl FlowState {
@@ -667,7 +677,8 @@ impl<'c, 'a> Run<'c, 'a> {
                         (None, Some(m)) => until_next(ctx.now_ms, *m),
                         (None, None) => 0,
                     };
-                    let name = format!("{}:{}", flow.id, id);
+                    st.waits += 1;
+                    let name = format!("{}:{}@{}.{}", flow.id, id, ctx.now_ms, st.waits);
                     self.actions.push(FlowAction::StartTimer {
                         name: name.clone(),
                         after_ms,
