@@ -549,3 +549,33 @@ nodes:
     ])
     .unwrap();
 }
+
+#[test]
+fn a_default_trigger_never_takes_a_flow_that_waits_on_a_timer() {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+    let reminder = fs::read_to_string(root.join("flows/reminder.yaml")).unwrap();
+    let fallback = "id: fallback\ntriggers:\n  - default: true\nstart: sorry\nnodes:\n  sorry:\n    send: {text: \"Sorry, I did not get that.\"}\n    end: true\n";
+    let flows = FlowSet::load(&[
+        ("reminder.yaml".into(), reminder),
+        ("fallback.yaml".into(), fallback.into()),
+    ])
+    .unwrap_or_else(|e| panic!("{}", e.join("\n")));
+    let script = "\
+> remind me
+< I will remind you in 2 hours
+// the wait takes no reply: the message is ignored, the wait goes on
+> hello?
+? active reminder
+~ 2h
+< Reminder!
+? idle
+// with no flow active, default answers
+> hello?
+< Sorry, I did not get that.
+? idle
+// a keyword trigger still starts its flow
+> remind me
+< I will remind you in 2 hours
+";
+    run_transcript(&flows, script).unwrap();
+}

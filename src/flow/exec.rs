@@ -170,18 +170,29 @@ struct Run<'c, 'a> {
     steps: usize,
 }
 
+/// Which triggers may fire.
+#[derive(Debug, Clone, Copy, PartialEq)]
+enum Triggers {
+    /// Only those marked `global` (a flow waits for an answer).
+    Global,
+    /// Every trigger but `default` (a flow is paused: on a timer, say).
+    Matching,
+    /// Every trigger, `default` too (no active flow).
+    All,
+}
+
 /// The flow and start node the message triggers: the highest priority match across all
-/// flows (ties: file order); with `only_global`, only triggers marked `global`. A flow the
-/// contact's access level does not reach is skipped. `default` triggers fire only when
-/// nothing else matched.
+/// flows (ties: file order), among the triggers `which` allows. A flow the contact's access
+/// level does not reach is skipped. `default` triggers fire only when nothing else matched.
 fn trigger_match(
     flows: &FlowSet,
     text: Option<&str>,
     reply_id: Option<&str>,
     referral: Option<&str>,
-    only_global: bool,
+    which: Triggers,
     contact: &ContactInfo,
 ) -> Option<(String, String)> {
+    let only_global = which == Triggers::Global;
     let norm = text.map(normalize);
     let mut best: Option<(i32, String, String)> = None;
     let mut fallback: Option<(i32, String, String)> = None;
@@ -207,7 +218,9 @@ fn trigger_match(
                     referral.is_some_and(|r| ad.as_deref().is_none_or(|a| a == r))
                 }
                 Trigger::Default { .. } => {
-                    if !only_global && fallback.as_ref().is_none_or(|(p, _, _)| t.priority > *p) {
+                    if which == Triggers::All
+                        && fallback.as_ref().is_none_or(|(p, _, _)| t.priority > *p)
+                    {
                         fallback = Some((t.priority, f.id.clone(), start()));
                     }
                     false
@@ -407,9 +420,14 @@ impl<'c, 'a> Run<'c, 'a> {
         let referral = ctx.referral;
         if st.is_active() && (st.awaiting_input || st.waiting_timer.is_some()) {
             // A global trigger (e.g. `menu`) leaves the flow waiting.
-            if let Some((fid, start)) =
-                trigger_match(self.flows, text, reply_id, referral, true, &self.contact)
-            {
+            if let Some((fid, start)) = trigger_match(
+                self.flows,
+                text,
+                reply_id,
+                referral,
+                Triggers::Global,
+                &self.contact,
+            ) {
                 return self.begin(&fid, start);
             }
             st.last_activity_ms = ctx.now_ms;
@@ -431,9 +449,15 @@ impl<'c, 'a> Run<'c, 'a> {
                 return self.run(st, Some(to));
             }
         }
-        // No flow, paused on a timer or a handoff: triggers may (re)start a flow.
+        // No flow, paused on a timer or a handoff: triggers may (re)start a flow; `default`
+        // only when no flow is active (it must not drop a session that waits).
+        let which = if st.is_active() {
+            Triggers::Matching
+        } else {
+            Triggers::All
+        };
         let Some((fid, start)) =
-            trigger_match(self.flows, text, reply_id, referral, false, &self.contact)
+            trigger_match(self.flows, text, reply_id, referral, which, &self.contact)
         else {
             return Ok(st);
         };
