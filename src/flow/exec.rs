@@ -516,7 +516,11 @@ impl<'c, 'a> Run<'c, 'a> {
         let NodeKind::Ask(a) = &node.kind else {
             return Ok(FlowState::default());
         };
-        match validate_answer(a, ans) {
+        // An option shown only from an access level up is not one of the options for a
+        // contact below it (typing its id must not reach what the menu hides).
+        let access = self.contact.access;
+        let reachable = |o: &str| option_level(flow, o) <= access;
+        match validate_answer(a, ans, reachable) {
             Some(v) => {
                 st.awaiting_input = false;
                 st.retries = 0;
@@ -672,6 +676,14 @@ impl<'c, 'a> Run<'c, 'a> {
                     let Some(sub) = flows.get(target) else {
                         return self.end(st);
                     };
+                    if sub.access > self.contact.access {
+                        // As its trigger would: a flow above the contact's level does not
+                        // start. A subflow call goes on after the call; a jump ends here.
+                        if *ret && !node.end {
+                            continue;
+                        }
+                        return self.end(st);
+                    }
                     if *ret {
                         st.stack.push(Frame {
                             flow: flow.id.clone(),
@@ -850,7 +862,48 @@ fn parse_date(t: &str) -> Option<String> {
     (d <= days[(m - 1) as usize]).then(|| format!("{y:04}-{m:02}-{d:02}"))
 }
 
-fn validate_answer(a: &AskSpec, ans: Answer<'_>) -> Option<Value> {
+/// The lowest access level that is shown option `id` in `flow`: the lowest level of any
+/// button or list row of the flow with that id (public when one shows it to everyone, or
+/// when no button or row has it).
+fn option_level(flow: &Flow, id: &str) -> AccessLevel {
+    let mut level: Option<AccessLevel> = None;
+    for node in flow.nodes.values() {
+        let (ids, restricted): (Vec<&str>, _) = match &node.kind {
+            NodeKind::Send(SendSpec::Buttons {
+                buttons,
+                restricted,
+                ..
+            }) => (buttons.iter().map(|b| b.id.as_str()).collect(), restricted),
+            NodeKind::Send(SendSpec::List {
+                sections,
+                restricted,
+                ..
+            }) => (
+                sections
+                    .iter()
+                    .flat_map(|s| &s.rows)
+                    .map(|r| r.id.as_str())
+                    .collect(),
+                restricted,
+            ),
+            _ => continue,
+        };
+        for shown in ids.into_iter().filter(|i| i.eq_ignore_ascii_case(id)) {
+            let l = restricted
+                .iter()
+                .find(|(r, _)| r.eq_ignore_ascii_case(shown))
+                .map_or(AccessLevel::Public, |(_, l)| *l);
+            level = Some(level.map_or(l, |m| m.min(l)));
+        }
+    }
+    level.unwrap_or(AccessLevel::Public)
+}
+
+fn validate_answer(
+    a: &AskSpec,
+    ans: Answer<'_>,
+    reachable: impl Fn(&str) -> bool,
+) -> Option<Value> {
     let (text, reply_id) = match ans {
         Answer::Media { kind, id } => {
             let ok = a.kind == AskType::Media
@@ -862,7 +915,7 @@ fn validate_answer(a: &AskSpec, ans: Answer<'_>) -> Option<Value> {
     let t = text.map(str::trim).unwrap_or("");
     match a.kind {
         AskType::Options => {
-            for o in &a.options {
+            for o in a.options.iter().filter(|o| reachable(o)) {
                 if reply_id.is_some_and(|r| r.eq_ignore_ascii_case(o))
                     || normalize(t) == normalize(o)
                 {
