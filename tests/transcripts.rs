@@ -268,7 +268,8 @@ fn on_update_decides_which_version_a_conversation_in_progress_runs() {
         )
         .unwrap();
         registry.reload(dir.path()).unwrap();
-        let (set, restart) = registry.resolve(&state);
+        let mut state = state;
+        let (set, restart) = registry.resolve(&mut state);
         assert_eq!(
             restart.is_some(),
             expect_restart,
@@ -279,6 +280,12 @@ fn on_update_decides_which_version_a_conversation_in_progress_runs() {
             expect_old,
             "{policy}, same node {same_node}"
         );
+        // A migrated session runs, and records, the version it migrated to.
+        if policy == "migrate" && same_node {
+            assert_eq!(state.version, Some(set.get("x").unwrap().version.clone()));
+        } else {
+            assert_eq!(state.version, v1, "{policy}, same node {same_node}");
+        }
     }
 }
 

@@ -92,8 +92,9 @@ impl FlowRegistry {
 
     /// The set to run this conversation's next step in, per its flow's `on_update`; and the
     /// flow to start over, when the flow changed and says `restart` (or `migrate` and its
-    /// node is gone).
-    pub fn resolve(&self, state: &FlowState) -> (Arc<FlowSet>, Option<String>) {
+    /// node is gone). A session that migrates takes the new version: it runs it from now on,
+    /// its records name it, and the next step does not migrate again.
+    pub fn resolve(&self, state: &mut FlowState) -> (Arc<FlowSet>, Option<String>) {
         let current = self.current();
         let (Some(id), Some(version)) = (&state.flow, &state.version) else {
             return (current, None);
@@ -113,6 +114,9 @@ impl FlowRegistry {
                     .as_deref()
                     .is_some_and(|n| flow.nodes.contains_key(n));
                 let restart = (!node_kept).then(|| id.clone());
+                if node_kept {
+                    state.version = Some(flow.version.clone());
+                }
                 (current, restart)
             }
             OnUpdate::Restart => (current.clone(), Some(id.clone())),
@@ -542,9 +546,9 @@ impl FlowLogic {
             ConversationEvent::HttpResult(outcome) => FlowInput::Http(outcome),
             _ => return (state, effects),
         };
-        let flow_state = flow_state(&state);
+        let mut flow_state = flow_state(&state);
+        let (flows, restart) = self.flows.resolve(&mut flow_state);
         let before = flow_state.clone();
-        let (flows, restart) = self.flows.resolve(&flow_state);
         let contact = &state.contact;
         let fctx = FlowContext {
             now_ms: ctx.now_ms,
@@ -668,5 +672,51 @@ impl FlowLogic {
             }
         }
         (state, effects)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::flow::{FlowContext, FlowInput};
+
+    #[test]
+    fn a_migrated_session_takes_the_new_version_once() {
+        let flow = |question: &str| {
+            format!(
+                "id: x\non_update: migrate\ntriggers:\n  - keyword: go\nstart: q\nnodes:\n  q:\n    ask: {{type: text, prompt: \"{question}\", save: a}}\n    next: bye\n  bye:\n    send: {{text: \"bye\"}}\n    end: true\n"
+            )
+        };
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("x.yaml");
+        std::fs::write(&path, flow("v1?")).unwrap();
+        let registry = FlowRegistry::new(crate::flow::load_dir(dir.path()).unwrap());
+        let ctx = FlowContext {
+            now_ms: 0,
+            contact: None,
+            referral: None,
+            contact_key: Some("u"),
+            max_steps: MAX_STEPS,
+        };
+        let go = FlowInput::Message {
+            text: Some("go"),
+            reply_id: None,
+        };
+        let (mut state, _) =
+            flow_step(&registry.current(), FlowState::default(), go, &ctx).unwrap();
+        let v1 = state.version.clone().unwrap();
+        std::fs::write(&path, flow("v2?")).unwrap();
+        registry.reload(dir.path()).unwrap();
+        let v2 = registry.current().get("x").unwrap().version.clone();
+        assert_ne!(v1, v2);
+
+        let (set, restart) = registry.resolve(&mut state);
+        assert!(restart.is_none());
+        assert_eq!(set.get("x").unwrap().version, v2);
+        assert_eq!(state.version.as_deref(), Some(v2.as_str()), "still on v1");
+        // Migrated once: the next resolve finds nothing to do.
+        let before = state.clone();
+        registry.resolve(&mut state);
+        assert_eq!(state, before);
     }
 }
