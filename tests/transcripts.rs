@@ -65,6 +65,7 @@ fn state_round_trips_as_json() {
         now_ms: 5,
         contact: None,
         referral: None,
+        message_id: None,
         contact_key: None,
         max_steps: 100,
     };
@@ -104,6 +105,7 @@ fn runaway_guard_returns_error() {
         now_ms: 0,
         contact: None,
         referral: None,
+        message_id: None,
         contact_key: None,
         max_steps: 5,
     };
@@ -188,6 +190,7 @@ fn a_split_is_sticky_per_contact_and_follows_its_weights() {
             now_ms: 0,
             contact: None,
             referral: None,
+            message_id: None,
             contact_key: Some(key),
             max_steps: 100,
         };
@@ -243,6 +246,7 @@ fn on_update_decides_which_version_a_conversation_in_progress_runs() {
         now_ms: 0,
         contact: None,
         referral: None,
+        message_id: None,
         contact_key: Some("u"),
         max_steps: 100,
     };
@@ -310,6 +314,7 @@ fn regex_triggers_priorities_and_global_keywords() {
         now_ms: 0,
         contact: None,
         referral: None,
+        message_id: None,
         contact_key: Some("u"),
         max_steps: 100,
     };
@@ -381,6 +386,7 @@ fn a_flow_sends_cta_url_location_and_template_messages_with_templated_strings() 
         now_ms: 0,
         contact: Some(&budi),
         referral: None,
+        message_id: None,
         contact_key: Some("u"),
         max_steps: 100,
     };

@@ -13,6 +13,9 @@ use crate::conversation::ContactInfo;
 use crate::outcall::{HttpCall, HttpOutcome};
 use crate::whatsapp::send::OutboundMessage;
 
+/// The variable holding the id of the user's last message the flow took.
+pub const MESSAGE_ID_VAR: &str = "message_id";
+
 /// Messages kept while a flow waits for an HTTP answer (the rest are dropped).
 const MAX_DEFERRED: usize = 20;
 
@@ -140,6 +143,9 @@ pub struct FlowContext<'a> {
     pub contact_key: Option<&'a str>,
     /// The Click-to-WhatsApp ad id the message came from, if any.
     pub referral: Option<&'a str>,
+    /// The id (wamid) of the user's message this input is, if it is one: a flow that takes
+    /// the message has it as the variable `message_id` (e.g. to send a `reaction` to it).
+    pub message_id: Option<&'a str>,
     /// Runaway guard: max nodes executed for one input.
     pub max_steps: usize,
 }
@@ -274,6 +280,14 @@ impl<'c, 'a> Run<'c, 'a> {
         st.flow.as_deref().and_then(|id| self.flows.get(id))
     }
 
+    /// The user's message this input is: its id into `message_id`.
+    fn stamp(&self, st: &mut FlowState) {
+        if let Some(id) = self.ctx.message_id {
+            st.vars
+                .insert(MESSAGE_ID_VAR.into(), Value::Str(id.to_string()));
+        }
+    }
+
     fn input(&mut self, state: FlowState, input: FlowInput<'_>) -> Result<FlowState, FlowError> {
         let mut st = state;
         let ctx = self.ctx;
@@ -364,6 +378,7 @@ impl<'c, 'a> Run<'c, 'a> {
                     });
                 if awaiting_media {
                     st.last_activity_ms = ctx.now_ms;
+                    self.stamp(&mut st);
                     return self.answer(st, Answer::Media { kind, id });
                 }
                 self.message(st, caption, None)
@@ -418,6 +433,9 @@ impl<'c, 'a> Run<'c, 'a> {
             }
         }
         let referral = ctx.referral;
+        if st.is_active() {
+            self.stamp(&mut st);
+        }
         if st.is_active() && (st.awaiting_input || st.waiting_timer.is_some()) {
             // A global trigger (e.g. `menu`) leaves the flow waiting.
             if let Some((fid, start)) = trigger_match(
@@ -467,13 +485,14 @@ impl<'c, 'a> Run<'c, 'a> {
     /// A fresh session of `flow`, run from `start_node` until it waits or ends.
     fn begin(&mut self, flow_id: &str, start_node: String) -> Result<FlowState, FlowError> {
         let flow = self.flows.get(flow_id).expect("flow exists");
-        let st = FlowState {
+        let mut st = FlowState {
             flow: Some(flow.id.clone()),
             version: Some(flow.version.clone()),
             started_at_ms: self.ctx.now_ms,
             last_activity_ms: self.ctx.now_ms,
             ..FlowState::default()
         };
+        self.stamp(&mut st);
         self.run(st, Some(start_node))
     }
 

@@ -502,6 +502,7 @@ impl FlowLogic {
 
         let timer_name;
         let mut referral = None;
+        let mut message_id = None;
         let input = match event {
             _ if bot_done => FlowInput::BotDone,
             // While a human has the conversation the bot is silent.
@@ -509,6 +510,7 @@ impl FlowLogic {
                 return (state, effects)
             }
             ConversationEvent::Inbound { message, .. } => {
+                message_id = Some(message.wamid.as_str());
                 referral = message
                     .referral
                     .as_ref()
@@ -555,6 +557,7 @@ impl FlowLogic {
             contact: Some(contact),
             contact_key: contact.wa_id.as_deref().or(contact.user_id.as_deref()),
             referral,
+            message_id,
             max_steps: MAX_STEPS,
         };
         let outcome = match restart {
@@ -695,6 +698,7 @@ mod tests {
             now_ms: 0,
             contact: None,
             referral: None,
+            message_id: None,
             contact_key: Some("u"),
             max_steps: MAX_STEPS,
         };

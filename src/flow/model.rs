@@ -89,7 +89,9 @@
 //!
 //! Templates: `{{x}}`, `{{vars.x}}`, `{{contact.name}}` (also `contact.access`,
 //! `contact.tags`, `contact.<field>`), filters `upper`, `lower`, `default('...')`, `number`,
-//! `currency('IDR')`; single pass, unknown variable renders as "".
+//! `currency('IDR')`; single pass, unknown variable renders as "". The engine sets
+//! `message_id`: the id (wamid) of the user's last message the flow took, to react to it:
+//! `send: {message: {kind: reaction, message_id: "{{message_id}}", emoji: "👍"}}`.
 
 use std::collections::BTreeMap;
 

@@ -31,7 +31,8 @@ impl FlowSet {
         let mut bot_refs: Vec<(String, String)> = Vec::new();
         // (variable read, the error to report if no flow ever sets it)
         let mut reads: Vec<(String, String)> = Vec::new();
-        let mut written: HashSet<String> = HashSet::new();
+        // The engine sets `message_id` on every user message a flow takes.
+        let mut written: HashSet<String> = HashSet::from([super::exec::MESSAGE_ID_VAR.to_string()]);
         for (path, text) in files {
             let src = Src::new(path, text);
             match compile(&src, &mut errors) {
