@@ -420,6 +420,9 @@ pub async fn reload_flows_within(
         .unwrap_or_else(|e| Err(vec![format!("the reload task failed: {e}")]));
     match &outcome {
         Ok(loaded) => {
+            crate::metrics::metrics()
+                .flow_reloads
+                .inc("result=\"applied\"");
             tracing::info!(flows = loaded.len(), "Flows reloaded.");
             // Sessions that start on these versions can finish on them after a restart.
             if let Err(e) = store.save_flow_versions(&flows.sources()).await {
@@ -427,6 +430,9 @@ pub async fn reload_flows_within(
             }
         }
         Err(errors) => {
+            crate::metrics::metrics()
+                .flow_reloads
+                .inc("result=\"refused\"");
             tracing::error!(errors = ?errors, "Flow reload refused; the running flows stay.")
         }
     }

@@ -248,7 +248,15 @@ async fn a_reload_swaps_only_valid_flows_and_running_conversations_keep_their_ve
     // The old user stops at the product question, mid-conversation.
     assert!(replies(2).await);
 
-    // A broken file: refused, nothing changes, the error is shown.
+    // A broken file: refused, nothing changes, the error is logged, counted and shown.
+    let refused = || async {
+        let (_, metrics) = app.get("/metrics").await;
+        metrics
+            .lines()
+            .find_map(|l| l.strip_prefix("parley_flow_reloads_total{result=\"refused\"} "))
+            .map_or(0, |v| v.trim().parse::<u64>().unwrap())
+    };
+    let refused_before = refused().await;
     std::fs::write(
         dir.path().join("broken.yaml"),
         "start: nowhere\nnodes: {}\n",
@@ -271,6 +279,10 @@ async fn a_reload_swaps_only_valid_flows_and_running_conversations_keep_their_ve
         .admin(reqwest::Method::GET, "/flows", Some(ADMIN_TOKEN), None)
         .await;
     assert!(listed["last_reload_errors"].is_array(), "{listed}");
+    assert!(
+        refused().await > refused_before,
+        "a refused reload is counted"
+    );
     std::fs::remove_file(dir.path().join("broken.yaml")).unwrap();
 
     // A valid change: swapped in for new conversations only.
