@@ -167,9 +167,9 @@ impl Application {
             tokio::spawn(reload_on_sighup(engine.clone()));
             if settings.flows.watch {
                 tokio::spawn(watch_flows(
+                    engine.clone(),
                     flows,
                     settings.flows.dir.clone(),
-                    store.clone(),
                 ));
             }
         }
@@ -327,7 +327,11 @@ const WATCH_QUIET: Duration = Duration::from_secs(1);
 
 /// Reload when the flow files change (`flows.watch`): polls names, sizes and modification
 /// times, debounced, so it works on any filesystem and needs no extra thread.
-async fn watch_flows(flows: crate::flow::FlowRegistry, dir: std::path::PathBuf, store: Store) {
+async fn watch_flows(
+    engine: Arc<Engine>,
+    flows: crate::flow::FlowRegistry,
+    dir: std::path::PathBuf,
+) {
     let snapshot =
         |dir: &std::path::Path| -> Vec<(std::path::PathBuf, u64, Option<std::time::SystemTime>)> {
             let mut v: Vec<_> = std::fs::read_dir(dir)
@@ -355,7 +359,7 @@ async fn watch_flows(flows: crate::flow::FlowRegistry, dir: std::path::PathBuf, 
         }
         if changed_at.is_some_and(|t| t.elapsed() >= WATCH_QUIET) {
             changed_at = None;
-            let _ = reload_flows(&flows, &dir, &store).await;
+            let _ = reload_flows(&engine, &flows, &dir).await;
         }
     }
 }
@@ -394,16 +398,18 @@ async fn pin_stored_versions(
     Ok(())
 }
 
-/// Reload and log the outcome (used by SIGHUP, the watcher and the admin API). Reading and
-/// validating runs on a blocking thread, so a large set never holds up conversations; they
-/// see the new set once it is swapped in whole.
+/// Reload the flows alone and log the outcome (the watcher and the admin API), one reload at
+/// a time with SIGHUP's ([`crate::reload::reload`] takes the same lock), so two reloads never
+/// race to swap sets or to tell systemd. Reading and validating runs on a blocking thread, so
+/// a large set never holds up conversations; they see the new set once it is swapped in whole.
 pub async fn reload_flows(
+    engine: &Engine,
     flows: &crate::flow::FlowRegistry,
     dir: &std::path::Path,
-    store: &Store,
 ) -> Result<Vec<(String, String)>, Vec<String>> {
+    let _one_at_a_time = engine.reload_lock.lock().await;
     let notified = crate::systemd::reloading();
-    let outcome = reload_flows_within(flows, dir, store).await;
+    let outcome = reload_flows_within(flows, dir, &engine.store).await;
     notified.done(Some(flows));
     outcome
 }
