@@ -434,6 +434,17 @@ pub async fn reload_flows_within(
             if let Err(e) = store.save_flow_versions(&flows.sources()).await {
                 tracing::warn!(error = %e, "Recording the new flow versions failed.");
             }
+            // Earlier versions stay loaded exactly while a session still runs them.
+            match store.flow_versions_in_use().await {
+                Ok(rows) => {
+                    let in_use: Vec<(String, String)> =
+                        rows.into_iter().map(|(id, v, _)| (id, v)).collect();
+                    flows.keep_in_use(&in_use);
+                }
+                Err(e) => {
+                    tracing::warn!(error = %e, "Reading the flow versions in use failed; every earlier version stays loaded.")
+                }
+            }
         }
         Err(errors) => {
             crate::metrics::metrics()

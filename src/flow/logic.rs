@@ -27,9 +27,6 @@ const TIMER_PREFIX: &str = "flow:";
 /// Nodes one input may run through before the runaway guard stops the flow.
 pub const MAX_STEPS: usize = 100;
 
-/// How many earlier flow sets stay loaded for conversations pinned to their versions.
-const KEEP_OLDER: usize = 16;
-
 /// The flows in force, swapped whole on reload, plus the earlier sets that conversations
 /// started on (a conversation keeps the version of the flow it started with).
 #[derive(Clone)]
@@ -142,8 +139,8 @@ impl FlowRegistry {
                 let mut reg = self.0.write().unwrap_or_else(|e| e.into_inner());
                 let previous = std::mem::replace(&mut reg.current, Arc::new(set));
                 reg.bots = Arc::new(bots);
+                // Kept while a session may run it: see `keep_in_use`.
                 reg.older.insert(0, previous);
-                reg.older.truncate(KEEP_OLDER);
                 reg.last_error = None;
                 Ok(versions)
             }
@@ -170,6 +167,25 @@ impl FlowRegistry {
         for set in sets {
             reg.older.push(Arc::new(set));
         }
+    }
+
+    /// Drop the earlier sets no session is pinned to: `in_use` is every (flow, version) that
+    /// an unfinished session runs (from the store, after a reload). A set holding any of them
+    /// stays, however many reloads ago it was current, and so does the set the last reload
+    /// replaced (a session may have started on it and not be in the store yet).
+    pub fn keep_in_use(&self, in_use: &[(String, String)]) {
+        let mut reg = self.0.write().unwrap_or_else(|e| e.into_inner());
+        let mut first = true;
+        reg.older.retain(|set| {
+            let keep = first
+                || set.flows().iter().any(|f| {
+                    in_use
+                        .iter()
+                        .any(|(id, version)| *id == f.id && *version == f.version)
+                });
+            first = false;
+            keep
+        });
     }
 
     /// (id, version) of the current flows, and the errors of the last failed reload.
@@ -722,5 +738,39 @@ mod tests {
         let before = state.clone();
         registry.resolve(&mut state);
         assert_eq!(state, before);
+    }
+
+    #[test]
+    fn earlier_sets_stay_exactly_while_a_session_runs_them() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("x.yaml");
+        let write = |n: usize| {
+            let text = format!(
+                "id: x\ntriggers: [{{keyword: go}}]\nstart: a\nnodes:\n  a:\n    send: {{text: \"v{n}\"}}\n"
+            );
+            std::fs::write(&path, text).unwrap();
+        };
+        write(0);
+        let registry = FlowRegistry::new(crate::flow::load_dir(dir.path()).unwrap());
+        let v0 = registry.current().get("x").unwrap().version.clone();
+        for n in 1..=20 {
+            write(n);
+            registry.reload(dir.path()).unwrap();
+        }
+        let older = |r: &FlowRegistry| r.0.read().unwrap().older.len();
+        assert_eq!(older(&registry), 20, "nothing dropped by count");
+        let pinned = FlowState {
+            flow: Some("x".into()),
+            version: Some(v0.clone()),
+            node: Some("a".into()),
+            ..FlowState::default()
+        };
+        registry.keep_in_use(&[("x".into(), v0.clone())]);
+        // The set v0 is in, and the one the last reload replaced.
+        assert_eq!(older(&registry), 2);
+        assert_eq!(registry.for_state(&pinned).get("x").unwrap().version, v0);
+        registry.keep_in_use(&[]);
+        assert_eq!(older(&registry), 1);
+        assert_ne!(registry.for_state(&pinned).get("x").unwrap().version, v0);
     }
 }

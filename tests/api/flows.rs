@@ -362,6 +362,69 @@ on_both_stores!(
     a_reload_swaps_only_valid_flows_and_running_conversations_keep_their_version
 );
 
+async fn a_pinned_version_stays_loaded_through_any_number_of_reloads(db: TestDb) {
+    let graph = Arc::new(FakeGraph::start().await);
+    let dir = tempfile::tempdir().unwrap();
+    let shop = std::fs::read_to_string("flows/shop.yaml").unwrap();
+    std::fs::write(dir.path().join("shop.yaml"), &shop).unwrap();
+    let mut settings = test_settings(&db, &graph);
+    settings.flows.dir = dir.path().to_path_buf();
+    let app = spawn_app_with_flows(settings).await;
+    let user = "6281200000082";
+    for (wamid, webhook) in [
+        (
+            "wamid.P1",
+            text_webhook(PNID, user, "wamid.P1", "menu", now_secs()),
+        ),
+        (
+            "wamid.P2",
+            button_reply_webhook(PNID, user, "wamid.P2", "catalog", "Catalog", now_secs()),
+        ),
+    ] {
+        assert_eq!(app.post_webhook(&webhook).await, 200, "{wamid}");
+    }
+    assert!(graph.wait_delivered(2, Duration::from_secs(10)).await);
+    // More reloads, each a new version, than any fixed number of kept sets.
+    for n in 0..20 {
+        std::fs::write(
+            dir.path().join("shop.yaml"),
+            shop.replace("How many?", &format!("How many ({n})?")),
+        )
+        .unwrap();
+        let (status, body) = app
+            .admin(
+                reqwest::Method::POST,
+                "/flows/reload",
+                Some(ADMIN_TOKEN),
+                None,
+            )
+            .await;
+        assert_eq!(status, 200, "{body}");
+    }
+    assert_eq!(
+        app.post_webhook(&text_webhook(PNID, user, "wamid.P3", "1", now_secs()))
+            .await,
+        200
+    );
+    assert!(graph.wait_delivered(3, Duration::from_secs(10)).await);
+    let texts: Vec<String> = graph
+        .delivered()
+        .iter()
+        .filter(|a| a.to() == Some(user))
+        .filter_map(|a| a.text().map(str::to_string))
+        .collect();
+    assert_eq!(
+        texts.last().map(String::as_str),
+        Some("How many?"),
+        "the session finishes on the version it started on"
+    );
+    app.stop().await;
+}
+on_both_stores!(
+    pinned_through_reloads,
+    a_pinned_version_stays_loaded_through_any_number_of_reloads
+);
+
 async fn edited_flow_files_are_picked_up_by_the_watcher(db: TestDb) {
     let graph = Arc::new(FakeGraph::start().await);
     let dir = tempfile::tempdir().unwrap();
