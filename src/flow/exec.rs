@@ -33,6 +33,9 @@ pub struct Frame {
 pub struct Deferred {
     pub text: Option<String>,
     pub reply_id: Option<String>,
+    /// Its id, for `message_id` when it is handled.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub message_id: Option<String>,
 }
 
 /// A conversation's flow state (stored as JSON). Default = no active flow.
@@ -174,6 +177,8 @@ struct Run<'c, 'a> {
     contact: ContactInfo,
     actions: Vec<FlowAction>,
     steps: usize,
+    /// The id of the user's message being handled (the context's, or a deferred one's).
+    message_id: Option<String>,
 }
 
 /// Which triggers may fire.
@@ -262,6 +267,7 @@ fn run_with(
         contact: ctx.contact.cloned().unwrap_or_default(),
         actions: Vec::new(),
         steps: 0,
+        message_id: ctx.message_id.map(str::to_string),
     };
     let st = f(&mut r)?;
     let mut actions = r.actions;
@@ -282,9 +288,9 @@ impl<'c, 'a> Run<'c, 'a> {
 
     /// The user's message this input is: its id into `message_id`.
     fn stamp(&self, st: &mut FlowState) {
-        if let Some(id) = self.ctx.message_id {
+        if let Some(id) = &self.message_id {
             st.vars
-                .insert(MESSAGE_ID_VAR.into(), Value::Str(id.to_string()));
+                .insert(MESSAGE_ID_VAR.into(), Value::Str(id.clone()));
         }
     }
 
@@ -364,7 +370,9 @@ impl<'c, 'a> Run<'c, 'a> {
                         text: d.text.as_deref(),
                         reply_id: d.reply_id.as_deref(),
                     };
+                    let answering = std::mem::replace(&mut self.message_id, d.message_id.clone());
                     st = self.input(st, input)?;
+                    self.message_id = answering;
                 }
                 Ok(st)
             }
@@ -400,6 +408,7 @@ impl<'c, 'a> Run<'c, 'a> {
                 st.deferred.push(Deferred {
                     text: text.map(str::to_string),
                     reply_id: reply_id.map(str::to_string),
+                    message_id: self.message_id.clone(),
                 });
             }
             return Ok(st);
