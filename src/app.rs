@@ -187,9 +187,9 @@ impl Application {
             tokio::spawn(reload_on_sighup(engine.clone()));
             if settings.flows.watch {
                 tokio::spawn(watch_flows(
+                    engine.clone(),
                     flows,
                     settings.flows.dir.clone(),
-                    store.clone(),
                 ));
             }
         }
@@ -384,7 +384,11 @@ const WATCH_QUIET: Duration = Duration::from_secs(1);
 /// times of the folder and its subfolders (`bots/`: a file edited in place changes neither
 /// the folder's entry nor its listing), debounced, so it works on any filesystem and needs no
 /// extra thread.
-async fn watch_flows(flows: crate::flow::FlowRegistry, dir: std::path::PathBuf, store: Store) {
+async fn watch_flows(
+    engine: Arc<Engine>,
+    flows: crate::flow::FlowRegistry,
+    dir: std::path::PathBuf,
+) {
     type Entry = (std::path::PathBuf, u64, Option<std::time::SystemTime>);
     fn walk(dir: &std::path::Path, depth: usize, out: &mut Vec<Entry>) {
         let Ok(it) = std::fs::read_dir(dir) else {
@@ -416,7 +420,7 @@ async fn watch_flows(flows: crate::flow::FlowRegistry, dir: std::path::PathBuf, 
         }
         if changed_at.is_some_and(|t| t.elapsed() >= WATCH_QUIET) {
             changed_at = None;
-            let _ = reload_flows(&flows, &dir, &store).await;
+            let _ = reload_flows(&engine, &flows, &dir).await;
         }
     }
 }
@@ -455,16 +459,18 @@ async fn pin_stored_versions(
     Ok(())
 }
 
-/// Reload and log the outcome (used by SIGHUP, the watcher and the admin API). Reading and
-/// validating runs on a blocking thread, so a large set never holds up conversations; they
-/// see the new set once it is swapped in whole.
+/// Reload the flows alone and log the outcome (the watcher and the admin API), one reload at
+/// a time with SIGHUP's ([`crate::reload::reload`] takes the same lock), so two reloads never
+/// race to swap sets or to tell systemd. Reading and validating runs on a blocking thread, so
+/// a large set never holds up conversations; they see the new set once it is swapped in whole.
 pub async fn reload_flows(
+    engine: &Engine,
     flows: &crate::flow::FlowRegistry,
     dir: &std::path::Path,
-    store: &Store,
 ) -> Result<Vec<(String, String)>, Vec<String>> {
+    let _one_at_a_time = engine.reload_lock.lock().await;
     let notified = crate::systemd::reloading();
-    let outcome = reload_flows_within(flows, dir, store).await;
+    let outcome = reload_flows_within(flows, dir, &engine.store).await;
     notified.done(Some(flows));
     outcome
 }
@@ -481,13 +487,30 @@ pub async fn reload_flows_within(
         .unwrap_or_else(|e| Err(vec![format!("the reload task failed: {e}")]));
     match &outcome {
         Ok(loaded) => {
+            crate::metrics::metrics()
+                .flow_reloads
+                .inc("result=\"applied\"");
             tracing::info!(flows = loaded.len(), "Flows reloaded.");
             // Sessions that start on these versions can finish on them after a restart.
             if let Err(e) = store.save_flow_versions(&flows.sources()).await {
                 tracing::warn!(error = %e, "Recording the new flow versions failed.");
             }
+            // Earlier versions stay loaded exactly while a session still runs them.
+            match store.flow_versions_in_use().await {
+                Ok(rows) => {
+                    let in_use: Vec<(String, String)> =
+                        rows.into_iter().map(|(id, v, _)| (id, v)).collect();
+                    flows.keep_in_use(&in_use);
+                }
+                Err(e) => {
+                    tracing::warn!(error = %e, "Reading the flow versions in use failed; every earlier version stays loaded.")
+                }
+            }
         }
         Err(errors) => {
+            crate::metrics::metrics()
+                .flow_reloads
+                .inc("result=\"refused\"");
             tracing::error!(errors = ?errors, "Flow reload refused; the running flows stay.")
         }
     }

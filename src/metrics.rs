@@ -33,6 +33,8 @@ pub struct Metrics {
     pub commit_us: Histogram<Micros>,
     pub commit_failures: AtomicU64,
     pub flow_http: Labelled,
+    /// Flow reloads by result (`applied`, `refused`: a file did not validate, nothing changed).
+    pub flow_reloads: Labelled,
     pub bot_sessions: Labelled,
     pub bot_answers: Labelled,
     pub bot_response_ms: Labelled,
@@ -282,6 +284,11 @@ impl Metrics {
             &mut out,
             "parley_flow_http_calls_total",
             "HTTP calls made by flows, by result.",
+        );
+        self.flow_reloads.render(
+            &mut out,
+            "parley_flow_reloads_total",
+            "Flow reloads by result (refused: a file did not validate and the running flows stay).",
         );
         gauge(
             &mut out,

@@ -1,6 +1,7 @@
 //! Property tests of the flow engine: random valid flows fed random inputs never panic,
 //! never run past the step bound, always leave a state that points at a real node of the
-//! kind it waits on, and a conversation keeps the flow version it started on across reloads.
+//! kind it waits on, and a conversation keeps the flow version it started on across reloads
+//! (it answers exactly as the flow it started on, though the reload changed what it says).
 
 use std::sync::Arc;
 
@@ -195,8 +196,14 @@ proptest! {
             "provider: p\nmodel: m\nsystem_prompt: s\n",
         )
         .unwrap();
-        let registry = FlowRegistry::new(parley::flow::load_dir(dir.path()).unwrap());
+        let load = || {
+            let (set, bots) = parley::flow::load_all(dir.path(), None).unwrap();
+            FlowRegistry::with_bots(set, bots, None)
+        };
+        let registry = load();
         let logic = FlowLogic { flows: registry.clone() };
+        // The same conversation on the flow as it was, never reloaded: what pinning must give.
+        let reference = FlowLogic { flows: load() };
         let ctx = StepContext { now_ms: 1_700_000_000_000, mark_read: false, handoff_timeout_ms: 0, default_bot: None, fetch_media: false, transcribe: false, outside_window: parley::conversation::WindowPolicy::Fail, hold_ms: 0 };
         let msg = |text: &str, n: usize| ConversationEvent::Inbound {
             seq: n as i64,
@@ -215,17 +222,32 @@ proptest! {
             }),
         };
         let (mut state, _) = logic.step(ConversationState::default(), &msg("go", 0), &ctx);
+        let (mut ref_state, _) =
+            reference.step(ConversationState::default(), &msg("go", 0), &ctx);
         let version = |s: &ConversationState| -> Option<(String, i64)> {
             let st: FlowState = s.ext.get("flow")?.read()?;
             Some((st.version?, st.started_at_ms))
         };
         let Some(first) = version(&state) else { return Ok(()) };
-        // The file changes (pin is the default): the running session stays on its version.
-        std::fs::write(dir.path().join("p.yaml"), format!("{yaml}# edited\n")).unwrap();
+        // The flow changes what it says (pin is the default): the running session stays on
+        // its version, and answers as the old flow does, step for step.
+        let edited = yaml
+            .replace("\"s{{x", "\"t{{x")
+            .replace("body: pick", "body: picked")
+            .replace("retry: \"number\"", "retry: \"a number\"");
+        std::fs::write(dir.path().join("p.yaml"), edited).unwrap();
         registry.reload(dir.path()).unwrap();
         for (n, a) in answers.iter().enumerate() {
-            let (next, _) = logic.step(state, &msg(a, n + 1), &ctx);
+            let (next, effects) = logic.step(state, &msg(a, n + 1), &ctx);
+            let (ref_next, ref_effects) = reference.step(ref_state, &msg(a, n + 1), &ctx);
+            prop_assert_eq!(
+                format!("{effects:?}"),
+                format!("{ref_effects:?}"),
+                "answer {} after the reload is not the pinned version's",
+                n
+            );
             state = next;
+            ref_state = ref_next;
             match version(&state) {
                 Some(v) if v.1 == first.1 => prop_assert_eq!(&v.0, &first.0),
                 _ => break, // ended (or a new session began): nothing pinned any more

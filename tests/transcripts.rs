@@ -65,6 +65,7 @@ fn state_round_trips_as_json() {
         now_ms: 5,
         contact: None,
         referral: None,
+        message_id: None,
         contact_key: None,
         max_steps: 100,
     };
@@ -104,6 +105,7 @@ fn runaway_guard_returns_error() {
         now_ms: 0,
         contact: None,
         referral: None,
+        message_id: None,
         contact_key: None,
         max_steps: 5,
     };
@@ -143,6 +145,9 @@ fn bad_flows_report_every_error_with_positions() {
         "tests/bad_flows/bad.yaml:21:5: node `too_many`: WhatsApp limit: buttons[1].title is 26 characters long",
         "tests/bad_flows/bad.yaml:31:14: node `bad_tpl`: unknown template filter `shout`",
         "tests/bad_flows/dup.yaml:1:1: duplicate flow id `bad`",
+        "tests/bad_flows/dupids.yaml:28:3: duplicate node id `done`",
+        "tests/bad_flows/dupids.yaml:6:5: node `menu`: WhatsApp limit: buttons[1].id \"yes\" is used more than once",
+        "tests/bad_flows/dupids.yaml:14:5: node `rows`: WhatsApp limit: sections[1].rows[0].id \"r1\" is used more than once",
         "tests/bad_flows/dup.yaml:2:1: start node `nowhere` does not exist",
         "tests/bad_flows/syntax.yaml:4:",
     ];
@@ -185,6 +190,7 @@ fn a_split_is_sticky_per_contact_and_follows_its_weights() {
             now_ms: 0,
             contact: None,
             referral: None,
+            message_id: None,
             contact_key: Some(key),
             max_steps: 100,
         };
@@ -240,6 +246,7 @@ fn on_update_decides_which_version_a_conversation_in_progress_runs() {
         now_ms: 0,
         contact: None,
         referral: None,
+        message_id: None,
         contact_key: Some("u"),
         max_steps: 100,
     };
@@ -265,7 +272,8 @@ fn on_update_decides_which_version_a_conversation_in_progress_runs() {
         )
         .unwrap();
         registry.reload(dir.path()).unwrap();
-        let (set, restart) = registry.resolve(&state);
+        let mut state = state;
+        let (set, restart) = registry.resolve(&mut state);
         assert_eq!(
             restart.is_some(),
             expect_restart,
@@ -276,6 +284,12 @@ fn on_update_decides_which_version_a_conversation_in_progress_runs() {
             expect_old,
             "{policy}, same node {same_node}"
         );
+        // A migrated session runs, and records, the version it migrated to.
+        if policy == "migrate" && same_node {
+            assert_eq!(state.version, Some(set.get("x").unwrap().version.clone()));
+        } else {
+            assert_eq!(state.version, v1, "{policy}, same node {same_node}");
+        }
     }
 }
 
@@ -300,6 +314,7 @@ fn regex_triggers_priorities_and_global_keywords() {
         now_ms: 0,
         contact: None,
         referral: None,
+        message_id: None,
         contact_key: Some("u"),
         max_steps: 100,
     };
@@ -371,6 +386,7 @@ fn a_flow_sends_cta_url_location_and_template_messages_with_templated_strings() 
         now_ms: 0,
         contact: Some(&budi),
         referral: None,
+        message_id: None,
         contact_key: Some("u"),
         max_steps: 100,
     };
@@ -548,4 +564,34 @@ nodes:
         ("setter.yaml".into(), other.into()),
     ])
     .unwrap();
+}
+
+#[test]
+fn a_default_trigger_never_takes_a_flow_that_waits_on_a_timer() {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+    let reminder = fs::read_to_string(root.join("flows/reminder.yaml")).unwrap();
+    let fallback = "id: fallback\ntriggers:\n  - default: true\nstart: sorry\nnodes:\n  sorry:\n    send: {text: \"Sorry, I did not get that.\"}\n    end: true\n";
+    let flows = FlowSet::load(&[
+        ("reminder.yaml".into(), reminder),
+        ("fallback.yaml".into(), fallback.into()),
+    ])
+    .unwrap_or_else(|e| panic!("{}", e.join("\n")));
+    let script = "\
+> remind me
+< I will remind you in 2 hours
+// the wait takes no reply: the message is ignored, the wait goes on
+> hello?
+? active reminder
+~ 2h
+< Reminder!
+? idle
+// with no flow active, default answers
+> hello?
+< Sorry, I did not get that.
+? idle
+// a keyword trigger still starts its flow
+> remind me
+< I will remind you in 2 hours
+";
+    run_transcript(&flows, script).unwrap();
 }

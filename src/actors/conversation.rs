@@ -517,10 +517,10 @@ impl ConversationActorState {
                     reason: format!("flow `{flow_id}` stopped: {why}"),
                     raw: None,
                 };
+                // Counted by the writer as it records it (not here too).
                 if let Err(e) = engine.writer.dead_letter(letter, None).await {
                     tracing::warn!(error = %e, "Recording a failed flow failed.");
                 }
-                metrics().dead_letters.inc("kind=\"flow_failed\"");
             }
         }
         Ok((effects, ids))

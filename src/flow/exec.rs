@@ -13,6 +13,9 @@ use crate::conversation::ContactInfo;
 use crate::outcall::{HttpCall, HttpOutcome};
 use crate::whatsapp::send::OutboundMessage;
 
+/// The variable holding the id of the user's last message the flow took.
+pub const MESSAGE_ID_VAR: &str = "message_id";
+
 /// Messages kept while a flow waits for an HTTP answer (the rest are dropped).
 const MAX_DEFERRED: usize = 20;
 
@@ -30,6 +33,9 @@ pub struct Frame {
 pub struct Deferred {
     pub text: Option<String>,
     pub reply_id: Option<String>,
+    /// Its id, for `message_id` when it is handled.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub message_id: Option<String>,
 }
 
 /// A conversation's flow state (stored as JSON). Default = no active flow.
@@ -42,7 +48,13 @@ pub struct FlowState {
     pub awaiting_input: bool,
     pub retries: u32,
     pub vars: BTreeMap<String, Value>,
+    /// Name of the timer the current wait entry asked for; only that one ends the wait.
     pub waiting_timer: Option<String>,
+    /// Wait entries so far in this session: with the time, makes each entry's timer name
+    /// unique, so a timer left pending by an earlier entry of the same wait node (timers
+    /// are never cancelled) cannot end a later one early.
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub waits: u64,
     pub started_at_ms: i64,
     pub last_activity_ms: i64,
     /// Callers of the running subflow, innermost last.
@@ -60,6 +72,10 @@ pub struct FlowState {
     /// Paused on a chatbot node until the bot session ends.
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub bot: bool,
+}
+
+fn is_zero(n: &u64) -> bool {
+    *n == 0
 }
 
 impl FlowState {
@@ -130,6 +146,9 @@ pub struct FlowContext<'a> {
     pub contact_key: Option<&'a str>,
     /// The Click-to-WhatsApp ad id the message came from, if any.
     pub referral: Option<&'a str>,
+    /// The id (wamid) of the user's message this input is, if it is one: a flow that takes
+    /// the message has it as the variable `message_id` (e.g. to send a `reaction` to it).
+    pub message_id: Option<&'a str>,
     /// Runaway guard: max nodes executed for one input.
     pub max_steps: usize,
 }
@@ -158,20 +177,33 @@ struct Run<'c, 'a> {
     contact: ContactInfo,
     actions: Vec<FlowAction>,
     steps: usize,
+    /// The id of the user's message being handled (the context's, or a deferred one's).
+    message_id: Option<String>,
+}
+
+/// Which triggers may fire.
+#[derive(Debug, Clone, Copy, PartialEq)]
+enum Triggers {
+    /// Only those marked `global` (a flow waits for an answer).
+    Global,
+    /// Every trigger but `default` (a flow is paused: on a timer, say).
+    Matching,
+    /// Every trigger, `default` too (no active flow).
+    All,
 }
 
 /// The flow and start node the message triggers: the highest priority match across all
-/// flows (ties: file order); with `only_global`, only triggers marked `global`. A flow the
-/// contact's access level does not reach is skipped. `default` triggers fire only when
-/// nothing else matched.
+/// flows (ties: file order), among the triggers `which` allows. A flow the contact's access
+/// level does not reach is skipped. `default` triggers fire only when nothing else matched.
 fn trigger_match(
     flows: &FlowSet,
     text: Option<&str>,
     reply_id: Option<&str>,
     referral: Option<&str>,
-    only_global: bool,
+    which: Triggers,
     contact: &ContactInfo,
 ) -> Option<(String, String)> {
+    let only_global = which == Triggers::Global;
     let norm = text.map(normalize);
     let mut best: Option<(i32, String, String)> = None;
     let mut fallback: Option<(i32, String, String)> = None;
@@ -197,7 +229,9 @@ fn trigger_match(
                     referral.is_some_and(|r| ad.as_deref().is_none_or(|a| a == r))
                 }
                 Trigger::Default { .. } => {
-                    if !only_global && fallback.as_ref().is_none_or(|(p, _, _)| t.priority > *p) {
+                    if which == Triggers::All
+                        && fallback.as_ref().is_none_or(|(p, _, _)| t.priority > *p)
+                    {
                         fallback = Some((t.priority, f.id.clone(), start()));
                     }
                     false
@@ -233,6 +267,7 @@ fn run_with(
         contact: ctx.contact.cloned().unwrap_or_default(),
         actions: Vec::new(),
         steps: 0,
+        message_id: ctx.message_id.map(str::to_string),
     };
     let st = f(&mut r)?;
     let mut actions = r.actions;
@@ -249,6 +284,14 @@ fn run_with(
 impl<'c, 'a> Run<'c, 'a> {
     fn flow(&self, st: &FlowState) -> Option<&'c Flow> {
         st.flow.as_deref().and_then(|id| self.flows.get(id))
+    }
+
+    /// The user's message this input is: its id into `message_id`.
+    fn stamp(&self, st: &mut FlowState) {
+        if let Some(id) = &self.message_id {
+            st.vars
+                .insert(MESSAGE_ID_VAR.into(), Value::Str(id.clone()));
+        }
     }
 
     fn input(&mut self, state: FlowState, input: FlowInput<'_>) -> Result<FlowState, FlowError> {
@@ -327,7 +370,9 @@ impl<'c, 'a> Run<'c, 'a> {
                         text: d.text.as_deref(),
                         reply_id: d.reply_id.as_deref(),
                     };
+                    let answering = std::mem::replace(&mut self.message_id, d.message_id.clone());
                     st = self.input(st, input)?;
+                    self.message_id = answering;
                 }
                 Ok(st)
             }
@@ -341,6 +386,7 @@ impl<'c, 'a> Run<'c, 'a> {
                     });
                 if awaiting_media {
                     st.last_activity_ms = ctx.now_ms;
+                    self.stamp(&mut st);
                     return self.answer(st, Answer::Media { kind, id });
                 }
                 self.message(st, caption, None)
@@ -362,6 +408,7 @@ impl<'c, 'a> Run<'c, 'a> {
                 st.deferred.push(Deferred {
                     text: text.map(str::to_string),
                     reply_id: reply_id.map(str::to_string),
+                    message_id: self.message_id.clone(),
                 });
             }
             return Ok(st);
@@ -395,11 +442,19 @@ impl<'c, 'a> Run<'c, 'a> {
             }
         }
         let referral = ctx.referral;
+        if st.is_active() {
+            self.stamp(&mut st);
+        }
         if st.is_active() && (st.awaiting_input || st.waiting_timer.is_some()) {
             // A global trigger (e.g. `menu`) leaves the flow waiting.
-            if let Some((fid, start)) =
-                trigger_match(self.flows, text, reply_id, referral, true, &self.contact)
-            {
+            if let Some((fid, start)) = trigger_match(
+                self.flows,
+                text,
+                reply_id,
+                referral,
+                Triggers::Global,
+                &self.contact,
+            ) {
                 return self.begin(&fid, start);
             }
             st.last_activity_ms = ctx.now_ms;
@@ -421,9 +476,15 @@ impl<'c, 'a> Run<'c, 'a> {
                 return self.run(st, Some(to));
             }
         }
-        // No flow, paused on a timer or a handoff: triggers may (re)start a flow.
+        // No flow, paused on a timer or a handoff: triggers may (re)start a flow; `default`
+        // only when no flow is active (it must not drop a session that waits).
+        let which = if st.is_active() {
+            Triggers::Matching
+        } else {
+            Triggers::All
+        };
         let Some((fid, start)) =
-            trigger_match(self.flows, text, reply_id, referral, false, &self.contact)
+            trigger_match(self.flows, text, reply_id, referral, which, &self.contact)
         else {
             return Ok(st);
         };
@@ -433,13 +494,14 @@ impl<'c, 'a> Run<'c, 'a> {
     /// A fresh session of `flow`, run from `start_node` until it waits or ends.
     fn begin(&mut self, flow_id: &str, start_node: String) -> Result<FlowState, FlowError> {
         let flow = self.flows.get(flow_id).expect("flow exists");
-        let st = FlowState {
+        let mut st = FlowState {
             flow: Some(flow.id.clone()),
             version: Some(flow.version.clone()),
             started_at_ms: self.ctx.now_ms,
             last_activity_ms: self.ctx.now_ms,
             ..FlowState::default()
         };
+        self.stamp(&mut st);
         self.run(st, Some(start_node))
     }
 
@@ -482,7 +544,11 @@ impl<'c, 'a> Run<'c, 'a> {
         let NodeKind::Ask(a) = &node.kind else {
             return Ok(FlowState::default());
         };
-        match validate_answer(a, ans) {
+        // An option shown only from an access level up is not one of the options for a
+        // contact below it (typing its id must not reach what the menu hides).
+        let access = self.contact.access;
+        let reachable = |o: &str| option_level(flow, o) <= access;
+        match validate_answer(a, ans, reachable) {
             Some(v) => {
                 st.awaiting_input = false;
                 st.retries = 0;
@@ -638,6 +704,14 @@ impl<'c, 'a> Run<'c, 'a> {
                     let Some(sub) = flows.get(target) else {
                         return self.end(st);
                     };
+                    if sub.access > self.contact.access {
+                        // As its trigger would: a flow above the contact's level does not
+                        // start. A subflow call goes on after the call; a jump ends here.
+                        if *ret && !node.end {
+                            continue;
+                        }
+                        return self.end(st);
+                    }
                     if *ret {
                         st.stack.push(Frame {
                             flow: flow.id.clone(),
@@ -667,7 +741,8 @@ impl<'c, 'a> Run<'c, 'a> {
                         (None, Some(m)) => until_next(ctx.now_ms, *m),
                         (None, None) => 0,
                     };
-                    let name = format!("{}:{}", flow.id, id);
+                    st.waits += 1;
+                    let name = format!("{}:{}@{}.{}", flow.id, id, ctx.now_ms, st.waits);
                     self.actions.push(FlowAction::StartTimer {
                         name: name.clone(),
                         after_ms,
@@ -815,7 +890,48 @@ fn parse_date(t: &str) -> Option<String> {
     (d <= days[(m - 1) as usize]).then(|| format!("{y:04}-{m:02}-{d:02}"))
 }
 
-fn validate_answer(a: &AskSpec, ans: Answer<'_>) -> Option<Value> {
+/// The lowest access level that is shown option `id` in `flow`: the lowest level of any
+/// button or list row of the flow with that id (public when one shows it to everyone, or
+/// when no button or row has it).
+fn option_level(flow: &Flow, id: &str) -> AccessLevel {
+    let mut level: Option<AccessLevel> = None;
+    for node in flow.nodes.values() {
+        let (ids, restricted): (Vec<&str>, _) = match &node.kind {
+            NodeKind::Send(SendSpec::Buttons {
+                buttons,
+                restricted,
+                ..
+            }) => (buttons.iter().map(|b| b.id.as_str()).collect(), restricted),
+            NodeKind::Send(SendSpec::List {
+                sections,
+                restricted,
+                ..
+            }) => (
+                sections
+                    .iter()
+                    .flat_map(|s| &s.rows)
+                    .map(|r| r.id.as_str())
+                    .collect(),
+                restricted,
+            ),
+            _ => continue,
+        };
+        for shown in ids.into_iter().filter(|i| i.eq_ignore_ascii_case(id)) {
+            let l = restricted
+                .iter()
+                .find(|(r, _)| r.eq_ignore_ascii_case(shown))
+                .map_or(AccessLevel::Public, |(_, l)| *l);
+            level = Some(level.map_or(l, |m| m.min(l)));
+        }
+    }
+    level.unwrap_or(AccessLevel::Public)
+}
+
+fn validate_answer(
+    a: &AskSpec,
+    ans: Answer<'_>,
+    reachable: impl Fn(&str) -> bool,
+) -> Option<Value> {
     let (text, reply_id) = match ans {
         Answer::Media { kind, id } => {
             let ok = a.kind == AskType::Media
@@ -827,7 +943,7 @@ fn validate_answer(a: &AskSpec, ans: Answer<'_>) -> Option<Value> {
     let t = text.map(str::trim).unwrap_or("");
     match a.kind {
         AskType::Options => {
-            for o in &a.options {
+            for o in a.options.iter().filter(|o| reachable(o)) {
                 if reply_id.is_some_and(|r| r.eq_ignore_ascii_case(o))
                     || normalize(t) == normalize(o)
                 {

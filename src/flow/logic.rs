@@ -27,9 +27,6 @@ const TIMER_PREFIX: &str = "flow:";
 /// Nodes one input may run through before the runaway guard stops the flow.
 pub const MAX_STEPS: usize = 100;
 
-/// How many earlier flow sets stay loaded for conversations pinned to their versions.
-const KEEP_OLDER: usize = 16;
-
 /// The flows in force, swapped whole on reload, plus the earlier sets that conversations
 /// started on (a conversation keeps the version of the flow it started with).
 #[derive(Clone)]
@@ -105,8 +102,9 @@ impl FlowRegistry {
 
     /// The set to run this conversation's next step in, per its flow's `on_update`; and the
     /// flow to start over, when the flow changed and says `restart` (or `migrate` and its
-    /// node is gone).
-    pub fn resolve(&self, state: &FlowState) -> (Arc<FlowSet>, Option<String>) {
+    /// node is gone). A session that migrates takes the new version: it runs it from now on,
+    /// its records name it, and the next step does not migrate again.
+    pub fn resolve(&self, state: &mut FlowState) -> (Arc<FlowSet>, Option<String>) {
         let current = self.current();
         let (Some(id), Some(version)) = (&state.flow, &state.version) else {
             return (current, None);
@@ -126,6 +124,9 @@ impl FlowRegistry {
                     .as_deref()
                     .is_some_and(|n| flow.nodes.contains_key(n));
                 let restart = (!node_kept).then(|| id.clone());
+                if node_kept {
+                    state.version = Some(flow.version.clone());
+                }
                 (current, restart)
             }
             OnUpdate::Restart => (current.clone(), Some(id.clone())),
@@ -166,8 +167,8 @@ impl FlowRegistry {
                 let mut reg = self.0.write().unwrap_or_else(|e| e.into_inner());
                 let previous = std::mem::replace(&mut reg.current, Arc::new(set));
                 reg.bots = Arc::new(bots);
+                // Kept while a session may run it: see `keep_in_use`.
                 reg.older.insert(0, previous);
-                reg.older.truncate(KEEP_OLDER);
                 reg.last_error = None;
                 Ok(versions)
             }
@@ -194,6 +195,25 @@ impl FlowRegistry {
         for set in sets {
             reg.older.push(Arc::new(set));
         }
+    }
+
+    /// Drop the earlier sets no session is pinned to: `in_use` is every (flow, version) that
+    /// an unfinished session runs (from the store, after a reload). A set holding any of them
+    /// stays, however many reloads ago it was current, and so does the set the last reload
+    /// replaced (a session may have started on it and not be in the store yet).
+    pub fn keep_in_use(&self, in_use: &[(String, String)]) {
+        let mut reg = self.0.write().unwrap_or_else(|e| e.into_inner());
+        let mut first = true;
+        reg.older.retain(|set| {
+            let keep = first
+                || set.flows().iter().any(|f| {
+                    in_use
+                        .iter()
+                        .any(|(id, version)| *id == f.id && *version == f.version)
+                });
+            first = false;
+            keep
+        });
     }
 
     /// (id, version) of the current flows, and the errors of the last failed reload.
@@ -529,6 +549,7 @@ impl FlowLogic {
 
         let timer_name;
         let mut referral = None;
+        let mut message_id = None;
         let input = match event {
             _ if bot_done => FlowInput::BotDone,
             // While a human has the conversation the bot is silent.
@@ -536,6 +557,7 @@ impl FlowLogic {
                 return (state, effects)
             }
             ConversationEvent::Inbound { message, .. } => {
+                message_id = Some(message.wamid.as_str());
                 referral = message
                     .referral
                     .as_ref()
@@ -573,15 +595,16 @@ impl FlowLogic {
             ConversationEvent::HttpResult(outcome) => FlowInput::Http(outcome),
             _ => return (state, effects),
         };
-        let flow_state = flow_state(&state);
+        let mut flow_state = flow_state(&state);
+        let (flows, restart) = self.flows.resolve(&mut flow_state);
         let before = flow_state.clone();
-        let (flows, restart) = self.flows.resolve(&flow_state);
         let contact = &state.contact;
         let fctx = FlowContext {
             now_ms: ctx.now_ms,
             contact: Some(contact),
             contact_key: contact.wa_id.as_deref().or(contact.user_id.as_deref()),
             referral,
+            message_id,
             max_steps: MAX_STEPS,
         };
         let outcome = match restart {
@@ -707,6 +730,7 @@ mod tests {
     use super::*;
     use crate::chatbot::session::{BotAnswer, BotCall, BotStatus};
     use crate::conversation::WindowPolicy;
+    use crate::flow::{FlowContext, FlowInput};
     use crate::whatsapp::send::OutboundMessage;
 
     const BOT: &str = "provider: p\nmodel: m\nsystem_prompt: be brief\n";
@@ -912,5 +936,80 @@ mod tests {
         assert!(bot_of(&s).is_none());
         let (_, e) = l.step(s, &says("q4", later + 1), &ctx(later + 1));
         assert_eq!(texts(&call_of(&e)), vec!["q4"]);
+    }
+
+    #[test]
+    fn a_migrated_session_takes_the_new_version_once() {
+        let flow = |question: &str| {
+            format!(
+                "id: x\non_update: migrate\ntriggers:\n  - keyword: go\nstart: q\nnodes:\n  q:\n    ask: {{type: text, prompt: \"{question}\", save: a}}\n    next: bye\n  bye:\n    send: {{text: \"bye\"}}\n    end: true\n"
+            )
+        };
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("x.yaml");
+        std::fs::write(&path, flow("v1?")).unwrap();
+        let registry = FlowRegistry::new(crate::flow::load_dir(dir.path()).unwrap());
+        let ctx = FlowContext {
+            now_ms: 0,
+            contact: None,
+            referral: None,
+            message_id: None,
+            contact_key: Some("u"),
+            max_steps: MAX_STEPS,
+        };
+        let go = FlowInput::Message {
+            text: Some("go"),
+            reply_id: None,
+        };
+        let (mut state, _) =
+            flow_step(&registry.current(), FlowState::default(), go, &ctx).unwrap();
+        let v1 = state.version.clone().unwrap();
+        std::fs::write(&path, flow("v2?")).unwrap();
+        registry.reload(dir.path()).unwrap();
+        let v2 = registry.current().get("x").unwrap().version.clone();
+        assert_ne!(v1, v2);
+
+        let (set, restart) = registry.resolve(&mut state);
+        assert!(restart.is_none());
+        assert_eq!(set.get("x").unwrap().version, v2);
+        assert_eq!(state.version.as_deref(), Some(v2.as_str()), "still on v1");
+        // Migrated once: the next resolve finds nothing to do.
+        let before = state.clone();
+        registry.resolve(&mut state);
+        assert_eq!(state, before);
+    }
+
+    #[test]
+    fn earlier_sets_stay_exactly_while_a_session_runs_them() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("x.yaml");
+        let write = |n: usize| {
+            let text = format!(
+                "id: x\ntriggers: [{{keyword: go}}]\nstart: a\nnodes:\n  a:\n    send: {{text: \"v{n}\"}}\n"
+            );
+            std::fs::write(&path, text).unwrap();
+        };
+        write(0);
+        let registry = FlowRegistry::new(crate::flow::load_dir(dir.path()).unwrap());
+        let v0 = registry.current().get("x").unwrap().version.clone();
+        for n in 1..=20 {
+            write(n);
+            registry.reload(dir.path()).unwrap();
+        }
+        let older = |r: &FlowRegistry| r.0.read().unwrap().older.len();
+        assert_eq!(older(&registry), 20, "nothing dropped by count");
+        let pinned = FlowState {
+            flow: Some("x".into()),
+            version: Some(v0.clone()),
+            node: Some("a".into()),
+            ..FlowState::default()
+        };
+        registry.keep_in_use(&[("x".into(), v0.clone())]);
+        // The set v0 is in, and the one the last reload replaced.
+        assert_eq!(older(&registry), 2);
+        assert_eq!(registry.for_state(&pinned).get("x").unwrap().version, v0);
+        registry.keep_in_use(&[]);
+        assert_eq!(older(&registry), 1);
+        assert_ne!(registry.for_state(&pinned).get("x").unwrap().version, v0);
     }
 }

@@ -16,7 +16,9 @@
 //!   - default: true             # when no flow is active and nothing else matched
 //! start: welcome                # first node
 //! access: registered            # optional: lowest contact level that may start it
-//!                               #   (public | registered | activated)
+//!                               #   (public | registered | activated), by a trigger or a
+//!                               #   jump (below it a jump ends the flow, a subflow call
+//!                               #   goes on at its `next`)
 //! session_timeout: 24h          # optional: 500ms, 6s, 10m, 24h, 2d
 //! on_expire: expired            # optional: node run when a message comes after the timeout
 //! on_update: pin                # on reload, conversations in progress: pin | migrate | restart
@@ -78,7 +80,8 @@
 //! Every node has at most one kind (send/ask/condition/set/jump/wait/split/http/handoff); a
 //! node with none just follows `next`. A node without `next` (and not a condition/jump) ends
 //! the flow (or returns to the caller of a subflow). Buttons and list rows may carry
-//! `access: registered` to be shown only to contacts of that level and up.
+//! `access: registered` to be shown only to contacts of that level and up; below it, an
+//! `options` ask does not take that id (the retry message).
 //!
 //! Expressions: Decimal literals, 'single'/"double" quoted strings, true/false, `vars.x` or `x`,
 //! `contact.name`, `+ - * /`, `== != < <= > >=`, `contains`, `matches '<regex literal>'`,
@@ -86,7 +89,9 @@
 //!
 //! Templates: `{{x}}`, `{{vars.x}}`, `{{contact.name}}` (also `contact.access`,
 //! `contact.tags`, `contact.<field>`), filters `upper`, `lower`, `default('...')`, `number`,
-//! `currency('IDR')`; single pass, unknown variable renders as "".
+//! `currency('IDR')`; single pass, unknown variable renders as "". The engine sets
+//! `message_id`: the id (wamid) of the user's last message the flow took, to react to it:
+//! `send: {message: {kind: reaction, message_id: "{{message_id}}", emoji: "👍"}}`.
 
 use std::collections::BTreeMap;
 

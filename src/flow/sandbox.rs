@@ -22,6 +22,8 @@ pub struct Sandbox<'f> {
     pub handed_off: bool,
     /// A flow's chatbot node has the conversation (no model here: `bot_done` ends it).
     pub bot: Option<String>,
+    /// User messages so far: the n-th has the id `wamid.n`.
+    pub messages: u64,
 }
 
 impl<'f> Sandbox<'f> {
@@ -40,6 +42,7 @@ impl<'f> Sandbox<'f> {
             referral: None,
             handed_off: false,
             bot: None,
+            messages: 0,
         }
     }
 
@@ -83,6 +86,7 @@ impl<'f> Sandbox<'f> {
             contact: Some(&contact),
             contact_key: Some(&self.contact_key),
             referral: None,
+            message_id: None,
             max_steps: self.max_steps,
         };
         let outcome = start(self.flows, flow_id, &ctx);
@@ -96,9 +100,15 @@ impl<'f> Sandbox<'f> {
         {
             return Ok(Vec::new());
         }
-        let referral = match input {
-            FlowInput::Message { .. } | FlowInput::Media { .. } => self.referral.take(),
-            _ => None,
+        let (referral, message_id) = match input {
+            FlowInput::Message { .. } | FlowInput::Media { .. } => {
+                self.messages += 1;
+                (
+                    self.referral.take(),
+                    Some(format!("wamid.{}", self.messages)),
+                )
+            }
+            _ => (None, None),
         };
         let contact = self.contact.clone();
         let ctx = FlowContext {
@@ -106,6 +116,7 @@ impl<'f> Sandbox<'f> {
             contact: Some(&contact),
             contact_key: Some(&self.contact_key),
             referral: referral.as_deref(),
+            message_id: message_id.as_deref(),
             max_steps: self.max_steps,
         };
         let outcome = step(self.flows, self.state.clone(), input, &ctx);

@@ -9,7 +9,8 @@
 //!   - list: `[list] body | button | row title 1 | row title 2 …`
 //!   - `[http] METHOD url` for an HTTP call, `[handoff] reason` for a handoff,
 //!     `[chatbot] bot` for a chatbot node, `[error] message` for a step error; other
-//!     messages as `[kind]`
+//!     messages as `[kind]`, but a reaction as `[reaction] emoji message-id`
+//! - the n-th user message (`>`) has the id `wamid.n` (the flow's `{{message_id}}`)
 //! - `> [image] media-id`  user sends media (image, document, audio, video, sticker)
 //! - `= 200 {"json": 1}`   the pending HTTP call answers (status 0 = no response)
 //! - `^ release`   a human gives the conversation back; `^ bot done`: a chatbot node's
@@ -57,6 +58,9 @@ pub fn render(m: &OutboundMessage) -> String {
                 s.push_str(&r.title);
             }
             s
+        }
+        OutboundMessage::Reaction { message_id, emoji } => {
+            format!("[reaction] {emoji} {message_id}")
         }
         other => format!("[{}]", other.kind_name()),
     }

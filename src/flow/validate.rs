@@ -31,7 +31,8 @@ impl FlowSet {
         let mut bot_refs: Vec<(String, String)> = Vec::new();
         // (variable read, the error to report if no flow ever sets it)
         let mut reads: Vec<(String, String)> = Vec::new();
-        let mut written: HashSet<String> = HashSet::new();
+        // The engine sets `message_id` on every user message a flow takes.
+        let mut written: HashSet<String> = HashSet::from([super::exec::MESSAGE_ID_VAR.to_string()]);
         for (path, text) in files {
             let src = Src::new(path, text);
             match compile(&src, &mut errors) {
@@ -207,6 +208,40 @@ impl<'a> Src<'a> {
         }
         None
     }
+    /// (name, line, col), 1-based, of every node key under `nodes:` in block YAML, in file
+    /// order (a name may repeat: the parsed map keeps only the last).
+    fn node_keys(&self) -> Vec<(String, usize, usize)> {
+        let Some(start) = self
+            .lines
+            .iter()
+            .position(|l| indent(l) == 0 && is_key(l, "nodes"))
+        else {
+            return Vec::new();
+        };
+        let mut keys = Vec::new();
+        let mut node_indent = None;
+        for (i, l) in self.lines.iter().enumerate().skip(start + 1) {
+            let t = l.trim_start();
+            if t.is_empty() || t.starts_with('#') {
+                continue;
+            }
+            let ind = indent(l);
+            if ind == 0 {
+                break;
+            }
+            if *node_indent.get_or_insert(ind) != ind {
+                continue;
+            }
+            let key = match t.chars().next() {
+                Some(q @ ('"' | '\'')) => t[1..].split(q).next(),
+                _ => t.split(':').next(),
+            };
+            if let Some(k) = key.map(str::trim).filter(|k| !k.is_empty()) {
+                keys.push((k.to_string(), i + 1, ind + 1));
+            }
+        }
+        keys
+    }
     fn node_pos(&self, node: &str) -> (usize, usize) {
         match self.node_line(node) {
             Some(i) => (i + 1, indent(self.lines[i]) + 1),
@@ -297,6 +332,14 @@ fn compile(src: &Src<'_>, errors: &mut Vec<String>) -> Option<Flow> {
             .unwrap_or_default()
     });
     let names: BTreeSet<&str> = raw.nodes.keys().map(|s| s.as_str()).collect();
+    // The nodes map keeps the last of two nodes with one id: name every later one.
+    let mut seen = BTreeSet::new();
+    for (key, l, c) in src.node_keys() {
+        if !seen.insert(key.clone()) {
+            let msg = format!("duplicate node id `{key}` (an earlier node has it)");
+            cx.errors.push(src.fmt(l, c, &msg));
+        }
+    }
     let top_err = |cx: &mut Ctx, key: &str, msg: String| {
         let (l, c) = cx.src.top_key(key).unwrap_or((1, 1));
         cx.errors.push(cx.src.fmt(l, c, &msg));

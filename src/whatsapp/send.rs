@@ -489,6 +489,13 @@ impl OutboundMessage {
                         &b.title,
                         Some(BUTTON_TITLE_MAX),
                     );
+                    // WhatsApp refuses a message whose buttons share an id.
+                    if buttons[..i].iter().any(|o| o.id == b.id) {
+                        c.errors.push(SendLimitError::Duplicate {
+                            field: format!("buttons[{i}].id"),
+                            value: b.id.clone(),
+                        });
+                    }
                     if buttons[..i].iter().any(|o| o.title == b.title) {
                         c.errors.push(SendLimitError::Duplicate {
                             field: format!("buttons[{i}].title"),
@@ -523,6 +530,17 @@ impl OutboundMessage {
                     for (ri, r) in s.rows.iter().enumerate() {
                         let p = format!("sections[{si}].rows[{ri}]");
                         c.required(format!("{p}.id"), &r.id, Some(ROW_ID_MAX));
+                        // Row ids are unique across the whole list, or WhatsApp refuses it.
+                        let earlier = sections[..si]
+                            .iter()
+                            .flat_map(|s| &s.rows)
+                            .chain(&s.rows[..ri]);
+                        if earlier.into_iter().any(|o| o.id == r.id) {
+                            c.errors.push(SendLimitError::Duplicate {
+                                field: format!("{p}.id"),
+                                value: r.id.clone(),
+                            });
+                        }
                         c.required(format!("{p}.title"), &r.title, Some(ROW_TITLE_MAX));
                         if let Some(d) = &r.description {
                             c.max_len(format!("{p}.description"), d, ROW_DESCRIPTION_MAX);
@@ -1019,6 +1037,57 @@ mod tests {
             vec![SendLimitError::Duplicate {
                 field: "buttons[2].title".into(),
                 value: "Yes".into()
+            }]
+        );
+        let OutboundMessage::Buttons {
+            header,
+            body,
+            footer,
+            mut buttons,
+        } = buttons(&["Yes", "No"])
+        else {
+            unreachable!()
+        };
+        buttons[1].id = "b0".into();
+        let same_ids = OutboundMessage::Buttons {
+            header,
+            body,
+            footer,
+            buttons,
+        };
+        assert_eq!(
+            same_ids.validate().unwrap_err(),
+            vec![SendLimitError::Duplicate {
+                field: "buttons[1].id".into(),
+                value: "b0".into()
+            }]
+        );
+        let row = |id: &str, title: &str| ListRow {
+            id: id.into(),
+            title: title.into(),
+            description: None,
+        };
+        let list = OutboundMessage::List {
+            header: None,
+            body: "Pick".into(),
+            footer: None,
+            button: "Choose".into(),
+            sections: vec![
+                ListSection {
+                    title: Some("A".into()),
+                    rows: vec![row("x", "X"), row("y", "Y")],
+                },
+                ListSection {
+                    title: Some("B".into()),
+                    rows: vec![row("z", "Z"), row("x", "X again")],
+                },
+            ],
+        };
+        assert_eq!(
+            list.validate().unwrap_err(),
+            vec![SendLimitError::Duplicate {
+                field: "sections[1].rows[1].id".into(),
+                value: "x".into()
             }]
         );
         let m = OutboundMessage::Buttons {

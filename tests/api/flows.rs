@@ -245,14 +245,18 @@ async fn a_reload_swaps_only_valid_flows_and_running_conversations_keep_their_ve
         .await,
         200
     );
-    assert_eq!(
-        app.post_webhook(&text_webhook(PNID, old_user, "wamid.V3", "1", now_secs()))
-            .await,
-        200
-    );
-    assert!(replies(3).await);
+    // The old user stops at the product question, mid-conversation.
+    assert!(replies(2).await);
 
-    // A broken file: refused, nothing changes, the error is shown.
+    // A broken file: refused, nothing changes, the error is logged, counted and shown.
+    let refused = || async {
+        let (_, metrics) = app.get("/metrics").await;
+        metrics
+            .lines()
+            .find_map(|l| l.strip_prefix("parley_flow_reloads_total{result=\"refused\"} "))
+            .map_or(0, |v| v.trim().parse::<u64>().unwrap())
+    };
+    let refused_before = refused().await;
     std::fs::write(
         dir.path().join("broken.yaml"),
         "start: nowhere\nnodes: {}\n",
@@ -275,6 +279,10 @@ async fn a_reload_swaps_only_valid_flows_and_running_conversations_keep_their_ve
         .admin(reqwest::Method::GET, "/flows", Some(ADMIN_TOKEN), None)
         .await;
     assert!(listed["last_reload_errors"].is_array(), "{listed}");
+    assert!(
+        refused().await > refused_before,
+        "a refused reload is counted"
+    );
     std::fs::remove_file(dir.path().join("broken.yaml")).unwrap();
 
     // A valid change: swapped in for new conversations only.
@@ -292,6 +300,13 @@ async fn a_reload_swaps_only_valid_flows_and_running_conversations_keep_their_ve
         )
         .await;
     assert_eq!(status, 200, "{body}");
+    // The conversation in flight goes on after the reload: on its pinned version.
+    assert_eq!(
+        app.post_webhook(&text_webhook(PNID, old_user, "wamid.V3", "1", now_secs()))
+            .await,
+        200
+    );
+    assert!(replies(3).await);
     let new_user = "6281200000081";
     assert_eq!(
         app.post_webhook(&text_webhook(
@@ -333,7 +348,7 @@ async fn a_reload_swaps_only_valid_flows_and_running_conversations_keep_their_ve
     assert_eq!(
         to(old_user).last().map(String::as_str),
         Some("How many?"),
-        "pinned to the version it started with"
+        "an answer after the reload, pinned to the version it started with"
     );
     assert_eq!(
         to(new_user).last().map(String::as_str),
@@ -345,6 +360,69 @@ async fn a_reload_swaps_only_valid_flows_and_running_conversations_keep_their_ve
 on_both_stores!(
     reload,
     a_reload_swaps_only_valid_flows_and_running_conversations_keep_their_version
+);
+
+async fn a_pinned_version_stays_loaded_through_any_number_of_reloads(db: TestDb) {
+    let graph = Arc::new(FakeGraph::start().await);
+    let dir = tempfile::tempdir().unwrap();
+    let shop = std::fs::read_to_string("flows/shop.yaml").unwrap();
+    std::fs::write(dir.path().join("shop.yaml"), &shop).unwrap();
+    let mut settings = test_settings(&db, &graph);
+    settings.flows.dir = dir.path().to_path_buf();
+    let app = spawn_app_with_flows(settings).await;
+    let user = "6281200000082";
+    for (wamid, webhook) in [
+        (
+            "wamid.P1",
+            text_webhook(PNID, user, "wamid.P1", "menu", now_secs()),
+        ),
+        (
+            "wamid.P2",
+            button_reply_webhook(PNID, user, "wamid.P2", "catalog", "Catalog", now_secs()),
+        ),
+    ] {
+        assert_eq!(app.post_webhook(&webhook).await, 200, "{wamid}");
+    }
+    assert!(graph.wait_delivered(2, Duration::from_secs(10)).await);
+    // More reloads, each a new version, than any fixed number of kept sets.
+    for n in 0..20 {
+        std::fs::write(
+            dir.path().join("shop.yaml"),
+            shop.replace("How many?", &format!("How many ({n})?")),
+        )
+        .unwrap();
+        let (status, body) = app
+            .admin(
+                reqwest::Method::POST,
+                "/flows/reload",
+                Some(ADMIN_TOKEN),
+                None,
+            )
+            .await;
+        assert_eq!(status, 200, "{body}");
+    }
+    assert_eq!(
+        app.post_webhook(&text_webhook(PNID, user, "wamid.P3", "1", now_secs()))
+            .await,
+        200
+    );
+    assert!(graph.wait_delivered(3, Duration::from_secs(10)).await);
+    let texts: Vec<String> = graph
+        .delivered()
+        .iter()
+        .filter(|a| a.to() == Some(user))
+        .filter_map(|a| a.text().map(str::to_string))
+        .collect();
+    assert_eq!(
+        texts.last().map(String::as_str),
+        Some("How many?"),
+        "the session finishes on the version it started on"
+    );
+    app.stop().await;
+}
+on_both_stores!(
+    pinned_through_reloads,
+    a_pinned_version_stays_loaded_through_any_number_of_reloads
 );
 
 async fn edited_flow_files_are_picked_up_by_the_watcher(db: TestDb) {

@@ -427,7 +427,12 @@ on_both_stores!(
     a_session_finishes_on_its_version_after_a_restart_with_new_files
 );
 
+/// The metrics are the process's: the two stores' runs of the runaway scenario, the only
+/// one making `flow_failed` dead letters, take turns so each sees its own count.
+static FLOW_FAILED_METRIC: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
+
 async fn a_runaway_flow_is_stopped_dead_lettered_and_the_conversation_goes_on(db: TestDb) {
+    let _alone = FLOW_FAILED_METRIC.lock().await;
     let graph = Arc::new(FakeGraph::start().await);
     // 120 nodes in a row (no loop, so valid) run past the guard of 100 nodes per event.
     let mut long = String::from("id: long\ntriggers: [{keyword: long}]\nstart: n0\nnodes:\n");
@@ -442,6 +447,14 @@ async fn a_runaway_flow_is_stopped_dead_lettered_and_the_conversation_goes_on(db
     let mut settings = test_settings(&db, &graph);
     settings.flows.dir = dir.path().to_path_buf();
     let app = spawn_app_with_flows(settings).await;
+    let flow_failed = || async {
+        let (_, metrics) = app.get("/metrics").await;
+        metrics
+            .lines()
+            .find_map(|l| l.strip_prefix("parley_dead_letters_total{kind=\"flow_failed\"} "))
+            .map_or(0, |v| v.trim().parse::<u64>().unwrap())
+    };
+    let counted_before = flow_failed().await;
     let user = "6281200000310";
     app.post_webhook(&text_webhook(PNID, user, "wamid.L1", "long", now_secs()))
         .await;
@@ -467,6 +480,9 @@ async fn a_runaway_flow_is_stopped_dead_lettered_and_the_conversation_goes_on(db
         .await,
         1
     );
+    // One dead letter, counted once (the store's writer counts what it records).
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert_eq!(flow_failed().await - counted_before, 1);
     app.stop().await;
 }
 on_both_stores!(
