@@ -895,33 +895,31 @@ fn parse_date(t: &str) -> Option<String> {
 /// when no button or row has it).
 fn option_level(flow: &Flow, id: &str) -> AccessLevel {
     let mut level: Option<AccessLevel> = None;
-    for node in flow.nodes.values() {
-        let (ids, restricted): (Vec<&str>, _) = match &node.kind {
-            NodeKind::Send(SendSpec::Buttons {
-                buttons,
-                restricted,
-                ..
-            }) => (buttons.iter().map(|b| b.id.as_str()).collect(), restricted),
-            NodeKind::Send(SendSpec::List {
-                sections,
-                restricted,
-                ..
-            }) => (
-                sections
-                    .iter()
-                    .flat_map(|s| &s.rows)
-                    .map(|r| r.id.as_str())
-                    .collect(),
-                restricted,
-            ),
-            _ => continue,
-        };
-        for shown in ids.into_iter().filter(|i| i.eq_ignore_ascii_case(id)) {
+    let mut consider = |shown: &str, restricted: &[(String, AccessLevel)]| {
+        if shown.eq_ignore_ascii_case(id) {
             let l = restricted
                 .iter()
                 .find(|(r, _)| r.eq_ignore_ascii_case(shown))
                 .map_or(AccessLevel::Public, |(_, l)| *l);
             level = Some(level.map_or(l, |m| m.min(l)));
+        }
+    };
+    for node in flow.nodes.values() {
+        match &node.kind {
+            NodeKind::Send(SendSpec::Buttons {
+                buttons,
+                restricted,
+                ..
+            }) => buttons.iter().for_each(|b| consider(&b.id, restricted)),
+            NodeKind::Send(SendSpec::List {
+                sections,
+                restricted,
+                ..
+            }) => sections
+                .iter()
+                .flat_map(|s| &s.rows)
+                .for_each(|r| consider(&r.id, restricted)),
+            _ => {}
         }
     }
     level.unwrap_or(AccessLevel::Public)

@@ -183,30 +183,12 @@ impl<'a> Src<'a> {
             .position(|l| indent(l) == 0 && is_key(l, key))
             .map(|i| (i + 1, 1))
     }
-    /// 0-based line index of a node definition under `nodes:`.
+    /// 0-based line index of a node definition under `nodes:` (its first, if repeated).
     fn node_line(&self, node: &str) -> Option<usize> {
-        let start = self
-            .lines
-            .iter()
-            .position(|l| indent(l) == 0 && is_key(l, "nodes"))?;
-        let mut node_indent = None;
-        for (i, l) in self.lines.iter().enumerate().skip(start + 1) {
-            let t = l.trim_start();
-            if t.is_empty() || t.starts_with('#') {
-                continue;
-            }
-            let ind = indent(l);
-            if ind == 0 {
-                return None;
-            }
-            if node_indent.is_none() {
-                node_indent = Some(ind);
-            }
-            if Some(ind) == node_indent && is_key(l, node) {
-                return Some(i);
-            }
-        }
-        None
+        self.node_keys()
+            .into_iter()
+            .find(|(k, _, _)| k == node)
+            .map(|(_, line, _)| line - 1)
     }
     /// (name, line, col), 1-based, of every node key under `nodes:` in block YAML, in file
     /// order (a name may repeat: the parsed map keeps only the last).

@@ -143,11 +143,7 @@ pub async fn receive(
         .filter_map(|(i, r)| {
             let st = r.status.as_ref().filter(|st| st.status == "failed")?;
             (r.state == "done").then_some(())?;
-            let detail = match (st.error_code, &st.error_detail) {
-                (Some(c), Some(d)) => format!("{c} in a status webhook: {d}"),
-                (Some(c), None) => format!("{c} in a status webhook"),
-                (None, _) => "failed status webhook".to_string(),
-            };
+            let detail = st.failure();
             Some((
                 i,
                 r.account.clone(),

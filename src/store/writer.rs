@@ -61,6 +61,17 @@ pub struct StatusApply {
     pub error_detail: Option<String>,
 }
 
+impl StatusApply {
+    /// What a `failed` status says, for a dead letter or the conversation.
+    pub fn failure(&self) -> String {
+        match (self.error_code, &self.error_detail) {
+            (Some(c), Some(d)) => format!("failed status from Meta, error {c}: {d}"),
+            (Some(c), None) => format!("failed status from Meta, error {c}"),
+            (None, _) => "failed status from Meta".to_string(),
+        }
+    }
+}
+
 /// An inbound message handed to its conversation.
 #[derive(Debug, Clone)]
 pub struct InboxDispatch {
@@ -1169,11 +1180,7 @@ fn apply_status(
     if moved > 0 && s.status == "failed" {
         // Meta took the message and then could not deliver it (131026 unreachable, 131049
         // ecosystem, 131047 window…): kept for a human like a send the API refused.
-        let reason = match (s.error_code, &s.error_detail) {
-            (Some(c), Some(d)) => format!("failed status from Meta, error {c}: {d}"),
-            (Some(c), None) => format!("failed status from Meta, error {c}"),
-            (None, _) => "failed status from Meta".to_string(),
-        };
+        let reason = s.failure();
         exec(
             tx,
             "INSERT INTO dead_letters (kind, account, user_key, ref_id, reason, raw, created_at) \

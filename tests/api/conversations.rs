@@ -302,18 +302,7 @@ async fn a_timer_that_fails_every_time_is_dead_lettered(db: TestDb) {
         count(&store, "SELECT COUNT(*) FROM timers WHERE state = 'dead'").await,
         1
     );
-    assert_eq!(
-        app.post_webhook(&text_webhook(PNID, user, "wamid.T2", "after", now_secs()))
-            .await,
-        200
-    );
-    assert!(
-        graph
-            .wait_until(Duration::from_secs(10), |a| a
-                .iter()
-                .any(|a| a.text() == Some("echo: after")))
-            .await
-    );
+    assert!(echoed(&app, &graph, user, "wamid.T2", "after").await);
     app.stop().await;
 }
 on_both_stores!(timer_poison, a_timer_that_fails_every_time_is_dead_lettered);
@@ -463,20 +452,26 @@ async fn a_nul_character_does_not_stall_a_conversation(db: TestDb) {
         .replace("Test User", "Te\\u0000st");
     assert!(body.contains("\\u0000"), "{body}");
     assert_eq!(app.post_webhook(&body).await, 200);
-    assert_eq!(
-        app.post_webhook(&text_webhook(PNID, user, "wamid.N2", "next", now_secs()))
-            .await,
-        200
-    );
     assert!(
-        graph
-            .wait_until(Duration::from_secs(10), |a| a
-                .iter()
-                .any(|a| a.text() == Some("echo: next")))
-            .await,
+        echoed(&app, &graph, user, "wamid.N2", "next").await,
         "the conversation goes on: {:?}",
         graph.delivered_texts()
     );
     app.stop().await;
 }
 on_both_stores!(nul, a_nul_character_does_not_stall_a_conversation);
+
+/// `user` writes `text` (acknowledged) and Echo's answer to it reaches the fake Graph API.
+async fn echoed(app: &TestApp, graph: &FakeGraph, user: &str, wamid: &str, text: &str) -> bool {
+    assert_eq!(
+        app.post_webhook(&text_webhook(PNID, user, wamid, text, now_secs()))
+            .await,
+        200
+    );
+    let answer = format!("echo: {text}");
+    graph
+        .wait_until(Duration::from_secs(10), |a| {
+            a.iter().any(|a| a.text() == Some(answer.as_str()))
+        })
+        .await
+}

@@ -127,14 +127,18 @@ on_both_stores!(
     a_permanent_error_fails_the_message_with_its_code_and_the_next_one_goes
 );
 
-async fn statuses_arriving_out_of_order_never_move_a_message_backward(db: TestDb) {
-    let graph = Arc::new(FakeGraph::start().await);
-    let app = spawn_app(test_settings(&db, &graph), Arc::new(CoreLogic)).await;
-    let store = db.store().await;
-    let user = "6281200000042";
+/// `user` writes (the window opens), the business sends "Your order shipped" through the
+/// admin API, and the fake Graph API accepts it: (outbox id, wamid).
+async fn shipped(app: &TestApp, graph: &FakeGraph, user: &str) -> (i64, String) {
     assert_eq!(
-        app.post_webhook(&text_webhook(PNID, user, "wamid.S0", "hi", now_secs()))
-            .await,
+        app.post_webhook(&text_webhook(
+            PNID,
+            user,
+            &format!("wamid.in{user}"),
+            "hi",
+            now_secs()
+        ))
+        .await,
         200
     );
     let (status, body) = app
@@ -154,10 +158,24 @@ async fn statuses_arriving_out_of_order_never_move_a_message_backward(db: TestDb
                 .any(|a| a.text() == Some("Your order shipped") && a.accepted()))
             .await
     );
-    let wamid = match &graph.delivered()[0].outcome {
-        Outcome::Accepted(Some(w)) => w.clone(),
-        o => panic!("{o:?}"),
-    };
+    let wamid = graph
+        .delivered()
+        .iter()
+        .find(|a| a.text() == Some("Your order shipped"))
+        .and_then(|a| match &a.outcome {
+            Outcome::Accepted(Some(w)) => Some(w.clone()),
+            _ => None,
+        })
+        .expect("the send's wamid");
+    (outbox_id, wamid)
+}
+
+async fn statuses_arriving_out_of_order_never_move_a_message_backward(db: TestDb) {
+    let graph = Arc::new(FakeGraph::start().await);
+    let app = spawn_app(test_settings(&db, &graph), Arc::new(CoreLogic)).await;
+    let store = db.store().await;
+    let user = "6281200000042";
+    let (outbox_id, wamid) = shipped(&app, &graph, user).await;
     assert!(
         eventually(Duration::from_secs(5), || async {
             count(
@@ -215,37 +233,7 @@ async fn a_failed_status_fails_the_message_and_keeps_a_dead_letter(db: TestDb) {
     let app = spawn_app(test_settings(&db, &graph), Arc::new(CoreLogic)).await;
     let store = db.store().await;
     let user = "6281200000043";
-    assert_eq!(
-        app.post_webhook(&text_webhook(PNID, user, "wamid.F0", "hi", now_secs()))
-            .await,
-        200
-    );
-    let (status, body) = app
-        .admin(
-            reqwest::Method::POST,
-            "/messages",
-            Some(ADMIN_TOKEN),
-            Some(json!({"phone_number_id": PNID, "to": user, "text": "Your order shipped"})),
-        )
-        .await;
-    assert_eq!(status, 202, "{body}");
-    let outbox_id = body["outbox_id"].as_i64().unwrap();
-    assert!(
-        graph
-            .wait_until(Duration::from_secs(10), |a| a
-                .iter()
-                .any(|a| a.text() == Some("Your order shipped") && a.accepted()))
-            .await
-    );
-    let wamid = graph
-        .delivered()
-        .iter()
-        .find(|a| a.text() == Some("Your order shipped"))
-        .and_then(|a| match &a.outcome {
-            Outcome::Accepted(Some(w)) => Some(w.clone()),
-            _ => None,
-        })
-        .unwrap();
+    let (outbox_id, wamid) = shipped(&app, &graph, user).await;
     let callback = format!("{}{outbox_id}", parley::outbox::CALLBACK_PREFIX);
     let failed = status_webhook(PNID, &wamid, "failed", user, Some(&callback), now_secs())
         .replace("131047", "131026");

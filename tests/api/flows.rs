@@ -262,14 +262,7 @@ async fn a_reload_swaps_only_valid_flows_and_running_conversations_keep_their_ve
         "start: nowhere\nnodes: {}\n",
     )
     .unwrap();
-    let (status, body) = app
-        .admin(
-            reqwest::Method::POST,
-            "/flows/reload",
-            Some(ADMIN_TOKEN),
-            None,
-        )
-        .await;
+    let (status, body) = reload(&app).await;
     assert_eq!(status, 422, "{body}");
     assert!(
         body["errors"][0].as_str().unwrap().contains("broken.yaml:"),
@@ -291,14 +284,7 @@ async fn a_reload_swaps_only_valid_flows_and_running_conversations_keep_their_ve
         shop.replace("How many?", "How many cups?"),
     )
     .unwrap();
-    let (status, body) = app
-        .admin(
-            reqwest::Method::POST,
-            "/flows/reload",
-            Some(ADMIN_TOKEN),
-            None,
-        )
-        .await;
+    let (status, body) = reload(&app).await;
     assert_eq!(status, 200, "{body}");
     // The conversation in flight goes on after the reload: on its pinned version.
     assert_eq!(
@@ -391,14 +377,7 @@ async fn a_pinned_version_stays_loaded_through_any_number_of_reloads(db: TestDb)
             shop.replace("How many?", &format!("How many ({n})?")),
         )
         .unwrap();
-        let (status, body) = app
-            .admin(
-                reqwest::Method::POST,
-                "/flows/reload",
-                Some(ADMIN_TOKEN),
-                None,
-            )
-            .await;
+        let (status, body) = reload(&app).await;
         assert_eq!(status, 200, "{body}");
     }
     assert_eq!(
@@ -516,3 +495,14 @@ on_both_stores!(
     landed_timer,
     a_wait_whose_firing_commit_landed_unacknowledged_sends_its_message_once
 );
+
+/// `POST /admin/v1/flows/reload`: its status and body.
+async fn reload(app: &TestApp) -> (u16, serde_json::Value) {
+    app.admin(
+        reqwest::Method::POST,
+        "/flows/reload",
+        Some(ADMIN_TOKEN),
+        None,
+    )
+    .await
+}
