@@ -38,6 +38,9 @@ fn actors_deadline(since_signal: Duration) -> Duration {
 pub struct Application {
     listener: TcpListener,
     port: u16,
+    /// `http.admin_listen`: the admin API and metrics on their own address.
+    admin_listener: Option<TcpListener>,
+    admin_port: Option<u16>,
     state: AppState,
     root: ActorRef<RootMsg>,
     campaigns: ActorRef<crate::campaign::SupervisorMsg>,
@@ -198,6 +201,21 @@ impl Application {
             .await
             .with_context(|| format!("Failed to bind http.listen {addr}"))?;
         let port = listener.local_addr()?.port();
+        let admin_listener = match &settings.http.admin_listen {
+            Some(admin) => {
+                let addr: SocketAddr = admin.parse().context("http.admin_listen")?;
+                Some(
+                    TcpListener::bind(addr)
+                        .await
+                        .with_context(|| format!("Failed to bind http.admin_listen {addr}"))?,
+                )
+            }
+            None => None,
+        };
+        let admin_port = match &admin_listener {
+            Some(l) => Some(l.local_addr()?.port()),
+            None => None,
+        };
         let campaigns =
             crate::campaign::CampaignSupervisor::start(engine.clone(), router.clone()).await?;
         let state = AppState::new(engine.clone(), router);
@@ -205,6 +223,8 @@ impl Application {
         Ok(Application {
             listener,
             port,
+            admin_listener,
+            admin_port,
             state,
             root,
             campaigns,
@@ -216,6 +236,11 @@ impl Application {
     /// The port really bound (tests ask for port 0).
     pub fn port(&self) -> u16 {
         self.port
+    }
+
+    /// The port of `http.admin_listen` really bound, when it is set.
+    pub fn admin_port(&self) -> Option<u16> {
+        self.admin_port
     }
 
     pub fn store(&self) -> &Store {
@@ -236,14 +261,38 @@ impl Application {
             engine,
             timers,
             port,
+            admin_listener,
+            admin_port,
         } = self;
         tracing::info!(
             port,
+            admin_port,
             accounts = engine.settings().accounts.len(),
             "Parley is listening."
         );
-        let app = ingress::router(state.clone());
-        let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
+        let limits = ingress::listener::Limits::of(&engine.settings().http);
+        let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
+        let server = {
+            let (public, private) = match admin_listener {
+                Some(admin) => {
+                    let (public, private) = ingress::split_routers(state.clone());
+                    (public, Some((admin, private)))
+                }
+                None => (ingress::router(state.clone()), None),
+            };
+            let stop = stop_rx.clone();
+            async move {
+                let private = async {
+                    if let Some((admin, router)) = private {
+                        ingress::listener::serve(admin, router, limits, stop.clone()).await;
+                    }
+                };
+                tokio::join!(
+                    ingress::listener::serve(listener, public, limits, stop_rx),
+                    private
+                );
+            }
+        };
         // When the signal came: the shutdown deadline counts from it.
         let (signalled_tx, signalled) = tokio::sync::watch::channel(None::<Instant>);
         let drain_state = state.clone();
@@ -263,10 +312,7 @@ impl Application {
             let _ = signalled_tx.send(Some(Instant::now()));
             tracing::info!("Shutting down: refusing new webhooks, draining.");
             drain_state.start_draining();
-            let _ = stop_tx.send(());
-        });
-        let server = axum::serve(listener, app).with_graceful_shutdown(async move {
-            let _ = stop_rx.await;
+            let _ = stop_tx.send(true);
         });
         // Migrated, actors running, listener bound (connections queue until `serve` polls).
         crate::systemd::ready(engine.flows.as_ref());
@@ -281,7 +327,7 @@ impl Application {
             }
         };
         tokio::select! {
-            served = std::future::IntoFuture::into_future(server) => served.context("HTTP server failed")?,
+            () = server => {}
             // Requests in flight get HTTP_DRAIN to finish; a client that holds its request
             // open (say a body that never ends) does not hold the shutdown past it.
             () = cut_off => {

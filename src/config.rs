@@ -224,7 +224,74 @@ impl config::Source for Credentials {
 #[derive(Debug, Clone, Deserialize)]
 pub struct HttpSettings {
     pub listen: String,
+    /// A second address for `/admin/v1/` and `/metrics`: when set, they are served only
+    /// there, and `listen` serves the webhook and the health checks alone.
+    #[serde(default)]
+    pub admin_listen: Option<String>,
     pub max_body_bytes: usize,
+    /// A request's head must arrive whole within this long of the connection opening or of
+    /// the previous response on it.
+    #[serde(
+        default = "default_header_read_timeout",
+        deserialize_with = "de_duration"
+    )]
+    pub header_read_timeout: Duration,
+    /// A connection with no request in flight that sends no byte for this long is closed.
+    #[serde(
+        default = "default_keep_alive_timeout",
+        deserialize_with = "de_duration"
+    )]
+    pub keep_alive_timeout: Duration,
+    /// A request body must arrive within this long of its head, plus one second for every
+    /// `min_body_rate` bytes received.
+    #[serde(
+        default = "default_body_read_timeout",
+        deserialize_with = "de_duration"
+    )]
+    pub body_read_timeout: Duration,
+    #[serde(default = "default_min_body_rate")]
+    pub min_body_rate: u64,
+    /// Open connections at most (more wait in the kernel's accept queue).
+    #[serde(default = "default_max_connections_http")]
+    pub max_connections: usize,
+    /// Webhook body bytes read but not yet authenticated, all connections together; past it
+    /// a webhook gets 503 (Meta redelivers).
+    #[serde(default = "default_max_unauthenticated_body_bytes")]
+    pub max_unauthenticated_body_bytes: usize,
+    /// Wrong admin tokens or verify tokens from one client address before it is answered
+    /// 429, and how fast that allowance comes back (one failure forgiven per interval).
+    #[serde(default = "default_auth_failures_burst")]
+    pub auth_failures_burst: u32,
+    #[serde(
+        default = "default_auth_failures_interval",
+        deserialize_with = "de_duration"
+    )]
+    pub auth_failures_interval: Duration,
+}
+
+fn default_header_read_timeout() -> Duration {
+    Duration::from_secs(10)
+}
+fn default_keep_alive_timeout() -> Duration {
+    Duration::from_secs(60)
+}
+fn default_body_read_timeout() -> Duration {
+    Duration::from_secs(10)
+}
+fn default_min_body_rate() -> u64 {
+    64 * 1024
+}
+fn default_max_connections_http() -> usize {
+    8192
+}
+fn default_max_unauthenticated_body_bytes() -> usize {
+    64 * 1024 * 1024
+}
+fn default_auth_failures_burst() -> u32 {
+    10
+}
+fn default_auth_failures_interval() -> Duration {
+    Duration::from_secs(6)
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -710,6 +777,37 @@ impl Settings {
         }
         if self.http.max_body_bytes < 1024 {
             errors.push("http.max_body_bytes: must be at least 1024".into());
+        }
+        if let Some(admin) = &self.http.admin_listen {
+            match admin.parse::<SocketAddr>() {
+                Err(_) => errors.push(format!(
+                    "http.admin_listen: `{admin}` is not an address like 127.0.0.1:9090"
+                )),
+                Ok(a) if a.port() != 0 && Some(a) == self.http.listen.parse().ok() => {
+                    errors.push("http.admin_listen: must differ from http.listen".into())
+                }
+                Ok(_) => {}
+            }
+        }
+        for (key, d) in [
+            ("http.header_read_timeout", self.http.header_read_timeout),
+            ("http.keep_alive_timeout", self.http.keep_alive_timeout),
+            ("http.body_read_timeout", self.http.body_read_timeout),
+        ] {
+            if d < Duration::from_millis(100) {
+                errors.push(format!("{key}: must be at least 100ms"));
+            }
+        }
+        if self.http.max_connections == 0 {
+            errors.push("http.max_connections: must be at least 1".into());
+        }
+        if self.http.max_unauthenticated_body_bytes < self.http.max_body_bytes {
+            errors.push(
+                "http.max_unauthenticated_body_bytes: must be at least http.max_body_bytes".into(),
+            );
+        }
+        if self.http.auth_failures_burst == 0 {
+            errors.push("http.auth_failures_burst: must be at least 1".into());
         }
         if !(self.whatsapp.graph_base_url.starts_with("http://")
             || self.whatsapp.graph_base_url.starts_with("https://"))

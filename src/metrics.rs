@@ -9,6 +9,11 @@ use std::sync::{Mutex, OnceLock};
 #[derive(Default)]
 pub struct Metrics {
     pub webhooks: Labelled,
+    /// Wrong admin bearer or verify tokens, by endpoint and result (`refused`: answered 401 or
+    /// 403; `throttled`: answered 429 before the token was looked at).
+    pub auth_failures: Labelled,
+    /// Connections the listener closed for a limit, by reason (`header_timeout`, `idle`).
+    pub connections_closed: Labelled,
     pub inbox_events: Labelled,
     pub unknown_account_events: AtomicU64,
     pub inbox_dispatched: AtomicU64,
@@ -218,6 +223,16 @@ impl Metrics {
             &mut out,
             "parley_webhooks_total",
             "Webhook POSTs by result.",
+        );
+        self.auth_failures.render(
+            &mut out,
+            "parley_auth_failures_total",
+            "Failed admin and verify-token authentications, by endpoint and result.",
+        );
+        self.connections_closed.render(
+            &mut out,
+            "parley_http_connections_closed_total",
+            "Connections the listener closed for a limit, by reason.",
         );
         self.inbox_events.render(
             &mut out,

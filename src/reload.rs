@@ -266,13 +266,16 @@ pub async fn request(settings: &Settings, timeout: std::time::Duration) -> anyho
     let token = settings.admin.enabled_token().ok_or_else(|| {
         anyhow::anyhow!("admin.token is not set: `parleyd reload` needs the admin API")
     })?;
-    let mut addr: std::net::SocketAddr = settings
-        .http
-        .listen
+    // The admin API is on `http.admin_listen` when that is set.
+    let (key, listen) = match &settings.http.admin_listen {
+        Some(admin) => ("http.admin_listen", admin),
+        None => ("http.listen", &settings.http.listen),
+    };
+    let mut addr: std::net::SocketAddr = listen
         .parse()
-        .context("http.listen is not an address")?;
+        .with_context(|| format!("{key} is not an address"))?;
     if addr.port() == 0 {
-        anyhow::bail!("http.listen has port 0: the daemon's port is not known");
+        anyhow::bail!("{key} has port 0: the daemon's port is not known");
     }
     if addr.ip().is_unspecified() {
         addr.set_ip(match addr {

@@ -602,3 +602,23 @@ fn the_unit_file_verifies_cleanly_and_scores_at_most_2_5() {
     assert!(security.status.success(), "{text}");
     assert!(score <= 2.5, "exposure {score} > 2.5:\n{text}");
 }
+
+#[test]
+fn the_unit_gives_room_for_every_connection_and_bounds_memory() {
+    let unit = std::fs::read_to_string(UNIT).unwrap();
+    let value = |key: &str| {
+        unit.lines()
+            .find_map(|l| l.strip_prefix(key)?.strip_prefix('='))
+            .unwrap_or_else(|| panic!("the unit sets no {key}"))
+            .trim()
+            .to_string()
+    };
+    let nofile: usize = value("LimitNOFILE").parse().unwrap();
+    let defaults = parley::config::Settings::load(None).unwrap();
+    assert!(
+        nofile >= 2 * defaults.http.max_connections,
+        "LimitNOFILE={nofile} leaves no room beside http.max_connections={}",
+        defaults.http.max_connections
+    );
+    assert!(value("MemoryMax").ends_with('G'));
+}

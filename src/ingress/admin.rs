@@ -73,14 +73,26 @@ fn token_matches(expected: Option<&SecretString>, given: &[u8]) -> bool {
         .is_some_and(|t| !given.is_empty() && bool::from(given.ct_eq(t.expose_secret().as_bytes())))
 }
 
-fn refused(running: Option<&SecretString>, path: &str) -> Response {
+fn refused(app: &AppState, running: Option<&SecretString>, req: &Request) -> Response {
     if running.is_none() {
         return error(
             StatusCode::NOT_FOUND,
             "the admin API is disabled: set admin.token",
         );
     }
-    tracing::warn!(path = %path, "Admin request refused: missing or wrong token.");
+    let ip = super::client_ip(req.extensions());
+    app.auth_failures
+        .failed(ip, super::allowance(app), std::time::Instant::now());
+    crate::metrics::metrics()
+        .auth_failures
+        .inc("endpoint=\"admin\",result=\"refused\"");
+    if let Some(held_back) = app.refusal_logs.admin.take() {
+        tracing::warn!(
+            path = %super::throttle::masked_path(req.uri().path()),
+            held_back,
+            "Admin request refused: missing or wrong token."
+        );
+    }
     (
         StatusCode::UNAUTHORIZED,
         [(header::WWW_AUTHENTICATE, "Bearer")],
@@ -89,10 +101,23 @@ fn refused(running: Option<&SecretString>, path: &str) -> Response {
         .into_response()
 }
 
+/// A client past its allowance of wrong tokens waits, whatever token it sends now.
+fn throttled(app: &AppState, req: &Request) -> Option<Response> {
+    app.engine.settings().admin.enabled_token()?;
+    let ip = super::client_ip(req.extensions());
+    let wait = app
+        .auth_failures
+        .blocked(ip, super::allowance(app), std::time::Instant::now())?;
+    Some(super::too_many_failures("admin", wait))
+}
+
 async fn require_token(State(app): State<AppState>, req: Request, next: Next) -> Response {
+    if let Some(wait) = throttled(&app, &req) {
+        return wait;
+    }
     let running = app.engine.settings().admin.enabled_token().cloned();
     if !token_matches(running.as_ref(), bearer(&req)) {
-        return refused(running.as_ref(), req.uri().path());
+        return refused(&app, running.as_ref(), &req);
     }
     next.run(req).await
 }
@@ -101,6 +126,9 @@ async fn require_token(State(app): State<AppState>, req: Request, next: Next) ->
 /// `parleyd reload` reads the files it asks the daemon to apply, so after a rotation of
 /// `admin.token` it presents the new token (which is in force once the reload is done).
 async fn require_reload_token(State(app): State<AppState>, req: Request, next: Next) -> Response {
+    if let Some(wait) = throttled(&app, &req) {
+        return wait;
+    }
     let running = app.engine.settings().admin.enabled_token().cloned();
     let given = bearer(&req).to_vec();
     if token_matches(running.as_ref(), &given) {
@@ -134,7 +162,7 @@ async fn require_reload_token(State(app): State<AppState>, req: Request, next: N
             return next.run(req).await;
         }
     }
-    refused(running.as_ref(), req.uri().path())
+    refused(&app, running.as_ref(), &req)
 }
 
 async fn accounts(State(app): State<AppState>) -> Response {

@@ -16,25 +16,45 @@ pub enum SignatureError {
     NoSecret,
 }
 
+/// A well-formed `X-Hub-Signature-256` value: the 32 bytes it claims. Parsed from the
+/// headers alone, so a request without one is refused before its body is read.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Claimed([u8; 32]);
+
+impl Claimed {
+    pub fn parse(header: Option<&[u8]>) -> Result<Claimed, SignatureError> {
+        let header = header.ok_or(SignatureError::Missing)?;
+        let hex_sig = header
+            .strip_prefix(b"sha256=")
+            .ok_or(SignatureError::Malformed)?;
+        if hex_sig.len() != 64 {
+            return Err(SignatureError::Malformed);
+        }
+        let mut claimed = [0u8; 32];
+        hex::decode_to_slice(hex_sig.to_ascii_lowercase(), &mut claimed)
+            .map_err(|_| SignatureError::Malformed)?;
+        Ok(Claimed(claimed))
+    }
+
+    /// Does the HMAC of `body` under `secret` match (compared in constant time)?
+    pub fn verify(&self, secret: &[u8], body: &[u8]) -> Result<(), SignatureError> {
+        if secret.is_empty() {
+            return Err(SignatureError::NoSecret);
+        }
+        let mut mac =
+            Hmac::<Sha256>::new_from_slice(secret).map_err(|_| SignatureError::NoSecret)?;
+        mac.update(body);
+        mac.verify_slice(&self.0)
+            .map_err(|_| SignatureError::Mismatch)
+    }
+}
+
 /// Verify `header` (the raw header value) over `body`.
 pub fn verify(secret: &[u8], header: Option<&[u8]>, body: &[u8]) -> Result<(), SignatureError> {
     if secret.is_empty() {
         return Err(SignatureError::NoSecret);
     }
-    let header = header.ok_or(SignatureError::Missing)?;
-    let hex_sig = header
-        .strip_prefix(b"sha256=")
-        .ok_or(SignatureError::Malformed)?;
-    if hex_sig.len() != 64 {
-        return Err(SignatureError::Malformed);
-    }
-    let mut expected = [0u8; 32];
-    hex::decode_to_slice(hex_sig.to_ascii_lowercase(), &mut expected)
-        .map_err(|_| SignatureError::Malformed)?;
-    let mut mac = Hmac::<Sha256>::new_from_slice(secret).map_err(|_| SignatureError::NoSecret)?;
-    mac.update(body);
-    mac.verify_slice(&expected)
-        .map_err(|_| SignatureError::Mismatch)
+    Claimed::parse(header)?.verify(secret, body)
 }
 
 /// The header value Meta would send for `body` (used by tests and the load driver).

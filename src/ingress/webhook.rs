@@ -6,8 +6,8 @@
 use std::collections::HashMap;
 use std::sync::Arc;
 
-use axum::body::Bytes;
-use axum::extract::{Query, State};
+use axum::body::{Body, Bytes};
+use axum::extract::{Query, Request, State};
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use secrecy::ExposeSecret;
@@ -23,10 +23,18 @@ use crate::store::{now_ms, NewDeadLetter, NewInboxRow};
 use crate::whatsapp::event::WebhookEvent;
 use crate::whatsapp::webhook::parse_webhook_report;
 
-pub async fn verify_subscription(
-    State(app): State<AppState>,
-    Query(q): Query<HashMap<String, String>>,
-) -> Response {
+pub async fn verify_subscription(State(app): State<AppState>, req: Request) -> Response {
+    let ip = super::client_ip(req.extensions());
+    let allowance = super::allowance(&app);
+    if let Some(wait) = app
+        .auth_failures
+        .blocked(ip, allowance, std::time::Instant::now())
+    {
+        return super::too_many_failures("verify", wait);
+    }
+    let q: HashMap<String, String> = Query::try_from_uri(req.uri())
+        .map(|Query(q)| q)
+        .unwrap_or_default();
     let settings = app.engine.settings();
     let expected = settings.whatsapp.verify_token.expose_secret().as_bytes();
     let mode_ok = q.get("hub.mode").map(String::as_str) == Some("subscribe");
@@ -41,7 +49,16 @@ pub async fn verify_subscription(
             (StatusCode::OK, challenge.clone()).into_response()
         }
         _ => {
-            tracing::warn!("Webhook verification refused.");
+            if !token_ok {
+                app.auth_failures
+                    .failed(ip, allowance, std::time::Instant::now());
+                metrics()
+                    .auth_failures
+                    .inc("endpoint=\"verify\",result=\"refused\"");
+            }
+            if let Some(held_back) = app.refusal_logs.verify.take() {
+                tracing::warn!(held_back, "Webhook verification refused.");
+            }
             (StatusCode::FORBIDDEN, "verification failed").into_response()
         }
     }
@@ -52,28 +69,8 @@ fn result(label: &'static str, status: StatusCode, body: &'static str) -> Respon
     (status, body).into_response()
 }
 
-pub async fn receive(
-    State(app): State<AppState>,
-    headers: HeaderMap,
-    body: Result<Bytes, axum::extract::rejection::BytesRejection>,
-) -> Response {
+pub async fn receive(State(app): State<AppState>, req: Request) -> Response {
     let arrived = std::time::Instant::now();
-    let body = match body {
-        Ok(b) => b,
-        // Over the 4 MiB limit (413), or a body that broke off: counted like the rest.
-        Err(e) if e.status() == StatusCode::PAYLOAD_TOO_LARGE => {
-            tracing::warn!("Webhook refused: body over the size limit.");
-            return result("result=\"too_large\"", e.status(), "body too large");
-        }
-        Err(e) => {
-            tracing::warn!(error = %e, "Webhook body could not be read.");
-            return result(
-                "result=\"unreadable\"",
-                e.status(),
-                "body could not be read",
-            );
-        }
-    };
     if app.draining() {
         return result(
             "result=\"draining\"",
@@ -81,24 +78,75 @@ pub async fn receive(
             "shutting down",
         );
     }
-    let verified = signature::verify(
-        app.engine
-            .settings()
-            .whatsapp
-            .app_secret
-            .expose_secret()
-            .as_bytes(),
-        headers.get("x-hub-signature-256").map(|v| v.as_bytes()),
-        &body,
-    );
-    if let Err(e) = verified {
-        tracing::warn!(error = %e, bytes = body.len(), "Webhook refused: bad signature.");
-        return result(
-            "result=\"unauthorized\"",
-            StatusCode::UNAUTHORIZED,
-            "bad signature",
-        );
+    let (parts, body) = req.into_parts();
+    let settings = app.engine.settings_arc();
+    let secret = settings.whatsapp.app_secret.expose_secret().as_bytes();
+    // Refused on its headers alone: nothing unsigned is read.
+    let claimed = match signature::Claimed::parse(
+        parts
+            .headers
+            .get("x-hub-signature-256")
+            .map(|v| v.as_bytes()),
+    ) {
+        Ok(c) if !secret.is_empty() => c,
+        Ok(_) => return unauthorized(&app, &signature::SignatureError::NoSecret, None),
+        Err(e) => return unauthorized(&app, &e, None),
+    };
+    let mut body = body;
+    let read = read_body(
+        &app,
+        &parts.headers,
+        &mut body,
+        settings.http.max_body_bytes,
+    )
+    .await;
+    if matches!(read, Err(BodyError::TooLarge | BodyError::Busy)) {
+        // Signed, but refused: read the rest and throw it away (nothing is kept, and the body
+        // deadline still applies), so that the client reads our answer instead of a reset.
+        tokio::spawn(discard(body, DISCARD_AT_MOST));
     }
+    let body = match read {
+        Ok(b) => b,
+        Err(BodyError::TooLarge) => {
+            if let Some(held_back) = app.refusal_logs.webhook.take() {
+                tracing::warn!(held_back, "Webhook refused: body over the size limit.");
+            }
+            return result(
+                "result=\"too_large\"",
+                StatusCode::PAYLOAD_TOO_LARGE,
+                "body too large",
+            );
+        }
+        Err(BodyError::Busy) => {
+            if let Some(held_back) = app.refusal_logs.webhook.take() {
+                tracing::warn!(
+                    held_back,
+                    "Webhook refused with 503: too many unauthenticated bytes in flight."
+                );
+            }
+            return result("result=\"busy\"", StatusCode::SERVICE_UNAVAILABLE, "busy");
+        }
+        Err(BodyError::TimedOut) => {
+            return result(
+                "result=\"timeout\"",
+                StatusCode::REQUEST_TIMEOUT,
+                "body too slow",
+            );
+        }
+        Err(BodyError::Unreadable(e)) => {
+            tracing::debug!(error = %e, "Webhook body could not be read.");
+            return result(
+                "result=\"unreadable\"",
+                StatusCode::BAD_REQUEST,
+                "body could not be read",
+            );
+        }
+    };
+    if let Err(e) = claimed.verify(secret, &body.bytes) {
+        return unauthorized(&app, &e, Some(body.bytes.len()));
+    }
+    // Authenticated: these bytes no longer count against the unauthenticated budget.
+    let body = body.bytes;
     let report = match parse_webhook_report(&body) {
         Ok(r) => r,
         Err(e) => {
@@ -201,6 +249,103 @@ pub async fn receive(
             store_unavailable()
         }
     }
+}
+
+fn unauthorized(app: &AppState, e: &signature::SignatureError, bytes: Option<usize>) -> Response {
+    if let Some(held_back) = app.refusal_logs.webhook.take() {
+        tracing::warn!(error = %e, bytes, held_back, "Webhook refused: bad signature.");
+    }
+    result(
+        "result=\"unauthorized\"",
+        StatusCode::UNAUTHORIZED,
+        "bad signature",
+    )
+}
+
+enum BodyError {
+    TooLarge,
+    Busy,
+    TimedOut,
+    Unreadable(axum::Error),
+}
+
+/// A body read before its signature was checked, with the share of
+/// `http.max_unauthenticated_body_bytes` it holds.
+struct Unverified {
+    bytes: Bytes,
+    _held: Option<tokio::sync::OwnedSemaphorePermit>,
+}
+
+/// A refused body is read on and thrown away up to this much, then the connection closes.
+const DISCARD_AT_MOST: usize = 64 * 1024 * 1024;
+
+async fn discard(mut body: Body, at_most: usize) {
+    use http_body_util::BodyExt;
+    let mut seen = 0;
+    while let Some(Ok(frame)) = body.frame().await {
+        seen += frame.data_ref().map_or(0, Bytes::len);
+        if seen > at_most {
+            break;
+        }
+    }
+}
+
+/// Read a webhook body: at most `max` bytes, each counted against the unauthenticated-bytes
+/// budget while it is held (a full budget answers 503 at once rather than waiting).
+async fn read_body(
+    app: &AppState,
+    headers: &HeaderMap,
+    body: &mut Body,
+    max: usize,
+) -> Result<Unverified, BodyError> {
+    use http_body_util::BodyExt;
+    let declared = headers
+        .get(axum::http::header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<usize>().ok());
+    if declared.is_some_and(|n| n > max) {
+        return Err(BodyError::TooLarge);
+    }
+    let mut held: Option<tokio::sync::OwnedSemaphorePermit> = None;
+    let mut buf = bytes::BytesMut::with_capacity(declared.unwrap_or(0).min(64 * 1024));
+    while let Some(frame) = body.frame().await {
+        let frame = frame.map_err(|e| {
+            let mut cause: Option<&(dyn std::error::Error + 'static)> = Some(&e);
+            let mut timed_out = false;
+            while let Some(c) = cause {
+                timed_out |= c.is::<super::listener::BodyTimeout>();
+                cause = c.source();
+            }
+            if timed_out {
+                BodyError::TimedOut
+            } else {
+                BodyError::Unreadable(e)
+            }
+        })?;
+        let Ok(data) = frame.into_data() else {
+            continue;
+        };
+        if buf.len() + data.len() > max {
+            return Err(BodyError::TooLarge);
+        }
+        if !data.is_empty() {
+            let n = u32::try_from(data.len()).map_err(|_| BodyError::TooLarge)?;
+            let permit = app
+                .unauthenticated_bytes
+                .clone()
+                .try_acquire_many_owned(n)
+                .map_err(|_| BodyError::Busy)?;
+            match &mut held {
+                Some(h) => h.merge(permit),
+                None => held = Some(permit),
+            }
+        }
+        buf.extend_from_slice(&data);
+    }
+    Ok(Unverified {
+        bytes: buf.freeze(),
+        _held: held,
+    })
 }
 
 fn store_unavailable() -> Response {

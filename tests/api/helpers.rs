@@ -199,6 +199,8 @@ pub fn test_settings(db: &TestDb, graph: &FakeGraph) -> Settings {
 
 pub struct TestApp {
     pub base: String,
+    /// `http://127.0.0.1:PORT` of `http.admin_listen`, when the settings set it.
+    pub admin_base: Option<String>,
     pub http: reqwest::Client,
     stop: Option<tokio::sync::oneshot::Sender<()>>,
     handle: Option<tokio::task::JoinHandle<anyhow::Result<()>>>,
@@ -264,12 +266,14 @@ async fn start_app(
         .await
         .expect("build app");
     let base = format!("http://127.0.0.1:{}", app.port());
+    let admin_base = app.admin_port().map(|p| format!("http://127.0.0.1:{p}"));
     let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
     let handle = tokio::spawn(app.run_until_stopped(async move {
         let _ = stopped.await;
     }));
     TestApp {
         base,
+        admin_base,
         http: reqwest::Client::new(),
         stop: Some(stop),
         handle: Some(handle),

@@ -8,6 +8,7 @@ mod campaigns;
 mod chatbot;
 mod conversations;
 mod delivery;
+mod edges;
 mod flows;
 mod handoff;
 mod media;
