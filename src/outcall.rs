@@ -239,6 +239,29 @@ impl Guard {
     }
 }
 
+/// `.` or `..`, also spelled with `%2e`: URL parsers (WHATWG, so reqwest) resolve all of them.
+pub(crate) fn is_dot_segment(seg: &str) -> bool {
+    let seg = seg.to_ascii_lowercase().replace("%2e", ".");
+    seg == "." || seg == ".."
+}
+
+/// Does the URL, as written, have a `.` or `..` path segment? Parsing it would resolve the
+/// segment away and send the call to another path; such a URL is refused, never sent.
+/// Reads it as a WHATWG parser would: tabs and newlines dropped, `\` as `/`.
+pub fn has_dot_segment(url: &str) -> bool {
+    let url: String = url
+        .chars()
+        .filter(|c| !matches!(c, '\t' | '\n' | '\r'))
+        .collect();
+    let rest = url.split_once("://").map_or(url.as_str(), |(_, r)| r);
+    let Some(i) = rest.find(['/', '\\', '?', '#']) else {
+        return false;
+    };
+    let path = &rest[i..];
+    let path = &path[..path.find(['?', '#']).unwrap_or(path.len())];
+    path.split(['/', '\\']).any(is_dot_segment)
+}
+
 /// A resolver that never hands the connector an address the guard refuses.
 struct GuardedResolver(Arc<Guard>);
 
@@ -291,6 +314,13 @@ impl OutCaller {
 
     /// Make the call; never fails: a refused or failed call is an outcome with status 0.
     pub async fn call(&self, call: &HttpCall) -> HttpOutcome {
+        if has_dot_segment(&call.url) {
+            return refused(
+                &call.id,
+                "refused: the URL's path has a `.` or `..` segment (a template value may not be \
+                 `.` or `..`): parsing it would call another path",
+            );
+        }
         let url = match reqwest::Url::parse(&call.url) {
             Ok(u) => u,
             Err(e) => return HttpOutcome::failed(&call.id, format!("bad URL: {e}")),
@@ -450,6 +480,53 @@ mod tests {
         ] {
             assert!(!is_internal(ip(a)), "{a}");
         }
+    }
+
+    #[test]
+    fn a_url_with_a_dot_segment_in_its_path_is_recognised_in_every_spelling() {
+        for u in [
+            "https://x.example/orders/..",
+            "https://x.example/orders/../admin",
+            "https://x.example/orders/./a",
+            "https://x.example/orders/%2e%2E/admin",
+            "https://x.example/orders/.%2e?q=1",
+            "https://x.example/orders/%2e",
+            "https://x.example/orders\\..\\admin",
+            "https://x.example/orders/.\t./admin",
+            "https://x.example/..#f",
+        ] {
+            assert!(has_dot_segment(u), "{u}");
+        }
+        for u in [
+            "https://x.example/orders/..%2F..%2Fadmin",
+            "https://x.example/orders/...",
+            "https://x.example/orders/.a/a.",
+            "https://x.example/orders/%252e%252e",
+            "https://x.example/orders?q=..",
+            "https://x.example/orders#..",
+            "https://x.example",
+        ] {
+            assert!(!has_dot_segment(u), "{u}");
+        }
+    }
+
+    #[tokio::test]
+    async fn a_call_whose_path_has_a_dot_segment_is_refused_before_any_connection() {
+        // Allow-listed, so only the dot segment can refuse it; port 1 has no listener.
+        let caller = OutCaller::new(vec!["127.0.0.1/32".parse().unwrap()]).unwrap();
+        let out = caller
+            .call(&HttpCall {
+                id: "c2".into(),
+                method: "GET".into(),
+                url: "http://127.0.0.1:1/orders/..".into(),
+                headers: vec![],
+                body: None,
+                timeout_ms: 1000,
+            })
+            .await;
+        assert_eq!(out.status, 0);
+        let error = out.error.unwrap();
+        assert!(error.contains("`..` segment"), "{error}");
     }
 
     #[test]
