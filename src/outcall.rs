@@ -116,7 +116,7 @@ impl Cidr {
     }
 }
 
-/// IPv4-mapped and NAT64 IPv6 addresses judged as the IPv4 address they carry.
+/// IPv4-mapped and NAT64 IPv6 addresses are the IPv4 address they carry (for the allow-list).
 fn canonical(ip: IpAddr) -> IpAddr {
     if let IpAddr::V6(v6) = ip {
         if let Some(v4) = v6.to_ipv4_mapped() {
@@ -131,24 +131,56 @@ fn canonical(ip: IpAddr) -> IpAddr {
     ip
 }
 
+/// The IPv4 addresses an IPv6 address carries in a transition form; a packet to it reaches
+/// (or is relayed towards) them, so the address is judged by them.
+fn embedded_ipv4(a: Ipv6Addr) -> Vec<Ipv4Addr> {
+    let s = a.segments();
+    let v4 = |hi: u16, lo: u16| Ipv4Addr::from((u32::from(hi) << 16) | u32::from(lo));
+    let mut out = Vec::new();
+    match s {
+        // IPv4-compatible ::a.b.c.d (deprecated), IPv4-mapped ::ffff:a.b.c.d, and
+        // IPv4-translated ::ffff:0:a.b.c.d (RFC 2765).
+        [0, 0, 0, 0, 0, 0 | 0xffff, hi, lo] | [0, 0, 0, 0, 0xffff, 0, hi, lo] => {
+            out.push(v4(hi, lo))
+        }
+        // NAT64 well-known prefix 64:ff9b::/96 (RFC 6052).
+        [0x64, 0xff9b, 0, 0, 0, 0, hi, lo] => out.push(v4(hi, lo)),
+        // 6to4 2002:a.b.c.d::/48 (RFC 3056).
+        [0x2002, hi, lo, ..] => out.push(v4(hi, lo)),
+        // Teredo 2001:0::/32 (RFC 4380): the server, and the client's address inverted.
+        [0x2001, 0, shi, slo, _, _, chi, clo] => {
+            out.push(v4(shi, slo));
+            out.push(v4(!chi, !clo));
+        }
+        _ => {}
+    }
+    // ISATAP interface id (RFC 5214) under any /64: ::0:5efe:a.b.c.d or ::200:5efe:a.b.c.d.
+    if (s[4] == 0 || s[4] == 0x0200) && s[5] == 0x5efe {
+        out.push(v4(s[6], s[7]));
+    }
+    out
+}
+
+fn is_internal_v4(a: Ipv4Addr) -> bool {
+    let o = a.octets();
+    a.is_loopback()
+        || a.is_private()
+        || a.is_link_local()
+        || a.is_unspecified()
+        || a.is_broadcast()
+        || a.is_multicast()
+        || a.is_documentation()
+        || o[0] == 0
+        || (o[0] == 100 && (64..128).contains(&o[1])) // CGNAT 100.64/10
+        || (o[0] == 198 && (o[1] == 18 || o[1] == 19)) // benchmarking
+        || (o[0] == 192 && o[1] == 0 && o[2] == 0) // IETF protocol assignments
+        || o[0] >= 240 // reserved
+}
+
 /// True for addresses a flow must not reach unless allow-listed.
 pub fn is_internal(ip: IpAddr) -> bool {
-    match canonical(ip) {
-        IpAddr::V4(a) => {
-            let o = a.octets();
-            a.is_loopback()
-                || a.is_private()
-                || a.is_link_local()
-                || a.is_unspecified()
-                || a.is_broadcast()
-                || a.is_multicast()
-                || a.is_documentation()
-                || o[0] == 0
-                || (o[0] == 100 && (64..128).contains(&o[1])) // CGNAT 100.64/10
-                || (o[0] == 198 && (o[1] == 18 || o[1] == 19)) // benchmarking
-                || (o[0] == 192 && o[1] == 0 && o[2] == 0) // IETF protocol assignments
-                || o[0] >= 240 // reserved
-        }
+    match ip {
+        IpAddr::V4(a) => is_internal_v4(a),
         IpAddr::V6(a) => {
             let s = a.segments();
             a.is_loopback()
@@ -158,7 +190,12 @@ pub fn is_internal(ip: IpAddr) -> bool {
                 || (s[0] & 0xffc0) == 0xfe80 // link-local
                 || (s[0] & 0xffc0) == 0xfec0 // site-local (deprecated)
                 || (s[0] == 0x2001 && s[1] == 0x0db8) // documentation
-                || a == Ipv6Addr::UNSPECIFIED
+                || (s[0] & 0xfff0) == 0x3ff0 // documentation 3fff::/20 (RFC 9637)
+                || (s[0] == 0x2001 && s[1] == 0x0002 && s[2] == 0) // benchmarking 2001:2::/48
+                || (s[0] == 0x0100 && s[1..4] == [0, 0, 0]) // discard-only 100::/64
+                || (s[0] == 0x0064 && s[1] == 0xff9b && s[2] == 0x0001) // local-use NAT64 64:ff9b:1::/48 (RFC 8215)
+                || s[0] == 0x5f00 // SRv6 SIDs 5f00::/16 (RFC 9602)
+                || embedded_ipv4(a).into_iter().any(is_internal_v4)
         }
     }
 }
@@ -202,6 +239,29 @@ impl Guard {
     }
 }
 
+/// `.` or `..`, also spelled with `%2e`: URL parsers (WHATWG, so reqwest) resolve all of them.
+pub(crate) fn is_dot_segment(seg: &str) -> bool {
+    let seg = seg.to_ascii_lowercase().replace("%2e", ".");
+    seg == "." || seg == ".."
+}
+
+/// Does the URL, as written, have a `.` or `..` path segment? Parsing it would resolve the
+/// segment away and send the call to another path; such a URL is refused, never sent.
+/// Reads it as a WHATWG parser would: tabs and newlines dropped, `\` as `/`.
+pub fn has_dot_segment(url: &str) -> bool {
+    let url: String = url
+        .chars()
+        .filter(|c| !matches!(c, '\t' | '\n' | '\r'))
+        .collect();
+    let rest = url.split_once("://").map_or(url.as_str(), |(_, r)| r);
+    let Some(i) = rest.find(['/', '\\', '?', '#']) else {
+        return false;
+    };
+    let path = &rest[i..];
+    let path = &path[..path.find(['?', '#']).unwrap_or(path.len())];
+    path.split(['/', '\\']).any(is_dot_segment)
+}
+
 /// A resolver that never hands the connector an address the guard refuses.
 struct GuardedResolver(Arc<Guard>);
 
@@ -223,6 +283,13 @@ impl reqwest::dns::Resolve for GuardedResolver {
     }
 }
 
+/// A call the guard stops: logged (without the URL, which may carry customer text or keys).
+fn refused(id: &str, why: impl Into<String>) -> HttpOutcome {
+    let why = why.into();
+    tracing::warn!(call = %id, reason = %why, "A flow's HTTP call was refused.");
+    HttpOutcome::failed(id, why)
+}
+
 /// Makes flows' HTTP calls.
 #[derive(Clone)]
 pub struct OutCaller {
@@ -233,7 +300,10 @@ pub struct OutCaller {
 impl OutCaller {
     pub fn new(allow: Vec<Cidr>) -> Result<OutCaller, reqwest::Error> {
         let guard = Arc::new(Guard::new(allow));
+        // No proxy from the environment: it would make the connections, so the guarded
+        // resolver would never see the addresses, and it would see the flows' headers.
         let client = reqwest::Client::builder()
+            .no_proxy()
             .redirect(reqwest::redirect::Policy::none())
             .retry(reqwest::retry::never().max_retries_per_request(0))
             .dns_resolver(Arc::new(GuardedResolver(guard.clone())))
@@ -244,6 +314,13 @@ impl OutCaller {
 
     /// Make the call; never fails: a refused or failed call is an outcome with status 0.
     pub async fn call(&self, call: &HttpCall) -> HttpOutcome {
+        if has_dot_segment(&call.url) {
+            return refused(
+                &call.id,
+                "refused: the URL's path has a `.` or `..` segment (a template value may not be \
+                 `.` or `..`): parsing it would call another path",
+            );
+        }
         let url = match reqwest::Url::parse(&call.url) {
             Ok(u) => u,
             Err(e) => return HttpOutcome::failed(&call.id, format!("bad URL: {e}")),
@@ -261,7 +338,7 @@ impl OutCaller {
             None => return HttpOutcome::failed(&call.id, "URL has no host"),
         };
         if let Err(why) = self.guard.check(&url, &addrs) {
-            return HttpOutcome::failed(&call.id, why);
+            return refused(&call.id, why);
         }
         let method = match reqwest::Method::from_bytes(call.method.to_ascii_uppercase().as_bytes())
         {
@@ -348,6 +425,108 @@ mod tests {
         for a in ["93.184.216.34", "8.8.8.8", "2606:4700::1111"] {
             assert!(!is_internal(ip(a)), "{a}");
         }
+    }
+
+    #[test]
+    fn ipv6_forms_that_carry_an_internal_ipv4_address_are_internal() {
+        for a in [
+            "::127.0.0.1",                  // IPv4-compatible
+            "::169.254.169.254",            // IPv4-compatible, the metadata service
+            "::10.0.0.1",                   // IPv4-compatible, private
+            "::ffff:127.0.0.1",             // IPv4-mapped
+            "::ffff:10.1.2.3",              // IPv4-mapped, private
+            "::ffff:0:7f00:1",              // IPv4-translated (RFC 2765)
+            "::ffff:0:a9fe:a9fe",           // IPv4-translated, the metadata service
+            "64:ff9b::7f00:1",              // NAT64 well-known prefix
+            "64:ff9b::a9fe:a9fe",           // NAT64, the metadata service
+            "2002:7f00:1::",                // 6to4 of 127.0.0.1
+            "2002:a9fe:a9fe::1",            // 6to4 of 169.254.169.254
+            "2002:c0a8:101:1::1",           // 6to4 of 192.168.1.1
+            "2001:0:7f00:1::808:808",       // Teredo, server 127.0.0.1
+            "2001:0:808:808:0:0:80ff:fffe", // Teredo, client 127.0.0.1 (inverted)
+            "2001:0:808:808::f5ff:fffe",    // Teredo, client 10.0.0.1 (inverted)
+            "2001:db9::5efe:7f00:1",        // ISATAP, interface id 0:5efe
+            "2606:4700::200:5efe:a00:1",    // ISATAP, interface id 200:5efe, 10.0.0.1
+        ] {
+            assert!(is_internal(ip(a)), "{a} carries an internal IPv4 address");
+            assert!(!Guard::default().permits(ip(a)), "{a}");
+        }
+    }
+
+    #[test]
+    fn ipv6_prefixes_that_are_not_globally_routable_are_internal() {
+        for a in [
+            "64:ff9b:1::8.8.8.8", // local-use NAT64 (RFC 8215), whatever it carries
+            "64:ff9b:1:ffff::1",
+            "100::1",      // discard-only
+            "2001:2::1",   // benchmarking
+            "3fff::1",     // documentation (RFC 9637)
+            "2001:db8::1", // documentation
+            "5f00::1",     // SRv6 SIDs
+        ] {
+            assert!(is_internal(ip(a)), "{a}");
+        }
+    }
+
+    #[test]
+    fn ipv6_forms_that_carry_a_public_ipv4_address_are_judged_by_it() {
+        for a in [
+            "::ffff:8.8.8.8",
+            "::ffff:0:808:808",
+            "64:ff9b::808:808",
+            "2002:808:808::1",
+            "2001:0:808:808::f7f7:f7f7", // Teredo: server and client 8.8.8.8
+            "2001:4860::5efe:808:808",   // ISATAP of 8.8.8.8
+        ] {
+            assert!(!is_internal(ip(a)), "{a}");
+        }
+    }
+
+    #[test]
+    fn a_url_with_a_dot_segment_in_its_path_is_recognised_in_every_spelling() {
+        for u in [
+            "https://x.example/orders/..",
+            "https://x.example/orders/../admin",
+            "https://x.example/orders/./a",
+            "https://x.example/orders/%2e%2E/admin",
+            "https://x.example/orders/.%2e?q=1",
+            "https://x.example/orders/%2e",
+            "https://x.example/orders\\..\\admin",
+            "https://x.example/orders/.\t./admin",
+            "https://x.example/..#f",
+        ] {
+            assert!(has_dot_segment(u), "{u}");
+        }
+        for u in [
+            "https://x.example/orders/..%2F..%2Fadmin",
+            "https://x.example/orders/...",
+            "https://x.example/orders/.a/a.",
+            "https://x.example/orders/%252e%252e",
+            "https://x.example/orders?q=..",
+            "https://x.example/orders#..",
+            "https://x.example",
+        ] {
+            assert!(!has_dot_segment(u), "{u}");
+        }
+    }
+
+    #[tokio::test]
+    async fn a_call_whose_path_has_a_dot_segment_is_refused_before_any_connection() {
+        // Allow-listed, so only the dot segment can refuse it; port 1 has no listener.
+        let caller = OutCaller::new(vec!["127.0.0.1/32".parse().unwrap()]).unwrap();
+        let out = caller
+            .call(&HttpCall {
+                id: "c2".into(),
+                method: "GET".into(),
+                url: "http://127.0.0.1:1/orders/..".into(),
+                headers: vec![],
+                body: None,
+                timeout_ms: 1000,
+            })
+            .await;
+        assert_eq!(out.status, 0);
+        let error = out.error.unwrap();
+        assert!(error.contains("`..` segment"), "{error}");
     }
 
     #[test]

@@ -63,7 +63,8 @@
 //!   lookup:
 //!     http:                     # call the business's system (https, or flows.http_allow)
 //!       method: POST            # GET (default) | POST | PUT | PATCH | DELETE
-//!       url: "https://api.example.com/orders/{{order_id}}"
+//!       url: "https://api.example.com/orders/{{order_id}}"   # no variable in scheme/host;
+//!                               #   each value percent-encoded (flows/README.md)
 //!       headers: {X-Api: "{{vars.key}}"}
 //!       body: {id: "{{order_id}}"}     # JSON; its strings are templates
 //!       timeout: 5s             # default 10s, at most 30s
@@ -99,7 +100,7 @@ use regex::Regex;
 use serde::{Deserialize, Serialize};
 
 use super::expr::Expr;
-use super::template::Template;
+use super::template::{Template, UrlTemplate};
 pub use crate::conversation::AccessLevel;
 
 #[derive(Debug, Deserialize, schemars::JsonSchema)]
@@ -314,7 +315,8 @@ pub struct RawWait {
 pub struct RawHttp {
     /// GET (default), POST, PUT, PATCH, DELETE.
     pub method: Option<String>,
-    /// https only (or an address in `flows.http_allow`); templated.
+    /// https only (or an address in `flows.http_allow`); templated after the host, each
+    /// value percent-encoded (a value stays one path segment, query key or value).
     pub url: String,
     #[serde(default)]
     pub headers: BTreeMap<String, String>,
@@ -485,7 +487,7 @@ pub enum SetOp {
 #[derive(Debug, Clone)]
 pub struct HttpSpec {
     pub method: String,
-    pub url: Template,
+    pub url: UrlTemplate,
     pub headers: Vec<(String, Template)>,
     pub body: Option<TemplatedJson>,
     pub timeout_ms: u64,

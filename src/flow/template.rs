@@ -1,6 +1,7 @@
 //! `{{ ... }}` text templates, parsed at load time and rendered in a single pass.
 
 use super::expr::{as_decimal, display, Env};
+use crate::outcall::is_dot_segment;
 
 #[derive(Debug, Clone, PartialEq)]
 pub enum Filter {
@@ -126,6 +127,11 @@ impl Template {
 
     /// Render once; substituted values are never re-interpreted.
     pub fn render(&self, env: &Env<'_>) -> String {
+        self.render_with(env, |text, out| out.push_str(text))
+    }
+
+    /// Render with `put` writing each substituted value into the output.
+    fn render_with(&self, env: &Env<'_>, put: impl Fn(&str, &mut String)) -> String {
         let mut out = String::new();
         for s in &self.segs {
             match s {
@@ -134,40 +140,189 @@ impl Template {
                     contact,
                     name,
                     filters,
-                } => {
-                    let v = if *contact {
-                        super::model::Value::Str(env.contact.get(name))
-                    } else {
-                        env.lookup(name)
-                    };
-                    let mut text = display(&v);
-                    for f in filters {
-                        text = match f {
-                            Filter::Upper => text.to_uppercase(),
-                            Filter::Lower => text.to_lowercase(),
-                            Filter::Default(d) if text.is_empty() => d.clone(),
-                            Filter::Default(_) => text,
-                            Filter::Number => {
-                                match as_decimal(&super::model::Value::Str(text.clone())) {
-                                    Some(d) => d.normalize().to_string(),
-                                    None => text,
-                                }
-                            }
-                            Filter::Currency(code) => {
-                                match as_decimal(&super::model::Value::Str(text.clone())) {
-                                    Some(d) => format_currency(d, code),
-                                    None => text,
-                                }
-                            }
-                        };
-                    }
-                    out.push_str(&text);
-                }
+                } => put(&value_text(*contact, name, filters, env), &mut out),
             }
         }
         out
     }
 }
+
+fn value_text(contact: bool, name: &str, filters: &[Filter], env: &Env<'_>) -> String {
+    let v = if contact {
+        super::model::Value::Str(env.contact.get(name))
+    } else {
+        env.lookup(name)
+    };
+    let mut text = display(&v);
+    for f in filters {
+        text = match f {
+            Filter::Upper => text.to_uppercase(),
+            Filter::Lower => text.to_lowercase(),
+            Filter::Default(d) if text.is_empty() => d.clone(),
+            Filter::Default(_) => text,
+            Filter::Number => match as_decimal(&super::model::Value::Str(text.clone())) {
+                Some(d) => d.normalize().to_string(),
+                None => text,
+            },
+            Filter::Currency(code) => match as_decimal(&super::model::Value::Str(text.clone())) {
+                Some(d) => format_currency(d, code),
+                None => text,
+            },
+        };
+    }
+    text
+}
+
+/// The part of a URL's authority a template variable would be in.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum AuthorityPart {
+    Scheme,
+    UserInfo,
+    Host,
+    Port,
+}
+
+impl std::fmt::Display for AuthorityPart {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            AuthorityPart::Scheme => "scheme",
+            AuthorityPart::UserInfo => "user info",
+            AuthorityPart::Host => "host",
+            AuthorityPart::Port => "port",
+        })
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum UrlTemplateError {
+    #[error("{0}")]
+    Template(String),
+    #[error("url must start with https:// (or http:// for an allow-listed address)")]
+    Scheme,
+    /// `var` is the variable as written (`{{host}}`), to point at it.
+    #[error(
+        "template variable `{var}` is in the url's {part}: the scheme, host, port and user \
+         info must be written out (a value may fill only path segments, the query or the \
+         fragment)"
+    )]
+    VariableInAuthority { var: String, part: AuthorityPart },
+    #[error("the url has no host")]
+    NoHost,
+    #[error("the url's path has a `{0}` segment: write the path it stands for")]
+    DotSegment(String),
+}
+
+/// An `http` node's URL: the scheme and authority are literal, and every substituted value
+/// is percent-encoded (all but RFC 3986 unreserved `A-Z a-z 0-9 - . _ ~`), so a value stays
+/// one path segment, one query key or value, or the fragment: it can never add a `/`, `?`,
+/// `#`, `&` or `=`. Encoding cannot stop a value that is a whole segment of `.` or `..`
+/// (URL parsers resolve `%2e%2e` too): the call is refused
+/// ([`crate::outcall::has_dot_segment`]).
+#[derive(Debug, Clone, PartialEq)]
+pub struct UrlTemplate(Template);
+
+impl UrlTemplate {
+    pub fn parse(src: &str) -> Result<UrlTemplate, UrlTemplateError> {
+        let template = Template::parse(src).map_err(UrlTemplateError::Template)?;
+        // The source with each variable replaced by one placeholder char: the URL's
+        // structure comes from the literal text alone.
+        const HOLE: char = '\u{0}';
+        let mut skeleton = String::new();
+        let mut holes: Vec<(usize, &str)> = Vec::new();
+        let mut rest = src;
+        while let Some(i) = rest.find("{{") {
+            let end = rest[i + 2..]
+                .find("}}")
+                .map_or(rest.len(), |j| i + 2 + j + 2);
+            skeleton.push_str(&rest[..i]);
+            holes.push((skeleton.len(), &rest[i..end]));
+            skeleton.push(HOLE);
+            rest = &rest[end..];
+        }
+        skeleton.push_str(rest);
+        let scheme_len = ["https://", "http://"]
+            .iter()
+            .find(|p| skeleton.starts_with(**p))
+            .map(|p| p.len());
+        let Some(start) = scheme_len else {
+            let scheme_end = skeleton.find(':').unwrap_or(skeleton.len());
+            return match holes.first() {
+                Some((at, var)) if *at <= scheme_end => {
+                    Err(UrlTemplateError::VariableInAuthority {
+                        var: var.to_string(),
+                        part: AuthorityPart::Scheme,
+                    })
+                }
+                _ => Err(UrlTemplateError::Scheme),
+            };
+        };
+        let end = skeleton[start..]
+            .find(['/', '?', '#'])
+            .map_or(skeleton.len(), |i| start + i);
+        let authority = &skeleton[start..end];
+        let host_start = authority.rfind('@').map_or(0, |i| i + 1);
+        let host_port = &authority[host_start..];
+        let port_colon = match host_port.find(']') {
+            Some(close) => host_port[close..].find(':').map(|i| close + i),
+            None => host_port.find(':'),
+        };
+        if let Some((at, var)) = holes.iter().find(|(at, _)| *at < end) {
+            let at = at - start;
+            let part = if at < host_start {
+                AuthorityPart::UserInfo
+            } else if port_colon.is_some_and(|c| at > host_start + c) {
+                AuthorityPart::Port
+            } else {
+                AuthorityPart::Host
+            };
+            return Err(UrlTemplateError::VariableInAuthority {
+                var: var.to_string(),
+                part,
+            });
+        }
+        // An empty host would let `https:///{{x}}` make a value the host (WHATWG parsers
+        // skip the extra slash).
+        if host_port[..port_colon.unwrap_or(host_port.len())].is_empty() {
+            return Err(UrlTemplateError::NoHost);
+        }
+        let path = &skeleton[end..];
+        let path = &path[..path.find(['?', '#']).unwrap_or(path.len())];
+        if let Some(seg) = path.split(['/', '\\']).find(|s| is_dot_segment(s)) {
+            return Err(UrlTemplateError::DotSegment(seg.to_string()));
+        }
+        Ok(UrlTemplate(template))
+    }
+
+    /// Stands in for a URL that failed to parse, so validation goes on collecting errors.
+    pub fn placeholder() -> UrlTemplate {
+        UrlTemplate(Template::literal(""))
+    }
+
+    /// The variables it reads without a `default(...)`.
+    pub fn required_vars(&self) -> impl Iterator<Item = &str> {
+        self.0.required_vars()
+    }
+
+    /// Render once, each value percent-encoded.
+    pub fn render(&self, env: &Env<'_>) -> String {
+        self.0.render_with(env, encode_component)
+    }
+}
+
+/// Percent-encode all but RFC 3986 unreserved characters (UTF-8 bytes, upper-case hex).
+fn encode_component(text: &str, out: &mut String) {
+    for b in text.bytes() {
+        if b.is_ascii_alphanumeric() || matches!(b, b'-' | b'.' | b'_' | b'~') {
+            out.push(char::from(b));
+        } else {
+            out.push('%');
+            out.push(char::from(HEX[usize::from(b >> 4)]));
+            out.push(char::from(HEX[usize::from(b & 0xf)]));
+        }
+    }
+}
+
+const HEX: &[u8; 16] = b"0123456789ABCDEF";
 
 /// Digits after the decimal point a currency is written with (ISO 4217 minor units).
 fn minor_digits(code: &str) -> u32 {
@@ -209,6 +364,7 @@ pub fn format_currency(amount: rust_decimal::Decimal, code: &str) -> String {
 mod tests {
     use super::*;
     use crate::flow::model::Value;
+    use proptest::prelude::*;
     use std::collections::BTreeMap;
 
     #[test]
@@ -235,6 +391,145 @@ mod tests {
         assert!(Template::parse("{{a b}}").is_err());
         assert!(Template::parse("{{x | default(d)}}").is_err());
         assert!(Template::parse("{{x | currency(IDR)}}").is_err());
+    }
+
+    fn render_url(src: &str, reply: &str) -> String {
+        let mut vars = BTreeMap::new();
+        vars.insert("reply".into(), Value::Str(reply.into()));
+        let contact = crate::conversation::ContactInfo::default();
+        let env = Env {
+            vars: &vars,
+            contact: &contact,
+        };
+        UrlTemplate::parse(src).unwrap().render(&env)
+    }
+
+    #[test]
+    fn url_values_are_percent_encoded_so_they_stay_one_segment_key_or_value() {
+        let url = "https://api.example/orders/{{reply}}?{{reply}}={{reply}}&x=1#{{reply}}";
+        let traversal = "../../admin/delete-all?confirm=yes&x=";
+        let enc = "..%2F..%2Fadmin%2Fdelete-all%3Fconfirm%3Dyes%26x%3D";
+        assert_eq!(
+            render_url(url, traversal),
+            format!("https://api.example/orders/{enc}?{enc}={enc}&x=1#{enc}")
+        );
+        assert_eq!(
+            render_url("https://a.example/q?v={{reply}}", "&x=1# +%é/\\"),
+            "https://a.example/q?v=%26x%3D1%23%20%2B%25%C3%A9%2F%5C"
+        );
+        assert_eq!(
+            render_url("https://a.example/{{reply}}", "Az09-._~"),
+            "https://a.example/Az09-._~"
+        );
+    }
+
+    /// `%XX` decoded (as UTF-8); everything else kept, `+` included.
+    fn percent_decode(s: &str) -> String {
+        let b = s.as_bytes();
+        let mut out = Vec::new();
+        let mut i = 0;
+        while i < b.len() {
+            match (b[i], s.get(i + 1..i + 3).map(|h| u8::from_str_radix(h, 16))) {
+                (b'%', Some(Ok(byte))) => {
+                    out.push(byte);
+                    i += 3;
+                }
+                (c, _) => {
+                    out.push(c);
+                    i += 1;
+                }
+            }
+        }
+        String::from_utf8(out).unwrap()
+    }
+
+    proptest! {
+        /// Whatever the value, the URL keeps its host, its number of path segments and its
+        /// query pairs, and each decodes back to what was written; or it has a dot segment
+        /// and is never sent.
+        #[test]
+        fn no_value_changes_a_urls_host_segments_or_query_pairs(
+            segs in proptest::collection::vec(
+                prop_oneof!["[a-z]{1,4}", Just("{{reply}}".to_string()), Just("x{{reply}}".to_string())],
+                1..4,
+            ),
+            pairs in 0usize..3,
+            value in "\\PC{0,12}|[./?#&=+%\\\\ @:;]{0,6}",
+        ) {
+            let query: Vec<String> = (0..pairs).map(|i| format!("k{i}={{{{reply}}}}")).collect();
+            let mut src = format!("https://api.example/{}", segs.join("/"));
+            if !query.is_empty() {
+                src = format!("{src}?{}", query.join("&"));
+            }
+            let rendered = render_url(&src, &value);
+            if crate::outcall::has_dot_segment(&rendered) {
+                prop_assert!(segs.iter().any(|s| s == "{{reply}}") && (value == "." || value == ".."));
+                return Ok(());
+            }
+            let url = url::Url::parse(&rendered).unwrap();
+            prop_assert_eq!(url.host_str(), Some("api.example"));
+            prop_assert_eq!(url.port(), None);
+            let got: Vec<String> = url
+                .path_segments()
+                .unwrap()
+                .map(percent_decode)
+                .collect();
+            let want: Vec<String> = segs.iter().map(|s| s.replace("{{reply}}", &value)).collect();
+            prop_assert_eq!(got, want);
+            let got: Vec<(String, String)> = url.query_pairs().into_owned().collect();
+            let want: Vec<(String, String)> = (0..pairs).map(|i| (format!("k{i}"), value.clone())).collect();
+            prop_assert_eq!(got, want);
+            prop_assert_eq!(url.fragment(), None);
+        }
+    }
+
+    #[test]
+    fn a_url_template_refuses_variables_before_its_path() {
+        let refused = |src: &str| match UrlTemplate::parse(src) {
+            Err(UrlTemplateError::VariableInAuthority { var, part }) => (var, part),
+            other => panic!("{src}: {other:?}"),
+        };
+        use AuthorityPart::*;
+        for (src, var, part) in [
+            ("{{scheme}}://api.example/x", "{{scheme}}", Scheme),
+            ("http{{s}}://api.example/x", "{{s}}", Scheme),
+            ("{{base}}/orders", "{{base}}", Scheme),
+            ("https://{{host}}/x", "{{host}}", Host),
+            ("https://api.{{ tenant }}.example/x", "{{ tenant }}", Host),
+            ("https://api.example{{path}}", "{{path}}", Host),
+            ("https://api.example:{{port}}/x", "{{port}}", Port),
+            ("https://{{user}}:pw@api.example/x", "{{user}}", UserInfo),
+            ("https://u:{{pw}}@api.example/x", "{{pw}}", UserInfo),
+            ("https://[::1]:{{port}}/x", "{{port}}", Port),
+            ("https://api.example\\{{x}}", "{{x}}", Host),
+        ] {
+            assert_eq!(refused(src), (var.to_string(), part), "{src}");
+        }
+        assert_eq!(
+            UrlTemplate::parse("ftp://api.example/{{x}}"),
+            Err(UrlTemplateError::Scheme)
+        );
+        assert_eq!(
+            UrlTemplate::parse("https:///{{x}}"),
+            Err(UrlTemplateError::NoHost)
+        );
+        assert_eq!(
+            UrlTemplate::parse("https://api.example/a/../{{x}}"),
+            Err(UrlTemplateError::DotSegment("..".into()))
+        );
+        assert!(matches!(
+            UrlTemplate::parse("https://api.example/{{x"),
+            Err(UrlTemplateError::Template(_))
+        ));
+        for ok in [
+            "https://api.example/{{x}}",
+            "https://api.example?{{k}}={{v}}",
+            "https://api.example#{{f}}",
+            "http://127.0.0.1:8080/a/{{x}}.json/{{y}}?q={{z | upper}}",
+            "https://u:p@[::1]:8443/{{x}}",
+        ] {
+            assert!(UrlTemplate::parse(ok).is_ok(), "{ok}");
+        }
     }
 
     #[test]

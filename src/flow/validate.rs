@@ -9,7 +9,7 @@ use rust_decimal::Decimal;
 
 use super::expr;
 use super::model::*;
-use super::template::Template;
+use super::template::{Template, UrlTemplate, UrlTemplateError};
 use crate::whatsapp::send::{ListRow, ListSection, OutboundMessage, ReplyButton};
 
 /// All loaded, validated flows.
@@ -597,7 +597,7 @@ fn node_reads(n: &Node) -> Vec<&str> {
             }
         }
         NodeKind::Http(h) => {
-            tpl(Some(&h.url), &mut out);
+            out.extend(h.url.required_vars());
             for (_, v) in &h.headers {
                 tpl(Some(v), &mut out);
             }
@@ -947,14 +947,17 @@ fn compile_node(cx: &mut Ctx, name: &str, rn: &RawNode, names: &BTreeSet<&str>) 
                 format!("method `{method}` must be GET, POST, PUT, PATCH or DELETE"),
             );
         }
-        let url = cx.tpl(name, &h.url);
-        if !h.url.starts_with("https://") && !h.url.starts_with("http://") {
-            cx.at(
-                name,
-                "url",
-                "url must start with https:// (or http:// for an allow-listed address)",
-            );
-        }
+        let url = match UrlTemplate::parse(&h.url) {
+            Ok(u) => u,
+            Err(e) => {
+                let needle = match &e {
+                    UrlTemplateError::VariableInAuthority { var, .. } => var.as_str(),
+                    _ => "url",
+                };
+                cx.at(name, needle, e.to_string());
+                UrlTemplate::placeholder()
+            }
+        };
         let timeout_ms = match &h.timeout {
             None => 10_000,
             Some(t) => match parse_duration(t) {
@@ -1247,4 +1250,65 @@ pub fn normalize(s: &str) -> String {
         })
         .collect();
     folded.split_whitespace().collect::<Vec<_>>().join(" ")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn errors(yaml: &str) -> Vec<String> {
+        match FlowSet::load(&[("calls.yaml".into(), yaml.into())]) {
+            Ok(_) => Vec::new(),
+            Err(e) => e,
+        }
+    }
+
+    #[test]
+    fn a_variable_in_an_http_urls_scheme_or_host_is_refused_at_its_position() {
+        let yaml = r#"id: calls
+triggers: [{keyword: go}]
+start: s
+nodes:
+  a:
+    http:
+      url: "https://{{host}}/orders/{{id}}"
+    next: b
+  b:
+    http: {url: "{{base}}/orders"}
+    next: c
+  c:
+    http:
+      url: "https://api.example:{{port}}/x"
+    next: d
+  d:
+    http:
+      url: "https://api.example/orders/{{id}}?q={{id}}#{{id}}"
+  s:
+    set: {id: "'A1'"}
+    next: a
+"#;
+        let errs = errors(yaml);
+        let want = [
+            "calls.yaml:7:21: node `a`: template variable `{{host}}` is in the url's host",
+            "calls.yaml:10:18: node `b`: template variable `{{base}}` is in the url's scheme",
+            "calls.yaml:14:33: node `c`: template variable `{{port}}` is in the url's port",
+        ];
+        for w in want {
+            assert!(
+                errs.iter().any(|e| e.starts_with(w)),
+                "missing {w:?} in {errs:#?}"
+            );
+        }
+        assert_eq!(errs.len(), want.len(), "{errs:#?}");
+    }
+
+    #[test]
+    fn a_literal_dot_segment_in_an_http_url_is_refused() {
+        let yaml = "start: a\nnodes:\n  a:\n    http:\n      url: \"https://api.example/a/../b\"\n";
+        let errs = errors(yaml);
+        assert_eq!(
+            errs,
+            vec!["calls.yaml:5:7: node `a`: the url's path has a `..` segment: write the path it stands for"]
+        );
+    }
 }

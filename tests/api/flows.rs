@@ -1,10 +1,11 @@
 //! Flows through the whole daemon: the shop conversation, webhook in, replies at the fake
 //! Graph API.
 
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use parley::testing::{button_reply_webhook, text_webhook, FakeGraph};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 use crate::helpers::*;
 use crate::on_both_stores;
@@ -506,3 +507,143 @@ async fn reload(app: &TestApp) -> (u16, serde_json::Value) {
     )
     .await
 }
+
+/// A business backend that records each request target exactly as it came on the wire (no
+/// router, no URL parsing in between) and answers `{"status": "found"}`.
+async fn raw_backend() -> (String, Arc<Mutex<Vec<String>>>) {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let base = format!("http://{}", listener.local_addr().unwrap());
+    let seen = Arc::new(Mutex::new(Vec::new()));
+    let record = seen.clone();
+    tokio::spawn(async move {
+        while let Ok((mut conn, _)) = listener.accept().await {
+            let record = record.clone();
+            tokio::spawn(async move {
+                let mut head = Vec::new();
+                let mut buf = [0u8; 4096];
+                while !head.windows(4).any(|w| w == b"\r\n\r\n") {
+                    match conn.read(&mut buf).await {
+                        Ok(0) | Err(_) => return,
+                        Ok(n) => head.extend_from_slice(&buf[..n]),
+                    }
+                }
+                let head = String::from_utf8_lossy(&head);
+                let target = head.split(' ').nth(1).unwrap_or_default().to_string();
+                record.lock().unwrap().push(target);
+                let body = r#"{"status": "found"}"#;
+                let answer = format!(
+                    "HTTP/1.1 200 OK\r\ncontent-type: application/json\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{body}",
+                    body.len()
+                );
+                let _ = conn.write_all(answer.as_bytes()).await;
+                let _ = conn.shutdown().await;
+            });
+        }
+    });
+    (base, seen)
+}
+
+/// Looks the customer's reply up at `{base}/orders/{{reply}}?ref={{reply}}&src=wa`.
+fn order_lookup_flow(base: &str) -> String {
+    format!(
+        r#"
+id: orders
+triggers: [{{keyword: order, match: prefix}}]
+start: ask
+nodes:
+  ask:
+    ask: {{type: text, prompt: "Order number?", save: reply}}
+    next: fetch
+  fetch:
+    http:
+      url: "{base}/orders/{{{{reply}}}}?ref={{{{reply}}}}&src=wa"
+      headers: {{Authorization: "Bearer backend-key"}}
+      save: {{status: status}}
+    next: show
+    on_error: sorry
+  show:
+    send: {{text: "Order {{{{status}}}}"}}
+  sorry:
+    send: {{text: "Lookup failed ({{{{http_status}}}})"}}
+"#
+    )
+}
+
+async fn customer_text_in_an_http_url_stays_one_encoded_segment_or_value(db: TestDb) {
+    let graph = Arc::new(FakeGraph::start().await);
+    let (base, seen) = raw_backend().await;
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("orders.yaml"), order_lookup_flow(&base)).unwrap();
+    let mut settings = test_settings(&db, &graph);
+    settings.flows.dir = dir.path().to_path_buf();
+    settings.flows.http_allow = vec!["127.0.0.1/32".into()];
+    let app = spawn_app_with_flows(settings).await;
+    let texts_to = |user: &'static str| {
+        let graph = graph.clone();
+        move || -> Vec<String> {
+            graph
+                .delivered()
+                .iter()
+                .filter(|a| a.accepted() && a.to() == Some(user))
+                .filter_map(|a| a.text().map(str::to_string))
+                .collect()
+        }
+    };
+    let ask = |user: &'static str, n: u32, reply: &'static str| {
+        let (app, texts) = (&app, texts_to(user));
+        async move {
+            let start = text_webhook(PNID, user, &format!("wamid.U{n}a"), "order", now_secs());
+            assert_eq!(app.post_webhook(&start).await, 200);
+            assert!(
+                eventually(Duration::from_secs(10), || async {
+                    texts().iter().any(|t| t == "Order number?")
+                })
+                .await
+            );
+            let answer = text_webhook(PNID, user, &format!("wamid.U{n}b"), reply, now_secs());
+            assert_eq!(app.post_webhook(&answer).await, 200);
+            assert!(
+                eventually(Duration::from_secs(10), || async { texts().len() == 2 }).await,
+                "{:?}",
+                texts()
+            );
+            texts()[1].clone()
+        }
+    };
+
+    // A traversal in a path segment: one segment under /orders/, the query untouched.
+    let traversal = "../../admin/delete-all?confirm=yes&x=";
+    assert_eq!(ask("6281200000401", 1, traversal).await, "Order found");
+    let enc = "..%2F..%2Fadmin%2Fdelete-all%3Fconfirm%3Dyes%26x%3D";
+    assert_eq!(
+        seen.lock().unwrap().clone(),
+        vec![format!("/orders/{enc}?ref={enc}&src=wa")]
+    );
+
+    // Query delimiters in a value: `ref` stays one value, `src` stays `wa`.
+    assert_eq!(ask("6281200000402", 2, "&x=1#").await, "Order found");
+    let target = seen.lock().unwrap()[1].clone();
+    assert_eq!(target, "/orders/%26x%3D1%23?ref=%26x%3D1%23&src=wa");
+    let query = target.split_once('?').unwrap().1;
+    let pairs: Vec<(String, String)> = url::form_urlencoded::parse(query.as_bytes())
+        .into_owned()
+        .collect();
+    assert_eq!(
+        pairs,
+        vec![("ref".into(), "&x=1#".into()), ("src".into(), "wa".into())]
+    );
+
+    // A whole segment of `..`: never sent (a URL parser would resolve it to `/`); the flow
+    // takes its error path.
+    assert_eq!(ask("6281200000403", 3, "..").await, "Lookup failed (0)");
+    assert_eq!(
+        seen.lock().unwrap().len(),
+        2,
+        "the backend got no third request"
+    );
+    app.stop().await;
+}
+on_both_stores!(
+    http_url_values,
+    customer_text_in_an_http_url_stays_one_encoded_segment_or_value
+);
