@@ -1,6 +1,6 @@
 //! The real binary: SIGTERM drains and exits 0 in time; `check` names bad keys; logs at
-//! TRACE keep secrets, phone numbers and message bodies out; the database is owner-only
-//! whatever the umask.
+//! TRACE keep secrets, phone numbers and message bodies out; a config error never quotes a
+//! secret; the database is owner-only whatever the umask.
 
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
@@ -321,6 +321,110 @@ fn check_names_every_bad_key_and_exits_1() {
         "{}",
         String::from_utf8_lossy(&out.stderr)
     );
+}
+
+/// `parleyd check --config FILE`: (exit code, stdout and stderr).
+fn parleyd_check(config: &std::path::Path) -> (Option<i32>, String) {
+    let out = Command::new(env!("CARGO_BIN_EXE_parleyd"))
+        .args(["check", "--config"])
+        .arg(config)
+        .output()
+        .unwrap();
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    (out.status.code(), text)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_typo_on_a_secret_line_is_named_by_file_and_line_but_the_secret_is_shown_nowhere() {
+    // Arrange: a running daemon, its log in a file.
+    let graph = FakeGraph::start().await;
+    let dir = tempfile::tempdir().unwrap();
+    let port = free_port();
+    let config = write_config(dir.path(), &graph.base_url, port);
+    let good = std::fs::read_to_string(&config).unwrap();
+    let log_path = dir.path().join("daemon.log");
+    let log = std::fs::File::create(&log_path).unwrap();
+    let (mut reap, pid, base) = start(&config, &[], Stdio::from(log)).await;
+    let client = reqwest::Client::new();
+    let line_of = |needle: &str| good.lines().position(|l| l.contains(needle)).unwrap() + 1;
+    let typos = [
+        // A closing quote lost while editing, the key misspelt as well, no quotes at all.
+        (
+            format!("access_token = \"{ACCESS}\""),
+            format!("access_token = \"{ACCESS}"),
+            ACCESS,
+        ),
+        (
+            format!("access_token = \"{ACCESS}\""),
+            format!("acess_token = \"{ACCESS}"),
+            ACCESS,
+        ),
+        (
+            format!("app_secret = \"{SECRET}\""),
+            format!("app_secret = {SECRET}"),
+            SECRET,
+        ),
+        (
+            format!("token = \"{ADMIN}\""),
+            format!("token = \"{ADMIN}\"\""),
+            ADMIN,
+        ),
+    ];
+    for (right, wrong, secret) in &typos {
+        let line = line_of(right);
+        std::fs::write(&config, good.replace(right, wrong)).unwrap();
+        let located = format!("{}:{line}:", config.display());
+
+        // Act + assert: the reload answer (the running admin token still works).
+        let response = client
+            .post(format!("{base}/admin/v1/reload"))
+            .bearer_auth(ADMIN)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(response.status().as_u16(), 422, "`{wrong}` is refused");
+        let answer = response.text().await.unwrap();
+        assert!(!answer.contains(secret), "the reload answer: {answer}");
+        assert!(answer.contains(&located), "{located} in: {answer}");
+
+        // `parleyd check`, and `parleyd reload` (which reads the file first).
+        let (code, out) = parleyd_check(&config);
+        assert_eq!(code, Some(1), "{out}");
+        assert!(!out.contains(secret), "check shows the secret: {out}");
+        assert!(out.contains(&located), "{located} in: {out}");
+        let (ok, out) = parleyd_reload(&config);
+        assert!(!ok && !out.contains(secret), "reload: {out}");
+    }
+    std::fs::write(&config, &good).unwrap();
+
+    let term = Command::new("kill")
+        .arg("-TERM")
+        .arg(pid.to_string())
+        .status();
+    assert!(term.unwrap().success());
+    let exit = reap.0.take().unwrap().wait().unwrap();
+    assert!(exit.success(), "exit status {exit:?}");
+    let logs = std::fs::read_to_string(&log_path).unwrap();
+    assert_eq!(
+        logs.matches("Configuration no longer loads").count(),
+        typos.len(),
+        "each refused reload is logged: {logs}"
+    );
+    assert!(
+        logs.contains(&format!(
+            "{}:{}:",
+            config.display(),
+            line_of("access_token")
+        )),
+        "the log names file:line: {logs}"
+    );
+    for (_, _, secret) in &typos {
+        assert!(!logs.contains(secret), "a secret in the log: {logs}");
+    }
 }
 
 /// The modes of the default store's folder, its database, `-wal` and `-shm`.

@@ -362,3 +362,47 @@ async fn an_invalid_configuration_changes_nothing(db: TestDb) {
     app.stop().await;
 }
 on_both_stores!(invalid, an_invalid_configuration_changes_nothing);
+
+async fn a_typo_on_a_secret_line_is_answered_by_file_and_line_without_the_secret(db: TestDb) {
+    let (graph, dir, app) = started_from_a_file(&db).await;
+    let config = dir.path().join("parley.toml");
+    let good = std::fs::read_to_string(&config).unwrap();
+    let line_of = |needle: &str| good.lines().position(|l| l.contains(needle)).unwrap() + 1;
+    for (right, wrong, secret) in [
+        // The account's token loses its closing quote; the app secret its quotes.
+        (
+            format!("access_token = \"{ACCESS_TOKEN}\""),
+            format!("access_token = \"{ACCESS_TOKEN}"),
+            ACCESS_TOKEN,
+        ),
+        (
+            format!("app_secret = \"{SECRET}\""),
+            format!("app_secret = {SECRET}"),
+            SECRET,
+        ),
+    ] {
+        std::fs::write(&config, good.replace(&right, &wrong)).unwrap();
+        let (status, outcome) = reload(&app, ADMIN_TOKEN).await;
+        assert_eq!(status, 422, "{outcome}");
+        let errors = strings(&outcome["config_errors"]);
+        let located = format!("{}:{}:", config.display(), line_of(&right));
+        assert!(
+            !outcome.to_string().contains(secret),
+            "the secret is in the answer: {outcome}"
+        );
+        assert!(
+            errors.iter().any(|e| e.starts_with(&located)),
+            "{located} expected: {outcome}"
+        );
+    }
+    // Nothing changed: the running secret and token go on.
+    assert_eq!(
+        echo_bearer(&app, &graph, SECRET, 1).await,
+        format!("Bearer {ACCESS_TOKEN}")
+    );
+    app.stop().await;
+}
+on_both_stores!(
+    typo,
+    a_typo_on_a_secret_line_is_answered_by_file_and_line_without_the_secret
+);
