@@ -560,6 +560,10 @@ impl CampaignSettings {
     }
 }
 
+/// The shortest `admin.token` accepted: the admin API can send messages and read every
+/// conversation, and anyone who reaches the listener may guess.
+pub const MIN_ADMIN_TOKEN_CHARS: usize = 32;
+
 #[derive(Debug, Clone, Default, Deserialize)]
 pub struct AdminSettings {
     #[serde(default)]
@@ -888,6 +892,15 @@ impl Settings {
                 ));
             }
         }
+        if let Some(token) = self.admin.enabled_token() {
+            let chars = token.expose_secret().chars().count();
+            if chars < MIN_ADMIN_TOKEN_CHARS {
+                errors.push(format!(
+                    "admin.token: {chars} characters; it must have at least \
+                     {MIN_ADMIN_TOKEN_CHARS} (e.g. `openssl rand -hex 32`)"
+                ));
+            }
+        }
         if self.outbox.max_in_flight == 0 {
             errors.push("outbox.max_in_flight: must be at least 1".into());
         }
@@ -1087,6 +1100,7 @@ mod tests {
 
     #[test]
     fn environment_values_keep_their_text_until_a_typed_key_reads_them() {
+        const NUMERIC_TOKEN: &str = "00123456789012345678901234567890123";
         let env = |pairs: &[(&str, &str)]| {
             Some(
                 pairs
@@ -1098,7 +1112,7 @@ mod tests {
         let s = Settings::load_with_env(
             None,
             env(&[
-                ("PARLEY__ADMIN__TOKEN", "00123"),
+                ("PARLEY__ADMIN__TOKEN", NUMERIC_TOKEN),
                 ("PARLEY__OUTBOX__MAX_IN_FLIGHT", "7"),
                 ("PARLEY__FLOWS__WATCH", "false"),
             ]),
@@ -1110,7 +1124,7 @@ mod tests {
                 .token
                 .as_ref()
                 .map(|t| t.expose_secret().to_string()),
-            Some("00123".to_string()),
+            Some(NUMERIC_TOKEN.to_string()),
             "a secret that looks like a number is kept as written"
         );
         assert_eq!(s.outbox.max_in_flight, 7);
@@ -1426,5 +1440,25 @@ mod tests {
             s.ai.providers["p"].api_key.expose_secret(),
             "MARKER-of-a-secret"
         );
+    }
+
+    #[test]
+    fn an_admin_token_under_32_characters_is_refused_and_an_unset_one_is_not() {
+        let load = |token: Option<&str>| {
+            let env = token
+                .map(|t| config::Map::from([("PARLEY__ADMIN__TOKEN".to_string(), t.to_string())]));
+            Settings::load_with_env(None, env, None)
+        };
+        let err = load(Some("0123456789abcdef0123456789abcde"))
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains("admin.token: 31 characters") && err.contains("at least 32"),
+            "{err}"
+        );
+        assert!(!err.contains("0123456789abcdef"), "{err}");
+        assert!(load(Some("0123456789abcdef0123456789abcdef")).is_ok());
+        assert!(load(Some("")).is_ok(), "empty: the admin API is off");
+        assert!(load(None).is_ok());
     }
 }

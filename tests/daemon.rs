@@ -11,7 +11,7 @@ use parley::testing::{text_webhook, FakeGraph};
 const PNID: &str = "106540352242922";
 const SECRET: &str = "app-secret-9f3k2";
 const ACCESS: &str = "EAAG-access-token-77x";
-const ADMIN: &str = "admin-token-q8w7";
+const ADMIN: &str = "admin-token-q8w7-3f9c1e7a5b2d4068";
 const PHONE: &str = "6281234567890";
 const BODY: &str = "my secret order details";
 
@@ -425,6 +425,47 @@ async fn a_typo_on_a_secret_line_is_named_by_file_and_line_but_the_secret_is_sho
     for (_, _, secret) in &typos {
         assert!(!logs.contains(secret), "a secret in the log: {logs}");
     }
+}
+
+#[test]
+fn check_refuses_a_short_admin_token_and_warns_of_an_empty_app_secret() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("parley.toml");
+    let short = "only-31-characters-long-token-x";
+    assert_eq!(short.len(), 31);
+    std::fs::write(
+        &path,
+        format!("[admin]\ntoken = \"{short}\"\n[[accounts]]\nphone_number_id = \"1\"\n"),
+    )
+    .unwrap();
+    let (code, out) = parleyd_check(&path);
+    assert_eq!(code, Some(1), "{out}");
+    assert!(
+        out.contains("admin.token: 31 characters") && out.contains("at least 32"),
+        "{out}"
+    );
+    assert!(!out.contains(short), "the token is not shown: {out}");
+
+    // A long enough token passes; the empty app secret (every webhook refused) is a warning.
+    std::fs::write(
+        &path,
+        format!("[admin]\ntoken = \"{short}y\"\n[[accounts]]\nphone_number_id = \"1\"\n"),
+    )
+    .unwrap();
+    let (code, out) = parleyd_check(&path);
+    assert_eq!(code, Some(0), "{out}");
+    assert!(
+        out.contains("warning: whatsapp.app_secret is empty"),
+        "{out}"
+    );
+    std::fs::write(
+        &path,
+        format!("[whatsapp]\napp_secret = \"{SECRET}\"\n[[accounts]]\nphone_number_id = \"1\"\n"),
+    )
+    .unwrap();
+    let (code, out) = parleyd_check(&path);
+    assert_eq!(code, Some(0), "{out}");
+    assert!(!out.contains("warning"), "{out}");
 }
 
 /// The modes of the default store's folder, its database, `-wal` and `-shm`.
