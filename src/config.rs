@@ -71,39 +71,13 @@ impl fmt::Debug for Fingerprint {
 impl Fingerprint {
     fn of(tree: &config::Value) -> Fingerprint {
         use sha2::Digest;
-        fn walk(
-            prefix: &str,
-            v: &config::Value,
-            out: &mut std::collections::BTreeMap<String, [u8; 32]>,
-        ) {
-            match &v.kind {
-                config::ValueKind::Table(t) if !t.is_empty() => {
-                    for (k, v) in t {
-                        let key = if prefix.is_empty() {
-                            k.clone()
-                        } else {
-                            format!("{prefix}.{k}")
-                        };
-                        walk(&key, v, out);
-                    }
-                }
-                config::ValueKind::Array(a) if !a.is_empty() => {
-                    for (i, v) in a.iter().enumerate() {
-                        walk(&format!("{prefix}[{i}]"), v, out);
-                    }
-                }
-                leaf => {
-                    let text = match leaf {
-                        config::ValueKind::Table(_) => "{}".to_string(),
-                        config::ValueKind::Array(_) => "[]".to_string(),
-                        other => other.to_string(),
-                    };
-                    out.insert(prefix.to_string(), sha2::Sha256::digest(text).into());
-                }
-            }
-        }
         let mut out = std::collections::BTreeMap::new();
-        walk("", tree, &mut out);
+        for_each_leaf(tree, &mut |key, leaf| {
+            out.insert(
+                key.to_string(),
+                sha2::Sha256::digest(leaf_text(leaf)).into(),
+            );
+        });
         Fingerprint(out)
     }
 
@@ -218,6 +192,147 @@ impl config::Source for Credentials {
                 )
             })
             .collect())
+    }
+}
+
+/// The config keys whose values are secrets: `*` stands for any one name or index. Every
+/// `SecretString` field of the settings is here (a test counts them), and a configuration
+/// error never shows the value of one of these keys, or of a section that holds one.
+pub const SECRET_KEYS: &[&str] = &[
+    "whatsapp.app_secret",
+    "whatsapp.verify_token",
+    "whatsapp.access_token",
+    "admin.token",
+    "accounts[*].access_token",
+    "ai.providers.*.api_key",
+];
+
+/// `accounts[0].access_token` (or `accounts.0.access_token`, as the environment spells it) →
+/// `accounts`, `0`, `access_token`.
+fn key_segments(key: &str) -> impl Iterator<Item = &str> {
+    key.split(['.', '[', ']']).filter(|s| !s.is_empty())
+}
+
+/// True for a secret key, a section that holds one (`whatsapp`, `accounts[0]`: a value there
+/// may be a secret in the wrong shape), and anything under one.
+pub fn holds_secret(key: &str) -> bool {
+    SECRET_KEYS.iter().any(|pattern| {
+        key_segments(key)
+            .zip(key_segments(pattern))
+            .all(|(k, p)| p == "*" || k.eq_ignore_ascii_case(p))
+    })
+}
+
+/// Calls `f` with every leaf of a config tree and its key (`http.listen`,
+/// `accounts[0].daily_limit`); an empty table or list is a leaf.
+fn for_each_leaf(tree: &config::Value, f: &mut impl FnMut(&str, &config::ValueKind)) {
+    fn walk(prefix: &str, v: &config::Value, f: &mut impl FnMut(&str, &config::ValueKind)) {
+        match &v.kind {
+            config::ValueKind::Table(t) if !t.is_empty() => {
+                for (k, v) in t {
+                    let key = if prefix.is_empty() {
+                        k.clone()
+                    } else {
+                        format!("{prefix}.{k}")
+                    };
+                    walk(&key, v, f);
+                }
+            }
+            config::ValueKind::Array(a) if !a.is_empty() => {
+                for (i, v) in a.iter().enumerate() {
+                    walk(&format!("{prefix}[{i}]"), v, f);
+                }
+            }
+            leaf => f(prefix, leaf),
+        }
+    }
+    walk("", tree, f);
+}
+
+/// The text of a leaf (what `{}` shows of it, and what a parse error would quote).
+fn leaf_text(leaf: &config::ValueKind) -> String {
+    match leaf {
+        config::ValueKind::Table(_) => "{}".to_string(),
+        config::ValueKind::Array(_) => "[]".to_string(),
+        other => other.to_string(),
+    }
+}
+
+/// Values that must not appear in a configuration error: each is replaced by `***`.
+/// (No `Debug`: it holds secrets in clear.)
+#[derive(Default)]
+struct Redactor(Vec<String>);
+
+impl Redactor {
+    /// Shorter values are left alone: replacing a one-letter value would garble every message
+    /// and protect nothing.
+    const MIN_CHARS: usize = 4;
+
+    fn add(&mut self, value: &str) {
+        if value.chars().count() < Self::MIN_CHARS {
+            return;
+        }
+        // `invalid type: string "…"` quotes a value with Rust's escapes.
+        let quoted = format!("{value:?}");
+        let escaped = &quoted[1..quoted.len() - 1];
+        if escaped != value {
+            self.0.push(escaped.to_string());
+        }
+        self.0.push(value.to_string());
+    }
+
+    /// Every value under a key that [`holds_secret`].
+    fn add_secrets_of(&mut self, tree: &config::Value) {
+        for_each_leaf(tree, &mut |key, leaf| {
+            if holds_secret(key) {
+                self.add(&leaf_text(leaf));
+            }
+        });
+    }
+
+    fn scrub(&self, text: &str) -> String {
+        let mut values: Vec<&str> = self.0.iter().map(String::as_str).collect();
+        // The longest first, so that a value containing another is replaced whole.
+        values.sort_by_key(|v| std::cmp::Reverse(v.len()));
+        values
+            .into_iter()
+            .fold(text.to_string(), |text, value| text.replace(value, "***"))
+    }
+
+    fn scrub_error(&self, e: ConfigError) -> ConfigError {
+        match e {
+            ConfigError::Load(message) => ConfigError::Load(self.scrub(&message)),
+            ConfigError::Invalid { sources, errors } => ConfigError::Invalid {
+                sources,
+                errors: errors.iter().map(|e| self.scrub(e)).collect(),
+            },
+        }
+    }
+}
+
+/// `file:line:col: what is wrong` for a config file that does not parse. The parser's own
+/// message shows the offending line, and that may be a secret's (`access_token = "EAAG…`
+/// without its closing quote, or without quotes, or with a typo in the key): only the
+/// position is kept, never the text.
+fn syntax_error(
+    uri: Option<&str>,
+    cause: &(dyn std::error::Error + Send + Sync + 'static),
+) -> String {
+    let file = uri.unwrap_or("configuration");
+    let Some(e) = cause.downcast_ref::<toml::de::Error>() else {
+        // The conversions after parsing (a number out of range) name no value.
+        return format!("{file}: {cause}");
+    };
+    // With a position, its text starts `TOML parse error at line L, column C`.
+    let text = e.to_string();
+    let at = text
+        .lines()
+        .next()
+        .and_then(|l| l.strip_prefix("TOML parse error at line "))
+        .and_then(|rest| rest.split_once(", column "));
+    match at {
+        Some((line, col)) => format!("{file}:{line}:{col}: {}", e.message()),
+        None => format!("{file}: {}", e.message()),
     }
 }
 
@@ -512,6 +627,10 @@ impl CampaignSettings {
     }
 }
 
+/// The shortest `admin.token` accepted: the admin API can send messages and read every
+/// conversation, and anyone who reaches the listener may guess.
+pub const MIN_ADMIN_TOKEN_CHARS: usize = 32;
+
 #[derive(Debug, Clone, Default, Deserialize)]
 pub struct AdminSettings {
     #[serde(default)]
@@ -671,14 +790,16 @@ impl Settings {
     /// Load the layered configuration. `config/default.toml` is read from the working
     /// directory when present, else the copy compiled into the binary is used.
     pub fn load(file: Option<&Path>) -> Result<Settings, ConfigError> {
-        Self::load_with_env(file, None)
+        let credentials = std::env::var_os("CREDENTIALS_DIRECTORY").map(PathBuf::from);
+        Self::load_with_env(file, None, credentials.as_deref())
     }
 
     /// [`Settings::load`] with the `PARLEY__*` variables taken from `env` instead of the
-    /// process environment when given.
+    /// process environment when given, and the credentials from `credentials`.
     fn load_with_env(
         file: Option<&Path>,
         env: Option<config::Map<String, String>>,
+        credentials: Option<&Path>,
     ) -> Result<Settings, ConfigError> {
         let mut sources = Vec::new();
         let mut builder = config::Config::builder();
@@ -702,10 +823,16 @@ impl Settings {
             builder = builder.add_source(config::File::from(file));
             sources.push(file.to_path_buf());
         }
-        if let Some(dir) = std::env::var_os("CREDENTIALS_DIRECTORY") {
-            let credentials = Credentials::read(Path::new(&dir))?;
+        let mut redactor = Redactor::default();
+        if let Some(dir) = credentials {
+            let credentials = Credentials::read(dir)?;
+            // A credential is a secret whatever key it is named after (a token saved under
+            // the wrong name fails to parse as that key's type, quoting the value).
+            for (_, value) in &credentials.0 {
+                redactor.add(value);
+            }
             if !credentials.0.is_empty() {
-                sources.push(PathBuf::from(dir));
+                sources.push(dir.to_path_buf());
                 builder = builder.add_source(credentials);
             }
         }
@@ -719,20 +846,36 @@ impl Settings {
                 .source(env),
         );
         let source_list = describe_sources(&sources);
-        let raw = builder
-            .build()
-            .map_err(|e| ConfigError::Load(format!("{e} ({source_list})")))?;
+        let raw = builder.build().map_err(|e| match e {
+            config::ConfigError::FileParse { uri, cause } => {
+                // The file as it was named (the crate names it relative to the working dir).
+                let file = uri.map(|uri| {
+                    let same = |p: &PathBuf| {
+                        std::fs::canonicalize(p).ok() == std::fs::canonicalize(&uri).ok()
+                    };
+                    sources
+                        .iter()
+                        .find(|p| same(p))
+                        .map_or(uri.clone(), |p| p.display().to_string())
+                });
+                ConfigError::Load(syntax_error(file.as_deref(), cause.as_ref()))
+            }
+            e => ConfigError::Load(redactor.scrub(&format!("{e} ({source_list})"))),
+        })?;
         let tree: config::Value = raw
             .clone()
             .try_deserialize()
-            .map_err(|e| ConfigError::Load(format!("{e} ({source_list})")))?;
+            .map_err(|e| ConfigError::Load(redactor.scrub(&format!("{e} ({source_list})"))))?;
+        // From here on, errors may quote values (`invalid type: string "…"`): every value a
+        // secret key (or a section holding one) has in the merged tree is scrubbed from them.
+        redactor.add_secrets_of(&tree);
         let mut settings: Settings = raw
             .try_deserialize()
-            .map_err(|e| ConfigError::Load(format!("{e} ({source_list})")))?;
+            .map_err(|e| ConfigError::Load(redactor.scrub(&format!("{e} ({source_list})"))))?;
         settings.sources = sources;
         settings.config_file = file.map(Path::to_path_buf);
         settings.fingerprint = Fingerprint::of(&tree);
-        settings.validate()?;
+        settings.validate().map_err(|e| redactor.scrub_error(e))?;
         Ok(settings)
     }
 
@@ -844,6 +987,15 @@ impl Settings {
                 errors.push(format!(
                     "redis.url: `{}` must start with redis://",
                     crate::app::redact_url(url)
+                ));
+            }
+        }
+        if let Some(token) = self.admin.enabled_token() {
+            let chars = token.expose_secret().chars().count();
+            if chars < MIN_ADMIN_TOKEN_CHARS {
+                errors.push(format!(
+                    "admin.token: {chars} characters; it must have at least \
+                     {MIN_ADMIN_TOKEN_CHARS} (e.g. `openssl rand -hex 32`)"
                 ));
             }
         }
@@ -1046,6 +1198,7 @@ mod tests {
 
     #[test]
     fn environment_values_keep_their_text_until_a_typed_key_reads_them() {
+        const NUMERIC_TOKEN: &str = "00123456789012345678901234567890123";
         let env = |pairs: &[(&str, &str)]| {
             Some(
                 pairs
@@ -1057,10 +1210,11 @@ mod tests {
         let s = Settings::load_with_env(
             None,
             env(&[
-                ("PARLEY__ADMIN__TOKEN", "00123"),
+                ("PARLEY__ADMIN__TOKEN", NUMERIC_TOKEN),
                 ("PARLEY__OUTBOX__MAX_IN_FLIGHT", "7"),
                 ("PARLEY__FLOWS__WATCH", "false"),
             ]),
+            None,
         )
         .unwrap();
         assert_eq!(
@@ -1068,7 +1222,7 @@ mod tests {
                 .token
                 .as_ref()
                 .map(|t| t.expose_secret().to_string()),
-            Some("00123".to_string()),
+            Some(NUMERIC_TOKEN.to_string()),
             "a secret that looks like a number is kept as written"
         );
         assert_eq!(s.outbox.max_in_flight, 7);
@@ -1077,6 +1231,7 @@ mod tests {
         let err = Settings::load_with_env(
             None,
             env(&[("PARLEY__STORE__URL", "mysql://app:hunter2@db/parley")]),
+            None,
         )
         .unwrap_err()
         .to_string();
@@ -1207,5 +1362,201 @@ mod tests {
             .unwrap()
             .try_deserialize();
         assert!(r.unwrap_err().to_string().contains("messaging_tier"));
+    }
+
+    /// `text` as a `--config FILE` in a temp dir: the error's text and the file's path.
+    fn load_error(text: &str) -> (String, String) {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("parley.toml");
+        std::fs::write(&path, text).unwrap();
+        let err = Settings::load_with_env(Some(&path), None, None)
+            .unwrap_err()
+            .to_string();
+        (err, path.display().to_string())
+    }
+
+    #[test]
+    fn a_syntax_error_on_a_secret_line_names_file_line_and_column_but_not_the_secret() {
+        for (text, line) in [
+            // An unclosed quote.
+            ("[whatsapp]\naccess_token = \"EAAG-SECRET-1\n", 2),
+            // No quotes.
+            ("[whatsapp]\naccess_token = EAAG-SECRET-2\n", 2),
+            // A typo in the key as well.
+            ("[whatsapp]\nacess_token = \"EAAG-SECRET-3\n", 2),
+            ("[whatsapp]\naccess_tok en = \"EAAG-SECRET-4\"\n", 2),
+            // One quote too many, a literal string, a multi-line string left open.
+            ("[admin]\ntoken = \"EAAG-SECRET-5\"\"\n", 2),
+            (
+                "[[accounts]]\nphone_number_id = \"1\"\naccess_token = 'EAAG-SECRET-6\n",
+                3,
+            ),
+            ("[ai.providers.x]\napi_key = \"\"\"EAAG-SECRET-7\n", 2),
+            // The secret on the line before the error.
+            ("[whatsapp]\napp_secret = \"EAAG-SECRET-8\" x\n", 2),
+        ] {
+            let (err, path) = load_error(text);
+            assert!(!err.contains("SECRET"), "the secret is shown: {err}");
+            let located = format!("{path}:{line}:");
+            assert!(err.starts_with(&located), "{located} expected: {err}");
+            let col = err[located.len()..].split(':').next().unwrap();
+            assert!(col.parse::<u32>().is_ok(), "a column: {err}");
+            assert!(
+                err.len() > located.len() + 5,
+                "what is wrong is said: {err}"
+            );
+        }
+    }
+
+    #[test]
+    fn values_that_fail_to_parse_are_not_quoted_when_they_may_be_secrets() {
+        let env = |k: &str, v: &str| Some(config::Map::from([(k.to_string(), v.to_string())]));
+        // A secret where a section was expected, from the environment.
+        for key in [
+            "PARLEY__WHATSAPP",
+            "PARLEY__ADMIN",
+            "PARLEY__AI__PROVIDERS",
+            "PARLEY__ACCOUNTS",
+        ] {
+            let err = Settings::load_with_env(None, env(key, "EAAG-SECRET-env"), None)
+                .unwrap_err()
+                .to_string();
+            assert!(!err.contains("SECRET"), "{key}: {err}");
+            assert!(err.contains("invalid type"), "{key}: {err}");
+        }
+        // A value that cannot be a secret is still shown.
+        let err = Settings::load_with_env(None, env("PARLEY__OUTBOX__MAX_IN_FLIGHT", "lots"), None)
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains("lots") && err.contains("outbox.max_in_flight"),
+            "{err}"
+        );
+        // A secret in a section's place in a file.
+        let (err, _) = load_error("whatsapp = \"EAAG-SECRET-file\"\n");
+        assert!(!err.contains("SECRET") && err.contains("whatsapp"), "{err}");
+    }
+
+    #[test]
+    fn a_credential_saved_under_the_wrong_key_is_not_shown_by_its_error() {
+        let dir = tempfile::tempdir().unwrap();
+        // A number key and a validated key: both errors would quote the value.
+        std::fs::write(dir.path().join("outbox.max_in_flight"), "EAAG-SECRET-a\n").unwrap();
+        let err = Settings::load_with_env(None, None, Some(dir.path()))
+            .unwrap_err()
+            .to_string();
+        assert!(
+            !err.contains("SECRET") && err.contains("outbox.max_in_flight"),
+            "{err}"
+        );
+        std::fs::remove_file(dir.path().join("outbox.max_in_flight")).unwrap();
+        std::fs::write(dir.path().join("whatsapp.api_version"), "EAAG\"SECRET\\b").unwrap();
+        let err = Settings::load_with_env(None, None, Some(dir.path()))
+            .unwrap_err()
+            .to_string();
+        assert!(
+            !err.contains("SECRET") && err.contains("whatsapp.api_version"),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn keys_that_hold_secrets_are_the_secret_keys_their_sections_and_below() {
+        for key in [
+            "whatsapp.access_token",
+            "whatsapp",
+            "admin",
+            "admin.token",
+            "accounts",
+            "accounts[3]",
+            "accounts[3].access_token",
+            "accounts.3.access_token",
+            "ai.providers.openai",
+            "ai.providers.openai.api_key",
+            "WHATSAPP.APP_SECRET",
+            "whatsapp.access_token.oops",
+        ] {
+            assert!(holds_secret(key), "{key}");
+        }
+        for key in [
+            "whatsapp.api_version",
+            "accounts[3].daily_limit",
+            "ai.providers.openai.base_url",
+            "admin.tokens",
+            "http.listen",
+            "outbox.max_in_flight",
+        ] {
+            assert!(!holds_secret(key), "{key}");
+        }
+    }
+
+    #[test]
+    fn the_secret_keys_are_every_secret_string_field_of_the_settings() {
+        // Every `SecretString` field declared here (settings structs live in this file).
+        let source = include_str!("config.rs");
+        let field = regex::Regex::new(
+            r"(?m)^\s*pub\s+([a-z_0-9]+)\s*:\s*(?:Option<)?(?:secrecy::)?SecretString>?\s*,",
+        )
+        .unwrap();
+        let fields: Vec<&str> = field
+            .captures_iter(source)
+            .map(|c| c.get(1).unwrap().as_str())
+            .collect();
+        assert_eq!(
+            fields.len(),
+            SECRET_KEYS.len(),
+            "each SecretString field ({fields:?}) has its key in SECRET_KEYS"
+        );
+        for f in &fields {
+            assert!(
+                SECRET_KEYS.iter().any(|k| k.ends_with(&format!(".{f}"))),
+                "{f} is not in SECRET_KEYS"
+            );
+        }
+        // And each listed key is one: the settings' Debug hides the value set there.
+        let dir = tempfile::tempdir().unwrap();
+        for key in SECRET_KEYS {
+            let path = key.replace("[*]", "[0]").replace('*', "p");
+            std::fs::write(dir.path().join(&path), "MARKER-of-a-secret").unwrap();
+        }
+        let text = format!(
+            "{DEFAULT_CONFIG}\n[[accounts]]\nphone_number_id = \"1\"\n\
+             display_phone_number = \"MARKER-shown\"\n\
+             [ai.providers.p]\nkind = \"openai\"\nbase_url = \"http://x\"\n"
+        );
+        let s: Settings = config::Config::builder()
+            .add_source(config::File::from_str(&text, config::FileFormat::Toml))
+            .add_source(Credentials::read(dir.path()).unwrap())
+            .build()
+            .unwrap()
+            .try_deserialize()
+            .unwrap();
+        let shown = format!("{s:?}");
+        assert!(shown.contains("MARKER-shown"), "a plain value is shown");
+        assert!(!shown.contains("MARKER-of-a-secret"), "{shown}");
+        assert_eq!(
+            s.ai.providers["p"].api_key.expose_secret(),
+            "MARKER-of-a-secret"
+        );
+    }
+
+    #[test]
+    fn an_admin_token_under_32_characters_is_refused_and_an_unset_one_is_not() {
+        let load = |token: Option<&str>| {
+            let env = token
+                .map(|t| config::Map::from([("PARLEY__ADMIN__TOKEN".to_string(), t.to_string())]));
+            Settings::load_with_env(None, env, None)
+        };
+        let err = load(Some("0123456789abcdef0123456789abcde"))
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains("admin.token: 31 characters") && err.contains("at least 32"),
+            "{err}"
+        );
+        assert!(!err.contains("0123456789abcdef"), "{err}");
+        assert!(load(Some("0123456789abcdef0123456789abcdef")).is_ok());
+        assert!(load(Some("")).is_ok(), "empty: the admin API is off");
+        assert!(load(None).is_ok());
     }
 }

@@ -349,6 +349,8 @@ mod tests {
     use secrecy::ExposeSecret;
 
     const ACCOUNT: &str = "[[accounts]]\nphone_number_id = \"111\"\ndaily_limit = 1000\n";
+    const OLD_TOKEN: &str = "old-admin-token-0123456789abcdef";
+    const NEW_TOKEN: &str = "new-admin-token-0123456789abcdef";
 
     fn load(text: &str) -> Settings {
         let dir = tempfile::tempdir().unwrap();
@@ -360,14 +362,14 @@ mod tests {
     #[test]
     fn live_keys_are_applied_and_the_others_named() {
         let running = load(&format!(
-            "[admin]\ntoken = \"old\"\n[store]\nurl = \"sqlite://a.db\"\n{ACCOUNT}"
+            "[admin]\ntoken = \"{OLD_TOKEN}\"\n[store]\nurl = \"sqlite://a.db\"\n{ACCOUNT}"
         ));
-        let disk = load(
-            "[admin]\ntoken = \"new\"\n[store]\nurl = \"sqlite://b.db\"\n[log]\nlevel = \"debug\"\n\
+        let disk = load(&format!(
+            "[admin]\ntoken = \"{NEW_TOKEN}\"\n[store]\nurl = \"sqlite://b.db\"\n[log]\nlevel = \"debug\"\n\
              [flows]\nhttp_allow = [\"10.0.0.0/8\", \"127.0.0.1\"]\n\
              [[accounts]]\nphone_number_id = \"111\"\ndaily_limit = 2000\nmessages_per_second = 5\n\
              access_token = \"acct\"\n",
-        );
+        ));
         let change = plan(&running, &disk);
         assert_eq!(
             change.applied,
@@ -385,7 +387,10 @@ mod tests {
         );
         assert_eq!(change.restart_required, ["store.url"]);
         let next = &change.next;
-        assert_eq!(next.admin.token.as_ref().unwrap().expose_secret(), "new");
+        assert_eq!(
+            next.admin.token.as_ref().unwrap().expose_secret(),
+            NEW_TOKEN
+        );
         assert_eq!(
             next.store.url, "sqlite://a.db",
             "a restart-only key keeps running"

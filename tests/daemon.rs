@@ -1,5 +1,6 @@
 //! The real binary: SIGTERM drains and exits 0 in time; `check` names bad keys; logs at
-//! TRACE keep secrets, phone numbers and message bodies out.
+//! TRACE keep secrets, phone numbers and message bodies out; a config error never quotes a
+//! secret; the database is owner-only whatever the umask.
 
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
@@ -10,7 +11,7 @@ use parley::testing::{text_webhook, FakeGraph};
 const PNID: &str = "106540352242922";
 const SECRET: &str = "app-secret-9f3k2";
 const ACCESS: &str = "EAAG-access-token-77x";
-const ADMIN: &str = "admin-token-q8w7";
+const ADMIN: &str = "admin-token-q8w7-3f9c1e7a5b2d4068";
 const PHONE: &str = "6281234567890";
 const BODY: &str = "my secret order details";
 
@@ -47,6 +48,34 @@ async fn start(
     env: &[(&str, &str)],
     stderr: Stdio,
 ) -> (Reap, u32, String) {
+    start_with(
+        Command::new(env!("CARGO_BIN_EXE_parleyd")),
+        config,
+        env,
+        stderr,
+    )
+    .await
+}
+
+/// `parleyd` run from `cwd` under `umask`, set by a shell that then execs it (same pid): the
+/// test process's own umask, shared by every test thread, is left alone.
+fn parleyd_under_umask(umask: &str, cwd: &std::path::Path) -> Command {
+    let mut command = Command::new("sh");
+    command
+        .arg("-c")
+        .arg(format!("umask {umask}; exec \"$0\" \"$@\""))
+        .arg(env!("CARGO_BIN_EXE_parleyd"))
+        .current_dir(cwd);
+    command
+}
+
+/// [`start`] with the command that runs `parleyd`.
+async fn start_with(
+    mut command: Command,
+    config: &std::path::Path,
+    env: &[(&str, &str)],
+    stderr: Stdio,
+) -> (Reap, u32, String) {
     let text = std::fs::read_to_string(config).unwrap();
     let listen = text
         .lines()
@@ -54,7 +83,7 @@ async fn start(
         .unwrap()
         .trim_matches('"')
         .to_string();
-    let child = Command::new(env!("CARGO_BIN_EXE_parleyd"))
+    let child = command
         .args(["serve", "--config"])
         .arg(config)
         .env_remove("RUST_LOG")
@@ -291,6 +320,259 @@ fn check_names_every_bad_key_and_exits_1() {
         out.status.success(),
         "{}",
         String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+/// `parleyd check --config FILE`: (exit code, stdout and stderr).
+fn parleyd_check(config: &std::path::Path) -> (Option<i32>, String) {
+    let out = Command::new(env!("CARGO_BIN_EXE_parleyd"))
+        .args(["check", "--config"])
+        .arg(config)
+        .output()
+        .unwrap();
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    (out.status.code(), text)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_typo_on_a_secret_line_is_named_by_file_and_line_but_the_secret_is_shown_nowhere() {
+    // Arrange: a running daemon, its log in a file.
+    let graph = FakeGraph::start().await;
+    let dir = tempfile::tempdir().unwrap();
+    let port = free_port();
+    let config = write_config(dir.path(), &graph.base_url, port);
+    let good = std::fs::read_to_string(&config).unwrap();
+    let log_path = dir.path().join("daemon.log");
+    let log = std::fs::File::create(&log_path).unwrap();
+    let (mut reap, pid, base) = start(&config, &[], Stdio::from(log)).await;
+    let client = reqwest::Client::new();
+    let line_of = |needle: &str| good.lines().position(|l| l.contains(needle)).unwrap() + 1;
+    let typos = [
+        // A closing quote lost while editing, the key misspelt as well, no quotes at all.
+        (
+            format!("access_token = \"{ACCESS}\""),
+            format!("access_token = \"{ACCESS}"),
+            ACCESS,
+        ),
+        (
+            format!("access_token = \"{ACCESS}\""),
+            format!("acess_token = \"{ACCESS}"),
+            ACCESS,
+        ),
+        (
+            format!("app_secret = \"{SECRET}\""),
+            format!("app_secret = {SECRET}"),
+            SECRET,
+        ),
+        (
+            format!("token = \"{ADMIN}\""),
+            format!("token = \"{ADMIN}\"\""),
+            ADMIN,
+        ),
+    ];
+    for (right, wrong, secret) in &typos {
+        let line = line_of(right);
+        std::fs::write(&config, good.replace(right, wrong)).unwrap();
+        let located = format!("{}:{line}:", config.display());
+
+        // Act + assert: the reload answer (the running admin token still works).
+        let response = client
+            .post(format!("{base}/admin/v1/reload"))
+            .bearer_auth(ADMIN)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(response.status().as_u16(), 422, "`{wrong}` is refused");
+        let answer = response.text().await.unwrap();
+        assert!(!answer.contains(secret), "the reload answer: {answer}");
+        assert!(answer.contains(&located), "{located} in: {answer}");
+
+        // `parleyd check`, and `parleyd reload` (which reads the file first).
+        let (code, out) = parleyd_check(&config);
+        assert_eq!(code, Some(1), "{out}");
+        assert!(!out.contains(secret), "check shows the secret: {out}");
+        assert!(out.contains(&located), "{located} in: {out}");
+        let (ok, out) = parleyd_reload(&config);
+        assert!(!ok && !out.contains(secret), "reload: {out}");
+    }
+    std::fs::write(&config, &good).unwrap();
+
+    let term = Command::new("kill")
+        .arg("-TERM")
+        .arg(pid.to_string())
+        .status();
+    assert!(term.unwrap().success());
+    let exit = reap.0.take().unwrap().wait().unwrap();
+    assert!(exit.success(), "exit status {exit:?}");
+    let logs = std::fs::read_to_string(&log_path).unwrap();
+    assert_eq!(
+        logs.matches("Configuration no longer loads").count(),
+        typos.len(),
+        "each refused reload is logged: {logs}"
+    );
+    assert!(
+        logs.contains(&format!(
+            "{}:{}:",
+            config.display(),
+            line_of("access_token")
+        )),
+        "the log names file:line: {logs}"
+    );
+    for (_, _, secret) in &typos {
+        assert!(!logs.contains(secret), "a secret in the log: {logs}");
+    }
+}
+
+#[test]
+fn check_refuses_a_short_admin_token_and_warns_of_an_empty_app_secret() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("parley.toml");
+    let short = "only-31-characters-long-token-x";
+    assert_eq!(short.len(), 31);
+    std::fs::write(
+        &path,
+        format!("[admin]\ntoken = \"{short}\"\n[[accounts]]\nphone_number_id = \"1\"\n"),
+    )
+    .unwrap();
+    let (code, out) = parleyd_check(&path);
+    assert_eq!(code, Some(1), "{out}");
+    assert!(
+        out.contains("admin.token: 31 characters") && out.contains("at least 32"),
+        "{out}"
+    );
+    assert!(!out.contains(short), "the token is not shown: {out}");
+
+    // A long enough token passes; the empty app secret (every webhook refused) is a warning.
+    std::fs::write(
+        &path,
+        format!("[admin]\ntoken = \"{short}y\"\n[[accounts]]\nphone_number_id = \"1\"\n"),
+    )
+    .unwrap();
+    let (code, out) = parleyd_check(&path);
+    assert_eq!(code, Some(0), "{out}");
+    assert!(
+        out.contains("warning: whatsapp.app_secret is empty"),
+        "{out}"
+    );
+    std::fs::write(
+        &path,
+        format!("[whatsapp]\napp_secret = \"{SECRET}\"\n[[accounts]]\nphone_number_id = \"1\"\n"),
+    )
+    .unwrap();
+    let (code, out) = parleyd_check(&path);
+    assert_eq!(code, Some(0), "{out}");
+    assert!(!out.contains("warning"), "{out}");
+}
+
+/// The modes of the default store's folder, its database, `-wal` and `-shm`.
+fn store_modes(cwd: &std::path::Path) -> Vec<(String, u32)> {
+    use std::os::unix::fs::PermissionsExt;
+    [
+        "data",
+        "data/parley.db",
+        "data/parley.db-wal",
+        "data/parley.db-shm",
+    ]
+    .iter()
+    .map(|p| {
+        let mode = std::fs::metadata(cwd.join(p))
+            .map(|m| m.permissions().mode() & 0o7777)
+            .unwrap_or(0);
+        (p.to_string(), mode)
+    })
+    .collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_database_its_wal_and_shm_and_its_folder_are_owner_only_under_umask_0022() {
+    use std::os::unix::fs::PermissionsExt;
+
+    let graph = FakeGraph::start().await;
+    let cwd = tempfile::tempdir().unwrap();
+    let port = free_port();
+    // Started as the README shows: the default store, `data/parley.db` under the working dir.
+    let config = write_config(cwd.path(), &graph.base_url, port);
+    let text = std::fs::read_to_string(&config).unwrap();
+    let store_line = text.lines().find(|l| l.starts_with("url = ")).unwrap();
+    std::fs::write(&config, text.replace(store_line, "")).unwrap();
+    let flows = concat!(env!("CARGO_MANIFEST_DIR"), "/flows");
+    let env = [
+        ("PARLEY__FLOWS__DIR", flows),
+        ("PARLEY__FLOWS__WATCH", "false"),
+    ];
+    let expected = vec![
+        ("data".to_string(), 0o700),
+        ("data/parley.db".to_string(), 0o600),
+        ("data/parley.db-wal".to_string(), 0o600),
+        ("data/parley.db-shm".to_string(), 0o600),
+    ];
+    let stop = |pid: u32, mut reap: Reap| {
+        let term = Command::new("kill")
+            .arg("-TERM")
+            .arg(pid.to_string())
+            .status();
+        assert!(term.unwrap().success());
+        let exit = reap.0.take().unwrap().wait().unwrap();
+        assert!(exit.success(), "exit status {exit:?}");
+    };
+
+    // A first start creates them.
+    let (reap, pid, base) = start_with(
+        parleyd_under_umask("022", cwd.path()),
+        &config,
+        &env,
+        Stdio::null(),
+    )
+    .await;
+    let now = parley::store::now_ms() / 1000;
+    let body = text_webhook(PNID, PHONE, "wamid.MODES1", "hello", now);
+    let status = reqwest::Client::new()
+        .post(format!("{base}/webhook"))
+        .header(
+            "x-hub-signature-256",
+            sign(SECRET.as_bytes(), body.as_bytes()),
+        )
+        .body(body)
+        .send()
+        .await
+        .unwrap()
+        .status();
+    assert_eq!(status, 200);
+    assert_eq!(store_modes(cwd.path()), expected, "created owner-only");
+    stop(pid, reap);
+
+    // Files left readable by an earlier version are tightened at the next start, said once.
+    let wide = |p: &str, mode: u32| {
+        let path = cwd.path().join(p);
+        if !path.exists() {
+            std::fs::write(&path, "").unwrap();
+        }
+        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(mode)).unwrap();
+    };
+    wide("data", 0o755);
+    wide("data/parley.db", 0o644);
+    wide("data/parley.db-wal", 0o644);
+    wide("data/parley.db-shm", 0o644);
+    let log_path = cwd.path().join("daemon.log");
+    let log = std::fs::File::create(&log_path).unwrap();
+    let (reap, pid, _) = start_with(
+        parleyd_under_umask("022", cwd.path()),
+        &config,
+        &env,
+        Stdio::from(log),
+    )
+    .await;
+    assert_eq!(store_modes(cwd.path()), expected, "tightened");
+    stop(pid, reap);
+    let logs = std::fs::read_to_string(&log_path).unwrap();
+    assert_eq!(
+        logs.matches("made its files and folder owner-only").count(),
+        1,
+        "{logs}"
     );
 }
 

@@ -21,8 +21,8 @@ use parley::testing::text_webhook;
 
 const PNID: &str = "106540352242922";
 const SECRET: &str = "cred-app-secret-51x";
-const ADMIN: &str = "cred-admin-token-7k";
-const ROTATED_ADMIN: &str = "cred-admin-token-rotated-2m";
+const ADMIN: &str = "cred-admin-token-7k-0123456789abcdef";
+const ROTATED_ADMIN: &str = "cred-admin-token-rotated-2m-0123456789abcdef";
 /// systemd would send WATCHDOG_USEC from `WatchdogSec=`; short here so pings come quickly.
 const WATCHDOG_USEC: u64 = 1_000_000;
 const UNIT: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/systemd/parleyd.service");

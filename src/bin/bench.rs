@@ -21,7 +21,7 @@ use parley::testing::{text_webhook, FakeGraph};
 
 const PNID: &str = "106540352242922";
 const SECRET: &str = "bench-secret";
-const ADMIN: &str = "bench-admin";
+const ADMIN: &str = "bench-admin-token-0123456789abcdef";
 
 #[derive(Parser, Clone)]
 #[command(name = "parley-bench", about = "Load driver for parleyd")]

@@ -64,16 +64,8 @@ impl Store {
         let mut url = url.to_string();
         if dialect == Dialect::Sqlite {
             if let Some(path) = sqlite_path(&url) {
-                if let Some(parent) = Path::new(&path).parent() {
-                    if !parent.as_os_str().is_empty() {
-                        std::fs::create_dir_all(parent).map_err(|e| {
-                            StoreError::Unavailable(format!(
-                                "cannot create {}: {e}",
-                                parent.display()
-                            ))
-                        })?;
-                    }
-                }
+                let create = !url.contains("mode=") || url.contains("mode=rwc");
+                private_sqlite_files(Path::new(&path), create)?;
             }
             if !url.contains("mode=") {
                 url.push_str(if url.contains('?') {
@@ -159,6 +151,125 @@ impl Store {
     }
 }
 
+/// The SQLite file, its `-wal`/`-shm` and its folder are the owner's only, whatever the umask:
+/// they hold every customer's number and messages. SQLite gives the `-wal`/`-shm` it creates
+/// the database file's mode, so the file is made here, 0600, before SQLite opens it (when
+/// `create`); existing files that are wider are tightened, and that is logged once.
+///
+/// The folder is made 0700 when Parley creates it. An existing folder is tightened only when it
+/// is `data/` under the working directory, the default (`store.url`, `media.dir`) that earlier
+/// versions created with the umask's mode. Any other existing folder was chosen by the
+/// operator and may be shared (`/tmp`, a home directory): it is left as it is, with a warning
+/// when other users can list it, unless it is sticky like `/tmp` (each file there keeps its
+/// own owner-only mode).
+#[cfg(unix)]
+fn private_sqlite_files(path: &Path, create: bool) -> Result<(), StoreError> {
+    use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt, PermissionsExt};
+
+    let mode_of = |p: &Path| {
+        std::fs::metadata(p)
+            .ok()
+            .map(|m| m.permissions().mode() & 0o7777)
+    };
+    let unavailable = |p: &Path, e: std::io::Error| {
+        StoreError::Unavailable(format!("cannot create {}: {e}", p.display()))
+    };
+    let mut tightened = Vec::new();
+    let mut tighten = |p: &Path, mode: u32| match std::fs::set_permissions(
+        p,
+        std::fs::Permissions::from_mode(mode),
+    ) {
+        Ok(()) => tightened.push(p.display().to_string()),
+        Err(error) => tracing::warn!(
+            path = %p.display(),
+            %error,
+            "Cannot make a database file owner-only; other local users may read it."
+        ),
+    };
+    if let Some(folder) = path.parent().filter(|p| !p.as_os_str().is_empty()) {
+        match mode_of(folder) {
+            None => {
+                std::fs::DirBuilder::new()
+                    .recursive(true)
+                    .mode(0o700)
+                    .create(folder)
+                    .map_err(|e| unavailable(folder, e))?;
+                // The umask may have taken bits from the owner too.
+                if mode_of(folder) != Some(0o700) {
+                    tighten(folder, 0o700);
+                }
+            }
+            Some(mode) if mode & 0o077 != 0 => {
+                if is_the_default_data_folder(folder) {
+                    tighten(folder, 0o700);
+                } else if mode & 0o1000 == 0 {
+                    tracing::warn!(
+                        folder = %folder.display(),
+                        mode = format!("{mode:o}"),
+                        "Other local users can list the database's folder; it is left as it is \
+                         (Parley did not create it): `chmod 700` it if it holds only Parley's data."
+                    );
+                }
+            }
+            Some(_) => {}
+        }
+    }
+    if create && mode_of(path).is_none() {
+        match std::fs::OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .mode(0o600)
+            .open(path)
+        {
+            Ok(_) if mode_of(path) != Some(0o600) => tighten(path, 0o600),
+            Ok(_) => {}
+            Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {}
+            Err(e) => return Err(unavailable(path, e)),
+        }
+    }
+    let mut companions = vec![path.to_path_buf()];
+    for suffix in ["-wal", "-shm", "-journal"] {
+        let mut name = path.as_os_str().to_owned();
+        name.push(suffix);
+        companions.push(name.into());
+    }
+    for file in &companions {
+        if mode_of(file).is_some_and(|mode| mode & 0o077 != 0) {
+            tighten(file, 0o600);
+        }
+    }
+    if !tightened.is_empty() {
+        tracing::warn!(
+            paths = ?tightened,
+            "Other local users could read the database; made its files and folder owner-only."
+        );
+    }
+    Ok(())
+}
+
+#[cfg(not(unix))]
+fn private_sqlite_files(path: &Path, _create: bool) -> Result<(), StoreError> {
+    match path.parent().filter(|p| !p.as_os_str().is_empty()) {
+        Some(folder) => std::fs::create_dir_all(folder).map_err(|e| {
+            StoreError::Unavailable(format!("cannot create {}: {e}", folder.display()))
+        }),
+        None => Ok(()),
+    }
+}
+
+/// `data/` under the working directory: Parley's own folder by default.
+#[cfg(unix)]
+fn is_the_default_data_folder(folder: &Path) -> bool {
+    let default = std::env::current_dir().map(|d| d.join("data"));
+    match (
+        default.and_then(std::fs::canonicalize),
+        std::fs::canonicalize(folder),
+    ) {
+        (Ok(default), Ok(folder)) => default == folder,
+        _ => false,
+    }
+}
+
 pub(crate) fn sqlite_path(url: &str) -> Option<String> {
     let rest = url
         .strip_prefix("sqlite://")
@@ -177,4 +288,49 @@ pub fn now_ms() -> i64 {
         .duration_since(std::time::UNIX_EPOCH)
         .map(|d| d.as_millis() as i64)
         .unwrap_or(0)
+}
+
+#[cfg(all(test, unix))]
+mod tests {
+    use std::os::unix::fs::PermissionsExt;
+
+    use super::*;
+
+    fn mode(p: &Path) -> u32 {
+        std::fs::metadata(p).unwrap().permissions().mode() & 0o7777
+    }
+
+    #[tokio::test]
+    async fn a_new_sqlite_store_is_owner_only_with_its_wal_and_shm() {
+        let dir = tempfile::tempdir().unwrap();
+        let db = dir.path().join("new/parley.db");
+        let store = Store::connect(&format!("sqlite://{}", db.display()), 2)
+            .await
+            .unwrap();
+        store.migrate().await.unwrap();
+        assert_eq!(mode(&dir.path().join("new")), 0o700, "the folder it made");
+        for name in ["parley.db", "parley.db-wal", "parley.db-shm"] {
+            assert_eq!(mode(&dir.path().join("new").join(name)), 0o600, "{name}");
+        }
+        store.close().await;
+    }
+
+    #[test]
+    fn wide_database_files_are_tightened_but_a_folder_parley_did_not_make_is_not() {
+        let dir = tempfile::tempdir().unwrap();
+        let shared = dir.path().join("shared");
+        std::fs::create_dir(&shared).unwrap();
+        std::fs::set_permissions(&shared, std::fs::Permissions::from_mode(0o755)).unwrap();
+        let db = shared.join("p.db");
+        for name in ["p.db", "p.db-wal", "p.db-shm"] {
+            let file = shared.join(name);
+            std::fs::write(&file, "").unwrap();
+            std::fs::set_permissions(&file, std::fs::Permissions::from_mode(0o644)).unwrap();
+        }
+        private_sqlite_files(&db, true).unwrap();
+        for name in ["p.db", "p.db-wal", "p.db-shm"] {
+            assert_eq!(mode(&shared.join(name)), 0o600, "{name}");
+        }
+        assert_eq!(mode(&shared), 0o755, "a folder it did not make is left");
+    }
 }

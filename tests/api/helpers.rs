@@ -18,7 +18,7 @@ use serde_json::Value;
 
 pub const PNID: &str = "106540352242922";
 pub const SECRET: &str = "test-app-secret";
-pub const ADMIN_TOKEN: &str = "test-admin-token";
+pub const ADMIN_TOKEN: &str = "test-admin-token-0123456789abcdef";
 pub const ACCESS_TOKEN: &str = "test-access-token";
 
 /// Runs `$scenario(TestDb)` once on SQLite and once on PostgreSQL.

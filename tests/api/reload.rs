@@ -137,7 +137,7 @@ async fn secrets_and_tokens_rotate_live_while_a_conversation_runs(db: TestDb) {
 
     // Act: new admin token, app secret, account access token, log level and rate.
     let rotated = Knobs {
-        admin_token: "admin-token-2",
+        admin_token: "admin-token-2-rotated-0123456789abcdef",
         app_secret: "app-secret-2",
         access_token: "access-token-2",
         log_level: "warn,parley=debug",
@@ -176,7 +176,12 @@ async fn secrets_and_tokens_rotate_live_while_a_conversation_runs(db: TestDb) {
         401
     );
     let (status, accounts) = app
-        .admin(Method::GET, "/accounts", Some("admin-token-2"), None)
+        .admin(
+            Method::GET,
+            "/accounts",
+            Some("admin-token-2-rotated-0123456789abcdef"),
+            None,
+        )
         .await;
     assert_eq!(status, 200);
     assert_eq!(
@@ -187,7 +192,7 @@ async fn secrets_and_tokens_rotate_live_while_a_conversation_runs(db: TestDb) {
         .admin(
             Method::GET,
             &format!("/accounts/{PNID}/usage"),
-            Some("admin-token-2"),
+            Some("admin-token-2-rotated-0123456789abcdef"),
             None,
         )
         .await;
@@ -216,7 +221,7 @@ async fn secrets_and_tokens_rotate_live_while_a_conversation_runs(db: TestDb) {
     );
 
     // A second reload of the same files has nothing left to apply or to report.
-    let (status, outcome) = reload(&app, "admin-token-2").await;
+    let (status, outcome) = reload(&app, "admin-token-2-rotated-0123456789abcdef").await;
     assert_eq!(status, 200, "{outcome}");
     assert!(strings(&outcome["applied"]).is_empty(), "{outcome}");
     assert!(
@@ -235,14 +240,14 @@ async fn a_restart_only_key_is_named_while_the_live_ones_apply(db: TestDb) {
     echo_bearer(&app, &graph, SECRET, 1).await;
 
     let changed = Knobs {
-        admin_token: "admin-token-3",
+        admin_token: "admin-token-3-rotated-0123456789abcdef",
         access_token: "access-token-3",
         max_connections: 5,
         ..Knobs::default()
     };
     write_config(dir.path(), &db, &graph, &changed);
     // `parleyd reload` reads the new file, so it presents the new admin token.
-    let (status, outcome) = reload(&app, "admin-token-3").await;
+    let (status, outcome) = reload(&app, "admin-token-3-rotated-0123456789abcdef").await;
     assert_eq!(status, 409, "{outcome}");
     assert_eq!(
         strings(&outcome["applied"]),
@@ -254,9 +259,14 @@ async fn a_restart_only_key_is_named_while_the_live_ones_apply(db: TestDb) {
         ["store.max_connections"]
     );
     assert_eq!(
-        app.admin(Method::GET, "/accounts", Some("admin-token-3"), None)
-            .await
-            .0,
+        app.admin(
+            Method::GET,
+            "/accounts",
+            Some("admin-token-3-rotated-0123456789abcdef"),
+            None
+        )
+        .await
+        .0,
         200
     );
     assert_eq!(
@@ -264,7 +274,7 @@ async fn a_restart_only_key_is_named_while_the_live_ones_apply(db: TestDb) {
         "Bearer access-token-3"
     );
     // Until a restart, the restart-only key is named again; the live ones are not.
-    let (status, outcome) = reload(&app, "admin-token-3").await;
+    let (status, outcome) = reload(&app, "admin-token-3-rotated-0123456789abcdef").await;
     assert_eq!(status, 409, "{outcome}");
     assert!(strings(&outcome["applied"]).is_empty(), "{outcome}");
     assert_eq!(
@@ -281,10 +291,15 @@ async fn a_restart_only_key_is_named_while_the_live_ones_apply(db: TestDb) {
             ..changed
         },
     );
-    let (status, outcome) = reload(&app, "admin-token-3").await;
+    let (status, outcome) = reload(&app, "admin-token-3-rotated-0123456789abcdef").await;
     assert_eq!(status, 200, "{outcome}");
     // A token that neither the daemon nor the file has is refused.
-    assert_eq!(reload(&app, "admin-token-4").await.0, 401);
+    assert_eq!(
+        reload(&app, "admin-token-4-rotated-0123456789abcdef")
+            .await
+            .0,
+        401
+    );
     app.stop().await;
 }
 on_both_stores!(
@@ -302,7 +317,7 @@ async fn an_invalid_configuration_changes_nothing(db: TestDb) {
         &db,
         &graph,
         &Knobs {
-            admin_token: "admin-token-5",
+            admin_token: "admin-token-5-rotated-0123456789abcdef",
             access_token: "access-token-5",
             messages_per_second: 0,
             ..Knobs::default()
@@ -324,9 +339,14 @@ async fn an_invalid_configuration_changes_nothing(db: TestDb) {
         "the running admin token stays"
     );
     assert_eq!(
-        app.admin(Method::GET, "/accounts", Some("admin-token-5"), None)
-            .await
-            .0,
+        app.admin(
+            Method::GET,
+            "/accounts",
+            Some("admin-token-5-rotated-0123456789abcdef"),
+            None
+        )
+        .await
+        .0,
         401
     );
     assert_eq!(
@@ -340,7 +360,7 @@ async fn an_invalid_configuration_changes_nothing(db: TestDb) {
         &db,
         &graph,
         &Knobs {
-            admin_token: "admin-token-5",
+            admin_token: "admin-token-5-rotated-0123456789abcdef",
             log_level: "info,[bad",
             ..Knobs::default()
         },
@@ -362,3 +382,47 @@ async fn an_invalid_configuration_changes_nothing(db: TestDb) {
     app.stop().await;
 }
 on_both_stores!(invalid, an_invalid_configuration_changes_nothing);
+
+async fn a_typo_on_a_secret_line_is_answered_by_file_and_line_without_the_secret(db: TestDb) {
+    let (graph, dir, app) = started_from_a_file(&db).await;
+    let config = dir.path().join("parley.toml");
+    let good = std::fs::read_to_string(&config).unwrap();
+    let line_of = |needle: &str| good.lines().position(|l| l.contains(needle)).unwrap() + 1;
+    for (right, wrong, secret) in [
+        // The account's token loses its closing quote; the app secret its quotes.
+        (
+            format!("access_token = \"{ACCESS_TOKEN}\""),
+            format!("access_token = \"{ACCESS_TOKEN}"),
+            ACCESS_TOKEN,
+        ),
+        (
+            format!("app_secret = \"{SECRET}\""),
+            format!("app_secret = {SECRET}"),
+            SECRET,
+        ),
+    ] {
+        std::fs::write(&config, good.replace(&right, &wrong)).unwrap();
+        let (status, outcome) = reload(&app, ADMIN_TOKEN).await;
+        assert_eq!(status, 422, "{outcome}");
+        let errors = strings(&outcome["config_errors"]);
+        let located = format!("{}:{}:", config.display(), line_of(&right));
+        assert!(
+            !outcome.to_string().contains(secret),
+            "the secret is in the answer: {outcome}"
+        );
+        assert!(
+            errors.iter().any(|e| e.starts_with(&located)),
+            "{located} expected: {outcome}"
+        );
+    }
+    // Nothing changed: the running secret and token go on.
+    assert_eq!(
+        echo_bearer(&app, &graph, SECRET, 1).await,
+        format!("Bearer {ACCESS_TOKEN}")
+    );
+    app.stop().await;
+}
+on_both_stores!(
+    typo,
+    a_typo_on_a_secret_line_is_answered_by_file_and_line_without_the_secret
+);
