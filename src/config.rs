@@ -1061,6 +1061,18 @@ impl Settings {
                 "whatsapp.app_secret is empty: every POST /webhook will be refused with 401."
                     .into(),
             );
+        } else if self.whatsapp.app_secret.expose_secret().chars().count() < 32 {
+            // Meta's app secrets are 32 hex digits: a shorter one is a typo or a test value.
+            w.push(format!(
+                "whatsapp.app_secret is {} characters; Meta's app secrets are 32: check it is the app secret of the Meta app.",
+                self.whatsapp.app_secret.expose_secret().chars().count()
+            ));
+        }
+        if self.whatsapp.verify_token.expose_secret().is_empty() {
+            w.push(
+                "whatsapp.verify_token is empty: Meta's subscription handshake will be refused."
+                    .into(),
+            );
         }
         for (i, a) in self.accounts.iter().enumerate() {
             if a.messages_per_second > 1000 {

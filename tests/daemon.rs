@@ -458,9 +458,21 @@ fn check_refuses_a_short_admin_token_and_warns_of_an_empty_app_secret() {
         out.contains("warning: whatsapp.app_secret is empty"),
         "{out}"
     );
+    // A one-character app secret is not Meta's: a warning too.
     std::fs::write(
         &path,
-        format!("[whatsapp]\napp_secret = \"{SECRET}\"\n[[accounts]]\nphone_number_id = \"1\"\n"),
+        "[whatsapp]\napp_secret = \"x\"\nverify_token = \"v\"\n[[accounts]]\nphone_number_id = \"1\"\n",
+    )
+    .unwrap();
+    let (code, out) = parleyd_check(&path);
+    assert_eq!(code, Some(0), "{out}");
+    assert!(
+        out.contains("warning: whatsapp.app_secret is 1 characters"),
+        "{out}"
+    );
+    std::fs::write(
+        &path,
+        "[whatsapp]\napp_secret = \"0123456789abcdef0123456789abcdef\"\nverify_token = \"v\"\n[[accounts]]\nphone_number_id = \"1\"\n",
     )
     .unwrap();
     let (code, out) = parleyd_check(&path);
