@@ -4,7 +4,7 @@
 //! endpoint when `media.transcription` is set, and the text goes to the flow or bot as the
 //! user's message. Runs off the conversation; the result comes back as an event.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::str::FromStr;
 use std::time::Duration;
 
@@ -14,10 +14,60 @@ use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
 use crate::config::Settings;
+use crate::store::NewDeadLetter;
+
+/// The dead-letter kind of a media message whose id is not in Meta's form: nothing was asked
+/// of the Graph API for it.
+pub const MEDIA_ID_INVALID: &str = "media_id_invalid";
+
+/// A media id in Meta's form: a Graph object id, ASCII digits only (64-bit ids have at most
+/// 20; up to [`MediaId::MAX_LEN`] are taken). Only this ever goes into a Graph URL or a file
+/// name.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct MediaId(String);
+
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum MediaIdError {
+    #[error("the media id is empty")]
+    Empty,
+    #[error("the media id is {0} bytes long; at most {max} are taken", max = MediaId::MAX_LEN)]
+    TooLong(usize),
+    #[error("the media id {0:?} has a character other than an ASCII digit")]
+    NotDigits(String),
+}
+
+impl MediaId {
+    pub const MAX_LEN: usize = 32;
+
+    pub fn parse(s: &str) -> Result<MediaId, MediaIdError> {
+        if s.is_empty() {
+            Err(MediaIdError::Empty)
+        } else if s.len() > Self::MAX_LEN {
+            Err(MediaIdError::TooLong(s.len()))
+        } else if !s.bytes().all(|b| b.is_ascii_digit()) {
+            Err(MediaIdError::NotDigits(s.to_string()))
+        } else {
+            Ok(MediaId(s.to_string()))
+        }
+    }
+}
+
+impl AsRef<str> for MediaId {
+    fn as_ref(&self) -> &str {
+        &self.0
+    }
+}
+
+impl std::fmt::Display for MediaId {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.0)
+    }
+}
 
 /// A media message to fetch (and, for a voice note, transcribe).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct MediaFetch {
+    /// As the webhook carried it; see [`MediaFetch::id`].
     pub media_id: String,
     /// image | video | audio | document | sticker
     pub kind: String,
@@ -29,6 +79,40 @@ pub struct MediaFetch {
     /// A voice note to transcribe.
     #[serde(default)]
     pub transcribe: bool,
+}
+
+impl MediaFetch {
+    /// The id to look up, if it is in Meta's form.
+    pub fn id(&self) -> Result<MediaId, MediaIdError> {
+        MediaId::parse(&self.media_id)
+    }
+
+    /// What becomes of a fetch whose id is not in Meta's form: nothing is downloaded, and the
+    /// message is kept for a human (the conversation still gets the message itself).
+    pub fn refused(
+        &self,
+        account: &str,
+        user_key: &str,
+        why: &MediaIdError,
+    ) -> (MediaResult, NewDeadLetter) {
+        let result = MediaResult {
+            media_id: self.media_id.clone(),
+            path: None,
+            mime_type: self.mime_type.clone(),
+            bytes: 0,
+            transcript: None,
+            error: Some(why.to_string()),
+        };
+        let letter = NewDeadLetter {
+            kind: MEDIA_ID_INVALID,
+            account: Some(account.to_string()),
+            user_key: Some(user_key.to_string()),
+            ref_id: None,
+            reason: format!("{} media not fetched: {why}", self.kind),
+            raw: serde_json::to_vec(self).ok(),
+        };
+        (result, letter)
+    }
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -68,6 +152,8 @@ pub enum MediaError {
     Checksum { expected: String, actual: String },
     #[error("writing the file: {0}")]
     Io(#[from] std::io::Error),
+    #[error("the account {0:?} is not a phone number id")]
+    Account(String),
     #[error("transcription: {0}")]
     Transcription(String),
 }
@@ -115,6 +201,39 @@ fn extension(mime: &str) -> &'static str {
         "text/plain" => "txt",
         _ => "bin",
     }
+}
+
+/// Write `data` as `<dir>/<account>/<id>.<ext>` (one name per account and media id, both
+/// digits). It is written under a name of its own and renamed into place, so two fetches of
+/// one media never mix their bytes.
+async fn store_file(
+    dir: &Path,
+    account: &str,
+    id: &MediaId,
+    ext: &str,
+    data: &[u8],
+) -> Result<PathBuf, MediaError> {
+    let dir = dir.join(account);
+    tokio::fs::create_dir_all(&dir).await?;
+    let path = dir.join(format!("{id}.{ext}"));
+    let tmp = dir.join(format!(".{id}.{:016x}.part", fastrand::u64(..)));
+    let written = async {
+        let mut file = tokio::fs::OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .open(&tmp)
+            .await?;
+        tokio::io::AsyncWriteExt::write_all(&mut file, data).await?;
+        tokio::io::AsyncWriteExt::flush(&mut file).await?;
+        drop(file);
+        tokio::fs::rename(&tmp, &path).await
+    }
+    .await;
+    if let Err(e) = written {
+        let _ = tokio::fs::remove_file(&tmp).await;
+        return Err(e.into());
+    }
+    Ok(path)
 }
 
 /// Fetches media for every account.
@@ -178,10 +297,16 @@ impl MediaFetcher {
         self.transcription.is_some()
     }
 
-    /// Download, check, store and (for a voice note) transcribe. Never fails: the result
-    /// carries the error.
-    pub async fn fetch(&self, account: &str, token: &SecretString, f: &MediaFetch) -> MediaResult {
-        match self.try_fetch(account, token, f).await {
+    /// Download, check, store and (for a voice note) transcribe media `id` (that of `f`).
+    /// Never fails: the result carries the error.
+    pub async fn fetch(
+        &self,
+        account: &str,
+        token: &SecretString,
+        id: &MediaId,
+        f: &MediaFetch,
+    ) -> MediaResult {
+        match self.try_fetch(account, token, id, f).await {
             Ok(r) => r,
             Err(e) => MediaResult {
                 media_id: f.media_id.clone(),
@@ -198,15 +323,20 @@ impl MediaFetcher {
         &self,
         account: &str,
         token: &SecretString,
+        id: &MediaId,
         f: &MediaFetch,
     ) -> Result<MediaResult, MediaError> {
+        // The folder is named after the account: config checks it is digits; so is this.
+        if account.is_empty() || !account.bytes().all(|b| b.is_ascii_digit()) {
+            return Err(MediaError::Account(account.to_string()));
+        }
         #[derive(Deserialize)]
         struct Info {
             url: String,
             mime_type: Option<String>,
             file_size: Option<u64>,
         }
-        let meta_url = format!("{}/{}/{}", self.graph_base, self.api_version, f.media_id);
+        let meta_url = format!("{}/{}/{id}", self.graph_base, self.api_version);
         let resp = self.get(&meta_url, token, "media lookup").await?;
         let info: Info = resp
             .json()
@@ -240,17 +370,7 @@ impl MediaFetcher {
             .mime_type
             .or_else(|| f.mime_type.clone())
             .unwrap_or_else(|| "application/octet-stream".into());
-        let dir = self.dir.join(account);
-        tokio::fs::create_dir_all(&dir).await?;
-        let safe_id: String = f
-            .media_id
-            .chars()
-            .filter(|c| c.is_ascii_alphanumeric() || *c == '-' || *c == '_')
-            .collect();
-        let path = dir.join(format!("{safe_id}.{}", extension(&mime)));
-        let tmp = dir.join(format!(".{safe_id}.part"));
-        tokio::fs::write(&tmp, &data).await?;
-        tokio::fs::rename(&tmp, &path).await?;
+        let path = store_file(&self.dir, account, id, extension(&mime), &data).await?;
         let transcript = match (&self.transcription, f.transcribe) {
             (Some(t), true) => Some(self.transcribe(t, &data, &mime).await?),
             _ => None,
@@ -386,5 +506,40 @@ mod tests {
         assert!(!same_digest("00", &d));
         assert_eq!(base64_encode(b"ab"), "YWI=");
         assert_eq!(base64_encode(b"a"), "YQ==");
+    }
+
+    #[test]
+    fn only_ascii_digit_media_ids_of_bounded_length_are_taken() {
+        assert_eq!(
+            MediaId::parse("1003383421387256").unwrap().as_ref(),
+            "1003383421387256"
+        );
+        assert!(MediaId::parse(&"9".repeat(MediaId::MAX_LEN)).is_ok());
+        assert_eq!(MediaId::parse(""), Err(MediaIdError::Empty));
+        assert_eq!(
+            MediaId::parse(&"9".repeat(MediaId::MAX_LEN + 1)),
+            Err(MediaIdError::TooLong(MediaId::MAX_LEN + 1))
+        );
+        for bad in [
+            "..",
+            "../../../../tmp/x",
+            "12/34",
+            "12%2F34",
+            "1234?fields=x",
+            "12 34",
+            " 1234",
+            "+1234",
+            "-1234",
+            "12.34",
+            "1234\n",
+            "\u{0661}\u{0662}",
+            "\u{FF11}2",
+            "img-1",
+        ] {
+            assert!(
+                matches!(MediaId::parse(bad), Err(MediaIdError::NotDigits(_))),
+                "{bad:?} taken"
+            );
+        }
     }
 }
