@@ -4,6 +4,7 @@
 //! endpoint when `media.transcription` is set, and the text goes to the flow or bot as the
 //! user's message. Runs off the conversation; the result comes back as an event.
 
+use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 use std::str::FromStr;
 use std::time::Duration;
@@ -19,6 +20,11 @@ use crate::store::NewDeadLetter;
 /// The dead-letter kind of a media message whose id is not in Meta's form: nothing was asked
 /// of the Graph API for it.
 pub const MEDIA_ID_INVALID: &str = "media_id_invalid";
+
+/// Media files are readable by the daemon's user only, and so are their folders, whatever
+/// the process umask.
+const FILE_MODE: u32 = 0o600;
+const DIR_MODE: u32 = 0o700;
 
 /// A media id in Meta's form: a Graph object id, ASCII digits only (64-bit ids have at most
 /// 20; up to [`MediaId::MAX_LEN`] are taken). Only this ever goes into a Graph URL or a file
@@ -204,8 +210,8 @@ fn extension(mime: &str) -> &'static str {
 }
 
 /// Write `data` as `<dir>/<account>/<id>.<ext>` (one name per account and media id, both
-/// digits). It is written under a name of its own and renamed into place, so two fetches of
-/// one media never mix their bytes.
+/// digits), 0600 in 0700 folders. It is written under a name of its own and renamed into
+/// place, so two fetches of one media never mix their bytes.
 async fn store_file(
     dir: &Path,
     account: &str,
@@ -213,15 +219,20 @@ async fn store_file(
     ext: &str,
     data: &[u8],
 ) -> Result<PathBuf, MediaError> {
+    private_dir(dir, true).await?;
     let dir = dir.join(account);
-    tokio::fs::create_dir_all(&dir).await?;
+    private_dir(&dir, false).await?;
     let path = dir.join(format!("{id}.{ext}"));
     let tmp = dir.join(format!(".{id}.{:016x}.part", fastrand::u64(..)));
     let written = async {
         let mut file = tokio::fs::OpenOptions::new()
             .write(true)
             .create_new(true)
+            .mode(FILE_MODE)
             .open(&tmp)
+            .await?;
+        // The umask can only have narrowed it; make it exactly 0600.
+        file.set_permissions(std::fs::Permissions::from_mode(FILE_MODE))
             .await?;
         tokio::io::AsyncWriteExt::write_all(&mut file, data).await?;
         tokio::io::AsyncWriteExt::flush(&mut file).await?;
@@ -234,6 +245,28 @@ async fn store_file(
         return Err(e.into());
     }
     Ok(path)
+}
+
+/// Make `dir` (with its missing parents when `parents`) a folder only the daemon's user can
+/// read: created 0700, and an existing one with a wider mode narrowed to 0700.
+async fn private_dir(dir: &Path, parents: bool) -> Result<(), MediaError> {
+    let mut builder = tokio::fs::DirBuilder::new();
+    builder.recursive(parents).mode(DIR_MODE);
+    match builder.create(dir).await {
+        Ok(()) => {}
+        Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {}
+        Err(e) => return Err(e.into()),
+    }
+    let mode = tokio::fs::metadata(dir).await?.permissions().mode() & 0o777;
+    if mode != DIR_MODE {
+        if let Err(e) =
+            tokio::fs::set_permissions(dir, std::fs::Permissions::from_mode(DIR_MODE)).await
+        {
+            // Not ours to change (another owner): the files in it are 0600 all the same.
+            tracing::warn!(dir = %dir.display(), mode = format!("{mode:o}"), error = %e, "Media folder is not private and its mode cannot be changed.");
+        }
+    }
+    Ok(())
 }
 
 /// Fetches media for every account.

@@ -542,3 +542,69 @@ async fn two_media_never_share_a_file(db: TestDb) {
     app.stop().await;
 }
 on_both_stores!(media_file_names, two_media_never_share_a_file);
+
+/// Media files are 0600 and their folders 0700 under a umask of 0022 (the README's first
+/// command): the folder the daemon creates, and one that was there with 0755.
+async fn media_files_and_folders_are_private_under_umask_0022(db: TestDb) {
+    use std::os::unix::fs::PermissionsExt;
+    let mode = |p: &std::path::Path| std::fs::metadata(p).unwrap().permissions().mode() & 0o777;
+    // The umask is the process's: set here, and shown to be in force by what it gives a
+    // plain file and folder, so the modes below are the daemon's doing.
+    // SAFETY: umask has no memory effects; other tests only see their files' modes change.
+    let before = unsafe { libc::umask(0o022) };
+    let root = tempfile::tempdir().unwrap();
+    std::fs::write(root.path().join("control"), b"x").unwrap();
+    let media_dir = root.path().join("media");
+    std::fs::create_dir(&media_dir).unwrap();
+    assert_eq!(mode(&root.path().join("control")), 0o644);
+    assert_eq!(mode(&media_dir), 0o755);
+
+    let graph = Arc::new(FakeGraph::start().await);
+    let (app, _flows) = media_app(&db, &graph, &media_dir).await;
+    let store = db.store().await;
+    graph.add_media("1005", b"JPEGDATA", "image/jpeg");
+    app.post_webhook(&media_webhook(
+        PNID,
+        "6281200000901",
+        "wamid.P1",
+        "image",
+        "1005",
+        "image/jpeg",
+        &hexsha(b"JPEGDATA"),
+        false,
+    ))
+    .await;
+    assert!(
+        eventually(Duration::from_secs(10), || async {
+            count(
+                &store,
+                "SELECT COUNT(*) FROM media_files WHERE media_id = '1005' AND path IS NOT NULL",
+            )
+            .await
+                == 1
+        })
+        .await
+    );
+    let file = media_dir.join(PNID).join("1005.jpg");
+    assert_eq!(std::fs::read(&file).unwrap(), b"JPEGDATA");
+    let modes = [
+        (mode(&file), "file"),
+        (mode(&media_dir.join(PNID)), "account folder"),
+        (mode(&media_dir), "media.dir"),
+    ];
+    app.stop().await;
+    unsafe { libc::umask(before) };
+    assert_eq!(
+        modes,
+        [
+            (0o600, "file"),
+            (0o700, "account folder"),
+            (0o700, "media.dir")
+        ]
+    );
+    assert_eq!(files_under(&media_dir), [file]);
+}
+on_both_stores!(
+    media_modes,
+    media_files_and_folders_are_private_under_umask_0022
+);
