@@ -209,6 +209,33 @@ fn extension(mime: &str) -> &'static str {
     }
 }
 
+/// The media lookup's answer. Meta's OpenAPI file types `file_size` as a string (its example
+/// is `"303833"`) while answers have carried a number: either is taken, and a size that does
+/// not parse is unknown (the download is bounded by `media.max_bytes` all the same).
+#[derive(Debug, Deserialize)]
+struct MediaInfo {
+    url: String,
+    #[serde(default)]
+    mime_type: Option<String>,
+    #[serde(default, deserialize_with = "size_number_or_string")]
+    file_size: Option<u64>,
+}
+
+fn size_number_or_string<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<u64>, D::Error> {
+    #[derive(Deserialize)]
+    #[serde(untagged)]
+    enum Size {
+        Number(u64),
+        Text(String),
+        Other(serde::de::IgnoredAny),
+    }
+    Ok(match Option::<Size>::deserialize(d)? {
+        Some(Size::Number(n)) => Some(n),
+        Some(Size::Text(s)) => s.trim().parse().ok(),
+        Some(Size::Other(_)) | None => None,
+    })
+}
+
 /// Write `data` as `<dir>/<account>/<id>.<ext>` (one name per account and media id, both
 /// digits), 0600 in 0700 folders. It is written under a name of its own and renamed into
 /// place, so two fetches of one media never mix their bytes.
@@ -363,15 +390,9 @@ impl MediaFetcher {
         if account.is_empty() || !account.bytes().all(|b| b.is_ascii_digit()) {
             return Err(MediaError::Account(account.to_string()));
         }
-        #[derive(Deserialize)]
-        struct Info {
-            url: String,
-            mime_type: Option<String>,
-            file_size: Option<u64>,
-        }
         let meta_url = format!("{}/{}/{id}", self.graph_base, self.api_version);
         let resp = self.get(&meta_url, token, "media lookup").await?;
-        let info: Info = resp
+        let info: MediaInfo = resp
             .json()
             .await
             .map_err(|e| MediaError::Graph(format!("media lookup: {}", e.without_url())))?;
@@ -574,5 +595,105 @@ mod tests {
                 "{bad:?} taken"
             );
         }
+    }
+
+    #[test]
+    fn the_media_lookup_answer_takes_file_size_as_a_number_or_a_string() {
+        let size = |v: serde_json::Value| {
+            serde_json::from_value::<MediaInfo>(serde_json::json!({"url": "u", "file_size": v}))
+                .unwrap()
+                .file_size
+        };
+        assert_eq!(size(serde_json::json!(303833)), Some(303833));
+        assert_eq!(size(serde_json::json!("303833")), Some(303833));
+        assert_eq!(size(serde_json::json!(" 303833 ")), Some(303833));
+        // Not a size: unknown, and the download's own bound applies.
+        assert_eq!(size(serde_json::json!("about 3 MB")), None);
+        assert_eq!(size(serde_json::json!(-1)), None);
+        assert_eq!(size(serde_json::json!(null)), None);
+        let info: MediaInfo =
+            serde_json::from_str(r#"{"url":"u","mime_type":"image/jpeg"}"#).unwrap();
+        assert_eq!(
+            (info.file_size, info.mime_type.as_deref()),
+            (None, Some("image/jpeg"))
+        );
+    }
+
+    /// A Graph API stand-in answering the media lookup of `id` with `file_size` as given;
+    /// counts the downloads.
+    async fn graph(
+        id: &'static str,
+        bytes: &'static [u8],
+        file_size: serde_json::Value,
+    ) -> (String, std::sync::Arc<std::sync::atomic::AtomicUsize>) {
+        use axum::routing::get;
+        let downloads = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+        let counted = downloads.clone();
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let base = format!("http://{}", listener.local_addr().unwrap());
+        let url = format!("{base}/files/{id}");
+        let app = axum::Router::new()
+            .route(
+                &format!("/v23.0/{id}"),
+                get(move || async move {
+                    axum::Json(serde_json::json!({
+                        "messaging_product": "whatsapp", "id": id, "url": url,
+                        "mime_type": "image/jpeg", "file_size": file_size,
+                    }))
+                }),
+            )
+            .route(
+                &format!("/files/{id}"),
+                get(move || async move {
+                    counted.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+                    bytes
+                }),
+            );
+        tokio::spawn(async move { axum::serve(listener, app).await });
+        (base, downloads)
+    }
+
+    fn fetcher(graph: &str, dir: &Path, max_bytes: u64) -> MediaFetcher {
+        let mut settings = Settings::load(None).unwrap();
+        settings.whatsapp.graph_base_url = graph.to_string();
+        settings.whatsapp.api_version = "v23.0".into();
+        settings.media.dir = dir.to_path_buf();
+        settings.media.max_bytes = max_bytes;
+        MediaFetcher::new(&settings).unwrap()
+    }
+
+    fn image(id: &str) -> MediaFetch {
+        MediaFetch {
+            media_id: id.into(),
+            kind: "image".into(),
+            mime_type: Some("image/jpeg".into()),
+            sha256: Some(hex::encode(Sha256::digest(b"JPEGDATA"))),
+            transcribe: false,
+        }
+    }
+
+    #[tokio::test]
+    async fn media_whose_lookup_gives_file_size_as_a_string_is_downloaded_and_bounded() {
+        let dir = tempfile::tempdir().unwrap();
+        let token = SecretString::from("t0ken");
+        let id = MediaId::parse("2621233374848975").unwrap();
+        let (base, downloads) =
+            graph("2621233374848975", b"JPEGDATA", serde_json::json!("8")).await;
+        let r = fetcher(&base, dir.path(), 1024)
+            .fetch("106540352242922", &token, &id, &image(id.as_ref()))
+            .await;
+        assert_eq!(r.error, None);
+        let path = dir.path().join("106540352242922/2621233374848975.jpg");
+        assert_eq!(r.path.as_deref(), Some(path.to_str().unwrap()));
+        assert_eq!(std::fs::read(&path).unwrap(), b"JPEGDATA");
+        // The string size is read, not ignored: over the bound, nothing is downloaded.
+        let r = fetcher(&base, dir.path(), 4)
+            .fetch("106540352242922", &token, &id, &image(id.as_ref()))
+            .await;
+        assert_eq!(
+            r.error.as_deref(),
+            Some("the file is larger than media.max_bytes (4 bytes)")
+        );
+        assert_eq!(downloads.load(std::sync::atomic::Ordering::SeqCst), 1);
     }
 }
