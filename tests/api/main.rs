@@ -9,6 +9,7 @@ mod chatbot;
 mod conversations;
 mod delivery;
 mod flows;
+mod graph_schema;
 mod handoff;
 mod media;
 mod reload;
