@@ -548,10 +548,11 @@ on_both_stores!(media_file_names, two_media_never_share_a_file);
 async fn media_files_and_folders_are_private_under_umask_0022(db: TestDb) {
     use std::os::unix::fs::PermissionsExt;
     let mode = |p: &std::path::Path| std::fs::metadata(p).unwrap().permissions().mode() & 0o777;
-    // The umask is the process's: set here, and shown to be in force by what it gives a
-    // plain file and folder, so the modes below are the daemon's doing.
-    // SAFETY: umask has no memory effects; other tests only see their files' modes change.
-    let before = unsafe { libc::umask(0o022) };
+    // The umask is the process's: set here and left so (restoring it could undo another
+    // test's setting midway), and shown to be in force before and after the daemon wrote
+    // by what it gives plain files and a folder, so the modes below are the daemon's doing.
+    // SAFETY: umask touches no memory; other tests only see their new files' modes change.
+    unsafe { libc::umask(0o022) };
     let root = tempfile::tempdir().unwrap();
     std::fs::write(root.path().join("control"), b"x").unwrap();
     let media_dir = root.path().join("media");
@@ -592,8 +593,9 @@ async fn media_files_and_folders_are_private_under_umask_0022(db: TestDb) {
         (mode(&media_dir.join(PNID)), "account folder"),
         (mode(&media_dir), "media.dir"),
     ];
+    std::fs::write(root.path().join("control-after"), b"x").unwrap();
+    assert_eq!(mode(&root.path().join("control-after")), 0o644);
     app.stop().await;
-    unsafe { libc::umask(before) };
     assert_eq!(
         modes,
         [
