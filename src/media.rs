@@ -4,7 +4,8 @@
 //! endpoint when `media.transcription` is set, and the text goes to the flow or bot as the
 //! user's message. Runs off the conversation; the result comes back as an event.
 
-use std::path::PathBuf;
+use std::os::unix::fs::PermissionsExt;
+use std::path::{Path, PathBuf};
 use std::str::FromStr;
 use std::time::Duration;
 
@@ -14,10 +15,65 @@ use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
 use crate::config::Settings;
+use crate::store::NewDeadLetter;
+
+/// The dead-letter kind of a media message whose id is not in Meta's form: nothing was asked
+/// of the Graph API for it.
+pub const MEDIA_ID_INVALID: &str = "media_id_invalid";
+
+/// Media files are readable by the daemon's user only, and so are their folders, whatever
+/// the process umask.
+const FILE_MODE: u32 = 0o600;
+const DIR_MODE: u32 = 0o700;
+
+/// A media id in Meta's form: a Graph object id, ASCII digits only (64-bit ids have at most
+/// 20; up to [`MediaId::MAX_LEN`] are taken). Only this ever goes into a Graph URL or a file
+/// name.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct MediaId(String);
+
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum MediaIdError {
+    #[error("the media id is empty")]
+    Empty,
+    #[error("the media id is {0} bytes long; at most {max} are taken", max = MediaId::MAX_LEN)]
+    TooLong(usize),
+    #[error("the media id {0:?} has a character other than an ASCII digit")]
+    NotDigits(String),
+}
+
+impl MediaId {
+    pub const MAX_LEN: usize = 32;
+
+    pub fn parse(s: &str) -> Result<MediaId, MediaIdError> {
+        if s.is_empty() {
+            Err(MediaIdError::Empty)
+        } else if s.len() > Self::MAX_LEN {
+            Err(MediaIdError::TooLong(s.len()))
+        } else if !s.bytes().all(|b| b.is_ascii_digit()) {
+            Err(MediaIdError::NotDigits(s.to_string()))
+        } else {
+            Ok(MediaId(s.to_string()))
+        }
+    }
+}
+
+impl AsRef<str> for MediaId {
+    fn as_ref(&self) -> &str {
+        &self.0
+    }
+}
+
+impl std::fmt::Display for MediaId {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.0)
+    }
+}
 
 /// A media message to fetch (and, for a voice note, transcribe).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct MediaFetch {
+    /// As the webhook carried it; see [`MediaFetch::id`].
     pub media_id: String,
     /// image | video | audio | document | sticker
     pub kind: String,
@@ -29,6 +85,40 @@ pub struct MediaFetch {
     /// A voice note to transcribe.
     #[serde(default)]
     pub transcribe: bool,
+}
+
+impl MediaFetch {
+    /// The id to look up, if it is in Meta's form.
+    pub fn id(&self) -> Result<MediaId, MediaIdError> {
+        MediaId::parse(&self.media_id)
+    }
+
+    /// What becomes of a fetch whose id is not in Meta's form: nothing is downloaded, and the
+    /// message is kept for a human (the conversation still gets the message itself).
+    pub fn refused(
+        &self,
+        account: &str,
+        user_key: &str,
+        why: &MediaIdError,
+    ) -> (MediaResult, NewDeadLetter) {
+        let result = MediaResult {
+            media_id: self.media_id.clone(),
+            path: None,
+            mime_type: self.mime_type.clone(),
+            bytes: 0,
+            transcript: None,
+            error: Some(why.to_string()),
+        };
+        let letter = NewDeadLetter {
+            kind: MEDIA_ID_INVALID,
+            account: Some(account.to_string()),
+            user_key: Some(user_key.to_string()),
+            ref_id: None,
+            reason: format!("{} media not fetched: {why}", self.kind),
+            raw: serde_json::to_vec(self).ok(),
+        };
+        (result, letter)
+    }
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -68,6 +158,8 @@ pub enum MediaError {
     Checksum { expected: String, actual: String },
     #[error("writing the file: {0}")]
     Io(#[from] std::io::Error),
+    #[error("the account {0:?} is not a phone number id")]
+    Account(String),
     #[error("transcription: {0}")]
     Transcription(String),
 }
@@ -115,6 +207,93 @@ fn extension(mime: &str) -> &'static str {
         "text/plain" => "txt",
         _ => "bin",
     }
+}
+
+/// The media lookup's answer. Meta's OpenAPI file types `file_size` as a string (its example
+/// is `"303833"`) while answers have carried a number: either is taken, and a size that does
+/// not parse is unknown (the download is bounded by `media.max_bytes` all the same).
+#[derive(Debug, Deserialize)]
+struct MediaInfo {
+    url: String,
+    #[serde(default)]
+    mime_type: Option<String>,
+    #[serde(default, deserialize_with = "size_number_or_string")]
+    file_size: Option<u64>,
+}
+
+fn size_number_or_string<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<u64>, D::Error> {
+    #[derive(Deserialize)]
+    #[serde(untagged)]
+    enum Size {
+        Number(u64),
+        Text(String),
+        Other(serde::de::IgnoredAny),
+    }
+    Ok(match Option::<Size>::deserialize(d)? {
+        Some(Size::Number(n)) => Some(n),
+        Some(Size::Text(s)) => s.trim().parse().ok(),
+        Some(Size::Other(_)) | None => None,
+    })
+}
+
+/// Write `data` as `<dir>/<account>/<id>.<ext>` (one name per account and media id, both
+/// digits), 0600 in 0700 folders. It is written under a name of its own and renamed into
+/// place, so two fetches of one media never mix their bytes.
+async fn store_file(
+    dir: &Path,
+    account: &str,
+    id: &MediaId,
+    ext: &str,
+    data: &[u8],
+) -> Result<PathBuf, MediaError> {
+    private_dir(dir, true).await?;
+    let dir = dir.join(account);
+    private_dir(&dir, false).await?;
+    let path = dir.join(format!("{id}.{ext}"));
+    let tmp = dir.join(format!(".{id}.{:016x}.part", fastrand::u64(..)));
+    let written = async {
+        let mut file = tokio::fs::OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .mode(FILE_MODE)
+            .open(&tmp)
+            .await?;
+        // The umask can only have narrowed it; make it exactly 0600.
+        file.set_permissions(std::fs::Permissions::from_mode(FILE_MODE))
+            .await?;
+        tokio::io::AsyncWriteExt::write_all(&mut file, data).await?;
+        tokio::io::AsyncWriteExt::flush(&mut file).await?;
+        drop(file);
+        tokio::fs::rename(&tmp, &path).await
+    }
+    .await;
+    if let Err(e) = written {
+        let _ = tokio::fs::remove_file(&tmp).await;
+        return Err(e.into());
+    }
+    Ok(path)
+}
+
+/// Make `dir` (with its missing parents when `parents`) a folder only the daemon's user can
+/// read: created 0700, and an existing one with a wider mode narrowed to 0700.
+async fn private_dir(dir: &Path, parents: bool) -> Result<(), MediaError> {
+    let mut builder = tokio::fs::DirBuilder::new();
+    builder.recursive(parents).mode(DIR_MODE);
+    match builder.create(dir).await {
+        Ok(()) => {}
+        Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {}
+        Err(e) => return Err(e.into()),
+    }
+    let mode = tokio::fs::metadata(dir).await?.permissions().mode() & 0o777;
+    if mode != DIR_MODE {
+        if let Err(e) =
+            tokio::fs::set_permissions(dir, std::fs::Permissions::from_mode(DIR_MODE)).await
+        {
+            // Not ours to change (another owner): the files in it are 0600 all the same.
+            tracing::warn!(dir = %dir.display(), mode = format!("{mode:o}"), error = %e, "Media folder is not private and its mode cannot be changed.");
+        }
+    }
+    Ok(())
 }
 
 /// Fetches media for every account.
@@ -178,10 +357,16 @@ impl MediaFetcher {
         self.transcription.is_some()
     }
 
-    /// Download, check, store and (for a voice note) transcribe. Never fails: the result
-    /// carries the error.
-    pub async fn fetch(&self, account: &str, token: &SecretString, f: &MediaFetch) -> MediaResult {
-        match self.try_fetch(account, token, f).await {
+    /// Download, check, store and (for a voice note) transcribe media `id` (that of `f`).
+    /// Never fails: the result carries the error.
+    pub async fn fetch(
+        &self,
+        account: &str,
+        token: &SecretString,
+        id: &MediaId,
+        f: &MediaFetch,
+    ) -> MediaResult {
+        match self.try_fetch(account, token, id, f).await {
             Ok(r) => r,
             Err(e) => MediaResult {
                 media_id: f.media_id.clone(),
@@ -198,17 +383,16 @@ impl MediaFetcher {
         &self,
         account: &str,
         token: &SecretString,
+        id: &MediaId,
         f: &MediaFetch,
     ) -> Result<MediaResult, MediaError> {
-        #[derive(Deserialize)]
-        struct Info {
-            url: String,
-            mime_type: Option<String>,
-            file_size: Option<u64>,
+        // The folder is named after the account: config checks it is digits; so is this.
+        if account.is_empty() || !account.bytes().all(|b| b.is_ascii_digit()) {
+            return Err(MediaError::Account(account.to_string()));
         }
-        let meta_url = format!("{}/{}/{}", self.graph_base, self.api_version, f.media_id);
+        let meta_url = format!("{}/{}/{id}", self.graph_base, self.api_version);
         let resp = self.get(&meta_url, token, "media lookup").await?;
-        let info: Info = resp
+        let info: MediaInfo = resp
             .json()
             .await
             .map_err(|e| MediaError::Graph(format!("media lookup: {}", e.without_url())))?;
@@ -240,17 +424,7 @@ impl MediaFetcher {
             .mime_type
             .or_else(|| f.mime_type.clone())
             .unwrap_or_else(|| "application/octet-stream".into());
-        let dir = self.dir.join(account);
-        tokio::fs::create_dir_all(&dir).await?;
-        let safe_id: String = f
-            .media_id
-            .chars()
-            .filter(|c| c.is_ascii_alphanumeric() || *c == '-' || *c == '_')
-            .collect();
-        let path = dir.join(format!("{safe_id}.{}", extension(&mime)));
-        let tmp = dir.join(format!(".{safe_id}.part"));
-        tokio::fs::write(&tmp, &data).await?;
-        tokio::fs::rename(&tmp, &path).await?;
+        let path = store_file(&self.dir, account, id, extension(&mime), &data).await?;
         let transcript = match (&self.transcription, f.transcribe) {
             (Some(t), true) => Some(self.transcribe(t, &data, &mime).await?),
             _ => None,
@@ -386,5 +560,140 @@ mod tests {
         assert!(!same_digest("00", &d));
         assert_eq!(base64_encode(b"ab"), "YWI=");
         assert_eq!(base64_encode(b"a"), "YQ==");
+    }
+
+    #[test]
+    fn only_ascii_digit_media_ids_of_bounded_length_are_taken() {
+        assert_eq!(
+            MediaId::parse("1003383421387256").unwrap().as_ref(),
+            "1003383421387256"
+        );
+        assert!(MediaId::parse(&"9".repeat(MediaId::MAX_LEN)).is_ok());
+        assert_eq!(MediaId::parse(""), Err(MediaIdError::Empty));
+        assert_eq!(
+            MediaId::parse(&"9".repeat(MediaId::MAX_LEN + 1)),
+            Err(MediaIdError::TooLong(MediaId::MAX_LEN + 1))
+        );
+        for bad in [
+            "..",
+            "../../../../tmp/x",
+            "12/34",
+            "12%2F34",
+            "1234?fields=x",
+            "12 34",
+            " 1234",
+            "+1234",
+            "-1234",
+            "12.34",
+            "1234\n",
+            "\u{0661}\u{0662}",
+            "\u{FF11}2",
+            "img-1",
+        ] {
+            assert!(
+                matches!(MediaId::parse(bad), Err(MediaIdError::NotDigits(_))),
+                "{bad:?} taken"
+            );
+        }
+    }
+
+    #[test]
+    fn the_media_lookup_answer_takes_file_size_as_a_number_or_a_string() {
+        let size = |v: serde_json::Value| {
+            serde_json::from_value::<MediaInfo>(serde_json::json!({"url": "u", "file_size": v}))
+                .unwrap()
+                .file_size
+        };
+        assert_eq!(size(serde_json::json!(303833)), Some(303833));
+        assert_eq!(size(serde_json::json!("303833")), Some(303833));
+        assert_eq!(size(serde_json::json!(" 303833 ")), Some(303833));
+        // Not a size: unknown, and the download's own bound applies.
+        assert_eq!(size(serde_json::json!("about 3 MB")), None);
+        assert_eq!(size(serde_json::json!(-1)), None);
+        assert_eq!(size(serde_json::json!(null)), None);
+        let info: MediaInfo =
+            serde_json::from_str(r#"{"url":"u","mime_type":"image/jpeg"}"#).unwrap();
+        assert_eq!(
+            (info.file_size, info.mime_type.as_deref()),
+            (None, Some("image/jpeg"))
+        );
+    }
+
+    /// A Graph API stand-in answering the media lookup of `id` with `file_size` as given;
+    /// counts the downloads.
+    async fn graph(
+        id: &'static str,
+        bytes: &'static [u8],
+        file_size: serde_json::Value,
+    ) -> (String, std::sync::Arc<std::sync::atomic::AtomicUsize>) {
+        use axum::routing::get;
+        let downloads = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+        let counted = downloads.clone();
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let base = format!("http://{}", listener.local_addr().unwrap());
+        let url = format!("{base}/files/{id}");
+        let app = axum::Router::new()
+            .route(
+                &format!("/v23.0/{id}"),
+                get(move || async move {
+                    axum::Json(serde_json::json!({
+                        "messaging_product": "whatsapp", "id": id, "url": url,
+                        "mime_type": "image/jpeg", "file_size": file_size,
+                    }))
+                }),
+            )
+            .route(
+                &format!("/files/{id}"),
+                get(move || async move {
+                    counted.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+                    bytes
+                }),
+            );
+        tokio::spawn(async move { axum::serve(listener, app).await });
+        (base, downloads)
+    }
+
+    fn fetcher(graph: &str, dir: &Path, max_bytes: u64) -> MediaFetcher {
+        let mut settings = Settings::load(None).unwrap();
+        settings.whatsapp.graph_base_url = graph.to_string();
+        settings.whatsapp.api_version = "v23.0".into();
+        settings.media.dir = dir.to_path_buf();
+        settings.media.max_bytes = max_bytes;
+        MediaFetcher::new(&settings).unwrap()
+    }
+
+    fn image(id: &str) -> MediaFetch {
+        MediaFetch {
+            media_id: id.into(),
+            kind: "image".into(),
+            mime_type: Some("image/jpeg".into()),
+            sha256: Some(hex::encode(Sha256::digest(b"JPEGDATA"))),
+            transcribe: false,
+        }
+    }
+
+    #[tokio::test]
+    async fn media_whose_lookup_gives_file_size_as_a_string_is_downloaded_and_bounded() {
+        let dir = tempfile::tempdir().unwrap();
+        let token = SecretString::from("t0ken");
+        let id = MediaId::parse("2621233374848975").unwrap();
+        let (base, downloads) =
+            graph("2621233374848975", b"JPEGDATA", serde_json::json!("8")).await;
+        let r = fetcher(&base, dir.path(), 1024)
+            .fetch("106540352242922", &token, &id, &image(id.as_ref()))
+            .await;
+        assert_eq!(r.error, None);
+        let path = dir.path().join("106540352242922/2621233374848975.jpg");
+        assert_eq!(r.path.as_deref(), Some(path.to_str().unwrap()));
+        assert_eq!(std::fs::read(&path).unwrap(), b"JPEGDATA");
+        // The string size is read, not ignored: over the bound, nothing is downloaded.
+        let r = fetcher(&base, dir.path(), 4)
+            .fetch("106540352242922", &token, &id, &image(id.as_ref()))
+            .await;
+        assert_eq!(
+            r.error.as_deref(),
+            Some("the file is larger than media.max_bytes (4 bytes)")
+        );
+        assert_eq!(downloads.load(std::sync::atomic::Ordering::SeqCst), 1);
     }
 }

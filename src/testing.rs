@@ -111,6 +111,8 @@ struct FakeState {
     notify: tokio::sync::Notify,
     /// media id -> (bytes, mime type), served by the media endpoints.
     media: Mutex<HashMap<String, (Vec<u8>, String)>>,
+    /// Every request of the recording fake, as `METHOD /path?query`.
+    requests: Mutex<Vec<String>>,
     base: Mutex<String>,
 }
 
@@ -181,6 +183,7 @@ impl FakeGraph {
             .route("/{version}/{phone_number_id}/messages", post(handle))
             .route("/{version}/{media_id}", get(media_info))
             .route("/files/{media_id}", get(media_file))
+            .layer(axum::middleware::from_fn_with_state(state.clone(), seen))
             .with_state(state.clone());
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
             .await
@@ -208,6 +211,12 @@ impl FakeGraph {
 
     pub fn push_fault(&self, fault: Fault) {
         self.state.faults.lock().unwrap().push_back(fault);
+    }
+
+    /// Every request it was sent (message sends, media lookups and downloads, and paths it
+    /// has no route for), as `METHOD /path?query`, in order.
+    pub fn requests(&self) -> Vec<String> {
+        self.state.requests.lock().unwrap().clone()
     }
 
     pub fn attempts(&self) -> Vec<Attempt> {
@@ -254,6 +263,23 @@ impl FakeGraph {
             let _ = tokio::time::timeout(left.min(Duration::from_millis(100)), notified).await;
         }
     }
+}
+
+async fn seen(
+    State(state): State<Arc<FakeState>>,
+    req: axum::extract::Request,
+    next: axum::middleware::Next,
+) -> Response {
+    let target = req
+        .uri()
+        .path_and_query()
+        .map_or_else(|| req.uri().path().to_string(), |pq| pq.to_string());
+    state
+        .requests
+        .lock()
+        .unwrap()
+        .push(format!("{} {target}", req.method()));
+    next.run(req).await
 }
 
 async fn handle(

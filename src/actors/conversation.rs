@@ -579,10 +579,24 @@ impl ConversationActorState {
                 tokio::spawn(async move {
                     let settings = engine.settings_arc();
                     let token = crate::outbox::token_for(&settings, &account.phone_number_id);
-                    let result = engine
-                        .media
-                        .fetch(&account.phone_number_id, token, &fetch)
-                        .await;
+                    let result = match fetch.id() {
+                        Ok(id) => {
+                            engine
+                                .media
+                                .fetch(&account.phone_number_id, token, &id, &fetch)
+                                .await
+                        }
+                        // Never put into a Graph URL: kept for a human, and the
+                        // conversation hears the fetch failed.
+                        Err(e) => {
+                            let (result, letter) =
+                                fetch.refused(&account.phone_number_id, &user, &e);
+                            if let Err(e) = engine.writer.dead_letter(letter, None).await {
+                                tracing::warn!(error = %e, "Recording an invalid media id failed.");
+                            }
+                            result
+                        }
+                    };
                     if let Some(e) = &result.error {
                         tracing::warn!(user = %mask(&user), media = %fetch.media_id, error = %e, "Media not stored.");
                     }

@@ -4,6 +4,9 @@
 //! [`OutboundMessage::to_request_body`] renders Meta's exact Graph body, and
 //! [`OutboundMessage::validate`] checks WhatsApp's documented limits before sending.
 
+use std::str::FromStr;
+
+use rust_decimal::Decimal;
 use serde::{Deserialize, Serialize};
 use serde_json::{json, Map, Value};
 
@@ -64,8 +67,8 @@ pub enum OutboundMessage {
         filename: Option<String>,
     },
     Location {
-        latitude: f64,
-        longitude: f64,
+        latitude: Coordinate,
+        longitude: Coordinate,
         #[serde(default, skip_serializing_if = "Option::is_none")]
         name: Option<String>,
         #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -139,6 +142,75 @@ pub enum MediaSource {
     Link(String),
 }
 
+/// A latitude or longitude in decimal degrees, kept as the decimal it was written as (never
+/// through float formatting) and sent as a JSON string, as Meta's API types it. Read from a
+/// JSON or YAML number or from a string ("-6.2", " 106.8 "); exponents are refused.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Coordinate(Decimal);
+
+impl Coordinate {
+    pub fn value(self) -> Decimal {
+        self.0
+    }
+}
+
+impl FromStr for Coordinate {
+    type Err = rust_decimal::Error;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        Decimal::from_str_exact(s.trim()).map(Coordinate)
+    }
+}
+
+impl From<Decimal> for Coordinate {
+    fn from(d: Decimal) -> Self {
+        Coordinate(d)
+    }
+}
+
+impl std::fmt::Display for Coordinate {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        std::fmt::Display::fmt(&self.0, f)
+    }
+}
+
+impl Serialize for Coordinate {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.collect_str(&self.0)
+    }
+}
+
+impl<'de> Deserialize<'de> for Coordinate {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct V;
+        impl serde::de::Visitor<'_> for V {
+            type Value = Coordinate;
+            fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+                f.write_str("a coordinate in decimal degrees, as a number or a string")
+            }
+            fn visit_str<E: serde::de::Error>(self, s: &str) -> Result<Coordinate, E> {
+                s.parse()
+                    .map_err(|_| E::custom(format_args!("{s:?} is not a decimal number")))
+            }
+            fn visit_i64<E: serde::de::Error>(self, n: i64) -> Result<Coordinate, E> {
+                Ok(Coordinate(Decimal::from(n)))
+            }
+            fn visit_u64<E: serde::de::Error>(self, n: u64) -> Result<Coordinate, E> {
+                Ok(Coordinate(Decimal::from(n)))
+            }
+            // A number already parsed as f64 (serde_json, YAML): its shortest text that reads
+            // back as the same f64 is what was written for any coordinate of ≤ 15 digits.
+            fn visit_f64<E: serde::de::Error>(self, n: f64) -> Result<Coordinate, E> {
+                if !n.is_finite() {
+                    return Err(E::custom("a coordinate must be finite"));
+                }
+                self.visit_str(&n.to_string())
+            }
+        }
+        d.deserialize_any(V)
+    }
+}
+
 /// A WhatsApp limit an outbound message breaks. `field` is a path like `buttons[1].title`.
 #[derive(Debug, Clone, PartialEq, thiserror::Error)]
 pub enum SendLimitError {
@@ -164,9 +236,9 @@ pub enum SendLimitError {
     #[error("{field} = {value} is outside {min}..={max}")]
     OutOfRange {
         field: String,
-        value: f64,
-        min: f64,
-        max: f64,
+        value: Decimal,
+        min: Decimal,
+        max: Decimal,
     },
 }
 
@@ -232,7 +304,8 @@ impl Checker {
         }
     }
 
-    fn range(&mut self, field: &str, value: f64, min: f64, max: f64) {
+    fn range(&mut self, field: &str, value: Decimal, min: i64, max: i64) {
+        let (min, max) = (Decimal::from(min), Decimal::from(max));
         if !(min..=max).contains(&value) {
             self.errors.push(SendLimitError::OutOfRange {
                 field: field.into(),
@@ -451,6 +524,7 @@ impl OutboundMessage {
                 name,
                 address,
             } => {
+                // Strings, as Meta types them (the serialisation of `Coordinate`).
                 let mut l = json!({ "latitude": latitude, "longitude": longitude });
                 if let Some(n) = name {
                     l["name"] = n.as_str().into();
@@ -577,8 +651,8 @@ impl OutboundMessage {
                 longitude,
                 ..
             } => {
-                c.range("latitude", *latitude, -90.0, 90.0);
-                c.range("longitude", *longitude, -180.0, 180.0);
+                c.range("latitude", latitude.value(), -90, 90);
+                c.range("longitude", longitude.value(), -180, 180);
             }
             OutboundMessage::Reaction { message_id, .. } => {
                 c.required("reaction.message_id", message_id, None)
@@ -893,32 +967,83 @@ mod tests {
         round_trip(&video);
     }
 
+    fn coord(s: &str) -> Coordinate {
+        s.parse().unwrap()
+    }
+
     #[test]
     fn location_body() {
         let m = OutboundMessage::Location {
-            latitude: 37.483307,
-            longitude: -122.148981,
+            latitude: coord("37.483307"),
+            longitude: coord("-122.148981"),
             name: Some("Meta HQ".into()),
             address: Some("1 Hacker Way".into()),
         };
         assert_eq!(
             m.to_request_body(TO, None, None),
             json!({"messaging_product":"whatsapp","recipient_type":"individual","to":TO,"type":"location",
-                "location":{"latitude":37.483307,"longitude":-122.148981,"name":"Meta HQ","address":"1 Hacker Way"}})
+                "location":{"latitude":"37.483307","longitude":"-122.148981","name":"Meta HQ","address":"1 Hacker Way"}})
         );
         round_trip(&m);
         let bare = OutboundMessage::Location {
-            latitude: 1.0,
-            longitude: 2.0,
+            latitude: coord("1"),
+            longitude: coord("2.0"),
             name: None,
             address: None,
         };
         assert_eq!(
             bare.to_request_body(TO, None, None)["location"],
-            json!({"latitude":1.0,"longitude":2.0})
+            json!({"latitude":"1","longitude":"2.0"})
         );
         round_trip(&bare);
         assert!(m.validate().is_ok());
+    }
+
+    #[test]
+    fn coordinates_are_sent_as_the_decimal_text_they_were_written_as() {
+        // As a flow writes them (YAML numbers reach us as f64) and as stored before they
+        // were strings: numbers; as a template renders them: strings.
+        let m: OutboundMessage = serde_json::from_value(json!({
+            "kind": "location", "latitude": -6.2, "longitude": 106.8
+        }))
+        .unwrap();
+        assert_eq!(
+            m.to_request_body(TO, None, None)["location"],
+            json!({"latitude":"-6.2","longitude":"106.8"})
+        );
+        let from_yaml: Value =
+            serde_norway::from_str("{kind: location, latitude: 0.1, longitude: -0.000001}")
+                .unwrap();
+        let m: OutboundMessage = serde_json::from_value(from_yaml).unwrap();
+        assert_eq!(
+            m.to_request_body(TO, None, None)["location"],
+            json!({"latitude":"0.1","longitude":"-0.000001"})
+        );
+        let m: OutboundMessage = serde_json::from_value(json!({
+            "kind": "location", "latitude": " -6.20000000000000018", "longitude": 106
+        }))
+        .unwrap();
+        assert_eq!(
+            m.to_request_body(TO, None, None)["location"],
+            json!({"latitude":"-6.20000000000000018","longitude":"106"})
+        );
+        // The stored form keeps the text too.
+        assert_eq!(
+            serde_json::to_value(&m).unwrap(),
+            json!({"kind":"location","latitude":"-6.20000000000000018","longitude":"106"})
+        );
+        for bad in [
+            json!("north"),
+            json!("1e5"),
+            json!(""),
+            json!(true),
+            json!(null),
+        ] {
+            let r = serde_json::from_value::<OutboundMessage>(
+                json!({"kind": "location", "latitude": bad, "longitude": 1}),
+            );
+            assert!(r.is_err(), "{bad} taken as a coordinate");
+        }
     }
 
     #[test]
@@ -1235,14 +1360,16 @@ mod tests {
             }]
         );
         let m = OutboundMessage::Location {
-            latitude: 91.0,
-            longitude: 0.0,
+            latitude: coord("90.000000000000000001"),
+            longitude: coord("-180"),
             name: None,
             address: None,
         };
-        assert!(matches!(
-            &m.validate().unwrap_err()[..],
-            [SendLimitError::OutOfRange { .. }]
-        ));
+        let errs = m.validate().unwrap_err();
+        assert!(matches!(&errs[..], [SendLimitError::OutOfRange { .. }]));
+        assert_eq!(
+            errs[0].to_string(),
+            "latitude = 90.000000000000000001 is outside -90..=90"
+        );
     }
 }

@@ -10,6 +10,7 @@ mod conversations;
 mod delivery;
 mod edges;
 mod flows;
+mod graph_schema;
 mod handoff;
 mod media;
 mod reload;
