@@ -399,6 +399,13 @@ impl MediaFetcher {
         if info.file_size.is_some_and(|n| n > self.max_bytes) {
             return Err(MediaError::TooLarge(self.max_bytes));
         }
+        if !download_url_allowed(&info.url, &self.graph_base) {
+            // The token goes with the download: never in clear, whatever the lookup said.
+            return Err(MediaError::Graph(
+                "media lookup: the download URL is neither https nor on the Graph API's host"
+                    .into(),
+            ));
+        }
         let mut resp = self.get(&info.url, token, "download").await?;
         let mut data = Vec::new();
         while let Some(chunk) = resp
@@ -544,8 +551,35 @@ impl MediaFetcher {
     }
 }
 
+/// A download URL may carry the access token if it is https, or on the configured Graph
+/// API's own origin (a local stand-in in tests, a proxy the operator chose).
+fn download_url_allowed(url: &str, graph_base: &str) -> bool {
+    let (Ok(url), Ok(base)) = (reqwest::Url::parse(url), reqwest::Url::parse(graph_base)) else {
+        return false;
+    };
+    url.scheme() == "https" || url.origin() == base.origin()
+}
+
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn the_token_goes_only_to_https_or_the_graph_apis_own_origin() {
+        use super::download_url_allowed as ok;
+        let graph = "https://graph.facebook.com";
+        assert!(ok(
+            "https://lookaside.fbsbx.com/whatsapp_business/attachments/?mid=1",
+            graph
+        ));
+        assert!(!ok("http://lookaside.fbsbx.com/x", graph));
+        assert!(!ok("ftp://x/y", graph));
+        assert!(!ok("not a url", graph));
+        assert!(ok("http://127.0.0.1:9000/files/1", "http://127.0.0.1:9000"));
+        assert!(!ok(
+            "http://127.0.0.1:9001/files/1",
+            "http://127.0.0.1:9000"
+        ));
+    }
+
     use super::*;
 
     #[test]
