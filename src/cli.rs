@@ -96,6 +96,10 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
         }
         Command::Check { config } => {
             let settings = Settings::load(config.as_deref())?;
+            let strict = settings.strict_problems();
+            if !strict.is_empty() {
+                anyhow::bail!("{}", strict.join("\n"));
+            }
             // Valid, but worth knowing before the daemon runs with it (the exit stays 0).
             for warning in settings.warnings() {
                 eprintln!("warning: {warning}");

@@ -206,10 +206,10 @@ async fn sigterm_drains_and_exits_0_and_trace_logs_hold_no_secrets_numbers_or_bo
     assert!(logs.contains("TRACE"), "trace events were written");
 }
 
-/// `parleyd reload --config FILE`: (exit success, stdout and stderr).
-fn parleyd_reload(config: &std::path::Path) -> (bool, String) {
+/// `parleyd COMMAND --config FILE`: (exit code, stdout and stderr).
+fn parleyd(command: &str, config: &std::path::Path) -> (Option<i32>, String) {
     let out = Command::new(env!("CARGO_BIN_EXE_parleyd"))
-        .args(["reload", "--config"])
+        .args([command, "--config"])
         .arg(config)
         .output()
         .unwrap();
@@ -218,7 +218,13 @@ fn parleyd_reload(config: &std::path::Path) -> (bool, String) {
         String::from_utf8_lossy(&out.stdout),
         String::from_utf8_lossy(&out.stderr)
     );
-    (out.status.success(), text)
+    (out.status.code(), text)
+}
+
+/// `parleyd reload --config FILE`: (exit success, stdout and stderr).
+fn parleyd_reload(config: &std::path::Path) -> (bool, String) {
+    let (code, text) = parleyd("reload", config);
+    (code == Some(0), text)
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -325,17 +331,7 @@ fn check_names_every_bad_key_and_exits_1() {
 
 /// `parleyd check --config FILE`: (exit code, stdout and stderr).
 fn parleyd_check(config: &std::path::Path) -> (Option<i32>, String) {
-    let out = Command::new(env!("CARGO_BIN_EXE_parleyd"))
-        .args(["check", "--config"])
-        .arg(config)
-        .output()
-        .unwrap();
-    let text = format!(
-        "{}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    (out.status.code(), text)
+    parleyd("check", config)
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -307,7 +307,10 @@ async fn read_body(
         return Err(BodyError::TooLarge);
     }
     let mut held: Option<tokio::sync::OwnedSemaphorePermit> = None;
-    let mut buf = bytes::BytesMut::with_capacity(declared.unwrap_or(0).min(64 * 1024));
+    // The chunks as they came (no buffer doubling while unauthenticated: what is held is
+    // what was counted), joined once at the end.
+    let mut chunks: Vec<Bytes> = Vec::new();
+    let mut len = 0;
     while let Some(frame) = body.frame().await {
         let frame = frame.map_err(|e| {
             let mut cause: Option<&(dyn std::error::Error + 'static)> = Some(&e);
@@ -325,7 +328,7 @@ async fn read_body(
         let Ok(data) = frame.into_data() else {
             continue;
         };
-        if buf.len() + data.len() > max {
+        if len + data.len() > max {
             return Err(BodyError::TooLarge);
         }
         if !data.is_empty() {
@@ -340,10 +343,21 @@ async fn read_body(
                 None => held = Some(permit),
             }
         }
-        buf.extend_from_slice(&data);
+        len += data.len();
+        chunks.push(data);
     }
     Ok(Unverified {
-        bytes: buf.freeze(),
+        bytes: match chunks.len() {
+            0 => Bytes::new(),
+            1 => chunks.pop().unwrap_or_default(),
+            _ => {
+                let mut joined = bytes::BytesMut::with_capacity(len);
+                for c in chunks {
+                    joined.extend_from_slice(&c);
+                }
+                joined.freeze()
+            }
+        },
         _held: held,
     })
 }
