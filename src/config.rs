@@ -1574,11 +1574,17 @@ mod tests {
             "{problems}"
         );
         assert!(!problems.contains("0123456789abcdef"), "{problems}");
-        assert!(short.warnings().join("\n").contains("admin.token: 31 characters"));
+        assert!(short
+            .warnings()
+            .join("\n")
+            .contains("admin.token: 31 characters"));
         assert!(load(Some("0123456789abcdef0123456789abcdef"))
             .strict_problems()
             .is_empty());
-        assert!(load(Some("")).strict_problems().is_empty(), "empty: the admin API is off");
+        assert!(
+            load(Some("")).strict_problems().is_empty(),
+            "empty: the admin API is off"
+        );
         assert!(load(None).strict_problems().is_empty());
     }
 }

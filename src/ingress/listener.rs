@@ -296,7 +296,8 @@ pub struct PacedBody<B> {
     timeout: Duration,
     min_rate: u64,
     received: u64,
-    deadline: Pin<Box<Sleep>>,
+    /// Made the first time the body has to wait (most bodies come whole with their head).
+    deadline: Option<Pin<Box<Sleep>>>,
     timed_out: bool,
 }
 
@@ -309,7 +310,7 @@ impl<B> PacedBody<B> {
             timeout: limits.body_read_timeout,
             min_rate: limits.min_body_rate,
             received: 0,
-            deadline: Box::pin(tokio::time::sleep_until(start + limits.body_read_timeout)),
+            deadline: None,
             timed_out: false,
         }
     }
@@ -347,14 +348,20 @@ where
                 if let Some(data) = frame.data_ref() {
                     self.received += data.len() as u64;
                     let allowed = self.allowed();
-                    self.deadline.as_mut().reset(allowed);
+                    if let Some(deadline) = self.deadline.as_mut() {
+                        deadline.as_mut().reset(allowed);
+                    }
                 }
                 Poll::Ready(Some(Ok(frame)))
             }
             Poll::Ready(Some(Err(e))) => Poll::Ready(Some(Err(e.into()))),
             Poll::Ready(None) => Poll::Ready(None),
             Poll::Pending => {
-                ready!(self.deadline.as_mut().poll(cx));
+                let allowed = self.allowed();
+                let deadline = self
+                    .deadline
+                    .get_or_insert_with(|| Box::pin(tokio::time::sleep_until(allowed)));
+                ready!(deadline.as_mut().poll(cx));
                 self.timed_out = true;
                 Poll::Ready(Some(Err(BodyTimeout.into())))
             }
