@@ -151,6 +151,9 @@ struct Queues {
     scheduled: HashSet<String>,
     /// Outbox ids queued or in flight (a row is never queued twice).
     known: HashSet<i64>,
+    /// Messages of paused campaigns, set aside by campaign until it is resumed (they stay in
+    /// `known`: never queued twice).
+    aside: BTreeMap<i64, Vec<Queued>>,
 }
 
 fn lane(class: SendClass) -> usize {
@@ -248,12 +251,60 @@ impl Queues {
             .iter()
             .flat_map(|(user, q)| {
                 let skip = usize::from(self.sending.contains(user));
-                q.iter()
-                    .skip(skip)
-                    .filter(|queued| queued.attempts == 0 && !queued.ambiguous)
-                    .map(|queued| queued.record.id)
+                q.iter().skip(skip)
             })
+            .chain(self.aside.values().flatten())
+            .filter(|queued| queued.attempts == 0 && !queued.ambiguous)
+            .map(|queued| queued.record.id)
             .collect()
+    }
+
+    /// Set the head of `user`'s queue (not in flight) aside for its paused campaign; the
+    /// conversation's next message, if any, may go. Returns the row's id if it was never
+    /// tried (it can be marked unsent).
+    fn set_aside_head(&mut self, user: String, campaign: i64) -> Option<i64> {
+        self.sending.remove(&user);
+        let q = self.queues.get_mut(&user)?;
+        let head = q.pop_front()?;
+        if q.is_empty() {
+            self.queues.remove(&user);
+            self.scheduled.remove(&user);
+        } else {
+            self.ready_front(user);
+        }
+        let unsent = (head.attempts == 0 && !head.ambiguous).then_some(head.record.id);
+        self.aside.entry(campaign).or_default().push(head);
+        unsent
+    }
+
+    /// Queue again, at the end of their conversations, the messages set aside for campaigns
+    /// no longer withheld (in the order they were created). Returns how many.
+    fn release_aside(&mut self, withheld: impl Fn(i64) -> bool) -> usize {
+        let released: Vec<i64> = self
+            .aside
+            .keys()
+            .copied()
+            .filter(|c| !withheld(*c))
+            .collect();
+        let mut rows: Vec<Queued> = released
+            .iter()
+            .filter_map(|c| self.aside.remove(c))
+            .flatten()
+            .collect();
+        rows.sort_by_key(|r| r.record.id);
+        let n = rows.len();
+        for queued in rows {
+            let user = queued.record.user_key.clone();
+            let class = queued.class;
+            self.queues
+                .entry(user.clone())
+                .or_default()
+                .push_back(queued);
+            if self.scheduled.insert(user.clone()) {
+                self.ready[lane(class)].push_back(user);
+            }
+        }
+        n
     }
 
     /// The head of `user`'s queue is settled: the next one may go.
@@ -291,6 +342,9 @@ enum Finished {
     },
     /// Sending is paused or halted: the gate holds the message until resumed.
     Held { attempts: u32 },
+    /// Its campaign was paused before the request was handed to the HTTP client: set aside
+    /// until the campaign is resumed.
+    Withdrawn { campaign: i64 },
     /// Shutdown came first.
     Cancelled,
 }
@@ -392,12 +446,24 @@ async fn run(
     // Durable blocks of the daily quota, reserved ahead of need.
     let mut blocks: JoinSet<(BlockRequest, bool)> = JoinSet::new();
     let mut block_retry_at = 0i64;
+    // The campaign holds last looked at (a pause or resume changes their version).
+    let mut holds_seen = u64::MAX;
+    // Rows set aside for a paused campaign, never tried: marked unsent in the store.
+    let mut set_aside: Vec<i64> = Vec::new();
 
     loop {
         let mut wake_at: Option<i64> = None;
         let now = engine.clock.now_ms();
         if gate.retuned.swap(false, Ordering::SeqCst) {
             q.unpark_gate_waits();
+        }
+        let holds_now = gate.with_holds(|h| h.version());
+        if holds_now != holds_seen {
+            holds_seen = holds_now;
+            let released = q.release_aside(|c| gate.with_holds(|h| h.is_withdrawn(c)));
+            if released > 0 {
+                tracing::info!(account = %account.phone_number_id, released, "Messages of a resumed campaign queued again.");
+            }
         }
         if stopping.is_none() {
             if blocks.is_empty() && now >= block_retry_at {
@@ -431,6 +497,15 @@ async fn run(
                 };
                 let Some(head) = q.head_mut(&user) else {
                     q.scheduled.remove(&user);
+                    continue;
+                };
+                if let Some(c) = head.record.campaign {
+                    if gate.with_holds(|h| h.is_withdrawn(c)) {
+                        set_aside.extend(q.set_aside_head(user, c));
+                        continue;
+                    }
+                }
+                let Some(head) = q.head_mut(&user) else {
                     continue;
                 };
                 let (class, counted) = (head.class, head.counted);
@@ -502,6 +577,9 @@ async fn run(
                         });
                     }
                 }
+            }
+            if !set_aside.is_empty() {
+                mark_unsent(&engine, &mut q, std::mem::take(&mut set_aside)).await;
             }
             if !q.ready[1].is_empty() {
                 wake_at = min_opt(wake_at, business_wait);
@@ -628,12 +706,51 @@ async fn run(
                         }
                         q.ready_front(user);
                     }
+                    Finished::Withdrawn { campaign } => {
+                        set_aside.extend(q.set_aside_head(user, campaign));
+                    }
                     Finished::Cancelled => {
                         q.sending.remove(&user);
                     }
                 }
             }
         }
+    }
+}
+
+/// Rows set aside for a paused campaign were never tried: in the store they are `pending`
+/// again, so a restart sends them at once (once resumed) instead of waiting for a status that
+/// cannot come; in memory too, so that their send marks them `sending` first.
+async fn mark_unsent(engine: &Engine, q: &mut Queues, ids: Vec<i64>) {
+    let n = ids.len();
+    match engine
+        .writer
+        .outbox(OutboxUpdate::Unsent { ids: ids.clone() })
+        .await
+    {
+        Ok(()) => {
+            let ids: HashSet<i64> = ids.into_iter().collect();
+            for queued in q.aside.values_mut().flatten() {
+                if ids.contains(&queued.record.id) {
+                    queued.record.state = "pending".into();
+                }
+            }
+            tracing::info!(withheld = n, "Messages of a paused campaign withheld.");
+        }
+        // They stay `sending`: a restart treats them as in doubt (as any queued row).
+        Err(e) => tracing::warn!(error = %e, "Marking withheld campaign messages unsent failed."),
+    }
+}
+
+/// A campaign send handed to the HTTP client, until its request ends (or is dropped).
+struct CampaignSend<'a> {
+    gate: &'a AccountGate,
+    campaign: i64,
+}
+
+impl Drop for CampaignSend<'_> {
+    fn drop(&mut self) {
+        self.gate.with_holds(|h| h.end_send(self.campaign));
     }
 }
 
@@ -975,7 +1092,17 @@ async fn deliver(
             m.bot_turn_us.observe((before + after).as_micros() as u64);
         }
     }
+    // The boundary of a campaign's pause: from here the request is the HTTP client's. A pause
+    // taken before this point withholds the message; one taken after counts it in flight.
+    let started = match rec.campaign {
+        Some(campaign) if !gate.with_holds(|h| h.begin_send(campaign)) => {
+            return Finished::Withdrawn { campaign };
+        }
+        Some(campaign) => Some(CampaignSend { gate, campaign }),
+        None => None,
+    };
     let outcome = engine.graph.send_message(url, token, &body).await;
+    drop(started);
     let now = engine.clock.now_ms();
     match outcome {
         SendOutcome::Accepted { wamid } => {

@@ -1290,6 +1290,7 @@ fn gate_core(decisions: u64, users: u64) {
         tier: Arc::new(Mutex::new(TierLedger::new(MessagingTier::Limited(100_000)))),
         wake: tokio::sync::Notify::new(),
         retuned: Default::default(),
+        holds: Default::default(),
     };
     let names: Vec<String> = (0..users).map(|u| format!("62911{u:08}")).collect();
     let t0 = 1_795_305_600_000i64;

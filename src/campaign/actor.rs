@@ -262,11 +262,27 @@ impl CampaignState {
 
     async fn pause_self(&mut self, reason: &str) -> Result<Next, CampaignError> {
         let now = self.engine.clock.now_ms();
-        let paused = self
+        // Withheld first, so that once the campaign reads `paused` nothing more of it leaves
+        // but what was already with the HTTP client.
+        let gate = self.engine.gates.get(&self.row.account);
+        if let Some(g) = &gate {
+            g.withdraw_campaign(self.id());
+        }
+        let paused = match self
             .engine
             .store
             .set_campaign_status(self.id(), &["running"], "paused", Some(reason), now)
-            .await?;
+            .await
+        {
+            Ok(p) => p,
+            Err(e) => {
+                // Still running: its messages go on (the guard decides again next tick).
+                if let Some(g) = &gate {
+                    g.release_campaign(self.id());
+                }
+                return Err(e.into());
+            }
+        };
         if paused {
             crate::metrics::metrics()
                 .campaign_pauses
@@ -481,6 +497,11 @@ impl Actor for CampaignActor {
         state: &mut CampaignState,
     ) -> Result<(), ActorProcessingErr> {
         tracing::info!(campaign = state.id(), account = %state.row.account, kind = state.spec.kind.as_str(), rate_per_minute = state.row.rate_per_minute, "Campaign running.");
+        // Running: nothing of it is withheld (a resume released it already; this covers a
+        // gate that opened while it was paused and read it so).
+        if let Some(g) = state.engine.gates.get(&state.row.account) {
+            g.release_campaign(state.id());
+        }
         let _ = myself.cast(CampaignMsg::Tick);
         Ok(())
     }

@@ -16,9 +16,9 @@ mod supervisor;
 pub use actor::{CampaignActor, CampaignArgs, CampaignMsg};
 pub use model::parse_when;
 pub use model::{
-    after_send, is_campaign_request, plan, render, request_id, CampaignKind, CampaignRequest,
-    CampaignSpec, MessageSpec, Plan, RecipientsRequest, TemplateSpec, CAMPAIGN_REQUEST_PREFIX,
-    DEFAULT_RATE_PER_MINUTE,
+    after_send, campaign_of_idem_key, is_campaign_request, plan, render, request_id, CampaignKind,
+    CampaignRequest, CampaignSpec, MessageSpec, Plan, RecipientsRequest, TemplateSpec,
+    CAMPAIGN_REQUEST_PREFIX, DEFAULT_RATE_PER_MINUTE,
 };
 pub use supervisor::{CampaignSupervisor, SupervisorMsg};
 

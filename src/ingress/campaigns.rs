@@ -158,6 +158,14 @@ pub async fn show(State(app): State<AppState>, Path(id): Path<i64>) -> Response 
         "phone_number_id": row.account,
         "status": row.status,
         "pause_reason": row.pause_reason,
+        // Sends already with the HTTP client when it was paused (the most that could still
+        // reach Meta after the pause); its other unsent messages are withheld.
+        "in_flight_at_pause": app
+            .engine
+            .gates
+            .get(&row.account)
+            .and_then(|g| g.with_holds(|h| h.withdrawal(row.id)))
+            .map(|w| w.in_flight_at_pause),
         "counters": counters,
         "variants": variants,
         "rate_limit_per_minute": row.rate_per_minute,
@@ -251,6 +259,17 @@ pub async fn act(State(app): State<AppState>, Path((id, action)): Path<(i64, Str
         }
         Err(e) => return store_error(e),
     }
+    let gate = app.engine.gates.get(&row.account);
+    // Paused: what its pacer handed to the sender and is not yet with the HTTP client is
+    // withheld from now on (a page still being handed over is withheld too, as it lands).
+    let withdrawal = match (action.as_str(), &gate) {
+        ("pause", Some(g)) => Some(g.withdraw_campaign(id)),
+        ("resume", Some(g)) => {
+            g.release_campaign(id);
+            None
+        }
+        _ => None,
+    };
     if let Some(sup) = supervisor(&app) {
         if action == "resume" {
             let _ = sup.cast(SupervisorMsg::Start(id));
@@ -259,5 +278,9 @@ pub async fn act(State(app): State<AppState>, Path((id, action)): Path<(i64, Str
         }
     }
     tracing::info!(campaign = id, action = %action, status = to, "Campaign changed by an operator.");
-    Json(json!({ "id": id, "status": to })).into_response()
+    let mut body = json!({ "id": id, "status": to });
+    if let Some(w) = withdrawal {
+        body["in_flight_at_pause"] = json!(w.in_flight_at_pause);
+    }
+    Json(body).into_response()
 }

@@ -14,6 +14,7 @@ mod day;
 mod gate;
 mod gcra;
 mod health;
+mod holds;
 mod tier;
 
 use std::collections::HashMap;
@@ -26,6 +27,7 @@ pub use gate::{
 };
 pub use gcra::Gcra;
 pub use health::{apply as apply_signal, event_phone, interpret, AccountSignal};
+pub use holds::{CampaignHolds, Withdrawal};
 pub use tier::{TierDecision, TierLedger, TierWrite, REFRESH_MS, WINDOW_MS};
 
 use crate::config::AccountSettings;
@@ -53,6 +55,8 @@ pub struct AccountGate {
     /// New limits came with a reload: the sender looks again at the conversations it parked
     /// for a limit (pair rate, tier) instead of waiting out the old limit's time.
     pub retuned: std::sync::atomic::AtomicBool,
+    /// Paused campaigns, whose queued messages the sender withholds.
+    pub holds: Mutex<CampaignHolds>,
 }
 
 pub const ASSUME_LOCK_NOT_POISONED: &str = "the gate lock is never held across a panic";
@@ -71,6 +75,25 @@ impl AccountGate {
 
     pub fn with_tier<T>(&self, f: impl FnOnce(&mut TierLedger) -> T) -> T {
         f(&mut self.tier.lock().unwrap_or_else(|e| e.into_inner()))
+    }
+
+    pub fn with_holds<T>(&self, f: impl FnOnce(&mut CampaignHolds) -> T) -> T {
+        f(&mut self.holds.lock().unwrap_or_else(|e| e.into_inner()))
+    }
+
+    /// A campaign paused: the sender withholds its messages not yet handed to the HTTP
+    /// client (it is woken to set them aside). Returns what may still reach Meta.
+    pub fn withdraw_campaign(&self, campaign: i64) -> Withdrawal {
+        let w = self.with_holds(|h| h.withdraw(campaign));
+        self.wake.notify_one();
+        w
+    }
+
+    /// A campaign resumed: the sender queues its withheld messages again.
+    pub fn release_campaign(&self, campaign: i64) {
+        if self.with_holds(|h| h.release(campaign)) {
+            self.wake.notify_one();
+        }
     }
 
     /// The durable form of the current control.
@@ -169,6 +192,7 @@ impl GateRegistry {
                 .unreachable_contacts(&account.phone_number_id, now_ms - UNREACHABLE_MS)
                 .await?,
         );
+        let paused = store.paused_campaigns(&account.phone_number_id).await?;
         let waba = waba_key(account);
         let tier = {
             let mut tiers = self.tiers.lock().await;
@@ -191,7 +215,9 @@ impl GateRegistry {
             tier,
             wake: tokio::sync::Notify::new(),
             retuned: std::sync::atomic::AtomicBool::new(false),
+            holds: Mutex::new(CampaignHolds::default()),
         });
+        ag.with_holds(|h| h.restore(paused));
         self.accounts
             .write()
             .unwrap_or_else(|e| e.into_inner())
@@ -210,6 +236,15 @@ impl GateRegistry {
             .unreachable_contacts(&account.phone_number_id, now_ms - UNREACHABLE_MS)
             .await?;
         ag.with_gate(|g| g.restore_unreachable(late));
+        // A campaign paused while this was loading (its pause found no gate to withdraw from).
+        let paused = store.paused_campaigns(&account.phone_number_id).await?;
+        ag.with_holds(|h| {
+            for c in paused {
+                if !h.is_withdrawn(c) {
+                    h.withdraw(c);
+                }
+            }
+        });
         Ok(ag)
     }
 

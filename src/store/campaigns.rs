@@ -287,6 +287,19 @@ impl Store {
         rows.iter().map(campaign_row).collect()
     }
 
+    /// The ids of `account`'s paused campaigns (their queued messages are withheld).
+    pub async fn paused_campaigns(&self, account: &str) -> Result<Vec<i64>, StoreError> {
+        let rows = self
+            .fetch(
+                "SELECT id FROM campaigns WHERE account = $1 AND status = 'paused' ORDER BY id",
+                vec![account.into()],
+            )
+            .await?;
+        rows.iter()
+            .map(|r| Ok(r.try_get::<i64, _>("id")?))
+            .collect()
+    }
+
     /// Move a campaign from one of `from` to `to`; false if it was in none of them.
     pub async fn set_campaign_status(
         &self,

@@ -723,7 +723,7 @@ pub(crate) fn idem_key_range(prefix: String) -> (String, String) {
 
 /// The columns [`outbox_record`] reads.
 const OUTBOX_RECORD: &str =
-    "id, account, user_key, kind, message, reply_to, state, updated_at, class";
+    "id, account, user_key, kind, message, reply_to, state, updated_at, class, idem_key";
 
 fn outbox_record(r: &sqlx::any::AnyRow) -> Result<OutboxRecord, StoreError> {
     Ok(OutboxRecord {
@@ -737,5 +737,6 @@ fn outbox_record(r: &sqlx::any::AnyRow) -> Result<OutboxRecord, StoreError> {
         updated_at: r.try_get("updated_at")?,
         class: r.try_get("class")?,
         turn: None,
+        campaign: crate::campaign::campaign_of_idem_key(&r.try_get::<String, _>("idem_key")?),
     })
 }

@@ -186,6 +186,8 @@ pub struct OutboxRecord {
     pub class: String,
     /// For a chatbot's reply: when its turn's answer came (not stored; only for the metrics).
     pub turn: Option<TurnClock>,
+    /// The campaign that sent it (read from its idem key), so a pause can withhold it.
+    pub campaign: Option<i64>,
 }
 
 /// A chatbot turn's clock, carried by its reply to the send so that Parley's time in the turn
@@ -1070,6 +1072,7 @@ fn write_ops(
                             updated_at: commit.now,
                             class: o.class.to_string(),
                             turn: None,
+                            campaign: crate::campaign::campaign_of_idem_key(&o.idem_key),
                         })
                     })
                     .collect(),
