@@ -658,6 +658,10 @@ fn run(
                 finish(ops, results, None)
             }
             Err(e) => {
+                if e.is_deadlock() {
+                    m.store_deadlocks
+                        .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                }
                 batches.ended(id, true);
                 // Handed out, rolled back: dispatched again if a retry below commits them.
                 m.inbox_dispatched
@@ -670,6 +674,8 @@ fn run(
                     continue;
                 }
                 tracing::warn!(error = %e, ops = ops.len(), "Group commit failed; retrying each operation alone.");
+                m.batch_fallbacks
+                    .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
                 for op in ops {
                     // A step of this batch applied a row that is not in the store.
                     let Some(op) = batches.refuse(op) else {
@@ -685,7 +691,13 @@ fn run(
                         conn.transaction(|tx| write_ops(tx, &one, true)),
                     ) {
                         Ok(results) => finish(one.into(), results, dispatcher.get()),
-                        Err(e) => fail(one.into(), &e),
+                        Err(e) => {
+                            if e.is_deadlock() {
+                                m.store_deadlocks
+                                    .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                            }
+                            fail(one.into(), &e)
+                        }
                     }
                 }
             }
