@@ -243,7 +243,8 @@ impl Queues {
 
     /// Ids of the rows never handed to a send by this process (a row that was tried stays
     /// `sending`, so the next process treats its outcome as unknown).
-    fn unsent(&self) -> Vec<i64> {
+    /// (user_key, id) of each row never attempted.
+    fn unsent(&self) -> Vec<(String, i64)> {
         self.queues
             .iter()
             .flat_map(|(user, q)| {
@@ -251,7 +252,7 @@ impl Queues {
                 q.iter()
                     .skip(skip)
                     .filter(|queued| queued.attempts == 0 && !queued.ambiguous)
-                    .map(|queued| queued.record.id)
+                    .map(|queued| (queued.record.user_key.clone(), queued.record.id))
             })
             .collect()
     }
@@ -571,7 +572,10 @@ async fn run(
                     // once instead of waiting for a status that cannot come.
                     let unsent = q.unsent();
                     if !unsent.is_empty() {
-                        let _ = engine.writer.outbox(OutboxUpdate::Unsent { ids: unsent }).await;
+                        let _ = engine.writer.outbox(OutboxUpdate::Unsent {
+                            account: account.phone_number_id.clone(),
+                            rows: unsent,
+                        }).await;
                     }
                     stopping = Some(done);
                 }
@@ -957,6 +961,8 @@ async fn deliver(
             engine,
             OutboxUpdate::Sending {
                 id: rec.id,
+                account: rec.account.clone(),
+                user_key: rec.user_key.clone(),
                 at: engine.clock.now_ms(),
             },
         )
@@ -989,6 +995,7 @@ async fn deliver(
                 OutboxUpdate::Sent {
                     id: rec.id,
                     account: rec.account.clone(),
+                    user_key: rec.user_key.clone(),
                     wamid,
                     at: now,
                 },
@@ -1054,6 +1061,8 @@ async fn deliver(
                 .writer
                 .outbox(OutboxUpdate::Retrying {
                     id: rec.id,
+                    account: rec.account.clone(),
+                    user_key: rec.user_key.clone(),
                     attempts: attempt as i64,
                     code,
                     detail: reason,
