@@ -37,6 +37,10 @@ pub struct Metrics {
     /// PostgreSQL: the round trip with the server's flush), µs.
     pub commit_us: Histogram<Micros>,
     pub commit_failures: AtomicU64,
+    /// PostgreSQL deadlocks (SQLSTATE 40P01) a writer's transaction was chosen to break.
+    pub store_deadlocks: AtomicU64,
+    /// Group commits that failed and were written again one operation at a time.
+    pub batch_fallbacks: AtomicU64,
     pub flow_http: Labelled,
     /// Flow reloads by result (`applied`, `refused`: a file did not validate, nothing changed).
     pub flow_reloads: Labelled,
@@ -339,6 +343,18 @@ impl Metrics {
             "parley_commit_failures_total",
             "Group-commit transactions that failed.",
             self.commit_failures.load(r),
+        );
+        counter(
+            &mut out,
+            "parley_store_deadlocks_total",
+            "Writer transactions PostgreSQL aborted to break a deadlock (SQLSTATE 40P01).",
+            self.store_deadlocks.load(r),
+        );
+        counter(
+            &mut out,
+            "parley_store_batch_fallbacks_total",
+            "Group commits that failed and were written again one operation at a time.",
+            self.batch_fallbacks.load(r),
         );
         self.commit_batch_hist.render(
             &mut out,

@@ -244,9 +244,9 @@ impl Queues {
         self.parked.keys().next().map(|k| k.0)
     }
 
-    /// Ids of the rows never handed to a send by this process (a row that was tried stays
-    /// `sending`, so the next process treats its outcome as unknown).
-    fn unsent(&self) -> Vec<i64> {
+    /// (user_key, id) of the rows never handed to a send by this process (a row that was
+    /// tried stays `sending`, so the next process treats its outcome as unknown).
+    fn unsent(&self) -> Vec<(String, i64)> {
         self.queues
             .iter()
             .flat_map(|(user, q)| {
@@ -255,14 +255,14 @@ impl Queues {
             })
             .chain(self.aside.values().flatten())
             .filter(|queued| queued.attempts == 0 && !queued.ambiguous)
-            .map(|queued| queued.record.id)
+            .map(|queued| (queued.record.user_key.clone(), queued.record.id))
             .collect()
     }
 
     /// Set the head of `user`'s queue (not in flight) aside for its paused campaign; the
-    /// conversation's next message, if any, may go. Returns the row's id if it was never
-    /// tried (it can be marked unsent).
-    fn set_aside_head(&mut self, user: String, campaign: i64) -> Option<i64> {
+    /// conversation's next message, if any, may go. Returns the row's (user_key, id) if it
+    /// was never tried (it can be marked unsent).
+    fn set_aside_head(&mut self, user: String, campaign: i64) -> Option<(String, i64)> {
         self.sending.remove(&user);
         let q = self.queues.get_mut(&user)?;
         let head = q.pop_front()?;
@@ -272,7 +272,8 @@ impl Queues {
         } else {
             self.ready_front(user);
         }
-        let unsent = (head.attempts == 0 && !head.ambiguous).then_some(head.record.id);
+        let unsent = (head.attempts == 0 && !head.ambiguous)
+            .then(|| (head.record.user_key.clone(), head.record.id));
         self.aside.entry(campaign).or_default().push(head);
         unsent
     }
@@ -449,7 +450,7 @@ async fn run(
     // The campaign holds last looked at (a pause or resume changes their version).
     let mut holds_seen = u64::MAX;
     // Rows set aside for a paused campaign, never tried: marked unsent in the store.
-    let mut set_aside: Vec<i64> = Vec::new();
+    let mut set_aside: Vec<(String, i64)> = Vec::new();
 
     loop {
         let mut wake_at: Option<i64> = None;
@@ -579,7 +580,13 @@ async fn run(
                 }
             }
             if !set_aside.is_empty() {
-                mark_unsent(&engine, &mut q, std::mem::take(&mut set_aside)).await;
+                mark_unsent(
+                    &engine,
+                    &account.phone_number_id,
+                    &mut q,
+                    std::mem::take(&mut set_aside),
+                )
+                .await;
             }
             if !q.ready[1].is_empty() {
                 wake_at = min_opt(wake_at, business_wait);
@@ -649,7 +656,10 @@ async fn run(
                     // once instead of waiting for a status that cannot come.
                     let unsent = q.unsent();
                     if !unsent.is_empty() {
-                        let _ = engine.writer.outbox(OutboxUpdate::Unsent { ids: unsent }).await;
+                        let _ = engine.writer.outbox(OutboxUpdate::Unsent {
+                            account: account.phone_number_id.clone(),
+                            rows: unsent,
+                        }).await;
                     }
                     stopping = Some(done);
                 }
@@ -721,15 +731,18 @@ async fn run(
 /// Rows set aside for a paused campaign were never tried: in the store they are `pending`
 /// again, so a restart sends them at once (once resumed) instead of waiting for a status that
 /// cannot come; in memory too, so that their send marks them `sending` first.
-async fn mark_unsent(engine: &Engine, q: &mut Queues, ids: Vec<i64>) {
-    let n = ids.len();
+async fn mark_unsent(engine: &Engine, account: &str, q: &mut Queues, rows: Vec<(String, i64)>) {
+    let n = rows.len();
+    let ids: HashSet<i64> = rows.iter().map(|(_, id)| *id).collect();
     match engine
         .writer
-        .outbox(OutboxUpdate::Unsent { ids: ids.clone() })
+        .outbox(OutboxUpdate::Unsent {
+            account: account.to_string(),
+            rows,
+        })
         .await
     {
         Ok(()) => {
-            let ids: HashSet<i64> = ids.into_iter().collect();
             for queued in q.aside.values_mut().flatten() {
                 if ids.contains(&queued.record.id) {
                     queued.record.state = "pending".into();
@@ -1074,6 +1087,8 @@ async fn deliver(
             engine,
             OutboxUpdate::Sending {
                 id: rec.id,
+                account: rec.account.clone(),
+                user_key: rec.user_key.clone(),
                 at: engine.clock.now_ms(),
             },
         )
@@ -1116,6 +1131,7 @@ async fn deliver(
                 OutboxUpdate::Sent {
                     id: rec.id,
                     account: rec.account.clone(),
+                    user_key: rec.user_key.clone(),
                     wamid,
                     at: now,
                 },
@@ -1181,6 +1197,8 @@ async fn deliver(
                 .writer
                 .outbox(OutboxUpdate::Retrying {
                     id: rec.id,
+                    account: rec.account.clone(),
+                    user_key: rec.user_key.clone(),
                     attempts: attempt as i64,
                     code,
                     detail: reason,

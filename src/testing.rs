@@ -223,6 +223,13 @@ impl FakeGraph {
         self.state.log.lock().unwrap().clone()
     }
 
+    /// The requests logged after the first `from` (a poller's next page, without copying the
+    /// whole log each time).
+    pub fn attempts_from(&self, from: usize) -> Vec<Attempt> {
+        let log = self.state.log.lock().unwrap();
+        log.get(from..).map(<[Attempt]>::to_vec).unwrap_or_default()
+    }
+
     /// Accepted message sends (not read receipts), in the order they were accepted.
     pub fn delivered(&self) -> Vec<Attempt> {
         self.attempts()

@@ -35,6 +35,13 @@ pub enum StoreError {
     Corrupt(String),
 }
 
+impl StoreError {
+    /// PostgreSQL aborted the transaction to break a deadlock (SQLSTATE 40P01).
+    pub fn is_deadlock(&self) -> bool {
+        matches!(self, StoreError::Database(sqlx::Error::Database(e)) if e.code().as_deref() == Some("40P01"))
+    }
+}
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum Dialect {
     Sqlite,

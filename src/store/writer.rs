@@ -12,6 +12,36 @@
 //! message instead of two); the step names its batch and is refused if the batch fails, and
 //! nothing a step does outside the store happens before its commit. A message whose batch
 //! fails and is written again alone is handed over again after that commit.
+//!
+//! # One writer per row: no deadlocks by construction
+//!
+//! On PostgreSQL several writers commit side by side, and each holds the row locks its batch
+//! takes until its COMMIT. Two writers that each lock a row the other then wants deadlock;
+//! PostgreSQL breaks the cycle only after `deadlock_timeout` (1 s) by aborting one batch,
+//! which is then written again op by op. So no row is written by two writers; the order of
+//! statements inside a batch then cannot matter, since a writer never waits on another's
+//! row lock. Every operation goes to the writer that owns the rows it changes:
+//! - A conversation's rows (conversation, contact, inbox messages, timers, flow and chatbot
+//!   records, its dead letters' chain, **and its outbox rows**) belong to the writer of
+//!   `(account, user_key)`. Steps, dead letters, inbound messages and status webhooks
+//!   (routed by their recipient, which is the conversation's key) go there, and so does every
+//!   [`OutboxUpdate`] — the sender's `Sending`, `Sent`, `Retrying`, `Failed` and `Unsent`,
+//!   for replies, campaign and admin sends, retries and in-doubt resends alike: each carries
+//!   its row's `user_key` for that. A `Sent` applies statuses that came before it on the same
+//!   writer.
+//! - Rows without a conversation have one fixed owner: SendGate's by `("gate", waba)` (tier
+//!   reaches, template states) or `("gate", account)` (daily usage, account control,
+//!   unreachable contacts); an inbox event without a user (account events, change errors) by
+//!   its dedup key, inserted once and never updated.
+//! - A unique key two writers could insert at once would make one wait for the other: inbox
+//!   dedup keys and outbox and timer idem keys are made from their conversation's events, so
+//!   they too come to one writer.
+//!
+//! Tables written outside the writers, through the pool (campaigns, accounts, media, flow
+//! versions), are never written by a writer. One gap is left: a status webhook without a
+//! `recipient_id` goes by its dedup key and may update a row another writer owns.
+//! `parley_store_deadlocks_total` and `parley_store_batch_fallbacks_total` count what still
+//! happens.
 
 use std::cell::RefCell;
 use std::collections::HashMap;
@@ -201,20 +231,35 @@ pub struct TurnClock {
     pub before_call: Option<std::time::Duration>,
 }
 
+/// A change to outbox rows. Each names the conversation of its row (`account`, `user_key`):
+/// it is written by that conversation's writer, the only one that writes the row (see the
+/// module doc).
 #[derive(Debug, Clone)]
 pub enum OutboxUpdate {
     /// About to POST: a crash from here on leaves the outcome ambiguous.
-    Sending { id: i64, at: i64 },
+    Sending {
+        id: i64,
+        account: String,
+        user_key: String,
+        at: i64,
+    },
     /// Never attempted (still queued at a clean stop): send at once on the next start.
-    Unsent { ids: Vec<i64> },
+    /// `rows`: (user_key, id); split among their writers.
+    Unsent {
+        account: String,
+        rows: Vec<(String, i64)>,
+    },
     Sent {
         id: i64,
         account: String,
+        user_key: String,
         wamid: Option<String>,
         at: i64,
     },
     Retrying {
         id: i64,
+        account: String,
+        user_key: String,
         attempts: i64,
         code: Option<i64>,
         detail: String,
@@ -503,24 +548,67 @@ impl WriterHandle {
         tx: &mpsc::Sender<WriteOp>,
     ) -> Result<oneshot::Receiver<Result<(), StoreError>>, StoreError> {
         let (reply, rx) = oneshot::channel();
-        let update = OutboxUpdate::Unsent { ids: Vec::new() };
+        let update = OutboxUpdate::Unsent {
+            account: String::new(),
+            rows: Vec::new(),
+        };
         tx.send(WriteOp::Outbox { update, reply })
             .await
             .map_err(|_| StoreError::Unavailable("writer stopped".into()))?;
         Ok(rx)
     }
 
+    /// Record a change to outbox rows, on the writer of each row's conversation.
     pub async fn outbox(&self, update: OutboxUpdate) -> Result<(), StoreError> {
-        let (reply, rx) = oneshot::channel();
-        let id = match &update {
-            OutboxUpdate::Unsent { ids } => ids.first().copied().unwrap_or(0).to_string(),
-            OutboxUpdate::Sending { id, .. }
-            | OutboxUpdate::Sent { id, .. }
-            | OutboxUpdate::Retrying { id, .. }
-            | OutboxUpdate::Failed { id, .. } => id.to_string(),
+        let (account, user_key) = match &update {
+            OutboxUpdate::Unsent { account, rows } => {
+                return self.unsent(account, rows).await;
+            }
+            OutboxUpdate::Sending {
+                account, user_key, ..
+            }
+            | OutboxUpdate::Sent {
+                account, user_key, ..
+            }
+            | OutboxUpdate::Retrying {
+                account, user_key, ..
+            }
+            | OutboxUpdate::Failed {
+                account, user_key, ..
+            } => (account.clone(), user_key.clone()),
         };
-        self.submit(("outbox", &id), WriteOp::Outbox { update, reply }, rx)
+        let (reply, rx) = oneshot::channel();
+        self.submit((&account, &user_key), WriteOp::Outbox { update, reply }, rx)
             .await
+    }
+
+    /// Rows of many conversations: each writer gets its own; all must commit.
+    async fn unsent(&self, account: &str, rows: &[(String, i64)]) -> Result<(), StoreError> {
+        let mut parts: Vec<Vec<(String, i64)>> = vec![Vec::new(); self.writers.len()];
+        for (user_key, id) in rows {
+            parts[partition((account, user_key), self.writers.len())].push((user_key.clone(), *id));
+        }
+        let mut waits = Vec::new();
+        for (p, rows) in parts.into_iter().enumerate() {
+            if rows.is_empty() {
+                continue;
+            }
+            let (reply, rx) = oneshot::channel();
+            let update = OutboxUpdate::Unsent {
+                account: account.to_string(),
+                rows,
+            };
+            self.writers[p]
+                .send(WriteOp::Outbox { update, reply })
+                .await
+                .map_err(|_| StoreError::Unavailable("writer stopped".into()))?;
+            waits.push(rx);
+        }
+        for rx in waits {
+            rx.await
+                .map_err(|_| StoreError::Unavailable("writer stopped".into()))??;
+        }
+        Ok(())
     }
 
     /// Make SendGate state durable (returns once committed).
@@ -660,6 +748,10 @@ fn run(
                 finish(ops, results, None)
             }
             Err(e) => {
+                if e.is_deadlock() {
+                    m.store_deadlocks
+                        .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                }
                 batches.ended(id, true);
                 // Handed out, rolled back: dispatched again if a retry below commits them.
                 m.inbox_dispatched
@@ -672,6 +764,8 @@ fn run(
                     continue;
                 }
                 tracing::warn!(error = %e, ops = ops.len(), "Group commit failed; retrying each operation alone.");
+                m.batch_fallbacks
+                    .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
                 for op in ops {
                     // A step of this batch applied a row that is not in the store.
                     let Some(op) = batches.refuse(op) else {
@@ -687,7 +781,13 @@ fn run(
                         conn.transaction(|tx| write_ops(tx, &one, true)),
                     ) {
                         Ok(results) => finish(one.into(), results, dispatcher.get()),
-                        Err(e) => fail(one.into(), &e),
+                        Err(e) => {
+                            if e.is_deadlock() {
+                                m.store_deadlocks
+                                    .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                            }
+                            fail(one.into(), &e)
+                        }
                     }
                 }
             }
@@ -1498,7 +1598,7 @@ fn apply_outbox_updates(tx: &mut dyn SyncTx, updates: &[&OutboxUpdate]) -> Resul
     let mut sent: Vec<(i64, &str, &str, i64)> = Vec::new();
     for u in updates {
         match u {
-            OutboxUpdate::Sending { id, at } => {
+            OutboxUpdate::Sending { id, at, .. } => {
                 sending.push(*id);
                 sending_at = sending_at.max(*at);
             }
@@ -1516,6 +1616,7 @@ fn apply_outbox_updates(tx: &mut dyn SyncTx, updates: &[&OutboxUpdate]) -> Resul
                 account,
                 wamid: Some(w),
                 at,
+                ..
             } => sent.push((*id, account.as_str(), w.as_str(), *at)),
             other => apply_outbox_update(tx, other)?,
         }
@@ -1610,8 +1711,9 @@ fn apply_outbox_updates(tx: &mut dyn SyncTx, updates: &[&OutboxUpdate]) -> Resul
 
 fn apply_outbox_update(tx: &mut dyn SyncTx, update: &OutboxUpdate) -> Result<(), StoreError> {
     match update {
-        OutboxUpdate::Unsent { ids } => {
-            for chunk in std_chunks(ids) {
+        OutboxUpdate::Unsent { rows, .. } => {
+            let ids: Vec<i64> = rows.iter().map(|(_, id)| *id).collect();
+            for chunk in std_chunks(&ids) {
                 let text = shaped(tx, chunk.len(), |n| {
                     format!(
                     "UPDATE outbox SET state = 'pending' WHERE state = 'sending' AND id IN ({})",
@@ -1629,6 +1731,7 @@ fn apply_outbox_update(tx: &mut dyn SyncTx, update: &OutboxUpdate) -> Result<(),
             code,
             detail,
             at,
+            ..
         } => {
             exec(tx,
                 "UPDATE outbox SET attempts = $1, error_code = $2, error_detail = $3, updated_at = $4 WHERE id = $5",
