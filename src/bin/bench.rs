@@ -983,6 +983,11 @@ impl Scrape {
             self.get("parley_commit_batch_ops_sum ") / batches.max(1.0),
             self.get("parley_steps_joined_total "),
         );
+        println!(
+            "writer: {:.0} deadlocks, {:.0} batches retried op by op",
+            self.get("parley_store_deadlocks_total "),
+            self.get("parley_store_batch_fallbacks_total "),
+        );
     }
 }
 
