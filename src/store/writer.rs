@@ -419,7 +419,15 @@ impl WriterHandle {
         op: WriteOp,
         rx: oneshot::Receiver<Result<T, StoreError>>,
     ) -> Result<T, StoreError> {
-        self.writer_for(key)
+        Self::submit_to(self.writer_for(key), op, rx).await
+    }
+
+    async fn submit_to<T>(
+        writer: &mpsc::Sender<WriteOp>,
+        op: WriteOp,
+        rx: oneshot::Receiver<Result<T, StoreError>>,
+    ) -> Result<T, StoreError> {
+        writer
             .send(op)
             .await
             .map_err(|_| StoreError::Unavailable("writer stopped".into()))?;
@@ -560,7 +568,7 @@ impl WriterHandle {
 
     /// Record a change to outbox rows, on the writer of each row's conversation.
     pub async fn outbox(&self, update: OutboxUpdate) -> Result<(), StoreError> {
-        let (account, user_key) = match &update {
+        let writer = match &update {
             OutboxUpdate::Unsent { account, rows } => {
                 return self.unsent(account, rows).await;
             }
@@ -575,11 +583,10 @@ impl WriterHandle {
             }
             | OutboxUpdate::Failed {
                 account, user_key, ..
-            } => (account.clone(), user_key.clone()),
+            } => self.writer_for((account, user_key)),
         };
         let (reply, rx) = oneshot::channel();
-        self.submit((&account, &user_key), WriteOp::Outbox { update, reply }, rx)
-            .await
+        Self::submit_to(writer, WriteOp::Outbox { update, reply }, rx).await
     }
 
     /// Rows of many conversations: each writer gets its own; all must commit.
