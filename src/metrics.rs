@@ -28,6 +28,9 @@ pub struct Metrics {
     pub live_conversations: AtomicI64,
     pub conversation_restarts: AtomicU64,
     pub dead_letters: Labelled,
+    /// Sends found in doubt at a start (marked `sending`, no outcome recorded), by how they
+    /// ended: `settled` by a status webhook, `resent` after `outbox.ambiguous_resend_after`.
+    pub outbox_in_doubt: Labelled,
     pub commit_batches: AtomicU64,
     /// Steps committed in the same transaction as the inbox row they applied.
     pub steps_joined: AtomicU64,
@@ -325,6 +328,11 @@ impl Metrics {
             &mut out,
             "parley_dead_letters_total",
             "Dead letters by kind.",
+        );
+        self.outbox_in_doubt.render(
+            &mut out,
+            "parley_outbox_in_doubt_total",
+            "Sends whose outcome a stop left unknown, by how they ended (settled by a status, resent).",
         );
         counter(
             &mut out,

@@ -6,9 +6,16 @@
 //! without holding up the others; service replies are tried before business-initiated
 //! messages; account-wide waits (throughput, cool-off, daily cap) stop the queue until due. Retryable failures (429, 5xx, 130429,
 //! timeouts) back off exponentially with jitter, never sooner than Retry-After; permanent ones
-//! fail the row, write a dead letter and tell the conversation. A row that was in flight when
-//! the process died is resent only once this process has answered webhooks for
-//! `outbox.ambiguous_resend_after`, unless a status webhook echoing its id settled it first.
+//! fail the row, write a dead letter and tell the conversation.
+//!
+//! After a crash, only a send that may have reached Meta is in doubt. A row is committed
+//! `pending`; the sender marks it `sending` just before handing its request to the HTTP
+//! client (the marks of concurrent sends share the writers' group commits). On restart a
+//! `pending` row is sent at once, in its conversation's order; a `sending` row waits for a
+//! status webhook echoing its id for `outbox.ambiguous_resend_after` counted from its send
+//! (time this process was not answering webhooks does not count: Meta holds and redelivers
+//! them), and is sent again if none came. Its conversation's later replies wait behind it,
+//! so order holds and the silence is bounded by that window.
 
 use std::collections::{BTreeMap, HashMap, HashSet, VecDeque};
 use std::sync::atomic::Ordering;
@@ -245,7 +252,9 @@ impl Queues {
     }
 
     /// (user_key, id) of the rows never handed to a send by this process (a row that was
-    /// tried stays `sending`, so the next process treats its outcome as unknown).
+    /// tried stays `sending`, so the next process treats its outcome as unknown). Rows
+    /// committed by this process are `pending` already; a row from before the last stop that
+    /// was marked again and then not tried is set back.
     fn unsent(&self) -> Vec<(String, i64)> {
         self.queues
             .iter()
@@ -353,7 +362,6 @@ enum Finished {
 /// What a send task needs.
 struct Job {
     record: OutboxRecord,
-    ambiguous: bool,
     class: SendClass,
     attempts: u32,
     admitted_at: i64,
@@ -383,6 +391,8 @@ async fn run(
     // settled or resent by the next process).
     let (cancel_tx, cancel_rx) = watch::channel(false);
     let mut in_flight: JoinSet<(String, Finished)> = JoinSet::new();
+    // Sends in doubt waiting for their status (they hold no send slot).
+    let mut doubts: JoinSet<(String, Doubt)> = JoinSet::new();
     let mut receipts = Receipts::default();
     let mut lanes = ReceiptLanes::new();
     let mut stopping: Option<oneshot::Sender<()>> = None;
@@ -425,15 +435,18 @@ async fn run(
         {
             Ok(rows) => {
                 let n = rows.len();
+                let mut in_doubt = 0;
                 for rec in rows {
+                    // Marked at its hand-over to the HTTP client: it may have reached Meta.
                     let ambiguous = rec.state == "sending";
+                    in_doubt += usize::from(ambiguous);
                     q.push(rec, ambiguous);
                 }
                 metrics()
                     .outbox_pending
                     .fetch_add(n as i64, Ordering::Relaxed);
                 if n > 0 {
-                    tracing::info!(account = %account.phone_number_id, pending = n, "Resuming unsent outbox rows.");
+                    tracing::info!(account = %account.phone_number_id, pending = n, in_doubt, "Resuming unsent outbox rows.");
                 }
                 break;
             }
@@ -509,6 +522,18 @@ async fn run(
                 let Some(head) = q.head_mut(&user) else {
                     continue;
                 };
+                if head.ambiguous {
+                    // In doubt: wait for its status outside the send slots.
+                    let record = head.record.clone();
+                    q.sending.insert(user.clone());
+                    let (engine, account, cancel) =
+                        (engine.clone(), account.clone(), cancel_rx.clone());
+                    doubts.spawn(async move {
+                        let doubt = await_settlement(&engine, &account, &record, cancel).await;
+                        (user, doubt)
+                    });
+                    continue;
+                }
                 let (class, counted) = (head.class, head.counted);
                 match gate.decide(now, &user, class, counted) {
                     Decision::Admit { tier } => {
@@ -525,7 +550,6 @@ async fn run(
                         }
                         let job = Job {
                             record: head.record.clone(),
-                            ambiguous: head.ambiguous,
                             class,
                             attempts: head.attempts,
                             admitted_at: head.admitted_at,
@@ -600,7 +624,7 @@ async fn run(
                     receipts.finished(user);
                 }
             }
-        } else if in_flight.is_empty() {
+        } else if in_flight.is_empty() && doubts.is_empty() {
             // A block being reserved lands first; then give back what was reserved of today
             // and not used.
             while let Some(joined) = blocks.join_next().await {
@@ -687,6 +711,28 @@ async fn run(
                 }
                 LaneDone::Retired(lane) => lanes.idle.retain(|l| !l.same_channel(&lane)),
             },
+            Some(joined) = doubts.join_next() => {
+                let Ok((user, doubt)) = joined else { continue };
+                match doubt {
+                    Doubt::Settled => {
+                        metrics().outbox_pending.fetch_sub(1, Ordering::Relaxed);
+                        q.finished_head(user);
+                    }
+                    Doubt::Resend => {
+                        q.sending.remove(&user);
+                        if let Some(head) = q.head_mut(&user) {
+                            head.ambiguous = false;
+                            // Marked `sending` again at its hand-over: a crash after it waits
+                            // from that send.
+                            head.record.state = "pending".into();
+                        }
+                        q.ready_front(user);
+                    }
+                    Doubt::Cancelled => {
+                        q.sending.remove(&user);
+                    }
+                }
+            }
             Some(joined) = in_flight.join_next() => {
                 let Ok((user, finished)) = joined else { continue };
                 match finished {
@@ -698,6 +744,7 @@ async fn run(
                         q.sending.remove(&user);
                         if let Some(head) = q.head_mut(&user) {
                             head.attempts = attempts;
+                            head.record.state = "sending".into();
                             head.ambiguous = in_doubt_since.is_some();
                             if let Some(since) = in_doubt_since {
                                 head.record.updated_at = since;
@@ -712,6 +759,7 @@ async fn run(
                         q.sending.remove(&user);
                         if let Some(head) = q.head_mut(&user) {
                             head.attempts = attempts;
+                            head.record.state = "sending".into();
                             head.ambiguous = false;
                         }
                         q.ready_front(user);
@@ -1009,6 +1057,59 @@ async fn refund(engine: &Engine, gate: &AccountGate, job: &Job) {
     }
 }
 
+/// How the wait for a send in doubt ended.
+enum Doubt {
+    /// A status webhook settled it (`sent` or `failed`): it is not sent again.
+    Settled,
+    /// No status came in time: it is sent again.
+    Resend,
+    /// Shutdown came first.
+    Cancelled,
+}
+
+/// Wait for a status webhook to settle a send whose request may have reached Meta (the
+/// previous process, or this one's attempt that got no answer, made it). Not in a send slot:
+/// other conversations go on meanwhile; this one's later messages wait behind it.
+async fn await_settlement(
+    engine: &Engine,
+    account: &AccountSettings,
+    rec: &OutboxRecord,
+    mut cancel: watch::Receiver<bool>,
+) -> Doubt {
+    // Give the status webhook (which echoes our id) time to settle it before sending again,
+    // counted from the send (`updated_at` is the moment it was marked `sending`): Meta's
+    // `sent` status comes about a second after it. Time no process answered webhooks does
+    // not count (Meta holds its webhooks meanwhile and redelivers them late), and neither
+    // does the time the row waited in the queue before it was sent.
+    let opened = tokio::select! {
+        at = engine.webhooks.since() => at,
+        _ = cancel.wait_for(|stop| *stop) => return Doubt::Cancelled,
+    };
+    let resend_after = engine.settings().outbox.ambiguous_resend_after;
+    let wait_until = rec.updated_at.max(opened) + resend_after.as_millis() as i64;
+    // Checked now and then while waiting: a status usually comes within seconds.
+    let wait = Duration::from_millis((wait_until - engine.clock.now_ms()).max(0) as u64);
+    let deadline = tokio::time::Instant::now() + wait;
+    loop {
+        match engine.store.outbox_state(rec.id).await {
+            Ok(Some(state)) if state == "sent" || state == "failed" => {
+                metrics().outbox_in_doubt.inc("result=\"settled\"");
+                return Doubt::Settled;
+            }
+            _ => {}
+        }
+        let left = deadline.saturating_duration_since(tokio::time::Instant::now());
+        if left.is_zero() {
+            metrics().outbox_in_doubt.inc("result=\"resent\"");
+            tracing::warn!(account = %account.phone_number_id, user = %mask(&rec.user_key), outbox_id = rec.id, "No status came for a send in doubt; sending it again.");
+            return Doubt::Resend;
+        }
+        if cancelled(&mut cancel, left.min(Duration::from_millis(500))).await {
+            return Doubt::Cancelled;
+        }
+    }
+}
+
 /// One attempt at one admitted message.
 async fn deliver(
     engine: &Engine,
@@ -1020,38 +1121,6 @@ async fn deliver(
     mut cancel: watch::Receiver<bool>,
 ) -> Finished {
     let rec = &job.record;
-    if job.ambiguous {
-        // The previous process may have had this accepted by Meta. Give the status webhook
-        // (which echoes our id) time to settle it before sending again: time while webhooks
-        // could reach us. The send was made before the crash, so none of the downtime and
-        // start-up counts (Meta holds its webhooks meanwhile and redelivers them late), and
-        // neither does the time the row waited in the queue before it was sent.
-        let opened = tokio::select! {
-            at = engine.webhooks.since() => at,
-            _ = cancel.wait_for(|stop| *stop) => return Finished::Cancelled,
-        };
-        let resend_after = engine.settings().outbox.ambiguous_resend_after;
-        let wait_until = rec.updated_at.max(opened) + resend_after.as_millis() as i64;
-        // Checked now and then while waiting: a status usually comes within seconds, and the
-        // conversation's next messages wait behind this one.
-        let wait = Duration::from_millis((wait_until - engine.clock.now_ms()).max(0) as u64);
-        let deadline = tokio::time::Instant::now() + wait;
-        loop {
-            match engine.store.outbox_state(rec.id).await {
-                Ok(Some(state)) if state == "sent" || state == "failed" => {
-                    return Finished::Settled
-                }
-                _ => {}
-            }
-            let left = deadline.saturating_duration_since(tokio::time::Instant::now());
-            if left.is_zero() {
-                break;
-            }
-            if cancelled(&mut cancel, left.min(Duration::from_millis(500))).await {
-                return Finished::Cancelled;
-            }
-        }
-    }
     if let Some(w) = &job.tier_write {
         if !write_tier(engine, gate, w, &mut cancel).await {
             return Finished::Cancelled;
@@ -1079,10 +1148,10 @@ async fn deliver(
         let callback = format!("{CALLBACK_PREFIX}{}", rec.id);
         message.to_request_body(&rec.user_key, rec.reply_to.as_deref(), Some(&callback))
     };
-    if job.attempts == 0 && (job.ambiguous || rec.state == "pending") {
-        // Rows committed by this process are already `sending` (the step commits them so,
-        // sparing a commit per send). A row from before a stop is marked again: from here a
-        // crash leaves its outcome unknown once more.
+    if rec.state == "pending" {
+        // The hand-over: from here a crash leaves the outcome unknown. Awaited, so the mark is
+        // durable before the request can leave; the writer batches it with the other sends'
+        // marks and the steps it is committing anyway.
         record(
             engine,
             OutboxUpdate::Sending {

@@ -195,8 +195,7 @@ impl Actor for AccountActor {
     ) -> Result<AccountState, ActorProcessingErr> {
         // Rows left unsent before this actor started are the sender's to resume (those in
         // `sending` may have reached Meta). Rows above this mark are committed by the
-        // conversations this actor starts, which hand them over themselves: read later by the
-        // sender's scan they would pass for leftovers and wait as sends in doubt.
+        // conversations this actor starts, which hand them over themselves, in their order.
         let resume_through = args.engine.store.outbox_high_water().await?;
         // A flows reload must keep this account's default bot (checked at start too).
         if let Some(flows) = &args.engine.flows {

@@ -223,7 +223,7 @@ impl Store {
 
     /// The rows of commits reported failed that landed after all, oldest first: for each
     /// (step time, idem keys), the rows with those keys created at that time and still
-    /// `sending` (see `WriterHandle::commit_step`).
+    /// `pending` (see `WriterHandle::commit_step`).
     pub async fn unconfirmed_outbox(
         &self,
         commits: &[(i64, Vec<String>)],
@@ -235,7 +235,7 @@ impl Store {
             let rows = self
                 .fetch(
                     &format!(
-                        "SELECT {OUTBOX_RECORD} FROM outbox WHERE created_at = $1 AND state = 'sending' \
+                        "SELECT {OUTBOX_RECORD} FROM outbox WHERE created_at = $1 AND state = 'pending' \
                          AND idem_key IN ({}) ORDER BY id",
                         super::sql::in_list(keys.len(), 2)
                     ),

@@ -1175,7 +1175,7 @@ fn write_ops(
                             kind: o.kind.to_string(),
                             message_json: o.message_json.clone(),
                             reply_to: o.reply_to.clone(),
-                            state: "sending".into(),
+                            state: "pending".into(),
                             updated_at: commit.now,
                             class: o.class.to_string(),
                             turn: None,
@@ -1311,7 +1311,7 @@ fn apply_status(
 
 /// On a retry after an in-doubt commit, the step's own rows come back (see [`commit_steps`]).
 const RECLAIM: &str = "DO UPDATE SET updated_at = excluded.updated_at \
-     WHERE outbox.created_at = excluded.created_at AND outbox.state = 'sending'";
+     WHERE outbox.created_at = excluded.created_at AND outbox.state = 'pending'";
 
 fn outbox_insert(rows: usize, conflict: &str) -> String {
     format!(
@@ -1326,7 +1326,7 @@ fn outbox_insert(rows: usize, conflict: &str) -> String {
 /// An outbox row whose key is taken is not written again and not returned (the step ran
 /// before and its sends were handed over then), except with `reclaim`: the step is written
 /// again after its batch reported a failure, and a row with its key, its `created_at` and
-/// still `sending` is this very step's, committed by that batch after all and never handed
+/// still `pending` is this very step's, committed by that batch after all and never handed
 /// to the sender; it is returned as if inserted now.
 fn commit_steps(
     tx: &mut dyn SyncTx,
@@ -1448,9 +1448,10 @@ fn commit_steps(
                 Val::S(o.message_json.clone()),
                 Val::OptS(o.reply_to.clone()),
                 Val::OptI(o.source_seq),
-                // Handed to the sender as it commits: saves a commit before each send. After a
-                // crash such a row waits for a status webhook before it is sent again.
-                Val::S("sending".into()),
+                // Not yet handed to the HTTP client: the sender marks it `sending` (batched
+                // with other sends' marks) just before the POST. After a crash a `pending` row
+                // is sent at once; only a `sending` one may have reached Meta.
+                Val::S("pending".into()),
                 Val::I(s.now),
                 Val::I(s.now),
                 Val::S(o.class.to_string()),
