@@ -44,6 +44,26 @@ use crate::whatsapp::send::OutboundMessage;
 /// Prefix of the `biz_opaque_callback_data` we attach, so a status can name its outbox row.
 pub const CALLBACK_PREFIX: &str = "parley:";
 
+/// The `biz_opaque_callback_data` of outbox row `id` of conversation `user_key`. Meta echoes it
+/// in the row's status webhooks, which then go to the writer that owns the row even when
+/// their `recipient_id` is not the conversation's key (a number Meta normalised, a status
+/// without one): one writer per outbox row, whatever Meta reports.
+pub fn callback_data(id: i64, user_key: &str) -> String {
+    format!("{CALLBACK_PREFIX}{id}:{user_key}")
+}
+
+/// What [`callback_data`] made: (outbox id, conversation key). A row sent before the key was
+/// part of it gives only its id.
+pub fn parse_callback(data: &str) -> Option<(i64, Option<&str>)> {
+    let rest = data.strip_prefix(CALLBACK_PREFIX)?;
+    let (id, user_key) = match rest.split_once(':') {
+        Some((id, user_key)) if !user_key.is_empty() => (id, Some(user_key)),
+        Some((id, _)) => (id, None),
+        None => (rest, None),
+    };
+    Some((id.parse().ok()?, user_key))
+}
+
 enum Cmd {
     Enqueue(Vec<OutboxRecord>),
     /// (user, newest inbound wamid to mark read)
@@ -315,6 +335,21 @@ impl Queues {
             }
         }
         n
+    }
+
+    /// Take out the messages set aside for the campaigns `cancelled` names (they stay in
+    /// `known` until settled).
+    fn take_aside(&mut self, cancelled: impl Fn(i64) -> bool) -> Vec<Queued> {
+        let gone: Vec<i64> = self
+            .aside
+            .keys()
+            .copied()
+            .filter(|c| cancelled(*c))
+            .collect();
+        gone.iter()
+            .filter_map(|c| self.aside.remove(c))
+            .flatten()
+            .collect()
     }
 
     /// The head of `user`'s queue is settled: the next one may go.
@@ -612,6 +647,12 @@ async fn run(
                 )
                 .await;
             }
+            if !q.aside.is_empty() {
+                let dropped = q.take_aside(|c| gate.with_holds(|h| h.is_cancelled(c)));
+                if !dropped.is_empty() {
+                    settle_cancelled(&engine, &account.phone_number_id, &mut q, dropped).await;
+                }
+            }
             if !q.ready[1].is_empty() {
                 wake_at = min_opt(wake_at, business_wait);
             }
@@ -800,6 +841,41 @@ async fn mark_unsent(engine: &Engine, account: &str, q: &mut Queues, rows: Vec<(
         }
         // They stay `sending`: a restart treats them as in doubt (as any queued row).
         Err(e) => tracing::warn!(error = %e, "Marking withheld campaign messages unsent failed."),
+    }
+}
+
+/// Messages withheld for a cancelled campaign are settled `cancelled` (never sent, no dead
+/// letter). If that cannot be written they stay aside and are tried again at the next turn.
+async fn settle_cancelled(engine: &Engine, account: &str, q: &mut Queues, dropped: Vec<Queued>) {
+    let rows: Vec<(String, i64)> = dropped
+        .iter()
+        .map(|queued| (queued.record.user_key.clone(), queued.record.id))
+        .collect();
+    let update = OutboxUpdate::Cancelled {
+        account: account.to_string(),
+        rows,
+        at: engine.clock.now_ms(),
+    };
+    match engine.writer.outbox(update).await {
+        Ok(()) => {
+            for queued in &dropped {
+                q.known.remove(&queued.record.id);
+            }
+            metrics()
+                .outbox_pending
+                .fetch_sub(dropped.len() as i64, Ordering::Relaxed);
+            tracing::info!(
+                dropped = dropped.len(),
+                "Messages of a cancelled campaign dropped unsent."
+            );
+        }
+        Err(e) => {
+            tracing::warn!(error = %e, "Settling a cancelled campaign's messages failed; trying again.");
+            for queued in dropped {
+                let campaign = queued.record.campaign.unwrap_or_default();
+                q.aside.entry(campaign).or_default().push(queued);
+            }
+        }
     }
 }
 
@@ -1145,7 +1221,7 @@ async fn deliver(
     let body = if rec.kind == "mark_read" {
         message.to_request_body(&rec.user_key, None, None)
     } else {
-        let callback = format!("{CALLBACK_PREFIX}{}", rec.id);
+        let callback = callback_data(rec.id, &rec.user_key);
         message.to_request_body(&rec.user_key, rec.reply_to.as_deref(), Some(&callback))
     };
     if rec.state == "pending" {
@@ -1373,6 +1449,20 @@ async fn fail(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_status_callback_names_the_row_and_the_conversation_that_owns_it() {
+        let data = callback_data(42, "6281234567890");
+        assert_eq!(parse_callback(&data), Some((42, Some("6281234567890"))));
+        assert_eq!(
+            parse_callback("parley:42"),
+            Some((42, None)),
+            "sent before the key was added"
+        );
+        assert_eq!(parse_callback("parley:42:"), Some((42, None)));
+        assert_eq!(parse_callback("parley:x:1"), None);
+        assert_eq!(parse_callback("someone-else:42"), None);
+    }
 
     #[test]
     fn a_burst_of_receipts_for_one_user_sends_the_newest_once_the_first_is_done() {

@@ -29,12 +29,23 @@ fn counter(metrics: &str, name: &str) -> u64 {
         .unwrap_or_else(|| panic!("{name} is not in /metrics"))
 }
 
+/// Whom a status names as its `recipient_id`.
+#[derive(Clone, Copy)]
+enum Recipient {
+    /// The number the message was sent to.
+    AsSent,
+    /// Another form of it (Meta names the wa_id it normalised the number to, as it does for
+    /// some countries' numbers): not the conversation's key.
+    Normalised,
+}
+
 /// Like Meta: every message taken gets `sent`, `delivered` and `read` at once, each echoing
 /// our callback data, while the sender is still recording the send. Returns the answers.
 fn report_statuses(
     app: Arc<TestApp>,
     graph: Arc<FakeGraph>,
     done: Arc<AtomicBool>,
+    recipient: Recipient,
 ) -> tokio::task::JoinHandle<Vec<tokio::task::JoinHandle<Vec<u16>>>> {
     tokio::spawn(async move {
         let mut seen = 0;
@@ -51,7 +62,11 @@ fn report_statuses(
                 else {
                     continue;
                 };
-                let (to, cb, wamid) = (to.to_string(), cb.to_string(), wamid.clone());
+                let to = match recipient {
+                    Recipient::AsSent => to.to_string(),
+                    Recipient::Normalised => format!("{}9{}", &to[..4], &to[4..]),
+                };
+                let (cb, wamid) = (cb.to_string(), wamid.clone());
                 let app = app.clone();
                 posts.push(tokio::spawn(async move {
                     let mut answers = Vec::new();
@@ -70,6 +85,24 @@ fn report_statuses(
 async fn status_webhooks_racing_replies_on_four_writers_cause_no_deadlock_and_no_fallback(
     db: TestDb,
 ) {
+    statuses_race_replies(db, Recipient::AsSent).await;
+}
+on_both_stores!(
+    racing_statuses,
+    status_webhooks_racing_replies_on_four_writers_cause_no_deadlock_and_no_fallback
+);
+
+/// The status's `recipient_id` would route it to another writer than the one owning its row;
+/// the conversation's key in the callback data routes it to the owner.
+async fn statuses_naming_another_recipient_still_go_to_the_rows_writer(db: TestDb) {
+    statuses_race_replies(db, Recipient::Normalised).await;
+}
+on_both_stores!(
+    misnamed_statuses,
+    statuses_naming_another_recipient_still_go_to_the_rows_writer
+);
+
+async fn statuses_race_replies(db: TestDb, recipient: Recipient) {
     let _alone = ALONE.lock().await;
     let graph = Arc::new(FakeGraph::start().await);
     let mut settings = test_settings(&db, &graph);
@@ -78,7 +111,7 @@ async fn status_webhooks_racing_replies_on_four_writers_cause_no_deadlock_and_no
     let (_, before) = app.get("/metrics").await;
 
     let done = Arc::new(AtomicBool::new(false));
-    let reporter = report_statuses(app.clone(), graph.clone(), done.clone());
+    let reporter = report_statuses(app.clone(), graph.clone(), done.clone(), recipient);
     let mut users = Vec::new();
     for u in 0..USERS {
         let app = app.clone();
@@ -117,6 +150,14 @@ async fn status_webhooks_racing_replies_on_four_writers_cause_no_deadlock_and_no
         .await,
         "every reply read"
     );
+    // Each status is kept under the conversation that sent the message (whose writer owns
+    // the row), not under the number Meta named.
+    let misfiled = count(
+        &store,
+        "SELECT COUNT(*) FROM inbox WHERE kind = 'status' AND user_key NOT LIKE '6281234%'",
+    )
+    .await;
+    assert_eq!(misfiled, 0, "statuses filed under another key");
     done.store(true, Ordering::SeqCst);
     for post in reporter.await.unwrap() {
         assert_eq!(post.await.unwrap(), [200, 200, 200]);
@@ -136,7 +177,3 @@ async fn status_webhooks_racing_replies_on_four_writers_cause_no_deadlock_and_no
     };
     app.stop().await;
 }
-on_both_stores!(
-    racing_statuses,
-    status_webhooks_racing_replies_on_four_writers_cause_no_deadlock_and_no_fallback
-);

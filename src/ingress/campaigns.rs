@@ -268,6 +268,8 @@ pub async fn act(State(app): State<AppState>, Path((id, action)): Path<(i64, Str
             g.release_campaign(id);
             None
         }
+        // Cancelled: withheld for good, and settled unsent.
+        ("cancel", Some(g)) => Some(g.cancel_campaign(id)),
         _ => None,
     };
     if let Some(sup) = supervisor(&app) {

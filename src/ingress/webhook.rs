@@ -17,7 +17,7 @@ use subtle::ConstantTimeEq;
 use super::signature;
 use super::AppState;
 use crate::metrics::metrics;
-use crate::outbox::CALLBACK_PREFIX;
+use crate::outbox::parse_callback;
 use crate::store::writer::StatusApply;
 use crate::store::{now_ms, NewDeadLetter, NewInboxRow};
 use crate::whatsapp::event::WebhookEvent;
@@ -524,9 +524,18 @@ fn inbox_rows(
                         .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
                 }
                 let error = s.errors.first();
+                let callback = s
+                    .biz_opaque_callback_data
+                    .as_deref()
+                    .and_then(parse_callback);
                 rows.push(NewInboxRow {
                     account: s.phone_number_id.clone(),
-                    user_key: s.recipient_id.clone(),
+                    // The conversation that sent it (its writer owns the row), else whom Meta
+                    // names.
+                    user_key: callback
+                        .and_then(|(_, user_key)| user_key)
+                        .map(str::to_string)
+                        .or_else(|| s.recipient_id.clone()),
                     kind: "status",
                     dedup_key: format!("s:{}:{}", s.wamid, s.status.as_str()),
                     wamid: Some(s.wamid.clone()),
@@ -541,11 +550,7 @@ fn inbox_rows(
                         } else {
                             received_at
                         },
-                        outbox_id: s
-                            .biz_opaque_callback_data
-                            .as_deref()
-                            .and_then(|d| d.strip_prefix(CALLBACK_PREFIX))
-                            .and_then(|id| id.parse().ok()),
+                        outbox_id: callback.map(|(id, _)| id),
                         error_code: error.map(|e| e.code),
                         error_detail: error.map(|e| {
                             e.details

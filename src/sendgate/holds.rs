@@ -5,12 +5,15 @@
 //! way to the POST). Pausing withdraws the campaign here; the sender sets its messages aside
 //! instead of sending them, and puts them back when the campaign is released (resumed).
 //!
+//! Cancelling withdraws the campaign for good: the sender settles its withheld messages as
+//! `cancelled` instead of keeping them for a resume that cannot come.
+//!
 //! The boundary is one point, taken under the same lock as the withdrawal: a send of a
 //! campaign *starts* when [`CampaignHolds::begin_send`] says yes, immediately before the
 //! request is handed to the HTTP client. A withdrawal counts the sends of its campaign that
 //! have started and not yet ended: those (and only those) may still reach Meta after it.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 
 /// One withdrawal, as the admin API shows it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -20,9 +23,20 @@ pub struct Withdrawal {
     pub in_flight_at_pause: u32,
 }
 
+/// Why a campaign's messages are withheld.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Hold {
+    /// Until it is resumed.
+    Paused,
+    /// For good.
+    Cancelled,
+}
+
 #[derive(Debug, Clone, Default)]
 pub struct CampaignHolds {
     withdrawn: HashMap<i64, Withdrawal>,
+    /// Withdrawn for good: never released.
+    cancelled: HashSet<i64>,
     /// campaign → sends started and not yet ended.
     in_flight: HashMap<i64, u32>,
     /// Changes whenever a campaign is withdrawn or released (the sender looks again).
@@ -41,8 +55,18 @@ impl CampaignHolds {
         w
     }
 
-    /// Release `campaign` (resumed): its messages may go again. False if it was not withdrawn.
+    /// Withdraw `campaign` for good (cancelled): its unsent messages are never sent.
+    pub fn cancel(&mut self, campaign: i64) -> Withdrawal {
+        self.cancelled.insert(campaign);
+        self.withdraw(campaign)
+    }
+
+    /// Release `campaign` (resumed): its messages may go again. False if it was not withdrawn
+    /// (or was cancelled).
     pub fn release(&mut self, campaign: i64) -> bool {
+        if self.cancelled.contains(&campaign) {
+            return false;
+        }
         let was = self.withdrawn.remove(&campaign).is_some();
         if was {
             self.version += 1;
@@ -50,11 +74,27 @@ impl CampaignHolds {
         was
     }
 
-    /// Withdraw exactly these campaigns (those paused in the store when the gate opens).
-    pub fn restore(&mut self, paused: impl IntoIterator<Item = i64>) {
-        for c in paused {
-            self.withdraw(c);
+    /// Withdraw these campaigns (those paused or cancelled in the store when the gate opens);
+    /// a campaign already withdrawn keeps its withdrawal.
+    pub fn restore(&mut self, withheld: impl IntoIterator<Item = (i64, Hold)>) {
+        for (c, hold) in withheld {
+            match hold {
+                Hold::Paused => {
+                    if !self.is_withdrawn(c) {
+                        self.withdraw(c);
+                    }
+                }
+                Hold::Cancelled => {
+                    if !self.is_cancelled(c) {
+                        self.cancel(c);
+                    }
+                }
+            }
         }
+    }
+
+    pub fn is_cancelled(&self, campaign: i64) -> bool {
+        self.cancelled.contains(&campaign)
     }
 
     pub fn is_withdrawn(&self, campaign: i64) -> bool {
@@ -126,7 +166,7 @@ mod tests {
     fn every_withdrawal_and_release_is_a_new_version() {
         let mut h = CampaignHolds::default();
         let v0 = h.version();
-        h.restore([3, 4]);
+        h.restore([(3, Hold::Paused), (4, Hold::Cancelled)]);
         assert!(h.version() > v0 && h.is_withdrawn(3) && h.is_withdrawn(4));
         let v1 = h.version();
         assert!(!h.release(5));
@@ -137,5 +177,17 @@ mod tests {
         );
         h.release(3);
         assert!(h.version() > v1);
+    }
+
+    #[test]
+    fn a_cancelled_campaign_is_never_released() {
+        let mut h = CampaignHolds::default();
+        h.withdraw(9);
+        h.cancel(9);
+        assert!(h.is_cancelled(9) && h.is_withdrawn(9));
+        assert!(!h.release(9), "a cancelled campaign cannot be resumed");
+        assert!(!h.begin_send(9));
+        h.restore([(9, Hold::Paused)]);
+        assert!(h.is_cancelled(9), "a restore does not undo a cancel");
     }
 }

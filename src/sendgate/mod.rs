@@ -27,7 +27,7 @@ pub use gate::{
 };
 pub use gcra::Gcra;
 pub use health::{apply as apply_signal, event_phone, interpret, AccountSignal};
-pub use holds::{CampaignHolds, Withdrawal};
+pub use holds::{CampaignHolds, Hold, Withdrawal};
 pub use tier::{TierDecision, TierLedger, TierWrite, REFRESH_MS, WINDOW_MS};
 
 use crate::config::AccountSettings;
@@ -85,6 +85,14 @@ impl AccountGate {
     /// client (it is woken to set them aside). Returns what may still reach Meta.
     pub fn withdraw_campaign(&self, campaign: i64) -> Withdrawal {
         let w = self.with_holds(|h| h.withdraw(campaign));
+        self.wake.notify_one();
+        w
+    }
+
+    /// A campaign cancelled: the sender settles its messages not yet handed to the HTTP
+    /// client as `cancelled`. Returns what may still reach Meta.
+    pub fn cancel_campaign(&self, campaign: i64) -> Withdrawal {
+        let w = self.with_holds(|h| h.cancel(campaign));
         self.wake.notify_one();
         w
     }
@@ -192,7 +200,7 @@ impl GateRegistry {
                 .unreachable_contacts(&account.phone_number_id, now_ms - UNREACHABLE_MS)
                 .await?,
         );
-        let paused = store.paused_campaigns(&account.phone_number_id).await?;
+        let withheld = store.withheld_campaigns(&account.phone_number_id).await?;
         let waba = waba_key(account);
         let tier = {
             let mut tiers = self.tiers.lock().await;
@@ -217,7 +225,7 @@ impl GateRegistry {
             retuned: std::sync::atomic::AtomicBool::new(false),
             holds: Mutex::new(CampaignHolds::default()),
         });
-        ag.with_holds(|h| h.restore(paused));
+        ag.with_holds(|h| h.restore(withheld.iter().map(hold)));
         self.accounts
             .write()
             .unwrap_or_else(|e| e.into_inner())
@@ -236,15 +244,10 @@ impl GateRegistry {
             .unreachable_contacts(&account.phone_number_id, now_ms - UNREACHABLE_MS)
             .await?;
         ag.with_gate(|g| g.restore_unreachable(late));
-        // A campaign paused while this was loading (its pause found no gate to withdraw from).
-        let paused = store.paused_campaigns(&account.phone_number_id).await?;
-        ag.with_holds(|h| {
-            for c in paused {
-                if !h.is_withdrawn(c) {
-                    h.withdraw(c);
-                }
-            }
-        });
+        // A campaign paused or cancelled while this was loading (it found no gate to withdraw
+        // from).
+        let withheld = store.withheld_campaigns(&account.phone_number_id).await?;
+        ag.with_holds(|h| h.restore(withheld.iter().map(hold)));
         Ok(ag)
     }
 
@@ -480,4 +483,16 @@ pub async fn apply_effects(
             tracing::warn!(error = %e, "Recording an unreachable contact failed.");
         }
     }
+}
+
+/// A withheld campaign as the store gives it: (id, cancelled).
+fn hold(&(id, cancelled): &(i64, bool)) -> (i64, Hold) {
+    (
+        id,
+        if cancelled {
+            Hold::Cancelled
+        } else {
+            Hold::Paused
+        },
+    )
 }

@@ -287,16 +287,24 @@ impl Store {
         rows.iter().map(campaign_row).collect()
     }
 
-    /// The ids of `account`'s paused campaigns (their queued messages are withheld).
-    pub async fn paused_campaigns(&self, account: &str) -> Result<Vec<i64>, StoreError> {
+    /// `account`'s campaigns whose queued messages are withheld: the paused ones, and the
+    /// cancelled ones that still have messages not settled (the sender settles those as
+    /// `cancelled`). Each as (id, cancelled).
+    pub async fn withheld_campaigns(&self, account: &str) -> Result<Vec<(i64, bool)>, StoreError> {
         let rows = self
             .fetch(
-                "SELECT id FROM campaigns WHERE account = $1 AND status = 'paused' ORDER BY id",
+                "SELECT c.id, c.status FROM campaigns c WHERE c.account = $1 AND (c.status = 'paused' \
+                 OR (c.status = 'cancelled' AND EXISTS (SELECT 1 FROM campaign_messages m \
+                 JOIN outbox o ON o.id = m.outbox_id WHERE m.campaign_id = c.id \
+                 AND o.state IN ('pending', 'sending')))) ORDER BY c.id",
                 vec![account.into()],
             )
             .await?;
         rows.iter()
-            .map(|r| Ok(r.try_get::<i64, _>("id")?))
+            .map(|r| {
+                let cancelled = r.try_get::<String, _>("status")? == "cancelled";
+                Ok((r.try_get::<i64, _>("id")?, cancelled))
+            })
             .collect()
     }
 

@@ -23,9 +23,11 @@
 //! row lock. Every operation goes to the writer that owns the rows it changes:
 //! - A conversation's rows (conversation, contact, inbox messages, timers, flow and chatbot
 //!   records, its dead letters' chain, **and its outbox rows**) belong to the writer of
-//!   `(account, user_key)`. Steps, dead letters, inbound messages and status webhooks
-//!   (routed by their recipient, which is the conversation's key) go there, and so does every
-//!   [`OutboxUpdate`] — the sender's `Sending`, `Sent`, `Retrying`, `Failed` and `Unsent`,
+//!   `(account, user_key)`. Steps, dead letters, inbound messages and status webhooks go
+//!   there — a status by the conversation's key our callback data carries (Meta's
+//!   `recipient_id` may be another form of the number), else by its recipient — and so does
+//!   every [`OutboxUpdate`] — the sender's `Sending`, `Sent`, `Retrying`, `Failed`, `Unsent`
+//!   and `Cancelled`,
 //!   for replies, campaign and admin sends, retries and in-doubt resends alike: each carries
 //!   its row's `user_key` for that. A `Sent` applies statuses that came before it on the same
 //!   writer.
@@ -38,9 +40,9 @@
 //!   they too come to one writer.
 //!
 //! Tables written outside the writers, through the pool (campaigns, accounts, media, flow
-//! versions), are never written by a writer. One gap is left: a status webhook without a
-//! `recipient_id` goes by its dedup key and may update a row another writer owns.
-//! `parley_store_deadlocks_total` and `parley_store_batch_fallbacks_total` count what still
+//! versions), are never written by a writer. One gap is left: a status for a message sent
+//! before its callback data carried the conversation's key, naming another recipient than
+//! that conversation, may update a row another writer owns. `parley_store_deadlocks_total` and `parley_store_batch_fallbacks_total` count what still
 //! happens.
 
 use std::cell::RefCell;
@@ -248,6 +250,12 @@ pub enum OutboxUpdate {
     Unsent {
         account: String,
         rows: Vec<(String, i64)>,
+    },
+    /// Withheld for a cancelled campaign: settled unsent, for good. `rows` as for `Unsent`.
+    Cancelled {
+        account: String,
+        rows: Vec<(String, i64)>,
+        at: i64,
     },
     Sent {
         id: i64,
@@ -570,7 +578,22 @@ impl WriterHandle {
     pub async fn outbox(&self, update: OutboxUpdate) -> Result<(), StoreError> {
         let writer = match &update {
             OutboxUpdate::Unsent { account, rows } => {
-                return self.unsent(account, rows).await;
+                return self
+                    .split(account, rows, |account, rows| OutboxUpdate::Unsent {
+                        account,
+                        rows,
+                    })
+                    .await;
+            }
+            OutboxUpdate::Cancelled { account, rows, at } => {
+                let at = *at;
+                return self
+                    .split(account, rows, |account, rows| OutboxUpdate::Cancelled {
+                        account,
+                        rows,
+                        at,
+                    })
+                    .await;
             }
             OutboxUpdate::Sending {
                 account, user_key, ..
@@ -589,8 +612,14 @@ impl WriterHandle {
         Self::submit_to(writer, WriteOp::Outbox { update, reply }, rx).await
     }
 
-    /// Rows of many conversations: each writer gets its own; all must commit.
-    async fn unsent(&self, account: &str, rows: &[(String, i64)]) -> Result<(), StoreError> {
+    /// Rows of many conversations: each writer gets its own (`update` makes its part); all
+    /// must commit.
+    async fn split(
+        &self,
+        account: &str,
+        rows: &[(String, i64)],
+        update: impl Fn(String, Vec<(String, i64)>) -> OutboxUpdate,
+    ) -> Result<(), StoreError> {
         let mut parts: Vec<Vec<(String, i64)>> = vec![Vec::new(); self.writers.len()];
         for (user_key, id) in rows {
             parts[partition((account, user_key), self.writers.len())].push((user_key.clone(), *id));
@@ -601,10 +630,7 @@ impl WriterHandle {
                 continue;
             }
             let (reply, rx) = oneshot::channel();
-            let update = OutboxUpdate::Unsent {
-                account: account.to_string(),
-                rows,
-            };
+            let update = update(account.to_string(), rows);
             self.writers[p]
                 .send(WriteOp::Outbox { update, reply })
                 .await
@@ -1729,6 +1755,20 @@ fn apply_outbox_update(tx: &mut dyn SyncTx, update: &OutboxUpdate) -> Result<(),
                 )
                 });
                 tx.exec(&text, chunk.iter().map(|id| Val::I(*id)).collect())?;
+            }
+        }
+        OutboxUpdate::Cancelled { rows, at, .. } => {
+            let ids: Vec<i64> = rows.iter().map(|(_, id)| *id).collect();
+            for chunk in std_chunks(&ids) {
+                let text = shaped(tx, chunk.len(), |n| {
+                    format!(
+                    "UPDATE outbox SET state = 'cancelled', updated_at = $1 WHERE state IN ('pending', 'sending') AND id IN ({})",
+                    in_list(n, 2)
+                )
+                });
+                let mut vals = vec![Val::I(*at)];
+                vals.extend(chunk.iter().map(|id| Val::I(*id)));
+                tx.exec(&text, vals)?;
             }
         }
         // Batched by `apply_outbox_updates`, which sends only the other kinds here.

@@ -826,3 +826,111 @@ on_both_stores!(
     quality_pause_withholds,
     a_quality_pause_withholds_what_the_campaign_queued_and_resume_sends_it_once
 );
+
+/// Open (pending or sending) outbox rows of campaign `id`.
+async fn open_rows(store: &parley::store::Store, id: i64) -> i64 {
+    count(
+        store,
+        &format!(
+            "SELECT COUNT(*) FROM outbox o JOIN campaign_messages m ON m.outbox_id = o.id \
+             WHERE m.campaign_id = {id} AND o.state IN ('pending', 'sending')"
+        ),
+    )
+    .await
+}
+
+async fn wait_settled(store: &parley::store::Store, id: i64) {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let open = open_rows(store, id).await;
+        if open == 0 {
+            return;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "{open} rows of the cancelled campaign are still open"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+/// Cancelling withdraws for good: what the campaign had queued in the account's sender is
+/// never sent — not in this life and not after a restart, even one that finds its rows still
+/// open (a crash between the cancel and settling them) — and its rows are settled `cancelled`.
+async fn a_cancelled_campaign_sends_nothing_more_even_after_a_restart(db: TestDb) {
+    let graph = FakeGraph::start().await;
+    let slow = |db: &TestDb, graph: &FakeGraph| {
+        let mut s = campaign_settings(db, graph);
+        s.accounts[0].messages_per_second = 10;
+        s
+    };
+    let app = spawn_app(slow(&db, &graph), Arc::new(Echo)).await;
+    let prefix = "62818";
+    let to = users(prefix, 60);
+    let id = create(
+        &app,
+        json!({"name": "cancel", "phone_number_id": PNID, "message": template("promo"),
+               "recipients": list(&to), "rate_limit_per_minute": 3000, "start": true}),
+    )
+    .await;
+    assert!(
+        graph
+            .wait_until(Duration::from_secs(20), |a| a.len() >= 5)
+            .await
+    );
+    let (status, body) = app
+        .admin(
+            Method::POST,
+            &format!("/campaigns/{id}/cancel"),
+            Some(ADMIN_TOKEN),
+            None,
+        )
+        .await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(body["status"], "cancelled");
+    let in_flight = body["in_flight_at_pause"].as_u64().expect("in flight") as usize;
+    let at_cancel = campaign_attempts(&graph, prefix);
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let after = campaign_attempts(&graph, prefix);
+    eprintln!("sends at cancel {at_cancel}, in flight then {in_flight}, 2 s later {after}");
+    assert!(
+        after <= at_cancel + in_flight,
+        "{} sends reached the Graph API after the cancel",
+        after - at_cancel
+    );
+    assert!(after < to.len(), "the cancel came before the end");
+    let store = db.store().await;
+    wait_settled(&store, id).await;
+    let cancelled_rows = format!(
+        "SELECT COUNT(*) FROM outbox WHERE state = 'cancelled' \
+         AND id IN (SELECT outbox_id FROM campaign_messages WHERE campaign_id = {id})"
+    );
+    let dropped = count(&store, &cancelled_rows).await;
+    assert!(dropped > 0, "what was queued is settled `cancelled`");
+    assert_eq!(show(&app, id).await["status"], "cancelled");
+    app.stop().await;
+
+    // A crash between the cancel and settling its rows: open at the next start.
+    sqlx::query(&format!(
+        "UPDATE outbox SET state = 'pending' WHERE state = 'cancelled' \
+         AND id IN (SELECT outbox_id FROM campaign_messages WHERE campaign_id = {id})"
+    ))
+    .execute(store.pool())
+    .await
+    .expect("reopen");
+    let app = spawn_app(slow(&db, &graph), Arc::new(Echo)).await;
+    wait_settled(&store, id).await;
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    assert_eq!(
+        campaign_attempts(&graph, prefix),
+        after,
+        "nothing of a cancelled campaign is sent after a restart"
+    );
+    assert_eq!(count(&store, &cancelled_rows).await, dropped);
+    app.stop().await;
+    store.close().await;
+}
+on_both_stores!(
+    cancel_drops_queued,
+    a_cancelled_campaign_sends_nothing_more_even_after_a_restart
+);
