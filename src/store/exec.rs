@@ -103,8 +103,14 @@ impl WriterConn {
             }
             WriterConn::Postgres { rt, url, conn } => {
                 if conn.is_none() {
-                    let c = rt
+                    let mut c = rt
                         .block_on(sqlx::AnyConnection::connect(url))
+                        .map_err(|e| StoreError::Unavailable(e.to_string()))?;
+                    // Every statement of the writer finds its rows by a key. Its statements
+                    // are prepared once and their generic plans kept: a plan made while a
+                    // table was still small (a new database) would otherwise scan the
+                    // whole table for ever after, as it grows.
+                    rt.block_on(sqlx::query("SET enable_seqscan = off").execute(&mut c))
                         .map_err(|e| StoreError::Unavailable(e.to_string()))?;
                     *conn = Some(c);
                 }

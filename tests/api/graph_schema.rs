@@ -344,7 +344,7 @@ async fn every_request_parley_sends_matches_the_graph_api_request_schema(db: Tes
             .await;
         assert_eq!(status, 202, "{name}: {answer}");
         let id = answer["outbox_id"].as_i64().expect("outbox_id");
-        by_callback.insert(format!("parley:{id}"), *name);
+        by_callback.insert(parley::outbox::callback_data(id, user), *name);
     }
     assert_eq!(covered, every_kind(), "a sample of every kind");
     assert!(
