@@ -310,17 +310,7 @@ impl Queues {
     /// Queue again, at the end of their conversations, the messages set aside for campaigns
     /// no longer withheld (in the order they were created). Returns how many.
     fn release_aside(&mut self, withheld: impl Fn(i64) -> bool) -> usize {
-        let released: Vec<i64> = self
-            .aside
-            .keys()
-            .copied()
-            .filter(|c| !withheld(*c))
-            .collect();
-        let mut rows: Vec<Queued> = released
-            .iter()
-            .filter_map(|c| self.aside.remove(c))
-            .flatten()
-            .collect();
+        let mut rows = self.take_aside(|c| !withheld(c));
         rows.sort_by_key(|r| r.record.id);
         let n = rows.len();
         for queued in rows {
@@ -337,15 +327,10 @@ impl Queues {
         n
     }
 
-    /// Take out the messages set aside for the campaigns `cancelled` names (they stay in
-    /// `known` until settled).
-    fn take_aside(&mut self, cancelled: impl Fn(i64) -> bool) -> Vec<Queued> {
-        let gone: Vec<i64> = self
-            .aside
-            .keys()
-            .copied()
-            .filter(|c| cancelled(*c))
-            .collect();
+    /// Take out the messages set aside for the campaigns `which` names (they stay in `known`
+    /// until settled).
+    fn take_aside(&mut self, which: impl Fn(i64) -> bool) -> Vec<Queued> {
+        let gone: Vec<i64> = self.aside.keys().copied().filter(|c| which(*c)).collect();
         gone.iter()
             .filter_map(|c| self.aside.remove(c))
             .flatten()

@@ -718,21 +718,24 @@ fn campaign_attempts(graph: &FakeGraph, prefix: &str) -> usize {
         .count()
 }
 
-/// The account sends 10 messages a second while the campaign's pacer hands over 50: most of
-/// the campaign waits in the account's sender when it is paused. After the pause returns (the
-/// operator's POST answered, or the campaign reads `paused` after the quality webhook), only
-/// the sends already handed to the HTTP client at that moment (`in_flight_at_pause`) may still
-/// reach the Graph API; after resume every recipient gets exactly one message.
-async fn paused_campaign_sends_nothing_more(db: TestDb, by: PauseBy) {
-    let graph = FakeGraph::start().await;
-    let mut settings = campaign_settings(&db, &graph);
-    settings.accounts[0].messages_per_second = 10;
-    let app = spawn_app(settings, Arc::new(Echo)).await;
-    let prefix = "62817";
+/// The account sends 10 messages a second (the campaign's pacer hands over far more).
+fn slow_settings(db: &TestDb, graph: &FakeGraph) -> Settings {
+    let mut s = campaign_settings(db, graph);
+    s.accounts[0].messages_per_second = 10;
+    s
+}
+
+/// Start a campaign of 60 recipients `prefix…` and wait until 5 sends reached the Graph API.
+async fn start_and_wait_for_sends(
+    app: &TestApp,
+    graph: &FakeGraph,
+    name: &str,
+    prefix: &str,
+) -> (i64, Vec<String>) {
     let to = users(prefix, 60);
     let id = create(
-        &app,
-        json!({"name": "withhold", "phone_number_id": PNID, "message": template("promo"),
+        app,
+        json!({"name": name, "phone_number_id": PNID, "message": template("promo"),
                "recipients": list(&to), "rate_limit_per_minute": 3000, "start": true}),
     )
     .await;
@@ -741,21 +744,37 @@ async fn paused_campaign_sends_nothing_more(db: TestDb, by: PauseBy) {
             .wait_until(Duration::from_secs(20), |a| a.len() >= 5)
             .await
     );
+    (id, to)
+}
+
+/// `POST /campaigns/{id}/{action}`, answered 200; returns the body.
+async fn act(app: &TestApp, id: i64, action: &str) -> Value {
+    let (status, body) = app
+        .admin(
+            Method::POST,
+            &format!("/campaigns/{id}/{action}"),
+            Some(ADMIN_TOKEN),
+            None,
+        )
+        .await;
+    assert_eq!(status, 200, "{body}");
+    body
+}
+
+/// The account sends 10 messages a second while the campaign's pacer hands over 50: most of
+/// the campaign waits in the account's sender when it is paused. After the pause returns (the
+/// operator's POST answered, or the campaign reads `paused` after the quality webhook), only
+/// the sends already handed to the HTTP client at that moment (`in_flight_at_pause`) may still
+/// reach the Graph API; after resume every recipient gets exactly one message.
+async fn paused_campaign_sends_nothing_more(db: TestDb, by: PauseBy) {
+    let graph = FakeGraph::start().await;
+    let app = spawn_app(slow_settings(&db, &graph), Arc::new(Echo)).await;
+    let prefix = "62817";
+    let (id, to) = start_and_wait_for_sends(&app, &graph, "withhold", prefix).await;
     let in_flight = match by {
-        PauseBy::Operator => {
-            let (status, body) = app
-                .admin(
-                    Method::POST,
-                    &format!("/campaigns/{id}/pause"),
-                    Some(ADMIN_TOKEN),
-                    None,
-                )
-                .await;
-            assert_eq!(status, 200, "{body}");
-            body["in_flight_at_pause"]
-                .as_u64()
-                .expect("in_flight_at_pause")
-        }
+        PauseBy::Operator => act(&app, id, "pause").await["in_flight_at_pause"]
+            .as_u64()
+            .expect("in_flight_at_pause"),
         PauseBy::QualityDrop => {
             assert_eq!(app.post_webhook(&quality_webhook("FLAGGED")).await, 200);
             let paused = wait_status(&app, id, "paused", Duration::from_secs(10)).await;
@@ -787,15 +806,7 @@ async fn paused_campaign_sends_nothing_more(db: TestDb, by: PauseBy) {
         graph.delivered().len(),
         "{paused}"
     );
-    let (status, body) = app
-        .admin(
-            Method::POST,
-            &format!("/campaigns/{id}/resume"),
-            Some(ADMIN_TOKEN),
-            None,
-        )
-        .await;
-    assert_eq!(status, 200, "{body}");
+    act(&app, id, "resume").await;
     let done = wait_status(&app, id, "completed", Duration::from_secs(30)).await;
     let per_user = sends_per_user(&graph);
     assert_eq!(per_user.len(), to.len(), "every recipient got a message");
@@ -859,34 +870,10 @@ async fn wait_settled(store: &parley::store::Store, id: i64) {
 /// open (a crash between the cancel and settling them) — and its rows are settled `cancelled`.
 async fn a_cancelled_campaign_sends_nothing_more_even_after_a_restart(db: TestDb) {
     let graph = FakeGraph::start().await;
-    let slow = |db: &TestDb, graph: &FakeGraph| {
-        let mut s = campaign_settings(db, graph);
-        s.accounts[0].messages_per_second = 10;
-        s
-    };
-    let app = spawn_app(slow(&db, &graph), Arc::new(Echo)).await;
+    let app = spawn_app(slow_settings(&db, &graph), Arc::new(Echo)).await;
     let prefix = "62818";
-    let to = users(prefix, 60);
-    let id = create(
-        &app,
-        json!({"name": "cancel", "phone_number_id": PNID, "message": template("promo"),
-               "recipients": list(&to), "rate_limit_per_minute": 3000, "start": true}),
-    )
-    .await;
-    assert!(
-        graph
-            .wait_until(Duration::from_secs(20), |a| a.len() >= 5)
-            .await
-    );
-    let (status, body) = app
-        .admin(
-            Method::POST,
-            &format!("/campaigns/{id}/cancel"),
-            Some(ADMIN_TOKEN),
-            None,
-        )
-        .await;
-    assert_eq!(status, 200, "{body}");
+    let (id, to) = start_and_wait_for_sends(&app, &graph, "cancel", prefix).await;
+    let body = act(&app, id, "cancel").await;
     assert_eq!(body["status"], "cancelled");
     let in_flight = body["in_flight_at_pause"].as_u64().expect("in flight") as usize;
     let at_cancel = campaign_attempts(&graph, prefix);
@@ -918,7 +905,7 @@ async fn a_cancelled_campaign_sends_nothing_more_even_after_a_restart(db: TestDb
     .execute(store.pool())
     .await
     .expect("reopen");
-    let app = spawn_app(slow(&db, &graph), Arc::new(Echo)).await;
+    let app = spawn_app(slow_settings(&db, &graph), Arc::new(Echo)).await;
     wait_settled(&store, id).await;
     tokio::time::sleep(Duration::from_millis(500)).await;
     assert_eq!(
