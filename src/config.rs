@@ -431,8 +431,15 @@ pub struct StoreSettings {
     pub writers: usize,
 }
 
+/// This host's cores, 2 to 8: a writer's batch grows with the replies waiting for it, and
+/// each batch costs the server a fixed number of statements, so writers beyond the cores
+/// that can run them only make batches smaller (on 2 cores, 2 writers gave ~15 % more
+/// replies/s than 4 and twice those of 8).
 fn default_writers() -> usize {
-    4
+    std::thread::available_parallelism()
+        .map(|n| n.get())
+        .unwrap_or(2)
+        .clamp(2, 8)
 }
 
 fn default_max_connections() -> u32 {

@@ -103,8 +103,12 @@ impl WriterConn {
             }
             WriterConn::Postgres { rt, url, conn } => {
                 if conn.is_none() {
+                    // Room for every statement shape of the writer (about 25 statements in
+                    // up to four row counts): sqlx's default of 100 would evict and re-prepare.
+                    let sep = if url.contains('?') { '&' } else { '?' };
+                    let with_cache = format!("{url}{sep}statement-cache-capacity=512");
                     let mut c = rt
-                        .block_on(sqlx::AnyConnection::connect(url))
+                        .block_on(sqlx::AnyConnection::connect(&with_cache))
                         .map_err(|e| StoreError::Unavailable(e.to_string()))?;
                     // Every statement of the writer finds its rows by a key. Its statements
                     // are prepared once and their generic plans kept: a plan made while a

@@ -1685,6 +1685,10 @@ fn apply_outbox_updates(tx: &mut dyn SyncTx, updates: &[&OutboxUpdate]) -> Resul
         vals.extend(chunk.iter().map(|id| Val::I(*id)));
         tx.exec(&text, vals)?;
     }
+    // Statuses that arrived before we recorded the wamid: the UPDATE itself says which rows
+    // have one (one probe of `inbox_status_wamid` per row, no extra round trip); those few
+    // are read and applied below.
+    let mut early: Vec<(i64, &str, &str, i64)> = Vec::new();
     for chunk in std_chunks(&sent) {
         let mut vals = Vec::with_capacity(chunk.len() * 3);
         for (id, _, wamid, at) in chunk {
@@ -1697,14 +1701,20 @@ fn apply_outbox_updates(tx: &mut dyn SyncTx, updates: &[&OutboxUpdate]) -> Resul
              status = CASE WHEN outbox.status_rank = 0 THEN 'sent' ELSE outbox.status END, \
              status_rank = CASE WHEN outbox.status_rank = 0 THEN 1 ELSE outbox.status_rank END, \
              status_at = COALESCE(outbox.status_at, v.column3), updated_at = v.column3 \
-             FROM (VALUES {rows}) AS v WHERE outbox.id = v.column1"
+             FROM (VALUES {rows}) AS v WHERE outbox.id = v.column1 \
+             RETURNING outbox.id, CAST(CASE WHEN EXISTS (SELECT 1 FROM inbox \
+             WHERE inbox.kind = 'status' AND inbox.account = outbox.account \
+             AND inbox.wamid = outbox.wamid) THEN 1 ELSE 0 END AS BIGINT)"
             )
         });
-        tx.exec(&text, vals)?;
+        let found = tx.query(&text, vals, &[Col::Int, Col::Int])?;
+        for row in found.iter().filter(|r| super::exec::int(r, 1) == 1) {
+            let id = super::exec::int(row, 0);
+            early.extend(chunk.iter().filter(|(i, ..)| *i == id));
+        }
     }
-    // Statuses that arrived before we recorded the wamid (one query per account per batch).
     let mut by_account: HashMap<&str, Vec<(i64, &str, i64)>> = HashMap::new();
-    for (id, account, wamid, at) in &sent {
+    for (id, account, wamid, at) in &early {
         by_account
             .entry(account)
             .or_default()

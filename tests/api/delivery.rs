@@ -336,6 +336,63 @@ on_both_stores!(
     a_status_that_arrives_before_the_send_is_recorded_settles_it_by_outbox_id
 );
 
+/// Meta's `delivered` for a reply, naming only its wamid, comes while our POST is still
+/// waiting for Meta's answer: nothing in the outbox has that wamid yet, so the status is kept
+/// in the inbox, and recording the send's wamid applies it.
+async fn a_status_that_names_only_a_wamid_not_yet_recorded_is_applied_when_it_is(db: TestDb) {
+    let graph = Arc::new(FakeGraph::start().await);
+    graph.push_fault(Fault::SlowAccept(Duration::from_millis(500))); // within the 800 ms timeout
+    let app = spawn_app(test_settings(&db, &graph), Arc::new(Echo)).await;
+    let store = db.store().await;
+    let user = "6281200000049";
+    let body = text_webhook(PNID, user, "wamid.EA0", "early", now_secs());
+    assert_eq!(app.post_webhook(&body).await, 200);
+    assert!(
+        graph
+            .wait_until(Duration::from_secs(5), |a| a
+                .iter()
+                .any(|a| a.is_delivery()))
+            .await
+    );
+    let wamid = match graph.delivered().remove(0).outcome {
+        Outcome::Accepted(Some(w)) => w,
+        other => panic!("the reply was taken with a wamid: {other:?}"),
+    };
+    let early = status_webhook(PNID, &wamid, "delivered", user, None, now_secs());
+    assert_eq!(app.post_webhook(&early).await, 200);
+    let row = || async {
+        let r: Vec<(String, Option<String>, Option<String>)> = sqlx::query_as(
+            "SELECT state, wamid, status FROM outbox WHERE user_key LIKE '6281200000049%'",
+        )
+        .fetch_all(store.pool())
+        .await
+        .unwrap();
+        r
+    };
+    let expected = vec![(
+        "sent".to_string(),
+        Some(wamid.clone()),
+        Some("delivered".to_string()),
+    )];
+    let mut seen = row().await;
+    for _ in 0..100 {
+        if seen == expected {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        seen = row().await;
+    }
+    assert_eq!(
+        seen, expected,
+        "the early status is applied once the wamid is known"
+    );
+    app.stop().await;
+}
+on_both_stores!(
+    early_status_by_wamid,
+    a_status_that_names_only_a_wamid_not_yet_recorded_is_applied_when_it_is
+);
+
 /// Meta takes a reply but answers after our timeout: the sender cannot know it went, so it is
 /// not sent again until Meta's status (echoing our id) had time to come. The status settles
 /// it, and the conversation's next reply follows it, once each, in order.
