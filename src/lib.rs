@@ -1,12 +1,33 @@
 //! Parley: a WhatsApp conversation engine.
 //!
-//! - [`ingress`]: Meta's webhook (signature, parse, durable inbox), health, metrics, admin API.
-//! - [`store`]: SQLite or PostgreSQL through one group-commit writer.
-//! - [`actors`]: RootSupervisor → AccountActor → ConversationActor.
-//! - [`conversation`]: the pure `step(state, event, ctx) -> (state, effects)`.
-//! - [`outbox`]: per-account sending to the Graph API, ordered per conversation, with retries.
-//! - [`sendgate`]: per-account limits every send passes (rate, pair rate, daily cap, tier, health).
-//! - [`whatsapp`]: Cloud API types, decoder, send bodies, client, error classification.
+//! # Floors
+//!
+//! Each top-level module stands on a floor; its `crate::` imports point to lower floors only,
+//! and modules of one floor do not import each other. `tests/layering.rs` reads the lines
+//! below and checks every `crate::` path in `src/` against them (with the list of imports
+//! that still point up, which may only shrink). One line per module, bottom to top:
+//!
+//! - 0 [`whatsapp`]: Cloud API wire formats: types, webhook decoder, send bodies, client, errors.
+//! - 0 [`metrics`]: process metrics in Prometheus text format.
+//! - 0 [`telemetry`]: logging (JSON or terminal), masked phone numbers.
+//! - 0 [`outcall`]: HTTP calls to the business's own systems, behind an SSRF guard.
+//! - 1 [`config`]: settings from files and `PARLEY__*`, checked into typed values.
+//! - 2 [`store`]: SQLite or PostgreSQL through one group-commit writer.
+//! - 3 [`media`]: inbound media downloads and voice transcription.
+//! - 4 [`conversation`]: the pure `step(state, event, ctx) -> (state, effects)`.
+//! - 5 [`flow`]: flow files, validation, the pure flow executor.
+//! - 5 [`chatbot`]: AI chatbots: definitions, the pure session, model providers.
+//! - 6 [`sendgate`]: per-account limits every send passes (rate, pair rate, daily cap, tier, health).
+//! - 7 [`outbox`]: per-account sending to the Graph API, ordered per conversation, with retries.
+//! - 8 [`campaign`]: campaigns paced under the gate.
+//! - 9 [`actors`]: RootSupervisor → AccountActor → ConversationActor, thin shells.
+//! - 10 [`reload`]: reloading flows and live configuration keys.
+//! - 11 [`ingress`]: Meta's webhook (signature, parse, durable inbox), health, metrics, admin API.
+//! - 12 [`systemd`]: the service contract (`READY=1`, `STATUS=`, the watchdog).
+//! - 13 [`app`]: wiring only: store → writer → actors → HTTP, and the ordered shutdown.
+//! - 14 [`cli`]: the `parleyd` command line.
+//! - 15 [`testing`]: fakes and webhook builders for the tests and benchmarks.
+//! - 15 [`fuzzing`]: the fuzz targets' harnesses.
 
 pub mod actors;
 pub mod app;

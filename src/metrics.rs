@@ -460,6 +460,7 @@ pub fn give_back_memory() {
 
 /// Called by each runtime worker as it parks: one atomic load, and a heap collection only
 /// after [`give_back_memory`] asked for one.
+#[allow(unsafe_code)]
 pub fn give_back_if_asked() {
     let asked = GIVE_BACK.load(std::sync::atomic::Ordering::Relaxed);
     GIVEN_BACK.with(|done| {

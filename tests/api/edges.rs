@@ -24,6 +24,7 @@ fn tight(db: &TestDb, graph: &FakeGraph) -> parley::config::Settings {
 
 /// This test holds two thousand sockets open in one process: lift the soft open-file limit
 /// to the hard one.
+#[allow(unsafe_code)]
 fn raise_open_file_limit(needed: u64) {
     let mut lim = libc::rlimit {
         rlim_cur: 0,

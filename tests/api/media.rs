@@ -545,6 +545,7 @@ on_both_stores!(media_file_names, two_media_never_share_a_file);
 
 /// Media files are 0600 and their folders 0700 under a umask of 0022 (the README's first
 /// command): the folder the daemon creates, and one that was there with 0755.
+#[allow(unsafe_code)]
 async fn media_files_and_folders_are_private_under_umask_0022(db: TestDb) {
     use std::os::unix::fs::PermissionsExt;
     let mode = |p: &std::path::Path| std::fs::metadata(p).unwrap().permissions().mode() & 0o777;
