@@ -114,7 +114,7 @@ impl Application {
             .with_context(|| {
                 format!(
                     "Failed to open the store at {}",
-                    redact_url(&settings.store.url)
+                    crate::config::redact_url(&settings.store.url)
                 )
             })?;
         store
@@ -466,7 +466,7 @@ async fn watch_flows(
         }
         if changed_at.is_some_and(|t| t.elapsed() >= WATCH_QUIET) {
             changed_at = None;
-            let _ = reload_flows(&engine, &flows, &dir).await;
+            let _ = crate::reload::reload_flows(&engine, &flows, &dir).await;
         }
     }
 }
@@ -503,78 +503,6 @@ async fn pin_stored_versions(
     }
     registry.add_pinned(pinned);
     Ok(())
-}
-
-/// Reload the flows alone and log the outcome (the watcher and the admin API), one reload at
-/// a time with SIGHUP's ([`crate::reload::reload`] takes the same lock), so two reloads never
-/// race to swap sets or to tell systemd. Reading and validating runs on a blocking thread, so
-/// a large set never holds up conversations; they see the new set once it is swapped in whole.
-pub async fn reload_flows(
-    engine: &Engine,
-    flows: &crate::flow::FlowRegistry,
-    dir: &std::path::Path,
-) -> Result<Vec<(String, String)>, Vec<String>> {
-    let _one_at_a_time = engine.reload_lock.lock().await;
-    let notified = crate::systemd::reloading();
-    let outcome = reload_flows_within(flows, dir, &engine.store).await;
-    notified.done(Some(flows));
-    outcome
-}
-
-/// [`reload_flows`] inside a reload that tells systemd itself (`RELOADING=1` … `READY=1`).
-pub async fn reload_flows_within(
-    flows: &crate::flow::FlowRegistry,
-    dir: &std::path::Path,
-    store: &Store,
-) -> Result<Vec<(String, String)>, Vec<String>> {
-    let (registry, path) = (flows.clone(), dir.to_path_buf());
-    let outcome = tokio::task::spawn_blocking(move || registry.reload(&path))
-        .await
-        .unwrap_or_else(|e| Err(vec![format!("the reload task failed: {e}")]));
-    match &outcome {
-        Ok(loaded) => {
-            crate::metrics::metrics()
-                .flow_reloads
-                .inc("result=\"applied\"");
-            tracing::info!(flows = loaded.len(), "Flows reloaded.");
-            // Sessions that start on these versions can finish on them after a restart.
-            if let Err(e) = store.save_flow_versions(&flows.sources()).await {
-                tracing::warn!(error = %e, "Recording the new flow versions failed.");
-            }
-            // Earlier versions stay loaded exactly while a session still runs them.
-            match store.flow_versions_in_use().await {
-                Ok(rows) => {
-                    let in_use: Vec<(String, String)> =
-                        rows.into_iter().map(|(id, v, _)| (id, v)).collect();
-                    flows.keep_in_use(&in_use);
-                }
-                Err(e) => {
-                    tracing::warn!(error = %e, "Reading the flow versions in use failed; every earlier version stays loaded.")
-                }
-            }
-        }
-        Err(errors) => {
-            crate::metrics::metrics()
-                .flow_reloads
-                .inc("result=\"refused\"");
-            tracing::error!(errors = ?errors, "Flow reload refused; the running flows stay.")
-        }
-    }
-    outcome
-}
-
-/// A store URL without its password, for messages.
-pub fn redact_url(url: &str) -> String {
-    match (url.find("://"), url.rfind('@')) {
-        (Some(scheme), Some(at)) if at > scheme => {
-            let creds = &url[scheme + 3..at];
-            match creds.split_once(':') {
-                Some((user, _)) => format!("{}{}:***{}", &url[..scheme + 3], user, &url[at..]),
-                None => url.to_string(),
-            }
-        }
-        _ => url.to_string(),
-    }
 }
 
 /// Resolves on SIGTERM or SIGINT.
@@ -617,18 +545,6 @@ mod tests {
         assert_eq!(
             super::actors_deadline(Duration::from_secs(30)),
             Duration::from_millis(500)
-        );
-    }
-
-    #[test]
-    fn store_urls_lose_their_password() {
-        assert_eq!(
-            super::redact_url("postgres://u:pw@h/db"),
-            "postgres://u:***@h/db"
-        );
-        assert_eq!(
-            super::redact_url("sqlite://data/p.db"),
-            "sqlite://data/p.db"
         );
     }
 }

@@ -108,7 +108,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
             println!(
                 "ok: configuration valid ({} account(s), store {}); {} flow(s) valid",
                 settings.accounts.len(),
-                crate::app::redact_url(&settings.store.url),
+                crate::config::redact_url(&settings.store.url),
                 flows.ids().len()
             );
             Ok(())

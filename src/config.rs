@@ -11,6 +11,8 @@ use std::time::Duration;
 use secrecy::{ExposeSecret, SecretString};
 use serde::{Deserialize, Deserializer};
 
+pub use crate::telemetry::{LogFormat, LogSettings};
+
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
     #[error("{0}")]
@@ -662,14 +664,14 @@ pub struct ConversationSettings {
     /// (refused, counted, logged) or "hold" (sent when the user writes again). A flow's send
     /// node may name a template instead.
     #[serde(default = "default_outside_window")]
-    pub outside_window: crate::conversation::WindowPolicy,
+    pub outside_window: crate::domain::WindowPolicy,
     /// Held messages older than this are dropped.
     #[serde(default = "default_hold_for", deserialize_with = "de_duration")]
     pub hold_for: Duration,
 }
 
-fn default_outside_window() -> crate::conversation::WindowPolicy {
-    crate::conversation::WindowPolicy::Fail
+fn default_outside_window() -> crate::domain::WindowPolicy {
+    crate::domain::WindowPolicy::Fail
 }
 fn default_hold_for() -> Duration {
     Duration::from_secs(7 * 24 * 3600)
@@ -687,36 +689,18 @@ pub struct OutboxSettings {
     pub ambiguous_resend_after: Duration,
 }
 
-#[derive(Debug, Clone, Deserialize)]
-pub struct LogSettings {
-    #[serde(default = "default_log_format")]
-    pub format: LogFormat,
-    #[serde(default = "default_log_level")]
-    pub level: String,
-}
-
-impl Default for LogSettings {
-    fn default() -> Self {
-        Self {
-            format: LogFormat::Auto,
-            level: default_log_level(),
+/// A store URL fit for logs and errors: the password, if any, shown as `***`.
+pub fn redact_url(url: &str) -> String {
+    match (url.find("://"), url.rfind('@')) {
+        (Some(scheme), Some(at)) if at > scheme => {
+            let creds = &url[scheme + 3..at];
+            match creds.split_once(':') {
+                Some((user, _)) => format!("{}{}:***{}", &url[..scheme + 3], user, &url[at..]),
+                None => url.to_string(),
+            }
         }
+        _ => url.to_string(),
     }
-}
-
-fn default_log_format() -> LogFormat {
-    LogFormat::Auto
-}
-fn default_log_level() -> String {
-    "info".into()
-}
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum LogFormat {
-    Auto,
-    Json,
-    Pretty,
 }
 
 /// Messaging tier: unique users reached by business-initiated messages per rolling 24 h.
@@ -980,7 +964,7 @@ impl Settings {
         {
             errors.push(format!(
                 "store.url: `{}` must start with sqlite: or postgres://",
-                crate::app::redact_url(&self.store.url)
+                redact_url(&self.store.url)
             ));
         }
         if self.store.writers == 0 || self.store.writers > 64 {
@@ -993,7 +977,7 @@ impl Settings {
             if !url.is_empty() && !url.starts_with("redis://") && !url.starts_with("rediss://") {
                 errors.push(format!(
                     "redis.url: `{}` must start with redis://",
-                    crate::app::redact_url(url)
+                    redact_url(url)
                 ));
             }
         }
@@ -1117,23 +1101,7 @@ fn describe_sources(sources: &[PathBuf]) -> String {
 }
 
 fn validate_timezone(tz: &str) -> Result<(), String> {
-    crate::sendgate::Zone::parse(tz).map(|_| ())
-}
-
-/// `+07:00` / `-03:30` → seconds east of UTC.
-pub fn parse_utc_offset(s: &str) -> Option<i32> {
-    let (sign, rest) = match s.as_bytes().first()? {
-        b'+' => (1, &s[1..]),
-        b'-' => (-1, &s[1..]),
-        _ => return None,
-    };
-    let (h, m) = rest.split_once(':')?;
-    let h: i32 = h.parse().ok()?;
-    let m: i32 = m.parse().ok()?;
-    if h > 14 || m > 59 || h < 0 || m < 0 {
-        return None;
-    }
-    Some(sign * (h * 3600 + m * 60))
+    crate::domain::Zone::parse(tz).map(|_| ())
 }
 
 /// Parse `500ms`, `6s`, `10m`, `24h`, `2d` (a bare number is seconds).
@@ -1204,6 +1172,11 @@ fn de_tier<'de, D: Deserializer<'de>>(d: D) -> Result<MessagingTier, D::Error> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    #[test]
+    fn store_urls_lose_their_password() {
+        assert_eq!(redact_url("postgres://u:pw@h/db"), "postgres://u:***@h/db");
+        assert_eq!(redact_url("sqlite://data/p.db"), "sqlite://data/p.db");
+    }
 
     #[test]
     fn durations_parse_in_every_unit() {
@@ -1214,13 +1187,6 @@ mod tests {
         assert_eq!(parse_duration("0s").unwrap(), Duration::ZERO);
         assert!(parse_duration("6 parsecs").is_err());
         assert!(parse_duration("soon").is_err());
-    }
-
-    #[test]
-    fn offsets_parse() {
-        assert_eq!(parse_utc_offset("+07:00"), Some(25200));
-        assert_eq!(parse_utc_offset("-03:30"), Some(-12600));
-        assert_eq!(parse_utc_offset("07:00"), None);
     }
 
     #[test]

@@ -11,23 +11,24 @@
 //! - 0 [`metrics`]: process metrics in Prometheus text format.
 //! - 0 [`telemetry`]: logging (JSON or terminal), masked phone numbers.
 //! - 0 [`outcall`]: HTTP calls to the business's own systems, behind an SSRF guard.
-//! - 1 [`config`]: settings from files and `PARLEY__*`, checked into typed values.
-//! - 2 [`store`]: SQLite or PostgreSQL through one group-commit writer.
-//! - 3 [`media`]: inbound media downloads and voice transcription.
-//! - 4 [`conversation`]: the pure `step(state, event, ctx) -> (state, effects)`.
-//! - 5 [`flow`]: flow files, validation, the pure flow executor.
-//! - 5 [`chatbot`]: AI chatbots: definitions, the pure session, model providers.
-//! - 6 [`sendgate`]: per-account limits every send passes (rate, pair rate, daily cap, tier, health).
-//! - 7 [`outbox`]: per-account sending to the Graph API, ordered per conversation, with retries.
-//! - 8 [`campaign`]: campaigns paced under the gate.
-//! - 9 [`actors`]: RootSupervisor → AccountActor → ConversationActor, thin shells.
-//! - 10 [`reload`]: reloading flows and live configuration keys.
-//! - 11 [`ingress`]: Meta's webhook (signature, parse, durable inbox), health, metrics, admin API.
-//! - 12 [`systemd`]: the service contract (`READY=1`, `STATUS=`, the watchdog).
-//! - 13 [`app`]: wiring only: store → writer → actors → HTTP, and the ordered shutdown.
-//! - 14 [`cli`]: the `parleyd` command line.
-//! - 15 [`testing`]: fakes and webhook builders for the tests and benchmarks.
-//! - 15 [`fuzzing`]: the fuzz targets' harnesses.
+//! - 1 [`domain`]: the business's vocabulary: meaningful ids, time zones, the messaging window, session records.
+//! - 2 [`config`]: settings from files and `PARLEY__*`, checked into typed values.
+//! - 3 [`store`]: SQLite or PostgreSQL through one group-commit writer.
+//! - 4 [`media`]: inbound media downloads and voice transcription.
+//! - 5 [`conversation`]: the pure `step(state, event, ctx) -> (state, effects)`.
+//! - 6 [`flow`]: flow files, validation, the pure flow executor.
+//! - 6 [`chatbot`]: AI chatbots: definitions, the pure session, model providers.
+//! - 7 [`sendgate`]: per-account limits every send passes (rate, pair rate, daily cap, tier, health).
+//! - 8 [`outbox`]: per-account sending to the Graph API, ordered per conversation, with retries.
+//! - 9 [`campaign`]: campaigns paced under the gate.
+//! - 10 [`actors`]: RootSupervisor → AccountActor → ConversationActor, thin shells.
+//! - 11 [`systemd`]: the service contract (`READY=1`, `STATUS=`, the watchdog).
+//! - 12 [`reload`]: reloading flows and live configuration keys.
+//! - 13 [`ingress`]: Meta's webhook (signature, parse, durable inbox), health, metrics, admin API.
+//! - 14 [`app`]: wiring only: store → writer → actors → HTTP, and the ordered shutdown.
+//! - 15 [`cli`]: the `parleyd` command line.
+//! - 16 [`testing`]: fakes and webhook builders for the tests and benchmarks.
+//! - 16 [`fuzzing`]: the fuzz targets' harnesses.
 
 pub mod actors;
 pub mod app;
@@ -36,6 +37,7 @@ pub mod chatbot;
 pub mod cli;
 pub mod config;
 pub mod conversation;
+pub mod domain;
 pub mod flow;
 pub mod fuzzing;
 pub mod ingress;

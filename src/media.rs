@@ -148,6 +148,27 @@ pub struct MediaResult {
     pub error: Option<String>,
 }
 
+impl MediaResult {
+    /// The store's row for this result.
+    pub fn row<'a>(&'a self, account: &'a str, user_key: &'a str) -> crate::store::MediaRow<'a> {
+        let t = self.transcript.as_ref();
+        crate::store::MediaRow {
+            account,
+            media_id: &self.media_id,
+            user_key,
+            path: self.path.clone(),
+            mime_type: self.mime_type.clone(),
+            bytes: self.bytes,
+            transcript: t.map(|t| t.text.clone()),
+            language: t.and_then(|t| t.language.clone()),
+            duration_secs: t.and_then(|t| t.duration_secs.map(|d| d.to_string())),
+            provider: t.map(|t| t.provider.clone()),
+            cost: t.map(|t| t.cost.to_string()),
+            error: self.error.clone(),
+        }
+    }
+}
+
 #[derive(Debug, thiserror::Error)]
 pub enum MediaError {
     #[error("Graph API: {0}")]

@@ -103,27 +103,19 @@ impl Metrics {
 }
 
 impl Metrics {
-    /// A chatbot session started (status active) or ended.
-    pub fn bot_session(&self, bot: &str, status: crate::chatbot::session::BotStatus) {
-        let status = match status {
-            crate::chatbot::session::BotStatus::Active => "started",
-            other => other.as_str(),
-        };
+    /// A chatbot session `started`, or ended with this status (`done`, `handoff`, …).
+    pub fn bot_session(&self, bot: &str, status: &str) {
         self.bot_sessions
             .inc(&format!("bot=\"{bot}\",status=\"{status}\""));
     }
 
-    /// A model answered (or failed) for `bot`.
-    pub fn bot_answer(&self, bot: &str, answer: &crate::chatbot::session::BotAnswer) {
-        let result = if answer.error.is_some() {
-            "failed"
-        } else {
-            "ok"
-        };
+    /// A model answered (`failed`: with an error) for `bot`, after `latency_ms`.
+    pub fn bot_answer(&self, bot: &str, failed: bool, latency_ms: u64) {
+        let result = if failed { "failed" } else { "ok" };
         self.bot_answers
             .inc(&format!("bot=\"{bot}\",result=\"{result}\""));
         self.bot_response_ms
-            .add(&format!("bot=\"{bot}\""), answer.latency_ms);
+            .add(&format!("bot=\"{bot}\""), latency_ms);
     }
 }
 

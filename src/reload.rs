@@ -242,7 +242,7 @@ pub async fn reload(engine: &Engine) -> ReloadOutcome {
     }
     if let Some(registry) = &engine.flows {
         let dir = engine.settings().flows.dir.clone();
-        match crate::app::reload_flows_within(registry, &dir, &engine.store).await {
+        match reload_flows_within(registry, &dir, &engine.store).await {
             Ok(loaded) => {
                 outcome.flows = loaded
                     .into_iter()
@@ -341,6 +341,64 @@ pub async fn request(settings: &Settings, timeout: std::time::Duration) -> anyho
         problems.insert(0, format!("flows reloaded: {}", flows.join(", ")));
     }
     anyhow::bail!("reload incomplete:\n{}", problems.join("\n"))
+}
+
+/// Reload the flows alone and log the outcome (the watcher and the admin API), one reload at
+/// a time with SIGHUP's ([`reload`] takes the same lock), so two reloads never
+/// race to swap sets or to tell systemd. Reading and validating runs on a blocking thread, so
+/// a large set never holds up conversations; they see the new set once it is swapped in whole.
+pub async fn reload_flows(
+    engine: &Engine,
+    flows: &crate::flow::FlowRegistry,
+    dir: &std::path::Path,
+) -> Result<Vec<(String, String)>, Vec<String>> {
+    let _one_at_a_time = engine.reload_lock.lock().await;
+    let notified = crate::systemd::reloading();
+    let outcome = reload_flows_within(flows, dir, &engine.store).await;
+    notified.done(Some(flows));
+    outcome
+}
+
+/// [`reload_flows`] inside a reload that tells systemd itself (`RELOADING=1` … `READY=1`).
+pub async fn reload_flows_within(
+    flows: &crate::flow::FlowRegistry,
+    dir: &std::path::Path,
+    store: &crate::store::Store,
+) -> Result<Vec<(String, String)>, Vec<String>> {
+    let (registry, path) = (flows.clone(), dir.to_path_buf());
+    let outcome = tokio::task::spawn_blocking(move || registry.reload(&path))
+        .await
+        .unwrap_or_else(|e| Err(vec![format!("the reload task failed: {e}")]));
+    match &outcome {
+        Ok(loaded) => {
+            crate::metrics::metrics()
+                .flow_reloads
+                .inc("result=\"applied\"");
+            tracing::info!(flows = loaded.len(), "Flows reloaded.");
+            // Sessions that start on these versions can finish on them after a restart.
+            if let Err(e) = store.save_flow_versions(&flows.sources()).await {
+                tracing::warn!(error = %e, "Recording the new flow versions failed.");
+            }
+            // Earlier versions stay loaded exactly while a session still runs them.
+            match store.flow_versions_in_use().await {
+                Ok(rows) => {
+                    let in_use: Vec<(String, String)> =
+                        rows.into_iter().map(|(id, v, _)| (id, v)).collect();
+                    flows.keep_in_use(&in_use);
+                }
+                Err(e) => {
+                    tracing::warn!(error = %e, "Reading the flow versions in use failed; every earlier version stays loaded.")
+                }
+            }
+        }
+        Err(errors) => {
+            crate::metrics::metrics()
+                .flow_reloads
+                .inc("result=\"refused\"");
+            tracing::error!(errors = ?errors, "Flow reload refused; the running flows stay.")
+        }
+    }
+    outcome
 }
 
 #[cfg(test)]

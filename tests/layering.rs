@@ -13,21 +13,9 @@ use std::path::Path;
 const STILL_UP: &[(&str, &str)] = &[
     ("campaign", "actors"),
     ("chatbot", "flow"),
-    ("chatbot", "outbox"),
-    ("config", "app"),
-    ("config", "conversation"),
-    ("config", "sendgate"),
     ("conversation", "chatbot"),
     ("flow", "chatbot"),
-    ("ingress", "app"),
-    ("metrics", "chatbot"),
     ("outbox", "actors"),
-    ("reload", "app"),
-    ("reload", "systemd"),
-    ("store", "campaign"),
-    ("store", "conversation"),
-    ("store", "media"),
-    ("telemetry", "config"),
 ];
 
 /// The floors as `src/lib.rs` states them: lines `//! - N [`module`]: what it is.`

@@ -545,7 +545,11 @@ impl ConversationActorState {
                 self.args.calls.fetch_add(1, Ordering::AcqRel);
                 tokio::spawn(async move {
                     let answer = providers.call(&call).await;
-                    crate::metrics::metrics().bot_answer(&call.bot, &answer);
+                    crate::metrics::metrics().bot_answer(
+                        &call.bot,
+                        answer.error.is_some(),
+                        answer.latency_ms,
+                    );
                     if let Some(me) = me {
                         let _ = me.cast(ConversationMsg::BotDone(answer, Instant::now(), before));
                     }
@@ -560,11 +564,10 @@ impl ConversationActorState {
         for effect in effects {
             if let Effect::BotRecord(r) = effect {
                 if r.started {
-                    crate::metrics::metrics()
-                        .bot_session(&r.bot, crate::chatbot::session::BotStatus::Active);
+                    crate::metrics::metrics().bot_session(&r.bot, "started");
                 }
                 if r.status != crate::chatbot::session::BotStatus::Active {
-                    crate::metrics::metrics().bot_session(&r.bot, r.status);
+                    crate::metrics::metrics().bot_session(&r.bot, r.status.as_str());
                 }
             }
             if let Effect::FetchMedia(fetch) = effect {
@@ -602,7 +605,7 @@ impl ConversationActorState {
                     }
                     if let Err(e) = engine
                         .store
-                        .record_media(&account.phone_number_id, &user, &result)
+                        .record_media(&result.row(&account.phone_number_id, &user))
                         .await
                     {
                         tracing::warn!(error = %e, "Recording a media file failed.");

@@ -89,7 +89,7 @@ impl Providers {
                     return ans;
                 }
                 Err(f) if f.retry && attempt < p.settings.max_retries => {
-                    let wait = crate::outbox::backoff(
+                    let wait = crate::domain::backoff(
                         Duration::from_millis(250),
                         Duration::from_secs(10),
                         attempt,

@@ -65,25 +65,7 @@ pub struct BotAnswer {
     pub error: Option<String>,
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "snake_case")]
-pub enum BotStatus {
-    Active,
-    Completed,
-    Timeout,
-    HandedOff,
-}
-
-impl BotStatus {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            BotStatus::Active => "active",
-            BotStatus::Completed => "completed",
-            BotStatus::Timeout => "timeout",
-            BotStatus::HandedOff => "handed_off",
-        }
-    }
-}
+pub use crate::domain::BotStatus;
 
 /// A conversation's session with one bot (stored in the conversation state).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]

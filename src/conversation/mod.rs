@@ -218,17 +218,7 @@ pub enum ConversationEvent {
     MediaReady(crate::media::MediaResult),
 }
 
-/// What to do with a free-form message when the 24 h window is closed.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[serde(rename_all = "snake_case")]
-pub enum WindowPolicy {
-    /// Refuse it with a clear reason.
-    Fail,
-    /// Keep it until the user writes again (within `conversation.hold_for`), then send it.
-    Hold,
-    /// Send this template instead.
-    Template(OutboundMessage),
-}
+pub use crate::domain::{BotSummary, FlowRecord, WindowPolicy};
 
 /// A free-form message waiting for the user to open the window again.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -275,36 +265,6 @@ pub enum Effect {
     FetchMedia(crate::media::MediaFetch),
     /// Where a chatbot session stands (stored with the step: per-bot counters).
     BotRecord(BotSummary),
-}
-
-/// A chatbot session's figures, as of this step.
-#[derive(Debug, Clone, PartialEq)]
-pub struct BotSummary {
-    pub bot: String,
-    pub started_at: i64,
-    pub status: crate::chatbot::session::BotStatus,
-    /// The session began in this step.
-    pub started: bool,
-    pub turns: u32,
-    pub tokens_in: u64,
-    pub tokens_out: u64,
-    pub cost: rust_decimal::Decimal,
-    pub response_ms: u64,
-}
-
-/// Where a flow session stands after an event.
-#[derive(Debug, Clone, PartialEq)]
-pub struct FlowRecord {
-    pub flow_id: String,
-    pub version: String,
-    /// With the conversation, identifies the session.
-    pub started_at: i64,
-    /// running | paused | completed | failed
-    pub status: &'static str,
-    /// The node it stopped at (None once ended).
-    pub node: Option<String>,
-    /// Why it failed (a runaway loop, an expression error): also kept as a dead letter.
-    pub error: Option<String>,
 }
 
 /// What a step knows besides the state and the event: the time and the account's settings.

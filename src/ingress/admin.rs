@@ -397,7 +397,7 @@ async fn reload_flows(State(app): State<AppState>) -> Response {
         return error(StatusCode::NOT_FOUND, "this daemon runs no flows");
     };
     let dir = app.engine.settings().flows.dir.clone();
-    match crate::app::reload_flows(&app.engine, registry, &dir).await {
+    match crate::reload::reload_flows(&app.engine, registry, &dir).await {
         Ok(loaded) => {
             let list: Vec<_> = loaded
                 .iter()

@@ -196,8 +196,8 @@ pub struct StepCommit {
     pub outbox: Vec<NewOutboxRow>,
     pub timers: Vec<NewTimer>,
     /// Flow sessions this step moved.
-    pub flow_records: Vec<crate::conversation::FlowRecord>,
-    pub bot_records: Vec<crate::conversation::BotSummary>,
+    pub flow_records: Vec<crate::domain::FlowRecord>,
+    pub bot_records: Vec<crate::domain::BotSummary>,
     pub now: i64,
     /// The still-open batch whose inbox row this step applies (see [`InboxDispatch::batch`]).
     pub batch: Option<u64>,
@@ -1205,7 +1205,7 @@ fn write_ops(
                             updated_at: commit.now,
                             class: o.class.to_string(),
                             turn: None,
-                            campaign: crate::campaign::campaign_of_idem_key(&o.idem_key),
+                            campaign: crate::domain::campaign_of_idem_key(&o.idem_key),
                         })
                     })
                     .collect(),
@@ -1515,7 +1515,7 @@ fn commit_steps(
         }
         tx.exec(&text, vals)?;
     }
-    let bots: Vec<(&StepCommit, &crate::conversation::BotSummary)> = steps
+    let bots: Vec<(&StepCommit, &crate::domain::BotSummary)> = steps
         .iter()
         .flat_map(|s| s.bot_records.iter().map(move |r| (*s, r)))
         .collect();
@@ -1552,7 +1552,7 @@ fn commit_steps(
         }
         tx.exec(&text, vals)?;
     }
-    let records: Vec<(&StepCommit, &crate::conversation::FlowRecord)> = steps
+    let records: Vec<(&StepCommit, &crate::domain::FlowRecord)> = steps
         .iter()
         .flat_map(|s| s.flow_records.iter().map(move |r| (*s, r)))
         .collect();
