@@ -13,9 +13,9 @@ use tokio::net::TcpListener;
 use crate::actors::{
     AccountMsg, AccountRouter, Clock, Engine, RootMsg, RootSupervisor, SystemClock,
 };
+use crate::behaviour::{FlowLogic, FlowRegistry};
 use crate::config::Settings;
 use crate::conversation::ConversationLogic;
-use crate::flow::{FlowLogic, FlowRegistry};
 use crate::ingress::{self, AppState};
 use crate::store::{Store, WriterHandle};
 use crate::whatsapp::client::GraphClient;
@@ -78,7 +78,7 @@ impl Application {
             Some(logic) => (logic, None),
             None => {
                 let providers = settings.ai.names();
-                let (set, bots) = crate::flow::load_all(&settings.flows.dir, Some(&providers))
+                let (set, bots) = crate::behaviour::load_all(&settings.flows.dir, Some(&providers))
                     .map_err(|errors| {
                         anyhow::anyhow!(
                             "invalid flows in {}:\n{}",
@@ -432,7 +432,7 @@ const WATCH_QUIET: Duration = Duration::from_secs(1);
 /// extra thread.
 async fn watch_flows(
     engine: Arc<Engine>,
-    flows: crate::flow::FlowRegistry,
+    flows: crate::behaviour::FlowRegistry,
     dir: std::path::PathBuf,
 ) {
     type Entry = (std::path::PathBuf, u64, Option<std::time::SystemTime>);
@@ -474,7 +474,7 @@ async fn watch_flows(
 /// Keep the current flow versions in the store, and load back the earlier ones that
 /// unfinished sessions still run, so they finish on the version they started on.
 async fn pin_stored_versions(
-    registry: &crate::flow::FlowRegistry,
+    registry: &crate::behaviour::FlowRegistry,
     store: &Store,
 ) -> Result<(), crate::store::StoreError> {
     let current = registry.sources();

@@ -81,7 +81,7 @@ pub enum FlowsCommand {
 /// Every flow of `flows.dir`, or every error as `file:line:col: message` lines.
 /// The bots of `flows.dir/bots/` are checked with them (their providers against the config).
 fn load_flows(settings: &Settings) -> anyhow::Result<crate::flow::FlowSet> {
-    crate::flow::load_all(&settings.flows.dir, Some(&settings.ai.names()))
+    crate::behaviour::load_all(&settings.flows.dir, Some(&settings.ai.names()))
         .map(|(flows, _)| flows)
         .map_err(|errors| anyhow::anyhow!("{}", errors.join("\n")))
 }

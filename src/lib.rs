@@ -3,41 +3,47 @@
 //! # Floors
 //!
 //! Each top-level module stands on a floor; its `crate::` imports point to lower floors only,
-//! and modules of one floor do not import each other. `tests/layering.rs` reads the lines
-//! below and checks every `crate::` path in `src/` against them (with the list of imports
-//! that still point up, which may only shrink). One line per module, bottom to top:
+//! and modules of one floor do not import each other, so no import circle can form.
+//! `tests/layering.rs` reads the lines below and checks every `crate::` path in `src/`
+//! against them. One line per module, bottom to top:
 //!
 //! - 0 [`whatsapp`]: Cloud API wire formats: types, webhook decoder, send bodies, client, errors.
 //! - 0 [`metrics`]: process metrics in Prometheus text format.
 //! - 0 [`telemetry`]: logging (JSON or terminal), masked phone numbers.
 //! - 0 [`outcall`]: HTTP calls to the business's own systems, behind an SSRF guard.
 //! - 1 [`domain`]: the business's vocabulary: meaningful ids, time zones, the messaging window, session records.
+//! - 1 [`definitions`]: definition files (flows, bots): reading a folder, YAML errors as file:line:col, keywords, durations.
 //! - 2 [`config`]: settings from files and `PARLEY__*`, checked into typed values.
 //! - 3 [`store`]: SQLite or PostgreSQL through one group-commit writer.
 //! - 4 [`media`]: inbound media downloads and voice transcription.
 //! - 5 [`conversation`]: the pure `step(state, event, ctx) -> (state, effects)`.
-//! - 6 [`flow`]: flow files, validation, the pure flow executor.
+//! - 6 [`flow`]: flow files, validation, the pure flow executor (no chatbot: `behaviour` joins them).
 //! - 6 [`chatbot`]: AI chatbots: definitions, the pure session, model providers.
-//! - 7 [`sendgate`]: per-account limits every send passes (rate, pair rate, daily cap, tier, health).
-//! - 8 [`outbox`]: per-account sending to the Graph API, ordered per conversation, with retries.
-//! - 9 [`campaign`]: campaigns paced under the gate.
-//! - 10 [`actors`]: RootSupervisor → AccountActor → ConversationActor, thin shells.
-//! - 11 [`systemd`]: the service contract (`READY=1`, `STATUS=`, the watchdog).
-//! - 12 [`reload`]: reloading flows and live configuration keys.
-//! - 13 [`ingress`]: Meta's webhook (signature, parse, durable inbox), health, metrics, admin API.
-//! - 14 [`app`]: wiring only: store → writer → actors → HTTP, and the ordered shutdown.
-//! - 15 [`cli`]: the `parleyd` command line.
-//! - 16 [`testing`]: fakes and webhook builders for the tests and benchmarks.
-//! - 16 [`fuzzing`]: the fuzz targets' harnesses.
+//! - 7 [`behaviour`]: flows and chatbots together: loaded and checked as one set, the logic that runs them.
+//! - 8 [`sendgate`]: per-account limits every send passes (rate, pair rate, daily cap, tier, health).
+//! - 9 [`engine`]: the handles every actor and sender shares (settings, store, writer, behaviours, gates, clock).
+//! - 10 [`outbox`]: per-account sending to the Graph API, ordered per conversation, with retries.
+//! - 11 [`actors`]: RootSupervisor → AccountActor → ConversationActor, thin shells.
+//! - 12 [`campaign`]: campaigns: a supervisor and one pacing actor per running campaign, under the gate.
+//! - 13 [`systemd`]: the service contract (`READY=1`, `STATUS=`, the watchdog).
+//! - 14 [`reload`]: reloading flows and live configuration keys.
+//! - 15 [`ingress`]: Meta's webhook (signature, parse, durable inbox), health, metrics, admin API.
+//! - 16 [`app`]: wiring only: store → writer → actors → HTTP, and the ordered shutdown.
+//! - 17 [`cli`]: the `parleyd` command line.
+//! - 18 [`testing`]: fakes and webhook builders for the tests and benchmarks.
+//! - 18 [`fuzzing`]: the fuzz targets' harnesses.
 
 pub mod actors;
 pub mod app;
+pub mod behaviour;
 pub mod campaign;
 pub mod chatbot;
 pub mod cli;
 pub mod config;
 pub mod conversation;
+pub mod definitions;
 pub mod domain;
+pub mod engine;
 pub mod flow;
 pub mod fuzzing;
 pub mod ingress;

@@ -22,14 +22,13 @@ use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::Duration;
 
-use ractor::ActorRef;
 use secrecy::SecretString;
 use tokio::sync::{mpsc, oneshot, watch};
 use tokio::task::JoinSet;
 
-use crate::actors::{AccountMsg, Engine};
 use crate::config::{AccountSettings, Settings};
 pub use crate::domain::backoff;
+use crate::engine::Engine;
 use crate::metrics::metrics;
 use crate::sendgate::{
     apply_effects, AccountGate, BlockRequest, Decision, Outcome as GateOutcome, Scope, SendClass,
@@ -72,6 +71,22 @@ enum Cmd {
     Shutdown(oneshot::Sender<()>),
 }
 
+/// A message the sender gave up on for good (its row is `failed` and a dead letter kept),
+/// for the conversation that sent it.
+#[derive(Debug, Clone)]
+pub struct SendFailure {
+    pub user_key: String,
+    pub outbox_id: i64,
+    pub code: Option<i64>,
+    pub detail: String,
+    /// The message, when the sender has it (else the conversation reads it back).
+    pub message: Option<OutboundMessage>,
+}
+
+/// Where the sender reports a [`SendFailure`]: handed in by whoever starts it (the account
+/// actor routes it to the conversation), so the sender knows no actor.
+pub type FailureReport = Arc<dyn Fn(SendFailure) + Send + Sync>;
+
 /// Handle on an account's sender task.
 #[derive(Clone)]
 pub struct OutboxSender {
@@ -82,11 +97,11 @@ impl OutboxSender {
     pub fn start(
         engine: Arc<Engine>,
         account: Arc<AccountSettings>,
-        account_ref: ActorRef<AccountMsg>,
+        report: FailureReport,
         resume_through: i64,
     ) -> OutboxSender {
         let (tx, rx) = mpsc::unbounded_channel();
-        tokio::spawn(run(engine, account, account_ref, resume_through, rx));
+        tokio::spawn(run(engine, account, report, resume_through, rx));
         OutboxSender { tx }
     }
 
@@ -395,7 +410,7 @@ struct Job {
 async fn run(
     engine: Arc<Engine>,
     account: Arc<AccountSettings>,
-    account_ref: ActorRef<AccountMsg>,
+    report: FailureReport,
     resume_through: i64,
     mut rx: mpsc::UnboundedReceiver<Cmd>,
 ) {
@@ -578,18 +593,17 @@ async fn run(
                             tier_held: head.tier.clone(),
                         };
                         q.sending.insert(user.clone());
-                        let (engine, account, account_ref, cancel, url, gate) = (
+                        let (engine, account, report, cancel, url, gate) = (
                             engine.clone(),
                             account.clone(),
-                            account_ref.clone(),
+                            report.clone(),
                             cancel_rx.clone(),
                             url.clone(),
                             gate.clone(),
                         );
                         in_flight.spawn(async move {
                             let finished =
-                                deliver(&engine, &account, &gate, &url, &account_ref, job, cancel)
-                                    .await;
+                                deliver(&engine, &account, &gate, &url, &report, job, cancel).await;
                             (user, finished)
                         });
                     }
@@ -616,9 +630,9 @@ async fn run(
                         metrics().gate_refusals.inc("reason=\"unreachable\"");
                         let record = head.record.clone();
                         q.sending.insert(user.clone());
-                        let (engine, account_ref) = (engine.clone(), account_ref.clone());
+                        let (engine, report) = (engine.clone(), report.clone());
                         in_flight.spawn(async move {
-                            fail(&engine, &account_ref, &record, 0, Some(131026), reason).await;
+                            fail(&engine, &report, &record, 0, Some(131026), reason).await;
                             (user, Finished::Settled)
                         });
                     }
@@ -1162,7 +1176,7 @@ async fn deliver(
     account: &AccountSettings,
     gate: &AccountGate,
     url: &hyper::Uri,
-    account_ref: &ActorRef<AccountMsg>,
+    report: &FailureReport,
     job: Job,
     mut cancel: watch::Receiver<bool>,
 ) -> Finished {
@@ -1177,7 +1191,7 @@ async fn deliver(
         Err(e) => {
             fail(
                 engine,
-                account_ref,
+                report,
                 rec,
                 0,
                 None,
@@ -1287,7 +1301,7 @@ async fn deliver(
             if attempt >= max {
                 fail(
                     engine,
-                    account_ref,
+                    report,
                     rec,
                     attempt,
                     code,
@@ -1377,7 +1391,7 @@ async fn deliver(
                 }
                 _ => {}
             }
-            fail(engine, account_ref, rec, attempt, code, details).await;
+            fail(engine, report, rec, attempt, code, details).await;
             refund(engine, gate, &job).await;
             Finished::Settled
         }
@@ -1386,7 +1400,7 @@ async fn deliver(
 
 async fn fail(
     engine: &Engine,
-    account_ref: &ActorRef<AccountMsg>,
+    report: &FailureReport,
     rec: &OutboxRecord,
     attempts: u32,
     code: Option<i64>,
@@ -1406,7 +1420,7 @@ async fn fail(
     )
     .await;
     if rec.kind == "message" {
-        let _ = account_ref.cast(AccountMsg::SendFailed {
+        report(SendFailure {
             user_key: rec.user_key.clone(),
             outbox_id: rec.id,
             code,

@@ -349,7 +349,7 @@ pub async fn request(settings: &Settings, timeout: std::time::Duration) -> anyho
 /// a large set never holds up conversations; they see the new set once it is swapped in whole.
 pub async fn reload_flows(
     engine: &Engine,
-    flows: &crate::flow::FlowRegistry,
+    flows: &crate::behaviour::FlowRegistry,
     dir: &std::path::Path,
 ) -> Result<Vec<(String, String)>, Vec<String>> {
     let _one_at_a_time = engine.reload_lock.lock().await;
@@ -361,7 +361,7 @@ pub async fn reload_flows(
 
 /// [`reload_flows`] inside a reload that tells systemd itself (`RELOADING=1` … `READY=1`).
 pub async fn reload_flows_within(
-    flows: &crate::flow::FlowRegistry,
+    flows: &crate::behaviour::FlowRegistry,
     dir: &std::path::Path,
     store: &crate::store::Store,
 ) -> Result<Vec<(String, String)>, Vec<String>> {

@@ -17,7 +17,7 @@ use ractor::ActorRef;
 use sd_notify::NotifyState;
 
 use crate::actors::{AccountMsg, AccountRouter, Engine, RootMsg};
-use crate::flow::FlowRegistry;
+use crate::behaviour::FlowRegistry;
 use crate::metrics::metrics;
 
 /// Where the daemon is in its life, for deciding which notifications make sense.

@@ -5,11 +5,12 @@
 
 use std::sync::Arc;
 
+use parley::behaviour::{FlowLogic, FlowRegistry};
 use parley::conversation::{ConversationEvent, ConversationLogic, ConversationState, StepContext};
 use parley::flow::exec::FlowState;
 use parley::flow::model::NodeKind;
 use parley::flow::sandbox::Sandbox;
-use parley::flow::{FlowInput, FlowLogic, FlowRegistry, FlowSet, MAX_STEPS};
+use parley::flow::{FlowInput, FlowSet, MAX_STEPS};
 use parley::whatsapp::event::{InboundMessage, MessageContent};
 use proptest::prelude::*;
 
@@ -197,7 +198,7 @@ proptest! {
         )
         .unwrap();
         let load = || {
-            let (set, bots) = parley::flow::load_all(dir.path(), None).unwrap();
+            let (set, bots) = parley::behaviour::load_all(dir.path(), None).unwrap();
             FlowRegistry::with_bots(set, bots, None)
         };
         let registry = load();

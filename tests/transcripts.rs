@@ -259,7 +259,8 @@ fn on_update_decides_which_version_a_conversation_in_progress_runs() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("x.yaml");
         fs::write(&path, flow(policy, "v1?", "q")).unwrap();
-        let registry = parley::flow::FlowRegistry::new(parley::flow::load_dir(dir.path()).unwrap());
+        let registry =
+            parley::behaviour::FlowRegistry::new(parley::flow::load_dir(dir.path()).unwrap());
         let input = FlowInput::Message {
             text: Some("go"),
             reply_id: None,

@@ -53,14 +53,7 @@ pub enum AccountMsg {
     /// A durable timer of one conversation came due.
     Timer(DueTimer),
     /// Meta refused a message for good.
-    SendFailed {
-        user_key: String,
-        outbox_id: i64,
-        code: Option<i64>,
-        detail: String,
-        /// The message, when the sender has it (else the conversation reads it back).
-        message: Option<crate::whatsapp::send::OutboundMessage>,
-    },
+    SendFailed(crate::outbox::SendFailure),
     /// A conversation that had failed has applied an event again.
     Recovered(String),
     /// Passivate idle conversations; re-dispatch stale pending rows.
@@ -204,10 +197,16 @@ impl Actor for AccountActor {
                 args.account.default_bot.clone(),
             );
         }
+        let report: crate::outbox::FailureReport = {
+            let me = myself.clone();
+            Arc::new(move |f: crate::outbox::SendFailure| {
+                let _ = me.cast(AccountMsg::SendFailed(f));
+            })
+        };
         let sender = OutboxSender::start(
             args.engine.clone(),
             args.account.clone(),
-            myself.clone(),
+            report,
             resume_through,
         );
         Ok(AccountState {
@@ -287,13 +286,13 @@ impl Actor for AccountActor {
                     .route(&myself, &user, ConversationMsg::Timer(t))
                     .await?;
             }
-            AccountMsg::SendFailed {
+            AccountMsg::SendFailed(crate::outbox::SendFailure {
                 user_key,
                 outbox_id,
                 code,
                 detail,
                 message,
-            } => {
+            }) => {
                 state
                     .route(
                         &myself,

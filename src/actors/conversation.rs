@@ -125,7 +125,7 @@ impl ConversationActorState {
         else {
             return None;
         };
-        if crate::campaign::is_campaign_request(request_id) {
+        if crate::domain::is_campaign_request(request_id) {
             return None;
         }
         // Its rows' keys, whatever the place of its send among the step's effects.
@@ -337,7 +337,7 @@ impl ConversationActorState {
         // A campaign's template is business-initiated even inside the window (only its
         // free-form messages to open windows are service replies).
         let campaign_template = matches!(&event, ConversationEvent::Outgoing { request_id, message, .. }
-            if crate::campaign::is_campaign_request(request_id) && !message.is_free_form());
+            if crate::domain::is_campaign_request(request_id) && !message.is_free_form());
         let class = if next.window_open(now) && !campaign_template {
             SendClass::Service
         } else {

@@ -1794,7 +1794,7 @@ async fn main() -> anyhow::Result<()> {
 }
 
 /// Step the shop conversation over and over through `logic` until `stop`; each step's time.
-fn step_shop(logic: &parley::flow::FlowLogic, stop: &AtomicBool) -> Vec<Duration> {
+fn step_shop(logic: &parley::behaviour::FlowLogic, stop: &AtomicBool) -> Vec<Duration> {
     use parley::conversation::{
         ConversationEvent, ConversationLogic, ConversationState, StepContext,
     };
@@ -1854,10 +1854,10 @@ fn reload(files: usize, rounds: usize) -> anyhow::Result<()> {
             .replace("button: catalog", &format!("button: catalog{i}"));
         std::fs::write(dir.path().join(format!("shop_{i}.yaml")), copy)?;
     }
-    let registry = parley::flow::FlowRegistry::new(
+    let registry = parley::behaviour::FlowRegistry::new(
         parley::flow::load_dir(dir.path()).map_err(|e| anyhow::anyhow!("{e:?}"))?,
     );
-    let logic = Arc::new(parley::flow::FlowLogic {
+    let logic = Arc::new(parley::behaviour::FlowLogic {
         flows: registry.clone(),
     });
     let pct = |mut v: Vec<Duration>, p: f64| -> Duration {

@@ -44,8 +44,7 @@ use std::str::FromStr;
 use rust_decimal::Decimal;
 use serde::Deserialize;
 
-use crate::flow::model::parse_duration;
-use crate::flow::validate::normalize;
+use crate::definitions::{normalize, parse_duration};
 
 #[derive(Debug, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
@@ -194,7 +193,7 @@ fn compile(
     let raw: RawBot = match serde_norway::from_str(text) {
         Ok(r) => r,
         Err(e) => {
-            errors.push(crate::flow::validate::yaml_error(path, &e));
+            errors.push(crate::definitions::yaml_error(path, &e));
             return None;
         }
     };
@@ -321,7 +320,7 @@ fn compile(
 
 /// The bot files of `{flows_dir}/bots/` (a missing folder is no bots).
 pub fn read_bot_files(flows_dir: &Path) -> Result<Vec<(String, String)>, Vec<String>> {
-    crate::flow::read_flow_files(&flows_dir.join("bots"))
+    crate::definitions::read_flow_files(&flows_dir.join("bots"))
 }
 
 /// Load the bots of `{flows_dir}/bots/`.

@@ -213,12 +213,15 @@ pub enum ConversationEvent {
     /// The outcome of an HTTP call a flow made.
     HttpResult(crate::outcall::HttpOutcome),
     /// A model answered a chatbot's call (or failed to).
-    BotResult(crate::chatbot::session::BotAnswer),
+    BotResult(BotAnswer),
     /// An inbound media file was fetched (and a voice note transcribed), or could not be.
     MediaReady(crate::media::MediaResult),
 }
 
 pub use crate::domain::{BotSummary, FlowRecord, WindowPolicy};
+
+mod calls;
+pub use calls::{BotAnswer, BotCall, Role, Turn};
 
 /// A free-form message waiting for the user to open the window again.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -259,7 +262,7 @@ pub enum Effect {
     Http(crate::outcall::HttpCall),
     /// Ask a model after the commit; the answer comes back as
     /// [`ConversationEvent::BotResult`].
-    BotCall(crate::chatbot::session::BotCall),
+    BotCall(BotCall),
     /// Download an inbound media file after the commit; the result comes back as
     /// [`ConversationEvent::MediaReady`].
     FetchMedia(crate::media::MediaFetch),

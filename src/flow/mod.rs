@@ -5,7 +5,6 @@ pub mod exec;
 pub mod expr;
 pub mod graph;
 mod loader;
-mod logic;
 pub mod model;
 pub mod sandbox;
 pub mod simulate;
@@ -14,8 +13,10 @@ pub mod transcript;
 pub mod validate;
 
 pub use exec::{step, FlowAction, FlowContext, FlowError, FlowInput, FlowState};
-pub use loader::{load_all, load_dir, read_flow_files};
-pub use logic::{FlowLogic, FlowRegistry, MAX_STEPS};
+pub use loader::{load_dir, read_flow_files};
 pub use model::{flow_schema, parse_duration, Flow, Value};
 pub use transcript::run_transcript;
 pub use validate::FlowSet;
+
+/// Nodes one input may run through before the runaway guard stops the flow.
+pub const MAX_STEPS: usize = 100;

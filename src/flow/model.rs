@@ -94,6 +94,7 @@
 //! `message_id`: the id (wamid) of the user's last message the flow took, to react to it:
 //! `send: {message: {kind: reaction, message_id: "{{message_id}}", emoji: "👍"}}`.
 
+pub use crate::definitions::parse_duration;
 use std::collections::BTreeMap;
 
 use regex::Regex;
@@ -570,23 +571,6 @@ pub enum OnUpdate {
     Migrate,
     /// Start the new version from its start node.
     Restart,
-}
-
-/// Parse `500ms`, `6s`, `10m`, `24h`, `2d` into milliseconds.
-pub fn parse_duration(s: &str) -> Option<i64> {
-    let s = s.trim();
-    let split = s.find(|c: char| !c.is_ascii_digit())?;
-    let (num, unit) = s.split_at(split);
-    let n: i64 = num.parse().ok()?;
-    let mult = match unit {
-        "ms" => 1,
-        "s" => 1000,
-        "m" => 60_000,
-        "h" => 3_600_000,
-        "d" => 86_400_000,
-        _ => return None,
-    };
-    n.checked_mul(mult)
 }
 
 /// The JSON Schema of a flow file, generated from the types above (`parleyd flows schema`;

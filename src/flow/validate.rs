@@ -1,6 +1,7 @@
 //! Loading + validation: parse every file, compile it, and collect ALL errors as
 //! `file:line:col: message`. Semantic error positions come from a line scan of the source.
 
+pub use crate::definitions::{content_hash, normalize, yaml_error};
 use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 use std::str::FromStr;
 
@@ -104,12 +105,12 @@ impl FlowSet {
         }
     }
 
-    /// Every chatbot node's bot must be among `bots`; the errors name the flow file.
-    pub fn check_bots(&self, bots: &crate::chatbot::BotSet) -> Result<(), Vec<String>> {
+    /// Every chatbot node's bot must be one `has_bot` knows; the errors name the flow file.
+    pub fn check_bots(&self, has_bot: impl Fn(&str) -> bool) -> Result<(), Vec<String>> {
         let errors: Vec<String> = self
             .bot_refs
             .iter()
-            .filter(|(id, _)| bots.get(id).is_none())
+            .filter(|(id, _)| !has_bot(id))
             .map(|(_, e)| e.clone())
             .collect();
         if errors.is_empty() {
@@ -131,16 +132,6 @@ impl FlowSet {
     pub fn flows(&self) -> &[Flow] {
         &self.flows
     }
-}
-
-/// FNV-1a 64-bit, hex: stable across builds.
-pub fn content_hash(s: &str) -> String {
-    let mut h: u64 = 0xcbf29ce484222325;
-    for b in s.bytes() {
-        h ^= b as u64;
-        h = h.wrapping_mul(0x100000001b3);
-    }
-    format!("{h:016x}")
 }
 
 struct Src<'a> {
@@ -284,18 +275,6 @@ impl Ctx<'_, '_> {
             }
         }
     }
-}
-
-/// A YAML syntax or shape error as `file:line:col: message`.
-pub fn yaml_error(path: &str, e: &serde_norway::Error) -> String {
-    let (l, c) = e
-        .location()
-        .map(|l| (l.line(), l.column()))
-        .unwrap_or((1, 1));
-    let msg = e.to_string();
-    // serde_norway appends " at line X column Y"; strip it (we prefix the position).
-    let msg = msg.split(" at line ").next().unwrap_or(&msg);
-    format!("{path}:{l}:{c}: {msg}")
 }
 
 fn compile(src: &Src<'_>, errors: &mut Vec<String>) -> Option<Flow> {
@@ -1230,26 +1209,6 @@ fn templated(cx: &mut Ctx, node: &str, v: &serde_json::Value) -> TemplatedJson {
         ),
         other => TemplatedJson::Other(other.clone()),
     }
-}
-
-/// Lowercase, fold common Latin accents, trim and collapse whitespace.
-pub fn normalize(s: &str) -> String {
-    let folded: String = s
-        .to_lowercase()
-        .chars()
-        .map(|c| match c {
-            'à' | 'á' | 'â' | 'ã' | 'ä' | 'å' | 'ā' => 'a',
-            'è' | 'é' | 'ê' | 'ë' | 'ē' => 'e',
-            'ì' | 'í' | 'î' | 'ï' | 'ī' => 'i',
-            'ò' | 'ó' | 'ô' | 'õ' | 'ö' | 'ø' | 'ō' => 'o',
-            'ù' | 'ú' | 'û' | 'ü' | 'ū' => 'u',
-            'ñ' => 'n',
-            'ç' => 'c',
-            'ý' | 'ÿ' => 'y',
-            c => c,
-        })
-        .collect();
-    folded.split_whitespace().collect::<Vec<_>>().join(" ")
 }
 
 #[cfg(test)]

@@ -224,13 +224,14 @@ pub async fn receive(State(app): State<AppState>, req: Request) -> Response {
             for (i, account, user, outbox_id, code, detail) in failures {
                 if matches!(seqs.get(i), Some(Some(_))) {
                     if let Some(actor) = app.router.get(&account) {
-                        let _ = actor.cast(crate::actors::AccountMsg::SendFailed {
+                        let failure = crate::outbox::SendFailure {
                             user_key: user,
                             outbox_id,
                             code,
                             detail,
                             message: None,
-                        });
+                        };
+                        let _ = actor.cast(crate::actors::AccountMsg::SendFailed(failure));
                     }
                 }
             }

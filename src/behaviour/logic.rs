@@ -6,13 +6,16 @@ use std::sync::{Arc, RwLock};
 use serde::{Deserialize, Serialize};
 use serde_json::json;
 
-use super::model::OnUpdate;
-use super::{step as flow_step, FlowAction, FlowContext, FlowInput, FlowSet, FlowState};
+use super::load_all;
 use crate::chatbot::session::{self as bot_session, BotSession, Outcome, BOT_TIMER};
 use crate::chatbot::BotSet;
 use crate::conversation::{
     enter_handoff, settle_window, step as core_step, ConversationEvent, ConversationLogic,
     ConversationState, Effect, FlowRecord, Layer, StepContext,
+};
+use crate::flow::model::OnUpdate;
+use crate::flow::{
+    step as flow_step, FlowAction, FlowContext, FlowError, FlowInput, FlowSet, FlowState, MAX_STEPS,
 };
 use crate::whatsapp::event::{InboundMessage, Media, MessageContent};
 
@@ -24,8 +27,6 @@ const BOT_KEY: &str = "bot";
 const VOICE_KEY: &str = "voice";
 /// Prefix of the timers a flow asks for.
 const TIMER_PREFIX: &str = "flow:";
-/// Nodes one input may run through before the runaway guard stops the flow.
-pub const MAX_STEPS: usize = 100;
 
 /// The flows in force, swapped whole on reload, plus the earlier sets that conversations
 /// started on (a conversation keeps the version of the flow it started with).
@@ -140,7 +141,7 @@ impl FlowRegistry {
             let reg = self.0.read().unwrap_or_else(|e| e.into_inner());
             (reg.providers.clone(), reg.default_bots.clone())
         };
-        let loaded = super::load_all(dir, providers.as_deref()).and_then(|(set, bots)| {
+        let loaded = load_all(dir, providers.as_deref()).and_then(|(set, bots)| {
             let missing: Vec<String> = default_bots
                 .iter()
                 .filter(|(_, bot)| bots.get(bot).is_none())
@@ -609,7 +610,7 @@ impl FlowLogic {
         };
         let outcome = match restart {
             // The flow changed under this conversation and says to start over.
-            Some(id) => super::exec::start(&flows, &id, &fctx),
+            Some(id) => crate::flow::exec::start(&flows, &id, &fctx),
             None => flow_step(&flows, flow_state, input, &fctx),
         };
         let mut ended = Vec::new();
@@ -668,11 +669,11 @@ impl FlowLogic {
                 took = true;
                 // The session that failed: the one running, or one this event started.
                 let (flow, started_at_ms) = match &e {
-                    super::FlowError::Runaway {
+                    FlowError::Runaway {
                         flow,
                         started_at_ms,
                     } => (flow, *started_at_ms),
-                    super::FlowError::Eval { flow, .. } => (flow, ctx.now_ms),
+                    FlowError::Eval { flow, .. } => (flow, ctx.now_ms),
                 };
                 let failed = if before.flow.as_ref() == Some(flow) {
                     before.clone()
