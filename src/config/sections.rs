@@ -1,0 +1,440 @@
+//! The sections of the configuration, with their defaults.
+
+use super::*;
+
+#[derive(Debug, Clone, Deserialize)]
+pub struct HttpSettings {
+    pub listen: String,
+    /// A second address for `/admin/v1/` and `/metrics`: when set, they are served only
+    /// there, and `listen` serves the webhook and the health checks alone.
+    #[serde(default)]
+    pub admin_listen: Option<String>,
+    pub max_body_bytes: usize,
+    /// A request's head must arrive whole within this long of the connection opening or of
+    /// the previous response on it.
+    #[serde(
+        default = "default_header_read_timeout",
+        deserialize_with = "de_duration"
+    )]
+    pub header_read_timeout: Duration,
+    /// A connection with no request in flight that sends no byte for this long is closed.
+    #[serde(
+        default = "default_keep_alive_timeout",
+        deserialize_with = "de_duration"
+    )]
+    pub keep_alive_timeout: Duration,
+    /// A request body must arrive within this long of its head, plus one second for every
+    /// `min_body_rate` bytes received.
+    #[serde(
+        default = "default_body_read_timeout",
+        deserialize_with = "de_duration"
+    )]
+    pub body_read_timeout: Duration,
+    #[serde(default = "default_min_body_rate")]
+    pub min_body_rate: u64,
+    /// Open connections at most (more wait in the kernel's accept queue).
+    #[serde(default = "default_max_connections_http")]
+    pub max_connections: usize,
+    /// Webhook body bytes read but not yet authenticated, all connections together; past it
+    /// a webhook gets 503 (Meta redelivers).
+    #[serde(default = "default_max_unauthenticated_body_bytes")]
+    pub max_unauthenticated_body_bytes: usize,
+    /// Wrong admin tokens or verify tokens from one client address before it is answered
+    /// 429, and how fast that allowance comes back (one failure forgiven per interval).
+    #[serde(default = "default_auth_failures_burst")]
+    pub auth_failures_burst: u32,
+    #[serde(
+        default = "default_auth_failures_interval",
+        deserialize_with = "de_duration"
+    )]
+    pub auth_failures_interval: Duration,
+}
+
+pub(super) fn default_header_read_timeout() -> Duration {
+    Duration::from_secs(10)
+}
+pub(super) fn default_keep_alive_timeout() -> Duration {
+    Duration::from_secs(60)
+}
+pub(super) fn default_body_read_timeout() -> Duration {
+    Duration::from_secs(10)
+}
+pub(super) fn default_min_body_rate() -> u64 {
+    64 * 1024
+}
+pub(super) fn default_max_connections_http() -> usize {
+    8192
+}
+pub(super) fn default_max_unauthenticated_body_bytes() -> usize {
+    64 * 1024 * 1024
+}
+pub(super) fn default_auth_failures_burst() -> u32 {
+    10
+}
+pub(super) fn default_auth_failures_interval() -> Duration {
+    Duration::from_secs(6)
+}
+
+#[derive(Debug, Clone, Deserialize)]
+pub struct WhatsAppSettings {
+    pub app_secret: SecretString,
+    pub verify_token: SecretString,
+    pub access_token: SecretString,
+    pub graph_base_url: String,
+    pub api_version: String,
+    #[serde(deserialize_with = "de_duration")]
+    pub request_timeout: Duration,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+pub struct StoreSettings {
+    pub url: String,
+    #[serde(default = "default_max_connections")]
+    pub max_connections: u32,
+    /// Parallel writers on PostgreSQL (conversations are spread over them by key; each
+    /// conversation always uses the same one). SQLite always has one.
+    #[serde(default = "default_writers")]
+    pub writers: usize,
+}
+
+/// This host's cores, 2 to 8: a writer's batch grows with the replies waiting for it, and
+/// each batch costs the server a fixed number of statements, so writers beyond the cores
+/// that can run them only make batches smaller (on 2 cores, 2 writers gave ~15 % more
+/// replies/s than 4 and twice those of 8).
+pub(super) fn default_writers() -> usize {
+    std::thread::available_parallelism()
+        .map(|n| n.get())
+        .unwrap_or(2)
+        .clamp(2, 8)
+}
+
+pub(super) fn default_max_connections() -> u32 {
+    8
+}
+
+#[derive(Debug, Clone, Default, Deserialize)]
+pub struct RedisSettings {
+    #[serde(default)]
+    pub url: Option<String>,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+pub struct FlowSettings {
+    pub dir: PathBuf,
+    pub watch: bool,
+    /// Addresses (IPs or CIDR ranges) flows' http nodes may call although they are private
+    /// or loopback; plain http is allowed to them too. Empty: https to public addresses only.
+    #[serde(default)]
+    pub http_allow: Vec<String>,
+}
+
+impl FlowSettings {
+    /// `http_allow` parsed (validated at start, so the entries here parse).
+    pub fn http_allow(&self) -> Vec<crate::outcall::Cidr> {
+        self.http_allow
+            .iter()
+            .filter_map(|c| c.parse().ok())
+            .collect()
+    }
+}
+
+/// `[media]`: inbound media downloads and voice-note transcription.
+#[derive(Debug, Clone, Deserialize)]
+pub struct MediaSettings {
+    #[serde(default = "default_media_dir")]
+    pub dir: PathBuf,
+    /// Download every inbound media message (image, audio, video, document, sticker).
+    #[serde(default = "yes")]
+    pub download: bool,
+    #[serde(default = "default_media_max")]
+    pub max_bytes: u64,
+    /// Transcribe voice notes (the text goes to the flow or bot as the user's message).
+    #[serde(default)]
+    pub transcription: Option<TranscriptionSettings>,
+}
+
+impl Default for MediaSettings {
+    fn default() -> Self {
+        MediaSettings {
+            dir: default_media_dir(),
+            download: true,
+            max_bytes: default_media_max(),
+            transcription: None,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Deserialize)]
+pub struct TranscriptionSettings {
+    /// A name under [ai.providers] with an OpenAI-compatible `/audio/transcriptions`.
+    pub provider: String,
+    #[serde(default = "default_transcription_model")]
+    pub model: String,
+    /// Decimal string, per minute of audio.
+    #[serde(default = "default_transcription_price")]
+    pub price_per_minute: String,
+}
+
+pub(super) fn default_media_dir() -> PathBuf {
+    PathBuf::from("data/media")
+}
+pub(super) fn default_media_max() -> u64 {
+    100 * 1024 * 1024
+}
+pub(super) fn default_transcription_model() -> String {
+    "whisper-1".into()
+}
+pub(super) fn default_transcription_price() -> String {
+    "0.006".into()
+}
+
+/// `[ai.providers.NAME]`: the model providers bots may name.
+#[derive(Debug, Clone, Default, Deserialize)]
+pub struct AiSettings {
+    #[serde(default)]
+    pub providers: std::collections::BTreeMap<String, ProviderSettings>,
+}
+
+impl AiSettings {
+    pub fn names(&self) -> Vec<String> {
+        self.providers.keys().cloned().collect()
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum ProviderKind {
+    /// OpenAI-compatible chat completions (OpenAI, Groq, Together, Mistral, Ollama, LocalAI,
+    /// vLLM): `{base_url}/chat/completions`.
+    Openai,
+    /// Anthropic Messages: `{base_url}/v1/messages`.
+    Anthropic,
+    /// Google Gemini: `{base_url}/v1beta/models/{model}:generateContent`.
+    Gemini,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+pub struct ProviderSettings {
+    pub kind: ProviderKind,
+    pub base_url: String,
+    #[serde(default = "empty_secret")]
+    pub api_key: SecretString,
+    #[serde(default = "default_ai_timeout", deserialize_with = "de_duration")]
+    pub timeout: Duration,
+    /// Retries of a 429, 5xx or timeout.
+    #[serde(default = "default_ai_retries")]
+    pub max_retries: u32,
+    /// Calls in flight at once to this provider.
+    #[serde(default = "default_ai_concurrency")]
+    pub concurrency: usize,
+}
+
+pub(super) fn empty_secret() -> SecretString {
+    SecretString::from(String::new())
+}
+pub(super) fn default_ai_timeout() -> Duration {
+    Duration::from_secs(30)
+}
+pub(super) fn default_ai_retries() -> u32 {
+    2
+}
+pub(super) fn default_ai_concurrency() -> usize {
+    16
+}
+
+#[derive(Debug, Clone, Deserialize)]
+pub struct HandoffSettings {
+    /// A conversation with a human returns to the bot after this long without a message
+    /// either way. "0s": only when released.
+    #[serde(deserialize_with = "de_duration")]
+    pub timeout: Duration,
+}
+
+impl Default for HandoffSettings {
+    fn default() -> Self {
+        HandoffSettings {
+            timeout: Duration::from_secs(24 * 3600),
+        }
+    }
+}
+
+/// `[campaigns]`: what every campaign shares.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default)]
+pub struct CampaignSettings {
+    /// A message that is exactly one of these (any case, surrounding spaces ignored) opts the
+    /// contact out of campaigns, durably.
+    pub opt_out_keywords: Vec<String>,
+    /// A message that is exactly one of these opts the contact back in.
+    pub opt_in_keywords: Vec<String>,
+}
+
+impl Default for CampaignSettings {
+    fn default() -> Self {
+        CampaignSettings {
+            opt_out_keywords: vec!["STOP".into(), "BERHENTI".into(), "UNSUBSCRIBE".into()],
+            opt_in_keywords: vec!["START".into(), "MULAI".into()],
+        }
+    }
+}
+
+impl CampaignSettings {
+    /// Some(true): opt out; Some(false): opt back in; None: an ordinary message.
+    pub fn opt_out_change(&self, text: &str) -> Option<bool> {
+        let t = text.trim();
+        if self
+            .opt_out_keywords
+            .iter()
+            .any(|k| k.eq_ignore_ascii_case(t))
+        {
+            Some(true)
+        } else if self
+            .opt_in_keywords
+            .iter()
+            .any(|k| k.eq_ignore_ascii_case(t))
+        {
+            Some(false)
+        } else {
+            None
+        }
+    }
+}
+
+/// The shortest `admin.token` accepted: the admin API can send messages and read every
+/// conversation, and anyone who reaches the listener may guess.
+pub const MIN_ADMIN_TOKEN_CHARS: usize = 32;
+
+#[derive(Debug, Clone, Default, Deserialize)]
+pub struct AdminSettings {
+    #[serde(default)]
+    pub token: Option<SecretString>,
+}
+
+impl AdminSettings {
+    /// The token, if the admin API is enabled (set and non-empty).
+    pub fn enabled_token(&self) -> Option<&SecretString> {
+        self.token
+            .as_ref()
+            .filter(|t| !t.expose_secret().is_empty())
+    }
+}
+
+#[derive(Debug, Clone, Deserialize)]
+pub struct ConversationSettings {
+    #[serde(deserialize_with = "de_duration")]
+    pub idle_timeout: Duration,
+    pub max_event_attempts: u32,
+    /// A free-form message (a flow's or bot's reply) outside the 24 h window: "fail"
+    /// (refused, counted, logged) or "hold" (sent when the user writes again). A flow's send
+    /// node may name a template instead.
+    #[serde(default = "default_outside_window")]
+    pub outside_window: crate::domain::WindowPolicy,
+    /// Held messages older than this are dropped.
+    #[serde(default = "default_hold_for", deserialize_with = "de_duration")]
+    pub hold_for: Duration,
+}
+
+pub(super) fn default_outside_window() -> crate::domain::WindowPolicy {
+    crate::domain::WindowPolicy::Fail
+}
+pub(super) fn default_hold_for() -> Duration {
+    Duration::from_secs(7 * 24 * 3600)
+}
+
+#[derive(Debug, Clone, Deserialize)]
+pub struct OutboxSettings {
+    pub max_in_flight: usize,
+    pub max_attempts: u32,
+    #[serde(deserialize_with = "de_duration")]
+    pub backoff_base: Duration,
+    #[serde(deserialize_with = "de_duration")]
+    pub backoff_max: Duration,
+    #[serde(deserialize_with = "de_duration")]
+    pub ambiguous_resend_after: Duration,
+}
+
+/// A store URL fit for logs and errors: the password, if any, shown as `***`.
+pub fn redact_url(url: &str) -> String {
+    match (url.find("://"), url.rfind('@')) {
+        (Some(scheme), Some(at)) if at > scheme => {
+            let creds = &url[scheme + 3..at];
+            match creds.split_once(':') {
+                Some((user, _)) => format!("{}{}:***{}", &url[..scheme + 3], user, &url[at..]),
+                None => url.to_string(),
+            }
+        }
+        _ => url.to_string(),
+    }
+}
+
+/// Messaging tier: unique users reached by business-initiated messages per rolling 24 h.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum MessagingTier {
+    Limited(u64),
+    Unlimited,
+}
+
+impl MessagingTier {
+    pub fn limit(&self) -> Option<u64> {
+        match self {
+            MessagingTier::Limited(n) => Some(*n),
+            MessagingTier::Unlimited => None,
+        }
+    }
+}
+
+impl fmt::Display for MessagingTier {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            MessagingTier::Limited(n) => write!(f, "{n}"),
+            MessagingTier::Unlimited => f.write_str("unlimited"),
+        }
+    }
+}
+
+#[derive(Debug, Clone, Deserialize)]
+pub struct AccountSettings {
+    pub phone_number_id: String,
+    #[serde(default)]
+    pub display_phone_number: String,
+    #[serde(default)]
+    pub waba_id: String,
+    #[serde(default)]
+    pub access_token: Option<SecretString>,
+    #[serde(default = "yes")]
+    pub mark_read: bool,
+    #[serde(default = "default_mps")]
+    pub messages_per_second: u32,
+    #[serde(default = "default_pair_interval", deserialize_with = "de_duration")]
+    pub pair_rate_interval: Duration,
+    #[serde(default = "default_pair_burst")]
+    pub pair_rate_burst: u32,
+    #[serde(default)]
+    pub daily_limit: Option<u64>,
+    #[serde(default = "default_tier", deserialize_with = "de_tier")]
+    pub messaging_tier: MessagingTier,
+    #[serde(default = "default_timezone")]
+    pub timezone: String,
+    /// A bot (id of a file in `{flows.dir}/bots/`) that answers messages no flow takes.
+    #[serde(default)]
+    pub default_bot: Option<String>,
+}
+
+pub(super) fn yes() -> bool {
+    true
+}
+pub(super) fn default_mps() -> u32 {
+    80
+}
+pub(super) fn default_pair_interval() -> Duration {
+    Duration::from_secs(6)
+}
+pub(super) fn default_pair_burst() -> u32 {
+    45
+}
+pub(super) fn default_tier() -> MessagingTier {
+    MessagingTier::Limited(250)
+}
+pub(super) fn default_timezone() -> String {
+    "UTC".into()
+}
