@@ -23,6 +23,24 @@ pub(super) fn insert_dead_letter(
     Ok(())
 }
 
+/// One `UPDATE … id IN (…)` over `ids`, in the fixed row counts whose texts are kept: `lead`
+/// binds the statement's first parameters, the ids follow (`build` numbers them from there).
+fn update_by_ids(
+    tx: &mut dyn SyncTx,
+    ids: &[i64],
+    lead: &[Val],
+    build: fn(usize) -> String,
+) -> Result<(), StoreError> {
+    for chunk in std_chunks(ids) {
+        let text = shaped(tx, chunk.len(), build);
+        let mut vals = Vec::with_capacity(lead.len() + chunk.len());
+        vals.extend_from_slice(lead);
+        vals.extend(chunk.iter().map(|id| Val::I(*id)));
+        tx.exec(&text, vals)?;
+    }
+    Ok(())
+}
+
 /// The frequent updates (sending, sent) as a few multi-row statements; the rare ones alone.
 pub(super) fn apply_outbox_updates(
     tx: &mut dyn SyncTx,
@@ -61,33 +79,24 @@ pub(super) fn apply_outbox_updates(
         }
     }
     for (account, ids) in &sending {
-        for chunk in std_chunks(ids) {
-            // By account and id: the open rows' index answers it in one descent per row.
-            // (Without the account PostgreSQL may read that partial index whole, with every
-            // entry of a row sent since the last vacuum.)
-            let text = shaped(tx, chunk.len(), |n| {
-                format!(
-                    "UPDATE outbox SET state = 'sending', attempts = attempts + 1, updated_at = $1 \
-                 WHERE account = $2 AND state IN ('pending', 'sending') AND id IN ({})",
-                    in_list(n, 3)
-                )
-            });
-            let mut vals = vec![Val::I(sending_at), Val::S(account.to_string())];
-            vals.extend(chunk.iter().map(|id| Val::I(*id)));
-            tx.exec(&text, vals)?;
-        }
-    }
-    for chunk in std_chunks(&sent_plain) {
-        let text = shaped(tx, chunk.len(), |n| {
+        // By account and id: the open rows' index answers it in one descent per row.
+        // (Without the account PostgreSQL may read that partial index whole, with every
+        // entry of a row sent since the last vacuum.)
+        let lead = [Val::I(sending_at), Val::S(account.to_string())];
+        update_by_ids(tx, ids, &lead, |n| {
             format!(
-                "UPDATE outbox SET state = 'sent', updated_at = $1 WHERE id IN ({})",
-                in_list(n, 2)
+                "UPDATE outbox SET state = 'sending', attempts = attempts + 1, updated_at = $1 \
+                 WHERE account = $2 AND state IN ('pending', 'sending') AND id IN ({})",
+                in_list(n, 3)
             )
-        });
-        let mut vals = vec![Val::I(sent_plain_at)];
-        vals.extend(chunk.iter().map(|id| Val::I(*id)));
-        tx.exec(&text, vals)?;
+        })?;
     }
+    update_by_ids(tx, &sent_plain, &[Val::I(sent_plain_at)], |n| {
+        format!(
+            "UPDATE outbox SET state = 'sent', updated_at = $1 WHERE id IN ({})",
+            in_list(n, 2)
+        )
+    })?;
     // Statuses that arrived before we recorded the wamid: the UPDATE itself says which rows
     // have one (one probe of `inbox_status_wamid` per row, no extra round trip); those few
     // are read and applied below.
@@ -170,32 +179,23 @@ pub(super) fn apply_outbox_update(
     match update {
         OutboxUpdate::Unsent { account, rows } => {
             let ids: Vec<i64> = rows.iter().map(|(_, id)| *id).collect();
-            for chunk in std_chunks(&ids) {
-                let text = shaped(tx, chunk.len(), |n| {
-                    format!(
+            update_by_ids(tx, &ids, &[Val::S(account.clone())], |n| {
+                format!(
                     "UPDATE outbox SET state = 'pending' WHERE account = $1 AND state = 'sending' AND id IN ({})",
                     in_list(n, 2)
                 )
-                });
-                let mut vals = vec![Val::S(account.clone())];
-                vals.extend(chunk.iter().map(|id| Val::I(*id)));
-                tx.exec(&text, vals)?;
-            }
+            })?;
         }
         OutboxUpdate::Cancelled { account, rows, at } => {
             let ids: Vec<i64> = rows.iter().map(|(_, id)| *id).collect();
-            for chunk in std_chunks(&ids) {
-                let text = shaped(tx, chunk.len(), |n| {
-                    format!(
-                        "UPDATE outbox SET state = 'cancelled', updated_at = $1 \
+            let lead = [Val::I(*at), Val::S(account.clone())];
+            update_by_ids(tx, &ids, &lead, |n| {
+                format!(
+                    "UPDATE outbox SET state = 'cancelled', updated_at = $1 \
                      WHERE account = $2 AND state IN ('pending', 'sending') AND id IN ({})",
-                        in_list(n, 3)
-                    )
-                });
-                let mut vals = vec![Val::I(*at), Val::S(account.clone())];
-                vals.extend(chunk.iter().map(|id| Val::I(*id)));
-                tx.exec(&text, vals)?;
-            }
+                    in_list(n, 3)
+                )
+            })?;
         }
         // Batched by `apply_outbox_updates`, which sends only the other kinds here.
         OutboxUpdate::Sent { .. } | OutboxUpdate::Sending { .. } => {}
