@@ -30,8 +30,6 @@
 //! - 15 [`ingress`]: Meta's webhook (signature, parse, durable inbox), health, metrics, admin API.
 //! - 16 [`app`]: wiring only: store → writer → actors → HTTP, and the ordered shutdown.
 //! - 17 [`cli`]: the `parleyd` command line.
-//! - 18 [`testing`]: fakes and webhook builders for the tests and benchmarks.
-//! - 18 [`fuzzing`]: the fuzz targets' harnesses.
 
 pub mod actors;
 pub mod app;
@@ -45,7 +43,6 @@ pub mod definitions;
 pub mod domain;
 pub mod engine;
 pub mod flow;
-pub mod fuzzing;
 pub mod ingress;
 pub mod media;
 pub mod metrics;
@@ -56,5 +53,4 @@ pub mod sendgate;
 pub mod store;
 pub mod systemd;
 pub mod telemetry;
-pub mod testing;
 pub mod whatsapp;

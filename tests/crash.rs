@@ -8,7 +8,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use parley::ingress::signature::sign;
-use parley::testing::{text_webhook, FakeGraph, Fault, Outcome};
+use parley_testkit::{text_webhook, FakeGraph, Fault, Outcome};
 
 mod common;
 use common::*;
@@ -62,7 +62,7 @@ impl Meta {
 async fn report_statuses(meta: Meta, wamid: String, to: String, callback: Option<String>) {
     for (status, pause) in [("sent", 2), ("delivered", 3), ("read", 5)] {
         tokio::time::sleep(Duration::from_millis(pause)).await;
-        let body = parley::testing::status_webhook(
+        let body = parley_testkit::status_webhook(
             PNID,
             &wamid,
             status,
@@ -180,12 +180,12 @@ async fn shop_conversations_survive_kill_9(store_url: String) {
             let mut waits = Vec::new();
             while round < 2 || (kills.load(Ordering::Relaxed) < 5 && round < 60) {
                 round += 1;
-                for (input, button, expected) in parley::testing::SHOP_SCRIPT {
+                for (input, button, expected) in parley_testkit::SHOP_SCRIPT {
                     n += 1;
                     let wamid = format!("wamid.C{user}-{round}-{n:02}");
                     let ts = parley::store::now_ms() / 1000;
                     let body = if button {
-                        parley::testing::button_reply_webhook(
+                        parley_testkit::button_reply_webhook(
                             PNID, &user, &wamid, input, "Catalog", ts,
                         )
                     } else {
@@ -232,7 +232,7 @@ async fn shop_conversations_survive_kill_9(store_url: String) {
         .collect();
     for (user, rounds) in users.iter().zip(rounds) {
         let expected: Vec<&str> = (0..rounds)
-            .flat_map(|_| parley::testing::SHOP_SCRIPT.iter().map(|s| s.2))
+            .flat_map(|_| parley_testkit::SHOP_SCRIPT.iter().map(|s| s.2))
             .collect();
         // Each send with the outbox id it carried: a duplicate shows whether one row went out
         // twice or two rows were made for one message.
@@ -366,7 +366,7 @@ async fn a_reply_never_handed_over_is_sent_at_once_after_a_crash(store_url: Stri
     );
     meta.deliver(text_webhook(PNID, b, "wamid.H2", "menu", ts()))
         .await;
-    meta.deliver(parley::testing::button_reply_webhook(
+    meta.deliver(parley_testkit::button_reply_webhook(
         PNID,
         a,
         "wamid.H3",
@@ -460,7 +460,7 @@ async fn a_reply_never_handed_over_is_sent_at_once_after_a_crash(store_url: Stri
         "the in-doubt send was resent by time, not settled by its status"
     );
     tokio::time::sleep(Duration::from_secs(1)).await;
-    let expected: Vec<String> = parley::testing::SHOP_SCRIPT[..2]
+    let expected: Vec<String> = parley_testkit::SHOP_SCRIPT[..2]
         .iter()
         .map(|s| s.2.to_string())
         .collect();

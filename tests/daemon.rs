@@ -6,7 +6,7 @@ use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use parley::ingress::signature::sign;
-use parley::testing::{text_webhook, FakeGraph};
+use parley_testkit::{text_webhook, FakeGraph};
 
 mod common;
 use common::*;

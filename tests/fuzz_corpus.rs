@@ -1,5 +1,5 @@
 //! Every file of `fuzz/corpus/<target>/` and every crash kept in `fuzz/artifacts/<target>/`
-//! goes through the same harness the fuzz target runs (`parley::fuzzing`), so stable CI
+//! goes through the same harness the fuzz target runs (`parley_testkit::fuzz`), so stable CI
 //! keeps checking what fuzzing found without nightly or libFuzzer.
 
 use std::path::Path;
@@ -25,7 +25,7 @@ fn replay(target: &str, run: fn(&[u8])) -> usize {
 
 #[test]
 fn every_corpus_file_and_past_crash_replays_without_a_panic() {
-    for (target, run) in parley::fuzzing::TARGETS {
+    for (target, run) in parley_testkit::fuzz::TARGETS {
         let n = replay(target, run);
         assert!(n > 0, "fuzz/corpus/{target}/ is empty");
         eprintln!("{target}: {n} input(s) replayed");

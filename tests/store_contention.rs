@@ -12,7 +12,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use helpers::*;
-use parley::testing::{status_webhook, text_webhook, FakeGraph, Outcome};
+use parley_testkit::{status_webhook, text_webhook, FakeGraph, Outcome};
 
 const USERS: usize = 96;
 const MESSAGES: usize = 6;

@@ -17,7 +17,7 @@ use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
 use parley::ingress::signature::sign;
-use parley::testing::text_webhook;
+use parley_testkit::text_webhook;
 
 const PNID: &str = "106540352242922";
 const SECRET: &str = "cred-app-secret-51x";

@@ -1,4 +1,4 @@
 #![no_main]
-//! See `parley::fuzzing::flow`; `tests/fuzz_corpus.rs` replays the corpus on stable.
+//! See `parley_testkit::fuzz::flow`; `tests/fuzz_corpus.rs` replays the corpus on stable.
 
-libfuzzer_sys::fuzz_target!(|data: &[u8]| parley::fuzzing::flow(data));
+libfuzzer_sys::fuzz_target!(|data: &[u8]| parley_testkit::fuzz::flow(data));

@@ -1,4 +1,4 @@
 #![no_main]
-//! See `parley::fuzzing::template`; `tests/fuzz_corpus.rs` replays the corpus on stable.
+//! See `parley_testkit::fuzz::template`; `tests/fuzz_corpus.rs` replays the corpus on stable.
 
-libfuzzer_sys::fuzz_target!(|data: &[u8]| parley::fuzzing::template(data));
+libfuzzer_sys::fuzz_target!(|data: &[u8]| parley_testkit::fuzz::template(data));

@@ -1,4 +1,4 @@
 #![no_main]
-//! See `parley::fuzzing::webhook`; `tests/fuzz_corpus.rs` replays the corpus on stable.
+//! See `parley_testkit::fuzz::webhook`; `tests/fuzz_corpus.rs` replays the corpus on stable.
 
-libfuzzer_sys::fuzz_target!(|data: &[u8]| parley::fuzzing::webhook(data));
+libfuzzer_sys::fuzz_target!(|data: &[u8]| parley_testkit::fuzz::webhook(data));

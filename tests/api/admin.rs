@@ -3,7 +3,7 @@
 use std::sync::Arc;
 
 use parley::conversation::CoreLogic;
-use parley::testing::{text_webhook, FakeGraph};
+use parley_testkit::{text_webhook, FakeGraph};
 use reqwest::Method;
 use serde_json::json;
 

@@ -9,7 +9,7 @@ use parley::config::{MessagingTier, Settings};
 use parley::conversation::{
     ConversationEvent, ConversationLogic, ConversationState, Effect, StepContext,
 };
-use parley::testing::{text_webhook, FakeGraph, Fault};
+use parley_testkit::{text_webhook, FakeGraph, Fault};
 use reqwest::Method;
 use serde_json::{json, Value};
 
@@ -106,9 +106,9 @@ fn sends_per_user(graph: &FakeGraph) -> HashMap<String, usize> {
     m
 }
 
-fn wamid_of(a: &parley::testing::Attempt) -> String {
+fn wamid_of(a: &parley_testkit::Attempt) -> String {
     match &a.outcome {
-        parley::testing::Outcome::Accepted(Some(w)) => w.clone(),
+        parley_testkit::Outcome::Accepted(Some(w)) => w.clone(),
         other => panic!("not accepted: {other:?}"),
     }
 }
@@ -176,7 +176,7 @@ async fn a_broadcast_reaches_each_recipient_once_skips_opt_outs_and_counts_statu
     for (i, a) in templates.iter().take(3).enumerate() {
         let wamid = wamid_of(a);
         let status = if i == 0 { "read" } else { "delivered" };
-        let body = parley::testing::status_webhook(
+        let body = parley_testkit::status_webhook(
             PNID,
             &wamid,
             status,

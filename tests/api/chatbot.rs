@@ -8,7 +8,7 @@ use std::time::Duration;
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::IntoResponse;
 use parley::config::{ProviderKind, ProviderSettings};
-use parley::testing::{text_webhook, FakeGraph};
+use parley_testkit::{text_webhook, FakeGraph};
 use reqwest::Method;
 use secrecy::SecretString;
 use serde_json::{json, Value};

@@ -4,7 +4,7 @@ use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Duration;
 
-use parley::testing::{text_webhook, FakeGraph};
+use parley_testkit::{text_webhook, FakeGraph};
 
 use crate::helpers::*;
 use crate::on_both_stores;
@@ -89,7 +89,7 @@ async fn a_restart_mid_stream_applies_every_message_once_and_sends_every_reply(d
     let half = bodies.len() / 2;
 
     for _ in 0..12 {
-        graph.push_fault(parley::testing::Fault::Delay(Duration::from_millis(400)));
+        graph.push_fault(parley_testkit::Fault::Delay(Duration::from_millis(400)));
     }
     let app = spawn_app(restart_settings(&db, &graph), Arc::new(Echo)).await;
     let mut unacked = Vec::new();
@@ -141,11 +141,10 @@ async fn a_restart_mid_stream_applies_every_message_once_and_sends_every_reply(d
             continue;
         };
         let wamid = match &a.outcome {
-            parley::testing::Outcome::Accepted(Some(w)) => w.clone(),
+            parley_testkit::Outcome::Accepted(Some(w)) => w.clone(),
             _ => format!("wamid.SETTLE{n}"),
         };
-        let status =
-            parley::testing::status_webhook(PNID, &wamid, "sent", to, Some(cb), now_secs());
+        let status = parley_testkit::status_webhook(PNID, &wamid, "sent", to, Some(cb), now_secs());
         assert_eq!(app.post_webhook(&status).await, 200);
     }
     for (_, body) in &bodies {

@@ -4,7 +4,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use parley::conversation::CoreLogic;
-use parley::testing::{status_webhook, text_webhook, FakeGraph, Fault, Outcome};
+use parley_testkit::{status_webhook, text_webhook, FakeGraph, Fault, Outcome};
 use serde_json::json;
 
 use crate::helpers::*;

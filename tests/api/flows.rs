@@ -4,7 +4,7 @@
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use parley::testing::{button_reply_webhook, text_webhook, FakeGraph};
+use parley_testkit::{button_reply_webhook, text_webhook, FakeGraph};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 use crate::helpers::*;

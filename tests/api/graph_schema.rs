@@ -10,8 +10,8 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use parley::conversation::CoreLogic;
-use parley::testing::{text_webhook, FakeGraph};
 use parley::whatsapp::send::{MediaSource, MediaType, OutboundMessage};
+use parley_testkit::{text_webhook, FakeGraph};
 use reqwest::Method;
 use serde_json::{json, Value};
 use sha2::Digest;

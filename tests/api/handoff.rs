@@ -5,7 +5,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use axum::http::HeaderMap;
-use parley::testing::{text_webhook, FakeGraph};
+use parley_testkit::{text_webhook, FakeGraph};
 use reqwest::Method;
 use serde_json::json;
 

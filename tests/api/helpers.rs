@@ -11,8 +11,8 @@ use parley::conversation::{
 };
 use parley::ingress::signature::sign;
 use parley::store::Store;
-use parley::testing::FakeGraph;
 use parley::whatsapp::send::OutboundMessage;
+use parley_testkit::FakeGraph;
 use secrecy::SecretString;
 use serde_json::Value;
 
@@ -409,7 +409,7 @@ where
 /// `settle` later it has been taken once: nothing that could send it again (a replay, a
 /// timer, a scan) did. `what` names it in the failure.
 pub async fn assert_sent_once(
-    graph: &parley::testing::FakeGraph,
+    graph: &parley_testkit::FakeGraph,
     text: &str,
     what: &str,
     settle: Duration,

@@ -6,7 +6,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use parley::config::{ProviderKind, ProviderSettings, TranscriptionSettings};
-use parley::testing::{media_webhook, text_webhook, FakeGraph};
+use parley_testkit::{media_webhook, text_webhook, FakeGraph};
 use secrecy::SecretString;
 use serde_json::json;
 use sha2::Digest;

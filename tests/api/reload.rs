@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use parley::config::Settings;
 use parley::ingress::signature::sign;
-use parley::testing::{text_webhook, FakeGraph};
+use parley_testkit::{text_webhook, FakeGraph};
 use reqwest::Method;
 use serde_json::Value;
 

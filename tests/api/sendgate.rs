@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use parley::config::{MessagingTier, Settings};
 use parley::sendgate::Zone;
-use parley::testing::{text_webhook, FakeGraph, Fault};
+use parley_testkit::{text_webhook, FakeGraph, Fault};
 use reqwest::Method;
 use serde_json::{json, Value};
 
@@ -680,7 +680,7 @@ async fn a_131026_status_marks_the_contact_unreachable_for_business_initiated_me
     let settings = gate_settings(&db, &graph);
     let app = spawn_app(settings, Arc::new(Echo)).await;
     let gone = "6282399999999";
-    let mut body: Value = serde_json::from_str(&parley::testing::status_webhook(
+    let mut body: Value = serde_json::from_str(&parley_testkit::status_webhook(
         PNID,
         "wamid.GONE1",
         "failed",

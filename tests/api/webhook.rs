@@ -4,7 +4,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use parley::conversation::CoreLogic;
-use parley::testing::{text_webhook, FakeGraph};
+use parley_testkit::{text_webhook, FakeGraph};
 
 use crate::helpers::*;
 use crate::on_both_stores;

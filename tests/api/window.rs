@@ -6,7 +6,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use parley::conversation::WindowPolicy;
-use parley::testing::{status_webhook, text_webhook, FakeGraph};
+use parley_testkit::{status_webhook, text_webhook, FakeGraph};
 use reqwest::Method;
 use serde_json::json;
 
@@ -180,7 +180,7 @@ async fn a_131047_status_closes_the_window_and_holds_the_message(db: TestDb) {
     // Meta later reports the message failed: the window was closed after all.
     let callback = sent.callback().unwrap().to_string();
     let wamid = match &sent.outcome {
-        parley::testing::Outcome::Accepted(Some(w)) => w.clone(),
+        parley_testkit::Outcome::Accepted(Some(w)) => w.clone(),
         _ => "wamid.OUT".to_string(),
     };
     assert_eq!(

@@ -536,7 +536,7 @@ pub fn media_webhook(
     message_webhook(
         phone_number_id,
         from,
-        json!({"from": from, "id": wamid, "timestamp": (crate::store::now_ms() / 1000).to_string(), "type": kind, kind: media}),
+        json!({"from": from, "id": wamid, "timestamp": (parley::store::now_ms() / 1000).to_string(), "type": kind, kind: media}),
     )
 }
 

@@ -17,7 +17,7 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 use anyhow::{bail, Context};
 use clap::{Parser, Subcommand};
 use parley::ingress::signature::sign;
-use parley::testing::{text_webhook, FakeGraph};
+use parley_testkit::{text_webhook, FakeGraph};
 
 const PNID: &str = "106540352242922";
 const SECRET: &str = "bench-secret";
@@ -807,7 +807,7 @@ async fn with_wrk(cli: &Cli, load: &WrkLoad, ceiling: bool) -> anyhow::Result<()
         for n in 0..load.requests {
             let user = format!("62800{:08}", n % load.users);
             let body = if load.statuses {
-                parley::testing::status_webhook(
+                parley_testkit::status_webhook(
                     PNID,
                     &format!("wamid.OUT{n}"),
                     "delivered",
@@ -1183,10 +1183,10 @@ async fn shop(cli: &Cli, users: usize, seconds: u64) -> anyhow::Result<()> {
     let (_, _, ticks0) = proc_stats(pid);
     let written0 = written_bytes(pid);
     let script = Arc::new(|user: &str, n: u64| -> Turn {
-        let (input, button, expected) = parley::testing::SHOP_SCRIPT[((n - 1) % 6) as usize];
+        let (input, button, expected) = parley_testkit::SHOP_SCRIPT[((n - 1) % 6) as usize];
         let wamid = format!("wamid.S{user}-{n}");
         let body = if button {
-            parley::testing::button_reply_webhook(PNID, user, &wamid, input, "Catalog", now_secs())
+            parley_testkit::button_reply_webhook(PNID, user, &wamid, input, "Catalog", now_secs())
         } else {
             text_webhook(PNID, user, &wamid, input, now_secs())
         };

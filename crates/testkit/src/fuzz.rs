@@ -7,12 +7,12 @@
 
 use std::collections::BTreeMap;
 
-use crate::conversation::ContactInfo;
-use crate::flow::expr::Env;
-use crate::flow::template::Template;
-use crate::flow::{FlowSet, Value};
-use crate::ingress::signature::{sign, verify};
-use crate::whatsapp::webhook::{parse_webhook, parse_webhook_report};
+use parley::conversation::ContactInfo;
+use parley::flow::expr::Env;
+use parley::flow::template::Template;
+use parley::flow::{FlowSet, Value};
+use parley::ingress::signature::{sign, verify};
+use parley::whatsapp::webhook::{parse_webhook, parse_webhook_report};
 
 /// A harness: any bytes in, a panic when something is wrong.
 pub type Harness = fn(&[u8]);
