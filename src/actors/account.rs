@@ -3,13 +3,15 @@
 //! account's outbox sender.
 
 use std::collections::HashMap;
-use std::sync::atomic::{AtomicI64, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use ractor::{Actor, ActorProcessingErr, ActorRef, RpcReplyPort, SupervisionEvent};
 
-use super::conversation::{ConversationActor, ConversationArgs, ConversationMsg};
+use super::conversation::{
+    Applying, ApplyingCell, ConversationActor, ConversationArgs, ConversationMsg,
+};
 use super::Engine;
 use crate::config::AccountSettings;
 use crate::conversation::ConversationEvent;
@@ -79,19 +81,16 @@ struct Live {
     calls: Arc<AtomicUsize>,
 }
 
-/// Which inbox seq a conversation actor is applying (a timer: minus its id; 0 when idle),
-/// readable after it failed.
-type Applying = Arc<AtomicI64>;
-
 pub struct AccountState {
     engine: Arc<Engine>,
     account: Arc<AccountSettings>,
     sender: OutboxSender,
     live: HashMap<String, Live>,
-    by_id: HashMap<ractor::ActorId, (String, Applying)>,
-    /// Per conversation: the inbox seq it failed on and how many times in a row. Passed to the
+    /// Per live actor: its conversation and what it is applying, readable after it failed.
+    by_id: HashMap<ractor::ActorId, (String, Arc<ApplyingCell>)>,
+    /// Per conversation: what it failed on and how many times in a row. Passed to the
     /// restarted actor so that a poison event is dead-lettered instead of crashing it forever.
-    failures: HashMap<String, (i64, u32)>,
+    failures: HashMap<String, (Applying, u32)>,
     last_sweep: Instant,
     last_give_back: Instant,
     /// A wave of conversations was passivated: give its memory back on the next tick allowed.
@@ -110,7 +109,7 @@ impl AccountState {
             live.campaign_only = false;
             return Ok(live.actor.clone());
         }
-        let applying: Applying = Arc::new(AtomicI64::new(0));
+        let applying = Arc::new(ApplyingCell::default());
         let calls = Arc::new(AtomicUsize::new(0));
         let (actor, _) = Actor::spawn_linked(
             None,
@@ -420,7 +419,7 @@ impl Actor for AccountActor {
                 let Some((user, applying)) = state.by_id.remove(&cell.get_id()) else {
                     return Ok(());
                 };
-                let seq = applying.load(Ordering::SeqCst);
+                let failed = applying.get();
                 if state
                     .live
                     .get(&user)
@@ -431,17 +430,16 @@ impl Actor for AccountActor {
                 metrics()
                     .conversation_restarts
                     .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-                let entry = state.failures.entry(user.clone()).or_insert((seq, 0));
-                if entry.0 != seq {
-                    *entry = (seq, 0);
+                let entry = state.failures.entry(user.clone()).or_insert((failed, 0));
+                if entry.0 != failed {
+                    *entry = (failed, 0);
                 }
                 entry.1 += 1;
-                tracing::error!(user = %mask(&user), error = %err, seq, failures = entry.1, "Conversation failed; restarting it from its stored state.");
+                tracing::error!(user = %mask(&user), error = %err, applying = ?failed, failures = entry.1, "Conversation failed; restarting it from its stored state.");
                 let attempts = state.engine.settings().conversation.max_event_attempts;
-                if seq < 0 && entry.1 >= attempts {
+                if let (Applying::Timer(timer), true) = (failed, entry.1 >= attempts) {
                     // A timer whose step fails every time: it would fire again for ever.
                     // (An inbox event is dead-lettered by its conversation's replay.)
-                    let timer = -seq;
                     state.failures.remove(&user);
                     let letter = NewDeadLetter {
                         kind: TIMER_DEAD_LETTER,

@@ -11,15 +11,14 @@ use ractor::{Actor, ActorProcessingErr, ActorRef, RpcReplyPort};
 use super::account::AccountMsg;
 use super::Engine;
 use crate::config::AccountSettings;
-use crate::conversation::{ConversationEvent, ConversationState, Effect, FlowRecord, StepContext};
+use crate::conversation::plan::{origin_key, step_key_prefix};
+use crate::conversation::{
+    plan, ConversationEvent, ConversationState, Effect, FlowRecord, Origin, Outcome, StepContext,
+};
 use crate::metrics::metrics;
 use crate::outbox::OutboxSender;
-use crate::sendgate::SendClass;
-use crate::store::writer::{ContactUpsert, DeadInbox};
-use crate::store::{
-    DueTimer, InboxDispatch, NewDeadLetter, NewOutboxRow, NewTimer, StepCommit, StoreError,
-    TurnClock,
-};
+use crate::store::writer::DeadInbox;
+use crate::store::{DueTimer, InboxDispatch, NewDeadLetter, StoreError, TurnClock};
 use crate::telemetry::mask;
 use crate::whatsapp::event::WebhookEvent;
 
@@ -72,12 +71,60 @@ pub struct ConversationArgs {
     pub user_key: String,
     pub sender: OutboxSender,
     pub account_ref: ActorRef<AccountMsg>,
-    /// The seq this conversation failed on before, and how many times.
-    pub poison: Option<(i64, u32)>,
-    pub applying: Arc<AtomicI64>,
+    /// What this conversation failed on before, and how many times.
+    pub poison: Option<(Applying, u32)>,
+    pub applying: Arc<ApplyingCell>,
     /// Calls made off the actor whose outcome has not been handled yet (the account does not
     /// passivate the conversation meanwhile).
     pub calls: Arc<AtomicUsize>,
+}
+
+/// What a conversation actor is applying, readable by its account after the actor failed: a
+/// step that fails every time is dead-lettered rather than retried for ever.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub enum Applying {
+    #[default]
+    Nothing,
+    /// An inbox row, by its seq (dead-lettered by the conversation's next replay).
+    Event(i64),
+    /// A timer, by its id (dead-lettered by the account: it would fire again for ever).
+    Timer(i64),
+}
+
+/// [`Applying`] in one atomic word, written at every step: an inbox seq (> 0), minus a
+/// timer's id (< 0), or 0.
+#[derive(Debug, Default)]
+pub struct ApplyingCell(AtomicI64);
+
+impl ApplyingCell {
+    pub fn set(&self, applying: Applying) {
+        let word = match applying {
+            Applying::Nothing => 0,
+            Applying::Event(seq) => seq,
+            Applying::Timer(id) => -id,
+        };
+        self.0.store(word, Ordering::SeqCst);
+    }
+
+    pub fn get(&self) -> Applying {
+        match self.0.load(Ordering::SeqCst) {
+            0 => Applying::Nothing,
+            seq if seq > 0 => Applying::Event(seq),
+            id => Applying::Timer(-id),
+        }
+    }
+}
+
+/// Where the actor stands with its stored state.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Phase {
+    /// Started (or its state dropped): the state is read before the next event.
+    Unloaded,
+    /// The state in memory is the committed one: events are applied as they come.
+    Ready,
+    /// A commit failed (it may have landed all the same): later events wait in the inbox
+    /// until a replay reads the state back and applies them.
+    Stalled,
 }
 
 pub struct ConversationActorState {
@@ -85,9 +132,8 @@ pub struct ConversationActorState {
     myself: Option<ActorRef<ConversationMsg>>,
     conv: ConversationState,
     last_applied_seq: i64,
-    loaded: bool,
-    /// A commit failed: later events wait in the inbox until a replay succeeds.
-    stalled: bool,
+    phase: Phase,
+    /// A `Replay` message is on its way (at most one at a time).
     retry_scheduled: bool,
     /// A message handed over while its batch was still open went unapplied: the next replay
     /// first waits for the writer to end that batch (see `try_replay`).
@@ -132,7 +178,7 @@ impl ConversationActorState {
         let prefix = step_key_prefix(
             &self.args.account.phone_number_id,
             &self.args.user_key,
-            &origin(event, 0),
+            &origin_key(event, 0),
         );
         match self.engine().store.outbox_ids_of_step(prefix).await {
             Ok(ids) if ids.is_empty() => None,
@@ -146,7 +192,7 @@ impl ConversationActorState {
     }
 
     async fn load(&mut self) -> Result<(), StoreError> {
-        if self.loaded {
+        if self.phase == Phase::Ready {
             return Ok(());
         }
         let stored = self
@@ -174,7 +220,7 @@ impl ConversationActorState {
                 self.args.sender.enqueue(landed);
             }
         }
-        self.loaded = true;
+        self.phase = Phase::Ready;
         // Calls the stored state waits on, whose outcome was lost (with the previous process,
         // or with a commit that failed), are made again before any new event can make calls
         // of its own. One still out as well costs a second call; the first answer settles it.
@@ -190,7 +236,6 @@ impl ConversationActorState {
             tracing::warn!(user = %mask(&self.args.user_key), error = %e, "Conversation stalled; will retry from the inbox.");
             self.stall(myself);
         } else {
-            self.stalled = false;
             self.unseen = false;
         }
     }
@@ -218,8 +263,9 @@ impl ConversationActorState {
             if row.seq <= self.last_applied_seq {
                 continue;
             }
-            let poisoned = self.args.poison.is_some_and(|(seq, n)| {
-                seq == row.seq && n >= self.engine().settings().conversation.max_event_attempts
+            let poisoned = self.args.poison.is_some_and(|(failed, n)| {
+                failed == Applying::Event(row.seq)
+                    && n >= self.engine().settings().conversation.max_event_attempts
             });
             let message = match serde_json::from_str::<WebhookEvent>(&row.payload) {
                 Ok(WebhookEvent::Message(m)) if !poisoned => Arc::new(m),
@@ -234,18 +280,16 @@ impl ConversationActorState {
                     continue;
                 }
             };
-            self.apply(
-                ConversationEvent::Inbound {
-                    seq: row.seq,
-                    message,
-                },
-                Some(row.seq),
-                None,
-                None,
-                None,
-                None,
-            )
-            .await?;
+            let origin = Origin::Inbox {
+                seq: row.seq,
+                batch: None,
+                arrived: None,
+            };
+            let event = ConversationEvent::Inbound {
+                seq: row.seq,
+                message,
+            };
+            self.apply(event, origin).await?;
         }
         Ok(())
     }
@@ -279,33 +323,29 @@ impl ConversationActorState {
     }
 
     fn stall(&mut self, myself: &ActorRef<ConversationMsg>) {
-        self.stalled = true;
         // The replay reads the state back: a commit reported failed may have landed (a
         // PostgreSQL connection cut during COMMIT), and the next step must not be taken from
         // the state before it.
-        self.loaded = false;
+        self.phase = Phase::Stalled;
         if !self.retry_scheduled {
             self.retry_scheduled = true;
             drop(myself.send_after(Duration::from_secs(1), || ConversationMsg::Replay));
         }
     }
 
-    /// Run `step`, commit its result, hand the sends to the sender. Returns the effects and
-    /// the ids of the outbox rows created, in effect order.
+    /// Run `step`, plan its outcome ([`crate::conversation::plan`]), commit the plan, hand
+    /// the sends to the sender and run the other effects. Returns the effects and the ids of
+    /// the outbox rows created, in effect order.
     async fn apply(
         &mut self,
         event: ConversationEvent,
-        seq: Option<i64>,
-        timer_id: Option<i64>,
-        batch: Option<u64>,
-        arrived: Option<Instant>,
-        answered: Option<TurnClock>,
+        origin: Origin,
     ) -> Result<(Vec<Effect>, Vec<i64>), ApplyError> {
         let engine = self.args.engine.clone();
         let now = engine.clock.now_ms();
+        let settings = engine.settings_arc();
         let ctx = {
             // The settings in force for this step (a reload may change the live ones).
-            let settings = engine.settings();
             let account = settings.account(&self.args.account.phone_number_id);
             StepContext {
                 now_ms: now,
@@ -318,168 +358,64 @@ impl ConversationActorState {
                 hold_ms: settings.conversation.hold_for.as_millis() as i64,
             }
         };
-        // What the account dead-letters if this step keeps failing: an inbox seq, or a
-        // timer as minus its id.
-        let applying = match (seq, timer_id) {
-            (Some(seq), _) => seq,
-            (None, Some(timer)) => -timer,
-            (None, None) => 0,
-        };
-        self.args.applying.store(applying, Ordering::SeqCst);
+        self.args
+            .applying
+            .set(match (origin.seq(), origin.timer()) {
+                (Some(seq), _) => Applying::Event(seq),
+                (None, Some(timer)) => Applying::Timer(timer),
+                (None, None) => Applying::Nothing,
+            });
         let (next, effects) = engine.logic.step(self.conv.clone(), &event, &ctx);
-
-        let account = &self.args.account.phone_number_id;
-        let user = &self.args.user_key;
-        let origin = origin(&event, now);
-        // A message sent while the customer-service window is open is a service reply;
-        // anything else is business-initiated (counted against the messaging tier, and
-        // sent after the account's service replies).
-        // A campaign's template is business-initiated even inside the window (only its
-        // free-form messages to open windows are service replies).
-        let campaign_template = matches!(&event, ConversationEvent::Outgoing { request_id, message, .. }
-            if crate::domain::is_campaign_request(request_id) && !message.is_free_form());
-        let class = if next.window_open(now) && !campaign_template {
-            SendClass::Service
-        } else {
-            SendClass::Business
+        let opt_out = match &event {
+            ConversationEvent::Inbound { message, .. } => message
+                .content
+                .user_text()
+                .and_then(|t| settings.campaigns.opt_out_change(t)),
+            _ => None,
+        };
+        let (account, user) = (&self.args.account.phone_number_id, &self.args.user_key);
+        let plan = plan(&Outcome {
+            account,
+            user,
+            before: &self.conv,
+            after: &next,
+            event: &event,
+            effects: &effects,
+            origin,
+            last_applied_seq: self.last_applied_seq,
+            now,
+            opt_out,
+        })?;
+        for reason in &plan.unheard_refusals {
+            tracing::warn!(user = %mask(user), reason = %reason, "A message was not sent.");
+            metrics().dead_letters.inc("kind=\"refused_send\"");
         }
-        .as_str();
-        let mut outbox = Vec::new();
-        let mut timers = Vec::new();
-        let mut receipts = Vec::new();
-        let mut flow_records = Vec::new();
-        let mut bot_records = Vec::new();
-        for (n, effect) in effects.iter().enumerate() {
-            match effect {
-                Effect::Send {
-                    message, reply_to, ..
-                } => outbox.push(NewOutboxRow {
-                    idem_key: outbox_idem_key(account, user, &event, &origin, n),
-                    kind: "message",
-                    message_json: serde_json::to_string(message)?,
-                    reply_to: reply_to.clone(),
-                    source_seq: seq,
-                    class,
-                }),
-                // Read receipts are cosmetic: sent after the commit, not stored.
-                Effect::MarkRead { wamid } => receipts.push(wamid.clone()),
-                Effect::StartTimer {
-                    name,
-                    due_at,
-                    payload,
-                } => timers.push(NewTimer {
-                    idem_key: format!("{account}:{user}:{origin}:{n}"),
-                    name: name.clone(),
-                    payload: payload.to_string(),
-                    due_at: *due_at,
-                }),
-                Effect::Refuse { reason }
-                    if !matches!(
-                        event,
-                        ConversationEvent::Outgoing { .. } | ConversationEvent::AgentReply { .. }
-                    ) =>
-                {
-                    // A flow's or bot's message the window policy refused: nobody to answer.
-                    tracing::warn!(user = %mask(user), reason = %reason, "A message was not sent.");
-                    metrics().dead_letters.inc("kind=\"refused_send\"");
-                }
-                Effect::Refuse { .. }
-                | Effect::Held
-                | Effect::Http(_)
-                | Effect::BotCall(_)
-                | Effect::FetchMedia(_) => {}
-                Effect::FlowRecord(r) => flow_records.push(r.clone()),
-                Effect::BotRecord(r) => bot_records.push(r.clone()),
-            }
-        }
-        let unchanged = next == self.conv
-            && outbox.is_empty()
-            && timers.is_empty()
-            && flow_records.is_empty()
-            && bot_records.is_empty()
-            && seq.is_none()
-            && timer_id.is_none();
         // A model call starts before the step that records it commits: it acts on nothing
         // outside (its answer is ignored unless the committed state waits for that call), so
         // the commit's fsync overlaps the model's time instead of adding to the reply's. If
         // the commit fails or the process dies first, the event is applied again and makes a
         // new call: at most one call is paid twice.
-        self.call_models(&effects, arrived);
-        let mut records = if unchanged {
-            Vec::new()
-        } else {
-            // Campaigns select contacts by tag and skip those who opted out: both are
-            // mirrored into `contacts` with the step.
-            let tags_changed = next.contact.tags != self.conv.contact.tags;
-            let opted_out_at = match &event {
-                ConversationEvent::Inbound { message, .. } => message
-                    .content
-                    .user_text()
-                    .and_then(|t| engine.settings().campaigns.opt_out_change(t))
-                    .map(|out| if out { now } else { 0 }),
-                _ => None,
-            };
-            let tags = tags_changed
-                .then(|| serde_json::to_string(&next.contact.tags))
-                .transpose()?;
-            // The row is written when something in it changes (a first message, a new
-            // profile name, tags, an opt-out), not on every message: when the contact last
-            // wrote is the conversation's `last_inbound_at`, already in this commit.
-            let (was, is) = (&self.conv.contact, &next.contact);
-            let details_changed = self.conv.last_inbound_at.is_none()
-                || was.wa_id != is.wa_id
-                || was.user_id != is.user_id
-                || was.profile_name != is.profile_name;
-            let contact = (matches!(event, ConversationEvent::Inbound { .. }) && details_changed
-                || tags_changed
-                || opted_out_at.is_some())
-            .then(|| ContactUpsert {
-                wa_id: next.contact.wa_id.clone(),
-                user_id: next.contact.user_id.clone(),
-                profile_name: next.contact.profile_name.clone(),
-                tags,
-                opted_out_at,
-            });
-            let commit = StepCommit {
-                account: account.clone(),
-                user_key: user.clone(),
-                state_json: serde_json::to_string(&next)?,
-                last_inbound_at: next.last_inbound_at,
-                last_applied_seq: self.last_applied_seq.max(seq.unwrap_or(0)),
-                inbox_done: seq,
-                prev_seq: self.last_applied_seq,
-                timer_fired: timer_id,
-                contact,
-                outbox,
-                timers,
-                flow_records,
-                bot_records,
-                now,
-                batch,
-            };
-            match engine.writer.commit_step(commit).await {
+        self.call_models(&effects, origin.arrived());
+        let mut records = match plan.commit {
+            None => Vec::new(),
+            Some(commit) => match engine.writer.commit_step(commit).await {
                 Ok(records) => records,
                 Err(e) => {
                     // It may have landed: the state is read back and the rows looked for.
-                    let keys: Vec<String> = effects
-                        .iter()
-                        .enumerate()
-                        .filter(|(_, effect)| matches!(effect, Effect::Send { .. }))
-                        .map(|(n, _)| outbox_idem_key(account, user, &event, &origin, n))
-                        .collect();
-                    if !keys.is_empty() {
-                        self.unconfirmed.push((now, keys));
+                    if !plan.send_keys.is_empty() {
+                        self.unconfirmed.push((now, plan.send_keys));
                     }
                     if let Some(me) = self.myself.clone() {
                         self.stall(&me);
                     }
                     return Err(e.into());
                 }
-            }
+            },
         };
-        self.args.applying.store(0, Ordering::SeqCst);
+        self.args.applying.set(Applying::Nothing);
         self.conv = next;
-        if let Some(seq) = seq {
+        let (account, user) = (&self.args.account.phone_number_id, &self.args.user_key);
+        if let Some(seq) = origin.seq() {
             self.last_applied_seq = self.last_applied_seq.max(seq);
             metrics().inbox_applied.fetch_add(1, Ordering::Relaxed);
             if self.args.poison.take().is_some() {
@@ -490,12 +426,12 @@ impl ConversationActorState {
             }
         }
         let ids = records.iter().map(|r| r.id).collect();
-        if let Some(newest) = receipts.pop() {
-            self.args.sender.mark_read(&self.args.user_key, newest);
+        if let Some(newest) = plan.receipt {
+            self.args.sender.mark_read(user, newest);
         }
         if !records.is_empty() {
             if let Some(reply) = records.iter_mut().find(|r| r.kind == "message") {
-                reply.turn = answered;
+                reply.turn = origin.answered();
             }
             self.args.sender.enqueue(records);
         }
@@ -513,7 +449,7 @@ impl ConversationActorState {
                     kind: "flow_failed",
                     account: Some(account.clone()),
                     user_key: Some(user.clone()),
-                    ref_id: seq,
+                    ref_id: origin.seq(),
                     reason: format!("flow `{flow_id}` stopped: {why}"),
                     raw: None,
                 };
@@ -657,8 +593,7 @@ impl Actor for ConversationActor {
             myself: None,
             conv: ConversationState::default(),
             last_applied_seq: 0,
-            loaded: false,
-            stalled: false,
+            phase: Phase::Unloaded,
             retry_scheduled: false,
             unseen,
             unconfirmed: Vec::new(),
@@ -693,7 +628,7 @@ impl Actor for ConversationActor {
     ) -> Result<(), ActorProcessingErr> {
         match msg {
             ConversationMsg::Inbound(d) => {
-                if state.stalled || !state.loaded {
+                if state.phase != Phase::Ready {
                     // It is in the inbox (or its batch fails and Meta sends it again); the
                     // scheduled replay applies it in order.
                     state.unseen |= d.batch.is_some();
@@ -706,9 +641,12 @@ impl Actor for ConversationActor {
                     seq: d.seq,
                     message: d.message,
                 };
-                if let Err(e) =
-                    Box::pin(state.apply(event, Some(d.seq), None, d.batch, d.arrived, None)).await
-                {
+                let origin = Origin::Inbox {
+                    seq: d.seq,
+                    batch: d.batch,
+                    arrived: d.arrived,
+                };
+                if let Err(e) = Box::pin(state.apply(event, origin)).await {
                     tracing::warn!(user = %mask(&state.args.user_key), seq = d.seq, error = %e, "Commit failed; conversation stalled until the store answers.");
                     state.stall(&myself);
                 }
@@ -718,15 +656,15 @@ impl Actor for ConversationActor {
                 Box::pin(state.replay(&myself)).await;
             }
             ConversationMsg::Command { event, reply } => {
-                if state.stalled || !state.loaded {
+                if state.phase != Phase::Ready {
                     Box::pin(state.replay(&myself)).await;
                 }
-                let result = if state.stalled {
+                let result = if state.phase != Phase::Ready {
                     Err("store unavailable".to_string())
                 } else if let Some(seen) = state.seen_request(&event).await {
                     seen
                 } else {
-                    match Box::pin(state.apply(event, None, None, None, None, None)).await {
+                    match Box::pin(state.apply(event, Origin::Command)).await {
                         Ok((effects, ids)) => match effects.iter().find_map(|e| match e {
                             Effect::Refuse { reason } => Some(reason.clone()),
                             _ => None,
@@ -749,7 +687,7 @@ impl Actor for ConversationActor {
             | ConversationMsg::BotDone(..)
             | ConversationMsg::MediaDone(_)) => {
                 state.args.calls.fetch_sub(1, Ordering::AcqRel);
-                if state.stalled || !state.loaded {
+                if state.phase != Phase::Ready {
                     Box::pin(state.replay(&myself)).await;
                 }
                 let (event, answered) = match msg {
@@ -765,7 +703,7 @@ impl Actor for ConversationActor {
                     ConversationMsg::MediaDone(r) => (ConversationEvent::MediaReady(r), None),
                     _ => unreachable!("matched above"),
                 };
-                match Box::pin(state.apply(event, None, None, None, None, answered)).await {
+                match Box::pin(state.apply(event, Origin::CallOutcome { answered })).await {
                     Ok(_) => {}
                     // The call stays pending in the committed state: the replay reads that
                     // state back and makes the call again.
@@ -776,7 +714,7 @@ impl Actor for ConversationActor {
                 }
             }
             ConversationMsg::Timer(t) => {
-                if state.stalled || !state.loaded {
+                if state.phase != Phase::Ready {
                     return Ok(()); // the timer stays pending and fires again
                 }
                 let event = ConversationEvent::TimerFired {
@@ -784,9 +722,7 @@ impl Actor for ConversationActor {
                     name: t.name,
                     payload: serde_json::from_str(&t.payload).unwrap_or(serde_json::Value::Null),
                 };
-                if let Err(e) =
-                    Box::pin(state.apply(event, None, Some(t.id), None, None, None)).await
-                {
+                if let Err(e) = Box::pin(state.apply(event, Origin::Timer { id: t.id })).await {
                     tracing::warn!(error = %e, "Timer step failed; it will fire again.");
                 }
             }
@@ -796,7 +732,7 @@ impl Actor for ConversationActor {
                 detail,
                 mut message,
             } => {
-                if !state.loaded {
+                if state.phase != Phase::Ready {
                     Box::pin(state.replay(&myself)).await;
                 }
                 if message.is_none() && code == Some(crate::conversation::WINDOW_CLOSED_CODE) {
@@ -816,54 +752,11 @@ impl Actor for ConversationActor {
                     detail,
                     message,
                 };
-                if let Err(e) = Box::pin(state.apply(event, None, None, None, None, None)).await {
+                if let Err(e) = Box::pin(state.apply(event, Origin::Command)).await {
                     tracing::warn!(error = %e, "Recording a send failure in the conversation failed.");
                 }
             }
         }
         Ok(())
     }
-}
-
-/// What caused a step, as its outbox rows' idem keys name it.
-fn origin(event: &ConversationEvent, now: i64) -> String {
-    match event {
-        ConversationEvent::Inbound { seq, .. } => format!("in{seq}"),
-        ConversationEvent::TimerFired { timer_id, .. } => format!("t{timer_id}"),
-        ConversationEvent::Outgoing { request_id, .. }
-        | ConversationEvent::AgentReply { request_id, .. } => format!("out{request_id}"),
-        ConversationEvent::SendFailed { outbox_id, .. } => format!("f{outbox_id}"),
-        ConversationEvent::Handoff { .. } | ConversationEvent::Release { .. } => {
-            format!("c{now}")
-        }
-        ConversationEvent::HttpResult(o) => format!("h{}", o.id),
-        ConversationEvent::BotResult(a) => format!("b{}", a.id),
-        ConversationEvent::MediaReady(r) => format!("m{}", r.media_id),
-    }
-}
-
-/// An outbox row's idempotency key (unique in the store: a step that runs again inserts
-/// nothing new). A reply to an inbound message is keyed by that message's inbox seq alone,
-/// `in{seq:020}:{n}`: seqs are unique and rise with arrival, so the replies a commit inserts
-/// sit together at the end of the unique index instead of one page each at their contact's
-/// place (~5 KB fewer written per message on the shop workload); the admin view finds them
-/// along the conversation's inbound chain ([`crate::store::inbound_reply_key_range`]). Every
-/// other origin keeps `{account}:{user}:{origin}:{n}`, read per conversation as a key range.
-fn outbox_idem_key(
-    account: &str,
-    user: &str,
-    event: &ConversationEvent,
-    origin: &str,
-    n: usize,
-) -> String {
-    match event {
-        ConversationEvent::Inbound { seq, .. } => crate::store::inbound_reply_key(*seq, n),
-        _ => format!("{}{n}", step_key_prefix(account, user, origin)),
-    }
-}
-
-/// What the idem keys of a step's rows start with, for every origin but an inbound message:
-/// `{account}:{user}:{origin}:` (the effect's place follows).
-fn step_key_prefix(account: &str, user: &str, origin: &str) -> String {
-    format!("{account}:{user}:{origin}:")
 }

@@ -221,7 +221,9 @@ pub enum ConversationEvent {
 pub use crate::domain::{BotSummary, FlowRecord, WindowPolicy};
 
 mod calls;
+pub mod plan;
 pub use calls::{BotAnswer, BotCall, Role, Turn};
+pub use plan::{plan, Origin, Outcome, Plan};
 
 /// A free-form message waiting for the user to open the window again.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]

@@ -2,14 +2,16 @@
 //! the messaging window, the records of flow and chatbot sessions, retry delays.
 //! (Ids, states and money join it as they become types: see `src/lib.rs`'s floors.)
 
+mod class;
 mod ids;
 mod records;
 mod retry;
 mod window;
 mod zone;
 
+pub use class::SendClass;
 pub use ids::{campaign_of_idem_key, is_campaign_request, request_id, CAMPAIGN_REQUEST_PREFIX};
 pub use records::{BotStatus, BotSummary, FlowRecord};
-pub use retry::backoff;
+pub use retry::{backoff, backoff_with};
 pub use window::WindowPolicy;
 pub use zone::{parse_utc_offset, Zone};

@@ -11,8 +11,20 @@ pub fn backoff(
     attempt: u32,
     retry_after: Option<Duration>,
 ) -> Duration {
+    backoff_with(base, max, attempt, retry_after, fastrand::f64())
+}
+
+/// [`backoff`] with its jitter drawn by the caller (`jitter` in [0, 1): the delay is 50 % to
+/// 100 % of the exponential step), for decisions that take no randomness of their own.
+pub fn backoff_with(
+    base: Duration,
+    max: Duration,
+    attempt: u32,
+    retry_after: Option<Duration>,
+    jitter: f64,
+) -> Duration {
     let exp = base.saturating_mul(1u32 << attempt.min(20)).min(max);
-    let jittered = exp.mul_f64(0.5 + fastrand::f64() * 0.5);
+    let jittered = exp.mul_f64(0.5 + jitter.clamp(0.0, 1.0) * 0.5);
     match retry_after {
         Some(ra) => jittered.max(ra),
         None => jittered,

@@ -211,13 +211,44 @@ pub(super) async fn deliver(
     let outcome = engine.graph.send_message(url, token, &body).await;
     drop(started);
     let now = engine.clock.now_ms();
-    match outcome {
-        SendOutcome::Accepted { wamid } => {
-            metrics().sends.inc(&format!(
-                "kind=\"{}\",result=\"accepted\",code=\"\"",
-                rec.kind
-            ));
-            gate.with_gate(|g| g.on_outcome(now, &rec.user_key, &GateOutcome::Accepted));
+    let judged = verdict(
+        outcome,
+        Attempt {
+            number: attempt,
+            kind: &rec.kind,
+            class: job.class,
+        },
+        settings,
+        fastrand::f64(),
+    );
+    metrics().sends.inc(&format!(
+        "kind=\"{}\",result=\"{}\",code=\"{}\"",
+        rec.kind, judged.result, judged.code_label
+    ));
+    if let Some(outcome) = &judged.gate {
+        if matches!(outcome, GateOutcome::Throttled { .. }) {
+            metrics().gate_throttles.fetch_add(1, Ordering::Relaxed);
+        }
+        let fx = gate.with_gate(|g| g.on_outcome(now, &rec.user_key, outcome));
+        if fx != OutcomeEffects::default() {
+            // The Graph error code, else the HTTP status.
+            let code_or_status = judged.code_label.parse().unwrap_or_default();
+            apply_effects(
+                &engine.writer,
+                gate,
+                &fx,
+                code_or_status,
+                &rec.user_key,
+                now,
+            )
+            .await;
+        }
+    }
+    if let Some(action) = judged.refusal {
+        tracing::warn!(account = %account.phone_number_id, user = %mask(&rec.user_key), outbox_id = rec.id, code = %judged.code_label, action = ?action, "Send refused by the Graph API.");
+    }
+    match judged.next {
+        Next::Sent { wamid } => {
             record(
                 engine,
                 OutboxUpdate::Sent {
@@ -231,60 +262,14 @@ pub(super) async fn deliver(
             .await;
             Finished::Settled
         }
-        SendOutcome::Retry {
+        Next::Retry {
             code,
-            http_status,
-            retry_after,
             reason,
+            delay,
+            maybe_sent,
             in_doubt,
         } => {
-            metrics().sends.inc(&format!(
-                "kind=\"{}\",result=\"retry\",code=\"{}\"",
-                rec.kind,
-                code.map_or_else(|| http_status.to_string(), |c| c.to_string())
-            ));
-            // Flow control (the number's rate, the user's pair rate) is the gate's business:
-            // it slows down instead of failing the message, so it gets more attempts.
-            let gate_outcome = match code {
-                Some(130429) => GateOutcome::Throttled { retry_after },
-                None if http_status == 429 => GateOutcome::Throttled { retry_after },
-                Some(131056) => GateOutcome::PairLimited,
-                _ => GateOutcome::Transient,
-            };
-            let flow_control = gate_outcome != GateOutcome::Transient;
-            if matches!(gate_outcome, GateOutcome::Throttled { .. }) {
-                metrics().gate_throttles.fetch_add(1, Ordering::Relaxed);
-            }
-            gate.with_gate(|g| g.on_outcome(now, &rec.user_key, &gate_outcome));
-            let max = if flow_control {
-                settings.max_attempts.saturating_mul(4)
-            } else {
-                settings.max_attempts
-            };
-            if attempt >= max {
-                fail(
-                    engine,
-                    report,
-                    rec,
-                    attempt,
-                    code,
-                    format!("gave up after {attempt} attempts: {reason}"),
-                )
-                .await;
-                return Finished::Settled;
-            }
-            let delay = if flow_control {
-                // The gate holds the number or the user for as long as needed.
-                Duration::ZERO
-            } else {
-                backoff(
-                    settings.backoff_base,
-                    settings.backoff_max,
-                    attempt - 1,
-                    retry_after,
-                )
-            };
-            tracing::warn!(account = %account.phone_number_id, user = %mask(&rec.user_key), outbox_id = rec.id, attempt, http_status, code = ?code, reason = %reason, delay_ms = delay.as_millis() as u64, "Send failed; retrying.");
+            tracing::warn!(account = %account.phone_number_id, user = %mask(&rec.user_key), outbox_id = rec.id, attempt, code = %judged.code_label, reason = %reason, delay_ms = delay.as_millis() as u64, "Send failed; retrying.");
             let _ = engine
                 .writer
                 .outbox(OutboxUpdate::Retrying {
@@ -300,62 +285,21 @@ pub(super) async fn deliver(
             Finished::Retry {
                 attempts: attempt,
                 at: now + delay.as_millis() as i64,
-                // No answer, or a 5xx: Meta may have taken it.
-                maybe_sent: http_status == 0 || http_status >= 500,
-                // No answer at all: it is not sent again until a status webhook had time to
-                // say it arrived (a read receipt has no status: it is simply sent again).
-                in_doubt_since: (in_doubt && rec.kind != "mark_read").then_some(now),
+                maybe_sent,
+                in_doubt_since: in_doubt.then_some(now),
             }
         }
-        SendOutcome::Permanent {
+        // Kept: sent once the account is resumed.
+        Next::Held => Finished::Held { attempts: attempt },
+        Next::Failed {
             code,
-            http_status,
-            details,
-            action,
+            detail,
+            refund: refunded,
         } => {
-            metrics().sends.inc(&format!(
-                "kind=\"{}\",result=\"failed\",code=\"{}\"",
-                rec.kind,
-                code.map_or_else(|| http_status.to_string(), |c| c.to_string())
-            ));
-            tracing::warn!(account = %account.phone_number_id, user = %mask(&rec.user_key), outbox_id = rec.id, http_status, code = ?code, action = ?action, "Send refused by the Graph API.");
-            let code_or_status = code.unwrap_or(i64::from(http_status));
-            // What the gate learns from the refusal (the number paused or halted, the
-            // recipient unreachable), if anything.
-            let outcome = match action {
-                PermanentAction::PauseAccount => Some(GateOutcome::Pause {
-                    code,
-                    reason: details.clone(),
-                }),
-                PermanentAction::HaltBusinessInitiated => Some(GateOutcome::Halt {
-                    code,
-                    reason: details.clone(),
-                }),
-                PermanentAction::RecipientUnreachable => Some(GateOutcome::Unreachable),
-                _ => None,
-            };
-            if let Some(outcome) = outcome {
-                let fx = gate.with_gate(|g| g.on_outcome(now, &rec.user_key, &outcome));
-                apply_effects(
-                    &engine.writer,
-                    gate,
-                    &fx,
-                    code_or_status,
-                    &rec.user_key,
-                    now,
-                )
-                .await;
+            fail(engine, report, rec, attempt, code, detail).await;
+            if refunded {
+                refund(engine, gate, &job).await;
             }
-            match action {
-                // Kept: sent once the account is resumed.
-                PermanentAction::PauseAccount => return Finished::Held { attempts: attempt },
-                PermanentAction::HaltBusinessInitiated if job.class == SendClass::Business => {
-                    return Finished::Held { attempts: attempt }
-                }
-                _ => {}
-            }
-            fail(engine, report, rec, attempt, code, details).await;
-            refund(engine, gate, &job).await;
             Finished::Settled
         }
     }

@@ -36,26 +36,28 @@ pub use crate::domain::backoff;
 use crate::engine::Engine;
 use crate::metrics::metrics;
 use crate::sendgate::{
-    apply_effects, AccountGate, BlockRequest, Decision, Outcome as GateOutcome, Scope, SendClass,
-    TierWrite,
+    apply_effects, AccountGate, BlockRequest, Decision, Outcome as GateOutcome, OutcomeEffects,
+    Scope, SendClass, TierWrite,
 };
 use crate::store::writer::OutboxRecord;
 use crate::store::{GateWrite, OutboxUpdate};
 use crate::telemetry::mask;
 use crate::whatsapp::client::ReceiptConn;
-use crate::whatsapp::graph_error::{PermanentAction, SendOutcome};
+use crate::whatsapp::graph_error::SendOutcome;
 use crate::whatsapp::send::OutboundMessage;
 
 mod deliver;
 mod queues;
 mod receipts;
 mod run;
+mod verdict;
 
 use deliver::*;
 use queues::*;
 pub use receipts::token_for;
 use receipts::*;
 use run::*;
+use verdict::*;
 
 /// Prefix of the `biz_opaque_callback_data` we attach, so a status can name its outbox row.
 pub const CALLBACK_PREFIX: &str = "parley:";

@@ -86,7 +86,7 @@ impl Queues {
             return false;
         }
         let user = record.user_key.clone();
-        let class = SendClass::parse(&record.class);
+        let class = record.class;
         self.queues
             .entry(user.clone())
             .or_default()

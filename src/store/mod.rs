@@ -19,8 +19,8 @@ pub use campaigns::*;
 pub use queries::*;
 pub use sql::Val;
 pub use writer::{
-    GateWrite, InboxDispatch, NewDeadLetter, NewInboxRow, NewOutboxRow, NewTimer, OutboxUpdate,
-    StepCommit, TurnClock, WriterHandle,
+    ContactUpsert, GateWrite, InboxDispatch, NewDeadLetter, NewInboxRow, NewOutboxRow, NewTimer,
+    OutboxUpdate, StepCommit, TurnClock, WriterHandle,
 };
 
 #[derive(Debug, thiserror::Error)]

@@ -747,7 +747,7 @@ fn outbox_record(r: &sqlx::any::AnyRow) -> Result<OutboxRecord, StoreError> {
         reply_to: r.try_get("reply_to")?,
         state: r.try_get("state")?,
         updated_at: r.try_get("updated_at")?,
-        class: r.try_get("class")?,
+        class: crate::domain::SendClass::parse(r.try_get("class")?),
         turn: None,
         campaign: crate::domain::campaign_of_idem_key(&r.try_get::<String, _>("idem_key")?),
     })

@@ -152,6 +152,26 @@ pub fn is_retryable_code(code: i64) -> bool {
     matches!(code, 130429 | 131056 | 4 | 80007 | 131057 | 2)
 }
 
+/// What a transient refusal says about the pace of sending. The gate slows down for these
+/// instead of failing the message.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum FlowControl {
+    /// The number's throughput: 130429, or HTTP 429 without a Graph error code.
+    Throughput,
+    /// One recipient's pair rate: 131056 (often with HTTP 400).
+    PairRate,
+}
+
+/// The flow control a refusal asks for, if any (cloud-api.md §5).
+pub fn flow_control(code: Option<i64>, http_status: u16) -> Option<FlowControl> {
+    match code {
+        Some(130429) => Some(FlowControl::Throughput),
+        None if http_status == 429 => Some(FlowControl::Throughput),
+        Some(131056) => Some(FlowControl::PairRate),
+        _ => None,
+    }
+}
+
 /// The permanent action for an error code; `None` when the code is not specifically known.
 pub fn permanent_action_for_code(code: i64) -> Option<PermanentAction> {
     Some(match code {

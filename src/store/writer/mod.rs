@@ -459,7 +459,7 @@ mod tests {
                 message_json: "{}".into(),
                 reply_to: None,
                 source_seq: None,
-                class: "service",
+                class: crate::domain::SendClass::Service,
             }],
             timers: Vec::new(),
             flow_records: Vec::new(),

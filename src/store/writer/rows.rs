@@ -105,7 +105,7 @@ pub struct NewOutboxRow {
     pub reply_to: Option<String>,
     pub source_seq: Option<i64>,
     /// service | business (see `sendgate::SendClass`).
-    pub class: &'static str,
+    pub class: crate::domain::SendClass,
 }
 
 #[derive(Debug, Clone)]
@@ -156,7 +156,7 @@ pub struct OutboxRecord {
     pub state: String,
     pub updated_at: i64,
     /// service | business (see `sendgate::SendClass`).
-    pub class: String,
+    pub class: crate::domain::SendClass,
     /// For a chatbot's reply: when its turn's answer came (not stored; only for the metrics).
     pub turn: Option<TurnClock>,
     /// The campaign that sent it (read from its idem key), so a pause can withhold it.

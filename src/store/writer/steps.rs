@@ -147,7 +147,7 @@ pub(super) fn commit_steps(
                 Val::S("pending".into()),
                 Val::I(s.now),
                 Val::I(s.now),
-                Val::S(o.class.to_string()),
+                Val::S(o.class.as_str().to_string()),
             ]);
         }
         for row in tx.query(&text, vals, &[Col::Int, Col::Text])? {

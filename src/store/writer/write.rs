@@ -149,7 +149,7 @@ pub(super) fn write_ops(
                             reply_to: o.reply_to.clone(),
                             state: "pending".into(),
                             updated_at: commit.now,
-                            class: o.class.to_string(),
+                            class: o.class,
                             turn: None,
                             campaign: crate::domain::campaign_of_idem_key(&o.idem_key),
                         })
