@@ -160,20 +160,8 @@ impl Application {
         let router = AccountRouter::default();
         {
             let router = router.clone();
-            writer.set_dispatcher(move |items| {
-                for item in items {
-                    match router.get(&item.account) {
-                        // If the account actor is restarting the row stays pending and its
-                        // restart sweeps it up.
-                        Some(account) => {
-                            let _ = account.cast(AccountMsg::Dispatch(item));
-                        }
-                        None => tracing::debug!(
-                            "No running account for a committed event; left for the sweep."
-                        ),
-                    }
-                }
-            });
+            // Committed messages go straight from the writer to their account's actor.
+            writer.set_dispatcher(move |items| router.dispatch(items));
         }
         let root = RootSupervisor::start(engine.clone(), router.clone()).await?;
         // Due timers and the inbox lag gauge: background loops that stop with the server.

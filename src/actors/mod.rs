@@ -28,6 +28,23 @@ impl AccountRouter {
             .cloned()
     }
 
+    /// Hand committed inbox messages to their accounts' actors (the writer calls this once
+    /// their batch has committed). An account whose actor is restarting leaves its rows
+    /// pending: its restart sweeps them up.
+    pub fn dispatch(&self, items: Vec<crate::store::InboxDispatch>) {
+        let accounts = self.0.read().unwrap_or_else(|e| e.into_inner());
+        for item in items {
+            match accounts.get(&item.account) {
+                Some(account) => {
+                    let _ = account.cast(AccountMsg::Dispatch(item));
+                }
+                None => {
+                    tracing::debug!("No running account for a committed event; left for the sweep.")
+                }
+            }
+        }
+    }
+
     pub fn set(&self, phone_number_id: &str, actor: ractor::ActorRef<AccountMsg>) {
         self.0
             .write()

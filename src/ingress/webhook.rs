@@ -1,27 +1,24 @@
 //! `GET /webhook` (Meta's subscription handshake) and `POST /webhook` (events).
 //!
-//! POST: verify the signature on the raw bytes, parse into typed events, append them to the
-//! inbox through the group-commit writer, and answer 200 only once they are committed.
+//! POST: verify the signature on the raw bytes, parse into typed events, map them to inbox
+//! rows ([`super::inbox`]), append them through the group-commit writer, and answer 200 only
+//! once they are committed.
 
 use std::collections::HashMap;
-use std::sync::Arc;
 
 use axum::body::{Body, Bytes};
 use axum::extract::{Query, Request, State};
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use secrecy::ExposeSecret;
-use sha2::{Digest, Sha256};
 use subtle::ConstantTimeEq;
 
+use super::inbox::{self, GateSignal};
 use super::signature;
 use super::AppState;
 use crate::metrics::metrics;
-use crate::outbox::parse_callback;
-use crate::store::writer::StatusApply;
-use crate::store::{now_ms, NewDeadLetter, NewInboxRow};
-use crate::whatsapp::event::WebhookEvent;
-use crate::whatsapp::webhook::parse_webhook_report;
+use crate::store::{now_ms, NewDeadLetter};
+use crate::whatsapp::webhook::{parse_webhook_report, SkippedItem};
 
 pub async fn verify_subscription(State(app): State<AppState>, req: Request) -> Response {
     let ip = super::client_ip(req.extensions());
@@ -78,10 +75,59 @@ pub async fn receive(State(app): State<AppState>, req: Request) -> Response {
             "shutting down",
         );
     }
-    let (parts, body) = req.into_parts();
+    let body = match authenticated_body(&app, req).await {
+        Ok(body) => body,
+        Err(refused) => return refused,
+    };
+    let report = match parse_webhook_report(&body) {
+        Ok(r) => r,
+        Err(e) => {
+            // Signed by Meta but not something we can read: keep the bytes, answer 200 (a
+            // retry would carry the same bytes for days).
+            tracing::warn!(error = %e, bytes = body.len(), "Signed webhook does not parse; dead-lettered.");
+            let dl = kept_bytes("webhook_malformed", e.to_string(), &body);
+            return keep(&app, dl, "result=\"malformed\"").await;
+        }
+    };
+    let partial = partial_letter(&report.skipped, &body);
+    let mut inbox = {
+        let settings = app.engine.settings();
+        inbox::map(
+            report.webhook.events,
+            |pnid| settings.account(pnid).is_some(),
+            now_ms(),
+            arrived,
+        )
+    };
+    metrics()
+        .unknown_account_events
+        .fetch_add(inbox.unknown_accounts, std::sync::atomic::Ordering::Relaxed);
+    if inbox.rows.is_empty() {
+        return match partial {
+            Some(dl) => keep(&app, dl, "result=\"partial\"").await,
+            None => result("result=\"empty\"", StatusCode::OK, "ok"),
+        };
+    }
+    match app
+        .engine
+        .writer
+        .append_inbox(std::mem::take(&mut inbox.rows))
+        .await
+    {
+        Ok(seqs) => committed(&app, inbox.after_commit(&seqs), &seqs, partial).await,
+        Err(e) => {
+            tracing::error!(error = %e, "Store unavailable; webhook refused with 503.");
+            store_unavailable()
+        }
+    }
+}
+
+/// The body of a webhook whose signature holds, or the answer that refuses it. Refused on
+/// its headers alone when it is not signed: nothing unsigned is read.
+async fn authenticated_body(app: &AppState, req: Request) -> Result<Bytes, Response> {
+    let (parts, mut body) = req.into_parts();
     let settings = app.engine.settings_arc();
     let secret = settings.whatsapp.app_secret.expose_secret().as_bytes();
-    // Refused on its headers alone: nothing unsigned is read.
     let claimed = match signature::Claimed::parse(
         parts
             .headers
@@ -89,17 +135,16 @@ pub async fn receive(State(app): State<AppState>, req: Request) -> Response {
             .map(|v| v.as_bytes()),
     ) {
         Ok(c) if !secret.is_empty() => c,
-        Ok(_) => return unauthorized(&app, &signature::SignatureError::NoSecret, None),
-        Err(e) => return unauthorized(&app, &e, None),
+        Ok(_) => {
+            return Err(unauthorized(
+                app,
+                &signature::SignatureError::NoSecret,
+                None,
+            ))
+        }
+        Err(e) => return Err(unauthorized(app, &e, None)),
     };
-    let mut body = body;
-    let read = read_body(
-        &app,
-        &parts.headers,
-        &mut body,
-        settings.http.max_body_bytes,
-    )
-    .await;
+    let read = read_body(app, &parts.headers, &mut body, settings.http.max_body_bytes).await;
     if matches!(read, Err(BodyError::TooLarge | BodyError::Busy)) {
         // Signed, but refused: read the rest and throw it away (nothing is kept, and the body
         // deadline still applies), so that the client reads our answer instead of a reset.
@@ -111,11 +156,11 @@ pub async fn receive(State(app): State<AppState>, req: Request) -> Response {
             if let Some(held_back) = app.refusal_logs.webhook.take() {
                 tracing::warn!(held_back, "Webhook refused: body over the size limit.");
             }
-            return result(
+            return Err(result(
                 "result=\"too_large\"",
                 StatusCode::PAYLOAD_TOO_LARGE,
                 "body too large",
-            );
+            ));
         }
         Err(BodyError::Busy) => {
             if let Some(held_back) = app.refusal_logs.webhook.take() {
@@ -124,131 +169,91 @@ pub async fn receive(State(app): State<AppState>, req: Request) -> Response {
                     "Webhook refused with 503: too many unauthenticated bytes in flight."
                 );
             }
-            return result("result=\"busy\"", StatusCode::SERVICE_UNAVAILABLE, "busy");
+            return Err(result(
+                "result=\"busy\"",
+                StatusCode::SERVICE_UNAVAILABLE,
+                "busy",
+            ));
         }
         Err(BodyError::TimedOut) => {
-            return result(
+            return Err(result(
                 "result=\"timeout\"",
                 StatusCode::REQUEST_TIMEOUT,
                 "body too slow",
-            );
+            ));
         }
         Err(BodyError::Unreadable(e)) => {
             tracing::debug!(error = %e, "Webhook body could not be read.");
-            return result(
+            return Err(result(
                 "result=\"unreadable\"",
                 StatusCode::BAD_REQUEST,
                 "body could not be read",
-            );
+            ));
         }
     };
     if let Err(e) = claimed.verify(secret, &body.bytes) {
-        return unauthorized(&app, &e, Some(body.bytes.len()));
+        return Err(unauthorized(app, &e, Some(body.bytes.len())));
     }
     // Authenticated: these bytes no longer count against the unauthenticated budget.
-    let body = body.bytes;
-    let report = match parse_webhook_report(&body) {
-        Ok(r) => r,
-        Err(e) => {
-            // Signed by Meta but not something we can read: keep the bytes, answer 200 (a
-            // retry would carry the same bytes for days).
-            tracing::warn!(error = %e, bytes = body.len(), "Signed webhook does not parse; dead-lettered.");
-            let dl = kept_bytes("webhook_malformed", e.to_string(), &body);
-            return keep(&app, dl, "result=\"malformed\"").await;
-        }
-    };
-    // Items Meta signed but that could not be read whole (a message without its id, a change
-    // whose value is not an object…): the rest goes on, and the bytes are kept for a human.
-    let dropped: Vec<String> = report
-        .skipped
+    Ok(body.bytes)
+}
+
+/// Items Meta signed but that could not be read whole (a message without its id, a change
+/// whose value is not an object…): the rest goes on, and the bytes are kept for a human.
+fn partial_letter(skipped: &[SkippedItem], body: &Bytes) -> Option<NewDeadLetter> {
+    let dropped: Vec<String> = skipped
         .iter()
         .filter(|s| s.dropped)
         .map(|s| format!("{}: {}", s.path, s.reason))
         .collect();
-    let partial = (!dropped.is_empty()).then(|| {
-        tracing::warn!(items = dropped.len(), bytes = body.len(), "Signed webhook has items that do not parse; they are dead-lettered, the rest is taken.");
-        let mut reason = dropped.iter().take(20).cloned().collect::<Vec<_>>().join("; ");
-        if dropped.len() > 20 {
-            reason.push_str(&format!("; and {} more", dropped.len() - 20));
-        }
-        kept_bytes("webhook_partial", reason, &body)
-    });
-    let rows = inbox_rows(&app, report.webhook.events, arrived);
-    if rows.is_empty() {
-        return match partial {
-            Some(dl) => keep(&app, dl, "result=\"partial\"").await,
-            None => result("result=\"empty\"", StatusCode::OK, "ok"),
-        };
+    if dropped.is_empty() {
+        return None;
     }
-    let signals: Vec<(usize, GateSignal)> = rows
+    tracing::warn!(
+        items = dropped.len(),
+        bytes = body.len(),
+        "Signed webhook has items that do not parse; they are dead-lettered, the rest is taken."
+    );
+    let mut reason = dropped
         .iter()
-        .enumerate()
-        .filter_map(|(i, r)| gate_signal(r).map(|s| (i, s)))
-        .collect();
-    let failures: Vec<_> = rows
-        .iter()
-        .enumerate()
-        .filter_map(|(i, r)| {
-            let st = r.status.as_ref().filter(|st| st.status == "failed")?;
-            (r.state == "done").then_some(())?;
-            let detail = st.failure();
-            Some((
-                i,
-                r.account.clone(),
-                r.user_key.clone()?,
-                st.outbox_id?,
-                st.error_code,
-                detail,
-            ))
-        })
-        .collect();
-    match app.engine.writer.append_inbox(rows).await {
-        Ok(seqs) => {
-            if let Some(dl) = partial {
-                // Before the 200: a redelivery finds the rows taken and keeps these again.
-                if let Err(e) = app.engine.writer.dead_letter(dl, None).await {
-                    tracing::error!(error = %e, "Store unavailable; webhook refused with 503.");
-                    return store_unavailable();
-                }
-            }
-            // What concerns the send gates (health, quality, errors Meta reported for our
-            // messages), applied once: only rows that were new.
-            let fresh: Vec<GateSignal> = signals
-                .into_iter()
-                .filter(|(i, _)| matches!(seqs.get(*i), Some(Some(_))))
-                .map(|(_, s)| s)
-                .collect();
-            // Meta says one of our messages failed: its conversation hears of it, as of a
-            // send the API refused (131047: the window is closed, and the message goes
-            // through the window policy).
-            for (i, account, user, outbox_id, code, detail) in failures {
-                if matches!(seqs.get(i), Some(Some(_))) {
-                    if let Some(actor) = app.router.get(&account) {
-                        let failure = crate::outbox::SendFailure {
-                            user_key: user,
-                            outbox_id,
-                            code,
-                            detail,
-                            message: None,
-                        };
-                        let _ = actor.cast(crate::actors::AccountMsg::SendFailed(failure));
-                    }
-                }
-            }
-            if !fresh.is_empty() {
-                let engine = app.engine.clone();
-                tokio::spawn(async move { apply_gate_signals(&engine, fresh).await });
-            }
-            if seqs.iter().all(Option::is_none) {
-                result("result=\"duplicate\"", StatusCode::OK, "ok")
-            } else {
-                result("result=\"ok\"", StatusCode::OK, "ok")
-            }
-        }
-        Err(e) => {
+        .take(20)
+        .cloned()
+        .collect::<Vec<_>>()
+        .join("; ");
+    if dropped.len() > 20 {
+        reason.push_str(&format!("; and {} more", dropped.len() - 20));
+    }
+    Some(kept_bytes("webhook_partial", reason, body))
+}
+
+/// The rows are committed (`seqs[i]` is `None` for one that was there already): keep what
+/// could not be read, tell the conversations and the send gates what concerns them, answer.
+async fn committed(
+    app: &AppState,
+    after: inbox::AfterCommit,
+    seqs: &[Option<i64>],
+    partial: Option<NewDeadLetter>,
+) -> Response {
+    if let Some(dl) = partial {
+        // Before the 200: a redelivery finds the rows taken and keeps these again.
+        if let Err(e) = app.engine.writer.dead_letter(dl, None).await {
             tracing::error!(error = %e, "Store unavailable; webhook refused with 503.");
-            store_unavailable()
+            return store_unavailable();
         }
+    }
+    for (account, failure) in after.failures {
+        if let Some(actor) = app.router.get(&account) {
+            let _ = actor.cast(crate::actors::AccountMsg::SendFailed(failure));
+        }
+    }
+    if !after.signals.is_empty() {
+        let engine = app.engine.clone();
+        tokio::spawn(async move { apply_gate_signals(&engine, after.signals).await });
+    }
+    if seqs.iter().all(Option::is_none) {
+        result("result=\"duplicate\"", StatusCode::OK, "ok")
+    } else {
+        result("result=\"ok\"", StatusCode::OK, "ok")
     }
 }
 
@@ -394,38 +399,6 @@ async fn keep(app: &AppState, dl: NewDeadLetter, label: &'static str) -> Respons
     }
 }
 
-/// A committed event the send gates must hear about.
-enum GateSignal {
-    Account(crate::whatsapp::event::AccountEvent),
-    SendError {
-        account: String,
-        user_key: Option<String>,
-        code: i64,
-    },
-}
-
-fn gate_signal(row: &NewInboxRow) -> Option<GateSignal> {
-    match row.kind {
-        "account_event" => match serde_json::from_str::<WebhookEvent>(&row.payload) {
-            Ok(WebhookEvent::AccountEvent(a)) => Some(GateSignal::Account(a)),
-            _ => None,
-        },
-        "status" if row.state == "done" => {
-            let status = row.status.as_ref()?;
-            let code = status.error_code?;
-            if code != crate::conversation::WINDOW_CLOSED_CODE {
-                crate::sendgate::outcome_for_code(code, "")?;
-            }
-            Some(GateSignal::SendError {
-                account: row.account.clone(),
-                user_key: row.user_key.clone(),
-                code,
-            })
-        }
-        _ => None,
-    }
-}
-
 async fn apply_gate_signals(engine: &crate::actors::Engine, signals: Vec<GateSignal>) {
     let now = engine.clock.now_ms();
     for s in signals {
@@ -462,145 +435,4 @@ async fn apply_gate_signals(engine: &crate::actors::Engine, signals: Vec<GateSig
             }
         }
     }
-}
-
-fn short_hash(text: &str) -> String {
-    let digest = Sha256::digest(text.as_bytes());
-    hex::encode(&digest[..16])
-}
-
-/// Turn typed events into inbox rows: messages of configured accounts are `pending` for their
-/// conversation; statuses are applied in the same transaction; the rest is recorded as `done`;
-/// anything for an unknown phone_number_id is kept as `unrouted`.
-fn inbox_rows(
-    app: &AppState,
-    events: Vec<WebhookEvent>,
-    arrived: std::time::Instant,
-) -> Vec<NewInboxRow> {
-    let settings = app.engine.settings();
-    let received_at = now_ms();
-    let known = |pnid: &str| settings.account(pnid).is_some();
-    let mut rows = Vec::with_capacity(events.len());
-    for event in events {
-        let payload = match serde_json::to_string(&event) {
-            Ok(p) => p,
-            Err(e) => {
-                tracing::error!(error = %e, "Could not encode an event; skipped.");
-                continue;
-            }
-        };
-        match event {
-            WebhookEvent::Message(m) => {
-                let routed = known(&m.phone_number_id);
-                if !routed {
-                    metrics()
-                        .unknown_account_events
-                        .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-                }
-                let user_key = m.user_key().map(str::to_string);
-                let state = match (routed, &user_key) {
-                    (false, _) => "unrouted",
-                    (true, None) => "done",
-                    (true, Some(_)) => "pending",
-                };
-                rows.push(NewInboxRow {
-                    account: m.phone_number_id.clone(),
-                    user_key,
-                    kind: "message",
-                    dedup_key: format!("m:{}", m.wamid),
-                    wamid: Some(m.wamid.clone()),
-                    payload,
-                    received_at,
-                    state,
-                    status: None,
-                    dispatch: Some(Arc::new(m)),
-                    arrived: Some(arrived),
-                });
-            }
-            WebhookEvent::Status(s) => {
-                let routed = known(&s.phone_number_id);
-                if !routed {
-                    metrics()
-                        .unknown_account_events
-                        .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-                }
-                let error = s.errors.first();
-                let callback = s
-                    .biz_opaque_callback_data
-                    .as_deref()
-                    .and_then(parse_callback);
-                rows.push(NewInboxRow {
-                    account: s.phone_number_id.clone(),
-                    // The conversation that sent it (its writer owns the row), else whom Meta
-                    // names.
-                    user_key: callback
-                        .and_then(|(_, user_key)| user_key)
-                        .map(str::to_string)
-                        .or_else(|| s.recipient_id.clone()),
-                    kind: "status",
-                    dedup_key: format!("s:{}:{}", s.wamid, s.status.as_str()),
-                    wamid: Some(s.wamid.clone()),
-                    payload,
-                    received_at,
-                    state: if routed { "done" } else { "unrouted" },
-                    status: Some(StatusApply {
-                        status: s.status.as_str().to_string(),
-                        rank: s.status.rank(),
-                        at_ms: if s.timestamp > 0 {
-                            s.timestamp * 1000
-                        } else {
-                            received_at
-                        },
-                        outbox_id: callback.map(|(id, _)| id),
-                        error_code: error.map(|e| e.code),
-                        error_detail: error.map(|e| {
-                            e.details
-                                .clone()
-                                .or_else(|| e.message.clone())
-                                .or_else(|| e.title.clone())
-                                .unwrap_or_default()
-                        }),
-                    }),
-                    dispatch: None,
-                    arrived: None,
-                });
-            }
-            WebhookEvent::ChangeError(e) => {
-                tracing::warn!(codes = ?e.errors.iter().map(|e| e.code).collect::<Vec<_>>(), "Meta reported errors for an account.");
-                rows.push(NewInboxRow {
-                    account: e.phone_number_id.clone().unwrap_or_default(),
-                    user_key: None,
-                    kind: "change_error",
-                    dedup_key: format!("e:{}", short_hash(&payload)),
-                    wamid: None,
-                    payload,
-                    received_at,
-                    state: "done",
-                    status: None,
-                    dispatch: None,
-                    arrived: None,
-                });
-            }
-            WebhookEvent::AccountEvent(a) => {
-                tracing::info!(field = %a.field, waba = %a.waba_id, "Account event received.");
-                rows.push(NewInboxRow {
-                    account: a
-                        .phone_number_id
-                        .clone()
-                        .unwrap_or_else(|| a.waba_id.clone()),
-                    user_key: None,
-                    kind: "account_event",
-                    dedup_key: format!("a:{}", short_hash(&payload)),
-                    wamid: None,
-                    payload,
-                    received_at,
-                    state: "done",
-                    status: None,
-                    dispatch: None,
-                    arrived: None,
-                });
-            }
-        }
-    }
-    rows
 }

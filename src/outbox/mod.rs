@@ -91,7 +91,7 @@ enum Cmd {
 
 /// A message the sender gave up on for good (its row is `failed` and a dead letter kept),
 /// for the conversation that sent it.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct SendFailure {
     pub user_key: String,
     pub outbox_id: i64,
