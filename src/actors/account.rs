@@ -17,7 +17,7 @@ use crate::config::AccountSettings;
 use crate::conversation::ConversationEvent;
 use crate::metrics::metrics;
 use crate::outbox::OutboxSender;
-use crate::store::writer::TIMER_DEAD_LETTER;
+use crate::store::TIMER_DEAD_LETTER;
 use crate::store::{DueTimer, InboxDispatch, NewDeadLetter};
 use crate::telemetry::mask;
 

@@ -17,7 +17,7 @@ use crate::conversation::{
 };
 use crate::metrics::metrics;
 use crate::outbox::OutboxSender;
-use crate::store::writer::DeadInbox;
+use crate::store::DeadInbox;
 use crate::store::{DueTimer, InboxDispatch, NewDeadLetter, StoreError, TurnClock};
 use crate::telemetry::mask;
 use crate::whatsapp::event::WebhookEvent;
@@ -430,7 +430,10 @@ impl ConversationActorState {
             self.args.sender.mark_read(user, newest);
         }
         if !records.is_empty() {
-            if let Some(reply) = records.iter_mut().find(|r| r.kind == "message") {
+            if let Some(reply) = records
+                .iter_mut()
+                .find(|r| r.kind == crate::domain::OutboxKind::Message)
+            {
                 reply.turn = origin.answered();
             }
             self.args.sender.enqueue(records);

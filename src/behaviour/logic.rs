@@ -13,6 +13,7 @@ use crate::conversation::{
     enter_handoff, settle_window, step as core_step, ConversationEvent, ConversationLogic,
     ConversationState, Effect, FlowRecord, Layer, StepContext,
 };
+use crate::domain::FlowRunStatus;
 use crate::flow::model::OnUpdate;
 use crate::flow::{
     step as flow_step, FlowAction, FlowContext, FlowError, FlowInput, FlowSet, FlowState, MAX_STEPS,
@@ -230,7 +231,7 @@ impl FlowRegistry {
     }
 }
 
-fn record(st: &FlowState, status: &'static str, node: Option<String>) -> Option<Effect> {
+fn record(st: &FlowState, status: FlowRunStatus, node: Option<String>) -> Option<Effect> {
     Some(Effect::FlowRecord(FlowRecord {
         flow_id: st.flow.clone()?,
         version: st.version.clone().unwrap_or_default(),
@@ -253,13 +254,13 @@ fn records(before: &FlowState, after: &FlowState, ended: Vec<FlowRecord>) -> Vec
         .any(|r| Some(&r.flow_id) == before.flow.as_ref() && r.started_at == before.started_at_ms);
     let mut out: Vec<Effect> = ended.into_iter().map(Effect::FlowRecord).collect();
     if before.is_active() && !same(before, after) && !before_ended {
-        out.extend(record(before, "completed", None));
+        out.extend(record(before, FlowRunStatus::Completed, None));
     }
     if after.is_active() {
         let status = if after.waiting_timer.is_some() {
-            "paused"
+            FlowRunStatus::Paused
         } else {
-            "running"
+            FlowRunStatus::Running
         };
         out.extend(record(after, status, after.node.clone()));
     }
@@ -651,7 +652,7 @@ impl FlowLogic {
                             flow_id: flow,
                             version,
                             started_at: started_at_ms,
-                            status: "completed",
+                            status: FlowRunStatus::Completed,
                             node: None,
                             error: None,
                         }),
@@ -685,7 +686,9 @@ impl FlowLogic {
                         ..FlowState::default()
                     }
                 };
-                if let Some(Effect::FlowRecord(mut r)) = record(&failed, "failed", None) {
+                if let Some(Effect::FlowRecord(mut r)) =
+                    record(&failed, FlowRunStatus::Failed, None)
+                {
                     r.error = Some(e.to_string());
                     effects.push(Effect::FlowRecord(r));
                 }
@@ -694,7 +697,7 @@ impl FlowLogic {
         };
         if !effects
             .iter()
-            .any(|e| matches!(e, Effect::FlowRecord(r) if r.status == "failed"))
+            .any(|e| matches!(e, Effect::FlowRecord(r) if r.status == FlowRunStatus::Failed))
         {
             effects.extend(records(&before, &next, ended));
         }

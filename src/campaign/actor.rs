@@ -12,6 +12,7 @@ use super::model::{after_send, plan, CampaignSpec, Plan};
 use super::CampaignError;
 use crate::actors::{AccountMsg, AccountRouter, Engine};
 use crate::conversation::ConversationEvent;
+use crate::domain::{CampaignStatus, RecipientState};
 use crate::sendgate::Health;
 use crate::store::{CampaignRow, DueRecipient, RecipientUpdate};
 use crate::telemetry::mask;
@@ -98,7 +99,7 @@ pub struct CampaignState {
     spec: CampaignSpec,
     templates: Vec<(String, String)>,
     waba: String,
-    status: String,
+    status: CampaignStatus,
     pacer: Pacer,
     /// Keyset position in the recipients (a page starts after it).
     after: i64,
@@ -271,7 +272,13 @@ impl CampaignState {
         let paused = match self
             .engine
             .store
-            .set_campaign_status(self.id(), &["running"], "paused", Some(reason), now)
+            .set_campaign_status(
+                self.id(),
+                &[CampaignStatus::Running],
+                CampaignStatus::Paused,
+                Some(reason),
+                now,
+            )
             .await
         {
             Ok(p) => p,
@@ -296,7 +303,7 @@ impl CampaignState {
         let engine = self.engine.clone();
         let store = &engine.store;
         let now_ms = engine.clock.now_ms();
-        if self.status == "scheduled" {
+        if self.status == CampaignStatus::Scheduled {
             let at = self.row.scheduled_for.unwrap_or(0);
             if now_ms < at {
                 return Ok(Next::After(Duration::from_millis(
@@ -304,13 +311,19 @@ impl CampaignState {
                 )));
             }
             if !store
-                .set_campaign_status(self.id(), &["scheduled"], "running", None, now_ms)
+                .set_campaign_status(
+                    self.id(),
+                    &[CampaignStatus::Scheduled],
+                    CampaignStatus::Running,
+                    None,
+                    now_ms,
+                )
                 .await?
             {
                 return Ok(Next::Stop);
             }
             tracing::info!(campaign = self.id(), "Scheduled campaign started.");
-            self.status = "running".into();
+            self.status = CampaignStatus::Running;
         }
         if let Some(reason) = self.guard().await? {
             return self.pause_self(&reason).await;
@@ -344,7 +357,13 @@ impl CampaignState {
             let (pending, unsettled) = store.campaign_remaining(self.id()).await?;
             if pending == 0 && unsettled == 0 {
                 if store
-                    .set_campaign_status(self.id(), &["running"], "completed", None, now_ms)
+                    .set_campaign_status(
+                        self.id(),
+                        &[CampaignStatus::Running],
+                        CampaignStatus::Completed,
+                        None,
+                        now_ms,
+                    )
                     .await?
                 {
                     tracing::info!(campaign = self.id(), "Campaign completed.");
@@ -429,7 +448,11 @@ impl CampaignState {
                         }
                         Handed::Refused(reason) => Some(RecipientUpdate {
                             id: r.id,
-                            state: if step > 0 { "stopped" } else { "skipped" },
+                            state: if step > 0 {
+                                RecipientState::Stopped
+                            } else {
+                                RecipientState::Skipped
+                            },
                             step,
                             due_offset: 0,
                             variant,
@@ -475,7 +498,7 @@ impl Actor for CampaignActor {
         Ok(CampaignState {
             templates: spec.templates(),
             pacer: Pacer::new(args.campaign.rate_per_minute),
-            status: args.campaign.status.clone(),
+            status: args.campaign.status,
             spec,
             waba,
             after: 0,

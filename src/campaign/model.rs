@@ -6,6 +6,7 @@ use std::collections::BTreeMap;
 use serde::{Deserialize, Serialize};
 use serde_json::{json, Value};
 
+use crate::domain::RecipientState;
 use crate::store::DueRecipient;
 use crate::whatsapp::send::OutboundMessage;
 
@@ -467,32 +468,36 @@ pub enum Plan {
         fallback: Option<(String, OutboundMessage)>,
     },
     /// Nothing is sent; the recipient ends here.
-    End { state: &'static str, reason: String },
+    End {
+        state: RecipientState,
+        reason: String,
+    },
 }
 
 /// Decide the due step of `r` (pure).
 pub fn plan(spec: &CampaignSpec, campaign: i64, r: &DueRecipient, now_ms: i64) -> Plan {
+    use RecipientState::{Done, Skipped, Stopped};
     let later = r.step > 0;
-    let end = |state: &'static str, reason: &str| Plan::End {
+    let end = |state: RecipientState, reason: &str| Plan::End {
         state,
         reason: reason.to_string(),
     };
     if r.blocked_at.is_some() {
-        return end("skipped", "blocked");
+        return end(Skipped, "blocked");
     }
     if r.opted_out_at.is_some_and(|t| t > 0) {
-        return end(if later { "stopped" } else { "skipped" }, "opted out");
+        return end(if later { Stopped } else { Skipped }, "opted out");
     }
     if r.unreachable_at
         .is_some_and(|t| now_ms - t < UNREACHABLE_FOR_MS)
     {
         return end(
-            if later { "stopped" } else { "skipped" },
+            if later { Stopped } else { Skipped },
             "unreachable (131026)",
         );
     }
     if spec.kind == CampaignKind::Drip && r.last_inbound_at.is_some_and(|t| t > r.enrolled_at) {
-        return end("stopped", "replied");
+        return end(Stopped, "replied");
     }
     let variant = if spec.variants.is_empty() {
         0
@@ -502,7 +507,7 @@ pub fn plan(spec: &CampaignSpec, campaign: i64, r: &DueRecipient, now_ms: i64) -
         spec.variant_for(campaign, &r.user_key)
     };
     let Some(m) = spec.message(r.step as usize, variant) else {
-        return end("done", "no such step");
+        return end(Done, "no such step");
     };
     match render(m, &recipient_vars(r)) {
         Ok((message, fallback)) => Plan::Send {
@@ -512,17 +517,17 @@ pub fn plan(spec: &CampaignSpec, campaign: i64, r: &DueRecipient, now_ms: i64) -
             message,
             fallback: fallback.map(|f| (request_id(campaign, r.id, r.step, true), f)),
         },
-        Err(e) => end("skipped", &e),
+        Err(e) => end(Skipped, &e),
     }
 }
 
 /// Where a recipient stands once its step `step` was handed over: (state, next step, the
 /// next step's offset from enrollment).
-pub fn after_send(spec: &CampaignSpec, step: i64) -> (&'static str, i64, i64) {
+pub fn after_send(spec: &CampaignSpec, step: i64) -> (RecipientState, i64, i64) {
     let next = step + 1;
     match spec.steps.get(next as usize) {
-        Some(s) if spec.variants.is_empty() => ("pending", next, s.offset_ms),
-        _ => ("done", next, 0),
+        Some(s) if spec.variants.is_empty() => (RecipientState::Pending, next, s.offset_ms),
+        _ => (RecipientState::Done, next, 0),
     }
 }
 
@@ -587,7 +592,7 @@ mod tests {
         r.vars = None;
         match plan(&spec, 1, &r, 0) {
             Plan::End { state, reason } => {
-                assert_eq!(state, "skipped");
+                assert_eq!(state, RecipientState::Skipped);
                 assert!(reason.contains("name"), "{reason}");
             }
             other => panic!("{other:?}"),
@@ -606,7 +611,7 @@ mod tests {
         assert!(matches!(
             plan(&spec, 1, &r, 10),
             Plan::End {
-                state: "skipped",
+                state: RecipientState::Skipped,
                 ..
             }
         ));
@@ -616,7 +621,7 @@ mod tests {
         assert!(matches!(
             plan(&spec, 1, &r, 10),
             Plan::End {
-                state: "skipped",
+                state: RecipientState::Skipped,
                 ..
             }
         ));
@@ -638,16 +643,22 @@ mod tests {
             "recipients": {"tag": "vip"}}))
         .spec()
         .unwrap();
-        assert_eq!(after_send(&spec, 0), ("pending", 1, 2 * 86_400_000));
-        assert_eq!(after_send(&spec, 1), ("pending", 2, 7 * 86_400_000));
-        assert_eq!(after_send(&spec, 2).0, "done");
+        assert_eq!(
+            after_send(&spec, 0),
+            (RecipientState::Pending, 1, 2 * 86_400_000)
+        );
+        assert_eq!(
+            after_send(&spec, 1),
+            (RecipientState::Pending, 2, 7 * 86_400_000)
+        );
+        assert_eq!(after_send(&spec, 2).0, RecipientState::Done);
         let mut r = recipient(1, "6281");
         r.step = 1;
         r.last_inbound_at = Some(r.enrolled_at + 1);
         assert_eq!(
             plan(&spec, 1, &r, 0),
             Plan::End {
-                state: "stopped",
+                state: RecipientState::Stopped,
                 reason: "replied".into()
             }
         );
@@ -669,7 +680,7 @@ mod tests {
             counts[v as usize] += 1;
         }
         assert!(counts[0] > 2700 && counts[0] < 3300, "{counts:?}");
-        assert_eq!(after_send(&spec, 0).0, "done");
+        assert_eq!(after_send(&spec, 0).0, RecipientState::Done);
     }
 
     #[test]

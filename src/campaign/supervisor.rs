@@ -9,6 +9,7 @@ use ractor::{Actor, ActorProcessingErr, ActorRef, RpcReplyPort, SupervisionEvent
 
 use super::actor::{CampaignActor, CampaignArgs, CampaignMsg};
 use crate::actors::{AccountRouter, Engine};
+use crate::domain::CampaignStatus;
 
 /// How long shutdown waits for campaign actors (each finishes its page).
 const STOP_WAIT: Duration = Duration::from_secs(3);
@@ -68,7 +69,14 @@ impl SupervisorState {
             self.running.remove(&id);
         }
         let row = match self.engine.store.campaign(id).await {
-            Ok(Some(row)) if matches!(row.status.as_str(), "running" | "scheduled") => row,
+            Ok(Some(row))
+                if matches!(
+                    row.status,
+                    CampaignStatus::Running | CampaignStatus::Scheduled
+                ) =>
+            {
+                row
+            }
             Ok(_) => return,
             Err(e) => {
                 tracing::warn!(campaign = id, error = %e, "Loading a campaign failed; retrying.");
@@ -104,7 +112,13 @@ impl SupervisorState {
         let _ = self
             .engine
             .store
-            .set_campaign_status(id, &["running", "scheduled"], "failed", Some(why), now)
+            .set_campaign_status(
+                id,
+                &[CampaignStatus::Running, CampaignStatus::Scheduled],
+                CampaignStatus::Failed,
+                Some(why),
+                now,
+            )
             .await;
     }
 }

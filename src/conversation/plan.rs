@@ -9,7 +9,7 @@
 
 use std::time::Instant;
 
-use crate::domain::{is_campaign_request, SendClass};
+use crate::domain::{is_campaign_request, OutboxKind, SendClass};
 use crate::store::{ContactUpsert, NewOutboxRow, NewTimer, StepCommit, TurnClock};
 
 use super::{ConversationEvent, ConversationState, Effect};
@@ -132,7 +132,7 @@ pub fn plan(o: &Outcome<'_>) -> Result<Plan, serde_json::Error> {
                 send_keys.push(idem_key.clone());
                 outbox.push(NewOutboxRow {
                     idem_key,
-                    kind: "message",
+                    kind: OutboxKind::Message,
                     message_json: serde_json::to_string(message)?,
                     reply_to: reply_to.clone(),
                     source_seq: o.origin.seq(),

@@ -6,6 +6,7 @@ mod class;
 mod ids;
 mod records;
 mod retry;
+mod states;
 mod window;
 mod zone;
 
@@ -13,5 +14,9 @@ pub use class::SendClass;
 pub use ids::{campaign_of_idem_key, is_campaign_request, request_id, CAMPAIGN_REQUEST_PREFIX};
 pub use records::{BotStatus, BotSummary, FlowRecord};
 pub use retry::{backoff, backoff_with};
+pub use states::{
+    CampaignStatus, FlowRunStatus, InboxKind, InboxState, OutboxKind, OutboxState, RecipientState,
+    TimerState, UnknownValue,
+};
 pub use window::WindowPolicy;
 pub use zone::{parse_utc_offset, Zone};

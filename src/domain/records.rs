@@ -45,8 +45,7 @@ pub struct FlowRecord {
     pub version: String,
     /// With the conversation, identifies the session.
     pub started_at: i64,
-    /// running | paused | completed | failed
-    pub status: &'static str,
+    pub status: super::FlowRunStatus,
     /// The node it stopped at (None once ended).
     pub node: Option<String>,
     /// Why it failed (a runaway loop, an expression error): also kept as a dead letter.

@@ -379,7 +379,7 @@ async fn flows(State(app): State<AppState>) -> Response {
         .iter()
         .map(|(id, version)| {
             let mut executions = serde_json::Map::new();
-            for status in ["running", "paused", "completed", "failed"] {
+            for status in crate::domain::FlowRunStatus::ALL.map(|s| s.as_str()) {
                 let n = counts
                     .iter()
                     .find(|(f, s, _)| f == id && s == status)

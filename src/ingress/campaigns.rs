@@ -11,6 +11,7 @@ use super::AppState;
 use crate::campaign::{
     parse_when, CampaignRequest, RecipientsRequest, SupervisorMsg, DEFAULT_RATE_PER_MINUTE,
 };
+use crate::domain::CampaignStatus;
 use crate::store::{CampaignRow, NewCampaign, NewRecipients};
 
 /// A campaign with an explicit list of 100,000 recipients is a few MiB of JSON.
@@ -77,9 +78,9 @@ pub async fn create(State(app): State<AppState>, body: axum::body::Bytes) -> Res
     };
     let now = app.engine.clock.now_ms();
     let status = match (req.start, scheduled_for) {
-        (false, _) => "draft",
-        (true, Some(at)) if at > now => "scheduled",
-        (true, _) => "running",
+        (false, _) => CampaignStatus::Draft,
+        (true, Some(at)) if at > now => CampaignStatus::Scheduled,
+        (true, _) => CampaignStatus::Running,
     };
     let new = NewCampaign {
         account: req.phone_number_id.clone(),
@@ -89,7 +90,7 @@ pub async fn create(State(app): State<AppState>, body: axum::body::Bytes) -> Res
             Ok(s) => s,
             Err(e) => return error(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()),
         },
-        status: status.to_string(),
+        status,
         rate_per_minute: i64::from(req.rate_limit_per_minute.unwrap_or(DEFAULT_RATE_PER_MINUTE)),
         scheduled_for,
         enrolled_at: scheduled_for.map_or(now, |at| at.max(now)),
@@ -105,12 +106,12 @@ pub async fn create(State(app): State<AppState>, body: axum::body::Bytes) -> Res
         Ok(None) => 0,
         Err(e) => return store_error(e),
     };
-    if status != "draft" {
+    if status != CampaignStatus::Draft {
         if let Some(sup) = supervisor(&app) {
             let _ = sup.cast(SupervisorMsg::Start(id));
         }
     }
-    tracing::info!(campaign = id, account = %new.account, kind = %new.kind, total, status, "Campaign created.");
+    tracing::info!(campaign = id, account = %new.account, kind = %new.kind, total, status = %status, "Campaign created.");
     (
         StatusCode::CREATED,
         Json(json!({ "id": id, "status": status, "total": total })),
@@ -217,28 +218,22 @@ pub async fn act(State(app): State<AppState>, Path((id, action)): Path<(i64, Str
     };
     let now = app.engine.clock.now_ms();
     let store = &app.engine.store;
-    let (from, to, reason): (&[&str], &str, Option<&str>) = match action.as_str() {
-        "pause" => (
-            &["running", "scheduled"],
-            "paused",
-            Some("paused by an operator"),
-        ),
-        "cancel" => (
-            &["draft", "scheduled", "running", "paused"],
-            "cancelled",
-            None,
-        ),
-        "resume" => {
-            let to = if row.scheduled_for.is_some_and(|at| at > now) {
-                "scheduled"
-            } else {
-                "running"
-            };
-            (&["paused", "draft"], to, None)
-        }
-        _ => return error(StatusCode::NOT_FOUND, "actions: pause, resume, cancel"),
-    };
-    if action == "resume" && row.status == "draft" {
+    use CampaignStatus::{Cancelled, Draft, Paused, Running, Scheduled};
+    let (from, to, reason): (&[CampaignStatus], CampaignStatus, Option<&str>) =
+        match action.as_str() {
+            "pause" => (&[Running, Scheduled], Paused, Some("paused by an operator")),
+            "cancel" => (&[Draft, Scheduled, Running, Paused], Cancelled, None),
+            "resume" => {
+                let to = if row.scheduled_for.is_some_and(|at| at > now) {
+                    Scheduled
+                } else {
+                    Running
+                };
+                (&[Paused, Draft], to, None)
+            }
+            _ => return error(StatusCode::NOT_FOUND, "actions: pause, resume, cancel"),
+        };
+    if action == "resume" && row.status == Draft {
         // A draft starts now (or at its schedule): drip offsets count from then.
         let first = serde_json::from_str::<crate::campaign::CampaignSpec>(&row.spec)
             .ok()
@@ -279,7 +274,7 @@ pub async fn act(State(app): State<AppState>, Path((id, action)): Path<(i64, Str
             let _ = ractor::call_t!(sup, |reply| SupervisorMsg::Stop(id, reply), 5_000);
         }
     }
-    tracing::info!(campaign = id, action = %action, status = to, "Campaign changed by an operator.");
+    tracing::info!(campaign = id, action = %action, status = %to, "Campaign changed by an operator.");
     let mut body = json!({ "id": id, "status": to });
     if let Some(w) = withdrawal {
         body["in_flight_at_pause"] = json!(w.in_flight_at_pause);

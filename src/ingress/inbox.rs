@@ -11,9 +11,10 @@ use std::time::Instant;
 use sha2::{Digest, Sha256};
 
 use crate::conversation::WINDOW_CLOSED_CODE;
+use crate::domain::{InboxKind, InboxState};
 use crate::outbox::{parse_callback, SendFailure};
-use crate::store::writer::StatusApply;
 use crate::store::NewInboxRow;
+use crate::store::StatusApply;
 use crate::whatsapp::event::{AccountEvent, WebhookEvent};
 
 /// A committed event the send gates must hear about.
@@ -99,14 +100,14 @@ pub(super) fn map(
                 inbox.unknown_accounts += u64::from(!routed);
                 let user_key = m.user_key().map(str::to_string);
                 let state = match (routed, &user_key) {
-                    (false, _) => "unrouted",
-                    (true, None) => "done",
-                    (true, Some(_)) => "pending",
+                    (false, _) => InboxState::Unrouted,
+                    (true, None) => InboxState::Done,
+                    (true, Some(_)) => InboxState::Pending,
                 };
                 NewInboxRow {
                     account: m.phone_number_id.clone(),
                     user_key,
-                    kind: "message",
+                    kind: InboxKind::Message,
                     dedup_key: format!("m:{}", m.wamid),
                     wamid: Some(m.wamid.clone()),
                     payload,
@@ -155,12 +156,16 @@ pub(super) fn map(
                 NewInboxRow {
                     account: s.phone_number_id.clone(),
                     user_key,
-                    kind: "status",
+                    kind: InboxKind::Status,
                     dedup_key: format!("s:{}:{}", s.wamid, s.status.as_str()),
                     wamid: Some(s.wamid.clone()),
                     payload,
                     received_at,
-                    state: if routed { "done" } else { "unrouted" },
+                    state: if routed {
+                        InboxState::Done
+                    } else {
+                        InboxState::Unrouted
+                    },
                     status: Some(status),
                     dispatch: None,
                     arrived: None,
@@ -171,12 +176,12 @@ pub(super) fn map(
                 NewInboxRow {
                     account: e.phone_number_id.clone().unwrap_or_default(),
                     user_key: None,
-                    kind: "change_error",
+                    kind: InboxKind::ChangeError,
                     dedup_key: format!("e:{}", short_hash(&payload)),
                     wamid: None,
                     payload,
                     received_at,
-                    state: "done",
+                    state: InboxState::Done,
                     status: None,
                     dispatch: None,
                     arrived: None,
@@ -190,12 +195,12 @@ pub(super) fn map(
                         .clone()
                         .unwrap_or_else(|| a.waba_id.clone()),
                     user_key: None,
-                    kind: "account_event",
+                    kind: InboxKind::AccountEvent,
                     dedup_key: format!("a:{}", short_hash(&payload)),
                     wamid: None,
                     payload,
                     received_at,
-                    state: "done",
+                    state: InboxState::Done,
                     status: None,
                     dispatch: None,
                     arrived: None,
@@ -310,7 +315,10 @@ mod tests {
     fn a_message_for_a_served_number_waits_for_its_conversation_and_is_handed_over() {
         let inbox = map(message(OURS, "wamid.IN"), ours, 5_000, Instant::now());
         let row = &inbox.rows[0];
-        assert_eq!((row.kind, row.state), ("message", "pending"));
+        assert_eq!(
+            (row.kind, row.state),
+            (InboxKind::Message, InboxState::Pending)
+        );
         assert_eq!(row.user_key.as_deref(), Some("6281234567890"));
         assert_eq!(row.dedup_key, "m:wamid.IN");
         assert_eq!(row.received_at, 5_000);
@@ -321,7 +329,7 @@ mod tests {
     #[test]
     fn a_message_for_another_number_is_kept_unrouted_and_counted() {
         let inbox = map(message("999", "wamid.IN"), ours, 5_000, Instant::now());
-        assert_eq!(inbox.rows[0].state, "unrouted");
+        assert_eq!(inbox.rows[0].state, InboxState::Unrouted);
         assert_eq!(inbox.unknown_accounts, 1);
     }
 
@@ -335,7 +343,7 @@ mod tests {
             Instant::now(),
         );
         let row = &inbox.rows[0];
-        assert_eq!((row.kind, row.state), ("status", "done"));
+        assert_eq!((row.kind, row.state), (InboxKind::Status, InboxState::Done));
         assert_eq!(row.user_key.as_deref(), Some("US.1"));
         assert_eq!(row.dedup_key, "s:wamid.OUT:delivered");
         let applied = row.status.as_ref().unwrap();
@@ -390,7 +398,7 @@ mod tests {
             "phone_number_quality_update",
         );
         let inbox = map(evs, ours, 0, Instant::now());
-        assert_eq!(inbox.rows[0].kind, "account_event");
+        assert_eq!(inbox.rows[0].kind, InboxKind::AccountEvent);
         assert!(inbox.rows[0].dedup_key.starts_with("a:"));
         let after = inbox.after_commit(&[Some(3)]);
         assert!(matches!(

@@ -115,7 +115,7 @@ pub(super) async fn await_settlement(
     let deadline = tokio::time::Instant::now() + wait;
     loop {
         match engine.store.outbox_state(rec.id).await {
-            Ok(Some(state)) if state == "sent" || state == "failed" => {
+            Ok(Some(state)) if state.is_settled() => {
                 metrics().outbox_in_doubt.inc("result=\"settled\"");
                 return Doubt::Settled;
             }
@@ -165,13 +165,13 @@ pub(super) async fn deliver(
             return Finished::Settled;
         }
     };
-    let body = if rec.kind == "mark_read" {
+    let body = if rec.kind == OutboxKind::MarkRead {
         message.to_request_body(&rec.user_key, None, None)
     } else {
         let callback = callback_data(rec.id, &rec.user_key);
         message.to_request_body(&rec.user_key, rec.reply_to.as_deref(), Some(&callback))
     };
-    if rec.state == "pending" {
+    if rec.state == OutboxState::Pending {
         // The hand-over: from here a crash leaves the outcome unknown. Awaited, so the mark is
         // durable before the request can leave; the writer batches it with the other sends'
         // marks and the steps it is committing anyway.
@@ -215,7 +215,7 @@ pub(super) async fn deliver(
         outcome,
         Attempt {
             number: attempt,
-            kind: &rec.kind,
+            kind: rec.kind,
             class: job.class,
         },
         settings,
@@ -326,7 +326,7 @@ pub(super) async fn fail(
         },
     )
     .await;
-    if rec.kind == "message" {
+    if rec.kind == OutboxKind::Message {
         report(SendFailure {
             user_key: rec.user_key.clone(),
             outbox_id: rec.id,

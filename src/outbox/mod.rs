@@ -33,13 +33,14 @@ use tokio::task::JoinSet;
 
 use crate::config::{AccountSettings, Settings};
 pub use crate::domain::backoff;
+use crate::domain::{OutboxKind, OutboxState};
 use crate::engine::Engine;
 use crate::metrics::metrics;
 use crate::sendgate::{
     apply_effects, AccountGate, BlockRequest, Decision, Outcome as GateOutcome, OutcomeEffects,
     Scope, SendClass, TierWrite,
 };
-use crate::store::writer::OutboxRecord;
+use crate::store::OutboxRecord;
 use crate::store::{GateWrite, OutboxUpdate};
 use crate::telemetry::mask;
 use crate::whatsapp::client::ReceiptConn;

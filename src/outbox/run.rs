@@ -70,7 +70,7 @@ pub(super) async fn run(
                 let mut in_doubt = 0;
                 for rec in rows {
                     // Marked at its hand-over to the HTTP client: it may have reached Meta.
-                    let ambiguous = rec.state == "sending";
+                    let ambiguous = rec.state == OutboxState::Sending;
                     in_doubt += usize::from(ambiguous);
                     q.push(rec, ambiguous);
                 }
@@ -361,7 +361,7 @@ pub(super) async fn run(
                             head.ambiguous = false;
                             // Marked `sending` again at its hand-over: a crash after it waits
                             // from that send.
-                            head.record.state = "pending".into();
+                            head.record.state = OutboxState::Pending;
                         }
                         q.ready_front(user);
                     }
@@ -381,7 +381,7 @@ pub(super) async fn run(
                         q.sending.remove(&user);
                         if let Some(head) = q.head_mut(&user) {
                             head.attempts = attempts;
-                            head.record.state = "sending".into();
+                            head.record.state = OutboxState::Sending;
                             head.ambiguous = in_doubt_since.is_some();
                             if let Some(since) = in_doubt_since {
                                 head.record.updated_at = since;
@@ -396,7 +396,7 @@ pub(super) async fn run(
                         q.sending.remove(&user);
                         if let Some(head) = q.head_mut(&user) {
                             head.attempts = attempts;
-                            head.record.state = "sending".into();
+                            head.record.state = OutboxState::Sending;
                             head.ambiguous = false;
                         }
                         q.ready_front(user);
@@ -435,7 +435,7 @@ pub(super) async fn mark_unsent(
         Ok(()) => {
             for queued in q.aside.values_mut().flatten() {
                 if ids.contains(&queued.record.id) {
-                    queued.record.state = "pending".into();
+                    queued.record.state = OutboxState::Pending;
                 }
             }
             tracing::info!(withheld = n, "Messages of a paused campaign withheld.");

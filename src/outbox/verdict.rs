@@ -8,17 +8,16 @@
 use std::time::Duration;
 
 use crate::config::OutboxSettings;
-use crate::domain::{backoff_with, SendClass};
+use crate::domain::{backoff_with, OutboxKind, SendClass};
 use crate::sendgate::Outcome as GateOutcome;
 use crate::whatsapp::graph_error::{flow_control, FlowControl, PermanentAction, SendOutcome};
 
 /// The attempt being judged.
 #[derive(Debug, Clone, Copy)]
-pub(super) struct Attempt<'a> {
+pub(super) struct Attempt {
     /// 1 for the first attempt.
     pub(super) number: u32,
-    /// The row's kind (`message`, `mark_read`).
-    pub(super) kind: &'a str,
+    pub(super) kind: OutboxKind,
     pub(super) class: SendClass,
 }
 
@@ -69,7 +68,7 @@ pub(super) struct Verdict {
 /// Judge one attempt's outcome. `jitter` in [0, 1) spreads the backoff of retried sends.
 pub(super) fn verdict(
     outcome: SendOutcome,
-    attempt: Attempt<'_>,
+    attempt: Attempt,
     settings: &OutboxSettings,
     jitter: f64,
 ) -> Verdict {
@@ -125,7 +124,7 @@ pub(super) fn verdict(
                         ),
                     },
                     maybe_sent: http_status == 0 || http_status >= 500,
-                    in_doubt: in_doubt && attempt.kind != "mark_read",
+                    in_doubt: in_doubt && attempt.kind != OutboxKind::MarkRead,
                 }
             };
             Verdict {
@@ -190,10 +189,10 @@ mod tests {
         }
     }
 
-    fn message(number: u32, class: SendClass) -> Attempt<'static> {
+    fn message(number: u32, class: SendClass) -> Attempt {
         Attempt {
             number,
-            kind: "message",
+            kind: OutboxKind::Message,
             class,
         }
     }
@@ -217,7 +216,7 @@ mod tests {
         }
     }
 
-    fn judge(outcome: SendOutcome, attempt: Attempt<'_>) -> Verdict {
+    fn judge(outcome: SendOutcome, attempt: Attempt) -> Verdict {
         verdict(outcome, attempt, &settings(), 0.5)
     }
 
@@ -311,7 +310,7 @@ mod tests {
         ));
         let receipt = Attempt {
             number: 1,
-            kind: "mark_read",
+            kind: OutboxKind::MarkRead,
             class: SendClass::Service,
         };
         let v = judge(retry(None, 0, true), receipt);

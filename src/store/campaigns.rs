@@ -12,6 +12,7 @@ use sqlx::Row;
 
 use super::sql::{bind_all, in_list, std_chunks, values_list, Val};
 use super::{Store, StoreError};
+use crate::domain::{CampaignStatus, RecipientState};
 
 /// A campaign as stored.
 #[derive(Debug, Clone)]
@@ -21,7 +22,7 @@ pub struct CampaignRow {
     pub name: String,
     pub kind: String,
     pub spec: String,
-    pub status: String,
+    pub status: CampaignStatus,
     pub pause_reason: Option<String>,
     pub rate_per_minute: i64,
     pub scheduled_for: Option<i64>,
@@ -38,7 +39,7 @@ pub struct NewCampaign {
     pub name: String,
     pub kind: String,
     pub spec: String,
-    pub status: String,
+    pub status: CampaignStatus,
     pub rate_per_minute: i64,
     pub scheduled_for: Option<i64>,
     /// When its recipients are enrolled (drip offsets count from here).
@@ -77,8 +78,7 @@ pub struct DueRecipient {
 #[derive(Debug, Clone)]
 pub struct RecipientUpdate {
     pub id: i64,
-    /// pending | done | skipped | stopped
-    pub state: &'static str,
+    pub state: RecipientState,
     /// The next step to send.
     pub step: i64,
     /// The next step is due this long after enrollment (ms).
@@ -153,7 +153,7 @@ fn campaign_row(r: &sqlx::any::AnyRow) -> Result<CampaignRow, StoreError> {
         name: r.try_get("name")?,
         kind: r.try_get("kind")?,
         spec: r.try_get("spec")?,
-        status: r.try_get("status")?,
+        status: super::stored(r, "status")?,
         pause_reason: r.try_get("pause_reason")?,
         rate_per_minute: r.try_get("rate_per_minute")?,
         scheduled_for: r.try_get("scheduled_for")?,
@@ -312,24 +312,24 @@ impl Store {
     pub async fn set_campaign_status(
         &self,
         id: i64,
-        from: &[&str],
-        to: &str,
+        from: &[CampaignStatus],
+        to: CampaignStatus,
         reason: Option<&str>,
         now: i64,
     ) -> Result<bool, StoreError> {
         let mut vals = vec![
-            Val::S(to.to_string()),
+            Val::S(to.as_str().to_string()),
             Val::OptS(reason.map(str::to_string)),
             Val::I(now),
             Val::I(id),
         ];
-        vals.extend(from.iter().map(|s| Val::S(s.to_string())));
-        let started = if to == "running" {
+        vals.extend(from.iter().map(|s| Val::S(s.as_str().to_string())));
+        let started = if to == CampaignStatus::Running {
             ", started_at = COALESCE(started_at, $3)"
         } else {
             ""
         };
-        let finished = if matches!(to, "completed" | "failed" | "cancelled") {
+        let finished = if to.is_finished() {
             ", finished_at = $3"
         } else {
             ""
@@ -446,7 +446,7 @@ impl Store {
             tx_exec(&mut tx, self, &text, vals).await?;
         }
         // Recipients that end up alike are updated by one statement.
-        type Key<'a> = (&'static str, i64, i64, i64, Option<&'a str>);
+        type Key<'a> = (RecipientState, i64, i64, i64, Option<&'a str>);
         let mut groups: BTreeMap<Key<'_>, Vec<i64>> = BTreeMap::new();
         for u in updates {
             groups
@@ -463,7 +463,7 @@ impl Store {
         for ((state, step, offset, variant, reason), ids) in groups {
             for chunk in ids.chunks(256) {
                 let mut vals = vec![
-                    Val::S(state.to_string()),
+                    Val::S(state.as_str().to_string()),
                     Val::I(step),
                     Val::I(offset),
                     Val::I(variant),
@@ -558,7 +558,7 @@ impl Store {
                  ORDER BY id LIMIT 1",
                 {
                     let (from, to) =
-                        super::queries::idem_key_range(format!("{account}:{user}:out{request_id}:"));
+                        super::idem_key_range(format!("{account}:{user}:out{request_id}:"));
                     vec![from.into(), to.into(), account.into(), user.into()]
                 },
             )

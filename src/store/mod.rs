@@ -1,11 +1,25 @@
 //! The system of record: SQLite (embedded default) or PostgreSQL, through sqlx's `Any` driver so
 //! that both run the same code paths. All writes go through one group-commit writer task
 //! ([`writer`]); reads run on the pool.
+//!
+//! One module per table (or close family of tables), each with its rows, its reads and its
+//! batched writes: `inbox`, `conversations` (and contacts), `outbox`, `timers`, `gate`,
+//! `dead_letters`, `flows` (versions, executions, chatbot sessions), `campaigns`, `accounts`,
+//! `media`. `exec` runs the writer's statements (one helper, `exec_rows`, for the multi-row
+//! pattern), `sql` builds dialect-neutral SQL.
 
+mod accounts;
 mod campaigns;
+mod conversations;
+mod dead_letters;
 mod exec;
-mod queries;
+mod flows;
+mod gate;
+mod inbox;
+mod media;
+mod outbox;
 mod sql;
+mod timers;
 pub mod writer;
 
 use std::path::Path;
@@ -16,12 +30,17 @@ use sqlx::any::{AnyConnectOptions, AnyPoolOptions};
 use sqlx::{AnyPool, ConnectOptions, Executor};
 
 pub use campaigns::*;
-pub use queries::*;
+pub use conversations::*;
+pub use dead_letters::*;
+pub(crate) use flows::*;
+pub use gate::*;
+pub use inbox::*;
+pub use media::*;
+pub use outbox::*;
+use sql::bind_all;
 pub use sql::Val;
-pub use writer::{
-    ContactUpsert, GateWrite, InboxDispatch, NewDeadLetter, NewInboxRow, NewOutboxRow, NewTimer,
-    OutboxUpdate, StepCommit, TurnClock, WriterHandle,
-};
+pub use timers::*;
+pub use writer::WriterHandle;
 
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
@@ -60,6 +79,25 @@ static SQLITE_MIGRATIONS: sqlx::migrate::Migrator = sqlx::migrate!("./migrations
 static POSTGRES_MIGRATIONS: sqlx::migrate::Migrator = sqlx::migrate!("./migrations/postgres");
 
 impl Store {
+    pub(super) async fn fetch(
+        &self,
+        text: &str,
+        vals: Vec<Val>,
+    ) -> Result<Vec<sqlx::any::AnyRow>, StoreError> {
+        let text = self.sql(text);
+        Ok(bind_all(sqlx::query(&text), vals)
+            .fetch_all(self.pool())
+            .await?)
+    }
+
+    pub(super) async fn run(&self, text: &str, vals: Vec<Val>) -> Result<u64, StoreError> {
+        let text = self.sql(text);
+        Ok(bind_all(sqlx::query(&text), vals)
+            .execute(self.pool())
+            .await?
+            .rows_affected())
+    }
+
     /// Connect (creating the SQLite file and its folder on first start).
     pub async fn connect(url: &str, max_connections: u32) -> Result<Store, StoreError> {
         sqlx::any::install_default_drivers();
@@ -290,6 +328,17 @@ pub(crate) fn sqlite_path(url: &str) -> Option<String> {
 }
 
 /// Milliseconds since the Unix epoch (the clock is read at the edges, never in `step`).
+/// A column the store keeps as the text of one of [`crate::domain`]'s states or kinds.
+pub(crate) fn stored<T>(row: &sqlx::any::AnyRow, column: &str) -> Result<T, StoreError>
+where
+    T: std::str::FromStr<Err = crate::domain::UnknownValue>,
+{
+    use sqlx::Row;
+    row.try_get::<String, _>(column)?
+        .parse()
+        .map_err(|e: crate::domain::UnknownValue| StoreError::Corrupt(format!("{column}: {e}")))
+}
+
 pub fn now_ms() -> i64 {
     std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)

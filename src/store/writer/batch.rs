@@ -300,7 +300,7 @@ pub(super) fn dispatches(
         if let (WriteOp::Append { rows, .. }, OpResult::Append(seqs)) = (op, result) {
             for (row, seq) in rows.iter().zip(seqs) {
                 if let (Some(seq), Some(msg), Some(user)) = (seq, &row.dispatch, &row.user_key) {
-                    if row.state == "pending" {
+                    if row.state == crate::domain::InboxState::Pending {
                         out.push(InboxDispatch {
                             seq: *seq,
                             account: row.account.clone(),

@@ -47,40 +47,34 @@
 //!
 //! # Where its parts are
 //! - `mod.rs`: the handle callers use ([`WriterHandle`]) and the partition of rows to writers;
-//! - `rows.rs`: the rows and updates callers hand in;
 //! - `batch.rs`: the batch protocol (gather, commit, hand over, fall back op by op);
-//! - `write.rs`: one batch's ops as multi-row statements, per table, and statuses;
-//! - `steps.rs`: a conversation step's rows; `outbox.rs`: dead letters and sender updates;
-//!   `gate.rs`: the SendGate's writes; `faults.rs`: fault injection for the tests.
+//! - `write.rs`: one batch's ops, grouped by kind, handed to the tables' writes;
+//! - `steps.rs`: a conversation step's rows across its tables; `faults.rs`: fault injection
+//!   for the tests.
+//!
+//! The rows, the reads and the batched writes of each table are in its own module beside
+//! this one (`store/{inbox,conversations,outbox,timers,gate,dead_letters,flows}.rs`), each
+//! multi-row write through `exec::exec_rows`.
 
-use std::cell::RefCell;
 use std::collections::HashMap;
-use std::rc::Rc;
 use std::sync::{Arc, OnceLock};
 
 use tokio::sync::{mpsc, oneshot};
 
-use super::exec::{for_connection, int, text, Col, SyncTx, Values, WriterConn};
-use super::sql::{in_list, std_chunks, typed_values_list, values_list, Val};
-use super::{Dialect, Store, StoreError};
+use super::exec::{exec, SyncTx, WriterConn};
+use super::sql::Val;
+use super::*;
 use crate::metrics::metrics;
-use crate::whatsapp::event::{DeliveryStatus, InboundMessage};
 
 /// Largest number of operations in one transaction.
 const OPS_PER_BATCH: usize = 2048;
 
 mod batch;
 pub mod faults;
-mod gate;
-mod outbox;
-mod rows;
 mod steps;
 mod write;
 
 use batch::*;
-use gate::*;
-use outbox::*;
-pub use rows::*;
 use steps::*;
 use write::*;
 
@@ -416,32 +410,6 @@ impl WriterHandle {
 mod tests {
     use super::*;
 
-    fn insert_t(rows: usize) -> String {
-        format!("INSERT INTO t (a) VALUES {}", values_list(rows, 1, 1))
-    }
-
-    #[test]
-    fn a_statement_text_is_made_once_per_function_and_row_count() {
-        let dir = tempfile::tempdir().unwrap();
-        let url = format!("sqlite://{}/w.db", dir.path().display());
-        let mut conn = WriterConn::open(&url, Dialect::Sqlite).unwrap();
-        conn.transaction(|tx| {
-            let two = shaped(tx, 2, insert_t);
-            assert_eq!(&*two, "INSERT OR FAIL INTO t (a) VALUES (?),(?)");
-            assert!(
-                Rc::ptr_eq(&two, &shaped(tx, 2, insert_t)),
-                "kept, not made again"
-            );
-            assert_eq!(
-                &*shaped(tx, 1, insert_t),
-                "INSERT OR FAIL INTO t (a) VALUES (?)"
-            );
-            exec(tx, "CREATE TABLE t (a INTEGER PRIMARY KEY)", vec![])?;
-            tx.exec(&two, vec![Val::I(1), Val::I(2)])
-        })
-        .unwrap();
-    }
-
     fn step(user: &str, now: i64) -> StepCommit {
         StepCommit {
             account: "acct".into(),
@@ -455,7 +423,7 @@ mod tests {
             contact: None,
             outbox: vec![NewOutboxRow {
                 idem_key: format!("acct:{user}:out1:0"),
-                kind: "message",
+                kind: crate::domain::OutboxKind::Message,
                 message_json: "{}".into(),
                 reply_to: None,
                 source_seq: None,

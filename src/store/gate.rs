@@ -1,9 +1,63 @@
-//! The SendGate's durable writes: daily blocks, tier reaches, account control.
+//! The SendGate's durable state: daily usage, the messaging tier's reach, the account's
+//! control (paused, halted), unreachable contacts and template states.
 
+use std::collections::HashMap;
+
+use sqlx::Row;
+
+use super::exec::{exec, exec_rows, SyncTx};
+use super::sql::{values_list, Val};
 use super::*;
 
+/// SendGate state that must survive a restart.
+#[derive(Debug, Clone)]
+pub enum GateWrite {
+    /// The account may send up to `reserved` messages on `day` (set exactly).
+    Daily {
+        account: String,
+        day: String,
+        reserved: i64,
+        used: i64,
+        at: i64,
+    },
+    /// `user_key` was reached with a business-initiated message (before the send).
+    TierReach {
+        waba: String,
+        user_key: String,
+        account: String,
+        at: i64,
+    },
+    /// Undo a reach Meta refused: back to `previous`, or gone.
+    TierRelease {
+        waba: String,
+        user_key: String,
+        at: i64,
+        previous: Option<i64>,
+    },
+    /// The account's health, halt and pause (JSON of `sendgate::Control`).
+    Control {
+        account: String,
+        state_json: String,
+        at: i64,
+    },
+    Unreachable {
+        account: String,
+        user_key: String,
+        code: Option<i64>,
+        at: i64,
+    },
+    Template {
+        waba: String,
+        name: String,
+        language: String,
+        status: String,
+        reason: Option<String>,
+        at: i64,
+    },
+}
+
 /// SendGate writes: reaches (the frequent kind) as multi-row upserts, the rest one by one.
-pub(super) fn apply_gate_writes(
+pub(crate) fn apply_gate_writes(
     tx: &mut dyn SyncTx,
     writes: &[&GateWrite],
 ) -> Result<(), StoreError> {
@@ -138,24 +192,114 @@ pub(super) fn apply_gate_writes(
         .into_iter()
         .map(|((waba, user), (account, at))| (waba, user, account, at))
         .collect();
-    for chunk in std_chunks(&reaches) {
-        let text = shaped(tx, chunk.len(), |n| {
+    exec_rows(
+        tx,
+        &reaches,
+        |n| {
             format!(
-            "INSERT INTO tier_reach (waba, user_key, account, reached_at) VALUES {} \
-             ON CONFLICT (waba, user_key) DO UPDATE SET account = excluded.account, reached_at = excluded.reached_at",
-            values_list(n, 4, 1)
-        )
-        });
-        let mut vals = Vec::with_capacity(chunk.len() * 4);
-        for (waba, user, account, at) in chunk {
-            vals.extend([
+                "INSERT INTO tier_reach (waba, user_key, account, reached_at) VALUES {} \
+                 ON CONFLICT (waba, user_key) DO UPDATE SET account = excluded.account, reached_at = excluded.reached_at",
+                values_list(n, 4, 1)
+            )
+        },
+        |(waba, user, account, at)| {
+            [
                 Val::S(waba.to_string()),
                 Val::S(user.to_string()),
                 Val::S(account.to_string()),
                 Val::I(*at),
-            ]);
-        }
-        tx.exec(&text, vals)?;
+            ]
+        },
+    )
+}
+
+impl Store {
+    /// SendGate: what was reserved of `day` (`reserved`, `used`), if anything.
+    pub async fn daily_usage(
+        &self,
+        account: &str,
+        day: &str,
+    ) -> Result<Option<(i64, i64)>, StoreError> {
+        let rows = self
+            .fetch(
+                "SELECT reserved, used FROM send_daily_usage WHERE account = $1 AND day = $2",
+                vec![account.into(), day.into()],
+            )
+            .await?;
+        rows.into_iter()
+            .next()
+            .map(|r| Ok((r.try_get("reserved")?, r.try_get("used")?)))
+            .transpose()
     }
-    Ok(())
+
+    /// SendGate: users of `waba` reached since `since` (business-initiated), with the time.
+    pub async fn tier_reach(
+        &self,
+        waba: &str,
+        since: i64,
+    ) -> Result<Vec<(String, i64)>, StoreError> {
+        let rows = self
+            .fetch(
+                "SELECT user_key, reached_at FROM tier_reach WHERE waba = $1 AND reached_at > $2",
+                vec![waba.into(), Val::I(since)],
+            )
+            .await?;
+        rows.into_iter()
+            .map(|r| Ok((r.try_get("user_key")?, r.try_get("reached_at")?)))
+            .collect()
+    }
+
+    /// SendGate: the stored control (JSON) of an account.
+    pub async fn account_gate(&self, account: &str) -> Result<Option<String>, StoreError> {
+        let rows = self
+            .fetch(
+                "SELECT state FROM account_gate WHERE account = $1",
+                vec![account.into()],
+            )
+            .await?;
+        rows.into_iter()
+            .next()
+            .map(|r| Ok(r.try_get("state")?))
+            .transpose()
+    }
+
+    /// SendGate: contacts marked unreachable since `since`.
+    pub async fn unreachable_contacts(
+        &self,
+        account: &str,
+        since: i64,
+    ) -> Result<Vec<(String, i64)>, StoreError> {
+        let rows = self
+            .fetch(
+                "SELECT user_key, at FROM unreachable_contacts WHERE account = $1 AND at > $2",
+                vec![account.into(), Val::I(since)],
+            )
+            .await?;
+        rows.into_iter()
+            .map(|r| Ok((r.try_get("user_key")?, r.try_get("at")?)))
+            .collect()
+    }
+
+    /// Templates of `waba` whose last state is not APPROVED: (name, language, status, reason).
+    pub async fn template_problems(
+        &self,
+        waba: &str,
+    ) -> Result<Vec<(String, String, String, Option<String>)>, StoreError> {
+        let rows = self
+            .fetch(
+                "SELECT name, language, status, reason FROM template_states WHERE waba = $1 AND status <> 'APPROVED' ORDER BY name, language",
+                vec![waba.into()],
+            )
+            .await?;
+        rows.into_iter()
+            .map(|r| {
+                Ok((
+                    r.try_get("name")?,
+                    r.try_get("language")?,
+                    r.try_get("status")?,
+                    r.try_get("reason")?,
+                ))
+            })
+            .collect()
+    }
 }

@@ -1,0 +1,230 @@
+//! The states and kinds the store keeps as text, as types: one `as_str` (what the store and
+//! the metrics' labels hold) and one `FromStr` (what a stored row is read back as) each.
+
+/// A stored text that names no variant of `kind`.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("unknown {kind}: {value:?}")]
+pub struct UnknownValue {
+    pub kind: &'static str,
+    pub value: String,
+}
+
+/// An enum stored as text: its variants with their texts.
+macro_rules! stored_text {
+    ($(#[$meta:meta])* $name:ident { $($(#[$vmeta:meta])* $variant:ident = $text:literal,)+ }) => {
+        $(#[$meta])*
+        #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+        pub enum $name {
+            $($(#[$vmeta])* $variant,)+
+        }
+
+        impl $name {
+            /// As the store holds it, and as metrics label it.
+            pub const fn as_str(self) -> &'static str {
+                match self {
+                    $(Self::$variant => $text,)+
+                }
+            }
+        }
+
+        impl std::str::FromStr for $name {
+            type Err = UnknownValue;
+
+            fn from_str(s: &str) -> Result<Self, UnknownValue> {
+                match s {
+                    $($text => Ok(Self::$variant),)+
+                    _ => Err(UnknownValue {
+                        kind: stringify!($name),
+                        value: s.to_string(),
+                    }),
+                }
+            }
+        }
+
+        impl std::fmt::Display for $name {
+            fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                f.write_str(self.as_str())
+            }
+        }
+
+        impl serde::Serialize for $name {
+            fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+                s.serialize_str(self.as_str())
+            }
+        }
+    };
+}
+
+stored_text! {
+    /// What an inbox row holds.
+    InboxKind {
+        /// A customer's message.
+        Message = "message",
+        /// A status of one of our messages (sent, delivered, read, failed).
+        Status = "status",
+        /// Errors Meta reported for an account.
+        ChangeError = "change_error",
+        /// An account-level change (quality, tier, template status, ...).
+        AccountEvent = "account_event",
+    }
+}
+
+stored_text! {
+    /// Where an inbox row stands.
+    InboxState {
+        /// A message its conversation has not applied yet.
+        Pending = "pending",
+        /// Applied (a message), or recorded and acted on as it was inserted (the rest).
+        Done = "done",
+        /// For a phone_number_id this daemon does not serve.
+        Unrouted = "unrouted",
+        /// A message its conversation gave up on (dead-lettered).
+        Dead = "dead",
+    }
+}
+
+stored_text! {
+    /// What an outbox row sends.
+    OutboxKind {
+        /// A message to the customer.
+        Message = "message",
+        /// A read receipt for the customer's message.
+        MarkRead = "mark_read",
+    }
+}
+
+stored_text! {
+    /// Where an outbox row stands.
+    OutboxState {
+        /// Not yet handed to the HTTP client: after a crash it is sent at once.
+        Pending = "pending",
+        /// Handed over: its request may have reached Meta.
+        Sending = "sending",
+        /// Meta took it (its wamid is recorded, or a status said so).
+        Sent = "sent",
+        /// Refused for good, or given up on.
+        Failed = "failed",
+        /// Withdrawn before it was sent (a campaign stopped).
+        Cancelled = "cancelled",
+    }
+}
+
+impl OutboxState {
+    /// Sent or failed: nothing more will be done with it.
+    pub fn is_settled(self) -> bool {
+        matches!(self, OutboxState::Sent | OutboxState::Failed)
+    }
+}
+
+stored_text! {
+    /// Where a durable timer stands.
+    TimerState {
+        Pending = "pending",
+        Fired = "fired",
+        /// Its step failed every time: dead-lettered.
+        Dead = "dead",
+    }
+}
+
+stored_text! {
+    /// Where a campaign stands.
+    CampaignStatus {
+        /// Created without `start`: nothing is sent until it is resumed.
+        Draft = "draft",
+        /// Starts at its `scheduled_for`.
+        Scheduled = "scheduled",
+        Running = "running",
+        /// By an operator or by the account's quality dropping; resumed by an operator.
+        Paused = "paused",
+        Completed = "completed",
+        Failed = "failed",
+        Cancelled = "cancelled",
+    }
+}
+
+impl CampaignStatus {
+    /// Over: its `finished_at` is set.
+    pub fn is_finished(self) -> bool {
+        matches!(
+            self,
+            CampaignStatus::Completed | CampaignStatus::Failed | CampaignStatus::Cancelled
+        )
+    }
+}
+
+stored_text! {
+    /// Where one campaign recipient stands.
+    RecipientState {
+        /// Its next step is due at `due_at`.
+        Pending = "pending",
+        /// Every step went out.
+        Done = "done",
+        /// Left out before its first message (blocked, opted out, unreachable, a template
+        /// that does not render).
+        Skipped = "skipped",
+        /// Left out after some messages (opted out, unreachable, replied to a drip).
+        Stopped = "stopped",
+    }
+}
+
+stored_text! {
+    /// Where a flow session stands after a step.
+    FlowRunStatus {
+        Running = "running",
+        /// Waiting for a timer.
+        Paused = "paused",
+        Completed = "completed",
+        /// Stopped by an error or the runaway guard.
+        Failed = "failed",
+    }
+}
+
+impl FlowRunStatus {
+    pub const ALL: [FlowRunStatus; 4] = [
+        FlowRunStatus::Running,
+        FlowRunStatus::Paused,
+        FlowRunStatus::Completed,
+        FlowRunStatus::Failed,
+    ];
+
+    /// Completed or failed: the session is over.
+    pub fn is_ended(self) -> bool {
+        matches!(self, FlowRunStatus::Completed | FlowRunStatus::Failed)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_state_reads_back_as_itself_and_an_unknown_text_is_an_error() {
+        for s in [
+            OutboxState::Pending,
+            OutboxState::Sending,
+            OutboxState::Sent,
+            OutboxState::Failed,
+            OutboxState::Cancelled,
+        ] {
+            assert_eq!(s.as_str().parse::<OutboxState>(), Ok(s));
+        }
+        for k in [
+            InboxKind::Message,
+            InboxKind::Status,
+            InboxKind::ChangeError,
+            InboxKind::AccountEvent,
+        ] {
+            assert_eq!(k.to_string().parse::<InboxKind>(), Ok(k));
+        }
+        assert_eq!(
+            "queued".parse::<OutboxState>(),
+            Err(UnknownValue {
+                kind: "OutboxState",
+                value: "queued".into()
+            })
+        );
+        assert_eq!("mark_read".parse(), Ok(OutboxKind::MarkRead));
+        assert_eq!(TimerState::Fired.as_str(), "fired");
+        assert_eq!(InboxState::Unrouted.as_str(), "unrouted");
+    }
+}
