@@ -485,19 +485,38 @@ impl Store {
     }
 
     /// Business-initiated messages of `account` not yet settled (queued or in flight): the
-    /// campaign waits while the gate holds back this many.
+    /// campaign waits while the gate holds back this many. A paused campaign's messages are
+    /// not counted: they are withheld until it is resumed, not a backlog the sender works
+    /// through, and would hold back every other campaign of the number meanwhile.
     pub async fn unsettled_business(&self, account: &str) -> Result<i64, StoreError> {
-        let rows = self
-            .fetch(
+        let count = |rows: Vec<sqlx::any::AnyRow>| -> Result<i64, StoreError> {
+            Ok(rows
+                .first()
+                .map(|r| r.try_get("n"))
+                .transpose()?
+                .unwrap_or(0))
+        };
+        let open = count(
+            self.fetch(
                 "SELECT COUNT(*) AS n FROM outbox WHERE account = $1 AND state IN ('pending', 'sending') AND class = 'business'",
                 vec![account.into()],
             )
-            .await?;
-        Ok(rows
-            .first()
-            .map(|r| r.try_get("n"))
-            .transpose()?
-            .unwrap_or(0))
+            .await?,
+        )?;
+        if open == 0 {
+            return Ok(0);
+        }
+        // Read through each paused campaign's own messages (few campaigns are paused).
+        let withheld = count(
+            self.fetch(
+                "SELECT COUNT(*) AS n FROM campaigns c JOIN campaign_messages m ON m.campaign_id = c.id \
+                 JOIN outbox o ON o.id = m.outbox_id WHERE c.account = $1 AND c.status = $2 \
+                 AND o.state IN ('pending', 'sending') AND o.class = 'business'",
+                vec![account.into(), CampaignStatus::Paused.as_str().into()],
+            )
+            .await?,
+        )?;
+        Ok((open - withheld).max(0))
     }
 
     /// Recipients with a step still to send, and the campaign's messages not yet settled.

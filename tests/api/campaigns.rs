@@ -838,6 +838,47 @@ on_both_stores!(
     a_quality_pause_withholds_what_the_campaign_queued_and_resume_sends_it_once
 );
 
+/// A paused campaign's withheld messages are the business's to release, not a backlog the
+/// account's sender works through: another campaign on the same number goes on meanwhile.
+/// (Its pacer holds back while the number's unsettled business-initiated messages reach its
+/// backlog bound, 50 at 1 message a second: the paused one withholds about 55.)
+async fn a_paused_campaigns_withheld_messages_do_not_hold_back_another_campaign(db: TestDb) {
+    let graph = FakeGraph::start().await;
+    let app = spawn_app(slow_settings(&db, &graph), Arc::new(Echo)).await;
+    let store = db.store().await;
+    let paused = create(
+        &app,
+        json!({"name": "withheld", "phone_number_id": PNID, "message": template("promo"),
+               "recipients": list(&users("62817", 150)), "rate_limit_per_minute": 3000,
+               "start": true}),
+    )
+    .await;
+    // Paused once its pacer has handed the sender well over the other's backlog bound.
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while open_rows(&store, paused).await < 60 {
+        assert!(Instant::now() < deadline, "the campaign never queued 60");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    act(&app, paused, "pause").await;
+    let open = open_rows(&store, paused).await;
+    assert!(open >= 50, "the paused campaign withholds {open} messages");
+    let others = users("62819", 3);
+    let other = create(
+        &app,
+        json!({"name": "other", "phone_number_id": PNID, "message": template("promo"),
+               "recipients": list(&others), "rate_limit_per_minute": 60, "start": true}),
+    )
+    .await;
+    let done = wait_status(&app, other, "completed", Duration::from_secs(20)).await;
+    assert_eq!(done["counters"]["sent"].as_u64(), Some(3), "{done}");
+    assert_eq!(show(&app, paused).await["status"], "paused");
+    app.stop().await;
+}
+on_both_stores!(
+    withheld_not_a_backlog,
+    a_paused_campaigns_withheld_messages_do_not_hold_back_another_campaign
+);
+
 /// Open (pending or sending) outbox rows of campaign `id`.
 async fn open_rows(store: &parley::store::Store, id: i64) -> i64 {
     count(
