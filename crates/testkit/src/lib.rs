@@ -6,9 +6,10 @@
 //! - [`fuzz`]: the fuzz targets' harnesses, run by `fuzz/` under cargo-fuzz and replayed over
 //!   the stored corpus by `tests/fuzz_corpus.rs` on stable.
 //!
-//! Fault injection inside the store (a commit that fails, a process that dies between two
-//! steps) cannot live here: it must sit where the writer commits. It is `parley::store`'s
-//! `faults` module, unarmed (one relaxed load per commit) unless a test arms it.
+//! Fault injection inside the store (a commit that lands but is reported failed) cannot live
+//! here: it must sit where the writer commits. It is `parley::store::writer::faults`, which
+//! exists only with parley's `faults` feature; this crate turns it on, so every build that
+//! links the kit (the tests, `parley-bench`) has it, and a build of the daemon alone does not.
 
 pub mod fuzz;
 pub mod graph;

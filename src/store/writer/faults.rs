@@ -1,7 +1,8 @@
 //! Fault injection for tests: a commit that lands but is reported failed, as when a
 //! PostgreSQL connection is cut after the server made the COMMIT durable and before its
 //! answer arrived. Armed per store URL, so tests running side by side do not see each
-//! other's faults; unarmed, it costs one relaxed load per commit.
+//! other's faults; unarmed, it costs one relaxed load per commit. Compiled only with the
+//! `faults` feature (turned on by `parley-testkit`, a dev-dependency) or in unit tests.
 
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Mutex;
