@@ -15,6 +15,7 @@ use super::conversation::{
 use super::Engine;
 use crate::config::AccountSettings;
 use crate::conversation::ConversationEvent;
+use crate::domain::UserKey;
 use crate::metrics::metrics;
 use crate::outbox::OutboxSender;
 use crate::store::TIMER_DEAD_LETTER;
@@ -57,7 +58,7 @@ pub enum AccountMsg {
     /// Meta refused a message for good.
     SendFailed(crate::outbox::SendFailure),
     /// A conversation that had failed has applied an event again.
-    Recovered(String),
+    Recovered(UserKey),
     /// Passivate idle conversations; re-dispatch stale pending rows.
     Tick,
     /// Stop sending (in-flight sends finish or are left for the restart) and reply.
@@ -117,7 +118,7 @@ impl AccountState {
             ConversationArgs {
                 engine: self.engine.clone(),
                 account: self.account.clone(),
-                user_key: user_key.to_string(),
+                user_key: user_key.to_string().into(),
                 sender: self.sender.clone(),
                 account_ref: myself.clone(),
                 poison: self.failures.get(user_key).copied(),
@@ -306,7 +307,7 @@ impl Actor for AccountActor {
                     .await?;
             }
             AccountMsg::Recovered(user) => {
-                state.failures.remove(&user);
+                state.failures.remove(user.as_str());
             }
             AccountMsg::Tick => {
                 if state.stopping {
@@ -443,8 +444,8 @@ impl Actor for AccountActor {
                     state.failures.remove(&user);
                     let letter = NewDeadLetter {
                         kind: TIMER_DEAD_LETTER,
-                        account: Some(state.account.phone_number_id.clone()),
-                        user_key: Some(user.clone()),
+                        account: Some(state.account.phone_number_id.clone().into()),
+                        user_key: Some(user.clone().into()),
                         ref_id: Some(timer),
                         reason: format!("the conversation failed on this timer {attempts} times"),
                         raw: None,

@@ -15,6 +15,7 @@ use crate::conversation::plan::{origin_key, step_key_prefix};
 use crate::conversation::{
     plan, ConversationEvent, ConversationState, Effect, FlowRecord, Origin, Outcome, StepContext,
 };
+use crate::domain::UserKey;
 use crate::metrics::metrics;
 use crate::outbox::OutboxSender;
 use crate::store::DeadInbox;
@@ -68,7 +69,7 @@ pub enum ConversationMsg {
 pub struct ConversationArgs {
     pub engine: Arc<Engine>,
     pub account: Arc<AccountSettings>,
-    pub user_key: String,
+    pub user_key: UserKey,
     pub sender: OutboxSender,
     pub account_ref: ActorRef<AccountMsg>,
     /// What this conversation failed on before, and how many times.
@@ -306,7 +307,7 @@ impl ConversationActorState {
             .dead_letter(
                 NewDeadLetter {
                     kind: "inbox_event",
-                    account: Some(self.args.account.phone_number_id.clone()),
+                    account: Some(self.args.account.phone_number_id.clone().into()),
                     user_key: Some(self.args.user_key.clone()),
                     ref_id: Some(seq),
                     reason,
@@ -427,7 +428,7 @@ impl ConversationActorState {
         }
         let ids = records.iter().map(|r| r.id).collect();
         if let Some(newest) = plan.receipt {
-            self.args.sender.mark_read(user, newest);
+            self.args.sender.mark_read(user, newest.into());
         }
         if !records.is_empty() {
             if let Some(reply) = records
@@ -450,7 +451,7 @@ impl ConversationActorState {
                 // conversation goes on.
                 let letter = NewDeadLetter {
                     kind: "flow_failed",
-                    account: Some(account.clone()),
+                    account: Some(account.clone().into()),
                     user_key: Some(user.clone()),
                     ref_id: origin.seq(),
                     reason: format!("flow `{flow_id}` stopped: {why}"),

@@ -105,11 +105,11 @@ pub(super) fn map(
                     (true, Some(_)) => InboxState::Pending,
                 };
                 NewInboxRow {
-                    account: m.phone_number_id.clone(),
-                    user_key,
+                    account: m.phone_number_id.clone().into(),
+                    user_key: user_key.map(Into::into),
                     kind: InboxKind::Message,
                     dedup_key: format!("m:{}", m.wamid),
-                    wamid: Some(m.wamid.clone()),
+                    wamid: Some(m.wamid.clone().into()),
                     payload,
                     received_at,
                     state,
@@ -154,11 +154,11 @@ pub(super) fn map(
                     inbox.status_follow_ups(index, &s.phone_number_id, &user_key, &status);
                 }
                 NewInboxRow {
-                    account: s.phone_number_id.clone(),
-                    user_key,
+                    account: s.phone_number_id.clone().into(),
+                    user_key: user_key.map(Into::into),
                     kind: InboxKind::Status,
                     dedup_key: format!("s:{}:{}", s.wamid, s.status.as_str()),
-                    wamid: Some(s.wamid.clone()),
+                    wamid: Some(s.wamid.clone().into()),
                     payload,
                     received_at,
                     state: if routed {
@@ -174,7 +174,7 @@ pub(super) fn map(
             WebhookEvent::ChangeError(e) => {
                 tracing::warn!(codes = ?e.errors.iter().map(|e| e.code).collect::<Vec<_>>(), "Meta reported errors for an account.");
                 NewInboxRow {
-                    account: e.phone_number_id.clone().unwrap_or_default(),
+                    account: e.phone_number_id.clone().unwrap_or_default().into(),
                     user_key: None,
                     kind: InboxKind::ChangeError,
                     dedup_key: format!("e:{}", short_hash(&payload)),
@@ -193,7 +193,8 @@ pub(super) fn map(
                     account: a
                         .phone_number_id
                         .clone()
-                        .unwrap_or_else(|| a.waba_id.clone()),
+                        .unwrap_or_else(|| a.waba_id.clone())
+                        .into(),
                     user_key: None,
                     kind: InboxKind::AccountEvent,
                     dedup_key: format!("a:{}", short_hash(&payload)),
@@ -244,7 +245,7 @@ impl Inbox {
                 index,
                 account.to_string(),
                 SendFailure {
-                    user_key: user.clone(),
+                    user_key: user.clone().into(),
                     outbox_id,
                     code: status.error_code,
                     detail: status.failure(),

@@ -255,7 +255,7 @@ pub(super) async fn deliver(
                     id: rec.id,
                     account: rec.account.clone(),
                     user_key: rec.user_key.clone(),
-                    wamid,
+                    wamid: wamid.map(Into::into),
                     at: now,
                 },
             )
