@@ -42,14 +42,14 @@ pub enum AccountMsg {
     /// The business acts on a conversation (send, handoff, agent reply, release); replies
     /// with the outbox ids created, or why it was refused.
     Command {
-        user_key: String,
+        user_key: UserKey,
         event: ConversationEvent,
         reply: RpcReplyPort<Result<super::conversation::CommandOutcome, String>>,
     },
     /// A campaign's message for one recipient (as `Command`). A conversation started only for
     /// it is passivated soon after, so a large campaign does not keep its recipients resident.
     CampaignSend {
-        user_key: String,
+        user_key: UserKey,
         event: ConversationEvent,
         reply: RpcReplyPort<Result<super::conversation::CommandOutcome, String>>,
     },
@@ -86,12 +86,12 @@ pub struct AccountState {
     engine: Arc<Engine>,
     account: Arc<AccountSettings>,
     sender: OutboxSender,
-    live: HashMap<String, Live>,
+    live: HashMap<UserKey, Live>,
     /// Per live actor: its conversation and what it is applying, readable after it failed.
-    by_id: HashMap<ractor::ActorId, (String, Arc<ApplyingCell>)>,
+    by_id: HashMap<ractor::ActorId, (UserKey, Arc<ApplyingCell>)>,
     /// Per conversation: what it failed on and how many times in a row. Passed to the
     /// restarted actor so that a poison event is dead-lettered instead of crashing it forever.
-    failures: HashMap<String, (Applying, u32)>,
+    failures: HashMap<UserKey, (Applying, u32)>,
     last_sweep: Instant,
     last_give_back: Instant,
     /// A wave of conversations was passivated: give its memory back on the next tick allowed.
@@ -129,9 +129,9 @@ impl AccountState {
         )
         .await?;
         self.by_id
-            .insert(actor.get_id(), (user_key.to_string(), applying));
+            .insert(actor.get_id(), (user_key.to_string().into(), applying));
         self.live.insert(
-            user_key.to_string(),
+            user_key.to_string().into(),
             Live {
                 actor: actor.clone(),
                 last_routed: Instant::now(),
@@ -314,7 +314,7 @@ impl Actor for AccountActor {
                     return Ok(());
                 }
                 let idle = state.engine.settings().conversation.idle_timeout;
-                let idle_users: Vec<String> = state
+                let idle_users: Vec<UserKey> = state
                     .live
                     .iter()
                     .filter(|(_, l)| {
@@ -445,7 +445,7 @@ impl Actor for AccountActor {
                     let letter = NewDeadLetter {
                         kind: TIMER_DEAD_LETTER,
                         account: Some(state.account.phone_number_id.clone().into()),
-                        user_key: Some(user.clone().into()),
+                        user_key: Some(user.clone()),
                         ref_id: Some(timer),
                         reason: format!("the conversation failed on this timer {attempts} times"),
                         raw: None,

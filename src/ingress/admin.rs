@@ -583,7 +583,7 @@ async fn command(
     ractor::call_t!(
         account,
         |reply| AccountMsg::Command {
-            user_key: user,
+            user_key: user.into(),
             event,
             reply,
         },

@@ -173,39 +173,16 @@ pub(super) fn map(
             }
             WebhookEvent::ChangeError(e) => {
                 tracing::warn!(codes = ?e.errors.iter().map(|e| e.code).collect::<Vec<_>>(), "Meta reported errors for an account.");
-                NewInboxRow {
-                    account: e.phone_number_id.clone().unwrap_or_default().into(),
-                    user_key: None,
-                    kind: InboxKind::ChangeError,
-                    dedup_key: format!("e:{}", short_hash(&payload)),
-                    wamid: None,
-                    payload,
-                    received_at,
-                    state: InboxState::Done,
-                    status: None,
-                    dispatch: None,
-                    arrived: None,
-                }
+                let account = e.phone_number_id.clone().unwrap_or_default();
+                recorded(account, InboxKind::ChangeError, "e", payload, received_at)
             }
             WebhookEvent::AccountEvent(a) => {
                 tracing::info!(field = %a.field, waba = %a.waba_id, "Account event received.");
-                let row = NewInboxRow {
-                    account: a
-                        .phone_number_id
-                        .clone()
-                        .unwrap_or_else(|| a.waba_id.clone())
-                        .into(),
-                    user_key: None,
-                    kind: InboxKind::AccountEvent,
-                    dedup_key: format!("a:{}", short_hash(&payload)),
-                    wamid: None,
-                    payload,
-                    received_at,
-                    state: InboxState::Done,
-                    status: None,
-                    dispatch: None,
-                    arrived: None,
-                };
+                let account = a
+                    .phone_number_id
+                    .clone()
+                    .unwrap_or_else(|| a.waba_id.clone());
+                let row = recorded(account, InboxKind::AccountEvent, "a", payload, received_at);
                 inbox.signals.push((index, GateSignal::Account(a)));
                 row
             }
@@ -253,6 +230,30 @@ impl Inbox {
                 },
             ));
         }
+    }
+}
+
+/// An event about an account rather than a conversation, recorded `done` once: keyed by a
+/// hash of its payload under `prefix`.
+fn recorded(
+    account: String,
+    kind: InboxKind,
+    prefix: &str,
+    payload: String,
+    received_at: i64,
+) -> NewInboxRow {
+    NewInboxRow {
+        account: account.into(),
+        user_key: None,
+        kind,
+        dedup_key: format!("{prefix}:{}", short_hash(&payload)),
+        wamid: None,
+        payload,
+        received_at,
+        state: InboxState::Done,
+        status: None,
+        dispatch: None,
+        arrived: None,
     }
 }
 

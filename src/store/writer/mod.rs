@@ -414,7 +414,7 @@ impl WriterHandle {
             | GateWrite::Template { waba, .. } => waba.clone(),
             GateWrite::Daily { account, .. }
             | GateWrite::Control { account, .. }
-            | GateWrite::Unreachable { account, .. } => account.clone(),
+            | GateWrite::Unreachable { account, .. } => account.clone().into(),
         };
         self.submit(("gate", &key), WriteOp::Gate { write, reply }, rx)
             .await
