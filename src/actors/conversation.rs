@@ -15,7 +15,7 @@ use crate::conversation::plan::{origin_key, step_key_prefix};
 use crate::conversation::{
     plan, ConversationEvent, ConversationState, Effect, FlowRecord, Origin, Outcome, StepContext,
 };
-use crate::domain::UserKey;
+use crate::domain::{ConversationKey, UserKey};
 use crate::metrics::metrics;
 use crate::outbox::OutboxSender;
 use crate::store::DeadInbox;
@@ -130,6 +130,8 @@ enum Phase {
 
 pub struct ConversationActorState {
     args: ConversationArgs,
+    /// This conversation: the account's number and the customer.
+    key: ConversationKey,
     myself: Option<ActorRef<ConversationMsg>>,
     conv: ConversationState,
     last_applied_seq: i64,
@@ -196,11 +198,7 @@ impl ConversationActorState {
         if self.phase == Phase::Ready {
             return Ok(());
         }
-        let stored = self
-            .engine()
-            .store
-            .load_conversation(&self.args.account.phone_number_id, &self.args.user_key)
-            .await?;
+        let stored = self.engine().store.load_conversation(&self.key).await?;
         if let Some(stored) = stored {
             self.conv = serde_json::from_str(&stored.state_json)
                 .map_err(|e| StoreError::Corrupt(format!("conversation state: {e}")))?;
@@ -247,18 +245,13 @@ impl ConversationActorState {
             // stalled, or its predecessor failed with it in the mailbox). Read before that
             // batch commits, the inbox would not show it, and the next message would be
             // applied over its head: wait until the writer has ended the batch.
-            let (account, user) = (&self.args.account.phone_number_id, &self.args.user_key);
-            self.engine().writer.barrier(account, user).await?;
+            self.engine().writer.barrier(&self.key).await?;
         }
         self.load().await?;
         let rows = self
             .engine()
             .store
-            .pending_inbox(
-                &self.args.account.phone_number_id,
-                &self.args.user_key,
-                self.last_applied_seq,
-            )
+            .pending_inbox(&self.key, self.last_applied_seq)
             .await?;
         for row in rows {
             if row.seq <= self.last_applied_seq {
@@ -593,6 +586,7 @@ impl Actor for ConversationActor {
         // batch still open, and lost them with its mailbox.
         let unseen = args.poison.is_some();
         Ok(ConversationActorState {
+            key: ConversationKey::new(args.account.phone_number_id.as_str(), args.user_key.clone()),
             args,
             myself: None,
             conv: ConversationState::default(),

@@ -125,6 +125,23 @@ id_text! {
     Wamid
 }
 
+/// One conversation: a business number and one of its customers. (No `Display`: the
+/// customer's key is a phone number, masked wherever it is logged.)
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct ConversationKey {
+    pub account: AccountId,
+    pub user: UserKey,
+}
+
+impl ConversationKey {
+    pub fn new(account: impl Into<AccountId>, user: impl Into<UserKey>) -> ConversationKey {
+        ConversationKey {
+            account: account.into(),
+            user: user.into(),
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -139,5 +156,22 @@ mod tests {
             None
         );
         assert_eq!(campaign_of_idem_key("in00000000000000000012:0"), None);
+    }
+
+    #[test]
+    fn an_id_is_its_text_in_json_and_in_lookups_but_only_made_on_purpose() {
+        let user = UserKey::new("6281234567890");
+        assert_eq!(serde_json::to_string(&user).unwrap(), "\"6281234567890\"");
+        assert_eq!(
+            serde_json::from_str::<UserKey>("\"6281234567890\"").unwrap(),
+            user
+        );
+        let mut seen = std::collections::HashSet::new();
+        seen.insert(user.clone());
+        assert!(seen.contains("6281234567890"));
+        assert_eq!(&*user, "6281234567890");
+        let key = ConversationKey::new("106540352242922", user);
+        assert_eq!(key.account, "106540352242922");
+        assert_eq!(key.user.as_str(), "6281234567890");
     }
 }

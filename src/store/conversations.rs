@@ -7,7 +7,7 @@ use sqlx::Row;
 use super::exec::{exec_rows, SyncTx};
 use super::sql::{typed_values_list, values_list, Val};
 use super::*;
-use crate::domain::{AccountId, UserKey};
+use crate::domain::{AccountId, ConversationKey, UserKey};
 
 /// A conversation as stored.
 #[derive(Debug, Clone)]
@@ -97,9 +97,9 @@ pub struct StepCommit {
 impl Store {
     pub async fn load_conversation(
         &self,
-        account: &str,
-        user_key: &str,
+        key: &ConversationKey,
     ) -> Result<Option<StoredConversation>, StoreError> {
+        let (account, user_key) = (key.account.as_str(), key.user.as_str());
         let rows = self
             .fetch(
                 "SELECT state, last_inbound_at, last_applied_seq FROM conversations WHERE account = $1 AND user_key = $2",

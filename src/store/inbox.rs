@@ -10,7 +10,7 @@ use sqlx::Row;
 use super::exec::{exec_rows, int, query_rows, text_col, Col, SyncTx};
 use super::sql::{typed_values_list, values_list, Val};
 use super::*;
-use crate::domain::{AccountId, UserKey, Wamid};
+use crate::domain::{AccountId, ConversationKey, UserKey, Wamid};
 use crate::domain::{InboxKind, InboxState};
 use crate::metrics::metrics;
 use crate::whatsapp::event::InboundMessage;
@@ -165,10 +165,10 @@ impl Store {
     /// Unapplied messages of one conversation, in inbox order.
     pub async fn pending_inbox(
         &self,
-        account: &str,
-        user_key: &str,
+        key: &ConversationKey,
         after_seq: i64,
     ) -> Result<Vec<PendingInbox>, StoreError> {
+        let (account, user_key) = (key.account.as_str(), key.user.as_str());
         let rows = self
             .fetch(
                 "SELECT seq, payload FROM inbox WHERE account = $1 AND user_key = $2 AND seq > $3 AND state = 'pending' \

@@ -64,7 +64,7 @@ use tokio::sync::{mpsc, oneshot};
 use super::exec::{exec, SyncTx, WriterConn};
 use super::sql::Val;
 use super::*;
-use crate::domain::{AccountId, UserKey};
+use crate::domain::{AccountId, ConversationKey, UserKey};
 use crate::metrics::metrics;
 
 /// Largest number of operations in one transaction.
@@ -314,8 +314,8 @@ impl WriterHandle {
     /// messages of a batch that was still open, and lost them with its mailbox; read before
     /// that batch commits, the inbox would not show them, and a later message would be applied
     /// over their heads.
-    pub async fn barrier(&self, account: &str, user_key: &str) -> Result<(), StoreError> {
-        let rx = Self::send_empty(self.writer_for((account, user_key))).await?;
+    pub async fn barrier(&self, key: &ConversationKey) -> Result<(), StoreError> {
+        let rx = Self::send_empty(self.writer_for((&key.account, &key.user))).await?;
         rx.await
             .map_err(|_| StoreError::Unavailable("writer stopped".into()))?
     }
