@@ -111,8 +111,8 @@ impl MediaFetch {
         };
         let letter = NewDeadLetter {
             kind: MEDIA_ID_INVALID,
-            account: Some(account.to_string()),
-            user_key: Some(user_key.to_string()),
+            account: Some(account.to_string().into()),
+            user_key: Some(user_key.to_string().into()),
             ref_id: None,
             reason: format!("{} media not fetched: {why}", self.kind),
             raw: serde_json::to_vec(self).ok(),

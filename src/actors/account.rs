@@ -15,6 +15,7 @@ use super::conversation::{
 use super::Engine;
 use crate::config::AccountSettings;
 use crate::conversation::ConversationEvent;
+use crate::domain::UserKey;
 use crate::metrics::metrics;
 use crate::outbox::OutboxSender;
 use crate::store::TIMER_DEAD_LETTER;
@@ -41,14 +42,14 @@ pub enum AccountMsg {
     /// The business acts on a conversation (send, handoff, agent reply, release); replies
     /// with the outbox ids created, or why it was refused.
     Command {
-        user_key: String,
+        user_key: UserKey,
         event: ConversationEvent,
         reply: RpcReplyPort<Result<super::conversation::CommandOutcome, String>>,
     },
     /// A campaign's message for one recipient (as `Command`). A conversation started only for
     /// it is passivated soon after, so a large campaign does not keep its recipients resident.
     CampaignSend {
-        user_key: String,
+        user_key: UserKey,
         event: ConversationEvent,
         reply: RpcReplyPort<Result<super::conversation::CommandOutcome, String>>,
     },
@@ -57,7 +58,7 @@ pub enum AccountMsg {
     /// Meta refused a message for good.
     SendFailed(crate::outbox::SendFailure),
     /// A conversation that had failed has applied an event again.
-    Recovered(String),
+    Recovered(UserKey),
     /// Passivate idle conversations; re-dispatch stale pending rows.
     Tick,
     /// Stop sending (in-flight sends finish or are left for the restart) and reply.
@@ -85,12 +86,12 @@ pub struct AccountState {
     engine: Arc<Engine>,
     account: Arc<AccountSettings>,
     sender: OutboxSender,
-    live: HashMap<String, Live>,
+    live: HashMap<UserKey, Live>,
     /// Per live actor: its conversation and what it is applying, readable after it failed.
-    by_id: HashMap<ractor::ActorId, (String, Arc<ApplyingCell>)>,
+    by_id: HashMap<ractor::ActorId, (UserKey, Arc<ApplyingCell>)>,
     /// Per conversation: what it failed on and how many times in a row. Passed to the
     /// restarted actor so that a poison event is dead-lettered instead of crashing it forever.
-    failures: HashMap<String, (Applying, u32)>,
+    failures: HashMap<UserKey, (Applying, u32)>,
     last_sweep: Instant,
     last_give_back: Instant,
     /// A wave of conversations was passivated: give its memory back on the next tick allowed.
@@ -117,7 +118,7 @@ impl AccountState {
             ConversationArgs {
                 engine: self.engine.clone(),
                 account: self.account.clone(),
-                user_key: user_key.to_string(),
+                user_key: user_key.to_string().into(),
                 sender: self.sender.clone(),
                 account_ref: myself.clone(),
                 poison: self.failures.get(user_key).copied(),
@@ -128,9 +129,9 @@ impl AccountState {
         )
         .await?;
         self.by_id
-            .insert(actor.get_id(), (user_key.to_string(), applying));
+            .insert(actor.get_id(), (user_key.to_string().into(), applying));
         self.live.insert(
-            user_key.to_string(),
+            user_key.to_string().into(),
             Live {
                 actor: actor.clone(),
                 last_routed: Instant::now(),
@@ -306,14 +307,14 @@ impl Actor for AccountActor {
                     .await?;
             }
             AccountMsg::Recovered(user) => {
-                state.failures.remove(&user);
+                state.failures.remove(user.as_str());
             }
             AccountMsg::Tick => {
                 if state.stopping {
                     return Ok(());
                 }
                 let idle = state.engine.settings().conversation.idle_timeout;
-                let idle_users: Vec<String> = state
+                let idle_users: Vec<UserKey> = state
                     .live
                     .iter()
                     .filter(|(_, l)| {
@@ -443,7 +444,7 @@ impl Actor for AccountActor {
                     state.failures.remove(&user);
                     let letter = NewDeadLetter {
                         kind: TIMER_DEAD_LETTER,
-                        account: Some(state.account.phone_number_id.clone()),
+                        account: Some(state.account.phone_number_id.clone().into()),
                         user_key: Some(user.clone()),
                         ref_id: Some(timer),
                         reason: format!("the conversation failed on this timer {attempts} times"),

@@ -15,6 +15,7 @@ use crate::conversation::plan::{origin_key, step_key_prefix};
 use crate::conversation::{
     plan, ConversationEvent, ConversationState, Effect, FlowRecord, Origin, Outcome, StepContext,
 };
+use crate::domain::{ConversationKey, UserKey};
 use crate::metrics::metrics;
 use crate::outbox::OutboxSender;
 use crate::store::DeadInbox;
@@ -68,7 +69,7 @@ pub enum ConversationMsg {
 pub struct ConversationArgs {
     pub engine: Arc<Engine>,
     pub account: Arc<AccountSettings>,
-    pub user_key: String,
+    pub user_key: UserKey,
     pub sender: OutboxSender,
     pub account_ref: ActorRef<AccountMsg>,
     /// What this conversation failed on before, and how many times.
@@ -129,6 +130,8 @@ enum Phase {
 
 pub struct ConversationActorState {
     args: ConversationArgs,
+    /// This conversation: the account's number and the customer.
+    key: ConversationKey,
     myself: Option<ActorRef<ConversationMsg>>,
     conv: ConversationState,
     last_applied_seq: i64,
@@ -195,11 +198,7 @@ impl ConversationActorState {
         if self.phase == Phase::Ready {
             return Ok(());
         }
-        let stored = self
-            .engine()
-            .store
-            .load_conversation(&self.args.account.phone_number_id, &self.args.user_key)
-            .await?;
+        let stored = self.engine().store.load_conversation(&self.key).await?;
         if let Some(stored) = stored {
             self.conv = serde_json::from_str(&stored.state_json)
                 .map_err(|e| StoreError::Corrupt(format!("conversation state: {e}")))?;
@@ -246,18 +245,13 @@ impl ConversationActorState {
             // stalled, or its predecessor failed with it in the mailbox). Read before that
             // batch commits, the inbox would not show it, and the next message would be
             // applied over its head: wait until the writer has ended the batch.
-            let (account, user) = (&self.args.account.phone_number_id, &self.args.user_key);
-            self.engine().writer.barrier(account, user).await?;
+            self.engine().writer.barrier(&self.key).await?;
         }
         self.load().await?;
         let rows = self
             .engine()
             .store
-            .pending_inbox(
-                &self.args.account.phone_number_id,
-                &self.args.user_key,
-                self.last_applied_seq,
-            )
+            .pending_inbox(&self.key, self.last_applied_seq)
             .await?;
         for row in rows {
             if row.seq <= self.last_applied_seq {
@@ -306,7 +300,7 @@ impl ConversationActorState {
             .dead_letter(
                 NewDeadLetter {
                     kind: "inbox_event",
-                    account: Some(self.args.account.phone_number_id.clone()),
+                    account: Some(self.args.account.phone_number_id.clone().into()),
                     user_key: Some(self.args.user_key.clone()),
                     ref_id: Some(seq),
                     reason,
@@ -427,7 +421,7 @@ impl ConversationActorState {
         }
         let ids = records.iter().map(|r| r.id).collect();
         if let Some(newest) = plan.receipt {
-            self.args.sender.mark_read(user, newest);
+            self.args.sender.mark_read(user, newest.into());
         }
         if !records.is_empty() {
             if let Some(reply) = records
@@ -450,7 +444,7 @@ impl ConversationActorState {
                 // conversation goes on.
                 let letter = NewDeadLetter {
                     kind: "flow_failed",
-                    account: Some(account.clone()),
+                    account: Some(account.clone().into()),
                     user_key: Some(user.clone()),
                     ref_id: origin.seq(),
                     reason: format!("flow `{flow_id}` stopped: {why}"),
@@ -592,6 +586,7 @@ impl Actor for ConversationActor {
         // batch still open, and lost them with its mailbox.
         let unseen = args.poison.is_some();
         Ok(ConversationActorState {
+            key: ConversationKey::new(args.account.phone_number_id.as_str(), args.user_key.clone()),
             args,
             myself: None,
             conv: ConversationState::default(),

@@ -34,7 +34,7 @@ impl AccountRouter {
     pub fn dispatch(&self, items: Vec<crate::store::InboxDispatch>) {
         let accounts = self.0.read().unwrap_or_else(|e| e.into_inner());
         for item in items {
-            match accounts.get(&item.account) {
+            match accounts.get(item.account.as_str()) {
                 Some(account) => {
                     let _ = account.cast(AccountMsg::Dispatch(item));
                 }

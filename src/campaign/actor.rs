@@ -147,7 +147,7 @@ async fn hand(
     let answer = ractor::call_t!(
         account,
         |reply| AccountMsg::CampaignSend {
-            user_key,
+            user_key: user_key.into(),
             event,
             reply,
         },

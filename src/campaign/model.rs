@@ -446,7 +446,7 @@ pub fn recipient_vars(r: &DueRecipient) -> BTreeMap<String, String> {
         })
         .collect();
     vars.entry("wa_id".into())
-        .or_insert_with(|| r.user_key.clone());
+        .or_insert_with(|| r.user_key.clone().into());
     if let Some(name) = &r.profile_name {
         vars.entry("name".into()).or_insert_with(|| name.clone());
     }

@@ -172,8 +172,8 @@ pub fn plan(o: &Outcome<'_>) -> Result<Plan, serde_json::Error> {
     } else {
         let seq = o.origin.seq();
         Some(StepCommit {
-            account: account.to_string(),
-            user_key: user.to_string(),
+            account: account.to_string().into(),
+            user_key: user.to_string().into(),
             state_json: serde_json::to_string(o.after)?,
             last_inbound_at: o.after.last_inbound_at,
             last_applied_seq: o.last_applied_seq.max(seq.unwrap_or(0)),

@@ -24,6 +24,124 @@ pub fn campaign_of_idem_key(idem_key: &str) -> Option<i64> {
     rest.split(':').next()?.parse().ok()
 }
 
+/// An id kept as text, as a type: one kind of id cannot be passed where another is meant.
+macro_rules! id_text {
+    ($(#[$meta:meta])* $name:ident) => {
+        $(#[$meta])*
+        #[derive(
+            Debug, Clone, Default, PartialEq, Eq, PartialOrd, Ord, Hash, serde::Serialize,
+            serde::Deserialize,
+        )]
+        #[serde(transparent)]
+        pub struct $name(String);
+
+        impl $name {
+            pub fn new(id: impl Into<String>) -> Self {
+                Self(id.into())
+            }
+
+            pub fn as_str(&self) -> &str {
+                &self.0
+            }
+
+            pub fn into_string(self) -> String {
+                self.0
+            }
+        }
+
+        impl std::fmt::Display for $name {
+            fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                f.write_str(&self.0)
+            }
+        }
+
+        impl From<String> for $name {
+            fn from(id: String) -> Self {
+                Self(id)
+            }
+        }
+
+        impl From<&str> for $name {
+            fn from(id: &str) -> Self {
+                Self(id.to_string())
+            }
+        }
+
+        impl From<$name> for String {
+            fn from(id: $name) -> String {
+                id.0
+            }
+        }
+
+        // Read as the text it is wherever text is read (`&id` coerces to `&str`); made only
+        // on purpose (`new`, `from`), so one kind of id is never put where another belongs.
+        impl std::ops::Deref for $name {
+            type Target = str;
+
+            fn deref(&self) -> &str {
+                &self.0
+            }
+        }
+
+        impl AsRef<str> for $name {
+            fn as_ref(&self) -> &str {
+                &self.0
+            }
+        }
+
+        impl std::borrow::Borrow<str> for $name {
+            fn borrow(&self) -> &str {
+                &self.0
+            }
+        }
+
+        impl PartialEq<str> for $name {
+            fn eq(&self, other: &str) -> bool {
+                self.0 == other
+            }
+        }
+
+        impl PartialEq<&str> for $name {
+            fn eq(&self, other: &&str) -> bool {
+                self.0 == *other
+            }
+        }
+    };
+}
+
+id_text! {
+    /// A business number, as Meta names it: its `phone_number_id`.
+    AccountId
+}
+
+id_text! {
+    /// A customer, as their conversation is keyed: the `wa_id`, or the business-scoped user
+    /// id when Meta gives no number.
+    UserKey
+}
+
+id_text! {
+    /// A WhatsApp message id (`wamid.…`), ours or the customer's.
+    Wamid
+}
+
+/// One conversation: a business number and one of its customers. (No `Display`: the
+/// customer's key is a phone number, masked wherever it is logged.)
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct ConversationKey {
+    pub account: AccountId,
+    pub user: UserKey,
+}
+
+impl ConversationKey {
+    pub fn new(account: impl Into<AccountId>, user: impl Into<UserKey>) -> ConversationKey {
+        ConversationKey {
+            account: account.into(),
+            user: user.into(),
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -38,5 +156,22 @@ mod tests {
             None
         );
         assert_eq!(campaign_of_idem_key("in00000000000000000012:0"), None);
+    }
+
+    #[test]
+    fn an_id_is_its_text_in_json_and_in_lookups_but_only_made_on_purpose() {
+        let user = UserKey::new("6281234567890");
+        assert_eq!(serde_json::to_string(&user).unwrap(), "\"6281234567890\"");
+        assert_eq!(
+            serde_json::from_str::<UserKey>("\"6281234567890\"").unwrap(),
+            user
+        );
+        let mut seen = std::collections::HashSet::new();
+        seen.insert(user.clone());
+        assert!(seen.contains("6281234567890"));
+        assert_eq!(&*user, "6281234567890");
+        let key = ConversationKey::new("106540352242922", user);
+        assert_eq!(key.account, "106540352242922");
+        assert_eq!(key.user.as_str(), "6281234567890");
     }
 }

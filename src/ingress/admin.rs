@@ -296,7 +296,8 @@ async fn conversation(
         return error(StatusCode::NOT_FOUND, "unknown phone_number_id");
     }
     let store = &app.engine.store;
-    let stored = match store.load_conversation(&pnid, &user).await {
+    let key = crate::domain::ConversationKey::new(pnid.as_str(), user.as_str());
+    let stored = match store.load_conversation(&key).await {
         Ok(s) => s,
         Err(e) => return error(StatusCode::SERVICE_UNAVAILABLE, format!("store: {e}")),
     };
@@ -583,7 +584,7 @@ async fn command(
     ractor::call_t!(
         account,
         |reply| AccountMsg::Command {
-            user_key: user,
+            user_key: user.into(),
             event,
             reply,
         },

@@ -105,11 +105,11 @@ pub(super) fn map(
                     (true, Some(_)) => InboxState::Pending,
                 };
                 NewInboxRow {
-                    account: m.phone_number_id.clone(),
-                    user_key,
+                    account: m.phone_number_id.clone().into(),
+                    user_key: user_key.map(Into::into),
                     kind: InboxKind::Message,
                     dedup_key: format!("m:{}", m.wamid),
-                    wamid: Some(m.wamid.clone()),
+                    wamid: Some(m.wamid.clone().into()),
                     payload,
                     received_at,
                     state,
@@ -154,11 +154,11 @@ pub(super) fn map(
                     inbox.status_follow_ups(index, &s.phone_number_id, &user_key, &status);
                 }
                 NewInboxRow {
-                    account: s.phone_number_id.clone(),
-                    user_key,
+                    account: s.phone_number_id.clone().into(),
+                    user_key: user_key.map(Into::into),
                     kind: InboxKind::Status,
                     dedup_key: format!("s:{}:{}", s.wamid, s.status.as_str()),
-                    wamid: Some(s.wamid.clone()),
+                    wamid: Some(s.wamid.clone().into()),
                     payload,
                     received_at,
                     state: if routed {
@@ -173,38 +173,16 @@ pub(super) fn map(
             }
             WebhookEvent::ChangeError(e) => {
                 tracing::warn!(codes = ?e.errors.iter().map(|e| e.code).collect::<Vec<_>>(), "Meta reported errors for an account.");
-                NewInboxRow {
-                    account: e.phone_number_id.clone().unwrap_or_default(),
-                    user_key: None,
-                    kind: InboxKind::ChangeError,
-                    dedup_key: format!("e:{}", short_hash(&payload)),
-                    wamid: None,
-                    payload,
-                    received_at,
-                    state: InboxState::Done,
-                    status: None,
-                    dispatch: None,
-                    arrived: None,
-                }
+                let account = e.phone_number_id.clone().unwrap_or_default();
+                recorded(account, InboxKind::ChangeError, "e", payload, received_at)
             }
             WebhookEvent::AccountEvent(a) => {
                 tracing::info!(field = %a.field, waba = %a.waba_id, "Account event received.");
-                let row = NewInboxRow {
-                    account: a
-                        .phone_number_id
-                        .clone()
-                        .unwrap_or_else(|| a.waba_id.clone()),
-                    user_key: None,
-                    kind: InboxKind::AccountEvent,
-                    dedup_key: format!("a:{}", short_hash(&payload)),
-                    wamid: None,
-                    payload,
-                    received_at,
-                    state: InboxState::Done,
-                    status: None,
-                    dispatch: None,
-                    arrived: None,
-                };
+                let account = a
+                    .phone_number_id
+                    .clone()
+                    .unwrap_or_else(|| a.waba_id.clone());
+                let row = recorded(account, InboxKind::AccountEvent, "a", payload, received_at);
                 inbox.signals.push((index, GateSignal::Account(a)));
                 row
             }
@@ -244,7 +222,7 @@ impl Inbox {
                 index,
                 account.to_string(),
                 SendFailure {
-                    user_key: user.clone(),
+                    user_key: user.clone().into(),
                     outbox_id,
                     code: status.error_code,
                     detail: status.failure(),
@@ -252,6 +230,30 @@ impl Inbox {
                 },
             ));
         }
+    }
+}
+
+/// An event about an account rather than a conversation, recorded `done` once: keyed by a
+/// hash of its payload under `prefix`.
+fn recorded(
+    account: String,
+    kind: InboxKind,
+    prefix: &str,
+    payload: String,
+    received_at: i64,
+) -> NewInboxRow {
+    NewInboxRow {
+        account: account.into(),
+        user_key: None,
+        kind,
+        dedup_key: format!("{prefix}:{}", short_hash(&payload)),
+        wamid: None,
+        payload,
+        received_at,
+        state: InboxState::Done,
+        status: None,
+        dispatch: None,
+        arrived: None,
     }
 }
 

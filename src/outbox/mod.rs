@@ -33,7 +33,7 @@ use tokio::task::JoinSet;
 
 use crate::config::{AccountSettings, Settings};
 pub use crate::domain::backoff;
-use crate::domain::{OutboxKind, OutboxState};
+use crate::domain::{OutboxKind, OutboxState, UserKey, Wamid};
 use crate::engine::Engine;
 use crate::metrics::metrics;
 use crate::sendgate::{
@@ -86,7 +86,7 @@ pub fn parse_callback(data: &str) -> Option<(i64, Option<&str>)> {
 enum Cmd {
     Enqueue(Vec<OutboxRecord>),
     /// (user, newest inbound wamid to mark read)
-    MarkRead(String, String),
+    MarkRead(UserKey, Wamid),
     Shutdown(oneshot::Sender<()>),
 }
 
@@ -94,7 +94,7 @@ enum Cmd {
 /// for the conversation that sent it.
 #[derive(Debug, Clone, PartialEq)]
 pub struct SendFailure {
-    pub user_key: String,
+    pub user_key: UserKey,
     pub outbox_id: i64,
     pub code: Option<i64>,
     pub detail: String,
@@ -135,8 +135,8 @@ impl OutboxSender {
     /// Mark `user`'s messages read up to `wamid` (marking one read marks the earlier ones
     /// too, so a burst needs one receipt). Receipts are not stored: one lost to a crash costs
     /// a blue tick, never a message; and they do not wait behind the conversation's replies.
-    pub fn mark_read(&self, user_key: &str, wamid: String) {
-        let _ = self.tx.send(Cmd::MarkRead(user_key.to_string(), wamid));
+    pub fn mark_read(&self, user_key: &UserKey, wamid: Wamid) {
+        let _ = self.tx.send(Cmd::MarkRead(user_key.clone(), wamid));
     }
 
     /// Stop launching sends; wait for the ones in flight (bounded by the request timeout).

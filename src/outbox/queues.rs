@@ -23,27 +23,27 @@ pub(super) struct Queued {
 /// waiting one (it marks the earlier messages read too).
 #[derive(Default)]
 pub(super) struct Receipts {
-    pub(super) newest: HashMap<String, String>,
-    pub(super) ready: VecDeque<String>,
-    pub(super) busy: HashSet<String>,
+    pub(super) newest: HashMap<UserKey, Wamid>,
+    pub(super) ready: VecDeque<UserKey>,
+    pub(super) busy: HashSet<UserKey>,
 }
 
 impl Receipts {
-    pub(super) fn push(&mut self, user: String, wamid: String) {
+    pub(super) fn push(&mut self, user: UserKey, wamid: Wamid) {
         let fresh = self.newest.insert(user.clone(), wamid).is_none();
         if fresh && !self.busy.contains(&user) {
             self.ready.push_back(user);
         }
     }
 
-    pub(super) fn next(&mut self) -> Option<(String, String)> {
+    pub(super) fn next(&mut self) -> Option<(UserKey, Wamid)> {
         let user = self.ready.pop_front()?;
         let wamid = self.newest.remove(&user)?;
         self.busy.insert(user.clone());
         Some((user, wamid))
     }
 
-    pub(super) fn finished(&mut self, user: String) {
+    pub(super) fn finished(&mut self, user: UserKey) {
         self.busy.remove(&user);
         if self.newest.contains_key(&user) {
             self.ready.push_back(user);
@@ -55,17 +55,17 @@ impl Receipts {
 /// before business-initiated traffic), and conversations parked until a time.
 #[derive(Default)]
 pub(super) struct Queues {
-    pub(super) queues: HashMap<String, VecDeque<Queued>>,
+    pub(super) queues: HashMap<UserKey, VecDeque<Queued>>,
     /// Conversations whose head may be tried, by the head's class: [service, business].
-    pub(super) ready: [VecDeque<String>; 2],
+    pub(super) ready: [VecDeque<UserKey>; 2],
     /// Conversations waiting for their own time (pair rate, 131056, a retry's backoff), and
     /// whether a gate limit (not a retry's backoff) parked them.
-    pub(super) parked: BTreeMap<(i64, u64), (String, bool)>,
+    pub(super) parked: BTreeMap<(i64, u64), (UserKey, bool)>,
     pub(super) park_seq: u64,
     /// Conversations with a send in flight.
-    pub(super) sending: HashSet<String>,
+    pub(super) sending: HashSet<UserKey>,
     /// Conversations ready, parked or sending.
-    pub(super) scheduled: HashSet<String>,
+    pub(super) scheduled: HashSet<UserKey>,
     /// Outbox ids queued or in flight (a row is never queued twice).
     pub(super) known: HashSet<i64>,
     /// Messages of paused campaigns, set aside by campaign until it is resumed (they stay in
@@ -110,7 +110,7 @@ impl Queues {
     }
 
     /// Put `user` back in its lane (at the front: it was next).
-    pub(super) fn ready_front(&mut self, user: String) {
+    pub(super) fn ready_front(&mut self, user: UserKey) {
         if let Some(class) = self.head_mut(&user).map(|h| h.class) {
             self.ready[lane(class)].push_front(user);
         } else {
@@ -118,7 +118,7 @@ impl Queues {
         }
     }
 
-    pub(super) fn ready_back(&mut self, user: String) {
+    pub(super) fn ready_back(&mut self, user: UserKey) {
         if let Some(class) = self.head_mut(&user).map(|h| h.class) {
             self.ready[lane(class)].push_back(user);
         } else {
@@ -127,7 +127,7 @@ impl Queues {
     }
 
     /// `by_gate`: a gate limit parked it (the gate is asked again when its limits change).
-    pub(super) fn park(&mut self, user: String, at: i64, by_gate: bool) {
+    pub(super) fn park(&mut self, user: UserKey, at: i64, by_gate: bool) {
         self.park_seq += 1;
         self.parked.insert((at, self.park_seq), (user, by_gate));
     }
@@ -165,7 +165,7 @@ impl Queues {
     /// tried stays `sending`, so the next process treats its outcome as unknown). Rows
     /// committed by this process are `pending` already; a row from before the last stop that
     /// was marked again and then not tried is set back.
-    pub(super) fn unsent(&self) -> Vec<(String, i64)> {
+    pub(super) fn unsent(&self) -> Vec<(UserKey, i64)> {
         self.queues
             .iter()
             .flat_map(|(user, q)| {
@@ -181,7 +181,11 @@ impl Queues {
     /// Set the head of `user`'s queue (not in flight) aside for its paused campaign; the
     /// conversation's next message, if any, may go. Returns the row's (user_key, id) if it
     /// was never tried (it can be marked unsent).
-    pub(super) fn set_aside_head(&mut self, user: String, campaign: i64) -> Option<(String, i64)> {
+    pub(super) fn set_aside_head(
+        &mut self,
+        user: UserKey,
+        campaign: i64,
+    ) -> Option<(UserKey, i64)> {
         self.sending.remove(&user);
         let q = self.queues.get_mut(&user)?;
         let head = q.pop_front()?;
@@ -228,7 +232,7 @@ impl Queues {
     }
 
     /// The head of `user`'s queue is settled: the next one may go.
-    pub(super) fn finished_head(&mut self, user: String) {
+    pub(super) fn finished_head(&mut self, user: UserKey) {
         self.sending.remove(&user);
         if let Some(q) = self.queues.get_mut(&user) {
             if let Some(done) = q.pop_front() {

@@ -11,7 +11,7 @@ pub fn token_for<'a>(settings: &'a Settings, account: &str) -> &'a SecretString 
         .unwrap_or(&settings.whatsapp.access_token)
 }
 
-pub(super) type Lane = mpsc::UnboundedSender<(String, String)>;
+pub(super) type Lane = mpsc::UnboundedSender<(UserKey, Wamid)>;
 
 /// A lane idle this long closes its connection and ends (as the pool's idle connections
 /// did): lanes made for a burst do not hold their connections, and the allocator pages
@@ -20,7 +20,7 @@ pub(super) const LANE_IDLE: Duration = Duration::from_secs(60);
 
 pub(super) enum LaneDone {
     /// The lane is done with a user's receipt and free again.
-    Sent(String, Lane),
+    Sent(UserKey, Lane),
     /// The lane idled past [`LANE_IDLE`] and ended.
     Retired(Lane),
 }
@@ -55,11 +55,11 @@ impl ReceiptLanes {
         engine: &Arc<Engine>,
         account: &Arc<AccountSettings>,
         url: &hyper::Uri,
-        user: String,
-        wamid: String,
-    ) -> Option<String> {
+        user: UserKey,
+        wamid: Wamid,
+    ) -> Option<UserKey> {
         let lane = self.idle.pop().unwrap_or_else(|| {
-            let (lane, mut rx) = mpsc::unbounded_channel::<(String, String)>();
+            let (lane, mut rx) = mpsc::unbounded_channel::<(UserKey, Wamid)>();
             let (engine, account, done, me) = (
                 engine.clone(),
                 account.clone(),
@@ -112,7 +112,7 @@ pub(super) async fn send_receipt(
     engine: &Engine,
     account: &AccountSettings,
     conn: &mut ReceiptConn,
-    wamid: String,
+    wamid: Wamid,
 ) {
     for attempt in 0..3u32 {
         let settings = engine.settings_arc();

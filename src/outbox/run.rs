@@ -22,9 +22,9 @@ pub(super) async fn run(
     // Tells sends waiting in a backoff to give up at shutdown (the row stays `sending` and is
     // settled or resent by the next process).
     let (cancel_tx, cancel_rx) = watch::channel(false);
-    let mut in_flight: JoinSet<(String, Finished)> = JoinSet::new();
+    let mut in_flight: JoinSet<(UserKey, Finished)> = JoinSet::new();
     // Sends in doubt waiting for their status (they hold no send slot).
-    let mut doubts: JoinSet<(String, Doubt)> = JoinSet::new();
+    let mut doubts: JoinSet<(UserKey, Doubt)> = JoinSet::new();
     let mut receipts = Receipts::default();
     let mut lanes = ReceiptLanes::new();
     let mut stopping: Option<oneshot::Sender<()>> = None;
@@ -95,7 +95,7 @@ pub(super) async fn run(
     // The campaign holds last looked at (a pause or resume changes their version).
     let mut holds_seen = u64::MAX;
     // Rows set aside for a paused campaign, never tried: marked unsent in the store.
-    let mut set_aside: Vec<(String, i64)> = Vec::new();
+    let mut set_aside: Vec<(UserKey, i64)> = Vec::new();
 
     loop {
         let mut wake_at: Option<i64> = None;
@@ -117,7 +117,7 @@ pub(super) async fn run(
                     let (engine, account_id) = (engine.clone(), account.phone_number_id.clone());
                     blocks.spawn(async move {
                         let write = GateWrite::Daily {
-                            account: account_id,
+                            account: account_id.into(),
                             day: req.day.to_string(),
                             reserved: req.reserved as i64,
                             used: req.used as i64,
@@ -277,7 +277,7 @@ pub(super) async fn run(
             }
             if let Some(req) = gate.with_gate(|g| g.daily().release()) {
                 let write = GateWrite::Daily {
-                    account: account.phone_number_id.clone(),
+                    account: account.phone_number_id.clone().into(),
                     day: req.day.to_string(),
                     reserved: req.reserved as i64,
                     used: req.used as i64,
@@ -318,7 +318,7 @@ pub(super) async fn run(
                     let unsent = q.unsent();
                     if !unsent.is_empty() {
                         let _ = engine.writer.outbox(OutboxUpdate::Unsent {
-                            account: account.phone_number_id.clone(),
+                            account: account.phone_number_id.clone().into(),
                             rows: unsent,
                         }).await;
                     }
@@ -420,14 +420,14 @@ pub(super) async fn mark_unsent(
     engine: &Engine,
     account: &str,
     q: &mut Queues,
-    rows: Vec<(String, i64)>,
+    rows: Vec<(UserKey, i64)>,
 ) {
     let n = rows.len();
     let ids: HashSet<i64> = rows.iter().map(|(_, id)| *id).collect();
     match engine
         .writer
         .outbox(OutboxUpdate::Unsent {
-            account: account.to_string(),
+            account: account.to_string().into(),
             rows,
         })
         .await
@@ -453,12 +453,12 @@ pub(super) async fn settle_cancelled(
     q: &mut Queues,
     dropped: Vec<Queued>,
 ) {
-    let rows: Vec<(String, i64)> = dropped
+    let rows: Vec<(UserKey, i64)> = dropped
         .iter()
         .map(|queued| (queued.record.user_key.clone(), queued.record.id))
         .collect();
     let update = OutboxUpdate::Cancelled {
-        account: account.to_string(),
+        account: account.to_string().into(),
         rows,
         at: engine.clock.now_ms(),
     };

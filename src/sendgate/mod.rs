@@ -108,7 +108,7 @@ impl AccountGate {
     pub fn control_write(&self, now_ms: i64) -> GateWrite {
         let control = self.with_gate(|g| g.control().clone());
         GateWrite::Control {
-            account: self.account.clone(),
+            account: self.account.clone().into(),
             state_json: serde_json::to_string(&control).unwrap_or_else(|_| "{}".into()),
             at: now_ms,
         }
@@ -360,8 +360,8 @@ impl GateRegistry {
             match &outcome {
                 Outcome::Unreachable if !user.is_empty() => {
                     let w = GateWrite::Unreachable {
-                        account: account.to_string(),
-                        user_key: user.to_string(),
+                        account: account.to_string().into(),
+                        user_key: user.to_string().into(),
                         code: Some(code),
                         at: now_ms,
                     };
@@ -419,7 +419,7 @@ async fn update_stored_control(
         .unwrap_or_default();
     if f(&mut c) {
         let write = GateWrite::Control {
-            account: account.to_string(),
+            account: account.to_string().into(),
             state_json: serde_json::to_string(&c).unwrap_or_else(|_| "{}".into()),
             at: now_ms,
         };
@@ -474,8 +474,8 @@ pub async fn apply_effects(
         m.gate_unreachable
             .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         let w = GateWrite::Unreachable {
-            account: ag.account.clone(),
-            user_key: user.to_string(),
+            account: ag.account.clone().into(),
+            user_key: user.to_string().into(),
             code: Some(code),
             at: now_ms,
         };

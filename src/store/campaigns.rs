@@ -12,13 +12,13 @@ use sqlx::Row;
 
 use super::sql::{bind_all, in_list, std_chunks, values_list, Val};
 use super::{Store, StoreError};
-use crate::domain::{CampaignStatus, RecipientState};
+use crate::domain::{AccountId, CampaignStatus, RecipientState, UserKey};
 
 /// A campaign as stored.
 #[derive(Debug, Clone)]
 pub struct CampaignRow {
     pub id: i64,
-    pub account: String,
+    pub account: AccountId,
     pub name: String,
     pub kind: String,
     pub spec: String,
@@ -35,7 +35,7 @@ pub struct CampaignRow {
 /// A campaign to create.
 #[derive(Debug, Clone)]
 pub struct NewCampaign {
-    pub account: String,
+    pub account: AccountId,
     pub name: String,
     pub kind: String,
     pub spec: String,
@@ -62,7 +62,7 @@ pub enum NewRecipients {
 #[derive(Debug, Clone)]
 pub struct DueRecipient {
     pub id: i64,
-    pub user_key: String,
+    pub user_key: UserKey,
     pub vars: Option<String>,
     pub variant: i64,
     pub step: i64,
@@ -149,7 +149,7 @@ const CAMPAIGN_COLS: &str = "id, account, name, kind, spec, status, pause_reason
 fn campaign_row(r: &sqlx::any::AnyRow) -> Result<CampaignRow, StoreError> {
     Ok(CampaignRow {
         id: r.try_get("id")?,
-        account: r.try_get("account")?,
+        account: r.try_get::<String, _>("account")?.into(),
         name: r.try_get("name")?,
         kind: r.try_get("kind")?,
         spec: r.try_get("spec")?,
@@ -395,7 +395,7 @@ impl Store {
             .map(|r| {
                 Ok(DueRecipient {
                     id: r.try_get("id")?,
-                    user_key: r.try_get("user_key")?,
+                    user_key: r.try_get::<String, _>("user_key")?.into(),
                     vars: r.try_get("vars")?,
                     variant: r.try_get("variant")?,
                     step: r.try_get("step")?,
@@ -704,7 +704,7 @@ impl Store {
             .map(|r| {
                 Ok(RecipientView {
                     id: r.try_get("id")?,
-                    user_key: r.try_get("user_key")?,
+                    user_key: r.try_get::<String, _>("user_key")?,
                     state: r.try_get("state")?,
                     step: r.try_get("step")?,
                     variant: r.try_get("variant")?,

@@ -7,6 +7,7 @@ use sqlx::Row;
 use super::exec::{exec_rows, SyncTx};
 use super::sql::{typed_values_list, values_list, Val};
 use super::*;
+use crate::domain::{AccountId, ConversationKey, UserKey};
 
 /// A conversation as stored.
 #[derive(Debug, Clone)]
@@ -68,8 +69,8 @@ pub struct ContactUpsert {
 /// Everything one conversation step changes, committed atomically.
 #[derive(Debug, Clone)]
 pub struct StepCommit {
-    pub account: String,
-    pub user_key: String,
+    pub account: AccountId,
+    pub user_key: UserKey,
     pub state_json: String,
     pub last_inbound_at: Option<i64>,
     pub last_applied_seq: i64,
@@ -96,9 +97,9 @@ pub struct StepCommit {
 impl Store {
     pub async fn load_conversation(
         &self,
-        account: &str,
-        user_key: &str,
+        key: &ConversationKey,
     ) -> Result<Option<StoredConversation>, StoreError> {
+        let (account, user_key) = (key.account.as_str(), key.user.as_str());
         let rows = self
             .fetch(
                 "SELECT state, last_inbound_at, last_applied_seq FROM conversations WHERE account = $1 AND user_key = $2",
@@ -297,8 +298,8 @@ pub(crate) fn upsert_conversations(
         },
         |s| {
             [
-                Val::S(s.account.clone()),
-                Val::S(s.user_key.clone()),
+                Val::from(&s.account),
+                Val::from(&s.user_key),
                 Val::S(s.state_json.clone()),
                 Val::OptI(s.last_inbound_at),
                 Val::I(s.last_applied_seq),
@@ -331,8 +332,8 @@ pub(crate) fn upsert_contacts(
         },
         |(s, c)| {
             [
-                Val::S(s.account.clone()),
-                Val::S(s.user_key.clone()),
+                Val::from(&s.account),
+                Val::from(&s.user_key),
                 Val::OptS(c.wa_id.clone()),
                 Val::OptS(c.user_id.clone()),
                 Val::OptS(c.profile_name.clone()),

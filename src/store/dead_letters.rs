@@ -3,14 +3,15 @@
 use super::exec::{exec, SyncTx};
 use super::sql::Val;
 use super::*;
+use crate::domain::{AccountId, UserKey};
 use crate::metrics::metrics;
 
 #[derive(Debug, Clone)]
 pub struct NewDeadLetter {
     /// webhook_malformed | inbox_event | outbox_send | timer
     pub kind: &'static str,
-    pub account: Option<String>,
-    pub user_key: Option<String>,
+    pub account: Option<AccountId>,
+    pub user_key: Option<UserKey>,
     pub ref_id: Option<i64>,
     pub reason: String,
     pub raw: Option<Vec<u8>>,
@@ -27,8 +28,8 @@ pub(crate) fn insert_dead_letter(
         "INSERT INTO dead_letters (kind, account, user_key, ref_id, reason, raw, created_at) VALUES ($1, $2, $3, $4, $5, $6, $7)",
         vec![
             Val::S(dl.kind.to_string()),
-            Val::OptS(dl.account.clone()),
-            Val::OptS(dl.user_key.clone()),
+            Val::OptS(dl.account.clone().map(Into::into)),
+            Val::OptS(dl.user_key.as_deref().map(str::to_string)),
             Val::OptI(dl.ref_id),
             Val::S(dl.reason.clone()),
             Val::Bytes(dl.raw.clone()),

@@ -113,8 +113,8 @@ pub(crate) fn record_bot_sessions(
             )
             .unwrap_or(i64::MAX);
             [
-                Val::S(s.account.clone()),
-                Val::S(s.user_key.clone()),
+                Val::from(&s.account),
+                Val::from(&s.user_key),
                 Val::S(r.bot.clone()),
                 Val::I(r.started_at),
                 Val::S(r.status.as_str().to_string()),
@@ -150,8 +150,8 @@ pub(crate) fn record_flow_executions(
         |(s, r)| {
             let ended = r.status.is_ended().then_some(s.now);
             [
-                Val::S(s.account.clone()),
-                Val::S(s.user_key.clone()),
+                Val::from(&s.account),
+                Val::from(&s.user_key),
                 Val::S(r.flow_id.clone()),
                 Val::I(r.started_at),
                 Val::S(r.version.clone()),
@@ -174,8 +174,8 @@ pub(crate) fn record_flow_executions(
         },
         |(s, r)| {
             [
-                Val::S(s.account.clone()),
-                Val::S(s.user_key.clone()),
+                Val::from(&s.account),
+                Val::from(&s.user_key),
                 Val::S(r.flow_id.clone()),
                 Val::I(r.started_at),
                 Val::OptS(r.node.clone()),

@@ -8,13 +8,14 @@ use sqlx::Row;
 use super::exec::{exec, exec_rows, SyncTx};
 use super::sql::{values_list, Val};
 use super::*;
+use crate::domain::{AccountId, UserKey};
 
 /// SendGate state that must survive a restart.
 #[derive(Debug, Clone)]
 pub enum GateWrite {
     /// The account may send up to `reserved` messages on `day` (set exactly).
     Daily {
-        account: String,
+        account: AccountId,
         day: String,
         reserved: i64,
         used: i64,
@@ -23,26 +24,26 @@ pub enum GateWrite {
     /// `user_key` was reached with a business-initiated message (before the send).
     TierReach {
         waba: String,
-        user_key: String,
-        account: String,
+        user_key: UserKey,
+        account: AccountId,
         at: i64,
     },
     /// Undo a reach Meta refused: back to `previous`, or gone.
     TierRelease {
         waba: String,
-        user_key: String,
+        user_key: UserKey,
         at: i64,
         previous: Option<i64>,
     },
     /// The account's health, halt and pause (JSON of `sendgate::Control`).
     Control {
-        account: String,
+        account: AccountId,
         state_json: String,
         at: i64,
     },
     Unreachable {
-        account: String,
-        user_key: String,
+        account: AccountId,
+        user_key: UserKey,
         code: Option<i64>,
         at: i64,
     },

@@ -10,6 +10,7 @@ use sqlx::Row;
 use super::exec::{exec_rows, int, query_rows, text_col, Col, SyncTx};
 use super::sql::{typed_values_list, values_list, Val};
 use super::*;
+use crate::domain::{AccountId, ConversationKey, UserKey, Wamid};
 use crate::domain::{InboxKind, InboxState};
 use crate::metrics::metrics;
 use crate::whatsapp::event::InboundMessage;
@@ -24,12 +25,12 @@ pub struct PendingInbox {
 /// A row to append to the inbox.
 #[derive(Debug, Clone)]
 pub struct NewInboxRow {
-    pub account: String,
-    pub user_key: Option<String>,
+    pub account: AccountId,
+    pub user_key: Option<UserKey>,
     /// message | status | change_error | account_event
     pub kind: InboxKind,
     pub dedup_key: String,
-    pub wamid: Option<String>,
+    pub wamid: Option<Wamid>,
     pub payload: String,
     pub received_at: i64,
     /// pending | done | unrouted
@@ -68,8 +69,8 @@ impl StatusApply {
 #[derive(Debug, Clone)]
 pub struct InboxDispatch {
     pub seq: i64,
-    pub account: String,
-    pub user_key: String,
+    pub account: AccountId,
+    pub user_key: UserKey,
     pub message: Arc<InboundMessage>,
     /// `Some(batch)`: handed over while the transaction that appends it is still open, so that
     /// the conversation's step can join that transaction (one commit instead of two). The
@@ -114,11 +115,11 @@ pub(crate) fn append_rows<'a>(
         &[Col::Int, Col::Text, Col::Text],
         |r| {
             [
-                Val::S(r.account.clone()),
-                Val::OptS(r.user_key.clone()),
+                Val::from(&r.account),
+                Val::OptS(r.user_key.as_deref().map(str::to_string)),
                 Val::S(r.kind.as_str().to_string()),
                 Val::S(r.dedup_key.clone()),
-                Val::OptS(r.wamid.clone()),
+                Val::OptS(r.wamid.as_deref().map(str::to_string)),
                 Val::OptS(r.status.as_ref().map(|s| s.status.clone())),
                 Val::S(r.payload.clone()),
                 Val::I(r.received_at),
@@ -164,10 +165,10 @@ impl Store {
     /// Unapplied messages of one conversation, in inbox order.
     pub async fn pending_inbox(
         &self,
-        account: &str,
-        user_key: &str,
+        key: &ConversationKey,
         after_seq: i64,
     ) -> Result<Vec<PendingInbox>, StoreError> {
+        let (account, user_key) = (key.account.as_str(), key.user.as_str());
         let rows = self
             .fetch(
                 "SELECT seq, payload FROM inbox WHERE account = $1 AND user_key = $2 AND seq > $3 AND state = 'pending' \

@@ -9,6 +9,7 @@ use sqlx::Row;
 use super::exec::{exec, int, query_rows, shaped, text_col, Col, SyncTx};
 use super::sql::{in_list, std_chunks, typed_values_list, values_list, Val};
 use super::*;
+use crate::domain::{AccountId, UserKey, Wamid};
 use crate::domain::{OutboxKind, OutboxState};
 use crate::metrics::metrics;
 use crate::whatsapp::event::DeliveryStatus;
@@ -43,8 +44,8 @@ const OUTBOX_RECORD: &str =
 pub(crate) fn outbox_record(r: &sqlx::any::AnyRow) -> Result<OutboxRecord, StoreError> {
     Ok(OutboxRecord {
         id: r.try_get("id")?,
-        account: r.try_get("account")?,
-        user_key: r.try_get("user_key")?,
+        account: r.try_get::<String, _>("account")?.into(),
+        user_key: r.try_get::<String, _>("user_key")?.into(),
         kind: stored(r, "kind")?,
         message_json: r.try_get("message")?,
         reply_to: r.try_get("reply_to")?,
@@ -73,8 +74,8 @@ pub struct NewOutboxRow {
 #[derive(Debug, Clone, PartialEq)]
 pub struct OutboxRecord {
     pub id: i64,
-    pub account: String,
-    pub user_key: String,
+    pub account: AccountId,
+    pub user_key: UserKey,
     pub kind: OutboxKind,
     pub message_json: String,
     pub reply_to: Option<String>,
@@ -107,33 +108,33 @@ pub enum OutboxUpdate {
     /// About to POST: a crash from here on leaves the outcome ambiguous.
     Sending {
         id: i64,
-        account: String,
-        user_key: String,
+        account: AccountId,
+        user_key: UserKey,
         at: i64,
     },
     /// Never attempted (still queued at a clean stop): send at once on the next start.
     /// `rows`: (user_key, id); split among their writers.
     Unsent {
-        account: String,
-        rows: Vec<(String, i64)>,
+        account: AccountId,
+        rows: Vec<(UserKey, i64)>,
     },
     /// Withheld for a cancelled campaign: settled unsent, for good. `rows` as for `Unsent`.
     Cancelled {
-        account: String,
-        rows: Vec<(String, i64)>,
+        account: AccountId,
+        rows: Vec<(UserKey, i64)>,
         at: i64,
     },
     Sent {
         id: i64,
-        account: String,
-        user_key: String,
-        wamid: Option<String>,
+        account: AccountId,
+        user_key: UserKey,
+        wamid: Option<Wamid>,
         at: i64,
     },
     Retrying {
         id: i64,
-        account: String,
-        user_key: String,
+        account: AccountId,
+        user_key: UserKey,
         attempts: i64,
         code: Option<i64>,
         detail: String,
@@ -142,8 +143,8 @@ pub enum OutboxUpdate {
     /// Permanent failure: the row is failed and a dead letter is written.
     Failed {
         id: i64,
-        account: String,
-        user_key: String,
+        account: AccountId,
+        user_key: UserKey,
         attempts: i64,
         code: Option<i64>,
         detail: String,
@@ -358,7 +359,7 @@ pub(crate) fn apply_outbox_update(
     match update {
         OutboxUpdate::Unsent { account, rows } => {
             let ids: Vec<i64> = rows.iter().map(|(_, id)| *id).collect();
-            update_by_ids(tx, &ids, &[Val::S(account.clone())], |n| {
+            update_by_ids(tx, &ids, &[Val::S(account.to_string())], |n| {
                 format!(
                     "UPDATE outbox SET state = 'pending' WHERE account = $1 AND state = 'sending' AND id IN ({})",
                     in_list(n, 2)
@@ -367,7 +368,7 @@ pub(crate) fn apply_outbox_update(
         }
         OutboxUpdate::Cancelled { account, rows, at } => {
             let ids: Vec<i64> = rows.iter().map(|(_, id)| *id).collect();
-            let lead = [Val::I(*at), Val::S(account.clone())];
+            let lead = [Val::I(*at), Val::S(account.to_string())];
             update_by_ids(tx, &ids, &lead, |n| {
                 format!(
                     "UPDATE outbox SET state = 'cancelled', updated_at = $1 \
@@ -555,8 +556,8 @@ pub(crate) fn insert_outbox(
     };
     let found = query_rows(tx, rows, build, &[Col::Int, Col::Text], |(s, o)| {
         [
-            Val::S(s.account.clone()),
-            Val::S(s.user_key.clone()),
+            Val::from(&s.account),
+            Val::from(&s.user_key),
             Val::S(o.idem_key.clone()),
             Val::S(o.kind.as_str().to_string()),
             Val::S(o.message_json.clone()),

@@ -33,6 +33,24 @@ impl From<String> for Val {
         Val::S(v)
     }
 }
+impl From<&crate::domain::AccountId> for Val {
+    fn from(id: &crate::domain::AccountId) -> Val {
+        Val::S(id.as_str().to_string())
+    }
+}
+
+impl From<&crate::domain::UserKey> for Val {
+    fn from(id: &crate::domain::UserKey) -> Val {
+        Val::S(id.as_str().to_string())
+    }
+}
+
+impl From<&crate::domain::Wamid> for Val {
+    fn from(id: &crate::domain::Wamid) -> Val {
+        Val::S(id.as_str().to_string())
+    }
+}
+
 impl From<&str> for Val {
     fn from(v: &str) -> Self {
         Val::S(v.to_string())

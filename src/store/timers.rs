@@ -6,13 +6,14 @@ use super::exec::{exec_rows, SyncTx};
 use super::sql::{in_list, values_list, Val};
 use super::*;
 use crate::domain::TimerState;
+use crate::domain::{AccountId, UserKey};
 
 /// A due timer.
 #[derive(Debug, Clone)]
 pub struct DueTimer {
     pub id: i64,
-    pub account: String,
-    pub user_key: String,
+    pub account: AccountId,
+    pub user_key: UserKey,
     pub name: String,
     pub payload: String,
     pub due_at: i64,
@@ -38,8 +39,8 @@ impl Store {
             .map(|r| {
                 Ok(DueTimer {
                     id: r.try_get("id")?,
-                    account: r.try_get("account")?,
-                    user_key: r.try_get("user_key")?,
+                    account: r.try_get::<String, _>("account")?.into(),
+                    user_key: r.try_get::<String, _>("user_key")?.into(),
                     name: r.try_get("name")?,
                     payload: r.try_get("payload")?,
                     due_at: r.try_get("due_at")?,
@@ -81,8 +82,8 @@ pub(crate) fn insert_timers(
         },
         |(s, t)| {
             [
-                Val::S(s.account.clone()),
-                Val::S(s.user_key.clone()),
+                Val::from(&s.account),
+                Val::from(&s.user_key),
                 Val::S(t.idem_key.clone()),
                 Val::S(t.name.clone()),
                 Val::S(t.payload.clone()),

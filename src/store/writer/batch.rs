@@ -207,8 +207,8 @@ pub(super) fn gather_steps(
     let deadline = std::time::Instant::now() + STEP_WAIT;
     // The conversations whose step may still come: one whose step is already in this batch is
     // waiting for this commit and cannot step again before it.
-    let mut stepped: HashSet<(String, String)> = HashSet::new();
-    let mut waiting: HashSet<(String, String)> = HashSet::new();
+    let mut stepped: HashSet<(AccountId, UserKey)> = HashSet::new();
+    let mut waiting: HashSet<(AccountId, UserKey)> = HashSet::new();
     let (mut done, mut total) = (0, 0);
     loop {
         let handed = dispatches(&ops[done..], &results[done..], Some(batch_id));

@@ -64,6 +64,7 @@ use tokio::sync::{mpsc, oneshot};
 use super::exec::{exec, SyncTx, WriterConn};
 use super::sql::Val;
 use super::*;
+use crate::domain::{AccountId, ConversationKey, UserKey};
 use crate::metrics::metrics;
 
 /// Largest number of operations in one transaction.
@@ -313,8 +314,8 @@ impl WriterHandle {
     /// messages of a batch that was still open, and lost them with its mailbox; read before
     /// that batch commits, the inbox would not show them, and a later message would be applied
     /// over their heads.
-    pub async fn barrier(&self, account: &str, user_key: &str) -> Result<(), StoreError> {
-        let rx = Self::send_empty(self.writer_for((account, user_key))).await?;
+    pub async fn barrier(&self, key: &ConversationKey) -> Result<(), StoreError> {
+        let rx = Self::send_empty(self.writer_for((&key.account, &key.user))).await?;
         rx.await
             .map_err(|_| StoreError::Unavailable("writer stopped".into()))?
     }
@@ -325,7 +326,7 @@ impl WriterHandle {
     ) -> Result<oneshot::Receiver<Result<(), StoreError>>, StoreError> {
         let (reply, rx) = oneshot::channel();
         let update = OutboxUpdate::Unsent {
-            account: String::new(),
+            account: String::new().into(),
             rows: Vec::new(),
         };
         tx.send(WriteOp::Outbox { update, reply })
@@ -340,7 +341,7 @@ impl WriterHandle {
             OutboxUpdate::Unsent { account, rows } => {
                 return self
                     .split(account, rows, |account, rows| OutboxUpdate::Unsent {
-                        account,
+                        account: account.into(),
                         rows,
                     })
                     .await;
@@ -349,7 +350,7 @@ impl WriterHandle {
                 let at = *at;
                 return self
                     .split(account, rows, |account, rows| OutboxUpdate::Cancelled {
-                        account,
+                        account: account.into(),
                         rows,
                         at,
                     })
@@ -377,10 +378,10 @@ impl WriterHandle {
     async fn split(
         &self,
         account: &str,
-        rows: &[(String, i64)],
-        update: impl Fn(String, Vec<(String, i64)>) -> OutboxUpdate,
+        rows: &[(UserKey, i64)],
+        update: impl Fn(String, Vec<(UserKey, i64)>) -> OutboxUpdate,
     ) -> Result<(), StoreError> {
-        let mut parts: Vec<Vec<(String, i64)>> = vec![Vec::new(); self.writers.len()];
+        let mut parts: Vec<Vec<(UserKey, i64)>> = vec![Vec::new(); self.writers.len()];
         for (user_key, id) in rows {
             parts[partition((account, user_key), self.writers.len())].push((user_key.clone(), *id));
         }
@@ -413,7 +414,7 @@ impl WriterHandle {
             | GateWrite::Template { waba, .. } => waba.clone(),
             GateWrite::Daily { account, .. }
             | GateWrite::Control { account, .. }
-            | GateWrite::Unreachable { account, .. } => account.clone(),
+            | GateWrite::Unreachable { account, .. } => account.clone().into(),
         };
         self.submit(("gate", &key), WriteOp::Gate { write, reply }, rx)
             .await

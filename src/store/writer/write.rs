@@ -56,8 +56,8 @@ pub(super) fn write_ops(
                             sql,
                             vec![
                                 Val::I(dead.seq),
-                                Val::OptS(dl.account.clone()),
-                                Val::OptS(dl.user_key.clone()),
+                                Val::OptS(dl.account.clone().map(Into::into)),
+                                Val::OptS(dl.user_key.as_deref().map(str::to_string)),
                             ],
                         )?;
                     }
