@@ -150,7 +150,11 @@ pub struct MediaResult {
 
 impl MediaResult {
     /// The store's row for this result.
-    pub fn row<'a>(&'a self, account: &'a str, user_key: &'a str) -> crate::store::MediaRow<'a> {
+    pub fn row<'a>(
+        &'a self,
+        account: &'a crate::domain::AccountId,
+        user_key: &'a crate::domain::UserKey,
+    ) -> crate::store::MediaRow<'a> {
         let t = self.transcript.as_ref();
         crate::store::MediaRow {
             account,

@@ -444,7 +444,7 @@ impl Actor for AccountActor {
                     state.failures.remove(&user);
                     let letter = NewDeadLetter {
                         kind: TIMER_DEAD_LETTER,
-                        account: Some(state.account.phone_number_id.clone().into()),
+                        account: Some(state.account.phone_number_id.clone()),
                         user_key: Some(user.clone()),
                         ref_id: Some(timer),
                         reason: format!("the conversation failed on this timer {attempts} times"),

@@ -300,7 +300,7 @@ impl ConversationActorState {
             .dead_letter(
                 NewDeadLetter {
                     kind: "inbox_event",
-                    account: Some(self.args.account.phone_number_id.clone().into()),
+                    account: Some(self.args.account.phone_number_id.clone()),
                     user_key: Some(self.args.user_key.clone()),
                     ref_id: Some(seq),
                     reason,
@@ -421,7 +421,7 @@ impl ConversationActorState {
         }
         let ids = records.iter().map(|r| r.id).collect();
         if let Some(newest) = plan.receipt {
-            self.args.sender.mark_read(user, newest.into());
+            self.args.sender.mark_read(user, newest);
         }
         if !records.is_empty() {
             if let Some(reply) = records
@@ -444,7 +444,7 @@ impl ConversationActorState {
                 // conversation goes on.
                 let letter = NewDeadLetter {
                     kind: "flow_failed",
-                    account: Some(account.clone().into()),
+                    account: Some(account.clone()),
                     user_key: Some(user.clone()),
                     ref_id: origin.seq(),
                     reason: format!("flow `{flow_id}` stopped: {why}"),

@@ -61,7 +61,7 @@ async fn spawn_account(
         myself.get_cell(),
     )
     .await?;
-    state.accounts.insert(actor.get_id(), pnid.clone());
+    state.accounts.insert(actor.get_id(), pnid.clone().into());
     state.router.set(&pnid, actor);
     Ok(())
 }

@@ -1,6 +1,7 @@
 //! The sections of the configuration, with their defaults.
 
 use super::*;
+use crate::domain::AccountId;
 
 #[derive(Debug, Clone, Deserialize)]
 pub struct HttpSettings {
@@ -394,7 +395,7 @@ impl fmt::Display for MessagingTier {
 
 #[derive(Debug, Clone, Deserialize)]
 pub struct AccountSettings {
-    pub phone_number_id: String,
+    pub phone_number_id: AccountId,
     #[serde(default)]
     pub display_phone_number: String,
     #[serde(default)]

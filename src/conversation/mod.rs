@@ -60,7 +60,7 @@ impl AccessLevel {
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct ContactInfo {
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub wa_id: Option<String>,
+    pub wa_id: Option<crate::domain::WaId>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub user_id: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -80,7 +80,7 @@ impl ContactInfo {
     pub fn get(&self, field: &str) -> String {
         match field {
             "name" => self.profile_name.clone().unwrap_or_default(),
-            "wa_id" | "phone" => self.wa_id.clone().unwrap_or_default(),
+            "wa_id" | "phone" => self.wa_id.clone().map(String::from).unwrap_or_default(),
             "user_id" => self.user_id.clone().unwrap_or_default(),
             "access" => self.access.as_str().to_string(),
             "tags" => self.tags.iter().cloned().collect::<Vec<_>>().join(","),
@@ -246,7 +246,7 @@ pub enum Effect {
     /// A message was kept until the user writes again (nothing sent now).
     Held,
     MarkRead {
-        wamid: String,
+        wamid: crate::domain::Wamid,
     },
     StartTimer {
         name: String,
@@ -359,7 +359,7 @@ pub fn step(
     match event {
         ConversationEvent::Inbound { message, .. } => {
             if let Some(from) = message.from.as_ref().filter(|f| !f.is_empty()) {
-                state.contact.wa_id = Some(from.clone());
+                state.contact.wa_id = Some(from.as_str().into());
             }
             if let Some(uid) = &message.user_id {
                 state.contact.user_id = Some(uid.clone());
@@ -384,7 +384,7 @@ pub fn step(
                 }
                 if ctx.mark_read {
                     effects.push(Effect::MarkRead {
-                        wamid: message.wamid.clone(),
+                        wamid: message.wamid.clone().into(),
                     });
                 }
                 if ctx.fetch_media {

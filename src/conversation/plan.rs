@@ -98,7 +98,7 @@ pub struct Plan {
     pub commit: Option<StepCommit>,
     /// The newest inbound message to mark read, after the commit (receipts are cosmetic and
     /// not stored).
-    pub receipt: Option<String>,
+    pub receipt: Option<crate::domain::Wamid>,
     /// Refusals nobody hears of: a flow's or bot's message the window policy refused (a
     /// business's command hears its refusal in the answer to its request).
     pub unheard_refusals: Vec<String>,

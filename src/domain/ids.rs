@@ -101,6 +101,12 @@ macro_rules! id_text {
             }
         }
 
+        impl PartialEq<String> for $name {
+            fn eq(&self, other: &String) -> bool {
+                self.0 == *other
+            }
+        }
+
         impl PartialEq<&str> for $name {
             fn eq(&self, other: &&str) -> bool {
                 self.0 == *other
@@ -123,6 +129,12 @@ id_text! {
 id_text! {
     /// A WhatsApp message id (`wamid.…`), ours or the customer's.
     Wamid
+}
+
+id_text! {
+    /// A customer's WhatsApp number as Meta gives it (`wa_id`); a conversation's [`UserKey`]
+    /// when there is one, else its business-scoped user id is.
+    WaId
 }
 
 /// One conversation: a business number and one of its customers. (No `Display`: the

@@ -13,7 +13,7 @@ mod zone;
 pub use class::SendClass;
 pub use ids::{
     campaign_of_idem_key, is_campaign_request, request_id, AccountId, ConversationKey, UserKey,
-    Wamid, CAMPAIGN_REQUEST_PREFIX,
+    WaId, Wamid, CAMPAIGN_REQUEST_PREFIX,
 };
 pub use records::{BotStatus, BotSummary, FlowRecord};
 pub use retry::{backoff, backoff_with};

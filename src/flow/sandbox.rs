@@ -33,7 +33,7 @@ impl<'f> Sandbox<'f> {
             state: FlowState::default(),
             now,
             contact: ContactInfo {
-                wa_id: Some(contact_key.to_string()),
+                wa_id: Some(contact_key.into()),
                 ..ContactInfo::default()
             },
             contact_key: contact_key.to_string(),

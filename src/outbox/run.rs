@@ -117,7 +117,7 @@ pub(super) async fn run(
                     let (engine, account_id) = (engine.clone(), account.phone_number_id.clone());
                     blocks.spawn(async move {
                         let write = GateWrite::Daily {
-                            account: account_id.into(),
+                            account: account_id,
                             day: req.day.to_string(),
                             reserved: req.reserved as i64,
                             used: req.used as i64,
@@ -277,7 +277,7 @@ pub(super) async fn run(
             }
             if let Some(req) = gate.with_gate(|g| g.daily().release()) {
                 let write = GateWrite::Daily {
-                    account: account.phone_number_id.clone().into(),
+                    account: account.phone_number_id.clone(),
                     day: req.day.to_string(),
                     reserved: req.reserved as i64,
                     used: req.used as i64,
@@ -318,7 +318,7 @@ pub(super) async fn run(
                     let unsent = q.unsent();
                     if !unsent.is_empty() {
                         let _ = engine.writer.outbox(OutboxUpdate::Unsent {
-                            account: account.phone_number_id.clone().into(),
+                            account: account.phone_number_id.clone(),
                             rows: unsent,
                         }).await;
                     }

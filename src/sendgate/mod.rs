@@ -217,7 +217,7 @@ impl GateRegistry {
             }
         };
         let ag = Arc::new(AccountGate {
-            account: account.phone_number_id.clone(),
+            account: account.phone_number_id.clone().into(),
             waba,
             gate: Mutex::new(gate),
             tier,
@@ -229,7 +229,7 @@ impl GateRegistry {
         self.accounts
             .write()
             .unwrap_or_else(|e| e.into_inner())
-            .insert(account.phone_number_id.clone(), ag.clone());
+            .insert(account.phone_number_id.clone().into(), ag.clone());
         // A webhook handled while this was loading wrote to the store (the gate was not
         // registered yet): read those once more now that it is.
         let loaded = ag.with_gate(|g| g.control().clone());

@@ -7,7 +7,7 @@ use sqlx::Row;
 use super::exec::{exec_rows, SyncTx};
 use super::sql::{typed_values_list, values_list, Val};
 use super::*;
-use crate::domain::{AccountId, ConversationKey, UserKey};
+use crate::domain::{AccountId, ConversationKey, UserKey, WaId, Wamid};
 
 /// A conversation as stored.
 #[derive(Debug, Clone)]
@@ -21,7 +21,7 @@ pub struct StoredConversation {
 pub struct MessageView {
     pub direction: String,
     pub id: i64,
-    pub wamid: Option<String>,
+    pub wamid: Option<Wamid>,
     pub kind: String,
     pub content: serde_json::Value,
     pub at: i64,
@@ -48,7 +48,7 @@ pub struct StatusView {
 
 #[derive(Debug, Clone, Serialize)]
 pub struct ContactView {
-    pub wa_id: Option<String>,
+    pub wa_id: Option<WaId>,
     pub user_id: Option<String>,
     pub profile_name: Option<String>,
     pub first_seen_at: i64,
@@ -57,7 +57,7 @@ pub struct ContactView {
 
 #[derive(Debug, Clone)]
 pub struct ContactUpsert {
-    pub wa_id: Option<String>,
+    pub wa_id: Option<WaId>,
     pub user_id: Option<String>,
     pub profile_name: Option<String>,
     /// The contact's tags as a JSON array (None: unchanged), so campaigns can select by tag.
@@ -138,7 +138,7 @@ impl Store {
             .next()
             .map(|r| {
                 Ok(ContactView {
-                    wa_id: r.try_get("wa_id")?,
+                    wa_id: r.try_get::<Option<String>, _>("wa_id")?.map(Into::into),
                     user_id: r.try_get("user_id")?,
                     profile_name: r.try_get("profile_name")?,
                     first_seen_at: r.try_get("first_seen_at")?,
@@ -224,7 +224,7 @@ impl Store {
             out.push(MessageView {
                 direction: "in".into(),
                 id: r.try_get("seq")?,
-                wamid: r.try_get("wamid")?,
+                wamid: r.try_get::<Option<String>, _>("wamid")?.map(Into::into),
                 kind: content
                     .pointer("/content/type")
                     .and_then(|v| v.as_str())
@@ -260,7 +260,7 @@ impl Store {
             out.push(MessageView {
                 direction: "out".into(),
                 id: r.try_get("id")?,
-                wamid,
+                wamid: wamid.map(Into::into),
                 kind: r.try_get("kind")?,
                 content: serde_json::from_str(&message).unwrap_or(serde_json::Value::Null),
                 at: r.try_get("created_at")?,
@@ -334,7 +334,7 @@ pub(crate) fn upsert_contacts(
             [
                 Val::from(&s.account),
                 Val::from(&s.user_key),
-                Val::OptS(c.wa_id.clone()),
+                Val::OptS(c.wa_id.as_deref().map(str::to_string)),
                 Val::OptS(c.user_id.clone()),
                 Val::OptS(c.profile_name.clone()),
                 Val::I(s.now),

@@ -2,14 +2,15 @@
 
 use super::sql::Val;
 use super::*;
+use crate::domain::{AccountId, UserKey};
 
 /// One row of `media_files`: a fetched (or refused) inbound media file, its transcript if
 /// any (decimals as text, as the column holds them).
 #[derive(Debug, Clone)]
 pub struct MediaRow<'a> {
-    pub account: &'a str,
+    pub account: &'a AccountId,
     pub media_id: &'a str,
-    pub user_key: &'a str,
+    pub user_key: &'a UserKey,
     pub path: Option<String>,
     pub mime_type: Option<String>,
     pub bytes: u64,
