@@ -116,7 +116,7 @@ pub enum When {
 #[serde(deny_unknown_fields)]
 pub struct CampaignRequest {
     pub name: String,
-    pub phone_number_id: String,
+    pub phone_number_id: crate::domain::AccountId,
     #[serde(rename = "type", default = "broadcast")]
     pub kind: CampaignKind,
     #[serde(default)]

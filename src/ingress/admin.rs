@@ -306,8 +306,8 @@ async fn conversation(
     };
     let state: ConversationState = serde_json::from_str(&stored.state_json).unwrap_or_default();
     let now = app.engine.clock.now_ms();
-    let contact = store.contact(&pnid, &user).await.ok().flatten();
-    let messages = match store.conversation_messages(&pnid, &user, 50).await {
+    let contact = store.contact(&key).await.ok().flatten();
+    let messages = match store.conversation_messages(&key, 50).await {
         Ok(m) => m,
         Err(e) => return error(StatusCode::SERVICE_UNAVAILABLE, format!("store: {e}")),
     };

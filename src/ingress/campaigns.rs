@@ -83,7 +83,7 @@ pub async fn create(State(app): State<AppState>, body: axum::body::Bytes) -> Res
         (true, _) => CampaignStatus::Running,
     };
     let new = NewCampaign {
-        account: req.phone_number_id.clone().into(),
+        account: req.phone_number_id.clone(),
         name: req.name.clone(),
         kind: spec.kind.as_str().to_string(),
         spec: match serde_json::to_string(&spec) {

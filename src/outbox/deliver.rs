@@ -37,8 +37,8 @@ pub(super) async fn write_tier(
 ) -> bool {
     let write = GateWrite::TierReach {
         waba: gate.waba.clone(),
-        user_key: w.user_key.clone().into(),
-        account: gate.account.clone().into(),
+        user_key: w.user_key.clone(),
+        account: gate.account.clone(),
         at: w.at,
     };
     let mut delay = Duration::from_millis(100);
@@ -69,7 +69,7 @@ pub(super) async fn refund(engine: &Engine, gate: &AccountGate, job: &Job) {
         gate.with_tier(|t| t.release(w));
         let write = GateWrite::TierRelease {
             waba: gate.waba.clone(),
-            user_key: w.user_key.clone().into(),
+            user_key: w.user_key.clone(),
             at: w.at,
             previous: w.previous,
         };
@@ -255,7 +255,7 @@ pub(super) async fn deliver(
                     id: rec.id,
                     account: rec.account.clone(),
                     user_key: rec.user_key.clone(),
-                    wamid: wamid.map(Into::into),
+                    wamid,
                     at: now,
                 },
             )

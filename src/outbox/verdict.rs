@@ -8,7 +8,7 @@
 use std::time::Duration;
 
 use crate::config::OutboxSettings;
-use crate::domain::{backoff_with, OutboxKind, SendClass};
+use crate::domain::{backoff_with, OutboxKind, SendClass, Wamid};
 use crate::sendgate::Outcome as GateOutcome;
 use crate::whatsapp::graph_error::{flow_control, FlowControl, PermanentAction, SendOutcome};
 
@@ -25,7 +25,7 @@ pub(super) struct Attempt {
 #[derive(Debug, Clone, PartialEq)]
 pub(super) enum Next {
     /// Meta took it: the wamid is recorded (none for a read receipt).
-    Sent { wamid: Option<String> },
+    Sent { wamid: Option<Wamid> },
     /// Tried again after `delay` (zero when the gate paces it: a throttle, a pair rate).
     Retry {
         code: Option<i64>,
@@ -78,7 +78,9 @@ pub(super) fn verdict(
     match outcome {
         SendOutcome::Accepted { wamid } => Verdict {
             gate: Some(GateOutcome::Accepted),
-            next: Next::Sent { wamid },
+            next: Next::Sent {
+                wamid: wamid.map(Into::into),
+            },
             result: "accepted",
             code_label: String::new(),
             refusal: None,

@@ -45,7 +45,7 @@ pub enum SendGateError {
 /// One running account's gate. The std mutexes are held only for a decision (never across
 /// an await).
 pub struct AccountGate {
-    pub account: String,
+    pub account: crate::domain::AccountId,
     /// The business portfolio the tier is counted for.
     pub waba: String,
     pub gate: Mutex<Gate>,
@@ -108,7 +108,7 @@ impl AccountGate {
     pub fn control_write(&self, now_ms: i64) -> GateWrite {
         let control = self.with_gate(|g| g.control().clone());
         GateWrite::Control {
-            account: self.account.clone().into(),
+            account: self.account.clone(),
             state_json: serde_json::to_string(&control).unwrap_or_else(|_| "{}".into()),
             at: now_ms,
         }
@@ -217,7 +217,7 @@ impl GateRegistry {
             }
         };
         let ag = Arc::new(AccountGate {
-            account: account.phone_number_id.clone().into(),
+            account: account.phone_number_id.clone(),
             waba,
             gate: Mutex::new(gate),
             tier,
@@ -474,7 +474,7 @@ pub async fn apply_effects(
         m.gate_unreachable
             .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         let w = GateWrite::Unreachable {
-            account: ag.account.clone().into(),
+            account: ag.account.clone(),
             user_key: user.to_string().into(),
             code: Some(code),
             at: now_ms,

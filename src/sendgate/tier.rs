@@ -16,7 +16,7 @@ pub const REFRESH_MS: i64 = 3_600_000;
 /// A durable write the caller must make before sending (and undo if Meta refuses).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct TierWrite {
-    pub user_key: String,
+    pub user_key: crate::domain::UserKey,
     pub at: i64,
     /// The user's record before this write (None: a new user took a slot).
     pub previous: Option<i64>,
@@ -110,7 +110,7 @@ impl TierLedger {
             }
             self.set(user.to_string(), now_ms);
             return TierDecision::Reserved(Some(TierWrite {
-                user_key: user.to_string(),
+                user_key: user.to_string().into(),
                 at: now_ms,
                 previous: Some(at),
             }));
@@ -127,7 +127,7 @@ impl TierLedger {
         }
         self.set(user.to_string(), now_ms);
         TierDecision::Reserved(Some(TierWrite {
-            user_key: user.to_string(),
+            user_key: user.to_string().into(),
             at: now_ms,
             previous: None,
         }))
@@ -135,15 +135,15 @@ impl TierLedger {
 
     /// Undo a reservation Meta definitely refused (or whose durable write failed).
     pub fn release(&mut self, write: &TierWrite) {
-        if self.users.get(&write.user_key) != Some(&write.at) {
+        if self.users.get(write.user_key.as_str()) != Some(&write.at) {
             return;
         }
         match write.previous {
             None => {
-                self.users.remove(&write.user_key);
+                self.users.remove(write.user_key.as_str());
             }
             Some(prev) => {
-                self.users.insert(write.user_key.clone(), prev);
+                self.users.insert(write.user_key.clone().into(), prev);
             }
         }
     }

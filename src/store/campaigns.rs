@@ -125,7 +125,7 @@ pub struct VariantCounters {
 #[derive(Debug, Clone, Serialize)]
 pub struct RecipientView {
     pub id: i64,
-    pub user_key: String,
+    pub user_key: UserKey,
     pub state: String,
     pub step: i64,
     pub variant: i64,
@@ -704,7 +704,7 @@ impl Store {
             .map(|r| {
                 Ok(RecipientView {
                     id: r.try_get("id")?,
-                    user_key: r.try_get::<String, _>("user_key")?,
+                    user_key: (r.try_get::<String, _>("user_key")?).into(),
                     state: r.try_get("state")?,
                     step: r.try_get("step")?,
                     variant: r.try_get("variant")?,

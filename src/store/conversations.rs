@@ -118,11 +118,8 @@ impl Store {
             .transpose()
     }
 
-    pub async fn contact(
-        &self,
-        account: &str,
-        user_key: &str,
-    ) -> Result<Option<ContactView>, StoreError> {
+    pub async fn contact(&self, key: &ConversationKey) -> Result<Option<ContactView>, StoreError> {
+        let (account, user_key) = (key.account.as_str(), key.user.as_str());
         let rows = self
             .fetch(
                 // The contact row changes with its details only; when they last wrote is
@@ -152,10 +149,10 @@ impl Store {
     /// outbound one with its status timeline.
     pub async fn conversation_messages(
         &self,
-        account: &str,
-        user_key: &str,
+        key: &ConversationKey,
         limit: i64,
     ) -> Result<Vec<MessageView>, StoreError> {
+        let (account, user_key) = (key.account.as_str(), key.user.as_str());
         let inbound = self
             .fetch(
                 // Applied messages along the conversation's chain (newest first, from the

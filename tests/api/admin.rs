@@ -378,14 +378,20 @@ async fn the_history_chain_migration_links_earlier_messages(db: TestDb) {
     .await
     .unwrap();
     store.migrate().await.unwrap();
-    let messages = store.conversation_messages(PNID, user, 50).await.unwrap();
+    let messages = store
+        .conversation_messages(&parley::domain::ConversationKey::new(PNID, user), 50)
+        .await
+        .unwrap();
     let ids: Vec<i64> = messages.iter().map(|m| m.id).collect();
     assert_eq!(
         ids,
         [1, 4, 5],
         "both applied messages, then the pending one"
     );
-    let limited = store.conversation_messages(PNID, user, 2).await.unwrap();
+    let limited = store
+        .conversation_messages(&parley::domain::ConversationKey::new(PNID, user), 2)
+        .await
+        .unwrap();
     assert_eq!(limited.iter().map(|m| m.id).collect::<Vec<_>>(), [4, 5]);
 }
 on_both_stores!(
