@@ -11,7 +11,7 @@ use ractor::{Actor, ActorProcessingErr, ActorRef, RpcReplyPort};
 use super::account::AccountMsg;
 use super::Engine;
 use crate::config::AccountSettings;
-use crate::conversation::plan::{origin_key, step_key_prefix};
+use crate::conversation::plan::{origin_key, send_keys, step_key_prefix};
 use crate::conversation::{
     plan, ConversationEvent, ConversationState, Effect, FlowRecord, Origin, Outcome, StepContext,
 };
@@ -396,8 +396,9 @@ impl ConversationActorState {
                 Ok(records) => records,
                 Err(e) => {
                     // It may have landed: the state is read back and the rows looked for.
-                    if !plan.send_keys.is_empty() {
-                        self.unconfirmed.push((now, plan.send_keys));
+                    let keys = send_keys(account, user, &event, &effects, now);
+                    if !keys.is_empty() {
+                        self.unconfirmed.push((now, keys));
                     }
                     if let Some(me) = self.myself.clone() {
                         self.stall(&me);

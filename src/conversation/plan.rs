@@ -102,9 +102,6 @@ pub struct Plan {
     /// Refusals nobody hears of: a flow's or bot's message the window policy refused (a
     /// business's command hears its refusal in the answer to its request).
     pub unheard_refusals: Vec<String>,
-    /// The idem keys of the step's sends: if the commit is reported failed it may have
-    /// landed all the same, and the next load looks for these rows.
-    pub send_keys: Vec<String>,
 }
 
 /// Decide what a step's outcome commits and asks for.
@@ -118,7 +115,6 @@ pub fn plan(o: &Outcome<'_>) -> Result<Plan, serde_json::Error> {
     let mut unheard_refusals = Vec::new();
     let mut flow_records = Vec::new();
     let mut bot_records = Vec::new();
-    let mut send_keys = Vec::new();
     let command = matches!(
         o.event,
         ConversationEvent::Outgoing { .. } | ConversationEvent::AgentReply { .. }
@@ -127,18 +123,14 @@ pub fn plan(o: &Outcome<'_>) -> Result<Plan, serde_json::Error> {
         match effect {
             Effect::Send {
                 message, reply_to, ..
-            } => {
-                let idem_key = outbox_idem_key(account, user, o.event, &origin, n);
-                send_keys.push(idem_key.clone());
-                outbox.push(NewOutboxRow {
-                    idem_key,
-                    kind: OutboxKind::Message,
-                    message_json: serde_json::to_string(message)?,
-                    reply_to: reply_to.clone(),
-                    source_seq: o.origin.seq(),
-                    class,
-                });
-            }
+            } => outbox.push(NewOutboxRow {
+                idem_key: outbox_idem_key(account, user, o.event, &origin, n),
+                kind: OutboxKind::Message,
+                message_json: serde_json::to_string(message)?,
+                reply_to: reply_to.clone(),
+                source_seq: o.origin.seq(),
+                class,
+            }),
             Effect::MarkRead { wamid } => receipt = Some(wamid.clone()),
             Effect::StartTimer {
                 name,
@@ -193,8 +185,26 @@ pub fn plan(o: &Outcome<'_>) -> Result<Plan, serde_json::Error> {
         commit,
         receipt,
         unheard_refusals,
-        send_keys,
     })
+}
+
+/// The idem keys of a step's sends, as [`plan`] keys their rows. Asked for only when the
+/// step's commit is reported failed: it may have landed all the same, and the next load
+/// looks for these rows.
+pub fn send_keys(
+    account: &str,
+    user: &str,
+    event: &ConversationEvent,
+    effects: &[Effect],
+    now: i64,
+) -> Vec<String> {
+    let origin = origin_key(event, now);
+    effects
+        .iter()
+        .enumerate()
+        .filter(|(_, effect)| matches!(effect, Effect::Send { .. }))
+        .map(|(n, _)| outbox_idem_key(account, user, event, &origin, n))
+        .collect()
 }
 
 /// A message sent while the customer-service window is open is a service reply; anything
@@ -368,6 +378,12 @@ mod tests {
         (after, plan)
     }
 
+    /// The keys the actor looks for when the step's commit is reported failed.
+    fn keys(before: &ConversationState, event: &ConversationEvent) -> Vec<String> {
+        let (_, effects) = step(before.clone(), event, &ctx());
+        send_keys("acct", "6281234567890", event, &effects, NOW)
+    }
+
     fn inbox(seq: i64) -> Origin {
         Origin::Inbox {
             seq,
@@ -440,7 +456,10 @@ mod tests {
         let row = &commit.outbox[0];
         assert_eq!(row.class, SendClass::Service);
         assert_eq!(row.idem_key, "acct:6281234567890:outreq-1:0");
-        assert_eq!(plan.send_keys, vec![row.idem_key.clone()]);
+        assert_eq!(
+            keys(&open, &outgoing("req-1", text("hello"))),
+            vec![row.idem_key.clone()]
+        );
         assert_eq!(row.source_seq, None);
         assert_eq!(commit.inbox_done, None);
         // A command is not an inbox row: the chain stays where it was.
@@ -477,7 +496,11 @@ mod tests {
         );
         assert!(plan.commit.is_none_or(|c| c.outbox.is_empty()));
         assert!(plan.unheard_refusals.is_empty());
-        assert!(plan.send_keys.is_empty());
+        assert!(keys(
+            &ConversationState::default(),
+            &outgoing("req-2", text("hello"))
+        )
+        .is_empty());
     }
 
     #[test]

@@ -99,9 +99,11 @@ pub async fn receive(State(app): State<AppState>, req: Request) -> Response {
             arrived,
         )
     };
-    metrics()
-        .unknown_account_events
-        .fetch_add(inbox.unknown_accounts, std::sync::atomic::Ordering::Relaxed);
+    if inbox.unknown_accounts > 0 {
+        metrics()
+            .unknown_account_events
+            .fetch_add(inbox.unknown_accounts, std::sync::atomic::Ordering::Relaxed);
+    }
     if inbox.rows.is_empty() {
         return match partial {
             Some(dl) => keep(&app, dl, "result=\"partial\"").await,

@@ -221,9 +221,10 @@ pub(super) async fn deliver(
         settings,
         fastrand::f64(),
     );
+    let code = judged.code.map_or_else(String::new, |c| c.to_string());
     metrics().sends.inc(&format!(
-        "kind=\"{}\",result=\"{}\",code=\"{}\"",
-        rec.kind, judged.result, judged.code_label
+        "kind=\"{}\",result=\"{}\",code=\"{code}\"",
+        rec.kind, judged.result
     ));
     if let Some(outcome) = &judged.gate {
         if matches!(outcome, GateOutcome::Throttled { .. }) {
@@ -231,13 +232,11 @@ pub(super) async fn deliver(
         }
         let fx = gate.with_gate(|g| g.on_outcome(now, &rec.user_key, outcome));
         if fx != OutcomeEffects::default() {
-            // The Graph error code, else the HTTP status.
-            let code_or_status = judged.code_label.parse().unwrap_or_default();
             apply_effects(
                 &engine.writer,
                 gate,
                 &fx,
-                code_or_status,
+                judged.code.unwrap_or_default(),
                 &rec.user_key,
                 now,
             )
@@ -245,7 +244,7 @@ pub(super) async fn deliver(
         }
     }
     if let Some(action) = judged.refusal {
-        tracing::warn!(account = %account.phone_number_id, user = %mask(&rec.user_key), outbox_id = rec.id, code = %judged.code_label, action = ?action, "Send refused by the Graph API.");
+        tracing::warn!(account = %account.phone_number_id, user = %mask(&rec.user_key), outbox_id = rec.id, code = %code, action = ?action, "Send refused by the Graph API.");
     }
     match judged.next {
         Next::Sent { wamid } => {
@@ -269,7 +268,7 @@ pub(super) async fn deliver(
             maybe_sent,
             in_doubt,
         } => {
-            tracing::warn!(account = %account.phone_number_id, user = %mask(&rec.user_key), outbox_id = rec.id, attempt, code = %judged.code_label, reason = %reason, delay_ms = delay.as_millis() as u64, "Send failed; retrying.");
+            tracing::warn!(account = %account.phone_number_id, user = %mask(&rec.user_key), outbox_id = rec.id, attempt, code = ?code, reason = %reason, delay_ms = delay.as_millis() as u64, "Send failed; retrying.");
             let _ = engine
                 .writer
                 .outbox(OutboxUpdate::Retrying {

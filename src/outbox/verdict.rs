@@ -58,9 +58,11 @@ pub(super) struct Verdict {
     /// recipient, or that the number's sends go through again.
     pub(super) gate: Option<GateOutcome>,
     pub(super) next: Next,
-    /// The `sends` metric's `result` and `code` labels.
+    /// The `sends` metric's `result` label.
     pub(super) result: &'static str,
-    pub(super) code_label: String,
+    /// The Graph error code, else the HTTP status (none for an accepted send): the `sends`
+    /// metric's `code` label, and what the gate's alerts name.
+    pub(super) code: Option<i64>,
     /// A definite refusal's meaning, for the log.
     pub(super) refusal: Option<PermanentAction>,
 }
@@ -72,9 +74,8 @@ pub(super) fn verdict(
     settings: &OutboxSettings,
     jitter: f64,
 ) -> Verdict {
-    let code_label = |code: Option<i64>, http_status: u16| {
-        code.map_or_else(|| http_status.to_string(), |c| c.to_string())
-    };
+    let code_or_status =
+        |code: Option<i64>, http_status: u16| code.or(Some(i64::from(http_status)));
     match outcome {
         SendOutcome::Accepted { wamid } => Verdict {
             gate: Some(GateOutcome::Accepted),
@@ -82,7 +83,7 @@ pub(super) fn verdict(
                 wamid: wamid.map(Into::into),
             },
             result: "accepted",
-            code_label: String::new(),
+            code: None,
             refusal: None,
         },
         SendOutcome::Retry {
@@ -133,7 +134,7 @@ pub(super) fn verdict(
                 gate: Some(gate),
                 next,
                 result: "retry",
-                code_label: code_label(code, http_status),
+                code: code_or_status(code, http_status),
                 refusal: None,
             }
         }
@@ -170,7 +171,7 @@ pub(super) fn verdict(
                 gate,
                 next,
                 result: "failed",
-                code_label: code_label(code, http_status),
+                code: code_or_status(code, http_status),
                 refusal: Some(action),
             }
         }
@@ -237,7 +238,7 @@ mod tests {
                 wamid: Some("wamid.X".into())
             }
         );
-        assert_eq!((v.result, v.code_label.as_str()), ("accepted", ""));
+        assert_eq!((v.result, v.code), ("accepted", None));
     }
 
     #[test]
@@ -248,11 +249,11 @@ mod tests {
         );
         assert_eq!(v.gate, Some(GateOutcome::Throttled { retry_after: None }));
         assert!(matches!(v.next, Next::Retry { delay, .. } if delay.is_zero()));
-        assert_eq!(v.code_label, "130429");
+        assert_eq!(v.code, Some(130429));
         // A 429 without a code is the same throttle.
         let v = judge(retry(None, 429, false), message(1, SendClass::Service));
         assert_eq!(v.gate, Some(GateOutcome::Throttled { retry_after: None }));
-        assert_eq!(v.code_label, "429");
+        assert_eq!(v.code, Some(429));
         // Given up only after 4 × max_attempts.
         let v = judge(
             retry(Some(130429), 400, false),
@@ -385,7 +386,7 @@ mod tests {
                 ..
             }
         ));
-        assert_eq!((v.result, v.code_label.as_str()), ("failed", "131026"));
+        assert_eq!((v.result, v.code), ("failed", Some(131026)));
     }
 
     #[test]

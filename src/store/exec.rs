@@ -375,13 +375,18 @@ pub(crate) fn exec_rows<T, const C: usize>(
 ) -> Result<(), StoreError> {
     for chunk in std_chunks(items) {
         let text = shaped(tx, chunk.len(), build);
-        let mut vals = Vec::with_capacity(chunk.len() * C);
-        for item in chunk {
-            vals.extend(row(item));
-        }
-        tx.exec(&text, vals)?;
+        tx.exec(&text, chunk_values(chunk, &row))?;
     }
     Ok(())
+}
+
+/// A chunk's values, row after row.
+fn chunk_values<T, const C: usize>(chunk: &[T], row: impl Fn(&T) -> [Val; C]) -> Vec<Val> {
+    let mut vals = Vec::with_capacity(chunk.len() * C);
+    for item in chunk {
+        vals.extend(row(item));
+    }
+    vals
 }
 
 /// [`exec_rows`] for a statement that returns rows (`RETURNING ...`, read as `cols`): every
@@ -396,11 +401,7 @@ pub(crate) fn query_rows<T, const C: usize>(
     let mut out = Vec::new();
     for chunk in std_chunks(items) {
         let text = shaped(tx, chunk.len(), build);
-        let mut vals = Vec::with_capacity(chunk.len() * C);
-        for item in chunk {
-            vals.extend(row(item));
-        }
-        out.extend(tx.query(&text, vals, cols)?);
+        out.extend(tx.query(&text, chunk_values(chunk, &row), cols)?);
     }
     Ok(out)
 }
