@@ -1,9 +1,10 @@
 //! The business's vocabulary, below every capability: ids that carry meaning, time zones,
 //! the messaging window, the records of flow and chatbot sessions, retry delays.
-//! (Ids, states and money join it as they become types: see `src/lib.rs`'s floors.)
+//! Ids, stored states and money are types here.
 
 mod class;
 mod ids;
+mod money;
 mod records;
 mod retry;
 mod states;
@@ -15,11 +16,14 @@ pub use ids::{
     campaign_of_idem_key, is_campaign_request, request_id, AccountId, ConversationKey, UserKey,
     WaId, Wamid, CAMPAIGN_REQUEST_PREFIX,
 };
+pub use money::{Currency, Money, MoneyError};
 pub use records::{BotStatus, BotSummary, FlowRecord};
 pub use retry::{backoff, backoff_with};
 pub use states::{
-    CampaignStatus, FlowRunStatus, InboxKind, InboxState, OutboxKind, OutboxState, RecipientState,
-    TimerState, UnknownValue,
+    CampaignStatus, CartRecovery, CartStatus, CustomOrderStatus, FlowRunStatus, InboxKind,
+    InboxState, OrderPayment, OrderSource, OrderStatus, OutboxKind, OutboxState, PaymentMethod,
+    PaymentStatus, ProductKind, ProviderKind, RecipientState, SubscriptionStatus, TimerState,
+    UnknownValue,
 };
 pub use window::WindowPolicy;
 pub use zone::{parse_utc_offset, Zone};

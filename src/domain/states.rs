@@ -228,3 +228,132 @@ mod tests {
         assert_eq!(InboxState::Unrouted.as_str(), "unrouted");
     }
 }
+
+stored_text! {
+    /// What a catalog entry sells.
+    ProductKind {
+        /// Goods, with stock if tracked.
+        Product = "product",
+        /// A subscription plan: `period_days` of access.
+        Plan = "plan",
+    }
+}
+
+stored_text! {
+    /// Where an order stands (its payment apart).
+    OrderStatus {
+        Pending = "pending",
+        Processing = "processing",
+        Completed = "completed",
+        Cancelled = "cancelled",
+    }
+}
+
+stored_text! {
+    /// Whether an order is paid.
+    OrderPayment {
+        Unpaid = "unpaid",
+        Paid = "paid",
+    }
+}
+
+stored_text! {
+    /// Where an order came from.
+    OrderSource {
+        /// A flow's `checkout` in a conversation.
+        Whatsapp = "whatsapp",
+        /// WhatsApp's catalog `order` message.
+        Catalog = "catalog",
+        /// Entered by the business.
+        Manual = "manual",
+        /// Created through the admin API.
+        Api = "api",
+    }
+}
+
+stored_text! {
+    /// Where a conversation's cart stands.
+    CartStatus {
+        /// The conversation's one open cart.
+        Open = "open",
+        /// Turned into an order.
+        Ordered = "ordered",
+        /// Emptied by the customer.
+        Cleared = "cleared",
+    }
+}
+
+stored_text! {
+    /// An abandoned cart's recovery.
+    CartRecovery {
+        /// Not abandoned (yet).
+        None = "none",
+        Pending = "pending",
+        Sent = "sent",
+        Recovered = "recovered",
+        Expired = "expired",
+    }
+}
+
+stored_text! {
+    /// The gateway a payment provider speaks.
+    ProviderKind {
+        Finpay = "finpay",
+        Xendit = "xendit",
+        Midtrans = "midtrans",
+        Stripe = "stripe",
+        /// A bank transfer the owner confirms by hand.
+        Manual = "manual",
+    }
+}
+
+stored_text! {
+    /// How the customer pays.
+    PaymentMethod {
+        /// A virtual account number at a bank.
+        Va = "va",
+        BankTransfer = "bank_transfer",
+        Qris = "qris",
+        /// A pay code at a store (Indomaret, Alfamart).
+        Retail = "retail",
+        /// A hosted payment page.
+        Link = "link",
+        Manual = "manual",
+    }
+}
+
+stored_text! {
+    /// Where a payment stands. Transitions only move forward (`commerce` decides them).
+    PaymentStatus {
+        Pending = "PENDING",
+        Paid = "PAID",
+        Expired = "EXPIRED",
+        Failed = "FAILED",
+        Cancelled = "CANCELLED",
+        Refunded = "REFUNDED",
+        /// Paid after it had expired: held for the owner, the order not completed silently.
+        PaidLate = "PAID_LATE",
+        /// The paid amount differs from the payment's: held for the owner, never PAID.
+        Mismatch = "MISMATCH",
+    }
+}
+
+stored_text! {
+    /// A subscription to a plan.
+    SubscriptionStatus {
+        Active = "active",
+        Expired = "expired",
+        Cancelled = "cancelled",
+    }
+}
+
+stored_text! {
+    /// A custom order from chat.
+    CustomOrderStatus {
+        New = "new",
+        Quoted = "quoted",
+        Accepted = "accepted",
+        Rejected = "rejected",
+        Done = "done",
+    }
+}
