@@ -20,9 +20,9 @@ pub use money::{Currency, Money, MoneyError};
 pub use records::{BotStatus, BotSummary, FlowRecord};
 pub use retry::{backoff, backoff_with};
 pub use states::{
-    CampaignStatus, CartRecovery, CartStatus, CustomOrderStatus, FlowRunStatus, InboxKind,
-    InboxState, OrderPayment, OrderSource, OrderStatus, OutboxKind, OutboxState, PaymentMethod,
-    PaymentStatus, ProductKind, ProviderKind, RecipientState, SubscriptionStatus, TimerState,
+    CampaignStatus, CartRecovery, CartStatus, CustomOrderStatus, FlowRunStatus, GatewayKind,
+    InboxKind, InboxState, OrderPayment, OrderSource, OrderStatus, OutboxKind, OutboxState,
+    PaymentMethod, PaymentStatus, ProductKind, RecipientState, SubscriptionStatus, TimerState,
     UnknownValue,
 };
 pub use window::WindowPolicy;

@@ -170,10 +170,8 @@ impl Money {
         } else {
             self.currency.minor_places()
         };
-        let amount = (self.amount * percent / Decimal::ONE_HUNDRED).round_dp_with_strategy(
-            places,
-            rust_decimal::RoundingStrategy::MidpointAwayFromZero,
-        );
+        let amount = (self.amount * percent / Decimal::ONE_HUNDRED)
+            .round_dp_with_strategy(places, rust_decimal::RoundingStrategy::MidpointAwayFromZero);
         Money { amount, ..*self }
     }
 

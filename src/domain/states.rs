@@ -297,7 +297,7 @@ stored_text! {
 
 stored_text! {
     /// The gateway a payment provider speaks.
-    ProviderKind {
+    GatewayKind {
         Finpay = "finpay",
         Xendit = "xendit",
         Midtrans = "midtrans",
