@@ -16,20 +16,21 @@
 //! - 2 [`config`]: settings from files and `PARLEY__*`, checked into typed values.
 //! - 3 [`store`]: SQLite or PostgreSQL through one group-commit writer.
 //! - 4 [`media`]: inbound media downloads and voice transcription.
-//! - 5 [`conversation`]: the pure `step(state, event, ctx) -> (state, effects)`.
-//! - 6 [`flow`]: flow files, validation, the pure flow executor (no chatbot: `behaviour` joins them).
-//! - 6 [`chatbot`]: AI chatbots: definitions, the pure session, model providers.
-//! - 7 [`behaviour`]: flows and chatbots together: loaded and checked as one set, the logic that runs them.
-//! - 8 [`sendgate`]: per-account limits every send passes (rate, pair rate, daily cap, tier, health).
-//! - 9 [`engine`]: the handles every actor and sender shares (settings, store, writer, behaviours, gates, clock).
-//! - 10 [`outbox`]: per-account sending to the Graph API, ordered per conversation, with retries.
-//! - 11 [`actors`]: RootSupervisor → AccountActor → ConversationActor, thin shells.
-//! - 12 [`campaign`]: campaigns: a supervisor and one pacing actor per running campaign, under the gate.
-//! - 13 [`systemd`]: the service contract (`READY=1`, `STATUS=`, the watchdog).
-//! - 14 [`reload`]: reloading flows and live configuration keys.
-//! - 15 [`ingress`]: Meta's webhook (signature, parse, durable inbox), health, metrics, admin API.
-//! - 16 [`app`]: wiring only: store → writer → actors → HTTP, and the ordered shutdown.
-//! - 17 [`cli`]: the `parleyd` command line.
+//! - 5 [`commerce`]: selling in the conversation: the calls a flow makes to the shop (catalog, cart, checkout, orders), made against the store once each.
+//! - 6 [`conversation`]: the pure `step(state, event, ctx) -> (state, effects)`.
+//! - 7 [`flow`]: flow files, validation, the pure flow executor (no chatbot: `behaviour` joins them).
+//! - 7 [`chatbot`]: AI chatbots: definitions, the pure session, model providers.
+//! - 8 [`behaviour`]: flows and chatbots together: loaded and checked as one set, the logic that runs them.
+//! - 9 [`sendgate`]: per-account limits every send passes (rate, pair rate, daily cap, tier, health).
+//! - 10 [`engine`]: the handles every actor and sender shares (settings, store, writer, behaviours, gates, clock).
+//! - 11 [`outbox`]: per-account sending to the Graph API, ordered per conversation, with retries.
+//! - 12 [`actors`]: RootSupervisor → AccountActor → ConversationActor, thin shells.
+//! - 13 [`campaign`]: campaigns: a supervisor and one pacing actor per running campaign, under the gate.
+//! - 14 [`systemd`]: the service contract (`READY=1`, `STATUS=`, the watchdog).
+//! - 15 [`reload`]: reloading flows and live configuration keys.
+//! - 16 [`ingress`]: Meta's webhook (signature, parse, durable inbox), health, metrics, admin API.
+//! - 17 [`app`]: wiring only: store → writer → actors → HTTP, and the ordered shutdown.
+//! - 18 [`cli`]: the `parleyd` command line.
 
 pub mod actors;
 pub mod app;
@@ -37,6 +38,7 @@ pub mod behaviour;
 pub mod campaign;
 pub mod chatbot;
 pub mod cli;
+pub mod commerce;
 pub mod config;
 pub mod conversation;
 pub mod definitions;

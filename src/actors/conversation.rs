@@ -54,6 +54,8 @@ pub enum ConversationMsg {
     ),
     /// An inbound media file fetched (or not).
     MediaDone(crate::media::MediaResult),
+    /// The shop's answer to a flow's call.
+    CommerceDone(crate::commerce::CommerceResult),
     Timer(DueTimer),
     SendFailed {
         outbox_id: i64,
@@ -549,6 +551,32 @@ impl ConversationActorState {
                     }
                 });
             }
+            if let Effect::Commerce(call) = effect {
+                let (engine, call, me) =
+                    (self.args.engine.clone(), call.clone(), self.myself.clone());
+                let (account, user) = (self.key.account.clone(), self.args.user_key.clone());
+                let wa_id = self.conv.contact.wa_id.clone();
+                let currency = self.args.account.currency;
+                self.args.calls.fetch_add(1, Ordering::AcqRel);
+                tokio::spawn(async move {
+                    let who = crate::commerce::Caller {
+                        account: &account,
+                        user: &user,
+                        wa_id: wa_id.as_deref(),
+                        currency,
+                    };
+                    let now = engine.clock.now_ms();
+                    let answer = crate::commerce::run(&engine.store, who, &call, now).await;
+                    if let Some(me) = me {
+                        let _ = me.cast(ConversationMsg::CommerceDone(
+                            crate::commerce::CommerceResult {
+                                id: call.id,
+                                answer,
+                            },
+                        ));
+                    }
+                });
+            }
             if let Effect::Http(call) = effect {
                 let (caller, call, me) = (
                     self.args.engine.outcall.load_full(),
@@ -684,7 +712,8 @@ impl Actor for ConversationActor {
             }
             msg @ (ConversationMsg::HttpDone(_)
             | ConversationMsg::BotDone(..)
-            | ConversationMsg::MediaDone(_)) => {
+            | ConversationMsg::MediaDone(_)
+            | ConversationMsg::CommerceDone(_)) => {
                 state.args.calls.fetch_sub(1, Ordering::AcqRel);
                 if state.phase != Phase::Ready {
                     Box::pin(state.replay(&myself)).await;
@@ -700,6 +729,9 @@ impl Actor for ConversationActor {
                         }),
                     ),
                     ConversationMsg::MediaDone(r) => (ConversationEvent::MediaReady(r), None),
+                    ConversationMsg::CommerceDone(r) => {
+                        (ConversationEvent::CommerceResult(r), None)
+                    }
                     _ => unreachable!("matched above"),
                 };
                 match Box::pin(state.apply(event, Origin::CallOutcome { answered })).await {

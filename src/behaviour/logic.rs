@@ -406,11 +406,13 @@ impl ConversationLogic for FlowLogic {
         (state, effects)
     }
 
-    /// After a restart: the HTTP call a flow was waiting on, the model call a chatbot was
+    /// After a restart: the HTTP or shop call a flow was waiting on, the model call a chatbot was
     /// waiting on, and the voice note being transcribed are asked for again (same ids, so
     /// a repeat can be recognised).
     fn resume(&self, state: &ConversationState) -> Vec<Effect> {
-        let http = flow_state(state).http.map(Effect::Http);
+        let flow = flow_state(state);
+        let http = flow.http.map(Effect::Http);
+        let shop = flow.commerce.map(Effect::Commerce);
         let bots = self.flows.bots();
         let bot = bot_of(state)
             .and_then(|s| bot_session::pending_call(bots.get(&s.bot)?, &s))
@@ -418,7 +420,11 @@ impl ConversationLogic for FlowLogic {
         let voice = voice_of(state)
             .and_then(|p| crate::conversation::media_fetch(&p.voice, true))
             .map(Effect::FetchMedia);
-        http.into_iter().chain(bot).chain(voice).collect()
+        http.into_iter()
+            .chain(shop)
+            .chain(bot)
+            .chain(voice)
+            .collect()
     }
 }
 
@@ -595,6 +601,7 @@ impl FlowLogic {
             },
             ConversationEvent::Release { .. } if released => FlowInput::Released,
             ConversationEvent::HttpResult(outcome) => FlowInput::Http(outcome),
+            ConversationEvent::CommerceResult(result) => FlowInput::Commerce(result),
             _ => return (state, effects),
         };
         let mut flow_state = flow_state(&state);
@@ -636,6 +643,7 @@ impl FlowLogic {
                             })
                         }
                         FlowAction::Http(call) => effects.push(Effect::Http(call)),
+                        FlowAction::Commerce(call) => effects.push(Effect::Commerce(call)),
                         FlowAction::Handoff { reason } => {
                             enter_handoff(&mut state, &reason, ctx, &mut effects)
                         }

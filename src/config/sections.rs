@@ -419,6 +419,13 @@ pub struct AccountSettings {
     /// A bot (id of a file in `{flows.dir}/bots/`) that answers messages no flow takes.
     #[serde(default)]
     pub default_bot: Option<String>,
+    /// The currency the account sells in (ISO 4217; default IDR).
+    #[serde(default)]
+    pub currency: crate::domain::Currency,
+    /// The payment provider (`[payments.providers.NAME]`) a flow's `payment` node uses
+    /// when it names none.
+    #[serde(default)]
+    pub payments: Option<String>,
 }
 
 pub(super) fn yes() -> bool {

@@ -216,6 +216,8 @@ pub enum ConversationEvent {
     BotResult(BotAnswer),
     /// An inbound media file was fetched (and a voice note transcribed), or could not be.
     MediaReady(crate::media::MediaResult),
+    /// The shop answered a flow's commerce call.
+    CommerceResult(crate::commerce::CommerceResult),
 }
 
 pub use crate::domain::{BotSummary, FlowRecord, WindowPolicy};
@@ -270,6 +272,9 @@ pub enum Effect {
     FetchMedia(crate::media::MediaFetch),
     /// Where a chatbot session stands (stored with the step: per-bot counters).
     BotRecord(BotSummary),
+    /// Ask the shop after the commit (a catalog page, a cart change, a checkout); the answer
+    /// comes back as [`ConversationEvent::CommerceResult`].
+    Commerce(crate::commerce::Call),
 }
 
 /// What a step knows besides the state and the event: the time and the account's settings.
@@ -449,7 +454,8 @@ pub fn step(
         ConversationEvent::TimerFired { .. }
         | ConversationEvent::HttpResult(_)
         | ConversationEvent::BotResult(_)
-        | ConversationEvent::MediaReady(_) => {}
+        | ConversationEvent::MediaReady(_)
+        | ConversationEvent::CommerceResult(_) => {}
     }
     let effects = settle_window(&mut state, effects, ctx);
     (state, effects)

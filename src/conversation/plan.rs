@@ -147,7 +147,8 @@ pub fn plan(o: &Outcome<'_>) -> Result<Plan, serde_json::Error> {
             | Effect::Held
             | Effect::Http(_)
             | Effect::BotCall(_)
-            | Effect::FetchMedia(_) => {}
+            | Effect::FetchMedia(_)
+            | Effect::Commerce(_) => {}
             Effect::FlowRecord(r) => flow_records.push(r.clone()),
             Effect::BotRecord(r) => bot_records.push(r.clone()),
         }
@@ -266,6 +267,7 @@ pub fn origin_key(event: &ConversationEvent, now: i64) -> String {
         ConversationEvent::HttpResult(o) => format!("h{}", o.id),
         ConversationEvent::BotResult(a) => format!("b{}", a.id),
         ConversationEvent::MediaReady(r) => format!("m{}", r.media_id),
+        ConversationEvent::CommerceResult(r) => format!("k{}", r.id),
     }
 }
 

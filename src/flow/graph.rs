@@ -2,7 +2,7 @@
 
 use std::fmt::Write;
 
-use super::model::{Flow, NodeKind, Trigger};
+use super::model::{CartSpec, Flow, NodeKind, Trigger};
 
 /// Mermaid `flowchart TD` text for `flow`: a box per node labelled with its kind, an edge per
 /// way out (next, branches, condition outcomes, retries exhausted, jumps), and the triggers.
@@ -47,6 +47,13 @@ pub fn mermaid(flow: &Flow) -> String {
             NodeKind::Handoff { .. } => "handoff to a human".to_string(),
             NodeKind::Chatbot { bot, .. } => format!("chatbot {bot}"),
             NodeKind::Split { .. } => "A/B split".to_string(),
+            NodeKind::Catalog(_) => "catalog".to_string(),
+            NodeKind::Cart(CartSpec::Add { .. }) => "cart add".to_string(),
+            NodeKind::Cart(CartSpec::Remove { .. }) => "cart remove".to_string(),
+            NodeKind::Cart(CartSpec::Clear) => "cart clear".to_string(),
+            NodeKind::Cart(CartSpec::Show) => "cart show".to_string(),
+            NodeKind::Checkout { .. } => "checkout".to_string(),
+            NodeKind::OrderStatus { .. } => "order status".to_string(),
         };
         let shape = if matches!(node.kind, NodeKind::Condition { .. }) {
             format!("{{\"{name}<br/>{kind}\"}}")
@@ -96,6 +103,12 @@ pub fn mermaid(flow: &Flow) -> String {
                 }
             }
             _ => {}
+        }
+        for (result, to) in &node.results {
+            edge(Some(result), to);
+        }
+        if let Some(to) = &node.on_error {
+            edge(Some("error"), to);
         }
         if let Some(next) = &node.next {
             edge(None, next);

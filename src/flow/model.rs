@@ -170,8 +170,13 @@ pub struct RawNode {
     pub http: Option<RawHttp>,
     pub handoff: Option<RawHandoff>,
     pub chatbot: Option<RawChatbot>,
+    pub catalog: Option<RawCatalog>,
+    pub cart: Option<RawCart>,
+    pub checkout: Option<RawCheckout>,
+    pub order_status: Option<RawOrderStatus>,
     pub next: Option<String>,
-    /// http only: node when the call fails (non-2xx, timeout, refused); default: end flow.
+    /// http and shop nodes: node when the call fails (non-2xx, timeout, refused, the store
+    /// unreachable); default: end flow.
     pub on_error: Option<String>,
     pub branches: Option<BTreeMap<String, String>>,
     #[schemars(with = "Option<serde_json::Value>")]
@@ -350,6 +355,74 @@ pub struct RawHandoff {
     pub reason: Option<String>,
 }
 
+/// `catalog: {category?, save: sku, prompt}`: the active products as a WhatsApp list (a page
+/// of `per_page` rows, a "More" row pages on; sold-out products marked, and refused when
+/// chosen); the chosen sku is saved and `product.*` set.
+#[derive(Debug, Deserialize, schemars::JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct RawCatalog {
+    pub category: Option<String>,
+    /// Variable receiving the chosen sku (default `sku`).
+    pub save: Option<String>,
+    /// The list's text (default "Our products").
+    pub prompt: Option<String>,
+    /// The list's button (default "View products", at most 20 characters).
+    pub button: Option<String>,
+    /// The row that shows the next page (default "More…").
+    pub more: Option<String>,
+    /// Sent when a sold-out product is chosen (default "Sorry, {{product.name}} is sold out.").
+    pub sold_out: Option<String>,
+    /// Sent when the answer is no product of the list.
+    pub retry: Option<String>,
+    /// Products a page (1 to 9; default 9, the tenth row being "More").
+    pub per_page: Option<u32>,
+}
+
+/// `cart: {add: {sku, qty}}` / `{remove: {sku}}` / `{clear: true}` / `{show: true}`: results
+/// `ok`, `out_of_stock`, `unknown` (in `cart.result`, and the `branches` keys); sets
+/// `cart.total`, `cart.items`, `cart.count`.
+#[derive(Debug, Deserialize, schemars::JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct RawCart {
+    pub add: Option<RawCartItem>,
+    pub remove: Option<RawCartItem>,
+    #[serde(default)]
+    pub clear: bool,
+    #[serde(default)]
+    pub show: bool,
+}
+
+#[derive(Debug, Deserialize, schemars::JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct RawCartItem {
+    /// A template: `"{{sku}}"`.
+    pub sku: String,
+    /// A number or a template (default 1).
+    #[schemars(with = "Option<serde_json::Value>")]
+    pub qty: Option<serde_norway::Value>,
+}
+
+/// `checkout: {}`: the cart becomes an order with its stock reserved; results `ok`
+/// (`order.number`, `order.total`, `order.items`), `out_of_stock` (`product.name`), `empty`.
+#[derive(Debug, Default, Deserialize, schemars::JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct RawCheckout {
+    /// The customer's name on the order (a template).
+    pub name: Option<String>,
+    /// The delivery address (a template).
+    pub address: Option<String>,
+}
+
+/// `order_status: {}`: the customer's open orders, with their status, sent as a message.
+#[derive(Debug, Default, Deserialize, schemars::JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct RawOrderStatus {
+    /// The message when there are some (default "Your orders:\n{{orders.text}}").
+    pub text: Option<String>,
+    /// The message when there are none (default "You have no open orders.").
+    pub empty: Option<String>,
+}
+
 /// `split: {variants: [{name: a, weight: 50, next: node_a}, ...], save: variant}`: an A/B
 /// test. Each contact lands in one variant by weight and stays there; the name is saved.
 #[derive(Debug, Deserialize, schemars::JsonSchema)]
@@ -496,6 +569,28 @@ pub struct HttpSpec {
     pub on_error: Option<String>,
 }
 
+/// A `catalog` node compiled.
+#[derive(Debug, Clone)]
+pub struct CatalogSpec {
+    pub category: Option<String>,
+    pub save: String,
+    pub prompt: Template,
+    pub button: String,
+    pub more: String,
+    pub sold_out: Template,
+    pub retry: Template,
+    pub per_page: u32,
+}
+
+/// What a `cart` node does.
+#[derive(Debug, Clone)]
+pub enum CartSpec {
+    Add { sku: Template, qty: Template },
+    Remove { sku: Template },
+    Clear,
+    Show,
+}
+
 #[derive(Debug, Clone)]
 pub enum NodeKind {
     Noop,
@@ -533,12 +628,40 @@ pub enum NodeKind {
         variants: Vec<(String, u32, String)>,
         save: String,
     },
+    Catalog(Box<CatalogSpec>),
+    Cart(CartSpec),
+    Checkout {
+        name: Option<Template>,
+        address: Option<Template>,
+    },
+    OrderStatus {
+        text: Template,
+        empty: Template,
+    },
+}
+
+impl NodeKind {
+    /// A node that asks the shop (its answer comes back before the flow goes on).
+    pub fn is_shop(&self) -> bool {
+        matches!(
+            self,
+            NodeKind::Catalog(_)
+                | NodeKind::Cart(_)
+                | NodeKind::Checkout { .. }
+                | NodeKind::OrderStatus { .. }
+        )
+    }
 }
 
 #[derive(Debug, Clone)]
 pub struct Node {
     pub kind: NodeKind,
     pub next: Option<String>,
+    /// A shop node's results (`ok`, `out_of_stock`, `unknown`, `empty`) → node; a result
+    /// without one goes to `next`.
+    pub results: BTreeMap<String, String>,
+    /// A shop node: where the flow goes when the store cannot be reached (default: end).
+    pub on_error: Option<String>,
     pub end: bool,
     /// A send node's policy outside the 24 h window (None: the account's default).
     pub outside_window: Option<crate::conversation::WindowPolicy>,

@@ -63,6 +63,7 @@ impl<'f> Sandbox<'f> {
                         FlowAction::StartBot { bot, .. } => self.bot = Some(bot.clone()),
                         FlowAction::Send(_)
                         | FlowAction::Http(_)
+                        | FlowAction::Commerce(_)
                         | FlowAction::Ended { .. }
                         | FlowAction::OutsideWindow(_) => {}
                     }

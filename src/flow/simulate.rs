@@ -153,6 +153,11 @@ fn show(
                 out,
                 "     (handed to a human: {reason}; /release gives it back)"
             )?,
+            FlowAction::Commerce(call) => writeln!(
+                out,
+                "     (asks the shop: {}; the simulator has no shop yet)",
+                serde_json::to_string(&call.op).unwrap_or_default()
+            )?,
             FlowAction::Ended { flow, .. } => writeln!(out, "     (flow `{flow}` ended)")?,
             FlowAction::OutsideWindow(_) => {}
             FlowAction::StartBot { bot, .. } => writeln!(

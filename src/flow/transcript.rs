@@ -79,6 +79,10 @@ fn collect(out: Result<Vec<FlowAction>, FlowError>, pending: &mut VecDeque<Strin
                     FlowAction::Handoff { reason } => {
                         pending.push_back(format!("[handoff] {reason}"))
                     }
+                    FlowAction::Commerce(c) => pending.push_back(format!(
+                        "[shop] {}",
+                        serde_json::to_string(&c.op).unwrap_or_default()
+                    )),
                     FlowAction::StartBot { bot, .. } => {
                         pending.push_back(format!("[chatbot] {bot}"))
                     }

@@ -164,19 +164,6 @@ fn campaign_row(r: &sqlx::any::AnyRow) -> Result<CampaignRow, StoreError> {
     })
 }
 
-async fn tx_exec(
-    tx: &mut sqlx::Transaction<'_, sqlx::Any>,
-    store: &Store,
-    text: &str,
-    vals: Vec<Val>,
-) -> Result<u64, StoreError> {
-    let text = store.sql(text);
-    Ok(bind_all(sqlx::query(&text), vals)
-        .execute(&mut **tx)
-        .await?
-        .rows_affected())
-}
-
 impl Store {
     /// Insert a campaign and its recipients in one transaction; its id.
     pub async fn create_campaign(
@@ -232,14 +219,13 @@ impl Store {
                             Val::I(c.now),
                         ]);
                     }
-                    tx_exec(&mut tx, self, &text, vals).await?;
+                    self.tx_run(&mut tx, &text, vals).await?;
                 }
             }
             NewRecipients::Tag(tag) => {
                 // In the database: the contacts are never loaded here.
-                tx_exec(
+                self.tx_run(
                     &mut tx,
-                    self,
                     "INSERT INTO campaign_recipients (campaign_id, id, user_key, vars, state, due_at, enrolled_at, updated_at) \
                      SELECT $1, ROW_NUMBER() OVER (ORDER BY user_key), user_key, NULL, 'pending', $2, $3, $4 \
                      FROM contacts WHERE account = $5 AND tags LIKE $6",
@@ -255,9 +241,8 @@ impl Store {
                 .await?;
             }
         }
-        tx_exec(
+        self.tx_run(
             &mut tx,
-            self,
             "UPDATE campaigns SET total = (SELECT COUNT(*) FROM campaign_recipients WHERE campaign_id = $1) WHERE id = $1",
             vec![Val::I(id)],
         )
@@ -443,7 +428,7 @@ impl Store {
                     Val::I(now),
                 ]);
             }
-            tx_exec(&mut tx, self, &text, vals).await?;
+            self.tx_run(&mut tx, &text, vals).await?;
         }
         // Recipients that end up alike are updated by one statement.
         type Key<'a> = (RecipientState, i64, i64, i64, Option<&'a str>);
@@ -477,7 +462,7 @@ impl Store {
                      reason = $5, updated_at = $6 WHERE campaign_id = $7 AND id IN ({})",
                     in_list(chunk.len(), 8)
                 );
-                tx_exec(&mut tx, self, &text, vals).await?;
+                self.tx_run(&mut tx, &text, vals).await?;
             }
         }
         tx.commit().await?;

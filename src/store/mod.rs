@@ -5,11 +5,13 @@
 //! One module per table (or close family of tables), each with its rows, its reads and its
 //! batched writes: `inbox`, `conversations` (and contacts), `outbox`, `timers`, `gate`,
 //! `dead_letters`, `flows` (versions, executions, chatbot sessions), `campaigns`, `accounts`,
-//! `media`. `exec` runs the writer's statements (one helper, `exec_rows`, for the multi-row
+//! `media`; commerce's `products` (and categories), `carts` (and each commerce call's
+//! outcome), `orders`. `exec` runs the writer's statements (one helper, `exec_rows`, for the multi-row
 //! pattern), `sql` builds dialect-neutral SQL.
 
 mod accounts;
 mod campaigns;
+mod carts;
 mod conversations;
 mod dead_letters;
 mod exec;
@@ -17,7 +19,9 @@ mod flows;
 mod gate;
 mod inbox;
 mod media;
+mod orders;
 mod outbox;
+mod products;
 mod sql;
 mod timers;
 pub mod writer;
@@ -30,13 +34,16 @@ use sqlx::any::{AnyConnectOptions, AnyPoolOptions};
 use sqlx::{AnyPool, ConnectOptions, Executor};
 
 pub use campaigns::*;
+pub use carts::*;
 pub use conversations::*;
 pub use dead_letters::*;
 pub(crate) use flows::*;
 pub use gate::*;
 pub use inbox::*;
 pub use media::*;
+pub use orders::*;
 pub use outbox::*;
+pub use products::*;
 use sql::bind_all;
 pub use sql::Val;
 pub use timers::*;
@@ -96,6 +103,33 @@ impl Store {
             .execute(self.pool())
             .await?
             .rows_affected())
+    }
+
+    /// A statement inside a pool transaction; the rows it changed.
+    pub(super) async fn tx_run(
+        &self,
+        tx: &mut sqlx::Transaction<'_, sqlx::Any>,
+        text: &str,
+        vals: Vec<Val>,
+    ) -> Result<u64, StoreError> {
+        let text = self.sql(text);
+        Ok(bind_all(sqlx::query(&text), vals)
+            .execute(&mut **tx)
+            .await?
+            .rows_affected())
+    }
+
+    /// A query inside a pool transaction.
+    pub(super) async fn tx_fetch(
+        &self,
+        tx: &mut sqlx::Transaction<'_, sqlx::Any>,
+        text: &str,
+        vals: Vec<Val>,
+    ) -> Result<Vec<sqlx::any::AnyRow>, StoreError> {
+        let text = self.sql(text);
+        Ok(bind_all(sqlx::query(&text), vals)
+            .fetch_all(&mut **tx)
+            .await?)
     }
 
     /// Connect (creating the SQLite file and its folder on first start).

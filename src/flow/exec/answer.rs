@@ -12,6 +12,9 @@ impl Run<'_, '_> {
         let flow = self.flow(&st).expect("valid");
         let node_id = st.node.clone().unwrap_or_default();
         let node = &flow.nodes[&node_id];
+        if let (NodeKind::Catalog(c), Answer::Text { text, reply_id }) = (&node.kind, ans) {
+            return Ok(self.catalog_reply(st, c, text, reply_id));
+        }
         let NodeKind::Ask(a) = &node.kind else {
             return Ok(FlowState::default());
         };

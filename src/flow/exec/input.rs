@@ -129,7 +129,7 @@ impl Run<'_, '_> {
                     "http_status".into(),
                     Value::Num(Decimal::from(outcome.status)),
                 );
-                let mut st = if outcome.ok() {
+                let st = if outcome.ok() {
                     let json: Option<serde_json::Value> = serde_json::from_str(&outcome.body).ok();
                     for (var, path) in &spec.save {
                         let v = json.as_ref().and_then(|j| json_path(j, path));
@@ -146,22 +146,22 @@ impl Run<'_, '_> {
                         None => self.end(st)?,
                     }
                 };
-                // What the user said meanwhile, in order.
-                for d in deferred {
-                    let input = FlowInput::Message {
-                        text: d.text.as_deref(),
-                        reply_id: d.reply_id.as_deref(),
-                    };
-                    let answering = std::mem::replace(&mut self.message_id, d.message_id.clone());
-                    st = self.input(st, input)?;
-                    self.message_id = answering;
+                self.replay_deferred(st, deferred)
+            }
+            FlowInput::Commerce(result) => {
+                if st.commerce.as_ref().is_none_or(|c| c.id != result.id) {
+                    return Ok(st); // a stale answer: not the call we wait for
                 }
-                Ok(st)
+                st.commerce = None;
+                st.last_activity_ms = ctx.now_ms;
+                let deferred = std::mem::take(&mut st.deferred);
+                let st = self.shop_answer(st, &result.answer)?;
+                self.replay_deferred(st, deferred)
             }
             FlowInput::Media { kind, id, caption } => {
                 let awaiting_media = st.is_active()
                     && st.awaiting_input
-                    && st.http.is_none()
+                    && !st.is_busy()
                     && self.flow(&st).is_some_and(|f| {
                         matches!(&f.nodes[st.node.as_deref().unwrap_or_default()].kind,
                             NodeKind::Ask(a) if a.kind == AskType::Media)
@@ -184,7 +184,7 @@ impl Run<'_, '_> {
         reply_id: Option<&str>,
     ) -> Result<FlowState, FlowError> {
         let ctx = self.ctx;
-        if st.is_active() && st.http.is_some() {
+        if st.is_active() && st.is_busy() {
             // Busy: keep it for when the answer comes, so nothing is handled out of order.
             if st.deferred.len() < MAX_DEFERRED {
                 st.deferred.push(Deferred {
@@ -273,6 +273,24 @@ impl Run<'_, '_> {
         self.begin(&fid, start)
     }
 
+    /// What the user said while a call was in flight, in order.
+    fn replay_deferred(
+        &mut self,
+        mut st: FlowState,
+        deferred: Vec<Deferred>,
+    ) -> Result<FlowState, FlowError> {
+        for d in deferred {
+            let input = FlowInput::Message {
+                text: d.text.as_deref(),
+                reply_id: d.reply_id.as_deref(),
+            };
+            let answering = std::mem::replace(&mut self.message_id, d.message_id.clone());
+            st = self.input(st, input)?;
+            self.message_id = answering;
+        }
+        Ok(st)
+    }
+
     /// A fresh session of `flow`, run from `start_node` until it waits or ends.
     pub(super) fn begin(
         &mut self,
@@ -292,7 +310,7 @@ impl Run<'_, '_> {
     }
 
     /// Go on after the node the flow is paused at (its `next`, or the end).
-    fn continue_after_node(&mut self, st: FlowState) -> Result<FlowState, FlowError> {
+    pub(super) fn continue_after_node(&mut self, st: FlowState) -> Result<FlowState, FlowError> {
         let flow = self.flow(&st).expect("valid");
         let node = &flow.nodes[st.node.as_deref().unwrap_or_default()];
         if node.end {

@@ -4,7 +4,8 @@
 //! `input.rs` what each input does (triggers, timers, HTTP answers, messages, a flow's
 //! begin and end); `answer.rs` an answer to an `ask` node checked; `nodes.rs` the node
 //! runner (each node kind, waits and their timers, A/B splits); `send.rs` a send node's
-//! message rendered for the contact.
+//! message rendered for the contact; `shop.rs` the shop nodes (catalog, cart, checkout,
+//! order status): their calls, and what their answers do.
 
 use std::collections::BTreeMap;
 use std::str::FromStr;
@@ -23,6 +24,7 @@ mod answer;
 mod input;
 mod nodes;
 mod send;
+mod shop;
 
 pub use nodes::split_variant;
 
@@ -82,6 +84,12 @@ pub struct FlowState {
     /// Paused on a chatbot node until the bot session ends.
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub bot: bool,
+    /// The shop call whose answer the flow waits for.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub commerce: Option<crate::commerce::Call>,
+    /// Shop calls so far in this session (each call's id is unique with it).
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub calls: u64,
 }
 
 fn is_zero(n: &u64) -> bool {
@@ -91,6 +99,11 @@ fn is_zero(n: &u64) -> bool {
 impl FlowState {
     pub fn is_active(&self) -> bool {
         self.flow.is_some()
+    }
+
+    /// Waiting for a call's answer (HTTP or the shop): a message now is kept for after it.
+    pub fn is_busy(&self) -> bool {
+        self.http.is_some() || self.commerce.is_some()
     }
 }
 
@@ -111,6 +124,8 @@ pub enum FlowInput<'a> {
     Timer { name: &'a str },
     /// The answer to the HTTP call the flow waits for.
     Http(&'a HttpOutcome),
+    /// The shop's answer to the call the flow waits for.
+    Commerce(&'a crate::commerce::CommerceResult),
     /// A human handed the conversation back.
     Released,
     /// The chatbot session a chatbot node started has ended.
@@ -126,6 +141,8 @@ pub enum FlowAction {
     },
     /// Make this call; its outcome comes back as [`FlowInput::Http`].
     Http(HttpCall),
+    /// Ask the shop; the answer comes back as [`FlowInput::Commerce`].
+    Commerce(crate::commerce::Call),
     /// The next `Send` follows this policy outside the 24 h window.
     OutsideWindow(crate::conversation::WindowPolicy),
     /// Hand the conversation to a human; the flow continues on [`FlowInput::Released`].

@@ -37,6 +37,9 @@ impl Run<'_, '_> {
                 msg,
             };
             next = node.next.clone();
+            if node.kind.is_shop() {
+                return Ok(self.shop_node(st, &node.kind));
+            }
             match &node.kind {
                 NodeKind::Noop => {}
                 NodeKind::Send(s) => {
@@ -199,6 +202,10 @@ impl Run<'_, '_> {
                     st.http = Some(call);
                     return Ok(st);
                 }
+                NodeKind::Catalog(_)
+                | NodeKind::Cart(_)
+                | NodeKind::Checkout { .. }
+                | NodeKind::OrderStatus { .. } => unreachable!("shop nodes are run above"),
                 NodeKind::Handoff { reason, message } => {
                     if let Some(m) = message {
                         let env = Env {

@@ -483,7 +483,7 @@ pub(super) fn compile(src: &Src<'_>, errors: &mut Vec<String>) -> Option<Flow> {
                 | NodeKind::Http(_)
                 | NodeKind::Handoff { .. }
                 | NodeKind::Chatbot { .. }
-        )
+        ) && !n.kind.is_shop()
     };
     let mut color: HashMap<&str, u8> = HashMap::new();
     let mut reported = BTreeSet::new();

@@ -60,10 +60,52 @@ pub(super) fn node_reads(n: &Node) -> Vec<&str> {
             }
         }
         NodeKind::Handoff { message, .. } => tpl(message.as_ref(), &mut out),
+        NodeKind::Catalog(c) => {
+            tpl(Some(&c.prompt), &mut out);
+            tpl(Some(&c.retry), &mut out);
+        }
+        NodeKind::Cart(CartSpec::Add { sku, qty }) => {
+            tpl(Some(sku), &mut out);
+            tpl(Some(qty), &mut out);
+        }
+        NodeKind::Cart(CartSpec::Remove { sku }) => tpl(Some(sku), &mut out),
+        NodeKind::Checkout { name, address } => {
+            tpl(name.as_ref(), &mut out);
+            tpl(address.as_ref(), &mut out);
+        }
         _ => {}
     }
     out
 }
+
+/// What a shop node sets, besides a catalog's `save`.
+pub(super) const PRODUCT_VARS: [&str; 6] = [
+    "product.sku",
+    "product.name",
+    "product.price",
+    "product.description",
+    "product.stock",
+    "commerce.currency",
+];
+pub(super) const CART_VARS: [&str; 6] = [
+    "cart.result",
+    "cart.total",
+    "cart.count",
+    "cart.items",
+    "cart.sku",
+    "commerce.currency",
+];
+pub(super) const ORDER_VARS: [&str; 8] = [
+    "order.number",
+    "order.total",
+    "order.items",
+    "order.status",
+    "commerce.currency",
+    "product.sku",
+    "product.name",
+    "order.result",
+];
+pub(super) const ORDERS_VARS: [&str; 2] = ["orders.count", "orders.text"];
 
 /// Variables a node sets.
 pub(super) fn node_writes(n: &Node) -> Vec<&str> {
@@ -86,6 +128,12 @@ pub(super) fn node_writes(n: &Node) -> Vec<&str> {
         NodeKind::Wait {
             on_reply: Some(_), ..
         } => vec!["reply"],
+        NodeKind::Catalog(c) => std::iter::once(c.save.as_str())
+            .chain(PRODUCT_VARS)
+            .collect(),
+        NodeKind::Cart(_) => CART_VARS.to_vec(),
+        NodeKind::Checkout { .. } => ORDER_VARS.to_vec(),
+        NodeKind::OrderStatus { .. } => ORDERS_VARS.to_vec(),
         _ => Vec::new(),
     }
 }
@@ -109,6 +157,8 @@ pub(super) fn successors(n: &Node) -> Vec<String> {
         NodeKind::Wait { on_reply, .. } => v.extend(on_reply.iter().cloned()),
         _ => {}
     }
+    v.extend(n.results.values().cloned());
+    v.extend(n.on_error.iter().cloned());
     v
 }
 
@@ -133,6 +183,10 @@ pub(super) fn compile_node(cx: &mut Ctx, name: &str, rn: &RawNode, names: &BTree
         rn.http.is_some(),
         rn.handoff.is_some(),
         rn.chatbot.is_some(),
+        rn.catalog.is_some(),
+        rn.cart.is_some(),
+        rn.checkout.is_some(),
+        rn.order_status.is_some(),
     ]
     .iter()
     .filter(|b| **b)
@@ -141,17 +195,57 @@ pub(super) fn compile_node(cx: &mut Ctx, name: &str, rn: &RawNode, names: &BTree
         cx.at(
             name,
             name,
-            "a node may have only one of send/ask/condition/set/jump/wait/split/http/handoff/chatbot",
+            "a node may have only one of send/ask/condition/set/jump/wait/split/http/handoff/chatbot/catalog/cart/checkout/order_status",
         );
     }
-    if rn.on_error.is_some() && rn.http.is_none() {
-        cx.at(name, "on_error", "`on_error` is only allowed on http nodes");
+    let shop = rn.catalog.is_some()
+        || rn.cart.is_some()
+        || rn.checkout.is_some()
+        || rn.order_status.is_some();
+    if rn.on_error.is_some() && rn.http.is_none() && !shop {
+        cx.at(
+            name,
+            "on_error",
+            "`on_error` is only allowed on http and shop (catalog, cart, checkout, order_status) nodes",
+        );
+    }
+    if let (Some(e), true) = (&rn.on_error, shop) {
+        check_target(cx, "on_error", e);
     }
     if let Some(n) = &rn.next {
         check_target(cx, "next", n);
     }
-    if rn.branches.is_some() && rn.ask.is_none() {
-        cx.at(name, "branches", "`branches` is only allowed on ask nodes");
+    let results: &[&str] = if rn.cart.is_some() {
+        &["ok", "out_of_stock", "unknown"]
+    } else if rn.checkout.is_some() {
+        &["ok", "out_of_stock", "empty"]
+    } else {
+        &[]
+    };
+    if rn.branches.is_some() && rn.ask.is_none() && results.is_empty() {
+        cx.at(
+            name,
+            "branches",
+            "`branches` is only allowed on ask, cart and checkout nodes",
+        );
+    }
+    let mut shop_results = BTreeMap::new();
+    if !results.is_empty() {
+        for (k, t) in rn.branches.iter().flatten() {
+            if results.contains(&k.as_str()) {
+                check_target(cx, &format!("branches.{k}"), t);
+                shop_results.insert(k.clone(), t.clone());
+            } else {
+                cx.at(
+                    name,
+                    k,
+                    format!(
+                        "`branches.{k}`: the results here are {}",
+                        results.join(", ")
+                    ),
+                );
+            }
+        }
     }
     let end = match &rn.end {
         None | Some(serde_norway::Value::Bool(false)) => false,
@@ -446,6 +540,26 @@ pub(super) fn compile_node(cx: &mut Ctx, name: &str, rn: &RawNode, names: &BTree
             save: h.save.iter().map(|(k, v)| (k.clone(), v.clone())).collect(),
             on_error: rn.on_error.clone(),
         }))
+    } else if let Some(c) = &rn.catalog {
+        compile_catalog(cx, name, c)
+    } else if let Some(c) = &rn.cart {
+        compile_cart(cx, name, c)
+    } else if let Some(c) = &rn.checkout {
+        NodeKind::Checkout {
+            name: c.name.as_ref().map(|t| cx.tpl(name, t)),
+            address: c.address.as_ref().map(|t| cx.tpl(name, t)),
+        }
+    } else if let Some(o) = &rn.order_status {
+        NodeKind::OrderStatus {
+            text: cx.tpl(
+                name,
+                o.text.as_deref().unwrap_or("Your orders:\n{{orders.text}}"),
+            ),
+            empty: cx.tpl(
+                name,
+                o.empty.as_deref().unwrap_or("You have no open orders."),
+            ),
+        }
     } else if let Some(c) = &rn.chatbot {
         NodeKind::Chatbot {
             bot: c.bot.clone(),
@@ -470,7 +584,112 @@ pub(super) fn compile_node(cx: &mut Ctx, name: &str, rn: &RawNode, names: &BTree
     Node {
         kind,
         next: rn.next.clone(),
+        results: shop_results,
+        on_error: if shop { rn.on_error.clone() } else { None },
         end,
         outside_window,
+    }
+}
+
+fn compile_catalog(cx: &mut Ctx, name: &str, c: &RawCatalog) -> NodeKind {
+    let per_page = c.per_page.unwrap_or(9);
+    if !(1..=9).contains(&per_page) {
+        cx.at(
+            name,
+            "per_page",
+            "`per_page` must be 1 to 9 (a WhatsApp list has 10 rows, one of them \"More\")",
+        );
+    }
+    let button = c.button.clone().unwrap_or_else(|| "View products".into());
+    if button.chars().count() > 20 {
+        cx.at(
+            name,
+            "button",
+            "`button` is at most 20 characters (WhatsApp's limit)",
+        );
+    }
+    let more = c.more.clone().unwrap_or_else(|| "More…".into());
+    if more.chars().count() > 24 {
+        cx.at(
+            name,
+            "more",
+            "`more` is at most 24 characters (a list row's title)",
+        );
+    }
+    let save = c.save.clone().unwrap_or_else(|| "sku".into());
+    if save.is_empty() || save.starts_with("product.") {
+        cx.at(
+            name,
+            "save",
+            "`save` must name a variable of its own (not product.*)",
+        );
+    }
+    NodeKind::Catalog(Box::new(CatalogSpec {
+        category: c.category.clone(),
+        save,
+        prompt: cx.tpl(name, c.prompt.as_deref().unwrap_or("Our products")),
+        button,
+        more,
+        sold_out: cx.tpl(
+            name,
+            c.sold_out
+                .as_deref()
+                .unwrap_or("Sorry, {{product.name}} is sold out."),
+        ),
+        retry: cx.tpl(
+            name,
+            c.retry
+                .as_deref()
+                .unwrap_or("Please choose a product from the list."),
+        ),
+        per_page: per_page.clamp(1, 9),
+    }))
+}
+
+fn compile_cart(cx: &mut Ctx, name: &str, c: &RawCart) -> NodeKind {
+    let chosen = [c.add.is_some(), c.remove.is_some(), c.clear, c.show]
+        .iter()
+        .filter(|b| **b)
+        .count();
+    if chosen != 1 {
+        cx.at(
+            name,
+            "cart",
+            "cart needs exactly one of `add`, `remove`, `clear: true`, `show: true`",
+        );
+    }
+    if let Some(a) = &c.add {
+        let qty = match &a.qty {
+            None => "1".to_string(),
+            Some(serde_norway::Value::Number(n)) => match n.as_u64() {
+                Some(q) if (1..=1000).contains(&q) => q.to_string(),
+                _ => {
+                    cx.at(name, "qty", "`qty` must be a whole number from 1 to 1000");
+                    "1".to_string()
+                }
+            },
+            Some(serde_norway::Value::String(t)) => t.clone(),
+            Some(_) => {
+                cx.at(name, "qty", "`qty` must be a number or a template");
+                "1".to_string()
+            }
+        };
+        return NodeKind::Cart(CartSpec::Add {
+            sku: cx.tpl(name, &a.sku),
+            qty: cx.tpl(name, &qty),
+        });
+    }
+    if let Some(r) = &c.remove {
+        if r.qty.is_some() {
+            cx.at(name, "qty", "`remove` takes only `sku`");
+        }
+        return NodeKind::Cart(CartSpec::Remove {
+            sku: cx.tpl(name, &r.sku),
+        });
+    }
+    if c.clear {
+        NodeKind::Cart(CartSpec::Clear)
+    } else {
+        NodeKind::Cart(CartSpec::Show)
     }
 }

@@ -1,0 +1,86 @@
+//! The calls a flow makes to the shop and what comes back, as plain data.
+
+use serde::{Deserialize, Serialize};
+
+use crate::store::{Cart, CartChanged, Checkout, Order, Product};
+
+/// A call a flow waits on; its id names it across a crash (the same call made again).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Call {
+    pub id: String,
+    pub op: Op,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case", tag = "op")]
+pub enum Op {
+    /// A page of the active products (of a category), in catalog order.
+    Catalog {
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        category: Option<String>,
+        page: u32,
+        per_page: u32,
+    },
+    /// One product the customer chose.
+    Product {
+        sku: String,
+    },
+    CartAdd {
+        sku: String,
+        quantity: u32,
+    },
+    CartRemove {
+        sku: String,
+    },
+    CartClear,
+    CartShow,
+    /// Turn the open cart into an order, reserving its stock.
+    Checkout {
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        name: Option<String>,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        address: Option<String>,
+    },
+    /// The customer's open orders.
+    Orders,
+}
+
+impl Op {
+    /// Whether the call changes anything (and so is recorded to be made once).
+    pub fn changes(&self) -> bool {
+        matches!(
+            self,
+            Op::CartAdd { .. } | Op::CartRemove { .. } | Op::CartClear | Op::Checkout { .. }
+        )
+    }
+}
+
+/// What a call found or did.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Answer {
+    Page {
+        products: Vec<Product>,
+        page: u32,
+        /// Another page follows.
+        more: bool,
+    },
+    /// None: no such active product.
+    Product(Option<Box<Product>>),
+    Cart {
+        changed: CartChanged,
+        cart: Option<Cart>,
+    },
+    Checkout(Checkout),
+    Orders(Vec<Order>),
+    /// The store could not be reached after retries (the flow's `on_error`).
+    Failed {
+        error: String,
+    },
+}
+
+/// The answer to the call `id`, as the conversation's event.
+#[derive(Debug, Clone, PartialEq)]
+pub struct CommerceResult {
+    pub id: String,
+    pub answer: Answer,
+}

@@ -1,0 +1,377 @@
+//! The shop nodes: `catalog`, `cart`, `checkout`, `order_status`. Each asks the shop through a
+//! [`Call`] (made by the actor after the step's commit) and goes on when its answer comes back
+//! ([`FlowInput::Commerce`]); a catalog also waits for the customer's choice.
+
+use super::super::template::Template;
+use super::*;
+use crate::commerce::{text, Answer, Call, Op};
+use crate::store::{CartChanged, Checkout, Product};
+use crate::whatsapp::send::{ListRow, ListSection};
+
+/// The id of a catalog list's "More" row.
+pub const MORE_ROW: &str = "catalog:more";
+/// The variable holding the catalog page shown.
+const PAGE_VAR: &str = "catalog.page";
+
+/// A list row's title and description limits (WhatsApp's).
+const ROW_TITLE: usize = 24;
+const ROW_DESCRIPTION: usize = 72;
+
+fn clip(s: &str, max: usize) -> String {
+    if s.chars().count() <= max {
+        s.to_string()
+    } else {
+        let mut t: String = s.chars().take(max - 1).collect();
+        t.push('…');
+        t
+    }
+}
+
+fn num(n: i64) -> Value {
+    Value::Num(Decimal::from(n))
+}
+
+impl Run<'_, '_> {
+    /// Ask the shop `op` for the node the flow is at, and wait for the answer.
+    pub(super) fn shop_call(&mut self, mut st: FlowState, op: Op) -> FlowState {
+        st.calls += 1;
+        let key = format!(
+            "{}\0{}\0{}\0{}\0{}\0{}",
+            self.ctx.contact_key.unwrap_or(""),
+            st.flow.as_deref().unwrap_or(""),
+            st.node.as_deref().unwrap_or(""),
+            st.started_at_ms,
+            self.ctx.now_ms,
+            st.calls
+        );
+        let call = Call {
+            id: format!("shop-{}", content_hash(&key)),
+            op,
+        };
+        self.actions.push(FlowAction::Commerce(call.clone()));
+        st.commerce = Some(call);
+        st
+    }
+
+    /// A shop node reached: its call.
+    pub(super) fn shop_node(&mut self, st: FlowState, kind: &NodeKind) -> FlowState {
+        let env = Env {
+            vars: &st.vars,
+            contact: &self.contact,
+        };
+        let op = match kind {
+            NodeKind::Catalog(c) => Op::Catalog {
+                category: c.category.clone(),
+                page: 0,
+                per_page: c.per_page,
+            },
+            NodeKind::Cart(CartSpec::Add { sku, qty }) => {
+                let quantity = qty
+                    .render(&env)
+                    .trim()
+                    .parse::<u32>()
+                    .ok()
+                    .filter(|q| (1..=1000).contains(q));
+                match quantity {
+                    Some(quantity) => Op::CartAdd {
+                        sku: sku.render(&env).trim().to_string(),
+                        quantity,
+                    },
+                    // Not a quantity one can order: nothing is added.
+                    None => Op::CartAdd {
+                        sku: String::new(),
+                        quantity: 1,
+                    },
+                }
+            }
+            NodeKind::Cart(CartSpec::Remove { sku }) => Op::CartRemove {
+                sku: sku.render(&env).trim().to_string(),
+            },
+            NodeKind::Cart(CartSpec::Clear) => Op::CartClear,
+            NodeKind::Cart(CartSpec::Show) => Op::CartShow,
+            NodeKind::Checkout { name, address } => Op::Checkout {
+                name: name
+                    .as_ref()
+                    .map(|t| t.render(&env))
+                    .filter(|s| !s.is_empty()),
+                address: address
+                    .as_ref()
+                    .map(|t| t.render(&env))
+                    .filter(|s| !s.is_empty()),
+            },
+            _ => Op::Orders,
+        };
+        self.shop_call(st, op)
+    }
+
+    /// The customer answered a catalog: the next page, or the product chosen (looked up).
+    pub(super) fn catalog_reply(
+        &mut self,
+        st: FlowState,
+        spec: &CatalogSpec,
+        text: Option<&str>,
+        reply_id: Option<&str>,
+    ) -> FlowState {
+        let typed = text.map(str::trim).filter(|t| !t.is_empty());
+        let more = reply_id == Some(MORE_ROW) || typed.is_some_and(|t| t == spec.more);
+        if more {
+            let page = match st.vars.get(PAGE_VAR) {
+                Some(Value::Num(n)) => n.to_string().parse::<u32>().unwrap_or(0) + 1,
+                _ => 1,
+            };
+            return self.shop_call(
+                st,
+                Op::Catalog {
+                    category: spec.category.clone(),
+                    page,
+                    per_page: spec.per_page,
+                },
+            );
+        }
+        match reply_id.or(typed) {
+            Some(sku) => self.shop_call(
+                st,
+                Op::Product {
+                    sku: sku.to_string(),
+                },
+            ),
+            None => {
+                self.say(&st, &spec.retry);
+                st
+            }
+        }
+    }
+
+    /// Send a template rendered with the flow's variables.
+    fn say(&mut self, st: &FlowState, t: &Template) {
+        let env = Env {
+            vars: &st.vars,
+            contact: &self.contact,
+        };
+        self.actions.push(FlowAction::Send(OutboundMessage::Text {
+            body: t.render(&env),
+            preview_url: false,
+        }));
+    }
+
+    fn say_text(&mut self, body: &str) {
+        self.actions.push(FlowAction::Send(OutboundMessage::Text {
+            body: body.to_string(),
+            preview_url: false,
+        }));
+    }
+
+    /// Where a shop node goes with `result`: its branch, else `next`.
+    fn shop_result(&mut self, st: FlowState, result: &str) -> Result<FlowState, FlowError> {
+        let flow = self.flow(&st).expect("valid");
+        let node = &flow.nodes[st.node.as_deref().unwrap_or_default()];
+        match node.results.get(result) {
+            Some(to) => {
+                let to = to.clone();
+                self.run(st, Some(to))
+            }
+            None => self.continue_after_node(st),
+        }
+    }
+
+    /// The shop's answer to the node the flow waits at.
+    pub(super) fn shop_answer(
+        &mut self,
+        mut st: FlowState,
+        answer: &Answer,
+    ) -> Result<FlowState, FlowError> {
+        let flow = self.flow(&st).expect("valid");
+        let node = &flow.nodes[st.node.as_deref().unwrap_or_default()];
+        if let Answer::Failed { .. } = answer {
+            st.awaiting_input = false;
+            return match node.on_error.clone() {
+                Some(to) => self.run(st, Some(to)),
+                None => {
+                    self.say_text(
+                        "Sorry, the shop is not available right now. Please try again later.",
+                    );
+                    self.end(st)
+                }
+            };
+        }
+        match (&node.kind, answer) {
+            (
+                NodeKind::Catalog(spec),
+                Answer::Page {
+                    products,
+                    page,
+                    more,
+                },
+            ) => {
+                if products.is_empty() && *page == 0 {
+                    self.say_text("Sorry, there is nothing to order right now.");
+                    return self.end(st);
+                }
+                st.vars.insert(PAGE_VAR.into(), num(*page as i64));
+                let env = Env {
+                    vars: &st.vars,
+                    contact: &self.contact,
+                };
+                let mut rows: Vec<ListRow> = products
+                    .iter()
+                    .map(|p| ListRow {
+                        id: clip(&p.sku, 200),
+                        title: clip(&p.name, ROW_TITLE),
+                        description: Some(clip(&text::row_description(p), ROW_DESCRIPTION)),
+                    })
+                    .collect();
+                if *more {
+                    rows.push(ListRow {
+                        id: MORE_ROW.into(),
+                        title: clip(&spec.more, ROW_TITLE),
+                        description: None,
+                    });
+                }
+                let body = spec.prompt.render(&env);
+                self.actions.push(FlowAction::Send(OutboundMessage::List {
+                    header: None,
+                    body: if body.trim().is_empty() {
+                        "Our products".into()
+                    } else {
+                        body
+                    },
+                    footer: None,
+                    button: spec.button.clone(),
+                    sections: vec![ListSection { title: None, rows }],
+                }));
+                st.awaiting_input = true;
+                Ok(st)
+            }
+            (NodeKind::Catalog(spec), Answer::Product(found)) => match found {
+                Some(p) if p.can_sell(1) => {
+                    set_product(&mut st, p);
+                    st.vars.insert(spec.save.clone(), Value::Str(p.sku.clone()));
+                    st.vars.remove(PAGE_VAR);
+                    st.awaiting_input = false;
+                    st.retries = 0;
+                    self.continue_after_node(st)
+                }
+                Some(p) => {
+                    set_product(&mut st, p);
+                    self.say(&st, &spec.sold_out);
+                    Ok(st)
+                }
+                None => {
+                    self.say(&st, &spec.retry);
+                    Ok(st)
+                }
+            },
+            (NodeKind::Cart(_), Answer::Cart { changed, cart }) => {
+                let result = match changed {
+                    CartChanged::Ok => "ok",
+                    CartChanged::OutOfStock => "out_of_stock",
+                    CartChanged::Unknown => "unknown",
+                };
+                st.vars
+                    .insert("cart.result".into(), Value::Str(result.into()));
+                let (total, count, items) = match cart {
+                    Some(c) => (
+                        text::cart_total(c),
+                        text::cart_count(c),
+                        text::cart_lines(c),
+                    ),
+                    None => (
+                        crate::domain::Money::zero(Default::default()),
+                        0,
+                        String::new(),
+                    ),
+                };
+                st.vars
+                    .insert("cart.total".into(), Value::Num(total.amount));
+                st.vars.insert("cart.count".into(), num(count));
+                st.vars.insert("cart.items".into(), Value::Str(items));
+                st.vars.insert(
+                    "commerce.currency".into(),
+                    Value::Str(total.currency.to_string()),
+                );
+                self.shop_result(st, result)
+            }
+            (NodeKind::Checkout { .. }, Answer::Checkout(outcome)) => match outcome {
+                Checkout::Ordered { order } => {
+                    st.vars
+                        .insert("order.result".into(), Value::Str("ok".into()));
+                    st.vars.insert(
+                        "order.number".into(),
+                        Value::Str(order.order_number.clone()),
+                    );
+                    st.vars
+                        .insert("order.total".into(), Value::Num(order.total.amount));
+                    st.vars
+                        .insert("order.items".into(), Value::Str(text::order_lines(order)));
+                    st.vars
+                        .insert("order.status".into(), Value::Str(order.status.to_string()));
+                    st.vars.insert(
+                        "commerce.currency".into(),
+                        Value::Str(order.total.currency.to_string()),
+                    );
+                    self.shop_result(st, "ok")
+                }
+                Checkout::OutOfStock { sku, name } => {
+                    st.vars
+                        .insert("order.result".into(), Value::Str("out_of_stock".into()));
+                    st.vars
+                        .insert("product.sku".into(), Value::Str(sku.clone()));
+                    st.vars
+                        .insert("product.name".into(), Value::Str(name.clone()));
+                    if node.results.contains_key("out_of_stock") {
+                        return self.shop_result(st, "out_of_stock");
+                    }
+                    self.say_text(&format!(
+                        "Sorry, {name} is sold out in that quantity. Nothing was ordered."
+                    ));
+                    self.end(st)
+                }
+                Checkout::Empty => {
+                    st.vars
+                        .insert("order.result".into(), Value::Str("empty".into()));
+                    if node.results.contains_key("empty") {
+                        return self.shop_result(st, "empty");
+                    }
+                    self.say_text("Your cart is empty.");
+                    self.end(st)
+                }
+            },
+            (NodeKind::OrderStatus { text: some, empty }, Answer::Orders(orders)) => {
+                st.vars
+                    .insert("orders.count".into(), num(orders.len() as i64));
+                st.vars.insert(
+                    "orders.text".into(),
+                    Value::Str(text::order_summaries(orders)),
+                );
+                let t = if orders.is_empty() { empty } else { some };
+                let t = t.clone();
+                self.say(&st, &t);
+                self.continue_after_node(st)
+            }
+            // An answer that does not fit the node (the flow changed under it): go on.
+            _ => self.continue_after_node(st),
+        }
+    }
+}
+
+/// `product.*` from a product.
+fn set_product(st: &mut FlowState, p: &Product) {
+    st.vars
+        .insert("product.sku".into(), Value::Str(p.sku.clone()));
+    st.vars
+        .insert("product.name".into(), Value::Str(p.name.clone()));
+    st.vars
+        .insert("product.price".into(), Value::Num(p.price.amount));
+    st.vars.insert(
+        "product.description".into(),
+        Value::Str(p.description.clone().unwrap_or_default()),
+    );
+    st.vars.insert(
+        "product.stock".into(),
+        p.stock.map(num).unwrap_or(Value::Str(String::new())),
+    );
+    st.vars.insert(
+        "commerce.currency".into(),
+        Value::Str(p.price.currency.to_string()),
+    );
+}

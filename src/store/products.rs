@@ -1,0 +1,273 @@
+//! The catalog: products (and plans), their categories, stock, and the materials they
+//! consume. Written through the pool (never by a conversation's writer).
+//!
+//! Stock is two counters: `stock`, the units on hand that no unpaid order holds (NULL: not
+//! tracked, never sold out), and `reserved`, the units held by orders awaiting payment. A
+//! checkout moves units from one to the other with a conditional UPDATE
+//! (`stock >= quantity`), which is what keeps 50 customers racing for 10 units to exactly 10
+//! orders on both stores: PostgreSQL re-checks the condition on the row it waited for,
+//! SQLite has one writer at a time.
+
+use sqlx::Row;
+
+use super::sql::Val;
+use super::*;
+use crate::domain::{AccountId, Currency, Money, ProductKind};
+
+/// One product (or plan) of an account's catalog.
+#[derive(Debug, Clone, PartialEq, serde::Serialize)]
+pub struct Product {
+    pub sku: String,
+    pub name: String,
+    pub description: Option<String>,
+    pub price: Money,
+    /// Units on hand not held by an unpaid order; None: not tracked.
+    pub stock: Option<i64>,
+    /// Units held by orders awaiting payment.
+    pub reserved: i64,
+    pub image_url: Option<String>,
+    pub category: Option<String>,
+    pub active: bool,
+    pub kind: ProductKind,
+    /// A plan's length.
+    pub period_days: Option<i64>,
+    /// A plan's access link, sent when it is paid.
+    pub access_link: Option<String>,
+    /// Order in the catalog (lower first; then by sku).
+    pub position: i64,
+    pub created_at: i64,
+    pub updated_at: i64,
+}
+
+impl Product {
+    /// Whether `quantity` units can be sold now.
+    pub fn can_sell(&self, quantity: i64) -> bool {
+        self.active && self.stock.is_none_or(|s| s >= quantity)
+    }
+}
+
+/// A category of an account's catalog.
+#[derive(Debug, Clone, PartialEq, serde::Serialize)]
+pub struct Category {
+    pub slug: String,
+    pub name: String,
+    pub position: i64,
+}
+
+const PRODUCT_COLUMNS: &str = "sku, name, description, price, currency, stock, reserved, image_url, category, active, kind, period_days, access_link, position, created_at, updated_at";
+
+pub(super) fn product_of(r: &sqlx::any::AnyRow) -> Result<Product, StoreError> {
+    let currency: Currency = r
+        .try_get::<String, _>("currency")?
+        .parse()
+        .map_err(|e| StoreError::Corrupt(format!("products.currency: {e}")))?;
+    let price = Money::parse(&r.try_get::<String, _>("price")?, currency)
+        .map_err(|e| StoreError::Corrupt(format!("products.price: {e}")))?;
+    Ok(Product {
+        sku: r.try_get("sku")?,
+        name: r.try_get("name")?,
+        description: r.try_get("description")?,
+        price,
+        stock: r.try_get("stock")?,
+        reserved: r.try_get("reserved")?,
+        image_url: r.try_get("image_url")?,
+        category: r.try_get("category")?,
+        active: r.try_get::<i64, _>("active")? != 0,
+        kind: stored(r, "kind")?,
+        period_days: r.try_get("period_days")?,
+        access_link: r.try_get("access_link")?,
+        position: r.try_get("position")?,
+        created_at: r.try_get("created_at")?,
+        updated_at: r.try_get("updated_at")?,
+    })
+}
+
+/// Which products a listing shows.
+#[derive(Debug, Clone, Default)]
+pub struct ProductFilter<'a> {
+    pub category: Option<&'a str>,
+    /// Only active ones (what customers see).
+    pub active_only: bool,
+    /// Those after this (position, sku) in catalog order: the admin API's cursor.
+    pub after: Option<(i64, &'a str)>,
+    /// Skip this many (a catalog page in a conversation).
+    pub offset: i64,
+    pub limit: i64,
+}
+
+impl Store {
+    /// Create the product, or update the one with its sku (its reserved units kept; stock
+    /// set as given).
+    pub async fn upsert_product(&self, account: &AccountId, p: &Product) -> Result<(), StoreError> {
+        self.run(
+            "INSERT INTO products (account, sku, name, description, price, currency, stock, reserved, image_url, category, active, kind, period_days, access_link, position, created_at, updated_at) \
+             VALUES ($1, $2, $3, $4, $5, $6, $7, 0, $8, $9, $10, $11, $12, $13, $14, $15, $15) \
+             ON CONFLICT (account, sku) DO UPDATE SET name = excluded.name, description = excluded.description, \
+             price = excluded.price, currency = excluded.currency, stock = excluded.stock, image_url = excluded.image_url, \
+             category = excluded.category, active = excluded.active, kind = excluded.kind, period_days = excluded.period_days, \
+             access_link = excluded.access_link, position = excluded.position, updated_at = excluded.updated_at",
+            vec![
+                account.into(),
+                p.sku.as_str().into(),
+                p.name.as_str().into(),
+                Val::OptS(p.description.clone()),
+                p.price.plain().into(),
+                p.price.currency.as_str().into(),
+                Val::OptI(p.stock),
+                Val::OptS(p.image_url.clone()),
+                Val::OptS(p.category.clone()),
+                Val::I(p.active as i64),
+                p.kind.as_str().into(),
+                Val::OptI(p.period_days),
+                Val::OptS(p.access_link.clone()),
+                Val::I(p.position),
+                Val::I(p.updated_at),
+            ],
+        )
+        .await?;
+        Ok(())
+    }
+
+    pub async fn product(
+        &self,
+        account: &AccountId,
+        sku: &str,
+    ) -> Result<Option<Product>, StoreError> {
+        let rows = self
+            .fetch(
+                &format!("SELECT {PRODUCT_COLUMNS} FROM products WHERE account = $1 AND sku = $2"),
+                vec![account.into(), sku.into()],
+            )
+            .await?;
+        rows.first().map(product_of).transpose()
+    }
+
+    /// Products in catalog order (position, then sku).
+    pub async fn products(
+        &self,
+        account: &AccountId,
+        f: &ProductFilter<'_>,
+    ) -> Result<Vec<Product>, StoreError> {
+        let mut text = format!("SELECT {PRODUCT_COLUMNS} FROM products WHERE account = $1");
+        let mut vals: Vec<Val> = vec![account.into()];
+        if let Some(c) = f.category {
+            vals.push(c.into());
+            text.push_str(&format!(" AND category = ${}", vals.len()));
+        }
+        if f.active_only {
+            text.push_str(" AND active = 1");
+        }
+        if let Some((position, sku)) = f.after {
+            vals.push(Val::I(position));
+            vals.push(sku.into());
+            let (a, b) = (vals.len() - 1, vals.len());
+            text.push_str(&format!(
+                " AND (position > ${a} OR (position = ${a} AND sku > ${b}))"
+            ));
+        }
+        vals.push(Val::I(f.limit.max(0)));
+        vals.push(Val::I(f.offset.max(0)));
+        text.push_str(&format!(
+            " ORDER BY position, sku LIMIT ${} OFFSET ${}",
+            vals.len() - 1,
+            vals.len()
+        ));
+        self.fetch(&text, vals)
+            .await?
+            .iter()
+            .map(product_of)
+            .collect()
+    }
+
+    /// Remove a product from the catalog (orders keep their own copy of its name and
+    /// price); false if there was none.
+    pub async fn delete_product(&self, account: &AccountId, sku: &str) -> Result<bool, StoreError> {
+        let mut tx = self.pool().begin().await?;
+        let n = self
+            .tx_run(
+                &mut tx,
+                "DELETE FROM products WHERE account = $1 AND sku = $2",
+                vec![account.into(), sku.into()],
+            )
+            .await?;
+        self.tx_run(
+            &mut tx,
+            "DELETE FROM product_materials WHERE account = $1 AND sku = $2",
+            vec![account.into(), sku.into()],
+        )
+        .await?;
+        tx.commit().await?;
+        Ok(n > 0)
+    }
+
+    /// Add `delta` units (negative: remove) to a tracked product's stock, never below zero;
+    /// the new stock, or None when the product is unknown, untracked or would go negative.
+    pub async fn adjust_stock(
+        &self,
+        account: &AccountId,
+        sku: &str,
+        delta: i64,
+        now: i64,
+    ) -> Result<Option<i64>, StoreError> {
+        let rows = self
+            .fetch(
+                "UPDATE products SET stock = stock + $1, updated_at = $2 \
+                 WHERE account = $3 AND sku = $4 AND stock IS NOT NULL AND stock + $1 >= 0 RETURNING stock",
+                vec![Val::I(delta), Val::I(now), account.into(), sku.into()],
+            )
+            .await?;
+        rows.first()
+            .map(|r| r.try_get::<i64, _>("stock").map_err(StoreError::from))
+            .transpose()
+    }
+
+    pub async fn upsert_category(
+        &self,
+        account: &AccountId,
+        c: &Category,
+    ) -> Result<(), StoreError> {
+        self.run(
+            "INSERT INTO categories (account, slug, name, position) VALUES ($1, $2, $3, $4) \
+             ON CONFLICT (account, slug) DO UPDATE SET name = excluded.name, position = excluded.position",
+            vec![
+                account.into(),
+                c.slug.as_str().into(),
+                c.name.as_str().into(),
+                Val::I(c.position),
+            ],
+        )
+        .await?;
+        Ok(())
+    }
+
+    pub async fn categories(&self, account: &AccountId) -> Result<Vec<Category>, StoreError> {
+        self.fetch(
+            "SELECT slug, name, position FROM categories WHERE account = $1 ORDER BY position, slug",
+            vec![account.into()],
+        )
+        .await?
+        .iter()
+        .map(|r| {
+            Ok(Category {
+                slug: r.try_get("slug")?,
+                name: r.try_get("name")?,
+                position: r.try_get("position")?,
+            })
+        })
+        .collect()
+    }
+
+    pub async fn delete_category(
+        &self,
+        account: &AccountId,
+        slug: &str,
+    ) -> Result<bool, StoreError> {
+        Ok(self
+            .run(
+                "DELETE FROM categories WHERE account = $1 AND slug = $2",
+                vec![account.into(), slug.into()],
+            )
+            .await?
+            > 0)
+    }
+}
