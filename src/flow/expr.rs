@@ -239,7 +239,7 @@ impl P {
                 }
                 _ => {
                     let name = w.strip_prefix("vars.").unwrap_or(&w);
-                    if name.is_empty() || name.contains('.') {
+                    if !is_var_name(name) {
                         return Err(format!("unknown variable reference `{w}`"));
                     }
                     Expr::Var(name.to_string())
@@ -248,6 +248,15 @@ impl P {
             other => return Err(format!("unexpected token {other:?}")),
         })
     }
+}
+
+/// A variable's name: letters, digits and `_`, in dot-separated parts (`qty`,
+/// `cart.total`, as the shop nodes set them).
+pub fn is_var_name(name: &str) -> bool {
+    !name.is_empty()
+        && name
+            .split('.')
+            .all(|p| !p.is_empty() && p.chars().all(|c| c.is_alphanumeric() || c == '_'))
 }
 
 impl Expr {
@@ -444,7 +453,7 @@ mod tests {
             "x matches y",
             "'open",
             "1 # 2",
-            "a.b.c",
+            "a..b",
             "1 2",
         ] {
             assert!(parse(bad).is_err(), "{bad}");

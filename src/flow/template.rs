@@ -11,6 +11,9 @@ pub enum Filter {
     Number,
     /// `currency('IDR')`: grouped thousands, the currency's minor digits, code first.
     Currency(String),
+    /// `money`: an amount of the shop's currency (the variable `commerce.currency` a shop
+    /// node sets; IDR before any) as a customer reads it: `Rp 50.000`, `USD 1,234.50`.
+    Money,
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -35,6 +38,7 @@ fn parse_filter(f: &str) -> Result<Filter, String> {
         "upper" => return Ok(Filter::Upper),
         "lower" => return Ok(Filter::Lower),
         "number" => return Ok(Filter::Number),
+        "money" => return Ok(Filter::Money),
         _ => {}
     }
     let quoted = |arg: &str| {
@@ -87,7 +91,7 @@ impl Template {
                 (true, field.to_string())
             } else {
                 let n = var.strip_prefix("vars.").unwrap_or(var);
-                if n.is_empty() || !n.chars().all(|c| c.is_alphanumeric() || c == '_') {
+                if !super::expr::is_var_name(n) {
                     return Err(format!("bad template variable `{var}`"));
                 }
                 (false, n.to_string())
@@ -168,6 +172,19 @@ fn value_text(contact: bool, name: &str, filters: &[Filter], env: &Env<'_>) -> S
                 Some(d) => format_currency(d, code),
                 None => text,
             },
+            Filter::Money => {
+                let currency = match env.lookup("commerce.currency") {
+                    super::model::Value::Str(c) => c.parse().unwrap_or_default(),
+                    _ => crate::domain::Currency::default(),
+                };
+                match crate::domain::Money::parse(&text, currency) {
+                    Ok(m) => m.display(),
+                    Err(_) => match as_decimal(&super::model::Value::Str(text.clone())) {
+                        Some(d) => format_currency(d, currency.as_str()),
+                        None => text,
+                    },
+                }
+            }
         };
     }
     text
@@ -530,6 +547,26 @@ mod tests {
         ] {
             assert!(UrlTemplate::parse(ok).is_ok(), "{ok}");
         }
+    }
+
+    #[test]
+    fn money_reads_the_shops_currency() {
+        let mut vars = BTreeMap::new();
+        vars.insert("t".into(), Value::Num("75000".parse().unwrap()));
+        let contact = crate::conversation::ContactInfo::default();
+        let t = Template::parse("Total: {{t | money}}").unwrap();
+        let env = Env {
+            vars: &vars,
+            contact: &contact,
+        };
+        assert_eq!(t.render(&env), "Total: Rp 75.000");
+        vars.insert("commerce.currency".into(), Value::Str("USD".into()));
+        vars.insert("t".into(), Value::Num("12.5".parse().unwrap()));
+        let env = Env {
+            vars: &vars,
+            contact: &contact,
+        };
+        assert_eq!(t.render(&env), "Total: USD 12.50");
     }
 
     #[test]

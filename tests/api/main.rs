@@ -15,5 +15,6 @@ mod handoff;
 mod media;
 mod reload;
 mod sendgate;
+mod store;
 mod webhook;
 mod window;

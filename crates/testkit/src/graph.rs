@@ -607,3 +607,23 @@ pub fn button_reply_webhook(
         }),
     )
 }
+
+/// A webhook body carrying one choice from a list message.
+pub fn list_reply_webhook(
+    phone_number_id: &str,
+    from: &str,
+    wamid: &str,
+    id: &str,
+    title: &str,
+    timestamp: i64,
+) -> String {
+    message_webhook(
+        phone_number_id,
+        from,
+        json!({
+            "from": from, "id": wamid, "timestamp": timestamp.to_string(), "type": "interactive",
+            "context": {"from": "15550783881", "id": "wamid.PREVIOUS"},
+            "interactive": {"type": "list_reply", "list_reply": {"id": id, "title": title}}
+        }),
+    )
+}
