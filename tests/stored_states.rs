@@ -7,7 +7,8 @@ use std::path::Path;
 use std::str::FromStr;
 
 use parley::domain::{
-    CampaignStatus, FlowRunStatus, InboxState, OutboxState, RecipientState, TimerState,
+    CampaignStatus, CartStatus, FlowRunStatus, InboxState, OrderStatus, OutboxState, PaymentStatus,
+    RecipientState, SubscriptionStatus, TimerState,
 };
 use parley::whatsapp::event::DeliveryStatus;
 
@@ -21,6 +22,10 @@ fn is_state(s: &str) -> bool {
 fn is_status(s: &str) -> bool {
     CampaignStatus::from_str(s).is_ok()
         || FlowRunStatus::from_str(s).is_ok()
+        || CartStatus::from_str(s).is_ok()
+        || OrderStatus::from_str(s).is_ok()
+        || PaymentStatus::from_str(s).is_ok()
+        || SubscriptionStatus::from_str(s).is_ok()
         || !matches!(DeliveryStatus::parse(s), DeliveryStatus::Other(_))
 }
 

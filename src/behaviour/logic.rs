@@ -578,6 +578,10 @@ impl FlowLogic {
                     MessageContent::Document { media: m, .. } => media_input("document", m),
                     MessageContent::Sticker { media: m, .. } => media_input("sticker", m),
                     MessageContent::System { .. } => return (state, effects),
+                    MessageContent::Order { items, text, .. } => FlowInput::Order {
+                        items,
+                        text: text.as_deref(),
+                    },
                     content => FlowInput::Message {
                         text: text_of(content),
                         reply_id: match content {

@@ -43,6 +43,22 @@ pub enum Op {
     },
     /// The customer's open orders.
     Orders,
+    /// An order from WhatsApp's catalog `order` message (once per message).
+    CatalogOrder {
+        wamid: String,
+        items: Vec<CatalogItem>,
+    },
+}
+
+/// A product of a catalog `order` message, as the message gave it.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct CatalogItem {
+    /// `product_retailer_id`: our sku.
+    pub sku: String,
+    pub quantity: i64,
+    /// `item_price`, exact decimal text.
+    pub price: String,
+    pub currency: String,
 }
 
 impl Op {
@@ -50,7 +66,11 @@ impl Op {
     pub fn changes(&self) -> bool {
         matches!(
             self,
-            Op::CartAdd { .. } | Op::CartRemove { .. } | Op::CartClear | Op::Checkout { .. }
+            Op::CartAdd { .. }
+                | Op::CartRemove { .. }
+                | Op::CartClear
+                | Op::Checkout { .. }
+                | Op::CatalogOrder { .. }
         )
     }
 }

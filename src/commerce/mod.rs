@@ -12,5 +12,5 @@ mod calls;
 mod run;
 pub mod text;
 
-pub use calls::{Answer, Call, CommerceResult, Op};
+pub use calls::{Answer, Call, CatalogItem, CommerceResult, Op};
 pub use run::{run, Caller};

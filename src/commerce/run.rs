@@ -3,8 +3,11 @@
 use std::time::Duration;
 
 use super::calls::{Answer, Call, Op};
+use crate::domain::Money;
 use crate::domain::{AccountId, Currency, UserKey};
-use crate::store::{CartChange, Customer, OrderFilter, ProductFilter, Store, StoreError};
+use crate::store::{
+    CartChange, CatalogLine, Customer, OrderFilter, ProductFilter, Store, StoreError,
+};
 
 /// Tries of a call whose store is unreachable, before the flow hears it failed.
 const ATTEMPTS: u32 = 4;
@@ -108,6 +111,39 @@ async fn once(store: &Store, who: Caller<'_>, call: &Call, now: i64) -> Result<A
             Answer::Checkout(
                 store
                     .checkout(account, user, &call.id, &customer, now)
+                    .await?,
+            )
+        }
+        Op::CatalogOrder { wamid, items } => {
+            let lines: Vec<CatalogLine> = items
+                .iter()
+                .map(|i| CatalogLine {
+                    sku: i.sku.clone(),
+                    quantity: i.quantity,
+                    claimed: i
+                        .currency
+                        .parse()
+                        .ok()
+                        .filter(|c| *c == who.currency)
+                        .and_then(|c| Money::parse(&i.price, c).ok()),
+                })
+                .collect();
+            let customer = Customer {
+                wa_id: who.wa_id.map(str::to_string),
+                name: None,
+                address: None,
+            };
+            Answer::Checkout(
+                store
+                    .catalog_order(
+                        account,
+                        user,
+                        &format!("catalog:{wamid}"),
+                        &customer,
+                        &lines,
+                        who.currency,
+                        now,
+                    )
                     .await?,
             )
         }

@@ -16,6 +16,7 @@ pub fn mermaid(flow: &Flow) -> String {
             Trigger::Regex { re, .. } => format!("regex: {}", re.as_str()),
             Trigger::Referral { ad: Some(ad), .. } => format!("ad: {ad}"),
             Trigger::Referral { ad: None, .. } => "any ad".to_string(),
+            Trigger::Order { .. } => "catalog order".to_string(),
             Trigger::Default { .. } => "default".to_string(),
         };
         let start = t.start().map(String::as_str).unwrap_or(&flow.start);

@@ -14,6 +14,7 @@
 //!     start: show_catalog       # optional start node for this trigger
 //!   - referral: "1203948"       # Click-to-WhatsApp ad id (referral.source_id); "*" = any ad
 //!   - default: true             # when no flow is active and nothing else matched
+//!   - order: true               # WhatsApp's catalog `order` message (the order is made first)
 //! start: welcome                # first node
 //! access: registered            # optional: lowest contact level that may start it
 //!                               #   (public | registered | activated), by a trigger or a
@@ -136,6 +137,11 @@ pub struct RawTrigger {
     /// Fires when no flow is active and no other trigger matched.
     #[serde(default)]
     pub default: bool,
+    /// WhatsApp's catalog `order` message: the order is made from its products (priced from
+    /// our catalog) and the flow starts with `order.*` set. Fires even while another flow
+    /// waits.
+    #[serde(default)]
+    pub order: bool,
     /// Higher wins when several triggers match (default 0; ties: file order).
     #[serde(default)]
     pub priority: i32,
@@ -474,6 +480,10 @@ pub enum Trigger {
     Default {
         start: Option<String>,
     },
+    /// A catalog `order` message.
+    Order {
+        start: Option<String>,
+    },
 }
 
 /// A trigger with its priority and reach.
@@ -491,7 +501,8 @@ impl TriggerSpec {
             | Trigger::Button { start, .. }
             | Trigger::Regex { start, .. }
             | Trigger::Referral { start, .. }
-            | Trigger::Default { start } => start.as_ref(),
+            | Trigger::Default { start }
+            | Trigger::Order { start } => start.as_ref(),
         }
     }
 }

@@ -169,23 +169,31 @@ impl Store {
                     }
                     Some(p) => {
                         let stock: Option<i64> = p.try_get("stock")?;
-                        let cart = self
-                            .tx_cart_id(&mut tx, account, user, currency, now)
-                            .await?;
-                        let held: i64 = self
+                        let open = self
                             .tx_fetch(
                                 &mut tx,
-                                "SELECT quantity FROM cart_items WHERE cart_id = $1 AND sku = $2",
-                                vec![Val::I(cart), sku.into()],
+                                "SELECT c.id, i.quantity FROM carts c LEFT JOIN cart_items i ON i.cart_id = c.id AND i.sku = $1 \
+                                 WHERE c.account = $2 AND c.user_key = $3 AND c.status = 'open'",
+                                vec![sku.into(), account.into(), user.into()],
                             )
-                            .await?
-                            .first()
-                            .map(|r| r.try_get::<i64, _>("quantity"))
-                            .transpose()?
-                            .unwrap_or(0);
+                            .await?;
+                        let (cart, held) = match open.first() {
+                            Some(r) => (
+                                Some(r.try_get::<i64, _>("id")?),
+                                r.try_get::<Option<i64>, _>("quantity")?.unwrap_or(0),
+                            ),
+                            None => (None, 0),
+                        };
                         if stock.is_some_and(|s| s < held + quantity) {
                             CartChanged::OutOfStock
                         } else {
+                            let cart = match cart {
+                                Some(id) => id,
+                                None => {
+                                    self.tx_new_cart(&mut tx, account, user, currency, now)
+                                        .await?
+                                }
+                            };
                             self.tx_run(
                                 &mut tx,
                                 "INSERT INTO cart_items (cart_id, sku, quantity, added_at) VALUES ($1, $2, $3, $4) \
@@ -243,8 +251,8 @@ impl Store {
         Ok((outcome, cart))
     }
 
-    /// The open cart's id, opening one if there is none.
-    async fn tx_cart_id(
+    /// Open a cart for the conversation; its id.
+    async fn tx_new_cart(
         &self,
         tx: &mut sqlx::Transaction<'_, sqlx::Any>,
         account: &AccountId,
@@ -252,16 +260,6 @@ impl Store {
         currency: Currency,
         now: i64,
     ) -> Result<i64, StoreError> {
-        let found = self
-            .tx_fetch(
-                tx,
-                "SELECT id FROM carts WHERE account = $1 AND user_key = $2 AND status = 'open'",
-                vec![account.into(), user.into()],
-            )
-            .await?;
-        if let Some(r) = found.first() {
-            return Ok(r.try_get("id")?);
-        }
         let made = self
             .tx_fetch(
                 tx,

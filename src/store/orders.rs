@@ -7,7 +7,6 @@
 
 use sqlx::Row;
 
-use super::carts::Cart;
 use super::sql::Val;
 use super::*;
 use crate::domain::{
@@ -89,8 +88,29 @@ pub enum Checkout {
         sku: String,
         name: String,
     },
+    /// No such product (a catalog order naming a sku we do not sell).
+    Unknown {
+        sku: String,
+    },
     /// No open cart, or an empty one.
     Empty,
+}
+
+/// A line of WhatsApp's catalog `order` message.
+#[derive(Debug, Clone, PartialEq)]
+pub struct CatalogLine {
+    /// `product_retailer_id`.
+    pub sku: String,
+    pub quantity: i64,
+    /// `item_price` as the message claimed it, if it is an amount of our currency.
+    pub claimed: Option<Money>,
+}
+
+/// A line to reserve.
+struct WantedLine {
+    sku: String,
+    quantity: i64,
+    claimed: Option<Money>,
 }
 
 const ORDER_COLUMNS: &str = "id, order_number, user_key, customer_name, customer_address, subtotal, discount, total, currency, status, payment_status, voucher, source, notes, stock, created_at, updated_at";
@@ -182,48 +202,25 @@ impl Store {
             tx.rollback().await?;
             return Ok(Checkout::Empty);
         }
-        let mut lines: Vec<_> = cart.lines.iter().collect();
-        lines.sort_by(|a, b| a.sku.cmp(&b.sku));
-        let mut items = Vec::with_capacity(lines.len());
-        let mut any_tracked = false;
-        for line in lines {
-            let reserved = self
-                .tx_fetch(
-                    &mut tx,
-                    "UPDATE products SET stock = stock - $1, \
-                     reserved = reserved + CASE WHEN stock IS NULL THEN 0 ELSE $1 END, updated_at = $2 \
-                     WHERE account = $3 AND sku = $4 AND active = 1 AND currency = $5 AND (stock IS NULL OR stock >= $1) \
-                     RETURNING name, price, stock",
-                    vec![
-                        Val::I(line.quantity),
-                        Val::I(now),
-                        account.into(),
-                        line.sku.as_str().into(),
-                        cart.currency.as_str().into(),
-                    ],
-                )
-                .await?;
-            let Some(r) = reserved.first() else {
+        let wanted: Vec<WantedLine> = cart
+            .lines
+            .iter()
+            .map(|l| WantedLine {
+                sku: l.sku.clone(),
+                quantity: l.quantity,
+                claimed: None,
+            })
+            .collect();
+        let (items, any_tracked) = match self
+            .tx_reserve(&mut tx, account, cart.currency, wanted, now)
+            .await?
+        {
+            Ok(reserved) => reserved,
+            Err(refused) => {
                 tx.rollback().await?;
-                return Ok(Checkout::OutOfStock {
-                    sku: line.sku.clone(),
-                    name: line.name.clone(),
-                });
-            };
-            any_tracked |= r.try_get::<Option<i64>, _>("stock")?.is_some();
-            let unit_price = money(r, "price", cart.currency)?;
-            let subtotal = unit_price
-                .times(line.quantity as u32)
-                .map_err(|e| StoreError::Corrupt(e.to_string()))?;
-            items.push(OrderItem {
-                sku: line.sku.clone(),
-                name: r.try_get("name")?,
-                quantity: line.quantity,
-                unit_price,
-                subtotal,
-                catalog_price: None,
-            });
-        }
+                return Ok(refused);
+            }
+        };
         let order = self
             .tx_insert_order(
                 &mut tx,
@@ -232,7 +229,8 @@ impl Store {
                     user,
                     idem_key,
                     customer,
-                    cart: &cart,
+                    currency: cart.currency,
+                    voucher: cart.voucher.clone(),
                     items,
                     source: OrderSource::Whatsapp,
                     stock: if any_tracked {
@@ -261,12 +259,162 @@ impl Store {
         })
     }
 
+    /// Reserve every line's stock in sku order (the lock order), all or none: the priced
+    /// items and whether any is tracked, or why the order cannot be had.
+    async fn tx_reserve(
+        &self,
+        tx: &mut sqlx::Transaction<'_, sqlx::Any>,
+        account: &AccountId,
+        currency: Currency,
+        mut wanted: Vec<WantedLine>,
+        now: i64,
+    ) -> Result<Result<(Vec<OrderItem>, bool), Checkout>, StoreError> {
+        wanted.sort_by(|a, b| a.sku.cmp(&b.sku));
+        let mut items = Vec::with_capacity(wanted.len());
+        let mut any_tracked = false;
+        for line in wanted {
+            let reserved = self
+                .tx_fetch(
+                    tx,
+                    "UPDATE products SET stock = stock - $1, \
+                     reserved = reserved + CASE WHEN stock IS NULL THEN 0 ELSE $1 END, updated_at = $2 \
+                     WHERE account = $3 AND sku = $4 AND active = 1 AND currency = $5 AND (stock IS NULL OR stock >= $1) \
+                     RETURNING name, price, stock",
+                    vec![
+                        Val::I(line.quantity),
+                        Val::I(now),
+                        account.into(),
+                        line.sku.as_str().into(),
+                        currency.as_str().into(),
+                    ],
+                )
+                .await?;
+            let Some(r) = reserved.first() else {
+                let known = self
+                    .tx_fetch(
+                        tx,
+                        "SELECT name FROM products WHERE account = $1 AND sku = $2 AND active = 1 AND currency = $3",
+                        vec![
+                            account.into(),
+                            line.sku.as_str().into(),
+                            currency.as_str().into(),
+                        ],
+                    )
+                    .await?;
+                return Ok(Err(match known.first() {
+                    Some(p) => Checkout::OutOfStock {
+                        sku: line.sku,
+                        name: p.try_get("name")?,
+                    },
+                    None => Checkout::Unknown { sku: line.sku },
+                }));
+            };
+            any_tracked |= r.try_get::<Option<i64>, _>("stock")?.is_some();
+            let unit_price = money(r, "price", currency)?;
+            let subtotal = unit_price
+                .times(line.quantity as u32)
+                .map_err(|e| StoreError::Corrupt(e.to_string()))?;
+            items.push(OrderItem {
+                sku: line.sku,
+                name: r.try_get("name")?,
+                quantity: line.quantity,
+                unit_price,
+                subtotal,
+                catalog_price: line.claimed.filter(|c| *c != unit_price),
+            });
+        }
+        Ok(Ok((items, any_tracked)))
+    }
+
+    /// An order from WhatsApp's catalog `order` message, priced from our catalog by sku (a
+    /// price the message claimed that differs from ours is kept beside it; ours wins), its
+    /// stock reserved as a checkout's; once per `idem_key` (the message's wamid).
+    pub async fn catalog_order(
+        &self,
+        account: &AccountId,
+        user: &UserKey,
+        idem_key: &str,
+        customer: &Customer,
+        lines: &[CatalogLine],
+        currency: Currency,
+        now: i64,
+    ) -> Result<Checkout, StoreError> {
+        let mut tx = self.pool().begin().await?;
+        // A write first (see store/carts.rs).
+        let claimed = self
+            .tx_run(
+                &mut tx,
+                "INSERT INTO commerce_calls (account, call_id, outcome, created_at) VALUES ($1, $2, 'catalog order', $3) \
+                 ON CONFLICT (account, call_id) DO NOTHING",
+                vec![account.into(), idem_key.into(), Val::I(now)],
+            )
+            .await?;
+        if claimed == 0 {
+            if let Some(order) = self.tx_order_by_key(&mut tx, idem_key).await? {
+                tx.commit().await?;
+                return Ok(Checkout::Ordered {
+                    order: Box::new(order),
+                });
+            }
+        }
+        let mut merged: Vec<WantedLine> = Vec::new();
+        for l in lines.iter().filter(|l| l.quantity > 0) {
+            match merged.iter_mut().find(|w| w.sku == l.sku) {
+                Some(w) => w.quantity += l.quantity,
+                None => merged.push(WantedLine {
+                    sku: l.sku.clone(),
+                    quantity: l.quantity,
+                    claimed: l.claimed,
+                }),
+            }
+        }
+        if merged.is_empty() {
+            tx.rollback().await?;
+            return Ok(Checkout::Empty);
+        }
+        let (items, any_tracked) = match self
+            .tx_reserve(&mut tx, account, currency, merged, now)
+            .await?
+        {
+            Ok(reserved) => reserved,
+            Err(refused) => {
+                tx.rollback().await?;
+                return Ok(refused);
+            }
+        };
+        let order = self
+            .tx_insert_order(
+                &mut tx,
+                NewOrder {
+                    account,
+                    user,
+                    idem_key,
+                    customer,
+                    currency,
+                    voucher: None,
+                    items,
+                    source: OrderSource::Catalog,
+                    stock: if any_tracked {
+                        OrderStock::Reserved
+                    } else {
+                        OrderStock::Committed
+                    },
+                    now,
+                },
+            )
+            .await?;
+        tx.commit().await?;
+        Ok(Checkout::Ordered {
+            order: Box::new(order),
+        })
+    }
+
     async fn tx_insert_order(
         &self,
         tx: &mut sqlx::Transaction<'_, sqlx::Any>,
         o: NewOrder<'_>,
     ) -> Result<Order, StoreError> {
-        let currency = o.cart.currency;
+        let currency = o.currency;
         let subtotal = o
             .items
             .iter()
@@ -294,7 +442,7 @@ impl Store {
                     currency.as_str().into(),
                     OrderStatus::Pending.as_str().into(),
                     OrderPayment::Unpaid.as_str().into(),
-                    Val::OptS(o.cart.voucher.clone()),
+                    Val::OptS(o.voucher.clone()),
                     o.source.as_str().into(),
                     o.stock.as_str().into(),
                     Val::I(o.now),
@@ -341,7 +489,7 @@ impl Store {
             total,
             status: OrderStatus::Pending,
             payment_status: OrderPayment::Unpaid,
-            voucher: o.cart.voucher.clone(),
+            voucher: o.voucher,
             source: o.source,
             notes: None,
             stock: o.stock,
@@ -549,7 +697,8 @@ struct NewOrder<'a> {
     user: &'a UserKey,
     idem_key: &'a str,
     customer: &'a Customer,
-    cart: &'a Cart,
+    currency: Currency,
+    voucher: Option<String>,
     items: Vec<OrderItem>,
     source: OrderSource,
     stock: OrderStock,

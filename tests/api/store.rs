@@ -7,7 +7,9 @@ use std::time::Duration;
 
 use parley::domain::{AccountId, Currency, Money, ProductKind};
 use parley::store::{Product, Store};
-use parley_testkit::{button_reply_webhook, list_reply_webhook, text_webhook, Attempt, FakeGraph};
+use parley_testkit::{
+    button_reply_webhook, list_reply_webhook, order_webhook, text_webhook, Attempt, FakeGraph,
+};
 use serde_json::Value;
 
 use crate::helpers::*;
@@ -297,7 +299,11 @@ async fn fifty_customers_racing_for_ten_units_get_exactly_ten_orders(db: TestDb)
     assert_eq!((last.stock, last.reserved), (Some(0), 10));
     assert_eq!(count(&store, "SELECT COUNT(*) FROM orders").await, 10);
     assert_eq!(
-        count(&store, "SELECT CAST(COALESCE(SUM(quantity), 0) AS BIGINT) FROM order_items").await,
+        count(
+            &store,
+            "SELECT CAST(COALESCE(SUM(quantity), 0) AS BIGINT) FROM order_items"
+        )
+        .await,
         10
     );
     match Arc::try_unwrap(app) {
@@ -308,4 +314,141 @@ async fn fifty_customers_racing_for_ten_units_get_exactly_ten_orders(db: TestDb)
 on_both_stores!(
     fifty_customers_race_for_ten_units,
     fifty_customers_racing_for_ten_units_get_exactly_ten_orders
+);
+
+async fn a_catalog_order_message_becomes_an_order_priced_from_our_catalog(db: TestDb) {
+    let graph = Arc::new(FakeGraph::start().await);
+    let mut settings = test_settings(&db, &graph);
+    settings.flows.dir = "flows".into();
+    let app = spawn_app_with_flows(settings).await;
+    let store = db.store().await;
+    seed(
+        &store,
+        &[
+            product("KOPI", "Kopi Arabica", "25000", Some(5), 1),
+            product("TEH", "Teh Melati", "15000", None, 2),
+        ],
+    )
+    .await;
+    let u = "6281200000202";
+    let t = now_secs();
+    // The message claims 20000 for KOPI: ours (25000) wins, theirs is kept beside it.
+    let order = order_webhook(
+        PNID,
+        u,
+        "wamid.CO1",
+        &[("KOPI", 2, 20000), ("TEH", 1, 15000)],
+        t,
+    );
+    let reply = say(&app, &graph, u, order.clone(), 1).await;
+    assert_eq!(
+        read(&reply),
+        "Order ORD-000001 is placed:\n2 × Kopi Arabica — Rp 50.000\n1 × Teh Melati — Rp 15.000\nTotal: Rp 65.000"
+    );
+    let saved = store
+        .order(&AccountId::from(PNID), "ORD-000001")
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(saved.source, parley::domain::OrderSource::Catalog);
+    assert_eq!(saved.total, Money::parse("65000", Currency::IDR).unwrap());
+    assert_eq!(
+        saved.items[0].catalog_price,
+        Some(Money::parse("20000", Currency::IDR).unwrap())
+    );
+    assert_eq!(saved.items[1].catalog_price, None);
+    // Redelivered: no second order. An order for more than there is: refused, nothing held.
+    assert_eq!(app.post_webhook(&order).await, 200);
+    let too_many = order_webhook(PNID, u, "wamid.CO2", &[("KOPI", 4, 25000)], t);
+    let reply = say(&app, &graph, u, too_many, 2).await;
+    assert_eq!(
+        read(&reply),
+        "Sorry, Kopi Arabica cannot be had in that quantity. Nothing was ordered."
+    );
+    let unknown = order_webhook(PNID, u, "wamid.CO3", &[("NOPE", 1, 1000)], t);
+    let reply = say(&app, &graph, u, unknown, 3).await;
+    assert_eq!(
+        read(&reply),
+        "Sorry, NOPE cannot be had in that quantity. Nothing was ordered."
+    );
+    assert_eq!(count(&store, "SELECT COUNT(*) FROM orders").await, 1);
+    let kopi = store
+        .product(&AccountId::from(PNID), "KOPI")
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!((kopi.stock, kopi.reserved), (Some(3), 2));
+    app.stop().await;
+}
+on_both_stores!(
+    a_catalog_order_message_becomes_an_order,
+    a_catalog_order_message_becomes_an_order_priced_from_our_catalog
+);
+
+/// A shop call made again (after a crash, the actor makes the committed call once more) has
+/// no second effect: the cart holds what one call added, the checkout finds its order.
+async fn a_shop_call_made_again_takes_effect_once(db: TestDb) {
+    use parley::store::{CartChange, CartChanged, Checkout, Customer};
+    let store = db.store().await;
+    store.migrate().await.unwrap();
+    seed(
+        &store,
+        &[product("KOPI", "Kopi Arabica", "25000", Some(5), 1)],
+    )
+    .await;
+    let account = AccountId::from(PNID);
+    let user = parley::domain::UserKey::from("6281200000303");
+    for _ in 0..2 {
+        let (changed, cart) = store
+            .change_cart(
+                &account,
+                &user,
+                "shop-add-1",
+                CartChange::Add {
+                    sku: "KOPI",
+                    quantity: 2,
+                },
+                Currency::IDR,
+                1,
+            )
+            .await
+            .unwrap();
+        assert_eq!(changed, CartChanged::Ok);
+        assert_eq!(cart.unwrap().lines[0].quantity, 2);
+    }
+    let mut numbers = Vec::new();
+    for _ in 0..2 {
+        match store
+            .checkout(&account, &user, "shop-checkout-1", &Customer::default(), 2)
+            .await
+            .unwrap()
+        {
+            Checkout::Ordered { order } => numbers.push(order.order_number),
+            other => panic!("{other:?}"),
+        }
+    }
+    assert_eq!(numbers[0], numbers[1]);
+    let kopi = store.product(&account, "KOPI").await.unwrap().unwrap();
+    assert_eq!((kopi.stock, kopi.reserved), (Some(3), 2));
+    // Adding more than the stock leaves the cart as it was.
+    let (changed, _) = store
+        .change_cart(
+            &account,
+            &user,
+            "shop-add-2",
+            CartChange::Add {
+                sku: "KOPI",
+                quantity: 4,
+            },
+            Currency::IDR,
+            3,
+        )
+        .await
+        .unwrap();
+    assert_eq!(changed, CartChanged::OutOfStock);
+    assert!(store.open_cart(&account, &user).await.unwrap().is_none());
+}
+on_both_stores!(
+    a_shop_call_made_again,
+    a_shop_call_made_again_takes_effect_once
 );

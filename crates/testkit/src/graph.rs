@@ -627,3 +627,27 @@ pub fn list_reply_webhook(
         }),
     )
 }
+
+/// A webhook body carrying WhatsApp's catalog `order` message: (sku, quantity, item price).
+pub fn order_webhook(
+    phone_number_id: &str,
+    from: &str,
+    wamid: &str,
+    items: &[(&str, i64, i64)],
+    timestamp: i64,
+) -> String {
+    let product_items: Vec<Value> = items
+        .iter()
+        .map(|(sku, quantity, price)| {
+            json!({"product_retailer_id": sku, "quantity": quantity, "item_price": price, "currency": "IDR"})
+        })
+        .collect();
+    message_webhook(
+        phone_number_id,
+        from,
+        json!({
+            "from": from, "id": wamid, "timestamp": timestamp.to_string(), "type": "order",
+            "order": {"catalog_id": "CATALOG1", "text": "", "product_items": product_items}
+        }),
+    )
+}

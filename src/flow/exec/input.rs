@@ -54,6 +54,7 @@ fn trigger_match(
                 Trigger::Referral { ad, .. } => {
                     referral.is_some_and(|r| ad.as_deref().is_none_or(|a| a == r))
                 }
+                Trigger::Order { .. } => false,
                 Trigger::Default { .. } => {
                     if which == Triggers::All
                         && fallback.as_ref().is_none_or(|(p, _, _)| t.priority > *p)
@@ -152,10 +153,12 @@ impl Run<'_, '_> {
                 if st.commerce.as_ref().is_none_or(|c| c.id != result.id) {
                     return Ok(st); // a stale answer: not the call we wait for
                 }
-                st.commerce = None;
+                let Some(call) = st.commerce.take() else {
+                    return Ok(st);
+                };
                 st.last_activity_ms = ctx.now_ms;
                 let deferred = std::mem::take(&mut st.deferred);
-                let st = self.shop_answer(st, &result.answer)?;
+                let st = self.shop_answer(st, &call.op, &result.answer)?;
                 self.replay_deferred(st, deferred)
             }
             FlowInput::Media { kind, id, caption } => {
@@ -174,6 +177,10 @@ impl Run<'_, '_> {
                 self.message(st, caption, None)
             }
             FlowInput::Message { text, reply_id } => self.message(st, text, reply_id),
+            FlowInput::Order { items, text } => match self.catalog_order(items) {
+                Some(started) => Ok(started),
+                None => self.message(st, text, None),
+            },
         }
     }
 

@@ -120,6 +120,11 @@ pub enum FlowInput<'a> {
         id: &'a str,
         caption: Option<&'a str>,
     },
+    /// WhatsApp's catalog `order` message (its products, and the text sent with it).
+    Order {
+        items: &'a [crate::whatsapp::event::OrderItem],
+        text: Option<&'a str>,
+    },
     /// A timer this engine asked for fired.
     Timer { name: &'a str },
     /// The answer to the HTTP call the flow waits for.

@@ -104,6 +104,49 @@ impl Run<'_, '_> {
         self.shop_call(st, op)
     }
 
+    /// A catalog `order` message: the flow with an `order` trigger begins, its order made
+    /// first (the flow runs from its start when the answer comes). None when no flow has one.
+    pub(super) fn catalog_order(
+        &mut self,
+        items: &[crate::whatsapp::event::OrderItem],
+    ) -> Option<FlowState> {
+        let access = self.contact.access;
+        let (flow, start) = self.flows.flows().iter().find_map(|f| {
+            (f.access <= access)
+                .then(|| {
+                    f.triggers.iter().find_map(|t| match &t.on {
+                        Trigger::Order { start } => {
+                            Some((f, start.clone().unwrap_or_else(|| f.start.clone())))
+                        }
+                        _ => None,
+                    })
+                })
+                .flatten()
+        })?;
+        let mut st = FlowState {
+            flow: Some(flow.id.clone()),
+            version: Some(flow.version.clone()),
+            node: Some(start),
+            started_at_ms: self.ctx.now_ms,
+            last_activity_ms: self.ctx.now_ms,
+            ..FlowState::default()
+        };
+        self.stamp(&mut st);
+        let op = Op::CatalogOrder {
+            wamid: self.message_id.clone().unwrap_or_default(),
+            items: items
+                .iter()
+                .map(|i| crate::commerce::CatalogItem {
+                    sku: i.product_retailer_id.clone(),
+                    quantity: i.quantity,
+                    price: i.item_price.to_string(),
+                    currency: i.currency.clone(),
+                })
+                .collect(),
+        };
+        Some(self.shop_call(st, op))
+    }
+
     /// The customer answered a catalog: the next page, or the product chosen (looked up).
     pub(super) fn catalog_reply(
         &mut self,
@@ -178,10 +221,17 @@ impl Run<'_, '_> {
     pub(super) fn shop_answer(
         &mut self,
         mut st: FlowState,
+        op: &Op,
         answer: &Answer,
     ) -> Result<FlowState, FlowError> {
         let flow = self.flow(&st).expect("valid");
         let node = &flow.nodes[st.node.as_deref().unwrap_or_default()];
+        if let (Op::CatalogOrder { .. }, Answer::Checkout(outcome)) = (op, answer) {
+            // The flow an `order` trigger started begins now, with the order made.
+            set_order(&mut st, outcome);
+            let start = st.node.clone();
+            return self.run(st, start);
+        }
         if let Answer::Failed { .. } = answer {
             st.awaiting_input = false;
             return match node.on_error.clone() {
@@ -291,51 +341,25 @@ impl Run<'_, '_> {
                 );
                 self.shop_result(st, result)
             }
-            (NodeKind::Checkout { .. }, Answer::Checkout(outcome)) => match outcome {
-                Checkout::Ordered { order } => {
-                    st.vars
-                        .insert("order.result".into(), Value::Str("ok".into()));
-                    st.vars.insert(
-                        "order.number".into(),
-                        Value::Str(order.order_number.clone()),
-                    );
-                    st.vars
-                        .insert("order.total".into(), Value::Num(order.total.amount));
-                    st.vars
-                        .insert("order.items".into(), Value::Str(text::order_lines(order)));
-                    st.vars
-                        .insert("order.status".into(), Value::Str(order.status.to_string()));
-                    st.vars.insert(
-                        "commerce.currency".into(),
-                        Value::Str(order.total.currency.to_string()),
-                    );
-                    self.shop_result(st, "ok")
+            (NodeKind::Checkout { .. }, Answer::Checkout(outcome)) => {
+                let result = set_order(&mut st, outcome);
+                if result == "ok" || node.results.contains_key(result) {
+                    return self.shop_result(st, result);
                 }
-                Checkout::OutOfStock { sku, name } => {
-                    st.vars
-                        .insert("order.result".into(), Value::Str("out_of_stock".into()));
-                    st.vars
-                        .insert("product.sku".into(), Value::Str(sku.clone()));
-                    st.vars
-                        .insert("product.name".into(), Value::Str(name.clone()));
-                    if node.results.contains_key("out_of_stock") {
-                        return self.shop_result(st, "out_of_stock");
+                match outcome {
+                    Checkout::Empty => self.say_text("Your cart is empty."),
+                    _ => {
+                        let name = match st.vars.get("product.name") {
+                            Some(Value::Str(n)) => n.clone(),
+                            _ => String::new(),
+                        };
+                        self.say_text(&format!(
+                            "Sorry, {name} cannot be had in that quantity. Nothing was ordered."
+                        ))
                     }
-                    self.say_text(&format!(
-                        "Sorry, {name} is sold out in that quantity. Nothing was ordered."
-                    ));
-                    self.end(st)
                 }
-                Checkout::Empty => {
-                    st.vars
-                        .insert("order.result".into(), Value::Str("empty".into()));
-                    if node.results.contains_key("empty") {
-                        return self.shop_result(st, "empty");
-                    }
-                    self.say_text("Your cart is empty.");
-                    self.end(st)
-                }
-            },
+                self.end(st)
+            }
             (NodeKind::OrderStatus { text: some, empty }, Answer::Orders(orders)) => {
                 st.vars
                     .insert("orders.count".into(), num(orders.len() as i64));
@@ -352,6 +376,48 @@ impl Run<'_, '_> {
             _ => self.continue_after_node(st),
         }
     }
+}
+
+/// `order.*` from a checkout's outcome; its result (`ok`, `out_of_stock`, `unknown`,
+/// `empty`).
+fn set_order(st: &mut FlowState, outcome: &Checkout) -> &'static str {
+    let result = match outcome {
+        Checkout::Ordered { order } => {
+            st.vars.insert(
+                "order.number".into(),
+                Value::Str(order.order_number.clone()),
+            );
+            st.vars
+                .insert("order.total".into(), Value::Num(order.total.amount));
+            st.vars
+                .insert("order.items".into(), Value::Str(text::order_lines(order)));
+            st.vars
+                .insert("order.status".into(), Value::Str(order.status.to_string()));
+            st.vars.insert(
+                "commerce.currency".into(),
+                Value::Str(order.total.currency.to_string()),
+            );
+            "ok"
+        }
+        Checkout::OutOfStock { sku, name } => {
+            st.vars
+                .insert("product.sku".into(), Value::Str(sku.clone()));
+            st.vars
+                .insert("product.name".into(), Value::Str(name.clone()));
+            "out_of_stock"
+        }
+        Checkout::Unknown { sku } => {
+            st.vars
+                .insert("product.sku".into(), Value::Str(sku.clone()));
+            st.vars
+                .insert("product.name".into(), Value::Str(sku.clone()));
+            "unknown"
+        }
+        Checkout::Empty => "empty",
+    };
+    st.vars
+        .insert("order.result".into(), Value::Str(result.into()));
+    result
 }
 
 /// `product.*` from a product.

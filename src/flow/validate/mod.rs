@@ -393,6 +393,7 @@ pub(super) fn compile(src: &Src<'_>, errors: &mut Vec<String>) -> Option<Flow> {
             t.regex.is_some(),
             t.referral.is_some(),
             t.default,
+            t.order,
         ]
         .iter()
         .filter(|b| **b)
@@ -402,11 +403,14 @@ pub(super) fn compile(src: &Src<'_>, errors: &mut Vec<String>) -> Option<Flow> {
                 top_err(
                     &mut cx,
                     "triggers",
-                    "each trigger needs exactly one of `keyword`, `button`, `regex`, `referral` or `default`".into(),
+                    "each trigger needs exactly one of `keyword`, `button`, `regex`, `referral`, `order` or `default`".into(),
                 );
                 None
             }
             (None, None, None) if t.default => Some(Trigger::Default {
+                start: t.start.clone(),
+            }),
+            (None, None, None) if t.order => Some(Trigger::Order {
                 start: t.start.clone(),
             }),
             (None, None, None) => Some(Trigger::Referral {
