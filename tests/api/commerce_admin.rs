@@ -726,3 +726,40 @@ async fn orders_are_listed_shown_and_moved_forward_only(db: TestDb) {
     app.stop().await;
 }
 on_both_stores!(orders, orders_are_listed_shown_and_moved_forward_only);
+
+async fn with_several_accounts_the_account_is_named(db: TestDb) {
+    let graph = Arc::new(FakeGraph::start().await);
+    let mut settings = test_settings(&db, &graph);
+    let mut second = settings.accounts[0].clone();
+    second.phone_number_id = AccountId::from("106540352242999");
+    second.currency = "USD".parse().unwrap();
+    settings.accounts.push(second);
+    let app = spawn_app(settings, Arc::new(CoreLogic)).await;
+    let (status, body) = app.call(Method::GET, "/products", None).await;
+    assert_eq!(status, 400, "{body}");
+    assert!(
+        body["error"].as_str().unwrap().contains("account"),
+        "{body}"
+    );
+    // Each account's catalog is its own, priced in its currency.
+    let (status, body) = app
+        .call(
+            Method::POST,
+            "/products?account=106540352242999",
+            Some(json!({"sku": "MUG", "name": "Mug", "price": "12.50"})),
+        )
+        .await;
+    assert_eq!(status, 201, "{body}");
+    assert_eq!(
+        (body["price"].as_str(), body["currency"].as_str()),
+        (Some("12.5"), Some("USD"))
+    );
+    let (_, mine) = app
+        .call(Method::GET, &format!("/products?account={PNID}"), None)
+        .await;
+    assert_eq!(mine["items"], json!([]));
+    let (status, _) = app.call(Method::GET, "/orders?account=123", None).await;
+    assert_eq!(status, 404);
+    app.stop().await;
+}
+on_both_stores!(several_accounts, with_several_accounts_the_account_is_named);
