@@ -50,6 +50,7 @@ pub fn routes(state: AppState) -> Router<AppState> {
         .route("/flows", get(flows))
         .route("/bots", get(bots))
         .route("/flows/reload", post(reload_flows))
+        .merge(super::commerce::routes())
         .layer(middleware::from_fn_with_state(state.clone(), require_token))
         .route(
             "/reload",

@@ -2,6 +2,7 @@
 
 mod admin;
 mod campaigns;
+mod commerce;
 mod inbox;
 pub mod listener;
 pub mod signature;

@@ -271,3 +271,237 @@ impl Store {
             > 0)
     }
 }
+
+/// A product to create or update, and whether its stock is set: when not, a product that
+/// exists keeps the stock it has now (a checkout may have moved units since it was read), and
+/// a new one is untracked.
+#[derive(Debug, Clone)]
+pub struct ProductWrite {
+    pub product: Product,
+    pub set_stock: bool,
+}
+
+/// Which products the admin API lists, in catalog order.
+#[derive(Debug, Clone, Default)]
+pub struct CatalogQuery<'a> {
+    pub category: Option<&'a str>,
+    /// Only the active ones (true) or only the inactive ones (false); None: all.
+    pub active: Option<bool>,
+    /// Those after this (position, sku).
+    pub after: Option<(i64, &'a str)>,
+    pub limit: i64,
+}
+
+/// What deleting a category did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum CategoryDeleted {
+    Deleted,
+    /// Products still name it: it stays.
+    InUse(i64),
+    Absent,
+}
+
+impl Store {
+    /// Create or update every product in one transaction (all of them or none):
+    /// (created, updated). Reserved units are never written here.
+    pub async fn upsert_products(
+        &self,
+        account: &AccountId,
+        writes: &[ProductWrite],
+        now: i64,
+    ) -> Result<(u64, u64), StoreError> {
+        let (mut created, mut updated) = (0, 0);
+        // The first statement is a write (see store/carts.rs).
+        let mut tx = self.pool().begin().await?;
+        for w in writes {
+            if self.tx_update_product(&mut tx, account, w, now).await? {
+                updated += 1;
+                continue;
+            }
+            let p = &w.product;
+            let stock = if w.set_stock { p.stock } else { None };
+            let inserted = self
+                .tx_run(
+                    &mut tx,
+                    "INSERT INTO products (account, sku, name, description, price, currency, stock, reserved, image_url, category, active, kind, period_days, access_link, position, created_at, updated_at) \
+                     VALUES ($1, $2, $3, $4, $5, $6, $7, 0, $8, $9, $10, $11, $12, $13, $14, $15, $15) \
+                     ON CONFLICT (account, sku) DO NOTHING",
+                    vec![
+                        account.into(),
+                        p.sku.as_str().into(),
+                        p.name.as_str().into(),
+                        Val::OptS(p.description.clone()),
+                        p.price.plain().into(),
+                        p.price.currency.as_str().into(),
+                        Val::OptI(stock),
+                        Val::OptS(p.image_url.clone()),
+                        Val::OptS(p.category.clone()),
+                        Val::I(p.active as i64),
+                        p.kind.as_str().into(),
+                        Val::OptI(p.period_days),
+                        Val::OptS(p.access_link.clone()),
+                        Val::I(p.position),
+                        Val::I(now),
+                    ],
+                )
+                .await?;
+            if inserted > 0 {
+                created += 1;
+            } else {
+                // Created by someone else since the UPDATE found nothing.
+                self.tx_update_product(&mut tx, account, w, now).await?;
+                updated += 1;
+            }
+        }
+        tx.commit().await?;
+        Ok((created, updated))
+    }
+
+    /// Update the product if it exists: whether it did.
+    async fn tx_update_product(
+        &self,
+        tx: &mut sqlx::Transaction<'_, sqlx::Any>,
+        account: &AccountId,
+        w: &ProductWrite,
+        now: i64,
+    ) -> Result<bool, StoreError> {
+        let p = &w.product;
+        let mut vals: Vec<Val> = vec![
+            p.name.as_str().into(),
+            Val::OptS(p.description.clone()),
+            p.price.plain().into(),
+            p.price.currency.as_str().into(),
+            Val::OptS(p.image_url.clone()),
+            Val::OptS(p.category.clone()),
+            Val::I(p.active as i64),
+            p.kind.as_str().into(),
+            Val::OptI(p.period_days),
+            Val::OptS(p.access_link.clone()),
+            Val::I(p.position),
+            Val::I(now),
+            account.into(),
+            p.sku.as_str().into(),
+        ];
+        let stock = if w.set_stock {
+            vals.push(Val::OptI(p.stock));
+            ", stock = $15"
+        } else {
+            ""
+        };
+        let n = self
+            .tx_run(
+                tx,
+                &format!(
+                    "UPDATE products SET name = $1, description = $2, price = $3, currency = $4, image_url = $5, \
+                     category = $6, active = $7, kind = $8, period_days = $9, access_link = $10, position = $11, \
+                     updated_at = $12{stock} WHERE account = $13 AND sku = $14"
+                ),
+                vals,
+            )
+            .await?;
+        Ok(n > 0)
+    }
+
+    /// A page of the catalog for the admin API (position, then sku).
+    pub async fn catalog(
+        &self,
+        account: &AccountId,
+        q: &CatalogQuery<'_>,
+    ) -> Result<Vec<Product>, StoreError> {
+        let mut text = format!("SELECT {PRODUCT_COLUMNS} FROM products WHERE account = $1");
+        let mut vals: Vec<Val> = vec![account.into()];
+        if let Some(c) = q.category {
+            vals.push(c.into());
+            text.push_str(&format!(" AND category = ${}", vals.len()));
+        }
+        if let Some(active) = q.active {
+            vals.push(Val::I(active as i64));
+            text.push_str(&format!(" AND active = ${}", vals.len()));
+        }
+        if let Some((position, sku)) = q.after {
+            vals.push(Val::I(position));
+            vals.push(sku.into());
+            let (a, b) = (vals.len() - 1, vals.len());
+            text.push_str(&format!(
+                " AND (position > ${a} OR (position = ${a} AND sku > ${b}))"
+            ));
+        }
+        vals.push(Val::I(q.limit.max(0)));
+        text.push_str(&format!(" ORDER BY position, sku LIMIT ${}", vals.len()));
+        self.fetch(&text, vals)
+            .await?
+            .iter()
+            .map(product_of)
+            .collect()
+    }
+
+    /// The products of these skus that exist (any order).
+    pub async fn products_with_skus(
+        &self,
+        account: &AccountId,
+        skus: &[&str],
+    ) -> Result<Vec<Product>, StoreError> {
+        let mut out = Vec::with_capacity(skus.len());
+        for chunk in skus.chunks(500) {
+            let mut vals: Vec<Val> = vec![account.into()];
+            let mut marks = Vec::with_capacity(chunk.len());
+            for sku in chunk {
+                vals.push((*sku).into());
+                marks.push(format!("${}", vals.len()));
+            }
+            let rows = self
+                .fetch(
+                    &format!(
+                        "SELECT {PRODUCT_COLUMNS} FROM products WHERE account = $1 AND sku IN ({})",
+                        marks.join(", ")
+                    ),
+                    vals,
+                )
+                .await?;
+            for r in &rows {
+                out.push(product_of(r)?);
+            }
+        }
+        Ok(out)
+    }
+
+    /// Delete a category no product names.
+    pub async fn delete_unused_category(
+        &self,
+        account: &AccountId,
+        slug: &str,
+    ) -> Result<CategoryDeleted, StoreError> {
+        let deleted = self
+            .run(
+                "DELETE FROM categories WHERE account = $1 AND slug = $2 AND NOT EXISTS \
+                 (SELECT 1 FROM products WHERE account = $1 AND category = $2)",
+                vec![account.into(), slug.into()],
+            )
+            .await?;
+        if deleted > 0 {
+            return Ok(CategoryDeleted::Deleted);
+        }
+        let exists = !self
+            .fetch(
+                "SELECT slug FROM categories WHERE account = $1 AND slug = $2",
+                vec![account.into(), slug.into()],
+            )
+            .await?
+            .is_empty();
+        if !exists {
+            return Ok(CategoryDeleted::Absent);
+        }
+        let rows = self
+            .fetch(
+                "SELECT COUNT(*) AS n FROM products WHERE account = $1 AND category = $2",
+                vec![account.into(), slug.into()],
+            )
+            .await?;
+        let n = rows
+            .first()
+            .map(|r| r.try_get::<i64, _>("n"))
+            .transpose()?
+            .unwrap_or(0);
+        Ok(CategoryDeleted::InUse(n))
+    }
+}

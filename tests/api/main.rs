@@ -6,6 +6,7 @@ mod helpers;
 mod admin;
 mod campaigns;
 mod chatbot;
+mod commerce_admin;
 mod conversations;
 mod delivery;
 mod edges;
