@@ -25,8 +25,8 @@ mod sections;
 mod sources;
 
 pub use check::parse_duration;
-pub use payments::{is_provider_name, PaymentProviderSettings, PaymentSettings};
 use check::*;
+pub use payments::{is_provider_name, PaymentProviderSettings, PaymentSettings};
 pub use sections::*;
 use sources::*;
 pub use sources::{holds_secret, Fingerprint};

@@ -134,10 +134,13 @@ impl PaymentSettings {
             }
             match (&p.base_url, p.kind) {
                 (None, GatewayKind::Manual) => {}
-                (None, kind) => errors.push(format!("{}: required for kind {kind}", key("base_url"))),
-                (Some(url), _) if !is_http_url(url) => {
-                    errors.push(format!("{}: `{url}` is not an http(s) URL", key("base_url")))
+                (None, kind) => {
+                    errors.push(format!("{}: required for kind {kind}", key("base_url")))
                 }
+                (Some(url), _) if !is_http_url(url) => errors.push(format!(
+                    "{}: `{url}` is not an http(s) URL",
+                    key("base_url")
+                )),
                 (Some(_), _) => {}
             }
             for (k, v) in p.required_secrets() {
@@ -146,7 +149,9 @@ impl PaymentSettings {
                 }
             }
             if p.kind == GatewayKind::Manual
-                && p.instructions.as_deref().is_none_or(|t| t.trim().is_empty())
+                && p.instructions
+                    .as_deref()
+                    .is_none_or(|t| t.trim().is_empty())
             {
                 errors.push(format!(
                     "{}: required for kind manual (the bank account the customer pays to)",

@@ -11,8 +11,8 @@ use secrecy::{ExposeSecret, SecretString};
 use serde_json::Value;
 use sha2::Digest;
 
-use super::{Credentials, Gateway, GatewayError};
 use super::LineItem;
+use super::{Credentials, Gateway, GatewayError};
 use crate::domain::{Currency, Money};
 
 /// A request body.
@@ -105,9 +105,8 @@ impl Gateway {
                 reason: format!("HTTP {status}"),
             });
         }
-        let body: Value = serde_json::from_slice(&bytes).map_err(|_| {
-            self.malformed(format!("HTTP {status} with a body that is not JSON"))
-        })?;
+        let body: Value = serde_json::from_slice(&bytes)
+            .map_err(|_| self.malformed(format!("HTTP {status} with a body that is not JSON")))?;
         Ok(Answer { status, body })
     }
 
@@ -280,9 +279,15 @@ mod tests {
     #[test]
     fn times_read_in_their_zone() {
         assert_eq!(parse_time("1970-01-01 07:00:00", WIB), Some(0));
-        assert_eq!(parse_time("2023-04-05T02:56:35.000Z", 0), Some(1_680_663_395));
+        assert_eq!(
+            parse_time("2023-04-05T02:56:35.000Z", 0),
+            Some(1_680_663_395)
+        );
         assert_eq!(parse_time("2023-04-05 09:56:35", WIB), Some(1_680_663_395));
-        assert_eq!(parse_time("2023-04-05T09:56:35+07:00", 0), Some(1_680_663_395));
+        assert_eq!(
+            parse_time("2023-04-05T09:56:35+07:00", 0),
+            Some(1_680_663_395)
+        );
         assert_eq!(parse_time("soon", 0), None);
     }
 

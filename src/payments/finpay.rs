@@ -103,7 +103,10 @@ fn check(gw: &Gateway, a: &Answer) -> Result<(), GatewayError> {
         .get("responseMessage")
         .and_then(Value::as_str)
         .unwrap_or("");
-    let class: u16 = code.get(..3).and_then(|c| c.parse().ok()).unwrap_or(a.status);
+    let class: u16 = code
+        .get(..3)
+        .and_then(|c| c.parse().ok())
+        .unwrap_or(a.status);
     if (200..300).contains(&a.status) && (200..300).contains(&class) {
         return Ok(());
     }
@@ -123,7 +126,12 @@ fn check(gw: &Gateway, a: &Answer) -> Result<(), GatewayError> {
 pub(super) async fn create(gw: &Gateway, req: &CreatePayment) -> Result<Created, GatewayError> {
     let body = initiate_body(req, gw.callback_for(req)).map_err(|r| gw.invalid(r))?;
     let a = gw
-        .call(reqwest::Method::POST, "/pg/payment/card/initiate", Body::Json(body), &[])
+        .call(
+            reqwest::Method::POST,
+            "/pg/payment/card/initiate",
+            Body::Json(body),
+            &[],
+        )
         .await?;
     check(gw, &a)?;
     let s = |k: &str| a.body.get(k).and_then(Value::as_str).map(str::to_string);
@@ -134,7 +142,10 @@ pub(super) async fn create(gw: &Gateway, req: &CreatePayment) -> Result<Created,
             number,
         }),
         (PaymentMethod::Retail, Some(code)) => Some(Instructions::PayCode {
-            store: req.store.clone().unwrap_or_else(|| "Indomaret/Alfamart".into()),
+            store: req
+                .store
+                .clone()
+                .unwrap_or_else(|| "Indomaret/Alfamart".into()),
             code,
         }),
         // [UNVERIFIED] where a QRIS answer puts its string: `stringQr`/`qrString`, else
@@ -142,8 +153,10 @@ pub(super) async fn create(gw: &Gateway, req: &CreatePayment) -> Result<Created,
         (PaymentMethod::Qris, code) => {
             let qr_string = s("stringQr").or(s("qrString")).or(code);
             let image_url = s("imageurl");
-            (qr_string.is_some() || image_url.is_some())
-                .then_some(Instructions::Qris { qr_string, image_url })
+            (qr_string.is_some() || image_url.is_some()).then_some(Instructions::Qris {
+                qr_string,
+                image_url,
+            })
         }
         _ => None,
     }
@@ -172,7 +185,9 @@ pub(super) fn map_status(s: &str) -> Option<GatewayStatus> {
 
 pub(super) async fn status(gw: &Gateway, payment_id: &str) -> Result<StatusReport, GatewayError> {
     let path = format!("/pg/payment/card/check/{payment_id}");
-    let a = gw.call(reqwest::Method::GET, &path, Body::None, &[]).await?;
+    let a = gw
+        .call(reqwest::Method::GET, &path, Body::None, &[])
+        .await?;
     check(gw, &a)?;
     let data = a.body.get("data").cloned().unwrap_or(Value::Null);
     let text = data
@@ -223,7 +238,10 @@ pub(super) fn callback(body: &[u8]) -> Result<Callback, CallbackError> {
         .map(str::to_string);
     let amount_text = amount.map(|m| m.plain()).unwrap_or_default();
     Ok(Callback {
-        event_id: event_id("finpay", &[&order_id, &text.to_ascii_uppercase(), &amount_text]),
+        event_id: event_id(
+            "finpay",
+            &[&order_id, &text.to_ascii_uppercase(), &amount_text],
+        ),
         payment_id: Some(order_id),
         provider_ref: reference,
         status,
@@ -278,7 +296,10 @@ mod tests {
         let b = initiate_body(&req(PaymentMethod::Retail, "900"), None).unwrap();
         assert_eq!(b["order"]["item"][0]["unitPrice"], "900");
         assert_eq!(b["sourceOfFunds"]["type"], "finpaycode");
-        assert!(initiate_body(&req(PaymentMethod::Link, "1000"), None).unwrap()["sourceOfFunds"].is_null());
+        assert!(
+            initiate_body(&req(PaymentMethod::Link, "1000"), None).unwrap()["sourceOfFunds"]
+                .is_null()
+        );
         assert!(initiate_body(&req(PaymentMethod::Qris, "999.5"), None).is_err());
     }
 

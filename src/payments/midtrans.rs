@@ -89,7 +89,11 @@ pub(super) fn charge_body(req: &CreatePayment, callback: Option<&str>) -> Result
         }
         PaymentMethod::Qris => body["payment_type"] = json!("qris"),
         PaymentMethod::Retail => {
-            let store = req.store.as_deref().unwrap_or("indomaret").to_ascii_lowercase();
+            let store = req
+                .store
+                .as_deref()
+                .unwrap_or("indomaret")
+                .to_ascii_lowercase();
             body["payment_type"] = json!("cstore");
             body["cstore"] = json!({
                 "store": store,
@@ -136,7 +140,12 @@ pub(super) async fn create(gw: &Gateway, req: &CreatePayment) -> Result<Created,
         headers.push(("X-Override-Notification", url));
     }
     let a = gw
-        .call(reqwest::Method::POST, "/v2/charge", Body::Json(body), &headers)
+        .call(
+            reqwest::Method::POST,
+            "/v2/charge",
+            Body::Json(body),
+            &headers,
+        )
         .await?;
     check(gw, &a)?;
     let b = &a.body;
@@ -180,8 +189,13 @@ pub(super) async fn create(gw: &Gateway, req: &CreatePayment) -> Result<Created,
     } else {
         return Err(gw.malformed("a charge without a VA number, bill key, pay code or QR"));
     };
-    if matches!(&instructions, Instructions::Qris { qr_string: None, image_url: None })
-        || matches!(&instructions, Instructions::VirtualAccount { number, .. } if number.is_empty())
+    if matches!(
+        &instructions,
+        Instructions::Qris {
+            qr_string: None,
+            image_url: None
+        }
+    ) || matches!(&instructions, Instructions::VirtualAccount { number, .. } if number.is_empty())
     {
         return Err(gw.malformed("a charge without its VA number or QR"));
     }
@@ -241,7 +255,12 @@ pub(super) async fn status(gw: &Gateway, payment_id: &str) -> Result<StatusRepor
 }
 
 /// SHA-512 hex of order_id + status_code + gross_amount + server key, as Midtrans signs.
-pub(super) fn signature(order_id: &str, status_code: &str, gross_amount: &str, key: &str) -> String {
+pub(super) fn signature(
+    order_id: &str,
+    status_code: &str,
+    gross_amount: &str,
+    key: &str,
+) -> String {
     let mut h = Sha512::new();
     for part in [order_id, status_code, gross_amount, key] {
         h.update(part.as_bytes());
@@ -250,14 +269,18 @@ pub(super) fn signature(order_id: &str, status_code: &str, gross_amount: &str, k
 }
 
 pub(super) fn callback(server_key: &SecretString, body: &[u8]) -> Result<Callback, CallbackError> {
-    let raw: Value = serde_json::from_slice(body)
-        .map_err(|_| CallbackError::Malformed("not JSON".into()))?;
+    let raw: Value =
+        serde_json::from_slice(body).map_err(|_| CallbackError::Malformed("not JSON".into()))?;
     let field = |k: &str| {
         raw.get(k)
             .and_then(Value::as_str)
             .ok_or_else(|| CallbackError::Malformed(format!("no {k}")))
     };
-    let (order_id, code, gross) = (field("order_id")?, field("status_code")?, field("gross_amount")?);
+    let (order_id, code, gross) = (
+        field("order_id")?,
+        field("status_code")?,
+        field("gross_amount")?,
+    );
     let given = field("signature_key").map_err(|_| CallbackError::BadSignature)?;
     let want = signature(order_id, code, gross, server_key.expose_secret());
     if !bool::from(want.as_bytes().ct_eq(given.to_ascii_lowercase().as_bytes())) {
@@ -266,16 +289,29 @@ pub(super) fn callback(server_key: &SecretString, body: &[u8]) -> Result<Callbac
     let transaction = field("transaction_status")?;
     let status = status_of(&raw)
         .ok_or_else(|| CallbackError::Malformed(format!("transaction_status {transaction}")))?;
-    let fraud = raw.get("fraud_status").and_then(Value::as_str).unwrap_or("");
+    let fraud = raw
+        .get("fraud_status")
+        .and_then(Value::as_str)
+        .unwrap_or("");
     let transaction_id = raw.get("transaction_id").and_then(Value::as_str);
     Ok(Callback {
         payment_id: Some(order_id.to_string()),
         provider_ref: transaction_id.map(str::to_string),
         status,
-        amount: money_of(raw.get("gross_amount"), currency_of(raw.get("currency"), Currency::IDR)),
+        amount: money_of(
+            raw.get("gross_amount"),
+            currency_of(raw.get("currency"), Currency::IDR),
+        ),
         event_id: event_id(
             "midtrans",
-            &[order_id, transaction, fraud, code, gross, transaction_id.unwrap_or("")],
+            &[
+                order_id,
+                transaction,
+                fraud,
+                code,
+                gross,
+                transaction_id.unwrap_or(""),
+            ],
         ),
         raw,
     })
@@ -342,7 +378,10 @@ mod tests {
         r.bank = None;
         assert!(charge_body(&r, None).is_err());
         let r = req(PaymentMethod::Retail, "10000", vec![]);
-        assert_eq!(charge_body(&r, None).unwrap()["cstore"]["store"], "indomaret");
+        assert_eq!(
+            charge_body(&r, None).unwrap()["cstore"]["store"],
+            "indomaret"
+        );
     }
 
     #[test]
@@ -389,6 +428,9 @@ mod tests {
             callback(&SecretString::from("other"), body.to_string().as_bytes()),
             Err(CallbackError::BadSignature)
         );
-        assert!(matches!(callback(&secret, b"{"), Err(CallbackError::Malformed(_))));
+        assert!(matches!(
+            callback(&secret, b"{"),
+            Err(CallbackError::Malformed(_))
+        ));
     }
 }

@@ -122,7 +122,10 @@ pub struct Created {
 /// What the customer is shown to pay.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Instructions {
-    VirtualAccount { bank: String, number: String },
+    VirtualAccount {
+        bank: String,
+        number: String,
+    },
     /// Mandiri bill payment (Midtrans `echannel`): the company code and the bill key.
     BillPayment {
         bank: String,
@@ -134,9 +137,16 @@ pub enum Instructions {
         qr_string: Option<String>,
         image_url: Option<String>,
     },
-    PayCode { store: String, code: String },
-    Link { url: String },
-    Manual { text: String },
+    PayCode {
+        store: String,
+        code: String,
+    },
+    Link {
+        url: String,
+    },
+    Manual {
+        text: String,
+    },
 }
 
 /// A payment's state as its gateway says it.
@@ -528,6 +538,9 @@ mod tests {
             phone: "6281234567890".into(),
         };
         let shown = format!("{c:?}");
-        assert!(!shown.contains("6281234567890") && !shown.contains("budi@"), "{shown}");
+        assert!(
+            !shown.contains("6281234567890") && !shown.contains("budi@"),
+            "{shown}"
+        );
     }
 }

@@ -45,7 +45,8 @@ pub(super) fn session_form(req: &CreatePayment) -> Result<(Vec<(String, String)>
         ),
         ("expires_at".into(), expires.to_string()),
     ];
-    let itemised = !req.items.is_empty() && items_total(&req.items, &req.amount) == Some(req.amount);
+    let itemised =
+        !req.items.is_empty() && items_total(&req.items, &req.amount) == Some(req.amount);
     let lines: Vec<(String, i64, u32)> = if itemised {
         req.items
             .iter()
@@ -127,7 +128,9 @@ fn amount_of(o: &Value, key: &str) -> Option<Money> {
 
 pub(super) async fn status(gw: &Gateway, session_id: &str) -> Result<StatusReport, GatewayError> {
     let path = format!("/v1/checkout/sessions/{session_id}");
-    let a = gw.call(reqwest::Method::GET, &path, Body::None, &[]).await?;
+    let a = gw
+        .call(reqwest::Method::GET, &path, Body::None, &[])
+        .await?;
     check(gw, &a)?;
     let s = |k: &str| a.body.get(k).and_then(Value::as_str).unwrap_or("");
     let status = session_status(s("status"), s("payment_status"))
@@ -222,18 +225,35 @@ pub(super) fn callback(
         .map(str::to_string);
     let (status, amount, provider_ref) = match event_type {
         "checkout.session.completed" => {
-            let paid = matches!(s("payment_status").as_deref(), Some("paid" | "no_payment_required"));
-            let status = if paid { GatewayStatus::Paid } else { GatewayStatus::Pending };
+            let paid = matches!(
+                s("payment_status").as_deref(),
+                Some("paid" | "no_payment_required")
+            );
+            let status = if paid {
+                GatewayStatus::Paid
+            } else {
+                GatewayStatus::Pending
+            };
             (status, amount_of(&o, "amount_total"), s("id"))
         }
         "checkout.session.async_payment_succeeded" => {
             (GatewayStatus::Paid, amount_of(&o, "amount_total"), s("id"))
         }
-        "checkout.session.async_payment_failed" => {
-            (GatewayStatus::Failed, amount_of(&o, "amount_total"), s("id"))
-        }
-        "checkout.session.expired" => (GatewayStatus::Expired, amount_of(&o, "amount_total"), s("id")),
-        "charge.refunded" => (GatewayStatus::Refunded, amount_of(&o, "amount_refunded"), None),
+        "checkout.session.async_payment_failed" => (
+            GatewayStatus::Failed,
+            amount_of(&o, "amount_total"),
+            s("id"),
+        ),
+        "checkout.session.expired" => (
+            GatewayStatus::Expired,
+            amount_of(&o, "amount_total"),
+            s("id"),
+        ),
+        "charge.refunded" => (
+            GatewayStatus::Refunded,
+            amount_of(&o, "amount_refunded"),
+            None,
+        ),
         other => return Err(CallbackError::Ignored(format!("Stripe event {other}"))),
     };
     Ok(Callback {
@@ -249,8 +269,8 @@ pub(super) fn callback(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::payments::{Customer, LineItem};
     use crate::domain::PaymentMethod;
+    use crate::payments::{Customer, LineItem};
 
     fn idr(s: &str) -> Money {
         Money::parse(s, Currency::IDR).unwrap()
@@ -266,8 +286,16 @@ mod tests {
             bank: None,
             store: None,
             description: "Order 1".into(),
-            items: vec![LineItem { name: "Kopi".into(), quantity: 2, unit_price: idr("25000") }],
-            customer: Customer { name: "B".into(), email: None, phone: "62".into() },
+            items: vec![LineItem {
+                name: "Kopi".into(),
+                quantity: 2,
+                unit_price: idr("25000"),
+            }],
+            customer: Customer {
+                name: "B".into(),
+                email: None,
+                phone: "62".into(),
+            },
             expires_at_unix: 1000 + 60,
             now_unix: 1000,
             callback_url: None,
@@ -275,7 +303,10 @@ mod tests {
         };
         let (form, expires) = session_form(&req).unwrap();
         let get = |k: &str| form.iter().find(|(a, _)| a == k).map(|(_, v)| v.as_str());
-        assert_eq!(get("line_items[0][price_data][unit_amount]"), Some("2500000"));
+        assert_eq!(
+            get("line_items[0][price_data][unit_amount]"),
+            Some("2500000")
+        );
         assert_eq!(get("line_items[0][price_data][currency]"), Some("idr"));
         assert_eq!(get("line_items[0][quantity]"), Some("2"));
         assert_eq!(get("mode"), Some("payment"));
@@ -286,7 +317,10 @@ mod tests {
             ..req
         };
         let (form, _) = session_form(&usd).unwrap();
-        assert!(form.contains(&("line_items[0][price_data][unit_amount]".into(), "1234".into())));
+        assert!(form.contains(&(
+            "line_items[0][price_data][unit_amount]".into(),
+            "1234".into()
+        )));
     }
 
     #[test]
@@ -299,10 +333,15 @@ mod tests {
         assert_eq!(sign("whsec_test", 1_700_000_000, body), good);
         let old = sign("whsec_old", 1_700_000_000, body);
         let header = format!("t=1700000000,v1={old},v1={good},v0=abc");
-        assert_eq!(verify_signature("whsec_test", Some(&header), body, 1_700_000_100), Ok(()));
+        assert_eq!(
+            verify_signature("whsec_test", Some(&header), body, 1_700_000_100),
+            Ok(())
+        );
         assert_eq!(
             verify_signature("whsec_test", Some(&header), body, 1_700_000_301),
-            Err(CallbackError::Stale { tolerance_secs: 300 })
+            Err(CallbackError::Stale {
+                tolerance_secs: 300
+            })
         );
         let only_old = format!("t=1700000000,v1={old}");
         assert_eq!(
@@ -313,15 +352,30 @@ mod tests {
             verify_signature("whsec_test", Some(&header), b"{}", 1_700_000_000),
             Err(CallbackError::BadSignature)
         );
-        assert_eq!(verify_signature("whsec_test", None, body, 0), Err(CallbackError::BadSignature));
+        assert_eq!(
+            verify_signature("whsec_test", None, body, 0),
+            Err(CallbackError::BadSignature)
+        );
     }
 
     #[test]
     fn statuses_map() {
-        assert_eq!(session_status("complete", "paid"), Some(GatewayStatus::Paid));
-        assert_eq!(session_status("complete", "unpaid"), Some(GatewayStatus::Pending));
-        assert_eq!(session_status("open", "unpaid"), Some(GatewayStatus::Pending));
-        assert_eq!(session_status("expired", "unpaid"), Some(GatewayStatus::Expired));
+        assert_eq!(
+            session_status("complete", "paid"),
+            Some(GatewayStatus::Paid)
+        );
+        assert_eq!(
+            session_status("complete", "unpaid"),
+            Some(GatewayStatus::Pending)
+        );
+        assert_eq!(
+            session_status("open", "unpaid"),
+            Some(GatewayStatus::Pending)
+        );
+        assert_eq!(
+            session_status("expired", "unpaid"),
+            Some(GatewayStatus::Expired)
+        );
         assert_eq!(session_status("?", "?"), None);
     }
 }

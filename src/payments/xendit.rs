@@ -33,7 +33,9 @@ pub(super) fn invoice_body(req: &CreatePayment) -> Result<Value, String> {
     let amount = whole(&req.amount)?;
     let mut items = Vec::new();
     for it in &req.items {
-        items.push(json!({"name": it.name, "quantity": it.quantity, "price": whole(&it.unit_price)?}));
+        items.push(
+            json!({"name": it.name, "quantity": it.quantity, "price": whole(&it.unit_price)?}),
+        );
     }
     let (given, surname) = split_name(&req.customer.name);
     let mut customer = json!({
@@ -60,7 +62,10 @@ pub(super) fn invoice_body(req: &CreatePayment) -> Result<Value, String> {
     }
     match req.method {
         PaymentMethod::Va => {
-            let bank = req.bank.as_deref().ok_or("a VA needs a bank (BCA, BNI, BRI, MANDIRI, PERMATA, ...)")?;
+            let bank = req
+                .bank
+                .as_deref()
+                .ok_or("a VA needs a bank (BCA, BNI, BRI, MANDIRI, PERMATA, ...)")?;
             body["payment_methods"] = json!([bank.to_ascii_uppercase()]);
         }
         PaymentMethod::Retail => {
@@ -122,7 +127,11 @@ fn check(gw: &Gateway, a: &Answer) -> Result<(), GatewayError> {
     if (200..300).contains(&a.status) {
         return Ok(());
     }
-    let code = a.body.get("error_code").and_then(Value::as_str).unwrap_or("");
+    let code = a
+        .body
+        .get("error_code")
+        .and_then(Value::as_str)
+        .unwrap_or("");
     let message = a.body.get("message").and_then(Value::as_str).unwrap_or("");
     if a.status == 409 || code == "DUPLICATE_ERROR" || code == "IDEMPOTENCY_ERROR" {
         return Err(gw.duplicate(message));
@@ -135,7 +144,12 @@ pub(super) async fn create(gw: &Gateway, req: &CreatePayment) -> Result<Created,
     if req.method == PaymentMethod::Qris {
         let body = qris_body(req).map_err(|r| gw.invalid(r))?;
         let a = gw
-            .call(reqwest::Method::POST, "/payment_requests", Body::Json(body), &idem)
+            .call(
+                reqwest::Method::POST,
+                "/payment_requests",
+                Body::Json(body),
+                &idem,
+            )
             .await?;
         check(gw, &a)?;
         let props = a.body.pointer("/payment_method/qr_code/channel_properties");
@@ -158,11 +172,17 @@ pub(super) async fn create(gw: &Gateway, req: &CreatePayment) -> Result<Created,
     }
     let body = invoice_body(req).map_err(|r| gw.invalid(r))?;
     let a = gw
-        .call(reqwest::Method::POST, "/v2/invoices", Body::Json(body), &idem)
+        .call(
+            reqwest::Method::POST,
+            "/v2/invoices",
+            Body::Json(body),
+            &idem,
+        )
         .await?;
     check(gw, &a)?;
     let b = &a.body;
-    let url = str_of(b, "invoice_url").ok_or_else(|| gw.malformed("an invoice without invoice_url"))?;
+    let url =
+        str_of(b, "invoice_url").ok_or_else(|| gw.malformed("an invoice without invoice_url"))?;
     let link = Instructions::Link { url };
     let instructions = match req.method {
         PaymentMethod::Va => {
@@ -180,7 +200,12 @@ pub(super) async fn create(gw: &Gateway, req: &CreatePayment) -> Result<Created,
             .get("available_retail_outlets")
             .and_then(Value::as_array)
             .and_then(|o| o.first())
-            .and_then(|o| Some((o["retail_outlet_name"].as_str()?, o["payment_code"].as_str()?)))
+            .and_then(|o| {
+                Some((
+                    o["retail_outlet_name"].as_str()?,
+                    o["payment_code"].as_str()?,
+                ))
+            })
             .map_or(link, |(store, code)| Instructions::PayCode {
                 store: store.to_string(),
                 code: code.to_string(),
@@ -227,12 +252,16 @@ pub(super) async fn status(
     provider_ref: Option<&str>,
 ) -> Result<StatusReport, GatewayError> {
     let get = |path: String| async move {
-        let a = gw.call(reqwest::Method::GET, &path, Body::None, &[]).await?;
+        let a = gw
+            .call(reqwest::Method::GET, &path, Body::None, &[])
+            .await?;
         check(gw, &a)?;
         Ok::<Value, GatewayError>(a.body)
     };
     let (body, map): (Value, fn(&str) -> Option<GatewayStatus>) = match provider_ref {
-        Some(r) if r.starts_with("pr-") => (get(format!("/payment_requests/{r}")).await?, request_status),
+        Some(r) if r.starts_with("pr-") => {
+            (get(format!("/payment_requests/{r}")).await?, request_status)
+        }
         Some(r) => (get(format!("/v2/invoices/{r}")).await?, invoice_status),
         None => {
             // The invoices with this external_id, newest last.
@@ -241,11 +270,20 @@ pub(super) async fn status(
                 .as_array()
                 .and_then(|l| l.last())
                 .cloned()
-                .ok_or_else(|| gw.refused(404, "INVOICE_NOT_FOUND_ERROR", "no invoice with this external_id"))?;
+                .ok_or_else(|| {
+                    gw.refused(
+                        404,
+                        "INVOICE_NOT_FOUND_ERROR",
+                        "no invoice with this external_id",
+                    )
+                })?;
             (last, invoice_status)
         }
     };
-    let text = body.get("status").and_then(Value::as_str).unwrap_or_default();
+    let text = body
+        .get("status")
+        .and_then(Value::as_str)
+        .unwrap_or_default();
     let status = map(text).ok_or_else(|| gw.malformed(format!("status {text:?}")))?;
     let currency = currency_of(body.get("currency"), Currency::IDR);
     let amount = money_of(body.get("paid_amount").or(body.get("amount")), currency);
@@ -372,9 +410,15 @@ mod tests {
         let token = SecretString::from("tok-123");
         let body = json!({"id": "inv-1", "external_id": "PAY-1", "status": "PAID", "paid_amount": 1000, "currency": "IDR"}).to_string();
         let mut h = reqwest::header::HeaderMap::new();
-        assert_eq!(callback(&token, &h, body.as_bytes()), Err(CallbackError::BadToken));
+        assert_eq!(
+            callback(&token, &h, body.as_bytes()),
+            Err(CallbackError::BadToken)
+        );
         h.insert("x-callback-token", "tok-12".parse().unwrap());
-        assert_eq!(callback(&token, &h, body.as_bytes()), Err(CallbackError::BadToken));
+        assert_eq!(
+            callback(&token, &h, body.as_bytes()),
+            Err(CallbackError::BadToken)
+        );
         h.insert("x-callback-token", "tok-123".parse().unwrap());
         let cb = callback(&token, &h, body.as_bytes()).unwrap();
         assert_eq!(cb.status, GatewayStatus::Paid);
