@@ -275,7 +275,7 @@ mod tests {
     #[test]
     fn bad_account_values_name_their_key() {
         let text = format!(
-            "{DEFAULT_CONFIG}\n[[accounts]]\nphone_number_id = \"abc\"\nmessages_per_second = 0\ntimezone = \"Mars\"\n"
+            "{DEFAULT_CONFIG}\n[[accounts]]\nphone_number_id = \"abc\"\nmessages_per_second = 0\ntimezone = \"Mars\"\npayments = \"nope\"\n"
         );
         let s: Settings = config::Config::builder()
             .add_source(config::File::from_str(&text, config::FileFormat::Toml))
@@ -287,6 +287,7 @@ mod tests {
         assert!(err.contains("accounts[0].phone_number_id"), "{err}");
         assert!(err.contains("accounts[0].messages_per_second"), "{err}");
         assert!(err.contains("accounts[0].timezone"), "{err}");
+        assert!(err.contains("accounts[0].payments: `nope`"), "{err}");
     }
 
     #[test]

@@ -115,8 +115,18 @@ fn is_http_url(url: &str) -> bool {
 }
 
 impl PaymentSettings {
-    /// Every problem, each naming its key; never a secret's value.
-    pub(super) fn check(&self, errors: &mut Vec<String>) {
+    /// Every problem, each naming its key; never a secret's value. An account's `payments`
+    /// must name a provider here.
+    pub(super) fn check(&self, accounts: &[super::AccountSettings], errors: &mut Vec<String>) {
+        for (i, a) in accounts.iter().enumerate() {
+            if let Some(name) = &a.payments {
+                if !self.providers.contains_key(name) {
+                    errors.push(format!(
+                        "accounts[{i}].payments: `{name}` is not under [payments.providers]"
+                    ));
+                }
+            }
+        }
         if let Some(url) = &self.callback_base_url {
             if !is_http_url(url) {
                 errors.push(format!(
@@ -179,7 +189,7 @@ mod tests {
 
     fn problems(text: &str) -> String {
         let mut errors = Vec::new();
-        settings(text).unwrap().check(&mut errors);
+        settings(text).unwrap().check(&[], &mut errors);
         errors.join("\n")
     }
 

@@ -297,7 +297,11 @@ async fn fifty_customers_racing_for_ten_units_get_exactly_ten_orders(db: TestDb)
     assert_eq!((last.stock, last.reserved), (Some(0), 10));
     assert_eq!(count(&store, "SELECT COUNT(*) FROM orders").await, 10);
     assert_eq!(
-        count(&store, "SELECT CAST(COALESCE(SUM(quantity), 0) AS BIGINT) FROM order_items").await,
+        count(
+            &store,
+            "SELECT CAST(COALESCE(SUM(quantity), 0) AS BIGINT) FROM order_items"
+        )
+        .await,
         10
     );
     match Arc::try_unwrap(app) {
