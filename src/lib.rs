@@ -16,6 +16,7 @@
 //! - 2 [`config`]: settings from files and `PARLEY__*`, checked into typed values.
 //! - 3 [`store`]: SQLite or PostgreSQL through one group-commit writer.
 //! - 4 [`media`]: inbound media downloads and voice transcription.
+//! - 4 [`payments`]: payment gateways: each kind's wire shapes, the client, callback verification.
 //! - 5 [`commerce`]: selling in the conversation: the calls a flow makes to the shop (catalog, cart, checkout, orders), made against the store once each.
 //! - 6 [`conversation`]: the pure `step(state, event, ctx) -> (state, effects)`.
 //! - 7 [`flow`]: flow files, validation, the pure flow executor (no chatbot: `behaviour` joins them).
@@ -50,6 +51,7 @@ pub mod media;
 pub mod metrics;
 pub mod outbox;
 pub mod outcall;
+pub mod payments;
 pub mod reload;
 pub mod sendgate;
 pub mod store;

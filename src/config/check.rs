@@ -29,6 +29,7 @@ impl Settings {
                 ));
             }
         }
+        self.payments.check(&self.accounts, &mut errors);
         for c in &self.flows.http_allow {
             if let Err(e) = c.parse::<crate::outcall::Cidr>() {
                 errors.push(format!("flows.http_allow: {e}"));

@@ -5,6 +5,7 @@
 //!
 //! # Where its parts are
 //! `mod.rs` [`Settings`] and its loading; `sections.rs` each section's struct and defaults;
+//! `payments.rs` `[payments]`, the payment gateways' providers, and their checks;
 //! `sources.rs` credential files, the reload fingerprint, redaction of secrets in errors;
 //! `check.rs` [`Settings::validate`], strict problems, warnings, and the value parsers.
 
@@ -19,11 +20,13 @@ use serde::{Deserialize, Deserializer};
 pub use crate::telemetry::{LogFormat, LogSettings};
 
 mod check;
+mod payments;
 mod sections;
 mod sources;
 
 pub use check::parse_duration;
 use check::*;
+pub use payments::{is_provider_name, PaymentProviderSettings, PaymentSettings};
 pub use sections::*;
 use sources::*;
 pub use sources::{holds_secret, Fingerprint};
@@ -56,6 +59,8 @@ pub struct Settings {
     pub ai: AiSettings,
     #[serde(default)]
     pub media: MediaSettings,
+    #[serde(default)]
+    pub payments: PaymentSettings,
     pub outbox: OutboxSettings,
     #[serde(default)]
     pub log: LogSettings,
@@ -270,7 +275,7 @@ mod tests {
     #[test]
     fn bad_account_values_name_their_key() {
         let text = format!(
-            "{DEFAULT_CONFIG}\n[[accounts]]\nphone_number_id = \"abc\"\nmessages_per_second = 0\ntimezone = \"Mars\"\n"
+            "{DEFAULT_CONFIG}\n[[accounts]]\nphone_number_id = \"abc\"\nmessages_per_second = 0\ntimezone = \"Mars\"\npayments = \"nope\"\n"
         );
         let s: Settings = config::Config::builder()
             .add_source(config::File::from_str(&text, config::FileFormat::Toml))
@@ -282,6 +287,7 @@ mod tests {
         assert!(err.contains("accounts[0].phone_number_id"), "{err}");
         assert!(err.contains("accounts[0].messages_per_second"), "{err}");
         assert!(err.contains("accounts[0].timezone"), "{err}");
+        assert!(err.contains("accounts[0].payments: `nope`"), "{err}");
     }
 
     #[test]
@@ -502,7 +508,11 @@ mod tests {
     #[test]
     fn the_secret_keys_are_every_secret_string_field_of_the_settings() {
         // Every `SecretString` field of the settings structs (here and in sections.rs).
-        let source = concat!(include_str!("mod.rs"), include_str!("sections.rs"));
+        let source = concat!(
+            include_str!("mod.rs"),
+            include_str!("sections.rs"),
+            include_str!("payments.rs")
+        );
         let field = regex::Regex::new(
             r"(?m)^\s*pub\s+([a-z_0-9]+)\s*:\s*(?:Option<)?(?:secrecy::)?SecretString>?\s*,",
         )
@@ -531,7 +541,8 @@ mod tests {
         let text = format!(
             "{DEFAULT_CONFIG}\n[[accounts]]\nphone_number_id = \"1\"\n\
              display_phone_number = \"MARKER-shown\"\n\
-             [ai.providers.p]\nkind = \"openai\"\nbase_url = \"http://x\"\n"
+             [ai.providers.p]\nkind = \"openai\"\nbase_url = \"http://x\"\n\
+             [payments.providers.p]\nkind = \"finpay\"\nbase_url = \"http://x\"\n"
         );
         let s: Settings = config::Config::builder()
             .add_source(config::File::from_str(&text, config::FileFormat::Toml))

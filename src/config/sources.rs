@@ -151,6 +151,12 @@ pub const SECRET_KEYS: &[&str] = &[
     "admin.token",
     "accounts[*].access_token",
     "ai.providers.*.api_key",
+    "payments.providers.*.merchant_id",
+    "payments.providers.*.merchant_key",
+    "payments.providers.*.secret_key",
+    "payments.providers.*.callback_token",
+    "payments.providers.*.server_key",
+    "payments.providers.*.webhook_secret",
 ];
 
 /// `accounts[0].access_token` (or `accounts.0.access_token`, as the environment spells it) →

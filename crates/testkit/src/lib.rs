@@ -3,6 +3,8 @@
 //!
 //! - [`graph`] (re-exported at the root): [`FakeGraph`], a local stand-in for Meta's Graph API
 //!   (there is no internet here), and the webhook builders the tests and the load driver post.
+//! - [`gateways`]: [`gateways::FakeGateway`], local stand-ins for the payment gateways
+//!   (Finpay, Xendit, Midtrans, Stripe) speaking their real shapes and signing callbacks.
 //! - [`fuzz`]: the fuzz targets' harnesses, run by `fuzz/` under cargo-fuzz and replayed over
 //!   the stored corpus by `tests/fuzz_corpus.rs` on stable.
 //!
@@ -12,6 +14,7 @@
 //! links the kit (the tests, `parley-bench`) has it, and a build of the daemon alone does not.
 
 pub mod fuzz;
+pub mod gateways;
 pub mod graph;
 
 pub use graph::*;

@@ -1,0 +1,445 @@
+//! Local stand-ins for the payment gateways (Finpay, Xendit, Midtrans, Stripe), one axum
+//! server per kind, speaking the shapes of commerce.md: they check the auth header, record
+//! every request, answer creates with VA numbers, QR strings, pay codes and URLs, keep each
+//! payment's state so the status API tells the truth, and sign callbacks as the real ones do.
+//! A test can mark a payment paid / expired / failed (with another amount), build or post its
+//! callback, delay a create (so the callback can come first), or inject a 4xx, 5xx or hang.
+//!
+//! `mod.rs` the fake, its requests log and faults; `wire.rs` each gateway's create and
+//! status answers; `callbacks.rs` each gateway's signed callback.
+
+mod callbacks;
+mod wire;
+
+use std::collections::{HashMap, VecDeque};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use axum::body::Bytes;
+use axum::extract::{Path, Query, State};
+use axum::http::{HeaderMap, Method, StatusCode, Uri};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use axum::{Json, Router};
+use base64::Engine;
+use parley::config::PaymentProviderSettings;
+use parley::domain::GatewayKind;
+use secrecy::SecretString;
+use serde_json::{json, Value};
+
+use callbacks::callback_for;
+use wire::*;
+
+pub const FINPAY_MERCHANT_ID: &str = "FAKE-MERCHANT";
+pub const FINPAY_MERCHANT_KEY: &str = "fake-finpay-key-0123456789";
+pub const XENDIT_SECRET_KEY: &str = "xnd_development_fake0123456789";
+pub const XENDIT_CALLBACK_TOKEN: &str = "fake-xendit-callback-token-0123";
+pub const MIDTRANS_SERVER_KEY: &str = "SB-Mid-server-fake0123456789";
+pub const STRIPE_SECRET_KEY: &str = "sk_test_fake0123456789";
+pub const STRIPE_WEBHOOK_SECRET: &str = "whsec_fake0123456789";
+
+/// One request the fake received.
+#[derive(Debug, Clone)]
+pub struct Recorded {
+    pub method: String,
+    /// Path and query.
+    pub target: String,
+    pub headers: HashMap<String, String>,
+    pub body: String,
+}
+
+impl Recorded {
+    pub fn header(&self, name: &str) -> Option<&str> {
+        self.headers
+            .get(&name.to_ascii_lowercase())
+            .map(String::as_str)
+    }
+    pub fn json(&self) -> Value {
+        serde_json::from_str(&self.body).unwrap_or(Value::Null)
+    }
+    /// A form body's field (Stripe).
+    pub fn form(&self, key: &str) -> Option<String> {
+        url::form_urlencoded::parse(self.body.as_bytes())
+            .find(|(k, _)| k == key)
+            .map(|(_, v)| v.into_owned())
+    }
+}
+
+/// What to do with the next create or status request.
+#[derive(Debug, Clone)]
+pub enum GatewayFault {
+    /// Answer this HTTP status with this body.
+    Status(u16, Value),
+    /// Take the request (a create is recorded and its payment exists) but answer only after
+    /// this long: a callback can be sent meanwhile.
+    Delay(Duration),
+    /// Hold the request this long, then answer 500 (past a client's timeout).
+    Hang(Duration),
+}
+
+/// Where a test moves a payment.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum FakeOutcome {
+    Paid,
+    Expired,
+    Failed,
+}
+
+/// A callback as the gateway would send it.
+#[derive(Debug, Clone)]
+pub struct SignedCallback {
+    pub headers: Vec<(String, String)>,
+    pub body: Vec<u8>,
+    /// When it was signed (Stripe's `t`).
+    pub timestamp: i64,
+}
+
+impl SignedCallback {
+    pub fn header_map(&self) -> HeaderMap {
+        let mut h = HeaderMap::new();
+        for (k, v) in &self.headers {
+            h.insert(
+                axum::http::HeaderName::from_bytes(k.as_bytes()).unwrap(),
+                v.parse().unwrap(),
+            );
+        }
+        h
+    }
+}
+
+#[derive(Debug, Clone)]
+pub(crate) struct Payment {
+    pub(crate) payment_id: String,
+    pub(crate) provider_ref: String,
+    /// Xendit: an invoice or a payment request (`pr-`).
+    pub(crate) qris: bool,
+    pub(crate) method: String,
+    /// Whole units (minor units for Stripe), as the create sent it.
+    pub(crate) amount: i64,
+    pub(crate) currency: String,
+    pub(crate) outcome: Option<FakeOutcome>,
+    /// The amount paid when it differs.
+    pub(crate) paid: Option<i64>,
+    pub(crate) expires_at: i64,
+}
+
+pub(crate) struct St {
+    pub(crate) kind: GatewayKind,
+    pub(crate) auth: String,
+    pub(crate) base: Mutex<String>,
+    pub(crate) requests: Mutex<Vec<Recorded>>,
+    pub(crate) faults: Mutex<VecDeque<GatewayFault>>,
+    pub(crate) payments: Mutex<Vec<Payment>>,
+    /// Idempotency key → the answer given (Xendit, Stripe).
+    pub(crate) answered: Mutex<HashMap<String, Value>>,
+    pub(crate) next: AtomicU64,
+}
+
+pub struct FakeGateway {
+    pub base_url: String,
+    pub kind: GatewayKind,
+    state: Arc<St>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl Drop for FakeGateway {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
+fn basic(user: &str, pass: &str) -> String {
+    format!(
+        "Basic {}",
+        base64::engine::general_purpose::STANDARD.encode(format!("{user}:{pass}"))
+    )
+}
+
+pub(crate) fn now() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs() as i64)
+}
+
+impl FakeGateway {
+    pub async fn start(kind: GatewayKind) -> FakeGateway {
+        let auth = match kind {
+            GatewayKind::Finpay => basic(FINPAY_MERCHANT_ID, FINPAY_MERCHANT_KEY),
+            GatewayKind::Xendit => basic(XENDIT_SECRET_KEY, ""),
+            GatewayKind::Midtrans => basic(MIDTRANS_SERVER_KEY, ""),
+            GatewayKind::Stripe => format!("Bearer {STRIPE_SECRET_KEY}"),
+            GatewayKind::Manual => panic!("a manual provider has no API to fake"),
+        };
+        let state = Arc::new(St {
+            kind,
+            auth,
+            base: Mutex::new(String::new()),
+            requests: Mutex::default(),
+            faults: Mutex::default(),
+            payments: Mutex::default(),
+            answered: Mutex::default(),
+            next: AtomicU64::new(1),
+        });
+        // One router per kind: their path sets overlap (`/v2/invoices/{id}`, `/v2/{id}/status`).
+        let app = match kind {
+            GatewayKind::Finpay => Router::new()
+                .route("/pg/payment/card/initiate", post(create))
+                .route("/pg/payment/card/check/{id}", get(status)),
+            GatewayKind::Xendit => Router::new()
+                .route("/v2/invoices", post(create).get(xendit_list))
+                .route("/v2/invoices/{id}", get(status))
+                .route("/payment_requests", post(create))
+                .route("/payment_requests/{id}", get(status)),
+            GatewayKind::Midtrans => Router::new()
+                .route("/v2/charge", post(create))
+                .route("/v2/{id}/status", get(status)),
+            _ => Router::new()
+                .route("/v1/checkout/sessions", post(create))
+                .route("/v1/checkout/sessions/{id}", get(status)),
+        };
+        let app = app.with_state(state.clone());
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("bind fake gateway");
+        let addr = listener.local_addr().expect("fake gateway addr");
+        let base_url = format!("http://{addr}");
+        *state.base.lock().unwrap() = base_url.clone();
+        let task = tokio::spawn(async move {
+            let _ = axum::serve(listener, app).await;
+        });
+        FakeGateway {
+            base_url,
+            kind,
+            state,
+            task,
+        }
+    }
+
+    /// `[payments.providers.NAME]` pointing at this fake, with its credentials.
+    pub fn provider(&self) -> PaymentProviderSettings {
+        let s = |v: &str| Some(SecretString::from(v));
+        let mut p = PaymentProviderSettings {
+            kind: self.kind,
+            base_url: Some(self.base_url.clone()),
+            sandbox: true,
+            timeout: Duration::from_secs(2),
+            merchant_id: None,
+            merchant_key: None,
+            secret_key: None,
+            callback_token: None,
+            server_key: None,
+            webhook_secret: None,
+            instructions: None,
+        };
+        match self.kind {
+            GatewayKind::Finpay => {
+                p.merchant_id = s(FINPAY_MERCHANT_ID);
+                p.merchant_key = s(FINPAY_MERCHANT_KEY);
+            }
+            GatewayKind::Xendit => {
+                p.secret_key = s(XENDIT_SECRET_KEY);
+                p.callback_token = s(XENDIT_CALLBACK_TOKEN);
+            }
+            GatewayKind::Midtrans => p.server_key = s(MIDTRANS_SERVER_KEY),
+            GatewayKind::Stripe => {
+                p.secret_key = s(STRIPE_SECRET_KEY);
+                p.webhook_secret = s(STRIPE_WEBHOOK_SECRET);
+            }
+            GatewayKind::Manual => {}
+        }
+        p
+    }
+
+    pub fn requests(&self) -> Vec<Recorded> {
+        self.state.requests.lock().unwrap().clone()
+    }
+
+    pub fn push_fault(&self, fault: GatewayFault) {
+        self.state.faults.lock().unwrap().push_back(fault);
+    }
+
+    /// The gateway's reference for a payment it created.
+    pub fn provider_ref(&self, payment_id: &str) -> Option<String> {
+        self.find(payment_id).map(|p| p.provider_ref)
+    }
+
+    fn find(&self, payment_id: &str) -> Option<Payment> {
+        let ps = self.state.payments.lock().unwrap();
+        ps.iter()
+            .rev()
+            .find(|p| p.payment_id == payment_id)
+            .cloned()
+    }
+
+    /// Move a payment; `paid` (whole units, e.g. "90000") when the customer paid another
+    /// amount than asked.
+    pub fn set_outcome(&self, payment_id: &str, outcome: FakeOutcome, paid: Option<&str>) {
+        let minor = self.state.kind == GatewayKind::Stripe;
+        let mut ps = self.state.payments.lock().unwrap();
+        let p = ps
+            .iter_mut()
+            .rev()
+            .find(|p| p.payment_id == payment_id)
+            .expect("a payment the fake created");
+        p.outcome = Some(outcome);
+        p.paid = paid.map(|a| {
+            let whole: i64 = a.parse().expect("whole units");
+            if minor {
+                whole * 100
+            } else {
+                whole
+            }
+        });
+    }
+
+    /// The callback for the payment's current state, signed as the gateway signs it.
+    pub fn callback(&self, payment_id: &str) -> SignedCallback {
+        let p = self.find(payment_id).expect("a payment the fake created");
+        callback_for(&self.state.kind, &p)
+    }
+
+    /// POST the payment's callback to `url`; the HTTP status it got.
+    pub async fn post_callback(&self, url: &str, payment_id: &str) -> u16 {
+        let cb = self.callback(payment_id);
+        let mut req = reqwest::Client::new().post(url).body(cb.body.clone());
+        for (k, v) in &cb.headers {
+            req = req.header(k, v);
+        }
+        req.send().await.map_or(0, |r| r.status().as_u16())
+    }
+}
+
+/// Record the request, check its auth, apply a fault: Err is the answer to give now.
+async fn intake(
+    st: &St,
+    method: &Method,
+    uri: &Uri,
+    headers: &HeaderMap,
+    body: &[u8],
+) -> Result<Option<Duration>, Response> {
+    let hs = headers
+        .iter()
+        .map(|(k, v)| (k.as_str().to_string(), v.to_str().unwrap_or("").to_string()))
+        .collect();
+    st.requests.lock().unwrap().push(Recorded {
+        method: method.to_string(),
+        target: uri
+            .path_and_query()
+            .map_or(uri.path().to_string(), |p| p.to_string()),
+        headers: hs,
+        body: String::from_utf8_lossy(body).into_owned(),
+    });
+    let auth = headers.get("authorization").and_then(|v| v.to_str().ok());
+    if auth != Some(st.auth.as_str()) {
+        let body = match st.kind {
+            GatewayKind::Stripe => {
+                json!({"error": {"type": "invalid_request_error", "message": "Invalid API Key provided"}})
+            }
+            GatewayKind::Xendit => {
+                json!({"error_code": "INVALID_API_KEY", "message": "API key is not authorized for this API service"})
+            }
+            GatewayKind::Midtrans => {
+                json!({"status_code": "401", "status_message": "Unknown Merchant server_key/id"})
+            }
+            _ => json!({"responseCode": "4010000", "responseMessage": "Unauthorized"}),
+        };
+        return Err((StatusCode::UNAUTHORIZED, Json(body)).into_response());
+    }
+    let fault = st.faults.lock().unwrap().pop_front();
+    match fault {
+        Some(GatewayFault::Status(code, body)) => {
+            Err((StatusCode::from_u16(code).unwrap(), Json(body)).into_response())
+        }
+        Some(GatewayFault::Hang(d)) => {
+            tokio::time::sleep(d).await;
+            Err(StatusCode::INTERNAL_SERVER_ERROR.into_response())
+        }
+        Some(GatewayFault::Delay(d)) => Ok(Some(d)),
+        None => Ok(None),
+    }
+}
+
+async fn create(
+    State(st): State<Arc<St>>,
+    method: Method,
+    uri: Uri,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Response {
+    let delay = match intake(&st, &method, &uri, &headers, &body).await {
+        Ok(d) => d,
+        Err(r) => return r,
+    };
+    let idem = headers
+        .get("idempotency-key")
+        .and_then(|v| v.to_str().ok())
+        .map(str::to_string);
+    if let Some(k) = &idem {
+        if let Some(v) = st.answered.lock().unwrap().get(k) {
+            return Json(v.clone()).into_response();
+        }
+    }
+    let n = st.next.fetch_add(1, Ordering::Relaxed);
+    let (status, answer, payment) = match st.kind {
+        GatewayKind::Finpay => finpay_create(&st, n, &body),
+        GatewayKind::Xendit if uri.path() == "/payment_requests" => xendit_qris(n, &body),
+        GatewayKind::Xendit => xendit_invoice(&st, n, &body),
+        GatewayKind::Midtrans => midtrans_charge(&st, n, &body),
+        _ => stripe_session(n, &body),
+    };
+    if let Some(p) = payment {
+        st.payments.lock().unwrap().push(p);
+    }
+    if let (Some(k), true) = (idem, status == StatusCode::OK) {
+        st.answered.lock().unwrap().insert(k, answer.clone());
+    }
+    if let Some(d) = delay {
+        tokio::time::sleep(d).await;
+    }
+    (status, Json(answer)).into_response()
+}
+
+async fn xendit_list(
+    State(st): State<Arc<St>>,
+    method: Method,
+    uri: Uri,
+    headers: HeaderMap,
+    Query(q): Query<HashMap<String, String>>,
+) -> Response {
+    if let Err(r) = intake(&st, &method, &uri, &headers, b"").await {
+        return r;
+    }
+    let ext = q.get("external_id").cloned().unwrap_or_default();
+    let ps = st.payments.lock().unwrap().clone();
+    let list: Vec<Value> = ps
+        .iter()
+        .filter(|p| p.payment_id == ext && !p.qris)
+        .map(|p| status_body(GatewayKind::Xendit, p))
+        .collect();
+    Json(list).into_response()
+}
+
+async fn status(
+    State(st): State<Arc<St>>,
+    Path(id): Path<String>,
+    method: Method,
+    uri: Uri,
+    headers: HeaderMap,
+) -> Response {
+    if let Err(r) = intake(&st, &method, &uri, &headers, b"").await {
+        return r;
+    }
+    let ps = st.payments.lock().unwrap().clone();
+    let found = ps
+        .iter()
+        .rev()
+        .find(|p| p.payment_id == id || p.provider_ref == id);
+    match (found, st.kind) {
+        (Some(p), kind) => Json(status_body(kind, p)).into_response(),
+        (None, GatewayKind::Midtrans) => Json(json!({"status_code": "404", "status_message": "Transaction doesn't exist."})).into_response(),
+        (None, GatewayKind::Finpay) => (StatusCode::NOT_FOUND, Json(json!({"responseCode": "4040001", "responseMessage": "Order not found"}))).into_response(),
+        (None, GatewayKind::Stripe) => (StatusCode::NOT_FOUND, Json(json!({"error": {"type": "invalid_request_error", "code": "resource_missing", "message": "No such checkout.session"}}))).into_response(),
+        (None, _) => (StatusCode::NOT_FOUND, Json(json!({"error_code": "INVOICE_NOT_FOUND_ERROR", "message": "Invoice not found"}))).into_response(),
+    }
+}

@@ -1,0 +1,364 @@
+//! The fakes' answers: each gateway's create and status bodies, from its recorded payments.
+
+use std::collections::HashMap;
+
+use axum::http::StatusCode;
+use serde_json::{json, Value};
+
+use super::*;
+
+pub(super) type Made = (StatusCode, Value, Option<Payment>);
+
+pub(super) fn exists(st: &St, id: &str) -> bool {
+    st.payments
+        .lock()
+        .unwrap()
+        .iter()
+        .any(|p| p.payment_id == id)
+}
+
+pub(super) fn payment(
+    payment_id: &str,
+    provider_ref: String,
+    method: &str,
+    amount: i64,
+    currency: &str,
+) -> Payment {
+    Payment {
+        payment_id: payment_id.to_string(),
+        provider_ref,
+        qris: false,
+        method: method.to_string(),
+        amount,
+        currency: currency.to_string(),
+        outcome: None,
+        paid: None,
+        expires_at: now() + 86400,
+    }
+}
+
+pub(super) fn finpay_create(st: &St, n: u64, body: &[u8]) -> Made {
+    let b: Value = serde_json::from_slice(body).unwrap_or(Value::Null);
+    let id = b
+        .pointer("/order/id")
+        .and_then(Value::as_str)
+        .unwrap_or("")
+        .to_string();
+    if exists(st, &id) {
+        return (
+            StatusCode::CONFLICT,
+            json!({"responseCode": "4090001", "responseMessage": "Duplicate order id"}),
+            None,
+        );
+    }
+    let Some(amount) = b
+        .pointer("/order/amount")
+        .and_then(Value::as_str)
+        .and_then(|a| a.parse::<i64>().ok())
+    else {
+        return (
+            StatusCode::BAD_REQUEST,
+            json!({"responseCode": "4000001", "responseMessage": "Invalid amount"}),
+            None,
+        );
+    };
+    let sof = b
+        .pointer("/sourceOfFunds/type")
+        .and_then(Value::as_str)
+        .unwrap_or("");
+    let base = st.base.lock().unwrap().clone();
+    let mut answer = json!({
+        "responseCode": "2000000", "responseMessage": "Success",
+        "redirecturl": format!("{base}/pay/{id}"), "expiryLink": "2026-12-02 09:56:35",
+    });
+    match sof {
+        "qris" => {
+            answer["stringQr"] = json!(format!(
+                "00020101021226670016ID.CO.FINNET{n:010}5204599953033605802ID6304ABCD"
+            ));
+            answer["imageurl"] = json!(format!("{base}/qr/{id}.png"));
+        }
+        "" => {}
+        _ => answer["paymentCode"] = json!(format!("88027{n:011}")),
+    }
+    (
+        StatusCode::OK,
+        answer,
+        Some(payment(&id, format!("FP{n:08}"), sof, amount, "IDR")),
+    )
+}
+
+pub(super) fn xendit_invoice(st: &St, n: u64, body: &[u8]) -> Made {
+    let b: Value = serde_json::from_slice(body).unwrap_or(Value::Null);
+    let Some(amount) = b["amount"].as_i64() else {
+        return (
+            StatusCode::BAD_REQUEST,
+            json!({"error_code": "API_VALIDATION_ERROR", "message": "amount must be an integer"}),
+            None,
+        );
+    };
+    let ext = b["external_id"].as_str().unwrap_or("").to_string();
+    let id = format!("inv{n:021}");
+    let base = st.base.lock().unwrap().clone();
+    let methods: Vec<String> = b["payment_methods"].as_array().map_or(vec![], |m| {
+        m.iter()
+            .filter_map(|x| x.as_str().map(str::to_string))
+            .collect()
+    });
+    let banks: Vec<Value> = ["BCA", "BNI", "BRI", "MANDIRI", "PERMATA"]
+        .iter()
+        .filter(|b| methods.is_empty() || methods.iter().any(|m| m == *b))
+        .map(|b| json!({"bank_code": b, "collection_type": "POOL", "bank_account_number": format!("8808{n:012}"), "transfer_amount": amount, "bank_branch": "Virtual Account", "account_holder_name": "TOKO PARLEY"}))
+        .collect();
+    let outlets: Vec<Value> = ["ALFAMART", "INDOMARET"]
+        .iter()
+        .filter(|o| methods.is_empty() || methods.iter().any(|m| m == *o))
+        .map(|o| json!({"retail_outlet_name": o, "payment_code": format!("TEST{n:08}"), "transfer_amount": amount}))
+        .collect();
+    let answer = json!({
+        "id": id, "external_id": ext, "user_id": "user-1", "status": "PENDING",
+        "merchant_name": "Toko Parley", "amount": amount, "currency": b["currency"],
+        "description": b["description"], "expiry_date": "2026-12-02T10:00:00.000Z",
+        "invoice_url": format!("{base}/web/invoices/{id}"),
+        "available_banks": banks, "available_retail_outlets": outlets,
+        "available_ewallets": [], "available_qr_codes": [{"qr_code_type": "QRIS"}],
+    });
+    let method = methods.first().cloned().unwrap_or_default();
+    (
+        StatusCode::OK,
+        answer,
+        Some(payment(&ext, id, &method, amount, "IDR")),
+    )
+}
+
+pub(super) fn xendit_qris(n: u64, body: &[u8]) -> Made {
+    let b: Value = serde_json::from_slice(body).unwrap_or(Value::Null);
+    let Some(amount) = b["amount"].as_i64() else {
+        return (
+            StatusCode::BAD_REQUEST,
+            json!({"error_code": "API_VALIDATION_ERROR", "message": "amount must be an integer"}),
+            None,
+        );
+    };
+    let reference = b["reference_id"].as_str().unwrap_or("").to_string();
+    let id = format!("pr-{n:08x}-0000-4000-8000-000000000000");
+    let expires = b
+        .pointer("/payment_method/qr_code/channel_properties/expires_at")
+        .cloned()
+        .unwrap_or(json!("2026-12-02T10:00:00Z"));
+    let answer = json!({
+        "id": id, "reference_id": reference, "business_id": "biz-1", "currency": "IDR",
+        "amount": amount, "country": "ID", "status": "PENDING", "description": b["description"],
+        "payment_method": {"id": format!("pm-{n}"), "type": "QR_CODE", "reusability": "ONE_TIME_USE", "status": "ACTIVE",
+            "qr_code": {"channel_code": "QRIS", "amount": amount, "channel_properties": {
+                "qr_string": format!("00020101021226660014ID.CO.XENDIT{n:010}5204549953033605406{amount}5802ID6304ABCD"),
+                "expires_at": expires}}},
+        "actions": [], "created": "2026-12-01T10:00:00Z", "updated": "2026-12-01T10:00:00Z",
+    });
+    let mut p = payment(&reference, id, "qris", amount, "IDR");
+    p.qris = true;
+    (StatusCode::OK, answer, Some(p))
+}
+
+pub(super) fn midtrans_charge(st: &St, n: u64, body: &[u8]) -> Made {
+    let b: Value = serde_json::from_slice(body).unwrap_or(Value::Null);
+    let order = b
+        .pointer("/transaction_details/order_id")
+        .and_then(Value::as_str)
+        .unwrap_or("")
+        .to_string();
+    // Midtrans answers its errors in a 200 body.
+    if exists(st, &order) {
+        return (
+            StatusCode::OK,
+            json!({"status_code": "406", "status_message": "The request could not be completed due to a conflict with the current state of the target resource, please try again", "id": "x"}),
+            None,
+        );
+    }
+    let Some(gross) = b
+        .pointer("/transaction_details/gross_amount")
+        .and_then(Value::as_i64)
+    else {
+        return (
+            StatusCode::OK,
+            json!({"status_code": "400", "status_message": "One or more parameters in the payload is invalid.", "validation_messages": ["transaction_details.gross_amount is not an integer"]}),
+            None,
+        );
+    };
+    if let Some(items) = b["item_details"].as_array() {
+        let sum: i64 = items
+            .iter()
+            .map(|i| i["price"].as_i64().unwrap_or(0) * i["quantity"].as_i64().unwrap_or(0))
+            .sum();
+        if sum != gross {
+            return (
+                StatusCode::OK,
+                json!({"status_code": "400", "status_message": "One or more parameters in the payload is invalid.", "validation_messages": ["transaction_details.gross_amount is not equal to the sum of item_details"]}),
+                None,
+            );
+        }
+    }
+    let pt = b["payment_type"].as_str().unwrap_or("").to_string();
+    let tid = format!("{n:08x}-8aa4-4fd8-b5ae-000000000000");
+    let mut answer = json!({
+        "status_code": "201", "status_message": "Success, transaction is found",
+        "transaction_id": tid, "order_id": order, "merchant_id": "G000000000",
+        "gross_amount": format!("{gross}.00"), "currency": "IDR", "payment_type": pt,
+        "transaction_time": "2026-12-01 10:00:00", "transaction_status": "pending",
+        "fraud_status": "accept", "expiry_time": "2026-12-02 10:00:00",
+    });
+    let base = st.base.lock().unwrap().clone();
+    match pt.as_str() {
+        "bank_transfer" => {
+            let bank = b
+                .pointer("/bank_transfer/bank")
+                .and_then(Value::as_str)
+                .unwrap_or("bca");
+            if bank == "permata" {
+                answer["permata_va_number"] = json!(format!("8562{n:012}"));
+            } else {
+                answer["va_numbers"] = json!([{"bank": bank, "va_number": format!("1234{n:012}")}]);
+            }
+        }
+        "echannel" => {
+            answer["biller_code"] = json!("70012");
+            answer["bill_key"] = json!(format!("99{n:010}"));
+        }
+        "cstore" => {
+            answer["payment_code"] = json!(format!("2509{n:012}"));
+            answer["store"] = b
+                .pointer("/cstore/store")
+                .cloned()
+                .unwrap_or(json!("indomaret"));
+        }
+        "qris" => {
+            answer["qr_string"] = json!(format!(
+                "00020101021226620014COM.GO-JEK.WWW{n:010}5204599953033605802ID6304ABCD"
+            ));
+            answer["acquirer"] = json!("gopay");
+            answer["actions"] = json!([{"name": "generate-qr-code", "method": "GET", "url": format!("{base}/v2/qris/{tid}/qr-code")}]);
+        }
+        _ => {}
+    }
+    (
+        StatusCode::OK,
+        answer,
+        Some(payment(&order, tid, &pt, gross, "IDR")),
+    )
+}
+
+pub(super) fn stripe_session(n: u64, body: &[u8]) -> Made {
+    let form: HashMap<String, String> = url::form_urlencoded::parse(body).into_owned().collect();
+    let mut total = 0i64;
+    let mut i = 0;
+    while let Some(unit) = form.get(&format!("line_items[{i}][price_data][unit_amount]")) {
+        let qty: i64 = form
+            .get(&format!("line_items[{i}][quantity]"))
+            .and_then(|q| q.parse().ok())
+            .unwrap_or(1);
+        match unit.parse::<i64>() {
+            Ok(u) => total += u * qty,
+            Err(_) => {
+                return (
+                    StatusCode::BAD_REQUEST,
+                    json!({"error": {"type": "invalid_request_error", "code": "parameter_invalid_integer", "message": "Invalid integer"}}),
+                    None,
+                )
+            }
+        }
+        i += 1;
+    }
+    if form.get("mode").map(String::as_str) != Some("payment") || i == 0 {
+        return (
+            StatusCode::BAD_REQUEST,
+            json!({"error": {"type": "invalid_request_error", "code": "parameter_missing", "message": "Missing required param: line_items."}}),
+            None,
+        );
+    }
+    let id = format!("cs_test_{n:024}");
+    let reference = form.get("client_reference_id").cloned().unwrap_or_default();
+    let currency = form
+        .get("line_items[0][price_data][currency]")
+        .cloned()
+        .unwrap_or_default();
+    let expires: i64 = form
+        .get("expires_at")
+        .and_then(|e| e.parse().ok())
+        .unwrap_or(now() + 86400);
+    let answer = json!({
+        "id": id, "object": "checkout.session", "amount_total": total, "currency": currency,
+        "client_reference_id": reference, "expires_at": expires, "mode": "payment",
+        "payment_status": "unpaid", "status": "open",
+        "url": format!("https://checkout.stripe.com/c/pay/{id}"),
+        "metadata": {"payment_id": form.get("metadata[payment_id]")},
+    });
+    let mut p = payment(
+        &reference,
+        id,
+        "link",
+        total,
+        &currency.to_ascii_uppercase(),
+    );
+    p.expires_at = expires;
+    (StatusCode::OK, answer, Some(p))
+}
+
+pub(super) fn status_body(kind: GatewayKind, p: &Payment) -> Value {
+    let paid = p.paid.unwrap_or(p.amount);
+    match kind {
+        GatewayKind::Finpay => {
+            let s = match p.outcome {
+                Some(FakeOutcome::Paid) => "PAID",
+                Some(FakeOutcome::Expired) => "EXPIRED",
+                Some(FakeOutcome::Failed) => "FAILURE",
+                None => "PENDING",
+            };
+            json!({"responseCode": "2000000", "responseMessage": "Success", "data": {
+                "order": {"id": p.payment_id, "reference": p.provider_ref, "amount": p.amount.to_string(), "currency": p.currency},
+                "result": {"payment": {"status": s, "amount": paid, "datetime": "2026-12-01 10:00:00"}}}})
+        }
+        GatewayKind::Xendit if p.qris => {
+            let s = match p.outcome {
+                Some(FakeOutcome::Paid) => "SUCCEEDED",
+                Some(FakeOutcome::Expired) => "EXPIRED",
+                Some(FakeOutcome::Failed) => "FAILED",
+                None => "PENDING",
+            };
+            json!({"id": p.provider_ref, "reference_id": p.payment_id, "status": s, "amount": paid, "currency": p.currency})
+        }
+        GatewayKind::Xendit => {
+            let s = match p.outcome {
+                Some(FakeOutcome::Paid) => "PAID",
+                Some(_) => "EXPIRED",
+                None => "PENDING",
+            };
+            let mut v = json!({"id": p.provider_ref, "external_id": p.payment_id, "status": s, "amount": p.amount, "currency": p.currency});
+            if p.outcome == Some(FakeOutcome::Paid) {
+                v["paid_amount"] = json!(paid);
+            }
+            v
+        }
+        GatewayKind::Midtrans => {
+            let (s, code) = match p.outcome {
+                Some(FakeOutcome::Paid) => ("settlement", "200"),
+                Some(FakeOutcome::Expired) => ("expire", "407"),
+                Some(FakeOutcome::Failed) => ("deny", "202"),
+                None => ("pending", "201"),
+            };
+            json!({"status_code": code, "status_message": "Success, transaction is found", "transaction_id": p.provider_ref,
+                "order_id": p.payment_id, "gross_amount": format!("{paid}.00"), "currency": p.currency,
+                "payment_type": p.method, "transaction_status": s, "fraud_status": "accept"})
+        }
+        _ => {
+            let (s, ps) = match p.outcome {
+                Some(FakeOutcome::Paid) => ("complete", "paid"),
+                Some(FakeOutcome::Expired) => ("expired", "unpaid"),
+                Some(FakeOutcome::Failed) => ("complete", "unpaid"),
+                None => ("open", "unpaid"),
+            };
+            json!({"id": p.provider_ref, "object": "checkout.session", "status": s, "payment_status": ps,
+                "amount_total": paid, "currency": p.currency.to_ascii_lowercase(), "client_reference_id": p.payment_id,
+                "expires_at": p.expires_at})
+        }
+    }
+}
