@@ -153,6 +153,12 @@ impl Application {
                 .context("Failed to build the HTTP client for chatbots")?,
             media: crate::media::MediaFetcher::new(&settings)
                 .context("Failed to build the HTTP client for media")?,
+            payments: crate::payments::Gateways::new(
+                &settings.payments,
+                reqwest::Client::builder()
+                    .build()
+                    .context("Failed to build the HTTP client for payments")?,
+            ),
             clock: plugins.clock,
             gates: Arc::default(),
             webhooks: Default::default(),
@@ -164,6 +170,8 @@ impl Application {
             writer.set_dispatcher(move |items| router.dispatch(items));
         }
         let root = RootSupervisor::start(engine.clone(), router.clone()).await?;
+        // Payments a lost callback or a crash left unsettled, now and every 30 s.
+        crate::ingress::payments::spawn_reconciler(&engine, router.clone());
         // Due timers and the inbox lag gauge: background loops that stop with the server.
         let timers = tokio::spawn({
             let (engine, router) = (engine.clone(), router.clone());

@@ -45,6 +45,8 @@ pub struct Engine {
     pub bots: crate::chatbot::provider::Providers,
     /// Inbound media downloads and voice transcription.
     pub media: crate::media::MediaFetcher,
+    /// The payment gateways (`[payments.providers.*]`).
+    pub payments: crate::payments::Gateways,
     pub clock: Arc<dyn Clock>,
     /// The SendGates of the running accounts.
     pub gates: Arc<crate::sendgate::GateRegistry>,

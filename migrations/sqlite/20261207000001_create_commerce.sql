@@ -130,6 +130,7 @@ CREATE TABLE order_items (
 -- status: PENDING | PAID | EXPIRED | FAILED | CANCELLED | REFUNDED | PAID_LATE | MISMATCH,
 -- moving forward only. The PENDING row (with its idem_key) is committed before the gateway
 -- is called; provider_ref and the instructions (VA number, pay code, link) after it answers.
+-- notified: the status its conversation was last told (a sweep tells it again until then).
 CREATE TABLE payments (
     id INTEGER PRIMARY KEY AUTOINCREMENT,
     account TEXT NOT NULL,
@@ -151,13 +152,16 @@ CREATE TABLE payments (
     details TEXT,
     created_at BIGINT NOT NULL,
     updated_at BIGINT NOT NULL,
-    paid_at BIGINT
+    paid_at BIGINT,
+    notified TEXT
 );
 CREATE INDEX payments_by_order ON payments (order_id);
 CREATE INDEX payments_pending ON payments (status, expires_at);
 CREATE UNIQUE INDEX payments_by_ref ON payments (provider, provider_ref);
 
--- Every callback as received, once per (provider, event_key).
+-- Every callback as received, once per (provider, event_key); applied once the payment was
+-- settled from it (confirmed with the gateway), so a crash in between leaves it for the
+-- reconciliation pass.
 CREATE TABLE payment_events (
     id INTEGER PRIMARY KEY AUTOINCREMENT,
     provider TEXT NOT NULL,
@@ -167,8 +171,10 @@ CREATE TABLE payment_events (
     amount TEXT,
     raw TEXT NOT NULL,
     received_at BIGINT NOT NULL,
+    applied BIGINT NOT NULL DEFAULT 0,
     UNIQUE (provider, event_key)
 );
+CREATE INDEX payment_events_unapplied ON payment_events (applied, payment_id);
 
 -- code: upper-case (matched case-insensitively). kind: percent | fixed. user_key: bound to
 -- one customer, or NULL for anyone. used: claims so far, never above usage_limit.

@@ -557,6 +557,7 @@ impl ConversationActorState {
                 let (account, user) = (self.key.account.clone(), self.args.user_key.clone());
                 let wa_id = self.conv.contact.wa_id.clone();
                 let currency = self.args.account.currency;
+                let provider = self.args.account.payments.clone();
                 self.args.calls.fetch_add(1, Ordering::AcqRel);
                 tokio::spawn(async move {
                     let who = crate::commerce::Caller {
@@ -564,9 +565,14 @@ impl ConversationActorState {
                         user: &user,
                         wa_id: wa_id.as_deref(),
                         currency,
+                        provider: provider.as_deref(),
+                    };
+                    let shop = crate::commerce::Shop {
+                        store: &engine.store,
+                        gateways: &engine.payments,
                     };
                     let now = engine.clock.now_ms();
-                    let answer = crate::commerce::run(&engine.store, who, &call, now).await;
+                    let answer = crate::commerce::run(shop, who, &call, now).await;
                     if let Some(me) = me {
                         let _ = me.cast(ConversationMsg::CommerceDone(
                             crate::commerce::CommerceResult {

@@ -606,6 +606,33 @@ impl FlowLogic {
             ConversationEvent::Release { .. } if released => FlowInput::Released,
             ConversationEvent::HttpResult(outcome) => FlowInput::Http(outcome),
             ConversationEvent::CommerceResult(result) => FlowInput::Commerce(result),
+            ConversationEvent::PaymentUpdate {
+                payment_id,
+                status,
+                order,
+                amount,
+            } => {
+                if flow_state(&state).payment != Some(*payment_id) {
+                    // No flow waits on it (the customer went elsewhere meanwhile): the
+                    // customer still hears what became of the payment.
+                    if let Some(text) = crate::commerce::payment::news_text(*status, order, amount)
+                    {
+                        effects.push(Effect::Send {
+                            message: crate::whatsapp::send::OutboundMessage::Text {
+                                body: text,
+                                preview_url: false,
+                            },
+                            reply_to: None,
+                            policy: None,
+                        });
+                    }
+                    return (state, effects);
+                }
+                FlowInput::Payment {
+                    id: *payment_id,
+                    status: *status,
+                }
+            }
             _ => return (state, effects),
         };
         let mut flow_state = flow_state(&state);

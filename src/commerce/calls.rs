@@ -2,6 +2,8 @@
 
 use serde::{Deserialize, Serialize};
 
+use crate::domain::{Money, PaymentMethod, PaymentStatus};
+use crate::payments::Instructions;
 use crate::store::{Cart, CartChanged, Checkout, Order, Product};
 
 /// A call a flow waits on; its id names it across a crash (the same call made again).
@@ -48,6 +50,18 @@ pub enum Op {
         wamid: String,
         items: Vec<CatalogItem>,
     },
+    /// Open a payment of the order at a gateway (the PENDING row first, then the gateway).
+    Payment {
+        order: String,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        provider: Option<String>,
+        method: PaymentMethod,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        bank: Option<String>,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        store: Option<String>,
+        expires_ms: i64,
+    },
 }
 
 /// A product of a catalog `order` message, as the message gave it.
@@ -71,6 +85,7 @@ impl Op {
                 | Op::CartClear
                 | Op::Checkout { .. }
                 | Op::CatalogOrder { .. }
+                | Op::Payment { .. }
         )
     }
 }
@@ -92,10 +107,30 @@ pub enum Answer {
     },
     Checkout(Checkout),
     Orders(Vec<Order>),
+    Payment(PaymentAnswer),
     /// The store could not be reached after retries (the flow's `on_error`).
     Failed {
         error: String,
     },
+}
+
+/// What opening a payment came to.
+#[derive(Debug, Clone, PartialEq)]
+pub enum PaymentAnswer {
+    /// Open at its gateway: what the customer is to do.
+    Opened {
+        payment_id: i64,
+        instructions: Instructions,
+        amount: Money,
+        order: String,
+    },
+    /// It was settled already (the call made again after a crash).
+    Settled {
+        payment_id: i64,
+        status: PaymentStatus,
+    },
+    /// It cannot be opened (no such order, no provider, the gateway refused it).
+    Refused { reason: String },
 }
 
 /// The answer to the call `id`, as the conversation's event.

@@ -9,8 +9,9 @@
 //! or an order (pure); `run.rs` a call carried out against the store.
 
 mod calls;
+pub mod payment;
 mod run;
 pub mod text;
 
-pub use calls::{Answer, Call, CatalogItem, CommerceResult, Op};
-pub use run::{run, Caller};
+pub use calls::{Answer, Call, CatalogItem, CommerceResult, Op, PaymentAnswer};
+pub use run::{run, Caller, Shop};

@@ -2,12 +2,37 @@
 
 use std::time::Duration;
 
-use super::calls::{Answer, Call, Op};
-use crate::domain::Money;
-use crate::domain::{AccountId, Currency, UserKey};
+use super::calls::{Answer, Call, Op, PaymentAnswer};
+use crate::domain::{AccountId, Currency, Money, PaymentMethod, PaymentStatus, UserKey};
+use crate::payments::{CreatePayment, GatewayError, Gateways, Instructions, LineItem};
 use crate::store::{
-    CartChange, CatalogLine, Customer, OrderFilter, ProductFilter, Store, StoreError,
+    CartChange, CatalogLine, Customer, NewPayment, OrderFilter, ProductFilter, Store, StoreError,
 };
+
+/// What a call needs: the store, and the payment gateways.
+#[derive(Clone, Copy)]
+pub struct Shop<'a> {
+    pub store: &'a Store,
+    pub gateways: &'a Gateways,
+}
+
+/// Why a call could not be made this time.
+#[derive(Debug, thiserror::Error)]
+enum CallError {
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    #[error(transparent)]
+    Gateway(#[from] GatewayError),
+}
+
+impl CallError {
+    fn retryable(&self) -> bool {
+        match self {
+            CallError::Store(e) => !matches!(e, StoreError::Corrupt(_)),
+            CallError::Gateway(e) => e.is_retryable(),
+        }
+    }
+}
 
 /// Tries of a call whose store is unreachable, before the flow hears it failed.
 const ATTEMPTS: u32 = 4;
@@ -19,17 +44,19 @@ pub struct Caller<'a> {
     pub user: &'a UserKey,
     pub wa_id: Option<&'a str>,
     pub currency: Currency,
+    /// The account's payment provider, when a `payment` node names none.
+    pub provider: Option<&'a str>,
 }
 
 /// Make `call` (retrying a store that does not answer); a changing call takes effect once
 /// however often it is made.
-pub async fn run(store: &Store, who: Caller<'_>, call: &Call, now: i64) -> Answer {
+pub async fn run(shop: Shop<'_>, who: Caller<'_>, call: &Call, now: i64) -> Answer {
     let mut delay = Duration::from_millis(100);
     let mut attempt = 1;
     loop {
-        match once(store, who, call, now).await {
+        match once(shop, who, call, now).await {
             Ok(answer) => return answer,
-            Err(e) if attempt < ATTEMPTS && !matches!(e, StoreError::Corrupt(_)) => {
+            Err(e) if attempt < ATTEMPTS && e.retryable() => {
                 tracing::warn!(call = %call.id, attempt, error = %e, "A commerce call failed; trying again.");
                 tokio::time::sleep(delay).await;
                 delay *= 2;
@@ -45,7 +72,8 @@ pub async fn run(store: &Store, who: Caller<'_>, call: &Call, now: i64) -> Answe
     }
 }
 
-async fn once(store: &Store, who: Caller<'_>, call: &Call, now: i64) -> Result<Answer, StoreError> {
+async fn once(shop: Shop<'_>, who: Caller<'_>, call: &Call, now: i64) -> Result<Answer, CallError> {
+    let store = shop.store;
     let (account, user) = (who.account, who.user);
     let change = |c| store.change_cart(account, user, &call.id, c, who.currency, now);
     Ok(match &call.op {
@@ -147,6 +175,24 @@ async fn once(store: &Store, who: Caller<'_>, call: &Call, now: i64) -> Result<A
                     .await?,
             )
         }
+        Op::Payment {
+            order,
+            provider,
+            method,
+            bank,
+            store: outlet,
+            expires_ms,
+        } => {
+            let request = PaymentRequest {
+                order,
+                provider: provider.as_deref().or(who.provider),
+                method: *method,
+                bank: bank.as_deref(),
+                outlet: outlet.as_deref(),
+                expires_ms: *expires_ms,
+            };
+            Answer::Payment(open_payment(shop, who, &call.id, request, now).await?)
+        }
         Op::Orders => Answer::Orders(
             store
                 .orders(
@@ -161,4 +207,172 @@ async fn once(store: &Store, who: Caller<'_>, call: &Call, now: i64) -> Result<A
                 .await?,
         ),
     })
+}
+
+struct PaymentRequest<'a> {
+    order: &'a str,
+    provider: Option<&'a str>,
+    method: PaymentMethod,
+    bank: Option<&'a str>,
+    outlet: Option<&'a str>,
+    expires_ms: i64,
+}
+
+/// The PENDING row first (committed, with the call's id as its idempotency key), then the
+/// gateway; a call made again finds the row and, once the gateway answered, its instructions.
+async fn open_payment(
+    shop: Shop<'_>,
+    who: Caller<'_>,
+    call_id: &str,
+    r: PaymentRequest<'_>,
+    now: i64,
+) -> Result<PaymentAnswer, CallError> {
+    let Some(order) = shop.store.order(who.account, r.order).await? else {
+        return Ok(PaymentAnswer::Refused {
+            reason: format!("no order {:?}", r.order),
+        });
+    };
+    // No payment can be opened: the order is cancelled, its stock given back.
+    let number = order.order_number.clone();
+    let refused = |reason: String| async move {
+        tracing::warn!(order = %number, %reason, "An order cannot be paid.");
+        shop.store
+            .set_order_status(
+                who.account,
+                &number,
+                crate::domain::OrderStatus::Cancelled,
+                Some(&reason),
+                now,
+            )
+            .await?;
+        Ok::<_, CallError>(PaymentAnswer::Refused { reason })
+    };
+    let Some(provider) = r.provider else {
+        return refused("no payment provider is configured for this account".into()).await;
+    };
+    let Some(gateway) = shop.gateways.get(provider) else {
+        return refused(format!("no payment provider {provider:?}")).await;
+    };
+    if !crate::payments::supports(gateway.kind(), r.method) {
+        return refused(format!(
+            "{} cannot take {} payments",
+            gateway.kind(),
+            r.method
+        ))
+        .await;
+    }
+    let p = shop
+        .store
+        .open_payment(&NewPayment {
+            account: who.account,
+            order_id: order.id,
+            user_key: who.user.as_str(),
+            provider,
+            kind: gateway.kind(),
+            method: r.method,
+            bank: r.bank,
+            amount: order.total,
+            expires_at: now + r.expires_ms,
+            idem_key: call_id,
+            now,
+        })
+        .await?;
+    if p.status != PaymentStatus::Pending {
+        return Ok(PaymentAnswer::Settled {
+            payment_id: p.id,
+            status: p.status,
+        });
+    }
+    if let Some(instructions) = p
+        .details
+        .as_deref()
+        .and_then(|d| serde_json::from_str::<Instructions>(d).ok())
+    {
+        return Ok(PaymentAnswer::Opened {
+            payment_id: p.id,
+            instructions,
+            amount: p.amount,
+            order: order.order_number,
+        });
+    }
+    let request = CreatePayment {
+        payment_id: p.gateway_id(),
+        idempotency_key: call_id.to_string(),
+        amount: p.amount,
+        method: r.method,
+        bank: r.bank.map(str::to_string),
+        store: r.outlet.map(str::to_string),
+        description: format!("Order {}", order.order_number),
+        items: order
+            .items
+            .iter()
+            .map(|i| LineItem {
+                name: i.name.clone(),
+                quantity: i.quantity as u32,
+                unit_price: i.unit_price,
+            })
+            .collect(),
+        customer: crate::payments::Customer {
+            name: order
+                .customer_name
+                .clone()
+                .filter(|n| !n.is_empty())
+                .unwrap_or_else(|| "Customer".into()),
+            email: None,
+            phone: who.wa_id.unwrap_or(who.user.as_str()).to_string(),
+        },
+        expires_at_unix: p.expires_at / 1000,
+        now_unix: now / 1000,
+        callback_url: None,
+        return_url: None,
+    };
+    match gateway.create(&request).await {
+        Ok(created) => {
+            let details = serde_json::to_string(&created.instructions)
+                .map_err(|e| StoreError::Corrupt(format!("payment instructions: {e}")))?;
+            shop.store
+                .payment_created(
+                    p.id,
+                    &created.provider_ref,
+                    code_of(&created.instructions),
+                    &details,
+                    created.expires_at_unix.map(|s| s * 1000),
+                    now,
+                )
+                .await?;
+            Ok(PaymentAnswer::Opened {
+                payment_id: p.id,
+                instructions: created.instructions,
+                amount: p.amount,
+                order: order.order_number,
+            })
+        }
+        Err(e) if e.is_retryable() => Err(e.into()),
+        Err(e) => {
+            tracing::warn!(payment = p.id, error = %e, "A gateway refused to open a payment.");
+            shop.store
+                .settle_payment(
+                    p.id,
+                    PaymentStatus::Pending,
+                    PaymentStatus::Failed,
+                    None,
+                    now,
+                )
+                .await?;
+            Ok(PaymentAnswer::Refused {
+                reason: e.to_string(),
+            })
+        }
+    }
+}
+
+/// The number the customer pays to (a VA, a bill key, a pay code), kept on the row.
+fn code_of(i: &Instructions) -> Option<&str> {
+    match i {
+        Instructions::VirtualAccount { number, .. } => Some(number),
+        Instructions::BillPayment { bill_key, .. } => Some(bill_key),
+        Instructions::PayCode { code, .. } => Some(code),
+        Instructions::Link { url } => Some(url),
+        Instructions::Qris { .. } | Instructions::Manual { .. } => None,
+    }
 }

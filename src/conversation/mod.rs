@@ -218,6 +218,14 @@ pub enum ConversationEvent {
     MediaReady(crate::media::MediaResult),
     /// The shop answered a flow's commerce call.
     CommerceResult(crate::commerce::CommerceResult),
+    /// A payment of this conversation moved (told until its conversation heard it).
+    PaymentUpdate {
+        payment_id: i64,
+        status: crate::domain::PaymentStatus,
+        /// Its order's number and the amount, for the customer's receipt.
+        order: String,
+        amount: crate::domain::Money,
+    },
 }
 
 pub use crate::domain::{BotSummary, FlowRecord, WindowPolicy};
@@ -455,7 +463,8 @@ pub fn step(
         | ConversationEvent::HttpResult(_)
         | ConversationEvent::BotResult(_)
         | ConversationEvent::MediaReady(_)
-        | ConversationEvent::CommerceResult(_) => {}
+        | ConversationEvent::CommerceResult(_)
+        | ConversationEvent::PaymentUpdate { .. } => {}
     }
     let effects = settle_window(&mut state, effects, ctx);
     (state, effects)

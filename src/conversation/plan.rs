@@ -268,6 +268,11 @@ pub fn origin_key(event: &ConversationEvent, now: i64) -> String {
         ConversationEvent::BotResult(a) => format!("b{}", a.id),
         ConversationEvent::MediaReady(r) => format!("m{}", r.media_id),
         ConversationEvent::CommerceResult(r) => format!("k{}", r.id),
+        ConversationEvent::PaymentUpdate {
+            payment_id, status, ..
+        } => {
+            format!("pay{payment_id}.{status}")
+        }
     }
 }
 

@@ -180,6 +180,7 @@ pub struct RawNode {
     pub cart: Option<RawCart>,
     pub checkout: Option<RawCheckout>,
     pub order_status: Option<RawOrderStatus>,
+    pub payment: Option<RawPayment>,
     pub next: Option<String>,
     /// http and shop nodes: node when the call fails (non-2xx, timeout, refused, the store
     /// unreachable); default: end flow.
@@ -429,6 +430,25 @@ pub struct RawOrderStatus {
     pub empty: Option<String>,
 }
 
+/// `payment: {provider?, method, bank?, store?, expires: "1h"}`: the order (`order.number`)
+/// paid at a gateway: the customer is told what to do (a VA number and bank, a QRIS, a pay
+/// code, a link, the bank account), then the flow waits durably; results `paid` (else
+/// `next`), `expired`, `failed`.
+#[derive(Debug, Deserialize, schemars::JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct RawPayment {
+    /// A `[payments.providers.NAME]`; default: the account's `payments`.
+    pub provider: Option<String>,
+    /// va | bank_transfer | qris | retail | link | manual.
+    pub method: String,
+    /// For va/bank_transfer: bca, bni, bri, mandiri, permata, ...
+    pub bank: Option<String>,
+    /// For retail: indomaret | alfamart.
+    pub store: Option<String>,
+    /// How long the customer has to pay (default 1h; 5m to 7d).
+    pub expires: Option<String>,
+}
+
 /// `split: {variants: [{name: a, weight: 50, next: node_a}, ...], save: variant}`: an A/B
 /// test. Each contact lands in one variant by weight and stays there; the name is saved.
 #[derive(Debug, Deserialize, schemars::JsonSchema)]
@@ -649,6 +669,17 @@ pub enum NodeKind {
         text: Template,
         empty: Template,
     },
+    Payment(Box<PaymentSpec>),
+}
+
+/// A `payment` node compiled.
+#[derive(Debug, Clone)]
+pub struct PaymentSpec {
+    pub provider: Option<String>,
+    pub method: crate::domain::PaymentMethod,
+    pub bank: Option<String>,
+    pub store: Option<String>,
+    pub expires_ms: i64,
 }
 
 impl NodeKind {
@@ -660,6 +691,7 @@ impl NodeKind {
                 | NodeKind::Cart(_)
                 | NodeKind::Checkout { .. }
                 | NodeKind::OrderStatus { .. }
+                | NodeKind::Payment(_)
         )
     }
 }

@@ -51,6 +51,12 @@ pub fn routes(state: AppState) -> Router<AppState> {
         .route("/bots", get(bots))
         .route("/flows/reload", post(reload_flows))
         .merge(super::commerce::routes())
+        .route("/payments/reconcile", post(super::payments::reconcile_now))
+        .route("/payments/{id}", get(super::payments::show))
+        .route(
+            "/payments/{id}/confirm",
+            post(super::payments::confirm_by_owner),
+        )
         .layer(middleware::from_fn_with_state(state.clone(), require_token))
         .route(
             "/reload",

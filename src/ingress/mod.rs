@@ -5,6 +5,7 @@ mod campaigns;
 mod commerce;
 mod inbox;
 pub mod listener;
+pub mod payments;
 pub mod signature;
 mod throttle;
 mod webhook;
@@ -112,6 +113,11 @@ fn public_routes() -> Router<AppState> {
             get(webhook::verify_subscription)
                 .post(webhook::receive)
                 .layer(DefaultBodyLimit::disable()),
+        )
+        .route(
+            "/payments/{name}/callback",
+            axum::routing::post(payments::callback)
+                .layer(DefaultBodyLimit::max(payments::MAX_CALLBACK_BYTES)),
         )
         .route("/healthz", get(|| async { "ok" }))
         .route("/readyz", get(readyz))

@@ -69,8 +69,9 @@ pub struct Created {
     pub raw: serde_json::Value,
 }
 
-/// What the customer is shown to pay.
-#[derive(Debug, Clone, PartialEq, Eq)]
+/// What the customer is shown to pay (kept with the payment as JSON).
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(tag = "kind", rename_all = "snake_case")]
 pub enum Instructions {
     VirtualAccount {
         bank: String,

@@ -6,7 +6,7 @@
 //! batched writes: `inbox`, `conversations` (and contacts), `outbox`, `timers`, `gate`,
 //! `dead_letters`, `flows` (versions, executions, chatbot sessions), `campaigns`, `accounts`,
 //! `media`; commerce's `products` (and categories), `carts` (and each commerce call's
-//! outcome), `orders`. `exec` runs the writer's statements (one helper, `exec_rows`, for the multi-row
+//! outcome), `orders`, `payments` (and their callbacks). `exec` runs the writer's statements (one helper, `exec_rows`, for the multi-row
 //! pattern), `sql` builds dialect-neutral SQL.
 
 mod accounts;
@@ -21,6 +21,7 @@ mod inbox;
 mod media;
 mod orders;
 mod outbox;
+mod payments;
 mod products;
 mod sql;
 mod timers;
@@ -43,6 +44,7 @@ pub use inbox::*;
 pub use media::*;
 pub use orders::*;
 pub use outbox::*;
+pub use payments::*;
 pub use products::*;
 use sql::bind_all;
 pub use sql::Val;

@@ -647,7 +647,7 @@ impl Store {
         self.order(account, number).await
     }
 
-    /// Give a reserved order's units back to stock (once: the order's stock state moves).
+    /// The order `number`'s reserved units back to stock ([`Store::tx_release_order`]).
     async fn tx_release_stock(
         &self,
         tx: &mut sqlx::Transaction<'_, sqlx::Any>,
@@ -658,9 +658,33 @@ impl Store {
         let rows = self
             .tx_fetch(
                 tx,
+                "SELECT id FROM orders WHERE account = $1 AND order_number = $2",
+                vec![account.into(), number.into()],
+            )
+            .await?;
+        match rows.first() {
+            Some(r) => {
+                self.tx_release_order(tx, account, r.try_get("id")?, now)
+                    .await
+            }
+            None => Ok(false),
+        }
+    }
+
+    /// Give a reserved order's units back to stock (once: the order's stock state moves).
+    pub(super) async fn tx_release_order(
+        &self,
+        tx: &mut sqlx::Transaction<'_, sqlx::Any>,
+        account: &AccountId,
+        order: i64,
+        now: i64,
+    ) -> Result<bool, StoreError> {
+        let rows = self
+            .tx_fetch(
+                tx,
                 "UPDATE orders SET stock = 'released', updated_at = $1 \
-                 WHERE account = $2 AND order_number = $3 AND stock = 'reserved' RETURNING id",
-                vec![Val::I(now), account.into(), number.into()],
+                 WHERE account = $2 AND id = $3 AND stock = 'reserved' RETURNING id",
+                vec![Val::I(now), account.into(), Val::I(order)],
             )
             .await?;
         let Some(r) = rows.first() else {

@@ -177,6 +177,13 @@ impl Run<'_, '_> {
                 self.message(st, caption, None)
             }
             FlowInput::Message { text, reply_id } => self.message(st, text, reply_id),
+            FlowInput::Payment { id, status } => {
+                if !st.is_active() || st.payment != Some(id) {
+                    return Ok(st); // not the payment this flow waits on (or none)
+                }
+                st.last_activity_ms = ctx.now_ms;
+                self.payment_settled(st, status)
+            }
             FlowInput::Order { items, text } => match self.catalog_order(items) {
                 Some(started) => Ok(started),
                 None => self.message(st, text, None),

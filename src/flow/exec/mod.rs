@@ -87,6 +87,9 @@ pub struct FlowState {
     /// The shop call whose answer the flow waits for.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub commerce: Option<crate::commerce::Call>,
+    /// The payment (its id) a payment node waits on.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub payment: Option<i64>,
     /// Shop calls so far in this session (each call's id is unique with it).
     #[serde(default, skip_serializing_if = "is_zero")]
     pub calls: u64,
@@ -131,6 +134,11 @@ pub enum FlowInput<'a> {
     Http(&'a HttpOutcome),
     /// The shop's answer to the call the flow waits for.
     Commerce(&'a crate::commerce::CommerceResult),
+    /// A payment moved (a gateway's callback, the reconciliation, the owner's confirmation).
+    Payment {
+        id: i64,
+        status: crate::domain::PaymentStatus,
+    },
     /// A human handed the conversation back.
     Released,
     /// The chatbot session a chatbot node started has ended.

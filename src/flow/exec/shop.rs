@@ -4,7 +4,8 @@
 
 use super::super::template::Template;
 use super::*;
-use crate::commerce::{text, Answer, Call, Op};
+use crate::commerce::{payment, text, Answer, Call, Op, PaymentAnswer};
+use crate::domain::PaymentStatus;
 use crate::store::{CartChanged, Checkout, Product};
 use crate::whatsapp::send::{ListRow, ListSection};
 
@@ -98,6 +99,17 @@ impl Run<'_, '_> {
                     .as_ref()
                     .map(|t| t.render(&env))
                     .filter(|s| !s.is_empty()),
+            },
+            NodeKind::Payment(p) => Op::Payment {
+                order: match st.vars.get("order.number") {
+                    Some(v) => expr::display(v),
+                    None => String::new(),
+                },
+                provider: p.provider.clone(),
+                method: p.method,
+                bank: p.bank.clone(),
+                store: p.store.clone(),
+                expires_ms: p.expires_ms,
             },
             _ => Op::Orders,
         };
@@ -360,6 +372,45 @@ impl Run<'_, '_> {
                 }
                 self.end(st)
             }
+            (NodeKind::Payment(spec), Answer::Payment(p)) => match p {
+                PaymentAnswer::Opened {
+                    payment_id,
+                    instructions,
+                    amount,
+                    order,
+                } => {
+                    let text = payment::instructions_text(
+                        instructions,
+                        amount,
+                        order,
+                        &payment::duration_text(spec.expires_ms),
+                    );
+                    st.vars.insert("payment.id".into(), num(*payment_id));
+                    st.vars.insert(
+                        "payment.status".into(),
+                        Value::Str(PaymentStatus::Pending.as_str().into()),
+                    );
+                    st.vars
+                        .insert("payment.text".into(), Value::Str(text.clone()));
+                    self.say_text(&text);
+                    st.payment = Some(*payment_id);
+                    Ok(st)
+                }
+                PaymentAnswer::Settled { payment_id, status } => {
+                    st.vars.insert("payment.id".into(), num(*payment_id));
+                    self.payment_settled(st, *status)
+                }
+                PaymentAnswer::Refused { reason } => {
+                    tracing::warn!(%reason, "A payment could not be opened.");
+                    st.vars
+                        .insert("payment.error".into(), Value::Str(reason.clone()));
+                    st.vars.insert(
+                        "payment.status".into(),
+                        Value::Str(PaymentStatus::Failed.as_str().into()),
+                    );
+                    self.payment_result(st, "failed")
+                }
+            },
             (NodeKind::OrderStatus { text: some, empty }, Answer::Orders(orders)) => {
                 st.vars
                     .insert("orders.count".into(), num(orders.len() as i64));
@@ -375,6 +426,42 @@ impl Run<'_, '_> {
             // An answer that does not fit the node (the flow changed under it): go on.
             _ => self.continue_after_node(st),
         }
+    }
+}
+
+impl Run<'_, '_> {
+    /// The payment the flow waits on moved to `status`: its result, if it is one.
+    pub(super) fn payment_settled(
+        &mut self,
+        mut st: FlowState,
+        status: PaymentStatus,
+    ) -> Result<FlowState, FlowError> {
+        st.vars
+            .insert("payment.status".into(), Value::Str(status.as_str().into()));
+        match payment::flow_result(status) {
+            Some(result) => {
+                st.payment = None;
+                self.payment_result(st, result)
+            }
+            // Still open, or held for the owner (a mismatch, money after expiry): waits.
+            None => Ok(st),
+        }
+    }
+
+    /// A payment node's result: its branch; `paid` without one goes to `next`, the others
+    /// say so and end.
+    fn payment_result(&mut self, st: FlowState, result: &str) -> Result<FlowState, FlowError> {
+        let flow = self.flow(&st).expect("valid");
+        let node = &flow.nodes[st.node.as_deref().unwrap_or_default()];
+        if result == "paid" || node.results.contains_key(result) {
+            return self.shop_result(st, result);
+        }
+        self.say_text(if result == "expired" {
+            "The time to pay has passed; the order is cancelled."
+        } else {
+            "Sorry, the payment could not be made; the order is cancelled."
+        });
+        self.end(st)
     }
 }
 

@@ -106,6 +106,12 @@ pub(super) const ORDER_VARS: [&str; 8] = [
     "order.result",
 ];
 pub(super) const ORDERS_VARS: [&str; 2] = ["orders.count", "orders.text"];
+pub(super) const PAYMENT_VARS: [&str; 4] = [
+    "payment.id",
+    "payment.status",
+    "payment.error",
+    "payment.text",
+];
 
 /// Variables a node sets.
 pub(super) fn node_writes(n: &Node) -> Vec<&str> {
@@ -134,6 +140,7 @@ pub(super) fn node_writes(n: &Node) -> Vec<&str> {
         NodeKind::Cart(_) => CART_VARS.to_vec(),
         NodeKind::Checkout { .. } => ORDER_VARS.to_vec(),
         NodeKind::OrderStatus { .. } => ORDERS_VARS.to_vec(),
+        NodeKind::Payment(_) => PAYMENT_VARS.to_vec(),
         _ => Vec::new(),
     }
 }
@@ -187,6 +194,7 @@ pub(super) fn compile_node(cx: &mut Ctx, name: &str, rn: &RawNode, names: &BTree
         rn.cart.is_some(),
         rn.checkout.is_some(),
         rn.order_status.is_some(),
+        rn.payment.is_some(),
     ]
     .iter()
     .filter(|b| **b)
@@ -195,18 +203,19 @@ pub(super) fn compile_node(cx: &mut Ctx, name: &str, rn: &RawNode, names: &BTree
         cx.at(
             name,
             name,
-            "a node may have only one of send/ask/condition/set/jump/wait/split/http/handoff/chatbot/catalog/cart/checkout/order_status",
+            "a node may have only one of send/ask/condition/set/jump/wait/split/http/handoff/chatbot/catalog/cart/checkout/order_status/payment",
         );
     }
     let shop = rn.catalog.is_some()
         || rn.cart.is_some()
         || rn.checkout.is_some()
-        || rn.order_status.is_some();
+        || rn.order_status.is_some()
+        || rn.payment.is_some();
     if rn.on_error.is_some() && rn.http.is_none() && !shop {
         cx.at(
             name,
             "on_error",
-            "`on_error` is only allowed on http and shop (catalog, cart, checkout, order_status) nodes",
+            "`on_error` is only allowed on http and shop (catalog, cart, checkout, order_status, payment) nodes",
         );
     }
     if let (Some(e), true) = (&rn.on_error, shop) {
@@ -219,6 +228,8 @@ pub(super) fn compile_node(cx: &mut Ctx, name: &str, rn: &RawNode, names: &BTree
         &["ok", "out_of_stock", "unknown"]
     } else if rn.checkout.is_some() {
         &["ok", "out_of_stock", "empty"]
+    } else if rn.payment.is_some() {
+        &["paid", "expired", "failed"]
     } else {
         &[]
     };
@@ -226,7 +237,7 @@ pub(super) fn compile_node(cx: &mut Ctx, name: &str, rn: &RawNode, names: &BTree
         cx.at(
             name,
             "branches",
-            "`branches` is only allowed on ask, cart and checkout nodes",
+            "`branches` is only allowed on ask, cart, checkout and payment nodes",
         );
     }
     let mut shop_results = BTreeMap::new();
@@ -560,6 +571,8 @@ pub(super) fn compile_node(cx: &mut Ctx, name: &str, rn: &RawNode, names: &BTree
                 o.empty.as_deref().unwrap_or("You have no open orders."),
             ),
         }
+    } else if let Some(p) = &rn.payment {
+        compile_payment(cx, name, p)
     } else if let Some(c) = &rn.chatbot {
         NodeKind::Chatbot {
             bot: c.bot.clone(),
@@ -692,4 +705,73 @@ fn compile_cart(cx: &mut Ctx, name: &str, c: &RawCart) -> NodeKind {
     } else {
         NodeKind::Cart(CartSpec::Show)
     }
+}
+
+fn compile_payment(cx: &mut Ctx, name: &str, p: &RawPayment) -> NodeKind {
+    let method = match p.method.parse::<crate::domain::PaymentMethod>() {
+        Ok(m) => m,
+        Err(_) => {
+            cx.at(
+                name,
+                "method",
+                format!(
+                    "payment method `{}` must be one of va, bank_transfer, qris, retail, link, manual",
+                    p.method
+                ),
+            );
+            crate::domain::PaymentMethod::Manual
+        }
+    };
+    use crate::domain::PaymentMethod as M;
+    if p.bank.is_some() && !matches!(method, M::Va | M::BankTransfer) {
+        cx.at(
+            name,
+            "bank",
+            "`bank` is only for method va or bank_transfer",
+        );
+    }
+    if matches!(method, M::Va) && p.bank.is_none() {
+        cx.at(
+            name,
+            "method",
+            "method va needs `bank` (bca, bni, bri, mandiri, permata, ...)",
+        );
+    }
+    match (&p.store, method) {
+        (Some(s), M::Retail) if !["indomaret", "alfamart"].contains(&s.as_str()) => {
+            cx.at(
+                name,
+                "store",
+                format!("store `{s}` must be indomaret or alfamart"),
+            );
+        }
+        (None, M::Retail) => cx.at(
+            name,
+            "method",
+            "method retail needs `store` (indomaret or alfamart)",
+        ),
+        (Some(_), m) if m != M::Retail => cx.at(name, "store", "`store` is only for method retail"),
+        _ => {}
+    }
+    let expires_ms = match &p.expires {
+        None => 3_600_000,
+        Some(e) => match parse_duration(e) {
+            Some(ms) if (300_000..=7 * 86_400_000).contains(&ms) => ms,
+            _ => {
+                cx.at(
+                    name,
+                    "expires",
+                    format!("expires `{e}` must be a duration from 5m to 7d"),
+                );
+                3_600_000
+            }
+        },
+    };
+    NodeKind::Payment(Box::new(PaymentSpec {
+        provider: p.provider.clone(),
+        method,
+        bank: p.bank.as_ref().map(|b| b.to_lowercase()),
+        store: p.store.clone(),
+        expires_ms,
+    }))
 }
