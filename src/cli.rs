@@ -86,6 +86,54 @@ fn load_flows(settings: &Settings) -> anyhow::Result<crate::flow::FlowSet> {
         .map_err(|errors| anyhow::anyhow!("{}", errors.join("\n")))
 }
 
+/// Each flow's payment nodes against the configured providers: a provider the node names
+/// must exist and take its method (errors); one an account would use by default likewise,
+/// and an account with none is worth a warning (its customers' orders could not be paid).
+fn payment_problems(
+    settings: &Settings,
+    flows: &crate::flow::FlowSet,
+) -> (Vec<String>, Vec<String>) {
+    let (mut errors, mut warnings) = (Vec::new(), Vec::new());
+    let providers = &settings.payments.providers;
+    for r in flows.payment_refs() {
+        let named: Vec<(Option<&str>, &str)> = match &r.provider {
+            Some(p) => vec![(None, p.as_str())],
+            None => {
+                for a in settings.accounts.iter().filter(|a| a.payments.is_none()) {
+                    warnings.push(format!(
+                        "{}: account {} sets no `payments` provider, so its customers cannot pay here",
+                        r.at, a.phone_number_id
+                    ));
+                }
+                settings
+                    .accounts
+                    .iter()
+                    .filter_map(|a| {
+                        Some((Some(a.phone_number_id.as_str()), a.payments.as_deref()?))
+                    })
+                    .collect()
+            }
+        };
+        for (account, name) in named {
+            let whose = account
+                .map(|a| format!(" (account {a}'s)"))
+                .unwrap_or_default();
+            match providers.get(name) {
+                None => errors.push(format!(
+                    "{}: payment provider `{name}`{whose} is not configured ([payments.providers.{name}])",
+                    r.at
+                )),
+                Some(p) if !crate::payments::supports(p.kind, r.method) => errors.push(format!(
+                    "{}: payment provider `{name}`{whose} is {}, which cannot take `{}` payments",
+                    r.at, p.kind, r.method
+                )),
+                Some(_) => {}
+            }
+        }
+    }
+    (errors, warnings)
+}
+
 pub async fn run(cli: Cli) -> anyhow::Result<()> {
     match cli.command {
         Command::Serve { config } => {
@@ -105,6 +153,13 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
                 eprintln!("warning: {warning}");
             }
             let flows = load_flows(&settings)?;
+            let (errors, warnings) = payment_problems(&settings, &flows);
+            for warning in warnings {
+                eprintln!("warning: {warning}");
+            }
+            if !errors.is_empty() {
+                anyhow::bail!("{}", errors.join("\n"));
+            }
             println!(
                 "ok: configuration valid ({} account(s), store {}); {} flow(s) valid",
                 settings.accounts.len(),
@@ -174,5 +229,56 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
             println!("ok: migrations applied");
             Ok(())
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn flows(node: &str) -> crate::flow::FlowSet {
+        let yaml = format!("start: pay\nnodes:\n  pay:\n    payment: {node}\n");
+        crate::flow::FlowSet::load(&[("shop.yaml".into(), yaml)]).expect("valid flow")
+    }
+
+    fn settings(provider: &str, kind: &str, account_default: Option<&str>) -> Settings {
+        let mut s = Settings::load(None).expect("defaults");
+        let p: crate::config::PaymentProviderSettings = serde_json::from_value(
+            serde_json::json!({"kind": kind, "instructions": "BCA 123", "base_url": "https://x.example", "secret_key": "k", "callback_token": "t"}),
+        )
+        .expect("provider");
+        s.payments.providers.insert(provider.into(), p);
+        let mut a: crate::config::AccountSettings =
+            serde_json::from_value(serde_json::json!({"phone_number_id": "111"})).unwrap();
+        a.payments = account_default.map(str::to_string);
+        s.accounts = vec![a];
+        s
+    }
+
+    #[test]
+    fn check_matches_payment_nodes_against_the_providers() {
+        let va = flows("{method: va, bank: bca}");
+        let (errors, warnings) = payment_problems(&settings("bank", "manual", Some("bank")), &va);
+        assert_eq!(warnings, Vec::<String>::new());
+        assert_eq!(errors.len(), 1, "{errors:?}");
+        assert!(
+            errors[0].starts_with("shop.yaml:4:")
+                && errors[0].contains("payment provider `bank` (account 111's) is manual, which cannot take `va` payments"),
+            "{errors:?}"
+        );
+        let (errors, _) = payment_problems(&settings("xnd", "xendit", Some("xnd")), &va);
+        assert!(errors.is_empty(), "{errors:?}");
+        let named = flows("{provider: stripe, method: link}");
+        let (errors, _) = payment_problems(&settings("xnd", "xendit", Some("xnd")), &named);
+        assert!(
+            errors[0].contains("payment provider `stripe` is not configured"),
+            "{errors:?}"
+        );
+        let (errors, warnings) = payment_problems(&settings("xnd", "xendit", None), &va);
+        assert!(errors.is_empty());
+        assert!(
+            warnings[0].contains("account 111 sets no `payments` provider"),
+            "{warnings:?}"
+        );
     }
 }

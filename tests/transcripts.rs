@@ -505,7 +505,7 @@ nodes:
         .join("\n");
     for needle in [
         "broken.yaml:2:1: access `superuser`",
-        "exactly one of `keyword`, `button`, `regex`, `referral` or `default`",
+        "exactly one of `keyword`, `button`, `regex`, `referral`, `order` or `default`",
         "jump target flow `nowhere` does not exist",
         "`on_error` target `gone` does not exist",
         "method `TRACE`",
@@ -513,7 +513,7 @@ nodes:
         "timeout `2m` must be a duration up to 30s",
         "`until: 25:00` must be a time of day HH:MM",
         "media type `hologram`",
-        "`on_error` is only allowed on http nodes",
+        "`on_error` is only allowed on http and shop (catalog, cart, checkout, order_status, payment) nodes",
         "`contact.name` comes from WhatsApp",
         "`set.tag.add` takes a tag name",
         "access `root` must be public, registered or activated",

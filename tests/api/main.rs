@@ -14,6 +14,7 @@ mod flows;
 mod graph_schema;
 mod handoff;
 mod media;
+mod payments;
 mod reload;
 mod sendgate;
 mod store;

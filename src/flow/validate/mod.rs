@@ -28,6 +28,18 @@ pub struct FlowSet {
     flows: Vec<Flow>,
     /// (bot id, the error to report if no such bot) of every chatbot node.
     bot_refs: Vec<(String, String)>,
+    /// Every payment node: its provider (None: the account's), its method, and where it is
+    /// (`file:line:col: node `x``), to check against the configured providers.
+    payment_refs: Vec<PaymentRef>,
+}
+
+/// A payment node, as `parleyd check` matches it against `[payments.providers]`.
+#[derive(Debug, Clone)]
+pub struct PaymentRef {
+    pub provider: Option<String>,
+    pub method: crate::domain::PaymentMethod,
+    /// `file:line:col: node `x`` of the node's `payment:`.
+    pub at: String,
 }
 
 impl FlowSet {
@@ -39,6 +51,7 @@ impl FlowSet {
         // (target flow, the error to report if it does not exist)
         let mut jumps: Vec<(String, String)> = Vec::new();
         let mut bot_refs: Vec<(String, String)> = Vec::new();
+        let mut payment_refs: Vec<PaymentRef> = Vec::new();
         // (variable read, the error to report if no flow ever sets it)
         let mut reads: Vec<(String, String)> = Vec::new();
         // The engine sets `message_id` on every user message a flow takes.
@@ -68,6 +81,14 @@ impl FlowSet {
                                     &format!("chatbot `{bot}` does not exist (flows/bots/)"),
                                 ),
                             ));
+                        }
+                        if let NodeKind::Payment(p) = &node.kind {
+                            let (l, c) = src.in_node(node_id, "payment");
+                            payment_refs.push(PaymentRef {
+                                provider: p.provider.clone(),
+                                method: p.method,
+                                at: src.fmt(l, c, &format!("node `{node_id}`")),
+                            });
                         }
                         if let NodeKind::JumpFlow { flow: target, .. } = &node.kind {
                             let (l, c) = src.in_node(node_id, target);
@@ -108,7 +129,11 @@ impl FlowSet {
             }
         }
         if errors.is_empty() {
-            Ok(FlowSet { flows, bot_refs })
+            Ok(FlowSet {
+                flows,
+                bot_refs,
+                payment_refs,
+            })
         } else {
             Err(errors)
         }
@@ -127,6 +152,11 @@ impl FlowSet {
         } else {
             Err(errors)
         }
+    }
+
+    /// Every payment node (for `parleyd check` against the configured providers).
+    pub fn payment_refs(&self) -> &[PaymentRef] {
+        &self.payment_refs
     }
 
     pub fn get(&self, id: &str) -> Option<&Flow> {

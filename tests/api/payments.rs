@@ -1,0 +1,222 @@
+//! A flow's payment through the whole daemon, at each kind of gateway (local fakes speaking
+//! Finpay's, Xendit's, Midtrans' and Stripe's real shapes; a manual transfer confirmed by the
+//! owner): instructions to the customer, a forged callback refused, the gateway's callback
+//! confirmed with its status API, the flow's `paid` branch, a redelivery with no second
+//! effect, the stock sold.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use parley::domain::{AccountId, Currency, GatewayKind, Money, PaymentStatus, ProductKind};
+use parley::store::Product;
+use parley_testkit::gateways::{FakeGateway, FakeOutcome, SignedCallback};
+use parley_testkit::{text_webhook, FakeGraph};
+
+use crate::helpers::*;
+use crate::on_both_stores;
+
+const FLOW: &str = r#"
+id: buy
+triggers:
+  - keyword: buy
+start: add
+nodes:
+  add:
+    cart: {add: {sku: KOPI, qty: 2}}
+    next: checkout
+  checkout:
+    checkout: {}
+    next: pay
+  pay:
+    payment: PAYMENT
+    branches: {expired: late, failed: failed}
+    next: paid
+  paid:
+    send: {text: "Paid {{order.number}}: {{order.total | money}}"}
+  late:
+    send: {text: "Expired {{order.number}}"}
+  failed:
+    send: {text: "Failed {{order.number}}"}
+"#;
+
+fn replies(graph: &FakeGraph, user: &str) -> Vec<String> {
+    graph
+        .delivered()
+        .into_iter()
+        .filter(|a| a.to() == Some(user))
+        .map(|a| a.text().unwrap_or_default().to_string())
+        .collect()
+}
+
+async fn wait_replies(graph: &FakeGraph, user: &str, n: usize) -> Vec<String> {
+    let got = graph
+        .wait_until(Duration::from_secs(20), |log| {
+            log.iter()
+                .filter(|a| a.is_delivery() && a.to() == Some(user))
+                .count()
+                >= n
+        })
+        .await;
+    let all = replies(graph, user);
+    assert!(got, "{n} replies to {user}; got {all:?}");
+    all
+}
+
+/// The callback with its proof broken: a wrong token, a signature that does not match.
+fn forged(kind: GatewayKind, cb: &SignedCallback) -> SignedCallback {
+    let mut cb = cb.clone();
+    match kind {
+        GatewayKind::Xendit => {
+            for (k, v) in cb.headers.iter_mut() {
+                if k.eq_ignore_ascii_case("x-callback-token") {
+                    *v = "not-the-token".into();
+                }
+            }
+        }
+        GatewayKind::Midtrans => {
+            let mut body: serde_json::Value = serde_json::from_slice(&cb.body).unwrap();
+            body["signature_key"] = serde_json::json!("0".repeat(128));
+            cb.body = body.to_string().into_bytes();
+        }
+        // The signature no longer covers the body.
+        _ => cb.body.extend_from_slice(b" "),
+    }
+    cb
+}
+
+async fn post(url: &str, cb: &SignedCallback) -> u16 {
+    let mut req = reqwest::Client::new().post(url).body(cb.body.clone());
+    for (k, v) in &cb.headers {
+        req = req.header(k, v);
+    }
+    req.send().await.map_or(0, |r| r.status().as_u16())
+}
+
+async fn a_customer_pays_through(db: TestDb, kind: GatewayKind, payment: &str) {
+    let graph = Arc::new(FakeGraph::start().await);
+    let flows = tempfile::tempdir().unwrap();
+    std::fs::write(
+        flows.path().join("buy.yaml"),
+        FLOW.replace("PAYMENT", payment),
+    )
+    .unwrap();
+    let mut settings = test_settings(&db, &graph);
+    settings.flows.dir = flows.path().to_path_buf();
+    let gateway = match kind {
+        GatewayKind::Manual => None,
+        k => Some(FakeGateway::start(k).await),
+    };
+    let provider = match &gateway {
+        Some(g) => g.provider(),
+        None => serde_json::from_value(serde_json::json!({
+            "kind": "manual",
+            "instructions": "Transfer to BCA 123-456-789 (PT Toko)."
+        }))
+        .unwrap(),
+    };
+    settings.payments.providers.insert("gw".into(), provider);
+    settings.accounts[0].payments = Some("gw".into());
+    let app = spawn_app_with_flows(settings).await;
+    let store = db.store().await;
+    let account = AccountId::from(PNID);
+    store
+        .upsert_product(
+            &account,
+            &Product {
+                sku: "KOPI".into(),
+                name: "Kopi Arabica".into(),
+                description: None,
+                price: Money::parse("25000", Currency::IDR).unwrap(),
+                stock: Some(5),
+                reserved: 0,
+                image_url: None,
+                category: None,
+                active: true,
+                kind: ProductKind::Product,
+                period_days: None,
+                access_link: None,
+                position: 0,
+                created_at: 0,
+                updated_at: 0,
+            },
+        )
+        .await
+        .unwrap();
+    let u = "6281200000501";
+    assert_eq!(
+        app.post_webhook(&text_webhook(PNID, u, "wamid.B1", "buy", now_secs()))
+            .await,
+        200
+    );
+    let told = wait_replies(&graph, u, 1).await;
+    assert!(
+        told[0].contains("Rp 50.000") && told[0].contains("ORD-000001"),
+        "{kind}: {told:?}"
+    );
+    let payment = store.payment(1).await.unwrap().unwrap();
+    assert_eq!(payment.status, PaymentStatus::Pending);
+    match &gateway {
+        Some(g) => {
+            assert!(payment.provider_ref.is_some(), "{kind}: the gateway's reference is kept");
+            let url = format!("{}/payments/gw/callback", app.base);
+            g.set_outcome("PAY-00000001", FakeOutcome::Paid, None);
+            let cb = g.callback("PAY-00000001");
+            if kind != GatewayKind::Finpay {
+                // Finpay's callback is only read: its status API is what confirms it.
+                assert_eq!(post(&url, &forged(kind, &cb)).await, 401, "{kind}: forged");
+                tokio::time::sleep(Duration::from_millis(200)).await;
+                assert_eq!(
+                    store.payment(1).await.unwrap().unwrap().status,
+                    PaymentStatus::Pending,
+                    "{kind}: a forged callback changes nothing"
+                );
+            }
+            assert_eq!(post(&url, &cb).await, 200, "{kind}: the callback");
+            let told = wait_replies(&graph, u, 2).await;
+            assert_eq!(told[1], "Paid ORD-000001: Rp 50.000", "{kind}");
+            assert_eq!(post(&url, &cb).await, 200, "{kind}: a redelivery");
+            // Confirmed with the gateway's status API before it was marked paid.
+            assert!(
+                g.requests().iter().any(|r| r.method == "GET"),
+                "{kind}: the status API was asked"
+            );
+        }
+        None => {
+            assert!(told[0].starts_with("Transfer to BCA 123-456-789 (PT Toko)."));
+            let (status, body) = app
+                .admin(reqwest::Method::POST, "/payments/1/confirm", Some(ADMIN_TOKEN), None)
+                .await;
+            assert_eq!(status, 200, "{body}");
+            let told = wait_replies(&graph, u, 2).await;
+            assert_eq!(told[1], "Paid ORD-000001: Rp 50.000");
+        }
+    }
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert_eq!(replies(&graph, u).len(), 2, "{kind}: one receipt");
+    let paid = store.payment(1).await.unwrap().unwrap();
+    assert_eq!(paid.status, PaymentStatus::Paid);
+    let kopi = store.product(&account, "KOPI").await.unwrap().unwrap();
+    assert_eq!((kopi.stock, kopi.reserved), (Some(3), 0), "{kind}: sold");
+    app.stop().await;
+}
+
+async fn through_finpay(db: TestDb) {
+    a_customer_pays_through(db, GatewayKind::Finpay, "{method: va, bank: bca}").await
+}
+async fn through_xendit(db: TestDb) {
+    a_customer_pays_through(db, GatewayKind::Xendit, "{method: retail, store: indomaret}").await
+}
+async fn through_midtrans(db: TestDb) {
+    a_customer_pays_through(db, GatewayKind::Midtrans, "{method: va, bank: bni}").await
+}
+async fn through_stripe(db: TestDb) {
+    a_customer_pays_through(db, GatewayKind::Stripe, "{method: link}").await
+}
+async fn by_manual_transfer(db: TestDb) {
+    a_customer_pays_through(db, GatewayKind::Manual, "{method: manual}").await
+}
+on_both_stores!(a_customer_pays_through_finpay, through_finpay);
+on_both_stores!(a_customer_pays_through_xendit, through_xendit);
+on_both_stores!(a_customer_pays_through_midtrans, through_midtrans);
+on_both_stores!(a_customer_pays_through_stripe, through_stripe);
+on_both_stores!(a_customer_pays_by_manual_transfer, by_manual_transfer);
