@@ -2,7 +2,7 @@
 
 use serde::{Deserialize, Serialize};
 
-use crate::store::{Cart, CartChanged, Checkout, Order, Product};
+use crate::store::{Cart, CartChanged, Checkout, Order, Product, VoucherApplied};
 
 /// A call a flow waits on; its id names it across a crash (the same call made again).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -43,6 +43,10 @@ pub enum Op {
     },
     /// The customer's open orders.
     Orders,
+    /// Check a voucher code and, when it may be used, put it on the open cart.
+    Voucher {
+        code: String,
+    },
     /// An order from WhatsApp's catalog `order` message (once per message).
     CatalogOrder {
         wamid: String,
@@ -71,6 +75,7 @@ impl Op {
                 | Op::CartClear
                 | Op::Checkout { .. }
                 | Op::CatalogOrder { .. }
+                | Op::Voucher { .. }
         )
     }
 }
@@ -92,6 +97,7 @@ pub enum Answer {
     },
     Checkout(Checkout),
     Orders(Vec<Order>),
+    Voucher(VoucherApplied),
     /// The store could not be reached after retries (the flow's `on_error`).
     Failed {
         error: String,

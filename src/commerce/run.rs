@@ -147,6 +147,11 @@ async fn once(store: &Store, who: Caller<'_>, call: &Call, now: i64) -> Result<A
                     .await?,
             )
         }
+        Op::Voucher { code } => Answer::Voucher(
+            store
+                .apply_voucher(account, user, &call.id, code, who.currency, now)
+                .await?,
+        ),
         Op::Orders => Answer::Orders(
             store
                 .orders(

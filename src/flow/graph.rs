@@ -55,6 +55,7 @@ pub fn mermaid(flow: &Flow) -> String {
             NodeKind::Cart(CartSpec::Show) => "cart show".to_string(),
             NodeKind::Checkout { .. } => "checkout".to_string(),
             NodeKind::OrderStatus { .. } => "order status".to_string(),
+            NodeKind::Voucher { .. } => "voucher".to_string(),
         };
         let shape = if matches!(node.kind, NodeKind::Condition { .. }) {
             format!("{{\"{name}<br/>{kind}\"}}")

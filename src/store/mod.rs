@@ -6,7 +6,7 @@
 //! batched writes: `inbox`, `conversations` (and contacts), `outbox`, `timers`, `gate`,
 //! `dead_letters`, `flows` (versions, executions, chatbot sessions), `campaigns`, `accounts`,
 //! `media`; commerce's `products` (and categories), `carts` (and each commerce call's
-//! outcome), `orders`. `exec` runs the writer's statements (one helper, `exec_rows`, for the multi-row
+//! outcome), `orders`, `vouchers` (and their claims). `exec` runs the writer's statements (one helper, `exec_rows`, for the multi-row
 //! pattern), `sql` builds dialect-neutral SQL.
 
 mod accounts;
@@ -24,6 +24,7 @@ mod outbox;
 mod products;
 mod sql;
 mod timers;
+mod vouchers;
 pub mod writer;
 
 use std::path::Path;
@@ -47,6 +48,7 @@ pub use products::*;
 use sql::bind_all;
 pub use sql::Val;
 pub use timers::*;
+pub use vouchers::*;
 pub use writer::WriterHandle;
 
 #[derive(Debug, thiserror::Error)]

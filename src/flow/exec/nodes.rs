@@ -205,7 +205,8 @@ impl Run<'_, '_> {
                 NodeKind::Catalog(_)
                 | NodeKind::Cart(_)
                 | NodeKind::Checkout { .. }
-                | NodeKind::OrderStatus { .. } => unreachable!("shop nodes are run above"),
+                | NodeKind::OrderStatus { .. }
+                | NodeKind::Voucher { .. } => unreachable!("shop nodes are run above"),
                 NodeKind::Handoff { reason, message } => {
                     if let Some(m) = message {
                         let env = Env {

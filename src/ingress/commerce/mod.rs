@@ -1,4 +1,5 @@
-//! `/admin/v1/` commerce: the catalog (products, categories, stock, CSV import) and orders.
+//! `/admin/v1/` commerce: the catalog (products, categories, stock, CSV import), orders and
+//! vouchers.
 //!
 //! The account is the `account` query parameter (a configured phone_number_id), which may be
 //! left out when exactly one account is configured. Money is a decimal string in the
@@ -12,13 +13,14 @@
 //! does not make a new category.
 //!
 //! Here the routes and what every endpoint shares (the account, errors, bodies, cursors);
-//! `products.rs`, `import.rs` (CSV), `categories.rs`, `orders.rs` the
-//! endpoints.
+//! `products.rs`, `import.rs` (CSV), `categories.rs`, `orders.rs`, `vouchers.rs`
+//! the endpoints.
 
 mod categories;
 mod import;
 mod orders;
 mod products;
+mod vouchers;
 
 use axum::body::Bytes;
 use axum::extract::rejection::{BytesRejection, QueryRejection};
@@ -40,6 +42,7 @@ use orders::{list_orders, patch_order, show_order};
 use products::{
     adjust_stock, delete_product, list_products, patch_product, put_product, show_product,
 };
+use vouchers::{delete_voucher, list_vouchers, patch_voucher, put_voucher, show_voucher};
 
 const DEFAULT_LIMIT: i64 = 50;
 const MAX_LIMIT: i64 = 200;
@@ -62,6 +65,13 @@ pub fn routes() -> Router<AppState> {
         .route("/categories/{slug}", delete(delete_category))
         .route("/orders", get(list_orders))
         .route("/orders/{number}", get(show_order).patch(patch_order))
+        .route("/vouchers", get(list_vouchers).post(put_voucher))
+        .route(
+            "/vouchers/{code}",
+            get(show_voucher)
+                .patch(patch_voucher)
+                .delete(delete_voucher),
+        )
 }
 
 /// An answer other than success: `{"error": message}` (and `errors`, each problem, when
