@@ -17,5 +17,6 @@ mod media;
 mod reload;
 mod sendgate;
 mod store;
+mod vouchers;
 mod webhook;
 mod window;
