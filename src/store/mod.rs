@@ -6,8 +6,8 @@
 //! batched writes: `inbox`, `conversations` (and contacts), `outbox`, `timers`, `gate`,
 //! `dead_letters`, `flows` (versions, executions, chatbot sessions), `campaigns`, `accounts`,
 //! `media`; commerce's `products` (and categories), `carts` (and each commerce call's
-//! outcome), `orders`, `vouchers` (and their claims). `exec` runs the writer's statements (one helper, `exec_rows`, for the multi-row
-//! pattern), `sql` builds dialect-neutral SQL.
+//! outcome), `orders`, `vouchers` (and their claims). `exec` runs the writer's statements
+//! (one helper, `exec_rows`, for the multi-row pattern), `sql` builds dialect-neutral SQL.
 
 mod accounts;
 mod campaigns;

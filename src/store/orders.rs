@@ -365,6 +365,7 @@ impl Store {
     /// An order from WhatsApp's catalog `order` message, priced from our catalog by sku (a
     /// price the message claimed that differs from ours is kept beside it; ours wins), its
     /// stock reserved as a checkout's; once per `idem_key` (the message's wamid).
+    #[allow(clippy::too_many_arguments)]
     pub async fn catalog_order(
         &self,
         account: &AccountId,

@@ -245,7 +245,7 @@ async fn a_voucher_takes_its_discount_off_the_order_and_each_refusal_says_why(db
     assert_eq!(
         count(
             &store,
-            &format!("SELECT order_id FROM voucher_claims WHERE code = 'HEMAT10'")
+            "SELECT order_id FROM voucher_claims WHERE code = 'HEMAT10'"
         )
         .await,
         order.id
