@@ -513,7 +513,7 @@ nodes:
         "timeout `2m` must be a duration up to 30s",
         "`until: 25:00` must be a time of day HH:MM",
         "media type `hologram`",
-        "`on_error` is only allowed on http and shop (catalog, cart, checkout, order_status, payment) nodes",
+        "`on_error` is only allowed on http and shop (catalog, cart, checkout, order_status, payment, voucher) nodes",
         "`contact.name` comes from WhatsApp",
         "`set.tag.add` takes a tag name",
         "access `root` must be public, registered or activated",

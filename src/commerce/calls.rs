@@ -4,7 +4,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::domain::{Money, PaymentMethod, PaymentStatus};
 use crate::payments::Instructions;
-use crate::store::{Cart, CartChanged, Checkout, Order, Product};
+use crate::store::{Cart, CartChanged, Checkout, Order, Product, VoucherApplied};
 
 /// A call a flow waits on; its id names it across a crash (the same call made again).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -45,6 +45,10 @@ pub enum Op {
     },
     /// The customer's open orders.
     Orders,
+    /// Check a voucher code and, when it may be used, put it on the open cart.
+    Voucher {
+        code: String,
+    },
     /// An order from WhatsApp's catalog `order` message (once per message).
     CatalogOrder {
         wamid: String,
@@ -86,6 +90,7 @@ impl Op {
                 | Op::Checkout { .. }
                 | Op::CatalogOrder { .. }
                 | Op::Payment { .. }
+                | Op::Voucher { .. }
         )
     }
 }
@@ -108,6 +113,7 @@ pub enum Answer {
     Checkout(Checkout),
     Orders(Vec<Order>),
     Payment(PaymentAnswer),
+    Voucher(VoucherApplied),
     /// The store could not be reached after retries (the flow's `on_error`).
     Failed {
         error: String,

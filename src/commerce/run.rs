@@ -193,6 +193,11 @@ async fn once(shop: Shop<'_>, who: Caller<'_>, call: &Call, now: i64) -> Result<
             };
             Answer::Payment(open_payment(shop, who, &call.id, request, now).await?)
         }
+        Op::Voucher { code } => Answer::Voucher(
+            store
+                .apply_voucher(account, user, &call.id, code, who.currency, now)
+                .await?,
+        ),
         Op::Orders => Answer::Orders(
             store
                 .orders(

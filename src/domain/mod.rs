@@ -8,6 +8,7 @@ mod money;
 mod records;
 mod retry;
 mod states;
+pub mod voucher;
 mod window;
 mod zone;
 
@@ -23,7 +24,8 @@ pub use states::{
     CampaignStatus, CartRecovery, CartStatus, CustomOrderStatus, FlowRunStatus, GatewayKind,
     InboxKind, InboxState, OrderPayment, OrderSource, OrderStatus, OutboxKind, OutboxState,
     PaymentMethod, PaymentStatus, ProductKind, RecipientState, SubscriptionStatus, TimerState,
-    UnknownValue,
+    UnknownValue, VoucherKind,
 };
+pub use voucher::{voucher_code, Voucher, VoucherRefusal};
 pub use window::WindowPolicy;
 pub use zone::{parse_utc_offset, Zone};

@@ -364,3 +364,13 @@ stored_text! {
         Done = "done",
     }
 }
+
+stored_text! {
+    /// What a voucher takes off.
+    VoucherKind {
+        /// `value` % of the subtotal, rounded as [`crate::domain::Money::percent`] does.
+        Percent = "percent",
+        /// `value` in the account's currency, never more than the subtotal.
+        Fixed = "fixed",
+    }
+}

@@ -56,6 +56,7 @@ pub fn mermaid(flow: &Flow) -> String {
             NodeKind::Checkout { .. } => "checkout".to_string(),
             NodeKind::OrderStatus { .. } => "order status".to_string(),
             NodeKind::Payment(p) => format!("payment {}", p.method),
+            NodeKind::Voucher { .. } => "voucher".to_string(),
         };
         let shape = if matches!(node.kind, NodeKind::Condition { .. }) {
             format!("{{\"{name}<br/>{kind}\"}}")

@@ -75,6 +75,16 @@
 //!   human:
 //!     handoff: {message: "Connecting you…", reason: "support"}
 //!     next: back                # runs when the conversation is released
+//!   use_voucher:
+//!     voucher: {code: "{{code}}"}   # check a code (any case) and put it on the open cart:
+//!                               #   branches ok (`voucher.code`, `voucher.discount`,
+//!                               #   `cart.total` after it, `cart.discount`) | invalid
+//!                               #   (`voucher.reason`: unknown, not yet valid, expired, used
+//!                               #   up, already used by you, inactive, only for orders of at
+//!                               #   least …); a missing branch goes to `next`. The checkout
+//!                               #   claims it; if it cannot any more, the checkout's result is
+//!                               #   `voucher_invalid` (nothing ordered, the voucher off the cart)
+//!     branches: {ok: checkout, invalid: voucher_sorry}
 //!   bye:
 //!     send: {text: "Bye"}
 //!     end: true                 # (or `end: {}`) ends the flow after the node's action
@@ -181,6 +191,7 @@ pub struct RawNode {
     pub checkout: Option<RawCheckout>,
     pub order_status: Option<RawOrderStatus>,
     pub payment: Option<RawPayment>,
+    pub voucher: Option<RawVoucher>,
     pub next: Option<String>,
     /// http and shop nodes: node when the call fails (non-2xx, timeout, refused, the store
     /// unreachable); default: end flow.
@@ -449,6 +460,16 @@ pub struct RawPayment {
     pub expires: Option<String>,
 }
 
+/// `voucher: {code}`: check a voucher code for the open cart and put it on the cart; results
+/// `ok` (`voucher.code`, `voucher.discount`, `cart.total` after it, `cart.discount`) and
+/// `invalid` (`voucher.reason`).
+#[derive(Debug, Deserialize, schemars::JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct RawVoucher {
+    /// The code (a template: `"{{code}}"`); matched case-insensitively.
+    pub code: String,
+}
+
 /// `split: {variants: [{name: a, weight: 50, next: node_a}, ...], save: variant}`: an A/B
 /// test. Each contact lands in one variant by weight and stays there; the name is saved.
 #[derive(Debug, Deserialize, schemars::JsonSchema)]
@@ -669,6 +690,9 @@ pub enum NodeKind {
         text: Template,
         empty: Template,
     },
+    Voucher {
+        code: Template,
+    },
     Payment(Box<PaymentSpec>),
 }
 
@@ -692,6 +716,7 @@ impl NodeKind {
                 | NodeKind::Checkout { .. }
                 | NodeKind::OrderStatus { .. }
                 | NodeKind::Payment(_)
+                | NodeKind::Voucher { .. }
         )
     }
 }

@@ -29,6 +29,8 @@ pub struct Cart {
     pub id: i64,
     pub currency: Currency,
     pub voucher: Option<String>,
+    /// The voucher of `voucher` as it is now (None too when it was deleted since).
+    pub voucher_terms: Option<crate::domain::Voucher>,
     pub lines: Vec<CartLine>,
     pub updated_at: i64,
 }
@@ -122,10 +124,15 @@ impl Store {
                 available,
             });
         }
+        let voucher: Option<String> = c.try_get("voucher")?;
+        let voucher_terms = self
+            .tx_cart_voucher(tx, account, voucher.as_deref())
+            .await?;
         Ok(Some(Cart {
             id,
             currency,
-            voucher: c.try_get("voucher")?,
+            voucher,
+            voucher_terms,
             lines,
             updated_at: c.try_get("updated_at")?,
         }))
@@ -252,7 +259,7 @@ impl Store {
     }
 
     /// Open a cart for the conversation; its id.
-    async fn tx_new_cart(
+    pub(super) async fn tx_new_cart(
         &self,
         tx: &mut sqlx::Transaction<'_, sqlx::Any>,
         account: &AccountId,

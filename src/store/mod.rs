@@ -6,8 +6,9 @@
 //! batched writes: `inbox`, `conversations` (and contacts), `outbox`, `timers`, `gate`,
 //! `dead_letters`, `flows` (versions, executions, chatbot sessions), `campaigns`, `accounts`,
 //! `media`; commerce's `products` (and categories), `carts` (and each commerce call's
-//! outcome), `orders`, `payments` (and their callbacks). `exec` runs the writer's statements (one helper, `exec_rows`, for the multi-row
-//! pattern), `sql` builds dialect-neutral SQL.
+//! outcome), `orders`, `payments` (and their callbacks), `vouchers` (and their claims). `exec`
+//! runs the writer's statements (one helper, `exec_rows`, for the multi-row pattern), `sql`
+//! builds dialect-neutral SQL.
 
 mod accounts;
 mod campaigns;
@@ -25,6 +26,7 @@ mod payments;
 mod products;
 mod sql;
 mod timers;
+mod vouchers;
 pub mod writer;
 
 use std::path::Path;
@@ -49,6 +51,7 @@ pub use products::*;
 use sql::bind_all;
 pub use sql::Val;
 pub use timers::*;
+pub use vouchers::*;
 pub use writer::WriterHandle;
 
 #[derive(Debug, thiserror::Error)]

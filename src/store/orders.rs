@@ -94,6 +94,12 @@ pub enum Checkout {
     },
     /// No open cart, or an empty one.
     Empty,
+    /// The cart's voucher cannot be claimed now: nothing was reserved, and the voucher is off
+    /// the cart (the next checkout goes without it).
+    VoucherRefused {
+        code: String,
+        reason: crate::domain::VoucherRefusal,
+    },
 }
 
 /// A line of WhatsApp's catalog `order` message.
@@ -152,6 +158,13 @@ fn order_of(r: &sqlx::any::AnyRow) -> Result<Order, StoreError> {
     })
 }
 
+fn subtotal_of(items: &[OrderItem], currency: Currency) -> Result<Money, StoreError> {
+    items
+        .iter()
+        .try_fold(Money::zero(currency), |sum, i| sum.plus(&i.subtotal))
+        .map_err(|e| StoreError::Corrupt(e.to_string()))
+}
+
 /// The human-readable number of the order with this id: unique as the id is.
 pub fn order_number(id: i64) -> String {
     format!("ORD-{id:06}")
@@ -194,6 +207,10 @@ impl Store {
                 order: Box::new(order),
             });
         }
+        if let Some(refused) = self.tx_refused_checkout(&mut tx, account, idem_key).await? {
+            tx.commit().await?;
+            return Ok(refused);
+        }
         let Some(cart) = self.tx_open_cart(&mut tx, account, user).await? else {
             tx.rollback().await?;
             return Ok(Checkout::Empty);
@@ -221,6 +238,20 @@ impl Store {
                 return Ok(refused);
             }
         };
+        // The cart's voucher claimed in this transaction, or the checkout refused for it.
+        let (code, subtotal) = (cart.voucher.as_deref(), subtotal_of(&items, cart.currency)?);
+        let discount = match self
+            .tx_checkout_voucher(&mut tx, account, user, code, subtotal, now)
+            .await?
+        {
+            Ok(off) => off,
+            Err(refused) => {
+                tx.rollback().await?;
+                return self
+                    .refuse_checkout_voucher(account, user, idem_key, refused, now)
+                    .await;
+            }
+        };
         let order = self
             .tx_insert_order(
                 &mut tx,
@@ -231,6 +262,7 @@ impl Store {
                     customer,
                     currency: cart.currency,
                     voucher: cart.voucher.clone(),
+                    discount,
                     items,
                     source: OrderSource::Whatsapp,
                     stock: if any_tracked {
@@ -242,6 +274,10 @@ impl Store {
                 },
             )
             .await?;
+        if let Some(code) = cart.voucher.as_deref() {
+            self.tx_claim_order(&mut tx, account, user, code, order.id)
+                .await?;
+        }
         self.tx_run(
             &mut tx,
             "UPDATE carts SET status = $1, order_id = $2, updated_at = $3 WHERE id = $4",
@@ -329,6 +365,7 @@ impl Store {
     /// An order from WhatsApp's catalog `order` message, priced from our catalog by sku (a
     /// price the message claimed that differs from ours is kept beside it; ours wins), its
     /// stock reserved as a checkout's; once per `idem_key` (the message's wamid).
+    #[allow(clippy::too_many_arguments)]
     pub async fn catalog_order(
         &self,
         account: &AccountId,
@@ -392,6 +429,7 @@ impl Store {
                     customer,
                     currency,
                     voucher: None,
+                    discount: Money::zero(currency),
                     items,
                     source: OrderSource::Catalog,
                     stock: if any_tracked {
@@ -415,12 +453,8 @@ impl Store {
         o: NewOrder<'_>,
     ) -> Result<Order, StoreError> {
         let currency = o.currency;
-        let subtotal = o
-            .items
-            .iter()
-            .try_fold(Money::zero(currency), |sum, i| sum.plus(&i.subtotal))
-            .map_err(|e| StoreError::Corrupt(e.to_string()))?;
-        let discount = Money::zero(currency);
+        let subtotal = subtotal_of(&o.items, currency)?;
+        let discount = o.discount;
         let total = subtotal
             .minus_saturating(&discount)
             .map_err(|e| StoreError::Corrupt(e.to_string()))?;
@@ -723,6 +757,8 @@ struct NewOrder<'a> {
     customer: &'a Customer,
     currency: Currency,
     voucher: Option<String>,
+    /// What the voucher takes off the subtotal (zero without one).
+    discount: Money,
     items: Vec<OrderItem>,
     source: OrderSource,
     stock: OrderStock,

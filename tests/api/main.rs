@@ -18,5 +18,6 @@ mod payments;
 mod reload;
 mod sendgate;
 mod store;
+mod vouchers;
 mod webhook;
 mod window;

@@ -157,7 +157,10 @@ async fn a_customer_pays_through(db: TestDb, kind: GatewayKind, payment: &str) {
     assert_eq!(payment.status, PaymentStatus::Pending);
     match &gateway {
         Some(g) => {
-            assert!(payment.provider_ref.is_some(), "{kind}: the gateway's reference is kept");
+            assert!(
+                payment.provider_ref.is_some(),
+                "{kind}: the gateway's reference is kept"
+            );
             let url = format!("{}/payments/gw/callback", app.base);
             g.set_outcome("PAY-00000001", FakeOutcome::Paid, None);
             let cb = g.callback("PAY-00000001");
@@ -184,7 +187,12 @@ async fn a_customer_pays_through(db: TestDb, kind: GatewayKind, payment: &str) {
         None => {
             assert!(told[0].starts_with("Transfer to BCA 123-456-789 (PT Toko)."));
             let (status, body) = app
-                .admin(reqwest::Method::POST, "/payments/1/confirm", Some(ADMIN_TOKEN), None)
+                .admin(
+                    reqwest::Method::POST,
+                    "/payments/1/confirm",
+                    Some(ADMIN_TOKEN),
+                    None,
+                )
                 .await;
             assert_eq!(status, 200, "{body}");
             let told = wait_replies(&graph, u, 2).await;
@@ -204,7 +212,12 @@ async fn through_finpay(db: TestDb) {
     a_customer_pays_through(db, GatewayKind::Finpay, "{method: va, bank: bca}").await
 }
 async fn through_xendit(db: TestDb) {
-    a_customer_pays_through(db, GatewayKind::Xendit, "{method: retail, store: indomaret}").await
+    a_customer_pays_through(
+        db,
+        GatewayKind::Xendit,
+        "{method: retail, store: indomaret}",
+    )
+    .await
 }
 async fn through_midtrans(db: TestDb) {
     a_customer_pays_through(db, GatewayKind::Midtrans, "{method: va, bank: bni}").await

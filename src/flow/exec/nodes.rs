@@ -206,7 +206,8 @@ impl Run<'_, '_> {
                 | NodeKind::Cart(_)
                 | NodeKind::Checkout { .. }
                 | NodeKind::OrderStatus { .. }
-                | NodeKind::Payment(_) => unreachable!("shop nodes are run above"),
+                | NodeKind::Payment(_)
+                | NodeKind::Voucher { .. } => unreachable!("shop nodes are run above"),
                 NodeKind::Handoff { reason, message } => {
                     if let Some(m) = message {
                         let env = Env {

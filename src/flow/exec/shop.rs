@@ -1,12 +1,12 @@
-//! The shop nodes: `catalog`, `cart`, `checkout`, `order_status`. Each asks the shop through a
+//! The shop nodes: `catalog`, `cart`, `voucher`, `checkout`, `order_status`. Each asks the shop through a
 //! [`Call`] (made by the actor after the step's commit) and goes on when its answer comes back
 //! ([`FlowInput::Commerce`]); a catalog also waits for the customer's choice.
 
 use super::super::template::Template;
 use super::*;
-use crate::commerce::{payment, text, Answer, Call, Op, PaymentAnswer};
-use crate::domain::PaymentStatus;
-use crate::store::{CartChanged, Checkout, Product};
+use crate::commerce::{payment, text, voucher, Answer, Call, Op, PaymentAnswer};
+use crate::domain::{PaymentStatus, UserKey, VoucherRefusal};
+use crate::store::{CartChanged, Checkout, Product, VoucherApplied};
 use crate::whatsapp::send::{ListRow, ListSection};
 
 /// The id of a catalog list's "More" row.
@@ -110,6 +110,9 @@ impl Run<'_, '_> {
                 bank: p.bank.clone(),
                 store: p.store.clone(),
                 expires_ms: p.expires_ms,
+            },
+            NodeKind::Voucher { code } => Op::Voucher {
+                code: code.render(&env).trim().to_string(),
             },
             _ => Op::Orders,
         };
@@ -331,20 +334,21 @@ impl Run<'_, '_> {
                 };
                 st.vars
                     .insert("cart.result".into(), Value::Str(result.into()));
-                let (total, count, items) = match cart {
-                    Some(c) => (
-                        text::cart_total(c),
-                        text::cart_count(c),
-                        text::cart_lines(c),
-                    ),
-                    None => (
-                        crate::domain::Money::zero(Default::default()),
-                        0,
-                        String::new(),
-                    ),
+                let user = UserKey::from(self.ctx.contact_key.unwrap_or(""));
+                let (total, discount, count, items) = match cart {
+                    Some(c) => {
+                        let (_, off, total) = voucher::cart_totals(c, &user, self.ctx.now_ms);
+                        (total, off, text::cart_count(c), text::cart_lines(c))
+                    }
+                    None => {
+                        let zero = crate::domain::Money::zero(Default::default());
+                        (zero, zero, 0, String::new())
+                    }
                 };
                 st.vars
                     .insert("cart.total".into(), Value::Num(total.amount));
+                st.vars
+                    .insert("cart.discount".into(), Value::Num(discount.amount));
                 st.vars.insert("cart.count".into(), num(count));
                 st.vars.insert("cart.items".into(), Value::Str(items));
                 st.vars.insert(
@@ -360,6 +364,10 @@ impl Run<'_, '_> {
                 }
                 match outcome {
                     Checkout::Empty => self.say_text("Your cart is empty."),
+                    Checkout::VoucherRefused { code, reason } => self.say_text(&format!(
+                        "Sorry, the voucher {code} is {}. Nothing was ordered; your cart is kept without it.",
+                        voucher::reason_text(reason)
+                    )),
                     _ => {
                         let name = match st.vars.get("product.name") {
                             Some(Value::Str(n)) => n.clone(),
@@ -411,6 +419,10 @@ impl Run<'_, '_> {
                     self.payment_result(st, "failed")
                 }
             },
+            (NodeKind::Voucher { .. }, Answer::Voucher(applied)) => {
+                let result = set_voucher(&mut st, applied);
+                self.shop_result(st, result)
+            }
             (NodeKind::OrderStatus { text: some, empty }, Answer::Orders(orders)) => {
                 st.vars
                     .insert("orders.count".into(), num(orders.len() as i64));
@@ -501,10 +513,62 @@ fn set_order(st: &mut FlowState, outcome: &Checkout) -> &'static str {
             "unknown"
         }
         Checkout::Empty => "empty",
+        Checkout::VoucherRefused { code, reason } => {
+            set_voucher_refused(st, code, reason);
+            "voucher_invalid"
+        }
     };
     st.vars
         .insert("order.result".into(), Value::Str(result.into()));
     result
+}
+
+/// `voucher.*` and the cart's totals from a `voucher` node's answer; its result (`ok`,
+/// `invalid`).
+fn set_voucher(st: &mut FlowState, applied: &VoucherApplied) -> &'static str {
+    match applied {
+        VoucherApplied::Applied {
+            code,
+            discount,
+            total,
+            ..
+        } => {
+            st.vars
+                .insert("voucher.code".into(), Value::Str(code.clone()));
+            st.vars
+                .insert("voucher.discount".into(), Value::Num(discount.amount));
+            st.vars
+                .insert("voucher.reason".into(), Value::Str(String::new()));
+            st.vars
+                .insert("voucher.result".into(), Value::Str("ok".into()));
+            st.vars
+                .insert("cart.total".into(), Value::Num(total.amount));
+            st.vars
+                .insert("cart.discount".into(), Value::Num(discount.amount));
+            st.vars.insert(
+                "commerce.currency".into(),
+                Value::Str(total.currency.to_string()),
+            );
+            "ok"
+        }
+        VoucherApplied::Refused { code, reason } => {
+            set_voucher_refused(st, code, reason);
+            "invalid"
+        }
+    }
+}
+
+/// `voucher.*` for a voucher that takes nothing off.
+fn set_voucher_refused(st: &mut FlowState, code: &str, reason: &VoucherRefusal) {
+    st.vars
+        .insert("voucher.code".into(), Value::Str(code.into()));
+    st.vars.insert("voucher.discount".into(), num(0));
+    st.vars.insert(
+        "voucher.reason".into(),
+        Value::Str(voucher::reason_text(reason)),
+    );
+    st.vars
+        .insert("voucher.result".into(), Value::Str(reason.key().into()));
 }
 
 /// `product.*` from a product.

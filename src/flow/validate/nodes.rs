@@ -73,6 +73,7 @@ pub(super) fn node_reads(n: &Node) -> Vec<&str> {
             tpl(name.as_ref(), &mut out);
             tpl(address.as_ref(), &mut out);
         }
+        NodeKind::Voucher { code } => tpl(Some(code), &mut out),
         _ => {}
     }
     out
@@ -104,6 +105,15 @@ pub(super) const ORDER_VARS: [&str; 8] = [
     "product.sku",
     "product.name",
     "order.result",
+];
+pub(super) const VOUCHER_VARS: [&str; 7] = [
+    "voucher.code",
+    "voucher.discount",
+    "voucher.reason",
+    "voucher.result",
+    "cart.total",
+    "cart.discount",
+    "commerce.currency",
 ];
 pub(super) const ORDERS_VARS: [&str; 2] = ["orders.count", "orders.text"];
 pub(super) const PAYMENT_VARS: [&str; 4] = [
@@ -138,7 +148,12 @@ pub(super) fn node_writes(n: &Node) -> Vec<&str> {
             .chain(PRODUCT_VARS)
             .collect(),
         NodeKind::Cart(_) => CART_VARS.to_vec(),
-        NodeKind::Checkout { .. } => ORDER_VARS.to_vec(),
+        NodeKind::Checkout { .. } => ORDER_VARS
+            .iter()
+            .chain(&VOUCHER_VARS[..4])
+            .copied()
+            .collect(),
+        NodeKind::Voucher { .. } => VOUCHER_VARS.to_vec(),
         NodeKind::OrderStatus { .. } => ORDERS_VARS.to_vec(),
         NodeKind::Payment(_) => PAYMENT_VARS.to_vec(),
         _ => Vec::new(),
@@ -195,6 +210,7 @@ pub(super) fn compile_node(cx: &mut Ctx, name: &str, rn: &RawNode, names: &BTree
         rn.checkout.is_some(),
         rn.order_status.is_some(),
         rn.payment.is_some(),
+        rn.voucher.is_some(),
     ]
     .iter()
     .filter(|b| **b)
@@ -203,19 +219,20 @@ pub(super) fn compile_node(cx: &mut Ctx, name: &str, rn: &RawNode, names: &BTree
         cx.at(
             name,
             name,
-            "a node may have only one of send/ask/condition/set/jump/wait/split/http/handoff/chatbot/catalog/cart/checkout/order_status/payment",
+            "a node may have only one of send/ask/condition/set/jump/wait/split/http/handoff/chatbot/catalog/cart/checkout/order_status/payment/voucher",
         );
     }
     let shop = rn.catalog.is_some()
         || rn.cart.is_some()
         || rn.checkout.is_some()
         || rn.order_status.is_some()
-        || rn.payment.is_some();
+        || rn.payment.is_some()
+        || rn.voucher.is_some();
     if rn.on_error.is_some() && rn.http.is_none() && !shop {
         cx.at(
             name,
             "on_error",
-            "`on_error` is only allowed on http and shop (catalog, cart, checkout, order_status, payment) nodes",
+            "`on_error` is only allowed on http and shop (catalog, cart, checkout, order_status, payment, voucher) nodes",
         );
     }
     if let (Some(e), true) = (&rn.on_error, shop) {
@@ -227,9 +244,11 @@ pub(super) fn compile_node(cx: &mut Ctx, name: &str, rn: &RawNode, names: &BTree
     let results: &[&str] = if rn.cart.is_some() {
         &["ok", "out_of_stock", "unknown"]
     } else if rn.checkout.is_some() {
-        &["ok", "out_of_stock", "empty"]
+        &["ok", "out_of_stock", "empty", "voucher_invalid"]
     } else if rn.payment.is_some() {
         &["paid", "expired", "failed"]
+    } else if rn.voucher.is_some() {
+        &["ok", "invalid"]
     } else {
         &[]
     };
@@ -237,7 +256,7 @@ pub(super) fn compile_node(cx: &mut Ctx, name: &str, rn: &RawNode, names: &BTree
         cx.at(
             name,
             "branches",
-            "`branches` is only allowed on ask, cart, checkout and payment nodes",
+            "`branches` is only allowed on ask, cart, checkout, payment and voucher nodes",
         );
     }
     let mut shop_results = BTreeMap::new();
@@ -559,6 +578,17 @@ pub(super) fn compile_node(cx: &mut Ctx, name: &str, rn: &RawNode, names: &BTree
         NodeKind::Checkout {
             name: c.name.as_ref().map(|t| cx.tpl(name, t)),
             address: c.address.as_ref().map(|t| cx.tpl(name, t)),
+        }
+    } else if let Some(v) = &rn.voucher {
+        if v.code.trim().is_empty() {
+            cx.at(
+                name,
+                "code",
+                "`voucher` needs a `code` (a template: \"{{code}}\")",
+            );
+        }
+        NodeKind::Voucher {
+            code: cx.tpl(name, &v.code),
         }
     } else if let Some(o) = &rn.order_status {
         NodeKind::OrderStatus {

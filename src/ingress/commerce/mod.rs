@@ -1,0 +1,262 @@
+//! `/admin/v1/` commerce: the catalog (products, categories, stock, CSV import), orders and
+//! vouchers.
+//!
+//! The account is the `account` query parameter (a configured phone_number_id), which may be
+//! left out when exactly one account is configured. Money is a decimal string in the
+//! account's currency ("50000"; an integer is taken too, a JSON float never). Requests are
+//! typed at the edge (unknown fields refused); every error is `{"error": "..."}`: 400 bad
+//! JSON or query, 404, 409 a conflict with the state, 413 too large, 415 not CSV, 422 invalid.
+//!
+//! Products: `POST /products` creates or updates by `sku`; a field left out keeps its value
+//! on an update (its default on a create: untracked stock, active, kind product, position
+//! 0), `null` clears it. A product's category must exist (`POST /categories` first): a typo
+//! does not make a new category.
+//!
+//! Here the routes and what every endpoint shares (the account, errors, bodies, cursors);
+//! `products.rs`, `import.rs` (CSV), `categories.rs`, `orders.rs`, `vouchers.rs`
+//! the endpoints.
+
+mod categories;
+mod import;
+mod orders;
+mod products;
+mod vouchers;
+
+use axum::body::Bytes;
+use axum::extract::rejection::{BytesRejection, QueryRejection};
+use axum::extract::{DefaultBodyLimit, Query};
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use axum::routing::{delete, get, post};
+use axum::{Json, Router};
+use serde::de::{DeserializeOwned, Deserializer};
+use serde::Deserialize;
+use serde_json::{json, Value};
+
+use super::AppState;
+use crate::domain::{AccountId, Currency, Money, MoneyError};
+use crate::store::StoreError;
+use categories::{delete_category, list_categories, put_category};
+use import::{import_products, IMPORT_MAX_BODY};
+use orders::{list_orders, patch_order, show_order};
+use products::{
+    adjust_stock, delete_product, list_products, patch_product, put_product, show_product,
+};
+use vouchers::{delete_voucher, list_vouchers, patch_voucher, put_voucher, show_voucher};
+
+const DEFAULT_LIMIT: i64 = 50;
+const MAX_LIMIT: i64 = 200;
+
+pub fn routes() -> Router<AppState> {
+    Router::new()
+        .route("/products", get(list_products).post(put_product))
+        .route(
+            "/products/import",
+            post(import_products).layer(DefaultBodyLimit::max(IMPORT_MAX_BODY)),
+        )
+        .route(
+            "/products/{sku}",
+            get(show_product)
+                .patch(patch_product)
+                .delete(delete_product),
+        )
+        .route("/products/{sku}/stock", post(adjust_stock))
+        .route("/categories", get(list_categories).post(put_category))
+        .route("/categories/{slug}", delete(delete_category))
+        .route("/orders", get(list_orders))
+        .route("/orders/{number}", get(show_order).patch(patch_order))
+        .route("/vouchers", get(list_vouchers).post(put_voucher))
+        .route(
+            "/vouchers/{code}",
+            get(show_voucher)
+                .patch(patch_voucher)
+                .delete(delete_voucher),
+        )
+}
+
+/// An answer other than success: `{"error": message}` (and `errors`, each problem, when
+/// there are several).
+#[derive(Debug)]
+struct ApiError {
+    status: StatusCode,
+    message: String,
+    errors: Vec<String>,
+}
+
+impl ApiError {
+    fn new(status: StatusCode, message: impl Into<String>) -> ApiError {
+        ApiError {
+            status,
+            message: message.into(),
+            errors: Vec::new(),
+        }
+    }
+
+    fn invalid(message: impl Into<String>) -> ApiError {
+        ApiError::new(StatusCode::UNPROCESSABLE_ENTITY, message)
+    }
+
+    fn not_found(message: impl Into<String>) -> ApiError {
+        ApiError::new(StatusCode::NOT_FOUND, message)
+    }
+
+    fn conflict(message: impl Into<String>) -> ApiError {
+        ApiError::new(StatusCode::CONFLICT, message)
+    }
+
+    /// 422 with every problem found.
+    fn problems(errors: Vec<String>) -> ApiError {
+        ApiError {
+            status: StatusCode::UNPROCESSABLE_ENTITY,
+            message: errors.join("; "),
+            errors,
+        }
+    }
+}
+
+impl From<StoreError> for ApiError {
+    fn from(e: StoreError) -> ApiError {
+        ApiError::new(StatusCode::SERVICE_UNAVAILABLE, format!("store: {e}"))
+    }
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        let mut body = json!({ "error": self.message });
+        if !self.errors.is_empty() {
+            body["errors"] = json!(self.errors);
+        }
+        (self.status, Json(body)).into_response()
+    }
+}
+
+type Answer = Result<Response, ApiError>;
+
+/// The account a request names (or the only one configured), and its currency.
+fn account(app: &AppState, given: Option<&str>) -> Result<(AccountId, Currency), ApiError> {
+    let settings = app.engine.settings_arc();
+    let found = match given {
+        Some(id) => settings.account(id),
+        None if settings.accounts.len() == 1 => settings.accounts.first(),
+        None => {
+            return Err(ApiError::new(
+                StatusCode::BAD_REQUEST,
+                "several accounts are configured: give ?account=PHONE_NUMBER_ID",
+            ))
+        }
+    };
+    found
+        .map(|a| (a.phone_number_id.clone(), a.currency))
+        .ok_or_else(|| ApiError::not_found("unknown account"))
+}
+
+fn query<T>(q: Result<Query<T>, QueryRejection>) -> Result<T, ApiError> {
+    q.map(|Query(q)| q)
+        .map_err(|e| ApiError::new(StatusCode::BAD_REQUEST, e.body_text()))
+}
+
+fn body_bytes(body: Result<Bytes, BytesRejection>) -> Result<Bytes, ApiError> {
+    body.map_err(|e| match e.status() {
+        StatusCode::PAYLOAD_TOO_LARGE => {
+            ApiError::new(StatusCode::PAYLOAD_TOO_LARGE, "request body too large")
+        }
+        status => ApiError::new(status, e.body_text()),
+    })
+}
+
+/// A JSON body as `T`: 400 when it is not JSON, 422 when it does not fit `T`.
+fn json_body<T: DeserializeOwned>(body: Result<Bytes, BytesRejection>) -> Result<T, ApiError> {
+    let bytes = body_bytes(body)?;
+    serde_json::from_slice(&bytes).map_err(|e| match e.classify() {
+        serde_json::error::Category::Data => ApiError::invalid(format!("bad request body: {e}")),
+        _ => ApiError::new(StatusCode::BAD_REQUEST, format!("bad JSON: {e}")),
+    })
+}
+
+/// An optional field that may not be `null` (left out: None).
+fn present<'de, D: Deserializer<'de>, T: Deserialize<'de>>(d: D) -> Result<Option<T>, D::Error> {
+    T::deserialize(d).map(Some)
+}
+
+/// A field that may be `null` (cleared), apart from left out (None).
+fn nullable<'de, D: Deserializer<'de>, T: Deserialize<'de>>(
+    d: D,
+) -> Result<Option<Option<T>>, D::Error> {
+    Option::<T>::deserialize(d).map(Some)
+}
+
+/// An opaque page cursor: the hex of the text it stands for.
+fn cursor(text: &str) -> String {
+    hex::encode(text)
+}
+
+fn uncursor(given: &str) -> Result<String, ApiError> {
+    hex::decode(given)
+        .ok()
+        .and_then(|b| String::from_utf8(b).ok())
+        .ok_or_else(|| ApiError::new(StatusCode::BAD_REQUEST, "bad cursor"))
+}
+
+fn page_limit(given: Option<i64>) -> Result<i64, ApiError> {
+    match given {
+        None => Ok(DEFAULT_LIMIT),
+        Some(n) if (1..=MAX_LIMIT).contains(&n) => Ok(n),
+        Some(_) => Err(ApiError::invalid(format!("limit must be 1..={MAX_LIMIT}"))),
+    }
+}
+
+fn now(app: &AppState) -> i64 {
+    app.engine.clock.now_ms()
+}
+
+#[derive(Debug, Deserialize)]
+struct AccountParam {
+    account: Option<String>,
+}
+
+/// A price as given: a decimal string, a whole number, or (refused) anything else.
+#[derive(Debug)]
+enum Price {
+    Text(String),
+    Whole(i64),
+    Other(String),
+}
+
+impl<'de> Deserialize<'de> for Price {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Price, D::Error> {
+        Ok(match Value::deserialize(d)? {
+            Value::String(s) => Price::Text(s),
+            Value::Number(n) => match n.as_i64() {
+                Some(i) => Price::Whole(i),
+                None => Price::Other(n.to_string()),
+            },
+            other => Price::Other(other.to_string()),
+        })
+    }
+}
+
+impl Price {
+    fn money(&self, currency: Currency) -> Result<Money, String> {
+        match self {
+            Price::Text(text) => Money::parse(text, currency).map_err(|e| match e {
+                MoneyError::Negative(_) => format!("price {text:?} is negative"),
+                MoneyError::TooPrecise { places, .. } => format!(
+                    "price {text:?} has more than {places} decimal places for {currency}"
+                ),
+                _ => format!("price {text:?} is not an amount"),
+            }),
+            Price::Whole(n) if *n < 0 => Err(format!("price {n} is negative")),
+            Price::Whole(n) => Money::new((*n).into(), currency).map_err(|e| format!("price: {e}")),
+            Price::Other(v) => Err(format!(
+                "price {v} must be a decimal string (\"12.50\") or a whole number, never a JSON float"
+            )),
+        }
+    }
+}
+
+fn valid_key(key: &str) -> bool {
+    (1..=64).contains(&key.len())
+        && key
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b'-'))
+}
