@@ -611,7 +611,19 @@ impl FlowLogic {
                 status,
                 order,
                 amount,
+                access,
             } => {
+                if *status == crate::domain::PaymentStatus::Paid && !access.is_empty() {
+                    // What the plans bought give: sent whatever the flow does next.
+                    effects.push(Effect::Send {
+                        message: crate::whatsapp::send::OutboundMessage::Text {
+                            body: format!("Your access:\n{}", access.join("\n")),
+                            preview_url: false,
+                        },
+                        reply_to: None,
+                        policy: None,
+                    });
+                }
                 if flow_state(&state).payment != Some(*payment_id) {
                     // No flow waits on it (the customer went elsewhere meanwhile): the
                     // customer still hears what became of the payment.

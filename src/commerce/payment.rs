@@ -83,6 +83,17 @@ pub fn news_text(status: PaymentStatus, order: &str, amount: &Money) -> Option<S
     }
 }
 
+/// A paid plan as the customer reads it: `Premium: https://… (until 2027-01-06)`.
+pub fn access_line(p: &crate::store::PlanAccess) -> String {
+    let until = chrono::DateTime::from_timestamp_millis(p.until)
+        .map(|d| d.date_naive().to_string())
+        .unwrap_or_default();
+    match &p.link {
+        Some(link) => format!("{}: {link} (until {until})", p.name),
+        None => format!("{} (until {until})", p.name),
+    }
+}
+
 /// What the customer reads to pay `amount` for `order`.
 pub fn instructions_text(i: &Instructions, amount: &Money, order: &str, within: &str) -> String {
     let amount = amount.display();

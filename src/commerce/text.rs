@@ -1,6 +1,5 @@
 //! What the customer reads of a cart, an order and a product (pure).
 
-use crate::domain::Money;
 use crate::store::{Cart, Order, Product};
 
 /// "2 × Kopi Arabica — Rp 50.000", a line each.
@@ -20,17 +19,6 @@ pub fn cart_lines(cart: &Cart) -> String {
         })
         .collect::<Vec<_>>()
         .join("\n")
-}
-
-/// The cart's total: every available line's price × quantity.
-pub fn cart_total(cart: &Cart) -> Money {
-    cart.lines
-        .iter()
-        .filter(|l| l.available)
-        .filter_map(|l| l.unit_price.times(l.quantity as u32).ok())
-        .fold(Money::zero(cart.currency), |sum, m| {
-            sum.plus(&m).unwrap_or(sum)
-        })
 }
 
 /// Units in the cart.
@@ -71,5 +59,17 @@ pub fn row_description(p: &Product) -> String {
         p.price.display()
     } else {
         format!("{} · sold out", p.price.display())
+    }
+}
+
+/// An order's new status, for its customer.
+pub fn order_status_news(order: &Order) -> String {
+    use crate::domain::OrderStatus as S;
+    let n = &order.order_number;
+    match order.status {
+        S::Pending => format!("Order {n} is waiting for payment."),
+        S::Processing => format!("Order {n} is being prepared."),
+        S::Completed => format!("Order {n} is completed. Thank you!"),
+        S::Cancelled => format!("Order {n} is cancelled."),
     }
 }

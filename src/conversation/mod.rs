@@ -225,6 +225,8 @@ pub enum ConversationEvent {
         /// Its order's number and the amount, for the customer's receipt.
         order: String,
         amount: crate::domain::Money,
+        /// What the plans it paid for give (`name: link (until …)`), sent with a PAID.
+        access: Vec<String>,
     },
 }
 

@@ -250,11 +250,25 @@ async fn notify(engine: &Engine, router: &AccountRouter, p: &Payment) {
     let Some(account) = router.get(&p.account) else {
         return;
     };
+    let access = match p.status {
+        PaymentStatus::Paid => match engine.store.plan_access(p.order_id).await {
+            Ok(plans) => plans
+                .iter()
+                .map(crate::commerce::payment::access_line)
+                .collect(),
+            Err(e) => {
+                tracing::warn!(payment = p.id, error = %e, "Reading a paid order's plans failed; told on the next pass.");
+                return;
+            }
+        },
+        _ => Vec::new(),
+    };
     let event = ConversationEvent::PaymentUpdate {
         payment_id: p.id,
         status: p.status,
         order: p.order_number.clone(),
         amount: p.amount,
+        access,
     };
     let told = ractor::call_t!(
         account,
@@ -291,6 +305,10 @@ pub async fn reconcile(engine: &Engine, router: &AccountRouter) -> Result<(), St
     }
     for p in engine.store.payments_to_notify(100).await? {
         notify(engine, router, &p).await;
+    }
+    let ended = engine.store.expire_subscriptions(now).await?;
+    if ended > 0 {
+        tracing::info!(subscriptions = ended, "Subscriptions ended.");
     }
     Ok(())
 }

@@ -13,6 +13,7 @@
 mod accounts;
 mod campaigns;
 mod carts;
+mod catalog_orders;
 mod conversations;
 mod dead_letters;
 mod exec;
@@ -38,6 +39,7 @@ use sqlx::{AnyPool, ConnectOptions, Executor};
 
 pub use campaigns::*;
 pub use carts::*;
+pub use catalog_orders::*;
 pub use conversations::*;
 pub use dead_letters::*;
 pub(crate) use flows::*;

@@ -102,21 +102,11 @@ pub enum Checkout {
     },
 }
 
-/// A line of WhatsApp's catalog `order` message.
-#[derive(Debug, Clone, PartialEq)]
-pub struct CatalogLine {
-    /// `product_retailer_id`.
-    pub sku: String,
-    pub quantity: i64,
-    /// `item_price` as the message claimed it, if it is an amount of our currency.
-    pub claimed: Option<Money>,
-}
-
 /// A line to reserve.
-struct WantedLine {
-    sku: String,
-    quantity: i64,
-    claimed: Option<Money>,
+pub(super) struct WantedLine {
+    pub(super) sku: String,
+    pub(super) quantity: i64,
+    pub(super) claimed: Option<Money>,
 }
 
 const ORDER_COLUMNS: &str = "id, order_number, user_key, customer_name, customer_address, subtotal, discount, total, currency, status, payment_status, voucher, source, notes, stock, created_at, updated_at";
@@ -297,7 +287,7 @@ impl Store {
 
     /// Reserve every line's stock in sku order (the lock order), all or none: the priced
     /// items and whether any is tracked, or why the order cannot be had.
-    async fn tx_reserve(
+    pub(super) async fn tx_reserve(
         &self,
         tx: &mut sqlx::Transaction<'_, sqlx::Any>,
         account: &AccountId,
@@ -362,92 +352,7 @@ impl Store {
         Ok(Ok((items, any_tracked)))
     }
 
-    /// An order from WhatsApp's catalog `order` message, priced from our catalog by sku (a
-    /// price the message claimed that differs from ours is kept beside it; ours wins), its
-    /// stock reserved as a checkout's; once per `idem_key` (the message's wamid).
-    #[allow(clippy::too_many_arguments)]
-    pub async fn catalog_order(
-        &self,
-        account: &AccountId,
-        user: &UserKey,
-        idem_key: &str,
-        customer: &Customer,
-        lines: &[CatalogLine],
-        currency: Currency,
-        now: i64,
-    ) -> Result<Checkout, StoreError> {
-        let mut tx = self.pool().begin().await?;
-        // A write first (see store/carts.rs).
-        let claimed = self
-            .tx_run(
-                &mut tx,
-                "INSERT INTO commerce_calls (account, call_id, outcome, created_at) VALUES ($1, $2, 'catalog order', $3) \
-                 ON CONFLICT (account, call_id) DO NOTHING",
-                vec![account.into(), idem_key.into(), Val::I(now)],
-            )
-            .await?;
-        if claimed == 0 {
-            if let Some(order) = self.tx_order_by_key(&mut tx, idem_key).await? {
-                tx.commit().await?;
-                return Ok(Checkout::Ordered {
-                    order: Box::new(order),
-                });
-            }
-        }
-        let mut merged: Vec<WantedLine> = Vec::new();
-        for l in lines.iter().filter(|l| l.quantity > 0) {
-            match merged.iter_mut().find(|w| w.sku == l.sku) {
-                Some(w) => w.quantity += l.quantity,
-                None => merged.push(WantedLine {
-                    sku: l.sku.clone(),
-                    quantity: l.quantity,
-                    claimed: l.claimed,
-                }),
-            }
-        }
-        if merged.is_empty() {
-            tx.rollback().await?;
-            return Ok(Checkout::Empty);
-        }
-        let (items, any_tracked) = match self
-            .tx_reserve(&mut tx, account, currency, merged, now)
-            .await?
-        {
-            Ok(reserved) => reserved,
-            Err(refused) => {
-                tx.rollback().await?;
-                return Ok(refused);
-            }
-        };
-        let order = self
-            .tx_insert_order(
-                &mut tx,
-                NewOrder {
-                    account,
-                    user,
-                    idem_key,
-                    customer,
-                    currency,
-                    voucher: None,
-                    discount: Money::zero(currency),
-                    items,
-                    source: OrderSource::Catalog,
-                    stock: if any_tracked {
-                        OrderStock::Reserved
-                    } else {
-                        OrderStock::Committed
-                    },
-                    now,
-                },
-            )
-            .await?;
-        tx.commit().await?;
-        Ok(Checkout::Ordered {
-            order: Box::new(order),
-        })
-    }
-
-    async fn tx_insert_order(
+    pub(super) async fn tx_insert_order(
         &self,
         tx: &mut sqlx::Transaction<'_, sqlx::Any>,
         o: NewOrder<'_>,
@@ -533,7 +438,7 @@ impl Store {
         })
     }
 
-    async fn tx_order_by_key(
+    pub(super) async fn tx_order_by_key(
         &self,
         tx: &mut sqlx::Transaction<'_, sqlx::Any>,
         idem_key: &str,
@@ -750,19 +655,19 @@ impl Store {
     }
 }
 
-struct NewOrder<'a> {
-    account: &'a AccountId,
-    user: &'a UserKey,
-    idem_key: &'a str,
-    customer: &'a Customer,
-    currency: Currency,
-    voucher: Option<String>,
+pub(super) struct NewOrder<'a> {
+    pub(super) account: &'a AccountId,
+    pub(super) user: &'a UserKey,
+    pub(super) idem_key: &'a str,
+    pub(super) customer: &'a Customer,
+    pub(super) currency: Currency,
+    pub(super) voucher: Option<String>,
     /// What the voucher takes off the subtotal (zero without one).
-    discount: Money,
-    items: Vec<OrderItem>,
-    source: OrderSource,
-    stock: OrderStock,
-    now: i64,
+    pub(super) discount: Money,
+    pub(super) items: Vec<OrderItem>,
+    pub(super) source: OrderSource,
+    pub(super) stock: OrderStock,
+    pub(super) now: i64,
 }
 
 /// What an operator's change to an order did.

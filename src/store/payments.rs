@@ -54,6 +54,15 @@ pub fn payment_of_gateway_id(text: &str) -> Option<i64> {
     text.strip_prefix("PAY-")?.parse().ok()
 }
 
+/// What a paid plan gives: its access link, until when.
+#[derive(Debug, Clone, PartialEq)]
+pub struct PlanAccess {
+    pub name: String,
+    pub link: Option<String>,
+    /// The end of the subscription (ms).
+    pub until: i64,
+}
+
 /// A payment to open.
 #[derive(Debug, Clone)]
 pub struct NewPayment<'a> {
@@ -269,6 +278,7 @@ impl Store {
                 )
                 .await?;
                 self.tx_commit_stock(&mut tx, &account, order, now).await?;
+                self.tx_start_plans(&mut tx, &account, order, now).await?;
             }
             PaymentStatus::Expired | PaymentStatus::Failed | PaymentStatus::Cancelled => {
                 let released = self.tx_release_order(&mut tx, &account, order, now).await?;
@@ -346,6 +356,83 @@ impl Store {
         )
         .await?;
         Ok(())
+    }
+
+    /// The plans a paid order bought: each starts its subscription, or extends a running one
+    /// from its current end (`period_days` × quantity).
+    async fn tx_start_plans(
+        &self,
+        tx: &mut sqlx::Transaction<'_, sqlx::Any>,
+        account: &AccountId,
+        order: i64,
+        now: i64,
+    ) -> Result<(), StoreError> {
+        let plans = self
+            .tx_fetch(
+                tx,
+                "SELECT o.user_key, i.sku, i.quantity, p.period_days FROM order_items i \
+                 JOIN orders o ON o.id = i.order_id \
+                 JOIN products p ON p.account = o.account AND p.sku = i.sku \
+                 WHERE i.order_id = $1 AND p.kind = 'plan' AND p.period_days IS NOT NULL ORDER BY i.sku",
+                vec![Val::I(order)],
+            )
+            .await?;
+        for plan in &plans {
+            let days: i64 =
+                plan.try_get::<i64, _>("period_days")? * plan.try_get::<i64, _>("quantity")?;
+            self.tx_run(
+                tx,
+                "INSERT INTO subscriptions (account, user_key, sku, period_start, period_end, status, last_order_id, created_at, updated_at) \
+                 VALUES ($1, $2, $3, $4, $4 + $5, 'active', $6, $4, $4) \
+                 ON CONFLICT (account, user_key, sku) DO UPDATE SET \
+                 period_start = CASE WHEN subscriptions.status = 'active' AND subscriptions.period_end > $4 THEN subscriptions.period_start ELSE $4 END, \
+                 period_end = CASE WHEN subscriptions.status = 'active' AND subscriptions.period_end > $4 THEN subscriptions.period_end + $5 ELSE $4 + $5 END, \
+                 status = 'active', last_order_id = $6, reminded_at = NULL, updated_at = $4",
+                vec![
+                    account.into(),
+                    plan.try_get::<String, _>("user_key")?.into(),
+                    plan.try_get::<String, _>("sku")?.into(),
+                    Val::I(now),
+                    Val::I(days * 86_400_000),
+                    Val::I(order),
+                ],
+            )
+            .await?;
+        }
+        Ok(())
+    }
+
+    /// What a paid order's plans give its customer: each plan's name, access link and the
+    /// end of its subscription.
+    pub async fn plan_access(&self, order: i64) -> Result<Vec<PlanAccess>, StoreError> {
+        let rows = self
+            .fetch(
+                "SELECT p.name, p.access_link, s.period_end FROM order_items i \
+                 JOIN orders o ON o.id = i.order_id \
+                 JOIN products p ON p.account = o.account AND p.sku = i.sku \
+                 JOIN subscriptions s ON s.account = o.account AND s.user_key = o.user_key AND s.sku = i.sku \
+                 WHERE i.order_id = $1 AND p.kind = 'plan' ORDER BY i.line",
+                vec![Val::I(order)],
+            )
+            .await?;
+        rows.iter()
+            .map(|r| {
+                Ok(PlanAccess {
+                    name: r.try_get("name")?,
+                    link: r.try_get("access_link")?,
+                    until: r.try_get("period_end")?,
+                })
+            })
+            .collect()
+    }
+
+    /// Subscriptions whose period has ended become `expired`; how many.
+    pub async fn expire_subscriptions(&self, now: i64) -> Result<u64, StoreError> {
+        self.run(
+            "UPDATE subscriptions SET status = 'expired', updated_at = $1 WHERE status = 'active' AND period_end <= $1",
+            vec![Val::I(now)],
+        )
+        .await
     }
 
     /// Sold: the order's reserved units leave `reserved` (once).

@@ -22,7 +22,7 @@ triggers:
 start: add
 nodes:
   add:
-    cart: {add: {sku: KOPI, qty: 2}}
+    cart: {add: {sku: SKU, qty: QTY}}
     next: checkout
   checkout:
     checkout: {}
@@ -97,7 +97,9 @@ async fn a_customer_pays_through(db: TestDb, kind: GatewayKind, payment: &str) {
     let flows = tempfile::tempdir().unwrap();
     std::fs::write(
         flows.path().join("buy.yaml"),
-        FLOW.replace("PAYMENT", payment),
+        FLOW.replace("PAYMENT", payment)
+            .replace("SKU", "KOPI")
+            .replace("QTY", "2"),
     )
     .unwrap();
     let mut settings = test_settings(&db, &graph);
@@ -233,3 +235,104 @@ on_both_stores!(a_customer_pays_through_xendit, through_xendit);
 on_both_stores!(a_customer_pays_through_midtrans, through_midtrans);
 on_both_stores!(a_customer_pays_through_stripe, through_stripe);
 on_both_stores!(a_customer_pays_by_manual_transfer, by_manual_transfer);
+
+/// A plan paid starts its subscription and sends its access link; bought again while it
+/// runs, it is extended from its current end.
+async fn a_plan_starts_then_extends_its_subscription(db: TestDb) {
+    let graph = Arc::new(FakeGraph::start().await);
+    let flows = tempfile::tempdir().unwrap();
+    std::fs::write(
+        flows.path().join("buy.yaml"),
+        FLOW.replace("PAYMENT", "{method: manual}")
+            .replace("SKU", "PREMIUM")
+            .replace("QTY", "1"),
+    )
+    .unwrap();
+    let mut settings = test_settings(&db, &graph);
+    settings.flows.dir = flows.path().to_path_buf();
+    settings.payments.providers.insert(
+        "bank".into(),
+        serde_json::from_value(serde_json::json!({"kind": "manual", "instructions": "BCA 1"}))
+            .unwrap(),
+    );
+    settings.accounts[0].payments = Some("bank".into());
+    let app = spawn_app_with_flows(settings).await;
+    let store = db.store().await;
+    let account = AccountId::from(PNID);
+    store
+        .upsert_product(
+            &account,
+            &Product {
+                sku: "PREMIUM".into(),
+                name: "Premium".into(),
+                description: None,
+                price: Money::parse("99000", Currency::IDR).unwrap(),
+                stock: None,
+                reserved: 0,
+                image_url: None,
+                category: None,
+                active: true,
+                kind: ProductKind::Plan,
+                period_days: Some(30),
+                access_link: Some("https://example.com/premium".into()),
+                position: 0,
+                created_at: 0,
+                updated_at: 0,
+            },
+        )
+        .await
+        .unwrap();
+    let u = "6281200000601";
+    let day = 86_400_000i64;
+    let mut ends = Vec::new();
+    for round in 1..=2i64 {
+        let wamid = format!("wamid.PL{round}");
+        assert_eq!(
+            app.post_webhook(&text_webhook(PNID, u, &wamid, "buy", now_secs()))
+                .await,
+            200
+        );
+        wait_replies(&graph, u, (3 * round - 2) as usize).await;
+        let (status, body) = app
+            .admin(
+                reqwest::Method::POST,
+                &format!("/payments/{round}/confirm"),
+                Some(ADMIN_TOKEN),
+                None,
+            )
+            .await;
+        assert_eq!(status, 200, "{body}");
+        let told = wait_replies(&graph, u, (3 * round) as usize).await;
+        let access = &told[(3 * round - 2) as usize];
+        assert!(
+            access.starts_with("Your access:\nPremium: https://example.com/premium (until "),
+            "{told:?}"
+        );
+        assert_eq!(
+            told[(3 * round - 1) as usize],
+            format!("Paid ORD-00000{round}: Rp 99.000")
+        );
+        let end = count(
+            &store,
+            "SELECT period_end FROM subscriptions WHERE sku = 'PREMIUM' AND status = 'active'",
+        )
+        .await;
+        ends.push(end);
+    }
+    let now = parley::store::now_ms();
+    assert!(
+        (ends[0] - now - 30 * day).abs() < 60_000,
+        "30 days: {ends:?}"
+    );
+    assert_eq!(
+        ends[1] - ends[0],
+        30 * day,
+        "extended from its end: {ends:?}"
+    );
+    assert_eq!(count(&store, "SELECT COUNT(*) FROM subscriptions").await, 1);
+    app.stop().await;
+}
+on_both_stores!(
+    a_plan_starts_then_extends,
+    a_plan_starts_then_extends_its_subscription
+);

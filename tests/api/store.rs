@@ -277,6 +277,22 @@ async fn the_store_sells_from_the_catalog_and_reserves_the_stock(db: TestDb) {
         1,
         "the redelivery is recorded once"
     );
+    // The owner completes the order: the customer hears it, once.
+    for _ in 0..2 {
+        let (status, _) = app
+            .admin(
+                reqwest::Method::PATCH,
+                "/orders/ORD-000001",
+                Some(ADMIN_TOKEN),
+                Some(serde_json::json!({"status": "completed"})),
+            )
+            .await;
+        assert!(status == 200 || status == 409, "{status}");
+    }
+    let news = say_nothing_then(&graph, u, 12).await;
+    assert_eq!(read(&news), "Order ORD-000001 is completed. Thank you!");
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert_eq!(replies_to(&graph, u).len(), 12);
     app.stop().await;
 }
 on_both_stores!(

@@ -117,7 +117,26 @@ impl Chat<'_> {
         self.n += 1;
         let id = format!("wamid.V{}{}", self.user, self.n);
         let body = button_reply_webhook(PNID, &self.user, &id, button, button, now_secs());
-        say(self.app, self.graph, &self.user, body, self.n).await
+        let reply = say(self.app, self.graph, &self.user, body, self.n).await;
+        if reply.starts_with("Order ORD-") {
+            // The order placed is followed by its payment's instructions.
+            self.n += 1;
+            let next = self.n;
+            let graph = self.graph;
+            let user = self.user.clone();
+            assert!(
+                graph
+                    .wait_until(Duration::from_secs(20), |log| {
+                        log.iter()
+                            .filter(|a| a.is_delivery() && a.to() == Some(user.as_str()))
+                            .count()
+                            >= next
+                    })
+                    .await,
+                "the payment's instructions"
+            );
+        }
+        reply
     }
 
     /// "store", a product, a quantity: the cart's message.
@@ -138,6 +157,15 @@ async fn store_app(db: &TestDb) -> (TestApp, Arc<FakeGraph>, Store) {
     let graph = Arc::new(FakeGraph::start().await);
     let mut settings = test_settings(db, &graph);
     settings.flows.dir = "flows".into();
+    // The store flow's orders are paid at a (fake) Xendit, kept running as long as the test.
+    let gateway = Box::leak(Box::new(
+        parley_testkit::gateways::FakeGateway::start(parley::domain::GatewayKind::Xendit).await,
+    ));
+    settings
+        .payments
+        .providers
+        .insert("xendit".into(), gateway.provider());
+    settings.accounts[0].payments = Some("xendit".into());
     settings.accounts[0].mark_read = false;
     settings.accounts[0].pair_rate_interval = Duration::ZERO;
     let app = spawn_app_with_flows(settings).await;

@@ -18,9 +18,11 @@ use crate::whatsapp::send::{ListRow, ListSection, OutboundMessage, ReplyButton};
 
 mod nodes;
 mod send;
+mod shop;
 
 use nodes::*;
 use send::*;
+use shop::*;
 
 /// All loaded, validated flows.
 #[derive(Debug, Clone, Default)]

@@ -154,6 +154,9 @@ pub(super) async fn patch_order(
     match outcome {
         OrderUpdate::Updated(order) => {
             tracing::info!(account = %account, order = %number, status = %order.status, "Order changed by the admin API.");
+            if change.status.is_some() {
+                tell_customer(&app, &account, &order).await;
+            }
             Ok(Json(order_view(&order)).into_response())
         }
         OrderUpdate::NotFound => Err(ApiError::not_found("no such order")),
@@ -161,5 +164,38 @@ pub(super) async fn patch_order(
             "the order is {current}: it cannot become {}",
             change.status.map_or("changed", OrderStatus::as_str)
         ))),
+    }
+}
+
+/// The customer hears their order's new status (held until they write again when the 24 h
+/// window is closed). Once per status: the request id names the order and the status.
+async fn tell_customer(
+    app: &AppState,
+    account: &crate::domain::AccountId,
+    order: &crate::store::Order,
+) {
+    let Some(actor) = app.router.get(account.as_str()) else {
+        return;
+    };
+    let event = crate::conversation::ConversationEvent::Outgoing {
+        request_id: format!("order:{}:{}", order.order_number, order.status),
+        message: crate::whatsapp::send::OutboundMessage::Text {
+            body: crate::commerce::text::order_status_news(order),
+            preview_url: false,
+        },
+        reply_to: None,
+        policy: Some(crate::domain::WindowPolicy::Hold),
+    };
+    let told = ractor::call_t!(
+        actor,
+        |reply| crate::actors::AccountMsg::Command {
+            user_key: UserKey::from(order.user_key.as_str()),
+            event,
+            reply,
+        },
+        10_000
+    );
+    if !matches!(told, Ok(Ok(_))) {
+        tracing::warn!(order = %order.order_number, "The customer could not be told of their order's status.");
     }
 }
