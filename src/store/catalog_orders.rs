@@ -87,11 +87,7 @@ impl Store {
                     discount: Money::zero(currency),
                     items,
                     source: OrderSource::Catalog,
-                    stock: if any_tracked {
-                        OrderStock::Reserved
-                    } else {
-                        OrderStock::Committed
-                    },
+                    stock: OrderStock::of_new(any_tracked),
                     now,
                 },
             )

@@ -26,6 +26,15 @@ pub enum OrderStock {
 }
 
 impl OrderStock {
+    /// What a new order's stock is: held for its payment if any line is tracked.
+    pub(super) fn of_new(any_tracked: bool) -> OrderStock {
+        if any_tracked {
+            OrderStock::Reserved
+        } else {
+            OrderStock::Committed
+        }
+    }
+
     fn as_str(self) -> &'static str {
         match self {
             OrderStock::Reserved => "reserved",
@@ -255,11 +264,7 @@ impl Store {
                     discount,
                     items,
                     source: OrderSource::Whatsapp,
-                    stock: if any_tracked {
-                        OrderStock::Reserved
-                    } else {
-                        OrderStock::Committed
-                    },
+                    stock: OrderStock::of_new(any_tracked),
                     now,
                 },
             )
@@ -618,32 +623,52 @@ impl Store {
         order: i64,
         now: i64,
     ) -> Result<bool, StoreError> {
-        let rows = self
-            .tx_fetch(
+        self.tx_settle_stock(tx, account, order, OrderStock::Released, now)
+            .await
+    }
+
+    /// A reserved order's units leave `reserved`, once: sold (`Committed`) or back on hand
+    /// (`Released`). Whether they moved (false: the order held none).
+    pub(super) async fn tx_settle_stock(
+        &self,
+        tx: &mut sqlx::Transaction<'_, sqlx::Any>,
+        account: &AccountId,
+        order: i64,
+        to: OrderStock,
+        now: i64,
+    ) -> Result<bool, StoreError> {
+        let moved = self
+            .tx_run(
                 tx,
-                "UPDATE orders SET stock = 'released', updated_at = $1 \
-                 WHERE account = $2 AND id = $3 AND stock = 'reserved' RETURNING id",
-                vec![Val::I(now), account.into(), Val::I(order)],
+                "UPDATE orders SET stock = $1, updated_at = $2 \
+                 WHERE account = $3 AND id = $4 AND stock = 'reserved'",
+                vec![
+                    to.as_str().into(),
+                    Val::I(now),
+                    account.into(),
+                    Val::I(order),
+                ],
             )
             .await?;
-        let Some(r) = rows.first() else {
+        if moved == 0 {
             return Ok(false);
-        };
-        let id: i64 = r.try_get("id")?;
+        }
         let items = self
             .tx_fetch(
                 tx,
                 "SELECT sku, quantity FROM order_items WHERE order_id = $1 ORDER BY sku",
-                vec![Val::I(id)],
+                vec![Val::I(order)],
             )
             .await?;
+        let back = if to == OrderStock::Released { 1 } else { 0 };
         for item in &items {
             self.tx_run(
                 tx,
-                "UPDATE products SET stock = stock + $1, reserved = reserved - $1, updated_at = $2 \
-                 WHERE account = $3 AND sku = $4 AND stock IS NOT NULL",
+                "UPDATE products SET stock = stock + $1 * $2, reserved = reserved - $1, updated_at = $3 \
+                 WHERE account = $4 AND sku = $5 AND stock IS NOT NULL",
                 vec![
                     Val::I(item.try_get("quantity")?),
+                    Val::I(back),
                     Val::I(now),
                     account.into(),
                     item.try_get::<String, _>("sku")?.into(),

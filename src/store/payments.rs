@@ -8,6 +8,7 @@
 
 use sqlx::Row;
 
+use super::orders::OrderStock;
 use super::sql::Val;
 use super::*;
 use crate::domain::{AccountId, Currency, GatewayKind, Money, PaymentMethod, PaymentStatus};
@@ -277,7 +278,8 @@ impl Store {
                     vec![Val::I(now), Val::I(order)],
                 )
                 .await?;
-                self.tx_commit_stock(&mut tx, &account, order, now).await?;
+                self.tx_settle_stock(&mut tx, &account, order, OrderStock::Committed, now)
+                    .await?;
                 self.tx_start_plans(&mut tx, &account, order, now).await?;
             }
             PaymentStatus::Expired | PaymentStatus::Failed | PaymentStatus::Cancelled => {
@@ -433,47 +435,5 @@ impl Store {
             vec![Val::I(now)],
         )
         .await
-    }
-
-    /// Sold: the order's reserved units leave `reserved` (once).
-    async fn tx_commit_stock(
-        &self,
-        tx: &mut sqlx::Transaction<'_, sqlx::Any>,
-        account: &AccountId,
-        order: i64,
-        now: i64,
-    ) -> Result<(), StoreError> {
-        let moved = self
-            .tx_run(
-                tx,
-                "UPDATE orders SET stock = 'committed', updated_at = $1 WHERE id = $2 AND stock = 'reserved'",
-                vec![Val::I(now), Val::I(order)],
-            )
-            .await?;
-        if moved == 0 {
-            return Ok(());
-        }
-        let items = self
-            .tx_fetch(
-                tx,
-                "SELECT sku, quantity FROM order_items WHERE order_id = $1 ORDER BY sku",
-                vec![Val::I(order)],
-            )
-            .await?;
-        for item in &items {
-            self.tx_run(
-                tx,
-                "UPDATE products SET reserved = reserved - $1, updated_at = $2 \
-                 WHERE account = $3 AND sku = $4 AND stock IS NOT NULL",
-                vec![
-                    Val::I(item.try_get("quantity")?),
-                    Val::I(now),
-                    account.into(),
-                    item.try_get::<String, _>("sku")?.into(),
-                ],
-            )
-            .await?;
-        }
-        Ok(())
     }
 }
