@@ -86,6 +86,103 @@ fn load_flows(settings: &Settings) -> anyhow::Result<crate::flow::FlowSet> {
         .map_err(|errors| anyhow::anyhow!("{}", errors.join("\n")))
 }
 
+/// The simulator's shop: a scratch SQLite store holding a copy of the first account's catalog
+/// (read from the configured store, never written), where carts, orders and stock move as
+/// they would; payments are simulated (`/pay`, `/expire`).
+struct SimShop {
+    store: crate::store::Store,
+    path: PathBuf,
+    account: crate::domain::AccountId,
+    currency: crate::domain::Currency,
+    gateways: crate::payments::Gateways,
+}
+
+impl SimShop {
+    async fn open(settings: &Settings) -> anyhow::Result<SimShop> {
+        let (account, currency) = settings
+            .accounts
+            .first()
+            .map(|a| (a.phone_number_id.clone(), a.currency))
+            .unwrap_or_else(|| ("simulator".into(), Default::default()));
+        let path = std::env::temp_dir().join(format!("parley-simulator-{}.db", std::process::id()));
+        let _ = std::fs::remove_file(&path);
+        let store =
+            crate::store::Store::connect(&format!("sqlite://{}", path.display()), 2).await?;
+        store.migrate().await?;
+        let filter = crate::store::ProductFilter {
+            limit: 10_000,
+            ..Default::default()
+        };
+        let copied = async {
+            let source = crate::store::Store::connect(&settings.store.url, 1).await?;
+            let products = source.products(&account, &filter).await?;
+            source.close().await;
+            Ok::<_, crate::store::StoreError>(products)
+        };
+        match tokio::time::timeout(std::time::Duration::from_secs(5), copied).await {
+            Ok(Ok(products)) => {
+                for p in &products {
+                    store.upsert_product(&account, p).await?;
+                }
+                println!("(the shop: {} product(s) of account {account}, copied; nothing is written back)", products.len());
+            }
+            _ => println!(
+                "(the shop: the store at {} could not be read; the catalog is empty)",
+                crate::config::redact_url(&settings.store.url)
+            ),
+        }
+        Ok(SimShop {
+            store,
+            path,
+            account,
+            currency,
+            gateways: crate::payments::Gateways::new(&Default::default(), reqwest::Client::new()),
+        })
+    }
+
+    async fn answer(&self, call: &crate::commerce::Call) -> crate::commerce::Answer {
+        use crate::commerce::{Answer, Op, PaymentAnswer};
+        let user = crate::domain::UserKey::from("simulator");
+        let now = crate::store::now_ms();
+        if let Op::Payment { order, .. } = &call.op {
+            // No gateway here: the payment is the simulator's, settled by /pay or /expire.
+            return match self.store.order(&self.account, order).await {
+                Ok(Some(o)) => Answer::Payment(PaymentAnswer::Opened {
+                    payment_id: o.id,
+                    instructions: crate::payments::Instructions::Manual {
+                        text: "(a simulated payment: /pay marks it paid, /expire lets it expire)"
+                            .into(),
+                    },
+                    amount: o.total,
+                    order: o.order_number,
+                }),
+                _ => Answer::Payment(PaymentAnswer::Refused {
+                    reason: format!("no order {order:?}"),
+                }),
+            };
+        }
+        let who = crate::commerce::Caller {
+            account: &self.account,
+            user: &user,
+            wa_id: Some("simulator"),
+            currency: self.currency,
+            provider: None,
+        };
+        let shop = crate::commerce::Shop {
+            store: &self.store,
+            gateways: &self.gateways,
+        };
+        crate::commerce::run(shop, who, call, now).await
+    }
+
+    async fn close(self) {
+        self.store.close().await;
+        for suffix in ["", "-wal", "-shm"] {
+            let _ = std::fs::remove_file(format!("{}{suffix}", self.path.display()));
+        }
+    }
+}
+
 /// Each flow's payment nodes against the configured providers: a provider the node names
 /// must exist and take its method (errors); one an account would use by default likewise,
 /// and an account with none is worth a warning (its customers' orders could not be paid).
@@ -176,7 +273,20 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Simulate { flow_id, config } => {
             let settings = Settings::load(config.as_deref())?;
             let flows = load_flows(&settings)?;
-            crate::flow::simulate::run(&flows, &flow_id, std::io::stdin().lock(), std::io::stdout())
+            let shop = SimShop::open(&settings).await?;
+            let handle = tokio::runtime::Handle::current();
+            let answer = |call: &crate::commerce::Call| handle.block_on(shop.answer(call));
+            let played = tokio::task::block_in_place(|| {
+                crate::flow::simulate::run(
+                    &flows,
+                    &flow_id,
+                    std::io::stdin().lock(),
+                    std::io::stdout(),
+                    answer,
+                )
+            });
+            shop.close().await;
+            played
         }
         Command::Flows {
             command: FlowsCommand::Schema,

@@ -772,3 +772,102 @@ async fn kill_9_never_lets_the_daily_limit_be_exceeded() {
     // Each crash may waste at most one reserved block (2) plus what was in flight.
     assert!(sent >= 30, "only {sent} went out");
 }
+
+/// `parleyd simulate store` sells from a copy of the configured store's catalog: the list,
+/// a quantity, the cart, the checkout, a simulated payment settled by `/pay`; the configured
+/// store is left as it was.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_simulator_sells_from_a_copy_of_the_catalog() {
+    use parley::domain::{AccountId, Currency, Money, ProductKind};
+    let dir = tempfile::tempdir().unwrap();
+    let db = dir.path().join("shop.db");
+    let url = format!("sqlite://{}", db.display());
+    let store = parley::store::Store::connect(&url, 1).await.unwrap();
+    store.migrate().await.unwrap();
+    store
+        .upsert_product(
+            &AccountId::from("1"),
+            &parley::store::Product {
+                sku: "KOPI".into(),
+                name: "Kopi Arabica".into(),
+                description: None,
+                price: Money::parse("25000", Currency::IDR).unwrap(),
+                stock: Some(5),
+                reserved: 0,
+                image_url: None,
+                category: None,
+                active: true,
+                kind: ProductKind::Product,
+                period_days: None,
+                access_link: None,
+                position: 0,
+                created_at: 0,
+                updated_at: 0,
+            },
+        )
+        .await
+        .unwrap();
+    store.close().await;
+    let config = dir.path().join("parley.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "[store]\nurl = \"{url}\"\n[flows]\ndir = \"{}\"\n[[accounts]]\nphone_number_id = \"1\"\n",
+            std::env::current_dir().unwrap().join("flows").display()
+        ),
+    )
+    .unwrap();
+    let mut child = Command::new(env!("CARGO_BIN_EXE_parleyd"))
+        .args(["simulate", "store", "--config"])
+        .arg(&config)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    {
+        use std::io::Write;
+        let mut stdin = child.stdin.take().unwrap();
+        stdin
+            .write_all(b"#KOPI\n2\n#checkout\n/pay\n/quit\n")
+            .unwrap();
+    }
+    let out = child.wait_with_output().unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{text}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    for expected in [
+        "(the shop: 1 product(s) of account 1, copied; nothing is written back)",
+        "bot> What would you like? Pick a product.",
+        "Kopi Arabica [#KOPI]",
+        "bot> Kopi Arabica: Rp 25.000. How many?",
+        "bot> In your cart:\n2 × Kopi Arabica — Rp 50.000\nTotal: Rp 50.000",
+        "bot> Order ORD-000001 is placed:",
+        "bot> (a simulated payment: /pay marks it paid, /expire lets it expire)",
+        "bot> Payment of Rp 50.000 received for order ORD-000001. Thank you!",
+    ] {
+        assert!(text.contains(expected), "missing {expected:?} in:\n{text}");
+    }
+    // The configured store is as it was: no cart, no order, the stock untouched.
+    let store = parley::store::Store::connect(&url, 1).await.unwrap();
+    let kopi = store
+        .product(&AccountId::from("1"), "KOPI")
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!((kopi.stock, kopi.reserved), (Some(5), 0));
+    assert!(store
+        .orders(
+            &AccountId::from("1"),
+            &parley::store::OrderFilter {
+                limit: 10,
+                ..Default::default()
+            }
+        )
+        .await
+        .unwrap()
+        .is_empty());
+}

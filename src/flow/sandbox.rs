@@ -154,6 +154,25 @@ impl<'f> Sandbox<'f> {
         Some(self.input(FlowInput::Http(&outcome)))
     }
 
+    /// Answer the shop call the flow waits for (None if it waits for none).
+    pub fn answer_shop(
+        &mut self,
+        answer: crate::commerce::Answer,
+    ) -> Option<Result<Vec<FlowAction>, FlowError>> {
+        let id = self.state.commerce.as_ref()?.id.clone();
+        let result = crate::commerce::CommerceResult { id, answer };
+        Some(self.input(FlowInput::Commerce(&result)))
+    }
+
+    /// The payment the flow waits on moves to `status` (None if it waits on none).
+    pub fn settle_payment(
+        &mut self,
+        status: crate::domain::PaymentStatus,
+    ) -> Option<Result<Vec<FlowAction>, FlowError>> {
+        let id = self.state.payment?;
+        Some(self.input(FlowInput::Payment { id, status }))
+    }
+
     /// The chatbot session of a chatbot node ends.
     pub fn bot_done(&mut self) -> Result<Vec<FlowAction>, FlowError> {
         self.bot = None;

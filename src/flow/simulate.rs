@@ -1,5 +1,7 @@
 //! `parleyd simulate FLOW_ID`: chat with a flow in the terminal through the same pure engine
-//! the daemon runs, with a virtual clock. No WhatsApp, no store.
+//! the daemon runs, with a virtual clock. No WhatsApp; the shop nodes are answered by `shop`
+//! (the command line's: a scratch store holding a copy of the catalog), and `/pay` or
+//! `/expire` settles the payment a flow waits on.
 
 use std::io::{BufRead, Write};
 
@@ -7,12 +9,14 @@ use super::sandbox::Sandbox;
 use super::{parse_duration, FlowAction, FlowError, FlowInput, FlowSet, FlowState};
 use crate::whatsapp::send::OutboundMessage;
 
-/// Run a session reading user lines from `input` and writing the bot's side to `out`.
+/// Run a session reading user lines from `input` and writing the bot's side to `out`; the
+/// flow's shop calls are answered by `shop`.
 pub fn run(
     flows: &FlowSet,
     flow_id: &str,
     input: impl BufRead,
     mut out: impl Write,
+    mut shop: impl FnMut(&crate::commerce::Call) -> crate::commerce::Answer,
 ) -> anyhow::Result<()> {
     if flows.get(flow_id).is_none() {
         anyhow::bail!(
@@ -20,12 +24,13 @@ pub fn run(
             flows.ids().join(", ")
         );
     }
-    writeln!(out, "Simulating `{flow_id}`. Type a message; #id taps a button or row; a number picks a listed choice; /wait 2h, /http 200 {{json}}, /release, /vars, /reset, /quit.")?;
+    writeln!(out, "Simulating `{flow_id}`. Type a message; #id taps a button or row; a number picks a listed choice; /wait 2h, /http 200 {{json}}, /pay, /expire, /release, /vars, /reset, /quit.")?;
     let mut sb = Sandbox::new(flows, "simulator", 0);
     sb.contact.profile_name = Some("Simulator".into());
     let mut choices: Vec<String> = Vec::new();
     let first = sb.start(flow_id);
     show(&mut out, first, &mut choices)?;
+    shop_calls(&mut sb, &mut shop, &mut out, &mut choices)?;
     for line in input.lines() {
         let line = line?;
         let line = line.trim();
@@ -52,6 +57,22 @@ pub fn run(
         if line == "/release" {
             let back = sb.release();
             show(&mut out, back, &mut choices)?;
+            shop_calls(&mut sb, &mut shop, &mut out, &mut choices)?;
+            continue;
+        }
+        if line == "/pay" || line == "/expire" {
+            let status = if line == "/pay" {
+                crate::domain::PaymentStatus::Paid
+            } else {
+                crate::domain::PaymentStatus::Expired
+            };
+            match sb.settle_payment(status) {
+                Some(result) => {
+                    show(&mut out, result, &mut choices)?;
+                    shop_calls(&mut sb, &mut shop, &mut out, &mut choices)?;
+                }
+                None => writeln!(out, "(no payment is waiting)")?,
+            }
             continue;
         }
         if let Some(rest) = line.strip_prefix("/http") {
@@ -100,8 +121,30 @@ pub fn run(
         }
         let result = sb.input(input);
         show(&mut out, result, &mut choices)?;
+        shop_calls(&mut sb, &mut shop, &mut out, &mut choices)?;
         if !sb.state.is_active() && sb.state == FlowState::default() {
             writeln!(out, "(the flow has ended; /reset starts it again)")?;
+        }
+    }
+    Ok(())
+}
+
+/// Answer the shop calls the flow makes, one after the other, showing what each leads to.
+fn shop_calls(
+    sb: &mut Sandbox<'_>,
+    shop: &mut impl FnMut(&crate::commerce::Call) -> crate::commerce::Answer,
+    out: &mut impl Write,
+    choices: &mut Vec<String>,
+) -> std::io::Result<()> {
+    // A flow makes at most one call at a time; the bound keeps a broken shop from looping.
+    for _ in 0..100 {
+        let Some(call) = sb.state.commerce.clone() else {
+            return Ok(());
+        };
+        let answer = shop(&call);
+        match sb.answer_shop(answer) {
+            Some(result) => show(out, result, choices)?,
+            None => return Ok(()),
         }
     }
     Ok(())
@@ -155,7 +198,7 @@ fn show(
             )?,
             FlowAction::Commerce(call) => writeln!(
                 out,
-                "     (asks the shop: {}; the simulator has no shop yet)",
+                "     (asks the shop: {})",
                 serde_json::to_string(&call.op).unwrap_or_default()
             )?,
             FlowAction::Ended { flow, .. } => writeln!(out, "     (flow `{flow}` ended)")?,
@@ -186,7 +229,12 @@ mod tests {
         let flows = FlowSet::load(&files).unwrap();
         let script = "1\n2\nabc\n3\nyes\n";
         let mut out = Vec::new();
-        run(&flows, "shop", script.as_bytes(), &mut out).unwrap();
+        run(&flows, "shop", script.as_bytes(), &mut out, |_| {
+            crate::commerce::Answer::Failed {
+                error: "no shop".into(),
+            }
+        })
+        .unwrap();
         let out = String::from_utf8(out).unwrap();
         for expected in [
             "bot> Welcome! What would you like?",
