@@ -88,7 +88,7 @@ async fn once(shop: Shop<'_>, who: Caller<'_>, call: &Call, now: i64) -> Result<
                     account,
                     &ProductFilter {
                         category: category.as_deref(),
-                        active_only: true,
+                        active: Some(true),
                         after: None,
                         offset: *page as i64 * per_page,
                         limit: per_page + 1,

@@ -17,7 +17,7 @@ pub use ids::{
     campaign_of_idem_key, is_campaign_request, request_id, AccountId, ConversationKey, UserKey,
     WaId, Wamid, CAMPAIGN_REQUEST_PREFIX,
 };
-pub use money::{Currency, Money, MoneyError};
+pub use money::{group_thousands, Currency, Money, MoneyError};
 pub use records::{BotStatus, BotSummary, FlowRecord};
 pub use retry::{backoff, backoff_with};
 pub use states::{

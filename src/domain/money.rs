@@ -240,19 +240,26 @@ impl Money {
         } else {
             (',', '.', format!("{} ", self.currency))
         };
-        let mut grouped = String::with_capacity(int.len() + int.len() / 3);
-        for (i, c) in int.chars().enumerate() {
-            if i > 0 && (int.len() - i) % 3 == 0 {
-                grouped.push(group);
-            }
-            grouped.push(c);
-        }
+        let grouped = group_thousands(int, group);
         if frac.is_empty() {
             format!("{prefix}{grouped}")
         } else {
             format!("{prefix}{grouped}{point}{frac}")
         }
     }
+}
+
+/// Digits with `separator` between each group of three from the right (`1234567` →
+/// `1.234.567`).
+pub fn group_thousands(digits: &str, separator: char) -> String {
+    let mut grouped = String::with_capacity(digits.len() + digits.len() / 3);
+    for (i, c) in digits.chars().enumerate() {
+        if i > 0 && (digits.len() - i) % 3 == 0 {
+            grouped.push(separator);
+        }
+        grouped.push(c);
+    }
+    grouped
 }
 
 impl fmt::Display for Money {

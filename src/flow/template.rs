@@ -358,13 +358,7 @@ pub fn format_currency(amount: rust_decimal::Decimal, code: &str) -> String {
         amount.round_dp_with_strategy(digits, rust_decimal::RoundingStrategy::MidpointAwayFromZero);
     let text = format!("{:.*}", digits as usize, rounded.abs());
     let (int, frac) = text.split_once('.').unwrap_or((&text, ""));
-    let mut grouped = String::new();
-    for (i, c) in int.chars().enumerate() {
-        if i > 0 && (int.len() - i) % 3 == 0 {
-            grouped.push(',');
-        }
-        grouped.push(c);
-    }
+    let grouped = crate::domain::group_thousands(int, ',');
     let sign = if rounded.is_sign_negative() && !rounded.is_zero() {
         "-"
     } else {

@@ -560,7 +560,7 @@ async fn send_message(State(app): State<AppState>, body: axum::body::Bytes) -> R
         reply_to: req.reply_to,
         policy,
     };
-    let result = command(&account, to, event).await;
+    let result = super::command(&account, to, event).await;
     match result {
         Ok(Ok(done)) if done.held => (
             StatusCode::ACCEPTED,
@@ -580,23 +580,6 @@ async fn send_message(State(app): State<AppState>, body: axum::body::Bytes) -> R
             format!("account busy: {e}"),
         ),
     }
-}
-
-/// Hand `event` to the conversation `user` of `account` and wait for the outcome.
-async fn command(
-    account: &ractor::ActorRef<AccountMsg>,
-    user: String,
-    event: ConversationEvent,
-) -> Result<Result<CommandOutcome, String>, ractor::RactorErr<AccountMsg>> {
-    ractor::call_t!(
-        account,
-        |reply| AccountMsg::Command {
-            user_key: user.into(),
-            event,
-            reply,
-        },
-        10_000
-    )
 }
 
 /// A conversation command's answer: 200 with `body`, or why not.
@@ -681,7 +664,7 @@ async fn with_reason(
         Ok(r) => r,
         Err(e) => return error(StatusCode::UNPROCESSABLE_ENTITY, e),
     };
-    command_response(command(&account, user, event(reason)).await, answer)
+    command_response(super::command(&account, user, event(reason)).await, answer)
 }
 
 #[derive(Debug, Deserialize)]
@@ -731,7 +714,7 @@ async fn agent_reply(
         request_id,
         message,
     };
-    match command(&account, user, event).await {
+    match super::command(&account, user, event).await {
         Ok(Ok(done)) if done.duplicate => duplicate(&done),
         Ok(Ok(CommandOutcome { ids, .. })) => (
             StatusCode::ACCEPTED,

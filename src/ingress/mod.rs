@@ -182,3 +182,23 @@ async fn metrics() -> Response {
     )
         .into_response()
 }
+
+/// Hand `event` to the conversation `user` of `account` and wait for the outcome.
+pub(crate) async fn command(
+    account: &ractor::ActorRef<crate::actors::AccountMsg>,
+    user: impl Into<crate::domain::UserKey>,
+    event: crate::conversation::ConversationEvent,
+) -> Result<
+    Result<crate::actors::CommandOutcome, String>,
+    ractor::RactorErr<crate::actors::AccountMsg>,
+> {
+    ractor::call_t!(
+        account,
+        |reply| crate::actors::AccountMsg::Command {
+            user_key: user.into(),
+            event,
+            reply,
+        },
+        10_000
+    )
+}

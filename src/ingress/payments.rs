@@ -24,9 +24,9 @@ use axum::Json;
 use serde_json::json;
 
 use super::AppState;
-use crate::actors::{AccountMsg, AccountRouter};
+use crate::actors::AccountRouter;
 use crate::conversation::ConversationEvent;
-use crate::domain::{PaymentStatus, UserKey};
+use crate::domain::PaymentStatus;
 use crate::engine::Engine;
 use crate::payments::CallbackError;
 use crate::store::{payment_of_gateway_id, Payment, StoreError};
@@ -270,15 +270,7 @@ async fn notify(engine: &Engine, router: &AccountRouter, p: &Payment) {
         amount: p.amount,
         access,
     };
-    let told = ractor::call_t!(
-        account,
-        |reply| AccountMsg::Command {
-            user_key: UserKey::from(p.user_key.as_str()),
-            event,
-            reply,
-        },
-        10_000
-    );
+    let told = super::command(&account, p.user_key.as_str(), event).await;
     match told {
         Ok(Ok(_)) => {
             if let Err(e) = engine.store.payment_notified(p.id, p.status).await {

@@ -2,7 +2,6 @@
 //! reserved as a checkout's, once per message.
 
 use super::orders::{NewOrder, OrderStock, WantedLine};
-use super::sql::Val;
 use super::*;
 use crate::domain::{AccountId, Currency, Money, OrderSource, UserKey};
 
@@ -32,22 +31,13 @@ impl Store {
         now: i64,
     ) -> Result<Checkout, StoreError> {
         let mut tx = self.pool().begin().await?;
-        // A write first (see store/carts.rs).
-        let claimed = self
-            .tx_run(
-                &mut tx,
-                "INSERT INTO commerce_calls (account, call_id, outcome, created_at) VALUES ($1, $2, 'catalog order', $3) \
-                 ON CONFLICT (account, call_id) DO NOTHING",
-                vec![account.into(), idem_key.into(), Val::I(now)],
-            )
-            .await?;
-        if claimed == 0 {
-            if let Some(order) = self.tx_order_by_key(&mut tx, idem_key).await? {
-                tx.commit().await?;
-                return Ok(Checkout::Ordered {
-                    order: Box::new(order),
-                });
-            }
+        // The claim is the transaction's first statement, a write (see store/carts.rs).
+        if let Some(done) = self
+            .claim_call::<Checkout>(&mut tx, account, idem_key, now)
+            .await?
+        {
+            tx.rollback().await?;
+            return Ok(done);
         }
         let mut merged: Vec<WantedLine> = Vec::new();
         for l in lines.iter().filter(|l| l.quantity > 0) {
@@ -92,9 +82,12 @@ impl Store {
                 },
             )
             .await?;
-        tx.commit().await?;
-        Ok(Checkout::Ordered {
+        let ordered = Checkout::Ordered {
             order: Box::new(order),
-        })
+        };
+        self.finish_call(&mut tx, account, idem_key, &ordered)
+            .await?;
+        tx.commit().await?;
+        Ok(ordered)
     }
 }

@@ -86,8 +86,9 @@ pub(super) fn product_of(r: &sqlx::any::AnyRow) -> Result<Product, StoreError> {
 #[derive(Debug, Clone, Default)]
 pub struct ProductFilter<'a> {
     pub category: Option<&'a str>,
-    /// Only active ones (what customers see).
-    pub active_only: bool,
+    /// Only the active ones (true: what customers see) or only the inactive ones (false);
+    /// None: all.
+    pub active: Option<bool>,
     /// Those after this (position, sku) in catalog order: the admin API's cursor.
     pub after: Option<(i64, &'a str)>,
     /// Skip this many (a catalog page in a conversation).
@@ -154,8 +155,9 @@ impl Store {
             vals.push(c.into());
             text.push_str(&format!(" AND category = ${}", vals.len()));
         }
-        if f.active_only {
-            text.push_str(" AND active = 1");
+        if let Some(active) = f.active {
+            vals.push(Val::I(active as i64));
+            text.push_str(&format!(" AND active = ${}", vals.len()));
         }
         if let Some((position, sku)) = f.after {
             vals.push(Val::I(position));
@@ -281,17 +283,6 @@ pub struct ProductWrite {
     pub set_stock: bool,
 }
 
-/// Which products the admin API lists, in catalog order.
-#[derive(Debug, Clone, Default)]
-pub struct CatalogQuery<'a> {
-    pub category: Option<&'a str>,
-    /// Only the active ones (true) or only the inactive ones (false); None: all.
-    pub active: Option<bool>,
-    /// Those after this (position, sku).
-    pub after: Option<(i64, &'a str)>,
-    pub limit: i64,
-}
-
 /// What deleting a category did.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum CategoryDeleted {
@@ -400,39 +391,6 @@ impl Store {
             )
             .await?;
         Ok(n > 0)
-    }
-
-    /// A page of the catalog for the admin API (position, then sku).
-    pub async fn catalog(
-        &self,
-        account: &AccountId,
-        q: &CatalogQuery<'_>,
-    ) -> Result<Vec<Product>, StoreError> {
-        let mut text = format!("SELECT {PRODUCT_COLUMNS} FROM products WHERE account = $1");
-        let mut vals: Vec<Val> = vec![account.into()];
-        if let Some(c) = q.category {
-            vals.push(c.into());
-            text.push_str(&format!(" AND category = ${}", vals.len()));
-        }
-        if let Some(active) = q.active {
-            vals.push(Val::I(active as i64));
-            text.push_str(&format!(" AND active = ${}", vals.len()));
-        }
-        if let Some((position, sku)) = q.after {
-            vals.push(Val::I(position));
-            vals.push(sku.into());
-            let (a, b) = (vals.len() - 1, vals.len());
-            text.push_str(&format!(
-                " AND (position > ${a} OR (position = ${a} AND sku > ${b}))"
-            ));
-        }
-        vals.push(Val::I(q.limit.max(0)));
-        text.push_str(&format!(" ORDER BY position, sku LIMIT ${}", vals.len()));
-        self.fetch(&text, vals)
-            .await?
-            .iter()
-            .map(product_of)
-            .collect()
     }
 
     /// The products of these skus that exist (any order).

@@ -597,14 +597,14 @@ pub fn button_reply_webhook(
     title: &str,
     timestamp: i64,
 ) -> String {
-    message_webhook(
+    interactive_reply(
         phone_number_id,
         from,
-        json!({
-            "from": from, "id": wamid, "timestamp": timestamp.to_string(), "type": "interactive",
-            "context": {"from": "15550783881", "id": "wamid.PREVIOUS"},
-            "interactive": {"type": "button_reply", "button_reply": {"id": id, "title": title}}
-        }),
+        wamid,
+        "button_reply",
+        id,
+        title,
+        timestamp,
     )
 }
 
@@ -617,13 +617,34 @@ pub fn list_reply_webhook(
     title: &str,
     timestamp: i64,
 ) -> String {
+    interactive_reply(
+        phone_number_id,
+        from,
+        wamid,
+        "list_reply",
+        id,
+        title,
+        timestamp,
+    )
+}
+
+/// An interactive reply (`button_reply` or `list_reply`) to our previous message.
+fn interactive_reply(
+    phone_number_id: &str,
+    from: &str,
+    wamid: &str,
+    kind: &str,
+    id: &str,
+    title: &str,
+    timestamp: i64,
+) -> String {
     message_webhook(
         phone_number_id,
         from,
         json!({
             "from": from, "id": wamid, "timestamp": timestamp.to_string(), "type": "interactive",
             "context": {"from": "15550783881", "id": "wamid.PREVIOUS"},
-            "interactive": {"type": "list_reply", "list_reply": {"id": id, "title": title}}
+            "interactive": {"type": kind, kind: {"id": id, "title": title}}
         }),
     )
 }

@@ -186,15 +186,7 @@ async fn tell_customer(
         reply_to: None,
         policy: Some(crate::domain::WindowPolicy::Hold),
     };
-    let told = ractor::call_t!(
-        actor,
-        |reply| crate::actors::AccountMsg::Command {
-            user_key: UserKey::from(order.user_key.as_str()),
-            event,
-            reply,
-        },
-        10_000
-    );
+    let told = crate::ingress::command(&actor, order.user_key.as_str(), event).await;
     if !matches!(told, Ok(Ok(_))) {
         tracing::warn!(order = %order.order_number, "The customer could not be told of their order's status.");
     }

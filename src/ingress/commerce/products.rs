@@ -13,7 +13,7 @@ use serde_json::{json, Value};
 
 use super::*;
 use crate::domain::ProductKind;
-use crate::store::{CatalogQuery, Product, ProductWrite};
+use crate::store::{Product, ProductFilter, ProductWrite};
 
 fn product_view(p: &Product) -> Value {
     json!({
@@ -349,12 +349,13 @@ pub(super) async fn list_products(
     let mut items = app
         .engine
         .store
-        .catalog(
+        .products(
             &account,
-            &CatalogQuery {
+            &ProductFilter {
                 category: params.category.as_deref(),
                 active: params.active,
                 after,
+                offset: 0,
                 limit: limit + 1,
             },
         )
