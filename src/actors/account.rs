@@ -59,6 +59,9 @@ pub enum AccountMsg {
     SendFailed(crate::outbox::SendFailure),
     /// A conversation that had failed has applied an event again.
     Recovered(UserKey),
+    /// Load this conversation if it is not resident: the calls its stored state waits on
+    /// are made again (a payment whose create call died with the previous process).
+    Wake(UserKey),
     /// Passivate idle conversations; re-dispatch stale pending rows.
     Tick,
     /// Stop sending (in-flight sends finish or are left for the restart) and reply.
@@ -308,6 +311,11 @@ impl Actor for AccountActor {
             }
             AccountMsg::Recovered(user) => {
                 state.failures.remove(user.as_str());
+            }
+            AccountMsg::Wake(user) => {
+                if !state.stopping {
+                    state.route(&myself, &user, ConversationMsg::Replay).await?;
+                }
             }
             AccountMsg::Tick => {
                 if state.stopping {

@@ -556,6 +556,7 @@ impl FlowLogic {
         }
 
         let timer_name;
+        let (news, access_text);
         let mut referral = None;
         let mut message_id = None;
         let input = match event {
@@ -613,36 +614,46 @@ impl FlowLogic {
                 amount,
                 access,
             } => {
-                if *status == crate::domain::PaymentStatus::Paid && !access.is_empty() {
-                    // What the plans bought give: sent whatever the flow does next.
-                    effects.push(Effect::Send {
-                        message: crate::whatsapp::send::OutboundMessage::Text {
-                            body: format!("Your access:\n{}", access.join("\n")),
-                            preview_url: false,
-                        },
-                        reply_to: None,
-                        policy: None,
-                    });
-                }
-                if flow_state(&state).payment != Some(*payment_id) {
-                    // No flow waits on it (the customer went elsewhere meanwhile): the
-                    // customer still hears what became of the payment.
-                    if let Some(text) = crate::commerce::payment::news_text(*status, order, amount)
-                    {
-                        effects.push(Effect::Send {
-                            message: crate::whatsapp::send::OutboundMessage::Text {
-                                body: text,
-                                preview_url: false,
-                            },
-                            reply_to: None,
-                            policy: None,
-                        });
+                let fs = flow_state(&state);
+                // What the plans bought give.
+                let access = (*status == crate::domain::PaymentStatus::Paid && !access.is_empty())
+                    .then(|| format!("Your access:\n{}", access.join("\n")));
+                let text = |body: String| Effect::Send {
+                    message: crate::whatsapp::send::OutboundMessage::Text {
+                        body,
+                        preview_url: false,
+                    },
+                    reply_to: None,
+                    policy: None,
+                };
+                if fs.opening_payment() {
+                    // Its news beat the shop's answer: the flow keeps it (and the access)
+                    // until the answer names the payment.
+                    news = crate::commerce::payment::news_text(*status, order, amount);
+                    access_text = access;
+                    FlowInput::Payment {
+                        id: *payment_id,
+                        status: *status,
+                        news: news.as_deref(),
+                        access: access_text.as_deref(),
                     }
-                    return (state, effects);
-                }
-                FlowInput::Payment {
-                    id: *payment_id,
-                    status: *status,
+                } else {
+                    // Sent whatever the flow does next.
+                    effects.extend(access.map(text));
+                    if fs.payment != Some(*payment_id) {
+                        // No flow waits on it (the customer went elsewhere meanwhile): the
+                        // customer still hears what became of the payment.
+                        effects.extend(
+                            crate::commerce::payment::news_text(*status, order, amount).map(text),
+                        );
+                        return (state, effects);
+                    }
+                    FlowInput::Payment {
+                        id: *payment_id,
+                        status: *status,
+                        news: None,
+                        access: None,
+                    }
                 }
             }
             _ => return (state, effects),

@@ -49,6 +49,12 @@ pub enum Op {
     Voucher {
         code: String,
     },
+    /// A custom order described in chat (and its reference picture), for the owner.
+    CustomOrder {
+        description: String,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        media_id: Option<String>,
+    },
     /// An order from WhatsApp's catalog `order` message (once per message).
     CatalogOrder {
         wamid: String,
@@ -91,6 +97,7 @@ impl Op {
                 | Op::CatalogOrder { .. }
                 | Op::Payment { .. }
                 | Op::Voucher { .. }
+                | Op::CustomOrder { .. }
         )
     }
 }
@@ -114,6 +121,8 @@ pub enum Answer {
     Orders(Vec<Order>),
     Payment(PaymentAnswer),
     Voucher(VoucherApplied),
+    /// The custom order's id; None when it described nothing.
+    CustomOrder(Option<i64>),
     /// The store could not be reached after retries (the flow's `on_error`).
     Failed {
         error: String,

@@ -193,6 +193,24 @@ async fn once(shop: Shop<'_>, who: Caller<'_>, call: &Call, now: i64) -> Result<
             };
             Answer::Payment(open_payment(shop, who, &call.id, request, now).await?)
         }
+        Op::CustomOrder {
+            description,
+            media_id,
+        } => Answer::CustomOrder(match description.trim() {
+            "" => None,
+            d => Some(
+                store
+                    .create_custom_order(
+                        account,
+                        user,
+                        d,
+                        media_id.as_deref().filter(|m| !m.is_empty()),
+                        &format!("{account}:{}", call.id),
+                        now,
+                    )
+                    .await?,
+            ),
+        }),
         Op::Voucher { code } => Answer::Voucher(
             store
                 .apply_voucher(account, user, &call.id, code, who.currency, now)

@@ -62,6 +62,40 @@ pub fn row_description(p: &Product) -> String {
     }
 }
 
+/// A custom order's new status, for its customer.
+pub fn custom_order_news(o: &crate::store::CustomOrder) -> String {
+    use crate::domain::CustomOrderStatus as S;
+    let n = o.id;
+    let notes = o
+        .notes
+        .as_deref()
+        .filter(|t| !t.trim().is_empty())
+        .map(|t| format!("\n{t}"))
+        .unwrap_or_default();
+    match o.status {
+        S::New => format!("Your custom order #{n} is received.{notes}"),
+        S::Quoted => format!("Your custom order #{n} has a quote:{notes}"),
+        S::Accepted => format!("Your custom order #{n} is accepted.{notes}"),
+        S::Rejected => format!("Sorry, your custom order #{n} cannot be made.{notes}"),
+        S::Done => format!("Your custom order #{n} is ready. Thank you!{notes}"),
+    }
+}
+
+/// A new custom order, for the account's owner.
+pub fn custom_order_for_owner(o: &crate::store::CustomOrder) -> String {
+    let picture = if o.media_id.is_some() {
+        " (with a picture)"
+    } else {
+        ""
+    };
+    format!(
+        "New custom order #{} from +{}{picture}:\n{}",
+        o.id,
+        o.user_key.as_str(),
+        o.description
+    )
+}
+
 /// An order's new status, for its customer.
 pub fn order_status_news(order: &Order) -> String {
     use crate::domain::OrderStatus as S;

@@ -365,6 +365,20 @@ stored_text! {
     }
 }
 
+impl CustomOrderStatus {
+    /// Where a custom order may go from here: quoted, then accepted or rejected, then done;
+    /// rejected and done are final.
+    pub fn may_become(self, to: CustomOrderStatus) -> bool {
+        use CustomOrderStatus as S;
+        matches!(
+            (self, to),
+            (S::New, S::Quoted | S::Accepted | S::Rejected)
+                | (S::Quoted, S::Accepted | S::Rejected)
+                | (S::Accepted, S::Done | S::Rejected)
+        )
+    }
+}
+
 stored_text! {
     /// What a voucher takes off.
     VoucherKind {

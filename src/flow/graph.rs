@@ -57,6 +57,7 @@ pub fn mermaid(flow: &Flow) -> String {
             NodeKind::OrderStatus { .. } => "order status".to_string(),
             NodeKind::Payment(p) => format!("payment {}", p.method),
             NodeKind::Voucher { .. } => "voucher".to_string(),
+            NodeKind::CustomOrder { .. } => "custom order".to_string(),
         };
         let shape = if matches!(node.kind, NodeKind::Condition { .. }) {
             format!("{{\"{name}<br/>{kind}\"}}")

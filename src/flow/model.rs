@@ -85,6 +85,11 @@
 //!                               #   claims it; if it cannot any more, the checkout's result is
 //!                               #   `voucher_invalid` (nothing ordered, the voucher off the cart)
 //!     branches: {ok: checkout, invalid: voucher_sorry}
+//!   custom:
+//!     custom_order: {description: "{{wish}}", image: "{{photo}}"}  # recorded once for the
+//!                               #   owner (told by WhatsApp), `custom_order.id`; results ok |
+//!                               #   empty (nothing described); image: an ask media's saved id
+//!     next: bye
 //!   bye:
 //!     send: {text: "Bye"}
 //!     end: true                 # (or `end: {}`) ends the flow after the node's action
@@ -192,6 +197,7 @@ pub struct RawNode {
     pub order_status: Option<RawOrderStatus>,
     pub payment: Option<RawPayment>,
     pub voucher: Option<RawVoucher>,
+    pub custom_order: Option<RawCustomOrder>,
     pub next: Option<String>,
     /// http and shop nodes: node when the call fails (non-2xx, timeout, refused, the store
     /// unreachable); default: end flow.
@@ -439,6 +445,18 @@ pub struct RawOrderStatus {
     pub text: Option<String>,
     /// The message when there are none (default "You have no open orders.").
     pub empty: Option<String>,
+}
+
+/// `custom_order: {description, image?}`: a custom order the customer described (and the
+/// reference picture they sent, an `ask` of type media's saved id), for the owner to quote;
+/// the owner is told. Results `ok` (`custom_order.id`), `empty` (nothing described).
+#[derive(Debug, Deserialize, schemars::JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct RawCustomOrder {
+    /// A template: `"{{wish}}"`.
+    pub description: String,
+    /// A template naming the picture's media id: `"{{photo}}"`.
+    pub image: Option<String>,
 }
 
 /// `payment: {provider?, method, bank?, store?, expires: "1h"}`: the order (`order.number`)
@@ -694,6 +712,10 @@ pub enum NodeKind {
         code: Template,
     },
     Payment(Box<PaymentSpec>),
+    CustomOrder {
+        description: Template,
+        image: Option<Template>,
+    },
 }
 
 /// A `payment` node compiled.
@@ -717,6 +739,7 @@ impl NodeKind {
                 | NodeKind::OrderStatus { .. }
                 | NodeKind::Payment(_)
                 | NodeKind::Voucher { .. }
+                | NodeKind::CustomOrder { .. }
         )
     }
 }

@@ -170,7 +170,12 @@ impl<'f> Sandbox<'f> {
         status: crate::domain::PaymentStatus,
     ) -> Option<Result<Vec<FlowAction>, FlowError>> {
         let id = self.state.payment?;
-        Some(self.input(FlowInput::Payment { id, status }))
+        Some(self.input(FlowInput::Payment {
+            id,
+            status,
+            news: None,
+            access: None,
+        }))
     }
 
     /// The chatbot session of a chatbot node ends.

@@ -286,10 +286,24 @@ async fn notify(engine: &Engine, router: &AccountRouter, p: &Payment) {
     }
 }
 
-/// One reconciliation pass: payments a lost callback or a crash left unsettled, and news
-/// a conversation has not heard.
-pub async fn reconcile(engine: &Engine, router: &AccountRouter) -> Result<(), StoreError> {
+/// A create call older than this that has not answered is taken for lost.
+const CREATE_LOST_AFTER_MS: i64 = 60_000;
+
+/// One reconciliation pass: payments a lost callback or a crash left unsettled, news a
+/// conversation has not heard, and payments whose create call was lost (made before this
+/// process `started`, or long ago): their conversation is woken, and makes it again.
+pub async fn reconcile(
+    engine: &Engine,
+    router: &AccountRouter,
+    started: i64,
+) -> Result<(), StoreError> {
     let now = engine.clock.now_ms();
+    let lost_before = started.max(now - CREATE_LOST_AFTER_MS);
+    for p in engine.store.payments_unopened(lost_before, 100).await? {
+        if let Some(account) = router.get(&p.account) {
+            let _ = account.cast(crate::actors::AccountMsg::Wake(p.user_key.as_str().into()));
+        }
+    }
     for p in engine.store.payments_to_reconcile(now, 100).await? {
         if let Err(e) = settle(engine, router, p.id).await {
             tracing::warn!(payment = p.id, error = %e, "Reconciling a payment failed; it is tried again on the next pass.");
@@ -307,11 +321,12 @@ pub async fn reconcile(engine: &Engine, router: &AccountRouter) -> Result<(), St
 
 /// Run the reconciliation pass now and every [`RECONCILE_EVERY`], until the engine is gone.
 pub fn spawn_reconciler(engine: &Arc<Engine>, router: AccountRouter) {
+    let started = engine.clock.now_ms();
     let engine = Arc::downgrade(engine);
     tokio::spawn(async move {
         loop {
             let Some(e) = engine.upgrade() else { return };
-            if let Err(err) = reconcile(&e, &router).await {
+            if let Err(err) = reconcile(&e, &router, started).await {
                 tracing::warn!(error = %err, "The payment reconciliation pass failed.");
             }
             drop(e);
@@ -381,7 +396,7 @@ pub async fn show(State(app): State<AppState>, Path(id): Path<i64>) -> Response 
 /// `POST /admin/v1/payments/reconcile`: run the reconciliation pass now (it also runs every
 /// 30 s on its own).
 pub async fn reconcile_now(State(app): State<AppState>) -> Response {
-    match reconcile(&app.engine, &app.router).await {
+    match reconcile(&app.engine, &app.router, 0).await {
         Ok(()) => answer(StatusCode::OK, json!({"reconciled": true})),
         Err(_) => answer(
             StatusCode::SERVICE_UNAVAILABLE,

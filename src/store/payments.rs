@@ -336,6 +336,26 @@ impl Store {
         rows.iter().map(payment_of).collect()
     }
 
+    /// PENDING payments the gateway never answered the create call of (no reference, no
+    /// instructions), made before `before`: their call died with a process, or is stuck.
+    pub async fn payments_unopened(
+        &self,
+        before: i64,
+        limit: i64,
+    ) -> Result<Vec<Payment>, StoreError> {
+        let rows = self
+            .fetch(
+                &format!(
+                    "SELECT {PAYMENT_COLUMNS} FROM payments p JOIN orders o ON o.id = p.order_id \
+                     WHERE p.status = 'PENDING' AND p.details IS NULL AND p.created_at < $1 \
+                     ORDER BY p.id LIMIT $2"
+                ),
+                vec![Val::I(before), Val::I(limit)],
+            )
+            .await?;
+        rows.iter().map(payment_of).collect()
+    }
+
     /// Payments whose conversation has not heard their last status.
     pub async fn payments_to_notify(&self, limit: i64) -> Result<Vec<Payment>, StoreError> {
         let rows = self

@@ -8,6 +8,7 @@ mod campaigns;
 mod chatbot;
 mod commerce_admin;
 mod conversations;
+mod custom_orders;
 mod delivery;
 mod edges;
 mod flows;

@@ -9,7 +9,7 @@ use std::time::Duration;
 
 use parley::domain::{AccountId, Currency, GatewayKind, Money, PaymentStatus, ProductKind};
 use parley::store::Product;
-use parley_testkit::gateways::{FakeGateway, FakeOutcome, SignedCallback};
+use parley_testkit::gateways::{FakeGateway, FakeOutcome, GatewayFault, SignedCallback};
 use parley_testkit::{text_webhook, FakeGraph};
 
 use crate::helpers::*;
@@ -92,7 +92,19 @@ async fn post(url: &str, cb: &SignedCallback) -> u16 {
     req.send().await.map_or(0, |r| r.status().as_u16())
 }
 
-async fn a_customer_pays_through(db: TestDb, kind: GatewayKind, payment: &str) {
+/// A daemon selling KOPI (Rp 25.000, 5 in stock) through the `buy` flow paying with
+/// `payment` at a gateway of `kind` (a manual transfer for Manual) named `gw`.
+async fn shop_with(
+    db: &TestDb,
+    kind: GatewayKind,
+    payment: &str,
+) -> (
+    TestApp,
+    Arc<FakeGraph>,
+    Option<FakeGateway>,
+    parley::store::Store,
+    tempfile::TempDir,
+) {
     let graph = Arc::new(FakeGraph::start().await);
     let flows = tempfile::tempdir().unwrap();
     std::fs::write(
@@ -102,7 +114,7 @@ async fn a_customer_pays_through(db: TestDb, kind: GatewayKind, payment: &str) {
             .replace("QTY", "2"),
     )
     .unwrap();
-    let mut settings = test_settings(&db, &graph);
+    let mut settings = test_settings(db, &graph);
     settings.flows.dir = flows.path().to_path_buf();
     let gateway = match kind {
         GatewayKind::Manual => None,
@@ -120,10 +132,9 @@ async fn a_customer_pays_through(db: TestDb, kind: GatewayKind, payment: &str) {
     settings.accounts[0].payments = Some("gw".into());
     let app = spawn_app_with_flows(settings).await;
     let store = db.store().await;
-    let account = AccountId::from(PNID);
     store
         .upsert_product(
-            &account,
+            &AccountId::from(PNID),
             &Product {
                 sku: "KOPI".into(),
                 name: "Kopi Arabica".into(),
@@ -144,6 +155,12 @@ async fn a_customer_pays_through(db: TestDb, kind: GatewayKind, payment: &str) {
         )
         .await
         .unwrap();
+    (app, graph, gateway, store, flows)
+}
+
+async fn a_customer_pays_through(db: TestDb, kind: GatewayKind, payment: &str) {
+    let (app, graph, gateway, store, _flows) = shop_with(&db, kind, payment).await;
+    let account = AccountId::from(PNID);
     let u = "6281200000501";
     assert_eq!(
         app.post_webhook(&text_webhook(PNID, u, "wamid.B1", "buy", now_secs()))
@@ -235,6 +252,62 @@ on_both_stores!(a_customer_pays_through_xendit, through_xendit);
 on_both_stores!(a_customer_pays_through_midtrans, through_midtrans);
 on_both_stores!(a_customer_pays_through_stripe, through_stripe);
 on_both_stores!(a_customer_pays_by_manual_transfer, by_manual_transfer);
+
+/// The gateway's callback comes while its create call is still unanswered (the customer paid
+/// within the second the gateway took to answer): the payment row, committed before the call,
+/// takes it; the flow keeps the news until the create's answer names the payment, then goes
+/// its `paid` way: one receipt, no instructions to pay what is paid, nothing created twice.
+async fn callback_before_create(db: TestDb) {
+    let (app, graph, gateway, store, _flows) =
+        shop_with(&db, GatewayKind::Xendit, "{method: va, bank: bca}").await;
+    let gateway = gateway.unwrap();
+    gateway.push_fault(GatewayFault::Delay(Duration::from_millis(1500)));
+    let u = "6281200000502";
+    assert_eq!(
+        app.post_webhook(&text_webhook(PNID, u, "wamid.E1", "buy", now_secs()))
+            .await,
+        200
+    );
+    assert!(
+        eventually(Duration::from_secs(10), || async {
+            gateway.provider_ref("PAY-00000001").is_some()
+        })
+        .await,
+        "the create reached the gateway"
+    );
+    gateway.set_outcome("PAY-00000001", FakeOutcome::Paid, None);
+    let url = format!("{}/payments/gw/callback", app.base);
+    assert_eq!(gateway.post_callback(&url, "PAY-00000001").await, 200);
+    assert!(
+        eventually(Duration::from_secs(10), || async {
+            store.payment(1).await.unwrap().unwrap().status == PaymentStatus::Paid
+        })
+        .await,
+        "settled while the create call still waits"
+    );
+    assert!(
+        replies(&graph, u).is_empty(),
+        "nothing said before the shop answered"
+    );
+    let told = wait_replies(&graph, u, 1).await;
+    assert_eq!(told, vec!["Paid ORD-000001: Rp 50.000".to_string()]);
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    assert_eq!(replies(&graph, u).len(), 1, "one receipt");
+    let creates = gateway
+        .requests()
+        .iter()
+        .filter(|r| r.method == "POST")
+        .count();
+    assert_eq!(creates, 1, "one payment at the gateway");
+    let paid = store.payment(1).await.unwrap().unwrap();
+    assert_eq!(paid.status, PaymentStatus::Paid);
+    assert!(paid.provider_ref.is_some(), "the create's answer is kept");
+    app.stop().await;
+}
+on_both_stores!(
+    a_callback_before_the_create_call_returned_settles_once,
+    callback_before_create
+);
 
 /// A plan paid starts its subscription and sends its access link; bought again while it
 /// runs, it is extended from its current end.

@@ -177,7 +177,21 @@ impl Run<'_, '_> {
                 self.message(st, caption, None)
             }
             FlowInput::Message { text, reply_id } => self.message(st, text, reply_id),
-            FlowInput::Payment { id, status } => {
+            FlowInput::Payment {
+                id,
+                status,
+                news,
+                access,
+            } => {
+                if st.is_active() && st.opening_payment() {
+                    st.early_payment = Some(super::EarlyPayment {
+                        id,
+                        status,
+                        news: news.map(str::to_string),
+                        access: access.map(str::to_string),
+                    });
+                    return Ok(st);
+                }
                 if !st.is_active() || st.payment != Some(id) {
                     return Ok(st); // not the payment this flow waits on (or none)
                 }

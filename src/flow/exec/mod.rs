@@ -93,6 +93,24 @@ pub struct FlowState {
     /// Shop calls so far in this session (each call's id is unique with it).
     #[serde(default, skip_serializing_if = "is_zero")]
     pub calls: u64,
+    /// A payment's news that came while the payment node still waited for the shop to open
+    /// it (a gateway's callback can beat its create call's answer): applied when the
+    /// answer names that payment.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub early_payment: Option<EarlyPayment>,
+}
+
+/// A payment's news kept until the shop's answer names its payment.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct EarlyPayment {
+    pub id: i64,
+    pub status: crate::domain::PaymentStatus,
+    /// What the customer is told if it turns out to be another payment's news.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub news: Option<String>,
+    /// What a paid plan gives, sent before the flow goes on.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub access: Option<String>,
 }
 
 fn is_zero(n: &u64) -> bool {
@@ -107,6 +125,13 @@ impl FlowState {
     /// Waiting for a call's answer (HTTP or the shop): a message now is kept for after it.
     pub fn is_busy(&self) -> bool {
         self.http.is_some() || self.commerce.is_some()
+    }
+
+    /// Waiting for the shop to open a payment: its news may come before the answer.
+    pub fn opening_payment(&self) -> bool {
+        self.commerce
+            .as_ref()
+            .is_some_and(|c| matches!(c.op, crate::commerce::Op::Payment { .. }))
     }
 }
 
@@ -138,6 +163,10 @@ pub enum FlowInput<'a> {
     Payment {
         id: i64,
         status: crate::domain::PaymentStatus,
+        /// The news as a customer with no flow waiting on it hears it.
+        news: Option<&'a str>,
+        /// What a paid plan gives.
+        access: Option<&'a str>,
     },
     /// A human handed the conversation back.
     Released,

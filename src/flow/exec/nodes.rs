@@ -207,7 +207,8 @@ impl Run<'_, '_> {
                 | NodeKind::Checkout { .. }
                 | NodeKind::OrderStatus { .. }
                 | NodeKind::Payment(_)
-                | NodeKind::Voucher { .. } => unreachable!("shop nodes are run above"),
+                | NodeKind::Voucher { .. }
+                | NodeKind::CustomOrder { .. } => unreachable!("shop nodes are run above"),
                 NodeKind::Handoff { reason, message } => {
                     if let Some(m) = message {
                         let env = Env {

@@ -1,4 +1,5 @@
-//! The shop nodes: `catalog`, `cart`, `voucher`, `checkout`, `order_status`. Each asks the shop through a
+//! The shop nodes: `catalog`, `cart`, `voucher`, `checkout`, `order_status`, `payment`,
+//! `custom_order`. Each asks the shop through a
 //! [`Call`] (made by the actor after the step's commit) and goes on when its answer comes back
 //! ([`FlowInput::Commerce`]); a catalog also waits for the customer's choice.
 
@@ -113,6 +114,13 @@ impl Run<'_, '_> {
             },
             NodeKind::Voucher { code } => Op::Voucher {
                 code: code.render(&env).trim().to_string(),
+            },
+            NodeKind::CustomOrder { description, image } => Op::CustomOrder {
+                description: description.render(&env).trim().to_string(),
+                media_id: image
+                    .as_ref()
+                    .map(|t| t.render(&env).trim().to_string())
+                    .filter(|m| !m.is_empty()),
             },
             _ => Op::Orders,
         };
@@ -400,15 +408,35 @@ impl Run<'_, '_> {
                     );
                     st.vars
                         .insert("payment.text".into(), Value::Str(text.clone()));
-                    self.say_text(&text);
                     st.payment = Some(*payment_id);
-                    Ok(st)
+                    match st.early_payment.take() {
+                        // Its callback came first: settled now (no instructions to pay what
+                        // is paid).
+                        Some(early) if early.id == *payment_id => {
+                            if payment::flow_result(early.status).is_none() {
+                                self.say_text(&text);
+                            }
+                            if let Some(t) = early.access {
+                                self.say_text(&t);
+                            }
+                            self.payment_settled(st, early.status)
+                        }
+                        early => {
+                            self.say_text(&text);
+                            self.other_news(early);
+                            Ok(st)
+                        }
+                    }
                 }
                 PaymentAnswer::Settled { payment_id, status } => {
                     st.vars.insert("payment.id".into(), num(*payment_id));
+                    let early = st.early_payment.take();
+                    self.other_news(early.filter(|e| e.id != *payment_id));
                     self.payment_settled(st, *status)
                 }
                 PaymentAnswer::Refused { reason } => {
+                    let early = st.early_payment.take();
+                    self.other_news(early);
                     tracing::warn!(%reason, "A payment could not be opened.");
                     st.vars
                         .insert("payment.error".into(), Value::Str(reason.clone()));
@@ -421,6 +449,18 @@ impl Run<'_, '_> {
             },
             (NodeKind::Voucher { .. }, Answer::Voucher(applied)) => {
                 let result = set_voucher(&mut st, applied);
+                self.shop_result(st, result)
+            }
+            (NodeKind::CustomOrder { .. }, Answer::CustomOrder(id)) => {
+                let result = match id {
+                    Some(id) => {
+                        st.vars.insert("custom_order.id".into(), num(*id));
+                        "ok"
+                    }
+                    None => "empty",
+                };
+                st.vars
+                    .insert("custom_order.result".into(), Value::Str(result.into()));
                 self.shop_result(st, result)
             }
             (NodeKind::OrderStatus { text: some, empty }, Answer::Orders(orders)) => {
@@ -442,6 +482,14 @@ impl Run<'_, '_> {
 }
 
 impl Run<'_, '_> {
+    /// Another payment's news kept while this one was being opened (an earlier order's):
+    /// told as a customer with no flow waiting on it hears it.
+    fn other_news(&mut self, early: Option<super::EarlyPayment>) {
+        for t in early.iter().flat_map(|e| e.access.iter().chain(&e.news)) {
+            self.say_text(t);
+        }
+    }
+
     /// The payment the flow waits on moved to `status`: its result, if it is one.
     pub(super) fn payment_settled(
         &mut self,

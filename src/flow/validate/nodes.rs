@@ -74,6 +74,10 @@ pub(super) fn node_reads(n: &Node) -> Vec<&str> {
             tpl(address.as_ref(), &mut out);
         }
         NodeKind::Voucher { code } => tpl(Some(code), &mut out),
+        NodeKind::CustomOrder { description, image } => {
+            tpl(Some(description), &mut out);
+            tpl(image.as_ref(), &mut out);
+        }
         _ => {}
     }
     out
@@ -112,6 +116,7 @@ pub(super) fn node_writes(n: &Node) -> Vec<&str> {
         NodeKind::Voucher { .. } => VOUCHER_VARS.to_vec(),
         NodeKind::OrderStatus { .. } => ORDERS_VARS.to_vec(),
         NodeKind::Payment(_) => PAYMENT_VARS.to_vec(),
+        NodeKind::CustomOrder { .. } => CUSTOM_ORDER_VARS.to_vec(),
         _ => Vec::new(),
     }
 }
@@ -167,6 +172,7 @@ pub(super) fn compile_node(cx: &mut Ctx, name: &str, rn: &RawNode, names: &BTree
         rn.order_status.is_some(),
         rn.payment.is_some(),
         rn.voucher.is_some(),
+        rn.custom_order.is_some(),
     ]
     .iter()
     .filter(|b| **b)
@@ -175,7 +181,7 @@ pub(super) fn compile_node(cx: &mut Ctx, name: &str, rn: &RawNode, names: &BTree
         cx.at(
             name,
             name,
-            "a node may have only one of send/ask/condition/set/jump/wait/split/http/handoff/chatbot/catalog/cart/checkout/order_status/payment/voucher",
+            "a node may have only one of send/ask/condition/set/jump/wait/split/http/handoff/chatbot/catalog/cart/checkout/order_status/payment/voucher/custom_order",
         );
     }
     let shop = rn.catalog.is_some()
@@ -183,12 +189,13 @@ pub(super) fn compile_node(cx: &mut Ctx, name: &str, rn: &RawNode, names: &BTree
         || rn.checkout.is_some()
         || rn.order_status.is_some()
         || rn.payment.is_some()
-        || rn.voucher.is_some();
+        || rn.voucher.is_some()
+        || rn.custom_order.is_some();
     if rn.on_error.is_some() && rn.http.is_none() && !shop {
         cx.at(
             name,
             "on_error",
-            "`on_error` is only allowed on http and shop (catalog, cart, checkout, order_status, payment, voucher) nodes",
+            "`on_error` is only allowed on http and shop (catalog, cart, checkout, order_status, payment, voucher, custom_order) nodes",
         );
     }
     if let (Some(e), true) = (&rn.on_error, shop) {
@@ -205,6 +212,8 @@ pub(super) fn compile_node(cx: &mut Ctx, name: &str, rn: &RawNode, names: &BTree
         &["paid", "expired", "failed"]
     } else if rn.voucher.is_some() {
         &["ok", "invalid"]
+    } else if rn.custom_order.is_some() {
+        &["ok", "empty"]
     } else {
         &[]
     };
@@ -212,7 +221,7 @@ pub(super) fn compile_node(cx: &mut Ctx, name: &str, rn: &RawNode, names: &BTree
         cx.at(
             name,
             "branches",
-            "`branches` is only allowed on ask, cart, checkout, payment and voucher nodes",
+            "`branches` is only allowed on ask, cart, checkout, payment, voucher and custom_order nodes",
         );
     }
     let mut shop_results = BTreeMap::new();
@@ -545,6 +554,18 @@ pub(super) fn compile_node(cx: &mut Ctx, name: &str, rn: &RawNode, names: &BTree
         }
         NodeKind::Voucher {
             code: cx.tpl(name, &v.code),
+        }
+    } else if let Some(c) = &rn.custom_order {
+        if c.description.trim().is_empty() {
+            cx.at(
+                name,
+                "description",
+                "`custom_order` needs a `description` (a template: \"{{wish}}\")",
+            );
+        }
+        NodeKind::CustomOrder {
+            description: cx.tpl(name, &c.description),
+            image: c.image.as_ref().map(|t| cx.tpl(name, t)),
         }
     } else if let Some(o) = &rn.order_status {
         NodeKind::OrderStatus {

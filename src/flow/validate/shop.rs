@@ -38,6 +38,7 @@ pub(super) const VOUCHER_VARS: [&str; 7] = [
     "cart.discount",
     "commerce.currency",
 ];
+pub(super) const CUSTOM_ORDER_VARS: [&str; 2] = ["custom_order.id", "custom_order.result"];
 pub(super) const ORDERS_VARS: [&str; 2] = ["orders.count", "orders.text"];
 pub(super) const PAYMENT_VARS: [&str; 4] = [
     "payment.id",

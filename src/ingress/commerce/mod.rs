@@ -17,6 +17,7 @@
 //! the endpoints.
 
 mod categories;
+mod custom_orders;
 mod import;
 mod orders;
 mod products;
@@ -37,6 +38,7 @@ use super::AppState;
 use crate::domain::{AccountId, Currency, Money, MoneyError};
 use crate::store::StoreError;
 use categories::{delete_category, list_categories, put_category};
+use custom_orders::{list_custom_orders, patch_custom_order, show_custom_order};
 use import::{import_products, IMPORT_MAX_BODY};
 use orders::{list_orders, patch_order, show_order};
 use products::{
@@ -65,6 +67,11 @@ pub fn routes() -> Router<AppState> {
         .route("/categories/{slug}", delete(delete_category))
         .route("/orders", get(list_orders))
         .route("/orders/{number}", get(show_order).patch(patch_order))
+        .route("/custom-orders", get(list_custom_orders))
+        .route(
+            "/custom-orders/{id}",
+            get(show_custom_order).patch(patch_custom_order),
+        )
         .route("/vouchers", get(list_vouchers).post(put_voucher))
         .route(
             "/vouchers/{code}",
@@ -202,6 +209,27 @@ fn page_limit(given: Option<i64>) -> Result<i64, ApiError> {
         None => Ok(DEFAULT_LIMIT),
         Some(n) if (1..=MAX_LIMIT).contains(&n) => Ok(n),
         Some(_) => Err(ApiError::invalid(format!("limit must be 1..={MAX_LIMIT}"))),
+    }
+}
+
+/// A text to a customer of `account` (held until they write again when the 24 h window is
+/// closed), once per `request_id`.
+async fn tell(app: &AppState, account: &AccountId, user: &str, request_id: String, body: String) {
+    let Some(actor) = app.router.get(account.as_str()) else {
+        return;
+    };
+    let event = crate::conversation::ConversationEvent::Outgoing {
+        request_id: request_id.clone(),
+        message: crate::whatsapp::send::OutboundMessage::Text {
+            body,
+            preview_url: false,
+        },
+        reply_to: None,
+        policy: Some(crate::domain::WindowPolicy::Hold),
+    };
+    let told = crate::ingress::command(&actor, user, event).await;
+    if !matches!(told, Ok(Ok(_))) {
+        tracing::warn!(%request_id, "A customer could not be told of a change.");
     }
 }
 

@@ -174,20 +174,12 @@ async fn tell_customer(
     account: &crate::domain::AccountId,
     order: &crate::store::Order,
 ) {
-    let Some(actor) = app.router.get(account.as_str()) else {
-        return;
-    };
-    let event = crate::conversation::ConversationEvent::Outgoing {
-        request_id: format!("order:{}:{}", order.order_number, order.status),
-        message: crate::whatsapp::send::OutboundMessage::Text {
-            body: crate::commerce::text::order_status_news(order),
-            preview_url: false,
-        },
-        reply_to: None,
-        policy: Some(crate::domain::WindowPolicy::Hold),
-    };
-    let told = crate::ingress::command(&actor, order.user_key.as_str(), event).await;
-    if !matches!(told, Ok(Ok(_))) {
-        tracing::warn!(order = %order.order_number, "The customer could not be told of their order's status.");
-    }
+    tell(
+        app,
+        account,
+        order.user_key.as_str(),
+        format!("order:{}:{}", order.order_number, order.status),
+        crate::commerce::text::order_status_news(order),
+    )
+    .await;
 }

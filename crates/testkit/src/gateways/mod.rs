@@ -264,6 +264,13 @@ impl FakeGateway {
         self.find(payment_id).map(|p| p.provider_ref)
     }
 
+    /// How many payments the gateway holds for `payment_id` (a create answered again for
+    /// its idempotency key makes none).
+    pub fn created(&self, payment_id: &str) -> usize {
+        let ps = self.state.payments.lock().unwrap();
+        ps.iter().filter(|p| p.payment_id == payment_id).count()
+    }
+
     fn find(&self, payment_id: &str) -> Option<Payment> {
         let ps = self.state.payments.lock().unwrap();
         ps.iter()
