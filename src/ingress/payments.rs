@@ -98,6 +98,17 @@ pub async fn callback(
         // Perhaps the create call has not returned yet: the gateway will retry.
         return answer(StatusCode::NOT_FOUND, json!({"error": "unknown payment"}));
     };
+    if let (None, Some(r)) = (&payment.provider_ref, &news.provider_ref) {
+        // The callback beat the create call's answer: its (verified) reference is what the
+        // status API is asked by (Stripe's session id).
+        if let Err(e) = engine.store.payment_ref_learned(payment.id, r).await {
+            tracing::warn!(error = %e, "A payment callback could not be recorded.");
+            return answer(
+                StatusCode::SERVICE_UNAVAILABLE,
+                json!({"error": "store unavailable"}),
+            );
+        }
+    }
     let raw = String::from_utf8_lossy(&body);
     let fresh = engine
         .store

@@ -206,6 +206,17 @@ impl Store {
         Ok(())
     }
 
+    /// The gateway's reference, learnt from a verified callback that came before the create
+    /// call's answer (kept only while the row has none).
+    pub async fn payment_ref_learned(&self, id: i64, provider_ref: &str) -> Result<(), StoreError> {
+        self.run(
+            "UPDATE payments SET provider_ref = $1 WHERE id = $2 AND provider_ref IS NULL",
+            vec![provider_ref.into(), Val::I(id)],
+        )
+        .await?;
+        Ok(())
+    }
+
     /// Record a callback; false when this event was recorded before (a redelivery).
     #[allow(clippy::too_many_arguments)]
     pub async fn record_payment_event(

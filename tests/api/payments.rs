@@ -92,12 +92,13 @@ async fn post(url: &str, cb: &SignedCallback) -> u16 {
     req.send().await.map_or(0, |r| r.status().as_u16())
 }
 
-/// A daemon selling KOPI (Rp 25.000, 5 in stock) through the `buy` flow paying with
+/// A daemon selling KOPI (Rp 25.000, 10 in stock) through the `buy` flow paying with
 /// `payment` at a gateway of `kind` (a manual transfer for Manual) named `gw`.
 async fn shop_with(
     db: &TestDb,
     kind: GatewayKind,
     payment: &str,
+    clock: Option<ManualClock>,
 ) -> (
     TestApp,
     Arc<FakeGraph>,
@@ -130,7 +131,10 @@ async fn shop_with(
     };
     settings.payments.providers.insert("gw".into(), provider);
     settings.accounts[0].payments = Some("gw".into());
-    let app = spawn_app_with_flows(settings).await;
+    let app = match clock {
+        Some(c) => spawn_app_with_clock(settings, Arc::new(c)).await,
+        None => spawn_app_with_flows(settings).await,
+    };
     let store = db.store().await;
     store
         .upsert_product(
@@ -140,7 +144,7 @@ async fn shop_with(
                 name: "Kopi Arabica".into(),
                 description: None,
                 price: Money::parse("25000", Currency::IDR).unwrap(),
-                stock: Some(5),
+                stock: Some(10),
                 reserved: 0,
                 image_url: None,
                 category: None,
@@ -159,7 +163,7 @@ async fn shop_with(
 }
 
 async fn a_customer_pays_through(db: TestDb, kind: GatewayKind, payment: &str) {
-    let (app, graph, gateway, store, _flows) = shop_with(&db, kind, payment).await;
+    let (app, graph, gateway, store, _flows) = shop_with(&db, kind, payment, None).await;
     let account = AccountId::from(PNID);
     let u = "6281200000501";
     assert_eq!(
@@ -223,7 +227,7 @@ async fn a_customer_pays_through(db: TestDb, kind: GatewayKind, payment: &str) {
     let paid = store.payment(1).await.unwrap().unwrap();
     assert_eq!(paid.status, PaymentStatus::Paid);
     let kopi = store.product(&account, "KOPI").await.unwrap().unwrap();
-    assert_eq!((kopi.stock, kopi.reserved), (Some(3), 0), "{kind}: sold");
+    assert_eq!((kopi.stock, kopi.reserved), (Some(8), 0), "{kind}: sold");
     app.stop().await;
 }
 
@@ -253,13 +257,141 @@ on_both_stores!(a_customer_pays_through_midtrans, through_midtrans);
 on_both_stores!(a_customer_pays_through_stripe, through_stripe);
 on_both_stores!(a_customer_pays_by_manual_transfer, by_manual_transfer);
 
+/// At each gateway, what goes wrong after the create: one customer pays less than asked
+/// (MISMATCH: held for the owner, the flow told nothing, the stock still reserved); one pays
+/// but the callback is lost (the reconciliation pass past the expiry asks the gateway: PAID,
+/// the receipt); one never pays (EXPIRED, the flow's expired way, the stock back), then pays
+/// after all (PAID_LATE: held for the owner, the order stays cancelled).
+async fn held_lost_and_late(db: TestDb, kind: GatewayKind, payment: &str) {
+    let clock = ManualClock::at_now();
+    // The clock moves with real time (the send gate paces by it), and jumps when told.
+    let ticking = tokio::spawn({
+        let clock = clock.clone();
+        async move {
+            loop {
+                tokio::time::sleep(Duration::from_millis(20)).await;
+                clock.advance(Duration::from_millis(20));
+            }
+        }
+    });
+    let (app, graph, gateway, store, _flows) =
+        shop_with(&db, kind, payment, Some(clock.clone())).await;
+    let gateway = gateway.unwrap();
+    let account = AccountId::from(PNID);
+    let url = format!("{}/payments/gw/callback", app.base);
+    let (short, lost, late) = ("6281200000511", "6281200000512", "6281200000513");
+    for (n, u) in [short, lost, late].into_iter().enumerate() {
+        let webhook = text_webhook(PNID, u, &format!("wamid.HL{n}"), "buy", now_secs());
+        assert_eq!(app.post_webhook(&webhook).await, 200);
+        let told = wait_replies(&graph, u, 1).await;
+        assert!(told[0].contains("Rp 50.000"), "{kind}: {told:?}");
+    }
+    let status = |id: i64| {
+        let store = &store;
+        async move { store.payment(id).await.unwrap().unwrap().status }
+    };
+    gateway.set_outcome("PAY-00000001", FakeOutcome::Paid, Some("40000"));
+    assert_eq!(gateway.post_callback(&url, "PAY-00000001").await, 200);
+    assert!(
+        eventually(Duration::from_secs(10), || async {
+            status(1).await == PaymentStatus::Mismatch
+        })
+        .await,
+        "{kind}: a short payment is held"
+    );
+    gateway.set_outcome("PAY-00000002", FakeOutcome::Paid, None);
+    // Two hours on: past every expiry (the gateway signs its callbacks as late).
+    clock.advance(Duration::from_secs(2 * 3600));
+    gateway.skew_clock(2 * 3600);
+    let (code, _) = app
+        .admin(
+            reqwest::Method::POST,
+            "/payments/reconcile",
+            Some(ADMIN_TOKEN),
+            None,
+        )
+        .await;
+    assert_eq!(code, 200);
+    assert_eq!(
+        wait_replies(&graph, lost, 2).await[1],
+        "Paid ORD-000002: Rp 50.000",
+        "{kind}: the lost callback found"
+    );
+    assert_eq!(
+        wait_replies(&graph, late, 2).await[1],
+        "Expired ORD-000003",
+        "{kind}: expired"
+    );
+    assert_eq!(status(3).await, PaymentStatus::Expired);
+    gateway.set_outcome("PAY-00000003", FakeOutcome::Paid, None);
+    assert_eq!(gateway.post_callback(&url, "PAY-00000003").await, 200);
+    assert!(
+        eventually(Duration::from_secs(10), || async {
+            status(3).await == PaymentStatus::PaidLate
+        })
+        .await,
+        "{kind}: money after the expiry is held"
+    );
+    let cancelled = store.order(&account, "ORD-000003").await.unwrap().unwrap();
+    assert_eq!(
+        cancelled.status,
+        parley::domain::OrderStatus::Cancelled,
+        "{kind}: not silently completed"
+    );
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert_eq!(
+        replies(&graph, short).len(),
+        1,
+        "{kind}: a mismatch tells the customer nothing"
+    );
+    assert_eq!(
+        replies(&graph, late).len(),
+        2,
+        "{kind}: nor does a late payment"
+    );
+    let kopi = store.product(&account, "KOPI").await.unwrap().unwrap();
+    // 10: the lost one's 2 sold, the short one's 2 held (out of stock, reserved), the late
+    // one's back.
+    assert_eq!((kopi.stock, kopi.reserved), (Some(6), 2), "{kind}");
+    ticking.abort();
+    app.stop().await;
+}
+
+async fn held_lost_and_late_finpay(db: TestDb) {
+    held_lost_and_late(db, GatewayKind::Finpay, "{method: va, bank: bca}").await
+}
+async fn held_lost_and_late_xendit(db: TestDb) {
+    held_lost_and_late(db, GatewayKind::Xendit, "{method: va, bank: bni}").await
+}
+async fn held_lost_and_late_midtrans(db: TestDb) {
+    held_lost_and_late(db, GatewayKind::Midtrans, "{method: qris}").await
+}
+async fn held_lost_and_late_stripe(db: TestDb) {
+    held_lost_and_late(db, GatewayKind::Stripe, "{method: link}").await
+}
+on_both_stores!(
+    finpay_holds_a_mismatch_finds_a_lost_callback_and_a_late_payment,
+    held_lost_and_late_finpay
+);
+on_both_stores!(
+    xendit_holds_a_mismatch_finds_a_lost_callback_and_a_late_payment,
+    held_lost_and_late_xendit
+);
+on_both_stores!(
+    midtrans_holds_a_mismatch_finds_a_lost_callback_and_a_late_payment,
+    held_lost_and_late_midtrans
+);
+on_both_stores!(
+    stripe_holds_a_mismatch_finds_a_lost_callback_and_a_late_payment,
+    held_lost_and_late_stripe
+);
+
 /// The gateway's callback comes while its create call is still unanswered (the customer paid
 /// within the second the gateway took to answer): the payment row, committed before the call,
 /// takes it; the flow keeps the news until the create's answer names the payment, then goes
 /// its `paid` way: one receipt, no instructions to pay what is paid, nothing created twice.
-async fn callback_before_create(db: TestDb) {
-    let (app, graph, gateway, store, _flows) =
-        shop_with(&db, GatewayKind::Xendit, "{method: va, bank: bca}").await;
+async fn callback_before_create(db: TestDb, kind: GatewayKind, payment: &str) {
+    let (app, graph, gateway, store, _flows) = shop_with(&db, kind, payment, None).await;
     let gateway = gateway.unwrap();
     gateway.push_fault(GatewayFault::Delay(Duration::from_millis(1500)));
     let u = "6281200000502";
@@ -304,9 +436,33 @@ async fn callback_before_create(db: TestDb) {
     assert!(paid.provider_ref.is_some(), "the create's answer is kept");
     app.stop().await;
 }
+async fn callback_before_create_finpay(db: TestDb) {
+    callback_before_create(db, GatewayKind::Finpay, "{method: qris}").await
+}
+async fn callback_before_create_xendit(db: TestDb) {
+    callback_before_create(db, GatewayKind::Xendit, "{method: va, bank: bca}").await
+}
+async fn callback_before_create_midtrans(db: TestDb) {
+    callback_before_create(db, GatewayKind::Midtrans, "{method: va, bank: bni}").await
+}
+async fn callback_before_create_stripe(db: TestDb) {
+    callback_before_create(db, GatewayKind::Stripe, "{method: link}").await
+}
 on_both_stores!(
-    a_callback_before_the_create_call_returned_settles_once,
-    callback_before_create
+    a_finpay_callback_before_the_create_call_returned_settles_once,
+    callback_before_create_finpay
+);
+on_both_stores!(
+    a_xendit_callback_before_the_create_call_returned_settles_once,
+    callback_before_create_xendit
+);
+on_both_stores!(
+    a_midtrans_callback_before_the_create_call_returned_settles_once,
+    callback_before_create_midtrans
+);
+on_both_stores!(
+    a_stripe_callback_before_the_create_call_returned_settles_once,
+    callback_before_create_stripe
 );
 
 /// A plan paid starts its subscription and sends its access link; bought again while it

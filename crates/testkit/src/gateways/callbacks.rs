@@ -6,9 +6,9 @@ use sha2::{Digest, Sha256, Sha512};
 
 use super::*;
 
-pub(super) fn callback_for(kind: &GatewayKind, p: &Payment) -> SignedCallback {
+/// Signed at `t` (unix seconds).
+pub(super) fn callback_for(kind: &GatewayKind, p: &Payment, t: i64) -> SignedCallback {
     let paid = p.paid.unwrap_or(p.amount);
-    let t = now();
     match kind {
         GatewayKind::Finpay => {
             let status = match p.outcome {

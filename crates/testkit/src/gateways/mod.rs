@@ -134,6 +134,8 @@ pub(crate) struct St {
     /// Idempotency key → the answer given (Xendit, Stripe).
     pub(crate) answered: Mutex<HashMap<String, Value>>,
     pub(crate) next: AtomicU64,
+    /// Seconds added to the real time a callback is signed at.
+    pub(crate) skew: std::sync::atomic::AtomicI64,
 }
 
 pub struct FakeGateway {
@@ -180,6 +182,7 @@ impl FakeGateway {
             payments: Mutex::default(),
             answered: Mutex::default(),
             next: AtomicU64::new(1),
+            skew: std::sync::atomic::AtomicI64::new(0),
         });
         // One router per kind: their path sets overlap (`/v2/invoices/{id}`, `/v2/{id}/status`).
         let app = match kind {
@@ -303,7 +306,13 @@ impl FakeGateway {
     /// The callback for the payment's current state, signed as the gateway signs it.
     pub fn callback(&self, payment_id: &str) -> SignedCallback {
         let p = self.find(payment_id).expect("a payment the fake created");
-        callback_for(&self.state.kind, &p)
+        let t = now() + self.state.skew.load(Ordering::Relaxed);
+        callback_for(&self.state.kind, &p, t)
+    }
+
+    /// Sign callbacks `secs` later than the real time (a test whose daemon's clock jumped).
+    pub fn skew_clock(&self, secs: i64) {
+        self.state.skew.fetch_add(secs, Ordering::Relaxed);
     }
 
     /// POST the payment's callback to `url`; the HTTP status it got.
