@@ -251,9 +251,9 @@ pub(super) async fn adjust_material(
         MaterialAdjusted::NotFound => return Err(ApiError::not_found("no such material")),
         MaterialAdjusted::BelowZero(refused) => {
             return Err(ApiError::conflict(format!(
-                "stock would go below zero: {} on hand, {} asked",
-                quantity_text(refused.stock),
-                quantity_text(refused.wanted)
+                "stock would go below zero ({}): {} on hand",
+                quantity_text(refused.wanted),
+                quantity_text(refused.stock)
             )))
         }
     };

@@ -423,8 +423,8 @@ pub(super) async fn adjust_stock(
         }
         ProductStockAdjusted::BelowZero { refused, reserved } => {
             return Err(ApiError::conflict(format!(
-                "stock would go negative: {} on hand besides {reserved} reserved by unpaid orders, {} asked",
-                refused.stock, refused.wanted
+                "stock would go below zero ({}): {} on hand that no unpaid order holds, {reserved} reserved apart",
+                refused.wanted, refused.stock
             )))
         }
     };
