@@ -423,7 +423,7 @@ pub(super) async fn adjust_stock(
         }
         ProductStockAdjusted::BelowZero { refused, reserved } => {
             return Err(ApiError::conflict(format!(
-                "stock would go below zero ({}): {} on hand that no unpaid order holds, {reserved} reserved apart",
+                "stock would go negative ({}): {} on hand that no unpaid order holds, {reserved} reserved apart",
                 refused.wanted, refused.stock
             )))
         }
