@@ -43,14 +43,14 @@ async fn owner_says_hello(app: &TestApp) {
         200
     );
     let seen = eventually(Duration::from_secs(10), || async {
-        let (status, _) = call(
+        let (status, view) = call(
             app,
             Method::GET,
             &format!("/conversations/{PNID}/{OWNER}"),
             None,
         )
         .await;
-        status == 200
+        status == 200 && view["window_open"] == true
     })
     .await;
     assert!(seen, "the owner's conversation took their message");
@@ -183,7 +183,12 @@ async fn paid_orders_consume_materials_and_each_crossing_tells_the_owner_once(db
     .await;
     assert_eq!(material(&app, "flour").await["stock"], "0.25");
     assert_eq!(material(&app, "sugar").await["stock"], "9.7");
-    assert_eq!(material(&app, "flour").await["low_alert"], "sent");
+    assert!(
+        eventually(Duration::from_secs(5), || async {
+            material(&app, "flour").await["low_alert"] == "sent"
+        })
+        .await
+    );
     let cake = ok(&app, Method::GET, "/products/CAKE", None).await;
     assert_eq!(
         (cake["stock"].as_i64(), cake["reserved"].as_i64()),
@@ -240,6 +245,8 @@ async fn paid_orders_consume_materials_and_each_crossing_tells_the_owner_once(db
         (restocked["stock"].as_str(), restocked["low_alert"].as_str()),
         (Some("1.2"), Some("none"))
     );
+    // (The owner alerts the restock looked for have run.)
+    tokio::time::sleep(Duration::from_millis(300)).await;
     let pay3 = order_with_payment(&store, u, "wamid.M3", "CAKE", 4).await;
     let now = parley::store::now_ms();
     assert!(store
@@ -268,7 +275,12 @@ async fn paid_orders_consume_materials_and_each_crossing_tells_the_owner_once(db
         vec![low1.to_string(), low2.to_string()],
         "one message per crossing"
     );
-    assert_eq!(material(&app, "flour").await["low_alert"], "sent");
+    assert!(
+        eventually(Duration::from_secs(5), || async {
+            material(&app, "flour").await["low_alert"] == "sent"
+        })
+        .await
+    );
     assert_eq!(material(&app, "sugar").await["stock"], "9");
     assert_eq!(
         count(
