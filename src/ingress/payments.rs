@@ -319,8 +319,12 @@ pub async fn reconcile(engine: &Engine, router: &AccountRouter) -> Result<(), St
     for p in engine.store.payments_to_notify(100).await? {
         notify(engine, router, &p).await;
     }
-    owner::tell_held_payments(engine, router).await?;
-    owner::tell_low_materials(engine, router).await?;
+    if let Err(e) = owner::tell_held_payments(engine, router).await {
+        tracing::warn!(error = %e, "Held payments wait for the next pass to be told to their owners.");
+    }
+    if let Err(e) = owner::tell_low_materials(engine, router).await {
+        tracing::warn!(error = %e, "Low-stock alerts wait for the next pass.");
+    }
     let ended = engine.store.expire_subscriptions(now).await?;
     if ended > 0 {
         tracing::info!(subscriptions = ended, "Subscriptions ended.");
