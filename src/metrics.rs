@@ -77,6 +77,11 @@ pub struct Metrics {
     pub campaign_messages: AtomicU64,
     /// Campaigns that paused themselves (quality, template, failure rate, halt).
     pub campaign_pauses: AtomicU64,
+    /// Materials that fell below their minimum, once per crossing, by account.
+    pub low_stock_alerts: Labelled,
+    /// Messages to an account's owner (`owner_wa_id`), by what they were about and how they
+    /// ended (`sent`, `held` until the owner writes, `no_owner` configured, `failed`).
+    pub owner_messages: Labelled,
 }
 
 /// The one registry of this process.
@@ -430,6 +435,16 @@ impl Metrics {
             "parley_campaign_pauses_total",
             "ALERT: campaigns that paused themselves (quality drop, template, failure rate, halt).",
             self.campaign_pauses.load(r),
+        );
+        self.low_stock_alerts.render(
+            &mut out,
+            "parley_low_stock_alerts_total",
+            "ALERT: materials that fell below their minimum (once per crossing), by account.",
+        );
+        self.owner_messages.render(
+            &mut out,
+            "parley_owner_messages_total",
+            "Messages to an account's owner, by topic and result.",
         );
         out
     }

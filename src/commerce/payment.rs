@@ -83,6 +83,36 @@ pub fn news_text(status: PaymentStatus, order: &str, amount: &Money) -> Option<S
     }
 }
 
+/// What the account's owner reads of a payment held for them (money after expiry, an amount
+/// that differs); None for the statuses that settle themselves.
+pub fn owner_news(
+    status: PaymentStatus,
+    payment_id: i64,
+    order: &str,
+    amount: &Money,
+    paid: Option<&Money>,
+) -> Option<String> {
+    let paid = paid.map_or_else(|| "an unknown amount".to_string(), Money::display);
+    match status {
+        PaymentStatus::PaidLate => Some(format!(
+            "Payment {payment_id} for order {order} arrived after it had expired ({paid}). \
+             The order is not completed: confirm it (POST /admin/v1/payments/{payment_id}/confirm) or refund it."
+        )),
+        PaymentStatus::Mismatch => Some(format!(
+            "Payment {payment_id} for order {order}: {paid} was paid, {} was due. \
+             The order is held: confirm it (POST /admin/v1/payments/{payment_id}/confirm) or settle the difference.",
+            amount.display()
+        )),
+        _ => None,
+    }
+}
+
+/// The request id of the owner's message on payment `id` reaching `status`: once per payment
+/// and status, whatever retries it.
+pub fn owner_request(id: i64, status: PaymentStatus) -> String {
+    format!("owner-payment:{id}:{status}")
+}
+
 /// A paid plan as the customer reads it: `Premium: https://… (until 2027-01-06)`.
 pub fn access_line(p: &crate::store::PlanAccess) -> String {
     let until = chrono::DateTime::from_timestamp_millis(p.until)
@@ -264,5 +294,21 @@ mod tests {
         assert_eq!(flow_result(P::Failed), Some("failed"));
         assert_eq!(flow_result(P::Mismatch), None);
         assert!(confirmable(P::Pending) && !confirmable(P::Paid));
+    }
+
+    #[test]
+    fn the_owner_hears_of_held_payments_only() {
+        let due = idr("50000");
+        let late = owner_news(P::PaidLate, 7, "ORD-000007", &due, Some(&due)).unwrap();
+        assert!(late.contains("after it had expired (Rp 50.000)"), "{late}");
+        let off = owner_news(P::Mismatch, 7, "ORD-000007", &due, Some(&idr("40000"))).unwrap();
+        assert!(
+            off.contains("Rp 40.000 was paid, Rp 50.000 was due"),
+            "{off}"
+        );
+        for s in [P::Paid, P::Expired, P::Pending, P::Refunded] {
+            assert_eq!(owner_news(s, 7, "ORD-000007", &due, None), None, "{s}");
+        }
+        assert_ne!(owner_request(7, P::PaidLate), owner_request(7, P::Mismatch));
     }
 }

@@ -159,6 +159,15 @@ impl Settings {
             if let Err(e) = validate_timezone(&a.timezone) {
                 errors.push(format!("{}: {e}", key("timezone")));
             }
+            if let Some(owner) = &a.owner_wa_id {
+                if !is_wa_id(owner) {
+                    errors.push(format!(
+                        "{}: `{owner}` must be a WhatsApp number in digits, country code first, \
+                         without `+` or spaces (8 to 15 digits, like 6281234567890)",
+                        key("owner_wa_id")
+                    ));
+                }
+            }
         }
         if errors.is_empty() {
             Ok(())
@@ -287,4 +296,11 @@ pub(super) fn de_tier<'de, D: Deserializer<'de>>(d: D) -> Result<MessagingTier, 
             "messaging_tier {other} must be 250, 2000, 10000, 100000 or \"unlimited\""
         ))),
     }
+}
+
+/// A WhatsApp number as Meta writes a `wa_id`: 8 to 15 digits, country code first.
+pub(super) fn is_wa_id(text: &str) -> bool {
+    (8..=15).contains(&text.len())
+        && text.bytes().all(|b| b.is_ascii_digit())
+        && !text.starts_with('0')
 }

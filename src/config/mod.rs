@@ -275,7 +275,7 @@ mod tests {
     #[test]
     fn bad_account_values_name_their_key() {
         let text = format!(
-            "{DEFAULT_CONFIG}\n[[accounts]]\nphone_number_id = \"abc\"\nmessages_per_second = 0\ntimezone = \"Mars\"\npayments = \"nope\"\n"
+            "{DEFAULT_CONFIG}\n[[accounts]]\nphone_number_id = \"abc\"\nmessages_per_second = 0\ntimezone = \"Mars\"\npayments = \"nope\"\nowner_wa_id = \"+62 812\"\n"
         );
         let s: Settings = config::Config::builder()
             .add_source(config::File::from_str(&text, config::FileFormat::Toml))
@@ -288,6 +288,7 @@ mod tests {
         assert!(err.contains("accounts[0].messages_per_second"), "{err}");
         assert!(err.contains("accounts[0].timezone"), "{err}");
         assert!(err.contains("accounts[0].payments: `nope`"), "{err}");
+        assert!(err.contains("accounts[0].owner_wa_id: `+62 812`"), "{err}");
     }
 
     #[test]

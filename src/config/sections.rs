@@ -426,6 +426,10 @@ pub struct AccountSettings {
     /// when it names none.
     #[serde(default)]
     pub payments: Option<String>,
+    /// The owner's WhatsApp number (digits, country code first): told of a material below
+    /// its minimum and of payments held for them (PAID_LATE, MISMATCH).
+    #[serde(default)]
+    pub owner_wa_id: Option<String>,
 }
 
 pub(super) fn yes() -> bool {

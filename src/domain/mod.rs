@@ -4,6 +4,7 @@
 
 mod class;
 mod ids;
+pub mod material;
 mod money;
 mod records;
 mod retry;
@@ -22,9 +23,9 @@ pub use records::{BotStatus, BotSummary, FlowRecord};
 pub use retry::{backoff, backoff_with};
 pub use states::{
     CampaignStatus, CartRecovery, CartStatus, CustomOrderStatus, FlowRunStatus, GatewayKind,
-    InboxKind, InboxState, OrderPayment, OrderSource, OrderStatus, OutboxKind, OutboxState,
-    PaymentMethod, PaymentStatus, ProductKind, RecipientState, SubscriptionStatus, TimerState,
-    UnknownValue, VoucherKind,
+    InboxKind, InboxState, LowAlert, OrderPayment, OrderSource, OrderStatus, OutboxKind,
+    OutboxState, PaymentMethod, PaymentStatus, ProductKind, RecipientState, SubscriptionStatus,
+    TimerState, UnknownValue, VoucherKind,
 };
 pub use voucher::{voucher_code, Voucher, VoucherRefusal};
 pub use window::WindowPolicy;

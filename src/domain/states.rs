@@ -388,3 +388,16 @@ stored_text! {
         Fixed = "fixed",
     }
 }
+
+stored_text! {
+    /// A material's low-stock alert, once per crossing below its `min_stock`.
+    LowAlert {
+        /// At or above `min_stock`: nothing owed.
+        None = "none",
+        /// Below it, the alert owed: set in the transaction that crossed, so a crash before
+        /// the message is sent leaves it for the reconciliation pass.
+        Pending = "pending",
+        /// Below it, the owner told; back to `none` when a restock reaches `min_stock`.
+        Sent = "sent",
+    }
+}

@@ -3,6 +3,7 @@
 mod admin;
 mod campaigns;
 mod commerce;
+pub use commerce::owner;
 mod inbox;
 pub mod listener;
 pub mod payments;

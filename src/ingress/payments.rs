@@ -11,7 +11,9 @@
 //!
 //! The reconciliation pass (at start-up, then every `RECONCILE_EVERY`) settles what a lost
 //! callback or a crash left: PENDING payments past their expiry, callbacks recorded and not
-//! applied; and tells each conversation a status it has not heard.
+//! applied; tells each conversation a status it has not heard; and tells each account's
+//! owner what is owed to them (a payment held for them, a material below its minimum:
+//! `commerce/owner.rs`).
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -23,6 +25,7 @@ use axum::response::{IntoResponse, Response};
 use axum::Json;
 use serde_json::json;
 
+use super::owner;
 use super::AppState;
 use crate::actors::AccountRouter;
 use crate::conversation::ConversationEvent;
@@ -209,6 +212,7 @@ pub async fn settle(engine: &Engine, router: &AccountRouter, id: i64) -> Result<
                 log_move(&p, to);
                 if let Some(p) = engine.store.payment(id).await? {
                     notify(engine, router, &p).await;
+                    after_move(engine, router, &p).await;
                 }
             }
         }
@@ -236,9 +240,26 @@ pub async fn confirm(
         log_move(p, PaymentStatus::Paid);
         if let Some(p) = engine.store.payment(p.id).await? {
             notify(engine, router, &p).await;
+            after_move(engine, router, &p).await;
         }
     }
     Ok(moved)
+}
+
+/// The owner hears what a move owes them: the materials a paid order took below their
+/// minimum, a payment held for them. What fails here is owed in the store and told by the
+/// next reconciliation pass.
+async fn after_move(engine: &Engine, router: &AccountRouter, p: &Payment) {
+    if p.status == PaymentStatus::Paid {
+        if let Err(e) = owner::tell_low_materials(engine, router).await {
+            tracing::warn!(payment = p.id, error = %e, "Low-stock alerts wait for the next pass.");
+        }
+    }
+    if owner::held_for_owner(p.status) {
+        if let Err(e) = owner::tell_held_payment(engine, router, p).await {
+            tracing::warn!(payment = p.id, error = %e, "The owner is told of this payment on the next pass.");
+        }
+    }
 }
 
 fn log_move(p: &Payment, to: PaymentStatus) {
@@ -247,7 +268,7 @@ fn log_move(p: &Payment, to: PaymentStatus) {
             payment = p.id,
             order = %p.order_number,
             status = %to,
-            "A payment needs the owner: it is held, the order is not completed."
+            "A payment needs the owner: it is held, the order is not completed (the owner is messaged)."
         ),
         _ => {
             tracing::info!(payment = p.id, order = %p.order_number, status = %to, "A payment moved.")
@@ -301,8 +322,9 @@ async fn notify(engine: &Engine, router: &AccountRouter, p: &Payment) {
 const CREATE_LOST_AFTER_MS: i64 = 60_000;
 
 /// One reconciliation pass: payments a lost callback or a crash left unsettled, news a
-/// conversation has not heard, and payments whose create call was lost (made before this
-/// process `started`, or long ago): their conversation is woken, and makes it again.
+/// conversation has not heard, what the owners are owed, and payments whose create call was
+/// lost (made before this process `started`, or long ago): their conversation is woken, and
+/// makes it again.
 pub async fn reconcile(
     engine: &Engine,
     router: &AccountRouter,
@@ -322,6 +344,15 @@ pub async fn reconcile(
     }
     for p in engine.store.payments_to_notify(100).await? {
         notify(engine, router, &p).await;
+    }
+    if let Err(e) = owner::tell_held_payments(engine, router).await {
+        tracing::warn!(error = %e, "Held payments wait for the next pass to be told to their owners.");
+    }
+    if let Err(e) = owner::tell_custom_orders(engine, router).await {
+        tracing::warn!(error = %e, "Custom orders wait for the next pass to be told to their owners.");
+    }
+    if let Err(e) = owner::tell_low_materials(engine, router).await {
+        tracing::warn!(error = %e, "Low-stock alerts wait for the next pass.");
     }
     let ended = engine.store.expire_subscriptions(now).await?;
     if ended > 0 {

@@ -5,8 +5,11 @@
 //! One module per table (or close family of tables), each with its rows, its reads and its
 //! batched writes: `inbox`, `conversations` (and contacts), `outbox`, `timers`, `gate`,
 //! `dead_letters`, `flows` (versions, executions, chatbot sessions), `campaigns`, `accounts`,
-//! `media`; commerce's `products` (and categories), `carts` (and each commerce call's
-//! outcome), `orders`, `payments` (and their callbacks), `vouchers` (and their claims). `exec`
+//! `media`; commerce's `products` (and categories), `materials` (and
+//! what each product takes), `carts` (and each commerce call's
+//! outcome), `orders`, `payments` (and their callbacks), `vouchers` (and their claims),
+//! `subscription_list` (subscriptions as the admin API lists them), `owner_notices` (what
+//! an account's owner was sent). `exec`
 //! runs the writer's statements (one helper, `exec_rows`, for the multi-row pattern), `sql`
 //! builds dialect-neutral SQL.
 
@@ -21,12 +24,15 @@ mod exec;
 mod flows;
 mod gate;
 mod inbox;
+mod materials;
 mod media;
 mod orders;
 mod outbox;
+mod owner_notices;
 mod payments;
 mod products;
 mod sql;
+mod subscription_list;
 mod timers;
 mod vouchers;
 pub mod writer;
@@ -47,6 +53,7 @@ pub use dead_letters::*;
 pub(crate) use flows::*;
 pub use gate::*;
 pub use inbox::*;
+pub use materials::*;
 pub use media::*;
 pub use orders::*;
 pub use outbox::*;
@@ -54,6 +61,7 @@ pub use payments::*;
 pub use products::*;
 use sql::bind_all;
 pub use sql::Val;
+pub use subscription_list::*;
 pub use timers::*;
 pub use vouchers::*;
 pub use writer::WriterHandle;

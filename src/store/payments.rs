@@ -248,7 +248,8 @@ impl Store {
     }
 
     /// Move a payment from `from` to `to` (only if it is still in `from`) and its order with
-    /// it: PAID commits the order's reserved stock and marks it paid; EXPIRED, FAILED and
+    /// it: PAID commits the order's reserved stock, consumes its materials (once per order;
+    /// a fall below a minimum is recorded as an alert owed) and marks it paid; EXPIRED, FAILED and
     /// CANCELLED release the stock and cancel the order. Its callbacks are marked applied.
     /// Whether it moved.
     pub async fn settle_payment(
@@ -290,6 +291,8 @@ impl Store {
                 )
                 .await?;
                 self.tx_settle_stock(&mut tx, &account, order, OrderStock::Committed, now)
+                    .await?;
+                self.tx_consume_materials(&mut tx, &account, order, now)
                     .await?;
                 self.tx_start_plans(&mut tx, &account, order, now).await?;
             }
@@ -385,6 +388,35 @@ impl Store {
     pub async fn payment_notified(&self, id: i64, status: PaymentStatus) -> Result<(), StoreError> {
         self.run(
             "UPDATE payments SET notified = $1 WHERE id = $2",
+            vec![status.as_str().into(), Val::I(id)],
+        )
+        .await?;
+        Ok(())
+    }
+
+    /// Payments held for the owner (PAID_LATE, MISMATCH) whose owner has not been told.
+    pub async fn payments_for_owner(&self, limit: i64) -> Result<Vec<Payment>, StoreError> {
+        let rows = self
+            .fetch(
+                &format!(
+                    "SELECT {PAYMENT_COLUMNS} FROM payments p JOIN orders o ON o.id = p.order_id \
+                     WHERE p.status IN ('PAID_LATE', 'MISMATCH') AND (p.owner_told IS NULL OR p.owner_told <> p.status) \
+                     ORDER BY p.id LIMIT $1"
+                ),
+                vec![Val::I(limit)],
+            )
+            .await?;
+        rows.iter().map(payment_of).collect()
+    }
+
+    /// The owner was told of payment `id` in `status`.
+    pub async fn payment_owner_told(
+        &self,
+        id: i64,
+        status: PaymentStatus,
+    ) -> Result<(), StoreError> {
+        self.run(
+            "UPDATE payments SET owner_told = $1 WHERE id = $2",
             vec![status.as_str().into(), Val::I(id)],
         )
         .await?;

@@ -12,6 +12,7 @@ use sqlx::Row;
 
 use super::sql::Val;
 use super::*;
+use crate::domain::material::{adjust_product, BelowZero, StockChange};
 use crate::domain::{AccountId, Currency, Money, ProductKind};
 
 /// One product (or plan) of an account's catalog.
@@ -202,25 +203,49 @@ impl Store {
         Ok(n > 0)
     }
 
-    /// Add `delta` units (negative: remove) to a tracked product's stock, never below zero;
-    /// the new stock, or None when the product is unknown, untracked or would go negative.
-    pub async fn adjust_stock(
+    /// An operator's change to a tracked product's available stock (`Delta` units in or
+    /// out, or `Set` to a count), in one transaction; never below zero, so the units unpaid
+    /// orders hold (`reserved`, apart) are never taken.
+    pub async fn adjust_product_stock(
         &self,
         account: &AccountId,
         sku: &str,
-        delta: i64,
+        change: StockChange<i64>,
         now: i64,
-    ) -> Result<Option<i64>, StoreError> {
+    ) -> Result<ProductStockAdjusted, StoreError> {
+        let mut tx = self.pool().begin().await?;
+        // The first statement is a write (see store/carts.rs): it holds the row.
         let rows = self
-            .fetch(
-                "UPDATE products SET stock = stock + $1, updated_at = $2 \
-                 WHERE account = $3 AND sku = $4 AND stock IS NOT NULL AND stock + $1 >= 0 RETURNING stock",
-                vec![Val::I(delta), Val::I(now), account.into(), sku.into()],
+            .tx_fetch(
+                &mut tx,
+                "UPDATE products SET updated_at = $1 WHERE account = $2 AND sku = $3 RETURNING stock, reserved",
+                vec![Val::I(now), account.into(), sku.into()],
             )
             .await?;
-        rows.first()
-            .map(|r| r.try_get::<i64, _>("stock").map_err(StoreError::from))
-            .transpose()
+        let Some(r) = rows.first() else {
+            tx.rollback().await?;
+            return Ok(ProductStockAdjusted::NotFound);
+        };
+        let reserved: i64 = r.try_get("reserved")?;
+        let Some(stock) = r.try_get::<Option<i64>, _>("stock")? else {
+            tx.rollback().await?;
+            return Ok(ProductStockAdjusted::Untracked);
+        };
+        let stock = match adjust_product(stock, change) {
+            Ok(s) => s,
+            Err(refused) => {
+                tx.rollback().await?;
+                return Ok(ProductStockAdjusted::BelowZero { refused, reserved });
+            }
+        };
+        self.tx_run(
+            &mut tx,
+            "UPDATE products SET stock = $1 WHERE account = $2 AND sku = $3",
+            vec![Val::I(stock), account.into(), sku.into()],
+        )
+        .await?;
+        tx.commit().await?;
+        Ok(ProductStockAdjusted::Adjusted { stock, reserved })
     }
 
     pub async fn upsert_category(
@@ -281,6 +306,23 @@ impl Store {
 pub struct ProductWrite {
     pub product: Product,
     pub set_stock: bool,
+}
+
+/// What an operator's stock change did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ProductStockAdjusted {
+    Adjusted {
+        stock: i64,
+        reserved: i64,
+    },
+    NotFound,
+    /// The product's stock is not tracked: nothing changed.
+    Untracked,
+    /// Refused: it would take the stock below zero. Nothing changed.
+    BelowZero {
+        refused: BelowZero<i64>,
+        reserved: i64,
+    },
 }
 
 /// What deleting a category did.

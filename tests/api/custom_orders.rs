@@ -59,6 +59,8 @@ async fn a_custom_order_from_chat(db: TestDb) {
     std::fs::write(flows.path().join("custom.yaml"), FLOW).unwrap();
     let mut settings = test_settings(&db, &graph);
     settings.flows.dir = flows.path().to_path_buf();
+    let owner = "6281299990000";
+    settings.accounts[0].owner_wa_id = Some(owner.into());
     let app = spawn_app_with_flows(settings).await;
     let store = db.store().await;
     let account = AccountId::from(PNID);
@@ -105,6 +107,28 @@ async fn a_custom_order_from_chat(db: TestDb) {
     );
     assert_eq!(made[0].media_id.as_deref(), Some("2001"));
     assert_eq!(made[0].status, CustomOrderStatus::New);
+    // The owner hears of it from the reconciliation pass, once.
+    for _ in 0..2 {
+        let (status, _) = app
+            .admin(
+                reqwest::Method::POST,
+                "/payments/reconcile",
+                Some(ADMIN_TOKEN),
+                None,
+            )
+            .await;
+        assert_eq!(status, 200);
+    }
+    // The owner's window is closed: held until they write.
+    app.post_webhook(&text_webhook(PNID, owner, "wamid.O1", "hi", t))
+        .await;
+    let to_owner = wait_replies(&graph, owner, 1).await;
+    assert_eq!(
+        to_owner,
+        vec![format!(
+            "New custom order #1 from +{u} (with a picture):\nA blue birthday cake for 20 <people> & a card"
+        )]
+    );
 
     // The owner lists, quotes, the customer hears the quote.
     let (status, body) = app

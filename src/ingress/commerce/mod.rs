@@ -1,5 +1,5 @@
-//! `/admin/v1/` commerce: the catalog (products, categories, stock, CSV import), orders and
-//! vouchers.
+//! `/admin/v1/` commerce: the catalog (products, categories, stock, CSV import), materials,
+//! orders, vouchers and subscriptions.
 //!
 //! The account is the `account` query parameter (a configured phone_number_id), which may be
 //! left out when exactly one account is configured. Money is a decimal string in the
@@ -12,15 +12,23 @@
 //! 0), `null` clears it. A product's category must exist (`POST /categories` first): a typo
 //! does not make a new category.
 //!
+//! Materials: `POST /materials` creates or updates by `name` (its `unit` required on a
+//! create); quantities (`stock`, `min_stock`, a product's `quantity` per unit, a stock
+//! `delta` or `set`) are decimal strings ("0.25") or whole numbers, never JSON floats. A
+//! product's stock changes in whole units.
+//!
 //! Here the routes and what every endpoint shares (the account, errors, bodies, cursors);
-//! `products.rs`, `import.rs` (CSV), `categories.rs`, `orders.rs`, `vouchers.rs`
-//! the endpoints.
+//! `products.rs`, `import.rs` (CSV), `categories.rs`, `materials.rs`, `orders.rs`,
+//! `vouchers.rs`, `subscriptions.rs` the endpoints; `owner.rs` telling an account's owner.
 
 mod categories;
 mod custom_orders;
 mod import;
+mod materials;
 mod orders;
+pub mod owner;
 mod products;
+mod subscriptions;
 mod vouchers;
 
 use axum::body::Bytes;
@@ -28,22 +36,28 @@ use axum::extract::rejection::{BytesRejection, QueryRejection};
 use axum::extract::{DefaultBodyLimit, Query};
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
-use axum::routing::{delete, get, post};
+use axum::routing::{delete, get, post, put};
 use axum::{Json, Router};
 use serde::de::{DeserializeOwned, Deserializer};
 use serde::Deserialize;
 use serde_json::{json, Value};
 
 use super::AppState;
+use crate::domain::material::StockChange;
 use crate::domain::{AccountId, Currency, Money, MoneyError};
 use crate::store::StoreError;
 use categories::{delete_category, list_categories, put_category};
 use custom_orders::{list_custom_orders, patch_custom_order, show_custom_order};
 use import::{import_products, IMPORT_MAX_BODY};
+use materials::{
+    adjust_material, delete_material, list_materials, patch_material, put_material,
+    put_product_materials, show_material,
+};
 use orders::{list_orders, patch_order, show_order};
 use products::{
     adjust_stock, delete_product, list_products, patch_product, put_product, show_product,
 };
+use subscriptions::{list_subscriptions, show_subscription};
 use vouchers::{delete_voucher, list_vouchers, patch_voucher, put_voucher, show_voucher};
 
 const DEFAULT_LIMIT: i64 = 50;
@@ -63,6 +77,17 @@ pub fn routes() -> Router<AppState> {
                 .delete(delete_product),
         )
         .route("/products/{sku}/stock", post(adjust_stock))
+        .route("/products/{sku}/materials", put(put_product_materials))
+        .route("/materials", get(list_materials).post(put_material))
+        .route(
+            "/materials/{name}",
+            get(show_material)
+                .patch(patch_material)
+                .delete(delete_material),
+        )
+        .route("/materials/{name}/stock", post(adjust_material))
+        .route("/subscriptions", get(list_subscriptions))
+        .route("/subscriptions/{id}", get(show_subscription))
         .route("/categories", get(list_categories).post(put_category))
         .route("/categories/{slug}", delete(delete_category))
         .route("/orders", get(list_orders))
@@ -279,6 +304,37 @@ impl Price {
                 "price {v} must be a decimal string (\"12.50\") or a whole number, never a JSON float"
             )),
         }
+    }
+}
+
+/// A stock change as given: `{"delta": …}` or `{"set": …}` (one of them), and why.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct StockBody {
+    #[serde(default, deserialize_with = "present")]
+    delta: Option<Value>,
+    #[serde(default, deserialize_with = "present")]
+    set: Option<Value>,
+    #[serde(default)]
+    reason: Option<String>,
+}
+
+impl StockBody {
+    /// The change (its amount still as given) and the reason, or 422.
+    fn change(self) -> Result<(StockChange<Value>, Option<String>), ApiError> {
+        if self
+            .reason
+            .as_ref()
+            .is_some_and(|r| r.chars().count() > 200)
+        {
+            return Err(ApiError::invalid("reason must be at most 200 characters"));
+        }
+        let change = match (self.delta, self.set) {
+            (Some(d), None) => StockChange::Delta(d),
+            (None, Some(s)) => StockChange::Set(s),
+            _ => return Err(ApiError::invalid("give either delta or set")),
+        };
+        Ok((change, self.reason))
     }
 }
 

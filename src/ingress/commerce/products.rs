@@ -12,11 +12,14 @@ use serde::Deserialize;
 use serde_json::{json, Value};
 
 use super::*;
+use crate::domain::material::{quantity_text, StockChange};
 use crate::domain::ProductKind;
-use crate::store::{Product, ProductFilter, ProductWrite};
+use crate::store::{MaterialLine, Product, ProductFilter, ProductStockAdjusted, ProductWrite};
 
-fn product_view(p: &Product) -> Value {
-    json!({
+/// A product as the API shows it; with the materials one unit takes, when they were read
+/// (a single product's answers; listings leave them out).
+fn product_view(p: &Product, materials: Option<&[MaterialLine]>) -> Value {
+    let mut view = json!({
         "sku": p.sku,
         "name": p.name,
         "description": p.description,
@@ -33,7 +36,18 @@ fn product_view(p: &Product) -> Value {
         "position": p.position,
         "created_at": p.created_at,
         "updated_at": p.updated_at,
-    })
+    });
+    if let Some(lines) = materials {
+        view["materials"] = materials_view(lines);
+    }
+    view
+}
+
+pub(super) fn materials_view(lines: &[MaterialLine]) -> Value {
+    lines
+        .iter()
+        .map(|l| json!({"material": l.material, "quantity": quantity_text(l.quantity)}))
+        .collect()
 }
 
 /// A product's fields as a request gives them: None left out, `Some(None)` cleared.
@@ -259,7 +273,8 @@ pub(super) async fn save_product(
     } else {
         StatusCode::OK
     };
-    Ok((status, Json(product_view(&saved))).into_response())
+    let materials = store.product_materials(account, sku).await?;
+    Ok((status, Json(product_view(&saved, Some(&materials)))).into_response())
 }
 
 /// `POST /products`: create or update by `sku`.
@@ -299,7 +314,10 @@ pub(super) async fn show_product(
 ) -> Answer {
     let (account, _) = account(&app, query(q)?.account.as_deref())?;
     match app.engine.store.product(&account, &sku).await? {
-        Some(p) => Ok(Json(product_view(&p)).into_response()),
+        Some(p) => {
+            let materials = app.engine.store.product_materials(&account, &sku).await?;
+            Ok(Json(product_view(&p, Some(&materials))).into_response())
+        }
         None => Err(ApiError::not_found("no such product")),
     }
 }
@@ -366,19 +384,13 @@ pub(super) async fn list_products(
             .last()
             .map(|p| cursor(&format!("{}:{}", p.position, p.sku)))
     });
-    let items: Vec<Value> = items.iter().map(product_view).collect();
+    let items: Vec<Value> = items.iter().map(|p| product_view(p, None)).collect();
     Ok(Json(json!({ "items": items, "next_cursor": next.flatten() })).into_response())
 }
 
-#[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
-struct StockChange {
-    delta: i64,
-    #[serde(default)]
-    reason: Option<String>,
-}
-
-/// `POST /products/{sku}/stock` `{delta, reason?}`: units in (or out); never below zero.
+/// `POST /products/{sku}/stock` `{delta | set, reason?}`: whole units in (or out), or the
+/// count of units on hand that no unpaid order holds (the product's `stock`); never below
+/// zero, so the units reserved by unpaid orders (`reserved`, apart) are never taken.
 pub(super) async fn adjust_stock(
     State(app): State<AppState>,
     Path(sku): Path<String>,
@@ -386,38 +398,43 @@ pub(super) async fn adjust_stock(
     body: Result<Bytes, BytesRejection>,
 ) -> Answer {
     let (account, _) = account(&app, query(q)?.account.as_deref())?;
-    let change: StockChange = json_body(body)?;
-    if change
-        .reason
-        .as_ref()
-        .is_some_and(|r| r.chars().count() > 200)
-    {
-        return Err(ApiError::invalid("reason must be at most 200 characters"));
-    }
-    let store = &app.engine.store;
-    let adjusted = store
-        .adjust_stock(&account, &sku, change.delta, now(&app))
+    let (change, reason) = json_body::<StockBody>(body)?.change()?;
+    let units = |v: &Value, field: &str| {
+        v.as_i64().ok_or_else(|| {
+            ApiError::invalid(format!("{field} {v} must be a whole number of units"))
+        })
+    };
+    let change = match change {
+        StockChange::Delta(v) => StockChange::Delta(units(&v, "delta")?),
+        StockChange::Set(v) => StockChange::Set(units(&v, "set")?),
+    };
+    let adjusted = app
+        .engine
+        .store
+        .adjust_product_stock(&account, &sku, change, now(&app))
         .await?;
-    let product = store
-        .product(&account, &sku)
-        .await?
-        .ok_or_else(|| ApiError::not_found("no such product"))?;
-    let Some(stock) = adjusted else {
-        return Err(match product.stock {
-            None => ApiError::conflict("the product's stock is not tracked: set `stock` first"),
-            Some(on_hand) => ApiError::conflict(format!(
-                "stock would go negative: {on_hand} on hand, delta {}",
-                change.delta
-            )),
-        });
+    let (stock, reserved) = match adjusted {
+        ProductStockAdjusted::Adjusted { stock, reserved } => (stock, reserved),
+        ProductStockAdjusted::NotFound => return Err(ApiError::not_found("no such product")),
+        ProductStockAdjusted::Untracked => {
+            return Err(ApiError::conflict(
+                "the product's stock is not tracked: set `stock` first",
+            ))
+        }
+        ProductStockAdjusted::BelowZero { refused, reserved } => {
+            return Err(ApiError::conflict(format!(
+                "stock would go negative ({}): {} on hand that no unpaid order holds, {reserved} reserved apart",
+                refused.wanted, refused.stock
+            )))
+        }
     };
     tracing::info!(
         account = %account,
         sku = %sku,
-        delta = change.delta,
+        change = ?change,
         stock,
-        reason = change.reason.as_deref().unwrap_or(""),
+        reason = reason.as_deref().unwrap_or(""),
         "Stock adjusted by the admin API."
     );
-    Ok(Json(json!({ "sku": sku, "stock": stock, "reserved": product.reserved })).into_response())
+    Ok(Json(json!({ "sku": sku, "stock": stock, "reserved": reserved })).into_response())
 }
