@@ -11,7 +11,8 @@
 //!
 //! The reconciliation pass (at start-up, then every `RECONCILE_EVERY`) settles what a lost
 //! callback or a crash left: PENDING payments past their expiry, callbacks recorded and not
-//! applied; and tells each conversation a status it has not heard.
+//! applied; and tells each conversation a status it has not heard. It ends with the shop's
+//! sweeps (ingress/sweeps.rs): abandoned carts' reminders, subscriptions' notices.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -286,8 +287,8 @@ async fn notify(engine: &Engine, router: &AccountRouter, p: &Payment) {
     }
 }
 
-/// One reconciliation pass: payments a lost callback or a crash left unsettled, and news
-/// a conversation has not heard.
+/// One reconciliation pass: payments a lost callback or a crash left unsettled, news a
+/// conversation has not heard, subscriptions that ended, and the shop's reminders.
 pub async fn reconcile(engine: &Engine, router: &AccountRouter) -> Result<(), StoreError> {
     let now = engine.clock.now_ms();
     for p in engine.store.payments_to_reconcile(now, 100).await? {
@@ -302,7 +303,8 @@ pub async fn reconcile(engine: &Engine, router: &AccountRouter) -> Result<(), St
     if ended > 0 {
         tracing::info!(subscriptions = ended, "Subscriptions ended.");
     }
-    Ok(())
+    // The shop's reminders (abandoned carts, renewals, ends), after the expiry above.
+    super::sweeps::sweep(engine, router).await
 }
 
 /// Run the reconciliation pass now and every [`RECONCILE_EVERY`], until the engine is gone.
