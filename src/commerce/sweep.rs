@@ -62,6 +62,12 @@ pub fn renewal_due(
     period_end > now && period_end <= renewal_due_until(now, s) && told_until != Some(period_end)
 }
 
+/// Whether an ended period (its end at `period_end`) is still to be told, its end notice
+/// last given for the period ending at `told_until` (if any).
+pub fn end_untold(period_end: i64, told_until: Option<i64>) -> bool {
+    told_until != Some(period_end)
+}
+
 /// The request id of a cart's reminder: one per cart, whatever pass sends it.
 pub fn reminder_request(cart_id: i64) -> String {
     format!("cart:{cart_id}:reminder")
@@ -280,6 +286,8 @@ mod tests {
         // Renewed: the period moved, so its new end is told again in time.
         assert!(renewal_due(end, Some(end - 30 * D), now, &s));
         assert!(!renewal_due(now, None, now, &s), "ended: the end notice's");
+        assert!(end_untold(now, None) && end_untold(now, Some(now - 30 * D)));
+        assert!(!end_untold(now, Some(now)), "told once");
         assert_ne!(renewal_request(1, end), renewal_request(1, end + 30 * D));
     }
 

@@ -137,6 +137,8 @@ async fn tell_subscriptions(
         .store
         .subscriptions_to_remind(id, now, until, BATCH)
         .await?
+        .into_iter()
+        .filter(|n| sweep::renewal_due(n.period_end, n.told_until, now, s))
     {
         let notice = sweep::renewal_notice(&n.plan, n.period_end, &zone, s);
         if tell(
@@ -153,7 +155,13 @@ async fn tell_subscriptions(
                 .await?;
         }
     }
-    for n in engine.store.subscriptions_ended_untold(id, BATCH).await? {
+    for n in engine
+        .store
+        .subscriptions_ended_untold(id, BATCH)
+        .await?
+        .into_iter()
+        .filter(|n| sweep::end_untold(n.period_end, n.told_until))
+    {
         let notice = sweep::ended_notice(&n.plan, n.period_end, &zone);
         if tell(
             actor,

@@ -31,6 +31,8 @@ pub struct SubscriptionNotice {
     /// The plan's name (its sku when the product is gone).
     pub plan: String,
     pub period_end: i64,
+    /// The period_end this notice was last given for (renewal or end, as read).
+    pub told_until: Option<i64>,
 }
 
 impl Store {
@@ -120,8 +122,8 @@ impl Store {
     ) -> Result<Vec<SubscriptionNotice>, StoreError> {
         let rows = self
             .fetch(
-                "SELECT s.id, s.user_key, s.sku, s.period_end, p.name FROM subscriptions s \
-                 LEFT JOIN products p ON p.account = s.account AND p.sku = s.sku \
+                "SELECT s.id, s.user_key, s.sku, s.period_end, s.renewal_notified_until AS told_until, p.name \
+                 FROM subscriptions s LEFT JOIN products p ON p.account = s.account AND p.sku = s.sku \
                  WHERE s.account = $1 AND s.status = 'active' AND s.period_end > $2 AND s.period_end <= $3 \
                  AND (s.renewal_notified_until IS NULL OR s.renewal_notified_until <> s.period_end) \
                  ORDER BY s.period_end, s.id LIMIT $4",
@@ -139,8 +141,8 @@ impl Store {
     ) -> Result<Vec<SubscriptionNotice>, StoreError> {
         let rows = self
             .fetch(
-                "SELECT s.id, s.user_key, s.sku, s.period_end, p.name FROM subscriptions s \
-                 LEFT JOIN products p ON p.account = s.account AND p.sku = s.sku \
+                "SELECT s.id, s.user_key, s.sku, s.period_end, s.end_notified_until AS told_until, p.name \
+                 FROM subscriptions s LEFT JOIN products p ON p.account = s.account AND p.sku = s.sku \
                  WHERE s.account = $1 AND s.status = 'expired' \
                  AND (s.end_notified_until IS NULL OR s.end_notified_until <> s.period_end) \
                  ORDER BY s.period_end, s.id LIMIT $2",
@@ -192,5 +194,6 @@ fn notice_of(r: &sqlx::any::AnyRow) -> Result<SubscriptionNotice, StoreError> {
         plan: name.unwrap_or_else(|| sku.clone()),
         sku,
         period_end: r.try_get("period_end")?,
+        told_until: r.try_get("told_until")?,
     })
 }
