@@ -7,7 +7,9 @@
 //! Each message goes to its conversation as an `Outgoing` whose request id names the cart or
 //! the period, and is recorded as told only once the conversation took it (sent, or held
 //! until the customer writes again). A crash in between sends it again on the next pass
-//! under the same request id, which the conversation answers as a duplicate of the first.
+//! under the same request id, which the conversation answers as a duplicate of the first
+//! (found by the outbox rows it queued: a held message has none, so a crash between holding
+//! it and recording it holds it a second time).
 
 use std::sync::Arc;
 
