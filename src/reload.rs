@@ -106,6 +106,11 @@ fn take_live_key(next: &mut Settings, disk: &Settings, key: &str) -> bool {
             _ => false,
         };
     }
+    // Read by each reconciliation pass: the whole section is taken, templates included.
+    if key == "commerce" || key.starts_with("commerce.") {
+        next.commerce = disk.commerce.clone();
+        return true;
+    }
     match list_base(key) {
         "log.level" => next.log.level = disk.log.level.clone(),
         "admin.token" => next.admin.token = disk.admin.token.clone(),
@@ -497,6 +502,33 @@ mod tests {
         assert_eq!(
             plan(&running, &disk).restart_required,
             ["accounts[0].daily_limit"]
+        );
+    }
+
+    #[test]
+    fn the_shop_reminders_are_live() {
+        let running = load(ACCOUNT);
+        let disk = load(&format!(
+            "[commerce]\nabandoned_after = \"30m\"\n\
+             renewal_template = {{ name = \"plan_renewal\", language = \"id\", body_params = [\"{{{{plan}}}}\"] }}\n{ACCOUNT}"
+        ));
+        let change = plan(&running, &disk);
+        assert!(
+            change.restart_required.is_empty(),
+            "{:?}",
+            change.restart_required
+        );
+        assert!(
+            change
+                .applied
+                .contains(&"commerce.abandoned_after".to_string()),
+            "{:?}",
+            change.applied
+        );
+        assert_eq!(change.next.commerce, disk.commerce);
+        assert_eq!(
+            change.next.commerce.abandoned_after,
+            std::time::Duration::from_secs(1800)
         );
     }
 

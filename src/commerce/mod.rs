@@ -6,13 +6,15 @@
 //! recorded under the call's id so that a call made again after a crash answers as the first
 //! did, with no second effect); the [`Answer`] comes back as an event and the flow branches on
 //! it. `calls.rs` the calls and answers as data; `text.rs` what the customer reads of a cart
-//! or an order (pure); `voucher.rs` vouchers (pure); `materials.rs`
-//! materials and their low-stock alerts (pure); `run.rs` a call carried out against the store.
+//! or an order (pure); `sweep.rs` the abandoned-cart and subscription reminders, decided (pure);
+//! `voucher.rs` vouchers (pure); `materials.rs` materials and their low-stock alerts (pure);
+//! `run.rs` a call carried out against the store.
 
 mod calls;
 pub mod materials;
 pub mod payment;
 mod run;
+pub mod sweep;
 pub mod text;
 pub mod voucher;
 

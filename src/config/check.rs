@@ -30,6 +30,7 @@ impl Settings {
             }
         }
         self.payments.check(&self.accounts, &mut errors);
+        self.commerce.check(&mut errors);
         for c in &self.flows.http_allow {
             if let Err(e) = c.parse::<crate::outcall::Cidr>() {
                 errors.push(format!("flows.http_allow: {e}"));
@@ -226,6 +227,35 @@ impl Settings {
             }
         }
         w
+    }
+}
+
+impl CommerceSettings {
+    /// The reminders' durations and templates.
+    fn check(&self, errors: &mut Vec<String>) {
+        if self.abandoned_after < Duration::from_secs(60) {
+            errors.push("commerce.abandoned_after: must be at least 1m".into());
+        }
+        if self.renewal_notice < Duration::from_secs(60) {
+            errors.push("commerce.renewal_notice: must be at least 1m".into());
+        }
+        if self.renewal_notice > Duration::from_secs(366 * 24 * 3600) {
+            errors.push("commerce.renewal_notice: must be at most 366d".into());
+        }
+        for (key, template, known) in [
+            (
+                "abandoned_template",
+                &self.abandoned_template,
+                ABANDONED_PARAMS,
+            ),
+            ("renewal_template", &self.renewal_template, RENEWAL_PARAMS),
+        ] {
+            if let Some(t) = template {
+                for p in t.problems(known) {
+                    errors.push(format!("commerce.{key}.{p}"));
+                }
+            }
+        }
     }
 }
 

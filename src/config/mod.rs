@@ -67,6 +67,8 @@ pub struct Settings {
     #[serde(default)]
     pub campaigns: CampaignSettings,
     #[serde(default)]
+    pub commerce: CommerceSettings,
+    #[serde(default)]
     pub accounts: Vec<AccountSettings>,
     /// Which files were read, for error messages.
     #[serde(skip)]
@@ -270,6 +272,53 @@ mod tests {
         s.validate().unwrap();
         assert_eq!(s.http.listen, "127.0.0.1:8080");
         assert_eq!(s.store.url, "sqlite://data/parley.db");
+    }
+
+    #[test]
+    fn commerce_reminders_default_and_bad_values_name_their_key() {
+        let parse = |text: &str| -> Result<Settings, String> {
+            config::Config::builder()
+                .add_source(config::File::from_str(text, config::FileFormat::Toml))
+                .build()
+                .unwrap()
+                .try_deserialize()
+                .map_err(|e| e.to_string())
+        };
+        let s = parse(DEFAULT_CONFIG).unwrap();
+        assert_eq!(s.commerce, CommerceSettings::default());
+        assert_eq!(s.commerce.abandoned_after, Duration::from_secs(7200));
+        assert_eq!(s.commerce.renewal_notice, Duration::from_secs(3 * 86400));
+        let text = DEFAULT_CONFIG
+            .replace(
+                "abandoned_after = \"2h\"",
+                "abandoned_after = \"5s\"\nabandoned_template = { name = \"Cart Reminder\", \
+                 language = \"\", body_params = [\"{{items}}\", \"{{price}}\", \"{{total\"] }",
+            )
+            .replace(
+                "renewal_notice = \"3d\"",
+                "renewal_notice = \"400d\"\nrenewal_template = { name = \"plan_renewal\", \
+                 language = \"id\", body_params = [\"{{plan}}\", \"{{end_date}}\"] }",
+            );
+        let err = parse(&text).unwrap().validate().unwrap_err().to_string();
+        for key in [
+            "commerce.abandoned_after: must be at least 1m",
+            "commerce.renewal_notice: must be at most 366d",
+            "commerce.abandoned_template.name: `Cart Reminder`",
+            "commerce.abandoned_template.language",
+            "commerce.abandoned_template.body_params[1]: `{{price}}` is not one of {{total}}, {{count}}, {{items}}",
+            "commerce.abandoned_template.body_params[2]",
+        ] {
+            assert!(err.contains(key), "{key}: {err}");
+        }
+        assert!(!err.contains("renewal_template"), "{err}");
+        assert!(!err.contains("body_params[0]"), "{err}");
+        // A misspelt key or a duration that does not parse is refused by name.
+        let err =
+            parse(&DEFAULT_CONFIG.replace("renewal_notice = \"3d\"", "renewal_notise = \"3d\""))
+                .unwrap_err();
+        assert!(err.contains("renewal_notise"), "{err}");
+        let err = parse(&DEFAULT_CONFIG.replace("\"2h\"", "\"two hours\"")).unwrap_err();
+        assert!(err.contains("two hours"), "{err}");
     }
 
     #[test]

@@ -450,3 +450,133 @@ pub(super) fn default_tier() -> MessagingTier {
 pub(super) fn default_timezone() -> String {
     "UTC".into()
 }
+
+/// `[commerce]`: the shop's reminders (read by each reconciliation pass, so every key is live).
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct CommerceSettings {
+    /// An open cart with items and no order, untouched for this long, gets one reminder.
+    #[serde(deserialize_with = "de_duration")]
+    pub abandoned_after: Duration,
+    /// Sent instead of the reminder outside the 24 h window; without it the reminder is held
+    /// until the customer writes again. Body parameters: `{{total}}`, `{{count}}`, `{{items}}`.
+    pub abandoned_template: Option<ReminderTemplate>,
+    /// An active subscription is told this long before its period ends.
+    #[serde(deserialize_with = "de_duration")]
+    pub renewal_notice: Duration,
+    /// Sent instead of the renewal notice outside the window (else it is held). Body
+    /// parameters: `{{plan}}`, `{{end_date}}`.
+    pub renewal_template: Option<ReminderTemplate>,
+}
+
+impl Default for CommerceSettings {
+    fn default() -> Self {
+        CommerceSettings {
+            abandoned_after: Duration::from_secs(2 * 3600),
+            abandoned_template: None,
+            renewal_notice: Duration::from_secs(3 * 24 * 3600),
+            renewal_template: None,
+        }
+    }
+}
+
+/// The placeholders `commerce.abandoned_template.body_params` may use.
+pub const ABANDONED_PARAMS: &[&str] = &["total", "count", "items"];
+/// The placeholders `commerce.renewal_template.body_params` may use.
+pub const RENEWAL_PARAMS: &[&str] = &["plan", "end_date"];
+
+/// An approved template sent outside the 24 h window: its body parameters in order, each a
+/// text where `{{name}}` is replaced by the reminder's value of that name.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ReminderTemplate {
+    pub name: String,
+    /// Its language code, e.g. `id` or `en_US`.
+    pub language: String,
+    #[serde(default)]
+    pub body_params: Vec<String>,
+}
+
+impl ReminderTemplate {
+    /// Why it cannot be sent: a name that is not Meta's (lower-case letters, digits and `_`),
+    /// no language, a placeholder outside `known` or left open.
+    pub fn problems(&self, known: &[&str]) -> Vec<String> {
+        let mut problems = Vec::new();
+        if self.name.is_empty()
+            || !self
+                .name
+                .chars()
+                .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_')
+        {
+            problems.push(format!(
+                "name: `{}` must be a template name (lower-case letters, digits and _)",
+                self.name
+            ));
+        }
+        if self.language.trim().is_empty() {
+            problems.push("language: must be set (e.g. id, en_US)".into());
+        }
+        for (i, p) in self.body_params.iter().enumerate() {
+            if let Err(e) = placeholders(p).and_then(|names| {
+                match names.iter().find(|n| !known.contains(&n.as_str())) {
+                    Some(n) => Err(format!(
+                        "`{{{{{n}}}}}` is not one of {}",
+                        known
+                            .iter()
+                            .map(|k| format!("{{{{{k}}}}}"))
+                            .collect::<Vec<_>>()
+                            .join(", ")
+                    )),
+                    None => Ok(()),
+                }
+            }) {
+                problems.push(format!("body_params[{i}]: {e}"));
+            }
+        }
+        problems
+    }
+
+    /// Each body parameter with its placeholders replaced by `values` (`name` → text); a
+    /// placeholder without a value is left as written (the settings' check refuses those).
+    pub fn body(&self, values: &[(&str, &str)]) -> Vec<String> {
+        self.body_params
+            .iter()
+            .map(|p| {
+                let mut out = String::with_capacity(p.len());
+                let mut rest = p.as_str();
+                while let Some(start) = rest.find("{{") {
+                    out.push_str(&rest[..start]);
+                    let after = &rest[start + 2..];
+                    let Some(end) = after.find("}}") else {
+                        out.push_str(&rest[start..]);
+                        rest = "";
+                        break;
+                    };
+                    let name = after[..end].trim();
+                    match values.iter().find(|(n, _)| *n == name) {
+                        Some((_, v)) => out.push_str(v),
+                        None => out.push_str(&rest[start..start + 2 + end + 2]),
+                    }
+                    rest = &after[end + 2..];
+                }
+                out.push_str(rest);
+                out
+            })
+            .collect()
+    }
+}
+
+/// The `{{name}}`s of a parameter, or why it does not parse.
+fn placeholders(p: &str) -> Result<Vec<String>, String> {
+    let mut names = Vec::new();
+    let mut rest = p;
+    while let Some(start) = rest.find("{{") {
+        let after = &rest[start + 2..];
+        let end = after
+            .find("}}")
+            .ok_or_else(|| format!("`{p}` has a `{{{{` without its `}}}}`"))?;
+        names.push(after[..end].trim().to_string());
+        rest = &after[end + 2..];
+    }
+    Ok(names)
+}

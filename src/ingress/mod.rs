@@ -8,6 +8,7 @@ mod inbox;
 pub mod listener;
 pub mod payments;
 pub mod signature;
+mod sweeps;
 mod throttle;
 mod webhook;
 

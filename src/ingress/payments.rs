@@ -12,8 +12,9 @@
 //! The reconciliation pass (at start-up, then every `RECONCILE_EVERY`) settles what a lost
 //! callback or a crash left: PENDING payments past their expiry, callbacks recorded and not
 //! applied; tells each conversation a status it has not heard; and tells each account's
-//! owner what is owed to them (a payment held for them, a material below its minimum:
-//! `commerce/owner.rs`).
+//! owner what is owed to them (a payment held for them, a material below its minimum, a
+//! custom order: `commerce/owner.rs`). It ends with the shop's sweeps (ingress/sweeps.rs):
+//! abandoned carts' reminders, subscriptions' notices.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -322,7 +323,7 @@ async fn notify(engine: &Engine, router: &AccountRouter, p: &Payment) {
 const CREATE_LOST_AFTER_MS: i64 = 60_000;
 
 /// One reconciliation pass: payments a lost callback or a crash left unsettled, news a
-/// conversation has not heard, what the owners are owed, and payments whose create call was
+/// conversation has not heard, what the owners are owed, the shop's reminders, and payments whose create call was
 /// lost (made before this process `started`, or long ago): their conversation is woken, and
 /// makes it again.
 pub async fn reconcile(
@@ -358,7 +359,8 @@ pub async fn reconcile(
     if ended > 0 {
         tracing::info!(subscriptions = ended, "Subscriptions ended.");
     }
-    Ok(())
+    // The shop's reminders (abandoned carts, renewals, ends), after the expiry above.
+    super::sweeps::sweep(engine, router).await
 }
 
 /// Run the reconciliation pass now and every [`RECONCILE_EVERY`], until the engine is gone.

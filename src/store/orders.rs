@@ -275,7 +275,10 @@ impl Store {
         }
         self.tx_run(
             &mut tx,
-            "UPDATE carts SET status = $1, order_id = $2, updated_at = $3 WHERE id = $4",
+            // A reminded cart that becomes an order was recovered (store/sweeps.rs).
+            "UPDATE carts SET status = $1, order_id = $2, updated_at = $3, \
+             recovery = CASE WHEN recovery IN ('pending', 'sent') THEN 'recovered' ELSE recovery END \
+             WHERE id = $4",
             vec![
                 CartStatus::Ordered.as_str().into(),
                 Val::I(order.id),

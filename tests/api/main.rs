@@ -20,6 +20,7 @@ mod payments;
 mod reload;
 mod sendgate;
 mod store;
+mod sweeps;
 mod vouchers;
 mod webhook;
 mod window;
