@@ -572,7 +572,8 @@ impl ConversationActorState {
                         gateways: &engine.payments,
                     };
                     let now = engine.clock.now_ms();
-                    let answer = crate::commerce::run(shop, who, &call, now).await;
+                    let mut answer = crate::commerce::run(shop, who, &call, now).await;
+                    qris_image_link(&engine, &mut answer);
                     if let Some(me) = me {
                         let _ = me.cast(ConversationMsg::CommerceDone(
                             crate::commerce::CommerceResult {
@@ -795,5 +796,31 @@ impl Actor for ConversationActor {
             }
         }
         Ok(())
+    }
+}
+
+/// A QRIS the gateway gave as a string only is sent as an image Meta fetches from us
+/// (`GET /payments/qr/{id}-{token}.png`, drawn from the stored string), when
+/// `payments.callback_base_url` says where Parley is reachable; else the string is sent as
+/// text.
+fn qris_image_link(engine: &Engine, answer: &mut crate::commerce::Answer) {
+    use crate::commerce::{Answer, PaymentAnswer};
+    use crate::payments::Instructions;
+    use secrecy::ExposeSecret;
+    if let Answer::Payment(PaymentAnswer::Opened {
+        payment_id,
+        instructions:
+            Instructions::Qris {
+                qr_string: Some(_),
+                image_url: image_url @ None,
+            },
+        ..
+    }) = answer
+    {
+        let settings = engine.settings();
+        if let Some(base) = &settings.payments.callback_base_url {
+            let secret = settings.whatsapp.app_secret.expose_secret().as_bytes();
+            *image_url = Some(crate::payments::qr_link(base, secret, *payment_id));
+        }
     }
 }

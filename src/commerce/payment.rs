@@ -141,8 +141,9 @@ pub fn instructions_text(i: &Instructions, amount: &Money, order: &str, within: 
             bank.to_uppercase()
         ),
         Instructions::Qris { qr_string, image_url } => match (image_url, qr_string) {
-            (Some(url), _) => {
-                format!("Please scan this QRIS to pay {amount} within {within} (order {order}): {url}")
+            // Sent as the image's caption.
+            (Some(_), _) => {
+                format!("Please scan this QRIS to pay {amount} within {within} (order {order}).")
             }
             (None, Some(qr)) => format!(
                 "Please pay {amount} by QRIS within {within} (order {order}). QRIS code: {qr}"

@@ -7,6 +7,7 @@ pub use commerce::owner;
 mod inbox;
 pub mod listener;
 pub mod payments;
+mod qr;
 pub mod signature;
 mod sweeps;
 mod throttle;
@@ -121,6 +122,7 @@ fn public_routes() -> Router<AppState> {
             axum::routing::post(payments::callback)
                 .layer(DefaultBodyLimit::max(payments::MAX_CALLBACK_BYTES)),
         )
+        .route("/payments/qr/{file}", get(qr::image))
         .route("/healthz", get(|| async { "ok" }))
         .route("/readyz", get(readyz))
 }

@@ -30,7 +30,7 @@ mod stripe;
 mod types;
 mod xendit;
 
-pub use qr::{qr_png, QrError};
+pub use qr::{qr_file_payment, qr_link, qr_png, QrError};
 pub use types::*;
 
 /// Whether a gateway kind can take a payment by `method`.

@@ -4,6 +4,42 @@
 //! module is a few tens of KB uncompressed, well under WhatsApp's 5 MB image limit, and it
 //! spares the build an image and a deflate crate.
 
+/// Where Meta fetches a payment's QRIS image from: `{base}/payments/qr/{id}-{token}.png`,
+/// `token` an HMAC of the payment id under a key derived from `secret` (the app secret), so
+/// a payment's QR cannot be fetched by guessing ids.
+pub fn qr_link(base: &str, secret: &[u8], payment_id: i64) -> String {
+    format!(
+        "{}/payments/qr/{payment_id}-{}.png",
+        base.trim_end_matches('/'),
+        qr_token(secret, payment_id)
+    )
+}
+
+/// The token of [`qr_link`]: 32 hex digits.
+pub fn qr_token(secret: &[u8], payment_id: i64) -> String {
+    use hmac::{Hmac, Mac};
+    // An HMAC takes a key of any length.
+    let mut mac = Hmac::<sha2::Sha256>::new_from_slice(secret).expect("any key length");
+    mac.update(b"parley qris image ");
+    mac.update(payment_id.to_string().as_bytes());
+    hex::encode(&mac.finalize().into_bytes()[..16])
+}
+
+/// The payment id a [`qr_link`] file name (`{id}-{token}.png`) names, if its token is right
+/// (compared in constant time).
+pub fn qr_file_payment(secret: &[u8], file: &str) -> Option<i64> {
+    let (id, token) = file.strip_suffix(".png")?.split_once('-')?;
+    let id: i64 = id.parse().ok()?;
+    let want = qr_token(secret, id);
+    let same = want.len() == token.len()
+        && want
+            .bytes()
+            .zip(token.bytes())
+            .fold(0u8, |acc, (a, b)| acc | (a ^ b))
+            == 0;
+    same.then_some(id)
+}
+
 /// Pixels per QR module, and the quiet zone around the code in modules (the standard's 4).
 const SCALE: usize = 8;
 const QUIET: usize = 4;
@@ -98,6 +134,20 @@ fn crc32(data: &[u8]) -> u32 {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn qr_links_name_their_payment_and_refuse_a_guess() {
+        let url = qr_link("https://shop.example/", b"app-secret", 42);
+        let file = url
+            .strip_prefix("https://shop.example/payments/qr/")
+            .unwrap();
+        assert_eq!(qr_file_payment(b"app-secret", file), Some(42));
+        assert_eq!(qr_file_payment(b"another-secret", file), None);
+        let other = file.replacen("42-", "43-", 1);
+        assert_eq!(qr_file_payment(b"app-secret", &other), None, "{other}");
+        assert_eq!(qr_file_payment(b"app-secret", "42.png"), None);
+        assert_eq!(qr_file_payment(b"app-secret", "x-y.png"), None);
+    }
 
     #[test]
     fn crc_and_adler_match_known_values() {

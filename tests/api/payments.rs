@@ -44,7 +44,13 @@ fn replies(graph: &FakeGraph, user: &str) -> Vec<String> {
         .delivered()
         .into_iter()
         .filter(|a| a.to() == Some(user))
-        .map(|a| a.text().unwrap_or_default().to_string())
+        // A text's body, or an image's caption (a QRIS).
+        .map(|a| {
+            a.text()
+                .or_else(|| a.body.pointer("/image/caption").and_then(|v| v.as_str()))
+                .unwrap_or_default()
+                .to_string()
+        })
         .collect()
 }
 
@@ -131,6 +137,8 @@ async fn shop_with(
     };
     settings.payments.providers.insert("gw".into(), provider);
     settings.accounts[0].payments = Some("gw".into());
+    // Where Meta reaches Parley (the gateways' callbacks, the QRIS images).
+    settings.payments.callback_base_url = Some("https://parley.example".into());
     let app = match clock {
         Some(c) => spawn_app_with_clock(settings, Arc::new(c)).await,
         None => spawn_app_with_flows(settings).await,
@@ -385,6 +393,79 @@ on_both_stores!(
     stripe_holds_a_mismatch_finds_a_lost_callback_and_a_late_payment,
     held_lost_and_late_stripe
 );
+
+/// A QRIS the gateway gives as a string is sent as an image Meta fetches from Parley: the
+/// link names the payment with a token; the PNG is drawn from the stored string while the
+/// payment is pending; a guessed link, or the same once paid, is 404.
+async fn qris_as_an_image(db: TestDb) {
+    let (app, graph, gateway, store, _flows) =
+        shop_with(&db, GatewayKind::Xendit, "{method: qris}", None).await;
+    let gateway = gateway.unwrap();
+    let u = "6281200000521";
+    let webhook = text_webhook(PNID, u, "wamid.Q1", "buy", now_secs());
+    assert_eq!(app.post_webhook(&webhook).await, 200);
+    assert!(
+        eventually(Duration::from_secs(10), || async {
+            graph
+                .delivered()
+                .iter()
+                .any(|a| a.to() == Some(u) && a.body.get("image").is_some())
+        })
+        .await,
+        "no image sent: {:?}",
+        graph
+            .delivered()
+            .iter()
+            .map(|a| a.body.clone())
+            .collect::<Vec<_>>()
+    );
+    let sent = graph
+        .delivered()
+        .into_iter()
+        .find(|a| a.to() == Some(u))
+        .unwrap();
+    assert_eq!(sent.body["type"], "image", "{}", sent.body);
+    assert!(
+        sent.body["image"]["caption"]
+            .as_str()
+            .unwrap()
+            .starts_with("Please scan this QRIS to pay Rp 50.000"),
+        "{}",
+        sent.body
+    );
+    let link = sent.body["image"]["link"].as_str().unwrap();
+    let path = link.strip_prefix("https://parley.example").unwrap();
+    assert!(path.starts_with("/payments/qr/1-"), "{link}");
+    let get = |path: String| {
+        let url = format!("{}{path}", app.base);
+        async move { reqwest::get(url).await.unwrap() }
+    };
+    let png = get(path.to_string()).await;
+    assert_eq!(png.status(), 200);
+    assert_eq!(png.headers()["content-type"], "image/png");
+    let bytes = png.bytes().await.unwrap();
+    assert_eq!(&bytes[..8], b"\x89PNG\r\n\x1a\n");
+    let guessed = path.replacen("/1-", "/2-", 1);
+    assert_eq!(get(guessed).await.status(), 404);
+    assert_eq!(
+        get("/payments/qr/1-00000000000000000000000000000000.png".into())
+            .await
+            .status(),
+        404
+    );
+    gateway.set_outcome("PAY-00000001", FakeOutcome::Paid, None);
+    let url = format!("{}/payments/gw/callback", app.base);
+    assert_eq!(gateway.post_callback(&url, "PAY-00000001").await, 200);
+    assert!(
+        eventually(Duration::from_secs(10), || async {
+            store.payment(1).await.unwrap().unwrap().status == PaymentStatus::Paid
+        })
+        .await
+    );
+    assert_eq!(get(path.to_string()).await.status(), 404, "paid: gone");
+    app.stop().await;
+}
+on_both_stores!(a_qris_is_sent_as_an_image, qris_as_an_image);
 
 /// The gateway's callback comes while its create call is still unanswered (the customer paid
 /// within the second the gateway took to answer): the payment row, committed before the call,

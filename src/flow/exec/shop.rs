@@ -8,7 +8,7 @@ use super::*;
 use crate::commerce::{payment, text, voucher, Answer, Call, Op, PaymentAnswer};
 use crate::domain::{PaymentStatus, UserKey, VoucherRefusal};
 use crate::store::{CartChanged, Checkout, Product, VoucherApplied};
-use crate::whatsapp::send::{ListRow, ListSection};
+use crate::whatsapp::send::{ListRow, ListSection, MediaSource, MediaType, OutboundMessage};
 
 /// The id of a catalog list's "More" row.
 pub const MORE_ROW: &str = "catalog:more";
@@ -409,12 +409,19 @@ impl Run<'_, '_> {
                     st.vars
                         .insert("payment.text".into(), Value::Str(text.clone()));
                     st.payment = Some(*payment_id);
+                    let qris = match instructions {
+                        crate::payments::Instructions::Qris {
+                            image_url: Some(url),
+                            ..
+                        } => Some(url.clone()),
+                        _ => None,
+                    };
                     match st.early_payment.take() {
                         // Its callback came first: settled now (no instructions to pay what
                         // is paid).
                         Some(early) if early.id == *payment_id => {
                             if payment::flow_result(early.status).is_none() {
-                                self.say_text(&text);
+                                self.say_instructions(text, qris);
                             }
                             if let Some(t) = early.access {
                                 self.say_text(&t);
@@ -422,7 +429,7 @@ impl Run<'_, '_> {
                             self.payment_settled(st, early.status)
                         }
                         early => {
-                            self.say_text(&text);
+                            self.say_instructions(text, qris);
                             self.other_news(early);
                             Ok(st)
                         }
@@ -482,6 +489,19 @@ impl Run<'_, '_> {
 }
 
 impl Run<'_, '_> {
+    /// What to do to pay: a QRIS as its image with the text as caption, else the text.
+    fn say_instructions(&mut self, text: String, qris_image: Option<String>) {
+        match qris_image {
+            Some(url) => self.actions.push(FlowAction::Send(OutboundMessage::Media {
+                media_type: MediaType::Image,
+                source: MediaSource::Link(url),
+                caption: Some(text),
+                filename: None,
+            })),
+            None => self.say_text(&text),
+        }
+    }
+
     /// Another payment's news kept while this one was being opened (an earlier order's):
     /// told as a customer with no flow waiting on it hears it.
     fn other_news(&mut self, early: Option<super::EarlyPayment>) {
