@@ -144,6 +144,7 @@ fn bad_flows_report_every_error_with_positions() {
         "tests/bad_flows/bad.yaml:21:5: node `too_many`: WhatsApp limit: buttons has 4 item(s)",
         "tests/bad_flows/bad.yaml:21:5: node `too_many`: WhatsApp limit: buttons[1].title is 26 characters long",
         "tests/bad_flows/bad.yaml:31:14: node `bad_tpl`: unknown template filter `shout`",
+        "tests/bad_flows/bad.yaml:33:11: node `bad_profile`: contact.email: `not-an-email` is not an email address",
         "tests/bad_flows/dup.yaml:1:1: duplicate flow id `bad`",
         "tests/bad_flows/dupids.yaml:28:3: duplicate node id `done`",
         "tests/bad_flows/dupids.yaml:6:5: node `menu`: WhatsApp limit: buttons[1].id \"yes\" is used more than once",

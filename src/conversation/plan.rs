@@ -7,6 +7,7 @@
 //! row's idempotency key (what makes a step that runs again insert nothing new), whether the
 //! contact's row changes, and whether there is anything to commit at all.
 
+use crate::domain::profile::ProfileField;
 use std::time::Instant;
 
 use crate::domain::{is_campaign_request, OutboxKind, SendClass};
@@ -239,7 +240,10 @@ fn contact_change(o: &Outcome<'_>) -> Result<Option<ContactUpsert>, serde_json::
         || was.wa_id != is.wa_id
         || was.user_id != is.user_id
         || was.profile_name != is.profile_name;
-    if !(inbound && details_changed || tags_changed || opted_out_at.is_some()) {
+    let profile_changed = ProfileField::ALL
+        .iter()
+        .any(|f| was.fields.get(f.name()) != is.fields.get(f.name()));
+    if !(inbound && details_changed || tags_changed || opted_out_at.is_some() || profile_changed) {
         return Ok(None);
     }
     Ok(Some(ContactUpsert {
@@ -250,6 +254,8 @@ fn contact_change(o: &Outcome<'_>) -> Result<Option<ContactUpsert>, serde_json::
             .then(|| serde_json::to_string(&is.tags))
             .transpose()?,
         opted_out_at,
+        profile: profile_changed
+            .then(|| ProfileField::ALL.map(|f| is.fields.get(f.name()).cloned())),
     }))
 }
 

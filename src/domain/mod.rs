@@ -6,6 +6,7 @@ mod class;
 mod ids;
 pub mod material;
 mod money;
+pub mod profile;
 mod records;
 mod retry;
 mod states;

@@ -64,6 +64,9 @@ pub struct ContactUpsert {
     pub tags: Option<String>,
     /// Some(at): opted out of campaigns at `at`; Some(0): opted back in; None: unchanged.
     pub opted_out_at: Option<i64>,
+    /// The profile fields (`domain::profile::ProfileField::ALL`'s order) when one changed:
+    /// each as set ("" when cleared), None where never set; None: unchanged.
+    pub profile: Option<[Option<String>; 7]>,
 }
 
 /// Everything one conversation step changes, committed atomically.
@@ -317,17 +320,24 @@ pub(crate) fn upsert_contacts(
         contacts,
         |n| {
             format!(
-                "INSERT INTO contacts (account, user_key, wa_id, user_id, profile_name, first_seen_at, last_seen_at, tags, opted_out_at) VALUES {} \
+                "INSERT INTO contacts (account, user_key, wa_id, user_id, profile_name, first_seen_at, last_seen_at, tags, opted_out_at, \
+                 email, full_name, address, birth_date, identity_type, identity_number, gender) VALUES {} \
                  ON CONFLICT (account, user_key) DO UPDATE SET wa_id = COALESCE(excluded.wa_id, contacts.wa_id), \
+                 email = COALESCE(excluded.email, contacts.email), full_name = COALESCE(excluded.full_name, contacts.full_name), \
+                 address = COALESCE(excluded.address, contacts.address), birth_date = COALESCE(excluded.birth_date, contacts.birth_date), \
+                 identity_type = COALESCE(excluded.identity_type, contacts.identity_type), \
+                 identity_number = COALESCE(excluded.identity_number, contacts.identity_number), \
+                 gender = COALESCE(excluded.gender, contacts.gender), \
                  user_id = COALESCE(excluded.user_id, contacts.user_id), \
                  profile_name = COALESCE(excluded.profile_name, contacts.profile_name), last_seen_at = excluded.last_seen_at, \
                  tags = COALESCE(excluded.tags, contacts.tags), \
                  opted_out_at = CASE WHEN excluded.opted_out_at IS NULL THEN contacts.opted_out_at \
                  WHEN excluded.opted_out_at = 0 THEN NULL ELSE excluded.opted_out_at END",
-                values_list(n, 9, 1)
+                values_list(n, 16, 1)
             )
         },
         |(s, c)| {
+            let p = |i: usize| Val::OptS(c.profile.as_ref().and_then(|p| p[i].clone()));
             [
                 Val::from(&s.account),
                 Val::from(&s.user_key),
@@ -339,6 +349,13 @@ pub(crate) fn upsert_contacts(
                 Val::OptS(c.tags.clone()),
                 // A first row never records an opt-in (0): NULL is the same.
                 Val::OptI(c.opted_out_at),
+                p(0),
+                p(1),
+                p(2),
+                p(3),
+                p(4),
+                p(5),
+                p(6),
             ]
         },
     )

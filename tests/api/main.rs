@@ -17,6 +17,7 @@ mod handoff;
 mod materials;
 mod media;
 mod payments;
+mod profile;
 mod reload;
 mod sendgate;
 mod store;

@@ -99,7 +99,23 @@ impl Run<'_, '_> {
                             }
                             SetOp::Contact(k, e) => {
                                 let v = eval(e, &st, &self.contact).map_err(err)?;
-                                self.contact.fields.insert(k.clone(), expr::display(&v));
+                                let mut text = expr::display(&v);
+                                if let Some(field) = crate::domain::profile::ProfileField::of(k) {
+                                    // A profile field: checked and written one way.
+                                    let today =
+                                        chrono::DateTime::from_timestamp_millis(self.ctx.now_ms)
+                                            .unwrap_or_default()
+                                            .date_naive();
+                                    let id_type = self.contact.fields.get("identity_type");
+                                    text = crate::domain::profile::normalize(
+                                        field,
+                                        &text,
+                                        id_type.map(String::as_str),
+                                        today,
+                                    )
+                                    .map_err(|e| err(e.to_string()))?;
+                                }
+                                self.contact.fields.insert(k.clone(), text);
                             }
                             SetOp::Access(e) => {
                                 let v = eval(e, &st, &self.contact).map_err(err)?;

@@ -390,6 +390,21 @@ pub(super) fn compile_node(cx: &mut Ctx, name: &str, rn: &RawNode, names: &BTree
                     continue;
                 }
                 Some(f) if !f.is_empty() && f.chars().all(|c| c.is_alphanumeric() || c == '_') => {
+                    // A profile field set to a constant: checked now (a computed value is
+                    // checked when it is set).
+                    if let (Some(field), expr::Expr::Lit(v)) =
+                        (crate::domain::profile::ProfileField::of(f), &e)
+                    {
+                        let far_future = chrono::NaiveDate::MAX;
+                        if let Err(problem) = crate::domain::profile::normalize(
+                            field,
+                            &expr::display(v),
+                            None,
+                            far_future,
+                        ) {
+                            cx.at(name, var, problem.to_string());
+                        }
+                    }
                     SetOp::Contact(f.to_string(), e)
                 }
                 Some(_) => {
