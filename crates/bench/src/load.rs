@@ -15,20 +15,20 @@ use crate::{ADMIN, PNID, SECRET};
 /// One keep-alive HTTP/1 connection to the daemon's webhook, straight on hyper (reconnected
 /// after an error): the driver shares the two cores with the daemon, so its own cost per
 /// webhook is kept small.
-struct Poster {
+pub(crate) struct Poster {
     host: String,
     sender: Option<hyper::client::conn::http1::SendRequest<http_body_util::Full<bytes::Bytes>>>,
 }
 
 impl Poster {
-    fn new(base: &str) -> Poster {
+    pub(crate) fn new(base: &str) -> Poster {
         Poster {
             host: base.trim_start_matches("http://").to_string(),
             sender: None,
         }
     }
 
-    async fn post(&mut self, body: String) -> anyhow::Result<u16> {
+    pub(crate) async fn post(&mut self, body: String) -> anyhow::Result<u16> {
         use http_body_util::BodyExt;
         let result = self.exchange(body).await;
         if result.is_err() {

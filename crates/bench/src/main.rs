@@ -1,12 +1,13 @@
 //! Load driver for a running `parleyd` (started here as a subprocess, on a fresh SQLite or
 //! PostgreSQL store, against an in-process fake Graph API).
 //!
-//! One module per benchmark (`ingest`, `wrk`, `shop`, `startup`, `matrix`, `bots`, `reload`,
-//! `send`, `campaign`, `gate_core`, `memory`); `daemon`, `load` and `report` hold what they
+//! One module per benchmark (`ingest`, `wrk`, `shop`, `commerce`, `startup`, `matrix`, `bots`,
+//! `reload`, `send`, `campaign`, `gate_core`, `memory`); `daemon`, `load` and `report` hold what they
 //! share.
 
 mod bots;
 mod campaign;
+mod commerce;
 mod daemon;
 mod gate_core;
 mod ingest;
@@ -99,6 +100,25 @@ enum Cmd {
         users: usize,
         #[arg(long, default_value = "10")]
         seconds: u64,
+    },
+    /// Whole purchases: each user buys over and over (catalog → cart → check out → a VA at a
+    /// fake Xendit that answers after --gateway-ms and posts the PAID callback --callback-ms
+    /// later → the receipt): orders/s, webhook → reply latency, callbacks/s accepted, daemon
+    /// CPU per order.
+    Commerce {
+        #[arg(long, default_value_t = 100)]
+        users: usize,
+        #[arg(long, default_value = "20")]
+        seconds: u64,
+        /// The fake gateway's answer to a create comes after this long.
+        #[arg(long, default_value_t = 50)]
+        gateway_ms: u64,
+        /// The PAID callback is posted this long after the create's answer.
+        #[arg(long, default_value_t = 200)]
+        callback_ms: u64,
+        /// Products in the catalog, 1 to 9 (one page of the list).
+        #[arg(long, default_value_t = 5)]
+        products: usize,
     },
     /// Start-up time with N conversations stored (SQLite): must not grow with N.
     Startup {
@@ -203,6 +223,13 @@ async fn main() -> anyhow::Result<()> {
         }
         Cmd::CeilingServer { port } => wrk::ceiling_server(port).await,
         Cmd::Shop { users, seconds } => shop::shop(&cli, users, seconds).await,
+        Cmd::Commerce {
+            users,
+            seconds,
+            gateway_ms,
+            callback_ms,
+            products,
+        } => commerce::commerce(&cli, users, seconds, gateway_ms, callback_ms, products).await,
         Cmd::Reload { files, rounds } => reload::reload(files, rounds),
         Cmd::Startup { conversations } => startup::startup(&cli, conversations).await,
         Cmd::Matrix { seconds, ref pg } => matrix::matrix(&cli, seconds, pg.clone()).await,

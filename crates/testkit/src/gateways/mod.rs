@@ -4,6 +4,8 @@
 //! payment's state so the status API tells the truth, and sign callbacks as the real ones do.
 //! A test can mark a payment paid / expired / failed (with another amount), build or post its
 //! callback, delay a create (so the callback can come first), or inject a 4xx, 5xx or hang.
+//! Under load ([`FakeGateway::auto_pay`]) every payment pays itself: each create is answered
+//! after a set latency and its callback posted a set time later, as a customer paying at once.
 //!
 //! `mod.rs` the fake, its requests log and faults; `wire.rs` each gateway's create and
 //! status answers; `callbacks.rs` each gateway's signed callback.
@@ -14,7 +16,7 @@ mod wire;
 use std::collections::{HashMap, VecDeque};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use axum::body::Bytes;
 use axum::extract::{Path, Query, State};
@@ -78,6 +80,32 @@ pub enum GatewayFault {
     Hang(Duration),
 }
 
+/// Every payment pays itself ([`FakeGateway::auto_pay`]): each create is answered after
+/// `answer_after`; `callback_after` after that answer the payment is PAID (the status API says
+/// so from then on) and its callback is posted to `callback_url`, again every `callback_after`
+/// while the daemon does not answer 2xx, at most `attempts` times (the gateways retry).
+#[derive(Debug, Clone)]
+pub struct AutoPay {
+    pub answer_after: Duration,
+    pub callback_after: Duration,
+    /// The daemon's `…/payments/{NAME}/callback` (a gateway's dashboard setting).
+    pub callback_url: String,
+    pub attempts: u32,
+}
+
+/// A callback [`AutoPay`] posted.
+#[derive(Debug, Clone)]
+pub struct Posted {
+    pub payment_id: String,
+    /// When it was sent, and when the daemon answered it.
+    pub sent: Instant,
+    pub answered: Instant,
+    /// The daemon's answer (0: none, a connection error).
+    pub status: u16,
+    /// 1 for the first delivery.
+    pub attempt: u32,
+}
+
 /// Where a test moves a payment.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum FakeOutcome {
@@ -136,6 +164,10 @@ pub(crate) struct St {
     pub(crate) next: AtomicU64,
     /// Seconds added to the real time a callback is signed at.
     pub(crate) skew: std::sync::atomic::AtomicI64,
+    pub(crate) auto: Mutex<Option<AutoPay>>,
+    pub(crate) posted: Mutex<Vec<Posted>>,
+    /// [`AutoPay`]'s client (its connections kept alive between callbacks).
+    pub(crate) client: std::sync::OnceLock<reqwest::Client>,
 }
 
 pub struct FakeGateway {
@@ -183,6 +215,9 @@ impl FakeGateway {
             answered: Mutex::default(),
             next: AtomicU64::new(1),
             skew: std::sync::atomic::AtomicI64::new(0),
+            auto: Mutex::default(),
+            posted: Mutex::default(),
+            client: std::sync::OnceLock::new(),
         });
         // One router per kind: their path sets overlap (`/v2/invoices/{id}`, `/v2/{id}/status`).
         let app = match kind {
@@ -262,6 +297,16 @@ impl FakeGateway {
         self.state.faults.lock().unwrap().push_back(fault);
     }
 
+    /// From now on every payment created pays itself (see [`AutoPay`]).
+    pub fn auto_pay(&self, auto: AutoPay) {
+        *self.state.auto.lock().unwrap() = Some(auto);
+    }
+
+    /// The callbacks [`AutoPay`] has posted so far, in the order they were answered.
+    pub fn posted(&self) -> Vec<Posted> {
+        self.state.posted.lock().unwrap().clone()
+    }
+
     /// The gateway's reference for a payment it created.
     pub fn provider_ref(&self, payment_id: &str) -> Option<String> {
         self.find(payment_id).map(|p| p.provider_ref)
@@ -317,12 +362,44 @@ impl FakeGateway {
 
     /// POST the payment's callback to `url`; the HTTP status it got.
     pub async fn post_callback(&self, url: &str, payment_id: &str) -> u16 {
-        let cb = self.callback(payment_id);
-        let mut req = reqwest::Client::new().post(url).body(cb.body.clone());
-        for (k, v) in &cb.headers {
-            req = req.header(k, v);
+        send_callback(&reqwest::Client::new(), url, &self.callback(payment_id)).await
+    }
+}
+
+async fn send_callback(client: &reqwest::Client, url: &str, cb: &SignedCallback) -> u16 {
+    let mut req = client.post(url).body(cb.body.clone());
+    for (k, v) in &cb.headers {
+        req = req.header(k, v);
+    }
+    req.send().await.map_or(0, |r| r.status().as_u16())
+}
+
+/// [`AutoPay`]'s part after a create was answered: wait, mark the payment PAID, post its
+/// callback until the daemon takes it.
+async fn pay_by_itself(st: Arc<St>, auto: AutoPay, payment_id: String) {
+    let client = st.client.get_or_init(reqwest::Client::new).clone();
+    for attempt in 1..=auto.attempts.max(1) {
+        tokio::time::sleep(auto.callback_after).await;
+        let cb = {
+            let mut ps = st.payments.lock().unwrap();
+            let Some(p) = ps.iter_mut().rev().find(|p| p.payment_id == payment_id) else {
+                return;
+            };
+            p.outcome = Some(FakeOutcome::Paid);
+            callback_for(&st.kind, p, now() + st.skew.load(Ordering::Relaxed))
+        };
+        let sent = Instant::now();
+        let status = send_callback(&client, &auto.callback_url, &cb).await;
+        st.posted.lock().unwrap().push(Posted {
+            payment_id: payment_id.clone(),
+            sent,
+            answered: Instant::now(),
+            status,
+            attempt,
+        });
+        if (200..300).contains(&status) {
+            return;
         }
-        req.send().await.map_or(0, |r| r.status().as_u16())
     }
 }
 
@@ -404,6 +481,11 @@ async fn create(
         GatewayKind::Midtrans => midtrans_charge(&st, n, &body),
         _ => stripe_session(n, &body),
     };
+    let auto = st.auto.lock().unwrap().clone();
+    let paying = match (&payment, auto) {
+        (Some(p), Some(a)) => Some((a, p.payment_id.clone())),
+        _ => None,
+    };
     if let Some(p) = payment {
         st.payments.lock().unwrap().push(p);
     }
@@ -412,6 +494,10 @@ async fn create(
     }
     if let Some(d) = delay {
         tokio::time::sleep(d).await;
+    }
+    if let Some((auto, payment_id)) = paying {
+        tokio::time::sleep(auto.answer_after).await;
+        tokio::spawn(pay_by_itself(st.clone(), auto, payment_id));
     }
     (status, Json(answer)).into_response()
 }
@@ -446,12 +532,16 @@ async fn status(
     if let Err(r) = intake(&st, &method, &uri, &headers, b"").await {
         return r;
     }
-    let ps = st.payments.lock().unwrap().clone();
-    let found = ps
+    // Not a copy of the whole list: under load it holds thousands of payments.
+    let found = st
+        .payments
+        .lock()
+        .unwrap()
         .iter()
         .rev()
-        .find(|p| p.payment_id == id || p.provider_ref == id);
-    match (found, st.kind) {
+        .find(|p| p.payment_id == id || p.provider_ref == id)
+        .cloned();
+    match (found.as_ref(), st.kind) {
         (Some(p), kind) => Json(status_body(kind, p)).into_response(),
         (None, GatewayKind::Midtrans) => Json(json!({"status_code": "404", "status_message": "Transaction doesn't exist."})).into_response(),
         (None, GatewayKind::Finpay) => (StatusCode::NOT_FOUND, Json(json!({"responseCode": "4040001", "responseMessage": "Order not found"}))).into_response(),
