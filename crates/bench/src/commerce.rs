@@ -166,6 +166,18 @@ async fn order(
     if text.starts_with("Payment of ") {
         return Err(format!("{NEWS_FIRST}{text:?}"));
     }
+    if let Some(rest) = text.strip_prefix("Paid: order ") {
+        // The callback beat the create call's answer: the flow went its paid way with no
+        // instructions to pay what is paid.
+        let order = rest.split_once(',').map_or(rest, |(o, _)| o).to_string();
+        steps[2].push(ms);
+        return Ok(Paid {
+            order,
+            started,
+            va: va_at,
+            receipt: va_at,
+        });
+    }
     let order = text
         .strip_prefix("Please transfer ")
         .and_then(|t| t.rsplit_once("(order "))
