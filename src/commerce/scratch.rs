@@ -259,3 +259,114 @@ fn made_up(
         },
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::domain::ProductKind;
+    use crate::store::Checkout;
+
+    fn idr(s: &str) -> Money {
+        Money::parse(s, Currency::IDR).unwrap()
+    }
+
+    fn call(id: &str, op: Op) -> Call {
+        Call { id: id.into(), op }
+    }
+
+    #[tokio::test]
+    async fn a_payment_opened_here_moves_its_order_and_stock_as_a_callback_would() {
+        let shop = ScratchShop::open("a".into(), Currency::IDR, "u")
+            .await
+            .unwrap();
+        shop.add_product(&Product {
+            sku: "KOPI".into(),
+            name: "Kopi".into(),
+            description: None,
+            price: idr("25000"),
+            stock: Some(3),
+            reserved: 0,
+            image_url: None,
+            category: None,
+            active: true,
+            kind: ProductKind::Product,
+            period_days: None,
+            access_link: None,
+            position: 0,
+            created_at: 0,
+            updated_at: 0,
+        })
+        .await
+        .unwrap();
+        let add = Op::CartAdd {
+            sku: "KOPI".into(),
+            quantity: 1,
+        };
+        // One id asked twice (a clock that stood still): two calls, two effects.
+        for _ in 0..2 {
+            shop.answer(&call("c1", add.clone()), 1).await;
+        }
+        let checkout = Op::Checkout {
+            name: None,
+            address: None,
+        };
+        let Answer::Checkout(Checkout::Ordered { order }) =
+            shop.answer(&call("c2", checkout), 2).await
+        else {
+            panic!("not ordered");
+        };
+        assert_eq!(order.total, idr("50000"));
+        let pay = Op::Payment {
+            order: order.order_number.clone(),
+            provider: None,
+            method: PaymentMethod::Va,
+            bank: Some("bni".into()),
+            store: None,
+            expires_ms: 3_600_000,
+        };
+        let Answer::Payment(PaymentAnswer::Opened {
+            payment_id,
+            instructions,
+            amount,
+            ..
+        }) = shop.answer(&call("c6", pay), 6).await
+        else {
+            panic!("no payment");
+        };
+        assert_eq!(amount, idr("50000"));
+        assert_eq!(
+            instructions,
+            Instructions::VirtualAccount {
+                bank: "bni".into(),
+                number: format!("8808{payment_id:08}"),
+            }
+        );
+        let kopi = |shop: &ScratchShop| {
+            let store = shop.store().clone();
+            async move {
+                let p = store.product(&"a".into(), "KOPI").await.unwrap().unwrap();
+                (p.stock, p.reserved)
+            }
+        };
+        assert_eq!(kopi(&shop).await, (Some(1), 2));
+        // Another amount is held; the amount due then is a no-op on a held payment.
+        let held = shop
+            .settle(payment_id, GatewayStatus::Paid, Some(&idr("40000")), 7)
+            .await
+            .unwrap();
+        assert_eq!(held, Some(PaymentStatus::Mismatch));
+        let again = shop
+            .settle(payment_id, GatewayStatus::Paid, None, 8)
+            .await
+            .unwrap();
+        assert_eq!(again, Some(PaymentStatus::Mismatch));
+        assert_eq!(kopi(&shop).await, (Some(1), 2));
+        assert_eq!(
+            shop.settle(999, GatewayStatus::Paid, None, 9)
+                .await
+                .unwrap(),
+            None
+        );
+        shop.close().await;
+    }
+}

@@ -47,11 +47,13 @@ pub fn run(
         if line == "/reset" {
             let again = sb.start(flow_id);
             show(&mut out, again, &mut choices)?;
+            shop_calls(&mut sb, shop, &mut out, &mut choices)?;
             continue;
         }
         if line == "/botdone" {
             let back = sb.bot_done();
             show(&mut out, back, &mut choices)?;
+            shop_calls(&mut sb, shop, &mut out, &mut choices)?;
             continue;
         }
         if line == "/release" {
@@ -83,7 +85,10 @@ pub fn run(
                 status.parse::<u16>(),
                 sb.answer_http(status.parse().unwrap_or(0), body),
             ) {
-                (Ok(_), Some(result)) => show(&mut out, result, &mut choices)?,
+                (Ok(_), Some(result)) => {
+                    show(&mut out, result, &mut choices)?;
+                    shop_calls(&mut sb, shop, &mut out, &mut choices)?;
+                }
                 (Err(_), _) => writeln!(out, "(usage: /http STATUS [JSON BODY])")?,
                 (_, None) => writeln!(out, "(no HTTP call is waiting)")?,
             }
@@ -98,6 +103,7 @@ pub fn run(
             for result in sb.advance(ms) {
                 show(&mut out, result, &mut choices)?;
             }
+            shop_calls(&mut sb, shop, &mut out, &mut choices)?;
             continue;
         }
         let picked = line
@@ -256,5 +262,20 @@ mod tests {
         ] {
             assert!(out.contains(expected), "{expected:?} missing in:\n{out}");
         }
+    }
+
+    #[test]
+    fn a_reset_asks_the_shop_at_once() {
+        let files = super::super::read_flow_files(std::path::Path::new("flows")).unwrap();
+        let flows = FlowSet::load(&files).unwrap();
+        let mut shop = crate::flow::TranscriptShop::open().unwrap();
+        let mut out = Vec::new();
+        run(&flows, "store", "/reset\n".as_bytes(), &mut out, &mut shop).unwrap();
+        let out = String::from_utf8(out).unwrap();
+        // The scratch shop is empty: the catalog says so, on the start and on the reset.
+        let said = out
+            .matches("bot> Sorry, there is nothing to order right now.")
+            .count();
+        assert_eq!(said, 2, "{out}");
     }
 }
