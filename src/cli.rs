@@ -86,15 +86,13 @@ fn load_flows(settings: &Settings) -> anyhow::Result<crate::flow::FlowSet> {
         .map_err(|errors| anyhow::anyhow!("{}", errors.join("\n")))
 }
 
-/// The simulator's shop: a scratch SQLite store holding a copy of the first account's catalog
-/// (read from the configured store, never written), where carts, orders and stock move as
-/// they would; payments are simulated (`/pay`, `/expire`).
+/// The simulator's shop: a scratch store holding a copy of the first account's catalog (read
+/// from the configured store, never written), where carts, orders and stock move as they
+/// would; payments are simulated (`/pay`, `/expire`). It keeps real time, whatever the
+/// simulator's clock says.
 struct SimShop {
-    store: crate::store::Store,
-    path: PathBuf,
-    account: crate::domain::AccountId,
-    currency: crate::domain::Currency,
-    gateways: crate::payments::Gateways,
+    shop: crate::commerce::scratch::ScratchShop,
+    handle: tokio::runtime::Handle,
 }
 
 impl SimShop {
@@ -104,11 +102,12 @@ impl SimShop {
             .first()
             .map(|a| (a.phone_number_id.clone(), a.currency))
             .unwrap_or_else(|| ("simulator".into(), Default::default()));
-        let path = std::env::temp_dir().join(format!("parley-simulator-{}.db", std::process::id()));
-        let _ = std::fs::remove_file(&path);
-        let store =
-            crate::store::Store::connect(&format!("sqlite://{}", path.display()), 2).await?;
-        store.migrate().await?;
+        let shop =
+            crate::commerce::scratch::ScratchShop::open(account.clone(), currency, "simulator")
+                .await?
+                .with_payment_text(
+                    "(a simulated payment: /pay marks it paid, /expire lets it expire)",
+                );
         let filter = crate::store::ProductFilter {
             limit: 10_000,
             ..Default::default()
@@ -122,7 +121,7 @@ impl SimShop {
         match tokio::time::timeout(std::time::Duration::from_secs(5), copied).await {
             Ok(Ok(products)) => {
                 for p in &products {
-                    store.upsert_product(&account, p).await?;
+                    shop.add_product(p).await?;
                 }
                 println!("(the shop: {} product(s) of account {account}, copied; nothing is written back)", products.len());
             }
@@ -132,54 +131,29 @@ impl SimShop {
             ),
         }
         Ok(SimShop {
-            store,
-            path,
-            account,
-            currency,
-            gateways: crate::payments::Gateways::new(&Default::default(), reqwest::Client::new()),
+            shop,
+            handle: tokio::runtime::Handle::current(),
         })
     }
+}
 
-    async fn answer(&self, call: &crate::commerce::Call) -> crate::commerce::Answer {
-        use crate::commerce::{Answer, Op, PaymentAnswer};
-        let user = crate::domain::UserKey::from("simulator");
-        let now = crate::store::now_ms();
-        if let Op::Payment { order, .. } = &call.op {
-            // No gateway here: the payment is the simulator's, settled by /pay or /expire.
-            return match self.store.order(&self.account, order).await {
-                Ok(Some(o)) => Answer::Payment(PaymentAnswer::Opened {
-                    payment_id: o.id,
-                    instructions: crate::payments::Instructions::Manual {
-                        text: "(a simulated payment: /pay marks it paid, /expire lets it expire)"
-                            .into(),
-                    },
-                    amount: o.total,
-                    order: o.order_number,
-                }),
-                _ => Answer::Payment(PaymentAnswer::Refused {
-                    reason: format!("no order {order:?}"),
-                }),
-            };
-        }
-        let who = crate::commerce::Caller {
-            account: &self.account,
-            user: &user,
-            wa_id: Some("simulator"),
-            currency: self.currency,
-            provider: None,
-        };
-        let shop = crate::commerce::Shop {
-            store: &self.store,
-            gateways: &self.gateways,
-        };
-        crate::commerce::run(shop, who, call, now).await
+/// Called from within `block_in_place`, on the command's runtime.
+impl crate::flow::sandbox::Shop for SimShop {
+    fn answer(&mut self, call: &crate::commerce::Call, _: i64) -> crate::commerce::Answer {
+        self.handle
+            .block_on(self.shop.answer(call, crate::store::now_ms()))
     }
 
-    async fn close(self) {
-        self.store.close().await;
-        for suffix in ["", "-wal", "-shm"] {
-            let _ = std::fs::remove_file(format!("{}{suffix}", self.path.display()));
-        }
+    fn settle(
+        &mut self,
+        id: i64,
+        report: crate::payments::GatewayStatus,
+        paid: Option<&crate::domain::Money>,
+        _: i64,
+    ) -> Result<Option<crate::domain::PaymentStatus>, String> {
+        self.handle
+            .block_on(self.shop.settle(id, report, paid, crate::store::now_ms()))
+            .map_err(|e| e.to_string())
     }
 }
 
@@ -273,19 +247,17 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Simulate { flow_id, config } => {
             let settings = Settings::load(config.as_deref())?;
             let flows = load_flows(&settings)?;
-            let shop = SimShop::open(&settings).await?;
-            let handle = tokio::runtime::Handle::current();
-            let answer = |call: &crate::commerce::Call| handle.block_on(shop.answer(call));
+            let mut shop = SimShop::open(&settings).await?;
             let played = tokio::task::block_in_place(|| {
                 crate::flow::simulate::run(
                     &flows,
                     &flow_id,
                     std::io::stdin().lock(),
                     std::io::stdout(),
-                    answer,
+                    &mut shop,
                 )
             });
-            shop.close().await;
+            shop.shop.close().await;
             played
         }
         Command::Flows {

@@ -1,7 +1,10 @@
 use std::fs;
 use std::path::Path;
 
-use parley::flow::{run_transcript, step, FlowContext, FlowError, FlowInput, FlowSet, FlowState};
+use parley::flow::{
+    run_transcript, run_transcript_with_shop, step, FlowContext, FlowError, FlowInput, FlowSet,
+    FlowState, TranscriptShop,
+};
 
 fn read_dir(dir: &str, ext: &str) -> Vec<(String, String)> {
     let root = Path::new(env!("CARGO_MANIFEST_DIR"));
@@ -32,7 +35,9 @@ fn all_transcripts_pass() {
     assert!(scripts.len() >= 5);
     let mut failures = Vec::new();
     for (name, script) in &scripts {
-        if let Err(e) = run_transcript(&flows, script) {
+        // Each script sells from a fresh scratch shop (the real commerce logic).
+        let mut shop = TranscriptShop::open().unwrap();
+        if let Err(e) = run_transcript_with_shop(&flows, script, Some(&mut shop)) {
             failures.push(format!("{name}: {e}"));
         }
     }
@@ -46,6 +51,44 @@ fn transcript_mismatch_is_reported() {
     assert!(err.contains("line 2"), "{err}");
     let err = run_transcript(&flows, "> menu\n").unwrap_err();
     assert!(err.contains("unexpected output"), "{err}");
+}
+
+#[test]
+fn shop_directives_need_a_shop_and_a_shop_mismatch_names_its_line() {
+    let flows = load_flows();
+    let err = run_transcript(&flows, "+ product KOPI \"Kopi\" 25000\n").unwrap_err();
+    assert!(
+        err.contains("line 1") && err.contains("needs a shop"),
+        "{err}"
+    );
+    let err = run_transcript(&flows, "> store\n< [shop] catalog page 0\n$ paid\n").unwrap_err();
+    assert!(
+        err.contains("line 3") && err.contains("needs a shop"),
+        "{err}"
+    );
+    // Without a shop the call is shown and stays unanswered.
+    run_transcript(&flows, "> store\n< [shop] catalog page 0\n").unwrap();
+
+    let mut shop = TranscriptShop::open().unwrap();
+    let script =
+        "+ product KOPI \"Kopi\" 25000 stock 2\n> store\n< [shop] catalog page 0\n< [list] wrong\n";
+    let err = run_transcript_with_shop(&flows, script, Some(&mut shop)).unwrap_err();
+    assert!(err.contains("line 4") && err.contains("| Kopi"), "{err}");
+    for (bad, needle) in [
+        ("+ product KOPI \"Kopi 25000\n", "unclosed quote"),
+        ("+ product KOPI \"Kopi\" 25000 colour red\n", "`colour`"),
+        ("+ voucher X double 2\n", "percent or fixed"),
+        ("> [order] KOPI xtwo\n", "bad quantity"),
+        ("$ paid\n", "no payment is waited on"),
+        ("? stock NOPE = 1\n", "no product NOPE"),
+    ] {
+        let mut shop = TranscriptShop::open().unwrap();
+        let err = run_transcript_with_shop(&flows, bad, Some(&mut shop)).unwrap_err();
+        assert!(
+            err.contains("line 1") && err.contains(needle),
+            "{bad:?}: {err}"
+        );
+    }
 }
 
 #[test]
@@ -514,7 +557,7 @@ nodes:
         "timeout `2m` must be a duration up to 30s",
         "`until: 25:00` must be a time of day HH:MM",
         "media type `hologram`",
-        "`on_error` is only allowed on http and shop (catalog, cart, checkout, order_status, payment, voucher) nodes",
+        "`on_error` is only allowed on http and shop (catalog, cart, checkout, order_status, payment, voucher, custom_order) nodes",
         "`contact.name` comes from WhatsApp",
         "`set.tag.add` takes a tag name",
         "access `root` must be public, registered or activated",

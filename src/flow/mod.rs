@@ -15,7 +15,7 @@ pub mod validate;
 pub use exec::{step, FlowAction, FlowContext, FlowError, FlowInput, FlowState};
 pub use loader::{load_dir, read_flow_files};
 pub use model::{flow_schema, parse_duration, Flow, Value};
-pub use transcript::run_transcript;
+pub use transcript::{run_transcript, run_transcript_with_shop, TranscriptShop};
 pub use validate::{FlowSet, PaymentRef};
 
 /// Nodes one input may run through before the runaway guard stops the flow.

@@ -1,11 +1,29 @@
 //! A flow conversation with a virtual clock and no I/O: what the simulator and the transcript
 //! tests drive. It runs the same pure [`step`] as the daemon and keeps what the daemon keeps
-//! around it (timers, the contact, the pending HTTP call, the handoff).
+//! around it (timers, the contact, the pending HTTP call, the handoff). Its shop calls are
+//! answered by a [`Shop`] (a scratch store behind a runtime), which also plays a gateway's
+//! news on the payment a flow waits for.
 
 use super::exec::{start, step, FlowAction, FlowContext, FlowError, FlowInput, FlowState};
 use super::validate::FlowSet;
 use crate::conversation::ContactInfo;
 use crate::outcall::HttpOutcome;
+
+/// What answers a sandbox's shop calls, synchronously: the real logic against a scratch store
+/// ([`crate::commerce::scratch::ScratchShop`]) driven by a runtime of the caller's.
+pub trait Shop {
+    /// The answer to `call` made at `now`.
+    fn answer(&mut self, call: &crate::commerce::Call, now: i64) -> crate::commerce::Answer;
+    /// The gateway reports payment `id` as `report` (having received `paid`): where the
+    /// payment moved (None: no such payment).
+    fn settle(
+        &mut self,
+        id: i64,
+        report: crate::payments::GatewayStatus,
+        paid: Option<&crate::domain::Money>,
+        now: i64,
+    ) -> Result<Option<crate::domain::PaymentStatus>, String>;
+}
 
 pub struct Sandbox<'f> {
     pub flows: &'f FlowSet,
@@ -97,12 +115,15 @@ impl<'f> Sandbox<'f> {
     /// Feed one input. While handed off, user messages reach nobody (the human has them).
     pub fn input(&mut self, input: FlowInput<'_>) -> Result<Vec<FlowAction>, FlowError> {
         if (self.handed_off || self.bot.is_some())
-            && matches!(input, FlowInput::Message { .. } | FlowInput::Media { .. })
+            && matches!(
+                input,
+                FlowInput::Message { .. } | FlowInput::Media { .. } | FlowInput::Order { .. }
+            )
         {
             return Ok(Vec::new());
         }
         let (referral, message_id) = match input {
-            FlowInput::Message { .. } | FlowInput::Media { .. } => {
+            FlowInput::Message { .. } | FlowInput::Media { .. } | FlowInput::Order { .. } => {
                 self.messages += 1;
                 (
                     self.referral.take(),
@@ -162,6 +183,42 @@ impl<'f> Sandbox<'f> {
         let id = self.state.commerce.as_ref()?.id.clone();
         let result = crate::commerce::CommerceResult { id, answer };
         Some(self.input(FlowInput::Commerce(&result)))
+    }
+
+    /// Answer the shop calls the flow makes with `shop`, one after the other (a flow makes one
+    /// at a time; each answer may lead to the next call); what each answer led to.
+    pub fn run_shop(&mut self, shop: &mut dyn Shop) -> Vec<Result<Vec<FlowAction>, FlowError>> {
+        let mut out = Vec::new();
+        // The bound keeps a broken shop from looping.
+        for _ in 0..100 {
+            let Some(call) = self.state.commerce.clone() else {
+                break;
+            };
+            let answer = shop.answer(&call, self.now);
+            match self.answer_shop(answer) {
+                Some(result) => out.push(result),
+                None => break,
+            }
+        }
+        out
+    }
+
+    /// The gateway reports the payment the flow waits on as `report` (having received
+    /// `paid`): `shop` moves it, and the flow hears where it went. None if the flow waits on
+    /// no payment.
+    pub fn report_payment(
+        &mut self,
+        shop: &mut dyn Shop,
+        report: crate::payments::GatewayStatus,
+        paid: Option<&crate::domain::Money>,
+    ) -> Option<Result<Result<Vec<FlowAction>, FlowError>, String>> {
+        let id = self.state.payment?;
+        let status = match shop.settle(id, report, paid, self.now) {
+            Ok(Some(status)) => status,
+            Ok(None) => return Some(Err(format!("the shop has no payment {id}"))),
+            Err(e) => return Some(Err(e)),
+        };
+        self.settle_payment(status).map(Ok)
     }
 
     /// The payment the flow waits on moves to `status` (None if it waits on none).

@@ -1,11 +1,11 @@
 //! `parleyd simulate FLOW_ID`: chat with a flow in the terminal through the same pure engine
 //! the daemon runs, with a virtual clock. No WhatsApp; the shop nodes are answered by `shop`
 //! (the command line's: a scratch store holding a copy of the catalog), and `/pay` or
-//! `/expire` settles the payment a flow waits on.
+//! `/expire` plays the gateway's news on the payment a flow waits on.
 
 use std::io::{BufRead, Write};
 
-use super::sandbox::Sandbox;
+use super::sandbox::{Sandbox, Shop};
 use super::{parse_duration, FlowAction, FlowError, FlowInput, FlowSet, FlowState};
 use crate::whatsapp::send::OutboundMessage;
 
@@ -16,7 +16,7 @@ pub fn run(
     flow_id: &str,
     input: impl BufRead,
     mut out: impl Write,
-    mut shop: impl FnMut(&crate::commerce::Call) -> crate::commerce::Answer,
+    shop: &mut dyn Shop,
 ) -> anyhow::Result<()> {
     if flows.get(flow_id).is_none() {
         anyhow::bail!(
@@ -30,7 +30,7 @@ pub fn run(
     let mut choices: Vec<String> = Vec::new();
     let first = sb.start(flow_id);
     show(&mut out, first, &mut choices)?;
-    shop_calls(&mut sb, &mut shop, &mut out, &mut choices)?;
+    shop_calls(&mut sb, shop, &mut out, &mut choices)?;
     for line in input.lines() {
         let line = line?;
         let line = line.trim();
@@ -47,30 +47,33 @@ pub fn run(
         if line == "/reset" {
             let again = sb.start(flow_id);
             show(&mut out, again, &mut choices)?;
+            shop_calls(&mut sb, shop, &mut out, &mut choices)?;
             continue;
         }
         if line == "/botdone" {
             let back = sb.bot_done();
             show(&mut out, back, &mut choices)?;
+            shop_calls(&mut sb, shop, &mut out, &mut choices)?;
             continue;
         }
         if line == "/release" {
             let back = sb.release();
             show(&mut out, back, &mut choices)?;
-            shop_calls(&mut sb, &mut shop, &mut out, &mut choices)?;
+            shop_calls(&mut sb, shop, &mut out, &mut choices)?;
             continue;
         }
         if line == "/pay" || line == "/expire" {
-            let status = if line == "/pay" {
-                crate::domain::PaymentStatus::Paid
+            let report = if line == "/pay" {
+                crate::payments::GatewayStatus::Paid
             } else {
-                crate::domain::PaymentStatus::Expired
+                crate::payments::GatewayStatus::Expired
             };
-            match sb.settle_payment(status) {
-                Some(result) => {
+            match sb.report_payment(shop, report, None) {
+                Some(Ok(result)) => {
                     show(&mut out, result, &mut choices)?;
-                    shop_calls(&mut sb, &mut shop, &mut out, &mut choices)?;
+                    shop_calls(&mut sb, shop, &mut out, &mut choices)?;
                 }
+                Some(Err(e)) => writeln!(out, "(the shop could not settle it: {e})")?,
                 None => writeln!(out, "(no payment is waiting)")?,
             }
             continue;
@@ -82,7 +85,10 @@ pub fn run(
                 status.parse::<u16>(),
                 sb.answer_http(status.parse().unwrap_or(0), body),
             ) {
-                (Ok(_), Some(result)) => show(&mut out, result, &mut choices)?,
+                (Ok(_), Some(result)) => {
+                    show(&mut out, result, &mut choices)?;
+                    shop_calls(&mut sb, shop, &mut out, &mut choices)?;
+                }
                 (Err(_), _) => writeln!(out, "(usage: /http STATUS [JSON BODY])")?,
                 (_, None) => writeln!(out, "(no HTTP call is waiting)")?,
             }
@@ -97,6 +103,7 @@ pub fn run(
             for result in sb.advance(ms) {
                 show(&mut out, result, &mut choices)?;
             }
+            shop_calls(&mut sb, shop, &mut out, &mut choices)?;
             continue;
         }
         let picked = line
@@ -121,7 +128,7 @@ pub fn run(
         }
         let result = sb.input(input);
         show(&mut out, result, &mut choices)?;
-        shop_calls(&mut sb, &mut shop, &mut out, &mut choices)?;
+        shop_calls(&mut sb, shop, &mut out, &mut choices)?;
         if !sb.state.is_active() && sb.state == FlowState::default() {
             writeln!(out, "(the flow has ended; /reset starts it again)")?;
         }
@@ -132,20 +139,12 @@ pub fn run(
 /// Answer the shop calls the flow makes, one after the other, showing what each leads to.
 fn shop_calls(
     sb: &mut Sandbox<'_>,
-    shop: &mut impl FnMut(&crate::commerce::Call) -> crate::commerce::Answer,
+    shop: &mut dyn Shop,
     out: &mut impl Write,
     choices: &mut Vec<String>,
 ) -> std::io::Result<()> {
-    // A flow makes at most one call at a time; the bound keeps a broken shop from looping.
-    for _ in 0..100 {
-        let Some(call) = sb.state.commerce.clone() else {
-            return Ok(());
-        };
-        let answer = shop(&call);
-        match sb.answer_shop(answer) {
-            Some(result) => show(out, result, choices)?,
-            None => return Ok(()),
-        }
+    for result in sb.run_shop(shop) {
+        show(out, result, choices)?;
     }
     Ok(())
 }
@@ -223,18 +222,33 @@ fn show(
 mod tests {
     use super::*;
 
+    struct NoShop;
+
+    impl Shop for NoShop {
+        fn answer(&mut self, _: &crate::commerce::Call, _: i64) -> crate::commerce::Answer {
+            crate::commerce::Answer::Failed {
+                error: "no shop".into(),
+            }
+        }
+
+        fn settle(
+            &mut self,
+            _: i64,
+            _: crate::payments::GatewayStatus,
+            _: Option<&crate::domain::Money>,
+            _: i64,
+        ) -> Result<Option<crate::domain::PaymentStatus>, String> {
+            Ok(None)
+        }
+    }
+
     #[test]
     fn the_simulator_plays_the_shop_flow() {
         let files = super::super::read_flow_files(std::path::Path::new("flows")).unwrap();
         let flows = FlowSet::load(&files).unwrap();
         let script = "1\n2\nabc\n3\nyes\n";
         let mut out = Vec::new();
-        run(&flows, "shop", script.as_bytes(), &mut out, |_| {
-            crate::commerce::Answer::Failed {
-                error: "no shop".into(),
-            }
-        })
-        .unwrap();
+        run(&flows, "shop", script.as_bytes(), &mut out, &mut NoShop).unwrap();
         let out = String::from_utf8(out).unwrap();
         for expected in [
             "bot> Welcome! What would you like?",
@@ -248,5 +262,20 @@ mod tests {
         ] {
             assert!(out.contains(expected), "{expected:?} missing in:\n{out}");
         }
+    }
+
+    #[test]
+    fn a_reset_asks_the_shop_at_once() {
+        let files = super::super::read_flow_files(std::path::Path::new("flows")).unwrap();
+        let flows = FlowSet::load(&files).unwrap();
+        let mut shop = crate::flow::TranscriptShop::open().unwrap();
+        let mut out = Vec::new();
+        run(&flows, "store", "/reset\n".as_bytes(), &mut out, &mut shop).unwrap();
+        let out = String::from_utf8(out).unwrap();
+        // The scratch shop is empty: the catalog says so, on the start and on the reset.
+        let said = out
+            .matches("bot> Sorry, there is nothing to order right now.")
+            .count();
+        assert_eq!(said, 2, "{out}");
     }
 }
