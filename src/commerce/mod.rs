@@ -7,12 +7,13 @@
 //! did, with no second effect); the [`Answer`] comes back as an event and the flow branches on
 //! it. `calls.rs` the calls and answers as data; `text.rs` what the customer reads of a cart
 //! or an order (pure); `sweep.rs` the abandoned-cart and subscription reminders, decided (pure);
-//! `voucher.rs` vouchers (pure); `materials.rs` materials and their low-stock alerts (pure);
+//! `voucher.rs` vouchers (pure); `materials.rs` materials and their low-stock alerts (pure); `refund.rs` refunds (pure);
 //! `run.rs` a call carried out against the store.
 
 mod calls;
 pub mod materials;
 pub mod payment;
+pub mod refund;
 mod run;
 pub mod sweep;
 pub mod text;
