@@ -714,6 +714,17 @@ async fn refunded_in_parts(db: TestDb) {
     )
     .await;
     assert_eq!(status, 409, "{body}");
+    let (status, shown) = app
+        .admin(reqwest::Method::GET, "/payments/1", Some(ADMIN_TOKEN), None)
+        .await;
+    assert_eq!(status, 200, "{shown}");
+    let listed: Vec<_> = shown["refunds"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| (r["amount"].as_str().unwrap(), r["status"].as_str().unwrap()))
+        .collect();
+    assert_eq!(listed, [("20000", "succeeded"), ("30000", "succeeded")]);
     let (status, _) = app
         .admin(
             reqwest::Method::POST,
