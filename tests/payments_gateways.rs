@@ -9,7 +9,7 @@ use parley::config::PaymentSettings;
 use parley::domain::{Currency, GatewayKind, Money, PaymentMethod};
 use parley::payments::{
     qr_png, CallbackError, CreatePayment, Customer, Gateway, GatewayError, GatewayStatus, Gateways,
-    Instructions, LineItem,
+    Instructions, LineItem, RefundRequest, RefundState,
 };
 use parley_testkit::gateways::*;
 use serde_json::json;
@@ -642,4 +642,203 @@ async fn manual_shows_its_instructions_and_takes_no_callbacks() {
         gw.create(&req("PAY-MAN2", PaymentMethod::Va, "1")).await,
         Err(GatewayError::Unsupported { .. })
     ));
+}
+
+fn refund_req(
+    id: &str,
+    reference: Option<String>,
+    method: PaymentMethod,
+    amount: &str,
+) -> RefundRequest {
+    RefundRequest {
+        payment_id: id.into(),
+        provider_ref: reference,
+        method,
+        amount: idr(amount),
+        reason: "Out of stock".into(),
+        idempotency_key: format!("{id}-r1"),
+    }
+}
+
+/// Stripe: the session's payment intent, then `POST /v1/refunds` in minor units with its
+/// Idempotency-Key; the same key again makes no second refund; more than is left is refused.
+#[tokio::test]
+async fn stripe_refunds_the_sessions_payment_intent() {
+    let fake = FakeGateway::start(GatewayKind::Stripe).await;
+    let gws = gateways(&fake, None);
+    let gw = gws.get("gw").unwrap();
+    let created = gw
+        .create(&req("PAY-S9", PaymentMethod::Link, "50000"))
+        .await
+        .unwrap();
+    fake.set_outcome("PAY-S9", FakeOutcome::Paid, None);
+    let r = refund_req(
+        "PAY-S9",
+        Some(created.provider_ref.clone()),
+        PaymentMethod::Link,
+        "20000",
+    );
+    let done = gw.refund(&r).await.unwrap();
+    assert_eq!(done.state, RefundState::Succeeded);
+    assert!(done.provider_ref.unwrap().starts_with("re_"));
+    let sent = fake.refund_requests();
+    assert_eq!(sent.len(), 1);
+    assert_eq!(sent[0].target, "/v1/refunds");
+    assert_eq!(sent[0].form("amount").as_deref(), Some("2000000"));
+    assert!(sent[0]
+        .form("payment_intent")
+        .unwrap()
+        .starts_with("pi_test_"));
+    assert_eq!(
+        sent[0].form("reason").as_deref(),
+        Some("requested_by_customer")
+    );
+    assert_eq!(sent[0].header("idempotency-key"), Some("PAY-S9-r1"));
+    // A retry with the same key: answered again, refunded once.
+    gw.refund(&r).await.unwrap();
+    assert_eq!(fake.refunds(), 1);
+    assert_eq!(fake.refunded("PAY-S9"), 2_000_000);
+    let over = RefundRequest {
+        idempotency_key: "PAY-S9-r2".into(),
+        ..refund_req(
+            "PAY-S9",
+            Some(created.provider_ref),
+            PaymentMethod::Link,
+            "40000",
+        )
+    };
+    let e = gw.refund(&over).await.unwrap_err();
+    assert!(
+        matches!(&e, GatewayError::Refused { status: 400, .. }),
+        "{e}"
+    );
+    no_secret(&e);
+}
+
+/// Midtrans: `POST /v2/{order_id}/refund` with refund_key, amount, reason, for QRIS; a VA is
+/// refused before any request.
+#[tokio::test]
+async fn midtrans_refunds_qris_and_refuses_a_va_in_advance() {
+    let fake = FakeGateway::start(GatewayKind::Midtrans).await;
+    let gws = gateways(&fake, None);
+    let gw = gws.get("gw").unwrap();
+    gw.create(&req("PAY-M9", PaymentMethod::Qris, "50000"))
+        .await
+        .unwrap();
+    fake.set_outcome("PAY-M9", FakeOutcome::Paid, None);
+    let r = refund_req("PAY-M9", None, PaymentMethod::Qris, "50000");
+    let done = gw.refund(&r).await.unwrap();
+    assert_eq!(done.state, RefundState::Succeeded);
+    let sent = fake.refund_requests();
+    assert_eq!(sent.len(), 1);
+    assert_eq!(sent[0].target, "/v2/PAY-M9/refund");
+    assert_eq!(
+        sent[0].json(),
+        json!({"refund_key": "PAY-M9-r1", "amount": 50000, "reason": "Out of stock"})
+    );
+    gw.refund(&r).await.unwrap();
+    assert_eq!(fake.refunds(), 1, "the same refund_key refunds once");
+
+    let before = fake.requests().len();
+    let va = refund_req("PAY-M9", None, PaymentMethod::Va, "50000");
+    let e = gw.refund(&va).await.unwrap_err();
+    assert!(matches!(e, GatewayError::NotRefundable { .. }), "{e}");
+    assert_eq!(fake.requests().len(), before, "nothing sent");
+}
+
+/// Xendit: `POST /refunds` naming the payment request (QRIS) or the invoice; an invoice paid
+/// by bank transfer is refused after reading it, before any refund request; a VA payment is
+/// refused before any request at all.
+#[tokio::test]
+async fn xendit_refunds_by_invoice_or_payment_request() {
+    let fake = FakeGateway::start(GatewayKind::Xendit).await;
+    let gws = gateways(&fake, None);
+    let gw = gws.get("gw").unwrap();
+    let qris = gw
+        .create(&req("PAY-XQ", PaymentMethod::Qris, "50000"))
+        .await
+        .unwrap();
+    fake.set_outcome("PAY-XQ", FakeOutcome::Paid, None);
+    let done = gw
+        .refund(&refund_req(
+            "PAY-XQ",
+            Some(qris.provider_ref.clone()),
+            PaymentMethod::Qris,
+            "10000",
+        ))
+        .await
+        .unwrap();
+    assert_eq!(done.state, RefundState::Succeeded);
+    let sent = fake.refund_requests();
+    assert_eq!(sent[0].target, "/refunds");
+    assert_eq!(sent[0].header("idempotency-key"), Some("PAY-XQ-r1"));
+    assert_eq!(
+        sent[0].json()["payment_request_id"],
+        json!(qris.provider_ref)
+    );
+    assert_eq!(sent[0].json()["amount"], 10000);
+    assert_eq!(sent[0].json()["reason"], "REQUESTED_BY_CUSTOMER");
+
+    let mut link = req("PAY-XL", PaymentMethod::Link, "50000");
+    link.bank = None;
+    let inv = gw.create(&link).await.unwrap();
+    fake.set_outcome("PAY-XL", FakeOutcome::Paid, None);
+    gw.refund(&refund_req(
+        "PAY-XL",
+        Some(inv.provider_ref.clone()),
+        PaymentMethod::Link,
+        "50000",
+    ))
+    .await
+    .unwrap();
+    assert_eq!(
+        fake.refund_requests()[1].json()["invoice_id"],
+        json!(inv.provider_ref)
+    );
+    assert_eq!(fake.refunds(), 2);
+
+    let va = gw
+        .create(&req("PAY-XV", PaymentMethod::Va, "50000"))
+        .await
+        .unwrap();
+    fake.set_outcome("PAY-XV", FakeOutcome::Paid, None);
+    let before = fake.requests().len();
+    let e = gw
+        .refund(&refund_req(
+            "PAY-XV",
+            Some(va.provider_ref.clone()),
+            PaymentMethod::Va,
+            "50000",
+        ))
+        .await
+        .unwrap_err();
+    assert!(matches!(e, GatewayError::NotRefundable { .. }), "{e}");
+    assert_eq!(fake.requests().len(), before, "a VA: nothing sent");
+    // The same invoice taken for a link: read, and its `payment_method` (BANK_TRANSFER)
+    // refuses it without a refund request.
+    let e = gw
+        .refund(&refund_req(
+            "PAY-XV",
+            Some(va.provider_ref),
+            PaymentMethod::Link,
+            "50000",
+        ))
+        .await
+        .unwrap_err();
+    assert!(matches!(e, GatewayError::NotRefundable { .. }), "{e}");
+    assert_eq!(fake.refund_requests().len(), 2, "no refund request for it");
+}
+
+/// Finpay has no refund API: refused before any request.
+#[tokio::test]
+async fn finpay_cannot_refund() {
+    let fake = FakeGateway::start(GatewayKind::Finpay).await;
+    let gws = gateways(&fake, None);
+    let gw = gws.get("gw").unwrap();
+    let e = gw
+        .refund(&refund_req("PAY-F9", None, PaymentMethod::Va, "50000"))
+        .await
+        .unwrap_err();
+    assert!(matches!(e, GatewayError::NotRefundable { .. }), "{e}");
+    assert!(fake.requests().is_empty());
 }

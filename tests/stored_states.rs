@@ -8,7 +8,7 @@ use std::str::FromStr;
 
 use parley::domain::{
     CampaignStatus, CartStatus, FlowRunStatus, InboxState, OrderStatus, OutboxState, PaymentStatus,
-    RecipientState, SubscriptionStatus, TimerState,
+    RecipientState, RefundStatus, SubscriptionStatus, TimerState,
 };
 use parley::whatsapp::event::DeliveryStatus;
 
@@ -25,6 +25,7 @@ fn is_status(s: &str) -> bool {
         || CartStatus::from_str(s).is_ok()
         || OrderStatus::from_str(s).is_ok()
         || PaymentStatus::from_str(s).is_ok()
+        || RefundStatus::from_str(s).is_ok()
         || SubscriptionStatus::from_str(s).is_ok()
         || !matches!(DeliveryStatus::parse(s), DeliveryStatus::Other(_))
 }

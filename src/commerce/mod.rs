@@ -8,12 +8,13 @@
 //! it. `calls.rs` the calls and answers as data; `text.rs` what the customer reads of a cart
 //! or an order (pure); `sweep.rs` the abandoned-cart and subscription reminders, decided (pure);
 //! `voucher.rs` vouchers (pure); `materials.rs` materials and their low-stock alerts (pure);
-//! `run.rs` a call carried out against the store; `scratch.rs` a throwaway store those calls
-//! run against (the simulator's, the transcript tests').
+//! `refund.rs` refunds (pure); `run.rs` a call carried out against the store; `scratch.rs` a
+//! throwaway store those calls run against (the simulator's, the transcript tests').
 
 mod calls;
 pub mod materials;
 pub mod payment;
+pub mod refund;
 mod run;
 pub mod scratch;
 pub mod sweep;

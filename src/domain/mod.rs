@@ -25,8 +25,8 @@ pub use retry::{backoff, backoff_with};
 pub use states::{
     CampaignStatus, CartRecovery, CartStatus, CustomOrderStatus, FlowRunStatus, GatewayKind,
     InboxKind, InboxState, LowAlert, OrderPayment, OrderSource, OrderStatus, OutboxKind,
-    OutboxState, PaymentMethod, PaymentStatus, ProductKind, RecipientState, SubscriptionStatus,
-    TimerState, UnknownValue, VoucherKind,
+    OutboxState, PaymentMethod, PaymentStatus, ProductKind, RecipientState, RefundStatus,
+    SubscriptionStatus, TimerState, UnknownValue, VoucherKind,
 };
 pub use voucher::{voucher_code, Voucher, VoucherRefusal};
 pub use window::WindowPolicy;

@@ -261,6 +261,28 @@ stored_text! {
     OrderPayment {
         Unpaid = "unpaid",
         Paid = "paid",
+        /// Its payment was refunded in full (the order is cancelled with it).
+        Refunded = "refunded",
+    }
+}
+
+stored_text! {
+    /// Where a refund of a payment stands.
+    RefundStatus {
+        /// Written, its gateway asked (or about to be), no answer recorded yet.
+        Requested = "requested",
+        /// Accepted by the gateway, completing there: counted as refunded.
+        Pending = "pending",
+        Succeeded = "succeeded",
+        /// Refused, or not refundable there: it holds no amount.
+        Failed = "failed",
+    }
+}
+
+impl RefundStatus {
+    /// The money is on its way back (or back).
+    pub fn counts(self) -> bool {
+        matches!(self, RefundStatus::Pending | RefundStatus::Succeeded)
     }
 }
 

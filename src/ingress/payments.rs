@@ -408,10 +408,18 @@ pub async fn confirm_by_owner(State(app): State<AppState>, Path(id): Path<i64>) 
     }
 }
 
-/// `GET /admin/v1/payments/{id}`.
+/// `GET /admin/v1/payments/{id}`: the payment and its refunds.
 pub async fn show(State(app): State<AppState>, Path(id): Path<i64>) -> Response {
-    match app.engine.store.payment(id).await {
-        Ok(Some(p)) => answer(
+    let found = match app.engine.store.payment(id).await {
+        Ok(Some(p)) => match app.engine.store.refunds_of(id).await {
+            Ok(refunds) => Ok(Some((p, refunds))),
+            Err(e) => Err(e),
+        },
+        Ok(None) => Ok(None),
+        Err(e) => Err(e),
+    };
+    match found {
+        Ok(Some((p, refunds))) => answer(
             StatusCode::OK,
             json!({
                 "id": p.id,
@@ -427,6 +435,15 @@ pub async fn show(State(app): State<AppState>, Path(id): Path<i64>) -> Response 
                 "expires_at": p.expires_at,
                 "paid_at": p.paid_at,
                 "notified": p.notified,
+                "refunds": refunds.iter().map(|r| json!({
+                    "id": r.id,
+                    "amount": r.amount.plain(),
+                    "reason": r.reason,
+                    "status": r.status,
+                    "provider_ref": r.provider_ref,
+                    "error": r.error,
+                    "created_at": r.created_at,
+                })).collect::<Vec<_>>(),
             }),
         ),
         Ok(None) => answer(StatusCode::NOT_FOUND, json!({"error": "no such payment"})),

@@ -2,7 +2,9 @@
 //! is shown the configured instructions, and the payment stays Pending until the owner
 //! marks it paid through the admin API.
 
-use super::{CreatePayment, Created, GatewayStatus, Instructions, StatusReport};
+use super::{
+    CreatePayment, Created, GatewayStatus, Instructions, RefundReport, RefundState, StatusReport,
+};
 
 pub(super) fn create(instructions: &str, req: &CreatePayment) -> Created {
     Created {
@@ -20,6 +22,15 @@ pub(super) fn status() -> StatusReport {
         status: GatewayStatus::Pending,
         amount: None,
         provider_ref: None,
+        raw: serde_json::Value::Null,
+    }
+}
+
+/// A refund the owner made by hand (a transfer back): nothing to send, recorded as done.
+pub(super) fn refund() -> RefundReport {
+    RefundReport {
+        provider_ref: None,
+        state: RefundState::Succeeded,
         raw: serde_json::Value::Null,
     }
 }

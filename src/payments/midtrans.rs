@@ -6,6 +6,9 @@
 //! difference ("Discount" with a negative price, or "Other charges"). Midtrans answers many
 //! errors with HTTP 200 and its code in `status_code`; that code decides. A repeated
 //! `order_id` is its `406`: [`GatewayError::Duplicate`].
+//!
+//! Refunds: `POST /v2/{order_id}/refund` with `refund_key`, `amount`, `reason` (see
+//! [`refund_body`]); only QRIS among the methods here (see [`super::refund_support`]).
 
 use secrecy::{ExposeSecret, SecretString};
 use serde_json::{json, Value};
@@ -15,7 +18,7 @@ use subtle::ConstantTimeEq;
 use super::client::{currency_of, event_id, money_of, parse_time, split_name, Answer, Body, WIB};
 use super::{
     Callback, CallbackError, CreatePayment, Created, Gateway, GatewayError, GatewayStatus,
-    Instructions, StatusReport,
+    Instructions, RefundReport, RefundRequest, RefundState, StatusReport,
 };
 use crate::domain::{Currency, PaymentMethod};
 
@@ -220,9 +223,10 @@ pub(super) fn map_status(transaction: &str, fraud: Option<&str>) -> Option<Gatew
         "deny" | "failure" => GatewayStatus::Failed,
         "cancel" => GatewayStatus::Cancelled,
         "expire" => GatewayStatus::Expired,
-        "refund" | "partial_refund" | "chargeback" | "partial_chargeback" => {
-            GatewayStatus::Refunded
-        }
+        // A partial refund leaves the payment paid (the rest was kept); only the whole
+        // amount back is a refunded payment.
+        "partial_refund" => GatewayStatus::Paid,
+        "refund" | "chargeback" | "partial_chargeback" => GatewayStatus::Refunded,
         _ => return None,
     })
 }
@@ -250,6 +254,50 @@ pub(super) async fn status(gw: &Gateway, payment_id: &str) -> Result<StatusRepor
             .get("transaction_id")
             .and_then(Value::as_str)
             .map(str::to_string),
+        raw: a.body,
+    })
+}
+
+/// The refund request's body.
+///
+/// Verified from Midtrans' API reference ("Refund Transaction", docs.midtrans.com/reference/
+/// refund-transaction and refund-transactions-card): `POST BASE_URL/v2/{order_id OR
+/// transaction_id}/refund`, JSON `refund_key` (merchant refund id of alphabets, numbers, `-`
+/// and `_`: the same key retries the same refund, a new one makes a new refund), `amount`
+/// (Long; omitted: the whole transaction), `reason` (String(255)); the answer has
+/// `status_code` "200", `refund_chargeback_id`, `refund_amount`, `transaction_status`
+/// (`refund` or `partial_refund`). Refundable: settled transactions paid by credit_card,
+/// gopay, shopeepay, dana, ovo, QRIS, kredivo, akulaku (not bank_transfer, echannel, cstore).
+pub(super) fn refund_body(req: &RefundRequest) -> Result<Value, String> {
+    let amount = req
+        .amount
+        .whole_units()
+        .map_err(|e| format!("Midtrans takes whole amounts: {e}"))?;
+    Ok(json!({
+        "refund_key": req.idempotency_key,
+        "amount": amount,
+        "reason": req.reason.chars().take(255).collect::<String>(),
+    }))
+}
+
+pub(super) async fn refund(
+    gw: &Gateway,
+    req: &RefundRequest,
+) -> Result<RefundReport, GatewayError> {
+    let body = refund_body(req).map_err(|r| gw.invalid(r))?;
+    let path = format!("/v2/{}/refund", req.payment_id);
+    let a = gw
+        .call(reqwest::Method::POST, &path, Body::Json(body), &[])
+        .await?;
+    check(gw, &a)?;
+    let id = match a.body.get("refund_chargeback_id") {
+        Some(Value::Number(n)) => Some(n.to_string()),
+        Some(Value::String(s)) => Some(s.clone()),
+        _ => None,
+    };
+    Ok(RefundReport {
+        provider_ref: id,
+        state: RefundState::Succeeded,
         raw: a.body,
     })
 }
@@ -327,6 +375,28 @@ mod tests {
         Money::parse(s, Currency::IDR).unwrap()
     }
 
+    #[test]
+    fn a_refund_is_whole_rupiah_with_its_key() {
+        let req = RefundRequest {
+            payment_id: "PAY-00000001".into(),
+            provider_ref: None,
+            method: PaymentMethod::Qris,
+            amount: idr("20000"),
+            reason: "Out of stock".into(),
+            idempotency_key: "PAY-00000001-k1".into(),
+        };
+        let b = refund_body(&req).unwrap();
+        assert_eq!(
+            b,
+            json!({"refund_key": "PAY-00000001-k1", "amount": 20000, "reason": "Out of stock"})
+        );
+        let half = RefundRequest {
+            amount: idr("0.5"),
+            ..req
+        };
+        assert!(refund_body(&half).is_err());
+    }
+
     fn req(method: PaymentMethod, amount: &str, items: Vec<LineItem>) -> CreatePayment {
         CreatePayment {
             payment_id: "PAY-1".into(),
@@ -393,7 +463,7 @@ mod tests {
         assert_eq!(map_status("deny", None), Some(S::Failed));
         assert_eq!(map_status("expire", None), Some(S::Expired));
         assert_eq!(map_status("cancel", None), Some(S::Cancelled));
-        assert_eq!(map_status("partial_refund", None), Some(S::Refunded));
+        assert_eq!(map_status("partial_refund", None), Some(S::Paid));
         assert_eq!(map_status("chargeback", None), Some(S::Refunded));
         assert_eq!(map_status("weird", None), None);
     }

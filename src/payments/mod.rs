@@ -56,6 +56,36 @@ pub fn supports(kind: GatewayKind, method: PaymentMethod) -> bool {
     }
 }
 
+/// Whether a payment of `kind` paid by `method` can be refunded through the gateway's API;
+/// Err: why not (the admin API answers it as 409, before any request).
+///
+/// - finpay: no refund API is documented (hub.finpay.id lists initiate, check and the
+///   callback only): refund by hand.
+/// - xendit: `qris` (a Payment Request: `POST /refunds` with `payment_request_id`) and `link`
+///   (an invoice: `POST /refunds` with `invoice_id`, refundable when it was paid by card or
+///   e-wallet; one paid by bank transfer or at a retail outlet is refused before the refund
+///   request, from the invoice's `payment_method`). `va` and `retail` are not refundable
+///   through the API (bank transfers and over-the-counter payments have no way back).
+/// - midtrans: `qris` only (its Refund API takes credit_card, gopay, shopeepay, dana, ovo,
+///   QRIS, kredivo, akulaku: not bank_transfer/echannel nor cstore).
+/// - stripe: `link` (a Checkout Session's payment intent).
+/// - manual: always: nothing is sent, the owner records a refund made by hand.
+pub fn refund_support(kind: GatewayKind, method: PaymentMethod) -> Result<(), &'static str> {
+    use PaymentMethod as M;
+    match (kind, method) {
+        (GatewayKind::Finpay, _) => Err("Finpay has no refund API: refund the customer by hand"),
+        (GatewayKind::Xendit, M::Qris | M::Link) => Ok(()),
+        (GatewayKind::Xendit, _) => Err(
+            "a Xendit virtual account or retail outlet payment cannot be refunded through the API: refund the customer by hand",
+        ),
+        (GatewayKind::Midtrans, M::Qris) => Ok(()),
+        (GatewayKind::Midtrans, _) => Err(
+            "Midtrans refunds only card, e-wallet and QRIS payments, not a bank transfer (VA) or a retail payment: refund the customer by hand",
+        ),
+        (GatewayKind::Stripe, _) | (GatewayKind::Manual, _) => Ok(()),
+    }
+}
+
 /// One configured provider.
 pub struct Gateway {
     name: String,
@@ -216,6 +246,47 @@ impl Gateway {
         }
     }
 
+    /// Give `req.amount` of a paid payment back. Refused before any request when the kind or
+    /// the method cannot refund ([`refund_support`]: [`GatewayError::NotRefundable`]) or the
+    /// key is not `[A-Za-z0-9_-]{1,64}`. Stripe: the session's `payment_intent` is read first
+    /// (`GET /v1/checkout/sessions/{id}`), then `POST /v1/refunds`. Xendit: `POST /refunds`
+    /// (an invoice is read first: one paid by bank transfer or at a retail outlet is
+    /// refused). Midtrans: `POST /v2/{order_id}/refund`. Manual: nothing is sent; the refund
+    /// the owner made by hand is reported done.
+    pub async fn refund(&self, req: &RefundRequest) -> Result<RefundReport, GatewayError> {
+        if let Err(reason) = refund_support(self.kind, req.method) {
+            return Err(GatewayError::NotRefundable {
+                gateway: self.name.clone(),
+                reason: reason.to_string(),
+            });
+        }
+        let key_ok = (1..=64).contains(&req.idempotency_key.len())
+            && req
+                .idempotency_key
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_');
+        if !key_ok {
+            return Err(self.invalid("a refund key must be 1 to 64 of A-Z, a-z, 0-9, `-` and `_`"));
+        }
+        if req.amount.is_zero() {
+            return Err(self.invalid("a refund of nothing"));
+        }
+        tracing::info!(
+            gateway = %self.name, kind = %self.kind, sandbox = self.sandbox,
+            payment = %req.payment_id, amount = %req.amount, "Refunding a payment."
+        );
+        match &self.creds {
+            Credentials::Finpay { .. } => Err(GatewayError::NotRefundable {
+                gateway: self.name.clone(),
+                reason: "Finpay has no refund API".into(),
+            }),
+            Credentials::Xendit { .. } => xendit::refund(self, req).await,
+            Credentials::Midtrans { .. } => midtrans::refund(self, req).await,
+            Credentials::Stripe { .. } => stripe::refund(self, req).await,
+            Credentials::Manual { .. } => Ok(manual::refund()),
+        }
+    }
+
     /// Check a callback's authenticity and read it. Xendit: the `x-callback-token` header
     /// (compared in constant time). Midtrans: `signature_key`, SHA-512 of
     /// order_id + status_code + gross_amount (as received) + server key. Stripe:
@@ -326,6 +397,25 @@ mod tests {
                 assert!(supports(k, m), "{k} {m}");
             }
             assert!(!supports(k, M::Manual));
+        }
+    }
+
+    #[test]
+    fn refunds_are_refused_in_advance_where_the_method_cannot_refund() {
+        use PaymentMethod as M;
+        assert!(refund_support(GatewayKind::Stripe, M::Link).is_ok());
+        assert!(refund_support(GatewayKind::Manual, M::Manual).is_ok());
+        assert!(refund_support(GatewayKind::Midtrans, M::Qris).is_ok());
+        assert!(refund_support(GatewayKind::Xendit, M::Qris).is_ok());
+        assert!(refund_support(GatewayKind::Xendit, M::Link).is_ok());
+        for m in [M::Va, M::BankTransfer, M::Retail] {
+            assert!(refund_support(GatewayKind::Midtrans, m).is_err(), "{m}");
+        }
+        for m in [M::Va, M::Retail] {
+            assert!(refund_support(GatewayKind::Xendit, m).is_err(), "{m}");
+        }
+        for m in [M::Va, M::Qris, M::Retail, M::Link] {
+            assert!(refund_support(GatewayKind::Finpay, m).is_err(), "{m}");
         }
     }
 

@@ -1,6 +1,9 @@
 //! Stripe: a Checkout Session (`POST /v1/checkout/sessions`, form-encoded) for `link`; its
 //! status by `GET /v1/checkout/sessions/{id}`; webhooks signed with `Stripe-Signature`.
 //!
+//! Refunds: `POST /v1/refunds` (form-encoded) with the session's `payment_intent`, `amount`
+//! in minor units, `reason` and `Idempotency-Key` (see [`refund_form`] for what is verified).
+//!
 //! Amounts are minor units, IDR too (×100: IDR is not zero-decimal at Stripe). A session
 //! lives 30 min to 24 h: the payment's expiry is clamped into that range and `Created`
 //! says the one Stripe got.
@@ -13,7 +16,7 @@ use sha2::Sha256;
 use super::client::{currency_of, items_total, Answer, Body};
 use super::{
     Callback, CallbackError, CreatePayment, Created, Gateway, GatewayError, GatewayStatus,
-    Instructions, StatusReport,
+    Instructions, RefundReport, RefundRequest, RefundState, StatusReport,
 };
 use crate::domain::{Currency, Money};
 
@@ -139,6 +142,98 @@ pub(super) async fn status(gw: &Gateway, session_id: &str) -> Result<StatusRepor
         status,
         amount: amount_of(&a.body, "amount_total"),
         provider_ref: Some(session_id.to_string()),
+        raw: a.body,
+    })
+}
+
+/// The form of a refund of `payment_intent`.
+///
+/// Verified from Stripe's API reference (the `PostRefunds` operation of its OpenAPI spec, and
+/// the `RefundCreateParams` of stripe-node's generated types): `POST /v1/refunds`,
+/// form-encoded, `payment_intent`, `amount` (a positive integer in the smallest currency unit;
+/// omitted: the whole remaining amount), `reason` one of `duplicate`, `fraudulent`,
+/// `requested_by_customer`, `metadata[...]`. The owner's free text cannot be a `reason`, so it
+/// goes in `metadata[reason]`. The amount is always sent, so a retry never means "the rest".
+pub(super) fn refund_form(
+    payment_intent: &str,
+    req: &RefundRequest,
+) -> Result<Vec<(String, String)>, String> {
+    let minor = req
+        .amount
+        .minor_units()
+        .map_err(|e| format!("Stripe takes {} minor units: {e}", req.amount.currency))?;
+    let reason: String = req.reason.chars().take(500).collect();
+    Ok(vec![
+        ("payment_intent".into(), payment_intent.to_string()),
+        ("amount".into(), minor.to_string()),
+        ("reason".into(), "requested_by_customer".into()),
+        ("metadata[payment_id]".into(), req.payment_id.clone()),
+        ("metadata[reason]".into(), reason),
+    ])
+}
+
+/// A refund's `status` (`pending`, `requires_action`, `succeeded`, `failed`, `canceled`) as a
+/// state; Err: the refund did not happen.
+pub(super) fn refund_state(status: &str) -> Result<RefundState, String> {
+    match status {
+        "succeeded" => Ok(RefundState::Succeeded),
+        // [UNVERIFIED against a sandbox] `requires_action` is for methods without native
+        // refunds (instructions emailed to the customer): the money is not back yet.
+        "pending" | "requires_action" => Ok(RefundState::Pending),
+        other => Err(format!("the refund is {other:?}")),
+    }
+}
+
+pub(super) async fn refund(
+    gw: &Gateway,
+    req: &RefundRequest,
+) -> Result<RefundReport, GatewayError> {
+    let session = req.provider_ref.as_deref().ok_or(GatewayError::NeedsRef {
+        gateway: gw.name.clone(),
+    })?;
+    // The session's payment intent. Verified from Stripe's Session object (its OpenAPI spec
+    // as the generated clients carry it, e.g. async-stripe's `CheckoutSession`):
+    // `payment_intent` is "the ID of the PaymentIntent for Checkout Sessions in payment
+    // mode", expandable; since API version 2022-08-01 it is created only when the session is
+    // confirmed, so an unpaid session has none. The status answer carries it, but only the
+    // session id is kept with the payment, so it is read here.
+    let path = format!("/v1/checkout/sessions/{session}");
+    let a = gw
+        .call(reqwest::Method::GET, &path, Body::None, &[])
+        .await?;
+    check(gw, &a)?;
+    let intent = match a.body.get("payment_intent") {
+        Some(Value::String(id)) => id.clone(),
+        // Expanded into the object.
+        Some(Value::Object(o)) => o
+            .get("id")
+            .and_then(Value::as_str)
+            .unwrap_or_default()
+            .to_string(),
+        _ => String::new(),
+    };
+    if intent.is_empty() {
+        return Err(GatewayError::NotRefundable {
+            gateway: gw.name.clone(),
+            reason: "the Checkout Session has no payment intent (it was not paid)".into(),
+        });
+    }
+    let form = refund_form(&intent, req).map_err(|r| gw.invalid(r))?;
+    let a = gw
+        .call(
+            reqwest::Method::POST,
+            "/v1/refunds",
+            Body::Form(form),
+            &[("Idempotency-Key", req.idempotency_key.as_str())],
+        )
+        .await?;
+    check(gw, &a)?;
+    let s = |k: &str| a.body.get(k).and_then(Value::as_str).unwrap_or("");
+    let state =
+        refund_state(s("status")).map_err(|why| gw.refused(a.status, "refund_failed", &why))?;
+    Ok(RefundReport {
+        provider_ref: Some(s("id").to_string()).filter(|i| !i.is_empty()),
+        state,
         raw: a.body,
     })
 }
@@ -321,6 +416,28 @@ mod tests {
             "line_items[0][price_data][unit_amount]".into(),
             "1234".into()
         )));
+    }
+
+    #[test]
+    fn a_refund_is_the_payment_intent_in_minor_units() {
+        let req = RefundRequest {
+            payment_id: "PAY-00000001".into(),
+            provider_ref: Some("cs_test_1".into()),
+            method: PaymentMethod::Link,
+            amount: idr("20000"),
+            reason: "Out of stock".into(),
+            idempotency_key: "PAY-00000001-k1".into(),
+        };
+        let form = refund_form("pi_123", &req).unwrap();
+        let get = |k: &str| form.iter().find(|(a, _)| a == k).map(|(_, v)| v.as_str());
+        assert_eq!(get("payment_intent"), Some("pi_123"));
+        assert_eq!(get("amount"), Some("2000000"), "IDR ×100");
+        assert_eq!(get("reason"), Some("requested_by_customer"));
+        assert_eq!(get("metadata[reason]"), Some("Out of stock"));
+        assert_eq!(get("metadata[payment_id]"), Some("PAY-00000001"));
+        assert_eq!(refund_state("succeeded"), Ok(RefundState::Succeeded));
+        assert_eq!(refund_state("pending"), Ok(RefundState::Pending));
+        assert!(refund_state("failed").is_err());
     }
 
     #[test]

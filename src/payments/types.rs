@@ -133,6 +133,47 @@ pub struct Callback {
     pub raw: serde_json::Value,
 }
 
+/// A refund to ask a gateway for (or, manual, to record).
+#[derive(Debug, Clone)]
+pub struct RefundRequest {
+    /// Our id at the gateway (`PAY-…`): Midtrans' `order_id`, Xendit's `reference_id`,
+    /// Stripe's `metadata[payment_id]`.
+    pub payment_id: String,
+    /// What the create answered: Stripe's Checkout Session id (its `payment_intent` is read
+    /// from it), Xendit's invoice or payment request id.
+    pub provider_ref: Option<String>,
+    /// How it was paid: some methods cannot be refunded at the gateway ([`super::refund_support`]).
+    pub method: crate::domain::PaymentMethod,
+    /// What to give back: the whole payment or a part of it.
+    pub amount: Money,
+    /// The owner's words, kept with the refund (gateways that take a free text get it; Stripe and
+    /// Xendit take a fixed reason code, and the text goes in the metadata).
+    pub reason: String,
+    /// The same for a retry of the same refund: Stripe `Idempotency-Key`, Xendit
+    /// `idempotency-key`, Midtrans `refund_key`. At most 64 of `[A-Za-z0-9_-]` (Midtrans' set).
+    pub idempotency_key: String,
+}
+
+/// Where a refund stands at the gateway.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RefundState {
+    /// Done (Stripe `succeeded`, Midtrans `200`, Xendit `SUCCEEDED`, a manual refund).
+    Succeeded,
+    /// Accepted, to be completed by the gateway (Stripe `pending`, Xendit `PENDING`): the
+    /// money is committed to go back, so it counts as refunded here.
+    Pending,
+}
+
+/// What a gateway answered a refund with.
+#[derive(Debug, Clone, PartialEq)]
+pub struct RefundReport {
+    /// The gateway's id of the refund (Stripe `re_…`, Xendit `rfd-…`, Midtrans
+    /// `refund_chargeback_id`); None for a manual refund.
+    pub provider_ref: Option<String>,
+    pub state: RefundState,
+    pub raw: serde_json::Value,
+}
+
 /// Why a call to a gateway failed. Never carries a secret: gateways' messages are scrubbed of
 /// the provider's credentials before they are kept.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -164,6 +205,11 @@ pub enum GatewayError {
         kind: GatewayKind,
         method: PaymentMethod,
     },
+    /// This payment cannot be refunded through its gateway (the kind has no refund API, or
+    /// the method it was paid by is not refundable there): refund by hand. Known before any
+    /// request where the method tells; otherwise from what the gateway says of the payment.
+    #[error("{gateway}: cannot be refunded at the gateway: {reason}")]
+    NotRefundable { gateway: String, reason: String },
     /// Status asked without what this gateway looks payments up by (Stripe's session id).
     #[error("{gateway}: a status needs the provider_ref create returned")]
     NeedsRef { gateway: String },

@@ -7,7 +7,7 @@
 //! `dead_letters`, `flows` (versions, executions, chatbot sessions), `campaigns`, `accounts`,
 //! `media`; commerce's `products` (and categories), `materials` (and
 //! what each product takes), `carts` (and each commerce call's
-//! outcome), `orders`, `payments` (and their callbacks), `vouchers` (and their claims),
+//! outcome), `orders`, `payments` (and their callbacks), `refunds`, `vouchers` (and their claims),
 //! `subscription_list` (subscriptions as the admin API lists them), `owner_notices` (what
 //! an account's owner was sent). `exec`
 //! runs the writer's statements (one helper, `exec_rows`, for the multi-row pattern), `sql`
@@ -31,6 +31,7 @@ mod outbox;
 mod owner_notices;
 mod payments;
 mod products;
+mod refunds;
 mod sql;
 mod subscription_list;
 mod sweeps;
@@ -60,6 +61,7 @@ pub use orders::*;
 pub use outbox::*;
 pub use payments::*;
 pub use products::*;
+pub use refunds::*;
 use sql::bind_all;
 pub use sql::Val;
 pub use subscription_list::*;

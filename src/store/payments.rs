@@ -250,7 +250,8 @@ impl Store {
     /// Move a payment from `from` to `to` (only if it is still in `from`) and its order with
     /// it: PAID commits the order's reserved stock, consumes its materials (once per order;
     /// a fall below a minimum is recorded as an alert owed) and marks it paid; EXPIRED, FAILED and
-    /// CANCELLED release the stock and cancel the order. Its callbacks are marked applied.
+    /// CANCELLED release the stock and cancel the order; REFUNDED marks the order refunded and
+    /// cancelled (its stock stays sold). Its callbacks are marked applied.
     /// Whether it moved.
     pub async fn settle_payment(
         &self,
@@ -306,6 +307,17 @@ impl Store {
                     )
                     .await?;
                 }
+            }
+            PaymentStatus::Refunded => {
+                // Refunded in full at the gateway (its own news): as a full refund made
+                // here, the order is refunded and cancelled; the stock stays sold (the owner
+                // adjusts it).
+                self.tx_run(
+                    &mut tx,
+                    "UPDATE orders SET payment_status = 'refunded', status = 'cancelled', updated_at = $1 WHERE id = $2",
+                    vec![Val::I(now), Val::I(order)],
+                )
+                .await?;
             }
             _ => {}
         }

@@ -646,3 +646,312 @@ on_both_stores!(
     a_plan_starts_then_extends,
     a_plan_starts_then_extends_its_subscription
 );
+
+/// A customer buys (2 × KOPI, Rp 50.000) and pays through `kind`; the payment is PAID.
+async fn bought_and_paid(app: &TestApp, graph: &FakeGraph, gateway: &Option<FakeGateway>, u: &str) {
+    assert_eq!(
+        app.post_webhook(&text_webhook(PNID, u, "wamid.R1", "buy", now_secs()))
+            .await,
+        200
+    );
+    wait_replies(graph, u, 1).await;
+    match gateway {
+        Some(g) => {
+            g.set_outcome("PAY-00000001", FakeOutcome::Paid, None);
+            let url = format!("{}/payments/gw/callback", app.base);
+            assert_eq!(g.post_callback(&url, "PAY-00000001").await, 200);
+        }
+        None => {
+            let (status, body) = app
+                .admin(
+                    reqwest::Method::POST,
+                    "/payments/1/confirm",
+                    Some(ADMIN_TOKEN),
+                    None,
+                )
+                .await;
+            assert_eq!(status, 200, "{body}");
+        }
+    }
+    let told = wait_replies(graph, u, 2).await;
+    assert_eq!(told[1], "Paid ORD-000001: Rp 50.000");
+}
+
+async fn refund(app: &TestApp, body: serde_json::Value) -> (u16, serde_json::Value) {
+    app.admin(
+        reqwest::Method::POST,
+        "/payments/1/refund",
+        Some(ADMIN_TOKEN),
+        Some(body),
+    )
+    .await
+}
+
+/// Paid through Stripe, refunded in two parts: the first leaves the payment PAID, a repeat of
+/// it refunds nothing more, more than is left is 422, the rest makes it REFUNDED (the order
+/// refunded and cancelled, its stock not given back); the customer hears of each refund
+/// once, and of nothing more on the next pass.
+async fn refunded_in_parts(db: TestDb) {
+    let (app, graph, gateway, store, _flows) =
+        shop_with(&db, GatewayKind::Stripe, "{method: link}", None).await;
+    let u = "6281200000601";
+    bought_and_paid(&app, &graph, &gateway, u).await;
+    let g = gateway.as_ref().unwrap();
+
+    let (status, _) = app
+        .admin(
+            reqwest::Method::POST,
+            "/payments/1/refund",
+            Some(ADMIN_TOKEN),
+            Some(serde_json::json!({"amount": "20000"})),
+        )
+        .await;
+    assert_eq!(status, 422, "a reason is required");
+    let first = serde_json::json!({"amount": "20000", "reason": "One cup arrived broken", "idempotency_key": "broken-cup"});
+    let (status, body) = refund(&app, first.clone()).await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(body["status"], "succeeded");
+    assert_eq!(body["payment_status"], "PAID");
+    assert_eq!(body["refunded"], "20000");
+    let sent = g.refund_requests();
+    assert_eq!(sent.len(), 1);
+    assert_eq!(sent[0].form("amount").as_deref(), Some("2000000"));
+    assert!(sent[0]
+        .form("payment_intent")
+        .unwrap()
+        .starts_with("pi_test_"));
+    assert_eq!(
+        sent[0].header("idempotency-key"),
+        Some("PAY-00000001-broken-cup")
+    );
+    assert_eq!(
+        sent[0].form("metadata[reason]").as_deref(),
+        Some("One cup arrived broken")
+    );
+    let told = wait_replies(&graph, u, 3).await;
+    assert_eq!(
+        told[2],
+        "Rp 20.000 of your payment for order ORD-000001 was refunded."
+    );
+    assert_eq!(
+        store.payment(1).await.unwrap().unwrap().status,
+        PaymentStatus::Paid
+    );
+
+    // The same request again: the same refund, nothing more at the gateway.
+    let (status, again) = refund(&app, first).await;
+    assert_eq!(status, 200, "{again}");
+    assert_eq!(again["replayed"], true);
+    assert_eq!(again["id"], body["id"]);
+    assert_eq!(g.refunds(), 1);
+    assert_eq!(g.refund_requests().len(), 1);
+
+    let (status, body) = refund(
+        &app,
+        serde_json::json!({"amount": "30001", "reason": "too much"}),
+    )
+    .await;
+    assert_eq!(status, 422, "{body}");
+    assert!(
+        body["error"].as_str().unwrap().contains("Rp 30.000"),
+        "{body}"
+    );
+    assert_eq!(g.refund_requests().len(), 1, "nothing sent");
+
+    let (status, body) = refund(&app, serde_json::json!({"reason": "Order cancelled"})).await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(body["amount"], "30000");
+    assert_eq!(body["payment_status"], "REFUNDED");
+    assert_eq!(body["refunded"], "50000");
+    assert_eq!(g.refunded("PAY-00000001"), 5_000_000);
+    let told = wait_replies(&graph, u, 4).await;
+    assert_eq!(
+        told[3],
+        "Rp 30.000 of your payment for order ORD-000001 was refunded."
+    );
+    let p = store.payment(1).await.unwrap().unwrap();
+    assert_eq!(p.status, PaymentStatus::Refunded);
+    let (status, order) = app
+        .admin(
+            reqwest::Method::GET,
+            "/orders/ORD-000001",
+            Some(ADMIN_TOKEN),
+            None,
+        )
+        .await;
+    assert_eq!(status, 200, "{order}");
+    assert_eq!(order["payment_status"], "refunded");
+    assert_eq!(order["status"], "cancelled");
+    let kopi = store
+        .product(&AccountId::from(PNID), "KOPI")
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(kopi.stock, Some(8), "the stock is not given back");
+
+    let (status, body) = refund(
+        &app,
+        serde_json::json!({"amount": "1000", "reason": "more"}),
+    )
+    .await;
+    assert_eq!(status, 409, "{body}");
+    let (status, shown) = app
+        .admin(reqwest::Method::GET, "/payments/1", Some(ADMIN_TOKEN), None)
+        .await;
+    assert_eq!(status, 200, "{shown}");
+    let listed: Vec<_> = shown["refunds"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| (r["amount"].as_str().unwrap(), r["status"].as_str().unwrap()))
+        .collect();
+    assert_eq!(listed, [("20000", "succeeded"), ("30000", "succeeded")]);
+    let (status, _) = app
+        .admin(
+            reqwest::Method::POST,
+            "/payments/reconcile",
+            Some(ADMIN_TOKEN),
+            None,
+        )
+        .await;
+    assert_eq!(status, 200);
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert_eq!(replies(&graph, u).len(), 4, "told once of each refund");
+    app.stop().await;
+}
+on_both_stores!(a_stripe_payment_is_refunded_in_parts, refunded_in_parts);
+
+/// Refunded whole in one request whose answer is lost (the gateway refunds, the client
+/// times out): 502, and the same request again is answered with that refund, not a second.
+async fn refunded_whole_after_a_timeout(db: TestDb) {
+    let (app, graph, gateway, store, _flows) =
+        shop_with(&db, GatewayKind::Stripe, "{method: link}", None).await;
+    let u = "6281200000602";
+    bought_and_paid(&app, &graph, &gateway, u).await;
+    let g = gateway.as_ref().unwrap();
+    // The session read goes through; the refund is made but answered after the client's 2 s.
+    g.push_fault(GatewayFault::Delay(Duration::from_millis(1)));
+    g.push_fault(GatewayFault::Delay(Duration::from_secs(3)));
+    let ask = serde_json::json!({"reason": "Shop closed today"});
+    let (status, body) = refund(&app, ask.clone()).await;
+    assert_eq!(status, 502, "{body}");
+    assert!(
+        body["error"].as_str().unwrap().contains("same request"),
+        "{body}"
+    );
+    assert!(!body
+        .to_string()
+        .contains(parley_testkit::gateways::STRIPE_SECRET_KEY));
+    assert_eq!(g.refunds(), 1);
+    let (status, body) = refund(&app, ask).await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(body["payment_status"], "REFUNDED");
+    assert_eq!(g.refunds(), 1, "one refund at the gateway");
+    assert_eq!(
+        g.refund_requests().len(),
+        2,
+        "asked again with the same key"
+    );
+    let keys: Vec<_> = g
+        .refund_requests()
+        .iter()
+        .map(|r| r.header("idempotency-key").unwrap_or_default().to_string())
+        .collect();
+    assert_eq!(keys[0], keys[1]);
+    assert_eq!(
+        g.requests().last().unwrap().form("amount").as_deref(),
+        Some("5000000")
+    );
+    let told = wait_replies(&graph, u, 3).await;
+    assert_eq!(
+        told[2],
+        "Your payment of Rp 50.000 for order ORD-000001 was refunded."
+    );
+    assert_eq!(
+        store.payment(1).await.unwrap().unwrap().status,
+        PaymentStatus::Refunded
+    );
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert_eq!(replies(&graph, u).len(), 3);
+    app.stop().await;
+}
+on_both_stores!(
+    a_stripe_refund_retried_after_a_timeout_is_made_once,
+    refunded_whole_after_a_timeout
+);
+
+/// A payment its gateway cannot refund (a Xendit VA, anything at Finpay): 409 with why, and
+/// nothing sent to the gateway; an unpaid payment: 409. A manual payment: the owner records
+/// the refund made by hand.
+async fn cannot_refund(db: TestDb, kind: GatewayKind, payment: &str) {
+    let (app, graph, gateway, store, _flows) = shop_with(&db, kind, payment, None).await;
+    let u = "6281200000603";
+    assert_eq!(
+        app.post_webhook(&text_webhook(PNID, u, "wamid.R0", "buy", now_secs()))
+            .await,
+        200
+    );
+    wait_replies(&graph, u, 1).await;
+    let (status, body) = refund(&app, serde_json::json!({"reason": "early"})).await;
+    assert_eq!(status, 409, "{kind}: unpaid: {body}");
+    assert!(
+        body["error"].as_str().unwrap().contains("PENDING"),
+        "{body}"
+    );
+    // Paid, as the customer would.
+    let g = gateway.as_ref().unwrap();
+    g.set_outcome("PAY-00000001", FakeOutcome::Paid, None);
+    let url = format!("{}/payments/gw/callback", app.base);
+    assert_eq!(g.post_callback(&url, "PAY-00000001").await, 200);
+    wait_replies(&graph, u, 2).await;
+    let before = g.requests().len();
+    let (status, body) = refund(&app, serde_json::json!({"reason": "Out of stock"})).await;
+    assert_eq!(status, 409, "{kind}: {body}");
+    assert!(
+        body["error"]
+            .as_str()
+            .unwrap()
+            .contains("refund the customer by hand"),
+        "{kind}: {body}"
+    );
+    assert_eq!(g.requests().len(), before, "{kind}: nothing sent");
+    assert_eq!(
+        store.payment(1).await.unwrap().unwrap().status,
+        PaymentStatus::Paid
+    );
+    app.stop().await;
+}
+async fn cannot_refund_xendit_va(db: TestDb) {
+    cannot_refund(db, GatewayKind::Xendit, "{method: va, bank: bca}").await
+}
+async fn cannot_refund_finpay(db: TestDb) {
+    cannot_refund(db, GatewayKind::Finpay, "{method: qris}").await
+}
+on_both_stores!(a_xendit_va_payment_is_not_refunded, cannot_refund_xendit_va);
+on_both_stores!(a_finpay_payment_is_not_refunded, cannot_refund_finpay);
+
+async fn refunded_by_hand(db: TestDb) {
+    let (app, graph, gateway, store, _flows) =
+        shop_with(&db, GatewayKind::Manual, "{method: manual}", None).await;
+    let u = "6281200000604";
+    bought_and_paid(&app, &graph, &gateway, u).await;
+    let (status, body) = refund(
+        &app,
+        serde_json::json!({"amount": 50000, "reason": "Transferred back to BCA 987"}),
+    )
+    .await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(body["payment_status"], "REFUNDED");
+    assert_eq!(body["provider_ref"], serde_json::Value::Null);
+    let told = wait_replies(&graph, u, 3).await;
+    assert_eq!(
+        told[2],
+        "Your payment of Rp 50.000 for order ORD-000001 was refunded."
+    );
+    assert_eq!(
+        store.payment(1).await.unwrap().unwrap().status,
+        PaymentStatus::Refunded
+    );
+    app.stop().await;
+}
+on_both_stores!(a_manual_payment_refund_is_recorded, refunded_by_hand);

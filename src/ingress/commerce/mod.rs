@@ -1,5 +1,5 @@
 //! `/admin/v1/` commerce: the catalog (products, categories, stock, CSV import), materials,
-//! orders, vouchers and subscriptions.
+//! orders, vouchers, subscriptions and refunds.
 //!
 //! The account is the `account` query parameter (a configured phone_number_id), which may be
 //! left out when exactly one account is configured. Money is a decimal string in the
@@ -19,7 +19,7 @@
 //!
 //! Here the routes and what every endpoint shares (the account, errors, bodies, cursors);
 //! `products.rs`, `import.rs` (CSV), `categories.rs`, `materials.rs`, `orders.rs`,
-//! `vouchers.rs`, `subscriptions.rs` the endpoints; `owner.rs` telling an account's owner.
+//! `vouchers.rs`, `subscriptions.rs`, `refunds.rs` (a payment's refund) the endpoints; `owner.rs` telling an account's owner.
 
 mod categories;
 mod custom_orders;
@@ -28,6 +28,7 @@ mod materials;
 mod orders;
 pub mod owner;
 mod products;
+mod refunds;
 mod subscriptions;
 mod vouchers;
 
@@ -97,6 +98,7 @@ pub fn routes() -> Router<AppState> {
             "/custom-orders/{id}",
             get(show_custom_order).patch(patch_custom_order),
         )
+        .route("/payments/{id}/refund", post(refunds::refund_payment))
         .route("/vouchers", get(list_vouchers).post(put_voucher))
         .route(
             "/vouchers/{code}",

@@ -2,7 +2,9 @@
 //! server per kind, speaking the shapes of commerce.md: they check the auth header, record
 //! every request, answer creates with VA numbers, QR strings, pay codes and URLs, keep each
 //! payment's state so the status API tells the truth, and sign callbacks as the real ones do.
-//! A test can mark a payment paid / expired / failed (with another amount), build or post its
+//! They take refunds too (Stripe `POST /v1/refunds`, Midtrans `POST /v2/{id}/refund`, Xendit
+//! `POST /refunds`): paid payments only, no more than is left, a VA or retail payment refused,
+//! once per idempotency key. A test can mark a payment paid / expired / failed (with another amount), build or post its
 //! callback, delay a create (so the callback can come first), or inject a 4xx, 5xx or hang.
 //! Under load ([`FakeGateway::auto_pay`]) every payment pays itself: each create is answered
 //! after a set latency and its callback posted a set time later, as a customer paying at once.
@@ -150,6 +152,8 @@ pub(crate) struct Payment {
     /// The amount paid when it differs.
     pub(crate) paid: Option<i64>,
     pub(crate) expires_at: i64,
+    /// How much was refunded (the create's units).
+    pub(crate) refunded: i64,
 }
 
 pub(crate) struct St {
@@ -162,6 +166,8 @@ pub(crate) struct St {
     /// Idempotency key → the answer given (Xendit, Stripe).
     pub(crate) answered: Mutex<HashMap<String, Value>>,
     pub(crate) next: AtomicU64,
+    /// Refunds made.
+    pub(crate) refunds: AtomicU64,
     /// Seconds added to the real time a callback is signed at.
     pub(crate) skew: std::sync::atomic::AtomicI64,
     pub(crate) auto: Mutex<Option<AutoPay>>,
@@ -214,6 +220,7 @@ impl FakeGateway {
             payments: Mutex::default(),
             answered: Mutex::default(),
             next: AtomicU64::new(1),
+            refunds: AtomicU64::new(0),
             skew: std::sync::atomic::AtomicI64::new(0),
             auto: Mutex::default(),
             posted: Mutex::default(),
@@ -225,16 +232,19 @@ impl FakeGateway {
                 .route("/pg/payment/card/initiate", post(create))
                 .route("/pg/payment/card/check/{id}", get(status)),
             GatewayKind::Xendit => Router::new()
+                .route("/refunds", post(refund))
                 .route("/v2/invoices", post(create).get(xendit_list))
                 .route("/v2/invoices/{id}", get(status))
                 .route("/payment_requests", post(create))
                 .route("/payment_requests/{id}", get(status)),
             GatewayKind::Midtrans => Router::new()
                 .route("/v2/charge", post(create))
-                .route("/v2/{id}/status", get(status)),
+                .route("/v2/{id}/status", get(status))
+                .route("/v2/{id}/refund", post(refund)),
             _ => Router::new()
                 .route("/v1/checkout/sessions", post(create))
-                .route("/v1/checkout/sessions/{id}", get(status)),
+                .route("/v1/checkout/sessions/{id}", get(status))
+                .route("/v1/refunds", post(refund)),
         };
         let app = app.with_state(state.clone());
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
@@ -325,6 +335,25 @@ impl FakeGateway {
             .rev()
             .find(|p| p.payment_id == payment_id)
             .cloned()
+    }
+
+    /// The refunds the gateway made (a refund answered again for its idempotency key or
+    /// Midtrans `refund_key` makes none).
+    pub fn refunds(&self) -> usize {
+        self.state.refunds.load(Ordering::Relaxed) as usize
+    }
+
+    /// How much of a payment the gateway refunded (its create's units: minor for Stripe).
+    pub fn refunded(&self, payment_id: &str) -> i64 {
+        self.find(payment_id).map_or(0, |p| p.refunded)
+    }
+
+    /// The refund requests it received.
+    pub fn refund_requests(&self) -> Vec<Recorded> {
+        self.requests()
+            .into_iter()
+            .filter(|r| r.method == "POST" && r.target.contains("refund"))
+            .collect()
     }
 
     /// Move a payment; `paid` (whole units, e.g. "90000") when the customer paid another
@@ -498,6 +527,64 @@ async fn create(
     if let Some((auto, payment_id)) = paying {
         tokio::time::sleep(auto.answer_after).await;
         tokio::spawn(pay_by_itself(st.clone(), auto, payment_id));
+    }
+    (status, Json(answer)).into_response()
+}
+
+/// A refund: Stripe `POST /v1/refunds`, Midtrans `POST /v2/{id}/refund`, Xendit `POST
+/// /refunds`. The auth is checked and the request recorded as for every call; a repeat of an
+/// idempotency key (Stripe, Xendit) or a `refund_key` (Midtrans) answers the first refund
+/// again and makes none.
+async fn refund(
+    State(st): State<Arc<St>>,
+    method: Method,
+    uri: Uri,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Response {
+    let delay = match intake(&st, &method, &uri, &headers, &body).await {
+        Ok(d) => d,
+        Err(r) => return r,
+    };
+    let idem = match st.kind {
+        GatewayKind::Midtrans => serde_json::from_slice::<Value>(&body)
+            .ok()
+            .and_then(|b| b["refund_key"].as_str().map(|k| format!("refund:{k}"))),
+        _ => headers
+            .get("idempotency-key")
+            .and_then(|v| v.to_str().ok())
+            .map(|k| format!("refund:{k}")),
+    };
+    if let Some(k) = &idem {
+        if let Some(v) = st.answered.lock().unwrap().get(k) {
+            return Json(v.clone()).into_response();
+        }
+    }
+    let (status, answer) = {
+        let mut ps = st.payments.lock().unwrap();
+        let (status, answer, made) = match st.kind {
+            GatewayKind::Midtrans => {
+                let id = uri
+                    .path()
+                    .trim_start_matches("/v2/")
+                    .trim_end_matches("/refund")
+                    .to_string();
+                midtrans_refund(&ps, &id, &body)
+            }
+            GatewayKind::Xendit => xendit_refund(&ps, &body),
+            _ => stripe_refund(&ps, &body),
+        };
+        if let Some((i, amount)) = made {
+            ps[i].refunded += amount;
+            st.refunds.fetch_add(1, Ordering::Relaxed);
+            if let Some(k) = idem {
+                st.answered.lock().unwrap().insert(k, answer.clone());
+            }
+        }
+        (status, answer)
+    };
+    if let Some(d) = delay {
+        tokio::time::sleep(d).await;
     }
     (status, Json(answer)).into_response()
 }

@@ -34,6 +34,7 @@ pub(super) fn payment(
         outcome: None,
         paid: None,
         expires_at: now() + 86400,
+        refunded: 0,
     }
 }
 
@@ -335,6 +336,7 @@ pub(super) fn status_body(kind: GatewayKind, p: &Payment) -> Value {
             let mut v = json!({"id": p.provider_ref, "external_id": p.payment_id, "status": s, "amount": p.amount, "currency": p.currency});
             if p.outcome == Some(FakeOutcome::Paid) {
                 v["paid_amount"] = json!(paid);
+                v["payment_method"] = json!(xendit_paid_by(&p.method));
             }
             v
         }
@@ -356,9 +358,197 @@ pub(super) fn status_body(kind: GatewayKind, p: &Payment) -> Value {
                 Some(FakeOutcome::Failed) => ("complete", "unpaid"),
                 None => ("open", "unpaid"),
             };
+            let intent = (p.outcome == Some(FakeOutcome::Paid)).then(|| stripe_intent(p));
             json!({"id": p.provider_ref, "object": "checkout.session", "status": s, "payment_status": ps,
                 "amount_total": paid, "currency": p.currency.to_ascii_lowercase(), "client_reference_id": p.payment_id,
-                "expires_at": p.expires_at})
+                "expires_at": p.expires_at, "payment_intent": intent})
         }
     }
+}
+
+/// How a paid Xendit invoice limited to `channel` was paid (its `payment_method`): a bank's VA
+/// is BANK_TRANSFER, a store's pay code RETAIL_OUTLET; an open invoice (`link`) is taken as
+/// paid by e-wallet.
+pub(super) fn xendit_paid_by(channel: &str) -> &'static str {
+    match channel {
+        "" => "EWALLET",
+        "INDOMARET" | "ALFAMART" => "RETAIL_OUTLET",
+        "QRIS" => "QR_CODE",
+        _ => "BANK_TRANSFER",
+    }
+}
+
+/// A paid Checkout Session's payment intent.
+pub(super) fn stripe_intent(p: &Payment) -> String {
+    format!("pi_test_{}", p.provider_ref.trim_start_matches("cs_test_"))
+}
+
+/// A refund the fake was asked for: (HTTP status, answer, the payment's index and the amount
+/// taken when it was made).
+pub(super) type RefundMade = (StatusCode, Value, Option<(usize, i64)>);
+
+/// Whether `amount` may be refunded of payment `p` (paid, no more than is left): Err the
+/// gateway's refusal as (status, body).
+fn refund_room(kind: GatewayKind, p: &Payment, amount: i64) -> Result<(), (StatusCode, Value)> {
+    let paid = p.paid.unwrap_or(p.amount);
+    let refusal = |code: &str, message: &str| match kind {
+        GatewayKind::Stripe => (
+            StatusCode::BAD_REQUEST,
+            json!({"error": {"type": "invalid_request_error", "code": code, "message": message}}),
+        ),
+        GatewayKind::Midtrans => (
+            StatusCode::OK,
+            json!({"status_code": "412", "status_message": message}),
+        ),
+        _ => (
+            StatusCode::BAD_REQUEST,
+            json!({"error_code": code, "message": message}),
+        ),
+    };
+    if p.outcome != Some(FakeOutcome::Paid) {
+        return Err(refusal("payment_not_paid", "The payment has not succeeded"));
+    }
+    if amount <= 0 || p.refunded + amount > paid {
+        return Err(refusal(
+            "amount_too_large",
+            "Refund amount is greater than the unrefunded amount",
+        ));
+    }
+    Ok(())
+}
+
+pub(super) fn stripe_refund(ps: &[Payment], body: &[u8]) -> RefundMade {
+    let form: HashMap<String, String> = url::form_urlencoded::parse(body).into_owned().collect();
+    let intent = form.get("payment_intent").cloned().unwrap_or_default();
+    let Some(i) = ps.iter().position(|p| stripe_intent(p) == intent) else {
+        return (
+            StatusCode::NOT_FOUND,
+            json!({"error": {"type": "invalid_request_error", "code": "resource_missing", "message": "No such payment_intent"}}),
+            None,
+        );
+    };
+    let p = &ps[i];
+    let amount = match form.get("amount") {
+        Some(a) => match a.parse::<i64>() {
+            Ok(a) => a,
+            Err(_) => {
+                return (
+                    StatusCode::BAD_REQUEST,
+                    json!({"error": {"type": "invalid_request_error", "code": "parameter_invalid_integer", "message": "Invalid integer"}}),
+                    None,
+                )
+            }
+        },
+        None => p.paid.unwrap_or(p.amount) - p.refunded,
+    };
+    if !matches!(
+        form.get("reason").map(String::as_str),
+        None | Some("duplicate" | "fraudulent" | "requested_by_customer")
+    ) {
+        return (
+            StatusCode::BAD_REQUEST,
+            json!({"error": {"type": "invalid_request_error", "code": "parameter_invalid_string", "message": "Invalid reason"}}),
+            None,
+        );
+    }
+    if let Err((s, b)) = refund_room(GatewayKind::Stripe, p, amount) {
+        return (s, b, None);
+    }
+    let answer = json!({"id": format!("re_test_{:06}", i * 1000 + p.refunded as usize % 1000 + 1), "object": "refund",
+        "amount": amount, "currency": p.currency.to_ascii_lowercase(), "payment_intent": intent,
+        "reason": form.get("reason"), "status": "succeeded",
+        "metadata": {"payment_id": form.get("metadata[payment_id]"), "reason": form.get("metadata[reason]")}});
+    (StatusCode::OK, answer, Some((i, amount)))
+}
+
+pub(super) fn midtrans_refund(ps: &[Payment], id: &str, body: &[u8]) -> RefundMade {
+    let b: Value = serde_json::from_slice(body).unwrap_or(Value::Null);
+    let Some(i) = ps
+        .iter()
+        .rposition(|p| p.payment_id == id || p.provider_ref == id)
+    else {
+        return (
+            StatusCode::OK,
+            json!({"status_code": "404", "status_message": "Transaction doesn't exist."}),
+            None,
+        );
+    };
+    let p = &ps[i];
+    if p.method != "qris" {
+        return (
+            StatusCode::OK,
+            json!({"status_code": "412", "status_message": "Merchant cannot modify the status of the transaction"}),
+            None,
+        );
+    }
+    let amount = b["amount"]
+        .as_i64()
+        .unwrap_or(p.paid.unwrap_or(p.amount) - p.refunded);
+    if let Err((s, body)) = refund_room(GatewayKind::Midtrans, p, amount) {
+        return (s, body, None);
+    }
+    let paid = p.paid.unwrap_or(p.amount);
+    let status = if p.refunded + amount == paid {
+        "refund"
+    } else {
+        "partial_refund"
+    };
+    let answer = json!({"status_code": "200", "status_message": "Success, refund request is approved",
+        "transaction_id": p.provider_ref, "order_id": p.payment_id, "payment_type": p.method,
+        "transaction_status": status, "gross_amount": format!("{paid}.00"),
+        "refund_chargeback_id": i * 100 + 1, "refund_amount": format!("{amount}.00"),
+        "refund_key": b["refund_key"]});
+    (StatusCode::OK, answer, Some((i, amount)))
+}
+
+pub(super) fn xendit_refund(ps: &[Payment], body: &[u8]) -> RefundMade {
+    let b: Value = serde_json::from_slice(body).unwrap_or(Value::Null);
+    let target = b["invoice_id"]
+        .as_str()
+        .or(b["payment_request_id"].as_str())
+        .unwrap_or("");
+    let Some(i) = ps.iter().position(|p| p.provider_ref == target) else {
+        return (
+            StatusCode::NOT_FOUND,
+            json!({"error_code": "DATA_NOT_FOUND", "message": "Payment not found"}),
+            None,
+        );
+    };
+    let p = &ps[i];
+    let reasons = [
+        "FRAUDULENT",
+        "DUPLICATE",
+        "REQUESTED_BY_CUSTOMER",
+        "CANCELLATION",
+        "OTHERS",
+    ];
+    if !b["reason"].as_str().is_some_and(|r| reasons.contains(&r)) {
+        return (
+            StatusCode::BAD_REQUEST,
+            json!({"error_code": "API_VALIDATION_ERROR", "message": "reason is invalid"}),
+            None,
+        );
+    }
+    if !p.qris && matches!(xendit_paid_by(&p.method), "BANK_TRANSFER" | "RETAIL_OUTLET") {
+        return (
+            StatusCode::BAD_REQUEST,
+            json!({"error_code": "REFUND_NOT_SUPPORTED_ERROR", "message": "The payment channel does not support refunds"}),
+            None,
+        );
+    }
+    let amount = b["amount"]
+        .as_i64()
+        .unwrap_or(p.paid.unwrap_or(p.amount) - p.refunded);
+    if let Err((s, body)) = refund_room(GatewayKind::Xendit, p, amount) {
+        return (s, body, None);
+    }
+    let mut answer = json!({"id": format!("rfd-{:08}", i * 100 + 1), "reference_id": b["reference_id"],
+        "amount": amount, "currency": p.currency, "reason": b["reason"], "status": "SUCCEEDED",
+        "metadata": b["metadata"]});
+    if p.qris {
+        answer["payment_request_id"] = json!(p.provider_ref);
+    } else {
+        answer["invoice_id"] = json!(p.provider_ref);
+    }
+    (StatusCode::OK, answer, Some((i, amount)))
 }
