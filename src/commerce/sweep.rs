@@ -147,6 +147,18 @@ fn text(body: String) -> OutboundMessage {
     }
 }
 
+/// What goes instead of an order's status news outside the window: the
+/// `order_status_template` filled, else held.
+pub fn order_status_policy(order: &crate::store::Order, s: &CommerceSettings) -> WindowPolicy {
+    let total = order.total.display();
+    let values = [
+        ("order", order.order_number.as_str()),
+        ("status", order.status.as_str()),
+        ("total", &*total),
+    ];
+    policy(s.order_status_template.as_ref(), &values)
+}
+
 /// An abandoned cart's reminder, and what goes instead outside the window.
 pub fn cart_reminder(cart: &Cart, s: &CommerceSettings) -> (OutboundMessage, WindowPolicy) {
     let (total, count, items) = (

@@ -249,6 +249,11 @@ impl CommerceSettings {
                 ABANDONED_PARAMS,
             ),
             ("renewal_template", &self.renewal_template, RENEWAL_PARAMS),
+            (
+                "order_status_template",
+                &self.order_status_template,
+                ORDER_STATUS_PARAMS,
+            ),
         ] {
             if let Some(t) = template {
                 for p in t.problems(known) {

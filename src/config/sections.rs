@@ -467,6 +467,9 @@ pub struct CommerceSettings {
     /// Sent instead of the renewal notice outside the window (else it is held). Body
     /// parameters: `{{plan}}`, `{{end_date}}`.
     pub renewal_template: Option<ReminderTemplate>,
+    /// Sent instead of an order's new status (changed through the admin API) outside the
+    /// window (else it is held). Body parameters: `{{order}}`, `{{status}}`, `{{total}}`.
+    pub order_status_template: Option<ReminderTemplate>,
 }
 
 impl Default for CommerceSettings {
@@ -476,6 +479,7 @@ impl Default for CommerceSettings {
             abandoned_template: None,
             renewal_notice: Duration::from_secs(3 * 24 * 3600),
             renewal_template: None,
+            order_status_template: None,
         }
     }
 }
@@ -484,6 +488,8 @@ impl Default for CommerceSettings {
 pub const ABANDONED_PARAMS: &[&str] = &["total", "count", "items"];
 /// The placeholders `commerce.renewal_template.body_params` may use.
 pub const RENEWAL_PARAMS: &[&str] = &["plan", "end_date"];
+/// The placeholders `commerce.order_status_template.body_params` may use.
+pub const ORDER_STATUS_PARAMS: &[&str] = &["order", "status", "total"];
 
 /// An approved template sent outside the 24 h window: its body parameters in order, each a
 /// text where `{{name}}` is replaced by the reminder's value of that name.

@@ -14,7 +14,14 @@ use crate::on_both_stores;
 
 async fn app(db: &TestDb) -> (TestApp, Arc<FakeGraph>) {
     let graph = Arc::new(FakeGraph::start().await);
-    let app = spawn_app(test_settings(db, &graph), Arc::new(CoreLogic)).await;
+    let mut settings = test_settings(db, &graph);
+    // An order's new status outside the window.
+    settings.commerce.order_status_template = Some(
+        serde_json::from_value(json!({"name": "order_update", "language": "id",
+            "body_params": ["{{order}}", "{{status}}", "{{total}}"]}))
+        .unwrap(),
+    );
+    let app = spawn_app(settings, Arc::new(CoreLogic)).await;
     (app, graph)
 }
 
@@ -592,7 +599,7 @@ async fn order(store: &Store, user: &str, sku: &str, quantity: i64) -> String {
 }
 
 async fn orders_are_listed_shown_and_moved_forward_only(db: TestDb) {
-    let (app, _graph) = app(&db).await;
+    let (app, graph) = app(&db).await;
     let store = db.store().await;
     let (status, _) = app
         .call(
@@ -666,6 +673,28 @@ async fn orders_are_listed_shown_and_moved_forward_only(db: TestDb) {
         (body["status"].as_str(), body["notes"].as_str()),
         (Some("processing"), Some("packed"))
     );
+    // The customer never wrote (the window is closed): told with the template.
+    assert!(
+        eventually(std::time::Duration::from_secs(10), || async {
+            graph.delivered().iter().any(|a| {
+                a.to() == Some("6281200000101") && a.body["template"]["name"] == "order_update"
+            })
+        })
+        .await,
+        "no template sent"
+    );
+    let sent = graph
+        .delivered()
+        .into_iter()
+        .find(|a| a.to() == Some("6281200000101"))
+        .unwrap();
+    let params: Vec<&str> = sent.body["template"]["components"][0]["parameters"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|p| p["text"].as_str().unwrap())
+        .collect();
+    assert_eq!(params, [first.as_str(), "processing", "Rp 50.000"]);
     let (status, body) = patch(&first, json!({"status": "pending"})).await;
     assert_eq!(status, 409, "{body}");
     let (status, body) = patch(&second, json!({"status": "completed"})).await;

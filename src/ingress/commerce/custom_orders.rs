@@ -121,6 +121,7 @@ pub(super) async fn patch_custom_order(
                     o.user_key.as_str(),
                     format!("custom:{}:{}", o.id, o.status),
                     crate::commerce::text::custom_order_news(&o),
+                    crate::domain::WindowPolicy::Hold,
                 )
                 .await;
             }

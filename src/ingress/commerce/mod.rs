@@ -239,9 +239,16 @@ fn page_limit(given: Option<i64>) -> Result<i64, ApiError> {
     }
 }
 
-/// A text to a customer of `account` (held until they write again when the 24 h window is
-/// closed), once per `request_id`.
-async fn tell(app: &AppState, account: &AccountId, user: &str, request_id: String, body: String) {
+/// A text to a customer of `account` (outside the 24 h window: as `policy` says), once per
+/// `request_id`.
+async fn tell(
+    app: &AppState,
+    account: &AccountId,
+    user: &str,
+    request_id: String,
+    body: String,
+    policy: crate::domain::WindowPolicy,
+) {
     let Some(actor) = app.router.get(account.as_str()) else {
         return;
     };
@@ -252,7 +259,7 @@ async fn tell(app: &AppState, account: &AccountId, user: &str, request_id: Strin
             preview_url: false,
         },
         reply_to: None,
-        policy: Some(crate::domain::WindowPolicy::Hold),
+        policy: Some(policy),
     };
     let told = crate::ingress::command(&actor, user, event).await;
     if !matches!(told, Ok(Ok(_))) {

@@ -167,19 +167,22 @@ pub(super) async fn patch_order(
     }
 }
 
-/// The customer hears their order's new status (held until they write again when the 24 h
-/// window is closed). Once per status: the request id names the order and the status.
+/// The customer hears their order's new status (outside the 24 h window: the
+/// `commerce.order_status_template`, else held until they write again). Once per status: the request id names the order and the status.
 async fn tell_customer(
     app: &AppState,
     account: &crate::domain::AccountId,
     order: &crate::store::Order,
 ) {
+    let policy =
+        crate::commerce::sweep::order_status_policy(order, &app.engine.settings().commerce);
     tell(
         app,
         account,
         order.user_key.as_str(),
         format!("order:{}:{}", order.order_number, order.status),
         crate::commerce::text::order_status_news(order),
+        policy,
     )
     .await;
 }

@@ -276,6 +276,7 @@ async fn tell_refund(app: &AppState, p: &Payment, r: &Refund) {
         p.user_key.as_str(),
         rules::refund_request(r.id),
         rules::refund_text(&p.order_number, &r.amount, whole),
+        crate::domain::WindowPolicy::Hold,
     )
     .await;
 }
