@@ -5,7 +5,6 @@
 use axum::body::Bytes;
 use axum::extract::rejection::{BytesRejection, QueryRejection};
 use axum::extract::{Path, Query, State};
-use axum::http::StatusCode;
 use axum::response::IntoResponse;
 use axum::Json;
 use serde::Deserialize;
@@ -45,26 +44,13 @@ pub(super) async fn list_custom_orders(
     let params = query(q)?;
     let (account, _) = account(&app, params.account.as_deref())?;
     let limit = page_limit(params.limit)?;
-    let before = params
-        .cursor
-        .as_deref()
-        .map(|c| {
-            uncursor(c)?
-                .parse::<i64>()
-                .map_err(|_| ApiError::new(StatusCode::BAD_REQUEST, "bad cursor"))
-        })
-        .transpose()?;
-    let mut found = app
+    let before = id_cursor(params.cursor.as_deref())?;
+    let found = app
         .engine
         .store
         .custom_orders(&account, params.status, before, limit + 1)
         .await?;
-    let next = (found.len() as i64 > limit).then(|| {
-        found.truncate(limit as usize);
-        found.last().map(|o| cursor(&o.id.to_string()))
-    });
-    let items: Vec<Value> = found.iter().map(custom_order_view).collect();
-    Ok(Json(json!({ "items": items, "next_cursor": next.flatten() })).into_response())
+    Ok(page(found, limit, |o| o.id.to_string(), custom_order_view))
 }
 
 pub(super) async fn show_custom_order(

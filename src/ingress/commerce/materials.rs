@@ -210,17 +210,12 @@ pub(super) async fn list_materials(
     let (account, _) = account(&app, params.account.as_deref())?;
     let limit = page_limit(params.limit)?;
     let after = params.cursor.as_deref().map(uncursor).transpose()?;
-    let mut items = app
+    let items = app
         .engine
         .store
         .materials(&account, after.as_deref(), limit + 1)
         .await?;
-    let next = (items.len() as i64 > limit).then(|| {
-        items.truncate(limit as usize);
-        items.last().map(|m| cursor(&m.name))
-    });
-    let items: Vec<Value> = items.iter().map(material_view).collect();
-    Ok(Json(json!({ "items": items, "next_cursor": next.flatten() })).into_response())
+    Ok(page(items, limit, |m| m.name.clone(), material_view))
 }
 
 /// `POST /materials/{name}/stock` `{delta | set, reason?}`: decimal quantities; never

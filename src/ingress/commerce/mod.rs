@@ -267,6 +267,35 @@ async fn tell(
     }
 }
 
+/// The id a newest-first page's cursor names.
+fn id_cursor(given: Option<&str>) -> Result<Option<i64>, ApiError> {
+    given
+        .map(|c| {
+            uncursor(c)?
+                .parse::<i64>()
+                .map_err(|_| ApiError::new(StatusCode::BAD_REQUEST, "bad cursor"))
+        })
+        .transpose()
+}
+
+/// A page of `found` (read with `limit + 1`): its first `limit` as `view` shows them, and the
+/// next page's cursor (the last one's `key`) when there is more.
+fn page<T>(
+    mut found: Vec<T>,
+    limit: i64,
+    key: impl Fn(&T) -> String,
+    view: impl Fn(&T) -> Value,
+) -> Response {
+    let next = (found.len() as i64 > limit)
+        .then(|| {
+            found.truncate(limit as usize);
+            found.last().map(|t| cursor(&key(t)))
+        })
+        .flatten();
+    let items: Vec<Value> = found.iter().map(view).collect();
+    Json(json!({ "items": items, "next_cursor": next })).into_response()
+}
+
 fn now(app: &AppState) -> i64 {
     app.engine.clock.now_ms()
 }

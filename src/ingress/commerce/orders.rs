@@ -3,7 +3,6 @@
 use axum::body::Bytes;
 use axum::extract::rejection::{BytesRejection, QueryRejection};
 use axum::extract::{Path, Query, State};
-use axum::http::StatusCode;
 use axum::response::IntoResponse;
 use axum::Json;
 use serde::Deserialize;
@@ -66,20 +65,12 @@ pub(super) async fn list_orders(
     let params = query(q)?;
     let (account, _) = account(&app, params.account.as_deref())?;
     let limit = page_limit(params.limit)?;
-    let before_id = params
-        .cursor
-        .as_deref()
-        .map(|c| {
-            uncursor(c)?
-                .parse::<i64>()
-                .map_err(|_| ApiError::new(StatusCode::BAD_REQUEST, "bad cursor"))
-        })
-        .transpose()?;
+    let before_id = id_cursor(params.cursor.as_deref())?;
     let user = params
         .user
         .as_deref()
         .map(|u| UserKey::from(u.trim().trim_start_matches('+')));
-    let mut orders = app
+    let orders = app
         .engine
         .store
         .orders(
@@ -93,12 +84,7 @@ pub(super) async fn list_orders(
             },
         )
         .await?;
-    let next = (orders.len() as i64 > limit).then(|| {
-        orders.truncate(limit as usize);
-        orders.last().map(|o| cursor(&o.id.to_string()))
-    });
-    let items: Vec<Value> = orders.iter().map(order_view).collect();
-    Ok(Json(json!({ "items": items, "next_cursor": next.flatten() })).into_response())
+    Ok(page(orders, limit, |o| o.id.to_string(), order_view))
 }
 
 pub(super) async fn show_order(

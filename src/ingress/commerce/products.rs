@@ -364,7 +364,7 @@ pub(super) async fn list_products(
         )),
         Some(None) => return Err(ApiError::new(StatusCode::BAD_REQUEST, "bad cursor")),
     };
-    let mut items = app
+    let items = app
         .engine
         .store
         .products(
@@ -378,14 +378,12 @@ pub(super) async fn list_products(
             },
         )
         .await?;
-    let next = (items.len() as i64 > limit).then(|| {
-        items.truncate(limit as usize);
-        items
-            .last()
-            .map(|p| cursor(&format!("{}:{}", p.position, p.sku)))
-    });
-    let items: Vec<Value> = items.iter().map(|p| product_view(p, None)).collect();
-    Ok(Json(json!({ "items": items, "next_cursor": next.flatten() })).into_response())
+    Ok(page(
+        items,
+        limit,
+        |p| format!("{}:{}", p.position, p.sku),
+        |p| product_view(p, None),
+    ))
 }
 
 /// `POST /products/{sku}/stock` `{delta | set, reason?}`: whole units in (or out), or the

@@ -2,7 +2,6 @@
 
 use axum::extract::rejection::QueryRejection;
 use axum::extract::{Path, Query, State};
-use axum::http::StatusCode;
 use axum::response::IntoResponse;
 use axum::Json;
 use serde::Deserialize;
@@ -43,20 +42,12 @@ pub(super) async fn list_subscriptions(
     let params = query(q)?;
     let (account, _) = account(&app, params.account.as_deref())?;
     let limit = page_limit(params.limit)?;
-    let before_id = params
-        .cursor
-        .as_deref()
-        .map(|c| {
-            uncursor(c)?
-                .parse::<i64>()
-                .map_err(|_| ApiError::new(StatusCode::BAD_REQUEST, "bad cursor"))
-        })
-        .transpose()?;
+    let before_id = id_cursor(params.cursor.as_deref())?;
     let user = params
         .wa_id
         .as_deref()
         .map(|u| UserKey::from(u.trim().trim_start_matches('+')));
-    let mut items = app
+    let items = app
         .engine
         .store
         .subscriptions(
@@ -69,12 +60,7 @@ pub(super) async fn list_subscriptions(
             },
         )
         .await?;
-    let next = (items.len() as i64 > limit).then(|| {
-        items.truncate(limit as usize);
-        items.last().map(|s| cursor(&s.id.to_string()))
-    });
-    let items: Vec<Value> = items.iter().map(subscription_view).collect();
-    Ok(Json(json!({ "items": items, "next_cursor": next.flatten() })).into_response())
+    Ok(page(items, limit, |s| s.id.to_string(), subscription_view))
 }
 
 /// `GET /subscriptions/{id}`.

@@ -311,15 +311,15 @@ pub(super) async fn list_vouchers(
     let (account, currency) = account(&app, params.account.as_deref())?;
     let limit = page_limit(params.limit)?;
     let after = params.cursor.as_deref().map(uncursor).transpose()?;
-    let mut items = app
+    let items = app
         .engine
         .store
         .vouchers(&account, after.as_deref(), limit + 1)
         .await?;
-    let next = (items.len() as i64 > limit).then(|| {
-        items.truncate(limit as usize);
-        items.last().map(|v| cursor(&v.code))
-    });
-    let items: Vec<Value> = items.iter().map(|v| voucher_view(v, currency)).collect();
-    Ok(Json(json!({ "items": items, "next_cursor": next.flatten() })).into_response())
+    Ok(page(
+        items,
+        limit,
+        |v| v.code.clone(),
+        |v| voucher_view(v, currency),
+    ))
 }
