@@ -162,6 +162,7 @@ impl Application {
             clock: plugins.clock,
             gates: Arc::default(),
             webhooks: Default::default(),
+            reconciling: Default::default(),
         });
         let router = AccountRouter::default();
         {

@@ -52,6 +52,8 @@ pub struct Engine {
     pub gates: Arc<crate::sendgate::GateRegistry>,
     /// When this process began answering webhooks.
     pub webhooks: WebhooksOpen,
+    /// Held by the payments' reconciliation pass: one pass at a time.
+    pub reconciling: tokio::sync::Mutex<()>,
 }
 
 /// When this process began answering webhooks (engine-clock ms), once it has.

@@ -331,6 +331,9 @@ pub async fn reconcile(
     router: &AccountRouter,
     started: i64,
 ) -> Result<(), StoreError> {
+    // One pass at a time (the timer's and an operator's `POST /payments/reconcile`): a
+    // reminder claimed by one pass is not taken for a crashed claim by the other.
+    let _one = engine.reconciling.lock().await;
     let now = engine.clock.now_ms();
     let lost_before = started.max(now - CREATE_LOST_AFTER_MS);
     for p in engine.store.payments_unopened(lost_before, 100).await? {
