@@ -76,7 +76,8 @@ pub enum GatewayFault {
     /// Answer this HTTP status with this body.
     Status(u16, Value),
     /// Take the request (a create is recorded and its payment exists) but answer only after
-    /// this long: a callback can be sent meanwhile.
+    /// this long (a status: with the state of that moment): a callback can be sent meanwhile,
+    /// a process killed.
     Delay(Duration),
     /// Hold the request this long, then answer 500 (past a client's timeout).
     Hang(Duration),
@@ -596,8 +597,10 @@ async fn xendit_list(
     headers: HeaderMap,
     Query(q): Query<HashMap<String, String>>,
 ) -> Response {
-    if let Err(r) = intake(&st, &method, &uri, &headers, b"").await {
-        return r;
+    match intake(&st, &method, &uri, &headers, b"").await {
+        Err(r) => return r,
+        Ok(Some(d)) => tokio::time::sleep(d).await,
+        Ok(None) => {}
     }
     let ext = q.get("external_id").cloned().unwrap_or_default();
     let ps = st.payments.lock().unwrap().clone();
@@ -616,8 +619,11 @@ async fn status(
     uri: Uri,
     headers: HeaderMap,
 ) -> Response {
-    if let Err(r) = intake(&st, &method, &uri, &headers, b"").await {
-        return r;
+    match intake(&st, &method, &uri, &headers, b"").await {
+        Err(r) => return r,
+        // Held, then answered with the state of that moment.
+        Ok(Some(d)) => tokio::time::sleep(d).await,
+        Ok(None) => {}
     }
     // Not a copy of the whole list: under load it holds thousands of payments.
     let found = st
