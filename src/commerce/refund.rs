@@ -115,6 +115,19 @@ pub fn refund_text(order: &str, amount: &Money, whole: bool) -> String {
     }
 }
 
+/// What the owner reads when a refund the gateway took as pending failed there.
+pub fn refund_failed_text(order: &str, amount: &Money, provider: &str, why: &str) -> String {
+    format!(
+        "The refund of {} for order {order} failed at {provider} ({why}): nothing was given back. Refund it again, or by hand.",
+        amount.display()
+    )
+}
+
+/// The request id of the owner's message on the failure of refund `id`.
+pub fn refund_failed_request(id: i64) -> String {
+    format!("refund:{id}:failed")
+}
+
 /// The request id of the customer's message on refund `id`: once, whatever retries it.
 pub fn refund_request(id: i64) -> String {
     format!("refund:{id}")

@@ -355,6 +355,9 @@ pub async fn reconcile(
     if let Err(e) = owner::tell_custom_orders(engine, router).await {
         tracing::warn!(error = %e, "Custom orders wait for the next pass to be told to their owners.");
     }
+    if let Err(e) = super::commerce::settle_pending_refunds(engine, router).await {
+        tracing::warn!(error = %e, "Pending refunds wait for the next pass.");
+    }
     if let Err(e) = owner::tell_low_materials(engine, router).await {
         tracing::warn!(error = %e, "Low-stock alerts wait for the next pass.");
     }

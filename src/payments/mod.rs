@@ -287,6 +287,28 @@ impl Gateway {
         }
     }
 
+    /// Where a refund the gateway answered as pending stands now (`provider_ref`: the
+    /// gateway's refund id). Stripe: `GET /v1/refunds/{id}`; Xendit: `GET /refunds/{id}`.
+    /// Midtrans answers a refund done or refused, and a manual one is done, so theirs are
+    /// never pending; asked anyway, they answer succeeded.
+    pub async fn refund_status(&self, provider_ref: &str) -> Result<RefundSettled, GatewayError> {
+        let safe = !provider_ref.is_empty()
+            && provider_ref.len() <= 100
+            && provider_ref
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_');
+        if !safe {
+            return Err(self.invalid("a refund id must be 1 to 100 of A-Z, a-z, 0-9, `-` and `_`"));
+        }
+        match &self.creds {
+            Credentials::Xendit { .. } => xendit::refund_status(self, provider_ref).await,
+            Credentials::Stripe { .. } => stripe::refund_status(self, provider_ref).await,
+            Credentials::Finpay { .. }
+            | Credentials::Midtrans { .. }
+            | Credentials::Manual { .. } => Ok(RefundSettled::Succeeded),
+        }
+    }
+
     /// Check a callback's authenticity and read it. Xendit: the `x-callback-token` header
     /// (compared in constant time). Midtrans: `signature_key`, SHA-512 of
     /// order_id + status_code + gross_amount (as received) + server key. Stripe:

@@ -16,7 +16,7 @@ use sha2::Sha256;
 use super::client::{currency_of, items_total, Answer, Body};
 use super::{
     Callback, CallbackError, CreatePayment, Created, Gateway, GatewayError, GatewayStatus,
-    Instructions, RefundReport, RefundRequest, RefundState, StatusReport,
+    Instructions, RefundReport, RefundRequest, RefundSettled, RefundState, StatusReport,
 };
 use crate::domain::{Currency, Money};
 
@@ -182,6 +182,34 @@ pub(super) fn refund_state(status: &str) -> Result<RefundState, String> {
         "pending" | "requires_action" => Ok(RefundState::Pending),
         other => Err(format!("the refund is {other:?}")),
     }
+}
+
+/// Where a refund stands (Stripe's Refund object: `status` pending, requires_action,
+/// succeeded, failed or canceled, with `failure_reason` when it failed).
+pub(super) fn refund_settled(body: &Value) -> RefundSettled {
+    let s = |k: &str| body.get(k).and_then(Value::as_str).unwrap_or("");
+    match s("status") {
+        "succeeded" => RefundSettled::Succeeded,
+        "failed" | "canceled" => RefundSettled::Failed(match s("failure_reason") {
+            "" => format!("the refund was {}", s("status")),
+            why => format!("the refund was {}: {why}", s("status")),
+        }),
+        _ => RefundSettled::Pending,
+    }
+}
+
+/// `GET /v1/refunds/{id}`.
+pub(super) async fn refund_status(gw: &Gateway, id: &str) -> Result<RefundSettled, GatewayError> {
+    let a = gw
+        .call(
+            reqwest::Method::GET,
+            &format!("/v1/refunds/{id}"),
+            Body::None,
+            &[],
+        )
+        .await?;
+    check(gw, &a)?;
+    Ok(refund_settled(&a.body))
 }
 
 pub(super) async fn refund(
@@ -437,6 +465,20 @@ mod tests {
         assert_eq!(get("metadata[payment_id]"), Some("PAY-00000001"));
         assert_eq!(refund_state("succeeded"), Ok(RefundState::Succeeded));
         assert_eq!(refund_state("pending"), Ok(RefundState::Pending));
+        assert_eq!(
+            refund_settled(&serde_json::json!({"status": "succeeded"})),
+            RefundSettled::Succeeded
+        );
+        assert_eq!(
+            refund_settled(
+                &serde_json::json!({"status": "failed", "failure_reason": "expired_or_canceled_card"})
+            ),
+            RefundSettled::Failed("the refund was failed: expired_or_canceled_card".into())
+        );
+        assert_eq!(
+            refund_settled(&serde_json::json!({"status": "requires_action"})),
+            RefundSettled::Pending
+        );
         assert!(refund_state("failed").is_err());
     }
 

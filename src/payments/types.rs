@@ -159,9 +159,22 @@ pub struct RefundRequest {
 pub enum RefundState {
     /// Done (Stripe `succeeded`, Midtrans `200`, Xendit `SUCCEEDED`, a manual refund).
     Succeeded,
-    /// Accepted, to be completed by the gateway (Stripe `pending`, Xendit `PENDING`): the
-    /// money is committed to go back, so it counts as refunded here.
+    /// Accepted, to be completed by the gateway (Stripe `pending`, Xendit `PENDING`): its
+    /// amount is held (no other refund may take it), but the payment moves to REFUNDED, and
+    /// the customer is told, only once the reconciliation pass finds it succeeded.
     Pending,
+}
+
+/// Where a refund the gateway took as pending stands now (asked by the reconciliation pass).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum RefundSettled {
+    /// The money went back (Stripe `succeeded`, Xendit `SUCCEEDED`).
+    Succeeded,
+    /// Still under way.
+    Pending,
+    /// It did not (Stripe `failed` or `canceled` with its `failure_reason`, Xendit `FAILED`
+    /// with its `failure_code`): nothing was given back.
+    Failed(String),
 }
 
 /// What a gateway answered a refund with.

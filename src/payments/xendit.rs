@@ -23,7 +23,7 @@ use subtle::ConstantTimeEq;
 use super::client::{currency_of, e164, event_id, money_of, parse_time, split_name, Answer, Body};
 use super::{
     Callback, CallbackError, CreatePayment, Created, Gateway, GatewayError, GatewayStatus,
-    Instructions, RefundReport, RefundRequest, RefundState, StatusReport,
+    Instructions, RefundReport, RefundRequest, RefundSettled, RefundState, StatusReport,
 };
 use crate::domain::{Currency, PaymentMethod};
 
@@ -396,6 +396,34 @@ pub(super) async fn refund(
     })
 }
 
+/// Where a refund stands (Xendit's Refund object: `status` PENDING, SUCCEEDED or FAILED,
+/// with `failure_code` when it failed).
+pub(super) fn refund_settled(body: &Value) -> RefundSettled {
+    let s = |k: &str| body.get(k).and_then(Value::as_str).unwrap_or("");
+    match s("status") {
+        "SUCCEEDED" => RefundSettled::Succeeded,
+        "FAILED" => RefundSettled::Failed(match s("failure_code") {
+            "" => "the refund failed".to_string(),
+            code => format!("the refund failed: {code}"),
+        }),
+        _ => RefundSettled::Pending,
+    }
+}
+
+/// `GET /refunds/{id}`.
+pub(super) async fn refund_status(gw: &Gateway, id: &str) -> Result<RefundSettled, GatewayError> {
+    let a = gw
+        .call(
+            reqwest::Method::GET,
+            &format!("/refunds/{id}"),
+            Body::None,
+            &[],
+        )
+        .await?;
+    check(gw, &a)?;
+    Ok(refund_settled(&a.body))
+}
+
 pub(super) fn callback(
     token: &SecretString,
     headers: &reqwest::header::HeaderMap,
@@ -454,6 +482,22 @@ pub(super) fn callback(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_refund_object_says_where_it_stands() {
+        assert_eq!(
+            refund_settled(&json!({"status": "SUCCEEDED"})),
+            RefundSettled::Succeeded
+        );
+        assert_eq!(
+            refund_settled(&json!({"status": "FAILED", "failure_code": "INSUFFICIENT_BALANCE"})),
+            RefundSettled::Failed("the refund failed: INSUFFICIENT_BALANCE".into())
+        );
+        assert_eq!(
+            refund_settled(&json!({"status": "PENDING"})),
+            RefundSettled::Pending
+        );
+    }
     use crate::domain::Money;
     use crate::payments::Customer;
 

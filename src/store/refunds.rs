@@ -13,6 +13,15 @@ use super::sql::Val;
 use super::*;
 use crate::domain::{Money, PaymentStatus, RefundStatus};
 
+/// What asking to open a refund came to.
+#[derive(Debug, Clone, PartialEq)]
+pub enum RefundOpened {
+    /// Written now, or found under its key.
+    Opened(Refund),
+    /// More than the payment's other refunds leave (`left`).
+    TooMuch { left: Money },
+}
+
 #[derive(Debug, Clone, PartialEq)]
 pub struct Refund {
     pub id: i64,
@@ -51,7 +60,10 @@ fn refund_of(r: &sqlx::any::AnyRow) -> Result<Refund, StoreError> {
 }
 
 impl Store {
-    /// The refund under `idem_key`, written now (`requested`) if there is none.
+    /// The refund under `idem_key`, written now (`requested`) if there is none and `fits`
+    /// allows its amount. Under the payment's row lock (taken first, on both stores), `fits` is
+    /// given the amounts the payment's other refunds hold (requested, pending, succeeded):
+    /// two refunds asked at once are checked in turn, never both against the same remainder.
     pub async fn open_refund(
         &self,
         payment_id: i64,
@@ -59,10 +71,53 @@ impl Store {
         reason: &str,
         idem_key: &str,
         now: i64,
-    ) -> Result<Refund, StoreError> {
-        self.run(
+        fits: impl FnOnce(&[Money]) -> Result<(), Money>,
+    ) -> Result<RefundOpened, StoreError> {
+        let mut tx = self.pool().begin().await?;
+        let locked = self
+            .tx_run(
+                &mut tx,
+                "UPDATE payments SET updated_at = updated_at WHERE id = $1",
+                vec![Val::I(payment_id)],
+            )
+            .await?;
+        if locked == 0 {
+            tx.rollback().await?;
+            return Err(StoreError::Corrupt(format!("payment {payment_id} is gone")));
+        }
+        let existing = self
+            .tx_fetch(
+                &mut tx,
+                &format!("SELECT {REFUND_COLUMNS} FROM refunds WHERE idem_key = $1"),
+                vec![idem_key.into()],
+            )
+            .await?;
+        if let Some(r) = existing.first() {
+            let r = refund_of(r)?;
+            tx.rollback().await?;
+            return Ok(RefundOpened::Opened(r));
+        }
+        let others = self
+            .tx_fetch(
+                &mut tx,
+                &format!(
+                    "SELECT {REFUND_COLUMNS} FROM refunds WHERE payment_id = $1 AND status IN ('requested', 'pending', 'succeeded')"
+                ),
+                vec![Val::I(payment_id)],
+            )
+            .await?;
+        let held = others
+            .iter()
+            .map(|r| refund_of(r).map(|r| r.amount))
+            .collect::<Result<Vec<_>, _>>()?;
+        if let Err(left) = fits(&held) {
+            tx.rollback().await?;
+            return Ok(RefundOpened::TooMuch { left });
+        }
+        self.tx_run(
+            &mut tx,
             "INSERT INTO refunds (payment_id, amount, currency, reason, status, idem_key, created_at, updated_at) \
-             VALUES ($1, $2, $3, $4, $5, $6, $7, $7) ON CONFLICT (idem_key) DO NOTHING",
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $7)",
             vec![
                 Val::I(payment_id),
                 amount.plain().into(),
@@ -74,9 +129,34 @@ impl Store {
             ],
         )
         .await?;
-        self.refund_by_key(idem_key)
-            .await?
-            .ok_or_else(|| StoreError::Corrupt("a refund just written is gone".into()))
+        let rows = self
+            .tx_fetch(
+                &mut tx,
+                &format!("SELECT {REFUND_COLUMNS} FROM refunds WHERE idem_key = $1"),
+                vec![idem_key.into()],
+            )
+            .await?;
+        let r = rows
+            .first()
+            .map(refund_of)
+            .transpose()?
+            .ok_or_else(|| StoreError::Corrupt("a refund just written is gone".into()))?;
+        tx.commit().await?;
+        Ok(RefundOpened::Opened(r))
+    }
+
+    /// Refunds a gateway took as pending, oldest first: the reconciliation pass asks where
+    /// they stand.
+    pub async fn refunds_pending(&self, limit: i64) -> Result<Vec<Refund>, StoreError> {
+        let rows = self
+            .fetch(
+                &format!(
+                    "SELECT {REFUND_COLUMNS} FROM refunds WHERE status = 'pending' AND provider_ref IS NOT NULL ORDER BY id LIMIT $1"
+                ),
+                vec![Val::I(limit)],
+            )
+            .await?;
+        rows.iter().map(refund_of).collect()
     }
 
     pub async fn refund_by_key(&self, idem_key: &str) -> Result<Option<Refund>, StoreError> {
@@ -100,10 +180,11 @@ impl Store {
         rows.iter().map(refund_of).collect()
     }
 
-    /// The gateway refused the refund (or it cannot be made there): it holds no amount.
+    /// The gateway refused the refund (or it cannot be made there, or a pending one failed):
+    /// it holds no amount.
     pub async fn refund_failed(&self, id: i64, error: &str, now: i64) -> Result<(), StoreError> {
         self.run(
-            "UPDATE refunds SET status = $1, error = $2, updated_at = $3 WHERE id = $4 AND status IN ('requested', 'failed')",
+            "UPDATE refunds SET status = $1, error = $2, updated_at = $3 WHERE id = $4 AND status IN ('requested', 'failed', 'pending')",
             vec![
                 RefundStatus::Failed.as_str().into(),
                 error.into(),
@@ -117,7 +198,8 @@ impl Store {
 
     /// The gateway took refund `id` (`status`: pending or succeeded). In the same
     /// transaction, under the payment's row lock, `full` is given the payment's status and
-    /// the amounts of all its refunds that count; when it answers a status (REFUNDED), the
+    /// the amounts of all its refunds that succeeded (a pending one holds its amount but has
+    /// not given it back: the payment moves once it has); when it answers a status (REFUNDED), the
     /// payment moves there from the status it was read in, its conversation counts as told
     /// (the refund's own message tells it), and its order is marked refunded and cancelled.
     /// The stock is not given back: what was sold may be in the customer's hands; the owner
@@ -161,7 +243,7 @@ impl Store {
         let rows = self
             .tx_fetch(
                 &mut tx,
-                &format!("SELECT {REFUND_COLUMNS} FROM refunds WHERE payment_id = $1 AND status IN ('pending', 'succeeded')"),
+                &format!("SELECT {REFUND_COLUMNS} FROM refunds WHERE payment_id = $1 AND status = 'succeeded'"),
                 vec![Val::I(payment_id)],
             )
             .await?;

@@ -112,6 +112,23 @@ async fn shop_with(
     parley::store::Store,
     tempfile::TempDir,
 ) {
+    shop_with_owner(db, kind, payment, clock, None).await
+}
+
+/// [`shop_with`], the account's owner (`owner_wa_id`) being `owner`.
+async fn shop_with_owner(
+    db: &TestDb,
+    kind: GatewayKind,
+    payment: &str,
+    clock: Option<ManualClock>,
+    owner: Option<&str>,
+) -> (
+    TestApp,
+    Arc<FakeGraph>,
+    Option<FakeGateway>,
+    parley::store::Store,
+    tempfile::TempDir,
+) {
     let graph = Arc::new(FakeGraph::start().await);
     let flows = tempfile::tempdir().unwrap();
     std::fs::write(
@@ -137,6 +154,7 @@ async fn shop_with(
     };
     settings.payments.providers.insert("gw".into(), provider);
     settings.accounts[0].payments = Some("gw".into());
+    settings.accounts[0].owner_wa_id = owner.map(Into::into);
     // Where Meta reaches Parley (the gateways' callbacks, the QRIS images).
     settings.payments.callback_base_url = Some("https://parley.example".into());
     let app = match clock {
@@ -955,3 +973,196 @@ async fn refunded_by_hand(db: TestDb) {
     app.stop().await;
 }
 on_both_stores!(a_manual_payment_refund_is_recorded, refunded_by_hand);
+
+/// How many messages reached `user`.
+fn deliveries_to(graph: &FakeGraph, user: &str) -> usize {
+    graph
+        .delivered()
+        .iter()
+        .filter(|a| a.to() == Some(user))
+        .count()
+}
+
+async fn reconcile_now(app: &TestApp) {
+    let (status, body) = app
+        .admin(
+            reqwest::Method::POST,
+            "/payments/reconcile",
+            Some(ADMIN_TOKEN),
+            None,
+        )
+        .await;
+    assert_eq!(status, 200, "{body}");
+}
+
+/// Stripe takes a refund as pending: its amount is held (no second refund may take it), the
+/// payment stays PAID and the customer hears nothing yet; a pass while it is still pending
+/// changes nothing; once Stripe says it succeeded, the next pass records it, the payment
+/// moves to REFUNDED and the customer is told, once.
+async fn pending_refund_succeeds(db: TestDb) {
+    let (app, graph, gateway, store, _flows) =
+        shop_with(&db, GatewayKind::Stripe, "{method: link}", None).await;
+    let u = "6281200000605";
+    bought_and_paid(&app, &graph, &gateway, u).await;
+    let g = gateway.as_ref().unwrap();
+    g.answer_refunds_pending();
+    let (status, body) = refund(&app, serde_json::json!({"reason": "Order cancelled"})).await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(body["status"], "pending");
+    assert_eq!(body["payment_status"], "PAID");
+    let (status, more) = refund(
+        &app,
+        serde_json::json!({"amount": "1000", "reason": "again", "idempotency_key": "k2"}),
+    )
+    .await;
+    assert_eq!(status, 409, "the pending refund holds it all: {more}");
+    reconcile_now(&app).await;
+    assert_eq!(
+        store.payment(1).await.unwrap().unwrap().status,
+        PaymentStatus::Paid
+    );
+    tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+    assert_eq!(deliveries_to(&graph, u), 2, "nothing told while pending");
+
+    let ids = g.refund_ids();
+    assert_eq!(ids.len(), 1);
+    g.settle_refund(&ids[0], true);
+    reconcile_now(&app).await;
+    let p = store.payment(1).await.unwrap().unwrap();
+    assert_eq!(p.status, PaymentStatus::Refunded);
+    let told = wait_replies(&graph, u, 3).await;
+    assert_eq!(
+        told[2],
+        "Your payment of Rp 50.000 for order ORD-000001 was refunded."
+    );
+    let asked = g
+        .requests()
+        .iter()
+        .filter(|r| r.method == "GET" && r.target == format!("/v1/refunds/{}", ids[0]))
+        .count();
+    assert!(asked >= 2, "asked on each pass while pending: {asked}");
+    reconcile_now(&app).await;
+    tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+    assert_eq!(deliveries_to(&graph, u), 3, "told once");
+    app.stop().await;
+}
+on_both_stores!(
+    a_pending_refund_is_settled_by_the_next_pass,
+    pending_refund_succeeds
+);
+
+/// Xendit takes a refund as pending, then says it failed: the refund is recorded failed with
+/// Xendit's code, its amount is free again (a new refund may take it), the customer is not
+/// told, and the owner is, once.
+async fn pending_refund_fails(db: TestDb) {
+    let owner = "6281299990001";
+    let (app, graph, gateway, store, _flows) = shop_with_owner(
+        &db,
+        GatewayKind::Xendit,
+        "{method: qris}",
+        None,
+        Some(owner),
+    )
+    .await;
+    let u = "6281200000606";
+    bought_and_paid(&app, &graph, &gateway, u).await;
+    let g = gateway.as_ref().unwrap();
+    g.answer_refunds_pending();
+    let (status, body) = refund(&app, serde_json::json!({"reason": "Order cancelled"})).await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(body["status"], "pending");
+    let ids = g.refund_ids();
+    g.settle_refund(&ids[0], false);
+    reconcile_now(&app).await;
+    let refunds = store.refunds_of(1).await.unwrap();
+    assert_eq!(refunds.len(), 1);
+    assert_eq!(
+        refunds[0].status,
+        parley::domain::RefundStatus::Failed,
+        "{refunds:?} {:?}",
+        g.requests().iter().map(|r| &r.target).collect::<Vec<_>>()
+    );
+    assert_eq!(
+        refunds[0].error.as_deref(),
+        Some("the refund failed: INSUFFICIENT_BALANCE")
+    );
+    assert_eq!(
+        store.payment(1).await.unwrap().unwrap().status,
+        PaymentStatus::Paid
+    );
+    // The owner's window is closed: held until they write.
+    assert_eq!(
+        app.post_webhook(&text_webhook(PNID, owner, "wamid.O1", "hi", now_secs()))
+            .await,
+        200
+    );
+    let told = wait_replies(&graph, owner, 1).await;
+    assert_eq!(
+        told[0],
+        "The refund of Rp 50.000 for order ORD-000001 failed at gw (the refund failed: INSUFFICIENT_BALANCE): nothing was given back. Refund it again, or by hand."
+    );
+    reconcile_now(&app).await;
+    tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+    assert_eq!(deliveries_to(&graph, owner), 1, "the owner is told once");
+    assert_eq!(deliveries_to(&graph, u), 2, "the customer hears nothing");
+
+    // The amount is free: a new refund takes it, and this one succeeds.
+    g.answer_refunds_done();
+    let (status, body) = refund(
+        &app,
+        serde_json::json!({"reason": "Order cancelled", "idempotency_key": "second-try"}),
+    )
+    .await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(body["amount"], "50000");
+    assert_eq!(body["payment_status"], "REFUNDED");
+    app.stop().await;
+}
+on_both_stores!(
+    a_pending_refund_that_fails_frees_its_amount,
+    pending_refund_fails
+);
+
+/// Two partial refunds asked at the same moment, each within what is left but not both:
+/// exactly one is made, the other is refused, and the gateway is asked once.
+async fn concurrent_refunds(db: TestDb) {
+    let (app, graph, gateway, store, _flows) =
+        shop_with(&db, GatewayKind::Stripe, "{method: link}", None).await;
+    let u = "6281200000607";
+    bought_and_paid(&app, &graph, &gateway, u).await;
+    let g = gateway.as_ref().unwrap();
+    for round in 0..5 {
+        let a = refund(
+            &app,
+            serde_json::json!({"amount": "30000", "reason": "a", "idempotency_key": format!("a{round}")}),
+        );
+        let b = refund(
+            &app,
+            serde_json::json!({"amount": "30000", "reason": "b", "idempotency_key": format!("b{round}")}),
+        );
+        let ((sa, ba), (sb, bb)) = tokio::join!(a, b);
+        if round == 0 {
+            let mut got = [sa, sb];
+            got.sort();
+            assert_eq!(got, [200, 422], "{ba} {bb}");
+        } else {
+            // 20.000 is left: neither 30.000 fits.
+            assert_eq!((sa, sb), (422, 422), "{ba} {bb}");
+        }
+    }
+    assert_eq!(g.refunds(), 1);
+    assert_eq!(g.refunded("PAY-00000001"), 3_000_000);
+    let held: Vec<_> = store
+        .refunds_of(1)
+        .await
+        .unwrap()
+        .into_iter()
+        .filter(|r| r.status.counts())
+        .collect();
+    assert_eq!(held.len(), 1);
+    app.stop().await;
+}
+on_both_stores!(
+    two_refunds_at_once_never_take_more_than_was_paid,
+    concurrent_refunds
+);

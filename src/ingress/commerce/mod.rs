@@ -29,6 +29,7 @@ mod orders;
 pub mod owner;
 mod products;
 mod refunds;
+pub(crate) use refunds::settle_pending as settle_pending_refunds;
 mod subscriptions;
 mod vouchers;
 
@@ -249,7 +250,19 @@ async fn tell(
     body: String,
     policy: crate::domain::WindowPolicy,
 ) {
-    let Some(actor) = app.router.get(account.as_str()) else {
+    tell_through(&app.router, account, user, request_id, body, policy).await
+}
+
+/// [`tell`] for a caller holding the account router alone (the reconciliation pass).
+async fn tell_through(
+    router: &crate::actors::AccountRouter,
+    account: &AccountId,
+    user: &str,
+    request_id: String,
+    body: String,
+    policy: crate::domain::WindowPolicy,
+) {
+    let Some(actor) = router.get(account.as_str()) else {
         return;
     };
     let event = crate::conversation::ConversationEvent::Outgoing {

@@ -12,8 +12,10 @@
 //! the same amount need two keys. A gateway's refusal is 502 with its (scrubbed) words; no
 //! answer is 502 too, and the same request may be sent again.
 //!
-//! Once the gateway took it, the refund and (when the refunds add up to what was received)
-//! the payment's move to REFUNDED are committed together; a full refund marks the order
+//! Two refunds asked at once are checked in turn under the payment's lock. Once the gateway
+//! took it, the refund and (when the refunds that succeeded add up to what was received) the
+//! payment's move to REFUNDED are committed together; a refund the gateway took as pending
+//! holds its amount until the reconciliation pass asks where it stands ([`settle_pending`]); a full refund marks the order
 //! refunded and cancelled. The stock is not given back (the goods may be with the customer:
 //! the owner adjusts it, `POST /products/{sku}/stock`); a plan's subscription runs on. The
 //! customer is told, once per refund, held until they write when their window is closed.
@@ -30,8 +32,8 @@ use serde_json::json;
 use super::*;
 use crate::commerce::refund as rules;
 use crate::domain::RefundStatus;
-use crate::payments::{GatewayError, RefundRequest, RefundState};
-use crate::store::{Payment, Refund};
+use crate::payments::{GatewayError, RefundRequest, RefundSettled, RefundState};
+use crate::store::{Payment, Refund, RefundOpened};
 
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -160,6 +162,9 @@ pub(super) async fn refund_payment(
             ApiError::conflict("nothing is left to refund")
         }
         rules::AmountRefusal::Nothing => ApiError::invalid("amount must be more than zero"),
+        rules::AmountRefusal::TooMuch { left } if left.is_zero() => {
+            ApiError::conflict("nothing is left to refund")
+        }
         rules::AmountRefusal::TooMuch { left } => ApiError::invalid(format!(
             "amount {} is more than the {} left to refund",
             given.map(|g| g.display()).unwrap_or_default(),
@@ -170,10 +175,32 @@ pub(super) async fn refund_payment(
         }
     })?;
     let now = engine.clock.now_ms();
-    let row = engine
+    // Checked again under the payment's lock: another refund asked at the same moment may
+    // have taken what was left.
+    let opened = engine
         .store
-        .open_refund(p.id, &amount, reason, &key, now)
+        .open_refund(p.id, &amount, reason, &key, now, |held| {
+            let left = rules::remaining(&received, held);
+            if amount.amount <= left.amount {
+                Ok(())
+            } else {
+                Err(left)
+            }
+        })
         .await?;
+    let row = match opened {
+        RefundOpened::Opened(row) => row,
+        RefundOpened::TooMuch { left } if left.is_zero() => {
+            return Err(ApiError::conflict("nothing is left to refund"))
+        }
+        RefundOpened::TooMuch { left } => {
+            return Err(ApiError::invalid(format!(
+                "amount {} is more than the {} left to refund",
+                amount.display(),
+                left.display()
+            )))
+        }
+    };
     let req = RefundRequest {
         payment_id: p.gateway_id(),
         provider_ref: p.provider_ref.clone(),
@@ -265,13 +292,21 @@ async fn refused(app: &AppState, row: &Refund, e: GatewayError) -> ApiError {
     }
 }
 
-/// The customer hears of refund `r` (once per refund, whatever retries it).
+/// The customer hears of refund `r` once its money went back (once per refund, whatever
+/// retries it; a pending one is told when the reconciliation pass finds it succeeded).
 async fn tell_refund(app: &AppState, p: &Payment, r: &Refund) {
+    tell_refund_through(&app.router, p, r).await
+}
+
+async fn tell_refund_through(router: &crate::actors::AccountRouter, p: &Payment, r: &Refund) {
+    if r.status != RefundStatus::Succeeded {
+        return;
+    }
     let whole = p.status == crate::domain::PaymentStatus::Refunded
         && r.amount == rules::received(&p.amount, p.paid_amount.as_ref());
     let account = AccountId::from(p.account.clone());
-    tell(
-        app,
+    tell_through(
+        router,
         &account,
         p.user_key.as_str(),
         rules::refund_request(r.id),
@@ -279,4 +314,74 @@ async fn tell_refund(app: &AppState, p: &Payment, r: &Refund) {
         crate::domain::WindowPolicy::Hold,
     )
     .await;
+}
+
+/// Ask the gateways where the refunds they took as pending stand (a pass of the
+/// reconciliation timer): one that succeeded is recorded (and, when the refunds now add up
+/// to what was received, the payment moves to REFUNDED) and the customer told; one that
+/// failed frees its amount and its owner is told, once, to refund again or by hand; one
+/// still pending is asked again on the next pass.
+pub async fn settle_pending(
+    engine: &crate::actors::Engine,
+    router: &crate::actors::AccountRouter,
+) -> Result<(), StoreError> {
+    for r in engine.store.refunds_pending(100).await? {
+        let Some(p) = engine.store.payment(r.payment_id).await? else {
+            continue;
+        };
+        let Some(gateway) = engine.payments.get(&p.provider) else {
+            continue;
+        };
+        let Some(reference) = r.provider_ref.as_deref() else {
+            continue;
+        };
+        let settled = match gateway.refund_status(reference).await {
+            Ok(s) => s,
+            Err(e) => {
+                tracing::warn!(refund = r.id, payment = p.id, error = %e, "Asking where a pending refund stands failed; asked again on the next pass.");
+                continue;
+            }
+        };
+        let now = engine.clock.now_ms();
+        match settled {
+            RefundSettled::Pending => {}
+            RefundSettled::Succeeded => {
+                let received = rules::received(&p.amount, p.paid_amount.as_ref());
+                let moved = engine
+                    .store
+                    .refund_done(
+                        r.id,
+                        p.id,
+                        RefundStatus::Succeeded,
+                        None,
+                        now,
+                        |current, refunded| rules::after_refunds(current, &received, refunded),
+                    )
+                    .await?;
+                tracing::info!(payment = p.id, order = %p.order_number, refund = r.id, refunded_in_full = moved, "A pending refund succeeded.");
+                let p = engine.store.payment(p.id).await?.unwrap_or(p);
+                let r = engine.store.refund_by_key(&r.idem_key).await?.unwrap_or(r);
+                tell_refund_through(router, &p, &r).await;
+            }
+            RefundSettled::Failed(why) => {
+                engine.store.refund_failed(r.id, &why, now).await?;
+                tracing::warn!(payment = p.id, order = %p.order_number, refund = r.id, reason = %why, "A pending refund failed at the gateway: nothing was given back.");
+                let text = rules::refund_failed_text(&p.order_number, &r.amount, &p.provider, &why);
+                let account = AccountId::from(p.account.clone());
+                if let Err(e) = super::owner::tell_owner(
+                    engine,
+                    router,
+                    &account,
+                    "refund",
+                    &rules::refund_failed_request(r.id),
+                    text,
+                )
+                .await
+                {
+                    tracing::warn!(refund = r.id, error = %e, "The owner could not be told of a failed refund.");
+                }
+            }
+        }
+    }
+    Ok(())
 }

@@ -169,6 +169,11 @@ pub(crate) struct St {
     pub(crate) next: AtomicU64,
     /// Refunds made.
     pub(crate) refunds: AtomicU64,
+    /// New refunds answer pending (Stripe `pending`, Xendit `PENDING`) instead of done.
+    pub(crate) refunds_pending: std::sync::atomic::AtomicBool,
+    /// The refunds made, by their id, as `GET /v1/refunds/{id}` (Stripe) or `GET
+    /// /refunds/{id}` (Xendit) answers them.
+    pub(crate) refund_objects: Mutex<HashMap<String, Value>>,
     /// Seconds added to the real time a callback is signed at.
     pub(crate) skew: std::sync::atomic::AtomicI64,
     pub(crate) auto: Mutex<Option<AutoPay>>,
@@ -222,6 +227,8 @@ impl FakeGateway {
             answered: Mutex::default(),
             next: AtomicU64::new(1),
             refunds: AtomicU64::new(0),
+            refunds_pending: std::sync::atomic::AtomicBool::new(false),
+            refund_objects: Mutex::default(),
             skew: std::sync::atomic::AtomicI64::new(0),
             auto: Mutex::default(),
             posted: Mutex::default(),
@@ -234,6 +241,7 @@ impl FakeGateway {
                 .route("/pg/payment/card/check/{id}", get(status)),
             GatewayKind::Xendit => Router::new()
                 .route("/refunds", post(refund))
+                .route("/refunds/{id}", get(refund_object))
                 .route("/v2/invoices", post(create).get(xendit_list))
                 .route("/v2/invoices/{id}", get(status))
                 .route("/payment_requests", post(create))
@@ -245,7 +253,8 @@ impl FakeGateway {
             _ => Router::new()
                 .route("/v1/checkout/sessions", post(create))
                 .route("/v1/checkout/sessions/{id}", get(status))
-                .route("/v1/refunds", post(refund)),
+                .route("/v1/refunds", post(refund))
+                .route("/v1/refunds/{id}", get(refund_object)),
         };
         let app = app.with_state(state.clone());
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
@@ -347,6 +356,67 @@ impl FakeGateway {
     /// How much of a payment the gateway refunded (its create's units: minor for Stripe).
     pub fn refunded(&self, payment_id: &str) -> i64 {
         self.find(payment_id).map_or(0, |p| p.refunded)
+    }
+
+    /// New refunds answer pending (Stripe `pending`, Xendit `PENDING`) until
+    /// [`FakeGateway::settle_refund`] moves them.
+    pub fn answer_refunds_pending(&self) {
+        self.state.refunds_pending.store(true, Ordering::Relaxed);
+    }
+
+    /// New refunds are done at once again (as by default).
+    pub fn answer_refunds_done(&self) {
+        self.state.refunds_pending.store(false, Ordering::Relaxed);
+    }
+
+    /// Move refund `id` on: done, or failed (its amount given back to the payment, as the
+    /// gateway would: the money never left). Stripe `succeeded` / `failed` with
+    /// `failure_reason`, Xendit `SUCCEEDED` / `FAILED` with `failure_code`.
+    pub fn settle_refund(&self, id: &str, succeeded: bool) {
+        let mut objects = self.state.refund_objects.lock().unwrap();
+        let r = objects.get_mut(id).expect("no such refund at the fake");
+        let stripe = self.kind == GatewayKind::Stripe;
+        r["status"] = json!(match (stripe, succeeded) {
+            (true, true) => "succeeded",
+            (true, false) => "failed",
+            (false, true) => "SUCCEEDED",
+            (false, false) => "FAILED",
+        });
+        if !succeeded {
+            if stripe {
+                r["failure_reason"] = json!("expired_or_canceled_card");
+            } else {
+                r["failure_code"] = json!("INSUFFICIENT_BALANCE");
+            }
+            let amount = r["amount"].as_i64().unwrap_or(0);
+            let target = r["payment_intent"]
+                .as_str()
+                .or(r["invoice_id"].as_str())
+                .or(r["payment_request_id"].as_str())
+                .unwrap_or("")
+                .to_string();
+            let mut ps = self.state.payments.lock().unwrap();
+            if let Some(p) = ps
+                .iter_mut()
+                .find(|p| p.provider_ref == target || wire::stripe_intent(p) == target)
+            {
+                p.refunded -= amount;
+            }
+        }
+    }
+
+    /// The ids of the refunds it made, oldest first.
+    pub fn refund_ids(&self) -> Vec<String> {
+        let mut ids: Vec<String> = self
+            .state
+            .refund_objects
+            .lock()
+            .unwrap()
+            .keys()
+            .cloned()
+            .collect();
+        ids.sort();
+        ids
     }
 
     /// The refund requests it received.
@@ -575,9 +645,32 @@ async fn refund(
             GatewayKind::Xendit => xendit_refund(&ps, &body),
             _ => stripe_refund(&ps, &body),
         };
+        let mut answer = answer;
         if let Some((i, amount)) = made {
             ps[i].refunded += amount;
-            st.refunds.fetch_add(1, Ordering::Relaxed);
+            let n = st.refunds.fetch_add(1, Ordering::Relaxed) + 1;
+            let pending = st.refunds_pending.load(Ordering::Relaxed);
+            match st.kind {
+                GatewayKind::Xendit => {
+                    answer["id"] = json!(format!("rfd-{n:08}"));
+                    if pending {
+                        answer["status"] = json!("PENDING");
+                    }
+                }
+                GatewayKind::Stripe => {
+                    answer["id"] = json!(format!("re_test_{n:06}"));
+                    if pending {
+                        answer["status"] = json!("pending");
+                    }
+                }
+                _ => {}
+            }
+            if let Some(id) = answer["id"].as_str() {
+                st.refund_objects
+                    .lock()
+                    .unwrap()
+                    .insert(id.to_string(), answer.clone());
+            }
             if let Some(k) = idem {
                 st.answered.lock().unwrap().insert(k, answer.clone());
             }
@@ -588,6 +681,33 @@ async fn refund(
         tokio::time::sleep(d).await;
     }
     (status, Json(answer)).into_response()
+}
+
+/// A refund as the gateway holds it: Stripe `GET /v1/refunds/{id}`, Xendit `GET
+/// /refunds/{id}`.
+async fn refund_object(
+    State(st): State<Arc<St>>,
+    method: Method,
+    uri: Uri,
+    headers: HeaderMap,
+    axum::extract::Path(id): axum::extract::Path<String>,
+) -> Response {
+    if let Err(r) = intake(&st, &method, &uri, &headers, b"").await {
+        return r;
+    }
+    match st.refund_objects.lock().unwrap().get(&id) {
+        Some(v) => Json(v.clone()).into_response(),
+        None if st.kind == GatewayKind::Stripe => (
+            StatusCode::NOT_FOUND,
+            Json(json!({"error": {"type": "invalid_request_error", "code": "resource_missing", "message": "No such refund"}})),
+        )
+            .into_response(),
+        None => (
+            StatusCode::NOT_FOUND,
+            Json(json!({"error_code": "DATA_NOT_FOUND", "message": "Refund not found"})),
+        )
+            .into_response(),
+    }
 }
 
 async fn xendit_list(
