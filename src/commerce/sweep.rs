@@ -159,6 +159,15 @@ pub fn order_status_policy(order: &crate::store::Order, s: &CommerceSettings) ->
     policy(s.order_status_template.as_ref(), &values)
 }
 
+/// What goes instead of a message to the account's owner outside their window: the
+/// `owner_template` filled, else held.
+pub fn owner_policy(topic: &str, text: &str, s: &CommerceSettings) -> WindowPolicy {
+    policy(
+        s.owner_template.as_ref(),
+        &[("topic", topic), ("text", text)],
+    )
+}
+
 /// An abandoned cart's reminder, and what goes instead outside the window.
 pub fn cart_reminder(cart: &Cart, s: &CommerceSettings) -> (OutboundMessage, WindowPolicy) {
     let (total, count, items) = (

@@ -254,6 +254,7 @@ impl CommerceSettings {
                 &self.order_status_template,
                 ORDER_STATUS_PARAMS,
             ),
+            ("owner_template", &self.owner_template, OWNER_PARAMS),
         ] {
             if let Some(t) = template {
                 for p in t.problems(known) {

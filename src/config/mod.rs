@@ -196,6 +196,24 @@ fn describe_sources(sources: &[PathBuf]) -> String {
 mod tests {
     use super::*;
     #[test]
+    fn template_parameters_are_flattened_as_meta_takes_them() {
+        let t = ReminderTemplate {
+            name: "owner_news".into(),
+            language: "id".into(),
+            body_params: vec!["{{topic}}: {{text}}".into()],
+        };
+        let text = "New custom order #1:\nA cake\t for     20";
+        assert_eq!(
+            t.body(&[("topic", "custom_order"), ("text", text)]),
+            vec!["custom_order: New custom order #1: A cake for 20".to_string()]
+        );
+        let long = "x".repeat(5000);
+        let got = &t.body(&[("topic", "t"), ("text", &long)])[0];
+        assert_eq!(got.chars().count(), 1000);
+        assert!(got.ends_with('…'));
+    }
+
+    #[test]
     fn store_urls_lose_their_password() {
         assert_eq!(redact_url("postgres://u:pw@h/db"), "postgres://u:***@h/db");
         assert_eq!(redact_url("sqlite://data/p.db"), "sqlite://data/p.db");

@@ -470,6 +470,10 @@ pub struct CommerceSettings {
     /// Sent instead of an order's new status (changed through the admin API) outside the
     /// window (else it is held). Body parameters: `{{order}}`, `{{status}}`, `{{total}}`.
     pub order_status_template: Option<ReminderTemplate>,
+    /// Sent instead of a message to the account's owner (`owner_wa_id`: held payments,
+    /// custom orders, materials low, failed refunds) outside the owner's window (else it is
+    /// held until they write). Body parameters: `{{topic}}`, `{{text}}`.
+    pub owner_template: Option<ReminderTemplate>,
 }
 
 impl Default for CommerceSettings {
@@ -480,6 +484,7 @@ impl Default for CommerceSettings {
             renewal_notice: Duration::from_secs(3 * 24 * 3600),
             renewal_template: None,
             order_status_template: None,
+            owner_template: None,
         }
     }
 }
@@ -490,6 +495,30 @@ pub const ABANDONED_PARAMS: &[&str] = &["total", "count", "items"];
 pub const RENEWAL_PARAMS: &[&str] = &["plan", "end_date"];
 /// The placeholders `commerce.order_status_template.body_params` may use.
 pub const ORDER_STATUS_PARAMS: &[&str] = &["order", "status", "total"];
+/// The placeholders `commerce.owner_template.body_params` may use.
+pub const OWNER_PARAMS: &[&str] = &["topic", "text"];
+
+/// Longest text a template's body parameter is given (Meta refuses a hydrated body past its
+/// limit, 132005): a longer one is cut, with `…`.
+const PARAM_MAX_CHARS: usize = 1000;
+
+/// A body parameter as Meta takes it: no new line or tab, never more than 4 spaces in a row
+/// (131008 otherwise): each run of white space becomes one space; cut at
+/// [`PARAM_MAX_CHARS`].
+fn param_text(raw: &str) -> String {
+    let mut out = String::with_capacity(raw.len());
+    for word in raw.split_whitespace() {
+        if !out.is_empty() {
+            out.push(' ');
+        }
+        out.push_str(word);
+    }
+    if out.chars().count() > PARAM_MAX_CHARS {
+        out = out.chars().take(PARAM_MAX_CHARS - 1).collect();
+        out.push('…');
+    }
+    out
+}
 
 /// An approved template sent outside the 24 h window: its body parameters in order, each a
 /// text where `{{name}}` is replaced by the reminder's value of that name.
@@ -566,7 +595,7 @@ impl ReminderTemplate {
                     rest = &after[end + 2..];
                 }
                 out.push_str(rest);
-                out
+                param_text(&out)
             })
             .collect()
     }

@@ -194,3 +194,74 @@ async fn a_custom_order_from_chat(db: TestDb) {
     app.stop().await;
 }
 on_both_stores!(a_custom_order_is_made_from_chat, a_custom_order_from_chat);
+
+/// With `commerce.owner_template`, an owner whose window is closed is not kept waiting: the
+/// news goes as that template, its text flattened to one line as Meta takes a parameter.
+async fn the_owner_hears_by_template(db: TestDb) {
+    let graph = Arc::new(FakeGraph::start().await);
+    let flows = tempfile::tempdir().unwrap();
+    std::fs::write(flows.path().join("custom.yaml"), FLOW).unwrap();
+    let mut settings = test_settings(&db, &graph);
+    settings.flows.dir = flows.path().to_path_buf();
+    let owner = "6281299990002";
+    settings.accounts[0].owner_wa_id = Some(owner.into());
+    settings.commerce.owner_template = Some(
+        serde_json::from_value(serde_json::json!({"name": "owner_news", "language": "id",
+            "body_params": ["{{text}}"]}))
+        .unwrap(),
+    );
+    let app = spawn_app_with_flows(settings).await;
+    let u = "6281200000602";
+    let t = now_secs();
+    for (i, text) in ["custom", "Two mugs\nwith    our logo"].iter().enumerate() {
+        app.post_webhook(&text_webhook(PNID, u, &format!("wamid.T{i}"), text, t))
+            .await;
+        wait_replies(&graph, u, i + 1).await;
+    }
+    graph.add_media("2002", b"JPEGDATA", "image/jpeg");
+    app.post_webhook(&media_webhook(
+        PNID,
+        u,
+        "wamid.T9",
+        "image",
+        "2002",
+        "image/jpeg",
+        "00",
+        false,
+    ))
+    .await;
+    wait_replies(&graph, u, 3).await;
+    let (status, _) = app
+        .admin(
+            reqwest::Method::POST,
+            "/payments/reconcile",
+            Some(ADMIN_TOKEN),
+            None,
+        )
+        .await;
+    assert_eq!(status, 200);
+    let ok = graph
+        .wait_until(Duration::from_secs(10), |log| {
+            log.iter().any(|a| a.is_delivery() && a.to() == Some(owner))
+        })
+        .await;
+    assert!(ok, "the owner was sent nothing");
+    let sent: Vec<_> = graph
+        .delivered()
+        .into_iter()
+        .filter(|a| a.to() == Some(owner))
+        .collect();
+    assert_eq!(sent.len(), 1);
+    let b = &sent[0].body;
+    assert_eq!(b["type"], "template", "{b}");
+    assert_eq!(b["template"]["name"], "owner_news");
+    assert_eq!(
+        b["template"]["components"][0]["parameters"][0]["text"],
+        format!("New custom order #1 from +{u} (with a picture): Two mugs with our logo")
+    );
+    app.stop().await;
+}
+on_both_stores!(
+    an_owner_outside_the_window_hears_by_template,
+    the_owner_hears_by_template
+);

@@ -18,7 +18,7 @@ use crate::actors::AccountRouter;
 use crate::commerce::materials::{low_stock_request, low_stock_text};
 use crate::conversation::ConversationEvent;
 use crate::domain::material::quantity_text;
-use crate::domain::{AccountId, PaymentStatus, WindowPolicy};
+use crate::domain::{AccountId, PaymentStatus};
 use crate::engine::Engine;
 use crate::metrics::metrics;
 use crate::store::{Payment, StoreError};
@@ -90,6 +90,7 @@ pub async fn tell_owner(
         return Ok(OwnerTold::AlreadyTold);
     }
     let actor = router.get(account.as_str()).ok_or(OwnerError::NoAccount)?;
+    let policy = crate::commerce::sweep::owner_policy(topic, &text, &settings.commerce);
     let event = ConversationEvent::Outgoing {
         request_id: request_id.to_string(),
         message: OutboundMessage::Text {
@@ -97,7 +98,7 @@ pub async fn tell_owner(
             preview_url: false,
         },
         reply_to: None,
-        policy: Some(WindowPolicy::Hold),
+        policy: Some(policy),
     };
     let outcome = match crate::ingress::command(&actor, owner.as_str(), event).await {
         Ok(Ok(outcome)) => outcome,
