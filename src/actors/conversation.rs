@@ -179,6 +179,15 @@ impl ConversationActorState {
         if crate::domain::is_campaign_request(request_id) {
             return None;
         }
+        // Held (no outbox row yet), or held and released by a later step (its rows carry
+        // that step's keys): a reminder handed over again after a crash is not held twice.
+        if self.conv.knows_held_request(request_id) {
+            return Some(Ok(CommandOutcome {
+                ids: Vec::new(),
+                held: true,
+                duplicate: true,
+            }));
+        }
         // Its rows' keys, whatever the place of its send among the step's effects.
         let prefix = step_key_prefix(
             &self.args.account.phone_number_id,

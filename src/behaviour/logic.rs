@@ -402,7 +402,7 @@ impl ConversationLogic for FlowLogic {
     ) -> (ConversationState, Vec<Effect>) {
         let (mut state, effects) = self.layers(state, event, ctx);
         // Flows' and bots' sends meet the 24 h window like everyone's.
-        let effects = settle_window(&mut state, effects, ctx);
+        let effects = settle_window(&mut state, effects, ctx, event);
         (state, effects)
     }
 

@@ -129,6 +129,11 @@ pub struct ConversationState {
     /// Free-form messages held until the user writes again.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub held: Vec<Held>,
+    /// The request ids of the last held messages that went out (at most
+    /// [`RELEASED_REMEMBERED`]): their outbox rows carry the releasing step's keys, so the
+    /// same request sent again is known by these.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub released_requests: Vec<String>,
     #[serde(default)]
     pub inbound_count: u64,
     #[serde(default)]
@@ -244,7 +249,14 @@ pub struct Held {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub reply_to: Option<String>,
     pub held_at: i64,
+    /// The business's request that sent it (`Outgoing`, `AgentReply`): the same request
+    /// again is a duplicate, also while it is held (it has no outbox row yet).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub request_id: Option<String>,
 }
+
+/// How many released held requests a conversation remembers (to know them again).
+pub const RELEASED_REMEMBERED: usize = 32;
 
 /// What the actor must do after committing the new state.
 #[derive(Debug, Clone, PartialEq)]
@@ -468,7 +480,7 @@ pub fn step(
         | ConversationEvent::CommerceResult(_)
         | ConversationEvent::PaymentUpdate { .. } => {}
     }
-    let effects = settle_window(&mut state, effects, ctx);
+    let effects = settle_window(&mut state, effects, ctx, event);
     (state, effects)
 }
 
@@ -488,6 +500,25 @@ fn send(
     });
 }
 
+/// The business's request an event carries.
+pub fn request_of(event: &ConversationEvent) -> Option<&str> {
+    match event {
+        ConversationEvent::Outgoing { request_id, .. }
+        | ConversationEvent::AgentReply { request_id, .. } => Some(request_id),
+        _ => None,
+    }
+}
+
+impl ConversationState {
+    /// Whether the business's request `id` is held here, or was held and went out lately.
+    pub fn knows_held_request(&self, id: &str) -> bool {
+        self.held
+            .iter()
+            .any(|h| h.request_id.as_deref() == Some(id))
+            || self.released_requests.iter().any(|r| r == id)
+    }
+}
+
 /// The 24 h window on a step's sends: outside it, a free-form message is replaced by its
 /// template, held until the user writes again, or refused — per its policy, else the
 /// account's. Held messages go out first once the window is open again; those held longer
@@ -496,6 +527,7 @@ pub fn settle_window(
     state: &mut ConversationState,
     effects: Vec<Effect>,
     ctx: &StepContext,
+    event: &ConversationEvent,
 ) -> Vec<Effect> {
     let open = state.window_open(ctx.now_ms);
     if open && state.held.is_empty() {
@@ -505,11 +537,21 @@ pub fn settle_window(
     if !state.held.is_empty() {
         state.held.retain(|h| ctx.now_ms - h.held_at < ctx.hold_ms);
         if open {
-            out.extend(state.held.drain(..).map(|h| Effect::Send {
-                message: h.message,
-                reply_to: h.reply_to,
-                policy: None,
-            }));
+            for h in state.held.drain(..) {
+                if let Some(r) = h.request_id {
+                    state.released_requests.push(r);
+                }
+                out.push(Effect::Send {
+                    message: h.message,
+                    reply_to: h.reply_to,
+                    policy: None,
+                });
+            }
+            let over = state
+                .released_requests
+                .len()
+                .saturating_sub(RELEASED_REMEMBERED);
+            state.released_requests.drain(..over);
         }
     }
     for e in effects {
@@ -530,6 +572,7 @@ pub fn settle_window(
                             message,
                             reply_to,
                             held_at: ctx.now_ms,
+                            request_id: request_of(event).map(str::to_string),
                         });
                         out.push(Effect::Held);
                     }
@@ -717,6 +760,15 @@ mod tests {
                 reply("c", Some(WindowPolicy::Template(template.clone()))),
             ],
             &later,
+            &ConversationEvent::Outgoing {
+                request_id: "req-b".into(),
+                message: OutboundMessage::Text {
+                    body: "b".into(),
+                    preview_url: false,
+                },
+                reply_to: None,
+                policy: Some(WindowPolicy::Hold),
+            },
         );
         assert!(
             matches!(out[0], Effect::Refuse { .. }),
@@ -725,9 +777,13 @@ mod tests {
         assert_eq!(out[1], Effect::Held);
         assert!(matches!(&out[2], Effect::Send { message, .. } if *message == template));
         assert_eq!(s.held.len(), 1);
+        // Held, its request is known: the same request again is a duplicate.
+        assert!(s.knows_held_request("req-b"));
+        assert!(!s.knows_held_request("req-x"));
         // The user writes: the held message goes out first, before the new reply.
         let (mut s, fx) = step(s, &inbound(1_000 + 86_500), &ctx(1_000_000 + 86_500_000));
         assert!(s.held.is_empty());
+        assert!(s.knows_held_request("req-b"), "remembered once released");
         let sends: Vec<&Effect> = fx
             .iter()
             .filter(|e| matches!(e, Effect::Send { .. }))
@@ -738,7 +794,12 @@ mod tests {
         );
         // Held too long: dropped.
         let far = ctx(1_000_000 + 86_500_000 + SERVICE_WINDOW_MS + 1);
-        settle_window(&mut s, vec![reply("d", Some(WindowPolicy::Hold))], &far);
+        settle_window(
+            &mut s,
+            vec![reply("d", Some(WindowPolicy::Hold))],
+            &far,
+            &text("d"),
+        );
         let expired = StepContext {
             now_ms: far.now_ms + 8 * 24 * 3_600_000,
             ..far

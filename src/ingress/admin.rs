@@ -564,7 +564,7 @@ async fn send_message(State(app): State<AppState>, body: axum::body::Bytes) -> R
     match result {
         Ok(Ok(done)) if done.held => (
             StatusCode::ACCEPTED,
-            Json(json!({ "held": true, "reason": "outside the 24 h window: sent when the user writes again" })),
+            Json(json!({ "held": true, "duplicate": done.duplicate, "reason": "outside the 24 h window: sent when the user writes again" })),
         )
             .into_response(),
         Ok(Ok(done)) if done.duplicate => duplicate(&done),

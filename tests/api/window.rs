@@ -134,6 +134,49 @@ async fn outside_the_window_messages_are_templated_held_or_refused(db: TestDb) {
         )
         .await;
     assert_eq!((status, body["held"].clone()), (202, json!(true)));
+    // The same request (its idempotency key) while held, and again once released: held
+    // once, sent once.
+    let keyed = {
+        let mut b = send(Some("hold"));
+        b["text"] = json!("Your order shipped");
+        b["idempotency_key"] = json!("ship-1");
+        b
+    };
+    for again in [false, true] {
+        let (status, body) = app
+            .admin(
+                Method::POST,
+                "/messages",
+                Some(ADMIN_TOKEN),
+                Some(keyed.clone()),
+            )
+            .await;
+        assert_eq!(status, 202, "{body}");
+        assert_eq!(body["duplicate"], json!(again), "{body}");
+    }
+    let conv = app.conversation(a).await;
+    assert_eq!(conv["state"]["held"].as_array().map(Vec::len), Some(2));
+    let ts = clock.0.load(std::sync::atomic::Ordering::SeqCst) / 1000;
+    app.post_webhook(&text_webhook(PNID, a, "wamid.W9", "any news?", ts))
+        .await;
+    let shipped = |at: &[parley_testkit::Attempt]| {
+        at.iter()
+            .filter(|x| x.accepted() && x.text() == Some("Your order shipped"))
+            .count()
+    };
+    assert!(
+        graph
+            .wait_until(Duration::from_secs(10), |at| shipped(at) == 1)
+            .await,
+        "sent once the user writes"
+    );
+    let (status, body) = app
+        .admin(Method::POST, "/messages", Some(ADMIN_TOKEN), Some(keyed))
+        .await;
+    assert!(status == 200 || status == 202, "{status} {body}");
+    assert_eq!(body["duplicate"], json!(true), "{body}");
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert_eq!(shipped(&graph.attempts()), 1, "sent once");
     let (status, _) = app
         .admin(
             Method::POST,
