@@ -173,8 +173,12 @@ pub(super) async fn create(gw: &Gateway, req: &CreatePayment) -> Result<Created,
 /// Finpay's payment status.
 pub(super) fn map_status(s: &str) -> Option<GatewayStatus> {
     Some(match s.to_ascii_uppercase().as_str() {
-        "PAID" | "CAPTURED" | "SUCCESS" | "SETTLED" => GatewayStatus::Paid,
-        "PENDING" | "WAITING" | "AUTHORIZED" | "INITIATED" => GatewayStatus::Pending,
+        "PAID" | "CAPTURED" | "SUCCESS" | "SETTLED" | "SETTLEMENT" => GatewayStatus::Paid,
+        // A new transaction's status check answers REQUEST_INITIATED (pending, not failed),
+        // as an integration verified against Finpay's sandbox reports.
+        "PENDING" | "WAITING" | "AUTHORIZED" | "INITIATED" | "REQUEST_INITIATED" | "PROCESSING" => {
+            GatewayStatus::Pending
+        }
         "CANCELLED" | "CANCELED" | "VOID" => GatewayStatus::Cancelled,
         "FAILURE" | "FAILED" | "DENIED" | "REJECTED" => GatewayStatus::Failed,
         "EXPIRED" | "EXPIRE" => GatewayStatus::Expired,
@@ -307,6 +311,11 @@ mod tests {
     fn statuses_map_and_callbacks_parse() {
         assert_eq!(map_status("CAPTURED"), Some(GatewayStatus::Paid));
         assert_eq!(map_status("PAID"), Some(GatewayStatus::Paid));
+        assert_eq!(map_status("SETTLEMENT"), Some(GatewayStatus::Paid));
+        assert_eq!(
+            map_status("REQUEST_INITIATED"),
+            Some(GatewayStatus::Pending)
+        );
         assert_eq!(map_status("FAILURE"), Some(GatewayStatus::Failed));
         assert_eq!(map_status("REFUNDED"), Some(GatewayStatus::Refunded));
         assert_eq!(map_status("??"), None);
