@@ -90,20 +90,7 @@ pub async fn receive(State(app): State<AppState>, req: Request) -> Response {
         }
     };
     let partial = partial_letter(&report.skipped, &body);
-    let mut inbox = {
-        let settings = app.engine.settings();
-        inbox::map(
-            report.webhook.events,
-            |pnid| settings.account(pnid).is_some(),
-            now_ms(),
-            arrived,
-        )
-    };
-    if inbox.unknown_accounts > 0 {
-        metrics()
-            .unknown_account_events
-            .fetch_add(inbox.unknown_accounts, std::sync::atomic::Ordering::Relaxed);
-    }
+    let mut inbox = rows_of(&app, report.webhook.events, arrived);
     if inbox.rows.is_empty() {
         return match partial {
             Some(dl) => keep(&app, dl, "result=\"partial\"").await,
@@ -228,6 +215,43 @@ fn partial_letter(skipped: &[SkippedItem], body: &Bytes) -> Option<NewDeadLetter
     Some(kept_bytes("webhook_partial", reason, body))
 }
 
+/// The inbox rows of parsed webhook events (counting those for accounts not configured here).
+pub(super) fn rows_of(
+    app: &AppState,
+    events: Vec<crate::whatsapp::event::WebhookEvent>,
+    arrived: std::time::Instant,
+) -> inbox::Inbox {
+    let inbox = {
+        let settings = app.engine.settings();
+        inbox::map(
+            events,
+            |pnid| settings.account(pnid).is_some(),
+            now_ms(),
+            arrived,
+        )
+    };
+    if inbox.unknown_accounts > 0 {
+        metrics()
+            .unknown_account_events
+            .fetch_add(inbox.unknown_accounts, std::sync::atomic::Ordering::Relaxed);
+    }
+    inbox
+}
+
+/// After the rows' commit: tell the conversations and the send gates what concerns them
+/// (committed messages reach their conversations through the writer's dispatcher).
+pub(super) fn hand_on(app: &AppState, after: inbox::AfterCommit) {
+    for (account, failure) in after.failures {
+        if let Some(actor) = app.router.get(&account) {
+            let _ = actor.cast(crate::actors::AccountMsg::SendFailed(failure));
+        }
+    }
+    if !after.signals.is_empty() {
+        let engine = app.engine.clone();
+        tokio::spawn(async move { apply_gate_signals(&engine, after.signals).await });
+    }
+}
+
 /// The rows are committed (`seqs[i]` is `None` for one that was there already): keep what
 /// could not be read, tell the conversations and the send gates what concerns them, answer.
 async fn committed(
@@ -243,15 +267,7 @@ async fn committed(
             return store_unavailable();
         }
     }
-    for (account, failure) in after.failures {
-        if let Some(actor) = app.router.get(&account) {
-            let _ = actor.cast(crate::actors::AccountMsg::SendFailed(failure));
-        }
-    }
-    if !after.signals.is_empty() {
-        let engine = app.engine.clone();
-        tokio::spawn(async move { apply_gate_signals(&engine, after.signals).await });
-    }
+    hand_on(app, after);
     if seqs.iter().all(Option::is_none) {
         result("result=\"duplicate\"", StatusCode::OK, "ok")
     } else {

@@ -9,6 +9,7 @@ mod chatbot;
 mod commerce_admin;
 mod conversations;
 mod custom_orders;
+mod dead_letters;
 mod delivery;
 mod edges;
 mod flows;

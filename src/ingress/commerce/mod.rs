@@ -112,14 +112,14 @@ pub fn routes() -> Router<AppState> {
 /// An answer other than success: `{"error": message}` (and `errors`, each problem, when
 /// there are several).
 #[derive(Debug)]
-struct ApiError {
+pub(in crate::ingress) struct ApiError {
     status: StatusCode,
     message: String,
     errors: Vec<String>,
 }
 
 impl ApiError {
-    fn new(status: StatusCode, message: impl Into<String>) -> ApiError {
+    pub(in crate::ingress) fn new(status: StatusCode, message: impl Into<String>) -> ApiError {
         ApiError {
             status,
             message: message.into(),
@@ -127,15 +127,15 @@ impl ApiError {
         }
     }
 
-    fn invalid(message: impl Into<String>) -> ApiError {
+    pub(in crate::ingress) fn invalid(message: impl Into<String>) -> ApiError {
         ApiError::new(StatusCode::UNPROCESSABLE_ENTITY, message)
     }
 
-    fn not_found(message: impl Into<String>) -> ApiError {
+    pub(in crate::ingress) fn not_found(message: impl Into<String>) -> ApiError {
         ApiError::new(StatusCode::NOT_FOUND, message)
     }
 
-    fn conflict(message: impl Into<String>) -> ApiError {
+    pub(in crate::ingress) fn conflict(message: impl Into<String>) -> ApiError {
         ApiError::new(StatusCode::CONFLICT, message)
     }
 
@@ -165,7 +165,7 @@ impl IntoResponse for ApiError {
     }
 }
 
-type Answer = Result<Response, ApiError>;
+pub(in crate::ingress) type Answer = Result<Response, ApiError>;
 
 /// The account a request names (or the only one configured), and its currency.
 fn account(app: &AppState, given: Option<&str>) -> Result<(AccountId, Currency), ApiError> {
@@ -185,7 +185,7 @@ fn account(app: &AppState, given: Option<&str>) -> Result<(AccountId, Currency),
         .ok_or_else(|| ApiError::not_found("unknown account"))
 }
 
-fn query<T>(q: Result<Query<T>, QueryRejection>) -> Result<T, ApiError> {
+pub(in crate::ingress) fn query<T>(q: Result<Query<T>, QueryRejection>) -> Result<T, ApiError> {
     q.map(|Query(q)| q)
         .map_err(|e| ApiError::new(StatusCode::BAD_REQUEST, e.body_text()))
 }
@@ -200,7 +200,9 @@ fn body_bytes(body: Result<Bytes, BytesRejection>) -> Result<Bytes, ApiError> {
 }
 
 /// A JSON body as `T`: 400 when it is not JSON, 422 when it does not fit `T`.
-fn json_body<T: DeserializeOwned>(body: Result<Bytes, BytesRejection>) -> Result<T, ApiError> {
+pub(in crate::ingress) fn json_body<T: DeserializeOwned>(
+    body: Result<Bytes, BytesRejection>,
+) -> Result<T, ApiError> {
     let bytes = body_bytes(body)?;
     serde_json::from_slice(&bytes).map_err(|e| match e.classify() {
         serde_json::error::Category::Data => ApiError::invalid(format!("bad request body: {e}")),
@@ -232,7 +234,7 @@ fn uncursor(given: &str) -> Result<String, ApiError> {
         .ok_or_else(|| ApiError::new(StatusCode::BAD_REQUEST, "bad cursor"))
 }
 
-fn page_limit(given: Option<i64>) -> Result<i64, ApiError> {
+pub(in crate::ingress) fn page_limit(given: Option<i64>) -> Result<i64, ApiError> {
     match given {
         None => Ok(DEFAULT_LIMIT),
         Some(n) if (1..=MAX_LIMIT).contains(&n) => Ok(n),
@@ -281,7 +283,7 @@ async fn tell_through(
 }
 
 /// The id a newest-first page's cursor names.
-fn id_cursor(given: Option<&str>) -> Result<Option<i64>, ApiError> {
+pub(in crate::ingress) fn id_cursor(given: Option<&str>) -> Result<Option<i64>, ApiError> {
     given
         .map(|c| {
             uncursor(c)?
@@ -293,7 +295,7 @@ fn id_cursor(given: Option<&str>) -> Result<Option<i64>, ApiError> {
 
 /// A page of `found` (read with `limit + 1`): its first `limit` as `view` shows them, and the
 /// next page's cursor (the last one's `key`) when there is more.
-fn page<T>(
+pub(in crate::ingress) fn page<T>(
     mut found: Vec<T>,
     limit: i64,
     key: impl Fn(&T) -> String,
