@@ -52,6 +52,7 @@ pub fn routes(state: AppState) -> Router<AppState> {
         .route("/flows/reload", post(reload_flows))
         .merge(super::commerce::routes())
         .merge(super::dead_letters::routes())
+        .merge(super::health::routes())
         .route("/payments/reconcile", post(super::payments::reconcile_now))
         .route("/payments/{id}", get(super::payments::show))
         .route(

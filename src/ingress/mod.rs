@@ -4,6 +4,7 @@ mod admin;
 mod campaigns;
 mod commerce;
 mod dead_letters;
+mod health;
 pub use commerce::owner;
 mod inbox;
 pub mod listener;

@@ -45,3 +45,55 @@ impl Store {
         ))
     }
 }
+
+/// What an account's health shows of its traffic, read by indexed queries (the open
+/// replies' partial index; the newest rows by primary key).
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct AccountTraffic {
+    /// Replies and messages not yet accepted by Meta (`pending`, `sending`).
+    pub backlog: i64,
+    /// When the oldest of them was committed.
+    pub oldest_unsent_at: Option<i64>,
+    /// When the newest inbound message arrived.
+    pub last_inbound_at: Option<i64>,
+    /// When the newest message Meta accepted was accepted.
+    pub last_outbound_at: Option<i64>,
+}
+
+impl Store {
+    pub async fn account_traffic(&self, account: &str) -> Result<AccountTraffic, StoreError> {
+        let open = self
+            .fetch(
+                "SELECT COUNT(*) AS n, MIN(created_at) AS oldest FROM outbox \
+                 WHERE account = $1 AND state IN ('pending', 'sending')",
+                vec![Val::S(account.into())],
+            )
+            .await?;
+        let (backlog, oldest_unsent_at) = match open.first() {
+            Some(r) => (
+                r.try_get::<i64, _>("n")?,
+                r.try_get::<Option<i64>, _>("oldest")?,
+            ),
+            None => (0, None),
+        };
+        let newest = |sql: &'static str| async move {
+            let rows = self.fetch(sql, vec![Val::S(account.into())]).await?;
+            rows.first()
+                .map(|r| r.try_get::<i64, _>(0))
+                .transpose()
+                .map_err(StoreError::from)
+        };
+        Ok(AccountTraffic {
+            backlog,
+            oldest_unsent_at,
+            last_inbound_at: newest(
+                "SELECT received_at FROM inbox WHERE account = $1 AND kind = 'message' ORDER BY seq DESC LIMIT 1",
+            )
+            .await?,
+            last_outbound_at: newest(
+                "SELECT updated_at FROM outbox WHERE account = $1 AND state = 'sent' ORDER BY id DESC LIMIT 1",
+            )
+            .await?,
+        })
+    }
+}

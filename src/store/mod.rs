@@ -14,6 +14,7 @@
 //! builds dialect-neutral SQL.
 
 mod accounts;
+pub use accounts::AccountTraffic;
 mod campaigns;
 mod carts;
 mod catalog_orders;

@@ -102,6 +102,19 @@ async fn usage(app: &TestApp) -> Value {
 }
 
 /// Nothing more arrives at the fake for a while (the gate is holding the rest).
+async fn health(app: &TestApp) -> Value {
+    let (status, body) = app
+        .admin(
+            Method::GET,
+            &format!("/accounts/{PNID}/health"),
+            Some(ADMIN_TOKEN),
+            None,
+        )
+        .await;
+    assert_eq!(status, 200, "{body}");
+    body
+}
+
 async fn settles(graph: &FakeGraph) -> usize {
     let mut last = graph.delivered().len();
     loop {
@@ -476,6 +489,14 @@ async fn health_follows_account_webhooks_and_a_halt_holds_business_initiated_unt
             .await
     );
     assert_eq!(settles(&graph).await, 1, "only the service reply");
+    // Its health says so in one answer: halted, three held, traffic both ways.
+    let h = health(&app).await;
+    assert_eq!(h["status"], "halted", "{h}");
+    assert_eq!(h["backlog"]["unsent"], 3, "{h}");
+    assert!(h["backlog"]["oldest_unsent_at"].as_i64().is_some(), "{h}");
+    assert!(h["last_inbound_at"].as_i64().is_some(), "{h}");
+    assert!(h["last_outbound_at"].as_i64().is_some(), "{h}");
+    assert_eq!(h["quality"]["health"], "warning", "{h}");
 
     // The halt survives a restart.
     app.stop().await;
@@ -504,6 +525,17 @@ async fn health_follows_account_webhooks_and_a_halt_holds_business_initiated_unt
     );
     // Quality is Meta's to lift: still flagged.
     assert_eq!(usage(&app).await["health"], "warning");
+    assert!(
+        eventually(Duration::from_secs(10), || async {
+            health(&app).await["backlog"]["unsent"] == 0
+        })
+        .await
+    );
+    assert_eq!(health(&app).await["status"], "degraded");
+    let (status, _) = app
+        .admin(Method::GET, "/accounts/999/health", Some(ADMIN_TOKEN), None)
+        .await;
+    assert_eq!(status, 404);
     app.stop().await;
 }
 on_both_stores!(
