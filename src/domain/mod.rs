@@ -25,7 +25,7 @@ pub use retry::{backoff, backoff_with};
 pub use states::{
     CampaignStatus, CartRecovery, CartStatus, CustomOrderStatus, FlowRunStatus, GatewayKind,
     InboxKind, InboxState, LowAlert, OrderPayment, OrderSource, OrderStatus, OutboxKind,
-    OutboxState, PaymentMethod, PaymentStatus, ProductKind, RecipientState, RefundStatus,
+    OutboxState, PaymentMethod, PaymentStatus, ProductKind, RecipientState, RefundStatus, Role,
     SubscriptionStatus, TimerState, UnknownValue, VoucherKind,
 };
 pub use voucher::{voucher_code, Voucher, VoucherRefusal};

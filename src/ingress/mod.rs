@@ -1,8 +1,10 @@
 //! The HTTP edge: Meta's webhook, health, metrics and the admin API.
 
+mod access;
 mod admin;
 mod campaigns;
 mod commerce;
+pub use access::roles::{route_role, RouteRole, Scope, ROUTE_ROLES};
 pub use commerce::owner;
 mod inbox;
 pub mod listener;
