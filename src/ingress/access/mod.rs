@@ -323,7 +323,7 @@ async fn authorize(State(app): State<AppState>, req: Request, next: Next) -> Res
         .and_then(|v| v.to_str().ok())
         .map(|s| s.chars().take(256).collect::<String>());
     let mut account = None;
-    let response = match admit(&app, &caller, &method, &template, req).await {
+    let response = match admit(&caller, &method, &template, req).await {
         Ok((req, named)) => {
             account = named;
             next.run(req).await
@@ -359,7 +359,6 @@ async fn authorize(State(app): State<AppState>, req: Request, next: Next) -> Res
 
 /// The request as the handler gets it and the account it names, or the refusal.
 async fn admit(
-    app: &AppState,
     caller: &Caller,
     method: &Method,
     template: &str,
@@ -388,7 +387,7 @@ async fn admit(
         )),
         Scope::Global => Ok((req, None)),
         Scope::Account => account_of_route(caller, template, req),
-        Scope::Body(field) => account_of_body(app, caller, field, req).await,
+        Scope::Body(field) => account_of_body(caller, field, req).await,
     }
 }
 
@@ -452,7 +451,6 @@ fn account_of_route(
 
 /// A scoped key's body must name its account in `field`.
 async fn account_of_body(
-    _app: &AppState,
     caller: &Caller,
     field: &str,
     req: Request,

@@ -121,6 +121,7 @@ pub const ROUTE_ROLES: &[RouteRole] = &[
     r("*", "/contacts/import/*", Manager, Account),
     r("*", "/contacts/export/*", Manager, Account),
     r("*", "/conversations/*", Agent, Account),
+    r("READ", "/messages/*", Agent, Account),
 ];
 
 fn method_matches(declared: &str, method: &str) -> bool {
