@@ -342,7 +342,11 @@ fn routes_in_source() -> BTreeSet<(String, String)> {
         for (i, _) in text.match_indices(".route(") {
             let rest = text[i + ".route(".len()..].trim_start();
             let Some(lit) = rest.strip_prefix('"') else {
-                continue;
+                panic!(
+                    "{}: a .route( whose path is not a literal: write it as one, so that this \
+                     test finds the route and checks its role",
+                    f.display()
+                );
             };
             let path = &lit[..lit.find('"').unwrap()];
             // The route's arguments: up to its closing parenthesis.
