@@ -6,7 +6,7 @@ use sqlx::Row;
 
 use super::sql::Val;
 use super::*;
-use crate::domain::{AccountId, Role};
+use crate::domain::{AccountId, KeyRef, Role};
 
 const COLUMNS: &str = "id, name, role, account, prefix, hash, created_by, expires_at, created_at, \
                        last_used_at, revoked_at";
@@ -23,7 +23,7 @@ pub struct ApiKey {
     pub prefix: String,
     /// SHA-256 of the key's text, hex.
     pub hash: String,
-    pub created_by: String,
+    pub created_by: KeyRef,
     pub expires_at: Option<i64>,
     pub created_at: i64,
     pub last_used_at: Option<i64>,
@@ -38,7 +38,7 @@ pub struct NewApiKey<'a> {
     pub account: Option<&'a AccountId>,
     pub prefix: &'a str,
     pub hash: &'a str,
-    pub created_by: &'a str,
+    pub created_by: KeyRef,
     pub expires_at: Option<i64>,
 }
 
@@ -55,7 +55,10 @@ fn api_key_of(r: &sqlx::any::AnyRow) -> Result<ApiKey, StoreError> {
             .map(|a| AccountId::from(a.as_str())),
         prefix: r.try_get("prefix")?,
         hash: r.try_get("hash")?,
-        created_by: r.try_get("created_by")?,
+        created_by: r
+            .try_get::<String, _>("created_by")?
+            .parse()
+            .map_err(|e| StoreError::Corrupt(format!("api_keys.created_by: {e}")))?,
         expires_at: r.try_get("expires_at")?,
         created_at: r.try_get("created_at")?,
         last_used_at: r.try_get("last_used_at")?,
@@ -75,7 +78,7 @@ impl Store {
                 Val::OptS(key.account.map(|a| a.as_str().to_string())),
                 key.prefix.into(),
                 key.hash.into(),
-                key.created_by.into(),
+                key.created_by.to_string().into(),
                 Val::OptI(key.expires_at),
                 Val::I(now),
             ],

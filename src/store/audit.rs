@@ -5,7 +5,7 @@ use sqlx::Row;
 
 use super::sql::Val;
 use super::*;
-use crate::domain::{AccountId, Role};
+use crate::domain::{AccountId, KeyRef, Role};
 
 const COLUMNS: &str =
     "id, at, key_id, role, action, resource, account, status, ip, user_agent, details";
@@ -14,8 +14,7 @@ const COLUMNS: &str =
 pub struct AuditEntry {
     pub id: i64,
     pub at: i64,
-    /// "admin.token" or a key's id.
-    pub key_id: String,
+    pub key_id: KeyRef,
     pub role: Role,
     /// Method and route template: "POST /keys".
     pub action: String,
@@ -32,7 +31,7 @@ pub struct AuditEntry {
 /// What to list.
 #[derive(Debug, Clone, Default)]
 pub struct AuditFilter<'a> {
-    pub key_id: Option<&'a str>,
+    pub key_id: Option<KeyRef>,
     pub action: Option<&'a str>,
     pub account: Option<&'a AccountId>,
     /// At or after (unix ms).
@@ -44,7 +43,10 @@ fn audit_of(r: &sqlx::any::AnyRow) -> Result<AuditEntry, StoreError> {
     Ok(AuditEntry {
         id: r.try_get("id")?,
         at: r.try_get("at")?,
-        key_id: r.try_get("key_id")?,
+        key_id: r
+            .try_get::<String, _>("key_id")?
+            .parse()
+            .map_err(|e| StoreError::Corrupt(format!("audit_log.key_id: {e}")))?,
         role: role
             .parse()
             .map_err(|e| StoreError::Corrupt(format!("audit_log.role: {e}")))?,
@@ -68,7 +70,7 @@ impl Store {
              VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)",
             vec![
                 Val::I(e.at),
-                e.key_id.as_str().into(),
+                e.key_id.to_string().into(),
                 e.role.as_str().into(),
                 e.action.as_str().into(),
                 e.resource.as_str().into(),
@@ -99,7 +101,10 @@ impl Store {
                 ),
                 vec![
                     Val::I(before.unwrap_or(i64::MAX)),
-                    filter.key_id.unwrap_or("").into(),
+                    filter
+                        .key_id
+                        .map_or(String::new(), |k| k.to_string())
+                        .into(),
                     filter.action.unwrap_or("").into(),
                     filter.account.map_or("", AccountId::as_str).into(),
                     Val::I(filter.since.unwrap_or(i64::MIN)),

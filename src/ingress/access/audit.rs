@@ -54,8 +54,17 @@ async fn list_audit(
         Ok(b) => b,
         Err(r) => return r.into_response(),
     };
+    let key_id = match q.key.as_deref().map(str::parse).transpose() {
+        Ok(k) => k,
+        Err(_) => {
+            return error(
+                StatusCode::BAD_REQUEST,
+                "key must be \"admin.token\" or a key's id",
+            )
+        }
+    };
     let filter = AuditFilter {
-        key_id: q.key.as_deref(),
+        key_id,
         action: q.action.as_deref(),
         account: caller.account.as_ref(),
         since: q.since,

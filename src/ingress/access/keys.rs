@@ -135,14 +135,13 @@ async fn create_key(
             )
         }
     };
-    let created_by = caller.label();
     let new = NewApiKey {
         name,
         role: req.role,
         account: account.as_ref(),
         prefix: &prefix,
         hash: &hash,
-        created_by: &created_by,
+        created_by: caller.key,
         expires_at: req.expires_at,
     };
     let id = match app.engine.store.create_api_key(&new, now).await {

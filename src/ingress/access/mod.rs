@@ -25,7 +25,7 @@ use sha2::{Digest, Sha256};
 use subtle::ConstantTimeEq;
 
 use super::AppState;
-use crate::domain::{AccountId, Role};
+use crate::domain::{AccountId, KeyRef, Role};
 use roles::{route_role, Scope};
 
 pub use audit::AuditDetails;
@@ -44,23 +44,16 @@ const MAX_SCOPED_BODY: usize = super::campaigns::MAX_BODY;
 /// The caller of a request, once authenticated (a request extension).
 #[derive(Debug, Clone, PartialEq)]
 pub struct Caller {
-    /// None: `admin.token`.
-    pub key_id: Option<i64>,
+    pub key: KeyRef,
     pub role: Role,
     /// The one account the key reaches; None: every account.
     pub account: Option<AccountId>,
 }
 
 impl Caller {
-    /// As the audit log names it: "admin.token" or the key's id.
-    pub fn label(&self) -> String {
-        self.key_id
-            .map_or_else(|| "admin.token".to_string(), |id| id.to_string())
-    }
-
     fn owner_token() -> Caller {
         Caller {
-            key_id: None,
+            key: KeyRef::AdminToken,
             role: Role::Owner,
             account: None,
         }
@@ -180,7 +173,7 @@ async fn key_caller(
         }
     }
     Ok(Some(Caller {
-        key_id: Some(key.id),
+        key: KeyRef::Key(key.id),
         role: key.role,
         account: key.account,
     }))
@@ -341,7 +334,7 @@ async fn authorize(State(app): State<AppState>, req: Request, next: Next) -> Res
     let entry = crate::store::AuditEntry {
         id: 0,
         at: app.engine.clock.now_ms(),
-        key_id: caller.label(),
+        key_id: caller.key,
         role: caller.role,
         action: format!("{method} {template}"),
         resource,
