@@ -187,3 +187,61 @@ mod tests {
         assert_eq!(key.user.as_str(), "6281234567890");
     }
 }
+
+/// Who called the admin API, as the audit log and a key's `created_by` name it: the
+/// configured `admin.token` ("admin.token") or an API key (its id, "12").
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum KeyRef {
+    AdminToken,
+    Key(i64),
+}
+
+impl KeyRef {
+    pub const ADMIN_TOKEN: &'static str = "admin.token";
+}
+
+impl std::fmt::Display for KeyRef {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            KeyRef::AdminToken => f.write_str(Self::ADMIN_TOKEN),
+            KeyRef::Key(id) => write!(f, "{id}"),
+        }
+    }
+}
+
+impl std::str::FromStr for KeyRef {
+    type Err = crate::domain::UnknownValue;
+
+    fn from_str(s: &str) -> Result<KeyRef, Self::Err> {
+        match s {
+            Self::ADMIN_TOKEN => Ok(KeyRef::AdminToken),
+            _ => s
+                .parse()
+                .map(KeyRef::Key)
+                .map_err(|_| crate::domain::UnknownValue {
+                    kind: "KeyRef",
+                    value: s.to_string(),
+                }),
+        }
+    }
+}
+
+impl serde::Serialize for KeyRef {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.collect_str(self)
+    }
+}
+
+#[cfg(test)]
+mod key_ref_tests {
+    use super::KeyRef;
+
+    #[test]
+    fn a_key_ref_reads_back_from_its_text() {
+        for k in [KeyRef::AdminToken, KeyRef::Key(12)] {
+            assert_eq!(k.to_string().parse::<KeyRef>(), Ok(k));
+        }
+        assert_eq!(KeyRef::AdminToken.to_string(), "admin.token");
+        assert!("admin".parse::<KeyRef>().is_err());
+    }
+}

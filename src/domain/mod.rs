@@ -16,8 +16,8 @@ mod zone;
 
 pub use class::SendClass;
 pub use ids::{
-    campaign_of_idem_key, is_campaign_request, request_id, AccountId, ConversationKey, UserKey,
-    WaId, Wamid, CAMPAIGN_REQUEST_PREFIX,
+    campaign_of_idem_key, is_campaign_request, request_id, AccountId, ConversationKey, KeyRef,
+    UserKey, WaId, Wamid, CAMPAIGN_REQUEST_PREFIX,
 };
 pub use money::{group_thousands, Currency, Money, MoneyError};
 pub use records::{BotStatus, BotSummary, FlowRecord};
@@ -25,7 +25,7 @@ pub use retry::{backoff, backoff_with};
 pub use states::{
     CampaignStatus, CartRecovery, CartStatus, CustomOrderStatus, FlowRunStatus, GatewayKind,
     InboxKind, InboxState, LowAlert, OrderPayment, OrderSource, OrderStatus, OutboxKind,
-    OutboxState, PaymentMethod, PaymentStatus, ProductKind, RecipientState, RefundStatus,
+    OutboxState, PaymentMethod, PaymentStatus, ProductKind, RecipientState, RefundStatus, Role,
     SubscriptionStatus, TimerState, UnknownValue, VoucherKind,
 };
 pub use voucher::{voucher_code, Voucher, VoucherRefusal};

@@ -423,3 +423,37 @@ stored_text! {
         Sent = "sent",
     }
 }
+
+stored_text! {
+    /// What an admin API key may do, weakest first (the order is the power: a role may do
+    /// everything a lower one may). `admin.token` is an owner's.
+    Role {
+        /// Reads the conversations and contacts of its accounts; replies, hands off, releases.
+        Agent = "agent",
+        /// An agent's rights, and campaigns, commerce, flows reloads, sends.
+        Manager = "manager",
+        /// A manager's, and API keys, webhooks, payments (confirm, refund, reconcile).
+        Admin = "admin",
+        /// Everything (reloading the configuration too).
+        Owner = "owner",
+    }
+}
+
+impl Role {
+    pub const ALL: [Role; 4] = [Role::Agent, Role::Manager, Role::Admin, Role::Owner];
+}
+
+#[cfg(test)]
+mod role_tests {
+    use super::Role;
+
+    #[test]
+    fn roles_are_ordered_by_power_and_read_back_from_their_text() {
+        assert!(Role::Agent < Role::Manager && Role::Manager < Role::Admin);
+        assert!(Role::Admin < Role::Owner);
+        for r in Role::ALL {
+            assert_eq!(r.as_str().parse::<Role>(), Ok(r));
+        }
+        assert!("root".parse::<Role>().is_err());
+    }
+}

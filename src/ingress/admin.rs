@@ -1,15 +1,14 @@
-//! `/admin/v1/`: bearer-token protected (constant-time compare; disabled with no token).
+//! `/admin/v1/`: `admin.token` or an API key, each route behind its role
+//! ([`super::access`]: authentication, roles, account scope, audit log; disabled with no
+//! `admin.token`).
 
-use axum::extract::{Path, Request, State};
-use axum::http::{header, StatusCode};
-use axum::middleware::{self, Next};
+use axum::extract::{Path, State};
+use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
-use axum::{Json, Router};
-use secrecy::{ExposeSecret, SecretString};
+use axum::{Extension, Json, Router};
 use serde::Deserialize;
 use serde_json::json;
-use subtle::ConstantTimeEq;
 
 use super::AppState;
 use crate::actors::{AccountMsg, CommandOutcome};
@@ -17,7 +16,7 @@ use crate::conversation::{ConversationEvent, ConversationState};
 use crate::whatsapp::send::OutboundMessage;
 
 pub fn routes(state: AppState) -> Router<AppState> {
-    Router::new()
+    let api = Router::new()
         .route("/accounts", get(accounts))
         .route("/accounts/{phone_number_id}/usage", get(usage))
         .route("/accounts/{phone_number_id}/resume", post(resume))
@@ -53,131 +52,33 @@ pub fn routes(state: AppState) -> Router<AppState> {
         .merge(super::commerce::routes())
         .merge(super::dead_letters::routes())
         .merge(super::health::routes())
+        .merge(super::access::routes())
         .route("/payments/reconcile", post(super::payments::reconcile_now))
         .route("/payments/{id}", get(super::payments::show))
         .route(
             "/payments/{id}/confirm",
             post(super::payments::confirm_by_owner),
         )
-        .layer(middleware::from_fn_with_state(state.clone(), require_token))
-        .route(
-            "/reload",
-            post(reload_all).layer(middleware::from_fn_with_state(state, require_reload_token)),
-        )
+        .route("/reload", post(reload_all));
+    // Every route above, and every module merged into it, behind its role (access::roles).
+    super::access::guard(api, state)
 }
 
 fn error(status: StatusCode, message: impl Into<String>) -> Response {
     (status, Json(json!({ "error": message.into() }))).into_response()
 }
 
-fn bearer(req: &Request) -> &[u8] {
-    req.headers()
-        .get(header::AUTHORIZATION)
-        .and_then(|v| v.as_bytes().strip_prefix(b"Bearer "))
-        .unwrap_or(b"")
-}
-
-fn token_matches(expected: Option<&SecretString>, given: &[u8]) -> bool {
-    expected
-        .is_some_and(|t| !given.is_empty() && bool::from(given.ct_eq(t.expose_secret().as_bytes())))
-}
-
-fn refused(app: &AppState, running: Option<&SecretString>, req: &Request) -> Response {
-    if running.is_none() {
-        return error(
-            StatusCode::NOT_FOUND,
-            "the admin API is disabled: set admin.token",
-        );
-    }
-    let ip = super::client_ip(req.extensions());
-    app.auth_failures
-        .failed(ip, super::allowance(app), std::time::Instant::now());
-    crate::metrics::metrics()
-        .auth_failures
-        .inc("endpoint=\"admin\",result=\"refused\"");
-    if let Some(held_back) = app.refusal_logs.admin.take() {
-        tracing::warn!(
-            path = %super::throttle::masked_path(req.uri().path()),
-            held_back,
-            "Admin request refused: missing or wrong token."
-        );
-    }
-    (
-        StatusCode::UNAUTHORIZED,
-        [(header::WWW_AUTHENTICATE, "Bearer")],
-        Json(json!({ "error": "missing or wrong bearer token" })),
-    )
-        .into_response()
-}
-
-/// A client past its allowance of wrong tokens waits, whatever token it sends now.
-fn throttled(app: &AppState, req: &Request) -> Option<Response> {
-    app.engine.settings().admin.enabled_token()?;
-    let ip = super::client_ip(req.extensions());
-    let wait = app
-        .auth_failures
-        .blocked(ip, super::allowance(app), std::time::Instant::now())?;
-    Some(super::too_many_failures("admin", wait))
-}
-
-async fn require_token(State(app): State<AppState>, req: Request, next: Next) -> Response {
-    if let Some(wait) = throttled(&app, &req) {
-        return wait;
-    }
-    let running = app.engine.settings().admin.enabled_token().cloned();
-    if !token_matches(running.as_ref(), bearer(&req)) {
-        return refused(&app, running.as_ref(), &req);
-    }
-    next.run(req).await
-}
-
-/// `POST /reload` takes the token in force, or the one the configuration on disk sets now:
-/// `parleyd reload` reads the files it asks the daemon to apply, so after a rotation of
-/// `admin.token` it presents the new token (which is in force once the reload is done).
-async fn require_reload_token(State(app): State<AppState>, req: Request, next: Next) -> Response {
-    if let Some(wait) = throttled(&app, &req) {
-        return wait;
-    }
-    let running = app.engine.settings().admin.enabled_token().cloned();
-    let given = bearer(&req).to_vec();
-    if token_matches(running.as_ref(), &given) {
-        return next.run(req).await;
-    }
-    // Reading the files costs a parse: a caller without the running token gets that at most
-    // once a second, so wrong tokens cannot keep the daemon busy re-reading its config.
-    let may_read = !given.is_empty() && {
-        let mut last = app
-            .reload_disk_read
-            .lock()
-            .unwrap_or_else(|e| e.into_inner());
-        let ok = last.is_none_or(|t| t.elapsed() >= std::time::Duration::from_secs(1));
-        if ok {
-            *last = Some(std::time::Instant::now());
-        }
-        ok
-    };
-    if may_read {
-        let file = app.engine.settings().config_file.clone();
-        let on_disk = tokio::task::spawn_blocking(move || {
-            crate::config::Settings::load(file.as_deref())
-                .ok()
-                .and_then(|s| s.admin.enabled_token().cloned())
-        })
-        .await
-        .ok()
-        .flatten();
-        if token_matches(on_disk.as_ref(), &given) {
-            tracing::info!("Reload asked with the admin.token the configuration on disk sets.");
-            return next.run(req).await;
-        }
-    }
-    refused(&app, running.as_ref(), &req)
-}
-
-async fn accounts(State(app): State<AppState>) -> Response {
+/// `GET accounts`: a key scoped to one account sees that one only.
+async fn accounts(
+    State(app): State<AppState>,
+    Extension(caller): Extension<super::access::Caller>,
+) -> Response {
     let mut out = Vec::new();
     let settings = app.engine.settings_arc();
     for a in &settings.accounts {
+        if !caller.reaches(Some(&a.phone_number_id)) {
+            continue;
+        }
         let (conversations, contacts, outbox_open) =
             match app.engine.store.account_counts(&a.phone_number_id).await {
                 Ok(c) => c,

@@ -1,10 +1,12 @@
 //! The HTTP edge: Meta's webhook, health, metrics and the admin API.
 
+mod access;
 mod admin;
 mod campaigns;
 mod commerce;
 mod dead_letters;
 mod health;
+pub use access::roles::{route_role, RouteRole, Scope, ROUTE_ROLES};
 pub use commerce::owner;
 mod inbox;
 pub mod listener;

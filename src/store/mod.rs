@@ -9,12 +9,14 @@
 //! what each product takes), `carts` (and each commerce call's
 //! outcome), `orders`, `payments` (and their callbacks), `refunds`, `vouchers` (and their claims),
 //! `subscription_list` (subscriptions as the admin API lists them), `owner_notices` (what
-//! an account's owner was sent). `exec`
+//! an account's owner was sent); `api_keys` and `audit` (the admin API's keys and log). `exec`
 //! runs the writer's statements (one helper, `exec_rows`, for the multi-row pattern), `sql`
 //! builds dialect-neutral SQL.
 
 mod accounts;
 pub use accounts::AccountTraffic;
+mod api_keys;
+mod audit;
 mod campaigns;
 mod carts;
 mod catalog_orders;
@@ -47,6 +49,8 @@ use std::time::Duration;
 use sqlx::any::{AnyConnectOptions, AnyPoolOptions};
 use sqlx::{AnyPool, ConnectOptions, Executor};
 
+pub use api_keys::*;
+pub use audit::*;
 pub use campaigns::*;
 pub use carts::*;
 pub use catalog_orders::*;
