@@ -361,6 +361,13 @@ pub async fn reconcile(
     if let Err(e) = owner::tell_low_materials(engine, router).await {
         tracing::warn!(error = %e, "Low-stock alerts wait for the next pass.");
     }
+    if let Err(e) = engine
+        .store
+        .prune_idempotency_keys(now - super::access::IDEMPOTENCY_KEEP_MS)
+        .await
+    {
+        tracing::warn!(error = %e, "Old Idempotency-Keys wait for the next pass to be forgotten.");
+    }
     let ended = engine.store.expire_subscriptions(now).await?;
     if ended > 0 {
         tracing::info!(subscriptions = ended, "Subscriptions ended.");

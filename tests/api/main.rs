@@ -15,6 +15,7 @@ mod edges;
 mod flows;
 mod graph_schema;
 mod handoff;
+mod idempotency;
 mod keys;
 mod materials;
 mod media;

@@ -10,6 +10,7 @@
 //! `/audit`.
 
 mod audit;
+mod idempotency;
 mod keys;
 pub mod roles;
 
@@ -29,6 +30,7 @@ use crate::domain::{AccountId, KeyRef, Role};
 use roles::{route_role, Scope};
 
 pub use audit::AuditDetails;
+pub use idempotency::KEEP_MS as IDEMPOTENCY_KEEP_MS;
 
 /// What a key's text starts with.
 const KEY_PREFIX: &str = "pk_live_";
@@ -77,8 +79,12 @@ pub fn routes() -> Router<AppState> {
 /// `api` behind the admin API's guard: authentication for every request, the role and scope
 /// of each matched route, and the audit log.
 pub fn guard(api: Router<AppState>, state: AppState) -> Router<AppState> {
-    api.route_layer(middleware::from_fn_with_state(state.clone(), authorize))
-        .layer(middleware::from_fn_with_state(state, authenticate))
+    api.route_layer(middleware::from_fn_with_state(
+        state.clone(),
+        idempotency::idempotent,
+    ))
+    .route_layer(middleware::from_fn_with_state(state.clone(), authorize))
+    .layer(middleware::from_fn_with_state(state, authenticate))
 }
 
 pub(super) fn error(status: StatusCode, message: impl Into<String>) -> Response {

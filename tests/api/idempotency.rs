@@ -1,0 +1,106 @@
+//! `Idempotency-Key` on admin POSTs: the same key and request get the first answer again
+//! (nothing done twice), the same key on another request is refused, keys are per caller,
+//! a bad key is refused before anything runs.
+
+use std::sync::Arc;
+
+use parley_testkit::FakeGraph;
+use reqwest::Method;
+use serde_json::{json, Value};
+
+use crate::helpers::*;
+use crate::on_both_stores;
+
+async fn post(
+    app: &TestApp,
+    token: &str,
+    key: Option<&str>,
+    path: &str,
+    body: &Value,
+) -> (u16, Value, bool) {
+    let mut req = app
+        .http
+        .post(format!("{}/admin/v1{path}", app.base))
+        .bearer_auth(token)
+        .json(body);
+    if let Some(k) = key {
+        req = req.header("Idempotency-Key", k);
+    }
+    let resp = req.send().await.expect("post");
+    let status = resp.status().as_u16();
+    let replayed = resp.headers().get("idempotent-replayed").is_some();
+    (status, resp.json().await.unwrap_or(Value::Null), replayed)
+}
+
+async fn the_same_request_is_answered_once(db: TestDb) {
+    let graph = Arc::new(FakeGraph::start().await);
+    let app = spawn_app(
+        test_settings(&db, &graph),
+        Arc::new(parley::conversation::CoreLogic),
+    )
+    .await;
+    let store = db.store().await;
+    let kopi = json!({"sku": "KOPI-1", "name": "Kopi", "price": "25000", "stock": 10});
+    let (s1, b1, r1) = post(&app, ADMIN_TOKEN, Some("create-kopi-1"), "/products", &kopi).await;
+    assert!(s1 == 200 || s1 == 201, "{b1}");
+    assert!(!r1);
+
+    // A key made twice would be two keys: a retry after a timeout gets the first answer (the
+    // same key, shown again), and no second key is made.
+    let desk = json!({"name": "desk", "role": "agent"});
+    let keys_before = count(&store, "SELECT COUNT(*) FROM api_keys").await;
+    let (s2, b2, r2) = post(&app, ADMIN_TOKEN, Some("make-desk-key"), "/keys", &desk).await;
+    assert_eq!((s2, r2), (201, false), "{b2}");
+    let (s3, b3, r3) = post(&app, ADMIN_TOKEN, Some("make-desk-key"), "/keys", &desk).await;
+    assert_eq!((s3, r3), (201, true));
+    assert_eq!(b3["id"], b2["id"]);
+    // The key's text was shown once: the replay, read from the store, shows it was not kept.
+    assert_eq!(b3["key"], "[shown once: not kept]", "{b3}");
+    assert_eq!(
+        count(&store, "SELECT COUNT(*) FROM api_keys").await,
+        keys_before + 1,
+        "one key made"
+    );
+    // Without the key, the same request makes another.
+    let (s4, b4, _) = post(&app, ADMIN_TOKEN, None, "/keys", &desk).await;
+    assert_eq!(s4, 201, "{b4}");
+    assert_ne!(b4["id"], b2["id"]);
+
+    // The same key on another request.
+    let teh = json!({"sku": "TEH-1", "name": "Teh", "price": "15000"});
+    let (s5, b5, _) = post(&app, ADMIN_TOKEN, Some("create-kopi-1"), "/products", &teh).await;
+    assert_eq!(s5, 422, "{b5}");
+    assert!(b5["error"].as_str().unwrap().contains("another request"));
+
+    // Keys are per caller: a key of its own may use the same text.
+    let (status, made) = app
+        .admin(
+            Method::POST,
+            "/keys",
+            Some(ADMIN_TOKEN),
+            Some(json!({"name": "shop", "role": "manager"})),
+        )
+        .await;
+    assert_eq!(status, 201, "{made}");
+    let manager = made["key"].as_str().unwrap().to_string();
+    let (s6, b6, r6) = post(&app, &manager, Some("create-kopi-1"), "/products", &teh).await;
+    assert!((s6 == 200 || s6 == 201) && !r6, "{s6} {b6}");
+
+    // A key that is not one: refused before anything runs.
+    let chai = json!({"sku": "CHAI-1", "name": "Chai", "price": "20000"});
+    let (s7, _, _) = post(&app, ADMIN_TOKEN, Some("has space"), "/products", &chai).await;
+    assert_eq!(s7, 400);
+    assert_eq!(count(&store, "SELECT COUNT(*) FROM products").await, 2);
+
+    // A refused answer (4xx) is kept too: the same bad request gets the same answer.
+    let bad = json!({"sku": "", "name": "x", "price": "1"});
+    let (s8, b8, _) = post(&app, ADMIN_TOKEN, Some("bad-1"), "/products", &bad).await;
+    assert_eq!(s8, 422, "{b8}");
+    let (s9, b9, r9) = post(&app, ADMIN_TOKEN, Some("bad-1"), "/products", &bad).await;
+    assert_eq!((s9, &b9, r9), (422, &b8, true));
+    app.stop().await;
+}
+on_both_stores!(
+    an_idempotency_key_answers_a_retry_with_the_first_answer,
+    the_same_request_is_answered_once
+);
