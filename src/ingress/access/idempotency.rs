@@ -164,17 +164,25 @@ pub const SHOWN_ONCE: &str = "[shown once: not kept]";
 /// that is not JSON is kept as it is: no route answers a secret in another form).
 pub fn without_secrets(answer: &[u8]) -> Vec<u8> {
     fn walk(v: &mut serde_json::Value) -> bool {
+        let mut found = false;
         match v {
             serde_json::Value::String(s) if SECRET_PREFIXES.iter().any(|p| s.starts_with(p)) => {
                 *s = SHOWN_ONCE.to_string();
-                true
+                found = true;
             }
             serde_json::Value::Array(items) => {
-                items.iter_mut().fold(false, |any, i| walk(i) || any)
+                for i in items {
+                    found |= walk(i);
+                }
             }
-            serde_json::Value::Object(map) => map.values_mut().fold(false, |any, i| walk(i) || any),
-            _ => false,
+            serde_json::Value::Object(map) => {
+                for i in map.values_mut() {
+                    found |= walk(i);
+                }
+            }
+            _ => {}
         }
+        found
     }
     match serde_json::from_slice::<serde_json::Value>(answer) {
         Ok(mut v) => {
