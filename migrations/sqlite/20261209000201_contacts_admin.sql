@@ -12,6 +12,8 @@ ALTER TABLE contacts ADD COLUMN custom_fields TEXT;
 -- each filter has an index in that order, or one it pages by (updated_at).
 CREATE INDEX contacts_by_updated ON contacts (account, updated_at, user_key);
 CREATE INDEX contacts_by_source ON contacts (account, source, user_key);
+-- A name search is a prefix of the lowercased name: a range of this index, in its order.
+CREATE INDEX contacts_by_name ON contacts (account, LOWER(profile_name), user_key);
 CREATE INDEX contacts_blocked ON contacts (account, user_key) WHERE blocked_at IS NOT NULL;
 CREATE INDEX contacts_opted_out ON contacts (account, user_key) WHERE opted_out_at > 0;
 

@@ -20,6 +20,9 @@ pub struct ContactRecord {
     /// The conversation's key (the list's order).
     #[serde(skip)]
     pub user_key: String,
+    /// The name as the store lowercases it (the name order's key).
+    #[serde(skip)]
+    pub sort_name: String,
     pub wa_id: String,
     pub user_id: Option<String>,
     /// The WhatsApp profile name (or the one the business gave).
@@ -47,14 +50,68 @@ pub struct ContactFilter {
     pub source: Option<ContactSource>,
     /// Changed at or after (ms): the page is then in `updated_at` order.
     pub updated_since: Option<i64>,
-    /// Digits: a number prefix; else a part of the name (case-insensitive).
+    /// Digits (a leading `+` taken): a number prefix; else a name prefix (case-insensitive):
+    /// the page is then in name order.
     pub search: Option<String>,
 }
 
-/// Where the next page starts: after this contact (and, in `updated_at` order, this time).
-#[derive(Debug, Clone, PartialEq)]
+/// The order of a page of contacts.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ContactOrder {
+    /// By number (user_key).
+    Key,
+    /// By (`updated_at`, number): with `updated_since`.
+    Updated,
+    /// By (lowercased name, number): with a name search.
+    Name,
+}
+
+enum Search<'a> {
+    Number(String),
+    Name(&'a str),
+}
+
+/// `prefix` with its last character moved up by one: every text that starts with `prefix`
+/// sorts below it.
+fn bump(prefix: &str) -> String {
+    let mut chars: Vec<char> = prefix.chars().collect();
+    if let Some(last) = chars.pop() {
+        let next = char::from_u32(last as u32 + 1).unwrap_or(char::MAX);
+        chars.push(next);
+    }
+    chars.into_iter().collect()
+}
+
+impl ContactFilter {
+    fn search(&self) -> Option<Search<'_>> {
+        let q = self
+            .search
+            .as_deref()
+            .map(str::trim)
+            .filter(|q| !q.is_empty())?;
+        let digits = q.trim_start_matches('+');
+        if !digits.is_empty() && digits.bytes().all(|b| b.is_ascii_digit()) {
+            Some(Search::Number(digits.to_string()))
+        } else {
+            Some(Search::Name(q))
+        }
+    }
+
+    pub fn order(&self) -> ContactOrder {
+        match (self.search(), self.updated_since) {
+            (Some(Search::Name(_)), _) => ContactOrder::Name,
+            (_, Some(_)) => ContactOrder::Updated,
+            _ => ContactOrder::Key,
+        }
+    }
+}
+
+/// Where the next page starts: after this contact (with, in the other orders, its time or
+/// name).
+#[derive(Debug, Clone, PartialEq, Default)]
 pub struct ContactAfter {
     pub updated_at: i64,
+    pub name: String,
     pub user_key: String,
 }
 
@@ -112,9 +169,13 @@ pub struct ImportJob {
 /// What an erased message body becomes.
 pub const ERASED: &str = r#"{"erased":true}"#;
 
-const SELECT: &str = "SELECT c.user_key, c.wa_id, c.user_id, c.profile_name, c.email, c.full_name, c.address, \
+const COLUMNS: &str = "SELECT LOWER(c.profile_name) AS sort_name, c.user_key, c.wa_id, c.user_id, c.profile_name, c.email, c.full_name, c.address, \
      c.birth_date, c.identity_type, c.identity_number, c.gender, c.custom_fields, c.tags, c.source, c.blocked_at, \
-     c.opted_out_at, c.first_seen_at, c.updated_at, v.last_inbound_at \
+     c.opted_out_at, c.first_seen_at, c.updated_at, v.last_inbound_at";
+
+const SELECT: &str = "SELECT LOWER(c.profile_name) AS sort_name, c.user_key, c.wa_id, c.user_id, c.profile_name, c.email, \
+     c.full_name, c.address, c.birth_date, c.identity_type, c.identity_number, c.gender, c.custom_fields, c.tags, c.source, \
+     c.blocked_at, c.opted_out_at, c.first_seen_at, c.updated_at, v.last_inbound_at \
      FROM contacts c LEFT JOIN conversations v ON v.account = c.account AND v.user_key = c.user_key";
 
 fn record_of(r: &sqlx::any::AnyRow) -> Result<ContactRecord, StoreError> {
@@ -133,6 +194,9 @@ fn record_of(r: &sqlx::any::AnyRow) -> Result<ContactRecord, StoreError> {
     let source: Option<String> = r.try_get("source")?;
     Ok(ContactRecord {
         user_key: user_key.clone(),
+        sort_name: r
+            .try_get::<Option<String>, _>("sort_name")?
+            .unwrap_or_default(),
         wa_id: r
             .try_get::<Option<String>, _>("wa_id")?
             .unwrap_or_else(|| user_key.clone()),
@@ -162,10 +226,10 @@ fn record_of(r: &sqlx::any::AnyRow) -> Result<ContactRecord, StoreError> {
 }
 
 impl Store {
-    /// A page of `account`'s contacts: in `user_key` order, or in (`updated_at`, `user_key`)
-    /// order when `updated_since` is given; each filter reads an index in that order (the
-    /// primary key, `contact_tags`, `contacts_by_source`, `contacts_blocked`,
-    /// `contacts_opted_out`, `contacts_by_updated`), never an OFFSET.
+    /// A page of `account`'s contacts, in [`ContactFilter::order`]; each filter reads an index
+    /// in that order (the primary key, `contact_tags`, `contacts_by_source`,
+    /// `contacts_blocked`, `contacts_opted_out`, `contacts_by_updated`, `contacts_by_name`),
+    /// never an OFFSET.
     pub async fn contacts_page(
         &self,
         account: &AccountId,
@@ -178,14 +242,23 @@ impl Store {
             vals.push(v);
             format!("${}", vals.len())
         };
-        let mut sql = String::from(SELECT);
-        let mut conds = vec!["c.account = $1".to_string()];
-        if let Some(tag) = &f.tag {
-            let p = arg(Val::S(tag.clone()), &mut vals);
-            sql.push_str(&format!(
-                " JOIN contact_tags t ON t.account = c.account AND t.user_key = c.user_key AND t.tag = {p}"
-            ));
-        }
+        let mut conds = Vec::new();
+        // With a tag the page is read from its rows, in user_key order (a rare tag does not
+        // walk every contact).
+        let (from, key) = match &f.tag {
+            Some(tag) => {
+                let p = arg(Val::S(tag.clone()), &mut vals);
+                conds.push(format!("t.account = $1 AND t.tag = {p}"));
+                (
+                    "FROM contact_tags t JOIN contacts c ON c.account = t.account AND c.user_key = t.user_key",
+                    "t.user_key",
+                )
+            }
+            None => {
+                conds.push("c.account = $1".to_string());
+                ("FROM contacts c", "c.user_key")
+            }
+        };
         match f.blocked {
             Some(true) => conds.push("c.blocked_at IS NOT NULL".into()),
             Some(false) => conds.push("c.blocked_at IS NULL".into()),
@@ -204,44 +277,73 @@ impl Store {
                 conds.push(format!("c.source = {p}"));
             }
         }
-        if let Some(q) = f.search.as_deref().map(str::trim).filter(|q| !q.is_empty()) {
-            let digits: String = q.trim_start_matches('+').to_string();
-            if !digits.is_empty() && digits.bytes().all(|b| b.is_ascii_digit()) {
-                // A number prefix: a range of the primary key.
-                let lo = arg(Val::S(digits.clone()), &mut vals);
-                let hi = arg(Val::S(format!("{digits}~")), &mut vals);
-                conds.push(format!("c.user_key >= {lo} AND c.user_key < {hi}"));
-            } else {
-                let like = format!("%{}%", q.to_lowercase().replace(['%', '_', '\\'], ""));
-                let p = arg(Val::S(like), &mut vals);
-                conds.push(format!(
-                    "(LOWER(COALESCE(c.profile_name, '')) LIKE {p} OR LOWER(COALESCE(c.full_name, '')) LIKE {p})"
-                ));
-            }
-        }
-        let order = if let Some(since) = f.updated_since {
+        if let Some(since) = f.updated_since {
             let p = arg(Val::I(since), &mut vals);
             conds.push(format!("c.updated_at >= {p}"));
-            if let Some(a) = after {
-                let t = arg(Val::I(a.updated_at), &mut vals);
-                let k = arg(Val::S(a.user_key.clone()), &mut vals);
+        }
+        let (lo, hi) = match f.search() {
+            Some(Search::Number(n)) => (bump(&n), n),
+            // As the store lowercases: SQLite's LOWER is ASCII only.
+            Some(Search::Name(n)) => {
+                let n = match self.dialect() {
+                    Dialect::Sqlite => n.to_ascii_lowercase(),
+                    Dialect::Postgres => n.to_lowercase(),
+                };
+                (bump(&n), n)
+            }
+            None => (String::new(), String::new()),
+        };
+        let (hi, lo) = (lo, hi);
+        match f.search() {
+            // A number prefix: a range of the primary key.
+            Some(Search::Number(_)) => {
+                let (lo, hi) = (arg(Val::S(lo), &mut vals), arg(Val::S(hi), &mut vals));
+                conds.push(format!("{key} >= {lo} AND {key} < {hi}"));
+            }
+            // A name prefix: a range of `contacts_by_name`.
+            Some(Search::Name(_)) => {
+                let (lo, hi) = (arg(Val::S(lo), &mut vals), arg(Val::S(hi), &mut vals));
                 conds.push(format!(
-                    "(c.updated_at > {t} OR (c.updated_at = {t} AND c.user_key > {k}))"
+                    "LOWER(c.profile_name) >= {lo} AND LOWER(c.profile_name) < {hi}"
                 ));
             }
-            "c.updated_at, c.user_key"
-        } else {
-            if let Some(a) = after {
-                let k = arg(Val::S(a.user_key.clone()), &mut vals);
-                conds.push(format!("c.user_key > {k}"));
+            None => {}
+        }
+        let order = match f.order() {
+            ContactOrder::Name => {
+                if let Some(a) = after {
+                    let n = arg(Val::S(a.name.clone()), &mut vals);
+                    let k = arg(Val::S(a.user_key.clone()), &mut vals);
+                    conds.push(format!(
+                        "(LOWER(c.profile_name) > {n} OR (LOWER(c.profile_name) = {n} AND c.user_key > {k}))"
+                    ));
+                }
+                "LOWER(c.profile_name), c.user_key".to_string()
             }
-            "c.user_key"
+            ContactOrder::Updated => {
+                if let Some(a) = after {
+                    let t = arg(Val::I(a.updated_at), &mut vals);
+                    let k = arg(Val::S(a.user_key.clone()), &mut vals);
+                    conds.push(format!(
+                        "(c.updated_at > {t} OR (c.updated_at = {t} AND c.user_key > {k}))"
+                    ));
+                }
+                "c.updated_at, c.user_key".to_string()
+            }
+            ContactOrder::Key => {
+                if let Some(a) = after {
+                    let k = arg(Val::S(a.user_key.clone()), &mut vals);
+                    conds.push(format!("{key} > {k}"));
+                }
+                key.to_string()
+            }
         };
         let l = arg(Val::I(limit), &mut vals);
-        sql.push_str(&format!(
-            " WHERE {} ORDER BY {order} LIMIT {l}",
+        let sql = format!(
+            "{COLUMNS} {from} LEFT JOIN conversations v ON v.account = c.account AND v.user_key = c.user_key \
+             WHERE {} ORDER BY {order} LIMIT {l}",
             conds.join(" AND ")
-        ));
+        );
         let rows = self.fetch(&sql, vals).await?;
         rows.iter().map(record_of).collect()
     }
@@ -474,6 +576,8 @@ impl Store {
         account: &AccountId,
         user: &UserKey,
     ) -> Result<Option<Erased>, StoreError> {
+        // Not while the search index reads these messages.
+        let _index = super::search::CATCH_UP.lock().await;
         let mut tx = self.pool().begin().await?;
         let gone = self
             .tx_run(
@@ -544,6 +648,7 @@ impl Store {
                 vec![ERASED.into(), from.into(), to.into(), account.into(), user.into()],
             )
             .await? as i64;
+        self.tx_forget_search(&mut tx, account, user).await?;
         tx.commit().await?;
         Ok(Some(erased))
     }

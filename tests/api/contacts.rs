@@ -235,8 +235,20 @@ async fn contacts_crud_filters_and_consent(db: TestDb) {
     );
     let prefix = walk(&app, "/contacts?q=%2B628120000001", 50).await;
     assert_eq!(prefix, (10..20).map(number).collect::<Vec<_>>());
-    let named = walk(&app, "/contacts?q=budi", 50).await;
+    let named = walk(&app, "/contacts?q=BUD", 50).await;
     assert_eq!(named, vec![number(3)]);
+    // A name prefix pages in name order.
+    let mut by_name: Vec<(String, String)> = (0..23)
+        .filter(|i| *i != 3)
+        .map(|i| (format!("customer {i}"), number(i)))
+        .collect();
+    by_name.sort();
+    let customers = walk(&app, "/contacts?q=Customer", 4).await;
+    assert_eq!(
+        customers,
+        by_name.into_iter().map(|(_, n)| n).collect::<Vec<_>>()
+    );
+    assert!(walk(&app, "/contacts?q=nobody", 4).await.is_empty());
     let (status, body) = call(&app, Method::GET, "/contacts?source=fax", None).await;
     assert_eq!(status, 422, "{body}");
     let (status, _) = call(&app, Method::GET, "/contacts?cursor=zz", None).await;
@@ -726,6 +738,56 @@ async fn conversations_inbox_block_and_erasure(db: TestDb) {
         "the first message keeps the contact's tags"
     );
 
+    // Search, both directions, by contact and time, in pages.
+    let search = |path: String| {
+        let app = &app;
+        async move {
+            let (status, body) = call(app, Method::GET, &path, None).await;
+            assert_eq!(status, 200, "{path}: {body}");
+            body
+        }
+    };
+    let hits = search("/messages/search?q=thanks".into()).await;
+    assert_eq!(hits["items"].as_array().unwrap().len(), 1, "{hits}");
+    assert_eq!(hits["items"][0]["user"], a);
+    assert_eq!(hits["items"][0]["direction"], "in");
+    assert_eq!(hits["items"][0]["text"], "thanks a lot");
+    let hits = search("/messages/search?q=hello%20THERE".into()).await;
+    let replies = hits["items"].as_array().unwrap().clone();
+    assert_eq!(replies.len(), 3, "{hits}");
+    assert!(replies.iter().all(|h| h["direction"] == "out"));
+    let hits = search(format!("/messages/search?q=hello&user={b}")).await;
+    assert_eq!(hits["items"].as_array().unwrap().len(), 2, "{hits}");
+    let future = (now_secs() + 3600) * 1000;
+    let hits = search(format!("/messages/search?q=hello&from={future}")).await;
+    assert!(hits["items"].as_array().unwrap().is_empty(), "{hits}");
+    let mut paged = Vec::new();
+    let mut next = search("/messages/search?q=there%20hello&limit=1".into()).await;
+    loop {
+        paged.extend(
+            next["items"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(|h| h["id"].clone()),
+        );
+        match next["next_cursor"].as_str() {
+            Some(c) => {
+                next = search(format!(
+                    "/messages/search?q=there%20hello&limit=1&cursor={c}"
+                ))
+                .await
+            }
+            None => break,
+        }
+    }
+    assert_eq!(
+        paged,
+        replies.iter().map(|h| h["id"].clone()).collect::<Vec<_>>()
+    );
+    let (status, _) = call(&app, Method::GET, "/messages/search?q=", None).await;
+    assert_eq!(status, 422);
+
     // Delete: bodies erased, counts kept.
     let before = app.conversation(b).await["messages"]
         .as_array()
@@ -752,6 +814,19 @@ async fn conversations_inbox_block_and_erasure(db: TestDb) {
         count(&store, "SELECT COUNT(*) FROM inbox WHERE kind = 'message' AND payload LIKE '%\"hi\"%' AND user_key = '6281400000002'").await,
         0
     );
+    let hits = search(format!("/messages/search?q=hello&user={b}")).await;
+    assert!(
+        hits["items"].as_array().unwrap().is_empty(),
+        "erased from the index: {hits}"
+    );
+    let hits = search("/messages/search?q=hello".into()).await;
+    let texts: Vec<&str> = hits["items"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|h| h["text"].as_str().unwrap())
+        .collect();
+    assert_eq!(texts, vec!["hello?", "Hello there!"], "{hits}");
     let listed = list("/conversations").await;
     let bview = listed["items"]
         .as_array()
@@ -761,6 +836,39 @@ async fn conversations_inbox_block_and_erasure(db: TestDb) {
         .unwrap()
         .clone();
     assert_eq!(bview["last_message"]["preview"], "(erased)");
+
+    // A keyword opt-out and opt-in land in the consent ledger.
+    let d = "6281400000004";
+    app.post_webhook(&text_webhook(PNID, d, "wamid.D1", "STOP", t + 6))
+        .await;
+    assert!(
+        eventually(Duration::from_secs(10), || async {
+            call(&app, Method::GET, &format!("/contacts/{d}"), None)
+                .await
+                .1["opted_out_at"]
+                .is_i64()
+        })
+        .await
+    );
+    app.post_webhook(&text_webhook(PNID, d, "wamid.D2", "START", t + 7))
+        .await;
+    assert!(
+        eventually(Duration::from_secs(10), || async {
+            call(&app, Method::GET, &format!("/contacts/{d}/consent"), None)
+                .await
+                .1["items"]
+                .as_array()
+                .is_some_and(|i| i.len() == 2)
+        })
+        .await
+    );
+    let (_, dc) = call(&app, Method::GET, &format!("/contacts/{d}"), None).await;
+    assert!(dc["opted_out_at"].is_null(), "{dc}");
+    let ledger = &dc["consent"];
+    assert_eq!(ledger[0]["action"], "opt_out", "{dc}");
+    assert_eq!(ledger[0]["source"], "whatsapp");
+    assert_eq!(ledger[0]["actor"], "customer");
+    assert_eq!(ledger[1]["action"], "opt_in");
     app.stop().await;
 }
 on_both_stores!(

@@ -25,24 +25,12 @@ const PREVIEW_CHARS: usize = 100;
 /// A message's text as an inbox shows it (its first 100 characters), else its kind.
 fn preview(m: &MessageView) -> String {
     let c = &m.content;
-    let text = [
-        "/content/body",
-        "/content/text",
-        "/content/caption",
-        "/content/title",
-        "/body",
-        "/text/body",
-        "/text",
-        "/caption",
-        "/interactive/body/text",
-    ]
-    .iter()
-    .find_map(|p| c.pointer(p).and_then(Value::as_str))
-    .map(str::to_string)
-    .unwrap_or_else(|| match c.get("erased") {
-        Some(_) => "(erased)".to_string(),
-        None => format!("({})", m.kind),
-    });
+    let text = crate::store::message_text(c)
+        .map(str::to_string)
+        .unwrap_or_else(|| match c.get("erased") {
+            Some(_) => "(erased)".to_string(),
+            None => format!("({})", m.kind),
+        });
     text.chars().take(PREVIEW_CHARS).collect()
 }
 

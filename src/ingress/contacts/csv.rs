@@ -315,7 +315,6 @@ pub(super) async fn export(
     header.extend(defs.iter().map(|d| d.name.clone()));
     header.extend(READ_ONLY.iter().map(|s| s.to_string()));
     let first = csv_line(&header);
-    let by_update = filter.updated_since.is_some();
     struct Walk {
         app: AppState,
         account: AccountId,
@@ -353,11 +352,8 @@ pub(super) async fn export(
             w.done = true;
         }
         w.after = page.last().map(|c| ContactAfter {
-            updated_at: if by_update {
-                c.updated_at.unwrap_or(0)
-            } else {
-                0
-            },
+            updated_at: c.updated_at.unwrap_or(0),
+            name: c.sort_name.clone(),
             user_key: c.user_key.clone(),
         });
         let mut out = Vec::new();

@@ -35,7 +35,8 @@ use crate::domain::contact::{normalize_tags, normalize_wa_id, FieldDef};
 use crate::domain::profile::{normalize, ProfileField};
 use crate::domain::{AccountId, ConsentAction, ContactSource, CustomFieldKind, UserKey};
 use crate::store::{
-    ConsentChange, ContactAfter, ContactFilter, ContactRecord, ContactWrite, StoreError,
+    ConsentChange, ContactAfter, ContactFilter, ContactOrder, ContactRecord, ContactWrite,
+    StoreError,
 };
 
 const DEFAULT_LIMIT: i64 = 50;
@@ -65,6 +66,7 @@ pub fn routes() -> Router<AppState> {
             axum::routing::delete(delete_field),
         )
         .route("/conversations", get(conversations::list))
+        .route("/messages/search", get(search_messages))
         .route(
             "/conversations/{phone_number_id}/{user}/read",
             post(conversations::mark_read),
@@ -227,33 +229,37 @@ fn filter_of(q: &ListQuery) -> Result<ContactFilter, ApiError> {
     })
 }
 
-fn after_of(given: Option<&str>, by_update: bool) -> Result<Option<ContactAfter>, ApiError> {
+fn after_of(given: Option<&str>, order: ContactOrder) -> Result<Option<ContactAfter>, ApiError> {
     given
         .map(|c| {
             let text = uncursor(c)?;
-            if by_update {
-                let (t, k) = text
-                    .split_once(':')
-                    .ok_or_else(|| ApiError::bad("bad cursor"))?;
-                Ok(ContactAfter {
-                    updated_at: t.parse().map_err(|_| ApiError::bad("bad cursor"))?,
-                    user_key: k.to_string(),
-                })
-            } else {
-                Ok(ContactAfter {
-                    updated_at: 0,
-                    user_key: text,
-                })
+            let (sort, key) = match order {
+                ContactOrder::Key => ("", text.as_str()),
+                _ => text
+                    .split_once('\u{1f}')
+                    .ok_or_else(|| ApiError::bad("bad cursor"))?,
+            };
+            let mut after = ContactAfter {
+                user_key: key.to_string(),
+                ..ContactAfter::default()
+            };
+            match order {
+                ContactOrder::Key => {}
+                ContactOrder::Updated => {
+                    after.updated_at = sort.parse().map_err(|_| ApiError::bad("bad cursor"))?
+                }
+                ContactOrder::Name => after.name = sort.to_string(),
             }
+            Ok(after)
         })
         .transpose()
 }
 
-fn after_key(c: &ContactRecord, by_update: bool) -> String {
-    if by_update {
-        format!("{}:{}", c.updated_at.unwrap_or(0), c.user_key)
-    } else {
-        c.user_key.clone()
+fn after_key(c: &ContactRecord, order: ContactOrder) -> String {
+    match order {
+        ContactOrder::Key => c.user_key.clone(),
+        ContactOrder::Updated => format!("{}\u{1f}{}", c.updated_at.unwrap_or(0), c.user_key),
+        ContactOrder::Name => format!("{}\u{1f}{}", c.sort_name, c.user_key),
     }
 }
 
@@ -266,8 +272,8 @@ async fn list_contacts(
     let account = account(&app, q.account.as_deref())?;
     let limit = page_limit(q.limit)?;
     let filter = filter_of(&q)?;
-    let by_update = filter.updated_since.is_some();
-    let after = after_of(q.cursor.as_deref(), by_update)?;
+    let order = filter.order();
+    let after = after_of(q.cursor.as_deref(), order)?;
     let mut found = app
         .engine
         .store
@@ -276,7 +282,7 @@ async fn list_contacts(
     let next = (found.len() as i64 > limit)
         .then(|| {
             found.truncate(limit as usize);
-            found.last().map(|c| cursor(&after_key(c, by_update)))
+            found.last().map(|c| cursor(&after_key(c, order)))
         })
         .flatten();
     Ok(Json(json!({ "items": found, "next_cursor": next })).into_response())
@@ -720,4 +726,76 @@ async fn delete_field(
         return Err(ApiError::not_found("no such field"));
     }
     Ok(Json(json!({ "deleted": name })).into_response())
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct SearchParams {
+    account: Option<String>,
+    /// The words to find (all of them).
+    q: String,
+    /// One contact's messages (a wa_id).
+    user: Option<String>,
+    /// Unix milliseconds: at or after.
+    from: Option<i64>,
+    /// Unix milliseconds: before.
+    to: Option<i64>,
+    limit: Option<i64>,
+    cursor: Option<String>,
+}
+
+/// `GET /messages/search?q=…[&user=&from=&to=]`: messages either way with every word of `q`,
+/// newest first (FTS5 on SQLite, tsvector on PostgreSQL).
+async fn search_messages(
+    State(app): State<AppState>,
+    q: Result<Query<SearchParams>, QueryRejection>,
+) -> Answer {
+    let q = query(q)?;
+    let account = account(&app, q.account.as_deref())?;
+    let limit = page_limit(q.limit)?;
+    let text = q.q.trim();
+    if text.is_empty() || text.chars().count() > 200 {
+        return Err(ApiError::invalid("q: 1 to 200 characters"));
+    }
+    let before = q
+        .cursor
+        .as_deref()
+        .map(|c| {
+            let text = uncursor(c)?;
+            text.split_once(':')
+                .and_then(|(at, id)| Some((at.parse().ok()?, id.parse().ok()?)))
+                .ok_or_else(|| ApiError::bad("bad cursor"))
+        })
+        .transpose()?;
+    let user = q
+        .user
+        .as_deref()
+        .map(|u| {
+            normalize_wa_id(u)
+                .map(|w| UserKey::from(w.as_str()))
+                .map_err(|e| ApiError::invalid(e.to_string()))
+        })
+        .transpose()?;
+    let mut hits = app
+        .engine
+        .store
+        .search_messages(
+            &account,
+            &crate::store::SearchQuery {
+                text: text.to_string(),
+                user,
+                from: q.from,
+                to: q.to,
+                before,
+                limit: limit + 1,
+            },
+        )
+        .await?;
+    let next = (hits.len() as i64 > limit)
+        .then(|| {
+            hits.truncate(limit as usize);
+            hits.last().map(|h| cursor(&format!("{}:{}", h.at, h.id)))
+        })
+        .flatten();
+    Ok(Json(json!({ "items": hits, "next_cursor": next })).into_response())
 }
