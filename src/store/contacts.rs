@@ -334,6 +334,10 @@ impl Store {
                 if let Some(a) = after {
                     let k = arg(Val::S(a.user_key.clone()), &mut vals);
                     conds.push(format!("{key} > {k}"));
+                    if f.tag.is_some() {
+                        // Bounds the contacts' side too, should the planner merge the two.
+                        conds.push(format!("c.user_key > {k}"));
+                    }
                 }
                 key.to_string()
             }
