@@ -215,6 +215,12 @@ impl ConversationActorState {
                 .map_err(|e| StoreError::Corrupt(format!("conversation state: {e}")))?;
             self.conv.last_inbound_at = stored.last_inbound_at.or(self.conv.last_inbound_at);
             self.last_applied_seq = stored.last_applied_seq;
+        } else if let Some(seed) = self.engine().store.contact_seed(&self.key).await? {
+            // A contact made before the customer first wrote (admin API, import): its tags,
+            // profile fields and block are the conversation's from the start.
+            self.conv.contact.tags = seed.tags;
+            self.conv.contact.fields.extend(seed.profile);
+            self.conv.contact.blocked = seed.blocked;
         }
         // Before any event is applied again: rows of a commit that did not land are not
         // there, and the event's new rows (with a new time) are handed over as usual.

@@ -439,6 +439,10 @@ impl FlowLogic {
         let was_handed_off = state.handoff.is_some();
         let (mut state, mut effects) = core_step(state, event, ctx);
         let released = was_handed_off && state.handoff.is_none();
+        // A blocked contact's messages are kept, and nothing answers them.
+        if state.contact.blocked && matches!(event, ConversationEvent::Inbound { .. }) {
+            return (state, effects);
+        }
         let pending = voice_of(&state);
         match (event, pending) {
             // A voice note is being transcribed: later messages wait for its text.

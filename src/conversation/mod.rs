@@ -72,6 +72,10 @@ pub struct ContactInfo {
     pub fields: BTreeMap<String, String>,
     #[serde(default, skip_serializing_if = "BTreeSet::is_empty")]
     pub tags: BTreeSet<String>,
+    /// Blocked by the business: the customer's messages are kept (and count), but no bot or
+    /// flow answers them.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub blocked: bool,
 }
 
 impl ContactInfo {
@@ -215,6 +219,13 @@ pub enum ConversationEvent {
     },
     /// Give the conversation back to the bot.
     Release { reason: String },
+    /// The admin API changed the contact: its tags (None: unchanged), profile fields ("":
+    /// cleared; already checked) and whether it is blocked (None: unchanged).
+    ContactEdit {
+        tags: Option<BTreeSet<String>>,
+        profile: BTreeMap<String, String>,
+        blocked: Option<bool>,
+    },
     /// The outcome of an HTTP call a flow made.
     HttpResult(crate::outcall::HttpOutcome),
     /// A model answered a chatbot's call (or failed to).
@@ -462,6 +473,25 @@ pub fn step(
             enter_handoff(&mut state, reason, ctx, &mut effects)
         }
         ConversationEvent::Release { .. } => release(&mut state, ctx),
+        ConversationEvent::ContactEdit {
+            tags,
+            profile,
+            blocked,
+        } => {
+            if let Some(tags) = tags {
+                state.contact.tags = tags.clone();
+            }
+            for (field, value) in profile {
+                if value.is_empty() {
+                    state.contact.fields.remove(field);
+                } else {
+                    state.contact.fields.insert(field.clone(), value.clone());
+                }
+            }
+            if let Some(b) = blocked {
+                state.contact.blocked = *b;
+            }
+        }
         ConversationEvent::TimerFired { name, payload, .. } if name == HANDOFF_TIMER => {
             let episode = payload.get("since").and_then(serde_json::Value::as_i64);
             if let Some(h) = state.handoff.as_ref().filter(|h| Some(h.since) == episode) {

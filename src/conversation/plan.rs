@@ -270,6 +270,7 @@ pub fn origin_key(event: &ConversationEvent, now: i64) -> String {
         ConversationEvent::Handoff { .. } | ConversationEvent::Release { .. } => {
             format!("c{now}")
         }
+        ConversationEvent::ContactEdit { .. } => format!("e{now}"),
         ConversationEvent::HttpResult(o) => format!("h{}", o.id),
         ConversationEvent::BotResult(a) => format!("b{}", a.id),
         ConversationEvent::MediaReady(r) => format!("m{}", r.media_id),

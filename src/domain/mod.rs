@@ -3,6 +3,7 @@
 //! Ids, stored states and money are types here.
 
 mod class;
+pub mod contact;
 mod ids;
 pub mod material;
 mod money;
@@ -23,9 +24,10 @@ pub use money::{group_thousands, Currency, Money, MoneyError};
 pub use records::{BotStatus, BotSummary, FlowRecord};
 pub use retry::{backoff, backoff_with};
 pub use states::{
-    CampaignStatus, CartRecovery, CartStatus, CustomOrderStatus, FlowRunStatus, GatewayKind,
-    InboxKind, InboxState, LowAlert, OrderPayment, OrderSource, OrderStatus, OutboxKind,
-    OutboxState, PaymentMethod, PaymentStatus, ProductKind, RecipientState, RefundStatus, Role,
+    CampaignStatus, CartRecovery, CartStatus, ConsentAction, ContactSource, ConversationStatus,
+    CustomFieldKind, CustomOrderStatus, FlowRunStatus, GatewayKind, ImportState, InboxKind,
+    InboxState, LowAlert, OrderPayment, OrderSource, OrderStatus, OutboxKind, OutboxState,
+    PaymentMethod, PaymentStatus, ProductKind, RecipientState, RefundStatus, Role,
     SubscriptionStatus, TimerState, UnknownValue, VoucherKind,
 };
 pub use voucher::{voucher_code, Voucher, VoucherRefusal};

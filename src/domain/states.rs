@@ -457,3 +457,59 @@ mod role_tests {
         assert!("root".parse::<Role>().is_err());
     }
 }
+
+stored_text! {
+    /// Where a contact came from.
+    ContactSource {
+        /// Made by hand in the admin API.
+        Manual = "manual",
+        /// A line of a CSV import.
+        Import = "import",
+        /// Made by another system through the API.
+        Api = "api",
+        /// The customer wrote to the business first.
+        Whatsapp = "whatsapp",
+    }
+}
+
+stored_text! {
+    /// The type of a contact's custom field.
+    CustomFieldKind {
+        Text = "text",
+        Number = "number",
+        /// YYYY-MM-DD.
+        Date = "date",
+        /// One of the definition's options.
+        List = "list",
+        Boolean = "boolean",
+    }
+}
+
+stored_text! {
+    /// A consent ledger entry's change.
+    ConsentAction {
+        OptOut = "opt_out",
+        OptIn = "opt_in",
+    }
+}
+
+stored_text! {
+    /// Who has a conversation, from its handoff state.
+    ConversationStatus {
+        /// The bot (or nobody) answers.
+        Bot = "bot",
+        /// Handed to a human; no agent has answered yet.
+        WaitingForAgent = "waiting_for_agent",
+        /// An agent has answered.
+        WithAgent = "with_agent",
+    }
+}
+
+stored_text! {
+    /// Where a contact import job stands.
+    ImportState {
+        Running = "running",
+        Done = "done",
+        Failed = "failed",
+    }
+}

@@ -53,6 +53,7 @@ pub fn routes(state: AppState) -> Router<AppState> {
         .merge(super::dead_letters::routes())
         .merge(super::health::routes())
         .merge(super::access::routes())
+        .merge(super::contacts::routes())
         .route("/payments/reconcile", post(super::payments::reconcile_now))
         .route("/payments/{id}", get(super::payments::show))
         .route(

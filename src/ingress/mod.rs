@@ -7,6 +7,7 @@ mod commerce;
 mod dead_letters;
 mod health;
 pub use access::roles::{route_role, RouteRole, Scope, ROUTE_ROLES};
+mod contacts;
 pub use commerce::owner;
 mod inbox;
 pub mod listener;

@@ -321,8 +321,9 @@ pub(crate) fn upsert_contacts(
         |n| {
             format!(
                 "INSERT INTO contacts (account, user_key, wa_id, user_id, profile_name, first_seen_at, last_seen_at, tags, opted_out_at, \
-                 email, full_name, address, birth_date, identity_type, identity_number, gender) VALUES {} \
+                 email, full_name, address, birth_date, identity_type, identity_number, gender, updated_at, source) VALUES {} \
                  ON CONFLICT (account, user_key) DO UPDATE SET wa_id = COALESCE(excluded.wa_id, contacts.wa_id), \
+                 updated_at = excluded.updated_at, \
                  email = COALESCE(excluded.email, contacts.email), full_name = COALESCE(excluded.full_name, contacts.full_name), \
                  address = COALESCE(excluded.address, contacts.address), birth_date = COALESCE(excluded.birth_date, contacts.birth_date), \
                  identity_type = COALESCE(excluded.identity_type, contacts.identity_type), \
@@ -333,7 +334,7 @@ pub(crate) fn upsert_contacts(
                  tags = COALESCE(excluded.tags, contacts.tags), \
                  opted_out_at = CASE WHEN excluded.opted_out_at IS NULL THEN contacts.opted_out_at \
                  WHEN excluded.opted_out_at = 0 THEN NULL ELSE excluded.opted_out_at END",
-                values_list(n, 16, 1)
+                values_list(n, 18, 1)
             )
         },
         |(s, c)| {
@@ -356,7 +357,44 @@ pub(crate) fn upsert_contacts(
                 p(4),
                 p(5),
                 p(6),
+                Val::I(s.now),
+                Val::S(crate::domain::ContactSource::Whatsapp.as_str().into()),
             ]
         },
-    )
+    )?;
+    // The tag rows the admin API filters by, kept with the tags (a step writes tags only
+    // when they changed, not per message).
+    let tagged: Vec<&(&StepCommit, &ContactUpsert)> =
+        contacts.iter().filter(|(_, c)| c.tags.is_some()).collect();
+    for (s, c) in tagged {
+        let tags: Vec<String> = c
+            .tags
+            .as_deref()
+            .and_then(|t| serde_json::from_str(t).ok())
+            .unwrap_or_default();
+        super::exec::exec(
+            tx,
+            "DELETE FROM contact_tags WHERE account = $1 AND user_key = $2",
+            vec![Val::from(&s.account), Val::from(&s.user_key)],
+        )?;
+        for tag in tags {
+            super::exec::exec(
+                tx,
+                "INSERT INTO contact_tags (account, tag, user_key) VALUES ($1, $2, $3) ON CONFLICT DO NOTHING",
+                vec![Val::from(&s.account), Val::S(tag), Val::from(&s.user_key)],
+            )?;
+        }
+    }
+    // An opt-out or opt-in the customer wrote goes into the consent ledger with it.
+    for (s, c) in contacts {
+        if let Some(at) = c.opted_out_at {
+            let action = if at > 0 { "opt_out" } else { "opt_in" };
+            super::exec::exec(
+                tx,
+                "INSERT INTO contact_consent (account, user_key, action, source, actor, at) VALUES ($1, $2, $3, 'whatsapp', 'customer', $4)",
+                vec![Val::from(&s.account), Val::from(&s.user_key), Val::S(action.into()), Val::I(s.now)],
+            )?;
+        }
+    }
+    Ok(())
 }

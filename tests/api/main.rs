@@ -7,6 +7,7 @@ mod admin;
 mod campaigns;
 mod chatbot;
 mod commerce_admin;
+mod contacts;
 mod conversations;
 mod custom_orders;
 mod dead_letters;

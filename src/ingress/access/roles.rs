@@ -124,6 +124,9 @@ pub const ROUTE_ROLES: &[RouteRole] = &[
     r("DELETE", "/contacts/*", Manager, Account),
     r("*", "/contacts/import/*", Manager, Account),
     r("*", "/contacts/export/*", Manager, Account),
+    // Custom field definitions: agents read them, managers define them.
+    r("READ", "/contact-fields/*", Agent, Account),
+    r("WRITE", "/contact-fields/*", Manager, Account),
     r("*", "/conversations/*", Agent, Account),
     r("READ", "/messages/*", Agent, Account),
 ];
