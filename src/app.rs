@@ -170,9 +170,16 @@ impl Application {
             // Committed messages go straight from the writer to their account's actor.
             writer.set_dispatcher(move |items| router.dispatch(items));
         }
+        // The webhook endpoints, before any change that could owe them an event is written.
+        engine
+            .store
+            .reload_hook_subs()
+            .await
+            .context("reading the webhook endpoints")?;
         let root = RootSupervisor::start(engine.clone(), router.clone()).await?;
         // Payments a lost callback or a crash left unsettled, now and every 30 s.
         crate::ingress::payments::spawn_reconciler(&engine, router.clone());
+        crate::hooksend::spawn(engine.clone());
         // Due timers and the inbox lag gauge: background loops that stop with the server.
         let timers = tokio::spawn({
             let (engine, router) = (engine.clone(), router.clone());

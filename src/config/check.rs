@@ -31,6 +31,18 @@ impl Settings {
         }
         self.payments.check(&self.accounts, &mut errors);
         self.commerce.check(&mut errors);
+        if self.webhooks.schedule.is_empty() {
+            errors.push("webhooks.schedule: needs at least one attempt".into());
+        }
+        if self.webhooks.concurrency == 0 {
+            errors.push("webhooks.concurrency: must be at least 1".into());
+        }
+        if self.webhooks.timeout.is_zero() || self.webhooks.timeout > Duration::from_secs(60) {
+            errors.push("webhooks.timeout: must be more than 0 and at most 60s".into());
+        }
+        if self.webhooks.poll.is_zero() {
+            errors.push("webhooks.poll: must be more than 0".into());
+        }
         for c in &self.flows.http_allow {
             if let Err(e) = c.parse::<crate::outcall::Cidr>() {
                 errors.push(format!("flows.http_allow: {e}"));

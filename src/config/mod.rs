@@ -69,6 +69,8 @@ pub struct Settings {
     #[serde(default)]
     pub commerce: CommerceSettings,
     #[serde(default)]
+    pub webhooks: WebhookSettings,
+    #[serde(default)]
     pub accounts: Vec<AccountSettings>,
     /// Which files were read, for error messages.
     #[serde(skip)]

@@ -11,7 +11,8 @@ use crate::domain::profile::ProfileField;
 use std::time::Instant;
 
 use crate::domain::{is_campaign_request, OutboxKind, SendClass};
-use crate::store::{ContactUpsert, NewOutboxRow, NewTimer, StepCommit, TurnClock};
+use crate::hooks::EventType;
+use crate::store::{ContactUpsert, NewHookEvent, NewOutboxRow, NewTimer, StepCommit, TurnClock};
 
 use super::{ConversationEvent, ConversationState, Effect};
 
@@ -161,6 +162,7 @@ pub fn plan(o: &Outcome<'_>) -> Result<Plan, serde_json::Error> {
         && bot_records.is_empty()
         && o.origin.seq().is_none()
         && o.origin.timer().is_none();
+    let hook_events = handoff_events(o, &origin);
     let commit = if unchanged {
         None
     } else {
@@ -179,6 +181,7 @@ pub fn plan(o: &Outcome<'_>) -> Result<Plan, serde_json::Error> {
             timers,
             flow_records,
             bot_records,
+            hook_events,
             now,
             batch: o.origin.batch(),
         })
@@ -188,6 +191,33 @@ pub fn plan(o: &Outcome<'_>) -> Result<Plan, serde_json::Error> {
         receipt,
         unheard_refusals,
     })
+}
+
+/// The webhook events of a step: `conversation.handoff` when a human took the conversation,
+/// `conversation.released` when it went back to the bot. Keyed by the step, so a step that
+/// runs again writes none twice.
+fn handoff_events(o: &Outcome<'_>, origin: &str) -> Vec<NewHookEvent> {
+    let (was, is) = (&o.before.handoff, &o.after.handoff);
+    let (event_type, data) = match (was, is) {
+        (None, Some(h)) => (
+            EventType::ConversationHandoff,
+            serde_json::to_value(h).unwrap_or_default(),
+        ),
+        (Some(_), None) => (EventType::ConversationReleased, serde_json::json!({})),
+        _ => return Vec::new(),
+    };
+    vec![NewHookEvent {
+        account: o.account.to_string(),
+        user_key: Some(o.user.to_string()),
+        event_type,
+        data,
+        dedup_key: format!(
+            "{}{}",
+            step_key_prefix(o.account, o.user, origin),
+            event_type.as_str()
+        ),
+        at: o.now,
+    }]
 }
 
 /// The idem keys of a step's sends, as [`plan`] keys their rows. Asked for only when the

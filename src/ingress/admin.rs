@@ -51,6 +51,7 @@ pub fn routes(state: AppState) -> Router<AppState> {
         .route("/bots", get(bots))
         .route("/flows/reload", post(reload_flows))
         .merge(super::commerce::routes())
+        .merge(super::hooks::routes())
         .route("/payments/reconcile", post(super::payments::reconcile_now))
         .route("/payments/{id}", get(super::payments::show))
         .route(

@@ -3,6 +3,7 @@
 mod admin;
 mod campaigns;
 mod commerce;
+mod hooks;
 pub use commerce::owner;
 mod inbox;
 pub mod listener;

@@ -9,7 +9,7 @@
 //! what each product takes), `carts` (and each commerce call's
 //! outcome), `orders`, `payments` (and their callbacks), `refunds`, `vouchers` (and their claims),
 //! `subscription_list` (subscriptions as the admin API lists them), `owner_notices` (what
-//! an account's owner was sent). `exec`
+//! an account's owner was sent); `hooks` (outbound webhooks: endpoints, events, deliveries). `exec`
 //! runs the writer's statements (one helper, `exec_rows`, for the multi-row pattern), `sql`
 //! builds dialect-neutral SQL.
 
@@ -23,6 +23,7 @@ mod dead_letters;
 mod exec;
 mod flows;
 mod gate;
+mod hooks;
 mod inbox;
 mod materials;
 mod media;
@@ -54,6 +55,7 @@ pub use custom_orders::*;
 pub use dead_letters::*;
 pub(crate) use flows::*;
 pub use gate::*;
+pub use hooks::*;
 pub use inbox::*;
 pub use materials::*;
 pub use media::*;

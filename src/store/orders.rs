@@ -425,6 +425,29 @@ impl Store {
             )
             .await?;
         }
+        let e = NewHookEvent {
+            account: o.account.to_string(),
+            user_key: Some(o.user.to_string()),
+            event_type: crate::hooks::EventType::OrderCreated,
+            data: serde_json::json!({
+                "order_id": id,
+                "order_number": number,
+                "source": o.source.as_str(),
+                "currency": currency.as_str(),
+                "subtotal": subtotal.plain(),
+                "discount": discount.plain(),
+                "total": total.plain(),
+                "items": o.items.iter().map(|i| serde_json::json!({
+                    "sku": i.sku.as_str(),
+                    "name": i.name,
+                    "quantity": i.quantity,
+                    "unit_price": i.unit_price.plain(),
+                })).collect::<Vec<_>>(),
+            }),
+            dedup_key: format!("order:{id}"),
+            at: o.now,
+        };
+        self.tx_hook_event(tx, &e).await?;
         Ok(Order {
             id,
             order_number: number,

@@ -14,6 +14,7 @@ mod edges;
 mod flows;
 mod graph_schema;
 mod handoff;
+mod hooks;
 mod materials;
 mod media;
 mod payments;
