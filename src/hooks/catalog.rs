@@ -62,9 +62,9 @@ impl EventType {
         }
     }
 
-    /// Sent to an endpoint whatever its filter says (an endpoint always hears of itself).
+    /// Sent whatever the endpoint's filter says (a test event goes to one endpoint only).
     pub const fn always(self) -> bool {
-        matches!(self, EventType::EndpointDisabled | EventType::WebhookTest)
+        matches!(self, EventType::WebhookTest)
     }
 }
 
@@ -189,7 +189,8 @@ mod tests {
         let f = EventFilter::parse_stored("message.received, payment.paid").unwrap();
         assert!(f.wants(EventType::PaymentPaid));
         assert!(!f.wants(EventType::MessageStatus));
-        assert!(f.wants(EventType::EndpointDisabled), "always");
+        assert!(f.wants(EventType::WebhookTest), "always");
+        assert!(!f.wants(EventType::EndpointDisabled));
         assert!(EventFilter::default().wants(EventType::OrderCreated));
         assert_eq!(
             EventFilter::parse_stored(&f.stored()).unwrap(),

@@ -11,7 +11,7 @@
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use tokio::sync::Semaphore;
+use std::sync::atomic::{AtomicUsize, Ordering};
 
 use crate::engine::Engine;
 use crate::hooks::{
@@ -32,14 +32,19 @@ async fn run(engine: Arc<Engine>) {
     if let Err(e) = engine.store.reload_hook_subs().await {
         tracing::error!(error = %e, "Cannot read the webhook endpoints; events are not written until they are.");
     }
-    let concurrency = engine.settings().webhooks.concurrency.max(1);
-    let slots = Arc::new(Semaphore::new(concurrency));
+    // Deliveries in flight; `webhooks.concurrency` is read on each pass (a reload applies).
+    let in_flight = Arc::new(AtomicUsize::new(0));
     loop {
         let s = engine.settings().webhooks.clone();
-        let free = slots.available_permits();
+        let free = s
+            .concurrency
+            .max(1)
+            .saturating_sub(in_flight.load(Ordering::Acquire));
         if free > 0 {
             let now = engine.clock.now_ms();
-            let lease = now + (s.timeout + Duration::from_secs(30)).as_millis() as i64;
+            // An attempt takes at most the timeout to answer and the timeout again to read
+            // the first 4 KB of the answer; its record follows.
+            let lease = now + (s.timeout * 2 + Duration::from_secs(5)).as_millis() as i64;
             match engine
                 .store
                 .take_due_hook_deliveries(now, lease, free as i64)
@@ -47,13 +52,11 @@ async fn run(engine: Arc<Engine>) {
             {
                 Ok(due) => {
                     for d in due {
-                        let Ok(slot) = slots.clone().acquire_owned().await else {
-                            return;
-                        };
-                        let engine = engine.clone();
+                        in_flight.fetch_add(1, Ordering::AcqRel);
+                        let (engine, in_flight) = (engine.clone(), in_flight.clone());
                         tokio::spawn(async move {
                             deliver(&engine, d).await;
-                            drop(slot);
+                            in_flight.fetch_sub(1, Ordering::AcqRel);
                         });
                     }
                 }
