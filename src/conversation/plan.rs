@@ -162,7 +162,8 @@ pub fn plan(o: &Outcome<'_>) -> Result<Plan, serde_json::Error> {
         && bot_records.is_empty()
         && o.origin.seq().is_none()
         && o.origin.timer().is_none();
-    let hook_events = handoff_events(o, &origin);
+    let mut hook_events = handoff_events(o, &origin);
+    hook_events.extend(flow_events(o, &origin, &flow_records));
     let commit = if unchanged {
         None
     } else {
@@ -218,6 +219,43 @@ fn handoff_events(o: &Outcome<'_>, origin: &str) -> Vec<NewHookEvent> {
         ),
         at: o.now,
     }]
+}
+
+/// The webhook events of the flow sessions a step ended: `flow.completed`, `flow.failed`.
+fn flow_events(
+    o: &Outcome<'_>,
+    origin: &str,
+    records: &[crate::domain::FlowRecord],
+) -> Vec<NewHookEvent> {
+    records
+        .iter()
+        .filter_map(|r| {
+            let event_type = match r.status {
+                crate::domain::FlowRunStatus::Completed => EventType::FlowCompleted,
+                crate::domain::FlowRunStatus::Failed => EventType::FlowFailed,
+                _ => return None,
+            };
+            Some(NewHookEvent {
+                account: o.account.to_string(),
+                user_key: Some(o.user.to_string()),
+                event_type,
+                data: serde_json::json!({
+                    "flow_id": r.flow_id,
+                    "version": r.version,
+                    "started_at": r.started_at,
+                    "error": r.error,
+                }),
+                dedup_key: format!(
+                    "{}{}:{}:{}",
+                    step_key_prefix(o.account, o.user, origin),
+                    event_type.as_str(),
+                    r.flow_id,
+                    r.started_at
+                ),
+                at: o.now,
+            })
+        })
+        .collect()
 }
 
 /// The idem keys of a step's sends, as [`plan`] keys their rows. Asked for only when the

@@ -19,8 +19,14 @@ pub enum EventType {
     ConversationHandoff,
     /// The human gave the conversation back to the bot (or the handoff timed out).
     ConversationReleased,
-    /// An order was placed (chat checkout, custom order, admin).
+    /// An order was placed (chat checkout, catalog order).
     OrderCreated,
+    /// The owner moved an order (processing, completed, cancelled).
+    OrderStatus,
+    /// A flow session ended at its last node.
+    FlowCompleted,
+    /// A flow session stopped on an error (also kept as a dead letter).
+    FlowFailed,
     /// A payment was paid in time.
     PaymentPaid,
     /// A payment's time ran out unpaid.
@@ -34,12 +40,15 @@ pub enum EventType {
 }
 
 impl EventType {
-    pub const ALL: [EventType; 10] = [
+    pub const ALL: [EventType; 13] = [
         EventType::MessageReceived,
         EventType::MessageStatus,
         EventType::ConversationHandoff,
         EventType::ConversationReleased,
         EventType::OrderCreated,
+        EventType::OrderStatus,
+        EventType::FlowCompleted,
+        EventType::FlowFailed,
         EventType::PaymentPaid,
         EventType::PaymentExpired,
         EventType::PaymentPaidLate,
@@ -54,6 +63,9 @@ impl EventType {
             EventType::ConversationHandoff => "conversation.handoff",
             EventType::ConversationReleased => "conversation.released",
             EventType::OrderCreated => "order.created",
+            EventType::OrderStatus => "order.status",
+            EventType::FlowCompleted => "flow.completed",
+            EventType::FlowFailed => "flow.failed",
             EventType::PaymentPaid => "payment.paid",
             EventType::PaymentExpired => "payment.expired",
             EventType::PaymentPaidLate => "payment.paid_late",

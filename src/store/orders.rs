@@ -793,6 +793,36 @@ impl Store {
         if status == Some(OrderStatus::Cancelled) {
             self.tx_release_stock(&mut tx, account, number, now).await?;
         }
+        if let Some(s) = status {
+            if self
+                .hook_subs()
+                .wanted(account.as_str(), crate::hooks::EventType::OrderStatus)
+            {
+                let rows = self
+                    .tx_fetch(
+                        &mut tx,
+                        "SELECT id, user_key FROM orders WHERE account = $1 AND order_number = $2",
+                        vec![account.into(), number.into()],
+                    )
+                    .await?;
+                if let Some(r) = rows.first() {
+                    let id: i64 = r.try_get("id")?;
+                    let e = NewHookEvent {
+                        account: account.to_string(),
+                        user_key: Some(r.try_get("user_key")?),
+                        event_type: crate::hooks::EventType::OrderStatus,
+                        data: serde_json::json!({
+                            "order_id": id,
+                            "order_number": number,
+                            "status": s.as_str(),
+                        }),
+                        dedup_key: format!("order:{id}:status:{}", s.as_str()),
+                        at: now,
+                    };
+                    self.tx_hook_event(&mut tx, &e).await?;
+                }
+            }
+        }
         tx.commit().await?;
         Ok(match self.order(account, number).await? {
             Some(o) => OrderUpdate::Updated(Box::new(o)),

@@ -497,10 +497,13 @@ async fn test_event(app: &TestApp, id: &str) {
     assert_eq!(s, 202, "{v}");
 }
 
+/// The state of the delivery of the endpoint's newest attempt ("" before any).
 async fn delivery_state(app: &TestApp, id: &str) -> String {
-    attempts(app, id).await[0]["delivery_state"]
-        .as_str()
-        .unwrap()
+    attempts(app, id)
+        .await
+        .first()
+        .and_then(|a| a["delivery_state"].as_str())
+        .unwrap_or_default()
         .to_string()
 }
 
@@ -790,3 +793,122 @@ on_both_stores!(
     replay_and_rotation,
     replay_recovery_rotation_and_the_ssrf_guard
 );
+
+const FLOWS: &[(&str, &str)] = &[(
+    "hello.yaml",
+    r#"
+id: hello
+triggers: [{keyword: hi}]
+start: greet
+nodes:
+  greet:
+    send: {text: "Hello"}
+"#,
+)];
+
+async fn flow_and_order_status_events(db: TestDb) {
+    let mut verifier = Verifier::start();
+    let receiver = Receiver::start().await;
+    let graph = Arc::new(FakeGraph::start().await);
+    let dir = tempfile::tempdir().unwrap();
+    for (name, yaml) in FLOWS {
+        std::fs::write(dir.path().join(name), yaml).unwrap();
+    }
+    let mut settings = hook_settings(&db, &graph);
+    settings.flows.dir = dir.path().to_path_buf();
+    // An endpoint that fails for a second is disabled (the schedule outlasts it).
+    settings.webhooks.disable_after = Duration::from_secs(1);
+    settings.webhooks.schedule = vec![Duration::from_millis(300); 12];
+    let app = spawn_app_with_flows(settings).await;
+    let store = db.store().await;
+    let (_id, secret) = endpoint(
+        &app,
+        &receiver.url("f"),
+        &["flow.completed", "flow.failed", "order.status"],
+    )
+    .await;
+    let now = now_secs();
+    let ann = "6281200007101";
+    assert_eq!(
+        app.post_webhook(&text_webhook(PNID, ann, "wamid.HF1", "hi", now))
+            .await,
+        200
+    );
+    let got = receiver.wait("f", 1).await;
+    let done = got[0].json();
+    assert_eq!(done["type"], "flow.completed");
+    assert_eq!(done["data"]["flow_id"], "hello");
+    assert_eq!(done["data"]["conversation"], ann);
+    // order.status: the owner moves an order.
+    let (s, v) = call(
+        &app,
+        Method::POST,
+        "/products",
+        Some(json!({"sku": "CAKE", "name": "Cake", "price": "20000", "stock": 20})),
+    )
+    .await;
+    assert!(s == 200 || s == 201, "{v}");
+    let checkout = store
+        .catalog_order(
+            &AccountId::from(PNID),
+            &UserKey::from(ann),
+            "hook-status",
+            &Customer {
+                wa_id: Some(ann.into()),
+                ..Customer::default()
+            },
+            &[CatalogLine {
+                sku: "CAKE".into(),
+                quantity: 1,
+                claimed: None,
+            }],
+            Currency::IDR,
+            parley::store::now_ms(),
+        )
+        .await
+        .unwrap();
+    let Checkout::Ordered { order } = checkout else {
+        panic!("ordered: {checkout:?}")
+    };
+    let (s, v) = call(
+        &app,
+        Method::PATCH,
+        &format!("/orders/{}", order.order_number),
+        Some(json!({"status": "processing"})),
+    )
+    .await;
+    assert_eq!(s, 200, "{v}");
+    let got = receiver.wait("f", 2).await;
+    let moved = got[1].json();
+    assert_eq!(moved["type"], "order.status");
+    assert_eq!(moved["data"]["status"], "processing");
+    assert_eq!(moved["data"]["order_number"], order.order_number.as_str());
+    assert_verified(&mut verifier, &secret, &got);
+
+    // Failing for `webhooks.disable_after`: disabled, and the watcher told.
+    receiver.plan("down", vec![Reply::Status(500); 50]);
+    let (down, _) = endpoint(&app, &receiver.url("down"), &["payment.paid"]).await;
+    let (_w, watch_secret) = endpoint(&app, &receiver.url("w"), &["endpoint.disabled"]).await;
+    test_event(&app, &down).await;
+    let told = receiver.wait("w", 1).await;
+    assert_eq!(told[0].json()["data"]["endpoint_id"], down.as_str());
+    assert_verified(&mut verifier, &watch_secret, &told);
+    let (_, view) = call(&app, Method::GET, &format!("/webhooks/{down}"), None).await;
+    assert_eq!(view["active"], false, "{view}");
+    assert!(
+        view["disabled_reason"]
+            .as_str()
+            .unwrap()
+            .contains("failing"),
+        "{view}"
+    );
+    let tries = receiver.at("down").len();
+    assert!(
+        (4..=6).contains(&tries),
+        "about a second of 300 ms retries: {tries}"
+    );
+    tokio::time::sleep(Duration::from_millis(700)).await;
+    assert_eq!(receiver.at("down").len(), tries, "no attempt once disabled");
+    app.stop().await;
+}
+on_both_stores!(flow_and_order_status, flow_and_order_status_events);
