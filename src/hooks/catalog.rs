@@ -23,6 +23,8 @@ pub enum EventType {
     OrderCreated,
     /// The owner moved an order (processing, completed, cancelled).
     OrderStatus,
+    /// A material fell below its `min_stock` (once per crossing).
+    StockLow,
     /// A flow session ended at its last node.
     FlowCompleted,
     /// A flow session stopped on an error (also kept as a dead letter).
@@ -40,13 +42,14 @@ pub enum EventType {
 }
 
 impl EventType {
-    pub const ALL: [EventType; 13] = [
+    pub const ALL: [EventType; 14] = [
         EventType::MessageReceived,
         EventType::MessageStatus,
         EventType::ConversationHandoff,
         EventType::ConversationReleased,
         EventType::OrderCreated,
         EventType::OrderStatus,
+        EventType::StockLow,
         EventType::FlowCompleted,
         EventType::FlowFailed,
         EventType::PaymentPaid,
@@ -64,6 +67,7 @@ impl EventType {
             EventType::ConversationReleased => "conversation.released",
             EventType::OrderCreated => "order.created",
             EventType::OrderStatus => "order.status",
+            EventType::StockLow => "stock.low",
             EventType::FlowCompleted => "flow.completed",
             EventType::FlowFailed => "flow.failed",
             EventType::PaymentPaid => "payment.paid",

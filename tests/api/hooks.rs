@@ -543,6 +543,11 @@ async fn failures_are_retried_as_the_standard_webhooks_say(db: TestDb) {
         "one webhook-id on every attempt"
     );
     assert!(flaky[0].timestamp <= flaky[2].timestamp);
+    let done = eventually(Duration::from_secs(5), || async {
+        delivery_state(&app, &ids["flaky"]).await == "succeeded"
+    })
+    .await;
+    assert!(done, "the third attempt is recorded");
     let log = attempts(&app, &ids["flaky"]).await;
     let statuses: Vec<i64> = log.iter().map(|a| a["status"].as_i64().unwrap()).collect();
     assert_eq!(statuses, [200, 429, 500], "newest first");
@@ -824,7 +829,7 @@ async fn flow_and_order_status_events(db: TestDb) {
     let (_id, secret) = endpoint(
         &app,
         &receiver.url("f"),
-        &["flow.completed", "flow.failed", "order.status"],
+        &["flow.completed", "flow.failed", "order.status", "stock.low"],
     )
     .await;
     let now = now_secs();
@@ -883,7 +888,37 @@ async fn flow_and_order_status_events(db: TestDb) {
     assert_eq!(moved["type"], "order.status");
     assert_eq!(moved["data"]["status"], "processing");
     assert_eq!(moved["data"]["order_number"], order.order_number.as_str());
-    assert_verified(&mut verifier, &secret, &got);
+
+    // stock.low: a material falls below its minimum, once per crossing.
+    for (path, body) in [
+        (
+            "/materials",
+            json!({"name": "flour", "unit": "kg", "stock": "5", "min_stock": "3"}),
+        ),
+        (
+            "/materials/flour/stock",
+            json!({"delta": "-1", "reason": "used"}),
+        ),
+        (
+            "/materials/flour/stock",
+            json!({"delta": "-2", "reason": "used"}),
+        ),
+        (
+            "/materials/flour/stock",
+            json!({"delta": "-1", "reason": "used"}),
+        ),
+    ] {
+        let (s, v) = call(&app, Method::POST, path, Some(body)).await;
+        assert!(s == 200 || s == 201, "{path}: {v}");
+    }
+    let got = receiver.wait("f", 3).await;
+    let low = got[2].json();
+    assert_eq!(low["type"], "stock.low");
+    assert_eq!(low["data"]["material"], "flour");
+    assert_eq!(low["data"]["stock"], "2");
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert_eq!(receiver.at("f").len(), 3, "one crossing, one event");
+    assert_verified(&mut verifier, &secret, &receiver.at("f"));
 
     // Failing for `webhooks.disable_after`: disabled, and the watcher told.
     receiver.plan("down", vec![Reply::Status(500); 50]);
