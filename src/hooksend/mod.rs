@@ -103,6 +103,12 @@ async fn deliver(engine: &Engine, d: DueDelivery) {
         Verdict::Exhausted => (DeliveryState::Exhausted, now),
         Verdict::Failed { .. } => (DeliveryState::Failed, now),
     };
+    crate::metrics::metrics().hook_attempts.inc(match state {
+        DeliveryState::Pending => "result=\"retry\"",
+        DeliveryState::Succeeded => "result=\"succeeded\"",
+        DeliveryState::Failed => "result=\"failed\"",
+        DeliveryState::Exhausted => "result=\"exhausted\"",
+    });
     let record = AttemptRecord {
         delivery_id: d.id,
         endpoint_id: &ep.id,

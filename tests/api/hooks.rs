@@ -598,6 +598,11 @@ async fn failures_are_retried_as_the_standard_webhooks_say(db: TestDb) {
         receiver.at("redirected").is_empty(),
         "the redirect was not followed"
     );
+    let (_, metrics) = app.get("/metrics").await;
+    assert!(
+        metrics.contains("parley_outbound_webhook_attempts_total{result=\"exhausted\"}"),
+        "{metrics}"
+    );
     let log = attempts(&app, &ids["moved"]).await;
     assert_eq!(log.len(), 4);
     assert!(log.iter().all(|a| a["status"] == 302));
