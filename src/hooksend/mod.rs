@@ -40,7 +40,8 @@ async fn run(engine: Arc<Engine>) {
             .concurrency
             .max(1)
             .saturating_sub(in_flight.load(Ordering::Acquire));
-        if free > 0 {
+        // No active endpoint: nothing can be due (the store is not asked).
+        if free > 0 && engine.store.hook_subs().any_active() {
             let now = engine.clock.now_ms();
             // An attempt takes at most the timeout to answer and the timeout again to read
             // the first 4 KB of the answer; its record follows.

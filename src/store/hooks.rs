@@ -65,6 +65,11 @@ impl HookSubs {
             .collect()
     }
 
+    /// Is any endpoint active?
+    pub fn any_active(&self) -> bool {
+        self.any.load(Ordering::Acquire)
+    }
+
     /// Does anyone want `event` of `account`? (Cheap: a flag while nobody subscribes.)
     pub fn wanted(&self, account: &str, event: EventType) -> bool {
         self.any.load(Ordering::Acquire) && !self.endpoints_for(account, event).is_empty()
