@@ -474,6 +474,86 @@ mod tests {
     }
 
     #[test]
+    fn a_handoff_and_a_release_are_webhook_events_keyed_by_their_step() {
+        let handoff = ConversationEvent::Handoff {
+            reason: "vip".into(),
+        };
+        let (held, plan) = run(
+            &ConversationState::default(),
+            &handoff,
+            Origin::Command,
+            None,
+        );
+        let events = plan.commit.expect("the state changed").hook_events;
+        assert_eq!(events.len(), 1);
+        assert_eq!(events[0].event_type, EventType::ConversationHandoff);
+        assert_eq!(events[0].data["reason"], "vip");
+        assert_eq!(events[0].user_key.as_deref(), Some("6281234567890"));
+        // The same step again (a retry) makes the same key: one event.
+        let (_, again) = run(
+            &ConversationState::default(),
+            &handoff,
+            Origin::Command,
+            None,
+        );
+        assert_eq!(
+            again.commit.unwrap().hook_events[0].dedup_key,
+            events[0].dedup_key
+        );
+        let release = ConversationEvent::Release {
+            reason: "done".into(),
+        };
+        let (_, plan) = run(&held, &release, Origin::Command, None);
+        let events = plan.commit.unwrap().hook_events;
+        assert_eq!(events.len(), 1);
+        assert_eq!(events[0].event_type, EventType::ConversationReleased);
+        // A message while nothing changes hands makes none.
+        let (_, plan) = run(&held, &inbound(8, "hello?"), inbox(8), None);
+        assert!(plan.commit.unwrap().hook_events.is_empty());
+    }
+
+    #[test]
+    fn an_ended_flow_session_is_a_webhook_event_a_running_one_is_not() {
+        use crate::domain::{FlowRecord, FlowRunStatus};
+        let record = |status, error: Option<&str>| {
+            Effect::FlowRecord(FlowRecord {
+                flow_id: "shop".into(),
+                version: "v1".into(),
+                started_at: 5,
+                status,
+                node: None,
+                error: error.map(str::to_string),
+            })
+        };
+        let state = ConversationState::default();
+        let event = inbound(7, "hi");
+        let effects = [
+            record(FlowRunStatus::Running, None),
+            record(FlowRunStatus::Completed, None),
+            record(FlowRunStatus::Failed, Some("runaway loop")),
+        ];
+        let plan = plan(&Outcome {
+            account: "acct",
+            user: "6281234567890",
+            before: &state,
+            after: &state,
+            event: &event,
+            effects: &effects,
+            origin: inbox(7),
+            last_applied_seq: 4,
+            now: NOW,
+            opt_out: None,
+        })
+        .unwrap();
+        let events = plan.commit.unwrap().hook_events;
+        let types: Vec<EventType> = events.iter().map(|e| e.event_type).collect();
+        assert_eq!(types, [EventType::FlowCompleted, EventType::FlowFailed]);
+        assert_eq!(events[1].data["error"], "runaway loop");
+        assert_eq!(events[1].data["flow_id"], "shop");
+        assert_ne!(events[0].dedup_key, events[1].dedup_key);
+    }
+
+    #[test]
     fn an_inbound_message_commits_its_inbox_row_in_the_chain_and_its_contact_and_marks_read() {
         let (_, plan) = run(
             &ConversationState::default(),
