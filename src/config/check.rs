@@ -172,6 +172,24 @@ impl Settings {
             if let Err(e) = validate_timezone(&a.timezone) {
                 errors.push(format!("{}: {e}", key("timezone")));
             }
+            match (&a.webhook_url, &a.webhook_secret) {
+                (Some(url), Some(secret)) => {
+                    if !(url.starts_with("https://") || url.starts_with("http://")) {
+                        errors.push(format!("{}: must be an https URL", key("webhook_url")));
+                    }
+                    if crate::hooks::sign(secret, "msg_check", 0, b"").is_err() {
+                        errors.push(format!(
+                            "{}: must be `whsec_` and base64 (the value is not shown)",
+                            key("webhook_secret")
+                        ));
+                    }
+                }
+                (Some(_), None) => errors.push(format!(
+                    "{}: needs webhook_secret (`whsec_` and base64 of 24+ random bytes)",
+                    key("webhook_url")
+                )),
+                _ => {}
+            }
             if let Some(owner) = &a.owner_wa_id {
                 if !is_wa_id(owner) {
                     errors.push(format!(

@@ -430,6 +430,12 @@ pub struct AccountSettings {
     /// its minimum and of payments held for them (PAID_LATE, MISMATCH).
     #[serde(default)]
     pub owner_wa_id: Option<String>,
+    /// A shorthand for one webhook endpoint of this account (every event), kept in step with
+    /// the configuration at each start; signed with `webhook_secret` (`whsec_…`, required).
+    #[serde(default)]
+    pub webhook_url: Option<String>,
+    #[serde(default)]
+    pub webhook_secret: Option<SecretString>,
 }
 
 pub(super) fn yes() -> bool {

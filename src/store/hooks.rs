@@ -547,6 +547,60 @@ impl Store {
         Ok(n > 0)
     }
 
+    /// Make the endpoints of accounts' `webhook_url` (ids `ep_config_{account}`) what the
+    /// configuration says: created or changed (url, secret; every event; active), and those
+    /// of accounts that no longer have one deleted.
+    pub async fn sync_config_hook_endpoints(
+        &self,
+        wanted: &[(String, String, SecretString)],
+        now: i64,
+    ) -> Result<(), StoreError> {
+        let ids: Vec<String> = wanted
+            .iter()
+            .map(|(account, _, _)| format!("ep_config_{account}"))
+            .collect();
+        let existing = self
+            .fetch(
+                "SELECT id FROM hook_endpoints WHERE substr(id, 1, 10) = 'ep_config_'",
+                vec![],
+            )
+            .await?;
+        for r in &existing {
+            let id: String = r.try_get("id")?;
+            if !ids.contains(&id) {
+                self.delete_hook_endpoint(&id).await?;
+            }
+        }
+        for ((account, url, secret), id) in wanted.iter().zip(&ids) {
+            let changed = self
+                .run(
+                    "UPDATE hook_endpoints SET url = $1, secret = $2, events = '', active = 1, \
+                     failing_since = NULL, disabled_reason = NULL, updated_at = $3 \
+                     WHERE id = $4 AND (url <> $1 OR secret <> $2 OR active = 0 OR events <> '')",
+                    vec![
+                        url.as_str().into(),
+                        Val::S(secret.expose_secret().to_string()),
+                        Val::I(now),
+                        id.as_str().into(),
+                    ],
+                )
+                .await?;
+            if changed == 0 && self.hook_endpoint(id).await?.is_none() {
+                self.create_hook_endpoint(&NewEndpoint {
+                    id,
+                    account: Some(account),
+                    url,
+                    events: &EventFilter::default(),
+                    secret,
+                    description: "accounts[].webhook_url in the configuration",
+                    now,
+                })
+                .await?;
+            }
+        }
+        self.reload_hook_subs().await
+    }
+
     /// Deliveries due at `now` to active endpoints, oldest first. Each is leased until
     /// `lease_until` (its `next_at` moves there), so the next poll does not take it again
     /// while it is in flight; a crash leaves it due when the lease ends.

@@ -952,3 +952,38 @@ async fn flow_and_order_status_events(db: TestDb) {
     app.stop().await;
 }
 on_both_stores!(flow_and_order_status, flow_and_order_status_events);
+
+/// `accounts[].webhook_url`: one endpoint of every event, signed with the configured secret,
+/// in step with the configuration at each start (gone once the key is removed).
+async fn a_configured_webhook_url_is_an_endpoint(db: TestDb) {
+    let mut verifier = Verifier::start();
+    let receiver = Receiver::start().await;
+    let graph = Arc::new(FakeGraph::start().await);
+    let secret = "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw";
+    let mut settings = hook_settings(&db, &graph);
+    settings.accounts[0].webhook_url = Some(receiver.url("cfg"));
+    settings.accounts[0].webhook_secret = Some(secrecy::SecretString::from(secret));
+    let app = spawn_app(settings.clone(), Arc::new(Echo)).await;
+    let user = "6281200007201";
+    let inbound = text_webhook(PNID, user, "wamid.HC1", "hello", now_secs());
+    assert_eq!(app.post_webhook(&inbound).await, 200);
+    let got = receiver.wait("cfg", 1).await;
+    assert_eq!(got[0].json()["type"], "message.received");
+    assert_verified(&mut verifier, secret, &got);
+    let (_, list) = call(&app, Method::GET, "/webhooks", None).await;
+    assert_eq!(list["items"][0]["id"], format!("ep_config_{PNID}"));
+    assert_eq!(list["items"][0]["account"], PNID);
+    app.stop().await;
+
+    // Restarted without the key: the endpoint is gone.
+    settings.accounts[0].webhook_url = None;
+    settings.accounts[0].webhook_secret = None;
+    let app = spawn_app(settings, Arc::new(Echo)).await;
+    let (_, list) = call(&app, Method::GET, "/webhooks", None).await;
+    assert_eq!(list["items"], json!([]));
+    app.stop().await;
+}
+on_both_stores!(
+    configured_webhook_url,
+    a_configured_webhook_url_is_an_endpoint
+);
