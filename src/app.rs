@@ -170,9 +170,28 @@ impl Application {
             // Committed messages go straight from the writer to their account's actor.
             writer.set_dispatcher(move |items| router.dispatch(items));
         }
+        // The webhook endpoints (those of accounts' `webhook_url` as configured), before any
+        // change that could owe them an event is written.
+        let configured: Vec<_> = settings
+            .accounts
+            .iter()
+            .filter_map(|a| {
+                Some((
+                    a.phone_number_id.to_string(),
+                    a.webhook_url.clone()?,
+                    a.webhook_secret.clone()?,
+                ))
+            })
+            .collect();
+        engine
+            .store
+            .sync_config_hook_endpoints(&configured, engine.clock.now_ms())
+            .await
+            .context("writing the configured webhook endpoints")?;
         let root = RootSupervisor::start(engine.clone(), router.clone()).await?;
         // Payments a lost callback or a crash left unsettled, now and every 30 s.
         crate::ingress::payments::spawn_reconciler(&engine, router.clone());
+        crate::hooksend::spawn(engine.clone());
         // Due timers and the inbox lag gauge: background loops that stop with the server.
         let timers = tokio::spawn({
             let (engine, router) = (engine.clone(), router.clone());

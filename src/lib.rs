@@ -13,6 +13,7 @@
 //! - 0 [`outcall`]: HTTP calls to the business's own systems, behind an SSRF guard.
 //! - 1 [`domain`]: the business's vocabulary: meaningful ids, time zones, the messaging window, session records.
 //! - 1 [`definitions`]: definition files (flows, bots): reading a folder, YAML errors as file:line:col, keywords, durations.
+//! - 0 [`hooks`]: outbound webhooks' pure parts: the event catalog, Standard Webhooks signing, the retry schedule.
 //! - 2 [`config`]: settings from files and `PARLEY__*`, checked into typed values.
 //! - 3 [`store`]: SQLite or PostgreSQL through one group-commit writer.
 //! - 4 [`media`]: inbound media downloads and voice transcription.
@@ -24,6 +25,7 @@
 //! - 8 [`behaviour`]: flows and chatbots together: loaded and checked as one set, the logic that runs them.
 //! - 9 [`sendgate`]: per-account limits every send passes (rate, pair rate, daily cap, tier, health).
 //! - 10 [`engine`]: the handles every actor and sender shares (settings, store, writer, behaviours, gates, clock).
+//! - 11 [`hooksend`]: the webhook sender: due deliveries from the store, signed, with retries.
 //! - 11 [`outbox`]: per-account sending to the Graph API, ordered per conversation, with retries.
 //! - 12 [`actors`]: RootSupervisor → AccountActor → ConversationActor, thin shells.
 //! - 13 [`campaign`]: campaigns: a supervisor and one pacing actor per running campaign, under the gate.
@@ -46,6 +48,8 @@ pub mod definitions;
 pub mod domain;
 pub mod engine;
 pub mod flow;
+pub mod hooks;
+pub mod hooksend;
 pub mod ingress;
 pub mod media;
 pub mod metrics;

@@ -14,6 +14,9 @@ pub struct Metrics {
     pub auth_failures: Labelled,
     /// Connections the listener closed for a limit, by reason (`header_timeout`, `idle`).
     pub connections_closed: Labelled,
+    /// Outbound webhook attempts by what followed: `succeeded`, `retry`, `failed`,
+    /// `exhausted`.
+    pub hook_attempts: Labelled,
     pub inbox_events: Labelled,
     pub unknown_account_events: AtomicU64,
     pub inbox_dispatched: AtomicU64,
@@ -237,6 +240,11 @@ impl Metrics {
             &mut out,
             "parley_http_connections_closed_total",
             "Connections the listener closed for a limit, by reason.",
+        );
+        self.hook_attempts.render(
+            &mut out,
+            "parley_outbound_webhook_attempts_total",
+            "Outbound webhook attempts by what followed (succeeded, retry, failed, exhausted).",
         );
         self.inbox_events.render(
             &mut out,

@@ -262,6 +262,23 @@ pub fn has_dot_segment(url: &str) -> bool {
     path.split(['/', '\\']).any(is_dot_segment)
 }
 
+/// Why a URL is not called.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Refusal {
+    /// The SSRF guard refused it (scheme, address, dot segment).
+    Guard(String),
+    /// It is not a URL that can be called (unparsable, no host, unresolvable).
+    Invalid(String),
+}
+
+impl std::fmt::Display for Refusal {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Refusal::Guard(s) | Refusal::Invalid(s) => f.write_str(s),
+        }
+    }
+}
+
 /// A resolver that never hands the connector an address the guard refuses.
 struct GuardedResolver(Arc<Guard>);
 
@@ -312,19 +329,19 @@ impl OutCaller {
         Ok(OutCaller { client, guard })
     }
 
-    /// Make the call; never fails: a refused or failed call is an outcome with status 0.
-    pub async fn call(&self, call: &HttpCall) -> HttpOutcome {
-        if has_dot_segment(&call.url) {
-            return refused(
-                &call.id,
+    /// Check `url` against the guard (a dot segment, the scheme, the addresses its host has
+    /// now) and parse it; the connection made with [`OutCaller::request`] is checked again
+    /// by the guarded resolver.
+    pub async fn check_url(&self, url: &str) -> Result<reqwest::Url, Refusal> {
+        if has_dot_segment(url) {
+            return Err(Refusal::Guard(
                 "refused: the URL's path has a `.` or `..` segment (a template value may not be \
-                 `.` or `..`): parsing it would call another path",
-            );
+                 `.` or `..`): parsing it would call another path"
+                    .into(),
+            ));
         }
-        let url = match reqwest::Url::parse(&call.url) {
-            Ok(u) => u,
-            Err(e) => return HttpOutcome::failed(&call.id, format!("bad URL: {e}")),
-        };
+        let url =
+            reqwest::Url::parse(url).map_err(|e| Refusal::Invalid(format!("bad URL: {e}")))?;
         let addrs: Vec<IpAddr> = match url.host() {
             Some(url::Host::Ipv4(a)) => vec![IpAddr::V4(a)],
             Some(url::Host::Ipv6(a)) => vec![IpAddr::V6(a)],
@@ -332,14 +349,28 @@ impl OutCaller {
                 match tokio::net::lookup_host((d, url.port_or_known_default().unwrap_or(443))).await
                 {
                     Ok(it) => it.map(|a| a.ip()).collect(),
-                    Err(e) => return HttpOutcome::failed(&call.id, format!("resolve: {e}")),
+                    Err(e) => return Err(Refusal::Invalid(format!("resolve: {e}"))),
                 }
             }
-            None => return HttpOutcome::failed(&call.id, "URL has no host"),
+            None => return Err(Refusal::Invalid("URL has no host".into())),
         };
-        if let Err(why) = self.guard.check(&url, &addrs) {
-            return refused(&call.id, why);
-        }
+        self.guard.check(&url, &addrs).map_err(Refusal::Guard)?;
+        Ok(url)
+    }
+
+    /// A request on the guarded client (no proxy, no redirects, no retries) to a URL
+    /// [`OutCaller::check_url`] passed.
+    pub fn request(&self, method: reqwest::Method, url: reqwest::Url) -> reqwest::RequestBuilder {
+        self.client.request(method, url)
+    }
+
+    /// Make the call; never fails: a refused or failed call is an outcome with status 0.
+    pub async fn call(&self, call: &HttpCall) -> HttpOutcome {
+        let url = match self.check_url(&call.url).await {
+            Ok(u) => u,
+            Err(Refusal::Guard(why)) => return refused(&call.id, why),
+            Err(Refusal::Invalid(why)) => return HttpOutcome::failed(&call.id, why),
+        };
         let method = match reqwest::Method::from_bytes(call.method.to_ascii_uppercase().as_bytes())
         {
             Ok(m) => m,

@@ -111,6 +111,11 @@ fn take_live_key(next: &mut Settings, disk: &Settings, key: &str) -> bool {
         next.commerce = disk.commerce.clone();
         return true;
     }
+    // Read by the webhook sender on each pass.
+    if key == "webhooks" || key.starts_with("webhooks.") {
+        next.webhooks = disk.webhooks.clone();
+        return true;
+    }
     match list_base(key) {
         "log.level" => next.log.level = disk.log.level.clone(),
         "admin.token" => next.admin.token = disk.admin.token.clone(),

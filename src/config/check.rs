@@ -31,6 +31,18 @@ impl Settings {
         }
         self.payments.check(&self.accounts, &mut errors);
         self.commerce.check(&mut errors);
+        if self.webhooks.schedule.is_empty() {
+            errors.push("webhooks.schedule: needs at least one attempt".into());
+        }
+        if self.webhooks.concurrency == 0 {
+            errors.push("webhooks.concurrency: must be at least 1".into());
+        }
+        if self.webhooks.timeout.is_zero() || self.webhooks.timeout > Duration::from_secs(60) {
+            errors.push("webhooks.timeout: must be more than 0 and at most 60s".into());
+        }
+        if self.webhooks.poll.is_zero() {
+            errors.push("webhooks.poll: must be more than 0".into());
+        }
         for c in &self.flows.http_allow {
             if let Err(e) = c.parse::<crate::outcall::Cidr>() {
                 errors.push(format!("flows.http_allow: {e}"));
@@ -159,6 +171,24 @@ impl Settings {
             }
             if let Err(e) = validate_timezone(&a.timezone) {
                 errors.push(format!("{}: {e}", key("timezone")));
+            }
+            match (&a.webhook_url, &a.webhook_secret) {
+                (Some(url), Some(secret)) => {
+                    if !(url.starts_with("https://") || url.starts_with("http://")) {
+                        errors.push(format!("{}: must be an https URL", key("webhook_url")));
+                    }
+                    if crate::hooks::sign(secret, "msg_check", 0, b"").is_err() {
+                        errors.push(format!(
+                            "{}: must be `whsec_` and base64 (the value is not shown)",
+                            key("webhook_secret")
+                        ));
+                    }
+                }
+                (Some(_), None) => errors.push(format!(
+                    "{}: needs webhook_secret (`whsec_` and base64 of 24+ random bytes)",
+                    key("webhook_url")
+                )),
+                _ => {}
             }
             if let Some(owner) = &a.owner_wa_id {
                 if !is_wa_id(owner) {

@@ -69,6 +69,8 @@ pub struct Settings {
     #[serde(default)]
     pub commerce: CommerceSettings,
     #[serde(default)]
+    pub webhooks: WebhookSettings,
+    #[serde(default)]
     pub accounts: Vec<AccountSettings>,
     /// Which files were read, for error messages.
     #[serde(skip)]
@@ -356,6 +358,42 @@ mod tests {
         assert!(err.contains("accounts[0].timezone"), "{err}");
         assert!(err.contains("accounts[0].payments: `nope`"), "{err}");
         assert!(err.contains("accounts[0].owner_wa_id: `+62 812`"), "{err}");
+    }
+
+    #[test]
+    fn an_accounts_webhook_url_needs_a_well_formed_secret_never_shown() {
+        let check = |extra: &str| {
+            let text = format!(
+                "{DEFAULT_CONFIG}\n[[accounts]]\nphone_number_id = \"106540352242922\"\n{extra}"
+            );
+            let s: Settings = config::Config::builder()
+                .add_source(config::File::from_str(&text, config::FileFormat::Toml))
+                .build()
+                .unwrap()
+                .try_deserialize()
+                .unwrap();
+            s.validate()
+                .err()
+                .map(|e| e.to_string())
+                .unwrap_or_default()
+        };
+        let err = check("webhook_url = \"https://x.example/h\"\n");
+        assert!(
+            err.contains("accounts[0].webhook_url: needs webhook_secret"),
+            "{err}"
+        );
+        let err = check(
+            "webhook_url = \"https://x.example/h\"\nwebhook_secret = \"hunter2-not-base64!\"\n",
+        );
+        assert!(err.contains("accounts[0].webhook_secret"), "{err}");
+        assert!(!err.contains("hunter2"), "{err}");
+        let err = check("webhook_url = \"ftp://x.example/h\"\nwebhook_secret = \"whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw\"\n");
+        assert!(
+            err.contains("accounts[0].webhook_url: must be an https URL"),
+            "{err}"
+        );
+        let ok = check("webhook_url = \"https://x.example/h\"\nwebhook_secret = \"whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw\"\n");
+        assert!(!ok.contains("webhook"), "{ok}");
     }
 
     #[test]

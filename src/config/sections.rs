@@ -430,6 +430,12 @@ pub struct AccountSettings {
     /// its minimum and of payments held for them (PAID_LATE, MISMATCH).
     #[serde(default)]
     pub owner_wa_id: Option<String>,
+    /// A shorthand for one webhook endpoint of this account (every event), kept in step with
+    /// the configuration at each start; signed with `webhook_secret` (`whsec_…`, required).
+    #[serde(default)]
+    pub webhook_url: Option<String>,
+    #[serde(default)]
+    pub webhook_secret: Option<SecretString>,
 }
 
 pub(super) fn yes() -> bool {
@@ -614,4 +620,51 @@ fn placeholders(p: &str) -> Result<Vec<String>, String> {
         rest = &after[end + 2..];
     }
     Ok(names)
+}
+
+/// `[webhooks]`: outbound webhooks to the business's systems (every key live on reload).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct WebhookSettings {
+    /// How long an endpoint has to answer one delivery.
+    #[serde(deserialize_with = "de_duration")]
+    pub timeout: Duration,
+    /// An endpoint whose deliveries have failed for this long is disabled (and an
+    /// `endpoint.disabled` event goes to the others).
+    #[serde(deserialize_with = "de_duration")]
+    pub disable_after: Duration,
+    /// The waits before each attempt, the first included (`"0s"`: at once). Jitter of ±10 %
+    /// is added; `Retry-After` is waited at least.
+    #[serde(deserialize_with = "de_durations")]
+    pub schedule: Vec<Duration>,
+    /// Deliveries in flight at once, all endpoints together.
+    pub concurrency: usize,
+    /// How often the sender looks for due deliveries (a new event is also sent on this beat).
+    #[serde(deserialize_with = "de_duration")]
+    pub poll: Duration,
+    /// After a rotation, how long the previous secret still signs (a second signature).
+    #[serde(deserialize_with = "de_duration")]
+    pub rotation_overlap: Duration,
+}
+
+impl Default for WebhookSettings {
+    fn default() -> Self {
+        WebhookSettings {
+            timeout: Duration::from_secs(15),
+            disable_after: Duration::from_secs(5 * 86_400),
+            schedule: crate::hooks::DEFAULT_SCHEDULE.to_vec(),
+            concurrency: 16,
+            poll: Duration::from_secs(1),
+            rotation_overlap: Duration::from_secs(24 * 3600),
+        }
+    }
+}
+
+pub(super) fn de_durations<'de, D: serde::Deserializer<'de>>(
+    d: D,
+) -> Result<Vec<Duration>, D::Error> {
+    let raw = Vec::<String>::deserialize(d)?;
+    raw.iter()
+        .map(|s| parse_duration(s).map_err(serde::de::Error::custom))
+        .collect()
 }

@@ -150,6 +150,7 @@ pub const SECRET_KEYS: &[&str] = &[
     "whatsapp.access_token",
     "admin.token",
     "accounts[*].access_token",
+    "accounts[*].webhook_secret",
     "ai.providers.*.api_key",
     "payments.providers.*.merchant_id",
     "payments.providers.*.merchant_key",

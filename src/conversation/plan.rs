@@ -11,7 +11,8 @@ use crate::domain::profile::ProfileField;
 use std::time::Instant;
 
 use crate::domain::{is_campaign_request, OutboxKind, SendClass};
-use crate::store::{ContactUpsert, NewOutboxRow, NewTimer, StepCommit, TurnClock};
+use crate::hooks::EventType;
+use crate::store::{ContactUpsert, NewHookEvent, NewOutboxRow, NewTimer, StepCommit, TurnClock};
 
 use super::{ConversationEvent, ConversationState, Effect};
 
@@ -161,6 +162,8 @@ pub fn plan(o: &Outcome<'_>) -> Result<Plan, serde_json::Error> {
         && bot_records.is_empty()
         && o.origin.seq().is_none()
         && o.origin.timer().is_none();
+    let mut hook_events = handoff_events(o, &origin);
+    hook_events.extend(flow_events(o, &origin, &flow_records));
     let commit = if unchanged {
         None
     } else {
@@ -179,6 +182,7 @@ pub fn plan(o: &Outcome<'_>) -> Result<Plan, serde_json::Error> {
             timers,
             flow_records,
             bot_records,
+            hook_events,
             now,
             batch: o.origin.batch(),
         })
@@ -188,6 +192,70 @@ pub fn plan(o: &Outcome<'_>) -> Result<Plan, serde_json::Error> {
         receipt,
         unheard_refusals,
     })
+}
+
+/// The webhook events of a step: `conversation.handoff` when a human took the conversation,
+/// `conversation.released` when it went back to the bot. Keyed by the step, so a step that
+/// runs again writes none twice.
+fn handoff_events(o: &Outcome<'_>, origin: &str) -> Vec<NewHookEvent> {
+    let (was, is) = (&o.before.handoff, &o.after.handoff);
+    let (event_type, data) = match (was, is) {
+        (None, Some(h)) => (
+            EventType::ConversationHandoff,
+            serde_json::to_value(h).unwrap_or_default(),
+        ),
+        (Some(_), None) => (EventType::ConversationReleased, serde_json::json!({})),
+        _ => return Vec::new(),
+    };
+    vec![NewHookEvent {
+        account: o.account.to_string(),
+        user_key: Some(o.user.to_string()),
+        event_type,
+        data,
+        dedup_key: format!(
+            "{}{}",
+            step_key_prefix(o.account, o.user, origin),
+            event_type.as_str()
+        ),
+        at: o.now,
+    }]
+}
+
+/// The webhook events of the flow sessions a step ended: `flow.completed`, `flow.failed`.
+fn flow_events(
+    o: &Outcome<'_>,
+    origin: &str,
+    records: &[crate::domain::FlowRecord],
+) -> Vec<NewHookEvent> {
+    records
+        .iter()
+        .filter_map(|r| {
+            let event_type = match r.status {
+                crate::domain::FlowRunStatus::Completed => EventType::FlowCompleted,
+                crate::domain::FlowRunStatus::Failed => EventType::FlowFailed,
+                _ => return None,
+            };
+            Some(NewHookEvent {
+                account: o.account.to_string(),
+                user_key: Some(o.user.to_string()),
+                event_type,
+                data: serde_json::json!({
+                    "flow_id": r.flow_id,
+                    "version": r.version,
+                    "started_at": r.started_at,
+                    "error": r.error,
+                }),
+                dedup_key: format!(
+                    "{}{}:{}:{}",
+                    step_key_prefix(o.account, o.user, origin),
+                    event_type.as_str(),
+                    r.flow_id,
+                    r.started_at
+                ),
+                at: o.now,
+            })
+        })
+        .collect()
 }
 
 /// The idem keys of a step's sends, as [`plan`] keys their rows. Asked for only when the
@@ -404,6 +472,86 @@ mod tests {
             batch: Some(9),
             arrived: None,
         }
+    }
+
+    #[test]
+    fn a_handoff_and_a_release_are_webhook_events_keyed_by_their_step() {
+        let handoff = ConversationEvent::Handoff {
+            reason: "vip".into(),
+        };
+        let (held, plan) = run(
+            &ConversationState::default(),
+            &handoff,
+            Origin::Command,
+            None,
+        );
+        let events = plan.commit.expect("the state changed").hook_events;
+        assert_eq!(events.len(), 1);
+        assert_eq!(events[0].event_type, EventType::ConversationHandoff);
+        assert_eq!(events[0].data["reason"], "vip");
+        assert_eq!(events[0].user_key.as_deref(), Some("6281234567890"));
+        // The same step again (a retry) makes the same key: one event.
+        let (_, again) = run(
+            &ConversationState::default(),
+            &handoff,
+            Origin::Command,
+            None,
+        );
+        assert_eq!(
+            again.commit.unwrap().hook_events[0].dedup_key,
+            events[0].dedup_key
+        );
+        let release = ConversationEvent::Release {
+            reason: "done".into(),
+        };
+        let (_, plan) = run(&held, &release, Origin::Command, None);
+        let events = plan.commit.unwrap().hook_events;
+        assert_eq!(events.len(), 1);
+        assert_eq!(events[0].event_type, EventType::ConversationReleased);
+        // A message while nothing changes hands makes none.
+        let (_, plan) = run(&held, &inbound(8, "hello?"), inbox(8), None);
+        assert!(plan.commit.unwrap().hook_events.is_empty());
+    }
+
+    #[test]
+    fn an_ended_flow_session_is_a_webhook_event_a_running_one_is_not() {
+        use crate::domain::{FlowRecord, FlowRunStatus};
+        let record = |status, error: Option<&str>| {
+            Effect::FlowRecord(FlowRecord {
+                flow_id: "shop".into(),
+                version: "v1".into(),
+                started_at: 5,
+                status,
+                node: None,
+                error: error.map(str::to_string),
+            })
+        };
+        let state = ConversationState::default();
+        let event = inbound(7, "hi");
+        let effects = [
+            record(FlowRunStatus::Running, None),
+            record(FlowRunStatus::Completed, None),
+            record(FlowRunStatus::Failed, Some("runaway loop")),
+        ];
+        let plan = plan(&Outcome {
+            account: "acct",
+            user: "6281234567890",
+            before: &state,
+            after: &state,
+            event: &event,
+            effects: &effects,
+            origin: inbox(7),
+            last_applied_seq: 4,
+            now: NOW,
+            opt_out: None,
+        })
+        .unwrap();
+        let events = plan.commit.unwrap().hook_events;
+        let types: Vec<EventType> = events.iter().map(|e| e.event_type).collect();
+        assert_eq!(types, [EventType::FlowCompleted, EventType::FlowFailed]);
+        assert_eq!(events[1].data["error"], "runaway loop");
+        assert_eq!(events[1].data["flow_id"], "shop");
+        assert_ne!(events[0].dedup_key, events[1].dedup_key);
     }
 
     #[test]

@@ -54,6 +54,7 @@ pub fn routes(state: AppState) -> Router<AppState> {
         .merge(super::health::routes())
         .merge(super::access::routes())
         .merge(super::contacts::routes())
+        .merge(super::hooks::routes())
         .route("/payments/reconcile", post(super::payments::reconcile_now))
         .route("/payments/{id}", get(super::payments::show))
         .route(

@@ -8,6 +8,7 @@ mod dead_letters;
 mod health;
 pub use access::roles::{route_role, RouteRole, Scope, ROUTE_ROLES};
 mod contacts;
+mod hooks;
 pub use commerce::owner;
 mod inbox;
 pub mod listener;

@@ -92,6 +92,8 @@ pub struct StepCommit {
     /// Flow sessions this step moved.
     pub flow_records: Vec<crate::domain::FlowRecord>,
     pub bot_records: Vec<crate::domain::BotSummary>,
+    /// Webhook events of this step (a handoff, a release), written if someone wants them.
+    pub hook_events: Vec<super::NewHookEvent>,
     pub now: i64,
     /// The still-open batch whose inbox row this step applies (see [`InboxDispatch::batch`]).
     pub batch: Option<u64>,

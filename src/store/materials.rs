@@ -215,6 +215,24 @@ impl Store {
             ],
         )
         .await?;
+        // A fall below the minimum: `stock.low`, once per crossing (however often the
+        // material is saved while its alert is owed).
+        if m.low_alert == LowAlert::Pending {
+            let e = NewHookEvent {
+                account: account.to_string(),
+                user_key: None,
+                event_type: crate::hooks::EventType::StockLow,
+                data: serde_json::json!({
+                    "material": m.name,
+                    "unit": m.unit,
+                    "stock": quantity_text(m.stock),
+                    "min_stock": quantity_text(m.min_stock),
+                }),
+                dedup_key: format!("stock.low:{account}:{}:{}", m.name, m.low_crossings),
+                at: m.updated_at,
+            };
+            self.tx_hook_event(tx, &e).await?;
+        }
         Ok(())
     }
 

@@ -9,7 +9,8 @@
 //! what each product takes), `carts` (and each commerce call's
 //! outcome), `orders`, `payments` (and their callbacks), `refunds`, `vouchers` (and their claims),
 //! `subscription_list` (subscriptions as the admin API lists them), `owner_notices` (what
-//! an account's owner was sent); `api_keys` and `audit` (the admin API's keys and log). `exec`
+//! an account's owner was sent); `api_keys` and `audit` (the admin API's keys and log);
+//! `hooks` (outbound webhooks: endpoints, events, deliveries). `exec`
 //! runs the writer's statements (one helper, `exec_rows`, for the multi-row pattern), `sql`
 //! builds dialect-neutral SQL.
 
@@ -29,6 +30,7 @@ mod exec;
 mod flows;
 mod gate;
 mod idempotency;
+mod hooks;
 mod inbox;
 mod materials;
 mod media;
@@ -66,6 +68,7 @@ pub use dead_letters::*;
 pub(crate) use flows::*;
 pub use gate::*;
 pub use idempotency::IdemRecord;
+pub use hooks::*;
 pub use inbox::*;
 pub use materials::*;
 pub use media::*;

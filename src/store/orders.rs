@@ -425,6 +425,29 @@ impl Store {
             )
             .await?;
         }
+        let e = NewHookEvent {
+            account: o.account.to_string(),
+            user_key: Some(o.user.to_string()),
+            event_type: crate::hooks::EventType::OrderCreated,
+            data: serde_json::json!({
+                "order_id": id,
+                "order_number": number,
+                "source": o.source.as_str(),
+                "currency": currency.as_str(),
+                "subtotal": subtotal.plain(),
+                "discount": discount.plain(),
+                "total": total.plain(),
+                "items": o.items.iter().map(|i| serde_json::json!({
+                    "sku": i.sku.as_str(),
+                    "name": i.name,
+                    "quantity": i.quantity,
+                    "unit_price": i.unit_price.plain(),
+                })).collect::<Vec<_>>(),
+            }),
+            dedup_key: format!("order:{id}"),
+            at: o.now,
+        };
+        self.tx_hook_event(tx, &e).await?;
         Ok(Order {
             id,
             order_number: number,
@@ -769,6 +792,36 @@ impl Store {
         }
         if status == Some(OrderStatus::Cancelled) {
             self.tx_release_stock(&mut tx, account, number, now).await?;
+        }
+        if let Some(s) = status {
+            if self
+                .hook_subs()
+                .wanted(account.as_str(), crate::hooks::EventType::OrderStatus)
+            {
+                let rows = self
+                    .tx_fetch(
+                        &mut tx,
+                        "SELECT id, user_key FROM orders WHERE account = $1 AND order_number = $2",
+                        vec![account.into(), number.into()],
+                    )
+                    .await?;
+                if let Some(r) = rows.first() {
+                    let id: i64 = r.try_get("id")?;
+                    let e = NewHookEvent {
+                        account: account.to_string(),
+                        user_key: Some(r.try_get("user_key")?),
+                        event_type: crate::hooks::EventType::OrderStatus,
+                        data: serde_json::json!({
+                            "order_id": id,
+                            "order_number": number,
+                            "status": s.as_str(),
+                        }),
+                        dedup_key: format!("order:{id}:status:{}", s.as_str()),
+                        at: now,
+                    };
+                    self.tx_hook_event(&mut tx, &e).await?;
+                }
+            }
         }
         tx.commit().await?;
         Ok(match self.order(account, number).await? {

@@ -267,7 +267,7 @@ impl Store {
                 &mut tx,
                 "UPDATE payments SET status = $1, paid_amount = COALESCE($2, paid_amount), \
                  paid_at = CASE WHEN $1 IN ('PAID', 'PAID_LATE', 'MISMATCH') THEN $3 ELSE paid_at END, updated_at = $3 \
-                 WHERE id = $4 AND status = $5 RETURNING order_id, account",
+                 WHERE id = $4 AND status = $5 RETURNING order_id, account, user_key, provider, method, amount, paid_amount, currency",
                 vec![
                     to.as_str().into(),
                     Val::OptS(paid_amount.map(Money::plain)),
@@ -283,6 +283,32 @@ impl Store {
         };
         let order: i64 = r.try_get("order_id")?;
         let account = AccountId::from(r.try_get::<String, _>("account")?);
+        let hook = match to {
+            PaymentStatus::Paid => Some(crate::hooks::EventType::PaymentPaid),
+            PaymentStatus::Expired => Some(crate::hooks::EventType::PaymentExpired),
+            PaymentStatus::PaidLate => Some(crate::hooks::EventType::PaymentPaidLate),
+            _ => None,
+        };
+        if let Some(event_type) = hook {
+            let e = NewHookEvent {
+                account: account.to_string(),
+                user_key: Some(r.try_get("user_key")?),
+                event_type,
+                data: serde_json::json!({
+                    "payment_id": id,
+                    "order_id": order,
+                    "status": to.as_str(),
+                    "provider": r.try_get::<String, _>("provider")?,
+                    "method": r.try_get::<String, _>("method")?,
+                    "amount": r.try_get::<String, _>("amount")?,
+                    "paid_amount": r.try_get::<Option<String>, _>("paid_amount")?,
+                    "currency": r.try_get::<String, _>("currency")?,
+                }),
+                dedup_key: format!("payment:{id}:{}", to.as_str()),
+                at: now,
+            };
+            self.tx_hook_event(&mut tx, &e).await?;
+        }
         match to {
             PaymentStatus::Paid => {
                 self.tx_run(

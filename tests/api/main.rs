@@ -18,6 +18,7 @@ mod graph_schema;
 mod handoff;
 mod idempotency;
 mod keys;
+mod hooks;
 mod materials;
 mod media;
 mod payments;

@@ -72,6 +72,8 @@ pub(super) fn run(
     dispatcher: Arc<OnceLock<Dispatcher>>,
     url: &str,
 ) {
+    // The endpoints' view this writer writes webhook events by.
+    super::super::hooks::bind_writer_thread(url);
     // Only for waiting on the queue with a deadline inside a transaction.
     let rt = match tokio::runtime::Builder::new_current_thread()
         .enable_time()

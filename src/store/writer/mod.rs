@@ -447,6 +447,7 @@ mod tests {
             timers: Vec::new(),
             flow_records: Vec::new(),
             bot_records: Vec::new(),
+            hook_events: Vec::new(),
             now,
             batch: None,
         }

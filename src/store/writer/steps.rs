@@ -44,5 +44,8 @@ pub(super) fn commit_steps(
     insert_timers(tx, &rows_of(steps, |s| &s.timers))?;
     record_bot_sessions(tx, &rows_of(steps, |s| &s.bot_records))?;
     record_flow_executions(tx, &rows_of(steps, |s| &s.flow_records))?;
+    for s in steps {
+        super::super::hooks::write_hook_events(tx, &s.hook_events)?;
+    }
     Ok(ids)
 }

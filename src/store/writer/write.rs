@@ -21,6 +21,10 @@ pub(super) fn write_ops(
             })
             .collect();
         let inserted = append_rows(tx, &appends)?;
+        super::super::hooks::write_hook_events(
+            tx,
+            &super::super::hooks::inbox_events(&appends, &inserted),
+        )?;
 
         // 2. Steps.
         let steps: Vec<&StepCommit> = ops

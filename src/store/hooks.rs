@@ -1,0 +1,816 @@
+//! Outbound webhooks' rows: endpoints (subscriptions), events (the transactional outbox),
+//! deliveries (an event to an endpoint) and attempts (the delivery log).
+//!
+//! An event is written in the transaction of the change it reports — by the writer for a
+//! conversation's changes (inbound messages, statuses, handoffs), in the commerce
+//! transactions for orders and payments — and only when an active endpoint wants it: the
+//! [`HookSubs`] view of the endpoints is read there, in memory, so the hot path pays nothing
+//! while nobody subscribes. Its deliveries, one per endpoint that wanted it, are inserted with
+//! it; the sender (`hooksend`) then updates them through the pool (the writer never does: it
+//! only inserts rows no one else has seen).
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex, OnceLock, RwLock};
+
+use secrecy::{ExposeSecret, SecretString};
+use sqlx::Row;
+
+use super::exec::{exec, SyncTx};
+use super::sql::Val;
+use super::*;
+use crate::hooks::{new_message_id, DeliveryState, EventFilter, EventType};
+
+/// An event to write with the change that caused it.
+#[derive(Debug, Clone)]
+pub struct NewHookEvent {
+    pub account: String,
+    /// The conversation concerned, if any: the event gets the next `sequence` of it.
+    pub user_key: Option<String>,
+    pub event_type: EventType,
+    /// The event's `data` (the account, the conversation and the sequence are added).
+    pub data: serde_json::Value,
+    /// The same change written again makes no second event.
+    pub dedup_key: String,
+    pub at: i64,
+}
+
+/// One active endpoint as the writers see it.
+#[derive(Debug, Clone)]
+struct SubView {
+    id: String,
+    account: Option<String>,
+    filter: EventFilter,
+}
+
+/// The active endpoints, in memory: who wants which event of which account. Loaded from
+/// `hook_endpoints` at start and after every change to them, so a reload of the config or
+/// of flows leaves it as it is.
+#[derive(Debug, Default)]
+pub struct HookSubs {
+    any: AtomicBool,
+    subs: RwLock<Vec<SubView>>,
+}
+
+impl HookSubs {
+    /// The endpoints that want `event` of `account`.
+    pub fn endpoints_for(&self, account: &str, event: EventType) -> Vec<String> {
+        if !self.any.load(Ordering::Acquire) {
+            return Vec::new();
+        }
+        let subs = self.subs.read().unwrap_or_else(|e| e.into_inner());
+        subs.iter()
+            .filter(|s| s.account.as_deref().is_none_or(|a| a == account) && s.filter.wants(event))
+            .map(|s| s.id.clone())
+            .collect()
+    }
+
+    /// Is any endpoint active?
+    pub fn any_active(&self) -> bool {
+        self.any.load(Ordering::Acquire)
+    }
+
+    /// Does anyone want `event` of `account`? (Cheap: a flag while nobody subscribes.)
+    pub fn wanted(&self, account: &str, event: EventType) -> bool {
+        self.any.load(Ordering::Acquire) && !self.endpoints_for(account, event).is_empty()
+    }
+
+    fn set(&self, subs: Vec<SubView>) {
+        let mut guard = self.subs.write().unwrap_or_else(|e| e.into_inner());
+        self.any.store(!subs.is_empty(), Ordering::Release);
+        *guard = subs;
+    }
+}
+
+/// The view of each store (by URL), shared by every handle on it and by its writers.
+fn registry() -> &'static Mutex<HashMap<String, Arc<HookSubs>>> {
+    static R: OnceLock<Mutex<HashMap<String, Arc<HookSubs>>>> = OnceLock::new();
+    R.get_or_init(Default::default)
+}
+
+pub(crate) fn subs_for_url(url: &str) -> Arc<HookSubs> {
+    registry()
+        .lock()
+        .unwrap_or_else(|e| e.into_inner())
+        .entry(url.to_string())
+        .or_default()
+        .clone()
+}
+
+thread_local! {
+    /// The view of the store this writer thread writes (set when the writer starts).
+    static WRITER_SUBS: std::cell::RefCell<Option<Arc<HookSubs>>> = const { std::cell::RefCell::new(None) };
+}
+
+/// Bind this writer thread to its store's view.
+pub(crate) fn bind_writer_thread(url: &str) {
+    let subs = subs_for_url(url);
+    WRITER_SUBS.with(|s| *s.borrow_mut() = Some(subs));
+}
+
+/// The view this writer thread writes by.
+pub(crate) fn writer_subs() -> Option<Arc<HookSubs>> {
+    WRITER_SUBS.with(|s| s.borrow().clone())
+}
+
+const INSERT_EVENT: &str = "INSERT INTO hook_events (id, account, user_key, sequence, event_type, payload, dedup_key, created_at) \
+     SELECT $1, $2, $3, CASE WHEN $3 IS NULL THEN NULL ELSE COALESCE(MAX(sequence), 0) + 1 END, $4, $5, $6, $7 \
+     FROM hook_events WHERE account = $2 AND user_key = $3 \
+     ON CONFLICT (dedup_key) DO NOTHING";
+const INSERT_DELIVERY: &str = "INSERT INTO hook_deliveries (event_id, endpoint_id, state, attempts, next_at, created_at, updated_at) \
+     SELECT $1, $2, 'pending', 0, $3, $3, $3 WHERE EXISTS (SELECT 1 FROM hook_events WHERE id = $1) \
+     ON CONFLICT (event_id, endpoint_id) DO NOTHING";
+
+fn event_vals(id: &str, e: &NewHookEvent) -> Vec<Val> {
+    vec![
+        Val::S(id.to_string()),
+        Val::S(e.account.clone()),
+        Val::OptS(e.user_key.clone()),
+        Val::S(e.event_type.as_str().to_string()),
+        Val::S(e.data.to_string()),
+        Val::S(e.dedup_key.clone()),
+        Val::I(e.at),
+    ]
+}
+
+/// Write, in the writer's open transaction, the events someone wants, with their deliveries.
+pub(crate) fn write_hook_events(
+    tx: &mut dyn SyncTx,
+    events: &[NewHookEvent],
+) -> Result<(), StoreError> {
+    let Some(subs) = writer_subs() else {
+        return Ok(());
+    };
+    for e in events {
+        let endpoints = subs.endpoints_for(&e.account, e.event_type);
+        if endpoints.is_empty() {
+            continue;
+        }
+        let id = new_message_id();
+        exec(tx, INSERT_EVENT, event_vals(&id, e))?;
+        for ep in endpoints {
+            exec(
+                tx,
+                INSERT_DELIVERY,
+                vec![Val::S(id.clone()), Val::S(ep), Val::I(e.at)],
+            )?;
+        }
+    }
+    Ok(())
+}
+
+/// The events of freshly inserted inbox rows (`inserted`: their seqs by account and dedup
+/// key) that someone wants: `message.received` for a message, `message.status` for a status.
+pub(crate) fn inbox_events(
+    appends: &[&Vec<NewInboxRow>],
+    inserted: &HashMap<(&str, &str), i64>,
+) -> Vec<NewHookEvent> {
+    let Some(subs) = writer_subs() else {
+        return Vec::new();
+    };
+    if !subs.any.load(Ordering::Acquire) {
+        return Vec::new();
+    }
+    let mut out = Vec::new();
+    for r in appends.iter().flat_map(|rows| rows.iter()) {
+        let Some(seq) = inserted.get(&(r.account.as_str(), r.dedup_key.as_str())) else {
+            continue;
+        };
+        let event_type = match r.kind {
+            crate::domain::InboxKind::Message => EventType::MessageReceived,
+            crate::domain::InboxKind::Status => EventType::MessageStatus,
+            _ => continue,
+        };
+        if !subs.wanted(&r.account, event_type) {
+            continue;
+        }
+        let data = match (event_type, &r.dispatch, &r.status) {
+            (EventType::MessageReceived, Some(m), _) => serde_json::json!({
+                "wamid": m.wamid,
+                "from": m.from,
+                "user_id": m.user_id,
+                "profile_name": m.profile_name,
+                "timestamp": m.timestamp,
+                "context": m.context,
+                "content": m.content,
+                "inbox_seq": seq,
+            }),
+            (EventType::MessageStatus, _, Some(s)) => serde_json::json!({
+                "wamid": r.wamid.as_deref(),
+                "status": s.status,
+                "at_ms": s.at_ms,
+                "outbox_id": s.outbox_id,
+                "error_code": s.error_code,
+                "error_detail": s.error_detail,
+            }),
+            _ => serde_json::json!({ "wamid": r.wamid.as_deref() }),
+        };
+        out.push(NewHookEvent {
+            account: r.account.to_string(),
+            user_key: r.user_key.as_deref().map(str::to_string),
+            event_type,
+            data,
+            dedup_key: format!("inbox:{}:{}", r.account.as_str(), r.dedup_key),
+            at: r.received_at,
+        });
+    }
+    out
+}
+
+/// An endpoint as stored (its secrets kept secret).
+#[derive(Debug, Clone)]
+pub struct HookEndpoint {
+    pub id: String,
+    pub account: Option<String>,
+    pub url: String,
+    pub events: EventFilter,
+    pub active: bool,
+    pub secret: SecretString,
+    pub prev_secret: Option<SecretString>,
+    pub prev_secret_until: Option<i64>,
+    pub description: String,
+    pub failing_since: Option<i64>,
+    pub disabled_reason: Option<String>,
+    pub created_at: i64,
+    pub updated_at: i64,
+}
+
+impl HookEndpoint {
+    /// The secrets that sign at `now`: the current one, and the previous one while it lasts.
+    pub fn signing_secrets(&self, now: i64) -> Vec<&SecretString> {
+        let mut out = vec![&self.secret];
+        if let (Some(prev), Some(until)) = (&self.prev_secret, self.prev_secret_until) {
+            if now < until {
+                out.push(prev);
+            }
+        }
+        out
+    }
+}
+
+const ENDPOINT_COLUMNS: &str = "id, account, url, events, active, secret, prev_secret, prev_secret_until, description, failing_since, disabled_reason, created_at, updated_at";
+
+fn endpoint_of(r: &sqlx::any::AnyRow) -> Result<HookEndpoint, StoreError> {
+    let events: String = r.try_get("events")?;
+    Ok(HookEndpoint {
+        id: r.try_get("id")?,
+        account: r.try_get("account")?,
+        url: r.try_get("url")?,
+        events: EventFilter::parse_stored(&events)
+            .map_err(|e| StoreError::Corrupt(e.to_string()))?,
+        active: r.try_get::<i64, _>("active")? != 0,
+        secret: SecretString::from(r.try_get::<String, _>("secret")?),
+        prev_secret: r
+            .try_get::<Option<String>, _>("prev_secret")?
+            .map(SecretString::from),
+        prev_secret_until: r.try_get("prev_secret_until")?,
+        description: r.try_get("description")?,
+        failing_since: r.try_get("failing_since")?,
+        disabled_reason: r.try_get("disabled_reason")?,
+        created_at: r.try_get("created_at")?,
+        updated_at: r.try_get("updated_at")?,
+    })
+}
+
+/// A new endpoint.
+pub struct NewEndpoint<'a> {
+    pub id: &'a str,
+    pub account: Option<&'a str>,
+    pub url: &'a str,
+    pub events: &'a EventFilter,
+    pub secret: &'a SecretString,
+    pub description: &'a str,
+    pub now: i64,
+}
+
+/// What an update changes (None: kept).
+#[derive(Debug, Default)]
+pub struct EndpointChange {
+    pub url: Option<String>,
+    pub events: Option<EventFilter>,
+    pub active: Option<bool>,
+    pub description: Option<String>,
+}
+
+/// A delivery due, with what sending it needs.
+#[derive(Debug, Clone)]
+pub struct DueDelivery {
+    pub id: i64,
+    pub attempts: i64,
+    pub event_id: String,
+    pub event_type: String,
+    pub account: String,
+    pub user_key: Option<String>,
+    pub sequence: Option<i64>,
+    pub payload: String,
+    pub event_at: i64,
+    pub endpoint_id: String,
+}
+
+/// One attempt, as the delivery log shows it.
+#[derive(Debug, Clone)]
+pub struct HookAttempt {
+    pub id: i64,
+    pub delivery_id: i64,
+    pub event_id: String,
+    pub event_type: String,
+    pub at: i64,
+    pub latency_ms: i64,
+    pub status: i64,
+    pub body: String,
+    pub error: Option<String>,
+    pub delivery_state: DeliveryState,
+}
+
+/// One attempt to record.
+pub struct AttemptRecord<'a> {
+    pub delivery_id: i64,
+    pub endpoint_id: &'a str,
+    pub event_id: &'a str,
+    pub at: i64,
+    pub latency_ms: i64,
+    pub status: u16,
+    pub body: &'a str,
+    pub error: Option<&'a str>,
+    /// The delivery's state after it, and its next attempt's time when pending.
+    pub state: DeliveryState,
+    pub next_at: i64,
+}
+
+impl Store {
+    /// The in-memory view of the active endpoints (shared by every handle on this store).
+    pub fn hook_subs(&self) -> Arc<HookSubs> {
+        subs_for_url(self.url())
+    }
+
+    /// Read the active endpoints again into [`HookSubs`].
+    pub async fn reload_hook_subs(&self) -> Result<(), StoreError> {
+        let rows = self
+            .fetch(
+                "SELECT id, account, events FROM hook_endpoints WHERE active = 1",
+                vec![],
+            )
+            .await?;
+        let mut subs = Vec::with_capacity(rows.len());
+        for r in &rows {
+            let events: String = r.try_get("events")?;
+            subs.push(SubView {
+                id: r.try_get("id")?,
+                account: r.try_get("account")?,
+                filter: EventFilter::parse_stored(&events)
+                    .map_err(|e| StoreError::Corrupt(e.to_string()))?,
+            });
+        }
+        self.hook_subs().set(subs);
+        Ok(())
+    }
+
+    /// Write an event (and its deliveries) in a pool transaction, if someone wants it.
+    pub(super) async fn tx_hook_event(
+        &self,
+        tx: &mut sqlx::Transaction<'_, sqlx::Any>,
+        e: &NewHookEvent,
+    ) -> Result<(), StoreError> {
+        let endpoints = self.hook_subs().endpoints_for(&e.account, e.event_type);
+        self.tx_hook_event_to(tx, e, &endpoints).await
+    }
+
+    async fn tx_hook_event_to(
+        &self,
+        tx: &mut sqlx::Transaction<'_, sqlx::Any>,
+        e: &NewHookEvent,
+        endpoints: &[String],
+    ) -> Result<(), StoreError> {
+        if endpoints.is_empty() {
+            return Ok(());
+        }
+        let id = new_message_id();
+        self.tx_run(tx, INSERT_EVENT, event_vals(&id, e)).await?;
+        for ep in endpoints {
+            self.tx_run(
+                tx,
+                INSERT_DELIVERY,
+                vec![Val::S(id.clone()), Val::S(ep.clone()), Val::I(e.at)],
+            )
+            .await?;
+        }
+        Ok(())
+    }
+
+    /// Write an event on its own (nothing else changes with it), if someone wants it.
+    pub async fn hook_event(&self, e: &NewHookEvent) -> Result<(), StoreError> {
+        let mut tx = self.pool().begin().await?;
+        self.tx_hook_event(&mut tx, e).await?;
+        tx.commit().await?;
+        Ok(())
+    }
+
+    /// A test event for one endpoint only.
+    pub async fn hook_test_event(
+        &self,
+        endpoint: &str,
+        e: &NewHookEvent,
+    ) -> Result<(), StoreError> {
+        let mut tx = self.pool().begin().await?;
+        self.tx_hook_event_to(&mut tx, e, &[endpoint.to_string()])
+            .await?;
+        tx.commit().await?;
+        Ok(())
+    }
+
+    pub async fn create_hook_endpoint(&self, n: &NewEndpoint<'_>) -> Result<(), StoreError> {
+        self.run(
+            "INSERT INTO hook_endpoints (id, account, url, events, active, secret, description, created_at, updated_at) \
+             VALUES ($1, $2, $3, $4, 1, $5, $6, $7, $7)",
+            vec![
+                n.id.into(),
+                Val::OptS(n.account.map(str::to_string)),
+                n.url.into(),
+                Val::S(n.events.stored()),
+                Val::S(n.secret.expose_secret().to_string()),
+                n.description.into(),
+                Val::I(n.now),
+            ],
+        )
+        .await?;
+        self.reload_hook_subs().await
+    }
+
+    pub async fn hook_endpoint(&self, id: &str) -> Result<Option<HookEndpoint>, StoreError> {
+        let rows = self
+            .fetch(
+                &format!("SELECT {ENDPOINT_COLUMNS} FROM hook_endpoints WHERE id = $1"),
+                vec![id.into()],
+            )
+            .await?;
+        rows.first().map(endpoint_of).transpose()
+    }
+
+    /// Endpoints by id, after `after`, `limit` of them; of one account (and those of all
+    /// accounts) when given.
+    pub async fn hook_endpoints(
+        &self,
+        account: Option<&str>,
+        after: Option<&str>,
+        limit: i64,
+    ) -> Result<Vec<HookEndpoint>, StoreError> {
+        let rows = self
+            .fetch(
+                &format!(
+                    "SELECT {ENDPOINT_COLUMNS} FROM hook_endpoints \
+                     WHERE ($1 IS NULL OR account IS NULL OR account = $1) AND id > $2 ORDER BY id LIMIT $3"
+                ),
+                vec![
+                    Val::OptS(account.map(str::to_string)),
+                    after.unwrap_or("").into(),
+                    Val::I(limit),
+                ],
+            )
+            .await?;
+        rows.iter().map(endpoint_of).collect()
+    }
+
+    /// Change an endpoint; whether it exists. Turning it active clears its failure record.
+    pub async fn update_hook_endpoint(
+        &self,
+        id: &str,
+        c: &EndpointChange,
+        now: i64,
+    ) -> Result<bool, StoreError> {
+        let n = self
+            .run(
+                "UPDATE hook_endpoints SET url = COALESCE($1, url), events = COALESCE($2, events), \
+                 active = COALESCE($3, active), description = COALESCE($4, description), \
+                 failing_since = CASE WHEN $3 = 1 THEN NULL ELSE failing_since END, \
+                 disabled_reason = CASE WHEN $3 = 1 THEN NULL ELSE disabled_reason END, \
+                 updated_at = $5 WHERE id = $6",
+                vec![
+                    Val::OptS(c.url.clone()),
+                    Val::OptS(c.events.as_ref().map(EventFilter::stored)),
+                    Val::OptI(c.active.map(i64::from)),
+                    Val::OptS(c.description.clone()),
+                    Val::I(now),
+                    id.into(),
+                ],
+            )
+            .await?;
+        self.reload_hook_subs().await?;
+        Ok(n > 0)
+    }
+
+    /// Delete an endpoint with its deliveries and their log; whether it existed.
+    pub async fn delete_hook_endpoint(&self, id: &str) -> Result<bool, StoreError> {
+        let mut tx = self.pool().begin().await?;
+        self.tx_run(
+            &mut tx,
+            "DELETE FROM hook_attempts WHERE endpoint_id = $1",
+            vec![id.into()],
+        )
+        .await?;
+        self.tx_run(
+            &mut tx,
+            "DELETE FROM hook_deliveries WHERE endpoint_id = $1",
+            vec![id.into()],
+        )
+        .await?;
+        let n = self
+            .tx_run(
+                &mut tx,
+                "DELETE FROM hook_endpoints WHERE id = $1",
+                vec![id.into()],
+            )
+            .await?;
+        tx.commit().await?;
+        self.reload_hook_subs().await?;
+        Ok(n > 0)
+    }
+
+    /// A new secret; the old one keeps signing (a second signature) until `prev_until`.
+    pub async fn rotate_hook_secret(
+        &self,
+        id: &str,
+        secret: &SecretString,
+        prev_until: i64,
+        now: i64,
+    ) -> Result<bool, StoreError> {
+        let n = self
+            .run(
+                "UPDATE hook_endpoints SET prev_secret = secret, prev_secret_until = $1, secret = $2, updated_at = $3 WHERE id = $4",
+                vec![
+                    Val::I(prev_until),
+                    Val::S(secret.expose_secret().to_string()),
+                    Val::I(now),
+                    id.into(),
+                ],
+            )
+            .await?;
+        Ok(n > 0)
+    }
+
+    /// Make the endpoints of accounts' `webhook_url` (ids `ep_config_{account}`) what the
+    /// configuration says: created or changed (url, secret; every event; active), and those
+    /// of accounts that no longer have one deleted.
+    pub async fn sync_config_hook_endpoints(
+        &self,
+        wanted: &[(String, String, SecretString)],
+        now: i64,
+    ) -> Result<(), StoreError> {
+        let ids: Vec<String> = wanted
+            .iter()
+            .map(|(account, _, _)| format!("ep_config_{account}"))
+            .collect();
+        let existing = self
+            .fetch(
+                "SELECT id FROM hook_endpoints WHERE substr(id, 1, 10) = 'ep_config_'",
+                vec![],
+            )
+            .await?;
+        for r in &existing {
+            let id: String = r.try_get("id")?;
+            if !ids.contains(&id) {
+                self.delete_hook_endpoint(&id).await?;
+            }
+        }
+        for ((account, url, secret), id) in wanted.iter().zip(&ids) {
+            let changed = self
+                .run(
+                    "UPDATE hook_endpoints SET url = $1, secret = $2, events = '', active = 1, \
+                     failing_since = NULL, disabled_reason = NULL, updated_at = $3 \
+                     WHERE id = $4 AND (url <> $1 OR secret <> $2 OR active = 0 OR events <> '')",
+                    vec![
+                        url.as_str().into(),
+                        Val::S(secret.expose_secret().to_string()),
+                        Val::I(now),
+                        id.as_str().into(),
+                    ],
+                )
+                .await?;
+            if changed == 0 && self.hook_endpoint(id).await?.is_none() {
+                self.create_hook_endpoint(&NewEndpoint {
+                    id,
+                    account: Some(account),
+                    url,
+                    events: &EventFilter::default(),
+                    secret,
+                    description: "accounts[].webhook_url in the configuration",
+                    now,
+                })
+                .await?;
+            }
+        }
+        self.reload_hook_subs().await
+    }
+
+    /// Deliveries due at `now` to active endpoints, oldest first. Each is leased until
+    /// `lease_until` (its `next_at` moves there), so the next poll does not take it again
+    /// while it is in flight; a crash leaves it due when the lease ends.
+    pub async fn take_due_hook_deliveries(
+        &self,
+        now: i64,
+        lease_until: i64,
+        limit: i64,
+    ) -> Result<Vec<DueDelivery>, StoreError> {
+        let rows = self
+            .fetch(
+                "SELECT d.id, d.attempts, d.endpoint_id, e.id AS event_id, e.event_type, e.account, e.user_key, e.sequence, e.payload, e.created_at \
+                 FROM hook_deliveries d JOIN hook_events e ON e.id = d.event_id \
+                 JOIN hook_endpoints p ON p.id = d.endpoint_id \
+                 WHERE d.state = 'pending' AND d.next_at <= $1 AND p.active = 1 ORDER BY d.next_at, d.id LIMIT $2",
+                vec![Val::I(now), Val::I(limit)],
+            )
+            .await?;
+        let mut out = Vec::with_capacity(rows.len());
+        for r in &rows {
+            out.push(DueDelivery {
+                id: r.try_get("id")?,
+                attempts: r.try_get("attempts")?,
+                event_id: r.try_get("event_id")?,
+                event_type: r.try_get("event_type")?,
+                account: r.try_get("account")?,
+                user_key: r.try_get("user_key")?,
+                sequence: r.try_get("sequence")?,
+                payload: r.try_get("payload")?,
+                event_at: r.try_get("created_at")?,
+                endpoint_id: r.try_get("endpoint_id")?,
+            });
+        }
+        if !out.is_empty() {
+            let ids: Vec<String> = out.iter().map(|d| d.id.to_string()).collect();
+            // Ids are integers read from the store: safe to inline.
+            self.run(
+                &format!(
+                    "UPDATE hook_deliveries SET next_at = $1 WHERE state = 'pending' AND id IN ({})",
+                    ids.join(",")
+                ),
+                vec![Val::I(lease_until)],
+            )
+            .await?;
+        }
+        Ok(out)
+    }
+
+    /// Record an attempt and move its delivery, in one transaction.
+    pub async fn record_hook_attempt(&self, a: &AttemptRecord<'_>) -> Result<(), StoreError> {
+        let mut tx = self.pool().begin().await?;
+        self.tx_run(
+            &mut tx,
+            "INSERT INTO hook_attempts (delivery_id, endpoint_id, event_id, at, latency_ms, status, body, error) \
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8)",
+            vec![
+                Val::I(a.delivery_id),
+                a.endpoint_id.into(),
+                a.event_id.into(),
+                Val::I(a.at),
+                Val::I(a.latency_ms),
+                Val::I(i64::from(a.status)),
+                a.body.into(),
+                Val::OptS(a.error.map(str::to_string)),
+            ],
+        )
+        .await?;
+        self.tx_run(
+            &mut tx,
+            "UPDATE hook_deliveries SET state = $1, attempts = attempts + 1, next_at = $2, last_status = $3, updated_at = $4 WHERE id = $5",
+            vec![
+                a.state.as_str().into(),
+                Val::I(a.next_at),
+                Val::I(i64::from(a.status)),
+                Val::I(a.at),
+                Val::I(a.delivery_id),
+            ],
+        )
+        .await?;
+        tx.commit().await?;
+        Ok(())
+    }
+
+    /// An endpoint's delivery succeeded (true) or failed: its failure record.
+    pub async fn hook_endpoint_health(
+        &self,
+        id: &str,
+        ok: bool,
+        now: i64,
+    ) -> Result<(), StoreError> {
+        if ok {
+            self.run(
+                "UPDATE hook_endpoints SET failing_since = NULL WHERE id = $1 AND failing_since IS NOT NULL",
+                vec![id.into()],
+            )
+            .await?;
+        } else {
+            self.run(
+                "UPDATE hook_endpoints SET failing_since = $2 WHERE id = $1 AND failing_since IS NULL",
+                vec![id.into(), Val::I(now)],
+            )
+            .await?;
+        }
+        Ok(())
+    }
+
+    /// Disable an endpoint and tell the others that want to know (`endpoint.disabled`), in
+    /// one transaction; whether it was active.
+    pub async fn disable_hook_endpoint(
+        &self,
+        ep: &HookEndpoint,
+        reason: &str,
+        now: i64,
+    ) -> Result<bool, StoreError> {
+        let mut tx = self.pool().begin().await?;
+        let n = self
+            .tx_run(
+                &mut tx,
+                "UPDATE hook_endpoints SET active = 0, disabled_reason = $1, updated_at = $2 WHERE id = $3 AND active = 1",
+                vec![reason.into(), Val::I(now), ep.id.as_str().into()],
+            )
+            .await?;
+        if n > 0 {
+            let account = ep.account.clone().unwrap_or_default();
+            let endpoints: Vec<String> = self
+                .hook_subs()
+                .endpoints_for(&account, EventType::EndpointDisabled)
+                .into_iter()
+                .filter(|id| *id != ep.id)
+                .collect();
+            let e = NewHookEvent {
+                account,
+                user_key: None,
+                event_type: EventType::EndpointDisabled,
+                data: serde_json::json!({"endpoint_id": ep.id, "reason": reason}),
+                dedup_key: format!("disabled:{}:{now}", ep.id),
+                at: now,
+            };
+            self.tx_hook_event_to(&mut tx, &e, &endpoints).await?;
+        }
+        tx.commit().await?;
+        self.reload_hook_subs().await?;
+        Ok(n > 0)
+    }
+
+    /// The delivery log of an endpoint, newest first, before attempt `before`.
+    pub async fn hook_attempts(
+        &self,
+        endpoint: &str,
+        before: Option<i64>,
+        limit: i64,
+    ) -> Result<Vec<HookAttempt>, StoreError> {
+        let rows = self
+            .fetch(
+                "SELECT a.id, a.delivery_id, a.event_id, e.event_type, a.at, a.latency_ms, a.status, a.body, a.error, d.state \
+                 FROM hook_attempts a JOIN hook_events e ON e.id = a.event_id JOIN hook_deliveries d ON d.id = a.delivery_id \
+                 WHERE a.endpoint_id = $1 AND a.id < $2 ORDER BY a.id DESC LIMIT $3",
+                vec![endpoint.into(), Val::I(before.unwrap_or(i64::MAX)), Val::I(limit)],
+            )
+            .await?;
+        rows.iter()
+            .map(|r| {
+                let state: String = r.try_get("state")?;
+                Ok(HookAttempt {
+                    id: r.try_get("id")?,
+                    delivery_id: r.try_get("delivery_id")?,
+                    event_id: r.try_get("event_id")?,
+                    event_type: r.try_get("event_type")?,
+                    at: r.try_get("at")?,
+                    latency_ms: r.try_get("latency_ms")?,
+                    status: r.try_get("status")?,
+                    body: r.try_get("body")?,
+                    error: r.try_get("error")?,
+                    delivery_state: state.parse().map_err(|e: crate::hooks::UnknownEvent| {
+                        StoreError::Corrupt(e.to_string())
+                    })?,
+                })
+            })
+            .collect()
+    }
+
+    /// Send a delivery of `endpoint` again from the start of the schedule; whether it exists.
+    pub async fn replay_hook_delivery(
+        &self,
+        endpoint: &str,
+        delivery: i64,
+        now: i64,
+    ) -> Result<bool, StoreError> {
+        Ok(self
+            .run(
+                "UPDATE hook_deliveries SET state = 'pending', attempts = 0, next_at = $1, updated_at = $1 WHERE id = $2 AND endpoint_id = $3",
+                vec![Val::I(now), Val::I(delivery), endpoint.into()],
+            )
+            .await?
+            > 0)
+    }
+
+    /// Send again every failed or exhausted delivery of `endpoint` whose event came at or
+    /// after `since`; how many.
+    pub async fn recover_hook_deliveries(
+        &self,
+        endpoint: &str,
+        since: i64,
+        now: i64,
+    ) -> Result<u64, StoreError> {
+        self.run(
+            "UPDATE hook_deliveries SET state = 'pending', attempts = 0, next_at = $1, updated_at = $1 \
+             WHERE endpoint_id = $2 AND state IN ('failed', 'exhausted') AND created_at >= $3",
+            vec![Val::I(now), endpoint.into(), Val::I(since)],
+        )
+        .await
+    }
+}
