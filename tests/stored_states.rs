@@ -1,5 +1,6 @@
 //! The states the SQL spells as literals (`state = 'pending'`, `status IN ('running', …)`) are
-//! the texts of the stored-state enums in `parley::domain` (or, for an outbox row's `status`,
+//! the texts of the stored-state enums in `parley::domain` (a webhook delivery's, in
+//! `parley::hooks`; or, for an outbox row's `status`,
 //! Meta's delivery statuses): a statement naming a state no enum has (a typo, a state renamed
 //! in one place) fails here, so the enums and the SQL cannot drift apart.
 
@@ -10,6 +11,7 @@ use parley::domain::{
     CampaignStatus, CartStatus, FlowRunStatus, InboxState, OrderStatus, OutboxState, PaymentStatus,
     RecipientState, RefundStatus, SubscriptionStatus, TimerState,
 };
+use parley::hooks::DeliveryState;
 use parley::whatsapp::event::DeliveryStatus;
 
 fn is_state(s: &str) -> bool {
@@ -17,6 +19,7 @@ fn is_state(s: &str) -> bool {
         || OutboxState::from_str(s).is_ok()
         || TimerState::from_str(s).is_ok()
         || RecipientState::from_str(s).is_ok()
+        || DeliveryState::from_str(s).is_ok()
 }
 
 fn is_status(s: &str) -> bool {
