@@ -114,7 +114,7 @@ pub fn routes() -> Router<AppState> {
 #[derive(Debug)]
 pub(in crate::ingress) struct ApiError {
     status: StatusCode,
-    message: String,
+    pub(in crate::ingress) message: String,
     errors: Vec<String>,
 }
 
@@ -131,6 +131,11 @@ impl ApiError {
         ApiError::new(StatusCode::UNPROCESSABLE_ENTITY, message)
     }
 
+    /// 400: the request cannot be read as asked.
+    pub(in crate::ingress) fn bad(message: impl Into<String>) -> ApiError {
+        ApiError::new(StatusCode::BAD_REQUEST, message)
+    }
+
     pub(in crate::ingress) fn not_found(message: impl Into<String>) -> ApiError {
         ApiError::new(StatusCode::NOT_FOUND, message)
     }
@@ -140,7 +145,7 @@ impl ApiError {
     }
 
     /// 422 with every problem found.
-    fn problems(errors: Vec<String>) -> ApiError {
+    pub(in crate::ingress) fn problems(errors: Vec<String>) -> ApiError {
         ApiError {
             status: StatusCode::UNPROCESSABLE_ENTITY,
             message: errors.join("; "),
@@ -223,11 +228,11 @@ fn nullable<'de, D: Deserializer<'de>, T: Deserialize<'de>>(
 }
 
 /// An opaque page cursor: the hex of the text it stands for.
-fn cursor(text: &str) -> String {
+pub(in crate::ingress) fn cursor(text: &str) -> String {
     hex::encode(text)
 }
 
-fn uncursor(given: &str) -> Result<String, ApiError> {
+pub(in crate::ingress) fn uncursor(given: &str) -> Result<String, ApiError> {
     hex::decode(given)
         .ok()
         .and_then(|b| String::from_utf8(b).ok())

@@ -23,20 +23,19 @@ use axum::body::Bytes;
 use axum::extract::rejection::{BytesRejection, QueryRejection};
 use axum::extract::{DefaultBodyLimit, Path, Query, State};
 use axum::http::StatusCode;
-use axum::response::{IntoResponse, Response};
+use axum::response::IntoResponse;
 use axum::routing::{get, post};
 use axum::{Json, Router};
-use serde::de::DeserializeOwned;
 use serde::Deserialize;
 use serde_json::{json, Map, Value};
 
+use super::commerce::{cursor, json_body, query, uncursor, Answer, ApiError};
 use super::AppState;
 use crate::domain::contact::{normalize_tags, normalize_wa_id, FieldDef};
 use crate::domain::profile::{normalize, ProfileField};
 use crate::domain::{AccountId, ConsentAction, ContactSource, CustomFieldKind, UserKey};
 use crate::store::{
     ConsentChange, ContactAfter, ContactFilter, ContactOrder, ContactRecord, ContactWrite,
-    StoreError,
 };
 
 const DEFAULT_LIMIT: i64 = 50;
@@ -77,57 +76,6 @@ pub fn routes() -> Router<AppState> {
         )
 }
 
-#[derive(Debug)]
-struct ApiError {
-    status: StatusCode,
-    message: String,
-    errors: Vec<String>,
-}
-
-impl ApiError {
-    fn new(status: StatusCode, message: impl Into<String>) -> ApiError {
-        ApiError {
-            status,
-            message: message.into(),
-            errors: Vec::new(),
-        }
-    }
-    fn invalid(message: impl Into<String>) -> ApiError {
-        ApiError::new(StatusCode::UNPROCESSABLE_ENTITY, message)
-    }
-    fn bad(message: impl Into<String>) -> ApiError {
-        ApiError::new(StatusCode::BAD_REQUEST, message)
-    }
-    fn not_found(message: impl Into<String>) -> ApiError {
-        ApiError::new(StatusCode::NOT_FOUND, message)
-    }
-    fn problems(errors: Vec<String>) -> ApiError {
-        ApiError {
-            status: StatusCode::UNPROCESSABLE_ENTITY,
-            message: errors.join("; "),
-            errors,
-        }
-    }
-}
-
-impl From<StoreError> for ApiError {
-    fn from(e: StoreError) -> ApiError {
-        ApiError::new(StatusCode::SERVICE_UNAVAILABLE, format!("store: {e}"))
-    }
-}
-
-impl IntoResponse for ApiError {
-    fn into_response(self) -> Response {
-        let mut body = json!({ "error": self.message });
-        if !self.errors.is_empty() {
-            body["errors"] = json!(self.errors);
-        }
-        (self.status, Json(body)).into_response()
-    }
-}
-
-type Answer = Result<Response, ApiError>;
-
 /// The account a request names, or the only one configured.
 fn account(app: &AppState, given: Option<&str>) -> Result<AccountId, ApiError> {
     let settings = app.engine.settings_arc();
@@ -145,37 +93,12 @@ fn account(app: &AppState, given: Option<&str>) -> Result<AccountId, ApiError> {
         .ok_or_else(|| ApiError::not_found("unknown account"))
 }
 
-fn query<T>(q: Result<Query<T>, QueryRejection>) -> Result<T, ApiError> {
-    q.map(|Query(q)| q)
-        .map_err(|e| ApiError::bad(e.body_text()))
-}
-
-fn json_body<T: DeserializeOwned>(body: Result<Bytes, BytesRejection>) -> Result<T, ApiError> {
-    let bytes = body.map_err(|e| ApiError::new(e.status(), e.body_text()))?;
-    serde_json::from_slice(&bytes).map_err(|e| match e.classify() {
-        serde_json::error::Category::Data => ApiError::invalid(format!("bad request body: {e}")),
-        _ => ApiError::bad(format!("bad JSON: {e}")),
-    })
-}
-
 fn page_limit(given: Option<i64>) -> Result<i64, ApiError> {
     match given {
         None => Ok(DEFAULT_LIMIT),
         Some(n) if (1..=MAX_LIMIT).contains(&n) => Ok(n),
         Some(_) => Err(ApiError::invalid(format!("limit must be 1..={MAX_LIMIT}"))),
     }
-}
-
-/// An opaque cursor: the hex of the text it stands for.
-fn cursor(text: &str) -> String {
-    hex::encode(text)
-}
-
-fn uncursor(given: &str) -> Result<String, ApiError> {
-    hex::decode(given)
-        .ok()
-        .and_then(|b| String::from_utf8(b).ok())
-        .ok_or_else(|| ApiError::bad("bad cursor"))
 }
 
 fn now(app: &AppState) -> i64 {
