@@ -62,8 +62,9 @@ pub fn routes(state: AppState) -> Router<AppState> {
             post(super::payments::confirm_by_owner),
         )
         .route("/reload", post(reload_all));
-    // Every route above, and every module merged into it, behind its role (access::roles).
-    super::access::guard(api, state)
+    // Every route above, and every module merged into it, behind its role (access::roles);
+    // every error as RFC 9457 problem details.
+    super::access::guard(api, state).layer(axum::middleware::from_fn(super::problem::as_problem))
 }
 
 fn error(status: StatusCode, message: impl Into<String>) -> Response {

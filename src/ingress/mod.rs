@@ -13,6 +13,7 @@ pub use commerce::owner;
 mod inbox;
 pub mod listener;
 pub mod payments;
+mod problem;
 mod qr;
 pub mod signature;
 mod sweeps;

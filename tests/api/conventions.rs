@@ -1,6 +1,7 @@
-//! `Idempotency-Key` on admin POSTs: the same key and request get the first answer again
-//! (nothing done twice), the same key on another request is refused, keys are per caller,
-//! a bad key is refused before anything runs.
+//! The admin API's conventions. `Idempotency-Key` on admin POSTs: the same key and request
+//! get the first answer again (nothing done twice), the same key on another request is
+//! refused, keys are per caller, a bad key is refused before anything runs. Errors are
+//! RFC 9457 problem details.
 
 use std::sync::Arc;
 
@@ -104,3 +105,52 @@ on_both_stores!(
     an_idempotency_key_answers_a_retry_with_the_first_answer,
     the_same_request_is_answered_once
 );
+
+/// Every admin error is an RFC 9457 problem (`application/problem+json`): `type`, `title`,
+/// `status`, `detail`, its own members kept (`error` too).
+async fn errors_are_problems(db: TestDb) {
+    let graph = Arc::new(FakeGraph::start().await);
+    let app = spawn_app(
+        test_settings(&db, &graph),
+        Arc::new(parley::conversation::CoreLogic),
+    )
+    .await;
+    let (status, made) = app
+        .admin(
+            Method::POST,
+            "/keys",
+            Some(ADMIN_TOKEN),
+            Some(json!({"name": "desk", "role": "agent"})),
+        )
+        .await;
+    assert_eq!(status, 201, "{made}");
+    let agent = made["key"].as_str().unwrap().to_string();
+    for (token, method, path, want) in [
+        ("wrong", Method::GET, "/accounts", 401),
+        (agent.as_str(), Method::GET, "/audit", 403),
+        (ADMIN_TOKEN, Method::GET, "/dead-letters/424242", 404),
+        (ADMIN_TOKEN, Method::GET, "/products?limit=0", 422),
+    ] {
+        let resp = app
+            .http
+            .request(method, format!("{}/admin/v1{path}", app.base))
+            .bearer_auth(token)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(resp.status().as_u16(), want, "{path}");
+        assert_eq!(
+            resp.headers()["content-type"],
+            "application/problem+json",
+            "{path}"
+        );
+        let p: Value = resp.json().await.unwrap();
+        assert_eq!(p["type"], "about:blank", "{p}");
+        assert_eq!(p["status"], want, "{p}");
+        assert!(p["title"].as_str().is_some_and(|t| !t.is_empty()), "{p}");
+        assert!(p["detail"].as_str().is_some_and(|d| !d.is_empty()), "{p}");
+        assert_eq!(p["detail"], p["error"], "{p}");
+    }
+    app.stop().await;
+}
+on_both_stores!(admin_errors_are_rfc_9457_problems, errors_are_problems);
