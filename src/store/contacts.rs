@@ -8,11 +8,8 @@ use sqlx::Row;
 
 use super::sql::{in_list, Val};
 use super::*;
-use crate::domain::contact::FieldDef;
 use crate::domain::profile::ProfileField;
-use crate::domain::{
-    AccountId, ConsentAction, ContactSource, CustomFieldKind, ImportState, UserKey,
-};
+use crate::domain::{AccountId, ConsentAction, ContactSource, UserKey};
 
 /// A contact as the admin API shows it.
 #[derive(Debug, Clone, Serialize)]
@@ -151,19 +148,6 @@ pub struct ConsentChange<'a> {
 pub struct Erased {
     pub inbound_messages: i64,
     pub outbound_messages: i64,
-}
-
-#[derive(Debug, Clone, Serialize)]
-pub struct ImportJob {
-    pub id: i64,
-    pub dry_run: bool,
-    pub state: ImportState,
-    pub total: i64,
-    pub valid: i64,
-    pub applied: i64,
-    pub errors: Value,
-    pub created_at: i64,
-    pub finished_at: Option<i64>,
 }
 
 /// What an erased message body becomes.
@@ -663,142 +647,6 @@ impl Store {
         self.tx_forget_search(&mut tx, account, user).await?;
         tx.commit().await?;
         Ok(Some(erased))
-    }
-
-    /// An account's custom field definitions, by name.
-    pub async fn field_defs(&self, account: &AccountId) -> Result<Vec<FieldDef>, StoreError> {
-        let rows = self
-            .fetch(
-                "SELECT name, kind, options FROM contact_field_defs WHERE account = $1 ORDER BY name",
-                vec![account.into()],
-            )
-            .await?;
-        rows.iter()
-            .map(|r| {
-                let kind: CustomFieldKind = stored(r, "kind")?;
-                let options: Option<String> = r.try_get("options")?;
-                Ok(FieldDef {
-                    name: r.try_get("name")?,
-                    kind,
-                    options: options
-                        .and_then(|o| serde_json::from_str(&o).ok())
-                        .unwrap_or_default(),
-                })
-            })
-            .collect()
-    }
-
-    /// Create or change a definition. Values already kept are not re-checked.
-    pub async fn put_field_def(
-        &self,
-        account: &AccountId,
-        def: &FieldDef,
-        now: i64,
-    ) -> Result<(), StoreError> {
-        let options =
-            (!def.options.is_empty()).then(|| Value::from(def.options.clone()).to_string());
-        self.run(
-            "INSERT INTO contact_field_defs (account, name, kind, options, created_at) VALUES ($1, $2, $3, $4, $5) \
-             ON CONFLICT (account, name) DO UPDATE SET kind = excluded.kind, options = excluded.options",
-            vec![
-                account.into(),
-                def.name.as_str().into(),
-                def.kind.as_str().into(),
-                Val::OptS(options),
-                Val::I(now),
-            ],
-        )
-        .await?;
-        Ok(())
-    }
-
-    pub async fn delete_field_def(
-        &self,
-        account: &AccountId,
-        name: &str,
-    ) -> Result<bool, StoreError> {
-        Ok(self
-            .run(
-                "DELETE FROM contact_field_defs WHERE account = $1 AND name = $2",
-                vec![account.into(), name.into()],
-            )
-            .await?
-            > 0)
-    }
-
-    pub async fn create_import_job(
-        &self,
-        account: &AccountId,
-        dry_run: bool,
-        now: i64,
-    ) -> Result<i64, StoreError> {
-        let rows = self
-            .fetch(
-                "INSERT INTO contact_imports (account, dry_run, state, created_at) VALUES ($1, $2, 'running', $3) RETURNING id",
-                vec![account.into(), Val::I(dry_run.into()), Val::I(now)],
-            )
-            .await?;
-        Ok(rows
-            .first()
-            .ok_or_else(|| StoreError::Corrupt("no id returned".into()))?
-            .try_get("id")?)
-    }
-
-    #[allow(clippy::too_many_arguments)]
-    pub async fn finish_import_job(
-        &self,
-        id: i64,
-        state: ImportState,
-        total: i64,
-        valid: i64,
-        applied: i64,
-        errors: &Value,
-        now: i64,
-    ) -> Result<(), StoreError> {
-        self.run(
-            "UPDATE contact_imports SET state = $2, total = $3, valid = $4, applied = $5, errors = $6, finished_at = $7 WHERE id = $1",
-            vec![
-                Val::I(id),
-                state.as_str().into(),
-                Val::I(total),
-                Val::I(valid),
-                Val::I(applied),
-                Val::S(errors.to_string()),
-                Val::I(now),
-            ],
-        )
-        .await?;
-        Ok(())
-    }
-
-    pub async fn import_job(
-        &self,
-        account: &AccountId,
-        id: i64,
-    ) -> Result<Option<ImportJob>, StoreError> {
-        let rows = self
-            .fetch(
-                "SELECT id, dry_run, state, total, valid, applied, errors, created_at, finished_at FROM contact_imports \
-                 WHERE id = $1 AND account = $2",
-                vec![Val::I(id), account.into()],
-            )
-            .await?;
-        rows.first()
-            .map(|r| {
-                let errors: String = r.try_get("errors")?;
-                Ok(ImportJob {
-                    id: r.try_get("id")?,
-                    dry_run: r.try_get::<i64, _>("dry_run")? != 0,
-                    state: stored(r, "state")?,
-                    total: r.try_get("total")?,
-                    valid: r.try_get("valid")?,
-                    applied: r.try_get("applied")?,
-                    errors: serde_json::from_str(&errors).unwrap_or(Value::Null),
-                    created_at: r.try_get("created_at")?,
-                    finished_at: r.try_get("finished_at")?,
-                })
-            })
-            .transpose()
     }
 }
 

@@ -19,7 +19,7 @@ use sqlx::Row;
 use super::exec::{exec, SyncTx};
 use super::sql::Val;
 use super::*;
-use crate::hooks::{new_message_id, DeliveryState, EventFilter, EventType};
+use crate::hooks::{new_message_id, EventFilter, EventType};
 
 /// An event to write with the change that caused it.
 #[derive(Debug, Clone)]
@@ -292,51 +292,6 @@ pub struct EndpointChange {
     pub description: Option<String>,
 }
 
-/// A delivery due, with what sending it needs.
-#[derive(Debug, Clone)]
-pub struct DueDelivery {
-    pub id: i64,
-    pub attempts: i64,
-    pub event_id: String,
-    pub event_type: String,
-    pub account: String,
-    pub user_key: Option<String>,
-    pub sequence: Option<i64>,
-    pub payload: String,
-    pub event_at: i64,
-    pub endpoint_id: String,
-}
-
-/// One attempt, as the delivery log shows it.
-#[derive(Debug, Clone)]
-pub struct HookAttempt {
-    pub id: i64,
-    pub delivery_id: i64,
-    pub event_id: String,
-    pub event_type: String,
-    pub at: i64,
-    pub latency_ms: i64,
-    pub status: i64,
-    pub body: String,
-    pub error: Option<String>,
-    pub delivery_state: DeliveryState,
-}
-
-/// One attempt to record.
-pub struct AttemptRecord<'a> {
-    pub delivery_id: i64,
-    pub endpoint_id: &'a str,
-    pub event_id: &'a str,
-    pub at: i64,
-    pub latency_ms: i64,
-    pub status: u16,
-    pub body: &'a str,
-    pub error: Option<&'a str>,
-    /// The delivery's state after it, and its next attempt's time when pending.
-    pub state: DeliveryState,
-    pub next_at: i64,
-}
-
 impl Store {
     /// The in-memory view of the active endpoints (shared by every handle on this store).
     pub fn hook_subs(&self) -> Arc<HookSubs> {
@@ -375,7 +330,7 @@ impl Store {
         self.tx_hook_event_to(tx, e, &endpoints).await
     }
 
-    async fn tx_hook_event_to(
+    pub(super) async fn tx_hook_event_to(
         &self,
         tx: &mut sqlx::Transaction<'_, sqlx::Any>,
         e: &NewHookEvent,
@@ -599,218 +554,5 @@ impl Store {
             }
         }
         self.reload_hook_subs().await
-    }
-
-    /// Deliveries due at `now` to active endpoints, oldest first. Each is leased until
-    /// `lease_until` (its `next_at` moves there), so the next poll does not take it again
-    /// while it is in flight; a crash leaves it due when the lease ends.
-    pub async fn take_due_hook_deliveries(
-        &self,
-        now: i64,
-        lease_until: i64,
-        limit: i64,
-    ) -> Result<Vec<DueDelivery>, StoreError> {
-        let rows = self
-            .fetch(
-                "SELECT d.id, d.attempts, d.endpoint_id, e.id AS event_id, e.event_type, e.account, e.user_key, e.sequence, e.payload, e.created_at \
-                 FROM hook_deliveries d JOIN hook_events e ON e.id = d.event_id \
-                 JOIN hook_endpoints p ON p.id = d.endpoint_id \
-                 WHERE d.state = 'pending' AND d.next_at <= $1 AND p.active = 1 ORDER BY d.next_at, d.id LIMIT $2",
-                vec![Val::I(now), Val::I(limit)],
-            )
-            .await?;
-        let mut out = Vec::with_capacity(rows.len());
-        for r in &rows {
-            out.push(DueDelivery {
-                id: r.try_get("id")?,
-                attempts: r.try_get("attempts")?,
-                event_id: r.try_get("event_id")?,
-                event_type: r.try_get("event_type")?,
-                account: r.try_get("account")?,
-                user_key: r.try_get("user_key")?,
-                sequence: r.try_get("sequence")?,
-                payload: r.try_get("payload")?,
-                event_at: r.try_get("created_at")?,
-                endpoint_id: r.try_get("endpoint_id")?,
-            });
-        }
-        if !out.is_empty() {
-            let ids: Vec<String> = out.iter().map(|d| d.id.to_string()).collect();
-            // Ids are integers read from the store: safe to inline.
-            self.run(
-                &format!(
-                    "UPDATE hook_deliveries SET next_at = $1 WHERE state = 'pending' AND id IN ({})",
-                    ids.join(",")
-                ),
-                vec![Val::I(lease_until)],
-            )
-            .await?;
-        }
-        Ok(out)
-    }
-
-    /// Record an attempt and move its delivery, in one transaction.
-    pub async fn record_hook_attempt(&self, a: &AttemptRecord<'_>) -> Result<(), StoreError> {
-        let mut tx = self.pool().begin().await?;
-        self.tx_run(
-            &mut tx,
-            "INSERT INTO hook_attempts (delivery_id, endpoint_id, event_id, at, latency_ms, status, body, error) \
-             VALUES ($1, $2, $3, $4, $5, $6, $7, $8)",
-            vec![
-                Val::I(a.delivery_id),
-                a.endpoint_id.into(),
-                a.event_id.into(),
-                Val::I(a.at),
-                Val::I(a.latency_ms),
-                Val::I(i64::from(a.status)),
-                a.body.into(),
-                Val::OptS(a.error.map(str::to_string)),
-            ],
-        )
-        .await?;
-        self.tx_run(
-            &mut tx,
-            "UPDATE hook_deliveries SET state = $1, attempts = attempts + 1, next_at = $2, last_status = $3, updated_at = $4 WHERE id = $5",
-            vec![
-                a.state.as_str().into(),
-                Val::I(a.next_at),
-                Val::I(i64::from(a.status)),
-                Val::I(a.at),
-                Val::I(a.delivery_id),
-            ],
-        )
-        .await?;
-        tx.commit().await?;
-        Ok(())
-    }
-
-    /// An endpoint's delivery succeeded (true) or failed: its failure record.
-    pub async fn hook_endpoint_health(
-        &self,
-        id: &str,
-        ok: bool,
-        now: i64,
-    ) -> Result<(), StoreError> {
-        if ok {
-            self.run(
-                "UPDATE hook_endpoints SET failing_since = NULL WHERE id = $1 AND failing_since IS NOT NULL",
-                vec![id.into()],
-            )
-            .await?;
-        } else {
-            self.run(
-                "UPDATE hook_endpoints SET failing_since = $2 WHERE id = $1 AND failing_since IS NULL",
-                vec![id.into(), Val::I(now)],
-            )
-            .await?;
-        }
-        Ok(())
-    }
-
-    /// Disable an endpoint and tell the others that want to know (`endpoint.disabled`), in
-    /// one transaction; whether it was active.
-    pub async fn disable_hook_endpoint(
-        &self,
-        ep: &HookEndpoint,
-        reason: &str,
-        now: i64,
-    ) -> Result<bool, StoreError> {
-        let mut tx = self.pool().begin().await?;
-        let n = self
-            .tx_run(
-                &mut tx,
-                "UPDATE hook_endpoints SET active = 0, disabled_reason = $1, updated_at = $2 WHERE id = $3 AND active = 1",
-                vec![reason.into(), Val::I(now), ep.id.as_str().into()],
-            )
-            .await?;
-        if n > 0 {
-            let account = ep.account.clone().unwrap_or_default();
-            let endpoints: Vec<String> = self
-                .hook_subs()
-                .endpoints_for(&account, EventType::EndpointDisabled)
-                .into_iter()
-                .filter(|id| *id != ep.id)
-                .collect();
-            let e = NewHookEvent {
-                account,
-                user_key: None,
-                event_type: EventType::EndpointDisabled,
-                data: serde_json::json!({"endpoint_id": ep.id, "reason": reason}),
-                dedup_key: format!("disabled:{}:{now}", ep.id),
-                at: now,
-            };
-            self.tx_hook_event_to(&mut tx, &e, &endpoints).await?;
-        }
-        tx.commit().await?;
-        self.reload_hook_subs().await?;
-        Ok(n > 0)
-    }
-
-    /// The delivery log of an endpoint, newest first, before attempt `before`.
-    pub async fn hook_attempts(
-        &self,
-        endpoint: &str,
-        before: Option<i64>,
-        limit: i64,
-    ) -> Result<Vec<HookAttempt>, StoreError> {
-        let rows = self
-            .fetch(
-                "SELECT a.id, a.delivery_id, a.event_id, e.event_type, a.at, a.latency_ms, a.status, a.body, a.error, d.state \
-                 FROM hook_attempts a JOIN hook_events e ON e.id = a.event_id JOIN hook_deliveries d ON d.id = a.delivery_id \
-                 WHERE a.endpoint_id = $1 AND a.id < $2 ORDER BY a.id DESC LIMIT $3",
-                vec![endpoint.into(), Val::I(before.unwrap_or(i64::MAX)), Val::I(limit)],
-            )
-            .await?;
-        rows.iter()
-            .map(|r| {
-                let state: String = r.try_get("state")?;
-                Ok(HookAttempt {
-                    id: r.try_get("id")?,
-                    delivery_id: r.try_get("delivery_id")?,
-                    event_id: r.try_get("event_id")?,
-                    event_type: r.try_get("event_type")?,
-                    at: r.try_get("at")?,
-                    latency_ms: r.try_get("latency_ms")?,
-                    status: r.try_get("status")?,
-                    body: r.try_get("body")?,
-                    error: r.try_get("error")?,
-                    delivery_state: state.parse().map_err(|e: crate::hooks::UnknownEvent| {
-                        StoreError::Corrupt(e.to_string())
-                    })?,
-                })
-            })
-            .collect()
-    }
-
-    /// Send a delivery of `endpoint` again from the start of the schedule; whether it exists.
-    pub async fn replay_hook_delivery(
-        &self,
-        endpoint: &str,
-        delivery: i64,
-        now: i64,
-    ) -> Result<bool, StoreError> {
-        Ok(self
-            .run(
-                "UPDATE hook_deliveries SET state = 'pending', attempts = 0, next_at = $1, updated_at = $1 WHERE id = $2 AND endpoint_id = $3",
-                vec![Val::I(now), Val::I(delivery), endpoint.into()],
-            )
-            .await?
-            > 0)
-    }
-
-    /// Send again every failed or exhausted delivery of `endpoint` whose event came at or
-    /// after `since`; how many.
-    pub async fn recover_hook_deliveries(
-        &self,
-        endpoint: &str,
-        since: i64,
-        now: i64,
-    ) -> Result<u64, StoreError> {
-        self.run(
-            "UPDATE hook_deliveries SET state = 'pending', attempts = 0, next_at = $1, updated_at = $1 \
-             WHERE endpoint_id = $2 AND state IN ('failed', 'exhausted') AND created_at >= $3",
-            vec![Val::I(now), endpoint.into(), Val::I(since)],
-        )
-        .await
     }
 }

@@ -10,7 +10,9 @@
 //! outcome), `orders`, `payments` (and their callbacks), `refunds`, `vouchers` (and their claims),
 //! `subscription_list` (subscriptions as the admin API lists them), `owner_notices` (what
 //! an account's owner was sent); `api_keys` and `audit` (the admin API's keys and log);
-//! `hooks` (outbound webhooks: endpoints, events, deliveries). `exec`
+//! `hooks` (outbound webhooks: endpoints and events) and `hook_deliveries` (deliveries and
+//! their attempts); `contacts` (and `contact_fields`, `contact_imports`); `order_updates` (an
+//! operator's changes to an order). `exec`
 //! runs the writer's statements (one helper, `exec_rows`, for the multi-row pattern), `sql`
 //! builds dialect-neutral SQL.
 
@@ -21,6 +23,8 @@ mod audit;
 mod campaigns;
 mod carts;
 mod catalog_orders;
+mod contact_fields;
+mod contact_imports;
 mod contacts;
 mod conversation_list;
 mod conversations;
@@ -29,11 +33,13 @@ mod dead_letters;
 mod exec;
 mod flows;
 mod gate;
+mod hook_deliveries;
 mod hooks;
 mod idempotency;
 mod inbox;
 mod materials;
 mod media;
+mod order_updates;
 mod orders;
 mod outbox;
 mod owner_notices;
@@ -60,6 +66,7 @@ pub use audit::*;
 pub use campaigns::*;
 pub use carts::*;
 pub use catalog_orders::*;
+pub use contact_imports::ImportJob;
 pub use contacts::*;
 pub use conversation_list::*;
 pub use conversations::*;
@@ -67,11 +74,13 @@ pub use custom_orders::*;
 pub use dead_letters::*;
 pub(crate) use flows::*;
 pub use gate::*;
+pub use hook_deliveries::*;
 pub use hooks::*;
 pub use idempotency::IdemRecord;
 pub use inbox::*;
 pub use materials::*;
 pub use media::*;
+pub use order_updates::*;
 pub use orders::*;
 pub use outbox::*;
 pub use payments::*;
