@@ -28,7 +28,7 @@ use base64::Engine as _;
 use serde::Deserialize;
 use serde_json::{json, Value};
 
-use super::commerce::{id_cursor, json_body, page, page_limit, query, Answer, ApiError};
+use super::api::{id_cursor, json_body, page, page_limit, query, Answer, ApiError};
 use super::AppState;
 use crate::conversation::ConversationEvent;
 use crate::domain::WindowPolicy;

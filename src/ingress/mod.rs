@@ -2,6 +2,7 @@
 
 mod access;
 mod admin;
+mod api;
 mod campaigns;
 mod commerce;
 mod dead_letters;

@@ -190,11 +190,10 @@ pub(super) async fn import_products(
     if !errors.is_empty() {
         errors.sort_by_key(|e| line_of(e));
         let bad_lines: HashSet<u64> = errors.iter().map(|e| line_of(e)).collect();
-        return Err(ApiError {
-            status: StatusCode::UNPROCESSABLE_ENTITY,
-            message: format!("{} bad rows: nothing imported", bad_lines.len()),
+        return Err(ApiError::problems_titled(
+            format!("{} bad rows: nothing imported", bad_lines.len()),
             errors,
-        });
+        ));
     }
     let (created, updated) = store.upsert_products(&account, &writes, now).await?;
     tracing::info!(account = %account, created, updated, "Catalog imported by the admin API.");

@@ -17,7 +17,8 @@
 //! `delta` or `set`) are decimal strings ("0.25") or whole numbers, never JSON floats. A
 //! product's stock changes in whole units.
 //!
-//! Here the routes and what every endpoint shares (the account, errors, bodies, cursors);
+//! Here the routes and what the commerce endpoints share (the account, money, optional fields;
+//! errors, bodies and cursors are `super::api`'s);
 //! `products.rs`, `import.rs` (CSV), `categories.rs`, `materials.rs`, `orders.rs`,
 //! `vouchers.rs`, `subscriptions.rs`, `refunds.rs` (a payment's refund) the endpoints; `owner.rs` telling an account's owner.
 
@@ -33,17 +34,17 @@ pub(crate) use refunds::settle_pending as settle_pending_refunds;
 mod subscriptions;
 mod vouchers;
 
-use axum::body::Bytes;
-use axum::extract::rejection::{BytesRejection, QueryRejection};
-use axum::extract::{DefaultBodyLimit, Query};
+use axum::extract::DefaultBodyLimit;
 use axum::http::StatusCode;
-use axum::response::{IntoResponse, Response};
 use axum::routing::{delete, get, post, put};
-use axum::{Json, Router};
-use serde::de::{DeserializeOwned, Deserializer};
+use axum::Router;
+use serde::de::Deserializer;
 use serde::Deserialize;
-use serde_json::{json, Value};
+use serde_json::Value;
 
+use super::api::{
+    body_bytes, id_cursor, json_body, page, page_limit, query, uncursor, Answer, ApiError,
+};
 use super::AppState;
 use crate::domain::material::StockChange;
 use crate::domain::{AccountId, Currency, Money, MoneyError};
@@ -61,9 +62,6 @@ use products::{
 };
 use subscriptions::{list_subscriptions, show_subscription};
 use vouchers::{delete_voucher, list_vouchers, patch_voucher, put_voucher, show_voucher};
-
-const DEFAULT_LIMIT: i64 = 50;
-const MAX_LIMIT: i64 = 200;
 
 pub fn routes() -> Router<AppState> {
     Router::new()
@@ -109,69 +107,6 @@ pub fn routes() -> Router<AppState> {
         )
 }
 
-/// An answer other than success: `{"error": message}` (and `errors`, each problem, when
-/// there are several).
-#[derive(Debug)]
-pub(in crate::ingress) struct ApiError {
-    status: StatusCode,
-    pub(in crate::ingress) message: String,
-    errors: Vec<String>,
-}
-
-impl ApiError {
-    pub(in crate::ingress) fn new(status: StatusCode, message: impl Into<String>) -> ApiError {
-        ApiError {
-            status,
-            message: message.into(),
-            errors: Vec::new(),
-        }
-    }
-
-    pub(in crate::ingress) fn invalid(message: impl Into<String>) -> ApiError {
-        ApiError::new(StatusCode::UNPROCESSABLE_ENTITY, message)
-    }
-
-    /// 400: the request cannot be read as asked.
-    pub(in crate::ingress) fn bad(message: impl Into<String>) -> ApiError {
-        ApiError::new(StatusCode::BAD_REQUEST, message)
-    }
-
-    pub(in crate::ingress) fn not_found(message: impl Into<String>) -> ApiError {
-        ApiError::new(StatusCode::NOT_FOUND, message)
-    }
-
-    pub(in crate::ingress) fn conflict(message: impl Into<String>) -> ApiError {
-        ApiError::new(StatusCode::CONFLICT, message)
-    }
-
-    /// 422 with every problem found.
-    pub(in crate::ingress) fn problems(errors: Vec<String>) -> ApiError {
-        ApiError {
-            status: StatusCode::UNPROCESSABLE_ENTITY,
-            message: errors.join("; "),
-            errors,
-        }
-    }
-}
-
-impl From<StoreError> for ApiError {
-    fn from(e: StoreError) -> ApiError {
-        ApiError::new(StatusCode::SERVICE_UNAVAILABLE, format!("store: {e}"))
-    }
-}
-
-impl IntoResponse for ApiError {
-    fn into_response(self) -> Response {
-        let mut body = json!({ "error": self.message });
-        if !self.errors.is_empty() {
-            body["errors"] = json!(self.errors);
-        }
-        (self.status, Json(body)).into_response()
-    }
-}
-
-pub(in crate::ingress) type Answer = Result<Response, ApiError>;
-
 /// The account a request names (or the only one configured), and its currency.
 fn account(app: &AppState, given: Option<&str>) -> Result<(AccountId, Currency), ApiError> {
     let settings = app.engine.settings_arc();
@@ -190,31 +125,6 @@ fn account(app: &AppState, given: Option<&str>) -> Result<(AccountId, Currency),
         .ok_or_else(|| ApiError::not_found("unknown account"))
 }
 
-pub(in crate::ingress) fn query<T>(q: Result<Query<T>, QueryRejection>) -> Result<T, ApiError> {
-    q.map(|Query(q)| q)
-        .map_err(|e| ApiError::new(StatusCode::BAD_REQUEST, e.body_text()))
-}
-
-fn body_bytes(body: Result<Bytes, BytesRejection>) -> Result<Bytes, ApiError> {
-    body.map_err(|e| match e.status() {
-        StatusCode::PAYLOAD_TOO_LARGE => {
-            ApiError::new(StatusCode::PAYLOAD_TOO_LARGE, "request body too large")
-        }
-        status => ApiError::new(status, e.body_text()),
-    })
-}
-
-/// A JSON body as `T`: 400 when it is not JSON, 422 when it does not fit `T`.
-pub(in crate::ingress) fn json_body<T: DeserializeOwned>(
-    body: Result<Bytes, BytesRejection>,
-) -> Result<T, ApiError> {
-    let bytes = body_bytes(body)?;
-    serde_json::from_slice(&bytes).map_err(|e| match e.classify() {
-        serde_json::error::Category::Data => ApiError::invalid(format!("bad request body: {e}")),
-        _ => ApiError::new(StatusCode::BAD_REQUEST, format!("bad JSON: {e}")),
-    })
-}
-
 /// An optional field that may not be `null` (left out: None).
 fn present<'de, D: Deserializer<'de>, T: Deserialize<'de>>(d: D) -> Result<Option<T>, D::Error> {
     T::deserialize(d).map(Some)
@@ -225,26 +135,6 @@ fn nullable<'de, D: Deserializer<'de>, T: Deserialize<'de>>(
     d: D,
 ) -> Result<Option<Option<T>>, D::Error> {
     Option::<T>::deserialize(d).map(Some)
-}
-
-/// An opaque page cursor: the hex of the text it stands for.
-pub(in crate::ingress) fn cursor(text: &str) -> String {
-    hex::encode(text)
-}
-
-pub(in crate::ingress) fn uncursor(given: &str) -> Result<String, ApiError> {
-    hex::decode(given)
-        .ok()
-        .and_then(|b| String::from_utf8(b).ok())
-        .ok_or_else(|| ApiError::new(StatusCode::BAD_REQUEST, "bad cursor"))
-}
-
-pub(in crate::ingress) fn page_limit(given: Option<i64>) -> Result<i64, ApiError> {
-    match given {
-        None => Ok(DEFAULT_LIMIT),
-        Some(n) if (1..=MAX_LIMIT).contains(&n) => Ok(n),
-        Some(_) => Err(ApiError::invalid(format!("limit must be 1..={MAX_LIMIT}"))),
-    }
 }
 
 /// A text to a customer of `account` (outside the 24 h window: as `policy` says), once per
@@ -285,35 +175,6 @@ async fn tell_through(
     if !matches!(told, Ok(Ok(_))) {
         tracing::warn!(%request_id, "A customer could not be told of a change.");
     }
-}
-
-/// The id a newest-first page's cursor names.
-pub(in crate::ingress) fn id_cursor(given: Option<&str>) -> Result<Option<i64>, ApiError> {
-    given
-        .map(|c| {
-            uncursor(c)?
-                .parse::<i64>()
-                .map_err(|_| ApiError::new(StatusCode::BAD_REQUEST, "bad cursor"))
-        })
-        .transpose()
-}
-
-/// A page of `found` (read with `limit + 1`): its first `limit` as `view` shows them, and the
-/// next page's cursor (the last one's `key`) when there is more.
-pub(in crate::ingress) fn page<T>(
-    mut found: Vec<T>,
-    limit: i64,
-    key: impl Fn(&T) -> String,
-    view: impl Fn(&T) -> Value,
-) -> Response {
-    let next = (found.len() as i64 > limit)
-        .then(|| {
-            found.truncate(limit as usize);
-            found.last().map(|t| cursor(&key(t)))
-        })
-        .flatten();
-    let items: Vec<Value> = found.iter().map(view).collect();
-    Json(json!({ "items": items, "next_cursor": next })).into_response()
 }
 
 fn now(app: &AppState) -> i64 {

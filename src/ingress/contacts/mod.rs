@@ -29,7 +29,7 @@ use axum::{Json, Router};
 use serde::Deserialize;
 use serde_json::{json, Map, Value};
 
-use super::commerce::{cursor, json_body, query, uncursor, Answer, ApiError};
+use super::api::{cursor, json_body, query, uncursor, Answer, ApiError};
 use super::AppState;
 use crate::domain::contact::{normalize_tags, normalize_wa_id, FieldDef};
 use crate::domain::profile::{normalize, ProfileField};
