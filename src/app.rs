@@ -188,6 +188,19 @@ impl Application {
             .sync_config_hook_endpoints(&configured, engine.clock.now_ms())
             .await
             .context("writing the configured webhook endpoints")?;
+        // Contact imports a restart cut short end as failed (their file is gone with the
+        // process): the caller polling the job sees it and imports again.
+        let cut = engine
+            .store
+            .interrupt_import_jobs(engine.clock.now_ms())
+            .await
+            .context("ending the contact imports a restart cut short")?;
+        if cut > 0 {
+            tracing::warn!(
+                jobs = cut,
+                "Contact imports cut short by a restart are marked failed."
+            );
+        }
         let root = RootSupervisor::start(engine.clone(), router.clone()).await?;
         // Payments a lost callback or a crash left unsettled, now and every 30 s.
         crate::ingress::payments::spawn_reconciler(&engine, router.clone());

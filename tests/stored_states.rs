@@ -8,8 +8,8 @@ use std::path::Path;
 use std::str::FromStr;
 
 use parley::domain::{
-    CampaignStatus, CartStatus, FlowRunStatus, InboxState, OrderStatus, OutboxState, PaymentStatus,
-    RecipientState, RefundStatus, SubscriptionStatus, TimerState,
+    CampaignStatus, CartStatus, FlowRunStatus, ImportState, InboxState, OrderStatus, OutboxState,
+    PaymentStatus, RecipientState, RefundStatus, SubscriptionStatus, TimerState,
 };
 use parley::hooks::DeliveryState;
 use parley::whatsapp::event::DeliveryStatus;
@@ -20,6 +20,7 @@ fn is_state(s: &str) -> bool {
         || TimerState::from_str(s).is_ok()
         || RecipientState::from_str(s).is_ok()
         || DeliveryState::from_str(s).is_ok()
+        || ImportState::from_str(s).is_ok()
 }
 
 fn is_status(s: &str) -> bool {

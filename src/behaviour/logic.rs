@@ -11,7 +11,7 @@ use crate::chatbot::session::{self as bot_session, BotSession, Outcome, BOT_TIME
 use crate::chatbot::BotSet;
 use crate::conversation::{
     enter_handoff, settle_window, step as core_step, ConversationEvent, ConversationLogic,
-    ConversationState, Effect, FlowRecord, Layer, StepContext,
+    ConversationState, Effect, FlowRecord, HandoffBy, Layer, StepContext,
 };
 use crate::domain::FlowRunStatus;
 use crate::flow::model::OnUpdate;
@@ -316,7 +316,10 @@ fn settle_bot(
 ) -> Option<BotSession> {
     effects.extend(out.effects);
     if let Some(reason) = out.handoff {
-        enter_handoff(state, &reason, ctx, effects);
+        let by = HandoffBy::Bot {
+            bot: session.bot.clone(),
+        };
+        enter_handoff(state, &reason, by, ctx, effects);
     }
     // One record per session and step: this one replaces an earlier one (keeping whether the
     // session began in this step).
@@ -703,7 +706,7 @@ impl FlowLogic {
                         FlowAction::Http(call) => effects.push(Effect::Http(call)),
                         FlowAction::Commerce(call) => effects.push(Effect::Commerce(call)),
                         FlowAction::Handoff { reason } => {
-                            enter_handoff(&mut state, &reason, ctx, &mut effects)
+                            enter_handoff(&mut state, &reason, HandoffBy::Flow, ctx, &mut effects)
                         }
                         FlowAction::StartBot { bot, until } => {
                             if let Some(bot) = bots.get(&bot) {

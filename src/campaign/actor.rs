@@ -37,6 +37,16 @@ const HAND_TIMEOUT_MS: u64 = 10_000;
 
 pub struct CampaignActor;
 
+/// `webhooks.campaign_progress_every`, in ms (at least 1).
+fn progress_every(engine: &Engine) -> i64 {
+    (engine
+        .settings()
+        .webhooks
+        .campaign_progress_every
+        .as_millis() as i64)
+        .max(1)
+}
+
 pub enum CampaignMsg {
     Tick,
 }
@@ -109,6 +119,8 @@ pub struct CampaignState {
     next_slow_guard: Instant,
     next_backlog: Instant,
     max_backlog: i64,
+    /// When (engine clock, ms) the next `campaign.progress` is due.
+    next_progress: i64,
 }
 
 /// What a tick leaves to do.
@@ -328,6 +340,17 @@ impl CampaignState {
         if let Some(reason) = self.guard().await? {
             return self.pause_self(&reason).await;
         }
+        if now_ms >= self.next_progress {
+            let every = progress_every(&engine);
+            self.next_progress = now_ms + every;
+            // A report, not a change: a store error skips this one.
+            if let Err(e) = store
+                .campaign_progress(&self.row, now_ms / every, now_ms)
+                .await
+            {
+                tracing::warn!(campaign = self.id(), error = %e, "Campaign progress not reported.");
+            }
+        }
         let now = Instant::now();
         if now >= self.next_backlog {
             self.next_backlog = now + BACKLOG_EVERY;
@@ -506,6 +529,7 @@ impl Actor for CampaignActor {
             next_guard: now,
             next_slow_guard: now,
             next_backlog: now,
+            next_progress: args.engine.clock.now_ms() + progress_every(&args.engine),
             // Two seconds of the campaign's rate may wait at the gate.
             max_backlog: (2 * per_sec).max(50),
             engine: args.engine,

@@ -43,6 +43,9 @@ impl Settings {
         if self.webhooks.poll.is_zero() {
             errors.push("webhooks.poll: must be more than 0".into());
         }
+        if self.webhooks.campaign_progress_every < Duration::from_millis(100) {
+            errors.push("webhooks.campaign_progress_every: must be at least 100ms".into());
+        }
         for c in &self.flows.http_allow {
             if let Err(e) = c.parse::<crate::outcall::Cidr>() {
                 errors.push(format!("flows.http_allow: {e}"));

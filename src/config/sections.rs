@@ -645,6 +645,9 @@ pub struct WebhookSettings {
     /// After a rotation, how long the previous secret still signs (a second signature).
     #[serde(deserialize_with = "de_duration")]
     pub rotation_overlap: Duration,
+    /// How often a running campaign reports its counters (`campaign.progress`).
+    #[serde(deserialize_with = "de_duration")]
+    pub campaign_progress_every: Duration,
 }
 
 impl Default for WebhookSettings {
@@ -656,6 +659,7 @@ impl Default for WebhookSettings {
             concurrency: 16,
             poll: Duration::from_secs(1),
             rotation_overlap: Duration::from_secs(24 * 3600),
+            campaign_progress_every: Duration::from_secs(60),
         }
     }
 }

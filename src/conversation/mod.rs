@@ -103,10 +103,25 @@ pub enum HandoffStatus {
     WithAgent,
 }
 
+/// Who handed a conversation to a human.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "kind", rename_all = "snake_case")]
+pub enum HandoffBy {
+    /// The admin API (`handoff`, or an agent's reply).
+    Admin,
+    /// A flow's `handoff` node.
+    Flow,
+    /// A chatbot (its handoff keyword, tool, failures or cost limit).
+    Bot { bot: String },
+}
+
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Handoff {
     pub status: HandoffStatus,
     pub reason: String,
+    /// Who handed it over (absent in states stored before it was recorded).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub by: Option<HandoffBy>,
     /// When it began (ms); also names its timeout timers.
     pub since: i64,
     /// Last message either way (ms): the timeout runs from here.
@@ -443,7 +458,7 @@ pub fn step(
             &mut effects,
         ),
         ConversationEvent::AgentReply { message, .. } => {
-            enter_handoff(&mut state, "agent", ctx, &mut effects);
+            enter_handoff(&mut state, "agent", HandoffBy::Admin, ctx, &mut effects);
             if let Some(h) = &mut state.handoff {
                 h.status = HandoffStatus::WithAgent;
                 h.last_activity = ctx.now_ms;
@@ -470,7 +485,7 @@ pub fn step(
             }
         }
         ConversationEvent::Handoff { reason } => {
-            enter_handoff(&mut state, reason, ctx, &mut effects)
+            enter_handoff(&mut state, reason, HandoffBy::Admin, ctx, &mut effects)
         }
         ConversationEvent::Release { .. } => release(&mut state, ctx),
         ConversationEvent::ContactEdit {
@@ -632,6 +647,7 @@ fn handoff_timer(since: i64, due_at: i64) -> Effect {
 pub fn enter_handoff(
     state: &mut ConversationState,
     reason: &str,
+    by: HandoffBy,
     ctx: &StepContext,
     effects: &mut Vec<Effect>,
 ) {
@@ -641,6 +657,7 @@ pub fn enter_handoff(
     state.handoff = Some(Handoff {
         status: HandoffStatus::Waiting,
         reason: reason.to_string(),
+        by: Some(by),
         since: ctx.now_ms,
         last_activity: ctx.now_ms,
     });

@@ -207,7 +207,7 @@ fn handoff_events(o: &Outcome<'_>, origin: &str) -> Vec<NewHookEvent> {
         (Some(_), None) => (EventType::ConversationReleased, serde_json::json!({})),
         _ => return Vec::new(),
     };
-    vec![NewHookEvent {
+    let event = |event_type: EventType, data: serde_json::Value| NewHookEvent {
         account: o.account.to_string(),
         user_key: Some(o.user.to_string()),
         event_type,
@@ -218,7 +218,17 @@ fn handoff_events(o: &Outcome<'_>, origin: &str) -> Vec<NewHookEvent> {
             event_type.as_str()
         ),
         at: o.now,
-    }]
+    };
+    let mut out = vec![event(event_type, data)];
+    if let Some(h) = is {
+        if let Some(super::HandoffBy::Bot { bot }) = &h.by {
+            out.push(event(
+                EventType::BotHandoff,
+                serde_json::json!({ "bot": bot, "reason": h.reason, "since": h.since }),
+            ));
+        }
+    }
+    out
 }
 
 /// The webhook events of the flow sessions a step ended: `flow.completed`, `flow.failed`.

@@ -35,6 +35,18 @@ pub enum EventType {
     PaymentExpired,
     /// A payment was paid after it had expired.
     PaymentPaidLate,
+    /// A chatbot handed the conversation to a human (with `conversation.handoff`).
+    BotHandoff,
+    /// A running campaign's counts, every `webhooks.campaign_progress_every`.
+    CampaignProgress,
+    /// A campaign ended: completed, cancelled or failed.
+    CampaignFinished,
+    /// A campaign paused (itself, on a quality drop or a failure rate, or by an admin).
+    CampaignPaused,
+    /// An account's health moved (quality, account decisions, halts, pauses, resumes).
+    AccountHealth,
+    /// Business-initiated sending halted, or all sending paused, until resumed.
+    AccountHalted,
     /// An endpoint was disabled (410 Gone, or failing for `webhooks.disable_after`).
     EndpointDisabled,
     /// A test event an admin asked for (`POST /admin/v1/webhooks/{id}/test`).
@@ -42,7 +54,7 @@ pub enum EventType {
 }
 
 impl EventType {
-    pub const ALL: [EventType; 14] = [
+    pub const ALL: [EventType; 20] = [
         EventType::MessageReceived,
         EventType::MessageStatus,
         EventType::ConversationHandoff,
@@ -55,6 +67,12 @@ impl EventType {
         EventType::PaymentPaid,
         EventType::PaymentExpired,
         EventType::PaymentPaidLate,
+        EventType::BotHandoff,
+        EventType::CampaignProgress,
+        EventType::CampaignFinished,
+        EventType::CampaignPaused,
+        EventType::AccountHealth,
+        EventType::AccountHalted,
         EventType::EndpointDisabled,
         EventType::WebhookTest,
     ];
@@ -73,6 +91,12 @@ impl EventType {
             EventType::PaymentPaid => "payment.paid",
             EventType::PaymentExpired => "payment.expired",
             EventType::PaymentPaidLate => "payment.paid_late",
+            EventType::BotHandoff => "bot.handoff",
+            EventType::CampaignProgress => "campaign.progress",
+            EventType::CampaignFinished => "campaign.finished",
+            EventType::CampaignPaused => "campaign.paused",
+            EventType::AccountHealth => "account.health",
+            EventType::AccountHalted => "account.halted",
             EventType::EndpointDisabled => "endpoint.disabled",
             EventType::WebhookTest => "webhook.test",
         }

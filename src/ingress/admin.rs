@@ -189,7 +189,7 @@ async fn resume(State(app): State<AppState>, Path(pnid): Path<String>) -> Respon
         (g.resume(), before)
     });
     if changed {
-        if let Err(e) = app.engine.writer.gate(gate.control_write(now)).await {
+        if let Err(e) = gate.record_control(&app.engine.writer, now).await {
             // Put it back: a resume that is not durable would be undone by a restart.
             gate.with_gate(|g| g.set_control(before));
             return error(StatusCode::SERVICE_UNAVAILABLE, format!("store: {e}"));

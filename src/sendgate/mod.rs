@@ -15,6 +15,7 @@ mod gate;
 mod gcra;
 mod health;
 mod holds;
+mod news;
 mod tier;
 
 use std::collections::HashMap;
@@ -28,6 +29,7 @@ pub use gate::{
 pub use gcra::Gcra;
 pub use health::{apply as apply_signal, event_phone, interpret, AccountSignal};
 pub use holds::{CampaignHolds, Hold, Withdrawal};
+pub use news::control_events;
 pub use tier::{TierDecision, TierLedger, TierWrite, REFRESH_MS, WINDOW_MS};
 
 use crate::config::AccountSettings;
@@ -57,11 +59,34 @@ pub struct AccountGate {
     pub retuned: std::sync::atomic::AtomicBool,
     /// Paused campaigns, whose queued messages the sender withholds.
     pub holds: Mutex<CampaignHolds>,
+    /// The control as last recorded: what `account.health` and `account.halted` are told
+    /// against.
+    recorded: Mutex<Control>,
 }
 
 pub const ASSUME_LOCK_NOT_POISONED: &str = "the gate lock is never held across a panic";
 
 impl AccountGate {
+    /// A gate for `account`, its control as `gate` holds it taken as recorded.
+    pub fn new(
+        account: crate::domain::AccountId,
+        waba: String,
+        gate: Gate,
+        tier: Arc<Mutex<TierLedger>>,
+    ) -> AccountGate {
+        let recorded = Mutex::new(gate.control().clone());
+        AccountGate {
+            account,
+            waba,
+            gate: Mutex::new(gate),
+            tier,
+            wake: tokio::sync::Notify::new(),
+            retuned: std::sync::atomic::AtomicBool::new(false),
+            holds: Mutex::new(CampaignHolds::default()),
+            recorded,
+        }
+    }
+
     /// Decide for one message (locks the gate, then the tier ledger).
     pub fn decide(&self, now_ms: i64, user: &str, class: SendClass, counted: bool) -> Decision {
         let mut gate = self.gate.lock().unwrap_or_else(|e| e.into_inner());
@@ -104,14 +129,24 @@ impl AccountGate {
         }
     }
 
-    /// The durable form of the current control.
-    pub fn control_write(&self, now_ms: i64) -> GateWrite {
+    /// Record the current control, with the webhook events of its move since the last
+    /// record (returns once committed; on an error it is as if nothing was recorded).
+    pub async fn record_control(
+        &self,
+        writer: &WriterHandle,
+        now_ms: i64,
+    ) -> Result<(), StoreError> {
         let control = self.with_gate(|g| g.control().clone());
-        GateWrite::Control {
-            account: self.account.clone(),
-            state_json: serde_json::to_string(&control).unwrap_or_else(|_| "{}".into()),
-            at: now_ms,
-        }
+        let before = self
+            .recorded
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone();
+        writer
+            .gate(control_write(&self.account, &before, &control, now_ms))
+            .await?;
+        *self.recorded.lock().unwrap_or_else(|e| e.into_inner()) = control;
+        Ok(())
     }
 
     /// Usage for the admin API.
@@ -216,15 +251,12 @@ impl GateRegistry {
                 }
             }
         };
-        let ag = Arc::new(AccountGate {
-            account: account.phone_number_id.clone(),
+        let ag = Arc::new(AccountGate::new(
+            account.phone_number_id.clone(),
             waba,
-            gate: Mutex::new(gate),
+            gate,
             tier,
-            wake: tokio::sync::Notify::new(),
-            retuned: std::sync::atomic::AtomicBool::new(false),
-            holds: Mutex::new(CampaignHolds::default()),
-        });
+        ));
         ag.with_holds(|h| h.restore(withheld.iter().map(hold)));
         self.accounts
             .write()
@@ -240,6 +272,8 @@ impl GateRegistry {
                 }
             }
         }
+        *ag.recorded.lock().unwrap_or_else(|e| e.into_inner()) =
+            ag.with_gate(|g| g.control().clone());
         let late = store
             .unreachable_contacts(&account.phone_number_id, now_ms - UNREACHABLE_MS)
             .await?;
@@ -331,7 +365,7 @@ impl GateRegistry {
             if changed {
                 let health = ag.with_gate(|g| g.control().health());
                 tracing::warn!(account = %a.phone_number_id, field = %ev.field, health = ?health, "Account health changed.");
-                if let Err(e) = writer.gate(ag.control_write(now_ms)).await {
+                if let Err(e) = ag.record_control(writer, now_ms).await {
                     tracing::warn!(error = %e, "Recording account health failed.");
                 }
                 ag.wake.notify_one();
@@ -414,18 +448,30 @@ async fn update_stored_control(
             return;
         }
     };
-    let mut c: Control = stored
+    let before: Control = stored
         .and_then(|j| serde_json::from_str(&j).ok())
         .unwrap_or_default();
+    let mut c = before.clone();
     if f(&mut c) {
-        let write = GateWrite::Control {
-            account: account.to_string().into(),
-            state_json: serde_json::to_string(&c).unwrap_or_else(|_| "{}".into()),
-            at: now_ms,
-        };
+        let write = control_write(&account.to_string().into(), &before, &c, now_ms);
         if let Err(e) = writer.gate(write).await {
             tracing::warn!(error = %e, "Recording the gate control failed.");
         }
+    }
+}
+
+/// The durable form of a control, with the events of its move from `before`.
+fn control_write(
+    account: &crate::domain::AccountId,
+    before: &Control,
+    control: &Control,
+    now_ms: i64,
+) -> GateWrite {
+    GateWrite::Control {
+        account: account.clone(),
+        state_json: serde_json::to_string(control).unwrap_or_else(|_| "{}".into()),
+        at: now_ms,
+        events: control_events(account.as_str(), before, control, now_ms),
     }
 }
 
@@ -466,7 +512,7 @@ pub async fn apply_effects(
             m.gate_pauses.inc(&format!("code=\"{code}\""));
             tracing::error!(account = %ag.account, code, "All sending paused until resumed (POST /admin/v1/accounts/{{id}}/resume).");
         }
-        if let Err(e) = writer.gate(ag.control_write(now_ms)).await {
+        if let Err(e) = ag.record_control(writer, now_ms).await {
             tracing::warn!(error = %e, "Recording the gate control failed.");
         }
     }

@@ -293,45 +293,6 @@ impl Store {
             .collect()
     }
 
-    /// Move a campaign from one of `from` to `to`; false if it was in none of them.
-    pub async fn set_campaign_status(
-        &self,
-        id: i64,
-        from: &[CampaignStatus],
-        to: CampaignStatus,
-        reason: Option<&str>,
-        now: i64,
-    ) -> Result<bool, StoreError> {
-        let mut vals = vec![
-            Val::S(to.as_str().to_string()),
-            Val::OptS(reason.map(str::to_string)),
-            Val::I(now),
-            Val::I(id),
-        ];
-        vals.extend(from.iter().map(|s| Val::S(s.as_str().to_string())));
-        let started = if to == CampaignStatus::Running {
-            ", started_at = COALESCE(started_at, $3)"
-        } else {
-            ""
-        };
-        let finished = if to.is_finished() {
-            ", finished_at = $3"
-        } else {
-            ""
-        };
-        let n = self
-            .run(
-                &format!(
-                    "UPDATE campaigns SET status = $1, pause_reason = $2, updated_at = $3{started}{finished} \
-                     WHERE id = $4 AND status IN ({})",
-                    in_list(from.len(), 5)
-                ),
-                vals,
-            )
-            .await?;
-        Ok(n > 0)
-    }
-
     /// A draft starts now: its recipients' first step counts from now.
     pub async fn enroll_campaign(
         &self,

@@ -67,6 +67,20 @@ impl Store {
         Ok(())
     }
 
+    /// Imports left `running` by a process that stopped: failed, with the reason (one node
+    /// runs an import; several nodes would have to own their jobs first).
+    pub async fn interrupt_import_jobs(&self, now: i64) -> Result<u64, StoreError> {
+        let errors = serde_json::json!([{
+            "line": Value::Null,
+            "error": "interrupted by a restart: nothing after the last applied line was imported; import the file again",
+        }]);
+        self.run(
+            "UPDATE contact_imports SET state = 'failed', errors = $1, finished_at = $2 WHERE state = 'running'",
+            vec![Val::S(errors.to_string()), Val::I(now)],
+        )
+        .await
+    }
+
     pub async fn import_job(
         &self,
         account: &AccountId,

@@ -35,11 +35,13 @@ pub enum GateWrite {
         at: i64,
         previous: Option<i64>,
     },
-    /// The account's health, halt and pause (JSON of `sendgate::Control`).
+    /// The account's health, halt and pause (JSON of `sendgate::Control`), with the
+    /// webhook events of the move (`account.health`, `account.halted`).
     Control {
         account: AccountId,
         state_json: String,
         at: i64,
+        events: Vec<super::NewHookEvent>,
     },
     Unreachable {
         account: AccountId,
@@ -134,7 +136,9 @@ pub(crate) fn apply_gate_writes(
                 account,
                 state_json,
                 at,
+                events,
             } => {
+                super::hooks::write_hook_events(tx, events)?;
                 exec(
                     tx,
                     "INSERT INTO account_gate (account, state, updated_at) VALUES ($1, $2, $3) \

@@ -161,8 +161,8 @@ impl Store {
         Ok(())
     }
 
-    /// Disable an endpoint and tell the others that want to know (`endpoint.disabled`), in
-    /// one transaction; whether it was active.
+    /// Disable an endpoint, fail its pending deliveries and tell the others that want to
+    /// know (`endpoint.disabled`), in one transaction; whether it was active.
     pub async fn disable_hook_endpoint(
         &self,
         ep: &HookEndpoint,
@@ -178,6 +178,14 @@ impl Store {
             )
             .await?;
         if n > 0 {
+            // Its pending deliveries fail now rather than wait for ever: the business
+            // recovers them (`POST /webhooks/{id}/recover`) once the endpoint works again.
+            self.tx_run(
+                &mut tx,
+                "UPDATE hook_deliveries SET state = 'failed', updated_at = $2 WHERE endpoint_id = $1 AND state = 'pending'",
+                vec![ep.id.as_str().into(), Val::I(now)],
+            )
+            .await?;
             let account = ep.account.clone().unwrap_or_default();
             let endpoints: Vec<String> = self
                 .hook_subs()

@@ -20,6 +20,7 @@ mod accounts;
 pub use accounts::AccountTraffic;
 mod api_keys;
 mod audit;
+mod campaign_news;
 mod campaigns;
 mod carts;
 mod catalog_orders;

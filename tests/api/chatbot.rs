@@ -18,7 +18,7 @@ use crate::on_both_stores;
 
 /// What the fake provider does with each request, in turn (the last one repeats).
 #[derive(Clone)]
-enum Reply {
+pub(crate) enum Reply {
     Text(&'static str),
     /// Answer after this many milliseconds.
     Slow(u64, &'static str),
@@ -27,7 +27,7 @@ enum Reply {
 }
 
 #[derive(Clone, Default)]
-struct Seen(Arc<Mutex<Vec<(HeaderMap, Value)>>>);
+pub(crate) struct Seen(Arc<Mutex<Vec<(HeaderMap, Value)>>>);
 
 impl Seen {
     fn bodies(&self) -> Vec<Value> {
@@ -41,7 +41,7 @@ impl Seen {
 }
 
 /// An OpenAI-compatible `/chat/completions` or an Anthropic `/v1/messages` server.
-async fn fake_provider(kind: ProviderKind, replies: Vec<Reply>) -> (String, Seen) {
+pub(crate) async fn fake_provider(kind: ProviderKind, replies: Vec<Reply>) -> (String, Seen) {
     let seen = Seen::default();
     let recorded = seen.clone();
     let replies = Arc::new(replies);
@@ -121,7 +121,7 @@ nodes:
     send: {text: "Back in the flow."}
 "#;
 
-fn setup(
+pub(crate) fn setup(
     db: &TestDb,
     graph: &FakeGraph,
     kind: ProviderKind,

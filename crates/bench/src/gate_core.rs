@@ -24,15 +24,12 @@ pub(crate) fn gate_core(decisions: u64, users: u64) {
         tier: MessagingTier::Limited(100_000),
         zone: Zone::parse("Asia/Jakarta").expect("a zone"),
     };
-    let gate = AccountGate {
-        account: PNID.into(),
-        waba: "bench".into(),
-        gate: Mutex::new(Gate::new(settings)),
-        tier: Arc::new(Mutex::new(TierLedger::new(MessagingTier::Limited(100_000)))),
-        wake: tokio::sync::Notify::new(),
-        retuned: Default::default(),
-        holds: Default::default(),
-    };
+    let gate = AccountGate::new(
+        PNID.into(),
+        "bench".into(),
+        Gate::new(settings),
+        Arc::new(Mutex::new(TierLedger::new(MessagingTier::Limited(100_000)))),
+    );
     let names: Vec<String> = (0..users).map(|u| format!("62911{u:08}")).collect();
     let t0 = 1_795_305_600_000i64;
     let started = Instant::now();

@@ -10,6 +10,7 @@ mod campaign;
 mod commerce;
 mod daemon;
 mod gate_core;
+mod hooks;
 mod ingest;
 mod load;
 mod matrix;
@@ -100,6 +101,9 @@ enum Cmd {
         users: usize,
         #[arg(long, default_value = "10")]
         seconds: u64,
+        /// Subscribe a local receiver to `message.received` and report webhook deliveries/s.
+        #[arg(long)]
+        hooks: bool,
     },
     /// Whole purchases: each user buys over and over (catalog → cart → check out → a VA at a
     /// fake Xendit that answers after --gateway-ms and posts the PAID callback --callback-ms
@@ -222,7 +226,11 @@ async fn main() -> anyhow::Result<()> {
             wrk::with_wrk(&cli, &load, ceiling).await
         }
         Cmd::CeilingServer { port } => wrk::ceiling_server(port).await,
-        Cmd::Shop { users, seconds } => shop::shop(&cli, users, seconds).await,
+        Cmd::Shop {
+            users,
+            seconds,
+            hooks,
+        } => shop::shop(&cli, users, seconds, hooks).await,
         Cmd::Commerce {
             users,
             seconds,

@@ -17,7 +17,7 @@ pub(crate) async fn matrix(cli: &Cli, seconds: u64, pg: Option<String>) -> anyho
                 store: store.clone(),
                 ..cli.clone()
             };
-            shop(&run, users, seconds).await?;
+            shop(&run, users, seconds, false).await?;
         }
     }
     Ok(())

@@ -12,9 +12,22 @@ use crate::load::{closed_loop, replying_graph, Turn};
 use crate::report::{report, Run, Scrape};
 use crate::{Cli, PNID};
 
-pub(crate) async fn shop(cli: &Cli, users: usize, seconds: u64) -> anyhow::Result<()> {
+pub(crate) async fn shop(cli: &Cli, users: usize, seconds: u64, hooks: bool) -> anyhow::Result<()> {
     let (graph, waiters, replies) = replying_graph().await;
-    let daemon = start_daemon(cli, &graph, "10m", "").await?;
+    let extra = if hooks {
+        crate::hooks::HOOKS_CONFIG
+    } else {
+        ""
+    };
+    let daemon = start_daemon(cli, &graph, "10m", extra).await?;
+    let sink = match hooks {
+        true => {
+            let sink = crate::hooks::sink().await?;
+            crate::hooks::subscribe(&daemon.base, &sink.url).await?;
+            Some(sink)
+        }
+        false => None,
+    };
     let pid = daemon.child.id();
     let (_, _, ticks0) = proc_stats(pid);
     let written0 = written_bytes(pid);
@@ -40,6 +53,9 @@ pub(crate) async fn shop(cli: &Cli, users: usize, seconds: u64) -> anyhow::Resul
     .await;
     let elapsed = started.elapsed().as_secs_f64();
     let replies = replies.load(Ordering::Relaxed);
+    if let Some(sink) = &sink {
+        crate::hooks::report(sink, elapsed, lat.len() as u64, Duration::from_secs(60)).await;
+    }
     println!(
         "conversations: {} ({:.0}/s)",
         lat.len() / 6,

@@ -1,0 +1,281 @@
+//! The webhook events of chatbots, campaigns and accounts, delivered to a local receiver and
+//! verified with the Standard Webhooks library: `bot.handoff` (with `conversation.handoff`),
+//! `campaign.progress`, `campaign.paused`, `campaign.finished`, `account.health` and
+//! `account.halted`.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use parley::config::{MessagingTier, ProviderKind};
+use parley_testkit::{text_webhook, FakeGraph};
+use reqwest::Method;
+use serde_json::{json, Value};
+
+use crate::chatbot::{fake_provider, setup, Reply};
+use crate::helpers::*;
+use crate::hooks::{assert_verified, call, endpoint, hook_settings, Receiver, Verifier};
+use crate::on_both_stores;
+
+fn types(got: &[crate::hooks::Got]) -> Vec<String> {
+    got.iter()
+        .map(|g| g.json()["type"].as_str().unwrap_or_default().to_string())
+        .collect()
+}
+
+fn of_type(got: &[crate::hooks::Got], t: &str) -> Vec<Value> {
+    got.iter()
+        .map(|g| g.json())
+        .filter(|v| v["type"] == t)
+        .collect()
+}
+
+async fn a_bot_handoff_is_told_as_bot_handoff_too(db: TestDb) {
+    let mut verifier = Verifier::start();
+    let receiver = Receiver::start().await;
+    let graph = FakeGraph::start().await;
+    let (base, _seen) = fake_provider(ProviderKind::Openai, vec![Reply::Text("Hello!")]).await;
+    let (mut settings, _dir) = setup(&db, &graph, ProviderKind::Openai, base, true);
+    let hooks = hook_settings(&db, &graph);
+    settings.webhooks = hooks.webhooks;
+    settings.flows.http_allow = hooks.flows.http_allow;
+    let app = spawn_app_with_flows(settings).await;
+    let (_, secret) = endpoint(
+        &app,
+        &receiver.url("bots"),
+        &["bot.handoff", "conversation.handoff"],
+    )
+    .await;
+    let user = "6281200007101";
+    app.post_webhook(&text_webhook(PNID, user, "wamid.BH1", "hi", now_secs()))
+        .await;
+    // The bot's handoff keyword.
+    app.post_webhook(&text_webhook(PNID, user, "wamid.BH2", "agent", now_secs()))
+        .await;
+    let got = receiver.wait("bots", 2).await;
+    assert_verified(&mut verifier, &secret, &got);
+    let mut t = types(&got);
+    t.sort();
+    assert_eq!(t, ["bot.handoff", "conversation.handoff"]);
+    let bot = &of_type(&got, "bot.handoff")[0]["data"];
+    assert_eq!(bot["bot"], "assistant", "{bot}");
+    assert_eq!(bot["conversation"], user, "{bot}");
+    let handoff = &of_type(&got, "conversation.handoff")[0]["data"];
+    assert_eq!(handoff["by"]["kind"], "bot", "{handoff}");
+
+    // An admin's handoff is no bot's.
+    let other = "6281200007102";
+    let (s, v) = call(
+        &app,
+        Method::POST,
+        &format!("/conversations/{PNID}/{other}/handoff"),
+        Some(json!({"reason": "vip"})),
+    )
+    .await;
+    assert_eq!(s, 200, "{v}");
+    let got = receiver.wait("bots", 3).await;
+    assert_eq!(types(&got[2..]), ["conversation.handoff"]);
+    assert_eq!(got[2].json()["data"]["by"]["kind"], "admin");
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert_eq!(
+        receiver.at("bots").len(),
+        3,
+        "no bot.handoff for an admin's"
+    );
+    app.stop().await;
+}
+on_both_stores!(bot_handoff, a_bot_handoff_is_told_as_bot_handoff_too);
+
+async fn a_campaign_reports_progress_its_pause_and_its_end(db: TestDb) {
+    let mut verifier = Verifier::start();
+    let receiver = Receiver::start().await;
+    let graph = FakeGraph::start().await;
+    let mut settings = hook_settings(&db, &graph);
+    let a = &mut settings.accounts[0];
+    a.messages_per_second = 1000;
+    a.pair_rate_interval = Duration::ZERO;
+    a.messaging_tier = MessagingTier::Unlimited;
+    a.mark_read = false;
+    settings.webhooks.campaign_progress_every = Duration::from_millis(200);
+    let app = spawn_app(settings, Arc::new(Echo)).await;
+    let (_, secret) = endpoint(
+        &app,
+        &receiver.url("campaigns"),
+        &["campaign.progress", "campaign.paused", "campaign.finished"],
+    )
+    .await;
+    let to: Vec<Value> = (0..12)
+        .map(|i| json!({"wa_id": format!("6281300{i:05}"), "vars": {"name": "N"}}))
+        .collect();
+    // 120 a minute: 12 recipients take about six seconds, several progress reports.
+    let (s, v) = call(
+        &app,
+        Method::POST,
+        "/campaigns",
+        Some(json!({"name": "promo-dec", "phone_number_id": PNID, "type": "broadcast",
+               "message": {"template": {"name": "promo_dec", "language": "id", "body_params": ["{{name}}"]}},
+               "recipients": to, "rate_limit_per_minute": 120, "start": true})),
+    )
+    .await;
+    assert_eq!(s, 201, "{v}");
+    let id = v["id"].as_i64().unwrap();
+    assert!(
+        eventually(Duration::from_secs(15), || async {
+            !of_type(&receiver.at("campaigns"), "campaign.progress").is_empty()
+        })
+        .await,
+        "a running campaign reports its progress"
+    );
+    let (s, v) = call(&app, Method::POST, &format!("/campaigns/{id}/pause"), None).await;
+    assert_eq!(s, 200, "{v}");
+    assert!(
+        eventually(Duration::from_secs(10), || async {
+            !of_type(&receiver.at("campaigns"), "campaign.paused").is_empty()
+        })
+        .await
+    );
+    let (s, v) = call(&app, Method::POST, &format!("/campaigns/{id}/resume"), None).await;
+    assert_eq!(s, 200, "{v}");
+    assert!(
+        eventually(Duration::from_secs(30), || async {
+            !of_type(&receiver.at("campaigns"), "campaign.finished").is_empty()
+        })
+        .await,
+        "the campaign's end is told"
+    );
+    let got = receiver.at("campaigns");
+    assert_verified(&mut verifier, &secret, &got);
+    let paused = &of_type(&got, "campaign.paused")[0]["data"];
+    assert_eq!(paused["campaign_id"], id, "{paused}");
+    assert_eq!(paused["status"], "paused", "{paused}");
+    let progress = &of_type(&got, "campaign.progress")[0]["data"];
+    assert_eq!(progress["name"], "promo-dec", "{progress}");
+    assert_eq!(progress["counters"]["total"], 12, "{progress}");
+    let finished = &of_type(&got, "campaign.finished")[0]["data"];
+    assert_eq!(finished["status"], "completed", "{finished}");
+    assert_eq!(finished["counters"]["total"], 12, "{finished}");
+    assert_eq!(finished["counters"]["queued"], 12, "{finished}");
+    assert_eq!(of_type(&got, "campaign.finished").len(), 1, "told once");
+    app.stop().await;
+}
+on_both_stores!(
+    campaign_events,
+    a_campaign_reports_progress_its_pause_and_its_end
+);
+
+fn account_webhook(field: &str, value: Value) -> String {
+    json!({
+        "object": "whatsapp_business_account",
+        "entry": [{"id": "102290129340398", "time": now_secs(), "changes": [{
+            "field": field,
+            "value": value,
+        }]}]
+    })
+    .to_string()
+}
+
+async fn account_health_and_halts_are_told_and_so_is_the_resume(db: TestDb) {
+    let mut verifier = Verifier::start();
+    let receiver = Receiver::start().await;
+    let graph = FakeGraph::start().await;
+    let app = spawn_app(hook_settings(&db, &graph), Arc::new(Echo)).await;
+    let (_, secret) = endpoint(
+        &app,
+        &receiver.url("health"),
+        &["account.health", "account.halted"],
+    )
+    .await;
+    let quality = account_webhook(
+        "phone_number_quality_update",
+        json!({"display_phone_number": "15550783881", "event": "FLAGGED", "current_limit": "TIER_1K"}),
+    );
+    assert_eq!(app.post_webhook(&quality).await, 200);
+    let got = receiver.wait("health", 1).await;
+    assert_eq!(types(&got), ["account.health"]);
+    let health = &got[0].json()["data"];
+    assert_eq!(health["health"], "warning", "{health}");
+    assert_eq!(health["previous"], "healthy", "{health}");
+    assert_eq!(health["quality_event"], "FLAGGED", "{health}");
+    assert_eq!(health["account"], PNID, "{health}");
+    // The same webhook again (Meta redelivers): nothing moved, nothing told.
+    assert_eq!(app.post_webhook(&quality).await, 200);
+
+    let restriction = account_webhook(
+        "account_update",
+        json!({"phone_number": "15550783881", "event": "ACCOUNT_RESTRICTION"}),
+    );
+    assert_eq!(app.post_webhook(&restriction).await, 200);
+    let got = receiver.wait("health", 3).await;
+    let mut t = types(&got[1..]);
+    t.sort();
+    assert_eq!(t, ["account.halted", "account.health"]);
+    let halted = &of_type(&got, "account.halted")[0]["data"];
+    assert_eq!(halted["scope"], "business_initiated", "{halted}");
+    assert!(halted["reason"].as_str().is_some(), "{halted}");
+    assert_eq!(
+        of_type(&got, "account.health")[1]["data"]["health"],
+        "critical"
+    );
+
+    let (s, v) = call(
+        &app,
+        Method::POST,
+        &format!("/accounts/{PNID}/resume"),
+        None,
+    )
+    .await;
+    assert_eq!(s, 200, "{v}");
+    let got = receiver.wait("health", 4).await;
+    let back = &got[3].json();
+    assert_eq!(back["type"], "account.health");
+    // The halt is lifted; the number's quality is still flagged.
+    assert_eq!(back["data"]["health"], "warning", "{back}");
+    assert_eq!(back["data"]["halted"], false, "{back}");
+    assert_eq!(back["data"]["previous"], "critical", "{back}");
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let got = receiver.at("health");
+    assert_eq!(got.len(), 4, "one event per move: {:?}", types(&got));
+    assert_verified(&mut verifier, &secret, &got);
+    app.stop().await;
+}
+on_both_stores!(
+    account_events,
+    account_health_and_halts_are_told_and_so_is_the_resume
+);
+
+async fn a_flow_that_fails_is_told_as_flow_failed(db: TestDb) {
+    let mut verifier = Verifier::start();
+    let receiver = Receiver::start().await;
+    let graph = FakeGraph::start().await;
+    // 120 nodes in a row run past the guard of 100 nodes for one input: the session fails.
+    let mut long = String::from("id: long\ntriggers: [{keyword: long}]\nstart: n0\nnodes:\n");
+    for i in 0..120 {
+        long.push_str(&format!(
+            "  n{i}:\n    set: {{x: \"{i}\"}}\n    next: n{}\n",
+            i + 1
+        ));
+    }
+    long.push_str("  n120:\n    send: {text: \"never\"}\n");
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("long.yaml"), long).unwrap();
+    let mut settings = hook_settings(&db, &graph);
+    settings.flows.dir = dir.path().to_path_buf();
+    let app = spawn_app_with_flows(settings).await;
+    let (_, secret) = endpoint(&app, &receiver.url("flows"), &["flow.failed"]).await;
+    let user = "6281200007301";
+    app.post_webhook(&text_webhook(PNID, user, "wamid.FF1", "long", now_secs()))
+        .await;
+    let got = receiver.wait("flows", 1).await;
+    assert_verified(&mut verifier, &secret, &got);
+    let failed = got[0].json();
+    assert_eq!(failed["type"], "flow.failed", "{failed}");
+    assert_eq!(failed["data"]["flow_id"], "long", "{failed}");
+    assert_eq!(failed["data"]["conversation"], user, "{failed}");
+    assert!(
+        failed["data"]["error"]
+            .as_str()
+            .is_some_and(|e| e.contains("runaway")),
+        "{failed}"
+    );
+    app.stop().await;
+}
+on_both_stores!(flow_failed, a_flow_that_fails_is_told_as_flow_failed);
