@@ -241,6 +241,10 @@ pub enum ConversationEvent {
         profile: BTreeMap<String, String>,
         blocked: Option<bool>,
     },
+    /// The contact was deleted: forget what the conversation knows of the customer (profile,
+    /// tags, flow variables, a chatbot's context, held messages, a handoff) and keep the
+    /// counts and the 24 h window (what sending rules need).
+    Forget,
     /// The outcome of an HTTP call a flow made.
     HttpResult(crate::outcall::HttpOutcome),
     /// A model answered a chatbot's call (or failed to).
@@ -506,6 +510,23 @@ pub fn step(
             if let Some(b) = blocked {
                 state.contact.blocked = *b;
             }
+        }
+        ConversationEvent::Forget => {
+            // The ids stay: they are the conversation's key and its address.
+            let contact = ContactInfo {
+                wa_id: state.contact.wa_id.take(),
+                user_id: state.contact.user_id.take(),
+                ..ContactInfo::default()
+            };
+            state = ConversationState {
+                contact,
+                last_inbound_at: state.last_inbound_at,
+                window_closed: state.window_closed,
+                released_requests: std::mem::take(&mut state.released_requests),
+                inbound_count: state.inbound_count,
+                outbound_count: state.outbound_count,
+                ..ConversationState::default()
+            };
         }
         ConversationEvent::TimerFired { name, payload, .. } if name == HANDOFF_TIMER => {
             let episode = payload.get("since").and_then(serde_json::Value::as_i64);

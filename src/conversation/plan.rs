@@ -349,6 +349,7 @@ pub fn origin_key(event: &ConversationEvent, now: i64) -> String {
             format!("c{now}")
         }
         ConversationEvent::ContactEdit { .. } => format!("e{now}"),
+        ConversationEvent::Forget => format!("f{now}"),
         ConversationEvent::HttpResult(o) => format!("h{}", o.id),
         ConversationEvent::BotResult(a) => format!("b{}", a.id),
         ConversationEvent::MediaReady(r) => format!("m{}", r.media_id),

@@ -148,6 +148,11 @@ pub struct ConsentChange<'a> {
 pub struct Erased {
     pub inbound_messages: i64,
     pub outbound_messages: i64,
+    /// Media files of the contact's (their rows gone; the caller removes the files).
+    pub media_files: i64,
+    /// Where those files are on disk.
+    #[serde(skip)]
+    pub media_paths: Vec<String>,
 }
 
 /// What an erased message body becomes.
@@ -642,6 +647,24 @@ impl Store {
                 "UPDATE outbox SET message = $1 WHERE idem_key >= $2 AND idem_key < $3 AND kind = 'message' \
                  AND state IN ('sent', 'failed') AND account = $4 AND user_key = $5",
                 vec![ERASED.into(), from.into(), to.into(), account.into(), user.into()],
+            )
+            .await? as i64;
+        // Media: the rows (with any transcript) now, the files once this commits.
+        erased.media_paths = self
+            .tx_fetch(
+                &mut tx,
+                "SELECT path FROM media_files WHERE account = $1 AND user_key = $2 AND path IS NOT NULL",
+                vec![account.into(), user.into()],
+            )
+            .await?
+            .iter()
+            .map(|r| r.try_get::<String, _>("path"))
+            .collect::<Result<_, _>>()?;
+        erased.media_files = self
+            .tx_run(
+                &mut tx,
+                "DELETE FROM media_files WHERE account = $1 AND user_key = $2",
+                vec![account.into(), user.into()],
             )
             .await? as i64;
         self.tx_forget_search(&mut tx, account, user).await?;

@@ -794,6 +794,11 @@ async fn conversations_inbox_block_and_erasure(db: TestDb) {
         .unwrap()
         .len();
     assert!(before >= 5, "{before}");
+    let held = app.conversation(b).await["state"].to_string();
+    assert!(
+        held.contains("Test User"),
+        "the state knew the customer: {held}"
+    );
     let (status, erased) = call(&app, Method::DELETE, &format!("/contacts/{b}"), None).await;
     assert_eq!(status, 200, "{erased}");
     assert_eq!(erased["erased"]["inbound_messages"], 3, "{erased}");
@@ -801,7 +806,26 @@ async fn conversations_inbox_block_and_erasure(db: TestDb) {
         erased["erased"]["outbound_messages"].as_i64().unwrap() >= 2,
         "{erased}"
     );
+    assert_eq!(erased["conversation_forgotten"], true, "{erased}");
     let view = app.conversation(b).await;
+    // The conversation forgot the customer (its profile name came with each message); its
+    // counts and window stay.
+    assert!(
+        view["state"]["contact"]["profile_name"].is_null(),
+        "{}",
+        view["state"]
+    );
+    assert!(
+        !view["state"].to_string().contains("Test User"),
+        "{}",
+        view["state"]
+    );
+    assert!(
+        view["state"]["inbound_count"].as_u64().unwrap() >= 3,
+        "{}",
+        view["state"]
+    );
+    assert_eq!(view["window_open"], true, "{view}");
     let messages = view["messages"].as_array().unwrap();
     assert_eq!(messages.len(), before, "counts kept");
     for m in messages.iter().filter(|m| m["kind"] != "mark_read") {

@@ -391,6 +391,29 @@ async fn tell_conversation(
     }
 }
 
+/// Tell a deleted contact's conversation to forget the customer; true when it did (or there
+/// is none to tell).
+async fn forget_conversation(app: &AppState, account: &AccountId, user: &UserKey) -> bool {
+    let key = crate::domain::ConversationKey::new(account.as_str(), user.as_str());
+    match app.engine.store.load_conversation(&key).await {
+        Ok(None) => return true,
+        Ok(Some(_)) => {}
+        Err(_) => return false,
+    }
+    let Some(actor) = app.router.get(account.as_str()) else {
+        return false;
+    };
+    let event = crate::conversation::ConversationEvent::Forget;
+    let done = matches!(
+        super::command(&actor, user.as_str(), event).await,
+        Ok(Ok(_))
+    );
+    if !done {
+        tracing::warn!(account = %account, "A deleted contact's conversation could not be told to forget it.");
+    }
+    done
+}
+
 /// `POST /contacts`: create or update by `wa_id` (201 created, 200 updated).
 async fn upsert_contact(
     State(app): State<AppState>,
@@ -580,7 +603,8 @@ async fn consent_ledger(
     Ok(Json(json!({ "items": entries })).into_response())
 }
 
-/// `DELETE /contacts/{wa_id}`: the contact and its message bodies (counts are kept).
+/// `DELETE /contacts/{wa_id}`: the contact, its message bodies and media, and what its
+/// conversation knows of the customer (counts are kept).
 async fn delete_contact(
     State(app): State<AppState>,
     Path(wa_id): Path<String>,
@@ -591,8 +615,23 @@ async fn delete_contact(
     let Some(erased) = app.engine.store.delete_contact(&account, &user).await? else {
         return Err(ApiError::not_found("no such contact"));
     };
-    tracing::info!(account = %account, "Contact deleted by the admin API; its message bodies erased.");
-    Ok(Json(json!({ "deleted": true, "erased": erased })).into_response())
+    for path in &erased.media_paths {
+        if let Err(e) = tokio::fs::remove_file(path).await {
+            if e.kind() != std::io::ErrorKind::NotFound {
+                tracing::warn!(error = %e, "A deleted contact's media file could not be removed.");
+            }
+        }
+    }
+    // What the conversation holds of the customer (profile, flow variables, a chatbot's
+    // context, held messages) goes through its actor, the conversation's one writer.
+    let forgotten = forget_conversation(&app, &account, &user).await;
+    tracing::info!(account = %account, forgotten, "Contact deleted by the admin API; its message bodies, media and conversation state erased.");
+    Ok(Json(json!({
+        "deleted": true,
+        "erased": erased,
+        "conversation_forgotten": forgotten,
+    }))
+    .into_response())
 }
 
 async fn list_fields(
