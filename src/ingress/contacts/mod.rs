@@ -612,6 +612,24 @@ async fn delete_contact(
 ) -> Answer {
     let account = account(&app, query(q)?.account.as_deref())?;
     let user = user_of(&wa_id)?;
+    if app
+        .engine
+        .store
+        .contact_record(&account, &user)
+        .await?
+        .is_none()
+    {
+        return Err(ApiError::not_found("no such contact"));
+    }
+    // What the conversation holds of the customer (profile, flow variables, a chatbot's
+    // context, held messages) goes first, through its actor (the conversation's one
+    // writer): if it cannot, nothing is deleted and the caller tries again.
+    if !forget_conversation(&app, &account, &user).await {
+        return Err(ApiError::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "the contact's conversation could not be reached: nothing was deleted; try again",
+        ));
+    }
     let Some(erased) = app.engine.store.delete_contact(&account, &user).await? else {
         return Err(ApiError::not_found("no such contact"));
     };
@@ -622,16 +640,8 @@ async fn delete_contact(
             }
         }
     }
-    // What the conversation holds of the customer (profile, flow variables, a chatbot's
-    // context, held messages) goes through its actor, the conversation's one writer.
-    let forgotten = forget_conversation(&app, &account, &user).await;
-    tracing::info!(account = %account, forgotten, "Contact deleted by the admin API; its message bodies, media and conversation state erased.");
-    Ok(Json(json!({
-        "deleted": true,
-        "erased": erased,
-        "conversation_forgotten": forgotten,
-    }))
-    .into_response())
+    tracing::info!(account = %account, "Contact deleted by the admin API; its message bodies, media and conversation state erased.");
+    Ok(Json(json!({ "deleted": true, "erased": erased })).into_response())
 }
 
 async fn list_fields(
