@@ -10,6 +10,8 @@ mod health;
 pub use access::roles::{route_role, RouteRole, Scope, ROUTE_ROLES};
 mod contacts;
 mod hooks;
+mod openapi;
+pub use openapi::document as openapi_document;
 pub use commerce::owner;
 mod inbox;
 pub mod listener;

@@ -47,9 +47,9 @@ fn check_name(name: &str) -> Result<(), String> {
 }
 
 /// A material's fields as a request gives them (None: left out).
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
-struct MaterialFields {
+pub(in crate::ingress) struct MaterialFields {
     #[serde(default, deserialize_with = "present")]
     name: Option<String>,
     #[serde(default, deserialize_with = "present")]
@@ -265,17 +265,17 @@ pub(super) async fn adjust_material(
 }
 
 /// One material a product takes per unit, as given.
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
-struct MaterialLineBody {
+pub(in crate::ingress) struct MaterialLineBody {
     material: String,
     quantity: Value,
 }
 
 /// The list, bare or as `{"materials": [...]}`.
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
 #[serde(untagged)]
-enum MaterialLinesBody {
+pub(in crate::ingress) enum MaterialLinesBody {
     Bare(Vec<MaterialLineBody>),
     Wrapped { materials: Vec<MaterialLineBody> },
 }

@@ -51,9 +51,9 @@ pub(super) fn materials_view(lines: &[MaterialLine]) -> Value {
 }
 
 /// A product's fields as a request gives them: None left out, `Some(None)` cleared.
-#[derive(Debug, Default, Deserialize)]
+#[derive(Debug, Default, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
-pub(super) struct ProductFields {
+pub(in crate::ingress) struct ProductFields {
     #[serde(default, deserialize_with = "present")]
     pub(super) sku: Option<String>,
     #[serde(default, deserialize_with = "present")]
@@ -61,6 +61,7 @@ pub(super) struct ProductFields {
     #[serde(default, deserialize_with = "nullable")]
     pub(super) description: Option<Option<String>>,
     #[serde(default, deserialize_with = "present")]
+    #[schema(value_type = Option<String>)]
     pub(super) price: Option<Price>,
     #[serde(default, deserialize_with = "nullable")]
     pub(super) stock: Option<Option<i64>>,
@@ -71,6 +72,7 @@ pub(super) struct ProductFields {
     #[serde(default, deserialize_with = "present")]
     pub(super) active: Option<bool>,
     #[serde(default, deserialize_with = "present")]
+    #[schema(value_type = Option<String>)]
     pub(super) kind: Option<ProductKind>,
     #[serde(default, deserialize_with = "nullable")]
     pub(super) period_days: Option<Option<i64>>,

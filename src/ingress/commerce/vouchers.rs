@@ -43,16 +43,19 @@ fn voucher_view(v: &Voucher, currency: Currency) -> Value {
 }
 
 /// A voucher's fields as a request gives them: None left out, `Some(None)` cleared.
-#[derive(Debug, Default, Deserialize)]
+#[derive(Debug, Default, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
-pub(super) struct VoucherFields {
+pub(in crate::ingress) struct VoucherFields {
     #[serde(default, deserialize_with = "present")]
     code: Option<String>,
     #[serde(default, deserialize_with = "present")]
+    #[schema(value_type = Option<String>)]
     kind: Option<VoucherKind>,
     #[serde(default, deserialize_with = "present")]
+    #[schema(value_type = Option<String>)]
     value: Option<Price>,
     #[serde(default, deserialize_with = "nullable")]
+    #[schema(value_type = Option<String>)]
     min_total: Option<Option<Price>>,
     #[serde(default, deserialize_with = "nullable")]
     valid_from: Option<Option<String>>,
