@@ -20,6 +20,7 @@ mod handoff;
 mod hooks;
 mod keys;
 mod materials;
+mod openapi;
 mod media;
 mod payments;
 mod profile;

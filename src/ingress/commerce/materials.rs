@@ -55,8 +55,10 @@ pub(in crate::ingress) struct MaterialFields {
     #[serde(default, deserialize_with = "present")]
     unit: Option<String>,
     #[serde(default, deserialize_with = "present")]
+    #[schema(schema_with = crate::ingress::openapi::decimal)]
     stock: Option<Value>,
     #[serde(default, deserialize_with = "present")]
+    #[schema(schema_with = crate::ingress::openapi::decimal)]
     min_stock: Option<Value>,
 }
 
@@ -269,6 +271,7 @@ pub(super) async fn adjust_material(
 #[serde(deny_unknown_fields)]
 pub(in crate::ingress) struct MaterialLineBody {
     material: String,
+    #[schema(schema_with = crate::ingress::openapi::decimal)]
     quantity: Value,
 }
 

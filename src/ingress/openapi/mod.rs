@@ -179,6 +179,11 @@ fn build() -> Value {
     doc
 }
 
+/// A decimal quantity as the handlers read it: a string ("0.25") or a whole number.
+pub(super) fn decimal() -> RefOr<utoipa::openapi::Schema> {
+    shape("str|int")
+}
+
 /// The document (built once).
 pub fn document() -> &'static Value {
     static DOC: OnceLock<Value> = OnceLock::new();
@@ -201,6 +206,10 @@ mod tests {
     #[test]
     fn the_document_is_openapi_3_1_with_roles_and_problems() {
         let d = document();
+        // `PARLEY_OPENAPI_OUT=file cargo test --lib openapi` writes it out.
+        if let Ok(out) = std::env::var("PARLEY_OPENAPI_OUT") {
+            std::fs::write(out, serde_json::to_string_pretty(d).unwrap()).unwrap();
+        }
         assert!(d["openapi"].as_str().unwrap().starts_with("3.1"));
         let keys = &d["paths"]["/admin/v1/keys"];
         assert_eq!(keys["post"]["x-parley-role"], "admin");

@@ -26,6 +26,7 @@ pub(super) struct Op {
     description: Option<&'static str>,
     query: Option<&'static str>,
     int_path: &'static [&'static str],
+    path_shapes: Vec<(&'static str, &'static str)>,
     body: Option<(&'static str, RefOr<Schema>, bool)>,
     pub schemas: Vec<(String, RefOr<Schema>)>,
     answers: Vec<(u16, &'static str, Answer)>,
@@ -39,6 +40,7 @@ pub(super) fn op(method: &'static str, path: &'static str, summary: &'static str
         description: None,
         query: None,
         int_path: &[],
+        path_shapes: Vec::new(),
         body: None,
         schemas: Vec::new(),
         answers: Vec::new(),
@@ -60,6 +62,12 @@ impl Op {
     /// Path parameters that are integers (the others are strings).
     pub fn int_path(mut self, names: &'static [&'static str]) -> Op {
         self.int_path = names;
+        self
+    }
+
+    /// A path parameter of this shape (`str(pause|resume|cancel)`).
+    pub fn path_shape(mut self, name: &'static str, text: &'static str) -> Op {
+        self.path_shapes.push((name, text));
         self
     }
 
@@ -146,10 +154,10 @@ impl Op {
             .tag(self.path.split('/').nth(1).unwrap_or("admin"));
         for seg in self.path.split('/') {
             if let Some(name) = seg.strip_prefix('{').and_then(|s| s.strip_suffix('}')) {
-                let t = if self.int_path.contains(&name) {
-                    "int"
-                } else {
-                    "str"
+                let t = match self.path_shapes.iter().find(|(n, _)| *n == name) {
+                    Some((_, t)) => t,
+                    None if self.int_path.contains(&name) => "int",
+                    None => "str",
                 };
                 b = b.parameter(
                     ParameterBuilder::new()

@@ -7,7 +7,7 @@ use crate::ingress::contacts::{AssignBody, ConsentBody, ContactBody, FieldBody, 
 use crate::ingress::hooks::{CreateBody, RecoverBody, UpdateBody};
 
 const KEY: &str = "{id: int, name: str, role: str(owner|admin|manager|agent), account: str?, \
-     prefix: str, status: str(active|expired|revoked), created_by: int?, created_at: int, \
+     prefix: str, status: str(active|expired|revoked), created_by: int|str?, created_at: int, \
      expires_at: int?, last_used_at: int?, revoked_at: int?}";
 
 const ENDPOINT: &str = "{id: str, account: str?, url: str, events: [str], active: bool, \
@@ -51,7 +51,7 @@ pub(super) fn ops() -> Vec<Op> {
                 200,
                 "Newest first.",
                 page(
-                    "{id: int, at: int, key_id: int?, role: str, action: str, resource: str, \
+                    "{id: int, at: int, key_id: int|str?, role: str, action: str, resource: str, \
                      account: str?, status: int, ip: str?, user_agent: str?, details: any}",
                 ),
             ),
@@ -158,7 +158,7 @@ pub(super) fn ops() -> Vec<Op> {
             "/contacts/{wa_id}/{action}",
             "Block, unblock, opt out or opt in",
         )
-        .about("`action`: `block`, `unblock`, `opt-out` or `opt-in` (another: 404).")
+        .path_shape("action", "str(block|unblock|opt-out|opt-in)")
         .query(ACCOUNT)
         .optional_body::<ConsentBody>()
         .ok(200, "The contact.", CONTACT),

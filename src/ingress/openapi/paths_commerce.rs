@@ -33,7 +33,7 @@ const VOUCHER: &str = "{code: str, kind: str, value: str, currency: str, min_tot
 const SUBSCRIPTION: &str = "{id: int, wa_id: str, sku: str, status: str, period_start: int, \
      period_end: int, last_order: str?, created_at: int, updated_at: int}";
 
-const STOCK: &str = "{delta?: any, set?: any, reason?: str}";
+const STOCK: &str = "{delta?: int|str, set?: int|str, reason?: str}";
 
 const ACCOUNT: &str = "account?: str";
 

@@ -111,8 +111,8 @@ pub(super) fn ops() -> Vec<Op> {
                 "{recipients: [obj], next_after: int?}",
             ),
         op("POST", "/campaigns/{id}/{action}", "Pause, resume or cancel a campaign")
-            .about("`action`: `pause`, `resume` or `cancel` (another: 404).")
             .int_path(&["id"])
+            .path_shape("action", "str(pause|resume|cancel)")
             .ok(
                 200,
                 "Its new status.",

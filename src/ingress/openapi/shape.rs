@@ -9,6 +9,7 @@
 //! - `{name: T, other?: T}`: an object with these members (`?` after a name: it may be
 //!   absent); members not named are allowed;
 //! - `#Name`: the component schema `Name`;
+//! - `T|U`: a T or a U;
 //! - `T?` after a type: it may also be `null`.
 
 use utoipa::openapi::schema::{
@@ -69,7 +70,10 @@ impl Parser<'_> {
     }
 
     fn ty(&mut self) -> RefOr<Schema> {
-        let base = self.base();
+        let mut base = self.base();
+        while self.eat(b'|') {
+            base = union(base, self.base());
+        }
         if self.eat(b'?') {
             nullable(base)
         } else {
@@ -144,6 +148,31 @@ impl Parser<'_> {
     }
 }
 
+/// A value of `a` or of `b`: one `type` list when both are plain types, else `oneOf`.
+fn union(a: RefOr<Schema>, b: RefOr<Schema>) -> RefOr<Schema> {
+    let plain = |s: &RefOr<Schema>| match s {
+        RefOr::T(Schema::Object(o)) if o.enum_values.is_none() && o.properties.is_empty() => {
+            match &o.schema_type {
+                SchemaType::Type(t) => Some(vec![t.clone()]),
+                SchemaType::Array(ts) => Some(ts.clone()),
+                SchemaType::AnyValue => None,
+            }
+        }
+        _ => None,
+    };
+    match (plain(&a), plain(&b)) {
+        (Some(mut x), Some(y)) => {
+            x.extend(y);
+            RefOr::T(Schema::Object(
+                ObjectBuilder::new()
+                    .schema_type(SchemaType::Array(x))
+                    .build(),
+            ))
+        }
+        _ => RefOr::T(Schema::OneOf(OneOfBuilder::new().item(a).item(b).build())),
+    }
+}
+
 /// `s`, or null.
 pub fn nullable(s: RefOr<Schema>) -> RefOr<Schema> {
     match s {
@@ -182,7 +211,8 @@ mod tests {
     #[test]
     fn the_notation_reads_as_json_schema() {
         let s = serde_json::to_value(shape(
-            "{id: int, name?: str?, tags: [str], kind: str(a|b), m: map(int), r: #Problem?, x: any}",
+            "{id: int, name?: str?, tags: [str], kind: str(a|b), m: map(int), r: #Problem?, x: any, \
+             by: int|str?}",
         ))
         .unwrap();
         assert_eq!(s["type"], "object");
@@ -202,6 +232,10 @@ mod tests {
             .iter()
             .map(|v| v.as_str().unwrap())
             .collect();
-        assert_eq!(required, ["id", "tags", "kind", "m", "r", "x"]);
+        assert_eq!(
+            s["properties"]["by"]["type"],
+            serde_json::json!(["integer", "string", "null"])
+        );
+        assert_eq!(required, ["id", "tags", "kind", "m", "r", "x", "by"]);
     }
 }
