@@ -109,11 +109,38 @@ fn schemathesis_present() -> bool {
     ok
 }
 
+/// schemathesis's hooks: a fresh Idempotency-Key for each request that sends a well-formed
+/// one (a key reused on another request is refused, 422, before the handler runs); a
+/// malformed one is kept, its 400 tested.
+const HOOKS: &str = r#"
+import re
+import uuid
+
+import schemathesis
+
+WELL_FORMED = re.compile(r"[!-~]{1,255}")
+
+
+@schemathesis.hook
+def before_call(context, case, kwargs):
+    headers = case.headers or {}
+    for name in list(headers):
+        value = headers[name]
+        if name.lower() == "idempotency-key" and isinstance(value, str) and WELL_FORMED.fullmatch(value):
+            headers[name] = uuid.uuid4().hex
+"#;
+
 /// A little of everything, so that GET-by-id routes find something: schemathesis's
 /// configuration (`schemathesis.toml`) naming what was made as the path parameters.
 async fn seed(app: &TestApp, graph: &FakeGraph) -> String {
     let status = app
-        .post_webhook(&text_webhook(PNID, USER, "wamid.SEED1", "hello", now_secs()))
+        .post_webhook(&text_webhook(
+            PNID,
+            USER,
+            "wamid.SEED1",
+            "hello",
+            now_secs(),
+        ))
         .await;
     assert_eq!(status, 200);
     assert!(
@@ -134,32 +161,68 @@ async fn seed(app: &TestApp, graph: &FakeGraph) -> String {
     assert_eq!(app.post_webhook("{\"object\": 1}").await, 200);
     // Two of each: the second for its DELETE, so that the first stays for the other routes.
     let calls = [
-        ("/contacts", json!({"wa_id": "6281200000124", "name": "Ani", "tags": ["vip"]})),
-        ("/contacts", json!({"wa_id": "6281200000125", "name": "Budi"})),
+        (
+            "/contacts",
+            json!({"wa_id": "6281200000124", "name": "Ani", "tags": ["vip"]}),
+        ),
+        (
+            "/contacts",
+            json!({"wa_id": "6281200000125", "name": "Budi"}),
+        ),
         ("/contact-fields", json!({"name": "city", "kind": "text"})),
-        ("/contact-fields", json!({"name": "oldfield", "kind": "number"})),
+        (
+            "/contact-fields",
+            json!({"name": "oldfield", "kind": "number"}),
+        ),
         ("/categories", json!({"slug": "tea", "name": "Tea"})),
         ("/categories", json!({"slug": "gone", "name": "Gone"})),
-        ("/materials", json!({"name": "leaf", "unit": "g", "stock": "100"})),
+        (
+            "/materials",
+            json!({"name": "leaf", "unit": "g", "stock": "100"}),
+        ),
         ("/materials", json!({"name": "dust", "unit": "g"})),
-        ("/products", json!({"sku": "TEA-1", "name": "Green tea", "price": "15000", "stock": 10, "category": "tea"})),
-        ("/products", json!({"sku": "TEA-2", "name": "Old tea", "price": "9000"})),
-        ("/vouchers", json!({"code": "HELLO", "kind": "percent", "value": "10"})),
-        ("/vouchers", json!({"code": "BYE", "kind": "percent", "value": "5"})),
+        (
+            "/products",
+            json!({"sku": "TEA-1", "name": "Green tea", "price": "15000", "stock": 10, "category": "tea"}),
+        ),
+        (
+            "/products",
+            json!({"sku": "TEA-2", "name": "Old tea", "price": "9000"}),
+        ),
+        (
+            "/vouchers",
+            json!({"code": "HELLO", "kind": "percent", "value": "10"}),
+        ),
+        (
+            "/vouchers",
+            json!({"code": "BYE", "kind": "percent", "value": "5"}),
+        ),
         ("/keys", json!({"name": "seed", "role": "agent"})),
         ("/keys", json!({"name": "seed 2", "role": "agent"})),
-        ("/webhooks", json!({"url": format!("{}/hook", graph.base_url), "description": "seed"})),
-        ("/webhooks", json!({"url": format!("{}/hook2", graph.base_url)})),
-        ("/campaigns", json!({"name": "seed", "phone_number_id": PNID,
+        (
+            "/webhooks",
+            json!({"url": format!("{}/hook", graph.base_url), "description": "seed"}),
+        ),
+        (
+            "/webhooks",
+            json!({"url": format!("{}/hook2", graph.base_url)}),
+        ),
+        (
+            "/campaigns",
+            json!({"name": "seed", "phone_number_id": PNID,
             "message": {"template": {"name": "promo", "language": "id"}},
-            "recipients": [{"wa_id": USER}]})),
+            "recipients": [{"wa_id": USER}]}),
+        ),
     ];
     let mut made: std::collections::BTreeMap<&str, Vec<Value>> = Default::default();
     for (path, body) in calls {
         let (status, answer) = app
             .admin(Method::POST, path, Some(ADMIN_TOKEN), Some(body))
             .await;
-        assert!(status == 200 || status == 201, "seeding {path}: {status} {answer}");
+        assert!(
+            status == 200 || status == 201,
+            "seeding {path}: {status} {answer}"
+        );
         made.entry(path).or_default().push(answer);
     }
     let (_, letters) = app
@@ -168,7 +231,10 @@ async fn seed(app: &TestApp, graph: &FakeGraph) -> String {
     let letter = letters["items"][0]["id"].as_i64().expect("a dead letter");
     let id = |path: &str, i: usize| made[path][i]["id"].to_string().replace('"', "");
     format!(
-        r#"[parameters]
+        r#"hooks = "parley_hooks"
+
+[parameters]
+"query.account" = "{PNID}"
 "path.phone_number_id" = "{PNID}"
 "path.user" = "{USER}"
 "path.wa_id" = "6281200000124"
@@ -193,8 +259,8 @@ parameters = {{ "path.wa_id" = "6281200000125", "path.sku" = "TEA-2", "path.slug
         ]
         .iter()
         .map(|(path, methods, name, value)| format!(
-            "\n[[operations]]\ninclude-path-regex = \"^/admin/v1/{path}\"\n\
-             include-method-regex = \"^({methods})$\"\n\
+            // One filter (two would be either-or): the label, `METHOD /path`.
+            "\n[[operations]]\ninclude-name-regex = \"^({methods}) /admin/v1/{path}\"\n\
              parameters = {{ \"path.{name}\" = \"{value}\" }}\n"
         ))
         .collect::<String>()
@@ -219,7 +285,24 @@ async fn schemathesis_finds_nothing(db: TestDb) {
     assert_eq!(status, 200, "{doc}");
     assert_eq!(&doc, parley::ingress::openapi_document());
     // Without a key: 401, as every route.
-    assert_eq!(app.admin(Method::GET, "/openapi.json", None, None).await.0, 401);
+    assert_eq!(
+        app.admin(Method::GET, "/openapi.json", None, None).await.0,
+        401
+    );
+    // axum's own refusal of a path segment that is no number is a problem too.
+    let resp = app
+        .http
+        .get(format!("{}/admin/v1/dead-letters/abc", app.base))
+        .bearer_auth(ADMIN_TOKEN)
+        .send()
+        .await
+        .expect("a request");
+    assert_eq!(resp.status(), 400);
+    assert_eq!(
+        resp.headers()["content-type"],
+        parley::ingress::PROBLEM_JSON,
+        "a plain-text refusal"
+    );
 
     // An agent's key: every operation above the agent role is refused, naming its role.
     let (status, made) = app
@@ -243,7 +326,9 @@ async fn schemathesis_finds_nothing(db: TestDb) {
             continue;
         }
         above += 1;
-        let concrete = path.replace("{phone_number_id}", PNID).replace("{user}", USER);
+        let concrete = path
+            .replace("{phone_number_id}", PNID)
+            .replace("{user}", USER);
         let concrete = concrete
             .split('/')
             .map(|s| if s.starts_with('{') { "1" } else { s })
@@ -261,6 +346,7 @@ async fn schemathesis_finds_nothing(db: TestDb) {
     let file = dir.path().join("openapi.json");
     std::fs::write(&file, doc.to_string()).expect("write the document");
     std::fs::write(dir.path().join("schemathesis.toml"), config).expect("write the config");
+    std::fs::write(dir.path().join("parley_hooks.py"), HOOKS).expect("write the hooks");
     let started = Instant::now();
     let (file_arg, base) = (file.clone(), app.base.clone());
     let cwd = dir.path().to_path_buf();
@@ -273,12 +359,14 @@ async fn schemathesis_finds_nothing(db: TestDb) {
             .args(["--header", &format!("Authorization: Bearer {ADMIN_TOKEN}")])
             .args([
                 "--checks",
-                "not_a_server_error,response_schema_conformance,ignored_auth",
+                "not_a_server_error,response_schema_conformance,content_type_conformance,\
+                 ignored_auth",
             ])
             .args(["--phases", "examples,coverage,fuzzing"])
             .args(["--max-examples", "10", "--workers", "2", "--seed", "21"])
             .args(["--request-timeout", "20", "--suppress-health-check", "all"])
-            .current_dir(cwd)
+            .env("PYTHONPATH", &cwd)
+            .current_dir(&cwd)
             .output()
     })
     .await
@@ -291,7 +379,11 @@ async fn schemathesis_finds_nothing(db: TestDb) {
     );
     eprintln!(
         "schemathesis ({} store) took {:.0} s:\n{text}",
-        if db.is_postgres() { "PostgreSQL" } else { "SQLite" },
+        if db.is_postgres() {
+            "PostgreSQL"
+        } else {
+            "SQLite"
+        },
         started.elapsed().as_secs_f64(),
     );
     assert!(out.status.success(), "schemathesis found problems (above)");

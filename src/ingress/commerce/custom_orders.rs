@@ -70,6 +70,7 @@ pub(super) async fn show_custom_order(
 #[schema(as = CustomOrderChange)]
 pub(in crate::ingress) struct Change {
     #[serde(default, deserialize_with = "present")]
+    #[schema(nullable = false)]
     #[schema(value_type = Option<String>)]
     status: Option<CustomOrderStatus>,
     /// Empty or null: cleared.

@@ -51,8 +51,10 @@ fn check_name(name: &str) -> Result<(), String> {
 #[serde(deny_unknown_fields)]
 pub(in crate::ingress) struct MaterialFields {
     #[serde(default, deserialize_with = "present")]
+    #[schema(nullable = false)]
     name: Option<String>,
     #[serde(default, deserialize_with = "present")]
+    #[schema(nullable = false)]
     unit: Option<String>,
     #[serde(default, deserialize_with = "present")]
     #[schema(schema_with = crate::ingress::openapi::decimal)]

@@ -238,8 +238,10 @@ impl Price {
 #[serde(deny_unknown_fields)]
 pub(in crate::ingress) struct StockBody {
     #[serde(default, deserialize_with = "present")]
+    #[schema(nullable = false)]
     delta: Option<Value>,
     #[serde(default, deserialize_with = "present")]
+    #[schema(nullable = false)]
     set: Option<Value>,
     #[serde(default)]
     reason: Option<String>,

@@ -103,6 +103,7 @@ pub(super) async fn show_order(
 #[serde(deny_unknown_fields)]
 pub(in crate::ingress) struct OrderChange {
     #[serde(default, deserialize_with = "present")]
+    #[schema(nullable = false)]
     #[schema(value_type = Option<String>)]
     status: Option<OrderStatus>,
     /// Empty or null: cleared.

@@ -55,12 +55,15 @@ pub(super) fn materials_view(lines: &[MaterialLine]) -> Value {
 #[serde(deny_unknown_fields)]
 pub(in crate::ingress) struct ProductFields {
     #[serde(default, deserialize_with = "present")]
+    #[schema(nullable = false)]
     pub(super) sku: Option<String>,
     #[serde(default, deserialize_with = "present")]
+    #[schema(nullable = false)]
     pub(super) name: Option<String>,
     #[serde(default, deserialize_with = "nullable")]
     pub(super) description: Option<Option<String>>,
     #[serde(default, deserialize_with = "present")]
+    #[schema(nullable = false)]
     #[schema(value_type = Option<String>)]
     pub(super) price: Option<Price>,
     #[serde(default, deserialize_with = "nullable")]
@@ -70,8 +73,10 @@ pub(in crate::ingress) struct ProductFields {
     #[serde(default, deserialize_with = "nullable")]
     pub(super) category: Option<Option<String>>,
     #[serde(default, deserialize_with = "present")]
+    #[schema(nullable = false)]
     pub(super) active: Option<bool>,
     #[serde(default, deserialize_with = "present")]
+    #[schema(nullable = false)]
     #[schema(value_type = Option<String>)]
     pub(super) kind: Option<ProductKind>,
     #[serde(default, deserialize_with = "nullable")]
@@ -79,6 +84,7 @@ pub(in crate::ingress) struct ProductFields {
     #[serde(default, deserialize_with = "nullable")]
     pub(super) access_link: Option<Option<String>>,
     #[serde(default, deserialize_with = "present")]
+    #[schema(nullable = false)]
     pub(super) position: Option<i64>,
 }
 

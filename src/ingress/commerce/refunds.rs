@@ -39,11 +39,13 @@ use crate::store::{Payment, Refund, RefundOpened};
 #[serde(deny_unknown_fields)]
 pub(in crate::ingress) struct RefundBody {
     #[serde(default, deserialize_with = "present")]
+    #[schema(nullable = false)]
     #[schema(value_type = Option<String>)]
     amount: Option<Price>,
     #[serde(default)]
     reason: Option<String>,
     #[serde(default, deserialize_with = "present")]
+    #[schema(nullable = false)]
     idempotency_key: Option<String>,
 }
 

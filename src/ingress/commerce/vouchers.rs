@@ -47,11 +47,14 @@ fn voucher_view(v: &Voucher, currency: Currency) -> Value {
 #[serde(deny_unknown_fields)]
 pub(in crate::ingress) struct VoucherFields {
     #[serde(default, deserialize_with = "present")]
+    #[schema(nullable = false)]
     code: Option<String>,
     #[serde(default, deserialize_with = "present")]
+    #[schema(nullable = false)]
     #[schema(value_type = Option<String>)]
     kind: Option<VoucherKind>,
     #[serde(default, deserialize_with = "present")]
+    #[schema(nullable = false)]
     #[schema(value_type = Option<String>)]
     value: Option<Price>,
     #[serde(default, deserialize_with = "nullable")]
@@ -66,6 +69,7 @@ pub(in crate::ingress) struct VoucherFields {
     #[serde(default, deserialize_with = "nullable")]
     user: Option<Option<String>>,
     #[serde(default, deserialize_with = "present")]
+    #[schema(nullable = false)]
     active: Option<bool>,
 }
 

@@ -55,7 +55,10 @@ pub(super) fn webhooks() -> Value {
             "{{account: str, conversation?: str, sequence?: int, {}}}",
             data_of(e)
         );
-        let body = format!("{{type: str({}), timestamp: str, data: {data}}}", e.as_str());
+        let body = format!(
+            "{{type: str({}), timestamp: str, data: {data}}}",
+            e.as_str()
+        );
         let schema = serde_json::to_value(shape(&body)).expect("a schema");
         out.insert(
             e.as_str().to_string(),

@@ -42,15 +42,30 @@ fn operations() -> Vec<Op> {
 
 /// The error answers every operation may give, each an RFC 9457 problem.
 const ERRORS: &[(&str, &str)] = &[
-    ("400", "The request cannot be read (a bad query, JSON or cursor)."),
+    (
+        "400",
+        "The request cannot be read (a bad query, JSON or cursor).",
+    ),
     ("401", "No key, or a wrong, expired or revoked one."),
-    ("403", "The key's role is below the route's, or it reaches another account."),
+    (
+        "403",
+        "The key's role is below the route's, or it reaches another account.",
+    ),
     ("404", "No such resource (or account)."),
-    ("409", "The resource's state does not allow it (or the same Idempotency-Key is still running)."),
+    (
+        "409",
+        "The resource's state does not allow it (or the same Idempotency-Key is still running).",
+    ),
     ("413", "The body is too large."),
-    ("422", "The body or a parameter does not fit (`errors` names each problem)."),
+    (
+        "422",
+        "The body or a parameter does not fit (`errors` names each problem).",
+    ),
     ("429", "Too many wrong keys from this client."),
-    ("503", "The store or the account's sender cannot answer now: try again."),
+    (
+        "503",
+        "The store or the account's sender cannot answer now: try again.",
+    ),
 ];
 
 fn role_line(method: &str, path: &str) -> (&'static str, String) {
@@ -118,38 +133,51 @@ fn build() -> Value {
         let mut operation = o.build(about);
         let responses = &mut operation.responses.responses;
         for (status, _) in ERRORS {
-            responses
-                .entry(status.to_string())
-                .or_insert_with(|| RefOr::Ref(Ref::new("#/components/responses/Problem")));
+            match responses.get_mut(*status) {
+                // An answer of its own at an error status (`POST /reload`'s 409 and 422): the
+                // shared refusals (a reused Idempotency-Key) are problems beside it.
+                Some(RefOr::T(own)) => {
+                    own.content.insert(
+                        super::problem::PROBLEM_JSON.to_string(),
+                        ContentBuilder::new()
+                            .schema(Some(shape("#Problem")))
+                            .build(),
+                    );
+                }
+                Some(RefOr::Ref(_)) => {}
+                None => {
+                    responses.insert(
+                        status.to_string(),
+                        RefOr::Ref(Ref::new("#/components/responses/Problem")),
+                    );
+                }
+            }
         }
         responses.insert(
             "default".into(),
             RefOr::Ref(Ref::new("#/components/responses/Problem")),
         );
         if o.method == "POST" {
-            operation
-                .parameters
-                .get_or_insert_with(Vec::new)
-                .push(
-                    ParameterBuilder::new()
-                        .name("Idempotency-Key")
-                        .parameter_in(ParameterIn::Header)
-                        .required(Required::False)
-                        .description(Some(
-                            "1 to 255 visible ASCII characters: the same key and request \
+            operation.parameters.get_or_insert_with(Vec::new).push(
+                ParameterBuilder::new()
+                    .name("Idempotency-Key")
+                    .parameter_in(ParameterIn::Header)
+                    .required(Required::False)
+                    .description(Some(
+                        "1 to 255 visible ASCII characters: the same key and request \
                              again within a day get the first answer back \
                              (`Idempotent-Replayed: true`).",
-                        ))
-                        .schema(Some(shape("str")))
-                        .build(),
-                );
+                    ))
+                    .schema(Some(
+                        utoipa::openapi::ObjectBuilder::new()
+                            .schema_type(utoipa::openapi::Type::String)
+                            .pattern(Some("^[!-~]{1,255}$")),
+                    ))
+                    .build(),
+            );
         }
         operation.security = Some(vec![SecurityRequirement::new::<_, _, &str>("bearer", [])]);
-        operation.extensions = Some(
-            [("x-parley-role", json!(role))]
-                .into_iter()
-                .collect(),
-        );
+        operation.extensions = Some([("x-parley-role", json!(role))].into_iter().collect());
         paths = paths.path(
             format!("{BASE}{}", o.path),
             PathItem::new(o.http_method(), operation),
@@ -222,7 +250,10 @@ mod tests {
             .unwrap()
             .iter()
             .any(|p| p["name"] == "Idempotency-Key" && p["in"] == "header"));
-        assert_eq!(d["components"]["securitySchemes"]["bearer"]["scheme"], "bearer");
+        assert_eq!(
+            d["components"]["securitySchemes"]["bearer"]["scheme"],
+            "bearer"
+        );
         assert_eq!(
             d["paths"]["/admin/v1/openapi.json"]["get"]["x-parley-role"],
             "agent"

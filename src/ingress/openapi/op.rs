@@ -3,7 +3,9 @@
 //! `Idempotency-Key` header are added to every operation by [`super::document`], from
 //! ROUTE_ROLES and the admin API's shared pieces, not written per route.
 
-use utoipa::openapi::path::{HttpMethod, Operation, OperationBuilder, ParameterBuilder, ParameterIn};
+use utoipa::openapi::path::{
+    HttpMethod, Operation, OperationBuilder, ParameterBuilder, ParameterIn,
+};
 use utoipa::openapi::request_body::RequestBodyBuilder;
 use utoipa::openapi::schema::Schema;
 use utoipa::openapi::{ContentBuilder, RefOr, Required, ResponseBuilder};
@@ -105,7 +107,8 @@ impl Op {
 
     /// A JSON answer of this shape (see [`super::shape`]).
     pub fn ok(mut self, status: u16, about: &'static str, answer: impl Into<String>) -> Op {
-        self.answers.push((status, about, Answer::Json(answer.into())));
+        self.answers
+            .push((status, about, Answer::Json(answer.into())));
         self
     }
 
@@ -190,7 +193,10 @@ impl Op {
         if let Some((media, schema, required)) = &self.body {
             b = b.request_body(Some(
                 RequestBodyBuilder::new()
-                    .content(*media, ContentBuilder::new().schema(Some(schema.clone())).build())
+                    .content(
+                        *media,
+                        ContentBuilder::new().schema(Some(schema.clone())).build(),
+                    )
                     .required(Some(if *required {
                         Required::True
                     } else {

@@ -19,8 +19,7 @@ const CONTACT: &str = "{wa_id: str, user_id?: str?, name: str?, profile: obj, \
      blocked_at: int?, opted_out_at: int?, first_seen_at: int, last_message_at?: int?, \
      updated_at: int?}";
 
-const CONSENT: &str =
-    "{id: int, action: str, source: str, actor: str, note: str?, at: int}";
+const CONSENT: &str = "{id: int, action: str, source: str, actor: str, note: str?, at: int}";
 
 const FIELD: &str = "{name: str, kind: str(text|number|date|list|boolean), options: [str]}";
 
@@ -33,7 +32,7 @@ pub(super) fn ops() -> Vec<Op> {
     vec![
         // Keys and the audit log.
         op("GET", "/keys", "API keys")
-            .query("limit?: int, cursor?: str")
+            .query("limit?: int(1..200), cursor?: str")
             .ok(200, "Newest first; never a key's text.", page(KEY)),
         op("POST", "/keys", "Make an API key")
             .body::<NewKeyBody>()
@@ -46,7 +45,7 @@ pub(super) fn ops() -> Vec<Op> {
         op("DELETE", "/keys/{id}", "Revoke an API key").ok(200, "Revoked.", KEY),
         op("POST", "/keys/{id}/revoke", "Revoke an API key").ok(200, "Revoked.", KEY),
         op("GET", "/audit", "The audit log")
-            .query("key?: str, action?: str, since?: int, limit?: int, cursor?: str")
+            .query("key?: str, action?: str, since?: int, limit?: int(1..200), cursor?: str")
             .ok(
                 200,
                 "Newest first.",
@@ -57,7 +56,7 @@ pub(super) fn ops() -> Vec<Op> {
             ),
         // Webhook endpoints.
         op("GET", "/webhooks", "Webhook endpoints")
-            .query("account?: str, limit?: int, cursor?: str")
+            .query("account?: str, limit?: int(1..200), cursor?: str")
             .ok(200, "A page of endpoints.", page(ENDPOINT)),
         op("POST", "/webhooks", "Add a webhook endpoint")
             .body::<CreateBody>()
@@ -76,17 +75,21 @@ pub(super) fn ops() -> Vec<Op> {
             "The new secret; the old one signs too until `previous_secret_until`.",
             "{id: str, secret: str, previous_secret_until: int}",
         ),
-        op("GET", "/webhooks/{id}/deliveries", "An endpoint's delivery log")
-            .query("limit?: int, cursor?: str")
-            .ok(
-                200,
-                "Each attempt, newest first.",
-                page(
-                    "{id: int, delivery_id: int, event_id: str, event_type: str, at: int, \
+        op(
+            "GET",
+            "/webhooks/{id}/deliveries",
+            "An endpoint's delivery log",
+        )
+        .query("limit?: int(1..200), cursor?: str")
+        .ok(
+            200,
+            "Each attempt, newest first.",
+            page(
+                "{id: int, delivery_id: int, event_id: str, event_type: str, at: int, \
                      latency_ms: int?, status: int?, body: str?, error: str?, \
                      delivery_state: str(pending|succeeded|failed|exhausted)}",
-                ),
             ),
+        ),
         op(
             "POST",
             "/webhooks/{id}/deliveries/{delivery}/replay",
@@ -94,14 +97,16 @@ pub(super) fn ops() -> Vec<Op> {
         )
         .int_path(&["delivery"])
         .ok(202, "Queued again.", "{replayed: int}"),
-        op("POST", "/webhooks/{id}/recover", "Send every failed delivery since a time again")
-            .body::<RecoverBody>()
-            .ok(202, "Queued again.", "{recovered: int}"),
-        op("POST", "/webhooks/{id}/test", "Send a `webhook.test` event").ok(
-            202,
-            "Queued.",
-            "{sent: bool}",
-        ),
+        op(
+            "POST",
+            "/webhooks/{id}/recover",
+            "Send every failed delivery since a time again",
+        )
+        .body::<RecoverBody>()
+        .ok(202, "Queued again.", "{recovered: int}"),
+        op("POST", "/webhooks/{id}/test", "Send a `webhook.test` event")
+            .about("To this endpoint only, whatever its events filter.")
+            .ok(202, "Queued.", "{sent: bool}"),
         // Contacts.
         op("GET", "/contacts", "Contacts")
             .query(concat_filters())
@@ -119,40 +124,54 @@ pub(super) fn ops() -> Vec<Op> {
                 "The import runs as a job.",
                 "{job_id: int, state: str, dry_run: bool}",
             ),
-        op("GET", "/contacts/import/{id}", "An import job").query(ACCOUNT).ok(
-            200,
-            "Where it stands, with each bad line.",
-            "{id: int, dry_run: bool, state: str, total: int, valid: int, applied: int, \
-             errors: [{line: int?, error: str}], created_at: int, finished_at: int?}",
-        ),
-        op("GET", "/contacts/export", "Contacts as CSV")
-            .query(CONTACT_FILTERS)
-            .csv(200, "The columns an import reads."),
-        op("GET", "/contacts/{wa_id}", "One contact, with its consent ledger")
+        op("GET", "/contacts/import/{id}", "An import job")
             .query(ACCOUNT)
             .ok(
                 200,
-                "The contact.",
-                format!("{{consent: [{CONSENT}], {}", &CONTACT[1..]),
+                "Where it stands, with each bad line.",
+                "{id: int, dry_run: bool, state: str, total: int, valid: int, applied: int, \
+             errors: [{line: int?, error: str}], created_at: int, finished_at: int?}",
             ),
+        op("GET", "/contacts/export", "Contacts as CSV")
+            .query(CONTACT_FILTERS)
+            .csv(200, "The columns an import reads."),
+        op(
+            "GET",
+            "/contacts/{wa_id}",
+            "One contact, with its consent ledger",
+        )
+        .query(ACCOUNT)
+        .ok(
+            200,
+            "The contact.",
+            format!("{{consent: [{CONSENT}], {}", &CONTACT[1..]),
+        ),
         op("PATCH", "/contacts/{wa_id}", "Change a contact")
             .query(ACCOUNT)
             .body::<ContactBody>()
             .ok(200, "The contact.", CONTACT),
-        op("DELETE", "/contacts/{wa_id}", "Erase a contact and its message bodies")
-            .query(ACCOUNT)
-            .ok(
-                200,
-                "Erased (counts and statuses stay).",
-                "{deleted: bool, erased: {inbound_messages: int, outbound_messages: int}}",
-            ),
+        op(
+            "DELETE",
+            "/contacts/{wa_id}",
+            "Erase a contact and its message bodies",
+        )
+        .query(ACCOUNT)
+        .ok(
+            200,
+            "Erased (counts and statuses stay).",
+            "{deleted: bool, erased: {inbound_messages: int, outbound_messages: int}}",
+        ),
         op("POST", "/contacts/{wa_id}/tags", "Set, add or remove tags")
             .query(ACCOUNT)
             .body::<TagsBody>()
             .ok(200, "The contact.", CONTACT),
-        op("GET", "/contacts/{wa_id}/consent", "A contact's consent ledger")
-            .query(ACCOUNT)
-            .ok(200, "Oldest first.", format!("{{items: [{CONSENT}]}}")),
+        op(
+            "GET",
+            "/contacts/{wa_id}/consent",
+            "A contact's consent ledger",
+        )
+        .query(ACCOUNT)
+        .ok(200, "Oldest first.", format!("{{items: [{CONSENT}]}}")),
         op(
             "POST",
             "/contacts/{wa_id}/{action}",
@@ -169,12 +188,16 @@ pub(super) fn ops() -> Vec<Op> {
             .query(ACCOUNT)
             .body::<FieldBody>()
             .ok(200, "The definition.", FIELD),
-        op("DELETE", "/contact-fields/{name}", "Drop a custom field definition")
-            .query(ACCOUNT)
-            .ok(200, "Dropped.", "{deleted: str}"),
+        op(
+            "DELETE",
+            "/contact-fields/{name}",
+            "Drop a custom field definition",
+        )
+        .query(ACCOUNT)
+        .ok(200, "Dropped.", "{deleted: str}"),
         // The inbox and search.
         op("GET", "/conversations", "The inbox")
-            .query("account?: str, limit?: int, cursor?: str")
+            .query("account?: str, limit?: int(1..200), cursor?: str")
             .ok(
                 200,
                 "Newest first (by the customer's latest message).",
@@ -186,30 +209,37 @@ pub(super) fn ops() -> Vec<Op> {
                      blocked: any}",
                 ),
             ),
-        op("POST", "/conversations/{phone_number_id}/{user}/read", "Mark read").ok(
+        op(
+            "POST",
+            "/conversations/{phone_number_id}/{user}/read",
+            "Mark read",
+        )
+        .ok(
             200,
             "Everything so far is read.",
             "{read_seq: int?, unread: int}",
         ),
-        op("POST", "/conversations/{phone_number_id}/{user}/assign", "Assign to an agent")
-            .body::<AssignBody>()
-            .ok(200, "The assignee (null: none).", "{assignee: str?}"),
+        op(
+            "POST",
+            "/conversations/{phone_number_id}/{user}/assign",
+            "Assign to an agent",
+        )
+        .body::<AssignBody>()
+        .ok(200, "The assignee (null: none).", "{assignee: str?}"),
         op("GET", "/messages/search", "Full-text message search")
             .query(
-                "q: str, account?: str, user?: str, from?: int, to?: int, limit?: int, \
+                "q: str, account?: str, user?: str, from?: int, to?: int, limit?: int(1..200), \
                  cursor?: str",
             )
             .ok(
                 200,
                 "Newest first.",
-                page(
-                    "{id: int, user: str, direction: str, message_id: int, at: int, text: str}",
-                ),
+                page("{id: int, user: str, direction: str, message_id: int, at: int, text: str}"),
             ),
     ]
 }
 
 const fn concat_filters() -> &'static str {
     "account?: str, tag?: str, blocked?: bool, opted_out?: bool, source?: str, \
-     updated_since?: int, q?: str, limit?: int, cursor?: str"
+     updated_since?: int, q?: str, limit?: int(1..200), cursor?: str"
 }

@@ -3,8 +3,8 @@
 
 use super::op::{op, page, Op};
 use crate::ingress::commerce::{
-    CategoryBody, CustomOrderChange, MaterialFields, MaterialLinesBody, OrderChange,
-    ProductFields, RefundBody, VoucherFields,
+    CategoryBody, CustomOrderChange, MaterialFields, MaterialLinesBody, OrderChange, ProductFields,
+    RefundBody, VoucherFields,
 };
 
 const PRODUCT: &str = "{sku: str, name: str, description: str?, price: str, currency: str, \
@@ -37,12 +37,14 @@ const STOCK: &str = "{delta?: int|str, set?: int|str, reason?: str}";
 
 const ACCOUNT: &str = "account?: str";
 
-const PAGE: &str = "account?: str, cursor?: str, limit?: int";
+const PAGE: &str = "account?: str, cursor?: str, limit?: int(1..200)";
 
 pub(super) fn ops() -> Vec<Op> {
     vec![
         op("GET", "/products", "The catalog")
-            .query("account?: str, category?: str, active?: bool, cursor?: str, limit?: int")
+            .query(
+                "account?: str, category?: str, active?: bool, cursor?: str, limit?: int(1..200)",
+            )
             .ok(200, "A page of products.", page(PRODUCT)),
         op("POST", "/products", "Create or update a product by `sku`")
             .query(ACCOUNT)
@@ -66,23 +68,37 @@ pub(super) fn ops() -> Vec<Op> {
         op("POST", "/products/{sku}/stock", "Adjust a product's stock")
             .query(ACCOUNT)
             .body_shape(STOCK)
-            .ok(200, "The stock now.", "{sku: str, stock: int?, reserved: int}"),
-        op("PUT", "/products/{sku}/materials", "What one unit of a product takes")
-            .query(ACCOUNT)
-            .body::<MaterialLinesBody>()
             .ok(
                 200,
-                "The list now.",
-                "{sku: str, materials: [{material: str, quantity: str}]}",
+                "The stock now.",
+                "{sku: str, stock: int?, reserved: int}",
             ),
-        op("GET", "/materials", "Materials")
-            .query(PAGE)
-            .ok(200, "A page of materials.", page(MATERIAL)),
-        op("POST", "/materials", "Create or update a material by `name`")
-            .query(ACCOUNT)
-            .body::<MaterialFields>()
-            .ok(201, "Created.", MATERIAL)
-            .ok(200, "Updated.", MATERIAL),
+        op(
+            "PUT",
+            "/products/{sku}/materials",
+            "What one unit of a product takes",
+        )
+        .query(ACCOUNT)
+        .body::<MaterialLinesBody>()
+        .ok(
+            200,
+            "The list now.",
+            "{sku: str, materials: [{material: str, quantity: str}]}",
+        ),
+        op("GET", "/materials", "Materials").query(PAGE).ok(
+            200,
+            "A page of materials.",
+            page(MATERIAL),
+        ),
+        op(
+            "POST",
+            "/materials",
+            "Create or update a material by `name`",
+        )
+        .query(ACCOUNT)
+        .body::<MaterialFields>()
+        .ok(201, "Created.", MATERIAL)
+        .ok(200, "Updated.", MATERIAL),
         op("GET", "/materials/{name}", "One material")
             .query(ACCOUNT)
             .ok(200, "The material.", MATERIAL),
@@ -93,29 +109,39 @@ pub(super) fn ops() -> Vec<Op> {
         op("DELETE", "/materials/{name}", "Delete a material")
             .query(ACCOUNT)
             .empty(204, "Deleted."),
-        op("POST", "/materials/{name}/stock", "Adjust a material's stock")
-            .query(ACCOUNT)
-            .body_shape(STOCK)
-            .ok(200, "The material.", MATERIAL),
+        op(
+            "POST",
+            "/materials/{name}/stock",
+            "Adjust a material's stock",
+        )
+        .query(ACCOUNT)
+        .body_shape(STOCK)
+        .ok(200, "The material.", MATERIAL),
         op("GET", "/subscriptions", "Subscriptions to plans")
-            .query("account?: str, wa_id?: str, status?: str, cursor?: str, limit?: int")
+            .query("account?: str, wa_id?: str, status?: str, cursor?: str, limit?: int(1..200)")
             .ok(200, "Newest first.", page(SUBSCRIPTION)),
         op("GET", "/subscriptions/{id}", "One subscription")
             .query(ACCOUNT)
             .ok(200, "The subscription.", SUBSCRIPTION),
-        op("GET", "/categories", "Categories")
-            .query(ACCOUNT)
-            .ok(200, "Every category.", format!("{{items: [{CATEGORY}]}}")),
-        op("POST", "/categories", "Create or update a category by `slug`")
-            .query(ACCOUNT)
-            .body::<CategoryBody>()
-            .ok(201, "Created.", CATEGORY)
-            .ok(200, "Updated.", CATEGORY),
+        op("GET", "/categories", "Categories").query(ACCOUNT).ok(
+            200,
+            "Every category.",
+            format!("{{items: [{CATEGORY}]}}"),
+        ),
+        op(
+            "POST",
+            "/categories",
+            "Create or update a category by `slug`",
+        )
+        .query(ACCOUNT)
+        .body::<CategoryBody>()
+        .ok(201, "Created.", CATEGORY)
+        .ok(200, "Updated.", CATEGORY),
         op("DELETE", "/categories/{slug}", "Delete a category")
             .query(ACCOUNT)
             .empty(204, "Deleted."),
         op("GET", "/orders", "Orders")
-            .query("account?: str, status?: str, user?: str, cursor?: str, limit?: int")
+            .query("account?: str, status?: str, user?: str, cursor?: str, limit?: int(1..200)")
             .ok(200, "Newest first.", page(ORDER)),
         op("GET", "/orders/{number}", "One order")
             .query(ACCOUNT)
@@ -125,15 +151,19 @@ pub(super) fn ops() -> Vec<Op> {
             .body::<OrderChange>()
             .ok(200, "The order.", ORDER),
         op("GET", "/custom-orders", "Custom orders")
-            .query("account?: str, status?: str, cursor?: str, limit?: int")
+            .query("account?: str, status?: str, cursor?: str, limit?: int(1..200)")
             .ok(200, "Newest first.", page(CUSTOM_ORDER)),
         op("GET", "/custom-orders/{id}", "One custom order")
             .query(ACCOUNT)
             .ok(200, "The custom order.", CUSTOM_ORDER),
-        op("PATCH", "/custom-orders/{id}", "Move a custom order forward")
-            .query(ACCOUNT)
-            .body::<CustomOrderChange>()
-            .ok(200, "The custom order.", CUSTOM_ORDER),
+        op(
+            "PATCH",
+            "/custom-orders/{id}",
+            "Move a custom order forward",
+        )
+        .query(ACCOUNT)
+        .body::<CustomOrderChange>()
+        .ok(200, "The custom order.", CUSTOM_ORDER),
         op("POST", "/payments/{id}/refund", "Refund a payment")
             .int_path(&["id"])
             .body::<RefundBody>()
@@ -144,9 +174,11 @@ pub(super) fn ops() -> Vec<Op> {
                  reason: str?, status: str, provider_ref: str?, idempotency_key: str?, \
                  payment_status: str, refunded: str, replayed: bool}",
             ),
-        op("GET", "/vouchers", "Vouchers")
-            .query(PAGE)
-            .ok(200, "A page of vouchers.", page(VOUCHER)),
+        op("GET", "/vouchers", "Vouchers").query(PAGE).ok(
+            200,
+            "A page of vouchers.",
+            page(VOUCHER),
+        ),
         op("POST", "/vouchers", "Create or update a voucher by `code`")
             .query(ACCOUNT)
             .body::<VoucherFields>()

@@ -30,7 +30,12 @@ pub(super) fn ops() -> Vec<Op> {
              pair_rate_burst: int, daily_limit: int?, messaging_tier: str, timezone: str?}, \
              conversations: int, contacts: int, outbox_open: int}]}",
         ),
-        op("GET", "/accounts/{phone_number_id}/usage", "A number's sending usage").ok(
+        op(
+            "GET",
+            "/accounts/{phone_number_id}/usage",
+            "A number's sending usage",
+        )
+        .ok(
             200,
             "Today's count against the daily limit, tier, rate, health, pause and halt.",
             format!(
@@ -45,7 +50,12 @@ pub(super) fn ops() -> Vec<Op> {
                  [{{name: str, language: str, status: str, reason: str?}}]}}"
             ),
         ),
-        op("GET", "/accounts/{phone_number_id}/health", "Is this number working").ok(
+        op(
+            "GET",
+            "/accounts/{phone_number_id}/health",
+            "Is this number working",
+        )
+        .ok(
             200,
             "The worst of the sending control, quality and account health, and the backlog.",
             format!(
@@ -58,32 +68,66 @@ pub(super) fn ops() -> Vec<Op> {
                  cool_off_until: any}}, last_inbound_at: int?, last_outbound_at: int?}}"
             ),
         ),
-        op("POST", "/accounts/{phone_number_id}/resume", "Lift a pause or a halt").ok(
+        op(
+            "POST",
+            "/accounts/{phone_number_id}/resume",
+            "Lift a pause or a halt",
+        )
+        .ok(
             200,
             "Whether anything was lifted, and the health now.",
             "{resumed: bool, health: any}",
         ),
-        op("GET", "/conversations/{phone_number_id}/{user}", "One conversation").ok(
+        op(
+            "GET",
+            "/conversations/{phone_number_id}/{user}",
+            "One conversation",
+        )
+        .ok(
             200,
             "Its state, window, contact and last 50 messages.",
             "{phone_number_id: str, user: str, contact: obj?, state: obj, window_open: bool, \
              handoff: {status: any, reason: any, since: any, last_activity: any}?, \
              window_expires_at: int?, last_applied_seq: int, messages: [obj]}",
         ),
-        op("POST", "/conversations/{phone_number_id}/{user}/handoff", "A human takes over")
-            .optional_body::<ReasonBody>()
-            .ok(200, "The conversation waits for an agent.", "{handoff: str}"),
-        op("POST", "/conversations/{phone_number_id}/{user}/reply", "An agent answers")
-            .body::<ReplyBody>()
-            .ok(202, "Queued.", "{outbox_id: int?, handoff: str}")
-            .ok(200, "An `idempotency_key` already sent: nothing new.", QUEUED),
-        op("POST", "/conversations/{phone_number_id}/{user}/release", "Back to the bot")
-            .optional_body::<ReasonBody>()
-            .ok(200, "Released.", "{handoff: any}"),
+        op(
+            "POST",
+            "/conversations/{phone_number_id}/{user}/handoff",
+            "A human takes over",
+        )
+        .optional_body::<ReasonBody>()
+        .ok(
+            200,
+            "The conversation waits for an agent.",
+            "{handoff: str}",
+        ),
+        op(
+            "POST",
+            "/conversations/{phone_number_id}/{user}/reply",
+            "An agent answers",
+        )
+        .body::<ReplyBody>()
+        .ok(202, "Queued.", "{outbox_id: int?, handoff: str}")
+        .ok(
+            200,
+            "An `idempotency_key` already sent: nothing new.",
+            QUEUED,
+        ),
+        op(
+            "POST",
+            "/conversations/{phone_number_id}/{user}/release",
+            "Back to the bot",
+        )
+        .optional_body::<ReasonBody>()
+        .ok(200, "Released.", "{handoff: any}"),
         op("POST", "/messages", "Send a message to anyone")
             .body::<SendRequest>()
             .ok(202, "Queued (or held until the user writes).", QUEUED)
-            .ok(200, "An `idempotency_key` already sent: nothing new.", QUEUED),
+            .ok(
+                200,
+                "An `idempotency_key` already sent: nothing new.",
+                QUEUED,
+            ),
         op("POST", "/campaigns", "Create a campaign")
             .body_shape(
                 "{name: str, phone_number_id: str, type?: str(broadcast|drip|ab), \
@@ -102,22 +146,30 @@ pub(super) fn ops() -> Vec<Op> {
                  rate_limit_per_minute: int, scheduled_for: int?, created_at: int, \
                  started_at: int?, finished_at: int?}",
             ),
-        op("GET", "/campaigns/{id}/recipients", "A campaign's recipients")
-            .int_path(&["id"])
-            .query("after?: int, limit?: int")
-            .ok(
-                200,
-                "Per-recipient state, a page at a time (`next_after`).",
-                "{recipients: [obj], next_after: int?}",
-            ),
-        op("POST", "/campaigns/{id}/{action}", "Pause, resume or cancel a campaign")
-            .int_path(&["id"])
-            .path_shape("action", "str(pause|resume|cancel)")
-            .ok(
-                200,
-                "Its new status.",
-                "{id: int, status: str, in_flight_at_pause?: int}",
-            ),
+        op(
+            "GET",
+            "/campaigns/{id}/recipients",
+            "A campaign's recipients",
+        )
+        .int_path(&["id"])
+        .query("after?: int, limit?: int(1..1000)")
+        .ok(
+            200,
+            "Per-recipient state, a page at a time (`next_after`).",
+            "{recipients: [obj], next_after: int?}",
+        ),
+        op(
+            "POST",
+            "/campaigns/{id}/{action}",
+            "Pause, resume or cancel a campaign",
+        )
+        .int_path(&["id"])
+        .path_shape("action", "str(pause|resume|cancel)")
+        .ok(
+            200,
+            "Its new status.",
+            "{id: int, status: str, in_flight_at_pause?: int}",
+        ),
         op("GET", "/flows", "The flows").ok(
             200,
             "Each flow's version and executions by status, and the last reload's errors.",
@@ -135,8 +187,16 @@ pub(super) fn ops() -> Vec<Op> {
             "{flows: [{id: str, version: any}]}",
         ),
         op("POST", "/reload", "Reload flows and configuration")
+            .about(
+                "What `parleyd reload` calls: the flows reloaded, the configuration read again \
+                 and its live keys applied.",
+            )
             .ok(200, "Everything changed on disk now runs.", RELOADED)
-            .ok(409, "Changed keys need a restart (the live ones are applied).", RELOADED)
+            .ok(
+                409,
+                "Changed keys need a restart (the live ones are applied).",
+                RELOADED,
+            )
             .ok(422, "Invalid files: the running version stays.", RELOADED),
         op("GET", "/payments/{id}", "One payment")
             .int_path(&["id"])
@@ -149,20 +209,29 @@ pub(super) fn ops() -> Vec<Op> {
                  refunds: [{id: int, amount: str, reason: str?, status: str, \
                  provider_ref: str?, error: str?, created_at: int}]}",
             ),
-        op("POST", "/payments/{id}/confirm", "Mark a manual or held payment paid")
-            .int_path(&["id"])
-            .ok(200, "Paid.", "{id: int, status: str}"),
-        op("POST", "/payments/reconcile", "Run the reconciliation pass now").ok(
-            200,
-            "Done.",
-            "{reconciled: bool}",
-        ),
+        op(
+            "POST",
+            "/payments/{id}/confirm",
+            "Mark a manual or held payment paid",
+        )
+        .int_path(&["id"])
+        .ok(200, "Paid.", "{id: int, status: str}"),
+        op(
+            "POST",
+            "/payments/reconcile",
+            "Run the reconciliation pass now",
+        )
+        .ok(200, "Done.", "{reconciled: bool}"),
         op("GET", "/dead-letters", "Dead letters")
-            .query("kind?: str, account?: str, open?: bool, limit?: int, cursor?: str")
+            .query("kind?: str, account?: str, open?: bool, limit?: int(1..200), cursor?: str")
             .ok(200, "Newest first.", page(DEAD_LETTER)),
-        op("GET", "/dead-letters/{id}", "One dead letter, with its kept bytes")
-            .int_path(&["id"])
-            .ok(200, "The letter.", DEAD_LETTER),
+        op(
+            "GET",
+            "/dead-letters/{id}",
+            "One dead letter, with its kept bytes",
+        )
+        .int_path(&["id"])
+        .ok(200, "The letter.", DEAD_LETTER),
         op("POST", "/dead-letters/{id}/replay", "Do again what failed")
             .int_path(&["id"])
             .ok(
@@ -170,10 +239,14 @@ pub(super) fn ops() -> Vec<Op> {
                 "Replayed: the letter, and what the replay did.",
                 format!("{{replay: obj, {}", &DEAD_LETTER[1..]),
             ),
-        op("POST", "/dead-letters/{id}/discard", "Discard a dead letter")
-            .int_path(&["id"])
-            .optional_body::<DiscardBody>()
-            .ok(200, "Discarded.", DEAD_LETTER),
+        op(
+            "POST",
+            "/dead-letters/{id}/discard",
+            "Discard a dead letter",
+        )
+        .int_path(&["id"])
+        .optional_body::<DiscardBody>()
+        .ok(200, "Discarded.", DEAD_LETTER),
     ]
 }
 

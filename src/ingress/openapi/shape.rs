@@ -4,7 +4,7 @@
 //! exact. The notation:
 //!
 //! - `str`, `int`, `num`, `bool`, `any` (any JSON value), `obj` (any object);
-//! - `str(a|b|c)`: one of these strings;
+//! - `str(a|b|c)`: one of these strings; `int(1..200)`: an integer in this range;
 //! - `[T]`: an array of T; `map(T)`: an object whose every member is a T;
 //! - `{name: T, other?: T}`: an object with these members (`?` after a name: it may be
 //!   absent); members not named are allowed;
@@ -19,10 +19,17 @@ use utoipa::openapi::RefOr;
 
 /// The schema `text` writes; panics on a malformed text (the tests build the whole document).
 pub fn shape(text: &str) -> RefOr<Schema> {
-    let mut p = Parser { s: text.as_bytes(), i: 0 };
+    let mut p = Parser {
+        s: text.as_bytes(),
+        i: 0,
+    };
     let out = p.ty();
     p.ws();
-    assert!(p.i == p.s.len(), "shape `{text}`: unexpected text at {}", p.i);
+    assert!(
+        p.i == p.s.len(),
+        "shape `{text}`: unexpected text at {}",
+        p.i
+    );
     out
 }
 
@@ -117,7 +124,13 @@ impl Parser<'_> {
             "num" => Type::Number,
             "bool" => Type::Boolean,
             "obj" => Type::Object,
-            "any" => return RefOr::T(Schema::Object(ObjectBuilder::new().schema_type(SchemaType::AnyValue).build())),
+            "any" => {
+                return RefOr::T(Schema::Object(
+                    ObjectBuilder::new()
+                        .schema_type(SchemaType::AnyValue)
+                        .build(),
+                ))
+            }
             "map" => {
                 self.expect(b'(');
                 let t = self.ty();
@@ -133,6 +146,14 @@ impl Parser<'_> {
             ),
         };
         let mut o = ObjectBuilder::new().schema_type(t.clone());
+        if t == Type::Integer && self.eat(b'(') {
+            let range = self.word();
+            let (low, high) = range.split_once("..").expect("int(LOW..HIGH)");
+            o = o
+                .minimum(low.parse::<i64>().ok())
+                .maximum(high.parse::<i64>().ok());
+            self.expect(b')');
+        }
         if t == Type::String && self.eat(b'(') {
             let mut values = Vec::new();
             loop {
@@ -179,7 +200,9 @@ pub fn nullable(s: RefOr<Schema>) -> RefOr<Schema> {
         RefOr::T(Schema::Object(mut o)) => {
             match &o.schema_type {
                 SchemaType::AnyValue => {}
-                SchemaType::Type(t) => o.schema_type = [t.clone(), Type::Null].into_iter().collect(),
+                SchemaType::Type(t) => {
+                    o.schema_type = [t.clone(), Type::Null].into_iter().collect()
+                }
                 SchemaType::Array(ts) => {
                     let mut ts = ts.clone();
                     ts.push(Type::Null);
@@ -212,15 +235,24 @@ mod tests {
     fn the_notation_reads_as_json_schema() {
         let s = serde_json::to_value(shape(
             "{id: int, name?: str?, tags: [str], kind: str(a|b), m: map(int), r: #Problem?, x: any, \
-             by: int|str?}",
+             by: int|str?, n: int(1..200)}",
         ))
         .unwrap();
         assert_eq!(s["type"], "object");
         assert_eq!(s["properties"]["id"]["type"], "integer");
-        assert_eq!(s["properties"]["name"]["type"], serde_json::json!(["string", "null"]));
+        assert_eq!(
+            s["properties"]["name"]["type"],
+            serde_json::json!(["string", "null"])
+        );
         assert_eq!(s["properties"]["tags"]["items"]["type"], "string");
-        assert_eq!(s["properties"]["kind"]["enum"], serde_json::json!(["a", "b"]));
-        assert_eq!(s["properties"]["m"]["additionalProperties"]["type"], "integer");
+        assert_eq!(
+            s["properties"]["kind"]["enum"],
+            serde_json::json!(["a", "b"])
+        );
+        assert_eq!(
+            s["properties"]["m"]["additionalProperties"]["type"],
+            "integer"
+        );
         assert_eq!(
             s["properties"]["r"]["oneOf"][0]["$ref"],
             "#/components/schemas/Problem"
@@ -236,6 +268,7 @@ mod tests {
             s["properties"]["by"]["type"],
             serde_json::json!(["integer", "string", "null"])
         );
-        assert_eq!(required, ["id", "tags", "kind", "m", "r", "x", "by"]);
+        assert_eq!(s["properties"]["n"]["maximum"], 200);
+        assert_eq!(required, ["id", "tags", "kind", "m", "r", "x", "by", "n"]);
     }
 }
