@@ -349,6 +349,12 @@ async fn schemathesis_finds_nothing(db: TestDb) {
     std::fs::write(dir.path().join("parley_hooks.py"), HOOKS).expect("write the hooks");
     let started = Instant::now();
     let (file_arg, base) = (file.clone(), app.base.clone());
+    // A deeper run by hand: PARLEY_SCHEMATHESIS_EXAMPLES=100 (CI runs 10 per operation).
+    let examples = std::env::var("PARLEY_SCHEMATHESIS_EXAMPLES").unwrap_or_else(|_| "10".into());
+    let checks = std::env::var("PARLEY_SCHEMATHESIS_CHECKS").unwrap_or_else(|_| {
+        "not_a_server_error,response_schema_conformance,content_type_conformance,ignored_auth"
+            .into()
+    });
     let cwd = dir.path().to_path_buf();
     // The server answers on this runtime's workers while schemathesis runs.
     let out = tokio::task::spawn_blocking(move || {
@@ -357,13 +363,16 @@ async fn schemathesis_finds_nothing(db: TestDb) {
             .arg(&file_arg)
             .args(["--url", &base])
             .args(["--header", &format!("Authorization: Bearer {ADMIN_TOKEN}")])
-            .args([
-                "--checks",
-                "not_a_server_error,response_schema_conformance,content_type_conformance,\
-                 ignored_auth",
-            ])
+            .args(["--checks", &checks])
             .args(["--phases", "examples,coverage,fuzzing"])
-            .args(["--max-examples", "10", "--workers", "2", "--seed", "21"])
+            .args([
+                "--max-examples",
+                &examples,
+                "--workers",
+                "2",
+                "--seed",
+                "21",
+            ])
             .args(["--request-timeout", "20", "--suppress-health-check", "all"])
             .env("PYTHONPATH", &cwd)
             .current_dir(&cwd)

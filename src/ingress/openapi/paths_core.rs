@@ -152,7 +152,8 @@ pub(super) fn ops() -> Vec<Op> {
             "A campaign's recipients",
         )
         .int_path(&["id"])
-        .query("after?: int, limit?: int(1..1000)")
+        .about("`limit` (100 when left out) is held to 1..=1000.")
+        .query("after?: int, limit?: int")
         .ok(
             200,
             "Per-recipient state, a page at a time (`next_after`).",
