@@ -61,7 +61,8 @@ pub fn routes(state: AppState) -> Router<AppState> {
             "/payments/{id}/confirm",
             post(super::payments::confirm_by_owner),
         )
-        .route("/reload", post(reload_all));
+        .route("/reload", post(reload_all))
+        .route("/openapi.json", get(super::openapi::serve));
     // Every route above, and every module merged into it, behind its role (access::roles);
     // every error as RFC 9457 problem details.
     super::access::guard(api, state).layer(axum::middleware::from_fn(super::problem::as_problem))
@@ -344,12 +345,13 @@ async fn reload_all(State(app): State<AppState>) -> Response {
     (status, Json(outcome)).into_response()
 }
 
-#[derive(Debug, Deserialize)]
-struct SendRequest {
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
+pub(super) struct SendRequest {
     phone_number_id: String,
     to: String,
     /// A full message in Parley's form (`{"kind": "buttons", ...}`), or use `text` / `template`.
     #[serde(default)]
+    #[schema(value_type = Option<Object>)]
     message: Option<OutboundMessage>,
     #[serde(default)]
     text: Option<String>,
@@ -366,9 +368,9 @@ struct SendRequest {
     outside_window: Option<OutsideWindow>,
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
 #[serde(untagged)]
-enum OutsideWindow {
+pub(super) enum OutsideWindow {
     Word(String),
     Template { template: TemplateShortcut },
 }
@@ -405,8 +407,8 @@ impl TemplateShortcut {
     }
 }
 
-#[derive(Debug, Deserialize)]
-struct TemplateShortcut {
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
+pub(super) struct TemplateShortcut {
     name: String,
     language: String,
     #[serde(default)]
@@ -504,8 +506,8 @@ fn command_response(
     }
 }
 
-#[derive(Debug, Default, Deserialize)]
-struct ReasonBody {
+#[derive(Debug, Default, Deserialize, utoipa::ToSchema)]
+pub(super) struct ReasonBody {
     #[serde(default)]
     reason: Option<String>,
 }
@@ -573,9 +575,10 @@ async fn with_reason(
     command_response(super::command(&account, user, event(reason)).await, answer)
 }
 
-#[derive(Debug, Deserialize)]
-struct ReplyBody {
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
+pub(super) struct ReplyBody {
     text: Option<String>,
+    #[schema(value_type = Option<Object>)]
     message: Option<OutboundMessage>,
     idempotency_key: Option<String>,
 }

@@ -123,9 +123,9 @@ async fn show(State(app): State<AppState>, Path(id): Path<i64>) -> Answer {
     Ok(Json(view(&d, true)).into_response())
 }
 
-#[derive(Debug, Default, Deserialize)]
+#[derive(Debug, Default, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
-struct DiscardBody {
+pub(in crate::ingress) struct DiscardBody {
     note: Option<String>,
 }
 

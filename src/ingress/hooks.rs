@@ -125,9 +125,9 @@ async fn checked_url(app: &AppState, url: &str) -> Result<(), Refused> {
     }
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
-struct CreateBody {
+pub(in crate::ingress) struct CreateBody {
     url: String,
     #[serde(default)]
     events: Vec<String>,
@@ -275,9 +275,9 @@ async fn show(State(app): State<AppState>, Path(id): Path<String>) -> Response {
     }
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
-struct UpdateBody {
+pub(in crate::ingress) struct UpdateBody {
     url: Option<String>,
     events: Option<Vec<String>>,
     active: Option<bool>,
@@ -403,9 +403,9 @@ async fn replay(
     }
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
-struct RecoverBody {
+pub(in crate::ingress) struct RecoverBody {
     /// Unix ms.
     since: i64,
 }

@@ -3,7 +3,8 @@
 //! `{"type": "about:blank", "title", "status", "detail", …}`, its other members (`error`,
 //! `errors`, `required_role`, `details`) kept as extension members, so clients reading
 //! `error` keep working. One layer over the whole admin router: routes added later answer the
-//! same way without knowing it.
+//! same way without knowing it. axum's own plain-text refusals (a path segment that is no
+//! number, an unreadable JSON body) become problems too, their text the `detail`.
 
 use axum::body::{to_bytes, Body};
 use axum::extract::Request;
@@ -41,12 +42,15 @@ pub fn problem(status: StatusCode, body: &Value) -> Option<Value> {
 pub async fn as_problem(req: Request, next: Next) -> Response {
     let resp = next.run(req).await;
     let status = resp.status();
-    let is_json = resp
+    let content_type = resp
         .headers()
         .get(header::CONTENT_TYPE)
-        .and_then(|v| v.to_str().ok())
-        .is_some_and(|c| c.starts_with("application/json"));
-    if status.as_u16() < 400 || !is_json {
+        .and_then(|v| v.to_str().ok());
+    let is_json = content_type.is_some_and(|c| c.starts_with("application/json"));
+    // axum's own refusals (a path segment that is no number, a body that is no JSON) are
+    // plain text: their text becomes the problem's detail.
+    let is_text = content_type.is_some_and(|c| c.starts_with("text/plain"));
+    if status.as_u16() < 400 || !(is_json || is_text) {
         return resp;
     }
     let (mut parts, body) = resp.into_parts();
@@ -54,8 +58,12 @@ pub async fn as_problem(req: Request, next: Next) -> Response {
         Ok(b) => b,
         Err(_) => return Response::from_parts(parts, Body::empty()),
     };
-    let rewritten = serde_json::from_slice::<Value>(&bytes)
-        .ok()
+    let body = if is_json {
+        serde_json::from_slice::<Value>(&bytes).ok()
+    } else {
+        Some(json!({ "error": String::from_utf8_lossy(&bytes).trim() }))
+    };
+    let rewritten = body
         .and_then(|v| problem(status, &v))
         .and_then(|p| serde_json::to_vec(&p).ok());
     match rewritten {

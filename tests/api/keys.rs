@@ -316,7 +316,7 @@ on_both_stores!(
 
 /// Every admin route as the source declares it: (method, template). Each `.route("…", …)`
 /// under src/ingress/ but the public ones of src/ingress/mod.rs, with its methods.
-fn routes_in_source() -> BTreeSet<(String, String)> {
+pub(crate) fn routes_in_source() -> BTreeSet<(String, String)> {
     let mut files = Vec::new();
     let mut dirs = vec![std::path::PathBuf::from("src/ingress")];
     while let Some(d) = dirs.pop() {

@@ -23,6 +23,7 @@ mod hooks;
 mod keys;
 mod materials;
 mod media;
+mod openapi;
 mod payments;
 mod profile;
 mod reload;

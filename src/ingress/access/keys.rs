@@ -55,10 +55,11 @@ fn store_error(e: crate::store::StoreError) -> Response {
     error(StatusCode::SERVICE_UNAVAILABLE, format!("store: {e}"))
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
-struct NewKeyBody {
+pub(in crate::ingress) struct NewKeyBody {
     name: String,
+    #[schema(value_type = String, pattern = "^(owner|admin|manager|agent)$")]
     role: Role,
     /// A configured phone_number_id; left out: every account (a scoped caller's own).
     #[serde(default)]

@@ -12,6 +12,8 @@
 mod audit;
 mod idempotency;
 mod keys;
+
+pub(in crate::ingress) use keys::NewKeyBody;
 pub mod roles;
 
 use axum::body::Body;

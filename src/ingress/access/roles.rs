@@ -117,6 +117,8 @@ pub const ROUTE_ROLES: &[RouteRole] = &[
     r("GET", "/audit", Admin, Filtered),
     // The whole configuration.
     r("POST", "/reload", Owner, Global),
+    // The OpenAPI document: any valid key reads it.
+    r("GET", "/openapi.json", Agent, Filtered),
     // Modules of issue #21: one line each.
     r("*", "/webhooks/*", Admin, Global),
     r("READ", "/contacts/*", Agent, Account),

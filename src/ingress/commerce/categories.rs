@@ -33,9 +33,9 @@ pub(super) async fn list_categories(
     Ok(Json(json!({ "items": items })).into_response())
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
-struct CategoryBody {
+pub(in crate::ingress) struct CategoryBody {
     slug: String,
     name: String,
     #[serde(default)]

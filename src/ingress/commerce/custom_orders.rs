@@ -65,10 +65,13 @@ pub(super) async fn show_custom_order(
     }
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
-struct Change {
+#[schema(as = CustomOrderChange)]
+pub(in crate::ingress) struct Change {
     #[serde(default, deserialize_with = "present")]
+    #[schema(nullable = false)]
+    #[schema(value_type = Option<String>)]
     status: Option<CustomOrderStatus>,
     /// Empty or null: cleared.
     #[serde(default, deserialize_with = "nullable")]

@@ -47,16 +47,20 @@ fn check_name(name: &str) -> Result<(), String> {
 }
 
 /// A material's fields as a request gives them (None: left out).
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
-struct MaterialFields {
+pub(in crate::ingress) struct MaterialFields {
     #[serde(default, deserialize_with = "present")]
+    #[schema(nullable = false)]
     name: Option<String>,
     #[serde(default, deserialize_with = "present")]
+    #[schema(nullable = false)]
     unit: Option<String>,
     #[serde(default, deserialize_with = "present")]
+    #[schema(schema_with = crate::ingress::openapi::decimal)]
     stock: Option<Value>,
     #[serde(default, deserialize_with = "present")]
+    #[schema(schema_with = crate::ingress::openapi::decimal)]
     min_stock: Option<Value>,
 }
 
@@ -265,17 +269,18 @@ pub(super) async fn adjust_material(
 }
 
 /// One material a product takes per unit, as given.
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
-struct MaterialLineBody {
+pub(in crate::ingress) struct MaterialLineBody {
     material: String,
+    #[schema(schema_with = crate::ingress::openapi::decimal)]
     quantity: Value,
 }
 
 /// The list, bare or as `{"materials": [...]}`.
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
 #[serde(untagged)]
-enum MaterialLinesBody {
+pub(in crate::ingress) enum MaterialLinesBody {
     Bare(Vec<MaterialLineBody>),
     Wrapped { materials: Vec<MaterialLineBody> },
 }

@@ -28,6 +28,13 @@ mod import;
 mod materials;
 mod orders;
 pub mod owner;
+pub(in crate::ingress) use categories::CategoryBody;
+pub(in crate::ingress) use custom_orders::Change as CustomOrderChange;
+pub(in crate::ingress) use materials::{MaterialFields, MaterialLinesBody};
+pub(in crate::ingress) use orders::OrderChange;
+pub(in crate::ingress) use products::ProductFields;
+pub(in crate::ingress) use refunds::RefundBody;
+pub(in crate::ingress) use vouchers::VoucherFields;
 mod products;
 mod refunds;
 pub(crate) use refunds::settle_pending as settle_pending_refunds;
@@ -227,12 +234,14 @@ impl Price {
 }
 
 /// A stock change as given: `{"delta": …}` or `{"set": …}` (one of them), and why.
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
-struct StockBody {
+pub(in crate::ingress) struct StockBody {
     #[serde(default, deserialize_with = "present")]
+    #[schema(nullable = false)]
     delta: Option<Value>,
     #[serde(default, deserialize_with = "present")]
+    #[schema(nullable = false)]
     set: Option<Value>,
     #[serde(default)]
     reason: Option<String>,

@@ -99,10 +99,12 @@ pub(super) async fn show_order(
     }
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
-struct OrderChange {
+pub(in crate::ingress) struct OrderChange {
     #[serde(default, deserialize_with = "present")]
+    #[schema(nullable = false)]
+    #[schema(value_type = Option<String>)]
     status: Option<OrderStatus>,
     /// Empty or null: cleared.
     #[serde(default, deserialize_with = "nullable")]

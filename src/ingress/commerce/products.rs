@@ -51,16 +51,20 @@ pub(super) fn materials_view(lines: &[MaterialLine]) -> Value {
 }
 
 /// A product's fields as a request gives them: None left out, `Some(None)` cleared.
-#[derive(Debug, Default, Deserialize)]
+#[derive(Debug, Default, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
-pub(super) struct ProductFields {
+pub(in crate::ingress) struct ProductFields {
     #[serde(default, deserialize_with = "present")]
+    #[schema(nullable = false)]
     pub(super) sku: Option<String>,
     #[serde(default, deserialize_with = "present")]
+    #[schema(nullable = false)]
     pub(super) name: Option<String>,
     #[serde(default, deserialize_with = "nullable")]
     pub(super) description: Option<Option<String>>,
     #[serde(default, deserialize_with = "present")]
+    #[schema(nullable = false)]
+    #[schema(value_type = Option<String>)]
     pub(super) price: Option<Price>,
     #[serde(default, deserialize_with = "nullable")]
     pub(super) stock: Option<Option<i64>>,
@@ -69,14 +73,18 @@ pub(super) struct ProductFields {
     #[serde(default, deserialize_with = "nullable")]
     pub(super) category: Option<Option<String>>,
     #[serde(default, deserialize_with = "present")]
+    #[schema(nullable = false)]
     pub(super) active: Option<bool>,
     #[serde(default, deserialize_with = "present")]
+    #[schema(nullable = false)]
+    #[schema(value_type = Option<String>)]
     pub(super) kind: Option<ProductKind>,
     #[serde(default, deserialize_with = "nullable")]
     pub(super) period_days: Option<Option<i64>>,
     #[serde(default, deserialize_with = "nullable")]
     pub(super) access_link: Option<Option<String>>,
     #[serde(default, deserialize_with = "present")]
+    #[schema(nullable = false)]
     pub(super) position: Option<i64>,
 }
 

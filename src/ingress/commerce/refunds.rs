@@ -35,14 +35,17 @@ use crate::domain::RefundStatus;
 use crate::payments::{GatewayError, RefundRequest, RefundSettled, RefundState};
 use crate::store::{Payment, Refund, RefundOpened};
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
-struct RefundBody {
+pub(in crate::ingress) struct RefundBody {
     #[serde(default, deserialize_with = "present")]
+    #[schema(nullable = false)]
+    #[schema(value_type = Option<String>)]
     amount: Option<Price>,
     #[serde(default)]
     reason: Option<String>,
     #[serde(default, deserialize_with = "present")]
+    #[schema(nullable = false)]
     idempotency_key: Option<String>,
 }
 

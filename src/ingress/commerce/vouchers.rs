@@ -43,16 +43,22 @@ fn voucher_view(v: &Voucher, currency: Currency) -> Value {
 }
 
 /// A voucher's fields as a request gives them: None left out, `Some(None)` cleared.
-#[derive(Debug, Default, Deserialize)]
+#[derive(Debug, Default, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
-pub(super) struct VoucherFields {
+pub(in crate::ingress) struct VoucherFields {
     #[serde(default, deserialize_with = "present")]
+    #[schema(nullable = false)]
     code: Option<String>,
     #[serde(default, deserialize_with = "present")]
+    #[schema(nullable = false)]
+    #[schema(value_type = Option<String>)]
     kind: Option<VoucherKind>,
     #[serde(default, deserialize_with = "present")]
+    #[schema(nullable = false)]
+    #[schema(value_type = Option<String>)]
     value: Option<Price>,
     #[serde(default, deserialize_with = "nullable")]
+    #[schema(value_type = Option<String>)]
     min_total: Option<Option<Price>>,
     #[serde(default, deserialize_with = "nullable")]
     valid_from: Option<Option<String>>,
@@ -63,6 +69,7 @@ pub(super) struct VoucherFields {
     #[serde(default, deserialize_with = "nullable")]
     user: Option<Option<String>>,
     #[serde(default, deserialize_with = "present")]
+    #[schema(nullable = false)]
     active: Option<bool>,
 }
 

@@ -138,9 +138,9 @@ pub(super) async fn mark_read(
     Ok(Json(json!({ "read_seq": seq, "unread": 0 })).into_response())
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
-struct AssignBody {
+pub(in crate::ingress) struct AssignBody {
     /// An agent (a key id or a name); null unassigns.
     assignee: Option<String>,
 }

@@ -17,6 +17,8 @@
 mod conversations;
 mod csv;
 
+pub(in crate::ingress) use conversations::AssignBody;
+
 use std::collections::{BTreeMap, BTreeSet};
 
 use axum::body::Bytes;
@@ -228,20 +230,22 @@ async fn show_contact(
 }
 
 /// A contact as written by the API.
-#[derive(Debug, Default, Deserialize)]
+#[derive(Debug, Default, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
-struct ContactBody {
+pub(in crate::ingress) struct ContactBody {
     #[serde(default)]
     wa_id: Option<String>,
     #[serde(default)]
     name: Option<String>,
     /// Profile fields by name (`email`, `full_name`, ...); "" or null clears one.
     #[serde(default)]
+    #[schema(value_type = Option<Object>)]
     profile: Option<Map<String, Value>>,
     #[serde(default)]
     tags: Option<Vec<String>>,
     /// Custom fields by name, checked against their definitions; null clears one.
     #[serde(default)]
+    #[schema(value_type = Option<Object>)]
     custom_fields: Option<Map<String, Value>>,
     /// manual (the default) or api.
     #[serde(default)]
@@ -463,9 +467,9 @@ async fn patch_contact(
     Ok(Json(json!(store.contact_record(&account, &user).await?)).into_response())
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
-struct TagsBody {
+pub(in crate::ingress) struct TagsBody {
     /// The whole set (replaces the tags).
     #[serde(default)]
     tags: Option<Vec<String>>,
@@ -506,9 +510,9 @@ async fn edit_tags(
     Ok(Json(json!(store.contact_record(&account, &user).await?)).into_response())
 }
 
-#[derive(Debug, Default, Deserialize)]
+#[derive(Debug, Default, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
-struct ConsentBody {
+pub(in crate::ingress) struct ConsentBody {
     /// Where the request came from (admin, api, import, ...): "admin" when left out.
     #[serde(default)]
     source: Option<String>,
@@ -658,9 +662,9 @@ fn field_view(d: &FieldDef) -> Value {
     json!({ "name": d.name, "kind": d.kind, "options": d.options })
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
-struct FieldBody {
+pub(in crate::ingress) struct FieldBody {
     name: String,
     kind: String,
     #[serde(default)]
