@@ -23,7 +23,9 @@ fn data_of(e: EventType) -> &'static str {
             "wamid: str, status: str(sent|delivered|read|failed), at_ms?: int?, \
              outbox_id?: int?, error_code?: int?, error_detail?: str?"
         }
-        EventType::ConversationHandoff => "reason?: str?, since?: int?",
+        EventType::ConversationHandoff => {
+            "reason?: str?, since?: int?, by?: {kind: str(admin|flow|bot), bot?: str}"
+        }
         EventType::ConversationReleased => "reason?: str?",
         EventType::OrderCreated => {
             "order_id: int, order_number: str, source?: str, currency: str, subtotal: str, \
@@ -36,6 +38,20 @@ fn data_of(e: EventType) -> &'static str {
         EventType::PaymentPaid | EventType::PaymentExpired | EventType::PaymentPaidLate => {
             "payment_id: int, order_id?: int?, status: str, provider: str, method?: str?, \
              amount: str, paid_amount?: str?, currency: str"
+        }
+        EventType::BotHandoff => "bot: str, reason: str, since: int",
+        EventType::CampaignProgress | EventType::CampaignPaused | EventType::CampaignFinished => {
+            "campaign_id: int, name: str, status: str, reason?: str?, counters: {total: int, \
+             queued: int, sent: int, delivered: int, read: int, failed: int, skipped: int, \
+             stopped: int, pending: int}"
+        }
+        EventType::AccountHealth => {
+            "health: str(healthy|warning|critical), previous: str(healthy|warning|critical), \
+             quality: str, quality_event?: str?, account_status: str, account_event?: str?, \
+             messaging_limit?: str?, halted: bool, paused: bool"
+        }
+        EventType::AccountHalted => {
+            "scope: str(business_initiated|all), code?: int?, reason: str, since: int"
         }
         EventType::EndpointDisabled => "endpoint_id: str, reason: str",
         EventType::WebhookTest => "endpoint_id: str",

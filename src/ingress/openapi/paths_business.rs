@@ -159,7 +159,7 @@ pub(super) fn ops() -> Vec<Op> {
         .ok(
             200,
             "Erased (counts and statuses stay).",
-            "{deleted: bool, erased: {inbound_messages: int, outbound_messages: int}}",
+            "{deleted: bool, erased: {inbound_messages: int, outbound_messages: int, media_files: int}}",
         ),
         op("POST", "/contacts/{wa_id}/tags", "Set, add or remove tags")
             .query(ACCOUNT)
