@@ -117,6 +117,8 @@ pub const ROUTE_ROLES: &[RouteRole] = &[
     r("GET", "/audit", Admin, Filtered),
     // The whole configuration.
     r("POST", "/reload", Owner, Global),
+    // What the store holds (every account's tables together).
+    r("GET", "/storage", Admin, Global),
     // Modules of issue #21: one line each.
     r("*", "/webhooks/*", Admin, Global),
     r("READ", "/contacts/*", Agent, Account),
