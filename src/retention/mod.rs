@@ -108,7 +108,7 @@ impl Policy {
     /// When a body is erased: at once for an account that keeps none, else past its window.
     fn body_cutoff(&self, r: &RowMeta, window: Window) -> Option<i64> {
         if r.is_message() && !self.logs_messages(&r.account) {
-            Some(self.now + 1)
+            Some(i64::MAX)
         } else {
             self.cutoff(window)
         }
@@ -154,7 +154,7 @@ impl Policy {
 
     /// Rows at or after this time are left by the inbox's erasing.
     pub fn inbox_erase_horizon(&self) -> Option<i64> {
-        let quiet = (!self.quiet.is_empty() || !self.log_messages).then_some(self.now + 1);
+        let quiet = (!self.quiet.is_empty() || !self.log_messages).then_some(i64::MAX);
         horizon(&[
             self.cutoff(self.windows.inbox),
             self.cutoff(self.windows.messages),
@@ -184,7 +184,7 @@ impl Policy {
     }
 
     pub fn outbox_erase_horizon(&self) -> Option<i64> {
-        (!self.quiet.is_empty() || !self.log_messages).then_some(self.now + 1)
+        (!self.quiet.is_empty() || !self.log_messages).then_some(i64::MAX)
     }
 
     /// An outbox row, once settled and past its window (`messages` for a message, `outbox`
@@ -219,7 +219,7 @@ impl Policy {
         let cutoff = if self.logs_messages(account) {
             self.cutoff(self.windows.messages)
         } else {
-            Some(self.now + 1)
+            Some(i64::MAX)
         };
         match cutoff {
             None => Verdict::Pass,
@@ -229,7 +229,7 @@ impl Policy {
     }
 
     pub fn search_horizon(&self) -> Option<i64> {
-        let quiet = (!self.quiet.is_empty() || !self.log_messages).then_some(self.now + 1);
+        let quiet = (!self.quiet.is_empty() || !self.log_messages).then_some(i64::MAX);
         horizon(&[self.cutoff(self.windows.messages), quiet])
     }
 

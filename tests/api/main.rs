@@ -24,6 +24,7 @@ mod media;
 mod payments;
 mod profile;
 mod reload;
+mod retention;
 mod sendgate;
 mod store;
 mod sweeps;
