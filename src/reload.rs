@@ -517,6 +517,23 @@ mod tests {
     }
 
     #[test]
+    fn retention_and_log_messages_are_live() {
+        let running = load(ACCOUNT);
+        let disk = load(&format!(
+            "[retention]\nmessages = \"30d\"\nmedia = \"forever\"\n{ACCOUNT}log_messages = false\n"
+        ));
+        let change = plan(&running, &disk);
+        assert!(
+            change.restart_required.is_empty(),
+            "{:?}",
+            change.restart_required
+        );
+        assert_eq!(change.next.retention, disk.retention);
+        assert_eq!(change.next.retention.media, crate::config::Window::Forever);
+        assert_eq!(change.next.accounts[0].log_messages, Some(false));
+    }
+
+    #[test]
     fn the_shop_reminders_are_live() {
         let running = load(ACCOUNT);
         let disk = load(&format!(

@@ -163,3 +163,46 @@ impl RetentionSettings {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_window_is_a_duration_or_forever() {
+        assert_eq!("forever".parse::<Window>(), Ok(Window::Forever));
+        assert_eq!(
+            "2s".parse::<Window>(),
+            Ok(Window::For(Duration::from_secs(2)))
+        );
+        assert_eq!(
+            "7d".parse::<Window>(),
+            Ok(Window::For(Duration::from_secs(7 * 86_400)))
+        );
+        assert!("0s".parse::<Window>().unwrap_err().contains("more than 0"));
+        assert!("7x".parse::<Window>().unwrap_err().contains("forever"));
+        assert_eq!(Window::days(2).max(Window::Forever), Window::Forever);
+        assert_eq!(
+            Window::days(2).cutoff(10 * 86_400_000),
+            Some(8 * 86_400_000)
+        );
+        assert_eq!(Window::Forever.cutoff(1), None);
+    }
+
+    #[test]
+    fn a_bad_window_names_its_key_and_a_short_dedup_is_warned() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("p.toml");
+        std::fs::write(&file, "[retention]\nmedia = \"ninety days\"\n").unwrap();
+        let err = Settings::load(Some(&file)).unwrap_err().to_string();
+        assert!(err.contains("retention.media"), "{err}");
+        std::fs::write(&file, "[retention]\ndedup = \"1d\"\nmedia = \"forever\"\n").unwrap();
+        let s = Settings::load(Some(&file)).unwrap();
+        assert_eq!(s.retention.media, Window::Forever);
+        assert!(
+            s.warnings().iter().any(|w| w.contains("retention.dedup")),
+            "{:?}",
+            s.warnings()
+        );
+    }
+}
