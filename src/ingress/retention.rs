@@ -43,11 +43,13 @@ pub fn spawn(engine: &Arc<Engine>) {
             let Some(e) = engine.upgrade() else { return };
             let settings = e.settings_arc();
             let now = e.clock.now_ms();
+            let started = Instant::now();
             match pass(&e.store, &settings, now).await {
                 Ok(r) if r.deleted + r.erased + r.files > 0 => tracing::info!(
                     erased = r.erased,
                     deleted = r.deleted,
                     files = r.files,
+                    ms = started.elapsed().as_millis() as u64,
                     "Retention pass."
                 ),
                 Ok(_) => {}
@@ -183,7 +185,7 @@ impl Job {
             Job::OutboxDelete => p.outbox_delete(&meta()),
             Job::OutboxErase => p.outbox_erase(&meta()),
             Job::Search => p.search_delete(&r.account, r.at),
-            Job::FlowSteps => p.step_delete(r.at, r.flag),
+            Job::FlowSteps => p.step_delete(r.at),
             Job::HookAttempts => p.aged(r.at, w.webhook_log, false),
             // A delivery still to be attempted is needed.
             Job::HookDeliveries => p.aged(r.at, w.webhook_log, r.state == "pending"),

@@ -233,14 +233,12 @@ impl Policy {
         horizon(&[self.cutoff(self.windows.messages), quiet])
     }
 
-    /// A flow step: past `flow_steps`, unless its session still runs (running or paused on
-    /// a timer): a live session's trace stays whole.
-    pub fn step_delete(&self, at: i64, session_live: bool) -> Verdict {
-        match self.cutoff(self.windows.flow_steps) {
-            None => Verdict::Pass,
-            Some(c) if at < c && !session_live => Verdict::Act,
-            Some(_) => Verdict::Later,
-        }
+    /// A flow step: past `flow_steps`, whatever its session's status. Steps are the trace;
+    /// a session's state (its node, a wait's timer) lives in its conversation and its
+    /// `flow_executions` row, which stay, so a session running for months keeps a bounded
+    /// trace instead of all of it.
+    pub fn step_delete(&self, at: i64) -> Verdict {
+        self.aged(at, self.windows.flow_steps, false)
     }
 
     /// A row dated `at` under `window`: acted on once past it, unless still `needed`.
@@ -327,8 +325,8 @@ mod tests {
             );
         }
         assert_eq!(p.outbox_delete(&row("mark_read", "sent", 29)), Verdict::Act);
-        assert_eq!(p.step_delete(-1, true), Verdict::Later);
-        assert_eq!(p.step_delete(-1, false), Verdict::Act);
+        assert_eq!(p.step_delete(-1), Verdict::Act);
+        assert_eq!(p.step_delete(29 * DAY), Verdict::Later);
     }
 
     #[test]

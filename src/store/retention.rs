@@ -42,8 +42,7 @@ impl Walk {
         }
     }
 
-    /// id, at, account, kind, state, flag (inbox/outbox: the body is erased; flow steps:
-    /// the session still runs).
+    /// id, at, account, kind, state, flag (inbox/outbox: the body is erased).
     fn select(self) -> String {
         let erased =
             |col: &str| format!("CAST(CASE WHEN {col} = '{ERASED}' THEN 1 ELSE 0 END AS BIGINT)");
@@ -61,11 +60,8 @@ impl Walk {
             Walk::Search => "SELECT id, at, account, direction AS kind, direction AS state, CAST(0 AS BIGINT) AS flag \
                  FROM search_docs WHERE id > $1 ORDER BY id LIMIT $2"
                 .into(),
-            Walk::FlowSteps => "SELECT s.id, s.at, s.account, s.flow_id AS kind, s.status AS state, \
-                 CAST(CASE WHEN EXISTS (SELECT 1 FROM flow_executions e WHERE e.account = s.account \
-                   AND e.user_key = s.user_key AND e.flow_id = s.flow_id AND e.started_at = s.started_at \
-                   AND e.status IN ('running', 'paused')) THEN 1 ELSE 0 END AS BIGINT) AS flag \
-                 FROM flow_execution_steps s WHERE s.id > $1 ORDER BY s.id LIMIT $2"
+            Walk::FlowSteps => "SELECT id, at, account, flow_id AS kind, status AS state, CAST(0 AS BIGINT) AS flag \
+                 FROM flow_execution_steps WHERE id > $1 ORDER BY id LIMIT $2"
                 .into(),
             Walk::HookAttempts => "SELECT id, at, endpoint_id AS account, event_id AS kind, endpoint_id AS state, \
                  CAST(0 AS BIGINT) AS flag FROM hook_attempts WHERE id > $1 ORDER BY id LIMIT $2"
