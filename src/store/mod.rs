@@ -214,9 +214,11 @@ impl Store {
                 Box::pin(async move {
                     // WAL for concurrent readers; FULL so that a commit survives power loss,
                     // not only a process crash. INCREMENTAL: a new database gives freed pages
-                    // back in steps (retention); an existing one keeps its mode.
+                    // back in steps (retention); an existing one keeps its mode. The WAL is
+                    // cut back to 64 MiB when a checkpoint has emptied it (it kept its high
+                    // mark for ever).
                     conn.execute(
-                        "PRAGMA auto_vacuum = INCREMENTAL; PRAGMA journal_mode = WAL; PRAGMA synchronous = FULL; PRAGMA busy_timeout = 10000;",
+                        "PRAGMA auto_vacuum = INCREMENTAL; PRAGMA journal_size_limit = 67108864; PRAGMA journal_mode = WAL; PRAGMA synchronous = FULL; PRAGMA busy_timeout = 10000;",
                     )
                     .await?;
                     Ok(())
