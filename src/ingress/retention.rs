@@ -3,8 +3,8 @@
 //! read and deleted through store/retention.rs on the store's ordinary pool (never the
 //! conversation writer's group commit), at most `batches_per_pass` statements of `batch`
 //! rows per table and pass with `pause` between them, at the injected clock's time. After a
-//! pass that deleted rows, SQLite gives back up to `vacuum_pages` free pages; every few
-//! minutes the tables' sizes are sampled for the metrics.
+//! pass that deleted rows, SQLite gives back up to `vacuum_pages` free pages; every
+//! quarter of an hour the tables' sizes are sampled for the metrics.
 
 use std::path::Path;
 use std::sync::Arc;
@@ -16,8 +16,9 @@ use crate::metrics::{metrics, StorageSample};
 use crate::retention::{Policy, RowMeta, Verdict};
 use crate::store::{Store, StoreError, Walk, WalkRow};
 
-/// How often the tables' sizes are sampled for the metrics (counting reads every row).
-const SAMPLE_EVERY: Duration = Duration::from_secs(300);
+/// How often the tables' sizes are sampled for the metrics (counting reads every row, and
+/// SQLite's `dbstat` every page).
+const SAMPLE_EVERY: Duration = Duration::from_secs(900);
 
 /// What one pass did.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
@@ -53,6 +54,8 @@ pub fn spawn(engine: &Arc<Engine>) {
                     "Retention pass."
                 ),
                 Ok(_) => {}
+                // Shutting down: the store was closed under the pass.
+                Err(StoreError::Database(sqlx::Error::PoolClosed)) => return,
                 Err(err) => {
                     metrics()
                         .retention_failures
