@@ -205,6 +205,8 @@ impl Application {
         // Payments a lost callback or a crash left unsettled, now and every 30 s.
         crate::ingress::payments::spawn_reconciler(&engine, router.clone());
         crate::hooksend::spawn(engine.clone());
+        // Retention: old rows and media deleted in small batches, every `retention.every`.
+        crate::ingress::retention::spawn(&engine);
         // Due timers and the inbox lag gauge: background loops that stop with the server.
         let timers = tokio::spawn({
             let (engine, router) = (engine.clone(), router.clone());

@@ -16,6 +16,7 @@
 //! - 0 [`hooks`]: outbound webhooks' pure parts: the event catalog, Standard Webhooks signing, the retry schedule.
 //! - 2 [`config`]: settings from files and `PARLEY__*`, checked into typed values.
 //! - 3 [`store`]: SQLite or PostgreSQL through one group-commit writer.
+//! - 3 [`retention`]: the pure retention policy: which stored rows are old enough to erase or delete, which are still needed.
 //! - 4 [`media`]: inbound media downloads and voice transcription.
 //! - 4 [`payments`]: payment gateways: each kind's wire shapes, the client, callback verification.
 //! - 5 [`commerce`]: selling in the conversation: the calls a flow makes to the shop (catalog, cart, checkout, orders), made against the store once each.
@@ -57,6 +58,7 @@ pub mod outbox;
 pub mod outcall;
 pub mod payments;
 pub mod reload;
+pub mod retention;
 pub mod sendgate;
 pub mod store;
 pub mod systemd;

@@ -85,6 +85,25 @@ pub struct Metrics {
     /// Messages to an account's owner (`owner_wa_id`), by what they were about and how they
     /// ended (`sent`, `held` until the owner writes, `no_owner` configured, `failed`).
     pub owner_messages: Labelled,
+    /// Retention: rows erased (body only) or deleted, by table and action.
+    pub retention_rows: Labelled,
+    /// Retention: files of downloaded media deleted.
+    pub retention_files: AtomicU64,
+    /// Retention passes that failed (the next one tries again).
+    pub retention_failures: AtomicU64,
+    /// The tables' sizes as last sampled by the retention sweeper.
+    pub storage: Mutex<StorageSample>,
+}
+
+/// Rows, bytes and the oldest row's age of each table, and the database's size.
+#[derive(Debug, Clone, Default)]
+pub struct StorageSample {
+    /// (table, rows, bytes, age of the oldest row in ms when it has rows).
+    pub tables: Vec<(String, i64, i64, Option<i64>)>,
+    pub database_bytes: i64,
+    pub free_bytes: Option<i64>,
+    /// How the bytes were found (dbstat, estimate, pg_total_relation_size).
+    pub bytes_method: String,
 }
 
 /// The one registry of this process.
@@ -454,7 +473,71 @@ impl Metrics {
             "parley_owner_messages_total",
             "Messages to an account's owner, by topic and result.",
         );
+        self.retention_rows.render(
+            &mut out,
+            "parley_retention_rows_total",
+            "Rows retention erased (the body only) or deleted, by table and action.",
+        );
+        counter(
+            &mut out,
+            "parley_retention_files_total",
+            "Downloaded media files retention deleted.",
+            self.retention_files.load(r),
+        );
+        counter(
+            &mut out,
+            "parley_retention_failures_total",
+            "Retention passes that failed (the next one tries again).",
+            self.retention_failures.load(r),
+        );
+        if let Ok(sample) = self.storage.lock() {
+            sample.render(&mut out);
+        }
         out
+    }
+}
+
+impl StorageSample {
+    fn render(&self, out: &mut String) {
+        if self.tables.is_empty() {
+            return;
+        }
+        let method = &self.bytes_method;
+        let _ = writeln!(out, "# HELP parley_table_rows Rows per table (sampled by the retention sweeper).\n# TYPE parley_table_rows gauge");
+        for (t, rows, _, _) in &self.tables {
+            let _ = writeln!(out, "parley_table_rows{{table=\"{t}\"}} {rows}");
+        }
+        let _ = writeln!(out, "# HELP parley_table_bytes Bytes per table with its indexes (method: dbstat, estimate or pg_total_relation_size).\n# TYPE parley_table_bytes gauge");
+        for (t, _, bytes, _) in &self.tables {
+            let _ = writeln!(
+                out,
+                "parley_table_bytes{{table=\"{t}\",method=\"{method}\"}} {bytes}"
+            );
+        }
+        let _ = writeln!(out, "# HELP parley_table_oldest_row_age_seconds Age of each table's oldest row when sampled.\n# TYPE parley_table_oldest_row_age_seconds gauge");
+        for (t, _, _, age) in &self.tables {
+            if let Some(age) = age {
+                let _ = writeln!(
+                    out,
+                    "parley_table_oldest_row_age_seconds{{table=\"{t}\"}} {:.3}",
+                    *age as f64 / 1000.0
+                );
+            }
+        }
+        gauge(
+            out,
+            "parley_database_bytes",
+            "The database's size (SQLite: the main file, WAL excluded).",
+            self.database_bytes,
+        );
+        if let Some(free) = self.free_bytes {
+            gauge(
+                out,
+                "parley_database_free_bytes",
+                "SQLite: bytes of free pages in the file, reused before it grows.",
+                free,
+            );
+        }
     }
 }
 

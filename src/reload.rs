@@ -116,6 +116,11 @@ fn take_live_key(next: &mut Settings, disk: &Settings, key: &str) -> bool {
         next.webhooks = disk.webhooks.clone();
         return true;
     }
+    // Read by the retention sweeper on each pass.
+    if key == "retention" || key.starts_with("retention.") {
+        next.retention = disk.retention.clone();
+        return true;
+    }
     match list_base(key) {
         "log.level" => next.log.level = disk.log.level.clone(),
         "admin.token" => next.admin.token = disk.admin.token.clone(),
@@ -156,6 +161,7 @@ fn take_account_key(running: &mut AccountSettings, disk: &AccountSettings, field
     match field {
         "access_token" => running.access_token = disk.access_token.clone(),
         "mark_read" => running.mark_read = disk.mark_read,
+        "log_messages" => running.log_messages = disk.log_messages,
         "messages_per_second" => running.messages_per_second = disk.messages_per_second,
         "pair_rate_interval" => running.pair_rate_interval = disk.pair_rate_interval,
         "pair_rate_burst" => running.pair_rate_burst = disk.pair_rate_burst,
@@ -508,6 +514,23 @@ mod tests {
             plan(&running, &disk).restart_required,
             ["accounts[0].daily_limit"]
         );
+    }
+
+    #[test]
+    fn retention_and_log_messages_are_live() {
+        let running = load(ACCOUNT);
+        let disk = load(&format!(
+            "[retention]\nmessages = \"30d\"\nmedia = \"forever\"\n{ACCOUNT}log_messages = false\n"
+        ));
+        let change = plan(&running, &disk);
+        assert!(
+            change.restart_required.is_empty(),
+            "{:?}",
+            change.restart_required
+        );
+        assert_eq!(change.next.retention, disk.retention);
+        assert_eq!(change.next.retention.media, crate::config::Window::Forever);
+        assert_eq!(change.next.accounts[0].log_messages, Some(false));
     }
 
     #[test]

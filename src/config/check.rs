@@ -31,6 +31,7 @@ impl Settings {
         }
         self.payments.check(&self.accounts, &mut errors);
         self.commerce.check(&mut errors);
+        self.retention.check(&mut errors);
         if self.webhooks.schedule.is_empty() {
             errors.push("webhooks.schedule: needs at least one attempt".into());
         }
@@ -259,6 +260,7 @@ impl Settings {
                 ));
             }
         }
+        self.retention.warnings(&mut w);
         w
     }
 }

@@ -7,6 +7,7 @@
 //! `mod.rs` [`Settings`] and its loading; `sections.rs` each section's struct and defaults;
 //! `payments.rs` `[payments]`, the payment gateways' providers, and their checks;
 //! `sources.rs` credential files, the reload fingerprint, redaction of secrets in errors;
+//! `retention.rs` `[retention]`, its windows (a duration or "forever");
 //! `check.rs` [`Settings::validate`], strict problems, warnings, and the value parsers.
 
 use std::fmt;
@@ -21,12 +22,14 @@ pub use crate::telemetry::{LogFormat, LogSettings};
 
 mod check;
 mod payments;
+mod retention;
 mod sections;
 mod sources;
 
 pub use check::parse_duration;
 use check::*;
 pub use payments::{is_provider_name, PaymentProviderSettings, PaymentSettings};
+pub use retention::{RetentionSettings, Window};
 pub use sections::*;
 use sources::*;
 pub use sources::{holds_secret, Fingerprint};
@@ -70,6 +73,8 @@ pub struct Settings {
     pub commerce: CommerceSettings,
     #[serde(default)]
     pub webhooks: WebhookSettings,
+    #[serde(default)]
+    pub retention: RetentionSettings,
     #[serde(default)]
     pub accounts: Vec<AccountSettings>,
     /// Which files were read, for error messages.

@@ -436,6 +436,9 @@ pub struct AccountSettings {
     pub webhook_url: Option<String>,
     #[serde(default)]
     pub webhook_secret: Option<SecretString>,
+    /// Store this account's message bodies (unset: `retention.log_messages`).
+    #[serde(default)]
+    pub log_messages: Option<bool>,
 }
 
 pub(super) fn yes() -> bool {

@@ -51,6 +51,7 @@ pub fn routes(state: AppState) -> Router<AppState> {
         .route("/flows/reload", post(reload_flows))
         .merge(super::commerce::routes())
         .merge(super::dead_letters::routes())
+        .merge(super::storage::routes())
         .merge(super::health::routes())
         .merge(super::access::routes())
         .merge(super::contacts::routes())

@@ -12,7 +12,8 @@
 //! an account's owner was sent); `api_keys` and `audit` (the admin API's keys and log);
 //! `hooks` (outbound webhooks: endpoints and events) and `hook_deliveries` (deliveries and
 //! their attempts); `contacts` (and `contact_fields`, `contact_imports`); `order_updates` (an
-//! operator's changes to an order). `exec`
+//! operator's changes to an order); `retention` (retention's walks, batched deletes and
+//! the tables' sizes). `exec`
 //! runs the writer's statements (one helper, `exec_rows`, for the multi-row pattern), `sql`
 //! builds dialect-neutral SQL.
 
@@ -47,6 +48,7 @@ mod owner_notices;
 mod payments;
 mod products;
 mod refunds;
+mod retention;
 mod search;
 mod sql;
 mod subscription_list;
@@ -87,6 +89,7 @@ pub use outbox::*;
 pub use payments::*;
 pub use products::*;
 pub use refunds::*;
+pub use retention::*;
 pub use search::*;
 use sql::bind_all;
 pub use sql::Val;
@@ -211,9 +214,12 @@ impl Store {
             pool = pool.after_connect(|conn, _meta| {
                 Box::pin(async move {
                     // WAL for concurrent readers; FULL so that a commit survives power loss,
-                    // not only a process crash.
+                    // not only a process crash. INCREMENTAL: a new database gives freed pages
+                    // back in steps (retention); an existing one keeps its mode. The WAL is
+                    // cut back to 64 MiB when a checkpoint has emptied it (it kept its high
+                    // mark for ever).
                     conn.execute(
-                        "PRAGMA journal_mode = WAL; PRAGMA synchronous = FULL; PRAGMA busy_timeout = 10000;",
+                        "PRAGMA auto_vacuum = INCREMENTAL; PRAGMA journal_size_limit = 67108864; PRAGMA journal_mode = WAL; PRAGMA synchronous = FULL; PRAGMA busy_timeout = 10000;",
                     )
                     .await?;
                     Ok(())

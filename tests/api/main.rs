@@ -27,6 +27,7 @@ mod openapi;
 mod payments;
 mod profile;
 mod reload;
+mod retention;
 mod sendgate;
 mod store;
 mod sweeps;

@@ -2,7 +2,7 @@
 //! PostgreSQL store, against an in-process fake Graph API).
 //!
 //! One module per benchmark (`ingest`, `wrk`, `shop`, `commerce`, `startup`, `matrix`, `bots`,
-//! `reload`, `send`, `campaign`, `gate_core`, `memory`); `daemon`, `load` and `report` hold what they
+//! `reload`, `send`, `campaign`, `gate_core`, `memory`, `soak`); `daemon`, `load` and `report` hold what they
 //! share.
 
 mod bots;
@@ -19,6 +19,7 @@ mod reload;
 mod report;
 mod send;
 mod shop;
+mod soak;
 mod startup;
 mod wrk;
 
@@ -186,6 +187,27 @@ enum Cmd {
         #[arg(long, default_value_t = 100_000)]
         users: u64,
     },
+    /// The shop conversation at a steady rate for --minutes with short retention windows:
+    /// database size, WAL size, RSS and reply p99 sampled every --sample-secs into
+    /// OUT/soak.csv and drawn in OUT/soak.png. Disk and memory should be flat once the
+    /// windows are full.
+    Soak {
+        #[arg(long, default_value_t = 60.0)]
+        minutes: f64,
+        #[arg(long, default_value_t = 50)]
+        users: usize,
+        /// Each user's pause between a reply and its next message (the rate is about
+        /// users / think).
+        #[arg(long, default_value_t = 250)]
+        think_ms: u64,
+        #[arg(long, default_value_t = 5)]
+        sample_secs: u64,
+        /// Every retention window the soak sets (inbox, dedup, outbox, messages, flow_steps).
+        #[arg(long, default_value = "2m")]
+        window: String,
+        #[arg(long, default_value = "soak")]
+        out: PathBuf,
+    },
     Memory {
         #[arg(long, default_value_t = 1000)]
         conversations: usize,
@@ -231,6 +253,24 @@ async fn main() -> anyhow::Result<()> {
             seconds,
             hooks,
         } => shop::shop(&cli, users, seconds, hooks).await,
+        Cmd::Soak {
+            minutes,
+            users,
+            think_ms,
+            sample_secs,
+            ref window,
+            ref out,
+        } => {
+            let s = soak::Soak {
+                minutes,
+                users,
+                think_ms,
+                sample_secs,
+                window: window.clone(),
+                out: out.clone(),
+            };
+            soak::soak(&cli, s).await
+        }
         Cmd::Commerce {
             users,
             seconds,

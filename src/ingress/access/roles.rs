@@ -119,6 +119,8 @@ pub const ROUTE_ROLES: &[RouteRole] = &[
     r("POST", "/reload", Owner, Global),
     // The OpenAPI document: any valid key reads it.
     r("GET", "/openapi.json", Agent, Filtered),
+    // What the store holds (every account's tables together).
+    r("GET", "/storage", Admin, Global),
     // Modules of issue #21: one line each.
     r("*", "/webhooks/*", Admin, Global),
     r("READ", "/contacts/*", Agent, Account),

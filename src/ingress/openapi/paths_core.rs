@@ -187,6 +187,18 @@ pub(super) fn ops() -> Vec<Op> {
             "The flows now running.",
             "{flows: [{id: str, version: any}]}",
         ),
+        op("GET", "/storage", "What the store holds")
+            .about(
+                "Rows, bytes and the oldest row's age of each table Parley keeps data in, \
+                 with the retention window that bounds it (`[retention]`).",
+            )
+            .ok(
+                200,
+                "Every kept table, every account's rows together.",
+                "{dialect: str(sqlite|postgres), bytes_method: str, database_bytes: int, \
+                 free_bytes: int?, auto_vacuum: str?, log_messages: bool, tables: [{table: str, \
+                 rows: int, bytes: int, oldest_at: int?, oldest_age_seconds: int?, retention: str?}]}",
+            ),
         op("POST", "/reload", "Reload flows and configuration")
             .about(
                 "What `parleyd reload` calls: the flows reloaded, the configuration read again \
