@@ -192,6 +192,8 @@ impl Application {
         // Payments a lost callback or a crash left unsettled, now and every 30 s.
         crate::ingress::payments::spawn_reconciler(&engine, router.clone());
         crate::hooksend::spawn(engine.clone());
+        // The analytics snapshots, kept current off the message path.
+        crate::ingress::analytics_fold::spawn(engine.clone());
         // Due timers and the inbox lag gauge: background loops that stop with the server.
         let timers = tokio::spawn({
             let (engine, router) = (engine.clone(), router.clone());

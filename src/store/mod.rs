@@ -12,12 +12,14 @@
 //! an account's owner was sent); `api_keys` and `audit` (the admin API's keys and log);
 //! `hooks` (outbound webhooks: endpoints and events) and `hook_deliveries` (deliveries and
 //! their attempts); `contacts` (and `contact_fields`, `contact_imports`); `order_updates` (an
-//! operator's changes to an order). `exec`
+//! operator's changes to an order); `analytics` (the snapshots and what keeps them). `exec`
 //! runs the writer's statements (one helper, `exec_rows`, for the multi-row pattern), `sql`
 //! builds dialect-neutral SQL.
 
 mod accounts;
 pub use accounts::AccountTraffic;
+mod analytics;
+pub use analytics::{FoldMemory, FoldPass};
 mod api_keys;
 mod audit;
 mod campaigns;
