@@ -39,11 +39,21 @@ pub enum Event {
         service: bool,
     },
     /// Meta's status of one of our messages (`sent`, `delivered`, `read`, `failed`).
-    Status { status: String, campaign: bool },
-    Handoff { user: String },
-    Released { user: String },
+    Status {
+        status: String,
+        campaign: bool,
+    },
+    Handoff {
+        user: String,
+    },
+    Released {
+        user: String,
+    },
     /// A flow step: the session's start and its status after the step.
-    FlowStep { started_at: i64, status: String },
+    FlowStep {
+        started_at: i64,
+        status: String,
+    },
     /// A chatbot session's figures so far (they only grow).
     Bot {
         session: String,
@@ -53,7 +63,10 @@ pub enum Event {
         cost_micros: i64,
         open: bool,
     },
-    Order { currency: String, total: Decimal },
+    Order {
+        currency: String,
+        total: Decimal,
+    },
     Paid {
         payment: i64,
         currency: String,

@@ -21,9 +21,9 @@
 //! or conflicting insert leaves a hole for good). A source stops at a hole until it has been
 //! seen for [`GAP_WAIT_MS`] or the rows after it are older than [`GAP_OLD_MS`]; the sources
 //! read by time read only up to [`GRACE_MS`] ago and remember what they counted, so a row
-//! read twice counts once. Freshness: a snapshot includes what committed up to ~[`GRACE_MS`]
-//! + [`FOLD_EVERY_MS`] ago (10 s), and on PostgreSQL a hole can hold a source back
-//! [`GAP_WAIT_MS`] more.
+//! read twice counts once. Freshness: a snapshot includes what committed up to about
+//! [`GRACE_MS`] plus [`FOLD_EVERY_MS`] ago (10 s), and on PostgreSQL a hole can hold a source
+//! back [`GAP_WAIT_MS`] more.
 //!
 //! Weeks (ISO, from Monday) and months are sums of their days, but for the distinct contacts
 //! (not additive): each (period, contact) is kept once per day, week and month and counted
@@ -221,6 +221,9 @@ mod tests {
         assert_eq!(b.rate(Metric::Read, Metric::Orders), None);
         assert_eq!(b.bot_cost().to_string(), "2.5");
         assert!(Snapshot::default().is_empty());
-        assert_eq!(Metric::ALL[Metric::PaymentsPaid as usize], Metric::PaymentsPaid);
+        assert_eq!(
+            Metric::ALL[Metric::PaymentsPaid as usize],
+            Metric::PaymentsPaid
+        );
     }
 }

@@ -167,7 +167,13 @@ mod tests {
         assert_eq!(rows[1].start, d("2026-12-07"));
         assert_eq!(rows[1].totals.counters.get(Metric::MessagesIn), 5);
         assert_eq!(rows[1].totals.counters.get(Metric::UniqueContacts), 0);
-        let daily = roll_up(Period::Day, d("2026-11-30"), d("2026-12-02"), &days, &uniques);
+        let daily = roll_up(
+            Period::Day,
+            d("2026-11-30"),
+            d("2026-12-02"),
+            &days,
+            &uniques,
+        );
         assert_eq!(daily.len(), 3);
         assert_eq!(daily[2].totals.counters.get(Metric::MessagesIn), 0);
         assert_eq!(daily[1].totals.counters.get(Metric::UniqueContacts), 1);

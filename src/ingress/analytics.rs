@@ -53,7 +53,11 @@ const RATES: [(&str, Metric, Metric); 6] = [
         Metric::CampaignDelivered,
         Metric::CampaignSent,
     ),
-    ("campaign_read_rate", Metric::CampaignRead, Metric::CampaignSent),
+    (
+        "campaign_read_rate",
+        Metric::CampaignRead,
+        Metric::CampaignSent,
+    ),
     (
         "campaign_replied_rate",
         Metric::CampaignReplied,
@@ -116,7 +120,12 @@ async fn analytics(
     let days = app.engine.store.analytics_days(id, first, last).await?;
     let uniques = match period {
         Period::Day => Default::default(),
-        p => app.engine.store.analytics_uniques(id, p, first, last).await?,
+        p => {
+            app.engine
+                .store
+                .analytics_uniques(id, p, first, last)
+                .await?
+        }
     };
     let rows = roll_up(period, first, last, &days, &uniques);
     if csv {
@@ -169,9 +178,7 @@ fn csv_answer(account: &str, period: Period, rows: &[PeriodRow]) -> Response {
     let mut header: Vec<String> = vec!["start".into(), "end".into()];
     header.extend(Metric::ALL.iter().map(|m| m.column().to_string()));
     header.extend(RATES.iter().map(|(n, _, _)| n.to_string()));
-    header.extend(
-        ["median_first_response_ms", "bot_cost", "ordered", "revenue"].map(String::from),
-    );
+    header.extend(["median_first_response_ms", "bot_cost", "ordered", "revenue"].map(String::from));
     let _ = w.write_record(&header);
     let pairs = |s: &Snapshot, pick: fn(&crate::analytics::Money) -> rust_decimal::Decimal| {
         s.money
@@ -184,11 +191,11 @@ fn csv_answer(account: &str, period: Period, rows: &[PeriodRow]) -> Response {
         let s = &row.totals;
         let mut rec = vec![row.start.to_string(), row.end.to_string()];
         rec.extend(Metric::ALL.iter().map(|m| s.counters.get(*m).to_string()));
-        rec.extend(
-            RATES
-                .iter()
-                .map(|(_, of, base)| s.rate(*of, *base).map(|r| r.to_string()).unwrap_or_default()),
-        );
+        rec.extend(RATES.iter().map(|(_, of, base)| {
+            s.rate(*of, *base)
+                .map(|r| r.to_string())
+                .unwrap_or_default()
+        }));
         rec.push(
             s.first_response
                 .median_ms()

@@ -180,7 +180,12 @@ async fn a_scripted_day_counts_exactly_across_local_midnight(db: TestDb) {
     assert_eq!(n(before, "messages_in"), 0, "an empty day is all zeros");
     let expect = |item: &Value, pairs: &[(&str, i64)]| {
         for (field, want) in pairs {
-            assert_eq!(n(item, field), *want, "{field} of {}: {item:#}", item["start"]);
+            assert_eq!(
+                n(item, field),
+                *want,
+                "{field} of {}: {item:#}",
+                item["start"]
+            );
         }
     };
     expect(
@@ -208,7 +213,10 @@ async fn a_scripted_day_counts_exactly_across_local_midnight(db: TestDb) {
     );
     assert_eq!(d1["delivered_rate"], 0.5);
     assert_eq!(d1["failed_rate"], 0.5);
-    assert_eq!(d1["median_first_response_ms"], 50, "two of three under 100 ms");
+    assert_eq!(
+        d1["median_first_response_ms"], 50,
+        "two of three under 100 ms"
+    );
     expect(
         d2,
         &[
@@ -243,7 +251,11 @@ async fn a_scripted_day_counts_exactly_across_local_midnight(db: TestDb) {
     let (_, month) = analytics(&app, "period=month&from=2026-12-01&to=2026-12-31").await;
     expect(
         &month["items"][0],
-        &[("messages_in", 5), ("unique_contacts", 3), ("agent_ms", 28 * MIN)],
+        &[
+            ("messages_in", 5),
+            ("unique_contacts", 3),
+            ("agent_ms", 28 * MIN),
+        ],
     );
 
     // CSV: a header, then one line per day.
@@ -266,8 +278,14 @@ async fn a_scripted_day_counts_exactly_across_local_midnight(db: TestDb) {
     let lines: Vec<&str> = text.lines().collect();
     assert_eq!(lines.len(), 3, "{text}");
     assert!(lines[0].starts_with("start,end,messages_in,messages_out,unique_contacts"));
-    assert!(lines[1].starts_with("2026-12-01,2026-12-01,3,3,2,2,2,1,1,1,3,"), "{text}");
-    assert!(lines[2].starts_with("2026-12-02,2026-12-02,2,2,2,1,"), "{text}");
+    assert!(
+        lines[1].starts_with("2026-12-01,2026-12-01,3,3,2,2,2,1,1,1,3,"),
+        "{text}"
+    );
+    assert!(
+        lines[2].starts_with("2026-12-02,2026-12-02,2,2,2,1,"),
+        "{text}"
+    );
 
     // What a query may ask.
     for (q, want) in [

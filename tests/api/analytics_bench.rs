@@ -74,7 +74,11 @@ async fn a_years_analytics_answer_quickly(db: TestDb) {
     }
     let seeded = seeding.elapsed();
     let app = spawn_app(test_settings(&db, &graph), Arc::new(Echo)).await;
-    let store_name = if db.is_postgres() { "postgres" } else { "sqlite" };
+    let store_name = if db.is_postgres() {
+        "postgres"
+    } else {
+        "sqlite"
+    };
     println!(
         "\nanalytics bench ({store_name}): {ACCOUNTS} accounts × {DAYS} days seeded in {seeded:?}"
     );

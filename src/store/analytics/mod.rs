@@ -39,10 +39,7 @@ pub struct FoldPass {
 }
 
 /// Append the handoffs and releases among a step's events (in the writer's transaction).
-pub(crate) fn log_handoffs(
-    tx: &mut dyn SyncTx,
-    events: &[NewHookEvent],
-) -> Result<(), StoreError> {
+pub(crate) fn log_handoffs(tx: &mut dyn SyncTx, events: &[NewHookEvent]) -> Result<(), StoreError> {
     for e in events {
         let kind = match e.event_type {
             EventType::ConversationHandoff => "handoff",
@@ -441,11 +438,7 @@ impl Store {
         from: NaiveDate,
         to: NaiveDate,
     ) -> Result<BTreeMap<NaiveDate, Snapshot>, StoreError> {
-        let range = vec![
-            account.into(),
-            day_text(from).into(),
-            day_text(to).into(),
-        ];
+        let range = vec![account.into(), day_text(from).into(), day_text(to).into()];
         let mut out = BTreeMap::new();
         let sql = format!(
             "SELECT day, {}, first_response_hist FROM analytics_days WHERE account = $1 AND day >= $2 AND day <= $3",
@@ -498,7 +491,8 @@ impl Store {
             .await?;
         let mut out = BTreeMap::new();
         for r in rows {
-            if let Some(d) = crate::analytics::parse_date(&r.try_get::<String, _>("period_start")?) {
+            if let Some(d) = crate::analytics::parse_date(&r.try_get::<String, _>("period_start")?)
+            {
                 out.insert(d, r.try_get("contacts")?);
             }
         }
@@ -516,7 +510,8 @@ impl Store {
     ) -> Result<(), StoreError> {
         let mut tx = self.pool().begin().await?;
         for (day, s) in days {
-            self.put_day(&mut tx, account.as_str(), *day, s, now).await?;
+            self.put_day(&mut tx, account.as_str(), *day, s, now)
+                .await?;
         }
         for (period, start, n) in uniques {
             self.tx_run(

@@ -103,7 +103,8 @@ const INBOX: &str = "SELECT i.seq AS id, i.account, i.user_key, i.kind, i.status
      c.first_seen_at, (SELECT MIN(o.idem_key) FROM outbox o WHERE i.kind = 'status' AND o.account = i.account AND o.wamid = i.wamid) AS idem_key \
      FROM inbox i LEFT JOIN contacts c ON i.kind = 'message' AND c.account = i.account AND c.user_key = i.user_key \
      WHERE i.seq > $1 ORDER BY i.seq LIMIT $2";
-const OUTBOX: &str = "SELECT id, account, user_key, kind, class, idem_key, created_at AS at FROM outbox \
+const OUTBOX: &str =
+    "SELECT id, account, user_key, kind, class, idem_key, created_at AS at FROM outbox \
      WHERE id > $1 ORDER BY id LIMIT $2";
 const FLOW_STEPS: &str = "SELECT id, account, started_at, status, at FROM flow_execution_steps \
      WHERE id > $1 ORDER BY id LIMIT $2";
@@ -141,7 +142,9 @@ fn inbox_row(r: &sqlx::any::AnyRow) -> Result<Option<Row>, StoreError> {
         "status" => {
             let idem: Option<String> = r.try_get("idem_key")?;
             Event::Status {
-                status: r.try_get::<Option<String>, _>("status")?.unwrap_or_default(),
+                status: r
+                    .try_get::<Option<String>, _>("status")?
+                    .unwrap_or_default(),
                 campaign: idem
                     .as_deref()
                     .and_then(crate::domain::campaign_of_idem_key)
@@ -224,10 +227,26 @@ impl Store {
         // Customers' messages and the replies to them are folded in time order together: the
         // one that stopped short (a full batch, a hole) bounds how far the other goes.
         let mut inbox = self
-            .by_id("inbox", INBOX, inbox_row, at("inbox"), now, memory, &mut read)
+            .by_id(
+                "inbox",
+                INBOX,
+                inbox_row,
+                at("inbox"),
+                now,
+                memory,
+                &mut read,
+            )
             .await?;
         let mut outbox = self
-            .by_id("outbox", OUTBOX, outbox_row, at("outbox"), now, memory, &mut read)
+            .by_id(
+                "outbox",
+                OUTBOX,
+                outbox_row,
+                at("outbox"),
+                now,
+                memory,
+                &mut read,
+            )
             .await?;
         let bound = [&inbox, &outbox]
             .iter()
@@ -287,7 +306,9 @@ impl Store {
         memory: &mut FoldMemory,
         read: &mut Read,
     ) -> Result<(Vec<Fetched>, bool), StoreError> {
-        let found = self.fetch(sql, vec![Val::I(position), Val::I(BATCH)]).await?;
+        let found = self
+            .fetch(sql, vec![Val::I(position), Val::I(BATCH)])
+            .await?;
         let full = found.len() as i64 == BATCH;
         let mut out = Vec::with_capacity(found.len());
         let mut prev = position;
@@ -345,7 +366,10 @@ impl Store {
     async fn paid(&self, position: i64, now: i64, read: &mut Read) -> Result<Vec<Row>, StoreError> {
         let until = now - GRACE_MS;
         let found = self
-            .fetch(PAYMENTS, vec![Val::I(position), Val::I(until), Val::I(BATCH)])
+            .fetch(
+                PAYMENTS,
+                vec![Val::I(position), Val::I(until), Val::I(BATCH)],
+            )
             .await?;
         let mut rows = Vec::with_capacity(found.len());
         for r in &found {
