@@ -98,12 +98,14 @@ INSERT INTO analytics_cursor (source, position) VALUES
     ('bots', 0), ('payments', 0);
 
 -- Handoffs and releases (kind: handoff | released), appended by the conversation writer in the
--- transaction of the step that made them.
+-- transaction of the step that made them; dedup_key: the step's (a step written again after
+-- its batch was reported failed, though it landed, adds none).
 CREATE TABLE conversation_handoffs (
     id INTEGER PRIMARY KEY AUTOINCREMENT,
     account TEXT NOT NULL,
     user_key TEXT NOT NULL,
     kind TEXT NOT NULL,
+    dedup_key TEXT NOT NULL UNIQUE,
     at BIGINT NOT NULL
 );
 

@@ -306,3 +306,95 @@ on_both_stores!(
     scripted_day,
     a_scripted_day_counts_exactly_across_local_midnight
 );
+
+/// Chatbot figures (updated in place: counted by difference), orders and payments (exact
+/// decimals, a payment read twice counted once), folded straight from the store's rows.
+async fn bots_orders_and_payments_fold_by_difference_and_once(db: TestDb) {
+    use parley::analytics::{parse_date, Metric, Zones};
+    use parley::domain::{AccountId, Zone};
+    use parley::store::FoldMemory;
+    use rust_decimal::Decimal;
+
+    let store = db.store().await;
+    store.migrate().await.unwrap();
+    let zones = Zones(
+        [(PNID.to_string(), Zone::parse("Asia/Jakarta").unwrap())]
+            .into_iter()
+            .collect(),
+    );
+    let mut memory = FoldMemory::default();
+    let run = |sql: String| {
+        let store = store.clone();
+        async move {
+            sqlx::query(&sql).execute(store.pool()).await.expect(&sql);
+        }
+    };
+    let bot = |turns: i64, tin: i64, tout: i64, micros: i64, status: &str, at: i64| {
+        format!(
+            "INSERT INTO chatbot_sessions (account, user_key, bot, started_at, status, turns, tokens_in, tokens_out, cost, cost_micros, response_ms, updated_at) \
+             VALUES ('{PNID}', 'u1', 'helper', {T0}, '{status}', {turns}, {tin}, {tout}, '0', {micros}, 0, {at}) \
+             ON CONFLICT (account, user_key, bot, started_at) DO UPDATE SET status = excluded.status, turns = excluded.turns, \
+             tokens_in = excluded.tokens_in, tokens_out = excluded.tokens_out, cost_micros = excluded.cost_micros, updated_at = excluded.updated_at"
+        )
+    };
+    run(bot(2, 100, 40, 1_500, "active", T0)).await;
+    run(format!(
+        "INSERT INTO orders (account, order_number, user_key, subtotal, total, currency, status, payment_status, source, stock, idem_key, created_at, updated_at) \
+         VALUES ('{PNID}', 'ORD-1', 'u1', '45000', '45000', 'IDR', 'pending', 'unpaid', 'whatsapp', 'none', 'o1', {T0}, {T0})"
+    ))
+    .await;
+    let pass = store
+        .fold_analytics(&zones, T0 + MIN, &mut memory)
+        .await
+        .unwrap();
+    assert_eq!(pass.rows, 2);
+    // Later: the session ends after one more turn (23:30 local); the order is paid at 01:00
+    // local the next day, in part by a transfer of a decimal amount.
+    run(bot(3, 150, 60, 2_500, "completed", T0 + 30 * MIN)).await;
+    run(format!(
+        "INSERT INTO payments (account, order_id, user_key, provider, kind, method, amount, paid_amount, currency, status, expires_at, idem_key, created_at, updated_at, paid_at) \
+         VALUES ('{PNID}', 1, 'u1', 'manual', 'va', 'bca', '45000', '45000.50', 'IDR', 'PAID', {}, 'p1', {T0}, {}, {})",
+        T0 + 600 * MIN,
+        T0 + 120 * MIN,
+        T0 + 120 * MIN
+    ))
+    .await;
+    for _ in 0..2 {
+        store
+            .fold_analytics(&zones, T0 + 180 * MIN, &mut memory)
+            .await
+            .unwrap();
+    }
+    // Read again from an earlier position: a payment counted once stays counted once.
+    run("UPDATE analytics_cursor SET position = 0 WHERE source IN ('payments', 'bots')".into())
+        .await;
+    store
+        .fold_analytics(&zones, T0 + 180 * MIN, &mut memory)
+        .await
+        .unwrap();
+    let account = AccountId::from(PNID);
+    let days = store
+        .analytics_days(
+            &account,
+            parse_date("2026-12-01").unwrap(),
+            parse_date("2026-12-02").unwrap(),
+        )
+        .await
+        .unwrap();
+    let d1 = &days[&parse_date("2026-12-01").unwrap()];
+    let d2 = &days[&parse_date("2026-12-02").unwrap()];
+    assert_eq!(d1.counters.get(Metric::BotTurns), 3);
+    assert_eq!(d1.counters.get(Metric::BotTokensIn), 150);
+    assert_eq!(d1.counters.get(Metric::BotTokensOut), 60);
+    assert_eq!(d1.bot_cost().to_string(), "0.0025");
+    assert_eq!(d1.counters.get(Metric::Orders), 1);
+    assert_eq!(d1.money["IDR"].ordered, Decimal::new(45_000, 0));
+    assert_eq!(d1.money["IDR"].revenue, Decimal::ZERO);
+    assert_eq!(d2.counters.get(Metric::PaymentsPaid), 1);
+    assert_eq!(d2.money["IDR"].revenue, Decimal::new(4_500_050, 2));
+    assert_eq!(d2.counters.get(Metric::BotTurns), 0);
+}
+on_both_stores!(
+    fold_by_difference,
+    bots_orders_and_payments_fold_by_difference_and_once
+);

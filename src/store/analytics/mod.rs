@@ -49,11 +49,13 @@ pub(crate) fn log_handoffs(tx: &mut dyn SyncTx, events: &[NewHookEvent]) -> Resu
         let Some(user) = &e.user_key else { continue };
         exec(
             tx,
-            "INSERT INTO conversation_handoffs (account, user_key, kind, at) VALUES ($1, $2, $3, $4)",
+            "INSERT INTO conversation_handoffs (account, user_key, kind, dedup_key, at) VALUES ($1, $2, $3, $4, $5) \
+             ON CONFLICT (dedup_key) DO NOTHING",
             vec![
                 Val::S(e.account.clone()),
                 Val::S(user.clone()),
                 kind.into(),
+                Val::S(e.dedup_key.clone()),
                 Val::I(e.at),
             ],
         )?;
@@ -97,6 +99,10 @@ impl Store {
     ) -> Result<FoldPass, StoreError> {
         let _one = FOLDING.lock().await;
         let read = self.read_sources(now, memory).await?;
+        if read.rows.is_empty() && !read.moved {
+            // Nothing new: no transaction (an idle daemon writes nothing).
+            return Ok(FoldPass::default());
+        }
         let keys: Vec<MarkKey> = read.mark_keys();
         let marks = self.load_marks(&keys).await?;
         let mut folded = fold(&read.rows, zones, &marks);

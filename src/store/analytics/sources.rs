@@ -57,6 +57,8 @@ pub(super) struct Read {
     pub more: bool,
     /// The time of the last customer message or reply folded (how far the fold has come).
     pub folded_through: Option<i64>,
+    /// A source by id moved on (its position is to be written even without rows to count).
+    pub moved: bool,
 }
 
 impl Read {
@@ -263,6 +265,7 @@ impl Store {
             }
             if let Some(last) = rows.last() {
                 read.cursors.push((name, last.id));
+                read.moved = true;
                 read.folded_through = Some(read.folded_through.unwrap_or(0).max(last.at));
             }
         }
@@ -282,6 +285,7 @@ impl Store {
                 .await?;
             if let Some(last) = found.last() {
                 read.cursors.push((name, last.id));
+                read.moved = true;
             }
             rows.extend(found.into_iter().filter_map(|f| f.row));
         }
