@@ -393,6 +393,53 @@ async fn bots_orders_and_payments_fold_by_difference_and_once(db: TestDb) {
     assert_eq!(d2.counters.get(Metric::PaymentsPaid), 1);
     assert_eq!(d2.money["IDR"].revenue, Decimal::new(4_500_050, 2));
     assert_eq!(d2.counters.get(Metric::BotTurns), 0);
+
+    // A hole in the inbox's ids: passed at once when the rows after it are old (a rolled-back
+    // insert), waited on when they are recent (a transaction that may still commit).
+    let now = T0 + 180 * MIN;
+    for (seq, at) in [(1, T0 + 10 * MIN), (3, T0 + 11 * MIN), (5, now - 1_000)] {
+        run(format!(
+            "INSERT INTO inbox (seq, account, user_key, kind, dedup_key, payload, received_at, state) \
+             VALUES ({seq}, '{PNID}', 'u9', 'message', 'm{seq}', '{{}}', {at}, 'done')"
+        ))
+        .await;
+    }
+    store
+        .fold_analytics(&zones, now, &mut memory)
+        .await
+        .unwrap();
+    let position = count(
+        &store,
+        "SELECT position FROM analytics_cursor WHERE source = 'inbox'",
+    )
+    .await;
+    assert_eq!(position, 3, "stopped before the recent hole");
+    let days = store
+        .analytics_days(
+            &account,
+            parse_date("2026-12-01").unwrap(),
+            parse_date("2026-12-02").unwrap(),
+        )
+        .await
+        .unwrap();
+    assert_eq!(
+        days[&parse_date("2026-12-01").unwrap()]
+            .counters
+            .get(Metric::MessagesIn),
+        2
+    );
+    assert_eq!(
+        days[&parse_date("2026-12-01").unwrap()]
+            .counters
+            .get(Metric::UniqueContacts),
+        1
+    );
+    assert_eq!(
+        days[&parse_date("2026-12-02").unwrap()]
+            .counters
+            .get(Metric::MessagesIn),
+        0
+    );
 }
 on_both_stores!(
     fold_by_difference,

@@ -257,10 +257,9 @@ impl Store {
             .min();
         for (name, (rows, _)) in [("inbox", &mut inbox), ("outbox", &mut outbox)] {
             if let Some(bound) = bound {
+                // The rest waits: for the next batch (a full one asks for it at once) or
+                // for the hole to fill (the next pass).
                 let keep = rows.iter().take_while(|f| f.at <= bound).count();
-                if keep < rows.len() {
-                    read.more = true;
-                }
                 rows.truncate(keep);
             }
             if let Some(last) = rows.last() {
