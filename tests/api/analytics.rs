@@ -171,8 +171,17 @@ async fn a_scripted_day_counts_exactly_across_local_midnight(db: TestDb) {
             .await
     );
 
+    // Everything is committed by now; wait until a pass has folded the last row of each source.
     let days = settled(&app, "period=day&from=2026-11-30&to=2026-12-02", |items| {
-        items.len() == 3 && n(&items[2], "messages_in") == 2 && n(&items[1], "failed") == 1
+        let (d1, d2) = (&items[1], &items[2]);
+        items.len() == 3
+            && n(d1, "messages_out") == 3
+            && n(d1, "failed") == 1
+            && n(d1, "releases") == 1
+            && n(d1, "first_responses") == 3
+            && n(d2, "messages_in") == 2
+            && n(d2, "messages_out") == 2
+            && n(d2, "flows_completed") == 2
     })
     .await;
     let (before, d1, d2) = (&days[0], &days[1], &days[2]);
