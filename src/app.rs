@@ -207,6 +207,8 @@ impl Application {
         crate::hooksend::spawn(engine.clone());
         // Retention: old rows and media deleted in small batches, every `retention.every`.
         crate::ingress::retention::spawn(&engine);
+        // The analytics snapshots, kept current off the message path.
+        crate::ingress::analytics_fold::spawn(engine.clone());
         // Due timers and the inbox lag gauge: background loops that stop with the server.
         let timers = tokio::spawn({
             let (engine, router) = (engine.clone(), router.clone());

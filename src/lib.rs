@@ -14,6 +14,7 @@
 //! - 1 [`domain`]: the business's vocabulary: meaningful ids, time zones, the messaging window, session records.
 //! - 1 [`definitions`]: definition files (flows, bots): reading a folder, YAML errors as file:line:col, keywords, durations.
 //! - 0 [`hooks`]: outbound webhooks' pure parts: the event catalog, Standard Webhooks signing, the retry schedule.
+//! - 2 [`analytics`]: analytics' pure parts: rows folded into per-day figures in the account's time zone, periods, histograms.
 //! - 2 [`config`]: settings from files and `PARLEY__*`, checked into typed values.
 //! - 3 [`store`]: SQLite or PostgreSQL through one group-commit writer.
 //! - 3 [`retention`]: the pure retention policy: which stored rows are old enough to erase or delete, which are still needed.
@@ -37,6 +38,7 @@
 //! - 18 [`cli`]: the `parleyd` command line.
 
 pub mod actors;
+pub mod analytics;
 pub mod app;
 pub mod behaviour;
 pub mod campaign;

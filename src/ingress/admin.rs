@@ -56,6 +56,7 @@ pub fn routes(state: AppState) -> Router<AppState> {
         .merge(super::access::routes())
         .merge(super::contacts::routes())
         .merge(super::hooks::routes())
+        .merge(super::analytics::routes())
         .route("/payments/reconcile", post(super::payments::reconcile_now))
         .route("/payments/{id}", get(super::payments::show))
         .route(

@@ -2,6 +2,8 @@
 
 mod access;
 mod admin;
+mod analytics;
+pub mod analytics_fold;
 mod api;
 mod campaigns;
 mod commerce;

@@ -17,7 +17,7 @@ use super::inbox::{self, GateSignal};
 use super::signature;
 use super::AppState;
 use crate::metrics::metrics;
-use crate::store::{now_ms, NewDeadLetter};
+use crate::store::NewDeadLetter;
 use crate::whatsapp::webhook::{parse_webhook_report, SkippedItem};
 
 pub async fn verify_subscription(State(app): State<AppState>, req: Request) -> Response {
@@ -226,7 +226,9 @@ pub(super) fn rows_of(
         inbox::map(
             events,
             |pnid| settings.account(pnid).is_some(),
-            now_ms(),
+            // The injected clock, as every time the engine records (analytics count an
+            // inbound message on the day it arrived, a reply on the day it was queued).
+            app.engine.clock.now_ms(),
             arrived,
         )
     };

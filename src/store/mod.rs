@@ -13,12 +13,14 @@
 //! `hooks` (outbound webhooks: endpoints and events) and `hook_deliveries` (deliveries and
 //! their attempts); `contacts` (and `contact_fields`, `contact_imports`); `order_updates` (an
 //! operator's changes to an order); `retention` (retention's walks, batched deletes and
-//! the tables' sizes). `exec`
+//! the tables' sizes); `analytics` (the snapshots and what keeps them). `exec`
 //! runs the writer's statements (one helper, `exec_rows`, for the multi-row pattern), `sql`
 //! builds dialect-neutral SQL.
 
 mod accounts;
 pub use accounts::AccountTraffic;
+mod analytics;
+pub use analytics::{FoldMemory, FoldPass};
 mod api_keys;
 mod audit;
 mod campaign_news;

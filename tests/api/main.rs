@@ -4,6 +4,8 @@
 mod helpers;
 
 mod admin;
+mod analytics;
+mod analytics_bench;
 mod campaigns;
 mod chatbot;
 mod commerce_admin;

@@ -133,6 +133,7 @@ pub const ROUTE_ROLES: &[RouteRole] = &[
     r("WRITE", "/contact-fields/*", Manager, Account),
     r("*", "/conversations/*", Agent, Account),
     r("READ", "/messages/*", Agent, Account),
+    r("GET", "/analytics", Manager, Account),
 ];
 
 fn method_matches(declared: &str, method: &str) -> bool {

@@ -16,6 +16,8 @@ use super::shape::shape;
 /// What an answer carries.
 pub(super) enum Answer {
     Json(String),
+    /// JSON of this shape, or CSV when asked for.
+    JsonOrCsv(String),
     Csv,
     Empty,
 }
@@ -109,6 +111,13 @@ impl Op {
     pub fn ok(mut self, status: u16, about: &'static str, answer: impl Into<String>) -> Op {
         self.answers
             .push((status, about, Answer::Json(answer.into())));
+        self
+    }
+
+    /// A JSON answer of this shape, or CSV (`format=csv`, `Accept: text/csv`).
+    pub fn ok_or_csv(mut self, status: u16, about: &'static str, answer: impl Into<String>) -> Op {
+        self.answers
+            .push((status, about, Answer::JsonOrCsv(answer.into())));
         self
     }
 
@@ -212,6 +221,15 @@ impl Op {
                     "application/json",
                     ContentBuilder::new().schema(Some(shape(s))).build(),
                 ),
+                Answer::JsonOrCsv(s) => r
+                    .content(
+                        "application/json",
+                        ContentBuilder::new().schema(Some(shape(s))).build(),
+                    )
+                    .content(
+                        "text/csv",
+                        ContentBuilder::new().schema(Some(shape("str"))).build(),
+                    ),
                 Answer::Csv => r.content(
                     "text/csv",
                     ContentBuilder::new().schema(Some(shape("str"))).build(),

@@ -44,6 +44,25 @@ pub(super) fn ops() -> Vec<Op> {
         op("GET", "/keys/{id}", "One API key").ok(200, "The key.", KEY),
         op("DELETE", "/keys/{id}", "Revoke an API key").ok(200, "Revoked.", KEY),
         op("POST", "/keys/{id}/revoke", "Revoke an API key").ok(200, "Revoked.", KEY),
+        op("GET", "/analytics", "Figures per day, week or month")
+            .about(
+                "Snapshots of one account, kept current within about 10 s: messages, \
+                 contacts, statuses and their rates, first responses, handoffs, flows, bots, \
+                 campaigns, orders and revenue (README \"Analytics\"). Days are the \
+                 account's time zone's; weeks start on Monday; the range is inclusive, \
+                 widened to whole periods, at most 1,098 days.",
+            )
+            .query(
+                "account?: str, period?: str(day|week|month), from?: str, to?: str, \
+                 format?: str(json|csv)",
+            )
+            .ok_or_csv(
+                200,
+                "One item per period, empty periods as zeros (money as decimal text per currency).",
+                "{account: str, period: str, timezone: str, from: str, to: str, items: [{start: str, \
+                 end: str, median_first_response_ms: int?, bot_cost: str, ordered: map(str), \
+                 revenue: map(str)}]}",
+            ),
         op("GET", "/audit", "The audit log")
             .query("key?: str, action?: str, since?: int, limit?: int(1..200), cursor?: str")
             .ok(

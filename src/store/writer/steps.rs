@@ -46,6 +46,7 @@ pub(super) fn commit_steps(
     record_flow_executions(tx, &rows_of(steps, |s| &s.flow_records))?;
     for s in steps {
         super::super::hooks::write_hook_events(tx, &s.hook_events)?;
+        super::super::analytics::log_handoffs(tx, &s.hook_events)?;
     }
     Ok(ids)
 }
