@@ -34,7 +34,11 @@ async fn run(engine: Arc<Engine>) {
     }
     // Deliveries in flight; `webhooks.concurrency` is read on each pass (a reload applies).
     let in_flight = Arc::new(AtomicUsize::new(0));
+    // Told when a delivery ends: after a full take (more may be due), the next take waits
+    // for a free slot, not for the next poll.
+    let ended = Arc::new(tokio::sync::Notify::new());
     loop {
+        let mut full = false;
         let s = engine.settings().webhooks.clone();
         let free = s
             .concurrency
@@ -52,19 +56,29 @@ async fn run(engine: Arc<Engine>) {
                 .await
             {
                 Ok(due) => {
+                    full = due.len() == free;
                     for d in due {
                         in_flight.fetch_add(1, Ordering::AcqRel);
-                        let (engine, in_flight) = (engine.clone(), in_flight.clone());
+                        let (engine, in_flight, ended) =
+                            (engine.clone(), in_flight.clone(), ended.clone());
                         tokio::spawn(async move {
                             deliver(&engine, d).await;
                             in_flight.fetch_sub(1, Ordering::AcqRel);
+                            ended.notify_one();
                         });
                     }
                 }
                 Err(e) => tracing::warn!(error = %e, "Cannot read the due webhook deliveries."),
             }
         }
-        tokio::time::sleep(s.poll).await;
+        if full {
+            tokio::select! {
+                _ = ended.notified() => {}
+                _ = tokio::time::sleep(s.poll) => {}
+            }
+        } else {
+            tokio::time::sleep(s.poll).await;
+        }
     }
 }
 

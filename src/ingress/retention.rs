@@ -293,7 +293,7 @@ async fn walk(
             }
         }
         if !act.is_empty() {
-            let table = job.walk_table();
+            let table = job.walk().table();
             if job.erases() {
                 let n = store.retention_erase(job.walk(), &act).await?;
                 counted(report, table, "erase", n);
@@ -313,20 +313,6 @@ async fn walk(
             .await?;
     }
     Ok(())
-}
-
-impl Job {
-    fn walk_table(self) -> &'static str {
-        match self.walk() {
-            Walk::Inbox => "inbox",
-            Walk::Outbox => "outbox",
-            Walk::Search => "search_docs",
-            Walk::FlowSteps => "flow_execution_steps",
-            Walk::HookAttempts => "hook_attempts",
-            Walk::HookDeliveries => "hook_deliveries",
-            Walk::DeadLetters => "dead_letters",
-        }
-    }
 }
 
 /// Downloaded media past its window: the file, then its row. A file outside `media.dir`

@@ -23,7 +23,8 @@ pub enum Walk {
 }
 
 impl Walk {
-    fn table(self) -> &'static str {
+    /// The table it walks.
+    pub fn table(self) -> &'static str {
         match self {
             Walk::Inbox => "inbox",
             Walk::Outbox => "outbox",

@@ -10,32 +10,9 @@ use parley_testkit::{status_webhook, text_webhook, FakeGraph, Outcome};
 use reqwest::Method;
 use serde_json::Value;
 
+use crate::handoff::{DESK, GREETER};
 use crate::helpers::*;
 use crate::on_both_stores;
-
-const GREETER: &str = r#"
-id: greeter
-triggers: [{keyword: hi}]
-start: hello
-nodes:
-  hello:
-    send: {text: "Hello from the bot"}
-"#;
-
-const DESK: &str = r#"
-id: desk
-triggers: [{keyword: human}]
-start: tell
-nodes:
-  tell:
-    send: {text: "A person will answer you."}
-    next: wait_human
-  wait_human:
-    handoff: {reason: "customer asked"}
-    next: back
-  back:
-    send: {text: "Back with the bot."}
-"#;
 
 /// 2026-12-01T16:00:00Z: 23:00 on Tuesday 1 December in Jakarta.
 const T0: i64 = 1_796_140_800_000;

@@ -21,7 +21,7 @@ fn flows_dir(files: &[(&str, &str)]) -> tempfile::TempDir {
     dir
 }
 
-const GREETER: &str = r#"
+pub(crate) const GREETER: &str = r#"
 id: greeter
 triggers: [{keyword: hi}]
 start: hello
@@ -30,7 +30,7 @@ nodes:
     send: {text: "Hello from the bot"}
 "#;
 
-const DESK: &str = r#"
+pub(crate) const DESK: &str = r#"
 id: desk
 triggers: [{keyword: human}]
 start: tell
