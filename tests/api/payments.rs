@@ -217,10 +217,15 @@ async fn a_customer_pays_through(db: TestDb, kind: GatewayKind, payment: &str) {
                 // Finpay's callback is only read: its status API is what confirms it.
                 assert_eq!(post(&url, &forged(kind, &cb)).await, 401, "{kind}: forged");
                 tokio::time::sleep(Duration::from_millis(200)).await;
-                assert_eq!(
-                    store.payment(1).await.unwrap().unwrap().status,
-                    PaymentStatus::Pending,
-                    "{kind}: a forged callback changes nothing"
+                // Unchanged by the forged callback. The gateway says paid from now on, so the
+                // 30 s reconciliation pass may settle it in this window (a slow host took that
+                // long to get here): then only through the gateway's status API.
+                let now = store.payment(1).await.unwrap().unwrap().status;
+                assert!(
+                    now == PaymentStatus::Pending
+                        || (now == PaymentStatus::Paid
+                            && g.requests().iter().any(|r| r.method == "GET")),
+                    "{kind}: a forged callback changes nothing: {now:?}"
                 );
             }
             assert_eq!(post(&url, &cb).await, 200, "{kind}: the callback");
