@@ -442,12 +442,10 @@ impl FlowLogic {
         let was_handed_off = state.handoff.is_some();
         let (mut state, mut effects) = core_step(state, event, ctx);
         let released = was_handed_off && state.handoff.is_none();
-        // A forgotten conversation has nothing for flows or bots to go on with.
-        if matches!(event, ConversationEvent::Forget) {
-            return (state, effects);
-        }
-        // A blocked contact's messages are kept, and nothing answers them.
-        if state.contact.blocked && matches!(event, ConversationEvent::Inbound { .. }) {
+        // A blocked contact's messages are kept, and nothing answers them; a forgotten
+        // conversation has nothing for flows or bots to go on with.
+        let blocked = state.contact.blocked && matches!(event, ConversationEvent::Inbound { .. });
+        if blocked || matches!(event, ConversationEvent::Forget) {
             return (state, effects);
         }
         let pending = voice_of(&state);
