@@ -330,6 +330,17 @@ pub(crate) fn exec(
     tx.exec(&text, vals)
 }
 
+/// [`exec`] for a statement that returns rows (`RETURNING ...`, read as `cols`).
+pub(crate) fn exec_query(
+    tx: &mut dyn SyncTx,
+    sql: &'static str,
+    vals: Vec<Val>,
+    cols: &[Col],
+) -> Result<Vec<Values>, StoreError> {
+    let text = kept_text(tx, (sql.as_ptr() as usize, sql.len()), || sql.to_string());
+    tx.query(&text, vals, cols)
+}
+
 /// The text of a multi-row statement for `rows` rows, `build(rows)`, as the connection runs it.
 /// `build` is a plain function (a closure that captures nothing), so one function always makes
 /// one text, and the text is kept per function and row count.

@@ -16,7 +16,7 @@ use std::sync::{Arc, Mutex, OnceLock, RwLock};
 use secrecy::{ExposeSecret, SecretString};
 use sqlx::Row;
 
-use super::exec::{exec, SyncTx};
+use super::exec::{exec, exec_query, int, Col, SyncTx};
 use super::sql::Val;
 use super::*;
 use crate::hooks::{new_message_id, EventFilter, EventType};
@@ -113,19 +113,41 @@ pub(crate) fn writer_subs() -> Option<Arc<HookSubs>> {
     WRITER_SUBS.with(|s| s.borrow().clone())
 }
 
+/// An event's row. `sequence` comes from [`NEXT_SEQUENCE`] for a conversation's event.
 const INSERT_EVENT: &str = "INSERT INTO hook_events (id, account, user_key, sequence, event_type, payload, dedup_key, created_at) \
-     SELECT $1, $2, $3, CASE WHEN $3 IS NULL THEN NULL ELSE COALESCE(MAX(sequence), 0) + 1 END, $4, $5, $6, $7 \
-     FROM hook_events WHERE account = $2 AND user_key = $3 \
-     ON CONFLICT (dedup_key) DO NOTHING";
+     VALUES ($1, $2, $3, $4, $5, $6, $7, $8) ON CONFLICT (dedup_key) DO NOTHING";
+/// The conversation's next event sequence, unless the event (by its dedup key) is written
+/// already: no row then. The counter's row is locked until the transaction ends, so two
+/// transactions writing events of one conversation take 1, 2, … in turn, and it outlives the
+/// events that retention deletes (a sequence never goes back).
+///
+/// Lock order (PostgreSQL): a writer takes these rows after every other row of its batch, in
+/// (account, user_key) order; a pool transaction (commerce) takes one conversation's, after
+/// every row a writer may hold (what it changes afterwards — orders, carts, stock,
+/// subscriptions — no writer touches). So whoever waits for a counter holds nothing its
+/// holder will wait for: no deadlock.
+const NEXT_SEQUENCE: &str = "INSERT INTO hook_sequences (account, user_key, last_sequence) \
+     SELECT $1, $2, 1 WHERE NOT EXISTS (SELECT 1 FROM hook_events WHERE dedup_key = $3) \
+     ON CONFLICT (account, user_key) DO UPDATE SET last_sequence = hook_sequences.last_sequence + 1 \
+     RETURNING last_sequence";
 const INSERT_DELIVERY: &str = "INSERT INTO hook_deliveries (event_id, endpoint_id, state, attempts, next_at, created_at, updated_at) \
      SELECT $1, $2, 'pending', 0, $3, $3, $3 WHERE EXISTS (SELECT 1 FROM hook_events WHERE id = $1) \
      ON CONFLICT (event_id, endpoint_id) DO NOTHING";
 
-fn event_vals(id: &str, e: &NewHookEvent) -> Vec<Val> {
+fn sequence_vals(e: &NewHookEvent, user_key: &str) -> Vec<Val> {
+    vec![
+        Val::S(e.account.clone()),
+        Val::S(user_key.to_string()),
+        Val::S(e.dedup_key.clone()),
+    ]
+}
+
+fn event_vals(id: &str, e: &NewHookEvent, sequence: Option<i64>) -> Vec<Val> {
     vec![
         Val::S(id.to_string()),
         Val::S(e.account.clone()),
         Val::OptS(e.user_key.clone()),
+        Val::OptI(sequence),
         Val::S(e.event_type.as_str().to_string()),
         Val::S(e.data.to_string()),
         Val::S(e.dedup_key.clone()),
@@ -133,21 +155,40 @@ fn event_vals(id: &str, e: &NewHookEvent) -> Vec<Val> {
     ]
 }
 
-/// Write, in the writer's open transaction, the events someone wants, with their deliveries.
-pub(crate) fn write_hook_events(
+/// Write, in the writer's open transaction and after all its other rows, the events someone
+/// wants, with their deliveries: in (account, conversation) order, each conversation's in the
+/// order given (see [`NEXT_SEQUENCE`] on why).
+pub(crate) fn write_hook_events<'a>(
     tx: &mut dyn SyncTx,
-    events: &[NewHookEvent],
+    events: impl IntoIterator<Item = &'a NewHookEvent>,
 ) -> Result<(), StoreError> {
     let Some(subs) = writer_subs() else {
         return Ok(());
     };
-    for e in events {
-        let endpoints = subs.endpoints_for(&e.account, e.event_type);
-        if endpoints.is_empty() {
+    if !subs.any_active() {
+        return Ok(());
+    }
+    let mut wanted: Vec<(&NewHookEvent, Vec<String>)> = events
+        .into_iter()
+        .map(|e| (e, subs.endpoints_for(&e.account, e.event_type)))
+        .filter(|(_, endpoints)| !endpoints.is_empty())
+        .collect();
+    wanted.sort_by(|(a, _), (b, _)| (&a.account, &a.user_key).cmp(&(&b.account, &b.user_key)));
+    for (e, endpoints) in wanted {
+        let sequence = match &e.user_key {
+            Some(user_key) => {
+                let rows = exec_query(tx, NEXT_SEQUENCE, sequence_vals(e, user_key), &[Col::Int])?;
+                match rows.first() {
+                    Some(row) => Some(int(row, 0)),
+                    None => continue, // written before
+                }
+            }
+            None => None,
+        };
+        let id = new_message_id();
+        if exec(tx, INSERT_EVENT, event_vals(&id, e, sequence))? == 0 {
             continue;
         }
-        let id = new_message_id();
-        exec(tx, INSERT_EVENT, event_vals(&id, e))?;
         for ep in endpoints {
             exec(
                 tx,
@@ -339,8 +380,26 @@ impl Store {
         if endpoints.is_empty() {
             return Ok(());
         }
+        let sequence = match &e.user_key {
+            Some(user_key) => {
+                let rows = self
+                    .tx_fetch(tx, NEXT_SEQUENCE, sequence_vals(e, user_key))
+                    .await?;
+                match rows.first() {
+                    Some(row) => Some(row.try_get::<i64, _>(0)?),
+                    None => return Ok(()), // written before
+                }
+            }
+            None => None,
+        };
         let id = new_message_id();
-        self.tx_run(tx, INSERT_EVENT, event_vals(&id, e)).await?;
+        if self
+            .tx_run(tx, INSERT_EVENT, event_vals(&id, e, sequence))
+            .await?
+            == 0
+        {
+            return Ok(());
+        }
         for ep in endpoints {
             self.tx_run(
                 tx,

@@ -279,3 +279,79 @@ async fn a_flow_that_fails_is_told_as_flow_failed(db: TestDb) {
     app.stop().await;
 }
 on_both_stores!(flow_failed, a_flow_that_fails_is_told_as_flow_failed);
+
+/// One conversation's events written by many transactions at once (PostgreSQL runs them
+/// concurrently) are numbered 1…N without a repeat; the same change written again takes no
+/// number; and once retention has deleted them the next event goes on from N + 1.
+async fn concurrent_events_of_one_conversation_take_distinct_sequences(db: TestDb) {
+    use parley::hooks::{EventFilter, EventType};
+    use parley::store::{NewEndpoint, NewHookEvent};
+
+    let store = parley::store::Store::connect(&db.url, 8).await.unwrap();
+    store.migrate().await.unwrap();
+    let secret = secrecy::SecretString::from("whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw");
+    store
+        .create_hook_endpoint(&NewEndpoint {
+            id: "ep_seq",
+            account: None,
+            url: "https://hooks.example/seq",
+            events: &EventFilter::default(),
+            secret: &secret,
+            description: "",
+            now: 1,
+        })
+        .await
+        .unwrap();
+    store.reload_hook_subs().await.unwrap();
+    let event = |n: usize| NewHookEvent {
+        account: PNID.to_string(),
+        user_key: Some("6281200009001".to_string()),
+        event_type: EventType::OrderStatus,
+        data: json!({ "n": n }),
+        dedup_key: format!("seq-test:{n}"),
+        at: 1_000,
+    };
+    let n = 24;
+    let writes: Vec<_> = (0..n)
+        .map(|i| {
+            let store = store.clone();
+            let e = event(i);
+            tokio::spawn(async move { store.hook_event(&e).await })
+        })
+        .collect();
+    for w in writes {
+        w.await.unwrap().unwrap();
+    }
+    // Written again: no new event, no number taken.
+    store.hook_event(&event(0)).await.unwrap();
+    let seqs = |store: parley::store::Store| async move {
+        let mut s: Vec<i64> = sqlx::query_scalar(
+            "SELECT sequence FROM hook_events WHERE user_key = '6281200009001' ORDER BY sequence",
+        )
+        .fetch_all(store.pool())
+        .await
+        .unwrap();
+        s.sort();
+        s
+    };
+    assert_eq!(
+        seqs(store.clone()).await,
+        (1..=n as i64).collect::<Vec<_>>()
+    );
+
+    // Retention deletes them all (their deliveries first); the numbering goes on.
+    sqlx::query("DELETE FROM hook_deliveries")
+        .execute(store.pool())
+        .await
+        .unwrap();
+    assert_eq!(
+        store.delete_old_hook_events(2_000, 1_000).await.unwrap(),
+        n as u64
+    );
+    store.hook_event(&event(100)).await.unwrap();
+    assert_eq!(seqs(store.clone()).await, vec![n as i64 + 1]);
+}
+on_both_stores!(
+    concurrent_sequences,
+    concurrent_events_of_one_conversation_take_distinct_sequences
+);

@@ -44,8 +44,8 @@ pub(super) fn commit_steps(
     insert_timers(tx, &rows_of(steps, |s| &s.timers))?;
     record_bot_sessions(tx, &rows_of(steps, |s| &s.bot_records))?;
     record_flow_executions(tx, &rows_of(steps, |s| &s.flow_records))?;
+    // Their events are written by the caller, after every other row of the batch.
     for s in steps {
-        super::super::hooks::write_hook_events(tx, &s.hook_events)?;
         super::super::analytics::log_handoffs(tx, &s.hook_events)?;
     }
     Ok(ids)

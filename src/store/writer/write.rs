@@ -21,10 +21,6 @@ pub(super) fn write_ops(
             })
             .collect();
         let inserted = append_rows(tx, &appends)?;
-        super::super::hooks::write_hook_events(
-            tx,
-            &super::super::hooks::inbox_events(&appends, &inserted),
-        )?;
 
         // 2. Steps.
         let steps: Vec<&StepCommit> = ops
@@ -80,6 +76,15 @@ pub(super) fn write_ops(
             })
             .collect();
         apply_gate_writes(tx, &gate)?;
+        // 5. Events, after every other row (see `hooks::NEXT_SEQUENCE`): each message's
+        // before its step's.
+        let inbox_events = super::super::hooks::inbox_events(&appends, &inserted);
+        super::super::hooks::write_hook_events(
+            tx,
+            inbox_events
+                .iter()
+                .chain(steps.iter().flat_map(|s| s.hook_events.iter())),
+        )?;
         Ok::<_, StoreError>((inserted, outbox_ids))
     })()?;
     let mut results: Vec<OpResult> = Vec::with_capacity(ops.len());
