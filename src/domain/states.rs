@@ -19,6 +19,9 @@ macro_rules! stored_text {
         }
 
         impl $name {
+            /// Every variant's text, in order (what an API document lists).
+            pub const TEXTS: &'static [&'static str] = &[$($text,)+];
+
             /// As the store holds it, and as metrics label it.
             pub const fn as_str(self) -> &'static str {
                 match self {

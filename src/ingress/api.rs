@@ -103,15 +103,33 @@ pub(in crate::ingress) fn body_bytes(
     })
 }
 
-/// A JSON body as `T`: 400 when it is not JSON, 422 when it does not fit `T`.
+/// A JSON object body as `T`: 400 when it is not JSON, 422 when it is not an object or does
+/// not fit `T`. (serde would read a struct from an array of its fields in order; every body
+/// of this API is an object, and the document says so.)
 pub(in crate::ingress) fn json_body<T: DeserializeOwned>(
     body: Result<Bytes, BytesRejection>,
 ) -> Result<T, ApiError> {
+    object_body(&body_bytes(body)?)
+}
+
+/// An optional JSON object body: nothing (or only whitespace) is `T::default()`.
+pub(in crate::ingress) fn optional_json_body<T: DeserializeOwned + Default>(
+    body: Result<Bytes, BytesRejection>,
+) -> Result<T, ApiError> {
     let bytes = body_bytes(body)?;
-    serde_json::from_slice(&bytes).map_err(|e| match e.classify() {
-        serde_json::error::Category::Data => ApiError::invalid(format!("bad request body: {e}")),
-        _ => ApiError::new(StatusCode::BAD_REQUEST, format!("bad JSON: {e}")),
-    })
+    if bytes.iter().all(u8::is_ascii_whitespace) {
+        return Ok(T::default());
+    }
+    object_body(&bytes)
+}
+
+fn object_body<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, ApiError> {
+    let value: Value = serde_json::from_slice(bytes)
+        .map_err(|e| ApiError::new(StatusCode::BAD_REQUEST, format!("bad JSON: {e}")))?;
+    if !value.is_object() {
+        return Err(ApiError::invalid("the request body must be a JSON object"));
+    }
+    serde_json::from_value(value).map_err(|e| ApiError::invalid(format!("bad request body: {e}")))
 }
 
 /// An opaque page cursor: the hex of the text it stands for.

@@ -104,7 +104,7 @@ async fn list(State(app): State<AppState>, q: Result<Query<ListQuery>, QueryReje
         kind: q.kind,
         account: q.account,
         open: q.open,
-        before: id_cursor(q.cursor.as_deref())?,
+        before: id_cursor(q.cursor.as_deref().filter(|c| !c.is_empty()))?,
     };
     let found = app.engine.store.dead_letters(&filter, limit + 1).await?;
     Ok(page(found, limit, |d| d.id.to_string(), |d| view(d, false)))

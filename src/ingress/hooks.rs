@@ -242,7 +242,7 @@ async fn list(State(app): State<AppState>, Query(q): Query<ListQuery>) -> Respon
         Ok(l) => l,
         Err(r) => return r.into_response(),
     };
-    let after = match uncursor(q.cursor.as_deref()) {
+    let after = match uncursor(q.cursor.as_deref().filter(|c| !c.is_empty())) {
         Ok(a) => a,
         Err(r) => return r.into_response(),
     };
@@ -373,7 +373,7 @@ async fn deliveries(
         Ok(l) => l,
         Err(r) => return r.into_response(),
     };
-    let before = match uncursor(q.cursor.as_deref()) {
+    let before = match uncursor(q.cursor.as_deref().filter(|c| !c.is_empty())) {
         Ok(c) => match c.map(|c| c.parse::<i64>()).transpose() {
             Ok(b) => b,
             Err(_) => return error(StatusCode::BAD_REQUEST, "bad cursor"),

@@ -154,3 +154,81 @@ async fn errors_are_problems(db: TestDb) {
     app.stop().await;
 }
 on_both_stores!(admin_errors_are_rfc_9457_problems, errors_are_problems);
+
+/// Bodies are JSON objects: an array (which serde would read as a struct's fields in order)
+/// is refused 422, text that is not JSON 400, also where the body is optional (block,
+/// opt-out); an empty body there is fine. An empty `cursor` is the first page.
+async fn bodies_are_objects_and_an_empty_cursor_is_the_first_page(db: TestDb) {
+    let graph = Arc::new(FakeGraph::start().await);
+    let app = spawn_app(
+        test_settings(&db, &graph),
+        Arc::new(parley::conversation::CoreLogic),
+    )
+    .await;
+    let user = "6281200008801";
+    let (status, made) = app
+        .admin(
+            Method::POST,
+            "/contacts",
+            Some(ADMIN_TOKEN),
+            Some(json!({"wa_id": user, "name": "Sari"})),
+        )
+        .await;
+    assert!(status == 200 || status == 201, "{status} {made}");
+    let send = |method: Method, path: String, body: &'static str| {
+        let req = app
+            .http
+            .request(method, format!("{}/admin/v1{path}", app.base))
+            .bearer_auth(ADMIN_TOKEN)
+            .header("content-type", "application/json")
+            .body(body);
+        async move {
+            let resp = req.send().await.unwrap();
+            let status = resp.status().as_u16();
+            (status, resp.text().await.unwrap())
+        }
+    };
+    for (method, path, body, want) in [
+        (
+            Method::PATCH,
+            format!("/contacts/{user}"),
+            r#"["Sari"]"#,
+            422,
+        ),
+        (Method::PATCH, format!("/contacts/{user}"), "not json", 400),
+        (
+            Method::POST,
+            format!("/contacts/{user}/block"),
+            "not json",
+            400,
+        ),
+        (Method::POST, format!("/contacts/{user}/block"), "[1]", 422),
+        (
+            Method::POST,
+            format!("/contacts/{user}/opt-out"),
+            "not json",
+            400,
+        ),
+        (Method::POST, format!("/contacts/{user}/block"), "", 200),
+        (Method::POST, format!("/contacts/{user}/unblock"), "{}", 200),
+        (Method::POST, format!("/contacts/{user}/opt-out"), "", 200),
+    ] {
+        let (status, text) = send(method, path.clone(), body).await;
+        assert_eq!(status, want, "{path} {body:?}: {text}");
+    }
+    for path in [
+        "/contacts?cursor=",
+        "/orders?cursor=",
+        "/dead-letters?cursor=",
+        "/audit?cursor=",
+    ] {
+        let (status, page) = app.admin(Method::GET, path, Some(ADMIN_TOKEN), None).await;
+        assert_eq!(status, 200, "{path}: {page}");
+        assert!(page["items"].is_array(), "{path}: {page}");
+    }
+    app.stop().await;
+}
+on_both_stores!(
+    bodies_and_cursors,
+    bodies_are_objects_and_an_empty_cursor_is_the_first_page
+);

@@ -50,7 +50,7 @@ async fn list_audit(
         Ok(l) => l,
         Err(r) => return r.into_response(),
     };
-    let before = match id_cursor(q.cursor.as_deref()) {
+    let before = match id_cursor(q.cursor.as_deref().filter(|c| !c.is_empty())) {
         Ok(b) => b,
         Err(r) => return r.into_response(),
     };

@@ -187,7 +187,7 @@ async fn list_keys(
         Ok(l) => l,
         Err(r) => return r.into_response(),
     };
-    let before = match id_cursor(q.cursor.as_deref()) {
+    let before = match id_cursor(q.cursor.as_deref().filter(|c| !c.is_empty())) {
         Ok(b) => b,
         Err(r) => return r.into_response(),
     };

@@ -44,7 +44,7 @@ pub(super) async fn list_custom_orders(
     let params = query(q)?;
     let (account, _) = account(&app, params.account.as_deref())?;
     let limit = page_limit(params.limit)?;
-    let before = id_cursor(params.cursor.as_deref())?;
+    let before = id_cursor(params.cursor.as_deref().filter(|c| !c.is_empty()))?;
     let found = app
         .engine
         .store

@@ -65,7 +65,7 @@ pub(super) async fn list_orders(
     let params = query(q)?;
     let (account, _) = account(&app, params.account.as_deref())?;
     let limit = page_limit(params.limit)?;
-    let before_id = id_cursor(params.cursor.as_deref())?;
+    let before_id = id_cursor(params.cursor.as_deref().filter(|c| !c.is_empty()))?;
     let user = params
         .user
         .as_deref()

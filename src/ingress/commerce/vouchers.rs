@@ -317,7 +317,12 @@ pub(super) async fn list_vouchers(
     let params = query(q)?;
     let (account, currency) = account(&app, params.account.as_deref())?;
     let limit = page_limit(params.limit)?;
-    let after = params.cursor.as_deref().map(uncursor).transpose()?;
+    let after = params
+        .cursor
+        .as_deref()
+        .filter(|c| !c.is_empty())
+        .map(uncursor)
+        .transpose()?;
     let items = app
         .engine
         .store

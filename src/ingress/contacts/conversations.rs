@@ -60,6 +60,7 @@ pub(super) async fn list(
     let before = q
         .cursor
         .as_deref()
+        .filter(|c| !c.is_empty())
         .map(|c| {
             uncursor(c)?
                 .parse::<i64>()

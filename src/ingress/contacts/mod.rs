@@ -31,7 +31,7 @@ use axum::{Json, Router};
 use serde::Deserialize;
 use serde_json::{json, Map, Value};
 
-use super::api::{cursor, json_body, query, uncursor, Answer, ApiError};
+use super::api::{cursor, json_body, optional_json_body, query, uncursor, Answer, ApiError};
 use super::AppState;
 use crate::domain::contact::{normalize_tags, normalize_wa_id, FieldDef};
 use crate::domain::profile::{normalize, ProfileField};
@@ -198,7 +198,7 @@ async fn list_contacts(
     let limit = page_limit(q.limit)?;
     let filter = filter_of(&q)?;
     let order = filter.order();
-    let after = after_of(q.cursor.as_deref(), order)?;
+    let after = after_of(q.cursor.as_deref().filter(|c| !c.is_empty()), order)?;
     let mut found = app
         .engine
         .store
@@ -536,6 +536,8 @@ async fn contact_action(
     let now = now(&app);
     match action.as_str() {
         "block" | "unblock" => {
+            // No fields; a body, if any, is still a JSON object.
+            let _: serde_json::Map<String, Value> = optional_json_body(body)?;
             let blocked = action == "block";
             if !store
                 .set_contact_blocked(&account, &user, blocked, now)
@@ -546,13 +548,7 @@ async fn contact_action(
             tell_conversation(&app, &account, &user, None, BTreeMap::new(), Some(blocked)).await;
         }
         "opt-out" | "opt-in" => {
-            let bytes = body.map_err(|e| ApiError::new(e.status(), e.body_text()))?;
-            let b: ConsentBody = if bytes.iter().all(u8::is_ascii_whitespace) {
-                ConsentBody::default()
-            } else {
-                serde_json::from_slice(&bytes)
-                    .map_err(|e| ApiError::invalid(format!("bad request body: {e}")))?
-            };
+            let b: ConsentBody = optional_json_body(body)?;
             let short = |v: &Option<String>, what: &str| -> Result<(), ApiError> {
                 match v {
                     Some(s) if s.trim().is_empty() || s.chars().count() > 200 => {
@@ -736,6 +732,7 @@ async fn search_messages(
     let before = q
         .cursor
         .as_deref()
+        .filter(|c| !c.is_empty())
         .map(|c| {
             let text = uncursor(c)?;
             text.split_once(':')

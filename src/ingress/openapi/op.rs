@@ -28,7 +28,7 @@ pub(super) struct Op {
     pub path: &'static str,
     summary: &'static str,
     description: Option<&'static str>,
-    query: Option<&'static str>,
+    query: Option<String>,
     int_path: &'static [&'static str],
     path_shapes: Vec<(&'static str, &'static str)>,
     body: Option<(&'static str, RefOr<Schema>, bool)>,
@@ -58,8 +58,8 @@ impl Op {
     }
 
     /// The query parameters, as the members of an object shape (`{account?: str, limit?: int}`).
-    pub fn query(mut self, members: &'static str) -> Op {
-        self.query = Some(members);
+    pub fn query(mut self, members: impl Into<String>) -> Op {
+        self.query = Some(members.into());
         self
     }
 
@@ -180,7 +180,7 @@ impl Op {
                 );
             }
         }
-        if let Some(members) = self.query {
+        if let Some(members) = &self.query {
             let RefOr::T(Schema::Object(o)) = shape(&format!("{{{members}}}")) else {
                 unreachable!()
             };
