@@ -40,18 +40,22 @@ pub struct HookAttempt {
 }
 
 /// One attempt to record.
-pub struct AttemptRecord<'a> {
+#[derive(Debug, Clone)]
+pub struct AttemptRecord {
     pub delivery_id: i64,
-    pub endpoint_id: &'a str,
-    pub event_id: &'a str,
+    pub endpoint_id: String,
+    pub event_id: String,
     pub at: i64,
     pub latency_ms: i64,
     pub status: u16,
-    pub body: &'a str,
-    pub error: Option<&'a str>,
+    pub body: String,
+    pub error: Option<String>,
     /// The delivery's state after it, and its next attempt's time when pending.
     pub state: DeliveryState,
     pub next_at: i64,
+    /// The endpoint's `failing_since` as read before the attempt: its failure record is
+    /// written only when the attempt changes it (succeeded while failing, failed while not).
+    pub endpoint_failing_since: Option<i64>,
 }
 
 impl Store {
@@ -103,61 +107,66 @@ impl Store {
         Ok(out)
     }
 
-    /// Record an attempt and move its delivery, in one transaction.
-    pub async fn record_hook_attempt(&self, a: &AttemptRecord<'_>) -> Result<(), StoreError> {
-        let mut tx = self.pool().begin().await?;
-        self.tx_run(
-            &mut tx,
-            "INSERT INTO hook_attempts (delivery_id, endpoint_id, event_id, at, latency_ms, status, body, error) \
-             VALUES ($1, $2, $3, $4, $5, $6, $7, $8)",
-            vec![
-                Val::I(a.delivery_id),
-                a.endpoint_id.into(),
-                a.event_id.into(),
-                Val::I(a.at),
-                Val::I(a.latency_ms),
-                Val::I(i64::from(a.status)),
-                a.body.into(),
-                Val::OptS(a.error.map(str::to_string)),
-            ],
-        )
-        .await?;
-        self.tx_run(
-            &mut tx,
-            "UPDATE hook_deliveries SET state = $1, attempts = attempts + 1, next_at = $2, last_status = $3, updated_at = $4 WHERE id = $5",
-            vec![
-                a.state.as_str().into(),
-                Val::I(a.next_at),
-                Val::I(i64::from(a.status)),
-                Val::I(a.at),
-                Val::I(a.delivery_id),
-            ],
-        )
-        .await?;
-        tx.commit().await?;
-        Ok(())
-    }
-
-    /// An endpoint's delivery succeeded (true) or failed: its failure record.
-    pub async fn hook_endpoint_health(
-        &self,
-        id: &str,
-        ok: bool,
-        now: i64,
-    ) -> Result<(), StoreError> {
-        if ok {
-            self.run(
-                "UPDATE hook_endpoints SET failing_since = NULL WHERE id = $1 AND failing_since IS NOT NULL",
-                vec![id.into()],
-            )
-            .await?;
-        } else {
-            self.run(
-                "UPDATE hook_endpoints SET failing_since = $2 WHERE id = $1 AND failing_since IS NULL",
-                vec![id.into(), Val::I(now)],
-            )
-            .await?;
+    /// Record attempts, move their deliveries and their endpoints' failure records, all in
+    /// one transaction: the sender hands over what ended while the last one committed, so
+    /// on SQLite a busy endpoint costs one wait for the write lock per batch, not three per
+    /// delivery.
+    pub async fn record_hook_attempts(&self, records: &[AttemptRecord]) -> Result<(), StoreError> {
+        if records.is_empty() {
+            return Ok(());
         }
+        let mut tx = self.pool().begin().await?;
+        for a in records {
+            self.tx_run(
+                &mut tx,
+                "INSERT INTO hook_attempts (delivery_id, endpoint_id, event_id, at, latency_ms, status, body, error) \
+                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8)",
+                vec![
+                    Val::I(a.delivery_id),
+                    a.endpoint_id.as_str().into(),
+                    a.event_id.as_str().into(),
+                    Val::I(a.at),
+                    Val::I(a.latency_ms),
+                    Val::I(i64::from(a.status)),
+                    a.body.as_str().into(),
+                    Val::OptS(a.error.clone()),
+                ],
+            )
+            .await?;
+            self.tx_run(
+                &mut tx,
+                "UPDATE hook_deliveries SET state = $1, attempts = attempts + 1, next_at = $2, last_status = $3, updated_at = $4 WHERE id = $5",
+                vec![
+                    a.state.as_str().into(),
+                    Val::I(a.next_at),
+                    Val::I(i64::from(a.status)),
+                    Val::I(a.at),
+                    Val::I(a.delivery_id),
+                ],
+            )
+            .await?;
+            let ok = a.state == DeliveryState::Succeeded;
+            match (ok, a.endpoint_failing_since) {
+                (true, Some(_)) => {
+                    self.tx_run(
+                        &mut tx,
+                        "UPDATE hook_endpoints SET failing_since = NULL WHERE id = $1 AND failing_since IS NOT NULL",
+                        vec![a.endpoint_id.as_str().into()],
+                    )
+                    .await?;
+                }
+                (false, None) => {
+                    self.tx_run(
+                        &mut tx,
+                        "UPDATE hook_endpoints SET failing_since = $2 WHERE id = $1 AND failing_since IS NULL",
+                        vec![a.endpoint_id.as_str().into(), Val::I(a.at)],
+                    )
+                    .await?;
+                }
+                _ => {}
+            }
+        }
+        tx.commit().await?;
         Ok(())
     }
 
