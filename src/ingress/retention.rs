@@ -207,14 +207,16 @@ pub async fn pass(store: &Store, settings: &Settings, now: i64) -> Result<PassRe
     }
     let limit = i64::from(s.batch);
     if let Some(before) = policy.cutoff(s.webhook_log) {
-        for _ in 0..s.batches_per_pass {
-            let n = store.delete_old_hook_events(before, limit).await?;
-            counted(&mut report, "hook_events", "delete", n);
-            if n < limit as u64 {
-                break;
-            }
-            tokio::time::sleep(s.pause).await;
-        }
+        in_batches(s, &mut report, "hook_events", || {
+            store.delete_old_hook_events(before, limit)
+        })
+        .await?;
+    }
+    if let Some(before) = policy.cutoff(s.flow_steps) {
+        in_batches(s, &mut report, "flow_executions", || {
+            store.delete_old_flow_executions(before, limit)
+        })
+        .await?;
     }
     if let Some(before) = policy.cutoff(s.campaign_recipients) {
         let mut budget = s.batches_per_pass;
@@ -240,6 +242,29 @@ pub async fn pass(store: &Store, settings: &Settings, now: i64) -> Result<PassRe
         store.incremental_vacuum(s.vacuum_pages).await?;
     }
     Ok(report)
+}
+
+/// Run `delete` (at most `batch` rows a time) until a batch comes back short or the pass's
+/// `batches_per_pass` are spent, pausing between batches.
+async fn in_batches<F, Fut>(
+    s: &RetentionSettings,
+    report: &mut PassReport,
+    table: &str,
+    mut delete: F,
+) -> Result<(), StoreError>
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Result<u64, StoreError>>,
+{
+    for _ in 0..s.batches_per_pass {
+        let n = delete().await?;
+        counted(report, table, "delete", n);
+        if n < u64::from(s.batch) {
+            break;
+        }
+        tokio::time::sleep(s.pause).await;
+    }
+    Ok(())
 }
 
 fn counted(report: &mut PassReport, table: &str, action: &str, n: u64) {

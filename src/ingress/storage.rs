@@ -31,6 +31,7 @@ async fn storage(State(app): State<AppState>) -> Answer {
             "outbox" => format!("read receipts: {}; messages: {}", r.outbox, r.messages),
             "search_docs" => r.messages.to_string(),
             "flow_execution_steps" => r.flow_steps.to_string(),
+            "flow_executions" => format!("ended sessions: {}", r.flow_steps),
             "campaign_recipients" => r.campaign_recipients.to_string(),
             "dead_letters" => r.dead_letters.to_string(),
             "media_files" => r.media.to_string(),

@@ -124,11 +124,12 @@ pub struct StorageReport {
 }
 
 /// The tables reported, with the column that dates a row and the one that orders it.
-pub const STORAGE_TABLES: [(&str, Option<(&str, &str)>); 12] = [
+pub const STORAGE_TABLES: [(&str, Option<(&str, &str)>); 13] = [
     ("inbox", Some(("received_at", "seq"))),
     ("outbox", Some(("created_at", "id"))),
     ("search_docs", Some(("at", "id"))),
     ("flow_execution_steps", Some(("at", "id"))),
+    ("flow_executions", Some(("started_at", "started_at"))),
     (
         "campaign_recipients",
         Some(("enrolled_at", "campaign_id, id")),
@@ -293,6 +294,23 @@ impl Store {
             "DELETE FROM hook_events WHERE id IN (SELECT e.id FROM hook_events e WHERE e.created_at < $1 \
              AND NOT EXISTS (SELECT 1 FROM hook_deliveries d WHERE d.event_id = e.id) \
              ORDER BY e.created_at LIMIT $2)",
+            vec![Val::I(before), Val::I(limit)],
+        )
+        .await
+    }
+
+    /// Flow sessions that ended (completed or failed) before `before`, at most `limit`: their
+    /// trace went with `flow_steps`; a running or paused session stays, however old.
+    pub async fn delete_old_flow_executions(
+        &self,
+        before: i64,
+        limit: i64,
+    ) -> Result<u64, StoreError> {
+        self.run(
+            "DELETE FROM flow_executions WHERE (account, user_key, flow_id, started_at) IN \
+             (SELECT account, user_key, flow_id, started_at FROM flow_executions \
+              WHERE ended_at IS NOT NULL AND ended_at < $1 AND status IN ('completed', 'failed') \
+              ORDER BY ended_at LIMIT $2)",
             vec![Val::I(before), Val::I(limit)],
         )
         .await

@@ -47,8 +47,8 @@ async fn traffic(store: &Store, media_dir: &std::path::Path, d: i64, at: i64) {
         }
     }
     exec(store, &format!(
-        "INSERT INTO flow_executions (account, user_key, flow_id, started_at, version, status, updated_at) \
-         VALUES ('{a}', 'u1', 'shop', {at}, 'v1', 'completed', {at})")).await;
+        "INSERT INTO flow_executions (account, user_key, flow_id, started_at, version, status, updated_at, ended_at) \
+         VALUES ('{a}', 'u1', 'shop', {at}, 'v1', 'completed', {at}, {})", at + 2)).await;
     for n in 0..3 {
         exec(store, &format!(
             "INSERT INTO flow_execution_steps (account, user_key, flow_id, started_at, node, status, at) \
@@ -210,6 +210,11 @@ async fn thirty_days_stay_bounded(db: TestDb) {
     assert_eq!(
         n("SELECT COUNT(*) FROM flow_execution_steps WHERE flow_id = 'shop'".into()).await,
         10 * 3
+    );
+    assert_eq!(
+        n("SELECT COUNT(*) FROM flow_executions WHERE flow_id = 'shop'".into()).await,
+        10,
+        "an ended session goes with its trace"
     );
     assert_eq!(
         n(
