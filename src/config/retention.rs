@@ -99,6 +99,9 @@ pub struct RetentionSettings {
     pub dedup: Window,
     /// Outbound webhooks' delivery log: settled deliveries, their attempts and events.
     pub webhook_log: Window,
+    /// Conversations' history beside the analytics snapshots: ended chatbot sessions, the
+    /// handoff log, timers that fired (or were cancelled).
+    pub sessions: Window,
     /// Store message bodies at all (an account's `log_messages` overrides it).
     pub log_messages: bool,
     /// How often a retention pass runs.
@@ -126,6 +129,7 @@ impl Default for RetentionSettings {
             media: Window::days(90),
             dedup: Window::days(8),
             webhook_log: Window::days(30),
+            sessions: Window::days(30),
             log_messages: true,
             every: Duration::from_secs(60),
             batch: 500,

@@ -218,6 +218,20 @@ pub async fn pass(store: &Store, settings: &Settings, now: i64) -> Result<PassRe
         })
         .await?;
     }
+    if let Some(before) = policy.cutoff(s.sessions) {
+        in_batches(s, &mut report, "chatbot_sessions", || {
+            store.delete_old_bot_sessions(before, limit)
+        })
+        .await?;
+        in_batches(s, &mut report, "conversation_handoffs", || {
+            store.delete_old_handoffs(before, limit)
+        })
+        .await?;
+        in_batches(s, &mut report, "timers", || {
+            store.delete_old_timers(before, limit)
+        })
+        .await?;
+    }
     if let Some(before) = policy.cutoff(s.campaign_recipients) {
         let mut budget = s.batches_per_pass;
         'campaigns: for campaign in store.finished_campaigns_with_recipients(before, 16).await? {

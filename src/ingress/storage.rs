@@ -36,6 +36,9 @@ async fn storage(State(app): State<AppState>) -> Answer {
             "dead_letters" => r.dead_letters.to_string(),
             "media_files" => r.media.to_string(),
             "hook_events" | "hook_deliveries" | "hook_attempts" => r.webhook_log.to_string(),
+            "chatbot_sessions" => format!("ended sessions: {}", r.sessions),
+            "conversation_handoffs" => r.sessions.to_string(),
+            "timers" => format!("fired or cancelled: {}", r.sessions),
             _ => return None,
         })
     };

@@ -124,7 +124,7 @@ pub struct StorageReport {
 }
 
 /// The tables reported, with the column that dates a row and the one that orders it.
-pub const STORAGE_TABLES: [(&str, Option<(&str, &str)>); 13] = [
+pub const STORAGE_TABLES: [(&str, Option<(&str, &str)>); 15] = [
     ("inbox", Some(("received_at", "seq"))),
     ("outbox", Some(("created_at", "id"))),
     ("search_docs", Some(("at", "id"))),
@@ -141,6 +141,8 @@ pub const STORAGE_TABLES: [(&str, Option<(&str, &str)>); 13] = [
     ("hook_attempts", Some(("at", "id"))),
     ("audit_log", Some(("at", "id"))),
     ("timers", Some(("created_at", "id"))),
+    ("chatbot_sessions", Some(("updated_at", "updated_at"))),
+    ("conversation_handoffs", Some(("at", "id"))),
 ];
 
 impl Store {
@@ -311,6 +313,43 @@ impl Store {
              (SELECT account, user_key, flow_id, started_at FROM flow_executions \
               WHERE ended_at IS NOT NULL AND ended_at < $1 AND status IN ('completed', 'failed') \
               ORDER BY ended_at LIMIT $2)",
+            vec![Val::I(before), Val::I(limit)],
+        )
+        .await
+    }
+
+    /// Chatbot sessions that ended before `before` (last changed then), at most `limit`.
+    pub async fn delete_old_bot_sessions(
+        &self,
+        before: i64,
+        limit: i64,
+    ) -> Result<u64, StoreError> {
+        self.run(
+            "DELETE FROM chatbot_sessions WHERE (account, user_key, bot, started_at) IN \
+             (SELECT account, user_key, bot, started_at FROM chatbot_sessions \
+              WHERE updated_at < $1 AND status <> 'active' ORDER BY updated_at LIMIT $2)",
+            vec![Val::I(before), Val::I(limit)],
+        )
+        .await
+    }
+
+    /// Handoff log rows from before `before`, at most `limit` (the analytics folder read
+    /// them within seconds of their writing).
+    pub async fn delete_old_handoffs(&self, before: i64, limit: i64) -> Result<u64, StoreError> {
+        self.run(
+            "DELETE FROM conversation_handoffs WHERE id IN \
+             (SELECT id FROM conversation_handoffs WHERE at < $1 ORDER BY id LIMIT $2)",
+            vec![Val::I(before), Val::I(limit)],
+        )
+        .await
+    }
+
+    /// Timers due before `before` that are no longer pending (fired, cancelled, dead), at
+    /// most `limit`. A pending timer stays, however old or far out.
+    pub async fn delete_old_timers(&self, before: i64, limit: i64) -> Result<u64, StoreError> {
+        self.run(
+            "DELETE FROM timers WHERE id IN \
+             (SELECT id FROM timers WHERE due_at < $1 AND state <> 'pending' ORDER BY id LIMIT $2)",
             vec![Val::I(before), Val::I(limit)],
         )
         .await

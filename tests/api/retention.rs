@@ -81,6 +81,15 @@ async fn traffic(store: &Store, media_dir: &std::path::Path, d: i64, at: i64) {
     exec(store, &format!(
         "INSERT INTO hook_attempts (delivery_id, endpoint_id, event_id, at, latency_ms, status, body) \
          VALUES (0, 'ep1', 'evt{d}', {at}, 5, 200, 'ok')")).await;
+    // A chatbot session that ended, a handoff and its release, a timer that fired.
+    for sql in [
+        format!("INSERT INTO chatbot_sessions (account, user_key, bot, started_at, status, updated_at) VALUES ('{a}', 'u2', 'helper', {at}, 'completed', {})", at + 60_000),
+        format!("INSERT INTO conversation_handoffs (account, user_key, kind, dedup_key, at) VALUES ('{a}', 'u3', 'handoff', 'h{d}', {at})"),
+        format!("INSERT INTO conversation_handoffs (account, user_key, kind, dedup_key, at) VALUES ('{a}', 'u3', 'release', 'r{d}', {})", at + 600_000),
+        format!("INSERT INTO timers (account, user_key, idem_key, name, payload, due_at, state, created_at) VALUES ('{a}', 'u4', 'fired{d}', 'reminder', 'null', {}, 'fired', {at})", at + 1_000),
+    ] {
+        exec(store, &sql).await;
+    }
 }
 
 /// Rows still needed, written on the first day.
@@ -95,6 +104,8 @@ async fn still_needed(store: &Store, media_dir: &std::path::Path) {
         format!("INSERT INTO conversations (account, user_key, state, created_at, updated_at) VALUES ('{a}', 'waiting', '{{\"wait\":\"reminder\"}}', {at}, {at})"),
         format!("INSERT INTO conversations (account, user_key, state, created_at, updated_at) VALUES ('{a}', 'handed', '{{\"handoff\":true}}', {at}, {at})"),
         format!("INSERT INTO timers (account, user_key, idem_key, name, payload, due_at, state, created_at) VALUES ('{a}', 'waiting', 't1', 'reminder', 'null', {}, 'pending', {at})", T0 + 40 * DAY),
+        // A chatbot session still active since the first day.
+        format!("INSERT INTO chatbot_sessions (account, user_key, bot, started_at, status, updated_at) VALUES ('{a}', 'chatty', 'helper', {at}, 'active', {at})"),
         // A pending payment (commerce's: never retention's).
         format!("INSERT INTO payments (account, order_id, user_key, provider, kind, method, amount, currency, status, expires_at, idem_key, created_at, updated_at) VALUES ('{a}', 1, 'buyer', 'manual', 'transfer', 'bank', '10', 'IDR', 'pending', {}, 'p1', {at}, {at})", T0 + 60 * DAY),
         // A flow session paused on a timer since the first day: its state stays (its trace
@@ -139,6 +150,7 @@ fn retention_settings(db: &TestDb, media_dir: &std::path::Path) -> Settings {
     r.media = days(10);
     r.campaign_recipients = days(5);
     r.webhook_log = days(10);
+    r.sessions = days(10);
     // Small statements, so that a day's rows take several.
     r.batch = 7;
     r.batches_per_pass = 1_000;
@@ -226,6 +238,24 @@ async fn thirty_days_stay_bounded(db: TestDb) {
         "a paused session stays (its trace is bounded like any other)"
     );
     assert_eq!(n("SELECT COUNT(*) FROM dead_letters".into()).await, 10);
+    // Ended chatbot sessions, the handoff log, fired timers: 10 days; what is live stays.
+    assert_eq!(
+        n("SELECT COUNT(*) FROM chatbot_sessions WHERE status = 'completed'".into()).await,
+        10
+    );
+    assert_eq!(
+        n("SELECT COUNT(*) FROM chatbot_sessions WHERE status = 'active'".into()).await,
+        1,
+        "an active chatbot session stays"
+    );
+    assert_eq!(
+        n("SELECT COUNT(*) FROM conversation_handoffs".into()).await,
+        2 * 10
+    );
+    assert_eq!(
+        n("SELECT COUNT(*) FROM timers WHERE state = 'fired'".into()).await,
+        10
+    );
     assert_eq!(n("SELECT COUNT(*) FROM media_files".into()).await, 10 + 1);
     let files = std::fs::read_dir(&media_dir).unwrap().count();
     assert_eq!(
