@@ -72,6 +72,16 @@ pub enum Event {
         currency: String,
         amount: Decimal,
     },
+    /// A refund as it stands: its amount counts while the gateway accepted it (pending) or
+    /// completed it, and stops counting if it then fails.
+    Refund {
+        refund: i64,
+        currency: String,
+        amount: Decimal,
+        counts: bool,
+        /// Not final yet (requested, pending): it may still change.
+        open: bool,
+    },
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -94,15 +104,18 @@ pub enum MarkKind {
     Bot,
     /// A payment counted (key: its id).
     Paid,
+    /// A refund seen (key: its id; `figures[0]`: 1 while its amount is counted).
+    Refund,
 }
 
 impl MarkKind {
-    pub const ALL: [MarkKind; 5] = [
+    pub const ALL: [MarkKind; 6] = [
         MarkKind::Wait,
         MarkKind::Agent,
         MarkKind::Campaign,
         MarkKind::Bot,
         MarkKind::Paid,
+        MarkKind::Refund,
     ];
 
     pub fn as_str(self) -> &'static str {
@@ -112,6 +125,7 @@ impl MarkKind {
             MarkKind::Campaign => "campaign",
             MarkKind::Bot => "bot",
             MarkKind::Paid => "paid",
+            MarkKind::Refund => "refund",
         }
     }
 
@@ -334,6 +348,33 @@ pub fn fold(rows: &[Row], zones: &Zones, marks: &HashMap<MarkKey, Mark>) -> Fold
                 };
                 current.insert(k, Some(m));
             }
+            Event::Refund {
+                refund,
+                currency,
+                amount,
+                counts,
+                open,
+            } => {
+                let k = key(&r.account, MarkKind::Refund, &refund.to_string());
+                let counted = get(&current, &k).is_some_and(|m| m.figures[0] == 1);
+                // Counted on the day it changed: a refund accepted today lowers today's
+                // net revenue, one that fails later gives it back that later day.
+                let change = match (counted, *counts) {
+                    (false, true) => *amount,
+                    (true, false) => -*amount,
+                    _ => Decimal::ZERO,
+                };
+                if !change.is_zero() {
+                    let money = f.days.entry((r.account.clone(), day)).or_default();
+                    money.money.entry(currency.clone()).or_default().refunded += change;
+                }
+                let m = Mark {
+                    since: r.at,
+                    figures: [i64::from(*counts), 0, 0, 0],
+                    open: *open,
+                };
+                current.insert(k, Some(m));
+            }
         }
     }
     for (k, m) in current {
@@ -488,6 +529,44 @@ mod tests {
             .map(|(k, _)| k.kind)
             .collect();
         assert_eq!(removed, vec![MarkKind::Wait, MarkKind::Agent]);
+    }
+
+    #[test]
+    fn a_refund_counts_once_while_accepted_and_is_given_back_if_it_fails() {
+        let refund = |status_counts: bool, open: bool| Event::Refund {
+            refund: 9,
+            currency: "IDR".into(),
+            amount: Decimal::new(4_000, 0),
+            counts: status_counts,
+            open,
+        };
+        // Requested (not counted), then accepted (pending) and read twice: counted once.
+        let first = fold(
+            &[
+                row(T, refund(false, true)),
+                row(T + 1_000, refund(true, true)),
+                row(T + 1_000, refund(true, true)),
+            ],
+            &zones(),
+            &HashMap::new(),
+        );
+        assert_eq!(
+            day(&first, "2026-12-01").money["IDR"].refunded,
+            Decimal::new(4_000, 0)
+        );
+        let marks: HashMap<MarkKey, Mark> = first
+            .marks
+            .iter()
+            .map(|(k, m)| (k.clone(), m.unwrap()))
+            .collect();
+        // Completed the next pass: nothing more; failed later: given back that day.
+        let second = fold(&[row(T + 2_000, refund(true, false))], &zones(), &marks);
+        assert!(second.days.values().all(|s| s.money.is_empty()));
+        let third = fold(&[row(T + 3_000, refund(false, false))], &zones(), &marks);
+        assert_eq!(
+            day(&third, "2026-12-01").money["IDR"].refunded,
+            Decimal::new(-4_000, 0)
+        );
     }
 
     #[test]

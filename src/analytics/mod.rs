@@ -48,7 +48,9 @@
 //! - The campaign funnel: `campaign_queued` (messages campaigns handed to conversations),
 //!   `campaign_sent`/`delivered`/`read`/`failed` (their statuses), `campaign_replied`
 //!   (recipients who wrote within 72 h of one).
-//! - `orders` (created) and per currency the orders' total and the revenue (payments paid).
+//! - `orders` (created) and per currency the orders' total, the revenue (payments paid), what
+//!   refunds gave back (`refunded`, on the day a refund was accepted; given back again the
+//!   day it fails, if it does) and the net (`revenue - refunded`).
 
 mod fold;
 pub mod hist;
@@ -154,6 +156,9 @@ pub struct Money {
     pub ordered: Decimal,
     /// What the payments paid brought in.
     pub revenue: Decimal,
+    /// What refunds gave back (accepted by the gateway or completed), counted on the day
+    /// the refund changed; `revenue - refunded` is the net.
+    pub refunded: Decimal,
 }
 
 /// The figures of one day, or of a period as the sum of its days.
@@ -176,6 +181,7 @@ impl Snapshot {
             let mine = self.money.entry(currency.clone()).or_default();
             mine.ordered += money.ordered;
             mine.revenue += money.revenue;
+            mine.refunded += money.refunded;
         }
     }
 
@@ -211,6 +217,7 @@ mod tests {
             Money {
                 ordered: Decimal::new(50_000, 0),
                 revenue: Decimal::ZERO,
+                refunded: Decimal::ZERO,
             },
         );
         let mut b = a.clone();

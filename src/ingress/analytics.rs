@@ -3,8 +3,8 @@
 //! figure (src/analytics/mod.rs says what each means), the rates (`delivered_rate`,
 //! `read_rate`, `failed_rate` of `sent`; `campaign_delivered_rate`, `campaign_read_rate`,
 //! `campaign_replied_rate` of `campaign_sent`; null when nothing was sent), the median
-//! first response, the chatbots' cost and, per currency, the orders' total and the revenue
-//! (decimal text).
+//! first response, the chatbots' cost and, per currency, the orders' total, the revenue, what
+//! refunds gave back and the net (decimal text).
 //!
 //! Days are the account's (`timezone`); weeks start on Monday; `from` and `to` are
 //! inclusive and widened to whole weeks or months; at most
@@ -170,6 +170,8 @@ fn item(row: &PeriodRow) -> Value {
     v.insert("bot_cost".into(), json!(s.bot_cost().to_string()));
     v.insert("ordered".into(), money(s, |m| m.ordered));
     v.insert("revenue".into(), money(s, |m| m.revenue));
+    v.insert("refunded".into(), money(s, |m| m.refunded));
+    v.insert("net_revenue".into(), money(s, |m| m.revenue - m.refunded));
     Value::Object(v)
 }
 
@@ -178,7 +180,17 @@ fn csv_answer(account: &str, period: Period, rows: &[PeriodRow]) -> Response {
     let mut header: Vec<String> = vec!["start".into(), "end".into()];
     header.extend(Metric::ALL.iter().map(|m| m.column().to_string()));
     header.extend(RATES.iter().map(|(n, _, _)| n.to_string()));
-    header.extend(["median_first_response_ms", "bot_cost", "ordered", "revenue"].map(String::from));
+    header.extend(
+        [
+            "median_first_response_ms",
+            "bot_cost",
+            "ordered",
+            "revenue",
+            "refunded",
+            "net_revenue",
+        ]
+        .map(String::from),
+    );
     let _ = w.write_record(&header);
     let pairs = |s: &Snapshot, pick: fn(&crate::analytics::Money) -> rust_decimal::Decimal| {
         s.money
@@ -205,6 +217,8 @@ fn csv_answer(account: &str, period: Period, rows: &[PeriodRow]) -> Response {
         rec.push(s.bot_cost().to_string());
         rec.push(pairs(s, |m| m.ordered));
         rec.push(pairs(s, |m| m.revenue));
+        rec.push(pairs(s, |m| m.refunded));
+        rec.push(pairs(s, |m| m.revenue - m.refunded));
         let _ = w.write_record(&rec);
     }
     let body = w.into_inner().unwrap_or_default();

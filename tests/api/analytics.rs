@@ -345,15 +345,27 @@ async fn bots_orders_and_payments_fold_by_difference_and_once(db: TestDb) {
         T0 + 120 * MIN
     ))
     .await;
+    // Part of it refunded the same day: accepted by the gateway (pending) at 01:30 local.
+    run(format!(
+        "INSERT INTO refunds (payment_id, amount, currency, reason, status, idem_key, created_at, updated_at) \
+         VALUES (1, '5000.25', 'IDR', 'damaged', 'pending', 'r1', {}, {})",
+        T0 + 150 * MIN,
+        T0 + 150 * MIN
+    ))
+    .await;
     for _ in 0..2 {
         store
             .fold_analytics(&zones, T0 + 180 * MIN, &mut memory)
             .await
             .unwrap();
     }
-    // Read again from an earlier position: a payment counted once stays counted once.
-    run("UPDATE analytics_cursor SET position = 0 WHERE source IN ('payments', 'bots')".into())
-        .await;
+    // Read again from an earlier position: a payment or refund counted once stays counted
+    // once.
+    run(
+        "UPDATE analytics_cursor SET position = 0 WHERE source IN ('payments', 'bots', 'refunds')"
+            .into(),
+    )
+    .await;
     store
         .fold_analytics(&zones, T0 + 180 * MIN, &mut memory)
         .await
@@ -378,6 +390,7 @@ async fn bots_orders_and_payments_fold_by_difference_and_once(db: TestDb) {
     assert_eq!(d1.money["IDR"].revenue, Decimal::ZERO);
     assert_eq!(d2.counters.get(Metric::PaymentsPaid), 1);
     assert_eq!(d2.money["IDR"].revenue, Decimal::new(4_500_050, 2));
+    assert_eq!(d2.money["IDR"].refunded, Decimal::new(500_025, 2));
     assert_eq!(d2.counters.get(Metric::BotTurns), 0);
 
     // A hole in the inbox's ids: passed at once when the rows after it are old (a rolled-back

@@ -35,6 +35,7 @@ fn day_snapshot(i: u64) -> Snapshot {
         Money {
             ordered: Decimal::new(125_000 + i as i64, 0),
             revenue: Decimal::new(99_500 + i as i64, 0),
+            refunded: Decimal::new(i as i64 % 3, 0),
         },
     );
     s

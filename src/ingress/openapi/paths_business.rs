@@ -61,7 +61,7 @@ pub(super) fn ops() -> Vec<Op> {
                 "One item per period, empty periods as zeros (money as decimal text per currency).",
                 "{account: str, period: str, timezone: str, from: str, to: str, items: [{start: str, \
                  end: str, median_first_response_ms: int?, bot_cost: str, ordered: map(str), \
-                 revenue: map(str)}]}",
+                 revenue: map(str), refunded: map(str), net_revenue: map(str)}]}",
             ),
         op("GET", "/audit", "The audit log")
             .query("key?: str, action?: str, since?: int, limit?: int(1..200), cursor?: str")

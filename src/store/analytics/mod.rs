@@ -325,7 +325,7 @@ impl Store {
         for r in self
             .tx_fetch(
                 tx,
-                "SELECT currency, ordered, revenue FROM analytics_money WHERE account = $1 AND day = $2",
+                "SELECT currency, ordered, revenue, refunded FROM analytics_money WHERE account = $1 AND day = $2",
                 key.clone(),
             )
             .await?
@@ -335,6 +335,7 @@ impl Store {
                 Money {
                     ordered: money_of(&r.try_get::<String, _>("ordered")?),
                     revenue: money_of(&r.try_get::<String, _>("revenue")?),
+                    refunded: money_of(&r.try_get::<String, _>("refunded")?),
                 },
             );
         }
@@ -372,14 +373,16 @@ impl Store {
         for (currency, money) in &s.money {
             self.tx_run(
                 tx,
-                "INSERT INTO analytics_money (account, day, currency, ordered, revenue) VALUES ($1, $2, $3, $4, $5) \
-                 ON CONFLICT (account, day, currency) DO UPDATE SET ordered = excluded.ordered, revenue = excluded.revenue",
+                "INSERT INTO analytics_money (account, day, currency, ordered, revenue, refunded) VALUES ($1, $2, $3, $4, $5, $6) \
+                 ON CONFLICT (account, day, currency) DO UPDATE SET ordered = excluded.ordered, revenue = excluded.revenue, \
+                 refunded = excluded.refunded",
                 vec![
                     Val::S(account.to_string()),
                     day_text(day).into(),
                     Val::S(currency.clone()),
                     money.ordered.normalize().to_string().into(),
                     money.revenue.normalize().to_string().into(),
+                    money.refunded.normalize().to_string().into(),
                 ],
             )
             .await?;
@@ -424,6 +427,9 @@ impl Store {
         if let Some(b) = cursor("bots") {
             cuts.push(("bot", b - DAY_MS, true));
         }
+        if let Some(r) = cursor("refunds") {
+            cuts.push(("refund", r - DAY_MS, true));
+        }
         for (kind, before, closed_only) in cuts {
             let sql = if closed_only {
                 "DELETE FROM analytics_marks WHERE kind = $1 AND since < $2 AND is_open = 0"
@@ -457,7 +463,7 @@ impl Store {
         }
         for r in self
             .fetch(
-                "SELECT day, currency, ordered, revenue FROM analytics_money WHERE account = $1 AND day >= $2 AND day <= $3",
+                "SELECT day, currency, ordered, revenue, refunded FROM analytics_money WHERE account = $1 AND day >= $2 AND day <= $3",
                 range,
             )
             .await?
@@ -468,6 +474,7 @@ impl Store {
                     Money {
                         ordered: money_of(&r.try_get::<String, _>("ordered")?),
                         revenue: money_of(&r.try_get::<String, _>("revenue")?),
+                        refunded: money_of(&r.try_get::<String, _>("refunded")?),
                     },
                 );
             }

@@ -12,6 +12,7 @@ use sqlx::Row as _;
 use super::super::sql::Val;
 use super::super::{Store, StoreError};
 use crate::analytics::{Event, MarkKey, MarkKind, Row, GAP_OLD_MS, GAP_WAIT_MS, GRACE_MS};
+use crate::domain::RefundStatus;
 
 /// Rows per source and pass.
 pub const BATCH: i64 = 2_000;
@@ -87,6 +88,9 @@ impl Read {
                 Event::Paid { payment, .. } => {
                     out.push(key(r, MarkKind::Paid, &payment.to_string()))
                 }
+                Event::Refund { refund, .. } => {
+                    out.push(key(r, MarkKind::Refund, &refund.to_string()))
+                }
                 Event::Status { .. } | Event::FlowStep { .. } | Event::Order { .. } => {}
             }
         }
@@ -118,6 +122,10 @@ const BOTS: &str = "SELECT account, user_key, bot, started_at, status, turns, to
      FROM chatbot_sessions WHERE updated_at > $1 AND updated_at <= $2 ORDER BY updated_at LIMIT $3";
 const PAYMENTS: &str = "SELECT id, account, currency, amount, paid_amount, paid_at AS at FROM payments \
      WHERE paid_at > $1 AND paid_at <= $2 AND status IN ('PAID', 'PAID_LATE', 'REFUNDED') ORDER BY paid_at LIMIT $3";
+
+const REFUNDS: &str = "SELECT r.id, p.account, r.currency, r.amount, r.status, r.updated_at AS at \
+     FROM refunds r JOIN payments p ON p.id = r.payment_id \
+     WHERE r.updated_at > $1 AND r.updated_at <= $2 ORDER BY r.updated_at LIMIT $3";
 
 fn decimal(text: Option<String>) -> Decimal {
     text.and_then(|t| Decimal::from_str(&t).ok())
@@ -288,8 +296,20 @@ impl Store {
             }
             rows.extend(found.into_iter().filter_map(|f| f.row));
         }
-        rows.extend(self.bots(at("bots"), now, &mut read).await?);
-        rows.extend(self.paid(at("payments"), now, &mut read).await?);
+        for (name, sql, convert) in [
+            (
+                "bots",
+                BOTS,
+                bot_row as fn(&sqlx::any::AnyRow) -> Result<Row, StoreError>,
+            ),
+            ("payments", PAYMENTS, paid_row),
+            ("refunds", REFUNDS, refund_row),
+        ] {
+            rows.extend(
+                self.by_time(name, sql, convert, at(name), now, &mut read)
+                    .await?,
+            );
+        }
         // Stable: rows of one time keep their source's order (a message before its reply).
         rows.sort_by_key(|r| r.at);
         read.rows = rows;
@@ -336,65 +356,81 @@ impl Store {
         Ok((out, short))
     }
 
-    /// Chatbot sessions changed since `position` (up to [`GRACE_MS`] ago), as their figures.
-    async fn bots(&self, position: i64, now: i64, read: &mut Read) -> Result<Vec<Row>, StoreError> {
+    /// A source by time: its rows changed after `position` and up to [`GRACE_MS`] ago.
+    async fn by_time(
+        &self,
+        name: &'static str,
+        sql: &str,
+        convert: fn(&sqlx::any::AnyRow) -> Result<Row, StoreError>,
+        position: i64,
+        now: i64,
+        read: &mut Read,
+    ) -> Result<Vec<Row>, StoreError> {
         let until = now - GRACE_MS;
         let found = self
-            .fetch(BOTS, vec![Val::I(position), Val::I(until), Val::I(BATCH)])
+            .fetch(sql, vec![Val::I(position), Val::I(until), Val::I(BATCH)])
             .await?;
-        let mut rows = Vec::with_capacity(found.len());
-        for r in &found {
-            let user: String = r.try_get("user_key")?;
-            let bot: String = r.try_get("bot")?;
-            let started: i64 = r.try_get("started_at")?;
-            rows.push(Row {
-                account: r.try_get("account")?,
-                at: r.try_get("at")?,
-                event: Event::Bot {
-                    session: format!("{user}|{bot}|{started}"),
-                    turns: r.try_get("turns")?,
-                    tokens_in: r.try_get("tokens_in")?,
-                    tokens_out: r.try_get("tokens_out")?,
-                    cost_micros: r.try_get("cost_micros")?,
-                    open: r.try_get::<String, _>("status")? == "active",
-                },
-            });
-        }
+        let rows = found.iter().map(convert).collect::<Result<Vec<_>, _>>()?;
         let next = time_cursor(&rows, position, until, read);
-        read.cursors.push(("bots", next));
+        read.cursors.push((name, next));
         Ok(rows)
     }
+}
 
-    /// Payments paid since `position` (up to [`GRACE_MS`] ago).
-    async fn paid(&self, position: i64, now: i64, read: &mut Read) -> Result<Vec<Row>, StoreError> {
-        let until = now - GRACE_MS;
-        let found = self
-            .fetch(
-                PAYMENTS,
-                vec![Val::I(position), Val::I(until), Val::I(BATCH)],
-            )
-            .await?;
-        let mut rows = Vec::with_capacity(found.len());
-        for r in &found {
-            let paid: Option<String> = r.try_get("paid_amount")?;
-            let amount = match paid {
-                Some(p) => decimal(Some(p)),
-                None => decimal(r.try_get("amount")?),
-            };
-            rows.push(Row {
-                account: r.try_get("account")?,
-                at: r.try_get("at")?,
-                event: Event::Paid {
-                    payment: r.try_get("id")?,
-                    currency: r.try_get("currency")?,
-                    amount,
-                },
-            });
-        }
-        let next = time_cursor(&rows, position, until, read);
-        read.cursors.push(("payments", next));
-        Ok(rows)
-    }
+/// A chatbot session, as its figures so far.
+fn bot_row(r: &sqlx::any::AnyRow) -> Result<Row, StoreError> {
+    let user: String = r.try_get("user_key")?;
+    let bot: String = r.try_get("bot")?;
+    let started: i64 = r.try_get("started_at")?;
+    Ok(Row {
+        account: r.try_get("account")?,
+        at: r.try_get("at")?,
+        event: Event::Bot {
+            session: format!("{user}|{bot}|{started}"),
+            turns: r.try_get("turns")?,
+            tokens_in: r.try_get("tokens_in")?,
+            tokens_out: r.try_get("tokens_out")?,
+            cost_micros: r.try_get("cost_micros")?,
+            open: r.try_get::<String, _>("status")? == "active",
+        },
+    })
+}
+
+/// A payment paid: what it brought in (the amount paid, else the amount asked).
+fn paid_row(r: &sqlx::any::AnyRow) -> Result<Row, StoreError> {
+    let paid: Option<String> = r.try_get("paid_amount")?;
+    let amount = match paid {
+        Some(p) => decimal(Some(p)),
+        None => decimal(r.try_get("amount")?),
+    };
+    Ok(Row {
+        account: r.try_get("account")?,
+        at: r.try_get("at")?,
+        event: Event::Paid {
+            payment: r.try_get("id")?,
+            currency: r.try_get("currency")?,
+            amount,
+        },
+    })
+}
+
+/// A refund as it stands.
+fn refund_row(r: &sqlx::any::AnyRow) -> Result<Row, StoreError> {
+    let status: RefundStatus = r
+        .try_get::<String, _>("status")?
+        .parse()
+        .map_err(|e: crate::domain::UnknownValue| StoreError::Corrupt(e.to_string()))?;
+    Ok(Row {
+        account: r.try_get("account")?,
+        at: r.try_get("at")?,
+        event: Event::Refund {
+            refund: r.try_get("id")?,
+            currency: r.try_get("currency")?,
+            amount: decimal(r.try_get("amount")?),
+            counts: status.counts(),
+            open: matches!(status, RefundStatus::Requested | RefundStatus::Pending),
+        },
+    })
 }
 
 /// A source by time's next position: all read up to `until`, or (a full batch) up to just
