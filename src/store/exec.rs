@@ -15,6 +15,7 @@ use super::{Dialect, StoreError};
 #[derive(Debug, Clone, Copy)]
 pub(crate) enum Col {
     Int,
+    OptInt,
     Text,
     OptText,
 }
@@ -26,6 +27,13 @@ pub(crate) fn int(row: &Values, i: usize) -> i64 {
     match row.get(i) {
         Some(Val::I(v)) | Some(Val::OptI(Some(v))) => *v,
         _ => 0,
+    }
+}
+
+pub(crate) fn opt_int(row: &Values, i: usize) -> Option<i64> {
+    match row.get(i) {
+        Some(Val::I(v)) | Some(Val::OptI(Some(v))) => Some(*v),
+        _ => None,
     }
 }
 
@@ -95,14 +103,37 @@ impl WriterConn {
         &mut self,
         f: impl FnOnce(&mut dyn SyncTx) -> Result<T, StoreError>,
     ) -> Result<T, StoreError> {
+        self.run(rusqlite::TransactionBehavior::Immediate, f)
+    }
+
+    /// Run reads in one snapshot (SQLite: a deferred transaction, which takes no write
+    /// lock; PostgreSQL: a transaction).
+    pub(crate) fn snapshot<T>(
+        &mut self,
+        f: impl FnOnce(&mut dyn SyncTx) -> Result<T, StoreError>,
+    ) -> Result<T, StoreError> {
+        self.run(rusqlite::TransactionBehavior::Deferred, f)
+    }
+
+    fn run<T>(
+        &mut self,
+        behavior: rusqlite::TransactionBehavior,
+        f: impl FnOnce(&mut dyn SyncTx) -> Result<T, StoreError>,
+    ) -> Result<T, StoreError> {
+        // Only a writing transaction's commit is timed (`parley_commit_us`).
+        let writes = !matches!(behavior, rusqlite::TransactionBehavior::Deferred);
         match self {
             WriterConn::Sqlite(conn) => {
                 let tx = conn
-                    .transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)
+                    .transaction_with_behavior(behavior)
                     .map_err(sqlite_err)?;
                 let mut stx = SqliteTx(&tx);
                 let out = f(&mut stx)?;
-                timed_commit(|| tx.commit().map_err(sqlite_err))?;
+                if writes {
+                    timed_commit(|| tx.commit().map_err(sqlite_err))?;
+                } else {
+                    tx.commit().map_err(sqlite_err)?;
+                }
                 Ok(out)
             }
             WriterConn::Postgres { rt, url, conn } => {
@@ -131,7 +162,11 @@ impl WriterConn {
                         let mut ptx = PgTx { rt, tx: &mut tx };
                         f(&mut ptx)?
                     };
-                    timed_commit(|| rt.block_on(tx.commit()))?;
+                    if writes {
+                        timed_commit(|| rt.block_on(tx.commit()))?;
+                    } else {
+                        rt.block_on(tx.commit())?;
+                    }
                     Ok(out)
                 })();
                 if let Err(StoreError::Unavailable(_))
@@ -262,9 +297,13 @@ impl SyncTx for SqliteTx<'_> {
                 let v = row.get_ref(i).map_err(sqlite_err)?;
                 values.push(match (col, v) {
                     (Col::Int, ValueRef::Integer(n)) => Val::I(n),
+                    (Col::OptInt, ValueRef::Integer(n)) => Val::OptI(Some(n)),
+                    (Col::OptInt, ValueRef::Null) => Val::OptI(None),
                     (Col::Text | Col::OptText, ValueRef::Text(t)) => {
                         Val::S(String::from_utf8_lossy(t).into_owned())
                     }
+                    // A number where text was asked for (a column without TEXT affinity).
+                    (Col::Text | Col::OptText, ValueRef::Integer(n)) => Val::S(n.to_string()),
                     (Col::OptText, ValueRef::Null) => Val::OptS(None),
                     (col, other) => {
                         return Err(StoreError::Corrupt(format!(
@@ -310,6 +349,7 @@ impl SyncTx for PgTx<'_, '_> {
                     .map(|(i, c)| {
                         Ok(match c {
                             Col::Int => Val::I(r.try_get(i)?),
+                            Col::OptInt => Val::OptI(r.try_get(i)?),
                             Col::Text => Val::S(r.try_get(i)?),
                             Col::OptText => Val::OptS(r.try_get(i)?),
                         })

@@ -4,11 +4,12 @@
 
 use std::collections::HashMap;
 use std::str::FromStr;
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use rust_decimal::Decimal;
-use sqlx::Row as _;
 
+use super::super::exec::{exec_query, int, opt_int, text, text_col, Col, Values, WriterConn};
 use super::super::sql::Val;
 use super::super::{Store, StoreError};
 use crate::analytics::{Event, MarkKey, MarkKind, Row, GAP_OLD_MS, GAP_WAIT_MS, GRACE_MS};
@@ -26,6 +27,28 @@ const PRUNE_EVERY: Duration = Duration::from_secs(3_600);
 pub struct FoldMemory {
     holes: HashMap<&'static str, (i64, Instant)>,
     pruned: Option<Instant>,
+    /// The folder's own connection for reading the sources (opened on first use).
+    reader: Option<Reader>,
+}
+
+/// A connection of the folder's own, shared with the blocking thread that reads on it.
+#[derive(Clone)]
+struct Reader(Arc<Mutex<WriterConn>>);
+
+impl Drop for FoldMemory {
+    fn drop(&mut self) {
+        if let Some(reader) = self.reader.take() {
+            // A PostgreSQL connection holds a runtime of its own, which may not be dropped
+            // on a thread that runs async tasks: drop it on a thread of its own.
+            std::thread::spawn(move || drop(reader));
+        }
+    }
+}
+
+impl std::fmt::Debug for Reader {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Reader")
+    }
 }
 
 impl FoldMemory {
@@ -105,120 +128,301 @@ struct Fetched {
     row: Option<Row>,
 }
 
-const INBOX: &str = "SELECT i.seq AS id, i.account, i.user_key, i.kind, i.status, i.state, i.received_at AS at, \
+/// One source: what it reads, as which columns, and how its position moves (by id, or by
+/// the time its rows changed).
+struct Source {
+    name: &'static str,
+    sql: &'static str,
+    cols: &'static [Col],
+    by_time: bool,
+}
+
+const INBOX: Source = Source {
+    name: "inbox",
+    sql: "SELECT i.seq AS id, i.account, i.user_key, i.kind, i.status, i.state, i.received_at AS at, \
      c.first_seen_at, (SELECT MIN(o.idem_key) FROM outbox o WHERE i.kind = 'status' AND o.account = i.account AND o.wamid = i.wamid) AS idem_key \
      FROM inbox i LEFT JOIN contacts c ON i.kind = 'message' AND c.account = i.account AND c.user_key = i.user_key \
-     WHERE i.seq > $1 ORDER BY i.seq LIMIT $2";
-const OUTBOX: &str =
-    "SELECT id, account, user_key, kind, class, idem_key, created_at AS at FROM outbox \
-     WHERE id > $1 ORDER BY id LIMIT $2";
-const FLOW_STEPS: &str = "SELECT id, account, started_at, status, at FROM flow_execution_steps \
-     WHERE id > $1 ORDER BY id LIMIT $2";
-const HANDOFFS: &str = "SELECT id, account, user_key, kind, at FROM conversation_handoffs \
-     WHERE id > $1 ORDER BY id LIMIT $2";
-const ORDERS: &str = "SELECT id, account, total, currency, created_at AS at FROM orders \
-     WHERE id > $1 ORDER BY id LIMIT $2";
-const BOTS: &str = "SELECT account, user_key, bot, started_at, status, turns, tokens_in, tokens_out, cost_micros, updated_at AS at \
-     FROM chatbot_sessions WHERE updated_at > $1 AND updated_at <= $2 ORDER BY updated_at LIMIT $3";
-const PAYMENTS: &str = "SELECT id, account, currency, amount, paid_amount, paid_at AS at FROM payments \
-     WHERE paid_at > $1 AND paid_at <= $2 AND status IN ('PAID', 'PAID_LATE', 'REFUNDED') ORDER BY paid_at LIMIT $3";
-
-const REFUNDS: &str = "SELECT r.id, p.account, r.currency, r.amount, r.status, r.updated_at AS at \
+     WHERE i.seq > $1 ORDER BY i.seq LIMIT $2",
+    cols: &[
+        Col::Int,
+        Col::Text,
+        Col::OptText,
+        Col::Text,
+        Col::OptText,
+        Col::Text,
+        Col::Int,
+        Col::OptInt,
+        Col::OptText,
+    ],
+    by_time: false,
+};
+const OUTBOX: Source = Source {
+    name: "outbox",
+    sql: "SELECT id, account, user_key, kind, class, idem_key, created_at AS at FROM outbox \
+     WHERE id > $1 ORDER BY id LIMIT $2",
+    cols: &[
+        Col::Int,
+        Col::Text,
+        Col::Text,
+        Col::Text,
+        Col::Text,
+        Col::Text,
+        Col::Int,
+    ],
+    by_time: false,
+};
+const FLOW_STEPS: Source = Source {
+    name: "flow_steps",
+    sql: "SELECT id, account, started_at, status, at FROM flow_execution_steps \
+     WHERE id > $1 ORDER BY id LIMIT $2",
+    cols: &[Col::Int, Col::Text, Col::Int, Col::Text, Col::Int],
+    by_time: false,
+};
+const HANDOFFS: Source = Source {
+    name: "handoffs",
+    sql: "SELECT id, account, user_key, kind, at FROM conversation_handoffs \
+     WHERE id > $1 ORDER BY id LIMIT $2",
+    cols: &[Col::Int, Col::Text, Col::Text, Col::Text, Col::Int],
+    by_time: false,
+};
+const ORDERS: Source = Source {
+    name: "orders",
+    sql: "SELECT id, account, total, currency, created_at AS at FROM orders \
+     WHERE id > $1 ORDER BY id LIMIT $2",
+    cols: &[Col::Int, Col::Text, Col::OptText, Col::Text, Col::Int],
+    by_time: false,
+};
+const BOTS: Source = Source {
+    name: "bots",
+    sql: "SELECT account, user_key, bot, started_at, status, turns, tokens_in, tokens_out, cost_micros, updated_at AS at \
+     FROM chatbot_sessions WHERE updated_at > $1 AND updated_at <= $2 ORDER BY updated_at LIMIT $3",
+    cols: &[
+        Col::Text,
+        Col::Text,
+        Col::Text,
+        Col::Int,
+        Col::Text,
+        Col::Int,
+        Col::Int,
+        Col::Int,
+        Col::Int,
+        Col::Int,
+    ],
+    by_time: true,
+};
+const PAYMENTS: Source = Source {
+    name: "payments",
+    sql: "SELECT id, account, currency, amount, paid_amount, paid_at AS at FROM payments \
+     WHERE paid_at > $1 AND paid_at <= $2 AND status IN ('PAID', 'PAID_LATE', 'REFUNDED') ORDER BY paid_at LIMIT $3",
+    cols: &[
+        Col::Int,
+        Col::Text,
+        Col::Text,
+        Col::OptText,
+        Col::OptText,
+        Col::Int,
+    ],
+    by_time: true,
+};
+const REFUNDS: Source = Source {
+    name: "refunds",
+    sql: "SELECT r.id, p.account, r.currency, r.amount, r.status, r.updated_at AS at \
      FROM refunds r JOIN payments p ON p.id = r.payment_id \
-     WHERE r.updated_at > $1 AND r.updated_at <= $2 ORDER BY r.updated_at LIMIT $3";
+     WHERE r.updated_at > $1 AND r.updated_at <= $2 ORDER BY r.updated_at LIMIT $3",
+    cols: &[
+        Col::Int,
+        Col::Text,
+        Col::Text,
+        Col::OptText,
+        Col::Text,
+        Col::Int,
+    ],
+    by_time: true,
+};
 
-fn decimal(text: Option<String>) -> Decimal {
-    text.and_then(|t| Decimal::from_str(&t).ok())
+const SOURCES: [&Source; 8] = [
+    &INBOX,
+    &OUTBOX,
+    &FLOW_STEPS,
+    &HANDOFFS,
+    &ORDERS,
+    &BOTS,
+    &PAYMENTS,
+    &REFUNDS,
+];
+
+fn decimal(text: Option<&str>) -> Decimal {
+    text.and_then(|t| Decimal::from_str(t).ok())
         .unwrap_or_default()
 }
 
-fn inbox_row(r: &sqlx::any::AnyRow) -> Result<Option<Row>, StoreError> {
-    let account: String = r.try_get("account")?;
-    let at: i64 = r.try_get("at")?;
-    let state: String = r.try_get("state")?;
-    if state == "unrouted" {
+fn owned(row: &Values, i: usize) -> String {
+    text_col(row, i).to_string()
+}
+
+fn inbox_row(r: &Values) -> Result<Option<Row>, StoreError> {
+    if text_col(r, 5) == "unrouted" {
         return Ok(None);
     }
-    let event = match r.try_get::<String, _>("kind")?.as_str() {
+    let event = match text_col(r, 3) {
         "message" => {
-            let Some(user) = r.try_get::<Option<String>, _>("user_key")? else {
+            let Some(user) = text(r, 2) else {
                 return Ok(None);
             };
             Event::Inbound {
-                user,
-                first_seen_at: r.try_get("first_seen_at")?,
+                user: user.to_string(),
+                first_seen_at: opt_int(r, 7),
             }
         }
-        "status" => {
-            let idem: Option<String> = r.try_get("idem_key")?;
-            Event::Status {
-                status: r
-                    .try_get::<Option<String>, _>("status")?
-                    .unwrap_or_default(),
-                campaign: idem
-                    .as_deref()
-                    .and_then(crate::domain::campaign_of_idem_key)
-                    .is_some(),
-            }
-        }
+        "status" => Event::Status {
+            status: owned(r, 4),
+            campaign: text(r, 8)
+                .and_then(crate::domain::campaign_of_idem_key)
+                .is_some(),
+        },
         _ => return Ok(None),
     };
-    Ok(Some(Row { account, at, event }))
+    Ok(Some(Row {
+        account: owned(r, 1),
+        at: int(r, 6),
+        event,
+    }))
 }
 
-fn outbox_row(r: &sqlx::any::AnyRow) -> Result<Option<Row>, StoreError> {
-    if r.try_get::<String, _>("kind")? != "message" {
+fn outbox_row(r: &Values) -> Result<Option<Row>, StoreError> {
+    if text_col(r, 3) != "message" {
         return Ok(None);
     }
-    let idem: String = r.try_get("idem_key")?;
     Ok(Some(Row {
-        account: r.try_get("account")?,
-        at: r.try_get("at")?,
+        account: owned(r, 1),
+        at: int(r, 6),
         event: Event::Outbound {
-            user: r.try_get("user_key")?,
-            campaign: crate::domain::campaign_of_idem_key(&idem).is_some(),
-            service: r.try_get::<String, _>("class")? == "service",
+            user: owned(r, 2),
+            campaign: crate::domain::campaign_of_idem_key(text_col(r, 5)).is_some(),
+            service: text_col(r, 4) == "service",
         },
     }))
 }
 
-fn step_row(r: &sqlx::any::AnyRow) -> Result<Option<Row>, StoreError> {
+fn step_row(r: &Values) -> Result<Option<Row>, StoreError> {
     Ok(Some(Row {
-        account: r.try_get("account")?,
-        at: r.try_get("at")?,
+        account: owned(r, 1),
+        at: int(r, 4),
         event: Event::FlowStep {
-            started_at: r.try_get("started_at")?,
-            status: r.try_get("status")?,
+            started_at: int(r, 2),
+            status: owned(r, 3),
         },
     }))
 }
 
-fn handoff_row(r: &sqlx::any::AnyRow) -> Result<Option<Row>, StoreError> {
-    let user: String = r.try_get("user_key")?;
-    let event = match r.try_get::<String, _>("kind")?.as_str() {
+fn handoff_row(r: &Values) -> Result<Option<Row>, StoreError> {
+    let user = owned(r, 2);
+    let event = match text_col(r, 3) {
         "handoff" => Event::Handoff { user },
         "released" => Event::Released { user },
         _ => return Ok(None),
     };
     Ok(Some(Row {
-        account: r.try_get("account")?,
-        at: r.try_get("at")?,
+        account: owned(r, 1),
+        at: int(r, 4),
         event,
     }))
 }
 
-fn order_row(r: &sqlx::any::AnyRow) -> Result<Option<Row>, StoreError> {
+fn order_row(r: &Values) -> Result<Option<Row>, StoreError> {
     Ok(Some(Row {
-        account: r.try_get("account")?,
-        at: r.try_get("at")?,
+        account: owned(r, 1),
+        at: int(r, 4),
         event: Event::Order {
-            currency: r.try_get("currency")?,
-            total: decimal(r.try_get("total")?),
+            currency: owned(r, 3),
+            total: decimal(text(r, 2)),
         },
     }))
 }
 
-type Convert = fn(&sqlx::any::AnyRow) -> Result<Option<Row>, StoreError>;
+/// A chatbot session, as its figures so far.
+fn bot_row(r: &Values) -> Result<Option<Row>, StoreError> {
+    let (user, bot, started) = (text_col(r, 1), text_col(r, 2), int(r, 3));
+    Ok(Some(Row {
+        account: owned(r, 0),
+        at: int(r, 9),
+        event: Event::Bot {
+            session: format!("{user}|{bot}|{started}"),
+            turns: int(r, 5),
+            tokens_in: int(r, 6),
+            tokens_out: int(r, 7),
+            cost_micros: int(r, 8),
+            open: text_col(r, 4) == "active",
+        },
+    }))
+}
+
+/// A payment paid: what it brought in (the amount paid, else the amount asked).
+fn paid_row(r: &Values) -> Result<Option<Row>, StoreError> {
+    Ok(Some(Row {
+        account: owned(r, 1),
+        at: int(r, 5),
+        event: Event::Paid {
+            payment: int(r, 0),
+            currency: owned(r, 2),
+            amount: decimal(text(r, 4).or(text(r, 3))),
+        },
+    }))
+}
+
+/// A refund as it stands.
+fn refund_row(r: &Values) -> Result<Option<Row>, StoreError> {
+    let status: RefundStatus = text_col(r, 4)
+        .parse()
+        .map_err(|e: crate::domain::UnknownValue| StoreError::Corrupt(e.to_string()))?;
+    Ok(Some(Row {
+        account: owned(r, 1),
+        at: int(r, 5),
+        event: Event::Refund {
+            refund: int(r, 0),
+            currency: owned(r, 2),
+            amount: decimal(text(r, 3)),
+            counts: status.counts(),
+            open: matches!(status, RefundStatus::Requested | RefundStatus::Pending),
+        },
+    }))
+}
+
+type Convert = fn(&Values) -> Result<Option<Row>, StoreError>;
+
+/// What one pass read, in one snapshot: each source's position and its rows.
+struct Fetch {
+    positions: HashMap<String, i64>,
+    rows: HashMap<&'static str, Vec<Values>>,
+}
+
+/// Read every source after its position, in one read transaction on the folder's own
+/// connection (SQLite: rusqlite, no write lock; rows come back as plain values, not through
+/// the pool's row conversion, which cost the shop benchmark ~15 % of its CPU).
+fn fetch_all(conn: &mut WriterConn, now: i64) -> Result<Fetch, StoreError> {
+    conn.snapshot(|tx| {
+        let positions: HashMap<String, i64> = exec_query(
+            tx,
+            "SELECT source, position FROM analytics_cursor",
+            vec![],
+            &[Col::Text, Col::Int],
+        )?
+        .iter()
+        .map(|r| (owned(r, 0), int(r, 1)))
+        .collect();
+        let mut rows = HashMap::new();
+        for source in SOURCES {
+            let position = positions.get(source.name).copied().unwrap_or(0);
+            let vals = if source.by_time {
+                vec![Val::I(position), Val::I(now - GRACE_MS), Val::I(BATCH)]
+            } else {
+                vec![Val::I(position), Val::I(BATCH)]
+            };
+            rows.insert(source.name, exec_query(tx, source.sql, vals, source.cols)?);
+        }
+        Ok(Fetch { positions, rows })
+    })
+}
 
 impl Store {
     pub(super) async fn read_sources(
@@ -226,38 +430,59 @@ impl Store {
         now: i64,
         memory: &mut FoldMemory,
     ) -> Result<Read, StoreError> {
-        let positions: HashMap<String, i64> = self
-            .fetch("SELECT source, position FROM analytics_cursor", vec![])
-            .await?
-            .iter()
-            .map(|r| Ok((r.try_get("source")?, r.try_get("position")?)))
-            .collect::<Result<_, StoreError>>()?;
+        let conn = match &memory.reader {
+            Some(c) => c.clone(),
+            None => {
+                let mut conn = WriterConn::open(self.url(), self.dialect())?;
+                if let WriterConn::Sqlite(c) = &mut conn {
+                    // It reads recent rows once each: the writer's 16 MiB page cache would
+                    // only add to the process's memory.
+                    c.execute_batch("PRAGMA cache_size = -2048; PRAGMA query_only = 1;")
+                        .map_err(|e| StoreError::Unavailable(format!("sqlite: {e}")))?;
+                }
+                let c = Reader(Arc::new(Mutex::new(conn)));
+                memory.reader = Some(c.clone());
+                c
+            }
+        };
+        let fetched = tokio::task::spawn_blocking(move || {
+            let mut conn = conn.0.lock().unwrap_or_else(|e| e.into_inner());
+            fetch_all(&mut conn, now)
+        })
+        .await
+        .map_err(|e| StoreError::Unavailable(format!("analytics reader: {e}")))?;
+        let mut fetched = match fetched {
+            Ok(f) => f,
+            Err(e) => {
+                // A broken connection is opened again on the next pass.
+                memory.reader = None;
+                return Err(e);
+            }
+        };
+        let positions = std::mem::take(&mut fetched.positions);
         let at = |name: &str| positions.get(name).copied().unwrap_or(0);
+        let mut take = |name: &str| fetched.rows.remove(name).unwrap_or_default();
         let mut read = Read::default();
         // Customers' messages and the replies to them are folded in time order together: the
         // one that stopped short (a full batch, a hole) bounds how far the other goes.
-        let mut inbox = self
-            .by_id(
-                "inbox",
-                INBOX,
-                inbox_row,
-                at("inbox"),
-                now,
-                memory,
-                &mut read,
-            )
-            .await?;
-        let mut outbox = self
-            .by_id(
-                "outbox",
-                OUTBOX,
-                outbox_row,
-                at("outbox"),
-                now,
-                memory,
-                &mut read,
-            )
-            .await?;
+        let mut inbox = by_id(
+            INBOX.name,
+            take(INBOX.name),
+            inbox_row,
+            at(INBOX.name),
+            now,
+            memory,
+            &mut read,
+        )?;
+        let mut outbox = by_id(
+            OUTBOX.name,
+            take(OUTBOX.name),
+            outbox_row,
+            at(OUTBOX.name),
+            now,
+            memory,
+            &mut read,
+        )?;
         let bound = [&inbox, &outbox]
             .iter()
             .filter(|(_, short)| *short)
@@ -282,155 +507,92 @@ impl Store {
             .chain(outbox.0)
             .filter_map(|f| f.row)
             .collect();
-        for (name, sql, convert) in [
-            ("flow_steps", FLOW_STEPS, step_row as Convert),
-            ("handoffs", HANDOFFS, handoff_row as Convert),
-            ("orders", ORDERS, order_row as Convert),
+        for (source, convert) in [
+            (&FLOW_STEPS, step_row as Convert),
+            (&HANDOFFS, handoff_row),
+            (&ORDERS, order_row),
         ] {
-            let (found, _) = self
-                .by_id(name, sql, convert, at(name), now, memory, &mut read)
-                .await?;
+            let (found, _) = by_id(
+                source.name,
+                take(source.name),
+                convert,
+                at(source.name),
+                now,
+                memory,
+                &mut read,
+            )?;
             if let Some(last) = found.last() {
-                read.cursors.push((name, last.id));
+                read.cursors.push((source.name, last.id));
                 read.moved = true;
             }
             rows.extend(found.into_iter().filter_map(|f| f.row));
         }
-        for (name, sql, convert) in [
-            (
-                "bots",
-                BOTS,
-                bot_row as fn(&sqlx::any::AnyRow) -> Result<Row, StoreError>,
-            ),
-            ("payments", PAYMENTS, paid_row),
-            ("refunds", REFUNDS, refund_row),
+        for (source, convert) in [
+            (&BOTS, bot_row as Convert),
+            (&PAYMENTS, paid_row),
+            (&REFUNDS, refund_row),
         ] {
-            rows.extend(
-                self.by_time(name, sql, convert, at(name), now, &mut read)
-                    .await?,
-            );
+            let found = take(source.name)
+                .iter()
+                .map(convert)
+                .filter_map(Result::transpose)
+                .collect::<Result<Vec<_>, _>>()?;
+            let position = at(source.name);
+            let next = time_cursor(&found, position, now - GRACE_MS, &mut read);
+            read.cursors.push((source.name, next));
+            rows.extend(found);
         }
         // Stable: rows of one time keep their source's order (a message before its reply).
         rows.sort_by_key(|r| r.at);
         read.rows = rows;
         Ok(read)
     }
+}
 
-    /// A source by id: the rows after `position` up to the first hole that may still fill;
-    /// and whether it stopped short (a full batch or a hole).
-    #[allow(clippy::too_many_arguments)]
-    async fn by_id(
-        &self,
-        name: &'static str,
-        sql: &str,
-        convert: Convert,
-        position: i64,
-        now: i64,
-        memory: &mut FoldMemory,
-        read: &mut Read,
-    ) -> Result<(Vec<Fetched>, bool), StoreError> {
-        let found = self
-            .fetch(sql, vec![Val::I(position), Val::I(BATCH)])
-            .await?;
-        let full = found.len() as i64 == BATCH;
-        let mut out = Vec::with_capacity(found.len());
-        let mut prev = position;
-        let mut short = full;
-        for r in &found {
-            let id: i64 = r.try_get("id")?;
-            let at: i64 = r.try_get("at")?;
-            if id != prev + 1 && now - at < GAP_OLD_MS && !memory.waited(name, prev) {
-                short = true;
-                break;
-            }
-            out.push(Fetched {
-                id,
-                at,
-                row: convert(r)?,
-            });
-            prev = id;
+/// A source by id: the rows after `position` up to the first hole that may still fill;
+/// and whether it stopped short (a full batch or a hole).
+fn by_id(
+    name: &'static str,
+    found: Vec<Values>,
+    convert: Convert,
+    position: i64,
+    now: i64,
+    memory: &mut FoldMemory,
+    read: &mut Read,
+) -> Result<(Vec<Fetched>, bool), StoreError> {
+    let full = found.len() as i64 == BATCH;
+    let mut out = Vec::with_capacity(found.len());
+    let mut prev = position;
+    let mut short = full;
+    // Every by-id source's columns start with its id; its time is named `at`, last but for
+    // the inbox's two lookups.
+    for r in &found {
+        let id = int(r, 0);
+        let row = convert(r)?;
+        let at = match &row {
+            Some(row) => row.at,
+            None => at_of(name, r),
+        };
+        if id != prev + 1 && now - at < GAP_OLD_MS && !memory.waited(name, prev) {
+            short = true;
+            break;
         }
-        if full {
-            read.more = true;
-        }
-        Ok((out, short))
+        out.push(Fetched { id, at, row });
+        prev = id;
     }
-
-    /// A source by time: its rows changed after `position` and up to [`GRACE_MS`] ago.
-    async fn by_time(
-        &self,
-        name: &'static str,
-        sql: &str,
-        convert: fn(&sqlx::any::AnyRow) -> Result<Row, StoreError>,
-        position: i64,
-        now: i64,
-        read: &mut Read,
-    ) -> Result<Vec<Row>, StoreError> {
-        let until = now - GRACE_MS;
-        let found = self
-            .fetch(sql, vec![Val::I(position), Val::I(until), Val::I(BATCH)])
-            .await?;
-        let rows = found.iter().map(convert).collect::<Result<Vec<_>, _>>()?;
-        let next = time_cursor(&rows, position, until, read);
-        read.cursors.push((name, next));
-        Ok(rows)
+    if full {
+        read.more = true;
     }
+    Ok((out, short))
 }
 
-/// A chatbot session, as its figures so far.
-fn bot_row(r: &sqlx::any::AnyRow) -> Result<Row, StoreError> {
-    let user: String = r.try_get("user_key")?;
-    let bot: String = r.try_get("bot")?;
-    let started: i64 = r.try_get("started_at")?;
-    Ok(Row {
-        account: r.try_get("account")?,
-        at: r.try_get("at")?,
-        event: Event::Bot {
-            session: format!("{user}|{bot}|{started}"),
-            turns: r.try_get("turns")?,
-            tokens_in: r.try_get("tokens_in")?,
-            tokens_out: r.try_get("tokens_out")?,
-            cost_micros: r.try_get("cost_micros")?,
-            open: r.try_get::<String, _>("status")? == "active",
-        },
-    })
-}
-
-/// A payment paid: what it brought in (the amount paid, else the amount asked).
-fn paid_row(r: &sqlx::any::AnyRow) -> Result<Row, StoreError> {
-    let paid: Option<String> = r.try_get("paid_amount")?;
-    let amount = match paid {
-        Some(p) => decimal(Some(p)),
-        None => decimal(r.try_get("amount")?),
-    };
-    Ok(Row {
-        account: r.try_get("account")?,
-        at: r.try_get("at")?,
-        event: Event::Paid {
-            payment: r.try_get("id")?,
-            currency: r.try_get("currency")?,
-            amount,
-        },
-    })
-}
-
-/// A refund as it stands.
-fn refund_row(r: &sqlx::any::AnyRow) -> Result<Row, StoreError> {
-    let status: RefundStatus = r
-        .try_get::<String, _>("status")?
-        .parse()
-        .map_err(|e: crate::domain::UnknownValue| StoreError::Corrupt(e.to_string()))?;
-    Ok(Row {
-        account: r.try_get("account")?,
-        at: r.try_get("at")?,
-        event: Event::Refund {
-            refund: r.try_get("id")?,
-            currency: r.try_get("currency")?,
-            amount: decimal(r.try_get("amount")?),
-            counts: status.counts(),
-            open: matches!(status, RefundStatus::Requested | RefundStatus::Pending),
-        },
-    })
+/// The time of a by-id source's row (for a row that counts for nothing).
+fn at_of(name: &str, r: &Values) -> i64 {
+    match name {
+        "inbox" => int(r, 6),
+        "outbox" => int(r, 6),
+        _ => int(r, 4),
+    }
 }
 
 /// A source by time's next position: all read up to `until`, or (a full batch) up to just
