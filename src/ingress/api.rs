@@ -152,6 +152,11 @@ pub(in crate::ingress) fn page_limit(given: Option<i64>) -> Result<i64, ApiError
     }
 }
 
+/// The text a page's cursor stands for (an empty cursor is none: the first page).
+pub(in crate::ingress) fn text_cursor(given: Option<&str>) -> Result<Option<String>, ApiError> {
+    given.filter(|c| !c.is_empty()).map(uncursor).transpose()
+}
+
 /// The id a newest-first page's cursor names.
 pub(in crate::ingress) fn id_cursor(given: Option<&str>) -> Result<Option<i64>, ApiError> {
     given

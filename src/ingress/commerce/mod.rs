@@ -50,7 +50,7 @@ use serde::Deserialize;
 use serde_json::Value;
 
 use super::api::{
-    body_bytes, id_cursor, json_body, page, page_limit, query, uncursor, Answer, ApiError,
+    body_bytes, id_cursor, json_body, page, page_limit, query, text_cursor, Answer, ApiError,
 };
 use super::AppState;
 use crate::domain::material::StockChange;

@@ -317,12 +317,7 @@ pub(super) async fn list_vouchers(
     let params = query(q)?;
     let (account, currency) = account(&app, params.account.as_deref())?;
     let limit = page_limit(params.limit)?;
-    let after = params
-        .cursor
-        .as_deref()
-        .filter(|c| !c.is_empty())
-        .map(uncursor)
-        .transpose()?;
+    let after = text_cursor(params.cursor.as_deref())?;
     let items = app
         .engine
         .store
