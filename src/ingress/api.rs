@@ -112,6 +112,18 @@ pub(in crate::ingress) fn json_body<T: DeserializeOwned>(
     object_body(&body_bytes(body)?)
 }
 
+/// A JSON body as `T`, whatever its kind (for the one body that may be a bare list): 400 when
+/// it is not JSON, 422 when it does not fit `T`.
+pub(in crate::ingress) fn json_any_body<T: DeserializeOwned>(
+    body: Result<Bytes, BytesRejection>,
+) -> Result<T, ApiError> {
+    let bytes = body_bytes(body)?;
+    serde_json::from_slice(&bytes).map_err(|e| match e.classify() {
+        serde_json::error::Category::Data => ApiError::invalid(format!("bad request body: {e}")),
+        _ => ApiError::new(StatusCode::BAD_REQUEST, format!("bad JSON: {e}")),
+    })
+}
+
 /// An optional JSON object body: nothing (or only whitespace) is `T::default()`.
 pub(in crate::ingress) fn optional_json_body<T: DeserializeOwned + Default>(
     body: Result<Bytes, BytesRejection>,

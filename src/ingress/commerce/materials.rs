@@ -294,7 +294,7 @@ pub(super) async fn put_product_materials(
     body: Result<Bytes, BytesRejection>,
 ) -> Answer {
     let (account, _) = account(&app, query(q)?.account.as_deref())?;
-    let lines = match json_body::<MaterialLinesBody>(body)? {
+    let lines = match super::super::api::json_any_body::<MaterialLinesBody>(body)? {
         MaterialLinesBody::Bare(l) | MaterialLinesBody::Wrapped { materials: l } => l,
     };
     let mut errors = Vec::new();
