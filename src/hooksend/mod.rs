@@ -20,9 +20,6 @@ use crate::hooks::{
 use crate::outcall::Refusal;
 use crate::store::{AttemptRecord, DueDelivery, HookEndpoint};
 
-/// An attempt handed to the recorder, and where to say it is recorded.
-type Recorded = (AttemptRecord, tokio::sync::oneshot::Sender<bool>);
-
 /// The first bytes of an answer's body kept in the delivery log.
 pub const LOGGED_BODY: usize = 4096;
 
@@ -35,7 +32,6 @@ async fn run(engine: Arc<Engine>) {
     if let Err(e) = engine.store.reload_hook_subs().await {
         tracing::error!(error = %e, "Cannot read the webhook endpoints; events are not written until they are.");
     }
-    let recorder = spawn_recorder(engine.clone());
     // Deliveries in flight; `webhooks.concurrency` is read on each pass (a reload applies).
     let in_flight = Arc::new(AtomicUsize::new(0));
     // Told when a delivery ends: after a full take (more may be due), the next take waits
@@ -63,14 +59,10 @@ async fn run(engine: Arc<Engine>) {
                     full = due.len() == free;
                     for d in due {
                         in_flight.fetch_add(1, Ordering::AcqRel);
-                        let (engine, in_flight, ended, recorder) = (
-                            engine.clone(),
-                            in_flight.clone(),
-                            ended.clone(),
-                            recorder.clone(),
-                        );
+                        let (engine, in_flight, ended) =
+                            (engine.clone(), in_flight.clone(), ended.clone());
                         tokio::spawn(async move {
-                            deliver(&engine, &recorder, d).await;
+                            deliver(&engine, d).await;
                             in_flight.fetch_sub(1, Ordering::AcqRel);
                             ended.notify_one();
                         });
@@ -90,33 +82,6 @@ async fn run(engine: Arc<Engine>) {
     }
 }
 
-/// The recorder: writes the attempts handed to it, all those waiting in one transaction, and
-/// answers each once it committed (a delivery's slot frees only then, and its lease keeps it
-/// from being taken again meanwhile). If the transaction fails, each is told so and its
-/// delivery is tried again when its lease ends, as after a crash.
-fn spawn_recorder(engine: Arc<Engine>) -> tokio::sync::mpsc::Sender<Recorded> {
-    /// At most this many attempts a transaction.
-    const BATCH: usize = 128;
-    let (tx, mut rx) = tokio::sync::mpsc::channel::<Recorded>(1024);
-    tokio::spawn(async move {
-        let mut batch: Vec<Recorded> = Vec::with_capacity(BATCH);
-        while rx.recv_many(&mut batch, BATCH).await > 0 {
-            let records: Vec<AttemptRecord> = batch.iter().map(|(r, _)| r.clone()).collect();
-            let ok = match engine.store.record_hook_attempts(&records).await {
-                Ok(()) => true,
-                Err(e) => {
-                    tracing::warn!(error = %e, attempts = records.len(), "Cannot record webhook attempts; they are made again.");
-                    false
-                }
-            };
-            for (_, done) in batch.drain(..) {
-                let _ = done.send(ok);
-            }
-        }
-    });
-    tx
-}
-
 /// What an attempt brought back, for the log and the schedule.
 struct Outcome {
     answer: Answer,
@@ -125,7 +90,7 @@ struct Outcome {
 }
 
 /// One attempt of one delivery, recorded.
-async fn deliver(engine: &Engine, recorder: &tokio::sync::mpsc::Sender<Recorded>, d: DueDelivery) {
+async fn deliver(engine: &Engine, d: DueDelivery) {
     let ep = match engine.store.hook_endpoint(&d.endpoint_id).await {
         Ok(Some(ep)) if ep.active => ep,
         Ok(_) => return,
@@ -172,9 +137,11 @@ async fn deliver(engine: &Engine, recorder: &tokio::sync::mpsc::Sender<Recorded>
         next_at,
         endpoint_failing_since: ep.failing_since,
     };
-    let (done, recorded) = tokio::sync::oneshot::channel();
-    if recorder.send((record, done)).await.is_err() || recorded.await != Ok(true) {
-        return; // made again when its lease ends
+    // The attempt, its delivery's move and the endpoint's failure record (only when this
+    // attempt changes it) in one transaction.
+    if let Err(e) = engine.store.record_hook_attempts(&[record]).await {
+        tracing::warn!(error = %e, delivery = d.id, "Cannot record a webhook attempt; it is made again.");
+        return;
     }
     let ok = verdict == Verdict::Succeeded;
     let reason = match verdict {

@@ -108,9 +108,8 @@ impl Store {
     }
 
     /// Record attempts, move their deliveries and their endpoints' failure records, all in
-    /// one transaction: the sender hands over what ended while the last one committed, so
-    /// on SQLite a busy endpoint costs one wait for the write lock per batch, not three per
-    /// delivery.
+    /// one transaction (the sender records each attempt as it ends: one write transaction
+    /// per delivery where there were two, the failure record only when it changes).
     pub async fn record_hook_attempts(&self, records: &[AttemptRecord]) -> Result<(), StoreError> {
         if records.is_empty() {
             return Ok(());
