@@ -204,6 +204,13 @@ async fn a_customer_pays_through(db: TestDb, kind: GatewayKind, payment: &str) {
     );
     let payment = store.payment(1).await.unwrap().unwrap();
     assert_eq!(payment.status, PaymentStatus::Pending);
+    // The gateway's expiry, read from its answer, lies ahead (a fake answering a fixed date
+    // once left every payment created expired as soon as that date had passed).
+    assert!(
+        payment.expires_at > now_secs() * 1000,
+        "{kind}: expires at {} ms",
+        payment.expires_at
+    );
     match &gateway {
         Some(g) => {
             assert!(

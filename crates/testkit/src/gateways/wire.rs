@@ -9,6 +9,46 @@ use super::*;
 
 pub(super) type Made = (StatusCode, Value, Option<Payment>);
 
+/// Western Indonesian Time, where Finpay and Midtrans write their local times.
+const WIB_SECS: i64 = 7 * 3600;
+
+/// How a gateway writes a time.
+#[derive(Clone, Copy)]
+enum Style {
+    /// `2026-12-02 10:00:00`, local.
+    Plain,
+    /// `2026-12-02T10:00:00Z`.
+    Iso,
+    /// `2026-12-02T10:00:00.000Z`.
+    IsoMillis,
+}
+
+/// An hour from now, as a gateway writes an expiry (`offset`: seconds east of UTC). A fixed
+/// date would pass one day and leave every payment created expired.
+fn in_an_hour(offset: i64, style: Style) -> String {
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs() as i64);
+    let t = now + 3600 + offset;
+    let (days, secs) = (t.div_euclid(86_400), t.rem_euclid(86_400));
+    // Days since 1970-01-01 to a civil date (H. Hinnant's algorithm).
+    let z = days + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z - era * 146_097;
+    let yoe = (doe - doe / 1_460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let d = doy - (153 * mp + 2) / 5 + 1;
+    let m = if mp < 10 { mp + 3 } else { mp - 9 };
+    let y = yoe + era * 400 + i64::from(m <= 2);
+    let (hh, mm, ss) = (secs / 3600, secs / 60 % 60, secs % 60);
+    match style {
+        Style::Plain => format!("{y:04}-{m:02}-{d:02} {hh:02}:{mm:02}:{ss:02}"),
+        Style::Iso => format!("{y:04}-{m:02}-{d:02}T{hh:02}:{mm:02}:{ss:02}Z"),
+        Style::IsoMillis => format!("{y:04}-{m:02}-{d:02}T{hh:02}:{mm:02}:{ss:02}.000Z"),
+    }
+}
+
 pub(super) fn exists(st: &St, id: &str) -> bool {
     st.payments
         .lock()
@@ -70,7 +110,7 @@ pub(super) fn finpay_create(st: &St, n: u64, body: &[u8]) -> Made {
     let base = st.base.lock().unwrap().clone();
     let mut answer = json!({
         "responseCode": "2000000", "responseMessage": "Success",
-        "redirecturl": format!("{base}/pay/{id}"), "expiryLink": "2026-12-02 09:56:35",
+        "redirecturl": format!("{base}/pay/{id}"), "expiryLink": in_an_hour(WIB_SECS, Style::Plain),
     });
     match sof {
         "qris" => {
@@ -119,7 +159,7 @@ pub(super) fn xendit_invoice(st: &St, n: u64, body: &[u8]) -> Made {
     let answer = json!({
         "id": id, "external_id": ext, "user_id": "user-1", "status": "PENDING",
         "merchant_name": "Toko Parley", "amount": amount, "currency": b["currency"],
-        "description": b["description"], "expiry_date": "2026-12-02T10:00:00.000Z",
+        "description": b["description"], "expiry_date": in_an_hour(0, Style::IsoMillis),
         "invoice_url": format!("{base}/web/invoices/{id}"),
         "available_banks": banks, "available_retail_outlets": outlets,
         "available_ewallets": [], "available_qr_codes": [{"qr_code_type": "QRIS"}],
@@ -146,7 +186,7 @@ pub(super) fn xendit_qris(n: u64, body: &[u8]) -> Made {
     let expires = b
         .pointer("/payment_method/qr_code/channel_properties/expires_at")
         .cloned()
-        .unwrap_or(json!("2026-12-02T10:00:00Z"));
+        .unwrap_or(json!(in_an_hour(0, Style::Iso)));
     let answer = json!({
         "id": id, "reference_id": reference, "business_id": "biz-1", "currency": "IDR",
         "amount": amount, "country": "ID", "status": "PENDING", "description": b["description"],
@@ -206,7 +246,7 @@ pub(super) fn midtrans_charge(st: &St, n: u64, body: &[u8]) -> Made {
         "transaction_id": tid, "order_id": order, "merchant_id": "G000000000",
         "gross_amount": format!("{gross}.00"), "currency": "IDR", "payment_type": pt,
         "transaction_time": "2026-12-01 10:00:00", "transaction_status": "pending",
-        "fraud_status": "accept", "expiry_time": "2026-12-02 10:00:00",
+        "fraud_status": "accept", "expiry_time": in_an_hour(WIB_SECS, Style::Plain),
     });
     let base = st.base.lock().unwrap().clone();
     match pt.as_str() {
