@@ -28,24 +28,13 @@ enum Style {
 fn in_an_hour(offset: i64, style: Style) -> String {
     let now = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| d.as_secs() as i64);
-    let t = now + 3600 + offset;
-    let (days, secs) = (t.div_euclid(86_400), t.rem_euclid(86_400));
-    // Days since 1970-01-01 to a civil date (H. Hinnant's algorithm).
-    let z = days + 719_468;
-    let era = z.div_euclid(146_097);
-    let doe = z - era * 146_097;
-    let yoe = (doe - doe / 1_460 + doe / 36_524 - doe / 146_096) / 365;
-    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-    let mp = (5 * doy + 2) / 153;
-    let d = doy - (153 * mp + 2) / 5 + 1;
-    let m = if mp < 10 { mp + 3 } else { mp - 9 };
-    let y = yoe + era * 400 + i64::from(m <= 2);
-    let (hh, mm, ss) = (secs / 3600, secs / 60 % 60, secs % 60);
+        .map_or(0, |d| d.as_millis() as i64);
+    // `2026-12-02T10:00:00.000Z`, as the daemon writes its own times.
+    let text = parley::hooks::utc_text(now + (3600 + offset) * 1000);
     match style {
-        Style::Plain => format!("{y:04}-{m:02}-{d:02} {hh:02}:{mm:02}:{ss:02}"),
-        Style::Iso => format!("{y:04}-{m:02}-{d:02}T{hh:02}:{mm:02}:{ss:02}Z"),
-        Style::IsoMillis => format!("{y:04}-{m:02}-{d:02}T{hh:02}:{mm:02}:{ss:02}.000Z"),
+        Style::Plain => text[..19].replace('T', " "),
+        Style::Iso => format!("{}Z", &text[..19]),
+        Style::IsoMillis => text,
     }
 }
 
