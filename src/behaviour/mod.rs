@@ -3,6 +3,7 @@
 //! [`ConversationLogic`](crate::conversation::ConversationLogic)). `flow` and `chatbot` do
 //! not know each other; this floor joins them.
 
+mod bot;
 mod logic;
 
 use std::path::Path;
