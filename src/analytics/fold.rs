@@ -290,7 +290,8 @@ pub fn fold(rows: &[Row], zones: &Zones, marks: &HashMap<MarkKey, Mark>) -> Fold
                 }
                 match status.as_str() {
                     "completed" => bump(&mut f, day, Metric::FlowsCompleted, 1),
-                    "failed" => bump(&mut f, day, Metric::FlowsAbandoned, 1),
+                    "abandoned" => bump(&mut f, day, Metric::FlowsAbandoned, 1),
+                    "failed" => bump(&mut f, day, Metric::FlowsFailed, 1),
                     _ => {}
                 }
             }
@@ -610,6 +611,13 @@ mod tests {
                     status: "failed".into(),
                 },
             ),
+            row(
+                T - H / 2,
+                Event::FlowStep {
+                    started_at: T - 4 * H,
+                    status: "abandoned".into(),
+                },
+            ),
         ];
         let f = fold(&rows, &zones(), &HashMap::new());
         let c = &day(&f, "2026-12-01").counters;
@@ -621,7 +629,8 @@ mod tests {
         assert_eq!(c.get(Metric::FirstResponses), 0, "a campaign is no answer");
         assert_eq!(c.get(Metric::FlowsStarted), 2);
         assert_eq!(c.get(Metric::FlowsCompleted), 1);
-        assert_eq!(c.get(Metric::FlowsAbandoned), 1);
+        assert_eq!(c.get(Metric::FlowsAbandoned), 1, "left for another flow");
+        assert_eq!(c.get(Metric::FlowsFailed), 1, "an error is no abandonment");
     }
 
     #[test]

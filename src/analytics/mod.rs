@@ -41,8 +41,10 @@
 //!   for an answer to the next reply in the 24 h window (not a campaign message), counted on
 //!   the day the customer wrote.
 //! - `handoffs`, `releases`, `agent_ms` (time with an agent, counted on the day it ended).
-//! - `flows_started`, `flows_completed`, `flows_abandoned` (ended without completing: an
-//!   error, the runaway guard).
+//! - `flows_started`, `flows_completed` (reached its end, or handed on by a jump),
+//!   `flows_abandoned` (left before its end: another flow started, or the customer came back
+//!   only after its `session_timeout`), `flows_failed` (stopped by an error or the runaway
+//!   guard), each on the day the session ended.
 //! - `bot_turns`, `bot_tokens_in`, `bot_tokens_out`, `bot_cost_micros` (millionths of the
 //!   providers' cost unit), on the day they happened.
 //! - The campaign funnel: `campaign_queued` (messages campaigns handed to conversations),
@@ -107,6 +109,7 @@ metrics! {
     FlowsStarted = "flows_started",
     FlowsCompleted = "flows_completed",
     FlowsAbandoned = "flows_abandoned",
+    FlowsFailed = "flows_failed",
     BotTurns = "bot_turns",
     BotTokensIn = "bot_tokens_in",
     BotTokensOut = "bot_tokens_out",

@@ -241,9 +241,16 @@ fn record(st: &FlowState, status: FlowRunStatus, node: Option<String>) -> Option
     }))
 }
 
-/// Session records for one step: the sessions that reached their end (`ended`, which also
-/// holds a flow that began and ended within the step); the one before, left for another
-/// (a global trigger), as completed; the one after as running or paused.
+/// Session records for one step, in the order they happened: the one before, if the step
+/// left it without reaching its end; the sessions that reached their end (`ended`, which
+/// also holds a flow that began and ended within the step); the one after as running or
+/// paused.
+///
+/// A session left without reaching its end was either handed on — a jump or a subflow call
+/// goes on in another flow within the same session (its `started_at` kept): completed, its
+/// part done — or abandoned: the customer started another flow (a global trigger), wrote
+/// again only after its `session_timeout` (without an `on_expire` branch), or the flow was
+/// changed under it and starts over.
 fn records(before: &FlowState, after: &FlowState, ended: Vec<FlowRecord>) -> Vec<Effect> {
     let same = |a: &FlowState, b: &FlowState| {
         a.flow.is_some() && a.flow == b.flow && a.started_at_ms == b.started_at_ms
@@ -251,10 +258,18 @@ fn records(before: &FlowState, after: &FlowState, ended: Vec<FlowRecord>) -> Vec
     let before_ended = ended
         .iter()
         .any(|r| Some(&r.flow_id) == before.flow.as_ref() && r.started_at == before.started_at_ms);
-    let mut out: Vec<Effect> = ended.into_iter().map(Effect::FlowRecord).collect();
+    let mut out: Vec<Effect> = Vec::new();
     if before.is_active() && !same(before, after) && !before_ended {
-        out.extend(record(before, FlowRunStatus::Completed, None));
+        let handed_on = (after.is_active() && after.started_at_ms == before.started_at_ms)
+            || ended.iter().any(|r| r.started_at == before.started_at_ms);
+        let status = if handed_on {
+            FlowRunStatus::Completed
+        } else {
+            FlowRunStatus::Abandoned
+        };
+        out.extend(record(before, status, None));
     }
+    out.extend(ended.into_iter().map(Effect::FlowRecord));
     if after.is_active() {
         let status = if after.waiting_timer.is_some() {
             FlowRunStatus::Paused
@@ -999,5 +1014,61 @@ mod tests {
         registry.keep_in_use(&[]);
         assert_eq!(older(&registry), 1);
         assert_ne!(registry.for_state(&pinned).get("x").unwrap().version, v0);
+    }
+
+    /// (flow, status) of each session record a step wrote, in order.
+    fn sessions(effects: &[Effect]) -> Vec<(&str, FlowRunStatus)> {
+        effects
+            .iter()
+            .filter_map(|e| match e {
+                Effect::FlowRecord(r) => Some((r.flow_id.as_str(), r.status)),
+                _ => None,
+            })
+            .collect()
+    }
+
+    #[test]
+    fn a_session_left_for_another_flow_or_for_silence_is_abandoned_and_one_handed_on_is_not() {
+        // A flow that asks, then jumps to `then` (or ends).
+        let ask = |id: &str, extra: &str, then: &str| {
+            format!(
+                "id: {id}\ntriggers: [{{keyword: {id}, global: true}}]\n{extra}start: q\nnodes:\n  q:\n    ask: {{type: text, prompt: \"{id}?\", save: a}}\n{then}"
+            )
+        };
+        let to = |flow: &str| format!("    next: j\n  j:\n    jump: {{flow: {flow}}}\n");
+        let hi = "id: hi\ntriggers: [{keyword: hi, global: true}]\nstart: s\nnodes:\n  s:\n    send: {text: \"hello\"}\n";
+        let (menu, slow, jumps, ends) = (
+            ask("menu", "", ""),
+            ask("slow", "session_timeout: 1m\n", ""),
+            ask("jumps", "", &to("menu")),
+            ask("ends", "", &to("hi")),
+        );
+        let l = logic(&[
+            ("menu.yaml", &menu),
+            ("slow.yaml", &slow),
+            ("hi.yaml", hi),
+            ("jumps.yaml", &jumps),
+            ("ends.yaml", &ends),
+        ]);
+        use FlowRunStatus::*;
+        let s = ConversationState::default();
+        let (s, e) = l.step(s, &says("menu", 1_000), &ctx(1_000));
+        assert_eq!(sessions(&e), [("menu", Running)]);
+        // Another flow's trigger: the one waiting was abandoned (recorded first).
+        let (s, e) = l.step(s, &says("hi", 2_000), &ctx(2_000));
+        assert_eq!(sessions(&e), [("menu", Abandoned), ("hi", Completed)]);
+        // A jump hands the session on: the flow it left did its part.
+        let (s, _) = l.step(s, &says("jumps", 3_000), &ctx(3_000));
+        let (s, e) = l.step(s, &says("yes", 3_500), &ctx(3_500));
+        assert_eq!(sessions(&e), [("jumps", Completed), ("menu", Running)]);
+        let (s, e) = l.step(s, &says("ends", 4_000), &ctx(4_000));
+        assert_eq!(sessions(&e), [("menu", Abandoned), ("ends", Running)]);
+        // ... also to a flow that ends within the step.
+        let (s, e) = l.step(s, &says("yes", 4_500), &ctx(4_500));
+        assert_eq!(sessions(&e), [("ends", Completed), ("hi", Completed)]);
+        // Back only after the session timeout: abandoned; the message starts nothing.
+        let (s, _) = l.step(s, &says("slow", 5_000), &ctx(5_000));
+        let (_, e) = l.step(s, &says("later", 200_000), &ctx(200_000));
+        assert_eq!(sessions(&e), [("slow", Abandoned)]);
     }
 }

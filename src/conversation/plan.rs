@@ -231,7 +231,8 @@ fn handoff_events(o: &Outcome<'_>, origin: &str) -> Vec<NewHookEvent> {
     out
 }
 
-/// The webhook events of the flow sessions a step ended: `flow.completed`, `flow.failed`.
+/// The webhook events of the flow sessions a step ended: `flow.completed`, `flow.failed`,
+/// `flow.abandoned`.
 fn flow_events(
     o: &Outcome<'_>,
     origin: &str,
@@ -243,6 +244,7 @@ fn flow_events(
             let event_type = match r.status {
                 crate::domain::FlowRunStatus::Completed => EventType::FlowCompleted,
                 crate::domain::FlowRunStatus::Failed => EventType::FlowFailed,
+                crate::domain::FlowRunStatus::Abandoned => EventType::FlowAbandoned,
                 _ => return None,
             };
             Some(NewHookEvent {
@@ -543,6 +545,7 @@ mod tests {
             record(FlowRunStatus::Running, None),
             record(FlowRunStatus::Completed, None),
             record(FlowRunStatus::Failed, Some("runaway loop")),
+            record(FlowRunStatus::Abandoned, None),
         ];
         let plan = plan(&Outcome {
             account: "acct",
@@ -559,7 +562,14 @@ mod tests {
         .unwrap();
         let events = plan.commit.unwrap().hook_events;
         let types: Vec<EventType> = events.iter().map(|e| e.event_type).collect();
-        assert_eq!(types, [EventType::FlowCompleted, EventType::FlowFailed]);
+        assert_eq!(
+            types,
+            [
+                EventType::FlowCompleted,
+                EventType::FlowFailed,
+                EventType::FlowAbandoned
+            ]
+        );
         assert_eq!(events[1].data["error"], "runaway loop");
         assert_eq!(events[1].data["flow_id"], "shop");
         assert_ne!(events[0].dedup_key, events[1].dedup_key);

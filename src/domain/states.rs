@@ -186,20 +186,27 @@ stored_text! {
         Completed = "completed",
         /// Stopped by an error or the runaway guard.
         Failed = "failed",
+        /// Left before its end: the customer started another flow, or wrote again only
+        /// after the flow's `session_timeout` (and it has no `on_expire` branch).
+        Abandoned = "abandoned",
     }
 }
 
 impl FlowRunStatus {
-    pub const ALL: [FlowRunStatus; 4] = [
+    pub const ALL: [FlowRunStatus; 5] = [
         FlowRunStatus::Running,
         FlowRunStatus::Paused,
         FlowRunStatus::Completed,
         FlowRunStatus::Failed,
+        FlowRunStatus::Abandoned,
     ];
 
-    /// Completed or failed: the session is over.
+    /// Completed, failed or abandoned: the session is over.
     pub fn is_ended(self) -> bool {
-        matches!(self, FlowRunStatus::Completed | FlowRunStatus::Failed)
+        matches!(
+            self,
+            FlowRunStatus::Completed | FlowRunStatus::Failed | FlowRunStatus::Abandoned
+        )
     }
 }
 

@@ -29,6 +29,9 @@ pub enum EventType {
     FlowCompleted,
     /// A flow session stopped on an error (also kept as a dead letter).
     FlowFailed,
+    /// A flow session was left before its end (another flow started, or the customer came
+    /// back only after its `session_timeout`).
+    FlowAbandoned,
     /// A payment was paid in time.
     PaymentPaid,
     /// A payment's time ran out unpaid.
@@ -54,7 +57,7 @@ pub enum EventType {
 }
 
 impl EventType {
-    pub const ALL: [EventType; 20] = [
+    pub const ALL: [EventType; 21] = [
         EventType::MessageReceived,
         EventType::MessageStatus,
         EventType::ConversationHandoff,
@@ -64,6 +67,7 @@ impl EventType {
         EventType::StockLow,
         EventType::FlowCompleted,
         EventType::FlowFailed,
+        EventType::FlowAbandoned,
         EventType::PaymentPaid,
         EventType::PaymentExpired,
         EventType::PaymentPaidLate,
@@ -88,6 +92,7 @@ impl EventType {
             EventType::StockLow => "stock.low",
             EventType::FlowCompleted => "flow.completed",
             EventType::FlowFailed => "flow.failed",
+            EventType::FlowAbandoned => "flow.abandoned",
             EventType::PaymentPaid => "payment.paid",
             EventType::PaymentExpired => "payment.expired",
             EventType::PaymentPaidLate => "payment.paid_late",

@@ -301,7 +301,7 @@ impl Store {
         .await
     }
 
-    /// Flow sessions that ended (completed or failed) before `before`, at most `limit`: their
+    /// Flow sessions that ended (completed, failed or abandoned) before `before`, at most `limit`: their
     /// trace went with `flow_steps`; a running or paused session stays, however old.
     pub async fn delete_old_flow_executions(
         &self,
@@ -311,7 +311,7 @@ impl Store {
         self.run(
             "DELETE FROM flow_executions WHERE (account, user_key, flow_id, started_at) IN \
              (SELECT account, user_key, flow_id, started_at FROM flow_executions \
-              WHERE ended_at IS NOT NULL AND ended_at < $1 AND status IN ('completed', 'failed') \
+              WHERE ended_at IS NOT NULL AND ended_at < $1 AND status IN ('completed', 'failed', 'abandoned') \
               ORDER BY ended_at LIMIT $2)",
             vec![Val::I(before), Val::I(limit)],
         )

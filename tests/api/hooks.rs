@@ -809,17 +809,30 @@ on_both_stores!(
     replay_recovery_rotation_and_the_ssrf_guard
 );
 
-const FLOWS: &[(&str, &str)] = &[(
-    "hello.yaml",
-    r#"
+const FLOWS: &[(&str, &str)] = &[
+    (
+        "hello.yaml",
+        r#"
 id: hello
-triggers: [{keyword: hi}]
+triggers: [{keyword: hi, global: true}]
 start: greet
 nodes:
   greet:
     send: {text: "Hello"}
 "#,
-)];
+    ),
+    (
+        "menu.yaml",
+        r#"
+id: menu
+triggers: [{keyword: menu}]
+start: pick
+nodes:
+  pick:
+    ask: {type: text, prompt: "What would you like?", save: choice}
+"#,
+    ),
+];
 
 async fn flow_and_order_status_events(db: TestDb) {
     let mut verifier = Verifier::start();
@@ -839,18 +852,44 @@ async fn flow_and_order_status_events(db: TestDb) {
     let (_id, secret) = endpoint(
         &app,
         &receiver.url("f"),
-        &["flow.completed", "flow.failed", "order.status", "stock.low"],
+        &[
+            "flow.completed",
+            "flow.failed",
+            "flow.abandoned",
+            "order.status",
+            "stock.low",
+        ],
     )
     .await;
     let now = now_secs();
     let ann = "6281200007101";
+    // The menu asks and waits; "hi" starts another flow: the menu was abandoned, then hello
+    // completed, in that order.
+    assert_eq!(
+        app.post_webhook(&text_webhook(PNID, ann, "wamid.HF0", "menu", now))
+            .await,
+        200
+    );
+    assert!(
+        graph.wait_delivered(1, Duration::from_secs(10)).await,
+        "the menu asked"
+    );
     assert_eq!(
         app.post_webhook(&text_webhook(PNID, ann, "wamid.HF1", "hi", now))
             .await,
         200
     );
-    let got = receiver.wait("f", 1).await;
-    let done = got[0].json();
+    // Deliveries may arrive in any order; the conversation's sequence gives theirs.
+    let mut got: Vec<Value> = receiver
+        .wait("f", 2)
+        .await
+        .iter()
+        .map(|d| d.json())
+        .collect();
+    got.sort_by_key(|e| e["data"]["sequence"].as_i64());
+    let (left, done) = (&got[0], &got[1]);
+    assert_eq!(left["type"], "flow.abandoned", "{left}");
+    assert_eq!(left["data"]["flow_id"], "menu");
     assert_eq!(done["type"], "flow.completed");
     assert_eq!(done["data"]["flow_id"], "hello");
     assert_eq!(done["data"]["conversation"], ann);
@@ -893,8 +932,8 @@ async fn flow_and_order_status_events(db: TestDb) {
     )
     .await;
     assert_eq!(s, 200, "{v}");
-    let got = receiver.wait("f", 2).await;
-    let moved = got[1].json();
+    let got = receiver.wait("f", 3).await;
+    let moved = got[2].json();
     assert_eq!(moved["type"], "order.status");
     assert_eq!(moved["data"]["status"], "processing");
     assert_eq!(moved["data"]["order_number"], order.order_number.as_str());
@@ -921,13 +960,13 @@ async fn flow_and_order_status_events(db: TestDb) {
         let (s, v) = call(&app, Method::POST, path, Some(body)).await;
         assert!(s == 200 || s == 201, "{path}: {v}");
     }
-    let got = receiver.wait("f", 3).await;
-    let low = got[2].json();
+    let got = receiver.wait("f", 4).await;
+    let low = got[3].json();
     assert_eq!(low["type"], "stock.low");
     assert_eq!(low["data"]["material"], "flour");
     assert_eq!(low["data"]["stock"], "2");
     tokio::time::sleep(Duration::from_millis(300)).await;
-    assert_eq!(receiver.at("f").len(), 3, "one crossing, one event");
+    assert_eq!(receiver.at("f").len(), 4, "one crossing, one event");
     assert_verified(&mut verifier, &secret, &receiver.at("f"));
 
     // Failing for `webhooks.disable_after`: disabled, and the watcher told.

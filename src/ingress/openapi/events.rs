@@ -33,7 +33,9 @@ fn data_of(e: EventType) -> &'static str {
         }
         EventType::OrderStatus => "order_id: int, order_number: str, status: str",
         EventType::StockLow => "material: str, unit: str, stock: str, min_stock: str",
-        EventType::FlowCompleted => "flow_id: str, version?: any, started_at?: int?",
+        EventType::FlowCompleted | EventType::FlowAbandoned => {
+            "flow_id: str, version?: any, started_at?: int?"
+        }
         EventType::FlowFailed => "flow_id: str, version?: any, started_at?: int?, error: str",
         EventType::PaymentPaid | EventType::PaymentExpired | EventType::PaymentPaidLate => {
             "payment_id: int, order_id?: int?, status: str, provider: str, method?: str?, \
