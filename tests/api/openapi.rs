@@ -9,8 +9,10 @@ use std::collections::BTreeSet;
 use std::sync::Arc;
 use std::time::Instant;
 
-use parley::conversation::CoreLogic;
-use parley::domain::Role;
+use parley::domain::{
+    AccountId, Currency, GatewayKind, PaymentMethod, PaymentStatus, Role, UserKey,
+};
+use parley::store::{CatalogLine, Checkout, Customer, NewPayment, Store};
 use parley_testkit::{text_webhook, FakeGraph};
 use reqwest::Method;
 use serde_json::{json, Value};
@@ -130,9 +132,68 @@ def before_call(context, case, kwargs):
             headers[name] = uuid.uuid4().hex
 "#;
 
+/// An order of one `sku` by [`USER`], with a manual payment for it (paid if `paid`): the
+/// order's number and the payment's id.
+async fn seed_order(store: &Store, sku: &str, key: &str, paid: bool) -> (String, i64) {
+    let (account, now) = (AccountId::from(PNID), parley::store::now_ms());
+    let checkout = store
+        .catalog_order(
+            &account,
+            &UserKey::from(USER),
+            key,
+            &Customer {
+                wa_id: Some(USER.into()),
+                ..Customer::default()
+            },
+            &[CatalogLine {
+                sku: sku.into(),
+                quantity: 1,
+                claimed: None,
+            }],
+            Currency::IDR,
+            now,
+        )
+        .await
+        .expect("an order");
+    let Checkout::Ordered { order } = checkout else {
+        panic!("ordered: {checkout:?}")
+    };
+    let payment = store
+        .open_payment(&NewPayment {
+            account: &account,
+            order_id: order.id,
+            user_key: USER,
+            provider: "bank",
+            kind: GatewayKind::Manual,
+            method: PaymentMethod::Manual,
+            bank: None,
+            amount: order.total,
+            expires_at: now + 3_600_000,
+            idem_key: &format!("pay-{key}"),
+            now,
+        })
+        .await
+        .expect("a payment")
+        .id;
+    if paid {
+        let moved = store
+            .settle_payment(
+                payment,
+                PaymentStatus::Pending,
+                PaymentStatus::Paid,
+                None,
+                now,
+            )
+            .await
+            .expect("paid");
+        assert!(moved);
+    }
+    (order.order_number.to_string(), payment)
+}
+
 /// A little of everything, so that GET-by-id routes find something: schemathesis's
 /// configuration (`schemathesis.toml`) naming what was made as the path parameters.
-async fn seed(app: &TestApp, graph: &FakeGraph) -> String {
+async fn seed(app: &TestApp, graph: &FakeGraph, store: &Store) -> String {
     let status = app
         .post_webhook(&text_webhook(
             PNID,
@@ -190,6 +251,11 @@ async fn seed(app: &TestApp, graph: &FakeGraph) -> String {
             json!({"sku": "TEA-2", "name": "Old tea", "price": "9000"}),
         ),
         (
+            "/products",
+            json!({"sku": "CLUB", "name": "Tea club", "price": "50000", "kind": "plan",
+            "period_days": 30, "access_link": "https://example.com/club"}),
+        ),
+        (
             "/vouchers",
             json!({"code": "HELLO", "kind": "percent", "value": "10"}),
         ),
@@ -225,11 +291,74 @@ async fn seed(app: &TestApp, graph: &FakeGraph) -> String {
         );
         made.entry(path).or_default().push(answer);
     }
+    let id = |path: &str, i: usize| made[path][i]["id"].to_string().replace('"', "");
     let (_, letters) = app
         .admin(Method::GET, "/dead-letters", Some(ADMIN_TOKEN), None)
         .await;
     let letter = letters["items"][0]["id"].as_i64().expect("a dead letter");
-    let id = |path: &str, i: usize| made[path][i]["id"].to_string().replace('"', "");
+    // Commerce: an order with a payment waiting (confirm, show), one paid (refund), a plan
+    // paid (its subscription), a custom order, and a contact import job.
+    let (order, waiting) = seed_order(store, "TEA-1", "seed-1", false).await;
+    let (_, paid) = seed_order(store, "TEA-1", "seed-2", true).await;
+    seed_order(store, "CLUB", "seed-3", true).await;
+    let (_, subs) = app
+        .admin(Method::GET, "/subscriptions", Some(ADMIN_TOKEN), None)
+        .await;
+    let subscription = subs["items"][0]["id"].as_i64().expect("a subscription");
+    let custom = store
+        .create_custom_order(
+            &AccountId::from(PNID),
+            &UserKey::from(USER),
+            "a cake with a tea leaf on it",
+            None,
+            "seed-custom",
+            parley::store::now_ms(),
+        )
+        .await
+        .expect("a custom order");
+    let answer = app
+        .http
+        .post(format!(
+            "{}/admin/v1/contacts/import?account={PNID}&dry_run=true",
+            app.base
+        ))
+        .bearer_auth(ADMIN_TOKEN)
+        .header("content-type", "text/csv")
+        .body("wa_id,name\n6281200000126,Citra\n")
+        .send()
+        .await
+        .expect("an import");
+    assert_eq!(answer.status(), 202);
+    let job: Value = answer.json().await.expect("the job");
+    let job = job["job_id"].as_i64().expect("an import job");
+    // A webhook delivery (a test event) for the replay route.
+    let hook = id("/webhooks", 0);
+    let (status, v) = app
+        .admin(
+            Method::POST,
+            &format!("/webhooks/{hook}/test"),
+            Some(ADMIN_TOKEN),
+            None,
+        )
+        .await;
+    assert!(status < 300, "a test event: {status} {v}");
+    let mut delivery = None;
+    for _ in 0..100 {
+        let (_, list) = app
+            .admin(
+                Method::GET,
+                &format!("/webhooks/{hook}/deliveries"),
+                Some(ADMIN_TOKEN),
+                None,
+            )
+            .await;
+        delivery = list["items"][0]["delivery_id"].as_i64();
+        if delivery.is_some() {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+    let delivery = delivery.expect("a delivery attempt");
     format!(
         r#"hooks = "parley_hooks"
 
@@ -243,11 +372,15 @@ async fn seed(app: &TestApp, graph: &FakeGraph) -> String {
 "path.code" = "HELLO"
 
 [[operations]]
+include-name-regex = "^POST /admin/v1/webhooks/[^/]+/deliveries/"
+parameters = {{ "path.id" = "{hook}", "path.delivery" = "{delivery}" }}
+
+[[operations]]
 include-method = "DELETE"
 parameters = {{ "path.wa_id" = "6281200000125", "path.sku" = "TEA-2", "path.slug" = "gone", "path.code" = "BYE" }}
 {}"#,
         [
-            ("webhooks/", "GET|POST|PATCH", "id", id("/webhooks", 0)),
+            ("webhooks/", "GET|POST|PATCH", "id", hook.clone()),
             ("webhooks/", "DELETE", "id", id("/webhooks", 1)),
             ("keys/", "GET|POST", "id", id("/keys", 0)),
             ("keys/", "DELETE", "id", id("/keys", 1)),
@@ -256,6 +389,13 @@ parameters = {{ "path.wa_id" = "6281200000125", "path.sku" = "TEA-2", "path.slug
             ("contact-fields/", "DELETE", "name", "oldfield".into()),
             ("campaigns/", "GET|POST", "id", id("/campaigns", 0)),
             ("dead-letters/", "GET|POST", "id", letter.to_string()),
+            ("orders/", "GET|PATCH", "number", order),
+            ("payments/", "GET", "id", waiting.to_string()),
+            ("payments/[^/]+/confirm", "POST", "id", waiting.to_string()),
+            ("payments/[^/]+/refund", "POST", "id", paid.to_string()),
+            ("subscriptions/", "GET", "id", subscription.to_string()),
+            ("custom-orders/", "GET|PATCH", "id", custom.to_string()),
+            ("contacts/import/", "GET", "id", job.to_string()),
         ]
         .iter()
         .map(|(path, methods, name, value)| format!(
@@ -276,8 +416,10 @@ async fn schemathesis_finds_nothing(db: TestDb) {
     settings.flows.http_allow = vec!["127.0.0.1/32".into()];
     // schemathesis's ignored_auth check sends many requests without a key.
     settings.http.auth_failures_burst = 1_000_000;
-    let app = spawn_app(settings, Arc::new(CoreLogic)).await;
-    let config = seed(&app, &graph).await;
+    // The shipped flows, so that the flow and bot routes have something to show.
+    settings.flows.dir = "flows".into();
+    let app = spawn_app_with_flows(settings).await;
+    let config = seed(&app, &graph, &db.store().await).await;
 
     let (status, doc) = app
         .admin(Method::GET, "/openapi.json", Some(ADMIN_TOKEN), None)
