@@ -90,7 +90,10 @@ pub struct RetentionSettings {
     pub messages: Window,
     /// Flow execution steps (the trace; a session's state lives in its conversation).
     pub flow_steps: Window,
-    /// Recipients of a finished campaign, counted from its end.
+    /// Recipients and `campaign_messages` of a finished campaign, counted from its end (its
+    /// counters are frozen first: store/campaign_totals.rs). One window for both: they are
+    /// the campaign's per-recipient record, read together, and neither is needed once the
+    /// counters are kept.
     pub campaign_recipients: Window,
     pub dead_letters: Window,
     /// Downloaded media: the file and its row.

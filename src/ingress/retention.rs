@@ -4,7 +4,8 @@
 //! conversation writer's group commit), at most `batches_per_pass` statements of `batch`
 //! rows per table and pass with `pause` between them, at the injected clock's time. After a
 //! pass that deleted rows, SQLite gives back up to `vacuum_pages` free pages; every
-//! quarter of an hour the tables' sizes are sampled for the metrics.
+//! quarter of an hour the tables' sizes are sampled for the metrics. A finished campaign's
+//! counters are frozen before the rows they are counted from go (store/campaign_totals.rs).
 
 use std::path::Path;
 use std::sync::Arc;
@@ -202,6 +203,9 @@ pub async fn pass(store: &Store, settings: &Settings, now: i64) -> Result<PassRe
     let policy = Policy::new(settings, now);
     let s = &settings.retention;
     let mut report = PassReport::default();
+    // First, before any row a campaign's counters are counted from can go (its outbox
+    // rows by the walks, its recipients and messages below).
+    freeze_campaigns(store, &policy, s, now).await?;
     for job in JOBS {
         walk(store, job, &policy, s, &mut report).await?;
     }
@@ -233,21 +237,7 @@ pub async fn pass(store: &Store, settings: &Settings, now: i64) -> Result<PassRe
         .await?;
     }
     if let Some(before) = policy.cutoff(s.campaign_recipients) {
-        let mut budget = s.batches_per_pass;
-        'campaigns: for campaign in store.finished_campaigns_with_recipients(before, 16).await? {
-            loop {
-                if budget == 0 {
-                    break 'campaigns;
-                }
-                budget -= 1;
-                let n = store.delete_campaign_recipients(campaign, limit).await?;
-                counted(&mut report, "campaign_recipients", "delete", n);
-                tokio::time::sleep(s.pause).await;
-                if n < limit as u64 {
-                    break;
-                }
-            }
-        }
+        finished_campaigns(store, before, s, &mut report).await?;
     }
     if let Some(before) = policy.cutoff(s.media) {
         media(store, &settings.media.dir, before, limit, &mut report).await?;
@@ -256,6 +246,74 @@ pub async fn pass(store: &Store, settings: &Settings, now: i64) -> Result<PassRe
         store.incremental_vacuum(s.vacuum_pages).await?;
     }
     Ok(report)
+}
+
+/// How many campaigns a pass freezes or deletes the rows of, at most (counting a big
+/// campaign's counters reads every one of its messages).
+const CAMPAIGNS_PER_PASS: i64 = 16;
+
+/// Freeze the counters of the finished campaigns whose rows may be deleted from now on (see
+/// store/campaign_totals.rs): at retention time rather than when a campaign finishes, so that
+/// late status webhooks and replies count until its window ends.
+async fn freeze_campaigns(
+    store: &Store,
+    policy: &Policy,
+    s: &RetentionSettings,
+    now: i64,
+) -> Result<(), StoreError> {
+    let due = store
+        .campaigns_to_freeze(
+            policy.cutoff(s.campaign_recipients),
+            policy.cutoff(s.messages),
+            CAMPAIGNS_PER_PASS,
+        )
+        .await?;
+    for campaign in due {
+        if store.freeze_campaign_counters(campaign, now).await? {
+            tracing::info!(
+                campaign,
+                "A finished campaign's counters are frozen for retention."
+            );
+        }
+        tokio::time::sleep(s.pause).await;
+    }
+    Ok(())
+}
+
+/// The recipients, then the messages, of campaigns that finished before `before` and whose
+/// counters are frozen: in `batch`-row statements, at most `batches_per_pass` of them in all.
+async fn finished_campaigns(
+    store: &Store,
+    before: i64,
+    s: &RetentionSettings,
+    report: &mut PassReport,
+) -> Result<(), StoreError> {
+    let limit = i64::from(s.batch);
+    let mut budget = s.batches_per_pass;
+    for campaign in store
+        .finished_campaigns_with_rows(before, CAMPAIGNS_PER_PASS)
+        .await?
+    {
+        for table in ["campaign_recipients", "campaign_messages"] {
+            loop {
+                if budget == 0 {
+                    return Ok(());
+                }
+                budget -= 1;
+                let n = if table == "campaign_recipients" {
+                    store.delete_campaign_recipients(campaign, limit).await?
+                } else {
+                    store.delete_campaign_messages(campaign, limit).await?
+                };
+                counted(report, table, "delete", n);
+                tokio::time::sleep(s.pause).await;
+                if n < limit as u64 {
+                    break;
+                }
+            }
+        }
+    }
+    Ok(())
 }
 
 /// Run `delete` (at most `batch` rows a time) until a batch comes back short or the pass's

@@ -32,7 +32,7 @@ async fn storage(State(app): State<AppState>) -> Answer {
             "search_docs" => r.messages.to_string(),
             "flow_execution_steps" => r.flow_steps.to_string(),
             "flow_executions" => format!("ended sessions: {}", r.flow_steps),
-            "campaign_recipients" => r.campaign_recipients.to_string(),
+            "campaign_recipients" | "campaign_messages" => r.campaign_recipients.to_string(),
             "dead_letters" => r.dead_letters.to_string(),
             "media_files" => r.media.to_string(),
             "hook_events" | "hook_deliveries" | "hook_attempts" => r.webhook_log.to_string(),

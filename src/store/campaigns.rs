@@ -1,6 +1,7 @@
 //! Campaigns in the store: the campaign rows, their recipients (the progress, streamed in
 //! pages, never loaded whole) and the messages handed to conversations (joined with the outbox
-//! rows, whose status the status webhooks move, for the counters).
+//! rows, whose status the status webhooks move, for the counters). A finished campaign's
+//! counters are frozen before retention deletes those rows (campaign_totals.rs).
 //!
 //! These writes run on the pool in their own transactions, a page of recipients at a time,
 //! not through the conversation writer: they touch only campaign tables.
@@ -551,7 +552,21 @@ impl Store {
             .transpose()
     }
 
+    /// A campaign's counters and its variants': the figures frozen before retention deleted
+    /// its rows (campaign_totals.rs), else counted from its rows as they stand.
     pub async fn campaign_counters(
+        &self,
+        campaign: i64,
+    ) -> Result<(CampaignCounters, Vec<VariantCounters>), StoreError> {
+        if let Some(frozen) = self.frozen_campaign_counters(campaign).await? {
+            return Ok(frozen);
+        }
+        self.live_campaign_counters(campaign).await
+    }
+
+    /// The counters counted from the campaign's recipients and its messages' outbox rows
+    /// (and its recipients' conversations, for the replies).
+    pub(super) async fn live_campaign_counters(
         &self,
         campaign: i64,
     ) -> Result<(CampaignCounters, Vec<VariantCounters>), StoreError> {

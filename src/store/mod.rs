@@ -4,7 +4,8 @@
 //!
 //! One module per table (or close family of tables), each with its rows, its reads and its
 //! batched writes: `inbox`, `conversations` (and contacts), `outbox`, `timers`, `gate`,
-//! `dead_letters`, `flows` (versions, executions, chatbot sessions), `campaigns`, `accounts`,
+//! `dead_letters`, `flows` (versions, executions, chatbot sessions), `campaigns` (and
+//! `campaign_totals`, a finished campaign's counters frozen for retention), `accounts`,
 //! `media`; commerce's `products` (and categories), `materials` (and
 //! what each product takes), `carts` (and each commerce call's
 //! outcome), `orders`, `payments` (and their callbacks), `refunds`, `vouchers` (and their claims),
@@ -24,6 +25,7 @@ pub use analytics::{FoldMemory, FoldPass};
 mod api_keys;
 mod audit;
 mod campaign_news;
+mod campaign_totals;
 mod campaigns;
 mod carts;
 mod catalog_orders;

@@ -124,7 +124,7 @@ pub struct StorageReport {
 }
 
 /// The tables reported, with the column that dates a row and the one that orders it.
-pub const STORAGE_TABLES: [(&str, Option<(&str, &str)>); 15] = [
+pub const STORAGE_TABLES: [(&str, Option<(&str, &str)>); 16] = [
     ("inbox", Some(("received_at", "seq"))),
     ("outbox", Some(("created_at", "id"))),
     ("search_docs", Some(("at", "id"))),
@@ -133,6 +133,12 @@ pub const STORAGE_TABLES: [(&str, Option<(&str, &str)>); 15] = [
     (
         "campaign_recipients",
         Some(("enrolled_at", "campaign_id, id")),
+    ),
+    // The oldest campaign's first message, in key order (no index by time: the oldest
+    // campaign's messages are about as old as any).
+    (
+        "campaign_messages",
+        Some(("created_at", "campaign_id, recipient_id, step")),
     ),
     ("dead_letters", Some(("created_at", "id"))),
     ("media_files", None),
@@ -355,8 +361,11 @@ impl Store {
         .await
     }
 
-    /// Campaigns that finished before `before` and still have recipient rows.
-    pub async fn finished_campaigns_with_recipients(
+    /// Campaigns that finished before `before`, whose counters are frozen, and that still
+    /// have recipient or message rows. Frozen first: the counters are counted from these
+    /// rows (see store/campaign_totals.rs). A frozen campaign has every message settled
+    /// (settled is for good) and, finished, sends no more: nothing of it is still needed.
+    pub async fn finished_campaigns_with_rows(
         &self,
         before: i64,
         limit: i64,
@@ -364,7 +373,9 @@ impl Store {
         let rows = self
             .fetch(
                 "SELECT c.id FROM campaigns c WHERE c.status IN ('completed', 'failed', 'cancelled') \
-                 AND c.finished_at < $1 AND EXISTS (SELECT 1 FROM campaign_recipients r WHERE r.campaign_id = c.id) \
+                 AND c.finished_at < $1 AND EXISTS (SELECT 1 FROM campaign_totals t WHERE t.campaign_id = c.id) \
+                 AND (EXISTS (SELECT 1 FROM campaign_recipients r WHERE r.campaign_id = c.id) \
+                   OR EXISTS (SELECT 1 FROM campaign_messages m WHERE m.campaign_id = c.id)) \
                  ORDER BY c.id LIMIT $2",
                 vec![Val::I(before), Val::I(limit)],
             )
@@ -381,6 +392,22 @@ impl Store {
         self.run(
             "DELETE FROM campaign_recipients WHERE campaign_id = $1 AND id IN \
              (SELECT id FROM campaign_recipients WHERE campaign_id = $1 ORDER BY id LIMIT $2)",
+            vec![Val::I(campaign), Val::I(limit)],
+        )
+        .await
+    }
+
+    /// At most `limit` messages of finished campaign `campaign` (their outbox rows are the
+    /// conversations', and go with `retention.messages`).
+    pub async fn delete_campaign_messages(
+        &self,
+        campaign: i64,
+        limit: i64,
+    ) -> Result<u64, StoreError> {
+        self.run(
+            "DELETE FROM campaign_messages WHERE campaign_id = $1 AND (recipient_id, step) IN \
+             (SELECT recipient_id, step FROM campaign_messages WHERE campaign_id = $1 \
+              ORDER BY recipient_id, step LIMIT $2)",
             vec![Val::I(campaign), Val::I(limit)],
         )
         .await

@@ -6,6 +6,7 @@ mod helpers;
 mod admin;
 mod analytics;
 mod analytics_bench;
+mod campaign_retention;
 mod campaigns;
 mod chatbot;
 mod commerce_admin;

@@ -120,21 +120,48 @@ async fn still_needed(store: &Store, media_dir: &std::path::Path) {
         format!("INSERT INTO custom_orders (account, user_key, description, media_id, status, idem_key, created_at, updated_at) VALUES ('{a}', 'buyer', 'a cake', 'photo', 'new', 'co1', {at}, {at})"),
         format!("INSERT INTO campaigns (account, name, kind, spec, status, rate_per_minute, created_at, updated_at, finished_at) VALUES ('{a}', 'done', 'broadcast', '{{}}', 'completed', 60, {at}, {at}, {})", T0 + 2 * DAY),
         format!("INSERT INTO campaigns (account, name, kind, spec, status, rate_per_minute, created_at, updated_at) VALUES ('{a}', 'drip', 'drip', '{{}}', 'running', 60, {at}, {at})"),
+        // One paused, and one cancelled on day 2 whose withheld message (q1) is not settled.
+        format!("INSERT INTO campaigns (account, name, kind, spec, status, rate_per_minute, created_at, updated_at) VALUES ('{a}', 'held', 'broadcast', '{{}}', 'paused', 60, {at}, {at})"),
+        format!("INSERT INTO campaigns (account, name, kind, spec, status, rate_per_minute, created_at, updated_at, finished_at) VALUES ('{a}', 'halted', 'broadcast', '{{}}', 'cancelled', 60, {at}, {at}, {})", T0 + 2 * DAY),
     ] {
         exec(store, &sql).await;
     }
     std::fs::write(media_dir.join("photo.jpg"), b"jpeg").unwrap();
-    let campaigns: Vec<i64> = sqlx::query_scalar("SELECT id FROM campaigns ORDER BY id")
-        .fetch_all(store.pool())
-        .await
-        .unwrap();
-    for c in campaigns {
+    let campaigns: Vec<(i64, String)> =
+        sqlx::query_as("SELECT id, name FROM campaigns ORDER BY id")
+            .fetch_all(store.pool())
+            .await
+            .unwrap();
+    for (c, name) in campaigns {
         for r in 0..3 {
             exec(store, &format!(
                 "INSERT INTO campaign_recipients (campaign_id, id, user_key, state, enrolled_at, updated_at) \
                  VALUES ({c}, {r}, 'r{r}', 'done', {at}, {at})")).await;
+            // Its messages (the halted one's first is the unsettled q1).
+            let outbox = if name == "halted" && r == 0 {
+                "(SELECT id FROM outbox WHERE idem_key = 'q1')".to_string()
+            } else {
+                format!("{}", -1 - r)
+            };
+            exec(store, &format!(
+                "INSERT INTO campaign_messages (campaign_id, recipient_id, step, variant, outbox_id, created_at) \
+                 VALUES ({c}, {r}, 0, 0, {outbox}, {at})")).await;
         }
     }
+}
+
+/// A campaign's rows: (recipients, messages, frozen counters).
+async fn campaign_rows(store: &Store, name: &str) -> (i64, i64, i64) {
+    let n = |table: &str| {
+        format!(
+            "SELECT COUNT(*) FROM {table} x JOIN campaigns c ON c.id = x.campaign_id WHERE c.name = '{name}'"
+        )
+    };
+    (
+        count(store, &n("campaign_recipients")).await,
+        count(store, &n("campaign_messages")).await,
+        count(store, &n("campaign_totals")).await,
+    )
 }
 
 fn retention_settings(db: &TestDb, media_dir: &std::path::Path) -> Settings {
@@ -274,9 +301,12 @@ async fn thirty_days_stay_bounded(db: TestDb) {
         n("SELECT COUNT(*) FROM hook_deliveries WHERE state = 'pending'".into()).await,
         1
     );
-    // A finished campaign's recipients go; a running one's stay.
-    assert_eq!(n("SELECT COUNT(*) FROM campaign_recipients r JOIN campaigns c ON c.id = r.campaign_id WHERE c.status = 'completed'".into()).await, 0);
-    assert_eq!(n("SELECT COUNT(*) FROM campaign_recipients r JOIN campaigns c ON c.id = r.campaign_id WHERE c.status = 'running'".into()).await, 3);
+    // A finished campaign's recipients and messages go, its counters frozen first; a running
+    // or paused one's stay, and so do a cancelled one's while a message of it is unsettled.
+    assert_eq!(campaign_rows(&store, "done").await, (0, 0, 1));
+    assert_eq!(campaign_rows(&store, "drip").await, (3, 3, 0));
+    assert_eq!(campaign_rows(&store, "held").await, (3, 3, 0));
+    assert_eq!(campaign_rows(&store, "halted").await, (3, 3, 0));
     // Never retention's: conversations, timers, payments.
     assert_eq!(
         n("SELECT COUNT(*) FROM conversations WHERE user_key IN ('waiting', 'handed')".into())
