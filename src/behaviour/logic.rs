@@ -553,8 +553,7 @@ impl FlowLogic {
             } => {
                 let fs = flow_state(&state);
                 // What the plans bought give.
-                let access = (*status == crate::domain::PaymentStatus::Paid && !access.is_empty())
-                    .then(|| format!("Your access:\n{}", access.join("\n")));
+                let access = crate::commerce::payment::access_text(*status, access);
                 let text = |body: String| Effect::Send {
                     message: crate::whatsapp::send::OutboundMessage::Text {
                         body,

@@ -114,6 +114,13 @@ pub fn owner_request(id: i64, status: PaymentStatus) -> String {
 }
 
 /// A paid plan as the customer reads it: `Premium: https://… (until 2027-01-06)`.
+/// What the customer reads when a payment for plans is paid: each plan's line
+/// ([`access_line`]); None for another status or an order without plans.
+pub fn access_text(status: PaymentStatus, lines: &[String]) -> Option<String> {
+    (status == PaymentStatus::Paid && !lines.is_empty())
+        .then(|| format!("Your access:\n{}", lines.join("\n")))
+}
+
 pub fn access_line(p: &crate::store::PlanAccess) -> String {
     let until = chrono::DateTime::from_timestamp_millis(p.until)
         .map(|d| d.date_naive().to_string())

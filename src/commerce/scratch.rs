@@ -217,6 +217,19 @@ impl ScratchShop {
         Ok(Some(next))
     }
 
+    /// What a paid payment's plans give, one line each as the customer reads them (none for
+    /// a payment that is not paid or bought no plan).
+    pub async fn access(&self, id: i64) -> Result<Vec<String>, StoreError> {
+        let Some(p) = self.store.payment(id).await? else {
+            return Ok(Vec::new());
+        };
+        if p.status != PaymentStatus::Paid {
+            return Ok(Vec::new());
+        }
+        let plans = self.store.plan_access(p.order_id).await?;
+        Ok(plans.iter().map(super::payment::access_line).collect())
+    }
+
     /// The scratch store, to look into.
     pub fn store(&self) -> &Store {
         &self.store
@@ -253,6 +266,11 @@ fn made_up(
         },
         PaymentMethod::Link => Instructions::Link {
             url: format!("https://pay.example/{id}"),
+        },
+        // As the daemon sends a QRIS: an image of the code, the instructions its caption.
+        PaymentMethod::Qris => Instructions::Qris {
+            qr_string: Some(format!("00020101QRIS{id:06}")),
+            image_url: Some(format!("https://pay.example/qr/{id}.png")),
         },
         other => Instructions::Manual {
             text: format!("(a scratch {other} payment)"),

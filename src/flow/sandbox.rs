@@ -23,6 +23,11 @@ pub trait Shop {
         paid: Option<&crate::domain::Money>,
         now: i64,
     ) -> Result<Option<crate::domain::PaymentStatus>, String>;
+    /// What paid payment `id`'s plans give, a line each
+    /// ([`crate::commerce::payment::access_line`]).
+    fn access(&mut self, _id: i64) -> Result<Vec<String>, String> {
+        Ok(Vec::new())
+    }
 }
 
 pub struct Sandbox<'f> {
@@ -218,7 +223,21 @@ impl<'f> Sandbox<'f> {
             Ok(None) => return Some(Err(format!("the shop has no payment {id}"))),
             Err(e) => return Some(Err(e)),
         };
-        self.settle_payment(status).map(Ok)
+        let lines = match shop.access(id) {
+            Ok(lines) => lines,
+            Err(e) => return Some(Err(e)),
+        };
+        // As the daemon tells a waiting flow's customer: the access first, then the flow.
+        let access = crate::commerce::payment::access_text(status, &lines).map(|body| {
+            FlowAction::Send(crate::whatsapp::send::OutboundMessage::Text {
+                body,
+                preview_url: false,
+            })
+        });
+        let moved = self.settle_payment(status)?;
+        Some(Ok(
+            moved.map(|actions| access.into_iter().chain(actions).collect())
+        ))
     }
 
     /// The payment the flow waits on moves to `status` (None if it waits on none).

@@ -9,7 +9,8 @@
 //!   - list: `[list] body | button | row title 1 | row title 2 …`
 //!   - `[http] METHOD url` for an HTTP call, `[handoff] reason` for a handoff,
 //!     `[chatbot] bot` for a chatbot node, `[error] message` for a step error; other
-//!     messages as `[kind]`, but a reaction as `[reaction] emoji message-id`
+//!     messages as `[kind]`, but a reaction as `[reaction] emoji message-id` and media as
+//!     `[image] link-or-id | caption` (`[document]`, … likewise)
 //!   - `[shop] op args` for a shop node's call (see [`render_op`]): `catalog page 0`,
 //!     `product KOPI`, `cart_add KOPI 2`, `cart_remove KOPI`, `cart_clear`, `cart_show`,
 //!     `checkout "Budi"`, `orders`, `voucher HEMAT10`, `custom_order "a cake" media-id`,
@@ -34,7 +35,9 @@
 //! it; without one the call stays unanswered. The shop sells in IDR to the script's one
 //! customer; a payment is opened without a gateway, with made-up instructions (a VA
 //! `8808` + the payment id in 8 digits, a retail code `PAY` + 6 digits, a link
-//! `https://pay.example/ID`, a manual text for the other methods).
+//! `https://pay.example/ID`, a QRIS image `https://pay.example/qr/ID.png` with the
+//! instructions as its caption, a manual text for the other methods); a paid order's plans
+//! send their access (`Your access:` …) before the flow goes on, as the daemon does.
 //! - `+ product SKU "Name" PRICE [stock N] [category C] [plan 30d [LINK]] [inactive]`
 //!   a product in the catalog, listed in the order first given (no `stock`: not tracked);
 //!   a sku seeded again is replaced (its stock set anew)
@@ -60,7 +63,7 @@ use crate::domain::{AccountId, Currency, Money, PaymentStatus, ProductKind, Vouc
 use crate::payments::GatewayStatus;
 use crate::store::Product;
 use crate::whatsapp::event::OrderItem;
-use crate::whatsapp::send::OutboundMessage;
+use crate::whatsapp::send::{MediaSource, OutboundMessage};
 
 /// The customer of every transcript (the sandbox's contact key).
 const CUSTOMER: &str = "transcript";
@@ -229,6 +232,12 @@ impl Shop for TranscriptShop {
             .block_on(self.shop().settle(id, report, paid, now))
             .map_err(|e| e.to_string())
     }
+
+    fn access(&mut self, id: i64) -> Result<Vec<String>, String> {
+        self.rt
+            .block_on(self.shop().access(id))
+            .map_err(|e| e.to_string())
+    }
 }
 
 impl Drop for TranscriptShop {
@@ -369,6 +378,16 @@ pub fn render(m: &OutboundMessage) -> String {
         }
         OutboundMessage::Reaction { message_id, emoji } => {
             format!("[reaction] {emoji} {message_id}")
+        }
+        OutboundMessage::Media {
+            source, caption, ..
+        } => {
+            let (MediaSource::Link(source) | MediaSource::Id(source)) = source;
+            let mut s = format!("[{}] {source}", m.kind_name());
+            if let Some(c) = caption {
+                s.push_str(&format!(" | {}", esc(c)));
+            }
+            s
         }
         other => format!("[{}]", other.kind_name()),
     }
