@@ -479,3 +479,58 @@ pub fn inbound_wamids(view: &Value) -> Vec<String> {
         .map(|m| m["wamid"].as_str().expect("wamid").to_string())
         .collect()
 }
+
+/// An order of `quantity` × `sku` by `user` (key `key`) with a PENDING manual payment:
+/// (order number, payment id).
+pub async fn order_with_payment(
+    store: &Store,
+    user: &str,
+    key: &str,
+    sku: &str,
+    quantity: i64,
+) -> (String, i64) {
+    use parley::domain::{AccountId, Currency, GatewayKind, PaymentMethod, UserKey};
+    use parley::store::{CatalogLine, Checkout, Customer, NewPayment};
+    let account = AccountId::from(PNID);
+    let now = parley::store::now_ms();
+    let checkout = store
+        .catalog_order(
+            &account,
+            &UserKey::from(user),
+            key,
+            &Customer {
+                wa_id: Some(user.into()),
+                ..Customer::default()
+            },
+            &[CatalogLine {
+                sku: sku.into(),
+                quantity,
+                claimed: None,
+            }],
+            Currency::IDR,
+            now,
+        )
+        .await
+        .expect("an order");
+    let Checkout::Ordered { order } = checkout else {
+        panic!("ordered: {checkout:?}")
+    };
+    let payment = store
+        .open_payment(&NewPayment {
+            account: &account,
+            order_id: order.id,
+            user_key: user,
+            provider: "bank",
+            kind: GatewayKind::Manual,
+            method: PaymentMethod::Manual,
+            bank: None,
+            amount: order.total,
+            expires_at: now + 3_600_000,
+            idem_key: &format!("pay-{key}"),
+            now,
+        })
+        .await
+        .expect("a payment")
+        .id;
+    (order.order_number.to_string(), payment)
+}

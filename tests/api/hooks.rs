@@ -15,8 +15,8 @@ use axum::extract::{Path, State};
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use parley::config::Settings;
-use parley::domain::{AccountId, Currency, GatewayKind, PaymentMethod, PaymentStatus, UserKey};
-use parley::store::{CatalogLine, Checkout, Customer, NewPayment, Store};
+use parley::domain::{AccountId, Currency, PaymentStatus, UserKey};
+use parley::store::{CatalogLine, Checkout, Customer};
 use parley_testkit::{status_webhook, text_webhook, FakeGraph, Outcome};
 use reqwest::Method;
 use serde_json::{json, Value};
@@ -291,52 +291,6 @@ pub(crate) fn assert_verified(v: &mut Verifier, secret: &str, got: &[Got]) {
     }
 }
 
-/// An order of one `sku` for `user` with a pending manual payment: (order id, payment id).
-async fn order_with_payment(store: &Store, user: &str, key: &str) -> i64 {
-    let account = AccountId::from(PNID);
-    let now = parley::store::now_ms();
-    let checkout = store
-        .catalog_order(
-            &account,
-            &UserKey::from(user),
-            key,
-            &Customer {
-                wa_id: Some(user.into()),
-                ..Customer::default()
-            },
-            &[CatalogLine {
-                sku: "CAKE".into(),
-                quantity: 1,
-                claimed: None,
-            }],
-            Currency::IDR,
-            now,
-        )
-        .await
-        .unwrap();
-    let Checkout::Ordered { order } = checkout else {
-        panic!("ordered: {checkout:?}")
-    };
-    let idem = format!("pay-{key}");
-    store
-        .open_payment(&NewPayment {
-            account: &account,
-            order_id: order.id,
-            user_key: user,
-            provider: "bank",
-            kind: GatewayKind::Manual,
-            method: PaymentMethod::Manual,
-            bank: None,
-            amount: order.total,
-            expires_at: now + 3_600_000,
-            idem_key: &idem,
-            now,
-        })
-        .await
-        .unwrap()
-        .id
-}
-
 async fn every_event_type_is_delivered_signed_and_in_sequence(db: TestDb) {
     let mut verifier = Verifier::start();
     let receiver = Receiver::start().await;
@@ -395,7 +349,9 @@ async fn every_event_type_is_delivered_signed_and_in_sequence(db: TestDb) {
     .await;
     assert!(s == 200 || s == 201, "{v}");
     let now_ms = parley::store::now_ms();
-    let pay1 = order_with_payment(&store, user, "hook-o1").await;
+    let pay1 = order_with_payment(&store, user, "hook-o1", "CAKE", 1)
+        .await
+        .1;
     assert!(store
         .settle_payment(
             pay1,
@@ -406,7 +362,9 @@ async fn every_event_type_is_delivered_signed_and_in_sequence(db: TestDb) {
         )
         .await
         .unwrap());
-    let pay2 = order_with_payment(&store, user, "hook-o2").await;
+    let pay2 = order_with_payment(&store, user, "hook-o2", "CAKE", 1)
+        .await
+        .1;
     assert!(store
         .settle_payment(
             pay2,

@@ -7,10 +7,8 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use parley::domain::{
-    AccountId, Currency, GatewayKind, Money, PaymentMethod, PaymentStatus, UserKey,
-};
-use parley::store::{CatalogLine, Checkout, Customer, NewPayment, Store};
+use parley::domain::{AccountId, Currency, GatewayKind, Money, PaymentStatus, UserKey};
+use parley::store::{CatalogLine, Checkout, Customer};
 use parley_testkit::gateways::{FakeGateway, FakeOutcome};
 use parley_testkit::{text_webhook, FakeGraph};
 use reqwest::Method;
@@ -54,52 +52,6 @@ async fn owner_says_hello(app: &TestApp) {
     })
     .await;
     assert!(seen, "the owner's conversation took their message");
-}
-
-/// An order of `quantity` × `sku` for `user`, with a PENDING manual payment: its id.
-async fn order_with_payment(store: &Store, user: &str, key: &str, sku: &str, quantity: i64) -> i64 {
-    let account = AccountId::from(PNID);
-    let now = parley::store::now_ms();
-    let checkout = store
-        .catalog_order(
-            &account,
-            &UserKey::from(user),
-            key,
-            &Customer {
-                wa_id: Some(user.into()),
-                ..Customer::default()
-            },
-            &[CatalogLine {
-                sku: sku.into(),
-                quantity,
-                claimed: None,
-            }],
-            Currency::IDR,
-            now,
-        )
-        .await
-        .unwrap();
-    let Checkout::Ordered { order } = checkout else {
-        panic!("ordered: {checkout:?}")
-    };
-    let idem = format!("pay-{key}");
-    store
-        .open_payment(&NewPayment {
-            account: &account,
-            order_id: order.id,
-            user_key: user,
-            provider: "bank",
-            kind: GatewayKind::Manual,
-            method: PaymentMethod::Manual,
-            bank: None,
-            amount: order.total,
-            expires_at: now + 3_600_000,
-            idem_key: &idem,
-            now,
-        })
-        .await
-        .unwrap()
-        .id
 }
 
 fn owner_texts(graph: &FakeGraph) -> Vec<String> {
@@ -163,7 +115,7 @@ async fn paid_orders_consume_materials_and_each_crossing_tells_the_owner_once(db
 
     // Act: 3 cakes paid (confirmed by the owner): 0.75 kg of flour, 0.3 kg of sugar.
     let u = "6281200000701";
-    let pay1 = order_with_payment(&store, u, "wamid.M1", "CAKE", 3).await;
+    let pay1 = order_with_payment(&store, u, "wamid.M1", "CAKE", 3).await.1;
     ok(
         &app,
         Method::POST,
@@ -215,7 +167,7 @@ async fn paid_orders_consume_materials_and_each_crossing_tells_the_owner_once(db
     assert_eq!(material(&app, "sugar").await["stock"], "9.7");
 
     // Another 3 cakes: flour below zero, recorded truthfully; still the same crossing.
-    let pay2 = order_with_payment(&store, u, "wamid.M2", "CAKE", 3).await;
+    let pay2 = order_with_payment(&store, u, "wamid.M2", "CAKE", 3).await.1;
     ok(
         &app,
         Method::POST,
@@ -247,7 +199,7 @@ async fn paid_orders_consume_materials_and_each_crossing_tells_the_owner_once(db
     );
     // (The owner alerts the restock looked for have run.)
     tokio::time::sleep(Duration::from_millis(300)).await;
-    let pay3 = order_with_payment(&store, u, "wamid.M3", "CAKE", 4).await;
+    let pay3 = order_with_payment(&store, u, "wamid.M3", "CAKE", 4).await.1;
     let now = parley::store::now_ms();
     assert!(store
         .settle_payment(pay3, PaymentStatus::Pending, PaymentStatus::Paid, None, now)

@@ -9,10 +9,8 @@ use std::collections::BTreeSet;
 use std::sync::Arc;
 use std::time::Instant;
 
-use parley::domain::{
-    AccountId, Currency, GatewayKind, PaymentMethod, PaymentStatus, Role, UserKey,
-};
-use parley::store::{CatalogLine, Checkout, Customer, NewPayment, Store};
+use parley::domain::{AccountId, PaymentStatus, Role, UserKey};
+use parley::store::Store;
 use parley_testkit::{text_webhook, FakeGraph};
 use reqwest::Method;
 use serde_json::{json, Value};
@@ -135,47 +133,9 @@ def before_call(context, case, kwargs):
 /// An order of one `sku` by [`USER`], with a manual payment for it (paid if `paid`): the
 /// order's number and the payment's id.
 async fn seed_order(store: &Store, sku: &str, key: &str, paid: bool) -> (String, i64) {
-    let (account, now) = (AccountId::from(PNID), parley::store::now_ms());
-    let checkout = store
-        .catalog_order(
-            &account,
-            &UserKey::from(USER),
-            key,
-            &Customer {
-                wa_id: Some(USER.into()),
-                ..Customer::default()
-            },
-            &[CatalogLine {
-                sku: sku.into(),
-                quantity: 1,
-                claimed: None,
-            }],
-            Currency::IDR,
-            now,
-        )
-        .await
-        .expect("an order");
-    let Checkout::Ordered { order } = checkout else {
-        panic!("ordered: {checkout:?}")
-    };
-    let payment = store
-        .open_payment(&NewPayment {
-            account: &account,
-            order_id: order.id,
-            user_key: USER,
-            provider: "bank",
-            kind: GatewayKind::Manual,
-            method: PaymentMethod::Manual,
-            bank: None,
-            amount: order.total,
-            expires_at: now + 3_600_000,
-            idem_key: &format!("pay-{key}"),
-            now,
-        })
-        .await
-        .expect("a payment")
-        .id;
+    let (order, payment) = order_with_payment(store, USER, key, sku, 1).await;
     if paid {
+        let now = parley::store::now_ms();
         let moved = store
             .settle_payment(
                 payment,
@@ -188,7 +148,7 @@ async fn seed_order(store: &Store, sku: &str, key: &str, paid: bool) -> (String,
             .expect("paid");
         assert!(moved);
     }
-    (order.order_number.to_string(), payment)
+    (order, payment)
 }
 
 /// A little of everything, so that GET-by-id routes find something: schemathesis's
