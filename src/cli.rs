@@ -47,6 +47,15 @@ pub enum Command {
         #[arg(long, short)]
         config: Option<PathBuf>,
     },
+    /// SQLite: rewrite the database file with incremental auto-vacuum and every free page
+    /// given back, so that retention can return space from then on (a database made by an
+    /// earlier version keeps its mode until this). Stop the daemon first: it takes the whole
+    /// database while it runs, and needs as much free disk again as the file. PostgreSQL:
+    /// nothing to do (autovacuum).
+    Compact {
+        #[arg(long, short)]
+        config: Option<PathBuf>,
+    },
     /// Chat with a flow in the terminal: no WhatsApp, no store. `#id` taps a button or list
     /// row, `/wait 2h` advances the clock, `/vars` shows the variables, `/reset` starts over.
     Simulate {
@@ -295,6 +304,39 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
                     flow.version,
                     flow.nodes.len()
                 );
+            }
+            Ok(())
+        }
+        Command::Compact { config } => {
+            let settings = Settings::load(config.as_deref())?;
+            crate::telemetry::init(&settings.log);
+            // A running daemon would stall behind the rewrite (its webhooks unanswered for
+            // as long as it takes): refuse while one answers at its address.
+            let listen = settings.http.listen.clone();
+            let running = tokio::time::timeout(
+                std::time::Duration::from_secs(2),
+                tokio::net::TcpStream::connect(&listen),
+            )
+            .await
+            .is_ok_and(|c| c.is_ok());
+            if running {
+                anyhow::bail!(
+                    "a daemon answers at {listen}: stop it first (compacting takes the whole database while it runs)"
+                );
+            }
+            let store = Store::connect(&settings.store.url, 1)
+                .await
+                .context("Failed to open the store")?;
+            match store
+                .compact()
+                .await
+                .context("Failed to compact the store")?
+            {
+                None => println!("ok: nothing to do on PostgreSQL (autovacuum gives space back)"),
+                Some(c) => println!(
+                    "ok: auto_vacuum {} -> incremental, {} -> {} bytes",
+                    c.was, c.bytes_before, c.bytes_after
+                ),
             }
             Ok(())
         }

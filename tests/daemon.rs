@@ -519,6 +519,59 @@ fn migrate_creates_the_sqlite_store() {
     assert!(dir.path().join("sub/p.db").exists());
 }
 
+/// `parleyd compact` turns a SQLite file made without incremental auto-vacuum (an earlier
+/// version's) into one with it, its free pages given back and its rows kept; it refuses while
+/// something answers at the daemon's address.
+#[test]
+fn compact_converts_an_old_sqlite_file_and_refuses_while_a_daemon_runs() {
+    let dir = tempfile::tempdir().unwrap();
+    let port = free_port();
+    let config = write_config(dir.path(), "http://127.0.0.1:9", port);
+    let db = dir.path().join("parley.db");
+    {
+        let conn = rusqlite::Connection::open(&db).unwrap();
+        conn.execute_batch(
+            "PRAGMA auto_vacuum = NONE; CREATE TABLE kept (x TEXT); \
+             WITH RECURSIVE n(i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM n WHERE i < 2000) \
+             INSERT INTO kept SELECT printf('%0500d', i) FROM n; \
+             DELETE FROM kept WHERE rowid > 1000;",
+        )
+        .unwrap();
+        let free: i64 = conn
+            .query_row("PRAGMA freelist_count", [], |r| r.get(0))
+            .unwrap();
+        assert!(free > 0, "deleted rows leave free pages");
+    }
+    let compact = || {
+        Command::new(env!("CARGO_BIN_EXE_parleyd"))
+            .args(["compact", "--config"])
+            .arg(&config)
+            .output()
+            .unwrap()
+    };
+    // Something answers at the daemon's address: refused, the file untouched.
+    let listener = std::net::TcpListener::bind(("127.0.0.1", port)).unwrap();
+    let out = compact();
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("stop it first"), "{err}");
+    drop(listener);
+
+    let out = compact();
+    let said = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{said} {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(said.contains("auto_vacuum none -> incremental"), "{said}");
+    let conn = rusqlite::Connection::open(&db).unwrap();
+    let one = |sql: &str| -> i64 { conn.query_row(sql, [], |r| r.get(0)).unwrap() };
+    assert_eq!(one("PRAGMA auto_vacuum"), 2, "incremental");
+    assert_eq!(one("PRAGMA freelist_count"), 0);
+    assert_eq!(one("SELECT COUNT(*) FROM kept"), 1000);
+}
+
 /// kill -9 at random moments while webhooks stream in; Meta redelivers whatever was not
 /// answered 200 (and now and then what was). Every message must be applied exactly once: the
 /// inbox holds each once, none is left pending, and each conversation counted each once.

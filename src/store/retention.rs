@@ -561,3 +561,60 @@ impl Store {
         }
     }
 }
+
+/// What [`Store::compact`] did to a SQLite file.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Compacted {
+    /// The file's `auto_vacuum` mode before: `none`, `full` or `incremental`.
+    pub was: &'static str,
+    pub bytes_before: i64,
+    pub bytes_after: i64,
+}
+
+fn vacuum_mode(n: i64) -> &'static str {
+    match n {
+        1 => "full",
+        2 => "incremental",
+        _ => "none",
+    }
+}
+
+impl Store {
+    /// SQLite: rewrite the file with `auto_vacuum = INCREMENTAL` and every free page given
+    /// back (a full `VACUUM`: a database made before Parley set that mode keeps `none` until
+    /// then, and retention can only reuse its freed pages, never return them). It takes the
+    /// whole database for as long as it runs and needs as much free disk again as the file:
+    /// for `parleyd compact`, with the daemon stopped. PostgreSQL: None (autovacuum's work).
+    pub async fn compact(&self) -> Result<Option<Compacted>, StoreError> {
+        if self.dialect() != Dialect::Sqlite {
+            return Ok(None);
+        }
+        let pragma = |name: &'static str| async move {
+            let rows = self.fetch(&format!("PRAGMA {name}"), vec![]).await?;
+            let v: i64 = match rows.first() {
+                Some(r) => r.try_get(0)?,
+                None => 0,
+            };
+            Ok::<i64, StoreError>(v)
+        };
+        let size = || async {
+            Ok::<i64, StoreError>(pragma("page_size").await? * pragma("page_count").await?)
+        };
+        let was = vacuum_mode(pragma("auto_vacuum").await?);
+        let bytes_before = size().await?;
+        self.run("PRAGMA auto_vacuum = INCREMENTAL", vec![]).await?;
+        self.run("VACUUM", vec![]).await?;
+        self.run("PRAGMA wal_checkpoint(TRUNCATE)", vec![]).await?;
+        let now = vacuum_mode(pragma("auto_vacuum").await?);
+        if now != "incremental" {
+            return Err(StoreError::Unavailable(format!(
+                "VACUUM left auto_vacuum = {now}"
+            )));
+        }
+        Ok(Some(Compacted {
+            was,
+            bytes_before,
+            bytes_after: size().await?,
+        }))
+    }
+}
