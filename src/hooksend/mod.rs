@@ -52,7 +52,7 @@ async fn run(engine: Arc<Engine>) {
             let lease = now + (s.timeout * 2 + Duration::from_secs(5)).as_millis() as i64;
             match engine
                 .store
-                .take_due_hook_deliveries(now, lease, free as i64)
+                .take_due_hook_deliveries(now, lease, free as i64, &engine.writer)
                 .await
             {
                 Ok(due) => {
@@ -138,8 +138,16 @@ async fn deliver(engine: &Engine, d: DueDelivery) {
         endpoint_failing_since: ep.failing_since,
     };
     // The attempt, its delivery's move and the endpoint's failure record (only when this
-    // attempt changes it) in one transaction.
-    if let Err(e) = engine.store.record_hook_attempts(&[record]).await {
+    // attempt changes it) in one transaction: on SQLite in the writer's next group commit,
+    // else through the pool.
+    let recorded = match engine.store.dialect() {
+        crate::store::Dialect::Sqlite => {
+            let statements = crate::store::attempt_statements(&record);
+            engine.writer.hook_writes(statements).await
+        }
+        crate::store::Dialect::Postgres => engine.store.record_hook_attempts(&[record]).await,
+    };
+    if let Err(e) = recorded {
         tracing::warn!(error = %e, delivery = d.id, "Cannot record a webhook attempt; it is made again.");
         return;
     }

@@ -1,7 +1,10 @@
 //! Outbound webhooks' deliveries and their attempts (the delivery log): what the sender
 //! (`hooksend`) takes when due, records after each attempt, and what the admin API lists,
-//! replays and recovers. Written through the pool; the events and endpoints they belong to
-//! are in [`super::hooks`].
+//! replays and recovers. Written through the pool, but for the sender's attempt records on
+//! SQLite (through the writer); the events and endpoints they belong to are in
+//! [`super::hooks`].
+
+use std::borrow::Cow;
 
 use sqlx::Row;
 
@@ -62,11 +65,14 @@ impl Store {
     /// Deliveries due at `now` to active endpoints, oldest first. Each is leased until
     /// `lease_until` (its `next_at` moves there), so the next poll does not take it again
     /// while it is in flight; a crash leaves it due when the lease ends.
+    /// On SQLite the lease goes through `writer`'s next group commit, as the attempts' records
+    /// do ([`WriterHandle::hook_writes`]).
     pub async fn take_due_hook_deliveries(
         &self,
         now: i64,
         lease_until: i64,
         limit: i64,
+        writer: &WriterHandle,
     ) -> Result<Vec<DueDelivery>, StoreError> {
         let rows = self
             .fetch(
@@ -95,75 +101,35 @@ impl Store {
         if !out.is_empty() {
             let ids: Vec<String> = out.iter().map(|d| d.id.to_string()).collect();
             // Ids are integers read from the store: safe to inline.
-            self.run(
-                &format!(
-                    "UPDATE hook_deliveries SET next_at = $1 WHERE state = 'pending' AND id IN ({})",
-                    ids.join(",")
-                ),
-                vec![Val::I(lease_until)],
-            )
-            .await?;
+            let lease = format!(
+                "UPDATE hook_deliveries SET next_at = $1 WHERE state = 'pending' AND id IN ({})",
+                ids.join(",")
+            );
+            let vals = vec![Val::I(lease_until)];
+            match self.dialect() {
+                Dialect::Sqlite => writer.hook_writes(vec![(lease.into(), vals)]).await?,
+                Dialect::Postgres => {
+                    self.run(&lease, vals).await?;
+                }
+            }
         }
         Ok(out)
     }
 
     /// Record attempts, move their deliveries and their endpoints' failure records, all in
     /// one transaction (the sender records each attempt as it ends: one write transaction
-    /// per delivery where there were two, the failure record only when it changes).
+    /// per delivery where there were two, the failure record only when it changes). On
+    /// SQLite the sender goes through the group-commit writer instead
+    /// ([`WriterHandle::hook_writes`]), with the same statements ([`attempt_statements`]):
+    /// a pool transaction there waits for the database's one write lock behind the
+    /// conversations' batches.
     pub async fn record_hook_attempts(&self, records: &[AttemptRecord]) -> Result<(), StoreError> {
         if records.is_empty() {
             return Ok(());
         }
         let mut tx = self.pool().begin().await?;
-        for a in records {
-            self.tx_run(
-                &mut tx,
-                "INSERT INTO hook_attempts (delivery_id, endpoint_id, event_id, at, latency_ms, status, body, error) \
-                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8)",
-                vec![
-                    Val::I(a.delivery_id),
-                    a.endpoint_id.as_str().into(),
-                    a.event_id.as_str().into(),
-                    Val::I(a.at),
-                    Val::I(a.latency_ms),
-                    Val::I(i64::from(a.status)),
-                    a.body.as_str().into(),
-                    Val::OptS(a.error.clone()),
-                ],
-            )
-            .await?;
-            self.tx_run(
-                &mut tx,
-                "UPDATE hook_deliveries SET state = $1, attempts = attempts + 1, next_at = $2, last_status = $3, updated_at = $4 WHERE id = $5",
-                vec![
-                    a.state.as_str().into(),
-                    Val::I(a.next_at),
-                    Val::I(i64::from(a.status)),
-                    Val::I(a.at),
-                    Val::I(a.delivery_id),
-                ],
-            )
-            .await?;
-            let ok = a.state == DeliveryState::Succeeded;
-            match (ok, a.endpoint_failing_since) {
-                (true, Some(_)) => {
-                    self.tx_run(
-                        &mut tx,
-                        "UPDATE hook_endpoints SET failing_since = NULL WHERE id = $1 AND failing_since IS NOT NULL",
-                        vec![a.endpoint_id.as_str().into()],
-                    )
-                    .await?;
-                }
-                (false, None) => {
-                    self.tx_run(
-                        &mut tx,
-                        "UPDATE hook_endpoints SET failing_since = $2 WHERE id = $1 AND failing_since IS NULL",
-                        vec![a.endpoint_id.as_str().into(), Val::I(a.at)],
-                    )
-                    .await?;
-                }
-                _ => {}
-            }
+        for (sql, vals) in records.iter().flat_map(attempt_statements) {
+            self.tx_run(&mut tx, &sql, vals).await?;
         }
         tx.commit().await?;
         Ok(())
@@ -283,4 +249,52 @@ impl Store {
         )
         .await
     }
+}
+
+/// The statements that record attempt `a`: the attempt row, its delivery's new state, and its
+/// endpoint's failure record when the attempt changes it (succeeded while failing, failed
+/// while not).
+pub fn attempt_statements(a: &AttemptRecord) -> Vec<(Cow<'static, str>, Vec<Val>)> {
+    let mut out: Vec<(Cow<'static, str>, Vec<Val>)> = vec![
+        (
+            "INSERT INTO hook_attempts (delivery_id, endpoint_id, event_id, at, latency_ms, status, body, error) \
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8)"
+                .into(),
+            vec![
+                Val::I(a.delivery_id),
+                a.endpoint_id.as_str().into(),
+                a.event_id.as_str().into(),
+                Val::I(a.at),
+                Val::I(a.latency_ms),
+                Val::I(i64::from(a.status)),
+                a.body.as_str().into(),
+                Val::OptS(a.error.clone()),
+            ],
+        ),
+        (
+            "UPDATE hook_deliveries SET state = $1, attempts = attempts + 1, next_at = $2, last_status = $3, updated_at = $4 WHERE id = $5"
+                .into(),
+            vec![
+                a.state.as_str().into(),
+                Val::I(a.next_at),
+                Val::I(i64::from(a.status)),
+                Val::I(a.at),
+                Val::I(a.delivery_id),
+            ],
+        ),
+    ];
+    match (a.state == DeliveryState::Succeeded, a.endpoint_failing_since) {
+        (true, Some(_)) => out.push((
+            "UPDATE hook_endpoints SET failing_since = NULL WHERE id = $1 AND failing_since IS NOT NULL"
+                .into(),
+            vec![a.endpoint_id.as_str().into()],
+        )),
+        (false, None) => out.push((
+            "UPDATE hook_endpoints SET failing_since = $2 WHERE id = $1 AND failing_since IS NULL"
+                .into(),
+            vec![a.endpoint_id.as_str().into(), Val::I(a.at)],
+        )),
+        _ => {}
+    }
+    out
 }

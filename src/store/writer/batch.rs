@@ -226,7 +226,8 @@ pub(super) fn gather_steps(
                         stepped.insert(key);
                         urgent |= done > 0 && commit.batch != Some(batch_id);
                     }
-                    WriteOp::Append { .. } => {}
+                    // A webhook attempt's record has no reply waiting behind it.
+                    WriteOp::Append { .. } | WriteOp::HookWrites { .. } => {}
                     _ => urgent |= done > 0,
                 }
             }
@@ -284,7 +285,9 @@ pub(super) fn fail(ops: Vec<WriteOp>, e: &StoreError) {
             WriteOp::Step { reply, .. } => {
                 let _ = reply.send(Err(clone_err(e)));
             }
-            WriteOp::Outbox { reply, .. } | WriteOp::Gate { reply, .. } => {
+            WriteOp::Outbox { reply, .. }
+            | WriteOp::Gate { reply, .. }
+            | WriteOp::HookWrites { reply, .. } => {
                 let _ = reply.send(Err(clone_err(e)));
             }
         }
@@ -344,7 +347,8 @@ pub(super) fn finish(ops: Vec<WriteOp>, results: Vec<OpResult>, dispatcher: Opti
             }
             (WriteOp::DeadLetter { reply, .. }, _)
             | (WriteOp::Outbox { reply, .. }, _)
-            | (WriteOp::Gate { reply, .. }, _) => {
+            | (WriteOp::Gate { reply, .. }, _)
+            | (WriteOp::HookWrites { reply, .. }, _) => {
                 let _ = reply.send(Ok(()));
             }
             (WriteOp::Append { reply, .. }, _) => {

@@ -116,6 +116,11 @@ enum WriteOp {
         write: GateWrite,
         reply: oneshot::Sender<Result<(), StoreError>>,
     },
+    /// The outbound webhook sender's writes (SQLite only: see [`WriterHandle::hook_writes`]).
+    HookWrites {
+        statements: Vec<(std::borrow::Cow<'static, str>, Vec<Val>)>,
+        reply: oneshot::Sender<Result<(), StoreError>>,
+    },
 }
 
 type Dispatcher = Box<dyn Fn(Vec<InboxDispatch>) + Send + Sync>;
@@ -292,6 +297,24 @@ impl WriterHandle {
             rx,
         )
         .await
+    }
+
+    /// The webhook sender's writes (its leases, its attempts' records) in the next group
+    /// commit, in one transaction. For SQLite, whose one write lock the writer holds batch
+    /// after batch under load: a sender writing through the pool waited behind every batch,
+    /// and deliveries crawled while conversations were busy. PostgreSQL writes them through
+    /// the pool ([`Store::record_hook_attempts`]): its rows lock one by one, and these rows
+    /// are no conversation writer's.
+    pub async fn hook_writes(
+        &self,
+        statements: Vec<(std::borrow::Cow<'static, str>, Vec<Val>)>,
+    ) -> Result<(), StoreError> {
+        if statements.is_empty() {
+            return Ok(());
+        }
+        let (reply, rx) = oneshot::channel();
+        let op = WriteOp::HookWrites { statements, reply };
+        Self::submit_to(&self.writers[0], op, rx).await
     }
 
     /// Run an empty operation through every writer thread and wait for it: the watchdog's

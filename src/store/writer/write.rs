@@ -63,6 +63,12 @@ pub(super) fn write_ops(
                     }
                 }
                 WriteOp::Outbox { update, .. } => updates.push(update),
+                WriteOp::HookWrites { statements, .. } => {
+                    for (sql, vals) in statements {
+                        let text = super::super::exec::for_connection(tx.dialect(), sql);
+                        tx.exec(&text, vals.clone())?;
+                    }
+                }
                 _ => {}
             }
         }
