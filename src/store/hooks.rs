@@ -46,10 +46,17 @@ struct SubView {
 /// The active endpoints, in memory: who wants which event of which account. Loaded from
 /// `hook_endpoints` at start and after every change to them, so a reload of the config or
 /// of flows leaves it as it is.
+///
+/// Reloads are numbered as they begin, and a list read by a reload is put in place only if no
+/// reload begun after it has put its own: two reloads can overlap (the webhook sender's at its
+/// start and an API change's), and the one that began first, read before the change was
+/// committed, must not land last and hide the new endpoint.
 #[derive(Debug, Default)]
 pub struct HookSubs {
     any: AtomicBool,
-    subs: RwLock<Vec<SubView>>,
+    began: std::sync::atomic::AtomicU64,
+    /// The list in place, and the number of the reload that read it.
+    subs: RwLock<(u64, Vec<SubView>)>,
 }
 
 impl HookSubs {
@@ -59,7 +66,8 @@ impl HookSubs {
             return Vec::new();
         }
         let subs = self.subs.read().unwrap_or_else(|e| e.into_inner());
-        subs.iter()
+        subs.1
+            .iter()
             .filter(|s| s.account.as_deref().is_none_or(|a| a == account) && s.filter.wants(event))
             .map(|s| s.id.clone())
             .collect()
@@ -75,10 +83,19 @@ impl HookSubs {
         self.any.load(Ordering::Acquire) && !self.endpoints_for(account, event).is_empty()
     }
 
-    fn set(&self, subs: Vec<SubView>) {
+    /// Number a reload about to read the endpoints (before its read starts).
+    fn begin(&self) -> u64 {
+        self.began.fetch_add(1, Ordering::AcqRel) + 1
+    }
+
+    /// Put in place what reload `reload` read, unless a later-begun reload's list is there.
+    fn set(&self, reload: u64, subs: Vec<SubView>) {
         let mut guard = self.subs.write().unwrap_or_else(|e| e.into_inner());
+        if reload < guard.0 {
+            return;
+        }
         self.any.store(!subs.is_empty(), Ordering::Release);
-        *guard = subs;
+        *guard = (reload, subs);
     }
 }
 
@@ -341,6 +358,7 @@ impl Store {
 
     /// Read the active endpoints again into [`HookSubs`].
     pub async fn reload_hook_subs(&self) -> Result<(), StoreError> {
+        let reload = self.hook_subs().begin();
         let rows = self
             .fetch(
                 "SELECT id, account, events FROM hook_endpoints WHERE active = 1",
@@ -357,7 +375,7 @@ impl Store {
                     .map_err(|e| StoreError::Corrupt(e.to_string()))?,
             });
         }
-        self.hook_subs().set(subs);
+        self.hook_subs().set(reload, subs);
         Ok(())
     }
 
@@ -613,5 +631,39 @@ impl Store {
             }
         }
         self.reload_hook_subs().await
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn sub(id: &str) -> SubView {
+        SubView {
+            id: id.into(),
+            account: None,
+            filter: EventFilter::parse_stored("campaign.progress").unwrap(),
+        }
+    }
+
+    #[test]
+    fn a_reload_that_began_first_and_landed_last_does_not_hide_a_new_endpoint() {
+        let subs = HookSubs::default();
+        // The sender's reload starts before the endpoint is committed …
+        let early = subs.begin();
+        // … an API change commits it and reloads …
+        let late = subs.begin();
+        subs.set(late, vec![sub("ep-1")]);
+        // … and the early read (no endpoint) arrives last.
+        subs.set(early, vec![]);
+        assert!(subs.any_active());
+        assert_eq!(
+            subs.endpoints_for("100", EventType::CampaignProgress),
+            vec!["ep-1".to_string()]
+        );
+        // A reload begun later still applies (an endpoint removed).
+        let again = subs.begin();
+        subs.set(again, vec![]);
+        assert!(!subs.any_active());
     }
 }

@@ -22,6 +22,9 @@ struct Sample {
     db_bytes: u64,
     wal_bytes: u64,
     rss_kib: u64,
+    /// From the daemon's `/metrics`: what SQLite holds, and what the allocator holds in all.
+    sqlite_kib: u64,
+    heap_kib: u64,
     p99_ms: f64,
     replies_per_s: f64,
 }
@@ -72,7 +75,7 @@ pub(crate) async fn soak(cli: &Cli, s: Soak) -> anyhow::Result<()> {
     let mut csv = std::fs::File::create(&csv_path)?;
     writeln!(
         csv,
-        "seconds,db_bytes,wal_bytes,rss_kib,reply_p99_ms,replies_per_s"
+        "seconds,db_bytes,wal_bytes,rss_kib,sqlite_kib,heap_kib,reply_p99_ms,replies_per_s"
     )?;
     println!(
         "soak: {} users, {} ms think, windows {w}, a sample every {} s for {} min",
@@ -97,31 +100,38 @@ pub(crate) async fn soak(cli: &Cli, s: Soak) -> anyhow::Result<()> {
             Some(db) => (file_size(db), file_size(&wal_of(db))),
             None => (database_bytes(&client, &daemon.base).await, 0),
         };
+        let (sqlite_kib, heap_kib) = memory_kib(&client, &daemon.base).await;
         let sample = Sample {
             seconds: started.elapsed().as_secs_f64(),
             db_bytes,
             wal_bytes,
             rss_kib: proc_stats(pid).1,
+            sqlite_kib,
+            heap_kib,
             p99_ms: pct(&lat, 0.99),
             replies_per_s: lat.len() as f64 / s.sample_secs as f64,
         };
         writeln!(
             csv,
-            "{:.1},{},{},{},{:.2},{:.1}",
+            "{:.1},{},{},{},{},{},{:.2},{:.1}",
             sample.seconds,
             sample.db_bytes,
             sample.wal_bytes,
             sample.rss_kib,
+            sample.sqlite_kib,
+            sample.heap_kib,
             sample.p99_ms,
             sample.replies_per_s
         )?;
         csv.flush()?;
         println!(
-            "{:>7.0} s  db {:>7.1} MB  wal {:>7.1} MB  rss {:>6.1} MiB  p99 {:>7.1} ms  {:>6.0} replies/s",
+            "{:>7.0} s  db {:>7.1} MB  wal {:>7.1} MB  rss {:>6.1} MiB (heap {:>6.1}, sqlite {:>5.1})  p99 {:>7.1} ms  {:>6.0} replies/s",
             sample.seconds,
             sample.db_bytes as f64 / 1e6,
             sample.wal_bytes as f64 / 1e6,
             sample.rss_kib as f64 / 1024.0,
+            sample.heap_kib as f64 / 1024.0,
+            sample.sqlite_kib as f64 / 1024.0,
             sample.p99_ms,
             sample.replies_per_s
         );
@@ -162,6 +172,30 @@ async fn database_bytes(client: &reqwest::Client, base: &str) -> u64 {
     }
 }
 
+/// (SQLite's memory, the allocator's committed memory) in KiB, read from `GET /metrics`.
+async fn memory_kib(client: &reqwest::Client, base: &str) -> (u64, u64) {
+    let text = match client.get(format!("{base}/metrics")).send().await {
+        Ok(r) => r.text().await.unwrap_or_default(),
+        Err(_) => String::new(),
+    };
+    let read = |name: &str| {
+        text.lines()
+            .find_map(|l| {
+                l.strip_prefix(name)?
+                    .strip_prefix(' ')?
+                    .trim()
+                    .parse::<u64>()
+                    .ok()
+            })
+            .unwrap_or(0)
+            / 1024
+    };
+    (
+        read("parley_sqlite_memory_bytes"),
+        read("parley_heap_committed_bytes"),
+    )
+}
+
 /// A system font for the labels, if one is found (the chart is drawn without text if not).
 fn font() -> bool {
     const CANDIDATES: [&str; 3] = [
@@ -198,8 +232,16 @@ fn chart(samples: &[Sample], png: &Path, window: &str) -> anyhow::Result<()> {
             ],
         ),
         (
-            "daemon RSS, MiB".into(),
-            vec![("RSS", GREEN, Box::new(|s| s.rss_kib as f64 / 1024.0))],
+            "daemon memory, MiB".into(),
+            vec![
+                ("RSS", GREEN, Box::new(|s| s.rss_kib as f64 / 1024.0)),
+                (
+                    "heap committed",
+                    BLUE,
+                    Box::new(|s| s.heap_kib as f64 / 1024.0),
+                ),
+                ("SQLite", RED, Box::new(|s| s.sqlite_kib as f64 / 1024.0)),
+            ],
         ),
         (
             "webhook to reply p99, ms".into(),
