@@ -829,7 +829,7 @@ async fn xendit_refunds_by_invoice_or_payment_request() {
     assert_eq!(fake.refund_requests().len(), 2, "no refund request for it");
 }
 
-/// Finpay has no refund API: refused before any request.
+/// Finpay (its refund request is not documented publicly): refused before any request.
 #[tokio::test]
 async fn finpay_cannot_refund() {
     let fake = FakeGateway::start(GatewayKind::Finpay).await;

@@ -34,8 +34,11 @@ async fn run(engine: Arc<Engine>) {
     }
     // Deliveries in flight; `webhooks.concurrency` is read on each pass (a reload applies).
     let in_flight = Arc::new(AtomicUsize::new(0));
-    // Told when a delivery ends: after a full take (more may be due), the next take waits
-    // for a free slot, not for the next poll.
+    // Told when a delivery ends: after a full take (more may be due), or with every slot
+    // busy, the next take waits for a free slot, not for the next poll. (A wake-up can be
+    // left over from a delivery that ended while the sender was taking, its slot already
+    // counted: it finds every slot busy and waits again for the next to end. Sleeping a poll
+    // there drained a backlog at `concurrency` deliveries per poll.)
     let ended = Arc::new(tokio::sync::Notify::new());
     loop {
         let mut full = false;
@@ -44,6 +47,9 @@ async fn run(engine: Arc<Engine>) {
             .concurrency
             .max(1)
             .saturating_sub(in_flight.load(Ordering::Acquire));
+        if free == 0 {
+            full = true;
+        }
         // No active endpoint: nothing can be due (the store is not asked).
         if free > 0 && engine.store.hook_subs().any_active() {
             let now = engine.clock.now_ms();

@@ -9,6 +9,12 @@
 //! Callbacks are parsed, not verified: the signature is an HMAC-SHA512 of PHP's
 //! `json_encode` of the fields, which cannot be reproduced byte-exactly from Rust. The caller
 //! confirms each with [`super::Gateway::status`], which Finpay calls the most secure method.
+//!
+//! Checked against Finpay's own reference (docs.finpay.id, read 2026-12-08): the initiate
+//! endpoint and its `sourceOfFunds.type` values (`finpaycode` is its payment code for
+//! Indomaret and Alfamart, `qris`, the `va…` banks), the status check's
+//! `data.result.payment.{status, amount}`, the callback's fields (`order.id`, `order.amount`,
+//! `result.payment.status`, a 128-hex `signature`) and the `responseCode` "2000000" answer.
 
 use serde_json::{json, Value};
 

@@ -59,8 +59,10 @@ pub fn supports(kind: GatewayKind, method: PaymentMethod) -> bool {
 /// Whether a payment of `kind` paid by `method` can be refunded through the gateway's API;
 /// Err: why not (the admin API answers it as 409, before any request).
 ///
-/// - finpay: no refund API is documented (hub.finpay.id lists initiate, check and the
-///   callback only): refund by hand.
+/// - finpay: refund by hand. Its REST reference (docs.finpay.id, "After Payment") names
+///   `POST /pg/payment/card/refund`, `…/void` and `GET …/cancel/{orderId}`, but documents
+///   neither their request bodies nor which methods they take (every method is initiated
+///   under `/pg/payment/card/`), so Parley does not guess at a request that moves money.
 /// - xendit: `qris` (a Payment Request: `POST /refunds` with `payment_request_id`) and `link`
 ///   (an invoice: `POST /refunds` with `invoice_id`, refundable when it was paid by card or
 ///   e-wallet; one paid by bank transfer or at a retail outlet is refused before the refund
@@ -73,7 +75,7 @@ pub fn supports(kind: GatewayKind, method: PaymentMethod) -> bool {
 pub fn refund_support(kind: GatewayKind, method: PaymentMethod) -> Result<(), &'static str> {
     use PaymentMethod as M;
     match (kind, method) {
-        (GatewayKind::Finpay, _) => Err("Finpay has no refund API: refund the customer by hand"),
+        (GatewayKind::Finpay, _) => Err("Finpay's refund request is not documented publicly: refund the customer by hand"),
         (GatewayKind::Xendit, M::Qris | M::Link) => Ok(()),
         (GatewayKind::Xendit, _) => Err(
             "a Xendit virtual account or retail outlet payment cannot be refunded through the API: refund the customer by hand",
@@ -278,7 +280,7 @@ impl Gateway {
         match &self.creds {
             Credentials::Finpay { .. } => Err(GatewayError::NotRefundable {
                 gateway: self.name.clone(),
-                reason: "Finpay has no refund API".into(),
+                reason: "Finpay's refund request is not documented publicly".into(),
             }),
             Credentials::Xendit { .. } => xendit::refund(self, req).await,
             Credentials::Midtrans { .. } => midtrans::refund(self, req).await,

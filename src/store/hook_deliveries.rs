@@ -76,10 +76,14 @@ impl Store {
     ) -> Result<Vec<DueDelivery>, StoreError> {
         let rows = self
             .fetch(
+                // The few due deliveries first (an index range in order, stopped at the
+                // limit), then their events: never a join over the whole backlog.
                 "SELECT d.id, d.attempts, d.endpoint_id, e.id AS event_id, e.event_type, e.account, e.user_key, e.sequence, e.payload, e.created_at \
-                 FROM hook_deliveries d JOIN hook_events e ON e.id = d.event_id \
-                 JOIN hook_endpoints p ON p.id = d.endpoint_id \
-                 WHERE d.state = 'pending' AND d.next_at <= $1 AND p.active = 1 ORDER BY d.next_at, d.id LIMIT $2",
+                 FROM (SELECT id, attempts, endpoint_id, event_id, next_at FROM hook_deliveries \
+                       WHERE state = 'pending' AND next_at <= $1 \
+                       AND endpoint_id IN (SELECT id FROM hook_endpoints WHERE active = 1) \
+                       ORDER BY state, next_at, id LIMIT $2) d \
+                 JOIN hook_events e ON e.id = d.event_id ORDER BY d.next_at, d.id",
                 vec![Val::I(now), Val::I(limit)],
             )
             .await?;

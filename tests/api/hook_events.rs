@@ -355,3 +355,46 @@ on_both_stores!(
     concurrent_sequences,
     concurrent_events_of_one_conversation_take_distinct_sequences
 );
+
+/// A backlog drains at the pace its deliveries end. With every slot busy the sender waits for
+/// one to free, not for its next poll: a wake-up left over from a delivery that ended while
+/// the sender was taking (its slot already counted) once sent it to sleep a whole poll, and a
+/// backlog then drained at `concurrency` deliveries per poll.
+async fn a_backlog_drains_at_the_pace_deliveries_end(db: TestDb) {
+    let receiver = Receiver::start().await;
+    let graph = FakeGraph::start().await;
+    let mut settings = hook_settings(&db, &graph);
+    settings.webhooks.poll = Duration::from_secs(3);
+    settings.webhooks.concurrency = 2;
+    settings.accounts[0].mark_read = false;
+    let app = spawn_app(settings, Arc::new(Echo)).await;
+    endpoint(&app, &receiver.url("drain"), &["message.received"]).await;
+    const N: usize = 80;
+    for i in 0..N {
+        let user = format!("628120009{i:04}");
+        app.post_webhook(&text_webhook(
+            PNID,
+            &user,
+            &format!("wamid.DR{i}"),
+            "hi",
+            now_secs(),
+        ))
+        .await;
+    }
+    // The first delivery comes within a poll; the other 79 then follow at once (a local
+    // receiver answers in a millisecond): well within two polls, where 40 polls was the bug.
+    receiver.wait("drain", 1).await;
+    let first = std::time::Instant::now();
+    let drained = eventually(Duration::from_secs(6), || async {
+        receiver.at("drain").len() >= N
+    })
+    .await;
+    assert!(
+        drained,
+        "{} of {N} delivered {:?} after the first",
+        receiver.at("drain").len(),
+        first.elapsed()
+    );
+    app.stop().await;
+}
+on_both_stores!(backlog_drain, a_backlog_drains_at_the_pace_deliveries_end);

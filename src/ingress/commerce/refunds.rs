@@ -2,10 +2,10 @@
 //! paid payment back, whole or in part, where its kind and method allow it.
 //!
 //! Checked before any request: the payment holds money (PAID, PAID_LATE, MISMATCH; else 409),
-//! its gateway can refund the method it was paid by (else 409 with why: Finpay has no refund
-//! API, a VA or retail payment has no way back), the amount (a decimal string in the
-//! payment's currency; left out: all that is left) is no more than what is left to refund
-//! (else 422). The refund is written under its key before the gateway is asked; the same
+//! its gateway can refund the method it was paid by (else 409 with why: Finpay's refund
+//! request is not documented publicly, a VA or retail payment has no way back), the amount
+//! (a decimal string in the payment's currency; left out: all that is left) is no more than
+//! what is left to refund (else 422). The refund is written under its key before the gateway is asked; the same
 //! request again (a retry after a timeout) is the same refund: answered from the row once
 //! it is done, asked again with the same gateway idempotency key while it is not, never
 //! made twice. Without an `idempotency_key` the key is the amount asked, so two refunds of
