@@ -209,6 +209,8 @@ impl Application {
         crate::ingress::retention::spawn(&engine);
         // The analytics snapshots, kept current off the message path.
         crate::ingress::analytics_fold::spawn(engine.clone());
+        // Freed memory back to the system every few minutes (see `metrics::GIVE_BACK_EVERY`).
+        crate::metrics::spawn_give_back();
         // Due timers and the inbox lag gauge: background loops that stop with the server.
         let timers = tokio::spawn({
             let (engine, router) = (engine.clone(), router.clone());

@@ -609,6 +609,24 @@ pub fn give_back_memory() {
     give_back_if_asked();
 }
 
+/// How often memory freed since is handed back to the system, whatever the load.
+pub const GIVE_BACK_EVERY: std::time::Duration = std::time::Duration::from_secs(300);
+
+/// Every [`GIVE_BACK_EVERY`], ask every thread to return what it freed: a daemon that runs
+/// for months then holds about what it uses, not the pages it once used and keeps for reuse
+/// (mimalloc keeps freed pages per thread until asked or until the thread needs them).
+pub fn spawn_give_back() -> tokio::task::JoinHandle<()> {
+    tokio::spawn(async {
+        let mut every = tokio::time::interval(GIVE_BACK_EVERY);
+        every.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        every.tick().await;
+        loop {
+            every.tick().await;
+            give_back_memory();
+        }
+    })
+}
+
 /// Called by each runtime worker as it parks: one atomic load, and a heap collection only
 /// after [`give_back_memory`] asked for one.
 #[allow(unsafe_code)]
