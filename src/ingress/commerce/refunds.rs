@@ -5,12 +5,12 @@
 //! its gateway can refund the method it was paid by (else 409 with why: Finpay's refund
 //! request is not documented publicly, a VA or retail payment has no way back), the amount
 //! (a decimal string in the payment's currency; left out: all that is left) is no more than
-//! what is left to refund (else 422). The refund is written under its key before the gateway is asked; the same
-//! request again (a retry after a timeout) is the same refund: answered from the row once
-//! it is done, asked again with the same gateway idempotency key while it is not, never
-//! made twice. Without an `idempotency_key` the key is the amount asked, so two refunds of
-//! the same amount need two keys. A gateway's refusal is 502 with its (scrubbed) words; no
-//! answer is 502 too, and the same request may be sent again.
+//! what is left to refund (else 422). The refund is written under its key before the
+//! gateway is asked; the same request again (a retry after a timeout) is the same refund:
+//! answered from the row once it is done, asked again with the same gateway idempotency key
+//! while it is not, never made twice. Without an `idempotency_key` the key is the amount
+//! asked, so two refunds of the same amount need two keys. A gateway's refusal is 502 with
+//! its (scrubbed) words; no answer is 502 too, and the same request may be sent again.
 //!
 //! Two refunds asked at once are checked in turn under the payment's lock. Once the gateway
 //! took it, the refund and (when the refunds that succeeded add up to what was received) the
