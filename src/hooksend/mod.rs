@@ -144,16 +144,12 @@ async fn deliver(engine: &Engine, d: DueDelivery) {
         endpoint_failing_since: ep.failing_since,
     };
     // The attempt, its delivery's move and the endpoint's failure record (only when this
-    // attempt changes it) in one transaction: on SQLite in the writer's next group commit,
-    // else through the pool.
-    let recorded = match engine.store.dialect() {
-        crate::store::Dialect::Sqlite => {
-            let statements = crate::store::attempt_statements(&record);
-            engine.writer.hook_writes(statements).await
-        }
-        crate::store::Dialect::Postgres => engine.store.record_hook_attempts(&[record]).await,
-    };
-    if let Err(e) = recorded {
+    // attempt changes it) in one transaction.
+    if let Err(e) = engine
+        .store
+        .record_hook_attempts(&[record], &engine.writer)
+        .await
+    {
         tracing::warn!(error = %e, delivery = d.id, "Cannot record a webhook attempt; it is made again.");
         return;
     }

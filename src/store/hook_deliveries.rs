@@ -65,8 +65,8 @@ impl Store {
     /// Deliveries due at `now` to active endpoints, oldest first. Each is leased until
     /// `lease_until` (its `next_at` moves there), so the next poll does not take it again
     /// while it is in flight; a crash leaves it due when the lease ends.
-    /// On SQLite the lease goes through `writer`'s next group commit, as the attempts' records
-    /// do ([`WriterHandle::hook_writes`]).
+    /// The lease is written as the attempts' records are (`hook_write`: on SQLite in
+    /// `writer`'s next group commit).
     pub async fn take_due_hook_deliveries(
         &self,
         now: i64,
@@ -109,34 +109,47 @@ impl Store {
                 "UPDATE hook_deliveries SET next_at = $1 WHERE state = 'pending' AND id IN ({})",
                 ids.join(",")
             );
-            let vals = vec![Val::I(lease_until)];
-            match self.dialect() {
-                Dialect::Sqlite => writer.hook_writes(vec![(lease.into(), vals)]).await?,
-                Dialect::Postgres => {
-                    self.run(&lease, vals).await?;
-                }
-            }
+            self.hook_write(vec![(lease.into(), vec![Val::I(lease_until)])], writer)
+                .await?;
         }
         Ok(out)
     }
 
     /// Record attempts, move their deliveries and their endpoints' failure records, all in
     /// one transaction (the sender records each attempt as it ends: one write transaction
-    /// per delivery where there were two, the failure record only when it changes). On
-    /// SQLite the sender goes through the group-commit writer instead
-    /// ([`WriterHandle::hook_writes`]), with the same statements ([`attempt_statements`]):
-    /// a pool transaction there waits for the database's one write lock behind the
-    /// conversations' batches.
-    pub async fn record_hook_attempts(&self, records: &[AttemptRecord]) -> Result<(), StoreError> {
-        if records.is_empty() {
+    /// per delivery where there were two, the failure record only when it changes).
+    pub async fn record_hook_attempts(
+        &self,
+        records: &[AttemptRecord],
+        writer: &WriterHandle,
+    ) -> Result<(), StoreError> {
+        let statements = records.iter().flat_map(attempt_statements).collect();
+        self.hook_write(statements, writer).await
+    }
+
+    /// The webhook sender's writes, in one transaction. On SQLite in `writer`'s next group
+    /// commit ([`WriterHandle::hook_writes`]): a pool transaction there waits for the
+    /// database's one write lock behind the conversations' batches. On PostgreSQL through the
+    /// pool: its rows lock one by one, and these rows are no conversation writer's.
+    async fn hook_write(
+        &self,
+        statements: Vec<(Cow<'static, str>, Vec<Val>)>,
+        writer: &WriterHandle,
+    ) -> Result<(), StoreError> {
+        if statements.is_empty() {
             return Ok(());
         }
-        let mut tx = self.pool().begin().await?;
-        for (sql, vals) in records.iter().flat_map(attempt_statements) {
-            self.tx_run(&mut tx, &sql, vals).await?;
+        match self.dialect() {
+            Dialect::Sqlite => writer.hook_writes(statements).await,
+            Dialect::Postgres => {
+                let mut tx = self.pool().begin().await?;
+                for (sql, vals) in statements {
+                    self.tx_run(&mut tx, &sql, vals).await?;
+                }
+                tx.commit().await?;
+                Ok(())
+            }
         }
-        tx.commit().await?;
-        Ok(())
     }
 
     /// Disable an endpoint, fail its pending deliveries and tell the others that want to
@@ -258,7 +271,7 @@ impl Store {
 /// The statements that record attempt `a`: the attempt row, its delivery's new state, and its
 /// endpoint's failure record when the attempt changes it (succeeded while failing, failed
 /// while not).
-pub fn attempt_statements(a: &AttemptRecord) -> Vec<(Cow<'static, str>, Vec<Val>)> {
+fn attempt_statements(a: &AttemptRecord) -> Vec<(Cow<'static, str>, Vec<Val>)> {
     let mut out: Vec<(Cow<'static, str>, Vec<Val>)> = vec![
         (
             "INSERT INTO hook_attempts (delivery_id, endpoint_id, event_id, at, latency_ms, status, body, error) \
