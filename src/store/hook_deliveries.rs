@@ -141,6 +141,11 @@ impl Store {
         }
         match self.dialect() {
             Dialect::Sqlite => writer.hook_writes(statements).await,
+            // One statement (a lease) is its own transaction: no BEGIN and COMMIT round trips.
+            Dialect::Postgres if statements.len() == 1 => {
+                let (sql, vals) = statements.into_iter().next().unwrap_or_default();
+                self.run(&sql, vals).await.map(|_| ())
+            }
             Dialect::Postgres => {
                 let mut tx = self.pool().begin().await?;
                 for (sql, vals) in statements {
